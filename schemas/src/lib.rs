@@ -1,0 +1,21 @@
+//! The shared vocabulary of Convergio: JSON Schemas (validated at runtime), the
+//! wire types every crate exchanges, and the one table that maps an
+//! [`ErrorKind`] to HTTP statuses, problem types and JSON-RPC codes.
+//!
+//! Only this crate defines wire types; the others build on them. It performs
+//! no I/O.
+
+pub mod a2a;
+pub mod card;
+pub mod error;
+pub mod ids;
+pub mod problem;
+pub mod trust;
+pub mod validate;
+
+pub use card::AgentCard;
+pub use error::ErrorKind;
+pub use ids::{AgentId, AgentIdError};
+pub use problem::{Problem, Violation};
+pub use trust::{AgentRole, TrustLevel};
+pub use validate::{validate, SchemaId};
