@@ -1,1 +1,114 @@
-fn main() {}
+//! `convergio`: the one binary. `serve` runs the gateway with its registry
+//! (and, unless told otherwise, the example agents); every other subcommand
+//! is a client of a running server, reached at `--server`.
+//!
+//! This is the only crate that uses `anyhow`: errors from the library crates
+//! are typed, and are turned into messages and a non-zero exit here.
+
+mod agents;
+mod client;
+mod config;
+mod env;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Convergio: the A2A gateway, agent registry and orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "convergio", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where client commands find the server and their credentials.
+#[derive(Debug, Clone, clap::Args)]
+struct ServerArgs {
+    /// The Convergio server to talk to.
+    #[arg(long, env = env::SERVER, default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// Administrator token; defaults to the one `convergio serve` stored in the data dir.
+    #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Data dir to read the stored admin token from.
+    #[arg(long, env = env::DATA_DIR, default_value = "./.convergio", global = true)]
+    data_dir: PathBuf,
+    /// Print raw JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (registry, A2A routing, example agents).
+    Serve(serve::ServeArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Register, discover and manage agents on a running server.
+    Agents {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: agents::AgentsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (with the current environment) and explain any error.
+    Check {
+        /// The YAML file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+        Command::Agents { server, command } => agents::run(&server, command).await,
+    }
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = config::ConfigFile::read(path)?;
+    let environment: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let config = config::Config::resolve(file, &environment, &config::Overrides::default())?;
+    println!("{}: valid (config version {})", path.display(), config::CONFIG_VERSION);
+    println!("  listen        {}", config.listen);
+    println!("  data_dir      {}", config.data_dir.display());
+    println!("  database_url  {}", config.database_url);
+    println!("  org_domain    {}", config.org_domain);
+    println!("  examples      {}", config.examples);
+    let overridden: Vec<&str> = env::SERVER_KEYS
+        .iter()
+        .copied()
+        .filter(|key| environment.get(*key).is_some_and(|value| !value.is_empty()))
+        .collect();
+    if !overridden.is_empty() {
+        println!("  overridden by the environment: {}", overridden.join(", "));
+    }
+    Ok(())
+}

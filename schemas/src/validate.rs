@@ -14,19 +14,22 @@ pub enum SchemaId {
     AgentCard,
     /// The design document's envelope (`envelope.schema.json`).
     Envelope,
+    /// An orchestrator graph document (`graph.schema.json`).
+    Graph,
 }
 
 // === impl SchemaId ===
 
 impl SchemaId {
     /// Every schema.
-    pub const ALL: [SchemaId; 2] = [Self::AgentCard, Self::Envelope];
+    pub const ALL: [SchemaId; 3] = [Self::AgentCard, Self::Envelope, Self::Graph];
 
     /// The schema's file name under `schemas/json/`.
     pub fn file_name(self) -> &'static str {
         match self {
             Self::AgentCard => "agent-card.schema.json",
             Self::Envelope => "envelope.schema.json",
+            Self::Graph => "graph.schema.json",
         }
     }
 
@@ -35,15 +38,18 @@ impl SchemaId {
         match self {
             Self::AgentCard => include_str!("../json/agent-card.schema.json"),
             Self::Envelope => include_str!("../json/envelope.schema.json"),
+            Self::Graph => include_str!("../json/graph.schema.json"),
         }
     }
 
     fn validator(self) -> &'static jsonschema::Validator {
         static CARD: OnceLock<jsonschema::Validator> = OnceLock::new();
         static ENVELOPE: OnceLock<jsonschema::Validator> = OnceLock::new();
+        static GRAPH: OnceLock<jsonschema::Validator> = OnceLock::new();
         let cell = match self {
             Self::AgentCard => &CARD,
             Self::Envelope => &ENVELOPE,
+            Self::Graph => &GRAPH,
         };
         cell.get_or_init(|| {
             let schema: Value = serde_json::from_str(self.text())

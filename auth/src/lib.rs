@@ -1,0 +1,18 @@
+//! Credential verification for the gateway's `Authenticate` layer: bearer
+//! JWTs checked with `ring` against a JWKS, API keys stored hashed, and TLS
+//! client certificates. Each yields one typed
+//! [`Principal`](convergio_schemas::Principal).
+//!
+//! Pure and synchronous: no sockets, no HTTP. Key sets are handed in (from a
+//! file, or fetched by the gateway), so the crate tests quickly and the
+//! gateway decides about I/O.
+
+pub mod api_key;
+pub mod error;
+pub mod jwt;
+pub mod mtls;
+
+pub use api_key::{ApiKeyRecord, ApiKeys, IssuedApiKey};
+pub use error::AuthError;
+pub use jwt::{JwtConfig, JwtVerifier, KeySet};
+pub use mtls::{principal_from_certificate, MtlsConfig};

@@ -1,0 +1,424 @@
+//! The one configuration file of `convergio serve`: versioned YAML with
+//! `deny_unknown_fields`, documented defaults, and `CONVERGIO_*` overrides.
+//!
+//! Precedence, highest first: command-line flags, environment, file,
+//! defaults. Parsing happens once, at start-up, into validated types; tests
+//! pass the environment as a map.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::env;
+
+/// The only config version this binary reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or has unknown or mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde_yaml's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The dotted field name or environment key.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The config file, as written. Every field has a default, so an empty file
+/// (or no file) is a valid config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// Where the SQLite file, the admin token and keys live. Default `./.convergio`.
+    pub data_dir: PathBuf,
+    /// Listen address. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Database URL. Default: `sqlite://<data_dir>/convergio.db`.
+    pub database_url: Option<String>,
+    /// This deployment's organisation (a DNS domain). Default `convergio.local`.
+    pub org_domain: String,
+    /// Bootstrap administrator token. Default: generated on first start and
+    /// stored in `<data_dir>/admin-token`.
+    pub admin_token: Option<String>,
+    /// Example agents.
+    pub examples: ExamplesConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Example agents section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExamplesConfig {
+    /// Start the example agents on loopback and register them. Default true.
+    pub enabled: bool,
+}
+
+/// Limits section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Longest a whole non-streaming request may take. Default 30 s.
+    pub request_timeout_seconds: u64,
+}
+
+/// Logging section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `EnvFilter` directive. Default `info`.
+    pub filter: String,
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration `serve` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Organisation domain.
+    pub org_domain: String,
+    /// Configured admin token, if any (else generated under `data_dir`).
+    pub admin_token: Option<String>,
+    /// Whether to start the example agents.
+    pub examples: bool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Request timeout.
+    pub request_timeout_seconds: u64,
+    /// Log filter.
+    pub log_filter: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Command-line flags that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--no-examples`.
+    pub no_examples: bool,
+}
+
+// === impl ConfigFile ===
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            data_dir: PathBuf::from("./.convergio"),
+            listen: "127.0.0.1:8080".to_owned(),
+            database_url: None,
+            org_domain: "convergio.local".to_owned(),
+            admin_token: None,
+            examples: ExamplesConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ExamplesConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Parses YAML text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // An empty document is `null` to serde_yaml: treat it as all defaults.
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Applies the environment (as a map) and flags to a file, then validates.
+    pub fn resolve(
+        mut file: ConfigFile,
+        environment: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        if file.version != CONFIG_VERSION {
+            return Err(invalid(
+                "version",
+                format!("this binary reads version {CONFIG_VERSION}, found {}", file.version),
+            ));
+        }
+        let get = |key: &str| environment.get(key).filter(|value| !value.is_empty());
+        if let Some(value) = get(env::DATA_DIR) {
+            file.data_dir = PathBuf::from(value);
+        }
+        if let Some(value) = get(env::LISTEN) {
+            file.listen = value.clone();
+        }
+        if let Some(value) = get(env::DATABASE_URL) {
+            file.database_url = Some(value.clone());
+        }
+        if let Some(value) = get(env::ORG_DOMAIN) {
+            file.org_domain = value.clone();
+        }
+        if let Some(value) = get(env::ADMIN_TOKEN) {
+            file.admin_token = Some(value.clone());
+        }
+        if let Some(value) = get(env::EXAMPLES) {
+            file.examples.enabled = parse_bool(env::EXAMPLES, value)?;
+        }
+        if let Some(value) = get(env::LOG) {
+            file.log.filter = value.clone();
+        }
+        if let Some(value) = get(env::LOG_FORMAT) {
+            file.log.format = match value.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        env::LOG_FORMAT,
+                        format!("expected text or json, found {other:?}"),
+                    ))
+                }
+            };
+        }
+        if let Some(value) = get(env::MAX_BODY_BYTES) {
+            file.limits.max_body_bytes = value.parse().map_err(|_| {
+                invalid(env::MAX_BODY_BYTES, format!("expected a byte count, found {value:?}"))
+            })?;
+        }
+        if let Some(data_dir) = &overrides.data_dir {
+            file.data_dir = data_dir.clone();
+        }
+        if let Some(listen) = &overrides.listen {
+            file.listen = listen.clone();
+        }
+        if overrides.no_examples {
+            file.examples.enabled = false;
+        }
+        Self::validate(file)
+    }
+
+    fn validate(file: ConfigFile) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = file.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("expected IP:PORT such as 127.0.0.1:8080, found {:?}", file.listen),
+            )
+        })?;
+        let database_url = match file.database_url {
+            Some(url) => url,
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                file.data_dir.join("convergio.db").display()
+            ),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "expected a sqlite://… or postgres://… URL".to_owned(),
+            ));
+        }
+        convergio_schemas::ids::check_org(&file.org_domain)
+            .map_err(|error| invalid("org_domain", error.to_string()))?;
+        if let Some(token) = &file.admin_token {
+            if token.len() < 16 {
+                return Err(invalid(
+                    "admin_token",
+                    "must be at least 16 characters".to_owned(),
+                ));
+            }
+        }
+        if file.limits.max_body_bytes < 1024 || file.limits.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_body_bytes",
+                "must be between 1 KiB and 64 MiB".to_owned(),
+            ));
+        }
+        if file.limits.request_timeout_seconds == 0 || file.limits.request_timeout_seconds > 3600 {
+            return Err(invalid(
+                "limits.request_timeout_seconds",
+                "must be between 1 and 3600".to_owned(),
+            ));
+        }
+        Ok(Self {
+            data_dir: file.data_dir,
+            listen,
+            database_url,
+            org_domain: file.org_domain,
+            admin_token: file.admin_token,
+            examples: file.examples.enabled,
+            max_body_bytes: file.limits.max_body_bytes,
+            request_timeout_seconds: file.limits.request_timeout_seconds,
+            log_filter: file.log.filter,
+            log_format: file.log.format,
+        })
+    }
+}
+
+fn invalid(field: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        message,
+    }
+}
+
+fn parse_bool(field: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(invalid(field, format!("expected true or false, found {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(yaml: &str, environment: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let file = ConfigFile::parse(yaml, Path::new("test.yaml"))?;
+        let environment = environment
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        Config::resolve(file, &environment, &Overrides::default())
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = resolve("", &[]).expect("defaults are valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./.convergio"));
+        assert_eq!(config.database_url, "sqlite://./.convergio/convergio.db?mode=rwc");
+        assert_eq!(config.org_domain, "convergio.local");
+        assert!(config.examples);
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn shipped_sample_config_is_valid() {
+        let text = include_str!("../../deploy/convergio.yaml");
+        resolve(text, &[]).expect("deploy/convergio.yaml is valid");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let yaml = "version: 1\nlisten: 127.0.0.1:9000\norg_domain: acme.example\n";
+        let config = resolve(yaml, &[(env::LISTEN, "127.0.0.1:9100"), (env::EXAMPLES, "false")])
+            .expect("valid");
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.org_domain, "acme.example");
+        assert!(!config.examples);
+
+        let file = ConfigFile::parse(yaml, Path::new("t")).expect("parses");
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9200".into()),
+            ..Overrides::default()
+        };
+        let environment = HashMap::from([(env::LISTEN.to_owned(), "127.0.0.1:9100".to_owned())]);
+        let config = Config::resolve(file, &environment, &flags).expect("valid");
+        assert_eq!(config.listen.port(), 9200);
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_the_field_named() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("version: 2\n", &[], "version"),
+            ("listen: nowhere\n", &[], "listen"),
+            ("colour: blue\n", &[], "unknown field `colour`"),
+            ("limits:\n  max_body_bytes: 10\n", &[], "limits.max_body_bytes"),
+            ("database_url: mysql://x\n", &[], "database_url"),
+            ("org_domain: localhost\n", &[], "org_domain"),
+            ("", &[(env::EXAMPLES, "maybe")], env::EXAMPLES),
+            ("", &[(env::LOG_FORMAT, "xml")], env::LOG_FORMAT),
+            ("listen: [1, 2]\n", &[], "line 1"),
+        ];
+        for (yaml, environment, expected) in cases {
+            let error = resolve(yaml, environment).expect_err(yaml);
+            assert!(
+                error.to_string().contains(expected),
+                "{yaml:?}: {error} should mention {expected}"
+            );
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Every `CONVERGIO_*` environment key, in one place (STYLE.md: "Env keys are
+//! constants, all in one module").
+
+/// Path of the YAML config file.
+pub const CONFIG: &str = "CONVERGIO_CONFIG";
+/// Data directory (SQLite file, admin token, keys).
+pub const DATA_DIR: &str = "CONVERGIO_DATA_DIR";
+/// Listen address of `convergio serve`.
+pub const LISTEN: &str = "CONVERGIO_LISTEN";
+/// Database URL (`sqlite://…` or `postgres://…`).
+pub const DATABASE_URL: &str = "CONVERGIO_DATABASE_URL";
+/// This deployment's organisation domain.
+pub const ORG_DOMAIN: &str = "CONVERGIO_ORG_DOMAIN";
+/// Bootstrap administrator token.
+pub const ADMIN_TOKEN: &str = "CONVERGIO_ADMIN_TOKEN";
+/// `true`/`false`: start and register the example agents.
+pub const EXAMPLES: &str = "CONVERGIO_EXAMPLES";
+/// Log filter (tracing-subscriber `EnvFilter` syntax).
+pub const LOG: &str = "CONVERGIO_LOG";
+/// Log format: `text` or `json`.
+pub const LOG_FORMAT: &str = "CONVERGIO_LOG_FORMAT";
+/// Maximum request body size in bytes.
+pub const MAX_BODY_BYTES: &str = "CONVERGIO_MAX_BODY_BYTES";
+/// The server client commands talk to.
+pub const SERVER: &str = "CONVERGIO_SERVER";
+
+/// Every key that `Config::load` reads, for `config check` to list.
+pub const SERVER_KEYS: [&str; 9] = [
+    DATA_DIR,
+    LISTEN,
+    DATABASE_URL,
+    ORG_DOMAIN,
+    ADMIN_TOKEN,
+    EXAMPLES,
+    LOG,
+    LOG_FORMAT,
+    MAX_BODY_BYTES,
+];

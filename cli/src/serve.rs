@@ -1,0 +1,244 @@
+//! `convergio serve`: loads the configuration, opens the database (running
+//! migrations), makes sure an admin token exists, starts and registers the
+//! example agents, and serves the gateway until Ctrl-C or SIGTERM.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
+use convergio_gateway::app::{build_router, serve, AppConfig};
+use convergio_gateway::layers::LimitsConfig;
+use convergio_registry::{Registration, Registry, RegistryConfig};
+use convergio_schemas::AgentRole;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigFile, LogFormat, Overrides};
+use crate::env;
+
+/// Flags of `convergio serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// YAML config file (see deploy/convergio.yaml).
+    #[arg(long, env = env::CONFIG)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./.convergio].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Do not start the example agents.
+    #[arg(long)]
+    no_examples: bool,
+}
+
+/// Runs the server until it is told to stop.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::read(path)?,
+        None => ConfigFile::default(),
+    };
+    let environment: HashMap<String, String> = std::env::vars().collect();
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        no_examples: args.no_examples,
+    };
+    let config = Config::resolve(file, &environment, &overrides)?;
+    init_logging(&config);
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let (admin_token, token_source) = admin_token(&config)?;
+
+    let store = convergio_registry::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    let registry = Registry::new(
+        store,
+        RegistryConfig {
+            org_domain: config.org_domain.clone(),
+            ..RegistryConfig::default()
+        },
+    );
+
+    let examples = if config.examples {
+        start_examples(&registry).await?
+    } else {
+        Vec::new()
+    };
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let router = build_router(
+        registry,
+        AppConfig {
+            admin_token: Some(admin_token),
+            limits: LimitsConfig {
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
+                ..LimitsConfig::default()
+            },
+            ..AppConfig::default()
+        },
+    );
+
+    println!("convergio listening on http://{local}");
+    println!("  database     {}", redact(&config.database_url));
+    println!("  admin token  {token_source}");
+    if !examples.is_empty() {
+        let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
+        println!("  example agents at http://{local}/agents/{{{}}}", names.join(","));
+    }
+    serve(listener, router, shutdown_signal())
+        .await
+        .context("serving")?;
+    for agent in examples {
+        agent.shutdown().await;
+    }
+    println!("convergio stopped");
+    Ok(())
+}
+
+/// The admin token and a sentence saying where it comes from.
+fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
+    if let Some(token) = &config.admin_token {
+        return Ok((token.clone(), "from configuration".to_owned()));
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim().to_owned();
+        if token.len() >= 16 {
+            return Ok((token, format!("stored in {}", path.display())));
+        }
+    }
+    let token = format!(
+        "cvg_admin_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(&path, &token)?;
+    Ok((token, format!("generated and stored in {}", path.display())))
+}
+
+/// Writes a secret readable only by the owner.
+fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The role each example agent plays in the design document's terms.
+fn example_role(agent: ExampleAgent) -> AgentRole {
+    match agent {
+        ExampleAgent::SecurityExpert | ExampleAgent::PerformanceExpert | ExampleAgent::StyleChecker => {
+            AgentRole::Critic
+        }
+        ExampleAgent::ReviewAggregator => AgentRole::Supervisor,
+        ExampleAgent::Echo | ExampleAgent::CodeAnalyzer | ExampleAgent::ReportGenerator => {
+            AgentRole::Worker
+        }
+    }
+}
+
+/// Starts every example agent on a loopback port and registers (or refreshes)
+/// it as one of this deployment's `internal` agents.
+async fn start_examples(registry: &Registry) -> anyhow::Result<Vec<RunningAgent>> {
+    let mut running = Vec::new();
+    for agent in ExampleAgent::ALL {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding a loopback port for an example agent")?;
+        let spawned = convergio_agents::spawn(agent, listener, ServeOptions::default())
+            .await
+            .with_context(|| format!("starting example agent {}", agent.name()))?;
+        registry
+            .upsert_system(Registration {
+                name: Some(agent.name().to_owned()),
+                org: None,
+                role: Some(example_role(agent)),
+                card: spawned.card(),
+                upstreams: None,
+                trust: None,
+            })
+            .await
+            .with_context(|| format!("registering example agent {}", agent.name()))?;
+        running.push(spawned);
+    }
+    Ok(running)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests running serve twice) is harmless.
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Hides a password in a database URL before printing it.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/convergio"),
+            "postgres://app:***@db:5432/convergio"
+        );
+        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+    }
+}

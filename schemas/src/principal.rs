@@ -1,0 +1,64 @@
+//! The verified identity of a caller: what every layer after
+//! authentication, the policy engine and the audit log reason about.
+
+use serde::{Deserialize, Serialize};
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No credentials; only where configuration allows anonymous access.
+    Anonymous,
+    /// A bearer JWT verified against a configured key set.
+    Jwt,
+    /// An API key issued by this deployment.
+    ApiKey,
+    /// A TLS client certificate from a trusted CA.
+    Mtls,
+    /// The bootstrap administrator token.
+    AdminToken,
+    /// The server itself (its own example agents, graph runs it starts).
+    System,
+}
+
+/// A caller whose identity has been verified.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    /// Stable subject (JWT `sub`, API key id, certificate SAN).
+    pub subject: String,
+    /// The caller's organisation domain, when known.
+    pub org: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// How the identity was established.
+    pub method: AuthMethod,
+}
+
+// === impl Principal ===
+
+impl Principal {
+    /// The anonymous caller.
+    pub fn anonymous() -> Self {
+        Self {
+            subject: "anonymous".to_owned(),
+            org: None,
+            scopes: Vec::new(),
+            method: AuthMethod::Anonymous,
+        }
+    }
+
+    /// The server acting on its own behalf.
+    pub fn system() -> Self {
+        Self {
+            subject: "system".to_owned(),
+            org: None,
+            scopes: vec!["admin".to_owned()],
+            method: AuthMethod::System,
+        }
+    }
+
+    /// Whether the principal holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|held| held == scope)
+    }
+}
