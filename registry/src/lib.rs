@@ -1,1 +1,20 @@
-//! Placeholder.
+//! The agent registry: A2A 1.0 agent cards with an owning organisation, a
+//! role, upstream endpoints, a trust level and a version history, stored on
+//! SQLite (embedded default) or PostgreSQL (shared deployments), found through
+//! discovery queries, and served over a REST API under `/v1/`.
+//!
+//! - [`model`]: the records;
+//! - [`store`]: the [`Store`] trait, its two backends and [`connect`];
+//! - [`service`]: [`Registry`], the rules (validation, trust ladder, cache);
+//! - [`api`]: the axum router.
+
+pub mod api;
+pub mod error;
+pub mod model;
+pub mod service;
+pub mod store;
+
+pub use error::{RegistryError, Result};
+pub use model::*;
+pub use service::{CardVerifier, NoSignatureVerifier, Registry, RegistryConfig};
+pub use store::{connect, DiscoveryQuery, Page, Store};

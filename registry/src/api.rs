@@ -1,0 +1,642 @@
+//! The registry's REST API under `/v1/`, described by `registry/openapi.json`
+//! (served at `/v1/openapi.json`).
+//!
+//! Every error is an `application/problem+json` document with a stable
+//! `type` ([`convergio_schemas::Problem`]). The handlers read bodies
+//! themselves instead of using axum's `Json` extractor, so content type, size
+//! and syntax failures get typed problems; a last layer turns any remaining
+//! non-problem error response (unknown route, wrong method) into one too.
+//!
+//! Writes (register, update, deregister, trust changes) need the bootstrap
+//! admin token as `Authorization: Bearer <token>` until gateway security
+//! brings real principals: no header is 401, a wrong token is 403, and with
+//! no token configured every write is 403. `PUT /v1/agents/{id}` requires
+//! `If-Match` (428 without it, 412 when stale); `DELETE` and trust changes
+//! honour `If-Match` when it is sent.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::{AgentId, AgentRole, ErrorKind, Problem, TrustLevel};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::model::{etag_for, Actor, AgentRecord, Registration};
+use crate::store::DiscoveryQuery;
+use crate::{Registry, RegistryError};
+
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every routed (method, path), as in the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/agents"),
+    ("GET", "/v1/agents"),
+    ("GET", "/v1/agents/{id}"),
+    ("PUT", "/v1/agents/{id}"),
+    ("DELETE", "/v1/agents/{id}"),
+    ("GET", "/v1/agents/{id}/versions"),
+    ("GET", "/v1/agents/{id}/trust"),
+    ("PUT", "/v1/agents/{id}/trust"),
+    ("GET", "/v1/openapi.json"),
+];
+
+/// Characters kept as they are when an id is put into a URL path segment.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The API's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// The bootstrap admin token; `None` disables every write.
+    pub admin_token: Option<String>,
+    /// The largest accepted request body, in bytes. Default 1 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Registry,
+    config: Arc<ApiConfig>,
+}
+
+/// The registry API router, ready to be nested or served.
+pub fn router(registry: Registry, config: ApiConfig) -> Router {
+    let state = AppState {
+        registry,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/v1/agents", get(discover).post(register))
+        .route(
+            "/v1/agents/{id}",
+            get(get_agent).put(update_agent).delete(delete_agent),
+        )
+        .route("/v1/agents/{id}/versions", get(versions))
+        .route("/v1/agents/{id}/trust", get(trust_history).put(set_trust))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(ensure_problem))
+        .with_state(state)
+}
+
+/// An error response: a problem document plus any extra headers (boxed, so
+/// results stay small on the happy path).
+#[derive(Debug)]
+pub struct ApiError(Box<ApiErrorParts>);
+
+#[derive(Debug)]
+struct ApiErrorParts {
+    problem: Problem,
+    headers: HeaderMap,
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self(Box::new(ApiErrorParts {
+            problem: Problem::new(kind, detail),
+            headers: HeaderMap::new(),
+        }))
+    }
+
+    fn with_status(mut self, status: u16, title: &str) -> Self {
+        self.0.problem.status = status;
+        self.0.problem.title = title.to_owned();
+        self
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        let kind = error.kind();
+        let detail = if kind == ErrorKind::Internal {
+            // Clients never see internals; the log has them.
+            tracing::error!(error = %error, "registry request failed");
+            "internal error; see the server log".to_owned()
+        } else {
+            error.to_string()
+        };
+        let mut api_error = ApiError::new(kind, detail);
+        api_error.0.problem.violations = error.violations();
+        api_error
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let ApiErrorParts { problem, headers } = *self.0;
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().extend(headers);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn record_response(status: StatusCode, record: &AgentRecord) -> Response {
+    let mut response = json_response(status, record);
+    if let Ok(etag) = HeaderValue::from_str(&record.etag()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// The URL path of an agent.
+pub fn agent_path(id: &AgentId) -> String {
+    format!(
+        "/v1/agents/{}",
+        utf8_percent_encode(&id.to_string(), PATH_SEGMENT)
+    )
+}
+
+// --- request reading ---
+
+/// The caller, from the bearer token (see module docs).
+fn admin_actor(headers: &HeaderMap, config: &ApiConfig) -> ApiResult<Actor> {
+    let Some(expected) = config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "writes are disabled: no admin token is configured",
+        ));
+    };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        let mut error = ApiError::new(
+            ErrorKind::Unauthenticated,
+            "this write needs the admin token: Authorization: Bearer <token>",
+        );
+        error.0.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"convergio\""),
+        );
+        return Err(error);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        Ok(Actor::admin())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "the bearer token is not the admin token",
+        ))
+    }
+}
+
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    left.iter()
+        .zip(right)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// Reads a JSON body: checks the content type and the size limit, then parses.
+async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        return Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("the body must be application/json, not {content_type:?}"),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => return Err(too_large()),
+        Err(error) => {
+            return Err(ApiError::new(
+                ErrorKind::MalformedBody,
+                format!("could not read the body: {error}"),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::new(
+            ErrorKind::MalformedBody,
+            format!("the body is not valid JSON: {error}"),
+        )
+    })
+}
+
+/// Deserialises a parsed body into `T`, as a 400 with a pointer-free detail.
+fn from_body<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+    serde_json::from_value(value).map_err(|error| {
+        ApiError::new(
+            ErrorKind::InvalidInput,
+            format!("the body does not have the expected fields: {error}"),
+        )
+    })
+}
+
+/// A registration body: a `Registration`, or a bare agent card.
+fn registration_from(value: Value) -> ApiResult<(Registration, bool)> {
+    if value.get("card").is_some() {
+        Ok((from_body(value)?, false))
+    } else if value.is_object() {
+        Ok((
+            Registration {
+                name: None,
+                org: None,
+                role: None,
+                card: value,
+                upstreams: None,
+                trust: None,
+            },
+            true,
+        ))
+    } else {
+        Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            "the body must be a JSON object: a registration or an agent card",
+        ))
+    }
+}
+
+/// Maps a registry error for a request whose body was a bare card: the
+/// violations point into the body itself, not into `/card`.
+fn bare_card_error(error: RegistryError, bare: bool) -> ApiError {
+    let mut api_error = ApiError::from(error);
+    if bare {
+        for violation in &mut api_error.0.problem.violations {
+            if let Some(rest) = violation.pointer.strip_prefix("/card") {
+                violation.pointer = rest.to_owned();
+            }
+        }
+    }
+    api_error
+}
+
+fn agent_id(registry: &Registry, path: Result<Path<String>, PathRejection>) -> ApiResult<AgentId> {
+    let Path(text) =
+        path.map_err(|rejection| ApiError::new(ErrorKind::InvalidInput, rejection.body_text()))?;
+    Ok(registry.parse_id(&text)?)
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    query
+        .map(|Query(value)| value)
+        .map_err(|rejection| ApiError::new(ErrorKind::InvalidInput, rejection.body_text()))
+}
+
+/// The version an `If-Match` header names for `id`: `Ok(None)` for `*`.
+fn if_match_version(headers: &HeaderMap, id: &AgentId) -> ApiResult<Option<Option<i64>>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(Some(None));
+    }
+    for candidate in text.split(',') {
+        let candidate = candidate.trim().trim_start_matches("W/");
+        let version = candidate
+            .trim_matches('"')
+            .rsplit_once("-v")
+            .and_then(|(_, version)| version.parse::<i64>().ok());
+        if let Some(version) = version {
+            if etag_for(id, version) == candidate {
+                return Ok(Some(Some(version)));
+            }
+        }
+    }
+    Err(ApiError::new(
+        ErrorKind::PreconditionFailed,
+        format!("If-Match {text:?} does not name a version of {id}"),
+    ))
+}
+
+// --- handlers ---
+
+async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    let actor = admin_actor(&headers, &state.config)?;
+    let value = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let (registration, bare) = registration_from(value)?;
+    let record = state
+        .registry
+        .register(&actor, registration)
+        .await
+        .map_err(|error| bare_card_error(error, bare))?;
+    let mut response = record_response(StatusCode::CREATED, &record);
+    if let Ok(location) = HeaderValue::from_str(&agent_path(&record.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionParams {
+    version: Option<String>,
+}
+
+async fn get_agent(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<VersionParams>, QueryRejection>,
+) -> ApiResult {
+    let id = agent_id(&state.registry, path)?;
+    let params = query(params)?;
+    let version = params
+        .version
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("version must be a whole number, not {text:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let record = state.registry.get_version(&id, version).await?;
+    Ok(record_response(StatusCode::OK, &record))
+}
+
+async fn update_agent(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let id = agent_id(&state.registry, path)?;
+    let actor = admin_actor(&headers, &state.config)?;
+    let Some(expected) = if_match_version(&headers, &id)? else {
+        return Err(ApiError::new(
+            ErrorKind::PreconditionFailed,
+            "an update needs If-Match with the agent's current ETag",
+        )
+        .with_status(428, "precondition required"));
+    };
+    let value = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let (registration, bare) = registration_from(value)?;
+    let expected = match expected {
+        Some(version) => version,
+        None => state.registry.get(&id).await?.version,
+    };
+    let record = state
+        .registry
+        .update(&actor, &id, expected, registration)
+        .await
+        .map_err(|error| bare_card_error(error, bare))?;
+    Ok(record_response(StatusCode::OK, &record))
+}
+
+async fn delete_agent(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = agent_id(&state.registry, path)?;
+    let actor = admin_actor(&headers, &state.config)?;
+    let expected = if_match_version(&headers, &id)?.flatten();
+    let record = state.registry.deregister(&actor, &id, expected).await?;
+    Ok(record_response(StatusCode::OK, &record))
+}
+
+async fn versions(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = agent_id(&state.registry, path)?;
+    let versions = state.registry.versions(&id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"agent_id": id, "versions": versions}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustBody {
+    level: String,
+    reason: String,
+}
+
+async fn set_trust(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let id = agent_id(&state.registry, path)?;
+    let actor = admin_actor(&headers, &state.config)?;
+    let expected = if_match_version(&headers, &id)?.flatten();
+    let value = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let trust: TrustBody = from_body(value)?;
+    let level = TrustLevel::from_str(&trust.level)
+        .map_err(|error| ApiError::new(ErrorKind::InvalidInput, error.to_string()))?;
+    let record = state
+        .registry
+        .set_trust(&actor, &id, level, &trust.reason, expected)
+        .await?;
+    Ok(record_response(StatusCode::OK, &record))
+}
+
+async fn trust_history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = agent_id(&state.registry, path)?;
+    let record = state.registry.store().get(&id, None).await?;
+    let changes = state.registry.trust_history(&id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"agent_id": id, "trust": record.trust, "changes": changes}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryParams {
+    q: Option<String>,
+    skill: Option<String>,
+    tag: Option<String>,
+    input_mode: Option<String>,
+    output_mode: Option<String>,
+    role: Option<String>,
+    org: Option<String>,
+    min_trust: Option<String>,
+    page_size: Option<String>,
+    page_token: Option<String>,
+    include_deleted: Option<String>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|text| !text.trim().is_empty())
+}
+
+async fn discover(
+    State(state): State<AppState>,
+    params: Result<Query<DiscoveryParams>, QueryRejection>,
+) -> ApiResult {
+    let params = query(params)?;
+    let invalid = |message: String| ApiError::new(ErrorKind::InvalidInput, message);
+    let role = non_empty(params.role)
+        .map(|text| AgentRole::from_str(&text).map_err(|e| invalid(e.to_string())))
+        .transpose()?;
+    let min_trust = non_empty(params.min_trust)
+        .map(|text| TrustLevel::from_str(&text).map_err(|e| invalid(e.to_string())))
+        .transpose()?;
+    let page_size = non_empty(params.page_size)
+        .map(|text| {
+            text.parse::<u32>()
+                .map_err(|_| invalid(format!("page_size must be 1 to 100, not {text:?}")))
+        })
+        .transpose()?;
+    let include_deleted = match non_empty(params.include_deleted).as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "include_deleted must be true or false, not {other:?}"
+            )))
+        }
+    };
+    let discovery = DiscoveryQuery {
+        q: non_empty(params.q),
+        skill: non_empty(params.skill),
+        tag: non_empty(params.tag),
+        input_mode: non_empty(params.input_mode),
+        output_mode: non_empty(params.output_mode),
+        role,
+        org: non_empty(params.org),
+        min_trust,
+        page_size,
+        page_token: non_empty(params.page_token),
+        include_deleted,
+    };
+    let page = state.registry.discover(&discovery).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"agents": page.items, "next_page_token": page.next_page_token}),
+    ))
+}
+
+async fn openapi() -> Response {
+    let mut response = (StatusCode::OK, OPENAPI_JSON).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "no such route; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorKind::InvalidInput,
+        "this method is not allowed on this route; see /v1/openapi.json",
+    )
+    .with_status(405, "method not allowed")
+}
+
+/// The rescue of last resort: an error response that is not a problem
+/// document yet (e.g. one made by axum itself) becomes one.
+async fn ensure_problem(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return response;
+    }
+    let kind = match status.as_u16() {
+        401 => ErrorKind::Unauthenticated,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        408 => ErrorKind::RequestTimeout,
+        409 => ErrorKind::Conflict,
+        412 => ErrorKind::PreconditionFailed,
+        413 => ErrorKind::PayloadTooLarge,
+        415 => ErrorKind::UnsupportedMediaType,
+        429 => ErrorKind::RateLimited,
+        431 => ErrorKind::HeadersTooLarge,
+        400..=499 => ErrorKind::InvalidInput,
+        503 => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    let (parts, _) = response.into_parts();
+    let mut error = ApiError::new(kind, status.canonical_reason().unwrap_or("error"))
+        .with_status(status.as_u16(), kind.title());
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            error.0.headers.append(name.clone(), value.clone());
+        }
+    }
+    error.into_response()
+}

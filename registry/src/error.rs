@@ -1,0 +1,142 @@
+//! The registry's error type: one enum whose variants say what went wrong, and
+//! an [`ErrorKind`] that says how a client sees it (see `schemas/src/error.rs`).
+
+use convergio_schemas::{AgentId, ErrorKind, Violation};
+
+/// Everything the registry, its stores and its API can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The card or registration breaks the schema; every violation is listed.
+    #[error("agent card is invalid: {} violation(s)", violations.len())]
+    InvalidCard {
+        /// Each violation with its JSON pointer into the request body.
+        violations: Vec<Violation>,
+    },
+    /// A request value breaks a rule (bad name, bad org, bad page token, …).
+    #[error("{message}")]
+    InvalidInput {
+        /// What is wrong, in plain words.
+        message: String,
+    },
+    /// No live agent has this id (or the requested version does not exist).
+    #[error("agent {agent_id} not found")]
+    AgentNotFound {
+        /// The id that was looked up.
+        agent_id: String,
+    },
+    /// A live agent with this id is registered already.
+    #[error("agent {agent_id} is already registered")]
+    AgentExists {
+        /// The colliding id.
+        agent_id: String,
+    },
+    /// The write named a version that is no longer current.
+    #[error("agent {agent_id} is at version {current}, not {expected}")]
+    StaleVersion {
+        /// The agent written to.
+        agent_id: String,
+        /// The version the caller based the write on.
+        expected: i64,
+        /// The version that is stored.
+        current: i64,
+    },
+    /// The caller may not perform this write.
+    #[error("{message}")]
+    Forbidden {
+        /// Which rule refused it.
+        message: String,
+    },
+    /// The caller did not authenticate for a write that needs it.
+    #[error("{message}")]
+    Unauthenticated {
+        /// What is missing.
+        message: String,
+    },
+    /// A card signature could not be verified (or verification is not set up).
+    #[error("{message}")]
+    Verification {
+        /// Why the card is not verified.
+        message: String,
+    },
+    /// The database failed; the detail is logged, never shown to clients.
+    #[error("storage error: {0}")]
+    Storage(#[source] sqlx::Error),
+    /// The database could not be migrated at start.
+    #[error("storage migration failed: {0}")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    /// A stored row could not be decoded (corrupt or written by a newer version).
+    #[error("stored data is corrupt: {message}")]
+    Corrupt {
+        /// What could not be decoded.
+        message: String,
+    },
+    /// The storage URL names no supported backend.
+    #[error("unsupported storage url {url:?}: expected sqlite://… or postgres://…")]
+    UnsupportedUrl {
+        /// The rejected URL (credentials are not included).
+        url: String,
+    },
+}
+
+/// The registry's result type.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+// === impl RegistryError ===
+
+impl RegistryError {
+    /// How a client sees this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidCard { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::AgentNotFound { .. } => ErrorKind::NotFound,
+            Self::AgentExists { .. } => ErrorKind::Conflict,
+            Self::StaleVersion { .. } => ErrorKind::PreconditionFailed,
+            Self::Forbidden { .. } | Self::Verification { .. } => ErrorKind::Forbidden,
+            Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Self::Storage(_) | Self::Migration(_) | Self::Corrupt { .. } => ErrorKind::Internal,
+            Self::UnsupportedUrl { .. } => ErrorKind::InvalidInput,
+        }
+    }
+
+    /// An [`RegistryError::InvalidInput`] with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            message: message.into(),
+        }
+    }
+
+    /// An [`RegistryError::AgentNotFound`] for `id`.
+    pub fn not_found(id: &AgentId) -> Self {
+        Self::AgentNotFound {
+            agent_id: id.to_string(),
+        }
+    }
+
+    /// A [`RegistryError::Forbidden`] with `message`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            message: message.into(),
+        }
+    }
+
+    /// A [`RegistryError::Corrupt`] with `message`.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::Corrupt {
+            message: message.into(),
+        }
+    }
+
+    /// The violations to list in a problem document.
+    pub fn violations(&self) -> Vec<Violation> {
+        match self {
+            Self::InvalidCard { violations } => violations.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for RegistryError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migration(error)
+    }
+}

@@ -1,0 +1,557 @@
+//! The registry service: the rules around the store. It validates cards,
+//! builds records from registrations, enforces the trust ladder, and keeps a
+//! moka cache of hot `get` lookups that every write invalidates.
+//!
+//! Trust ladder rules (ARCHITECTURE.md, "Trust ladder"):
+//! - a new registration starts at `registered`; only the system actor (the
+//!   server registering its own agents) may start at `internal`;
+//! - only administrators change trust, always with a reason (1 to 1000
+//!   characters), and every change is recorded with who, when and why;
+//! - `verified` requires [`CardVerifier::verify`] to accept the card;
+//! - `internal` is only for agents of this registry's own organisation;
+//! - until gateway security lands, every write needs an administrator.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use convergio_schemas::{validate, AgentId, AgentRole, SchemaId, TrustLevel, Violation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{
+    self, default_name, Actor, AgentRecord, Registration, TaskRoute, TrustChange, Upstream,
+};
+use crate::store::{DiscoveryQuery, Page, Store};
+use crate::{RegistryError, Result};
+
+/// The longest accepted trust-change reason, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// The registry's settings; part of the server's YAML config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// This deployment's organisation domain: its agents get
+    /// `convergio://agents/<name>` ids. Default `convergio.local`.
+    pub org_domain: String,
+    /// How many records the lookup cache holds. Default 10 000.
+    pub cache_capacity: u64,
+    /// How long a cached record may live, in seconds. Default 300.
+    pub cache_ttl_seconds: u64,
+    /// The largest accepted agent card, in bytes of JSON. Default 256 KiB.
+    pub max_card_bytes: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            org_domain: "convergio.local".to_owned(),
+            cache_capacity: 10_000,
+            cache_ttl_seconds: 300,
+            max_card_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Checks an agent card's signature before the card may be `verified`.
+pub trait CardVerifier: Send + Sync {
+    /// `Ok` when the card carries a valid signature by its owner's key;
+    /// otherwise why not, in plain words.
+    fn verify(&self, card: &Value) -> std::result::Result<(), String>;
+}
+
+/// The default verifier: refuses every card, because no keys are configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSignatureVerifier;
+
+impl CardVerifier for NoSignatureVerifier {
+    fn verify(&self, _card: &Value) -> std::result::Result<(), String> {
+        Err("card signature verification is not configured".to_owned())
+    }
+}
+
+/// The registry: cheap to clone, shared by the API and the gateway.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: RegistryConfig,
+    verifier: Arc<dyn CardVerifier>,
+    cache: moka::sync::Cache<AgentId, AgentRecord>,
+    /// Bumped by every write; a lookup caches its result only if no write
+    /// happened while it read the store (see [`Registry::get`]).
+    epoch: AtomicU64,
+    /// Orders cache fills against invalidations.
+    fill_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("backend", &self.inner.store.backend())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// A registry over `store` with the default (refusing) card verifier.
+    pub fn new(store: Arc<dyn Store>, config: RegistryConfig) -> Registry {
+        Self::with_verifier(store, config, Arc::new(NoSignatureVerifier))
+    }
+
+    /// A registry over `store` that checks signatures with `verifier`.
+    pub fn with_verifier(
+        store: Arc<dyn Store>,
+        config: RegistryConfig,
+        verifier: Arc<dyn CardVerifier>,
+    ) -> Registry {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .time_to_live(Duration::from_secs(config.cache_ttl_seconds.max(1)))
+            .build();
+        Registry {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                verifier,
+                cache,
+                epoch: AtomicU64::new(0),
+                fill_lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Registers a new agent (admins only). Its trust starts at `registered`.
+    pub async fn register(&self, actor: &Actor, registration: Registration) -> Result<AgentRecord> {
+        require_admin(actor, "registering an agent")?;
+        let trust = self.initial_trust(actor, &registration)?;
+        let record = self.build_record(registration, trust)?;
+        let result = self.inner.store.insert(&record).await;
+        self.invalidate(&record.id);
+        result
+    }
+
+    /// Registers many agents in one transaction (seeding and benches); the
+    /// same rules as [`Registry::register`] apply to each.
+    pub async fn bulk_register(
+        &self,
+        actor: &Actor,
+        registrations: Vec<Registration>,
+    ) -> Result<u64> {
+        require_admin(actor, "registering agents")?;
+        let mut records = Vec::with_capacity(registrations.len());
+        for registration in registrations {
+            let trust = self.initial_trust(actor, &registration)?;
+            records.push(self.build_record(registration, trust)?);
+        }
+        let result = self.inner.store.bulk_insert(&records).await;
+        for record in &records {
+            self.invalidate(&record.id);
+        }
+        result
+    }
+
+    /// Registers or refreshes one of the server's own agents at `internal`
+    /// trust: on every start, its card, role and upstreams are brought up to
+    /// date (a new version only if something changed).
+    pub async fn upsert_system(&self, registration: Registration) -> Result<AgentRecord> {
+        let actor = Actor::system();
+        let mut registration = registration;
+        registration.trust = Some(TrustLevel::Internal);
+        let wanted = self.build_record(registration.clone(), TrustLevel::Internal)?;
+        let existing = match self.inner.store.get(&wanted.id, None).await {
+            Ok(existing) if !existing.is_deleted() => Some(existing),
+            Ok(_) | Err(RegistryError::AgentNotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let Some(mut record) = existing else {
+            return self.register(&actor, registration).await;
+        };
+        if record.card != wanted.card
+            || record.role != wanted.role
+            || record.upstreams != wanted.upstreams
+        {
+            registration.trust = None;
+            record = self
+                .update(&actor, &record.id.clone(), record.version, registration)
+                .await?;
+        }
+        if record.trust != TrustLevel::Internal {
+            record = self
+                .set_trust(
+                    &actor,
+                    &record.id.clone(),
+                    TrustLevel::Internal,
+                    "the server's own agent, refreshed at start",
+                    Some(record.version),
+                )
+                .await?;
+        }
+        Ok(record)
+    }
+
+    /// The live agent with `id`, from the cache when possible.
+    ///
+    /// A read after a completed write never sees the old record: writers bump
+    /// the epoch and invalidate under `fill_lock`, and a lookup caches what it
+    /// read only if the epoch did not move while it read.
+    pub async fn get(&self, id: &AgentId) -> Result<AgentRecord> {
+        if let Some(record) = self.inner.cache.get(id) {
+            return Ok(record);
+        }
+        let epoch = self.inner.epoch.load(Ordering::SeqCst);
+        let record = self.inner.store.get(id, None).await?;
+        if record.is_deleted() {
+            return Err(RegistryError::not_found(id));
+        }
+        let _guard = self
+            .inner
+            .fill_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.inner.epoch.load(Ordering::SeqCst) == epoch {
+            self.inner.cache.insert(id.clone(), record.clone());
+        }
+        Ok(record)
+    }
+
+    /// An agent at `version` from history (deregistered ones included), or
+    /// the live agent when `version` is `None`.
+    pub async fn get_version(&self, id: &AgentId, version: Option<i64>) -> Result<AgentRecord> {
+        match version {
+            None => self.get(id).await,
+            Some(version) => self.inner.store.get(id, Some(version)).await,
+        }
+    }
+
+    /// Replaces a live agent's card, role and upstreams (admins only) if it
+    /// is still at `expected_version`. Trust is kept; the old version goes to
+    /// history.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &AgentId,
+        expected_version: i64,
+        registration: Registration,
+    ) -> Result<AgentRecord> {
+        require_admin(actor, "updating an agent")?;
+        let current = self.inner.store.get(id, None).await?;
+        if current.is_deleted() {
+            return Err(RegistryError::not_found(id));
+        }
+        if registration
+            .trust
+            .is_some_and(|trust| trust != current.trust)
+        {
+            return Err(RegistryError::invalid(
+                "an update keeps the trust level; change it with PUT /v1/agents/{id}/trust",
+            ));
+        }
+        let mut registration = registration;
+        if let Some(name) = &registration.name {
+            if name != id.name() {
+                return Err(RegistryError::invalid(format!(
+                    "name {name:?} does not match the agent id {id}"
+                )));
+            }
+        }
+        registration.name = Some(current.name.clone());
+        if let Some(org) = &registration.org {
+            if !org.eq_ignore_ascii_case(&current.org) {
+                return Err(RegistryError::invalid(format!(
+                    "org {org:?} does not match the agent id {id}"
+                )));
+            }
+        }
+        registration.org = Some(current.org.clone());
+        let mut record = self.build_record(registration, current.trust)?;
+        record.created_at = current.created_at;
+        record.version = expected_version + 1;
+        let result = self.inner.store.update(id, expected_version, &record).await;
+        self.invalidate(id);
+        result
+    }
+
+    /// Deregisters (soft-deletes) a live agent (admins only).
+    pub async fn deregister(
+        &self,
+        actor: &Actor,
+        id: &AgentId,
+        expected_version: Option<i64>,
+    ) -> Result<AgentRecord> {
+        require_admin(actor, "deregistering an agent")?;
+        let result = self
+            .inner
+            .store
+            .delete(id, expected_version, model::now())
+            .await;
+        self.invalidate(id);
+        result
+    }
+
+    /// Every version of an agent, oldest first.
+    pub async fn versions(&self, id: &AgentId) -> Result<Vec<AgentRecord>> {
+        self.inner.store.list_versions(id).await
+    }
+
+    /// Changes an agent's trust level under the ladder rules (module docs).
+    pub async fn set_trust(
+        &self,
+        actor: &Actor,
+        id: &AgentId,
+        level: TrustLevel,
+        reason: &str,
+        expected_version: Option<i64>,
+    ) -> Result<AgentRecord> {
+        require_admin(actor, "changing trust")?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(RegistryError::invalid("a trust change needs a reason"));
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(RegistryError::invalid(format!(
+                "the reason is longer than {MAX_REASON_CHARS} characters"
+            )));
+        }
+        let current = self.inner.store.get(id, None).await?;
+        if current.is_deleted() {
+            return Err(RegistryError::not_found(id));
+        }
+        if level == TrustLevel::Internal && current.org != self.inner.config.org_domain {
+            return Err(RegistryError::forbidden(format!(
+                "internal trust is only for agents of {}, not {}",
+                self.inner.config.org_domain, current.org
+            )));
+        }
+        if level == TrustLevel::Verified {
+            self.inner
+                .verifier
+                .verify(&current.card)
+                .map_err(|message| RegistryError::Verification { message })?;
+        }
+        let change = TrustChange {
+            agent_id: id.clone(),
+            from: current.trust,
+            to: level,
+            actor: actor.clone(),
+            reason: reason.to_owned(),
+            at: model::now(),
+        };
+        let result = self
+            .inner
+            .store
+            .set_trust(id, expected_version, &change)
+            .await;
+        self.invalidate(id);
+        result
+    }
+
+    /// Every trust change of an agent, oldest first.
+    pub async fn trust_history(&self, id: &AgentId) -> Result<Vec<TrustChange>> {
+        self.inner.store.trust_history(id).await
+    }
+
+    /// Finds agents; see [`DiscoveryQuery`].
+    pub async fn discover(&self, query: &DiscoveryQuery) -> Result<Page<AgentRecord>> {
+        if let Some(org) = &query.org {
+            if org.len() > 253 {
+                return Err(RegistryError::invalid("org is longer than 253 characters"));
+            }
+        }
+        self.inner.store.discover(query).await
+    }
+
+    /// Stores the agent that serves a task (for follow-ups on any replica).
+    pub async fn put_task_route(&self, route: &TaskRoute) -> Result<()> {
+        self.inner.store.put_task_route(route).await
+    }
+
+    /// The agent that serves a task, if known.
+    pub async fn get_task_route(&self, task_id: &str) -> Result<Option<TaskRoute>> {
+        self.inner.store.get_task_route(task_id).await
+    }
+
+    /// The task routes of `owner`, optionally for one agent, by task id.
+    pub async fn list_task_routes(
+        &self,
+        owner: &str,
+        agent: Option<&AgentId>,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page<TaskRoute>> {
+        self.inner
+            .store
+            .list_task_routes(owner, agent, page_size, page_token)
+            .await
+    }
+
+    /// Turns an agent id as written in a URL into an id: a bare name means an
+    /// agent of this organisation.
+    pub fn parse_id(&self, text: &str) -> Result<AgentId> {
+        let parsed = if text.contains("://") {
+            text.parse()
+        } else {
+            AgentId::internal(text)
+        };
+        parsed.map_err(|error| RegistryError::invalid(error.to_string()))
+    }
+
+    fn invalidate(&self, id: &AgentId) {
+        let _guard = self
+            .inner
+            .fill_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        self.inner.cache.invalidate(id);
+    }
+
+    fn initial_trust(&self, actor: &Actor, registration: &Registration) -> Result<TrustLevel> {
+        match registration.trust {
+            None | Some(TrustLevel::Registered) => Ok(TrustLevel::Registered),
+            Some(TrustLevel::Internal) if actor.is_system() => Ok(TrustLevel::Internal),
+            Some(level) => Err(RegistryError::forbidden(format!(
+                "a new registration starts at registered, not {level}; \
+                 an administrator raises it with PUT /v1/agents/{{id}}/trust"
+            ))),
+        }
+    }
+
+    /// Validates a registration and builds the record it describes (version 1).
+    fn build_record(&self, registration: Registration, trust: TrustLevel) -> Result<AgentRecord> {
+        let card_bytes = serde_json::to_vec(&registration.card)
+            .map(|bytes| bytes.len())
+            .unwrap_or(usize::MAX);
+        if card_bytes > self.inner.config.max_card_bytes {
+            return Err(RegistryError::InvalidCard {
+                violations: vec![Violation {
+                    pointer: "/card".to_owned(),
+                    message: format!(
+                        "the card is {card_bytes} bytes; the limit is {}",
+                        self.inner.config.max_card_bytes
+                    ),
+                }],
+            });
+        }
+        validate(SchemaId::AgentCard, &registration.card).map_err(|violations| {
+            RegistryError::InvalidCard {
+                violations: violations
+                    .into_iter()
+                    .map(|violation| Violation {
+                        pointer: format!("/card{}", violation.pointer),
+                        message: violation.message,
+                    })
+                    .collect(),
+            }
+        })?;
+        let card_name = registration
+            .card
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = registration.name.unwrap_or_else(|| default_name(card_name));
+        let org = registration
+            .org
+            .map(|org| org.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| self.inner.config.org_domain.clone());
+        let id = if org == self.inner.config.org_domain {
+            convergio_schemas::ids::check_org(&org).and_then(|()| AgentId::internal(&name))
+        } else {
+            AgentId::external(&org, &name)
+        }
+        .map_err(|error| RegistryError::invalid(error.to_string()))?;
+        if trust == TrustLevel::Internal && org != self.inner.config.org_domain {
+            return Err(RegistryError::forbidden(format!(
+                "internal trust is only for agents of {}",
+                self.inner.config.org_domain
+            )));
+        }
+        let upstreams = match registration.upstreams {
+            Some(upstreams) => upstreams,
+            None => Upstream::from_card(&registration.card),
+        };
+        check_upstreams(&upstreams)?;
+        let now = model::now();
+        Ok(AgentRecord {
+            id,
+            name,
+            org,
+            role: registration.role.unwrap_or(AgentRole::Worker),
+            card: registration.card,
+            upstreams,
+            trust,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        })
+    }
+}
+
+fn require_admin(actor: &Actor, what: &str) -> Result<()> {
+    if actor.is_admin {
+        Ok(())
+    } else {
+        Err(RegistryError::forbidden(format!(
+            "{what} requires an administrator"
+        )))
+    }
+}
+
+fn check_upstreams(upstreams: &[Upstream]) -> Result<()> {
+    let mut violations = Vec::new();
+    if upstreams.is_empty() {
+        violations.push(Violation {
+            pointer: "/upstreams".to_owned(),
+            message: "an agent needs at least one upstream".to_owned(),
+        });
+    }
+    for (index, upstream) in upstreams.iter().enumerate() {
+        let mut field = |name: &str, message: &str| {
+            violations.push(Violation {
+                pointer: format!("/upstreams/{index}/{name}"),
+                message: message.to_owned(),
+            });
+        };
+        if upstream.url.trim().is_empty() || upstream.url.len() > 2048 {
+            field("url", "must be 1 to 2048 characters");
+        }
+        if upstream.protocol_binding.trim().is_empty() {
+            field("protocol_binding", "must not be empty");
+        }
+        let version_ok = upstream
+            .protocol_version
+            .split_once('.')
+            .is_some_and(|(major, minor)| {
+                !major.is_empty()
+                    && !minor.is_empty()
+                    && major.bytes().all(|b| b.is_ascii_digit())
+                    && minor.bytes().all(|b| b.is_ascii_digit())
+            });
+        if !version_ok {
+            field("protocol_version", "must be Major.Minor, e.g. 1.0");
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidCard { violations })
+    }
+}

@@ -1,0 +1,303 @@
+//! The registry service's rules: the trust ladder, registration defaults,
+//! system agents, and the lookup cache never serving a card older than the
+//! last completed write.
+
+mod support;
+
+use std::sync::Arc;
+
+use convergio_registry::model::{Actor, Registration};
+use convergio_registry::{CardVerifier, Registry, RegistryConfig, RegistryError};
+use convergio_schemas::{AgentId, AgentRole, TrustLevel};
+use serde_json::{json, Value};
+use support::simple_card;
+
+fn registration(card: Value) -> Registration {
+    Registration {
+        name: None,
+        org: None,
+        role: None,
+        card,
+        upstreams: None,
+        trust: None,
+    }
+}
+
+async fn registry() -> (Registry, support::Backend) {
+    let backend = support::sqlite().await;
+    let registry = Registry::new(backend.store.clone(), RegistryConfig::default());
+    (registry, backend)
+}
+
+struct AcceptAll;
+
+impl CardVerifier for AcceptAll {
+    fn verify(&self, _card: &Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn registration_defaults_name_org_role_and_trust() {
+    let (registry, _backend) = registry().await;
+    let record = registry
+        .register(&Actor::admin(), registration(simple_card("Weather Bot 2")))
+        .await
+        .expect("register");
+    assert_eq!(record.id.to_string(), "convergio://agents/weather_bot_2");
+    assert_eq!(record.org, "convergio.local");
+    assert_eq!(record.role, AgentRole::Worker);
+    assert_eq!(record.trust, TrustLevel::Registered);
+    assert_eq!(record.version, 1);
+    assert_eq!(record.upstreams.len(), 1);
+
+    let mut external = registration(simple_card("Ledger"));
+    external.org = Some("Acme.Example".into());
+    let record = registry
+        .register(&Actor::admin(), external)
+        .await
+        .expect("external");
+    assert_eq!(
+        record.id.to_string(),
+        "external://acme.example/agents/ledger"
+    );
+}
+
+#[tokio::test]
+async fn non_admins_cannot_write() {
+    let (registry, _backend) = registry().await;
+    let anonymous = Actor::anonymous();
+    let error = registry
+        .register(&anonymous, registration(simple_card("Weather")))
+        .await
+        .expect_err("anonymous register");
+    assert!(matches!(error, RegistryError::Forbidden { .. }));
+    let record = registry
+        .register(&Actor::admin(), registration(simple_card("Weather")))
+        .await
+        .expect("register");
+    let error = registry
+        .set_trust(&anonymous, &record.id, TrustLevel::Trusted, "because", None)
+        .await
+        .expect_err("anonymous trust");
+    assert!(matches!(error, RegistryError::Forbidden { .. }));
+    let error = registry
+        .deregister(&anonymous, &record.id, None)
+        .await
+        .expect_err("anonymous delete");
+    assert!(matches!(error, RegistryError::Forbidden { .. }));
+    assert!(registry
+        .trust_history(&record.id)
+        .await
+        .expect("history")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn trust_ladder_rules_are_enforced_and_recorded() {
+    let (registry, _backend) = registry().await;
+    let admin = Actor::admin();
+    let ours = registry
+        .register(&admin, registration(simple_card("Weather")))
+        .await
+        .expect("register");
+    let mut external = registration(simple_card("Ledger"));
+    external.org = Some("acme.example".into());
+    let theirs = registry.register(&admin, external).await.expect("register");
+
+    let error = registry
+        .set_trust(&admin, &ours.id, TrustLevel::Verified, "signed", None)
+        .await
+        .expect_err("no verifier");
+    assert!(error
+        .to_string()
+        .contains("card signature verification is not configured"));
+    let error = registry
+        .set_trust(&admin, &theirs.id, TrustLevel::Internal, "ours now", None)
+        .await
+        .expect_err("internal for another org");
+    assert!(matches!(error, RegistryError::Forbidden { .. }));
+    for reason in ["", "   ", &"x".repeat(1001)] {
+        let error = registry
+            .set_trust(&admin, &ours.id, TrustLevel::Trusted, reason, None)
+            .await
+            .expect_err("bad reason");
+        assert!(matches!(error, RegistryError::InvalidInput { .. }));
+    }
+    assert!(registry
+        .trust_history(&ours.id)
+        .await
+        .expect("history")
+        .is_empty());
+
+    let record = registry
+        .set_trust(&admin, &ours.id, TrustLevel::Internal, "we run it", None)
+        .await
+        .expect("internal for our org");
+    assert_eq!(record.trust, TrustLevel::Internal);
+    let history = registry.trust_history(&ours.id).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].actor, admin);
+    assert_eq!(history[0].reason, "we run it");
+    assert_eq!(history[0].from, TrustLevel::Registered);
+
+    let mut higher = registration(simple_card("Other"));
+    higher.trust = Some(TrustLevel::Trusted);
+    let error = registry
+        .register(&admin, higher)
+        .await
+        .expect_err("starts high");
+    assert!(matches!(error, RegistryError::Forbidden { .. }));
+}
+
+#[tokio::test]
+async fn verified_needs_the_card_verifier_to_pass() {
+    let backend = support::sqlite().await;
+    let registry = Registry::with_verifier(
+        backend.store.clone(),
+        RegistryConfig::default(),
+        Arc::new(AcceptAll),
+    );
+    let record = registry
+        .register(&Actor::admin(), registration(simple_card("Weather")))
+        .await
+        .expect("register");
+    let record = registry
+        .set_trust(
+            &Actor::admin(),
+            &record.id,
+            TrustLevel::Verified,
+            "JWS checks out",
+            None,
+        )
+        .await
+        .expect("verified");
+    assert_eq!(record.trust, TrustLevel::Verified);
+}
+
+#[tokio::test]
+async fn update_keeps_trust_and_refuses_trust_changes() {
+    let (registry, _backend) = registry().await;
+    let admin = Actor::admin();
+    let record = registry
+        .register(&admin, registration(simple_card("Weather")))
+        .await
+        .expect("register");
+    let record = registry
+        .set_trust(&admin, &record.id, TrustLevel::Trusted, "reviewed", None)
+        .await
+        .expect("trust");
+    let mut change = registration(simple_card("Weather"));
+    change.role = Some(AgentRole::Critic);
+    let updated = registry
+        .update(&admin, &record.id, record.version, change)
+        .await
+        .expect("update");
+    assert_eq!(updated.trust, TrustLevel::Trusted);
+    assert_eq!(updated.role, AgentRole::Critic);
+    let mut sneaky = registration(simple_card("Weather"));
+    sneaky.trust = Some(TrustLevel::Internal);
+    let error = registry
+        .update(&admin, &record.id, updated.version, sneaky)
+        .await
+        .expect_err("trust via update");
+    assert!(matches!(error, RegistryError::InvalidInput { .. }));
+}
+
+#[tokio::test]
+async fn system_agents_are_internal_and_refreshed_only_when_changed() {
+    let (registry, _backend) = registry().await;
+    let first = registry
+        .upsert_system(registration(simple_card("Echo")))
+        .await
+        .expect("first start");
+    assert_eq!(first.trust, TrustLevel::Internal);
+    assert_eq!(first.version, 1);
+    let again = registry
+        .upsert_system(registration(simple_card("Echo")))
+        .await
+        .expect("second start");
+    assert_eq!(again.version, 1, "an unchanged card makes no new version");
+    let mut changed = simple_card("Echo");
+    changed["description"] = json!("Echoes, now louder");
+    let refreshed = registry
+        .upsert_system(registration(changed.clone()))
+        .await
+        .expect("changed card");
+    assert_eq!(refreshed.version, 2);
+    assert_eq!(refreshed.card, changed);
+    assert_eq!(refreshed.trust, TrustLevel::Internal);
+}
+
+#[tokio::test]
+async fn read_after_write_never_sees_the_old_card() {
+    let (registry, _backend) = registry().await;
+    let admin = Actor::admin();
+    let mut record = registry
+        .register(&admin, registration(simple_card("Weather")))
+        .await
+        .expect("register");
+    let id: AgentId = record.id.clone();
+    // Readers hammer the cache while the writer updates; after each write
+    // returns, the next read must show that write.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let registry = registry.clone();
+        let id = id.clone();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = registry.get(&id).await;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for round in 0..30 {
+        let mut card = simple_card("Weather");
+        card["description"] = json!(format!("round {round}"));
+        record = registry
+            .update(&admin, &id, record.version, registration(card.clone()))
+            .await
+            .expect("update");
+        let seen = registry.get(&id).await.expect("get");
+        assert_eq!(seen.card, card, "round {round} read an old card");
+        assert_eq!(seen.version, record.version);
+    }
+    let trusted = registry
+        .set_trust(&admin, &id, TrustLevel::Trusted, "ok", None)
+        .await
+        .expect("trust");
+    assert_eq!(registry.get(&id).await.expect("get").trust, trusted.trust);
+    registry
+        .deregister(&admin, &id, None)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        registry.get(&id).await,
+        Err(RegistryError::AgentNotFound { .. })
+    ));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("reader joins");
+    }
+}
+
+#[tokio::test]
+async fn oversized_cards_are_refused() {
+    let backend = support::sqlite().await;
+    let registry = Registry::new(
+        backend.store.clone(),
+        RegistryConfig {
+            max_card_bytes: 512,
+            ..RegistryConfig::default()
+        },
+    );
+    let mut card = simple_card("Weather");
+    card["description"] = json!("x".repeat(1000));
+    let error = registry
+        .register(&Actor::admin(), registration(card))
+        .await
+        .expect_err("too big");
+    assert!(matches!(error, RegistryError::InvalidCard { .. }));
+}
