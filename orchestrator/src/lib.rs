@@ -1,1 +1,47 @@
-//! Placeholder.
+//! The embedded orchestrator: graphs of agents written in YAML or with a
+//! Rust builder, validated against the registry, and run by an async
+//! executor in four modes (sync, async, streaming, batch), with budgets,
+//! error strategies, §8.1 traces and §8.2 metrics.
+//!
+//! The crate performs no network I/O: agent calls go through a [`Dispatch`]
+//! the gateway implements, so every node's call passes the same
+//! authenticate → authorise → route pipeline as any outside request.
+//!
+//! ```text
+//! parse_yaml(text) ─▶ GraphSpec ─▶ validate(spec, catalog, limits) ─▶ Graph
+//! Graph::new(..).add_node(..)…build(..) ───────────────────────────▶ Graph
+//! Executor::new(dispatch, config).run / spawn / stream / batch (Graph, input)
+//! ```
+//!
+//! Module map: [`dsl`] (document types), [`source`] (parsing, line lookup),
+//! [`validate`](mod@validate), [`builder`], [`graph`] (the index-based
+//! validated graph), [`mapping`] (inputs → A2A message → output),
+//! [`executor`], [`trace`], [`metrics`].
+
+pub mod builder;
+pub mod dispatch;
+pub mod dsl;
+pub mod error;
+pub mod executor;
+pub mod graph;
+pub mod mapping;
+pub mod metrics;
+pub mod source;
+pub mod trace;
+pub mod validate;
+
+pub use builder::GraphBuilder;
+pub use dispatch::{AgentCall, AgentReply, Dispatch, Usage};
+pub use dsl::GraphSpec;
+pub use error::{DispatchError, OrchestratorError};
+pub use executor::{
+    Executor, ExecutorConfig, NodeStatus, RunEvent, RunEvents, RunHandle, RunResult, RunState,
+    RunStatus, RunSummary,
+};
+pub use graph::Graph;
+pub use metrics::Metrics;
+pub use source::parse_yaml;
+pub use trace::{Price, PriceTable, Trace};
+pub use validate::{
+    validate, AgentCatalog, AnyAgent, Limits, StaticCatalog, ValidationCode, ValidationError,
+};

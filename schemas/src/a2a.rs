@@ -313,7 +313,9 @@ impl Method {
 
     /// Looks a 1.0 name up.
     pub fn from_v1_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|method| method.v1_name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|method| method.v1_name() == name)
     }
 
     /// Looks a 0.3 name up.
@@ -425,9 +427,18 @@ mod tests {
 
     #[test]
     fn version_header_rules() {
-        assert_eq!(ProtocolVersion::from_header(None), Some(ProtocolVersion::V0_3));
-        assert_eq!(ProtocolVersion::from_header(Some("")), Some(ProtocolVersion::V0_3));
-        assert_eq!(ProtocolVersion::from_header(Some("1.0")), Some(ProtocolVersion::V1_0));
+        assert_eq!(
+            ProtocolVersion::from_header(None),
+            Some(ProtocolVersion::V0_3)
+        );
+        assert_eq!(
+            ProtocolVersion::from_header(Some("")),
+            Some(ProtocolVersion::V0_3)
+        );
+        assert_eq!(
+            ProtocolVersion::from_header(Some("1.0")),
+            Some(ProtocolVersion::V1_0)
+        );
         assert_eq!(ProtocolVersion::from_header(Some("0.5")), None);
         assert_eq!(ProtocolVersion::from_header(Some("1.0.1")), None);
     }

@@ -119,7 +119,11 @@ impl AgentCard {
     pub fn all_input_modes(&self) -> impl Iterator<Item = &str> {
         self.default_input_modes
             .iter()
-            .chain(self.skills.iter().flat_map(|skill| skill.input_modes.iter()))
+            .chain(
+                self.skills
+                    .iter()
+                    .flat_map(|skill| skill.input_modes.iter()),
+            )
             .map(String::as_str)
     }
 
@@ -127,7 +131,11 @@ impl AgentCard {
     pub fn all_output_modes(&self) -> impl Iterator<Item = &str> {
         self.default_output_modes
             .iter()
-            .chain(self.skills.iter().flat_map(|skill| skill.output_modes.iter()))
+            .chain(
+                self.skills
+                    .iter()
+                    .flat_map(|skill| skill.output_modes.iter()),
+            )
             .map(String::as_str)
     }
 

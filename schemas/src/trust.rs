@@ -25,7 +25,9 @@ pub enum TrustLevel {
 
 /// A trust level name that is not on the ladder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown trust level {0:?}: expected one of untrusted, registered, verified, trusted, internal")]
+#[error(
+    "unknown trust level {0:?}: expected one of untrusted, registered, verified, trusted, internal"
+)]
 pub struct UnknownTrustLevel(pub String);
 
 // === impl TrustLevel ===

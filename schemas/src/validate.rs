@@ -104,7 +104,10 @@ mod tests {
         });
         let violations = validate(SchemaId::AgentCard, &card).expect_err("invalid card");
         let pointers: Vec<&str> = violations.iter().map(|v| v.pointer.as_str()).collect();
-        assert!(pointers.contains(&"/supportedInterfaces/0/protocolVersion"), "{pointers:?}");
+        assert!(
+            pointers.contains(&"/supportedInterfaces/0/protocolVersion"),
+            "{pointers:?}"
+        );
         assert!(pointers.contains(&"/defaultOutputModes"), "{pointers:?}");
         assert!(pointers.contains(&"/skills/0/tags"), "{pointers:?}");
     }

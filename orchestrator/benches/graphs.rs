@@ -1,0 +1,306 @@
+//! Orchestrator throughput and latency with an in-process dispatcher whose
+//! agents do trivial deterministic work (no sleep, no I/O):
+//!
+//! - G1 `codereview`: analyzer → security, performance, style (parallel) →
+//!   aggregator → reporter; each node appends its name, the reporter joins
+//!   them (`analyzer,security,performance,style,aggregator`).
+//! - G2 `fanout`: 1 source → 1,000 parallel workers (worker i returns i) →
+//!   join (sums to 499500).
+//! - G3 `chain`: 1,000 sequential nodes each incrementing a counter (1000).
+//!
+//! Prints runs/s, p50/p99 per run, CPU per run and peak RSS. Targets on a
+//! 2-core machine: G1 ≥ 20,000 runs/s; G2 and G3 ≤ 5 ms per run.
+//! Run with `cargo bench -p convergio-orchestrator --bench graphs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use convergio_orchestrator::dsl::ExecutionSpec;
+use convergio_orchestrator::{
+    AgentCall, AgentReply, AnyAgent, Dispatch, DispatchError, Executor, ExecutorConfig, Graph,
+    Limits, RunStatus, Usage,
+};
+use serde_json::{json, Map, Value};
+
+/// Trivial agents, keyed by agent name.
+struct Bench;
+
+fn data_part(call: &AgentCall) -> Option<&Value> {
+    call.message
+        .get("parts")?
+        .as_array()?
+        .iter()
+        .find_map(|part| part.get("data"))
+}
+
+fn reply(value: Value) -> Result<AgentReply, DispatchError> {
+    let mut part = Map::with_capacity(1);
+    part.insert("data".to_owned(), value);
+    let mut message = Map::with_capacity(1);
+    message.insert("parts".to_owned(), Value::Array(vec![Value::Object(part)]));
+    let mut response = Map::with_capacity(1);
+    response.insert("message".to_owned(), Value::Object(message));
+    Ok(AgentReply {
+        response: Value::Object(response),
+        usage: Usage::default(),
+    })
+}
+
+#[async_trait]
+impl Dispatch for Bench {
+    async fn call(&self, call: AgentCall) -> Result<AgentReply, DispatchError> {
+        match call.agent.as_str() {
+            "analyzer" => reply(json!(["analyzer"])),
+            "security" | "performance" | "style" | "aggregator" => {
+                // Union of the input lists, in input order, then this name.
+                let mut names: Vec<Value> = Vec::with_capacity(6);
+                if let Some(Value::Object(inputs)) = data_part(&call) {
+                    for list in inputs.values().filter_map(Value::as_array) {
+                        for name in list {
+                            if !names.contains(name) {
+                                names.push(name.clone());
+                            }
+                        }
+                    }
+                }
+                names.push(Value::String(call.agent.clone()));
+                reply(Value::Array(names))
+            }
+            "reporter" => {
+                let list = data_part(&call)
+                    .and_then(|data| data.get("aggregator.output"))
+                    .and_then(Value::as_array);
+                let joined: Vec<&str> = list
+                    .map(|list| list.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                reply(Value::String(joined.join(",")))
+            }
+            "source" => reply(json!(0)),
+            "worker" => {
+                let index: u64 = call.node_id.trim_start_matches('w').parse().unwrap_or(0);
+                reply(json!(index))
+            }
+            "join" => {
+                let sum: u64 = match data_part(&call) {
+                    Some(Value::Object(inputs)) => inputs.values().filter_map(Value::as_u64).sum(),
+                    _ => 0,
+                };
+                reply(json!(sum))
+            }
+            "increment" => {
+                let value = match data_part(&call) {
+                    Some(Value::Object(inputs)) => {
+                        inputs.values().next().and_then(Value::as_u64).unwrap_or(0)
+                    }
+                    Some(value) => value.as_u64().unwrap_or(0),
+                    None => 0,
+                };
+                reply(json!(value + 1))
+            }
+            other => Err(DispatchError::AgentNotFound {
+                agent: other.to_owned(),
+            }),
+        }
+    }
+}
+
+fn codereview() -> Graph {
+    Graph::new("codereview")
+        .add_node("analyzer", "analyzer")
+        .add_parallel("reviewers", ["security", "performance", "style"])
+        .add_node("aggregator", "aggregator")
+        .add_node("reporter", "reporter")
+        .connect("analyzer", "reviewers")
+        .connect("reviewers", "aggregator")
+        .connect("aggregator", "reporter")
+        .build(&AnyAgent, &Limits::default())
+        .expect("G1 is valid")
+}
+
+fn fanout() -> Graph {
+    let workers: Vec<(String, String)> = (0..1000)
+        .map(|index| (format!("w{index}"), "worker".to_owned()))
+        .collect();
+    let members: Vec<(&str, &str)> = workers
+        .iter()
+        .map(|(id, agent)| (id.as_str(), agent.as_str()))
+        .collect();
+    Graph::new("fanout")
+        .add_node("source", "source")
+        .add_parallel("workers", members)
+        .add_node("join", "join")
+        .connect("source", "workers")
+        .connect("workers", "join")
+        .execution(ExecutionSpec {
+            max_concurrent_agents: Some(1000),
+            ..ExecutionSpec::default()
+        })
+        .build(&AnyAgent, &Limits::default())
+        .expect("G2 is valid")
+}
+
+fn chain() -> Graph {
+    let mut builder = Graph::new("chain");
+    for index in 0..1000 {
+        builder = builder.add_node(&format!("n{index}"), "increment");
+    }
+    for index in 1..1000 {
+        builder = builder.connect(&format!("n{}", index - 1), &format!("n{index}"));
+    }
+    builder
+        .build(&AnyAgent, &Limits::default())
+        .expect("G3 is valid")
+}
+
+/// CPU time (user + system) of this process.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&index| fields.get(index)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
+}
+
+async fn measure(
+    name: &str,
+    executor: &Executor,
+    graph: Arc<Graph>,
+    input: Value,
+    expected: Value,
+    runs: usize,
+    parallel: usize,
+) {
+    // `BENCH_ONLY=G2` runs just the graphs whose name contains it.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| !name.contains(&only)) {
+        return;
+    }
+    // Latency: one run at a time.
+    let mut latencies = Vec::with_capacity(runs);
+    for _ in 0..runs.min(2000) {
+        let started = Instant::now();
+        let result = executor
+            .run(graph.clone(), input.clone())
+            .await
+            .expect("run starts");
+        latencies.push(started.elapsed());
+        assert_eq!(
+            result.status,
+            RunStatus::Succeeded,
+            "{name}: {:?}",
+            result.error
+        );
+        assert_eq!(result.output, expected, "{name}: wrong result");
+    }
+    latencies.sort();
+    // Throughput: `parallel` loops sharing the runtime's worker threads.
+    let per_loop = runs / parallel;
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let mut loops = Vec::with_capacity(parallel);
+    for _ in 0..parallel {
+        let executor = executor.clone();
+        let graph = graph.clone();
+        let input = input.clone();
+        let expected = expected.clone();
+        loops.push(tokio::spawn(async move {
+            for _ in 0..per_loop {
+                let result = executor
+                    .run(graph.clone(), input.clone())
+                    .await
+                    .expect("run starts");
+                assert_eq!(result.output, expected);
+            }
+        }));
+    }
+    for task in loops {
+        task.await.expect("bench loop");
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let total = per_loop * parallel;
+    println!(
+        "{name:<11} runs={total:<6} runs/s={:>9.0}  p50={:>9.1?}  p99={:>9.1?}  cpu/run={:>9.1?}  peak_rss={} KiB",
+        total as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        cpu / total.max(1) as u32,
+        peak_rss_kib()
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for (label, record_events) in [("events on", true), ("events off", false)] {
+            println!("-- executor with the run event log {label}");
+            let executor = Executor::new(
+                Arc::new(Bench),
+                ExecutorConfig {
+                    record_events,
+                    ..ExecutorConfig::default()
+                },
+            );
+            measure(
+                "G1 codereview",
+                &executor,
+                Arc::new(codereview()),
+                json!({"source_code": "fn main() {}"}),
+                json!("analyzer,security,performance,style,aggregator"),
+                40_000,
+                8,
+            )
+            .await;
+            measure(
+                "G2 fanout",
+                &executor,
+                Arc::new(fanout()),
+                json!(null),
+                json!(499500),
+                400,
+                2,
+            )
+            .await;
+            measure(
+                "G3 chain",
+                &executor,
+                Arc::new(chain()),
+                json!(0),
+                json!(1000),
+                400,
+                2,
+            )
+            .await;
+        }
+    });
+}

@@ -1,0 +1,94 @@
+//! The boundary between the orchestrator and the agents: the [`Dispatch`]
+//! trait the gateway implements, and the call and reply types.
+//!
+//! The orchestrator never touches the network. The gateway sends every
+//! node's call through its authenticate → authorise → route pipeline, so a
+//! graph gets exactly the access its caller has; an `external://…` agent is
+//! just another name to the dispatcher.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::DispatchError;
+
+/// Sends one node's message to one agent and waits for its answer.
+#[async_trait]
+pub trait Dispatch: Send + Sync {
+    /// Calls `call.agent` with `call.message` (an A2A 1.0 `SendMessage`,
+    /// blocking until the task is terminal or interrupted).
+    async fn call(&self, call: AgentCall) -> Result<AgentReply, DispatchError>;
+}
+
+/// One call of one node.
+#[derive(Debug, Clone)]
+pub struct AgentCall {
+    /// The run this call belongs to.
+    pub run_id: Uuid,
+    /// The node making the call.
+    pub node_id: String,
+    /// Registry name or full agent id (`external://org/name` included).
+    pub agent: String,
+    /// An A2A 1.0 Message: `{"messageId","role":"ROLE_USER","parts":[…],"metadata":{…}}`.
+    pub message: Value,
+    /// W3C trace context: the run's trace id and this call's span id.
+    pub traceparent: String,
+    /// When the executor stops waiting for this call.
+    pub deadline: Option<Instant>,
+}
+
+/// An agent's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReply {
+    /// The `SendMessage` result: `{"message":…}` or `{"task":…}` (a bare
+    /// Message or Task is accepted too).
+    pub response: Value,
+    /// What the agent reported using (see [`Usage`]).
+    pub usage: Usage,
+}
+
+// === impl AgentReply ===
+
+impl AgentReply {
+    /// Wraps a `SendMessage` result, reading the usage the agent reported in
+    /// `metadata.usage` of the message or task.
+    pub fn from_response(response: Value) -> Self {
+        let usage = crate::mapping::reported_usage(&response);
+        Self { response, usage }
+    }
+}
+
+/// Resources an agent reports using for one call.
+///
+/// Convention: agents put `"usage": {"tokens_in": n, "tokens_out": n,
+/// "tool_calls": n}` in the `metadata` of their reply Message, or of the
+/// Task (task metadata wins over status-message metadata). Missing fields
+/// count as zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// Tool invocations.
+    pub tool_calls: u64,
+}
+
+// === impl Usage ===
+
+impl Usage {
+    /// Adds `other` into `self`, saturating.
+    pub fn add(&mut self, other: Usage) {
+        self.tokens_in = self.tokens_in.saturating_add(other.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(other.tokens_out);
+        self.tool_calls = self.tool_calls.saturating_add(other.tool_calls);
+    }
+
+    /// Tokens in and out.
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in.saturating_add(self.tokens_out)
+    }
+}

@@ -1,0 +1,159 @@
+//! The orchestrator's error type: parsing, validation, dispatch and run
+//! failures, each mapped onto the shared [`ErrorKind`] table.
+
+use convergio_schemas::ErrorKind;
+
+use crate::validate::ValidationError;
+
+/// Everything that can go wrong in the orchestrator outside a running node.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The document is not valid YAML (or JSON); line and column are 1-based.
+    #[error("invalid yaml at line {line}, column {column}: {message}")]
+    Yaml {
+        /// 1-based line of the error (0 when unknown).
+        line: usize,
+        /// 1-based column of the error (0 when unknown).
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// The document breaks the graph JSON Schema or a structural rule; every
+    /// problem is listed with its location.
+    #[error("invalid graph: {}", summarize(.errors))]
+    Invalid {
+        /// Every problem found.
+        errors: Vec<ValidationError>,
+    },
+    /// The run input does not carry what a node expects.
+    #[error("invalid run input: {message}")]
+    InvalidInput {
+        /// What is missing or wrong.
+        message: String,
+    },
+    /// No run with this id is known.
+    #[error("run {run_id} not found")]
+    RunNotFound {
+        /// The id that was asked for.
+        run_id: String,
+    },
+    /// The run has not finished yet, so it has no result.
+    #[error("run {run_id} has not finished")]
+    RunNotFinished {
+        /// The run asked for.
+        run_id: String,
+    },
+    /// The run task ended without a result (it panicked or was dropped).
+    #[error("run {run_id} ended without a result")]
+    RunLost {
+        /// The run concerned.
+        run_id: String,
+    },
+}
+
+impl From<Vec<ValidationError>> for OrchestratorError {
+    fn from(errors: Vec<ValidationError>) -> Self {
+        Self::Invalid { errors }
+    }
+}
+
+fn summarize(errors: &[ValidationError]) -> String {
+    let mut text = String::new();
+    for (index, error) in errors.iter().enumerate() {
+        if index > 0 {
+            text.push_str("; ");
+        }
+        text.push_str(&error.to_string());
+    }
+    text
+}
+
+// === impl OrchestratorError ===
+
+impl OrchestratorError {
+    /// The shared error classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Yaml { .. } => ErrorKind::MalformedBody,
+            Self::Invalid { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::RunNotFound { .. } => ErrorKind::NotFound,
+            Self::RunNotFinished { .. } => ErrorKind::Conflict,
+            Self::RunLost { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// The located problems as problem-document violations (the message
+    /// starts with the YAML line when known).
+    pub fn violations(&self) -> Vec<convergio_schemas::Violation> {
+        self.validation_errors()
+            .iter()
+            .map(ValidationError::to_violation)
+            .collect()
+    }
+
+    /// The located problems, for validation failures (empty otherwise).
+    pub fn validation_errors(&self) -> &[ValidationError] {
+        match self {
+            Self::Invalid { errors } => errors,
+            _ => &[],
+        }
+    }
+}
+
+/// Why a call to an agent failed, as reported by a [`crate::Dispatch`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DispatchError {
+    /// The agent is not known to the registry.
+    #[error("agent {agent} not found")]
+    AgentNotFound {
+        /// The agent asked for.
+        agent: String,
+    },
+    /// Policy or authentication refused the call.
+    #[error("call to agent denied: {message}")]
+    Denied {
+        /// Why, without internals.
+        message: String,
+    },
+    /// The agent did not answer in time.
+    #[error("agent timed out")]
+    Timeout,
+    /// The agent or the path to it is unavailable; worth retrying.
+    #[error("agent unavailable: {message}")]
+    Unavailable {
+        /// What happened.
+        message: String,
+    },
+    /// The agent answered with an error or with something that is not an answer.
+    #[error("agent failed: {message}")]
+    Failed {
+        /// What happened.
+        message: String,
+        /// Whether trying again may help.
+        retryable: bool,
+    },
+}
+
+// === impl DispatchError ===
+
+impl DispatchError {
+    /// The shared error classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::AgentNotFound { .. } => ErrorKind::NotFound,
+            Self::Denied { .. } => ErrorKind::Forbidden,
+            Self::Timeout => ErrorKind::UpstreamTimeout,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Failed { .. } => ErrorKind::BadUpstream,
+        }
+    }
+
+    /// Whether the executor may retry the call under a `retry` strategy.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Unavailable { .. } => true,
+            Self::Failed { retryable, .. } => *retryable,
+            Self::AgentNotFound { .. } | Self::Denied { .. } => false,
+        }
+    }
+}

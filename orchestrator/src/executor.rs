@@ -1,0 +1,1430 @@
+//! The run engine: a single coordinator task per run drives the graph, node
+//! calls run concurrently as futures inside it (no task spawn per node), and
+//! all state lives in one plain serialisable [`RunState`] so durable runs
+//! (issue 8) can checkpoint it between steps.
+//!
+//! # Scheduling
+//! A node becomes ready when every forward edge into it has been resolved
+//! (taken or not) and at least one was taken; when all were not taken the
+//! node is bypassed (`not_run`) and its outgoing edges count as not taken, so
+//! joins behind an unused branch still run. Back edges (those closing a
+//! cycle) are counted separately: a node re-runs when every back edge into
+//! it has resolved and one was taken. Entries start the run. Ready nodes run
+//! up to `max_concurrent_agents` at a time.
+//!
+//! # Edges
+//! When a node finishes, each edge leaving it is taken if its `when` holds on
+//! the output (always, without `when`) and it has been taken fewer than
+//! `max_traversals` times; an `otherwise` edge is taken when no conditional
+//! edge was. A node asked to run more than `config.max_iterations` times
+//! ends the run with status `iteration_limit`.
+//!
+//! # Failures
+//! A call that errs, times out, answers garbage, or pushes its agent or the
+//! run over a budget fails the node; then its strategy applies: `retry`
+//! (retry with exponential backoff and jitter, then abort), `skip` (output
+//! null, downstream runs), `fallback` (one call to the other agent, then
+//! abort), `abort` (the run fails and nodes in flight are cancelled), `human`
+//! (the run ends `waiting_for_human`; resuming needs durable runs). Budget
+//! errors are never retried.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::dispatch::{AgentCall, Dispatch, Usage};
+use crate::dsl::{lookup_path, Backoff, NodeKind, OnError, SimpleStrategy, When, WhenKeyword};
+use crate::error::{DispatchError, OrchestratorError};
+use crate::graph::{route, Graph, InputRef, Node};
+use crate::mapping::{build_message, reply_output};
+use crate::metrics::Metrics;
+use crate::trace::{child_traceparent, new_trace_id, PriceTable, Trace};
+use crate::validate::seconds;
+
+/// Executor-wide settings (graph documents override the per-run ones).
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// `max_concurrent_agents` when a graph does not set it.
+    pub default_max_concurrent_agents: usize,
+    /// First retry delay; doubles per attempt under exponential backoff.
+    pub retry_base_delay: Duration,
+    /// Longest retry delay.
+    pub retry_max_delay: Duration,
+    /// Prices for trace costs.
+    pub prices: PriceTable,
+    /// Whether runs keep their event log in [`RunState::events`].
+    pub record_events: bool,
+    /// Finished runs kept in memory for status and result lookups.
+    pub max_retained_runs: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            default_max_concurrent_agents: 10,
+            retry_base_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(30),
+            prices: PriceTable::default(),
+            record_events: true,
+            max_retained_runs: 10_000,
+        }
+    }
+}
+
+/// How a run ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going.
+    Running,
+    /// Every reachable node finished or was skipped.
+    Succeeded,
+    /// A node failed under `retry`, `abort` or a failed fallback.
+    Failed,
+    /// The run's total timeout passed.
+    TimedOut,
+    /// A node would have run more than `config.max_iterations` times.
+    IterationLimit,
+    /// A `human` node failed; continuing needs durable runs (issue 8).
+    WaitingForHuman,
+}
+
+// === impl RunStatus ===
+
+impl RunStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::IterationLimit => "iteration_limit",
+            Self::WaitingForHuman => "waiting_for_human",
+        }
+    }
+}
+
+/// A node's state in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Not started yet.
+    Pending,
+    /// A call is in flight.
+    Running,
+    /// Its last run produced an output.
+    Succeeded,
+    /// It failed (and its strategy did not recover).
+    Failed,
+    /// It failed under `skip`: output null.
+    Skipped,
+    /// No edge into it was taken.
+    NotRun,
+    /// The run ended while it was in flight.
+    Cancelled,
+}
+
+/// The outcome of one node execution, as in the §8.1 trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// The node produced an output.
+    Success,
+    /// The node failed.
+    Failed,
+    /// The node failed and was skipped.
+    Skipped,
+}
+
+// === impl ExecutionStatus ===
+
+impl ExecutionStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One node's state, including the join counters that make a run resumable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// The node.
+    pub node_id: String,
+    /// Where it is.
+    pub status: NodeStatus,
+    /// How many times it started.
+    pub runs: u32,
+    /// Calls made, retries and fallbacks included.
+    pub attempts: u32,
+    /// The attempt in flight of the current run of the node (1-based).
+    pub attempt: u32,
+    /// When the current run of the node started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Its last output (null until it succeeds).
+    pub output: Value,
+    /// Its last error.
+    pub error: Option<String>,
+    /// Usage summed over its calls.
+    pub usage: Usage,
+    /// Forward edges into it resolved in the current round.
+    pub forward_resolved: u32,
+    /// Forward edges into it taken in the current round.
+    pub forward_taken: u32,
+    /// Back edges into it resolved in the current round.
+    pub back_resolved: u32,
+    /// Back edges into it taken in the current round.
+    pub back_taken: u32,
+    /// It became ready again while running.
+    pub rerun: bool,
+}
+
+/// One node execution (a row of the trace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeExecution {
+    /// The node.
+    pub node_id: String,
+    /// The agent that answered, or `subgraph:<name>` / `router:rules`.
+    pub agent: String,
+    /// Which run of the node this was (1-based).
+    pub iteration: u32,
+    /// Calls made.
+    pub attempts: u32,
+    /// Start.
+    pub start_time: DateTime<Utc>,
+    /// End.
+    pub end_time: DateTime<Utc>,
+    /// Reported usage.
+    pub usage: Usage,
+    /// Outcome.
+    pub status: ExecutionStatus,
+    /// Error text for failed and skipped executions.
+    pub error: Option<String>,
+}
+
+/// Events of a run, for the streaming mode and the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// A node started a run.
+    NodeStarted {
+        /// The run.
+        run_id: Uuid,
+        /// The node.
+        node_id: String,
+        /// The agent called, if any.
+        agent: Option<String>,
+        /// Which run of the node (1-based).
+        iteration: u32,
+    },
+    /// A node produced its output.
+    NodeOutput {
+        /// The run.
+        run_id: Uuid,
+        /// The node.
+        node_id: String,
+        /// The output.
+        output: Value,
+    },
+    /// A call failed.
+    NodeError {
+        /// The run.
+        run_id: Uuid,
+        /// The node.
+        node_id: String,
+        /// What failed.
+        error: String,
+        /// What happens next: `retry`, `skip`, `fallback`, `abort`, `human`.
+        action: String,
+    },
+    /// A node finished (succeeded, skipped or failed).
+    NodeFinished {
+        /// The run.
+        run_id: Uuid,
+        /// The node.
+        node_id: String,
+        /// Its status.
+        status: NodeStatus,
+        /// Its wall time.
+        duration_ms: u64,
+    },
+    /// The run ended.
+    RunFinished {
+        /// The run.
+        run_id: Uuid,
+        /// How it ended.
+        status: RunStatus,
+        /// Why, when it did not succeed.
+        error: Option<String>,
+    },
+}
+
+/// Everything about a run: serialisable, so it can be checkpointed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// The graph's name.
+    pub graph_id: String,
+    /// W3C trace id.
+    pub trace_id: String,
+    /// Where the run is.
+    pub status: RunStatus,
+    /// The run input.
+    pub input: Value,
+    /// Per node, in graph order.
+    pub nodes: Vec<NodeState>,
+    /// Times each edge (graph order) was taken.
+    pub edge_traversals: Vec<u32>,
+    /// Nodes ready but not started, in order.
+    pub ready: Vec<u32>,
+    /// Usage of the whole run.
+    pub usage: Usage,
+    /// Usage per agent.
+    pub usage_by_agent: BTreeMap<String, Usage>,
+    /// Executions in completion order.
+    pub executions: Vec<NodeExecution>,
+    /// The event log (when enabled). `node_output` events are logged only
+    /// for streaming runs; outputs are always in `nodes[].output`.
+    pub events: Vec<RunEvent>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the run did not succeed.
+    pub error: Option<String>,
+}
+
+/// The result of a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The output of the one sink that ran, or `{sink_id: output}` for
+    /// every sink that ran when several did.
+    pub output: Value,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// The §8.1 trace.
+    pub trace: Trace,
+    /// The final state.
+    pub state: RunState,
+}
+
+/// A summary of a run, for status lookups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// The graph's name.
+    pub graph_id: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+enum RunEntry {
+    Running(RunSummary),
+    Finished(Box<RunResult>),
+}
+
+/// In-memory registry of async and streaming runs, by id.
+#[derive(Default)]
+pub struct Runs {
+    entries: Mutex<(HashMap<Uuid, RunEntry>, VecDeque<Uuid>)>,
+}
+
+// === impl Runs ===
+
+impl Runs {
+    fn start(&self, summary: RunSummary) {
+        if let Ok(mut guard) = self.entries.lock() {
+            guard.0.insert(summary.run_id, RunEntry::Running(summary));
+        }
+    }
+
+    fn finish(&self, result: &RunResult, retain: usize) {
+        if let Ok(mut guard) = self.entries.lock() {
+            let (entries, order) = &mut *guard;
+            entries.insert(result.run_id, RunEntry::Finished(Box::new(result.clone())));
+            order.push_back(result.run_id);
+            while order.len() > retain {
+                if let Some(old) = order.pop_front() {
+                    entries.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn summary(&self, run_id: Uuid) -> Option<RunSummary> {
+        let guard = self.entries.lock().ok()?;
+        match guard.0.get(&run_id)? {
+            RunEntry::Running(summary) => Some(summary.clone()),
+            RunEntry::Finished(result) => Some(RunSummary {
+                run_id,
+                graph_id: result.state.graph_id.clone(),
+                status: result.status,
+                started_at: result.state.started_at,
+                finished_at: result.state.finished_at,
+            }),
+        }
+    }
+
+    fn result(&self, run_id: Uuid) -> Result<RunResult, OrchestratorError> {
+        let guard = self
+            .entries
+            .lock()
+            .map_err(|_| OrchestratorError::RunLost {
+                run_id: run_id.to_string(),
+            })?;
+        match guard.0.get(&run_id) {
+            None => Err(OrchestratorError::RunNotFound {
+                run_id: run_id.to_string(),
+            }),
+            Some(RunEntry::Running(_)) => Err(OrchestratorError::RunNotFinished {
+                run_id: run_id.to_string(),
+            }),
+            Some(RunEntry::Finished(result)) => Ok((**result).clone()),
+        }
+    }
+}
+
+struct Inner {
+    dispatch: Arc<dyn Dispatch>,
+    config: ExecutorConfig,
+    runs: Runs,
+    metrics: Metrics,
+}
+
+/// Runs validated graphs against a [`Dispatch`]: sync, async, streaming and
+/// batch. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+/// An async run started by [`Executor::spawn`].
+pub struct RunHandle {
+    /// The run's id (status and result by id through the executor).
+    pub run_id: Uuid,
+    join: tokio::task::JoinHandle<RunResult>,
+}
+
+// === impl RunHandle ===
+
+impl RunHandle {
+    /// Waits for the run to end.
+    pub async fn wait(self) -> Result<RunResult, OrchestratorError> {
+        let run_id = self.run_id;
+        self.join.await.map_err(|_| OrchestratorError::RunLost {
+            run_id: run_id.to_string(),
+        })
+    }
+}
+
+/// The event stream of a streaming run; ends after `RunFinished`.
+pub struct RunEvents {
+    /// The run's id.
+    pub run_id: Uuid,
+    receiver: mpsc::UnboundedReceiver<RunEvent>,
+}
+
+impl Stream for RunEvents {
+    type Item = RunEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RunEvent>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+// === impl Executor ===
+
+impl Executor {
+    /// An executor calling agents through `dispatch`.
+    pub fn new(dispatch: Arc<dyn Dispatch>, config: ExecutorConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dispatch,
+                config,
+                runs: Runs::default(),
+                metrics: Metrics::new(),
+            }),
+        }
+    }
+
+    /// The metrics of every run this executor finished.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Sync mode: runs the graph to its end.
+    pub async fn run(
+        &self,
+        graph: Arc<Graph>,
+        input: Value,
+    ) -> Result<RunResult, OrchestratorError> {
+        check_input(&graph, &input)?;
+        let result = run_graph(self.inner.clone(), graph, input, Uuid::now_v7(), None).await;
+        self.inner.metrics.record_run(&result.state);
+        Ok(result)
+    }
+
+    /// Async mode: starts the run and returns its id at once.
+    pub fn spawn(&self, graph: Arc<Graph>, input: Value) -> Result<RunHandle, OrchestratorError> {
+        self.start(graph, input, None)
+            .map(|(run_id, join)| RunHandle { run_id, join })
+    }
+
+    /// Streaming mode: starts the run and returns its events as they happen.
+    pub fn stream(&self, graph: Arc<Graph>, input: Value) -> Result<RunEvents, OrchestratorError> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (run_id, _join) = self.start(graph, input, Some(sender))?;
+        Ok(RunEvents { run_id, receiver })
+    }
+
+    /// Batch mode: one run per input, at most `concurrency` at a time, one
+    /// result per input in input order; a failing run does not affect others.
+    pub async fn batch(
+        &self,
+        graph: Arc<Graph>,
+        inputs: Vec<Value>,
+        concurrency: usize,
+    ) -> Vec<Result<RunResult, OrchestratorError>> {
+        futures_util::stream::iter(inputs)
+            .map(|input| {
+                let executor = self.clone();
+                let graph = graph.clone();
+                async move {
+                    let run_id = Uuid::nil();
+                    tokio::spawn(async move { executor.run(graph, input).await })
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(OrchestratorError::RunLost {
+                                run_id: run_id.to_string(),
+                            })
+                        })
+                }
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// The status of an async or streaming run.
+    pub fn status(&self, run_id: Uuid) -> Result<RunSummary, OrchestratorError> {
+        self.inner
+            .runs
+            .summary(run_id)
+            .ok_or_else(|| OrchestratorError::RunNotFound {
+                run_id: run_id.to_string(),
+            })
+    }
+
+    /// The result of a finished async or streaming run.
+    pub fn result(&self, run_id: Uuid) -> Result<RunResult, OrchestratorError> {
+        self.inner.runs.result(run_id)
+    }
+
+    fn start(
+        &self,
+        graph: Arc<Graph>,
+        input: Value,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+    ) -> Result<(Uuid, tokio::task::JoinHandle<RunResult>), OrchestratorError> {
+        check_input(&graph, &input)?;
+        let run_id = Uuid::now_v7();
+        self.inner.runs.start(RunSummary {
+            run_id,
+            graph_id: graph.name.to_string(),
+            status: RunStatus::Running,
+            started_at: Utc::now(),
+            finished_at: None,
+        });
+        let inner = self.inner.clone();
+        let join = tokio::spawn(async move {
+            let result = run_graph(inner.clone(), graph, input, run_id, events).await;
+            inner.metrics.record_run(&result.state);
+            inner.runs.finish(&result, inner.config.max_retained_runs);
+            result
+        });
+        Ok((run_id, join))
+    }
+}
+
+/// Checks that the run input carries every graph input a node names.
+fn check_input(graph: &Graph, input: &Value) -> Result<(), OrchestratorError> {
+    if graph.graph_inputs.is_empty() {
+        return Ok(());
+    }
+    let Some(object) = input.as_object() else {
+        return Err(OrchestratorError::InvalidInput {
+            message: format!(
+                "the input must be an object with {}",
+                graph.graph_inputs.join(", ")
+            ),
+        });
+    };
+    let missing: Vec<&str> = graph
+        .graph_inputs
+        .iter()
+        .filter(|name| !object.contains_key(name.as_str()))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(OrchestratorError::InvalidInput {
+            message: format!("the input lacks {}", missing.join(", ")),
+        })
+    }
+}
+
+type NodeFuture = Pin<Box<dyn Future<Output = NodeOutcome> + Send>>;
+
+struct NodeOutcome {
+    node: u32,
+    agent: String,
+    fallback: bool,
+    /// Agent calls this outcome stands for (0 for rule routers).
+    calls: u32,
+    started: Instant,
+    /// The output, or the error and whether a retry may help.
+    result: Result<(Value, Usage), (String, bool)>,
+}
+
+fn run_graph(
+    inner: Arc<Inner>,
+    graph: Arc<Graph>,
+    input: Value,
+    run_id: Uuid,
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
+) -> Pin<Box<dyn Future<Output = RunResult> + Send>> {
+    Box::pin(async move {
+        let mut run = Run::new(inner, graph, input, run_id, events);
+        run.drive().await;
+        run.finish()
+    })
+}
+
+struct Run {
+    inner: Arc<Inner>,
+    graph: Arc<Graph>,
+    state: RunState,
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
+    ready: VecDeque<u32>,
+    /// Edges still to signal: (edge index, taken).
+    signals: Vec<(u32, bool)>,
+    /// `run_id` as text and as a metadata value, made once per run.
+    run_id_text: String,
+    run_id_value: Value,
+    graph_id_value: Value,
+}
+
+// === impl Run ===
+
+impl Run {
+    fn new(
+        inner: Arc<Inner>,
+        graph: Arc<Graph>,
+        input: Value,
+        run_id: Uuid,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+    ) -> Self {
+        let nodes = graph
+            .nodes
+            .iter()
+            .map(|node| NodeState {
+                node_id: node.id.to_string(),
+                status: NodeStatus::Pending,
+                runs: 0,
+                attempts: 0,
+                attempt: 0,
+                started_at: None,
+                output: Value::Null,
+                error: None,
+                usage: Usage::default(),
+                forward_resolved: 0,
+                forward_taken: 0,
+                back_resolved: 0,
+                back_taken: 0,
+                rerun: false,
+            })
+            .collect();
+        let state = RunState {
+            run_id,
+            graph_id: graph.name.to_string(),
+            trace_id: new_trace_id(),
+            status: RunStatus::Running,
+            input,
+            nodes,
+            edge_traversals: vec![0; graph.edges.len()],
+            ready: Vec::new(),
+            usage: Usage::default(),
+            usage_by_agent: BTreeMap::new(),
+            executions: Vec::with_capacity(graph.nodes.len()),
+            events: Vec::with_capacity(if inner.config.record_events {
+                graph.nodes.len() * 2 + 2
+            } else {
+                0
+            }),
+            started_at: Utc::now(),
+            finished_at: None,
+            error: None,
+        };
+        let ready = graph.entries.iter().copied().collect();
+        let run_id_text = run_id.to_string();
+        let run_id_value = Value::String(run_id_text.clone());
+        let graph_id_value = Value::String(graph.name.to_string());
+        Self {
+            inner,
+            graph,
+            state,
+            events,
+            ready,
+            signals: Vec::new(),
+            run_id_text,
+            run_id_value,
+            graph_id_value,
+        }
+    }
+
+    fn wants_events(&self) -> bool {
+        self.events.is_some() || self.inner.config.record_events
+    }
+
+    fn emit(&mut self, event: RunEvent) {
+        if let Some(sender) = &self.events {
+            // A stream consumer that went away does not stop the run.
+            let _ = sender.send(event.clone());
+        }
+        if self.inner.config.record_events {
+            self.state.events.push(event);
+        }
+    }
+
+    fn end(&mut self, status: RunStatus, error: Option<String>) {
+        if self.state.status == RunStatus::Running {
+            self.state.status = status;
+            self.state.error = error;
+        }
+    }
+
+    async fn drive(&mut self) {
+        let execution = &self.graph.execution;
+        let max_in_flight = execution
+            .max_concurrent_agents
+            .map(|limit| limit.max(1) as usize)
+            .unwrap_or(self.inner.config.default_max_concurrent_agents.max(1));
+        let total_timeout = [
+            seconds(self.graph.config.timeout_seconds),
+            seconds(execution.total_timeout_seconds),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // One timer for the whole run, polled alongside the nodes.
+        let mut deadline = total_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
+        let mut in_flight: FuturesUnordered<NodeFuture> = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < max_in_flight && self.state.status == RunStatus::Running {
+                let Some(node) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(future) = self.launch(node) {
+                    in_flight.push(future);
+                }
+            }
+            if self.state.status != RunStatus::Running || in_flight.is_empty() {
+                break;
+            }
+            let outcome = match deadline.as_mut() {
+                Some(deadline) => tokio::select! {
+                    outcome = in_flight.next() => outcome,
+                    _ = deadline => {
+                        let seconds = total_timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
+                        self.end(RunStatus::TimedOut, Some(format!("run exceeded its total timeout of {seconds}s")));
+                        None
+                    }
+                },
+                None => in_flight.next().await,
+            };
+            match outcome {
+                Some(outcome) => self.handle(outcome, &mut in_flight),
+                None => break,
+            }
+        }
+        // Dropping the futures cancels the calls still in flight.
+        drop(in_flight);
+        self.end(RunStatus::Succeeded, None);
+        for node in &mut self.state.nodes {
+            if node.status == NodeStatus::Running {
+                node.status = NodeStatus::Cancelled;
+            }
+        }
+        self.state.ready = self.ready.iter().copied().collect();
+    }
+
+    /// Starts node `index`, or returns `None` when it completes at once or
+    /// the run ends.
+    fn launch(&mut self, index: u32) -> Option<NodeFuture> {
+        let graph = self.graph.clone();
+        let node = &graph.nodes[index as usize];
+        let node_state = &mut self.state.nodes[index as usize];
+        if node_state.status == NodeStatus::Running {
+            node_state.rerun = true;
+            return None;
+        }
+        if let Some(max_iterations) = graph.config.max_iterations {
+            if node_state.runs >= max_iterations {
+                let message = format!(
+                    "node `{}` would run more than max_iterations ({max_iterations}) times",
+                    node.id
+                );
+                self.end(RunStatus::IterationLimit, Some(message));
+                return None;
+            }
+        }
+        node_state.runs += 1;
+        node_state.status = NodeStatus::Running;
+        node_state.attempt = 1;
+        node_state.started_at = Some(Utc::now());
+        let iteration = node_state.runs;
+        if self.wants_events() {
+            self.emit(RunEvent::NodeStarted {
+                run_id: self.state.run_id,
+                node_id: node.id.to_string(),
+                agent: node.agent.as_deref().map(str::to_owned),
+                iteration,
+            });
+        }
+        let started = Instant::now();
+        match node.kind {
+            NodeKind::Agent | NodeKind::Judge | NodeKind::Router if node.agent.is_some() => {
+                let agent = node.agent.as_deref().unwrap_or_default().to_owned();
+                Some(self.start_call(index, agent, false, None, started))
+            }
+            _ => self.launch_local(index, started),
+        }
+    }
+
+    /// Starts a node that calls no agent itself: a rule router or a sub-graph.
+    fn launch_local(&mut self, index: u32, started: Instant) -> Option<NodeFuture> {
+        let graph = self.graph.clone();
+        let node = &graph.nodes[index as usize];
+        let inputs = resolve_inputs(node, &self.state);
+        match node.kind {
+            NodeKind::Router if node.agent.is_none() => {
+                let value = match inputs.as_slice() {
+                    [(_, value)] => value.clone(),
+                    _ => Value::Object(
+                        inputs
+                            .iter()
+                            .map(|(label, value)| ((*label).to_owned(), value.clone()))
+                            .collect(),
+                    ),
+                };
+                let result = route(&node.rules, node.default_route.as_deref(), &value)
+                    .map(|label| (Value::String(label), Usage::default()))
+                    .ok_or_else(|| {
+                        (
+                            "no router rule matched and no default_route is set".to_owned(),
+                            false,
+                        )
+                    });
+                let outcome = NodeOutcome {
+                    node: index,
+                    agent: "router:rules".to_owned(),
+                    fallback: false,
+                    calls: 0,
+                    started,
+                    result,
+                };
+                Some(Box::pin(std::future::ready(outcome)))
+            }
+            NodeKind::Subgraph => {
+                let Some(subgraph) = node.subgraph.clone() else {
+                    self.end(
+                        RunStatus::Failed,
+                        Some(format!("node `{}` has no sub-graph", node.id)),
+                    );
+                    return None;
+                };
+                let mut sub_input = Map::with_capacity(inputs.len());
+                let mut whole = None;
+                for ((_, value), reference) in inputs.into_iter().zip(&node.inputs) {
+                    match reference {
+                        InputRef::WholeInput => whole = Some(value),
+                        InputRef::Graph { name } => {
+                            sub_input.insert(name.to_string(), value);
+                        }
+                        InputRef::Node { node, .. } => {
+                            sub_input.insert(graph.nodes[*node as usize].id.to_string(), value);
+                        }
+                    }
+                }
+                let sub_input = whole.unwrap_or(Value::Object(sub_input));
+                let inner = self.inner.clone();
+                let agent = format!("subgraph:{}", subgraph.name);
+                Some(Box::pin(async move {
+                    let result = match check_input(&subgraph, &sub_input) {
+                        Err(error) => Err((error.to_string(), false)),
+                        Ok(()) => {
+                            let result =
+                                run_graph(inner, subgraph, sub_input, Uuid::now_v7(), None).await;
+                            match result.status {
+                                RunStatus::Succeeded => Ok((result.output, result.state.usage)),
+                                status => Err((
+                                    format!(
+                                        "sub-graph ended {}: {}",
+                                        status.as_str(),
+                                        result.error.unwrap_or_default()
+                                    ),
+                                    false,
+                                )),
+                            }
+                        }
+                    };
+                    NodeOutcome {
+                        node: index,
+                        agent,
+                        fallback: false,
+                        calls: 0,
+                        started,
+                        result,
+                    }
+                }))
+            }
+            _ => {
+                let message = format!("node `{}` has nothing to run", node.id);
+                self.end(RunStatus::Failed, Some(message));
+                None
+            }
+        }
+    }
+
+    /// Starts one call of node `index` to `agent`, after `delay` (retries).
+    fn start_call(
+        &mut self,
+        index: u32,
+        agent: String,
+        fallback: bool,
+        delay: Option<Duration>,
+        started: Instant,
+    ) -> NodeFuture {
+        let graph = self.graph.clone();
+        let node = &graph.nodes[index as usize];
+        let node_state = &self.state.nodes[index as usize];
+        let iteration = node_state.runs;
+        let message_id = if fallback {
+            format!("{}/{}/{iteration}/fallback", self.run_id_text, node.id)
+        } else {
+            format!(
+                "{}/{}/{iteration}/{}",
+                self.run_id_text, node.id, node_state.attempt
+            )
+        };
+        let mut metadata = Map::with_capacity(4);
+        metadata.insert("convergio.run_id".to_owned(), self.run_id_value.clone());
+        metadata.insert(
+            "convergio.node_id".to_owned(),
+            Value::String(node.id.to_string()),
+        );
+        metadata.insert("convergio.graph_id".to_owned(), self.graph_id_value.clone());
+        metadata.insert("convergio.iteration".to_owned(), Value::from(iteration));
+        let whole_input = matches!(node.inputs.as_slice(), [InputRef::WholeInput]);
+        let message = build_message(
+            message_id,
+            metadata,
+            whole_input,
+            resolve_inputs(node, &self.state),
+        );
+        let timeout = node
+            .timeout
+            .or_else(|| seconds(graph.execution.timeout_per_agent_seconds));
+        let call = AgentCall {
+            run_id: self.state.run_id,
+            node_id: node.id.to_string(),
+            agent: agent.clone(),
+            message,
+            traceparent: child_traceparent(&self.state.trace_id),
+            deadline: timeout.map(|timeout| Instant::now() + delay.unwrap_or_default() + timeout),
+        };
+        let dispatch = self.inner.dispatch.clone();
+        Box::pin(async move {
+            // Timers are boxed so that the node future stays small: glibc
+            // consolidates its free lists on every allocation of 1 KiB or
+            // more, which dominated wide fan-outs when timers were inline.
+            if let Some(delay) = delay {
+                Box::pin(tokio::time::sleep(delay)).await;
+            }
+            let result = call_once(&*dispatch, call, timeout, &agent).await;
+            NodeOutcome {
+                node: index,
+                agent,
+                fallback,
+                calls: 1,
+                started,
+                result,
+            }
+        })
+    }
+
+    fn handle(&mut self, outcome: NodeOutcome, in_flight: &mut FuturesUnordered<NodeFuture>) {
+        let graph = self.graph.clone();
+        let index = outcome.node as usize;
+        let node = &graph.nodes[index];
+        self.state.nodes[index].attempts += outcome.calls;
+        let result = match outcome.result {
+            Ok((output, usage)) => {
+                self.state.nodes[index].usage.add(usage);
+                self.state.usage.add(usage);
+                let agent_usage = match self.state.usage_by_agent.get_mut(&outcome.agent) {
+                    Some(agent_usage) => agent_usage,
+                    None => self
+                        .state
+                        .usage_by_agent
+                        .entry(outcome.agent.clone())
+                        .or_default(),
+                };
+                agent_usage.add(usage);
+                let agent_usage = *agent_usage;
+                match budget_error(&graph, &outcome.agent, agent_usage, self.state.usage) {
+                    // Budget errors are final: retrying would only spend more.
+                    Some(error) => Err((error, false, usage)),
+                    None => Ok((output, usage)),
+                }
+            }
+            Err((error, retryable)) => Err((error, retryable, Usage::default())),
+        };
+        let (error, retryable, usage) = match result {
+            Ok((output, usage)) => {
+                self.record_execution(index, &outcome.agent, usage, ExecutionStatus::Success, None);
+                self.complete(outcome.node, output, NodeStatus::Succeeded, outcome.started);
+                return;
+            }
+            Err(failure) => failure,
+        };
+        let attempt = self.state.nodes[index].attempt;
+        let max_retries = graph.execution.retry_policy.max_retries;
+        let action = match (&node.on_error, outcome.fallback) {
+            (OnError::Simple(SimpleStrategy::Retry), false)
+                if retryable && attempt <= max_retries =>
+            {
+                "retry"
+            }
+            (OnError::Fallback { .. }, false) => "fallback",
+            (OnError::Simple(SimpleStrategy::Skip), _) => "skip",
+            (OnError::Simple(SimpleStrategy::Human), _) => "human",
+            _ => "abort",
+        };
+        self.state.nodes[index].error = Some(error.clone());
+        if self.wants_events() {
+            self.emit(RunEvent::NodeError {
+                run_id: self.state.run_id,
+                node_id: node.id.to_string(),
+                error: error.clone(),
+                action: action.to_owned(),
+            });
+        }
+        match (&node.on_error, action) {
+            (_, "retry") => {
+                self.state.nodes[index].attempt += 1;
+                let delay = backoff_delay(
+                    graph.execution.retry_policy.backoff,
+                    attempt,
+                    self.inner.config.retry_base_delay,
+                    self.inner.config.retry_max_delay,
+                );
+                let future = self.start_call(
+                    outcome.node,
+                    outcome.agent,
+                    false,
+                    Some(delay),
+                    outcome.started,
+                );
+                in_flight.push(future);
+            }
+            (OnError::Fallback { fallback }, "fallback") => {
+                self.record_execution(
+                    index,
+                    &outcome.agent,
+                    usage,
+                    ExecutionStatus::Failed,
+                    Some(error),
+                );
+                let node_state = &mut self.state.nodes[index];
+                node_state.attempt = 1;
+                node_state.started_at = Some(Utc::now());
+                let future =
+                    self.start_call(outcome.node, fallback.clone(), true, None, outcome.started);
+                in_flight.push(future);
+            }
+            (_, "skip") => {
+                self.record_execution(
+                    index,
+                    &outcome.agent,
+                    usage,
+                    ExecutionStatus::Skipped,
+                    Some(error),
+                );
+                self.complete(
+                    outcome.node,
+                    Value::Null,
+                    NodeStatus::Skipped,
+                    outcome.started,
+                );
+            }
+            (_, "human") => {
+                self.record_execution(
+                    index,
+                    &outcome.agent,
+                    usage,
+                    ExecutionStatus::Failed,
+                    Some(error.clone()),
+                );
+                self.fail_node(index, outcome.started);
+                self.end(
+                    RunStatus::WaitingForHuman,
+                    Some(format!(
+                        "node `{}` failed and needs a human decision ({error}); human-in-the-loop is not yet supported without durable runs",
+                        node.id
+                    )),
+                );
+            }
+            _ => {
+                self.record_execution(
+                    index,
+                    &outcome.agent,
+                    usage,
+                    ExecutionStatus::Failed,
+                    Some(error.clone()),
+                );
+                self.fail_node(index, outcome.started);
+                self.end(
+                    RunStatus::Failed,
+                    Some(format!("node `{}` failed: {error}", node.id)),
+                );
+            }
+        }
+    }
+
+    fn record_execution(
+        &mut self,
+        index: usize,
+        agent: &str,
+        usage: Usage,
+        status: ExecutionStatus,
+        error: Option<String>,
+    ) {
+        let node_state = &self.state.nodes[index];
+        let end_time = Utc::now();
+        self.state.executions.push(NodeExecution {
+            node_id: node_state.node_id.clone(),
+            agent: agent.to_owned(),
+            iteration: node_state.runs,
+            attempts: node_state.attempt,
+            start_time: node_state.started_at.unwrap_or(end_time),
+            end_time,
+            usage,
+            status,
+            error,
+        });
+    }
+
+    fn fail_node(&mut self, index: usize, started: Instant) {
+        self.state.nodes[index].status = NodeStatus::Failed;
+        if self.wants_events() {
+            self.emit(RunEvent::NodeFinished {
+                run_id: self.state.run_id,
+                node_id: self.state.nodes[index].node_id.clone(),
+                status: NodeStatus::Failed,
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+    }
+
+    /// Records a node's output and resolves the edges leaving it.
+    fn complete(&mut self, index: u32, output: Value, status: NodeStatus, started: Instant) {
+        let graph = self.graph.clone();
+        if self.wants_events() {
+            let node_id = self.state.nodes[index as usize].node_id.clone();
+            if status == NodeStatus::Succeeded && self.events.is_some() {
+                self.emit(RunEvent::NodeOutput {
+                    run_id: self.state.run_id,
+                    node_id: node_id.clone(),
+                    output: output.clone(),
+                });
+            }
+            self.emit(RunEvent::NodeFinished {
+                run_id: self.state.run_id,
+                node_id,
+                status,
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        // Decide every edge before signalling, so `otherwise` sees the others.
+        let mut conditional_taken = false;
+        for &edge_index in &graph.out_edges[index as usize] {
+            let edge = &graph.edges[edge_index as usize];
+            let taken = match &edge.when {
+                Some(When::Keyword(WhenKeyword::Otherwise)) => continue,
+                Some(When::Test(condition)) => {
+                    let taken = condition.holds(&output) && self.within_limit(edge_index);
+                    conditional_taken |= taken;
+                    taken
+                }
+                None => self.within_limit(edge_index),
+            };
+            self.take(edge_index, taken);
+        }
+        for &edge_index in &graph.out_edges[index as usize] {
+            if matches!(
+                graph.edges[edge_index as usize].when,
+                Some(When::Keyword(WhenKeyword::Otherwise))
+            ) {
+                let taken = !conditional_taken && self.within_limit(edge_index);
+                self.take(edge_index, taken);
+            }
+        }
+        let node_state = &mut self.state.nodes[index as usize];
+        node_state.status = status;
+        node_state.output = output;
+        if std::mem::take(&mut node_state.rerun) {
+            self.ready.push_back(index);
+        }
+        self.propagate();
+    }
+
+    fn within_limit(&self, edge_index: u32) -> bool {
+        match self.graph.edges[edge_index as usize].max_traversals {
+            Some(max) => self.state.edge_traversals[edge_index as usize] < max,
+            None => true,
+        }
+    }
+
+    fn take(&mut self, edge_index: u32, taken: bool) {
+        if taken {
+            self.state.edge_traversals[edge_index as usize] += 1;
+        }
+        self.signals.push((edge_index, taken));
+    }
+
+    /// Resolves pending edge signals: readies nodes whose joins are complete
+    /// and bypasses nodes none of whose incoming edges was taken.
+    fn propagate(&mut self) {
+        let graph = self.graph.clone();
+        while let Some((edge_index, taken)) = self.signals.pop() {
+            let edge = &graph.edges[edge_index as usize];
+            let target = edge.to as usize;
+            let node_state = &mut self.state.nodes[target];
+            if edge.back {
+                node_state.back_resolved += 1;
+                node_state.back_taken += u32::from(taken);
+                if node_state.back_resolved >= graph.back_in[target] {
+                    let any = node_state.back_taken > 0;
+                    node_state.back_resolved = 0;
+                    node_state.back_taken = 0;
+                    if any {
+                        self.ready.push_back(edge.to);
+                    }
+                }
+            } else {
+                node_state.forward_resolved += 1;
+                node_state.forward_taken += u32::from(taken);
+                if node_state.forward_resolved >= graph.forward_in[target] {
+                    let any = node_state.forward_taken > 0;
+                    node_state.forward_resolved = 0;
+                    node_state.forward_taken = 0;
+                    if any {
+                        self.ready.push_back(edge.to);
+                    } else {
+                        if node_state.status == NodeStatus::Pending {
+                            node_state.status = NodeStatus::NotRun;
+                        }
+                        for &next in &graph.out_edges[target] {
+                            self.signals.push((next, false));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> RunResult {
+        self.state.finished_at = Some(Utc::now());
+        let graph = &self.graph;
+        let ran = |index: &&u32| {
+            matches!(
+                self.state.nodes[**index as usize].status,
+                NodeStatus::Succeeded | NodeStatus::Skipped
+            )
+        };
+        let output = if self.state.status == RunStatus::Succeeded
+            || self.state.status == RunStatus::IterationLimit
+        {
+            let sinks: Vec<&u32> = graph.sinks.iter().filter(ran).collect();
+            match sinks.as_slice() {
+                [only] => self.state.nodes[**only as usize].output.clone(),
+                _ => Value::Object(
+                    sinks
+                        .iter()
+                        .map(|&&index| {
+                            let node_state = &self.state.nodes[index as usize];
+                            (node_state.node_id.clone(), node_state.output.clone())
+                        })
+                        .collect(),
+                ),
+            }
+        } else {
+            Value::Null
+        };
+        if self.wants_events() {
+            let event = RunEvent::RunFinished {
+                run_id: self.state.run_id,
+                status: self.state.status,
+                error: self.state.error.clone(),
+            };
+            self.emit(event);
+        }
+        let trace = Trace::from_state(&self.state, &self.inner.config.prices);
+        RunResult {
+            run_id: self.state.run_id,
+            status: self.state.status,
+            output,
+            error: self.state.error.clone(),
+            trace,
+            state: self.state,
+        }
+    }
+}
+
+/// The values of a node's inputs, labelled by reference.
+fn resolve_inputs<'g>(node: &'g Node, state: &RunState) -> Vec<(&'g str, Value)> {
+    node.inputs
+        .iter()
+        .map(|input| match input {
+            InputRef::WholeInput => ("input", state.input.clone()),
+            InputRef::Graph { name } => (
+                &**name,
+                state.input.get(&**name).cloned().unwrap_or(Value::Null),
+            ),
+            InputRef::Node { node, path, label } => {
+                let output = &state.nodes[*node as usize].output;
+                let value = match path {
+                    None => output.clone(),
+                    Some(path) => lookup_path(output, path).cloned().unwrap_or(Value::Null),
+                };
+                (&**label, value)
+            }
+        })
+        .collect()
+}
+
+/// Returns a budget error when usage passed a limit of the graph.
+fn budget_error(
+    graph: &Graph,
+    agent: &str,
+    agent_usage: Usage,
+    run_usage: Usage,
+) -> Option<String> {
+    let execution = &graph.execution;
+    if let Some(max) = execution.max_tokens_per_agent {
+        if agent_usage.tokens() > max {
+            return Some(format!(
+                "budget exceeded: agent `{agent}` used {} tokens, over max_tokens_per_agent {max}",
+                agent_usage.tokens()
+            ));
+        }
+    }
+    if let Some(max) = execution.max_tool_calls_per_agent {
+        if agent_usage.tool_calls > max {
+            return Some(format!(
+                "budget exceeded: agent `{agent}` made {} tool calls, over max_tool_calls_per_agent {max}",
+                agent_usage.tool_calls
+            ));
+        }
+    }
+    if let Some(max) = execution.max_tokens_per_run {
+        if run_usage.tokens() > max {
+            return Some(format!(
+                "budget exceeded: the run used {} tokens, over max_tokens_per_run {max}",
+                run_usage.tokens()
+            ));
+        }
+    }
+    if let Some(max) = execution.max_tool_calls_per_run {
+        if run_usage.tool_calls > max {
+            return Some(format!(
+                "budget exceeded: the run made {} tool calls, over max_tool_calls_per_run {max}",
+                run_usage.tool_calls
+            ));
+        }
+    }
+    None
+}
+
+/// Makes one call and maps its reply to the node's output, or to an error
+/// and whether a retry may help.
+async fn call_once(
+    dispatch: &dyn Dispatch,
+    call: AgentCall,
+    timeout: Option<Duration>,
+    agent: &str,
+) -> Result<(Value, Usage), (String, bool)> {
+    let reply = match timeout {
+        Some(timeout) => match Box::pin(tokio::time::timeout(timeout, dispatch.call(call))).await {
+            Ok(reply) => reply,
+            Err(_) => Err(DispatchError::Timeout),
+        },
+        None => dispatch.call(call).await,
+    };
+    match reply {
+        Ok(reply) => match reply_output(&reply.response) {
+            Ok(output) => Ok((output, reply.usage)),
+            Err(error) => Err((
+                format!("agent `{agent}` answered badly: {}", error.message),
+                error.retryable,
+            )),
+        },
+        Err(DispatchError::Timeout) => Err((
+            format!(
+                "agent `{agent}` timed out after {}s",
+                timeout.map(|t| t.as_secs_f64()).unwrap_or_default()
+            ),
+            true,
+        )),
+        Err(error) => Err((format!("agent `{agent}`: {error}"), error.retryable())),
+    }
+}
+
+/// Full-jitter backoff before retry number `attempt` (1-based): a random
+/// delay up to base × 2^(attempt-1) (exponential) or base (fixed).
+fn backoff_delay(backoff: Backoff, attempt: u32, base: Duration, max: Duration) -> Duration {
+    let ceiling = match backoff {
+        Backoff::None => return Duration::ZERO,
+        Backoff::Fixed => base,
+        Backoff::Exponential => base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)),
+    }
+    .min(max);
+    ceiling.mul_f64(rand::random::<f64>())
+}

@@ -1,0 +1,355 @@
+//! How node inputs become one A2A message, and how a reply becomes `output`.
+//!
+//! # Inputs
+//! A node's `inputs` are references: a graph input field (`source_code`),
+//! another node's output (`analyzer.output`), or a path in it
+//! (`router.output.label`). A node that declares none receives its
+//! predecessors' outputs, or the whole graph input when it is an entry. The
+//! value of a node that has not run (or was skipped) is `null`. A graph
+//! input a node names but the run input lacks is an input error before any
+//! agent is called.
+//!
+//! # The message
+//! `{"messageId", "role": "ROLE_USER", "parts": […], "metadata": {…}}`:
+//! - one input that is a string → a single text part `{"text": …}`;
+//! - the whole graph input → a text part when it is a string, else a data part
+//!   with the value;
+//! - otherwise → one data part `{"data": {"<reference>": value, …}}` in input
+//!   order, followed by a text part joining the string-valued inputs with a
+//!   blank line (omitted when none is a string).
+//!
+//! `metadata` carries `convergio.run_id`, `convergio.node_id`,
+//! `convergio.graph_id` and `convergio.iteration`. `messageId` is
+//! `<run_id>/<node_id>/<iteration>/<attempt>`, stable across a re-send of
+//! the same attempt so agents can de-duplicate.
+//!
+//! # The reply
+//! The `SendMessage` result is `{"message": …}` or `{"task": …}` (bare
+//! objects and a JSON-RPC `result` envelope are accepted too). A message's
+//! parts, or a completed task's artifact parts (its status message when it
+//! has no artifacts), become `output`:
+//! - no parts → `null`; only text parts → the texts joined with `\n`;
+//! - a single data part → its value; a single other part → the part object;
+//! - several mixed parts → an array of part values (text as a string, data
+//!   as its value, file parts as objects).
+//!
+//! A failed, rejected or canceled task, an interrupted one (input or auth
+//! required), one still working, or anything else is a node error.
+//!
+//! # Usage
+//! Agents report usage in `metadata.usage = {"tokens_in", "tokens_out",
+//! "tool_calls"}` on the reply message or task; see [`crate::Usage`].
+
+use convergio_schemas::a2a::TaskState;
+use serde_json::{Map, Value};
+
+use crate::dispatch::Usage;
+
+/// Builds the A2A message for one node call from its resolved inputs.
+pub fn build_message(
+    message_id: String,
+    metadata: Map<String, Value>,
+    whole_input: bool,
+    inputs: Vec<(&str, Value)>,
+) -> Value {
+    let mut parts = Vec::with_capacity(2);
+    if whole_input || inputs.len() == 1 {
+        if let Some((label, value)) = inputs.into_iter().next() {
+            let part = match value {
+                Value::String(text) => single("text", Value::String(text)),
+                other if whole_input => single("data", other),
+                other => {
+                    let mut data = Map::with_capacity(1);
+                    data.insert(label.to_owned(), other);
+                    single("data", Value::Object(data))
+                }
+            };
+            parts.push(part);
+        }
+    } else if !inputs.is_empty() {
+        let mut data = Map::with_capacity(inputs.len());
+        let mut text = String::new();
+        for (label, value) in inputs {
+            if let Value::String(string) = &value {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(string);
+            }
+            data.insert(label.to_owned(), value);
+        }
+        parts.push(single("data", Value::Object(data)));
+        if !text.is_empty() {
+            parts.push(single("text", Value::String(text)));
+        }
+    }
+    let mut message = Map::with_capacity(4);
+    message.insert("messageId".to_owned(), Value::String(message_id));
+    message.insert("role".to_owned(), Value::String("ROLE_USER".to_owned()));
+    message.insert("parts".to_owned(), Value::Array(parts));
+    message.insert("metadata".to_owned(), Value::Object(metadata));
+    Value::Object(message)
+}
+
+fn single(key: &str, value: Value) -> Value {
+    let mut part = Map::with_capacity(1);
+    part.insert(key.to_owned(), value);
+    Value::Object(part)
+}
+
+/// Why a reply could not become an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyError {
+    /// What was wrong.
+    pub message: String,
+    /// Whether asking again may help (a task still working).
+    pub retryable: bool,
+}
+
+/// The reply's message or task object, unwrapped from its envelope.
+fn unwrap_response(response: &Value) -> Option<(&Value, bool)> {
+    let object = response.as_object()?;
+    if let Some(result) = object.get("result") {
+        return unwrap_response(result);
+    }
+    if let Some(message) = object.get("message") {
+        return Some((message, false));
+    }
+    if let Some(task) = object.get("task") {
+        return Some((task, true));
+    }
+    if object.contains_key("parts") {
+        return Some((response, false));
+    }
+    if object.contains_key("status") || object.contains_key("artifacts") {
+        return Some((response, true));
+    }
+    None
+}
+
+/// Converts a `SendMessage` result to the node's output.
+pub fn reply_output(response: &Value) -> Result<Value, ReplyError> {
+    let invalid = |message: &str| ReplyError {
+        message: message.to_owned(),
+        retryable: false,
+    };
+    let (object, is_task) = unwrap_response(response)
+        .ok_or_else(|| invalid("reply is neither a message nor a task"))?;
+    if !is_task {
+        let parts = object
+            .get("parts")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("message has no parts"))?;
+        return Ok(parts_output(parts.iter()));
+    }
+    let status = object.get("status");
+    let state_name = status
+        .and_then(|status| status.get("state"))
+        .and_then(Value::as_str);
+    let state = match state_name {
+        None => TaskState::Completed,
+        Some(name) => TaskState::parse(name).ok_or_else(|| invalid("task has an unknown state"))?,
+    };
+    let status_text = || {
+        status
+            .and_then(|status| status.get("message"))
+            .and_then(|message| message.get("parts"))
+            .and_then(Value::as_array)
+            .map(|parts| parts_output(parts.iter()))
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    match state {
+        TaskState::Completed => {
+            let artifacts = object.get("artifacts").and_then(Value::as_array);
+            match artifacts {
+                Some(artifacts) if !artifacts.is_empty() => Ok(parts_output(
+                    artifacts
+                        .iter()
+                        .filter_map(|artifact| artifact.get("parts").and_then(Value::as_array))
+                        .flatten(),
+                )),
+                _ => Ok(status
+                    .and_then(|status| status.get("message"))
+                    .and_then(|message| message.get("parts"))
+                    .and_then(Value::as_array)
+                    .map(|parts| parts_output(parts.iter()))
+                    .unwrap_or(Value::Null)),
+            }
+        }
+        TaskState::Failed | TaskState::Canceled | TaskState::Rejected => Err(ReplyError {
+            message: format!("task ended {}: {}", state.v1_name(), status_text()),
+            retryable: false,
+        }),
+        TaskState::InputRequired | TaskState::AuthRequired => Err(ReplyError {
+            message: format!("agent stopped waiting for the client ({})", state.v1_name()),
+            retryable: false,
+        }),
+        TaskState::Submitted | TaskState::Working | TaskState::Unspecified => Err(ReplyError {
+            message: format!("task is not finished ({})", state.v1_name()),
+            retryable: true,
+        }),
+    }
+}
+
+fn parts_output<'p>(parts: impl Iterator<Item = &'p Value>) -> Value {
+    let mut values: Vec<Value> = Vec::new();
+    let mut all_text = true;
+    for part in parts {
+        let value = if let Some(text) = part.get("text").and_then(Value::as_str) {
+            Value::String(text.to_owned())
+        } else if let Some(data) = part.get("data") {
+            all_text = false;
+            data.clone()
+        } else {
+            all_text = false;
+            part.clone()
+        };
+        values.push(value);
+    }
+    match values.len() {
+        0 => Value::Null,
+        1 => values.pop().unwrap_or(Value::Null),
+        _ if all_text => {
+            let texts: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
+            Value::String(texts.join("\n"))
+        }
+        _ => Value::Array(values),
+    }
+}
+
+/// Reads `metadata.usage` from a reply (task metadata first, then the
+/// message's, then the task status message's).
+pub fn reported_usage(response: &Value) -> Usage {
+    let Some((object, _)) = unwrap_response(response) else {
+        return Usage::default();
+    };
+    let usage = object
+        .get("metadata")
+        .and_then(|metadata| metadata.get("usage"))
+        .or_else(|| {
+            object
+                .get("status")
+                .and_then(|status| status.get("message"))
+                .and_then(|message| message.get("metadata"))
+                .and_then(|metadata| metadata.get("usage"))
+        });
+    let field = |name: &str| {
+        usage
+            .and_then(|usage| usage.get(name))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    Usage {
+        tokens_in: field("tokens_in"),
+        tokens_out: field("tokens_out"),
+        tool_calls: field("tool_calls"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(whole: bool, inputs: Vec<(&str, Value)>) -> Value {
+        build_message("m".to_owned(), Map::new(), whole, inputs)
+    }
+
+    #[test]
+    fn a_single_text_input_becomes_one_text_part() {
+        let built = message(false, vec![("source_code", json!("fn main() {}"))]);
+        assert_eq!(built["parts"], json!([{"text": "fn main() {}"}]));
+        assert_eq!(built["role"], "ROLE_USER");
+        assert_eq!(built["messageId"], "m");
+    }
+
+    #[test]
+    fn several_inputs_become_a_data_part_keyed_by_reference_plus_text() {
+        let built = message(
+            false,
+            vec![
+                ("a.output", json!("one")),
+                ("b.output", json!({"n": 2})),
+                ("c.output", json!("three")),
+            ],
+        );
+        assert_eq!(
+            built["parts"],
+            json!([{"data": {"a.output": "one", "b.output": {"n": 2}, "c.output": "three"}}, {"text": "one\n\nthree"}])
+        );
+    }
+
+    #[test]
+    fn a_single_structured_input_is_keyed_and_the_whole_input_is_not() {
+        assert_eq!(
+            message(false, vec![("a.output", json!(3))])["parts"],
+            json!([{"data": {"a.output": 3}}])
+        );
+        assert_eq!(
+            message(true, vec![("input", json!({"x": 1}))])["parts"],
+            json!([{"data": {"x": 1}}])
+        );
+    }
+
+    #[test]
+    fn message_reply_text_parts_are_joined() {
+        let reply = json!({"message": {"parts": [{"text": "a"}, {"text": "b"}]}});
+        assert_eq!(reply_output(&reply), Ok(json!("a\nb")));
+    }
+
+    #[test]
+    fn single_data_part_becomes_its_value_and_mixed_parts_an_array() {
+        assert_eq!(
+            reply_output(&json!({"message": {"parts": [{"data": {"k": 1}}]}})),
+            Ok(json!({"k": 1}))
+        );
+        assert_eq!(
+            reply_output(&json!({"parts": [{"text": "t"}, {"data": 2}]})),
+            Ok(json!(["t", 2]))
+        );
+    }
+
+    #[test]
+    fn completed_task_artifacts_become_output() {
+        let reply = json!({"task": {"id": "t", "status": {"state": "TASK_STATE_COMPLETED"},
+            "artifacts": [{"artifactId": "a", "parts": [{"text": "x"}]}, {"artifactId": "b", "parts": [{"text": "y"}]}]}});
+        assert_eq!(reply_output(&reply), Ok(json!("x\ny")));
+    }
+
+    #[test]
+    fn failed_interrupted_and_garbage_replies_are_errors() {
+        let failed = json!({"task": {"status": {"state": "TASK_STATE_FAILED", "message": {"parts": [{"text": "boom"}]}}}});
+        let error = reply_output(&failed).expect_err("failed task");
+        assert!(error.message.contains("boom"));
+        assert!(
+            reply_output(&json!({"task": {"status": {"state": "TASK_STATE_INPUT_REQUIRED"}}}))
+                .is_err()
+        );
+        assert!(
+            reply_output(&json!({"task": {"status": {"state": "TASK_STATE_WORKING"}}}))
+                .expect_err("working")
+                .retryable
+        );
+        assert!(reply_output(&json!("garbage")).is_err());
+        assert!(reply_output(&json!({"message": {"parts": 3}})).is_err());
+    }
+
+    #[test]
+    fn usage_is_read_from_reply_metadata() {
+        let reply = json!({"message": {"parts": [], "metadata": {"usage": {"tokens_in": 10, "tokens_out": 5, "tool_calls": 2}}}});
+        assert_eq!(
+            reported_usage(&reply),
+            Usage {
+                tokens_in: 10,
+                tokens_out: 5,
+                tool_calls: 2
+            }
+        );
+        assert_eq!(
+            reported_usage(&json!({"task": {"metadata": {"usage": {"tokens_out": 7}}}})).tokens_out,
+            7
+        );
+        assert_eq!(reported_usage(&json!(null)), Usage::default());
+    }
+}

@@ -1,0 +1,634 @@
+//! Validation of a [`GraphSpec`] into a runnable [`Graph`].
+//!
+//! Every problem is collected, not just the first, and each points at the
+//! YAML line of the offending node or edge when the spec came from text:
+//! graph over the size limit, duplicate ids, unknown agents (through an
+//! [`AgentCatalog`]), unknown input references, edges to missing nodes,
+//! `wait_for` naming no group, cycles without a loop bound, unreachable
+//! nodes, and sub-graph problems (prefixed with `/subgraphs/<name>`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dsl::{GraphSpec, NodeKind, OnError, SimpleStrategy};
+use crate::graph::{Edge, Graph, InputRef, Node};
+use crate::source::SourceMap;
+
+/// Tells validation which agents exist (the lead implements it over the
+/// registry).
+pub trait AgentCatalog: Send + Sync {
+    /// Whether `agent` (a registry name or full agent id) can be called.
+    fn contains(&self, agent: &str) -> bool;
+}
+
+/// A catalog that accepts every agent (for tests and offline checks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyAgent;
+
+impl AgentCatalog for AnyAgent {
+    fn contains(&self, _agent: &str) -> bool {
+        true
+    }
+}
+
+/// A fixed set of agent names.
+#[derive(Debug, Clone, Default)]
+pub struct StaticCatalog {
+    agents: HashSet<String>,
+}
+
+// === impl StaticCatalog ===
+
+impl StaticCatalog {
+    /// A catalog of exactly these agents.
+    pub fn new<I, S>(agents: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            agents: agents.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl AgentCatalog for StaticCatalog {
+    fn contains(&self, agent: &str) -> bool {
+        self.agents.contains(agent)
+    }
+}
+
+/// Size limits applied before anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most nodes in one graph (default 10,000).
+    pub max_nodes: usize,
+    /// Most expanded edges in one graph (default 100,000).
+    pub max_edges: usize,
+    /// Deepest nesting of sub-graphs (default 8).
+    pub max_subgraph_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_nodes: 10_000,
+            max_edges: 100_000,
+            max_subgraph_depth: 8,
+        }
+    }
+}
+
+/// What kind of rule a [`ValidationError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationCode {
+    /// The document breaks the JSON Schema.
+    Schema,
+    /// More nodes or edges than the limits allow.
+    TooLarge,
+    /// Two nodes share an id.
+    DuplicateId,
+    /// The agent is not in the catalog.
+    UnknownAgent,
+    /// An input names a node that does not exist, or is malformed.
+    UnknownInput,
+    /// An edge names a node that does not exist.
+    MissingNode,
+    /// `wait_for` names a group no node is in.
+    UnknownGroup,
+    /// A cycle has no `max_traversals` edge and the graph no `max_iterations`.
+    UnboundedCycle,
+    /// No entry can reach the node.
+    Unreachable,
+    /// A node lacks what its kind needs (agent, rules, sub-graph).
+    InvalidNode,
+    /// No node can start the run.
+    NoEntry,
+}
+
+/// One problem found in a graph, located in the source when possible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationError {
+    /// The rule broken.
+    pub code: ValidationCode,
+    /// What is wrong, in plain words.
+    pub message: String,
+    /// JSON pointer into the document (`/nodes/3/agent`).
+    pub pointer: String,
+    /// 1-based YAML line, when the spec came from text and it was found.
+    pub line: Option<usize>,
+    /// 1-based YAML column.
+    pub column: Option<usize>,
+}
+
+// === impl ValidationError ===
+
+impl ValidationError {
+    /// As a problem-document violation: the pointer, and the message with
+    /// its YAML line when known.
+    pub fn to_violation(&self) -> convergio_schemas::Violation {
+        convergio_schemas::Violation {
+            pointer: self.pointer.clone(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "line {line}, column {column}: {}", self.message)
+            }
+            (Some(line), None) => write!(f, "line {line}: {}", self.message),
+            _ if !self.pointer.is_empty() => write!(f, "{}: {}", self.pointer, self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Validates `spec` against the catalog and limits, collecting every error.
+pub fn validate(
+    spec: &GraphSpec,
+    catalog: &dyn AgentCatalog,
+    limits: &Limits,
+) -> Result<Graph, Vec<ValidationError>> {
+    let source_map = spec.source.as_deref().map(SourceMap::new);
+    let mut collector = Collector {
+        source_map: source_map.as_ref(),
+        errors: Vec::new(),
+    };
+    let graph = validate_inner(spec, catalog, limits, "", 0, &mut collector);
+    match graph {
+        Some(graph) if collector.errors.is_empty() => Ok(graph),
+        _ => Err(collector.errors),
+    }
+}
+
+struct Collector<'a, 't> {
+    source_map: Option<&'a SourceMap<'t>>,
+    errors: Vec<ValidationError>,
+}
+
+impl Collector<'_, '_> {
+    fn push(&mut self, code: ValidationCode, pointer: String, message: String) {
+        let position = self.source_map.and_then(|map| map.locate(&pointer));
+        self.errors.push(ValidationError {
+            code,
+            message,
+            pointer,
+            line: position.map(|(line, _)| line),
+            column: position.map(|(_, column)| column),
+        });
+    }
+}
+
+/// Seconds from a document as a duration: positive, finite, and capped at a
+/// year so deadline arithmetic cannot overflow.
+pub(crate) fn seconds(value: Option<f64>) -> Option<Duration> {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    value
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs.min(YEAR)).ok())
+}
+
+fn validate_inner(
+    spec: &GraphSpec,
+    catalog: &dyn AgentCatalog,
+    limits: &Limits,
+    prefix: &str,
+    depth: usize,
+    out: &mut Collector<'_, '_>,
+) -> Option<Graph> {
+    // Size first: a graph over the limit is not analysed further, so an
+    // oversized document costs little.
+    if spec.nodes.len() > limits.max_nodes {
+        out.push(
+            ValidationCode::TooLarge,
+            format!("{prefix}/nodes"),
+            format!(
+                "graph has {} nodes, more than the limit of {}",
+                spec.nodes.len(),
+                limits.max_nodes
+            ),
+        );
+        return None;
+    }
+    let expanded_edges: usize = spec
+        .edges
+        .iter()
+        .map(|edge| edge.from.ids().len().saturating_mul(edge.to.ids().len()))
+        .sum();
+    if expanded_edges > limits.max_edges {
+        out.push(
+            ValidationCode::TooLarge,
+            format!("{prefix}/edges"),
+            format!(
+                "graph has {expanded_edges} edges, more than the limit of {}",
+                limits.max_edges
+            ),
+        );
+        return None;
+    }
+
+    // Ids.
+    let mut index_of: HashMap<&str, u32> = HashMap::with_capacity(spec.nodes.len());
+    for (index, node) in spec.nodes.iter().enumerate() {
+        if index_of.insert(node.id.as_str(), index as u32).is_some() {
+            out.push(
+                ValidationCode::DuplicateId,
+                format!("{prefix}/nodes/{index}/id"),
+                format!("duplicate node id `{}`", node.id),
+            );
+        }
+    }
+    // Duplicates keep the first occurrence's index for lookups.
+    for (index, node) in spec.nodes.iter().enumerate().rev() {
+        index_of.insert(node.id.as_str(), index as u32);
+    }
+
+    // Groups.
+    let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (index, node) in spec.nodes.iter().enumerate() {
+        if let Some(group) = &node.parallel_group {
+            groups.entry(group.as_str()).or_default().push(index as u32);
+        }
+    }
+
+    // Sub-graphs, validated once each.
+    let mut subgraphs: BTreeMap<&str, Option<Arc<Graph>>> = BTreeMap::new();
+    for (name, subgraph) in &spec.subgraphs {
+        let sub_prefix = format!("{prefix}/subgraphs/{name}");
+        let graph = if depth + 1 > limits.max_subgraph_depth {
+            out.push(
+                ValidationCode::TooLarge,
+                sub_prefix,
+                format!(
+                    "sub-graphs nest deeper than the limit of {}",
+                    limits.max_subgraph_depth
+                ),
+            );
+            None
+        } else {
+            validate_inner(subgraph, catalog, limits, &sub_prefix, depth + 1, out).map(Arc::new)
+        };
+        subgraphs.insert(name.as_str(), graph);
+    }
+
+    // Edges.
+    let mut edges: Vec<Edge> = Vec::with_capacity(expanded_edges);
+    let mut seen_pairs: HashSet<(u32, u32)> = HashSet::new();
+    for (edge_index, edge) in spec.edges.iter().enumerate() {
+        let resolve = |side: &str, ids: &[String], out: &mut Collector<'_, '_>| -> Vec<u32> {
+            let mut resolved = Vec::with_capacity(ids.len());
+            for id in ids {
+                match index_of.get(id.as_str()) {
+                    Some(&index) => resolved.push(index),
+                    None => out.push(
+                        ValidationCode::MissingNode,
+                        format!("{prefix}/edges/{edge_index}/{side}"),
+                        format!("edge {side} `{id}`: no node has this id"),
+                    ),
+                }
+            }
+            resolved
+        };
+        let from = resolve("from", edge.from.ids(), out);
+        let to = resolve("to", edge.to.ids(), out);
+        for &source in &from {
+            for &target in &to {
+                if edge.when.is_none() && edge.max_traversals.is_none() {
+                    seen_pairs.insert((source, target));
+                }
+                edges.push(Edge {
+                    from: source,
+                    to: target,
+                    when: edge.when.clone(),
+                    max_traversals: edge.max_traversals,
+                    back: false,
+                });
+            }
+        }
+    }
+
+    // Nodes.
+    let mut nodes: Vec<Node> = Vec::with_capacity(spec.nodes.len());
+    let mut graph_inputs: BTreeSet<String> = BTreeSet::new();
+    for (index, node) in spec.nodes.iter().enumerate() {
+        let pointer = format!("{prefix}/nodes/{index}");
+        for (group_index, group) in node.wait_for.iter().enumerate() {
+            match groups.get(group.as_str()) {
+                Some(members) => {
+                    for &member in members {
+                        if member != index as u32 && seen_pairs.insert((member, index as u32)) {
+                            edges.push(Edge {
+                                from: member,
+                                to: index as u32,
+                                when: None,
+                                max_traversals: None,
+                                back: false,
+                            });
+                        }
+                    }
+                }
+                None => out.push(
+                    ValidationCode::UnknownGroup,
+                    format!("{pointer}/wait_for/{group_index}"),
+                    format!(
+                        "node `{}` waits for group `{group}`, but no node is in it",
+                        node.id
+                    ),
+                ),
+            }
+        }
+        let kind = if node.subgraph.is_some() {
+            NodeKind::Subgraph
+        } else {
+            node.kind
+        };
+        match kind {
+            NodeKind::Agent | NodeKind::Judge if node.agent.is_none() => out.push(
+                ValidationCode::InvalidNode,
+                pointer.clone(),
+                format!("node `{}` needs an `agent`", node.id),
+            ),
+            NodeKind::Router if node.agent.is_none() && node.rules.is_empty() => out.push(
+                ValidationCode::InvalidNode,
+                pointer.clone(),
+                format!("router `{}` needs an `agent` or `rules`", node.id),
+            ),
+            NodeKind::Subgraph if node.subgraph.is_none() => out.push(
+                ValidationCode::InvalidNode,
+                pointer.clone(),
+                format!("node `{}` of kind subgraph needs `subgraph`", node.id),
+            ),
+            _ => {}
+        }
+        if let Some(agent) = &node.agent {
+            if kind != NodeKind::Subgraph && !catalog.contains(agent) {
+                out.push(
+                    ValidationCode::UnknownAgent,
+                    format!("{pointer}/agent"),
+                    format!(
+                        "node `{}` names agent `{agent}`, which the registry does not know",
+                        node.id
+                    ),
+                );
+            }
+        }
+        if let Some(OnError::Fallback { fallback }) = &node.on_error {
+            if !catalog.contains(fallback) {
+                out.push(
+                    ValidationCode::UnknownAgent,
+                    format!("{pointer}/on_error"),
+                    format!("node `{}` falls back to agent `{fallback}`, which the registry does not know", node.id),
+                );
+            }
+        }
+        let subgraph = match &node.subgraph {
+            Some(name) => {
+                match subgraphs.get(name.as_str()) {
+                    Some(graph) => graph.clone(),
+                    None => {
+                        out.push(
+                        ValidationCode::InvalidNode,
+                        format!("{pointer}/subgraph"),
+                        format!("node `{}` runs sub-graph `{name}`, which `subgraphs` does not define", node.id),
+                    );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        for (input_index, reference) in node.inputs.iter().enumerate() {
+            match parse_reference(reference, &index_of) {
+                Ok(input) => {
+                    if let InputRef::Graph { name } = &input {
+                        graph_inputs.insert(name.to_string());
+                    }
+                    inputs.push(input);
+                }
+                Err(message) => out.push(
+                    ValidationCode::UnknownInput,
+                    format!("{pointer}/inputs/{input_index}"),
+                    format!("node `{}`: {message}", node.id),
+                ),
+            }
+        }
+        nodes.push(Node {
+            id: Arc::from(node.id.as_str()),
+            kind,
+            agent: node.agent.as_deref().map(Arc::from),
+            inputs,
+            parallel_group: node.parallel_group.clone(),
+            on_error: node
+                .on_error
+                .clone()
+                .unwrap_or(OnError::Simple(SimpleStrategy::Retry)),
+            timeout: seconds(node.timeout_seconds),
+            rules: node.rules.clone(),
+            default_route: node.default_route.clone(),
+            subgraph,
+        });
+    }
+
+    // Entries.
+    let node_count = nodes.len();
+    let mut in_degree = vec![0u32; node_count];
+    for edge in &edges {
+        in_degree[edge.to as usize] += 1;
+    }
+    let mut entries: Vec<u32> = Vec::new();
+    if spec.entry.is_empty() {
+        entries.extend((0..node_count as u32).filter(|&index| in_degree[index as usize] == 0));
+    } else {
+        for (entry_index, id) in spec.entry.iter().enumerate() {
+            match index_of.get(id.as_str()) {
+                Some(&index) => entries.push(index),
+                None => out.push(
+                    ValidationCode::MissingNode,
+                    format!("{prefix}/entry/{entry_index}"),
+                    format!("entry `{id}`: no node has this id"),
+                ),
+            }
+        }
+    }
+    if entries.is_empty() && node_count > 0 {
+        out.push(
+            ValidationCode::NoEntry,
+            format!("{prefix}/nodes"),
+            "every node has an incoming edge: name the start nodes in `entry`".to_owned(),
+        );
+    }
+
+    // Depth-first search from the entries, iteratively (a 10,000-node chain
+    // must not overflow the stack): an edge to a node still on the stack
+    // closes a cycle and becomes a back edge.
+    let mut out_edges: Vec<Vec<u32>> = vec![Vec::new(); node_count];
+    for (edge_index, edge) in edges.iter().enumerate() {
+        out_edges[edge.from as usize].push(edge_index as u32);
+    }
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    let mut marks = vec![Mark::New; node_count];
+    for &entry in &entries {
+        if marks[entry as usize] != Mark::New {
+            continue;
+        }
+        let mut stack: Vec<(u32, usize)> = vec![(entry, 0)];
+        marks[entry as usize] = Mark::OnStack;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&edge_index) = out_edges[node as usize].get(*next) {
+                *next += 1;
+                let target = edges[edge_index as usize].to;
+                match marks[target as usize] {
+                    Mark::New => {
+                        marks[target as usize] = Mark::OnStack;
+                        stack.push((target, 0));
+                    }
+                    Mark::OnStack => edges[edge_index as usize].back = true,
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node as usize] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    if !entries.is_empty() {
+        for (index, mark) in marks.iter().enumerate() {
+            if *mark == Mark::New {
+                out.push(
+                    ValidationCode::Unreachable,
+                    format!("{prefix}/nodes/{index}"),
+                    format!(
+                        "node `{}` cannot be reached from any entry node",
+                        nodes[index].id
+                    ),
+                );
+            }
+        }
+    }
+    if spec.config.max_iterations.is_none() {
+        for edge in edges
+            .iter()
+            .filter(|edge| edge.back && edge.max_traversals.is_none())
+        {
+            let pointer = spec
+                .edges
+                .iter()
+                .position(|written| {
+                    written
+                        .from
+                        .ids()
+                        .iter()
+                        .any(|id| index_of.get(id.as_str()) == Some(&edge.from))
+                        && written
+                            .to
+                            .ids()
+                            .iter()
+                            .any(|id| index_of.get(id.as_str()) == Some(&edge.to))
+                })
+                .map(|position| format!("{prefix}/edges/{position}"))
+                .unwrap_or_else(|| format!("{prefix}/nodes/{}", edge.to));
+            out.push(
+                ValidationCode::UnboundedCycle,
+                pointer,
+                format!(
+                    "edge `{}` -> `{}` closes a cycle without a loop bound: set `max_traversals` on an edge of the cycle or `config.max_iterations`",
+                    nodes[edge.from as usize].id, nodes[edge.to as usize].id
+                ),
+            );
+        }
+    }
+
+    // Implicit inputs: a node that declares none receives its predecessors'
+    // outputs, or the whole graph input when it has none.
+    for (index, node) in nodes.iter_mut().enumerate() {
+        if !spec.nodes[index].inputs.is_empty() {
+            continue;
+        }
+        let mut seen = HashSet::new();
+        for edge in edges.iter().filter(|edge| edge.to == index as u32) {
+            if seen.insert(edge.from) {
+                let label = format!("{}.output", spec.nodes[edge.from as usize].id);
+                node.inputs.push(InputRef::Node {
+                    node: edge.from,
+                    path: None,
+                    label: Arc::from(label),
+                });
+            }
+        }
+        if node.inputs.is_empty() {
+            node.inputs.push(InputRef::WholeInput);
+        }
+    }
+
+    let mut forward_in = vec![0u32; node_count];
+    let mut back_in = vec![0u32; node_count];
+    for edge in &edges {
+        if edge.back {
+            back_in[edge.to as usize] += 1;
+        } else {
+            forward_in[edge.to as usize] += 1;
+        }
+    }
+    let sinks = (0..node_count as u32)
+        .filter(|&index| out_edges[index as usize].is_empty())
+        .collect();
+    Some(Graph {
+        name: Arc::from(spec.name.as_str()),
+        description: spec.description.clone(),
+        nodes,
+        edges,
+        entries,
+        sinks,
+        config: spec.config.clone(),
+        execution: spec.execution.clone(),
+        graph_inputs: graph_inputs.into_iter().collect(),
+        out_edges,
+        forward_in,
+        back_in,
+    })
+}
+
+/// Parses an input reference: `name` (graph input) or `node.output[.path]`.
+fn parse_reference(reference: &str, index_of: &HashMap<&str, u32>) -> Result<InputRef, String> {
+    match reference.split_once('.') {
+        None if !reference.is_empty() => Ok(InputRef::Graph {
+            name: Arc::from(reference),
+        }),
+        None => Err("empty input reference".to_owned()),
+        Some((node, rest)) => {
+            let path = match rest.split_once('.') {
+                None if rest == "output" => None,
+                Some(("output", path)) if !path.is_empty() => Some(path.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "input `{reference}` is neither a graph input nor `<node>.output`"
+                    ))
+                }
+            };
+            match index_of.get(node) {
+                Some(&index) => Ok(InputRef::Node {
+                    node: index,
+                    path,
+                    label: Arc::from(reference),
+                }),
+                None => Err(format!(
+                    "input `{reference}` refers to node `{node}`, which does not exist"
+                )),
+            }
+        }
+    }
+}
