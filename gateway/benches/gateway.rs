@@ -1,0 +1,471 @@
+//! Gateway benchmark (not a timed test; run `cargo bench -p convergio-gateway
+//! --bench gateway`). One invocation starts a minimal Rust A2A upstream (an
+//! axum handler in this process), the gateway in a CHILD process (this binary
+//! re-executed with `CONVERGIO_BENCH_ROLE=gateway`), and a hyper load
+//! generator here, then prints direct vs through-gateway figures:
+//! - SendMessage with a 1 KB text part: throughput, p50/p99 at concurrency
+//!   1, 32 and 256 (closed loop, fixed duration);
+//! - added latency at a fixed 2,000 req/s (open loop; tokio's timer has 1 ms
+//!   resolution, so requests leave in small bursts that average the rate);
+//! - gateway CPU per proxied request: the child's utime+stime from
+//!   /proc/<pid>/stat (clock ticks, assumed 100 Hz) over a run, divided by the
+//!   requests it served — the load generator and upstream are not counted;
+//! - 1,000 concurrent SSE streams (5 events each, 400 ms apart) through the
+//!   gateway: per-event latency (upstream send → client receipt) and the
+//!   gateway's VmRSS while all streams are open.
+//!
+//! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
+//! 64 MB with 1,000 streams. Figures depend on the machine and its load.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use convergio_gateway::a2a::{
+    a2a_router, A2aConfig, A2aState, InMemoryRoutes, RouteTarget, SseParser,
+};
+use convergio_gateway::layers::LimitsConfig;
+use convergio_gateway::with_layers;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const ROLE_ENV: &str = "CONVERGIO_BENCH_ROLE";
+const UPSTREAM_ENV: &str = "CONVERGIO_BENCH_UPSTREAM";
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+const STREAMS: usize = 1000;
+const EVENTS_PER_STREAM: usize = 5;
+const EVENT_INTERVAL: Duration = Duration::from_millis(400);
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_micros() -> u64 {
+    start().elapsed().as_micros() as u64
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if std::env::var(ROLE_ENV).as_deref() == Ok("gateway") {
+        runtime.block_on(run_gateway_child());
+        return;
+    }
+    runtime.block_on(run());
+}
+
+/// The child: the gateway with one route to the upstream.
+async fn run_gateway_child() {
+    let upstream = std::env::var(UPSTREAM_ENV).expect("upstream url in the environment");
+    let routes = Arc::new(InMemoryRoutes::new());
+    routes.insert(RouteTarget::from_card(
+        "bench",
+        json!({"name": "bench", "description": "bench upstream", "version": "1",
+               "supportedInterfaces": [{"url": upstream, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+               "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
+               "defaultOutputModes": ["text/plain"], "skills": []}),
+    ));
+    let limits = LimitsConfig {
+        max_concurrency: 8192,
+        ..LimitsConfig::default()
+    };
+    let app = with_layers(
+        a2a_router(A2aState::new(routes, A2aConfig::default())),
+        &limits,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let port = listener.local_addr().expect("address").port();
+    println!("PORT {port}");
+    let _ = axum::serve(listener, app).await;
+}
+
+/// The upstream: SendMessage answers a Message echoing the parts;
+/// SendStreamingMessage streams status updates stamped with their send time.
+async fn upstream_handler(body: Bytes) -> Response<Body> {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let id = request["id"].clone();
+    if request["method"] == "SendStreamingMessage" {
+        let task_id = uuid::Uuid::new_v4().to_string();
+        let stream = async_stream::stream! {
+            for index in 0..EVENTS_PER_STREAM {
+                if index > 0 {
+                    tokio::time::sleep(EVENT_INTERVAL).await;
+                }
+                let state = if index + 1 == EVENTS_PER_STREAM { "TASK_STATE_COMPLETED" } else { "TASK_STATE_WORKING" };
+                let event = json!({"jsonrpc": "2.0", "id": id, "result": {"statusUpdate": {
+                    "taskId": task_id, "contextId": "c", "status": {"state": state},
+                    "metadata": {"sentAtMicros": now_micros()}}}});
+                yield Ok::<_, Infallible>(Bytes::from(format!("data: {event}\n\n")));
+            }
+        };
+        let mut response = Response::new(Body::from_stream(stream));
+        response
+            .headers_mut()
+            .insert("content-type", "text/event-stream".parse().expect("static"));
+        return response;
+    }
+    let parts = request["params"]["message"]["parts"].clone();
+    let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"message": {
+        "messageId": "reply", "role": "ROLE_AGENT", "parts": parts}}});
+    let mut response = Response::new(Body::from(answer.to_string()));
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("static"));
+    response
+}
+
+struct GatewayChild {
+    child: Child,
+    port: u16,
+}
+
+impl GatewayChild {
+    fn spawn(upstream_url: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .env(ROLE_ENV, "gateway")
+            .env(UPSTREAM_ENV, upstream_url)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the gateway child");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the port line");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|port| port.parse().ok())
+            .expect("PORT line");
+        Self { child, port }
+    }
+
+    fn stat(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default()
+    }
+
+    /// utime + stime in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = self.stat();
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields after the name start at field 3 (state); utime is 14, stime 15.
+        let ticks = |index: usize| {
+            fields
+                .get(index - 3)
+                .and_then(|field| field.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(14) + ticks(15)) / CLOCK_TICKS_PER_SECOND
+    }
+
+    fn rss_megabytes(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map(|kilobytes| kilobytes / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for GatewayChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(2048)
+        .build(connector)
+}
+
+fn send_body(id: usize) -> Bytes {
+    let text = "x".repeat(1024);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "SendMessage", "params": {"message": {
+        "messageId": format!("m{id}"), "role": "ROLE_USER", "parts": [{"text": text}]}}});
+    Bytes::from(body.to_string())
+}
+
+/// One SendMessage; `None` when it failed (counted, not timed).
+async fn send_one(client: &HttpClient, uri: &str, body: Bytes) -> Option<Duration> {
+    let started = Instant::now();
+    let request = Request::post(uri)
+        .header("content-type", "application/json")
+        .header("A2A-Version", "1.0")
+        .body(Full::new(body))
+        .expect("request");
+    let response = client.request(request).await.ok()?;
+    let ok = response.status().is_success();
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    let is_result = bytes.windows(8).any(|window| window == b"\"result\"");
+    if !(ok && is_result) {
+        static REPORTED: std::sync::Once = std::sync::Once::new();
+        REPORTED
+            .call_once(|| eprintln!("first failed request: {}", String::from_utf8_lossy(&bytes)));
+        return None;
+    }
+    Some(started.elapsed())
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    failures: usize,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn new(outcomes: Vec<Option<Duration>>, elapsed: Duration) -> Self {
+        let failures = outcomes.iter().filter(|outcome| outcome.is_none()).count();
+        let mut latencies: Vec<Duration> = outcomes.into_iter().flatten().collect();
+        latencies.sort();
+        Self {
+            latencies,
+            failures,
+            elapsed,
+        }
+    }
+
+    fn percentile(&self, fraction: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * fraction).round() as usize;
+        self.latencies[index]
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Closed loop: `concurrency` workers send back to back for `duration`.
+async fn closed_loop(
+    client: &HttpClient,
+    uri: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> Run {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let body = send_body(1);
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let uri = uri.to_owned();
+        let body = body.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                latencies.push(send_one(&client, &uri, body.clone()).await);
+            }
+            latencies
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for worker in workers {
+        outcomes.extend(worker.await.expect("worker"));
+    }
+    Run::new(outcomes, started.elapsed())
+}
+
+/// Open loop at `rate` requests per second for `duration`.
+async fn fixed_rate(client: &HttpClient, uri: &str, rate: u64, duration: Duration) -> Run {
+    let started = Instant::now();
+    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let body = send_body(2);
+    let mut handles = Vec::with_capacity(total);
+    for index in 0..total {
+        let due = started + Duration::from_secs_f64(index as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let client = client.clone();
+        let uri = uri.to_owned();
+        let body = body.clone();
+        handles.push(tokio::spawn(
+            async move { send_one(&client, &uri, body).await },
+        ));
+    }
+    let mut outcomes = Vec::with_capacity(total);
+    for handle in handles {
+        outcomes.push(handle.await.expect("request"));
+    }
+    Run::new(outcomes, started.elapsed())
+}
+
+/// Opens `STREAMS` streams at once; returns per-event latencies and the
+/// gateway RSS sampled while all are open (when `gateway` is given).
+async fn streams(uri: &str, gateway: Option<&GatewayChild>) -> (Vec<Duration>, f64) {
+    let client = client();
+    let mut handles = Vec::new();
+    for index in 0..STREAMS {
+        let client = client.clone();
+        let uri = uri.to_owned();
+        handles.push(tokio::spawn(async move {
+            let body = json!({"jsonrpc": "2.0", "id": index, "method": "SendStreamingMessage", "params": {"message": {
+                "messageId": format!("s{index}"), "role": "ROLE_USER", "parts": [{"text": "stream"}]}}});
+            let request = Request::post(&uri)
+                .header("content-type", "application/json")
+                .header("A2A-Version", "1.0")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("request");
+            let response = client.request(request).await.expect("stream response");
+            let mut parser = SseParser::new();
+            let mut latencies = Vec::new();
+            let mut body = response.into_body().into_data_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.expect("chunk");
+                for data in parser.push(&chunk) {
+                    let event: Value = serde_json::from_str(&data).expect("event json");
+                    if let Some(sent) = event["result"]["statusUpdate"]["metadata"]["sentAtMicros"].as_u64() {
+                        latencies.push(Duration::from_micros(now_micros().saturating_sub(sent)));
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    // Sample the RSS in the middle of the streams' life.
+    tokio::time::sleep(EVENT_INTERVAL * (EVENTS_PER_STREAM as u32) / 2).await;
+    let rss = gateway.map(GatewayChild::rss_megabytes).unwrap_or(0.0);
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await.expect("stream"));
+    }
+    latencies.sort();
+    (latencies, rss)
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+async fn run() {
+    start();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let upstream_url = format!("http://{}/", listener.local_addr().expect("address"));
+    let upstream = Router::new().route("/", post(upstream_handler));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, upstream).await;
+    });
+    let gateway = GatewayChild::spawn(&upstream_url);
+    let gateway_uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
+    let client = client();
+    // Warm both paths (connections, allocator).
+    closed_loop(&client, &upstream_url, 8, Duration::from_millis(300)).await;
+    closed_loop(&client, &gateway_uri, 8, Duration::from_millis(300)).await;
+
+    println!("SendMessage, 1 KB text part (closed loop, 2 s per cell)");
+    println!(
+        "{:>6} | {:>22} | {:>22} | {:>12}",
+        "conc", "direct req/s p50 p99 us", "gateway req/s p50 p99 us", "gw CPU us/req"
+    );
+    let mut cpu_per_request = Vec::new();
+    for concurrency in [1, 32, 256] {
+        let direct = closed_loop(&client, &upstream_url, concurrency, Duration::from_secs(2)).await;
+        let cpu_before = gateway.cpu_seconds();
+        let through = closed_loop(&client, &gateway_uri, concurrency, Duration::from_secs(2)).await;
+        let cpu =
+            (gateway.cpu_seconds() - cpu_before) * 1e6 / through.latencies.len().max(1) as f64;
+        cpu_per_request.push(cpu);
+        println!(
+            "{concurrency:>6} | {:>7.0} {:>6.0} {:>7.0} | {:>7.0} {:>6.0} {:>7.0} | {cpu:>12.1} | failed {}/{}",
+            direct.throughput(),
+            micros(direct.percentile(0.5)),
+            micros(direct.percentile(0.99)),
+            through.throughput(),
+            micros(through.percentile(0.5)),
+            micros(through.percentile(0.99)),
+            direct.failures,
+            through.failures,
+        );
+    }
+
+    println!();
+    println!("Fixed 2,000 req/s for 3 s (open loop)");
+    let direct = fixed_rate(&client, &upstream_url, 2000, Duration::from_secs(3)).await;
+    let cpu_before = gateway.cpu_seconds();
+    let through = fixed_rate(&client, &gateway_uri, 2000, Duration::from_secs(3)).await;
+    let cpu = (gateway.cpu_seconds() - cpu_before) * 1e6 / through.latencies.len().max(1) as f64;
+    println!(
+        "  direct : p50 {:>7.0} us  p99 {:>7.0} us  ({} failed)",
+        micros(direct.percentile(0.5)),
+        micros(direct.percentile(0.99)),
+        direct.failures
+    );
+    println!(
+        "  gateway: p50 {:>7.0} us  p99 {:>7.0} us  ({} failed)",
+        micros(through.percentile(0.5)),
+        micros(through.percentile(0.99)),
+        through.failures
+    );
+    let added_p50 = micros(through.percentile(0.5)) - micros(direct.percentile(0.5));
+    let added_p99 = micros(through.percentile(0.99)) - micros(direct.percentile(0.99));
+    println!(
+        "  added  : p50 {added_p50:>7.0} us  p99 {added_p99:>7.0} us   (target p99 <= 300 us)"
+    );
+    println!("  gateway CPU per request at 2,000 req/s: {cpu:.1} us   (target <= 30 us)");
+
+    println!();
+    println!("{STREAMS} concurrent SSE streams, {EVENTS_PER_STREAM} events each");
+    let (direct_events, _) = streams(&upstream_url, None).await;
+    let rss_idle = gateway.rss_megabytes();
+    let (gateway_events, rss) = streams(&gateway_uri, Some(&gateway)).await;
+    let percentile = |events: &[Duration], fraction: f64| {
+        events
+            .get(((events.len().max(1) - 1) as f64 * fraction).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "  direct : {} events, per-event latency p50 {:>7.0} us  p99 {:>7.0} us",
+        direct_events.len(),
+        micros(percentile(&direct_events, 0.5)),
+        micros(percentile(&direct_events, 0.99))
+    );
+    println!(
+        "  gateway: {} events, per-event latency p50 {:>7.0} us  p99 {:>7.0} us",
+        gateway_events.len(),
+        micros(percentile(&gateway_events, 0.5)),
+        micros(percentile(&gateway_events, 0.99))
+    );
+    println!("  gateway RSS: {rss_idle:.1} MB before, {rss:.1} MB with {STREAMS} streams open   (target <= 64 MB)");
+    println!();
+    println!(
+        "summary: gateway CPU {:.1} us/request (closed loop, per concurrency {:?}); added p99 at 2,000 req/s {added_p99:.0} us; RSS with {STREAMS} streams {rss:.1} MB",
+        cpu_per_request.iter().sum::<f64>() / cpu_per_request.len() as f64,
+        cpu_per_request.iter().map(|cpu| format!("{cpu:.1}")).collect::<Vec<_>>(),
+    );
+}

@@ -1,0 +1,755 @@
+//! Forwarding one [`Call`] to its upstream and relaying the answer: choose the
+//! interface, check task ownership, encode for the upstream's binding and
+//! dialect, send with a bounded wait, decode (garbage, hangs and broken
+//! streams become InvalidAgentResponse), remember the task ids seen (task
+//! affinity), filter `ListTasks` to the caller's tasks, and encode for the
+//! client. Streams are relayed event by event as they arrive, one body frame
+//! per event (so hyper flushes each); dropping the client's body drops the
+//! upstream response and closes that connection.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{
+    header, HeaderMap, HeaderValue, Method as HttpMethod, Request, Response, StatusCode,
+};
+use bytes::Bytes;
+use convergio_schemas::a2a::{
+    self, A2aError, Method, ProtocolVersion, TaskState, EXTENSIONS_HEADER,
+    LEGACY_EXTENSIONS_HEADER, MEDIA_A2A_JSON, MEDIA_JSON, MEDIA_SSE, VERSION_HEADER,
+};
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Map, Value};
+
+use super::inbound::{task_id_of, Call, ClientSide};
+use super::routes::{Binding, RouteTarget, TaskRoute, UpstreamInterface};
+use super::sse::{encode_event, SseParser};
+use super::{translate, A2aState};
+use crate::error::UpstreamFailure;
+use crate::layers::{render_jsonrpc_error_value, render_rest_error_value, RequestId};
+use crate::{GatewayError, Principal};
+
+/// What is escaped in path segments and query values: all but RFC 3986
+/// unreserved characters.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Largest SSE event the gateway buffers before calling the upstream broken.
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the caller of [`forward`] gets back.
+pub(crate) enum Reply {
+    /// A whole 1.0 result.
+    Unary(Value),
+    /// A relayed event stream, already encoded for the client.
+    Stream(Body),
+}
+
+/// Forwards `call` to `target` on behalf of `principal`.
+pub(crate) async fn forward(
+    state: &A2aState,
+    target: &RouteTarget,
+    principal: &Principal,
+    mut call: Call,
+    headers: &HeaderMap,
+    request_id: Option<&RequestId>,
+) -> Result<Reply, GatewayError> {
+    // Ownership is checked before anything reaches the upstream: another
+    // caller's task id gets exactly the unknown-task answer (spec §3.3.2).
+    if let Some(task_id) = task_id_of(call.method, &call.params) {
+        let owned = state
+            .routes
+            .task_route(task_id)
+            .await?
+            .is_some_and(|route| route.owner == principal.subject && route.agent == target.name);
+        if !owned {
+            return Err(GatewayError::TaskNotFound {
+                task_id: task_id.to_owned(),
+            });
+        }
+    }
+    let interface = target
+        .choose_interface(call.client.binding)
+        .ok_or_else(|| GatewayError::NoUsableInterface {
+            agent: target.name.clone(),
+        })?
+        .clone();
+    if let Value::Object(params) = &mut call.params {
+        // The tenant the client copied from the rewritten card is the
+        // upstream interface's; normalise it to the interface chosen.
+        match &interface.tenant {
+            Some(tenant) => params.insert("tenant".into(), Value::from(tenant.as_str())),
+            None => params.remove("tenant"),
+        };
+    }
+    let method = call.method;
+    let params = match interface.version {
+        ProtocolVersion::V1_0 => call.params,
+        ProtocolVersion::V0_3 => translate::request_to_v03(method, call.params)?,
+    };
+    let request = encode_upstream(
+        &interface,
+        method,
+        params,
+        headers,
+        request_id,
+        &target.name,
+    )?;
+    let timeout = state.config.upstream_timeout;
+    let agent = target.name.clone();
+    let response = match tokio::time::timeout(timeout, state.client.client.request(request)).await {
+        Err(_) => return Err(GatewayError::UpstreamTimeout { agent }),
+        Ok(Err(error)) => {
+            return Err(GatewayError::UpstreamUnreachable {
+                agent,
+                detail: error.to_string(),
+            })
+        }
+        Ok(Ok(response)) => response,
+    };
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(MEDIA_SSE));
+    let context = RelayContext {
+        state: state.clone(),
+        agent: target.name.clone(),
+        owner: principal.subject.clone(),
+        interface_binding: interface.binding,
+        interface_version: interface.version,
+        client: call.client.clone(),
+        request_id: request_id.cloned(),
+    };
+    if is_sse && response.status().is_success() {
+        return Ok(Reply::Stream(Body::from_stream(relay_stream(
+            context,
+            response.into_body(),
+        ))));
+    }
+    let status = response.status();
+    let body = match tokio::time::timeout(
+        timeout,
+        read_capped(response.into_body(), state.config.max_upstream_body_bytes),
+    )
+    .await
+    {
+        Err(_) => return Err(GatewayError::UpstreamTimeout { agent }),
+        Ok(Err(detail)) => return Err(GatewayError::UpstreamInvalid { agent, detail }),
+        Ok(Ok(body)) => body,
+    };
+    let result = decode_unary(&context, status, &body)?;
+    let result = match interface.version {
+        ProtocolVersion::V1_0 => result,
+        ProtocolVersion::V0_3 => translate::result_to_v1(method, result),
+    };
+    let result = match method {
+        Method::SendMessage | Method::SendStreamingMessage => {
+            context.remember(&result, &mut HashSet::new()).await;
+            result
+        }
+        Method::ListTasks => context.filter_list(result).await?,
+        _ => result,
+    };
+    Ok(Reply::Unary(result))
+}
+
+/// Encodes a unary 1.0 result for the client.
+pub(crate) fn unary_response(client: &ClientSide, method: Method, result: Value) -> Response<Body> {
+    let result = match client.version {
+        ProtocolVersion::V1_0 => result,
+        ProtocolVersion::V0_3 => translate::result_to_v03(method, result),
+    };
+    if method.is_streaming() {
+        // The upstream answered a stream request with one JSON result: give
+        // the client the one-event stream it asked for.
+        let event = client_event_json(client, result);
+        let mut response = Response::new(Body::from(encode_event(&event)));
+        set_sse_headers(response.headers_mut());
+        return response;
+    }
+    let (body, content_type) = match client.binding {
+        Binding::JsonRpc => (
+            json!({"jsonrpc": "2.0", "id": client.id, "result": result}),
+            MEDIA_JSON,
+        ),
+        Binding::HttpJson => (result, MEDIA_A2A_JSON),
+    };
+    let mut response = Response::new(Body::from(body.to_string()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Encodes a relayed stream for the client.
+pub(crate) fn stream_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    set_sse_headers(response.headers_mut());
+    response
+}
+
+fn set_sse_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_SSE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells reverse proxies in front of the gateway not to buffer either.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+fn client_event_json(client: &ClientSide, event: Value) -> String {
+    match client.binding {
+        Binding::JsonRpc => json!({"jsonrpc": "2.0", "id": client.id, "result": event}).to_string(),
+        Binding::HttpJson => event.to_string(),
+    }
+}
+
+fn encode_query(pairs: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| item.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.extend(utf8_percent_encode(key, COMPONENT));
+        out.push('=');
+        out.extend(utf8_percent_encode(&text, COMPONENT));
+    }
+    out
+}
+
+fn segment(text: &str) -> String {
+    utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+/// The upstream HTTP request for a call.
+fn encode_upstream(
+    interface: &UpstreamInterface,
+    method: Method,
+    params: Value,
+    headers: &HeaderMap,
+    request_id: Option<&RequestId>,
+    agent: &str,
+) -> Result<Request<Body>, GatewayError> {
+    let base = interface.url.trim_end_matches('/');
+    let (http_method, uri, body, content_type) = match interface.binding {
+        Binding::JsonRpc => {
+            let name = match interface.version {
+                ProtocolVersion::V1_0 => method.v1_name(),
+                ProtocolVersion::V0_3 => {
+                    method
+                        .v03_name()
+                        .ok_or_else(|| GatewayError::UnsupportedOperation {
+                            detail: format!("{} does not exist in A2A 0.3", method.v1_name()),
+                        })?
+                }
+            };
+            let id = request_id
+                .map(|id| Value::from(id.as_str()))
+                .unwrap_or(Value::from(1));
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": name, "params": params});
+            (
+                HttpMethod::POST,
+                interface.url.clone(),
+                Some(body),
+                MEDIA_JSON,
+            )
+        }
+        Binding::HttpJson => {
+            let Value::Object(mut fields) = params else {
+                return Err(GatewayError::InvalidParams {
+                    detail: "params must be an object".into(),
+                });
+            };
+            let prefix = match fields.remove("tenant").as_ref().and_then(Value::as_str) {
+                Some(tenant) => format!("{base}/{}", segment(tenant)),
+                None => base.to_owned(),
+            };
+            let mut take = |key: &str| -> String {
+                fields
+                    .remove(key)
+                    .and_then(|value| value.as_str().map(segment))
+                    .unwrap_or_default()
+            };
+            let (http_method, path, with_body) = match method {
+                Method::SendMessage => (HttpMethod::POST, "/message:send".to_owned(), true),
+                Method::SendStreamingMessage => {
+                    (HttpMethod::POST, "/message:stream".to_owned(), true)
+                }
+                Method::GetTask => (HttpMethod::GET, format!("/tasks/{}", take("id")), false),
+                Method::ListTasks => (HttpMethod::GET, "/tasks".to_owned(), false),
+                Method::CancelTask => (
+                    HttpMethod::POST,
+                    format!("/tasks/{}:cancel", take("id")),
+                    true,
+                ),
+                Method::SubscribeToTask => (
+                    HttpMethod::GET,
+                    format!("/tasks/{}:subscribe", take("id")),
+                    false,
+                ),
+                Method::CreateTaskPushNotificationConfig => (
+                    HttpMethod::POST,
+                    format!("/tasks/{}/pushNotificationConfigs", take("taskId")),
+                    true,
+                ),
+                Method::ListTaskPushNotificationConfigs => (
+                    HttpMethod::GET,
+                    format!("/tasks/{}/pushNotificationConfigs", take("taskId")),
+                    false,
+                ),
+                Method::GetTaskPushNotificationConfig => {
+                    let task_id = take("taskId");
+                    (
+                        HttpMethod::GET,
+                        format!("/tasks/{task_id}/pushNotificationConfigs/{}", take("id")),
+                        false,
+                    )
+                }
+                Method::DeleteTaskPushNotificationConfig => {
+                    let task_id = take("taskId");
+                    (
+                        HttpMethod::DELETE,
+                        format!("/tasks/{task_id}/pushNotificationConfigs/{}", take("id")),
+                        false,
+                    )
+                }
+                Method::GetExtendedAgentCard => {
+                    (HttpMethod::GET, "/extendedAgentCard".to_owned(), false)
+                }
+            };
+            let (query, body) = if with_body {
+                (String::new(), Some(Value::Object(fields)))
+            } else {
+                (encode_query(&fields), None)
+            };
+            (
+                http_method,
+                format!("{prefix}{path}{query}"),
+                body,
+                MEDIA_A2A_JSON,
+            )
+        }
+    };
+    let mut builder = Request::builder().method(http_method).uri(&uri).header(
+        header::ACCEPT,
+        if method.is_streaming() {
+            MEDIA_SSE
+        } else {
+            content_type
+        },
+    );
+    if interface.version == ProtocolVersion::V1_0 {
+        builder = builder.header(VERSION_HEADER, a2a::VERSION_1_0);
+    }
+    // Extensions are forwarded under the name the upstream's dialect uses;
+    // the caller's Authorization (and every other header) is never forwarded.
+    let extensions = headers
+        .get(EXTENSIONS_HEADER)
+        .or_else(|| headers.get(LEGACY_EXTENSIONS_HEADER));
+    if let Some(extensions) = extensions {
+        let name = match interface.version {
+            ProtocolVersion::V1_0 => EXTENSIONS_HEADER,
+            ProtocolVersion::V0_3 => LEGACY_EXTENSIONS_HEADER,
+        };
+        builder = builder.header(name, extensions.clone());
+    }
+    if let Some(request_id) = request_id {
+        builder = builder.header(crate::layers::REQUEST_ID_HEADER, request_id.as_str());
+    }
+    let body = match body {
+        Some(body) => {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    builder
+        .body(body)
+        .map_err(|error| GatewayError::UpstreamInvalid {
+            agent: agent.to_owned(),
+            detail: format!("cannot build the upstream request for {uri}: {error}"),
+        })
+}
+
+async fn read_capped(body: hyper::body::Incoming, cap: usize) -> Result<Bytes, String> {
+    let limited = http_body_util::Limited::new(body, cap);
+    limited
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|error| format!("reading the upstream body failed: {error}"))
+}
+
+/// Everything the relay needs after the request is sent.
+#[derive(Clone)]
+struct RelayContext {
+    state: A2aState,
+    agent: String,
+    owner: String,
+    interface_binding: Binding,
+    interface_version: ProtocolVersion,
+    client: ClientSide,
+    request_id: Option<RequestId>,
+}
+
+// === impl RelayContext ===
+
+impl RelayContext {
+    fn invalid(&self, detail: impl Into<String>) -> GatewayError {
+        GatewayError::UpstreamInvalid {
+            agent: self.agent.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Records every task id in a 1.0 result or event as owned by the caller.
+    async fn remember(&self, value: &Value, seen: &mut HashSet<String>) {
+        let found = if let Some(task) = value.get("task") {
+            task.get("id")
+                .and_then(Value::as_str)
+                .map(|id| (id, task.get("contextId")))
+        } else if let Some(message) = value.get("message") {
+            message
+                .get("taskId")
+                .and_then(Value::as_str)
+                .map(|id| (id, message.get("contextId")))
+        } else {
+            value
+                .get("statusUpdate")
+                .or_else(|| value.get("artifactUpdate"))
+                .and_then(|update| {
+                    update
+                        .get("taskId")
+                        .and_then(Value::as_str)
+                        .map(|id| (id, update.get("contextId")))
+                })
+        };
+        let Some((task_id, context_id)) = found else {
+            return;
+        };
+        if !seen.insert(task_id.to_owned()) {
+            return;
+        }
+        let route = TaskRoute {
+            task_id: task_id.to_owned(),
+            agent: self.agent.clone(),
+            owner: self.owner.clone(),
+            context_id: context_id.and_then(Value::as_str).map(str::to_owned),
+        };
+        if let Err(error) = self.state.routes.remember_task(route).await {
+            tracing::warn!(agent = %self.agent, %error, "could not remember a task route");
+        }
+    }
+
+    /// Keeps only the caller's tasks on this agent. The upstream's paging is
+    /// kept: a page may come back shorter than `pageSize` (even empty) while
+    /// `nextPageToken` still points further, and `totalSize` then counts only
+    /// what this page shows. Exact paging would need the gateway to page over
+    /// its own task routes; see ARCHITECTURE.md.
+    async fn filter_list(&self, mut result: Value) -> Result<Value, GatewayError> {
+        let owned: HashSet<String> = self
+            .state
+            .routes
+            .list_task_routes(&self.owner, &self.agent)
+            .await?
+            .into_iter()
+            .map(|route| route.task_id)
+            .collect();
+        let Some(Value::Array(tasks)) = result.get_mut("tasks") else {
+            return Err(self.invalid("ListTasks result has no tasks array"));
+        };
+        let before = tasks.len();
+        tasks.retain(|task| {
+            task.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| owned.contains(id))
+        });
+        let kept = tasks.len();
+        if kept != before {
+            result["totalSize"] = Value::from(kept);
+        }
+        Ok(result)
+    }
+
+    /// Decodes one upstream SSE payload to a 1.0 StreamResponse.
+    fn decode_event(&self, data: &str) -> Result<Value, GatewayError> {
+        let value: Value = serde_json::from_str(data)
+            .map_err(|error| self.invalid(format!("stream event is not JSON: {error}")))?;
+        let event = match self.interface_binding {
+            Binding::JsonRpc => jsonrpc_result(value).map_err(|error| match error {
+                Some(failure) => GatewayError::Upstream(Box::new(failure)),
+                None => self.invalid("stream event is not a JSON-RPC response"),
+            })?,
+            Binding::HttpJson => match value.get("error") {
+                Some(_) => {
+                    return Err(GatewayError::Upstream(Box::new(rest_failure(
+                        StatusCode::BAD_REQUEST,
+                        &value,
+                    ))))
+                }
+                None => value,
+            },
+        };
+        let event = match self.interface_version {
+            ProtocolVersion::V1_0 => event,
+            ProtocolVersion::V0_3 => translate::event_to_v1(event),
+        };
+        if !event.is_object() {
+            return Err(self.invalid("stream event is not an object"));
+        }
+        Ok(event)
+    }
+
+    fn encode_event(&self, event: Value) -> Bytes {
+        let event = match self.client.version {
+            ProtocolVersion::V1_0 => event,
+            ProtocolVersion::V0_3 => translate::event_to_v03(event),
+        };
+        encode_event(&client_event_json(&self.client, event))
+    }
+
+    fn encode_error(&self, error: &GatewayError) -> Bytes {
+        let value = match self.client.binding {
+            Binding::JsonRpc => {
+                render_jsonrpc_error_value(error, self.client.id.clone(), self.request_id.as_ref())
+            }
+            Binding::HttpJson => render_rest_error_value(error, self.request_id.as_ref()),
+        };
+        if error.is_internal() {
+            tracing::warn!(
+                request_id = self.request_id.as_ref().map(RequestId::as_str).unwrap_or("-"),
+                error = %error,
+                "stream ended with an error"
+            );
+        }
+        encode_event(&value.to_string())
+    }
+}
+
+/// Whether an event ends a well-formed A2A stream.
+fn ends_stream(event: &Value) -> bool {
+    if event.get("message").is_some() {
+        return true;
+    }
+    let state = event
+        .get("task")
+        .and_then(|task| task.get("status"))
+        .or_else(|| {
+            event
+                .get("statusUpdate")
+                .and_then(|update| update.get("status"))
+        })
+        .and_then(|status| status.get("state"))
+        .and_then(Value::as_str)
+        .and_then(TaskState::parse);
+    state.is_some_and(|state| state.is_terminal() || state.is_interrupted())
+}
+
+fn relay_stream(
+    context: RelayContext,
+    mut body: hyper::body::Incoming,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    async_stream::stream! {
+        let idle = context.state.config.stream_idle_timeout;
+        let mut parser = SseParser::new();
+        let mut seen = HashSet::new();
+        let mut ended = false;
+        let mut failure: Option<GatewayError> = None;
+        'frames: loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    failure = Some(GatewayError::UpstreamTimeout { agent: context.agent.clone() });
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    failure = Some(context.invalid(format!("stream broke: {error}")));
+                    break;
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            for payload in parser.push(&data) {
+                match context.decode_event(&payload) {
+                    Ok(event) => {
+                        context.remember(&event, &mut seen).await;
+                        ended = ends_stream(&event);
+                        yield Ok(context.encode_event(event));
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break 'frames;
+                    }
+                }
+            }
+            if parser.pending() > MAX_EVENT_BYTES {
+                failure = Some(context.invalid("stream event over the size limit"));
+                break;
+            }
+        }
+        if failure.is_none() && !ended {
+            failure = Some(context.invalid("upstream closed the stream before a final state"));
+        }
+        if let Some(error) = failure {
+            yield Ok(context.encode_error(&error));
+        }
+    }
+}
+
+/// Splits a JSON-RPC response into its result or its error (`None` when the
+/// value is not a JSON-RPC response at all).
+fn jsonrpc_result(value: Value) -> Result<Value, Option<UpstreamFailure>> {
+    let Value::Object(mut object) = value else {
+        return Err(None);
+    };
+    if let Some(error) = object.remove("error") {
+        let code = error.get("code").and_then(Value::as_i64);
+        let Some(code) = code else { return Err(None) };
+        return Err(Some(UpstreamFailure {
+            code,
+            message: error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream error")
+                .to_owned(),
+            details: error.get("data").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    object.remove("result").ok_or(None)
+}
+
+/// Reads an HTTP+JSON error body into a relayable failure.
+fn rest_failure(status: StatusCode, value: &Value) -> UpstreamFailure {
+    let error = value.get("error").cloned().unwrap_or(Value::Null);
+    let details = error.get("details").cloned().unwrap_or(Value::Null);
+    let reason = details
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|detail| detail.get("reason").and_then(Value::as_str));
+    let code = reason
+        .and_then(|reason| {
+            A2aError::ALL
+                .into_iter()
+                .find(|error| error.reason() == reason)
+        })
+        .map(A2aError::code)
+        .unwrap_or(match status.as_u16() {
+            404 => A2aError::TaskNotFound.code(),
+            400 | 422 => a2a::JSONRPC_INVALID_PARAMS,
+            _ => a2a::JSONRPC_INTERNAL_ERROR,
+        });
+    UpstreamFailure {
+        code,
+        message: error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("upstream error")
+            .to_owned(),
+        details,
+    }
+}
+
+fn decode_unary(
+    context: &RelayContext,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Value, GatewayError> {
+    match context.interface_binding {
+        Binding::JsonRpc => {
+            let value: Value = serde_json::from_slice(body).map_err(|error| {
+                context.invalid(format!("status {status}, body is not JSON: {error}"))
+            })?;
+            jsonrpc_result(value).map_err(|error| match error {
+                Some(failure) => GatewayError::Upstream(Box::new(failure)),
+                None => context.invalid(format!("status {status}, not a JSON-RPC response")),
+            })
+        }
+        Binding::HttpJson => {
+            if status.is_success() && body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(json!({}));
+            }
+            let value: Value = serde_json::from_slice(body).map_err(|error| {
+                context.invalid(format!("status {status}, body is not JSON: {error}"))
+            })?;
+            if status.is_success() {
+                Ok(value)
+            } else if value.get("error").is_some_and(Value::is_object) {
+                Err(GatewayError::Upstream(Box::new(rest_failure(
+                    status, &value,
+                ))))
+            } else {
+                Err(context.invalid(format!("status {status} without an A2A error body")))
+            }
+        }
+    }
+}
+
+/// The configured default for [`super::A2aConfig::upstream_timeout`].
+pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_end_on_messages_and_final_states() {
+        let cases = [
+            (json!({"message": {}}), true),
+            (
+                json!({"task": {"status": {"state": "TASK_STATE_SUBMITTED"}}}),
+                false,
+            ),
+            (
+                json!({"task": {"status": {"state": "TASK_STATE_COMPLETED"}}}),
+                true,
+            ),
+            (
+                json!({"statusUpdate": {"status": {"state": "TASK_STATE_WORKING"}}}),
+                false,
+            ),
+            (
+                json!({"statusUpdate": {"status": {"state": "TASK_STATE_INPUT_REQUIRED"}}}),
+                true,
+            ),
+            (json!({"artifactUpdate": {}}), false),
+        ];
+        for (event, ends) in cases {
+            assert_eq!(ends_stream(&event), ends, "{event}");
+        }
+    }
+
+    #[test]
+    fn rest_errors_map_to_a2a_codes_by_reason_then_status() {
+        let body = json!({"error": {"code": 400, "status": "FAILED_PRECONDITION", "message": "m",
+            "details": [{"reason": "TASK_NOT_CANCELABLE"}]}});
+        assert_eq!(rest_failure(StatusCode::BAD_REQUEST, &body).code, -32002);
+        let body = json!({"error": {"code": 404, "message": "gone"}});
+        assert_eq!(rest_failure(StatusCode::NOT_FOUND, &body).code, -32001);
+    }
+
+    #[test]
+    fn queries_are_percent_encoded() {
+        let mut fields = Map::new();
+        fields.insert("contextId".into(), json!("a b&c"));
+        fields.insert("pageSize".into(), json!(5));
+        assert_eq!(encode_query(&fields), "?contextId=a%20b%26c&pageSize=5");
+    }
+}

@@ -1,0 +1,443 @@
+//! Decoding what a client sent into one [`Call`]: a 1.0 method with 1.0
+//! params, plus how the client wants its answer (binding, dialect, JSON-RPC
+//! id). JSON-RPC bodies and HTTP+JSON routes (with the `/{tenant}` prefix and
+//! percent-encoded colons) both end here.
+
+use axum::http::{HeaderMap, Method as HttpMethod};
+use convergio_schemas::a2a::{Method, ProtocolVersion, VERSION_HEADER};
+use percent_encoding::percent_decode_str;
+use serde_json::{Map, Value};
+
+use super::routes::Binding;
+use super::translate;
+use crate::GatewayError;
+
+/// How the client expects its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSide {
+    /// The binding the client used.
+    pub binding: Binding,
+    /// The dialect the client speaks.
+    pub version: ProtocolVersion,
+    /// The JSON-RPC request id (`null` on HTTP+JSON).
+    pub id: Value,
+}
+
+/// One A2A call in the gateway's internal (1.0) form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The operation.
+    pub method: Method,
+    /// The 1.0 request (ProtoJSON), unknown fields kept.
+    pub params: Value,
+    /// The caller's side of the exchange.
+    pub client: ClientSide,
+}
+
+/// The client's dialect from the `A2A-Version` header (or the
+/// `A2A-Version` query parameter); absent means 0.3.
+pub fn client_version(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<ProtocolVersion, GatewayError> {
+    let from_header = headers
+        .get(VERSION_HEADER)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}").to_owned());
+    let from_query = query.and_then(|query| {
+        query_pairs(query)
+            .ok()?
+            .into_iter()
+            .find(|(key, _)| key == VERSION_HEADER)
+            .map(|(_, value)| value)
+    });
+    let requested = from_header.or(from_query);
+    ProtocolVersion::from_header(requested.as_deref()).ok_or_else(|| {
+        GatewayError::VersionNotSupported {
+            version: requested.unwrap_or_default(),
+        }
+    })
+}
+
+/// Decodes a JSON-RPC request body. On failure, the id is returned too when
+/// it could be read, so the error echoes it.
+pub fn parse_jsonrpc(
+    body: &[u8],
+    version: ProtocolVersion,
+) -> Result<Call, Box<(GatewayError, Value)>> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        (
+            GatewayError::MalformedJson {
+                detail: error.to_string(),
+            },
+            Value::Null,
+        )
+    })?;
+    let mut object = match value {
+        Value::Object(object) => object,
+        Value::Array(_) => {
+            return Err(Box::new((
+                GatewayError::InvalidRequest {
+                    detail: "batch requests are not supported".into(),
+                },
+                Value::Null,
+            )))
+        }
+        _ => {
+            return Err(Box::new((
+                GatewayError::InvalidRequest {
+                    detail: "the request must be a JSON object".into(),
+                },
+                Value::Null,
+            )))
+        }
+    };
+    let id = object.remove("id").unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::String(_) | Value::Number(_)) {
+        return Err(Box::new((
+            GatewayError::InvalidRequest {
+                detail: "id must be a string, a number or null".into(),
+            },
+            Value::Null,
+        )));
+    }
+    let invalid = |detail: &str| -> Box<(GatewayError, Value)> {
+        Box::new((
+            GatewayError::InvalidRequest {
+                detail: detail.to_owned(),
+            },
+            id.clone(),
+        ))
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid("jsonrpc must be \"2.0\""));
+    }
+    let Some(name) = object.get("method").and_then(Value::as_str) else {
+        return Err(invalid("method must be a string"));
+    };
+    let method = match version {
+        ProtocolVersion::V1_0 => Method::from_v1_name(name),
+        ProtocolVersion::V0_3 => match Method::from_v03_name(name) {
+            Some(method) => Some(method),
+            None if Method::from_v1_name(name).is_some() => {
+                return Err(Box::new((
+                    GatewayError::VersionNotSupported {
+                        version: format!("0.3 (method {name} needs A2A-Version: 1.0)"),
+                    },
+                    id,
+                )))
+            }
+            None => None,
+        },
+    };
+    let Some(method) = method else {
+        return Err(Box::new((
+            GatewayError::MethodNotFound {
+                method: name.to_owned(),
+            },
+            id,
+        )));
+    };
+    let params = match object.remove("params") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(params @ Value::Object(_)) => params,
+        Some(_) => {
+            return Err(Box::new((
+                GatewayError::InvalidParams {
+                    detail: "params must be an object".into(),
+                },
+                id,
+            )))
+        }
+    };
+    let params = match version {
+        ProtocolVersion::V0_3 => translate::request_to_v1(method, params)
+            .map_err(|error| Box::new((error, id.clone())))?,
+        ProtocolVersion::V1_0 => params,
+    };
+    check_params(method, &params).map_err(|error| Box::new((error, id.clone())))?;
+    Ok(Call {
+        method,
+        params,
+        client: ClientSide {
+            binding: Binding::JsonRpc,
+            version,
+            id,
+        },
+    })
+}
+
+/// The fields routing needs, checked; everything else passes through.
+pub fn check_params(method: Method, params: &Value) -> Result<(), GatewayError> {
+    let string = |key: &str| -> Result<(), GatewayError> {
+        match params.get(key).and_then(Value::as_str) {
+            Some(text) if !text.is_empty() => Ok(()),
+            _ => Err(GatewayError::InvalidParams {
+                detail: format!("{key} must be a non-empty string"),
+            }),
+        }
+    };
+    match method {
+        Method::SendMessage | Method::SendStreamingMessage => {
+            let message = params
+                .get("message")
+                .filter(|message| message.is_object())
+                .ok_or_else(|| GatewayError::InvalidParams {
+                    detail: "message must be an object".into(),
+                })?;
+            if !message.get("parts").is_some_and(Value::is_array) {
+                return Err(GatewayError::InvalidParams {
+                    detail: "message.parts must be an array".into(),
+                });
+            }
+            match message.get("messageId") {
+                Some(Value::String(id)) if !id.is_empty() => {}
+                _ => {
+                    return Err(GatewayError::InvalidParams {
+                        detail: "message.messageId must be a non-empty string".into(),
+                    })
+                }
+            }
+            if let Some(task_id) = message.get("taskId") {
+                if !task_id.is_string() {
+                    return Err(GatewayError::InvalidParams {
+                        detail: "message.taskId must be a string".into(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        Method::GetTask | Method::CancelTask | Method::SubscribeToTask => string("id"),
+        Method::CreateTaskPushNotificationConfig | Method::ListTaskPushNotificationConfigs => {
+            string("taskId")
+        }
+        Method::GetTaskPushNotificationConfig | Method::DeleteTaskPushNotificationConfig => {
+            string("taskId")?;
+            string("id")
+        }
+        Method::ListTasks | Method::GetExtendedAgentCard => Ok(()),
+    }
+}
+
+/// The task a call is about, when it follows up on one.
+pub fn task_id_of(method: Method, params: &Value) -> Option<&str> {
+    match method {
+        Method::GetTask | Method::CancelTask | Method::SubscribeToTask => {
+            params.get("id")?.as_str()
+        }
+        Method::CreateTaskPushNotificationConfig
+        | Method::GetTaskPushNotificationConfig
+        | Method::ListTaskPushNotificationConfigs
+        | Method::DeleteTaskPushNotificationConfig => params.get("taskId")?.as_str(),
+        Method::SendMessage | Method::SendStreamingMessage => {
+            params.get("message")?.get("taskId")?.as_str()
+        }
+        Method::ListTasks | Method::GetExtendedAgentCard => None,
+    }
+}
+
+/// Splits and strictly percent-decodes a raw path tail: a `%` not followed
+/// by two hex digits, or bytes that are not UTF-8, are a [`GatewayError::BadPath`].
+pub fn decode_segments(raw: &str) -> Result<Vec<String>, GatewayError> {
+    raw.split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(decode_component)
+        .collect()
+}
+
+/// Strictly percent-decodes one path segment or query component.
+pub fn decode_component(raw: &str) -> Result<String, GatewayError> {
+    let bytes = raw.as_bytes();
+    for (index, byte) in bytes.iter().enumerate() {
+        if *byte == b'%' {
+            let valid = bytes.get(index + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(index + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !valid {
+                return Err(GatewayError::BadPath {
+                    detail: format!("bad percent-encoding in {raw:?}"),
+                });
+            }
+        }
+    }
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| GatewayError::BadPath {
+            detail: format!("percent-encoding of {raw:?} is not UTF-8"),
+        })
+}
+
+/// Decodes `a=1&b=x%20y` (also `+` as space) into pairs.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, GatewayError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((
+                decode_component(&key.replace('+', " "))?,
+                decode_component(&value.replace('+', " "))?,
+            ))
+        })
+        .collect()
+}
+
+/// Query parameters as typed JSON fields (camelCase names kept).
+fn query_object(query: Option<&str>) -> Result<Map<String, Value>, GatewayError> {
+    let mut object = Map::new();
+    for (key, value) in query.map(query_pairs).transpose()?.unwrap_or_default() {
+        if key == VERSION_HEADER {
+            continue;
+        }
+        let typed = match key.as_str() {
+            "historyLength" | "pageSize" => match value.parse::<i64>() {
+                Ok(number) => Value::from(number),
+                Err(_) => {
+                    return Err(GatewayError::InvalidParams {
+                        detail: format!("{key} must be an integer"),
+                    })
+                }
+            },
+            "includeArtifacts" => match value.as_str() {
+                "true" | "1" => Value::Bool(true),
+                "false" | "0" => Value::Bool(false),
+                _ => {
+                    return Err(GatewayError::InvalidParams {
+                        detail: format!("{key} must be true or false"),
+                    })
+                }
+            },
+            _ => Value::String(value),
+        };
+        object.insert(key, typed);
+    }
+    Ok(object)
+}
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(GatewayError::InvalidParams {
+            detail: "the body must be a JSON object".into(),
+        }),
+        Err(error) => Err(GatewayError::MalformedJson {
+            detail: error.to_string(),
+        }),
+    }
+}
+
+const FIRST_SEGMENTS: [&str; 4] = [
+    "message:send",
+    "message:stream",
+    "tasks",
+    "extendedAgentCard",
+];
+
+/// Decodes an HTTP+JSON request (path segments after `/agents/{name}`).
+pub fn parse_rest(
+    http_method: &HttpMethod,
+    segments: &[String],
+    query: Option<&str>,
+    body: &[u8],
+    version: ProtocolVersion,
+) -> Result<Call, GatewayError> {
+    let (tenant, route) = match segments.first() {
+        Some(first) if !FIRST_SEGMENTS.contains(&first.as_str()) => {
+            (Some(first.clone()), &segments[1..])
+        }
+        _ => (None, segments),
+    };
+    let route: Vec<&str> = route.iter().map(String::as_str).collect();
+    let not_found = || GatewayError::RouteNotFound {
+        path: format!("/{}", segments.join("/")),
+    };
+    let mut params = Map::new();
+    let method = match (http_method, route.as_slice()) {
+        (&HttpMethod::POST, ["message:send"]) => {
+            params = body_object(body)?;
+            Method::SendMessage
+        }
+        (&HttpMethod::POST, ["message:stream"]) => {
+            params = body_object(body)?;
+            Method::SendStreamingMessage
+        }
+        (&HttpMethod::GET, ["tasks"]) => {
+            params = query_object(query)?;
+            Method::ListTasks
+        }
+        (&HttpMethod::GET, ["extendedAgentCard"]) => Method::GetExtendedAgentCard,
+        (_, ["tasks", last]) => {
+            let (id, verb) = match last.rsplit_once(':') {
+                Some((id, verb @ ("cancel" | "subscribe"))) => (id, Some(verb)),
+                _ => (*last, None),
+            };
+            let method = match (http_method, verb) {
+                (&HttpMethod::GET, None) => {
+                    params = query_object(query)?;
+                    Method::GetTask
+                }
+                (&HttpMethod::POST, Some("cancel")) => {
+                    params = body_object(body)?;
+                    Method::CancelTask
+                }
+                (&HttpMethod::GET | &HttpMethod::POST, Some("subscribe")) => {
+                    Method::SubscribeToTask
+                }
+                _ => return Err(not_found()),
+            };
+            params.insert("id".into(), Value::from(id));
+            method
+        }
+        (_, ["tasks", task_id, "pushNotificationConfigs"]) => {
+            let method = match *http_method {
+                HttpMethod::POST => {
+                    params = body_object(body)?;
+                    Method::CreateTaskPushNotificationConfig
+                }
+                HttpMethod::GET => {
+                    params = query_object(query)?;
+                    Method::ListTaskPushNotificationConfigs
+                }
+                _ => return Err(not_found()),
+            };
+            params.insert("taskId".into(), Value::from(*task_id));
+            method
+        }
+        (_, ["tasks", task_id, "pushNotificationConfigs", config_id]) => {
+            let method = match *http_method {
+                HttpMethod::GET => Method::GetTaskPushNotificationConfig,
+                HttpMethod::DELETE => Method::DeleteTaskPushNotificationConfig,
+                _ => return Err(not_found()),
+            };
+            params.insert("taskId".into(), Value::from(*task_id));
+            params.insert("id".into(), Value::from(*config_id));
+            method
+        }
+        _ => return Err(not_found()),
+    };
+    if version != ProtocolVersion::V1_0 {
+        // The HTTP+JSON routes above are 1.0 routes; 0.3 used `/v1/...`.
+        return Err(GatewayError::VersionNotSupported {
+            version: "0.3 (HTTP+JSON routes need A2A-Version: 1.0)".into(),
+        });
+    }
+    if let Some(tenant) = tenant {
+        params.insert("tenant".into(), Value::from(tenant));
+    }
+    let params = Value::Object(params);
+    check_params(method, &params)?;
+    Ok(Call {
+        method,
+        params,
+        client: ClientSide {
+            binding: Binding::HttpJson,
+            version,
+            id: Value::Null,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

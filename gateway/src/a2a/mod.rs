@@ -1,0 +1,384 @@
+//! A2A routing: per registered agent `{name}`, its rewritten card at
+//! `/agents/{name}/.well-known/agent-card.json`, JSON-RPC at
+//! `POST /agents/{name}`, HTTP+JSON under `/agents/{name}/…`; the gateway's
+//! own card at `/.well-known/agent-card.json` with its `/a2a` endpoints
+//! (agent chosen by tenant); and `POST /v1/envelope`.
+//!
+//! Handlers decode the request ([`inbound`]), forward it ([`forward`]) and
+//! return [`Failure`]s that the `Rescue` layer renders. Paths are parsed from
+//! the raw URI here (not by axum extractors) so that bad percent-encoding is
+//! a typed error and `%3A` colons match.
+
+mod card;
+mod client;
+mod envelope;
+mod forward;
+mod inbound;
+mod routes;
+mod sse;
+pub mod translate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method as HttpMethod};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::Router;
+use bytes::Bytes;
+use convergio_schemas::a2a::WELL_KNOWN_CARD_PATH;
+use serde_json::Value;
+
+pub use client::UpstreamClient;
+pub use inbound::{Call, ClientSide};
+pub use routes::{Binding, InMemoryRoutes, RouteTable, RouteTarget, TaskRoute, UpstreamInterface};
+pub use sse::SseParser;
+
+use self::forward::Reply;
+use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestId};
+use crate::{GatewayError, Principal};
+
+/// Settings of A2A routing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct A2aConfig {
+    /// Bound on waiting for an upstream's response head and unary body (default 30 s).
+    pub upstream_timeout: Duration,
+    /// Bound on the silence between two events of a relayed stream (default 300 s).
+    pub stream_idle_timeout: Duration,
+    /// Largest unary upstream body accepted (default 16 MiB).
+    pub max_upstream_body_bytes: usize,
+    /// `max-age` of served cards (default 300 s).
+    pub card_max_age: Duration,
+    /// Whether `X-Forwarded-Proto/Host/Prefix` are honoured (default true:
+    /// deploy behind a proxy that sets them, or turn this off).
+    pub trust_forwarded_headers: bool,
+    /// The gateway card's `name`.
+    pub gateway_name: String,
+    /// The gateway card's `description`.
+    pub gateway_description: String,
+    /// The gateway card's `version`.
+    pub gateway_version: String,
+}
+
+impl Default for A2aConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: forward::DEFAULT_UPSTREAM_TIMEOUT,
+            stream_idle_timeout: Duration::from_secs(300),
+            max_upstream_body_bytes: 16 * 1024 * 1024,
+            card_max_age: Duration::from_secs(300),
+            trust_forwarded_headers: true,
+            gateway_name: "Convergio".into(),
+            gateway_description:
+                "Convergio A2A gateway: routes to the agents this caller may reach".into(),
+            gateway_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Shared state of the A2A routes.
+#[derive(Clone)]
+pub struct A2aState {
+    /// Where agents and task routes come from.
+    pub routes: Arc<dyn RouteTable>,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+    /// Settings.
+    pub config: Arc<A2aConfig>,
+}
+
+// === impl A2aState ===
+
+impl A2aState {
+    /// State over `routes` with a fresh pooled client.
+    pub fn new(routes: Arc<dyn RouteTable>, config: A2aConfig) -> Self {
+        Self {
+            routes,
+            client: UpstreamClient::new(),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The A2A routes. Mount behind [`crate::layers::with_layers`].
+pub fn a2a_router(state: A2aState) -> Router {
+    Router::new()
+        .route(WELL_KNOWN_CARD_PATH, get(gateway_card_handler))
+        .route("/v1/envelope", post(envelope::envelope_handler))
+        .route("/agents/{*rest}", any(agents_handler))
+        .route("/a2a", post(gateway_jsonrpc_handler))
+        .route("/a2a/{*rest}", any(gateway_rest_handler))
+        .with_state(state)
+}
+
+/// Per-request values every handler needs (the body travels separately:
+/// it is not `Sync`, and these are borrowed across awaits).
+struct Incoming {
+    principal: Principal,
+    request_id: Option<RequestId>,
+    body_limit: Option<usize>,
+    headers: HeaderMap,
+    http_method: HttpMethod,
+    path: String,
+    query: Option<String>,
+}
+
+fn incoming(request: Request) -> (Incoming, Body) {
+    let (parts, body) = request.into_parts();
+    let meta = Incoming {
+        principal: parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous),
+        request_id: parts.extensions.get::<RequestId>().cloned(),
+        body_limit: parts.extensions.get::<BodyLimit>().map(|limit| limit.0),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        http_method: parts.method,
+    };
+    (meta, body)
+}
+
+async fn read_body(body: Body, limit: Option<usize>) -> Result<Bytes, GatewayError> {
+    axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|error| {
+            if is_length_limit(&error) {
+                GatewayError::PayloadTooLarge {
+                    limit: limit.unwrap_or_default(),
+                }
+            } else {
+                GatewayError::InvalidRequest {
+                    detail: format!("reading the request body failed: {error}"),
+                }
+            }
+        })
+}
+
+async fn resolve(state: &A2aState, name: &str) -> Result<RouteTarget, GatewayError> {
+    state
+        .routes
+        .resolve(name)
+        .await?
+        .ok_or_else(|| GatewayError::AgentNotFound {
+            agent: name.to_owned(),
+        })
+}
+
+/// Forwards a decoded call and encodes the answer for the client.
+async fn run_call(
+    state: &A2aState,
+    target: &RouteTarget,
+    call: Call,
+    request: &Incoming,
+) -> Result<Response, Failure> {
+    let client = call.client.clone();
+    let method = call.method;
+    let shape = shape_of(&client);
+    match forward::forward(
+        state,
+        target,
+        &request.principal,
+        call,
+        &request.headers,
+        request.request_id.as_ref(),
+    )
+    .await
+    {
+        Ok(Reply::Unary(result)) => Ok(forward::unary_response(&client, method, result)),
+        Ok(Reply::Stream(body)) => Ok(forward::stream_response(body)),
+        Err(error) => Err(Failure::new(error, shape)),
+    }
+}
+
+fn shape_of(client: &ClientSide) -> ErrorShape {
+    match client.binding {
+        Binding::JsonRpc => ErrorShape::JsonRpc {
+            id: client.id.clone(),
+        },
+        Binding::HttpJson => ErrorShape::A2aRest,
+    }
+}
+
+/// Decodes and runs a JSON-RPC request addressed to `agent_name`, or to the
+/// agent named by `params.tenant` when `agent_name` is `None`.
+async fn jsonrpc(
+    state: &A2aState,
+    agent_name: Option<String>,
+    request: Incoming,
+    body: Body,
+) -> Result<Response, Failure> {
+    let null_shape = ErrorShape::JsonRpc { id: Value::Null };
+    let version = inbound::client_version(&request.headers, request.query.as_deref())
+        .map_err(|error| Failure::new(error, null_shape.clone()))?;
+    let bytes = read_body(body, request.body_limit)
+        .await
+        .map_err(|error| Failure::new(error, null_shape))?;
+    let call = inbound::parse_jsonrpc(&bytes, version).map_err(|rejection| {
+        let (error, id) = *rejection;
+        Failure::new(error, ErrorShape::JsonRpc { id })
+    })?;
+    let shape = shape_of(&call.client);
+    let name = match agent_name {
+        Some(name) => name,
+        None => match call.params.get("tenant").and_then(Value::as_str) {
+            Some(tenant) if !tenant.is_empty() => tenant.to_owned(),
+            _ => {
+                return Err(Failure::new(
+                    GatewayError::InvalidParams {
+                        detail: "tenant must name the agent on the gateway endpoint".into(),
+                    },
+                    shape,
+                ))
+            }
+        },
+    };
+    let target = resolve(state, &name)
+        .await
+        .map_err(|error| Failure::new(error, shape))?;
+    run_call(state, &target, call, &request).await
+}
+
+/// Decodes and runs an HTTP+JSON request for `target`.
+async fn rest(
+    state: &A2aState,
+    target: &RouteTarget,
+    segments: &[String],
+    request: Incoming,
+    body: Body,
+) -> Result<Response, Failure> {
+    let shape = ErrorShape::A2aRest;
+    let version = inbound::client_version(&request.headers, request.query.as_deref())
+        .map_err(|error| Failure::new(error, shape.clone()))?;
+    let bytes = read_body(body, request.body_limit)
+        .await
+        .map_err(|error| Failure::new(error, shape.clone()))?;
+    let call = inbound::parse_rest(
+        &request.http_method,
+        segments,
+        request.query.as_deref(),
+        &bytes,
+        version,
+    )
+    .map_err(|error| Failure::new(error, shape))?;
+    run_call(state, target, call, &request).await
+}
+
+/// Everything under `/agents/`.
+async fn agents_handler(
+    State(state): State<A2aState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (request, body) = incoming(request);
+    let tail = request
+        .path
+        .strip_prefix("/agents/")
+        .unwrap_or_default()
+        .to_owned();
+    let is_jsonrpc =
+        request.http_method == HttpMethod::POST && !tail.trim_end_matches('/').contains('/');
+    let shape = if is_jsonrpc {
+        ErrorShape::JsonRpc { id: Value::Null }
+    } else {
+        ErrorShape::A2aRest
+    };
+    let mut segments =
+        inbound::decode_segments(&tail).map_err(|error| Failure::new(error, shape.clone()))?;
+    if segments.is_empty() {
+        return Err(Failure::new(
+            GatewayError::RouteNotFound {
+                path: request.path.clone(),
+            },
+            shape,
+        ));
+    }
+    let name = segments.remove(0);
+    if is_jsonrpc {
+        return jsonrpc(&state, Some(name), request, body).await;
+    }
+    let target = resolve(&state, &name)
+        .await
+        .map_err(|error| Failure::new(error, shape.clone()))?;
+    if request.http_method == HttpMethod::GET
+        && segments.len() == 2
+        && segments[0] == ".well-known"
+        && segments[1] == "agent-card.json"
+    {
+        let base = card::gateway_base(&request.headers, &state.config);
+        let served = card::rewrite_card(&target.card, &format!("{base}/agents/{name}"));
+        let cache = format!("public, max-age={}", state.config.card_max_age.as_secs());
+        return Ok(card::card_response(&served, &request.headers, &cache));
+    }
+    if segments.is_empty() {
+        return Err(Failure::new(
+            GatewayError::RouteNotFound {
+                path: request.path.clone(),
+            },
+            shape,
+        ));
+    }
+    rest(&state, &target, &segments, request, body).await
+}
+
+/// `POST /a2a`: JSON-RPC on the gateway's own interface (agent by tenant).
+async fn gateway_jsonrpc_handler(
+    State(state): State<A2aState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (request, body) = incoming(request);
+    jsonrpc(&state, None, request, body).await
+}
+
+/// `/a2a/{tenant}/…`: HTTP+JSON on the gateway's own interface.
+async fn gateway_rest_handler(
+    State(state): State<A2aState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (request, body) = incoming(request);
+    let shape = ErrorShape::A2aRest;
+    let tail = request
+        .path
+        .strip_prefix("/a2a/")
+        .unwrap_or_default()
+        .to_owned();
+    let mut segments =
+        inbound::decode_segments(&tail).map_err(|error| Failure::new(error, shape.clone()))?;
+    if segments.len() < 2 {
+        return Err(Failure::new(
+            GatewayError::RouteNotFound {
+                path: request.path.clone(),
+            },
+            shape,
+        ));
+    }
+    let name = segments.remove(0);
+    let target = resolve(&state, &name)
+        .await
+        .map_err(|error| Failure::new(error, shape))?;
+    rest(&state, &target, &segments, request, body).await
+}
+
+/// `GET /.well-known/agent-card.json`: the gateway's own card.
+async fn gateway_card_handler(
+    State(state): State<A2aState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (request, _body) = incoming(request);
+    let agents = state
+        .routes
+        .visible_agents(&request.principal)
+        .await
+        .map_err(|error| Failure::new(error, ErrorShape::Problem))?;
+    let base = card::gateway_base(&request.headers, &state.config);
+    let served = card::gateway_card(&base, &state.config, &agents);
+    // The skills depend on the caller, so shared caches must not keep it.
+    let cache = format!(
+        "private, max-age={}",
+        state.config.card_max_age.as_secs().min(60)
+    );
+    Ok(card::card_response(&served, &request.headers, &cache))
+}

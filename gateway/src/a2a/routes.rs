@@ -1,0 +1,389 @@
+//! What routing needs from the registry: the [`RouteTable`] trait (the lead
+//! implements it over `convergio-registry`), the types it returns, and
+//! [`InMemoryRoutes`], an implementation for tests and examples.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use convergio_schemas::a2a::ProtocolVersion;
+use serde_json::Value;
+
+use crate::{GatewayError, Principal};
+
+/// A protocol binding the gateway can forward over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// JSON-RPC 2.0 over HTTP.
+    JsonRpc,
+    /// HTTP+JSON (REST).
+    HttpJson,
+}
+
+// === impl Binding ===
+
+impl Binding {
+    /// Parses `AgentInterface.protocolBinding` (gRPC and custom URIs are not
+    /// forwarded by the gateway, so they map to `None`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "JSONRPC" => Some(Self::JsonRpc),
+            "HTTP+JSON" => Some(Self::HttpJson),
+            _ => None,
+        }
+    }
+
+    /// The card spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JsonRpc => "JSONRPC",
+            Self::HttpJson => "HTTP+JSON",
+        }
+    }
+}
+
+/// One upstream endpoint of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamInterface {
+    /// Absolute `http://` URL of the endpoint.
+    pub url: String,
+    /// How to talk to it.
+    pub binding: Binding,
+    /// Which dialect it speaks.
+    pub version: ProtocolVersion,
+    /// The tenant the upstream expects in requests, if any.
+    pub tenant: Option<String>,
+}
+
+/// A registered agent as routing sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTarget {
+    /// The gateway name (`/agents/{name}`).
+    pub name: String,
+    /// The forwardable upstream interfaces, in the card's preference order.
+    pub interfaces: Vec<UpstreamInterface>,
+    /// The card as registered (1.0 JSON, unknown fields kept).
+    pub card: Value,
+}
+
+// === impl RouteTarget ===
+
+impl RouteTarget {
+    /// Builds a target from a registered card, reading `supportedInterfaces`
+    /// (1.0) or `url`/`preferredTransport`/`additionalInterfaces` (0.3).
+    /// Interfaces the gateway cannot forward to (gRPC, non-http URLs) are
+    /// skipped.
+    pub fn from_card(name: impl Into<String>, card: Value) -> Self {
+        let mut interfaces = Vec::new();
+        if let Some(list) = card.get("supportedInterfaces").and_then(Value::as_array) {
+            for entry in list {
+                let binding = entry.get("protocolBinding").and_then(Value::as_str);
+                let version = entry
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("1.0");
+                push_interface(
+                    &mut interfaces,
+                    entry.get("url").and_then(Value::as_str),
+                    binding,
+                    version,
+                    entry.get("tenant").and_then(Value::as_str),
+                );
+            }
+        } else if let Some(url) = card.get("url").and_then(Value::as_str) {
+            let version = card
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("0.3");
+            let version = if version.starts_with("0.") {
+                "0.3"
+            } else {
+                version
+            };
+            let preferred = card
+                .get("preferredTransport")
+                .and_then(Value::as_str)
+                .unwrap_or("JSONRPC");
+            push_interface(&mut interfaces, Some(url), Some(preferred), version, None);
+            for entry in card
+                .get("additionalInterfaces")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                push_interface(
+                    &mut interfaces,
+                    entry.get("url").and_then(Value::as_str),
+                    entry.get("transport").and_then(Value::as_str),
+                    version,
+                    None,
+                );
+            }
+        }
+        Self {
+            name: name.into(),
+            interfaces,
+            card,
+        }
+    }
+
+    /// The interface to forward a call over: the client's binding when the
+    /// upstream offers it in 1.0, else JSON-RPC 1.0, else HTTP+JSON 1.0,
+    /// else a 0.3 interface (JSON-RPC preferred).
+    pub fn choose_interface(&self, client_binding: Binding) -> Option<&UpstreamInterface> {
+        let order = [
+            (client_binding, ProtocolVersion::V1_0),
+            (Binding::JsonRpc, ProtocolVersion::V1_0),
+            (Binding::HttpJson, ProtocolVersion::V1_0),
+            (Binding::JsonRpc, ProtocolVersion::V0_3),
+        ];
+        order.iter().find_map(|(binding, version)| {
+            self.interfaces
+                .iter()
+                .find(|interface| interface.binding == *binding && interface.version == *version)
+        })
+    }
+
+    /// The card's `description`, for the gateway's own card.
+    pub fn description(&self) -> &str {
+        self.card
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+fn push_interface(
+    interfaces: &mut Vec<UpstreamInterface>,
+    url: Option<&str>,
+    binding: Option<&str>,
+    version: &str,
+    tenant: Option<&str>,
+) {
+    let (Some(url), Some(binding)) = (url, binding.and_then(Binding::parse)) else {
+        return;
+    };
+    // The HTTP+JSON 0.3 dialect (`/v1/...` paths) is not forwarded.
+    let version = match version {
+        "1.0" => ProtocolVersion::V1_0,
+        "0.3" if binding == Binding::JsonRpc => ProtocolVersion::V0_3,
+        _ => return,
+    };
+    if !url.starts_with("http://") {
+        // TLS upstreams arrive with the security issue.
+        return;
+    }
+    interfaces.push(UpstreamInterface {
+        url: url.to_owned(),
+        binding,
+        version,
+        tenant: tenant
+            .filter(|tenant| !tenant.is_empty())
+            .map(str::to_owned),
+    });
+}
+
+/// Which agent and which caller own a task (task affinity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRoute {
+    /// The upstream task id.
+    pub task_id: String,
+    /// The gateway name of the agent that runs it.
+    pub agent: String,
+    /// The subject of the principal that created it.
+    pub owner: String,
+    /// The task's context id, when seen.
+    pub context_id: Option<String>,
+}
+
+/// What routing needs from the registry.
+#[async_trait]
+pub trait RouteTable: Send + Sync {
+    /// Agent by gateway name (`/agents/{name}`), with its upstream interfaces and its card as registered.
+    async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError>;
+    /// Agents visible to a caller (for the gateway's own card).
+    async fn visible_agents(&self, principal: &Principal)
+        -> Result<Vec<RouteTarget>, GatewayError>;
+    /// Remembers task id → agent, owner, context. The first owner wins: a
+    /// later call with another owner for the same task id changes nothing.
+    async fn remember_task(&self, route: TaskRoute) -> Result<(), GatewayError>;
+    /// The remembered route of a task.
+    async fn task_route(&self, task_id: &str) -> Result<Option<TaskRoute>, GatewayError>;
+    /// Every remembered task of `owner` on `agent`.
+    async fn list_task_routes(
+        &self,
+        owner: &str,
+        agent: &str,
+    ) -> Result<Vec<TaskRoute>, GatewayError>;
+}
+
+/// A [`RouteTable`] held in memory (tests, examples; not shared by replicas).
+#[derive(Debug, Default)]
+pub struct InMemoryRoutes {
+    agents: RwLock<HashMap<String, RouteTarget>>,
+    tasks: RwLock<HashMap<String, TaskRoute>>,
+}
+
+// === impl InMemoryRoutes ===
+
+impl InMemoryRoutes {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) an agent.
+    pub fn insert(&self, target: RouteTarget) {
+        let mut agents = self
+            .agents
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        agents.insert(target.name.clone(), target);
+    }
+
+    /// Removes an agent.
+    pub fn remove(&self, name: &str) {
+        let mut agents = self
+            .agents
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        agents.remove(name);
+    }
+}
+
+#[async_trait]
+impl RouteTable for InMemoryRoutes {
+    async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError> {
+        let agents = self
+            .agents
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Ok(agents.get(name).cloned())
+    }
+
+    async fn visible_agents(
+        &self,
+        _principal: &Principal,
+    ) -> Result<Vec<RouteTarget>, GatewayError> {
+        let agents = self
+            .agents
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let mut list: Vec<RouteTarget> = agents.values().cloned().collect();
+        list.sort_by(|left, right| left.name.cmp(&right.name));
+        Ok(list)
+    }
+
+    async fn remember_task(&self, route: TaskRoute) -> Result<(), GatewayError> {
+        let mut tasks = self
+            .tasks
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let entry = tasks
+            .entry(route.task_id.clone())
+            .or_insert_with(|| route.clone());
+        if entry.owner == route.owner && entry.context_id.is_none() {
+            entry.context_id = route.context_id;
+        }
+        Ok(())
+    }
+
+    async fn task_route(&self, task_id: &str) -> Result<Option<TaskRoute>, GatewayError> {
+        let tasks = self
+            .tasks
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Ok(tasks.get(task_id).cloned())
+    }
+
+    async fn list_task_routes(
+        &self,
+        owner: &str,
+        agent: &str,
+    ) -> Result<Vec<TaskRoute>, GatewayError> {
+        let tasks = self
+            .tasks
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Ok(tasks
+            .values()
+            .filter(|route| route.owner == owner && route.agent == agent)
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_interfaces_from_1_0_and_0_3_cards() {
+        let v1 = RouteTarget::from_card(
+            "a",
+            json!({"supportedInterfaces": [
+                {"url": "http://127.0.0.1:1/rest", "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
+                {"url": "http://127.0.0.1:1/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0", "tenant": "t"},
+                {"url": "127.0.0.1:2", "protocolBinding": "GRPC", "protocolVersion": "1.0"}
+            ]}),
+        );
+        assert_eq!(v1.interfaces.len(), 2);
+        assert_eq!(
+            v1.choose_interface(Binding::HttpJson).map(|i| i.binding),
+            Some(Binding::HttpJson)
+        );
+        assert_eq!(
+            v1.choose_interface(Binding::JsonRpc)
+                .and_then(|i| i.tenant.clone()),
+            Some("t".into())
+        );
+
+        let v03 = RouteTarget::from_card(
+            "b",
+            json!({"url": "http://127.0.0.1:3/", "protocolVersion": "0.3.0", "preferredTransport": "JSONRPC"}),
+        );
+        let chosen = v03
+            .choose_interface(Binding::HttpJson)
+            .expect("0.3 jsonrpc interface");
+        assert_eq!(chosen.version, ProtocolVersion::V0_3);
+    }
+
+    #[tokio::test]
+    async fn first_owner_of_a_task_wins() {
+        let routes = InMemoryRoutes::new();
+        let route = |owner: &str| TaskRoute {
+            task_id: "t1".into(),
+            agent: "a".into(),
+            owner: owner.into(),
+            context_id: None,
+        };
+        routes
+            .remember_task(route("alice"))
+            .await
+            .expect("remember");
+        routes
+            .remember_task(route("mallory"))
+            .await
+            .expect("remember");
+        let stored = routes
+            .task_route("t1")
+            .await
+            .expect("lookup")
+            .expect("present");
+        assert_eq!(stored.owner, "alice");
+        assert_eq!(
+            routes
+                .list_task_routes("alice", "a")
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
+        assert!(routes
+            .list_task_routes("mallory", "a")
+            .await
+            .expect("list")
+            .is_empty());
+    }
+}

@@ -1,0 +1,407 @@
+//! The gateway's one error enum. Every failure the gateway produces or relays
+//! is a [`GatewayError`]; the `Rescue` layer is the only place it becomes a
+//! response (A2A JSON-RPC, A2A HTTP+JSON or problem+json, by binding).
+
+use convergio_schemas::a2a::{self, A2aError};
+use convergio_schemas::{ErrorKind, Violation};
+use serde_json::Value;
+
+/// An error answered by the upstream agent itself, relayed to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamFailure {
+    /// The JSON-RPC code (A2A codes for A2A errors).
+    pub code: i64,
+    /// The upstream's message.
+    pub message: String,
+    /// The upstream's `data` / `details` (ErrorInfo array), passed through.
+    pub details: Value,
+}
+
+/// Everything that can go wrong between a client and an upstream agent.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not JSON.
+    #[error("malformed json: {detail}")]
+    MalformedJson {
+        /// What the parser said.
+        detail: String,
+    },
+    /// The body is JSON but not a JSON-RPC 2.0 request.
+    #[error("invalid json-rpc request: {detail}")]
+    InvalidRequest {
+        /// What is wrong with its shape.
+        detail: String,
+    },
+    /// The JSON-RPC method is not an A2A method in the client's dialect.
+    #[error("method not found: {method}")]
+    MethodNotFound {
+        /// The method the client named.
+        method: String,
+    },
+    /// The parameters lack a field the gateway needs to route.
+    #[error("invalid params: {detail}")]
+    InvalidParams {
+        /// Which field and why.
+        detail: String,
+    },
+    /// A request body broke a JSON Schema.
+    #[error("request breaks the schema: {} violation(s)", violations.len())]
+    SchemaViolation {
+        /// Every violation, with its JSON pointer.
+        violations: Vec<Violation>,
+    },
+    /// The path is not valid percent-encoded UTF-8 or names no A2A route.
+    #[error("bad request path: {detail}")]
+    BadPath {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The `A2A-Version` is not one the gateway speaks.
+    #[error("a2a version not supported: {version}")]
+    VersionNotSupported {
+        /// The version the client asked for.
+        version: String,
+    },
+    /// The operation is not possible here (e.g. ListTasks on a 0.3 agent).
+    #[error("unsupported operation: {detail}")]
+    UnsupportedOperation {
+        /// Why.
+        detail: String,
+    },
+    /// No registered agent has this gateway name (or the caller may not see it).
+    #[error("agent not found: {agent}")]
+    AgentNotFound {
+        /// The name in the path.
+        agent: String,
+    },
+    /// The task id is unknown to the gateway or owned by someone else.
+    #[error("task not found: {task_id}")]
+    TaskNotFound {
+        /// The id the client asked about.
+        task_id: String,
+    },
+    /// The agent's card has no interface the gateway can forward to.
+    #[error("agent {agent} has no usable interface")]
+    NoUsableInterface {
+        /// The agent's gateway name.
+        agent: String,
+    },
+    /// The upstream could not be reached (connect or I/O error).
+    #[error("upstream {agent} unreachable: {detail}")]
+    UpstreamUnreachable {
+        /// The agent's gateway name.
+        agent: String,
+        /// The transport error, for logs only.
+        detail: String,
+    },
+    /// The upstream answered something that is not a valid A2A answer.
+    #[error("upstream {agent} sent an invalid response: {detail}")]
+    UpstreamInvalid {
+        /// The agent's gateway name.
+        agent: String,
+        /// What was wrong, for logs only.
+        detail: String,
+    },
+    /// The upstream did not answer within the configured bound.
+    #[error("upstream {agent} timed out")]
+    UpstreamTimeout {
+        /// The agent's gateway name.
+        agent: String,
+    },
+    /// The upstream answered with an A2A or JSON-RPC error; relayed as is.
+    #[error("upstream error {}: {}", .0.code, .0.message)]
+    Upstream(Box<UpstreamFailure>),
+    /// An envelope addressed an `external://` agent and federation is off.
+    #[error("federation not configured: cannot reach external agent {to}")]
+    FederationNotConfigured {
+        /// The `to` address.
+        to: String,
+    },
+    /// The request body is over the configured limit.
+    #[error("request body is over the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The whole request took longer than the configured bound.
+    #[error("request timed out")]
+    RequestTimeout,
+    /// The gateway is at its concurrency limit and shed the request.
+    #[error("gateway overloaded")]
+    Overloaded,
+    /// No route for this path on the gateway.
+    #[error("no route for {path}")]
+    RouteNotFound {
+        /// The request path.
+        path: String,
+    },
+    /// A bug or an unexpected failure; details go to logs only.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// For logs only.
+        detail: String,
+    },
+}
+
+/// The ErrorInfo domain of reasons Convergio defines (not A2A's).
+pub const CONVERGIO_ERROR_DOMAIN: &str = "convergio.dev";
+
+// === impl GatewayError ===
+
+impl GatewayError {
+    /// The shared classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::MalformedJson { .. } => ErrorKind::MalformedBody,
+            Self::InvalidRequest { .. }
+            | Self::MethodNotFound { .. }
+            | Self::InvalidParams { .. }
+            | Self::SchemaViolation { .. }
+            | Self::BadPath { .. }
+            | Self::VersionNotSupported { .. }
+            | Self::UnsupportedOperation { .. }
+            | Self::FederationNotConfigured { .. } => ErrorKind::InvalidInput,
+            Self::AgentNotFound { .. } | Self::TaskNotFound { .. } | Self::RouteNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            Self::NoUsableInterface { .. }
+            | Self::UpstreamUnreachable { .. }
+            | Self::UpstreamInvalid { .. }
+            | Self::Upstream(_) => ErrorKind::BadUpstream,
+            Self::UpstreamTimeout { .. } => ErrorKind::UpstreamTimeout,
+            Self::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Self::RequestTimeout => ErrorKind::RequestTimeout,
+            Self::Overloaded => ErrorKind::Unavailable,
+            Self::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// The A2A error this is, if it is one of -32001…-32009.
+    pub fn a2a_error(&self) -> Option<A2aError> {
+        match self {
+            Self::VersionNotSupported { .. } => Some(A2aError::VersionNotSupported),
+            Self::UnsupportedOperation { .. } | Self::FederationNotConfigured { .. } => {
+                Some(A2aError::UnsupportedOperation)
+            }
+            Self::TaskNotFound { .. } => Some(A2aError::TaskNotFound),
+            Self::NoUsableInterface { .. }
+            | Self::UpstreamUnreachable { .. }
+            | Self::UpstreamInvalid { .. }
+            | Self::UpstreamTimeout { .. } => Some(A2aError::InvalidAgentResponse),
+            Self::Upstream(failure) => A2aError::from_code(failure.code),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error code on the JSON-RPC binding.
+    pub fn jsonrpc_code(&self) -> i64 {
+        match self {
+            Self::MalformedJson { .. } => a2a::JSONRPC_PARSE_ERROR,
+            Self::InvalidRequest { .. } => a2a::JSONRPC_INVALID_REQUEST,
+            // An unknown agent is an unknown endpoint: the closest JSON-RPC
+            // meaning is "method not found" (the HTTP status says 404).
+            Self::MethodNotFound { .. }
+            | Self::AgentNotFound { .. }
+            | Self::RouteNotFound { .. } => a2a::JSONRPC_METHOD_NOT_FOUND,
+            Self::InvalidParams { .. } | Self::SchemaViolation { .. } | Self::BadPath { .. } => {
+                a2a::JSONRPC_INVALID_PARAMS
+            }
+            Self::Upstream(failure) => failure.code,
+            other => match other.a2a_error() {
+                Some(error) => error.code(),
+                None => other.kind().jsonrpc_code(),
+            },
+        }
+    }
+
+    /// The HTTP status: the A2A v1.0.1 table for A2A errors, 404 for unknown
+    /// agents and routes, the [`ErrorKind`] table otherwise.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Upstream(failure) => match A2aError::from_code(failure.code) {
+                Some(error) => error.http_status(),
+                None if failure.code == a2a::JSONRPC_INTERNAL_ERROR => 500,
+                None => 400,
+            },
+            Self::AgentNotFound { .. } | Self::RouteNotFound { .. } => 404,
+            other => match other.a2a_error() {
+                Some(error) => error.http_status(),
+                None => other.kind().http_status(),
+            },
+        }
+    }
+
+    /// The `google.rpc.Code` name used as the HTTP+JSON `status`.
+    pub fn grpc_status(&self) -> &'static str {
+        if let Some(error) = self.a2a_error() {
+            return error.grpc_status();
+        }
+        match self.http_status() {
+            400 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            408 | 504 => "DEADLINE_EXCEEDED",
+            409 => "ALREADY_EXISTS",
+            413 => "RESOURCE_EXHAUSTED",
+            429 => "RESOURCE_EXHAUSTED",
+            503 => "UNAVAILABLE",
+            _ => "INTERNAL",
+        }
+    }
+
+    /// The ErrorInfo `reason` and its domain.
+    pub fn reason(&self) -> (&'static str, &'static str) {
+        if let Some(error) = self.a2a_error() {
+            return (error.reason(), a2a::ERROR_DOMAIN);
+        }
+        let reason = match self {
+            Self::MalformedJson { .. } => "PARSE_ERROR",
+            Self::InvalidRequest { .. } => "INVALID_REQUEST",
+            Self::MethodNotFound { .. } => "METHOD_NOT_FOUND",
+            Self::InvalidParams { .. } | Self::SchemaViolation { .. } => "INVALID_PARAMS",
+            Self::BadPath { .. } => "BAD_PATH",
+            Self::AgentNotFound { .. } => "AGENT_NOT_FOUND",
+            Self::RouteNotFound { .. } => "ROUTE_NOT_FOUND",
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::Overloaded => "OVERLOADED",
+            _ => "INTERNAL",
+        };
+        let domain = match self {
+            Self::MalformedJson { .. }
+            | Self::InvalidRequest { .. }
+            | Self::MethodNotFound { .. }
+            | Self::InvalidParams { .. }
+            | Self::SchemaViolation { .. } => a2a::ERROR_DOMAIN,
+            _ => CONVERGIO_ERROR_DOMAIN,
+        };
+        (reason, domain)
+    }
+
+    /// The message a client may see: no upstream addresses, no transport
+    /// detail. Internals are logged by `Rescue` with the request id.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::NoUsableInterface { .. }
+            | Self::UpstreamUnreachable { .. }
+            | Self::UpstreamInvalid { .. } => A2aError::InvalidAgentResponse.message().to_owned(),
+            Self::UpstreamTimeout { .. } => "Invalid agent response: upstream timed out".to_owned(),
+            Self::Upstream(failure) => failure.message.clone(),
+            Self::Internal { .. } => "Internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether the detail must stay in logs (it may name upstream internals).
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Self::Internal { .. }
+                | Self::NoUsableInterface { .. }
+                | Self::UpstreamUnreachable { .. }
+                | Self::UpstreamInvalid { .. }
+                | Self::UpstreamTimeout { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_errors_follow_the_v1_0_1_table() {
+        let cases: Vec<(GatewayError, i64, u16)> = vec![
+            (
+                GatewayError::MalformedJson {
+                    detail: String::new(),
+                },
+                -32700,
+                400,
+            ),
+            (
+                GatewayError::InvalidRequest {
+                    detail: String::new(),
+                },
+                -32600,
+                400,
+            ),
+            (
+                GatewayError::MethodNotFound { method: "x".into() },
+                -32601,
+                400,
+            ),
+            (
+                GatewayError::InvalidParams {
+                    detail: String::new(),
+                },
+                -32602,
+                400,
+            ),
+            (
+                GatewayError::BadPath {
+                    detail: String::new(),
+                },
+                -32602,
+                400,
+            ),
+            (
+                GatewayError::VersionNotSupported {
+                    version: "0.5".into(),
+                },
+                -32009,
+                400,
+            ),
+            (
+                GatewayError::AgentNotFound { agent: "x".into() },
+                -32601,
+                404,
+            ),
+            (
+                GatewayError::TaskNotFound {
+                    task_id: "t".into(),
+                },
+                -32001,
+                404,
+            ),
+            (
+                GatewayError::UpstreamTimeout { agent: "a".into() },
+                -32006,
+                500,
+            ),
+            (
+                GatewayError::UpstreamInvalid {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
+                -32006,
+                500,
+            ),
+            (
+                GatewayError::UpstreamUnreachable {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
+                -32006,
+                500,
+            ),
+            (GatewayError::Overloaded, -32603, 503),
+            (GatewayError::PayloadTooLarge { limit: 1 }, -32602, 413),
+        ];
+        for (error, code, status) in cases {
+            assert_eq!(error.jsonrpc_code(), code, "{error}");
+            assert_eq!(error.http_status(), status, "{error}");
+        }
+    }
+
+    #[test]
+    fn upstream_internals_never_reach_the_public_message() {
+        let error = GatewayError::UpstreamUnreachable {
+            agent: "echo".into(),
+            detail: "connect 10.0.0.7:9000 refused".into(),
+        };
+        assert!(!error.public_message().contains("10.0.0.7"));
+        assert!(error.is_internal());
+    }
+}

@@ -1,0 +1,134 @@
+//! `Limits`: bounds every request. Needs the `RequestId` (from `Trace`) only
+//! for logs, and must run inside `Rescue`, which turns its errors
+//! ([`GatewayError::Overloaded`], [`GatewayError::RequestTimeout`]) into
+//! responses. It caps the body (reads past the cap fail with a
+//! `LengthLimitError`, which handlers map to 413), bounds the time until the
+//! response head is ready, and sheds load beyond the concurrency limit
+//! instead of queueing. Streams hold no permit once their head is sent:
+//! long-lived SSE streams are bounded per upstream by later layers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use futures_util::future::BoxFuture;
+use http_body_util::Limited;
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+
+use crate::GatewayError;
+
+/// The bounds `Limits` enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest accepted request body (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Time allowed until the response head is ready (default 60 s).
+    pub request_timeout: Duration,
+    /// Requests in flight before new ones are shed with 503 (default 1024).
+    pub max_concurrency: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            max_concurrency: 1024,
+        }
+    }
+}
+
+/// The body limit in force, as a request extension for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
+
+/// Layer producing [`Limits`]; every service it makes shares one semaphore.
+#[derive(Debug, Clone)]
+pub struct LimitsLayer {
+    config: LimitsConfig,
+    semaphore: Arc<Semaphore>,
+}
+
+// === impl LimitsLayer ===
+
+impl LimitsLayer {
+    /// A layer enforcing `config`.
+    pub fn new(config: LimitsConfig) -> Self {
+        let semaphore = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        Self { config, semaphore }
+    }
+}
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Limits {
+            inner,
+            config: self.config.clone(),
+            semaphore: self.semaphore.clone(),
+        }
+    }
+}
+
+/// Enforces body size, head timeout and concurrency.
+#[derive(Debug, Clone)]
+pub struct Limits<S> {
+    inner: S,
+    config: LimitsConfig,
+    semaphore: Arc<Semaphore>,
+}
+
+// === impl Limits ===
+
+impl<S, ResBody> Service<Request<Body>> for Limits<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<GatewayError>,
+{
+    type Response = Response<ResBody>;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // Load shedding: no waiting room, so overload cannot grow a queue.
+        let permit = match self.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => return Box::pin(async { Err(GatewayError::Overloaded) }),
+        };
+        let limit = self.config.max_body_bytes;
+        let mut request = request.map(|body| Body::new(Limited::new(body, limit)));
+        request.extensions_mut().insert(BodyLimit(limit));
+        let timeout = self.config.request_timeout;
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let outcome = tokio::time::timeout(timeout, inner.call(request)).await;
+            drop(permit);
+            match outcome {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(GatewayError::RequestTimeout),
+            }
+        })
+    }
+}
+
+/// Whether a body read failed because of the `Limits` cap.
+pub(crate) fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}

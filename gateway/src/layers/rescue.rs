@@ -1,0 +1,314 @@
+//! `Rescue`: the only place errors become responses. Needs the `RequestId`
+//! from `Trace`, so it runs right inside it; everything below may fail.
+//! Handlers return [`Failure`] (an error plus the shape the client expects);
+//! its `IntoResponse` only parks it in the response extensions, and `Rescue`
+//! renders it here: JSON-RPC error object, A2A HTTP+JSON error, or RFC 9457
+//! problem+json. Errors of inner layers (overload, timeout) get the shape the
+//! request path implies. Internal details are logged with the request id and
+//! never sent to clients. The outer service is `Infallible`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use convergio_schemas::a2a::MEDIA_JSON;
+use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::Problem;
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use tower::{Layer, Service};
+
+use super::RequestId;
+use crate::GatewayError;
+
+/// How the client expects errors to look.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorShape {
+    /// A JSON-RPC 2.0 error object echoing the request id.
+    JsonRpc {
+        /// The request id (`null` when unknown).
+        id: Value,
+    },
+    /// The A2A HTTP+JSON `{"error":{code,status,message,details}}` body.
+    A2aRest,
+    /// An RFC 9457 problem document (Convergio's own REST surfaces).
+    Problem,
+}
+
+/// A handler's failure: the error and the shape to render it in.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: GatewayError,
+    /// How to say it.
+    pub shape: ErrorShape,
+}
+
+// === impl Failure ===
+
+impl Failure {
+    /// A failure rendered as `shape`.
+    pub fn new(error: GatewayError, shape: ErrorShape) -> Self {
+        Self { error, shape }
+    }
+}
+
+/// The response extension carrying a parked failure to `Rescue`.
+#[derive(Debug, Clone)]
+struct ParkedFailure(Arc<Failure>);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> axum::response::Response {
+        // The status is a placeholder; Rescue replaces the whole response.
+        let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        response
+            .extensions_mut()
+            .insert(ParkedFailure(Arc::new(self)));
+        response
+    }
+}
+
+/// Layer producing [`Rescue`].
+#[derive(Debug, Clone, Default)]
+pub struct RescueLayer;
+
+// === impl RescueLayer ===
+
+impl RescueLayer {
+    /// A new rescue layer.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Rescue { inner }
+    }
+}
+
+/// Renders every error of the services below it.
+#[derive(Debug, Clone)]
+pub struct Rescue<S> {
+    inner: S,
+}
+
+// === impl Rescue ===
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Rescue<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<GatewayError>,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness errors surface on the call instead (tower services in
+        // this stack are always ready).
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let request_id = request.extensions().get::<RequestId>().cloned();
+        let shape = shape_for_path(request.method(), request.uri().path());
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let failure = match inner.call(request).await {
+                Ok(mut response) => match response.extensions_mut().remove::<ParkedFailure>() {
+                    None => return Ok(response),
+                    Some(ParkedFailure(failure)) => failure,
+                },
+                Err(error) => Arc::new(Failure::new(error.into(), shape)),
+            };
+            Ok(render(&failure, request_id.as_ref()))
+        })
+    }
+}
+
+/// The error shape a path implies when no handler chose one.
+fn shape_for_path(method: &Method, path: &str) -> ErrorShape {
+    let agent_tail = path
+        .strip_prefix("/agents/")
+        .or_else(|| path.strip_prefix("/a2a/"));
+    match agent_tail {
+        Some(tail) if method == Method::POST && !tail.contains('/') => {
+            ErrorShape::JsonRpc { id: Value::Null }
+        }
+        Some(_) => ErrorShape::A2aRest,
+        None if path == "/a2a" => ErrorShape::JsonRpc { id: Value::Null },
+        None => ErrorShape::Problem,
+    }
+}
+
+/// Logs the failure and renders it.
+fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
+    let error = &failure.error;
+    let request_id_text = request_id.map(RequestId::as_str).unwrap_or("-");
+    if error.is_internal() {
+        tracing::warn!(request_id = request_id_text, kind = %error.kind(), error = %error, "request failed");
+    } else {
+        tracing::debug!(request_id = request_id_text, kind = %error.kind(), error = %error, "request refused");
+    }
+    let (status, content_type, body) = match &failure.shape {
+        ErrorShape::JsonRpc { id } => {
+            // Protocol errors travel in a 200 JSON-RPC body; only errors that
+            // are about the HTTP exchange itself keep their HTTP status.
+            let status = match error {
+                GatewayError::AgentNotFound { .. }
+                | GatewayError::RouteNotFound { .. }
+                | GatewayError::PayloadTooLarge { .. }
+                | GatewayError::RequestTimeout
+                | GatewayError::Overloaded => error.http_status(),
+                _ => 200,
+            };
+            let body = render_jsonrpc_error_value(error, id.clone(), request_id);
+            (status, MEDIA_JSON, body)
+        }
+        ErrorShape::A2aRest => (
+            error.http_status(),
+            MEDIA_JSON,
+            render_rest_error_value(error, request_id),
+        ),
+        ErrorShape::Problem => {
+            let mut problem = Problem::new(error.kind(), error.public_message());
+            problem.status = error.http_status();
+            problem.request_id = request_id.map(|id| id.as_str().to_owned());
+            if let GatewayError::SchemaViolation { violations } = error {
+                problem = problem.with_violations(violations.clone());
+            }
+            let body = serde_json::to_value(&problem).unwrap_or(Value::Null);
+            (problem.status, PROBLEM_JSON, body)
+        }
+    };
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if matches!(error, GatewayError::Overloaded) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// The ErrorInfo array for an error the gateway produced.
+fn details(error: &GatewayError, request_id: Option<&RequestId>) -> Value {
+    if let GatewayError::Upstream(failure) = error {
+        // The upstream's own details are relayed untouched.
+        return match &failure.details {
+            Value::Array(_) => failure.details.clone(),
+            Value::Null => json!([]),
+            other => json!([other]),
+        };
+    }
+    let (reason, domain) = error.reason();
+    let mut metadata = serde_json::Map::new();
+    if let Some(request_id) = request_id {
+        metadata.insert("requestId".into(), Value::from(request_id.as_str()));
+    }
+    let mut detail_list = vec![json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": domain,
+        "metadata": metadata,
+    })];
+    if let GatewayError::SchemaViolation { violations } = error {
+        let field_violations: Vec<Value> = violations
+            .iter()
+            .map(|violation| json!({"field": violation.pointer, "description": violation.message}))
+            .collect();
+        detail_list.push(json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": field_violations,
+        }));
+    }
+    Value::Array(detail_list)
+}
+
+/// A JSON-RPC error response object for `error` (also used for errors that
+/// end an event stream, which are SSE events rather than responses).
+pub(crate) fn render_jsonrpc_error_value(
+    error: &GatewayError,
+    id: Value,
+    request_id: Option<&RequestId>,
+) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": error.jsonrpc_code(),
+            "message": error.public_message(),
+            "data": details(error, request_id),
+        }
+    })
+}
+
+/// An A2A HTTP+JSON error body for `error`.
+pub(crate) fn render_rest_error_value(
+    error: &GatewayError,
+    request_id: Option<&RequestId>,
+) -> Value {
+    json!({
+        "error": {
+            "code": error.http_status(),
+            "status": error.grpc_status(),
+            "message": error.public_message(),
+            "details": details(error, request_id),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_imply_error_shapes() {
+        let cases = [
+            (
+                Method::POST,
+                "/agents/echo",
+                ErrorShape::JsonRpc { id: Value::Null },
+            ),
+            (
+                Method::POST,
+                "/agents/echo/message:send",
+                ErrorShape::A2aRest,
+            ),
+            (Method::GET, "/agents/echo", ErrorShape::A2aRest),
+            (
+                Method::POST,
+                "/a2a",
+                ErrorShape::JsonRpc { id: Value::Null },
+            ),
+            (Method::GET, "/v1/agents", ErrorShape::Problem),
+        ];
+        for (method, path, shape) in cases {
+            assert_eq!(shape_for_path(&method, path), shape, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn overload_renders_503_with_retry_after() {
+        let failure = Failure::new(GatewayError::Overloaded, ErrorShape::Problem);
+        let response = render(&failure, None);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

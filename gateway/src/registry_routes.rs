@@ -1,0 +1,183 @@
+//! [`RouteTable`] over the registry: agents resolve to their registered
+//! upstreams, and task routes are stored in the registry's database, so a
+//! restart or another replica on the same PostgreSQL routes follow-ups the
+//! same way.
+
+use async_trait::async_trait;
+use convergio_registry::{DiscoveryQuery, Registry, RegistryError};
+use convergio_schemas::AgentId;
+use serde_json::{json, Value};
+
+use crate::a2a::{RouteTable, RouteTarget, TaskRoute};
+use crate::{GatewayError, Principal};
+
+/// The most agents the gateway's own card lists.
+const MAX_LISTED_AGENTS: usize = 1000;
+
+/// Routes backed by a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct RegistryRoutes {
+    registry: Registry,
+}
+
+// === impl RegistryRoutes ===
+
+impl RegistryRoutes {
+    /// Routes over `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+fn internal_error(error: RegistryError) -> GatewayError {
+    GatewayError::Internal {
+        detail: format!("registry: {error}"),
+    }
+}
+
+/// The routing view of a record: interfaces come from the registered
+/// upstreams (which may differ from the card), the card stays as registered.
+fn target(name: &str, record: &convergio_registry::AgentRecord) -> RouteTarget {
+    let interfaces: Vec<Value> = record
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let mut interface = json!({
+                "url": upstream.url,
+                "protocolBinding": upstream.protocol_binding,
+                "protocolVersion": upstream.protocol_version,
+            });
+            if let Some(tenant) = &upstream.tenant {
+                interface["tenant"] = Value::String(tenant.clone());
+            }
+            interface
+        })
+        .collect();
+    let mut target = RouteTarget::from_card(name, json!({ "supportedInterfaces": interfaces }));
+    target.card = record.card.clone();
+    target
+}
+
+#[async_trait]
+impl RouteTable for RegistryRoutes {
+    async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError> {
+        let Ok(id) = AgentId::internal(name) else {
+            return Ok(None);
+        };
+        match self.registry.get(&id).await {
+            Ok(record) if !record.is_deleted() => Ok(Some(target(name, &record))),
+            Ok(_) | Err(RegistryError::AgentNotFound { .. }) => Ok(None),
+            Err(error) => Err(internal_error(error)),
+        }
+    }
+
+    async fn visible_agents(
+        &self,
+        _principal: &Principal,
+    ) -> Result<Vec<RouteTarget>, GatewayError> {
+        // Only this organisation's agents are routable here; policy-based
+        // filtering per principal arrives with the policy issue.
+        let mut query = DiscoveryQuery {
+            org: Some(self.registry.config().org_domain.clone()),
+            page_size: Some(100),
+            ..DiscoveryQuery::default()
+        };
+        let mut targets = Vec::new();
+        loop {
+            let page = self
+                .registry
+                .discover(&query)
+                .await
+                .map_err(internal_error)?;
+            for record in &page.items {
+                if let AgentId::Internal { name } = &record.id {
+                    targets.push(target(name, record));
+                }
+            }
+            match page.next_page_token {
+                Some(token) if targets.len() < MAX_LISTED_AGENTS => query.page_token = Some(token),
+                _ => break,
+            }
+        }
+        targets.sort_by(|left, right| left.name.cmp(&right.name));
+        Ok(targets)
+    }
+
+    async fn remember_task(&self, route: TaskRoute) -> Result<(), GatewayError> {
+        let Ok(agent_id) = AgentId::internal(&route.agent) else {
+            return Ok(());
+        };
+        let existing = self
+            .registry
+            .get_task_route(&route.task_id)
+            .await
+            .map_err(internal_error)?;
+        // The first owner wins: another caller can never adopt a task id.
+        if let Some(existing) = &existing {
+            if existing.owner != route.owner
+                || (existing.context_id.is_some() || route.context_id.is_none())
+            {
+                return Ok(());
+            }
+        }
+        let now = convergio_registry::now();
+        let stored = convergio_registry::TaskRoute {
+            task_id: route.task_id,
+            context_id: route.context_id,
+            agent_id,
+            owner: route.owner,
+            created_at: existing
+                .as_ref()
+                .map_or(now, |existing| existing.created_at),
+            updated_at: now,
+        };
+        self.registry
+            .put_task_route(&stored)
+            .await
+            .map_err(internal_error)
+    }
+
+    async fn task_route(&self, task_id: &str) -> Result<Option<TaskRoute>, GatewayError> {
+        let stored = self
+            .registry
+            .get_task_route(task_id)
+            .await
+            .map_err(internal_error)?;
+        Ok(stored.map(|stored| TaskRoute {
+            task_id: stored.task_id,
+            agent: stored.agent_id.name().to_owned(),
+            owner: stored.owner,
+            context_id: stored.context_id,
+        }))
+    }
+
+    async fn list_task_routes(
+        &self,
+        owner: &str,
+        agent: &str,
+    ) -> Result<Vec<TaskRoute>, GatewayError> {
+        let Ok(agent_id) = AgentId::internal(agent) else {
+            return Ok(Vec::new());
+        };
+        let mut routes = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let page = self
+                .registry
+                .list_task_routes(owner, Some(&agent_id), 100, page_token.as_deref())
+                .await
+                .map_err(internal_error)?;
+            routes.extend(page.items.into_iter().map(|stored| TaskRoute {
+                task_id: stored.task_id,
+                agent: agent.to_owned(),
+                owner: stored.owner,
+                context_id: stored.context_id,
+            }));
+            match page.next_page_token {
+                Some(token) => page_token = Some(token),
+                None => break,
+            }
+        }
+        Ok(routes)
+    }
+}

@@ -1,0 +1,214 @@
+//! Interop with the official Python SDK (`a2a-sdk` 1.3.0): an SDK agent
+//! (interop/agent.py) runs as a subprocess on a loopback port, registered
+//! behind the gateway; the SDK client (interop/client.py) talks to it through
+//! the gateway over JSON-RPC and HTTP+JSON (card, blocking and streaming
+//! sends, get, list, cancel, subscribe); raw 0.3 JSON-RPC reaches it through
+//! the gateway; and the gateway reaches the SDK's own 0.3 compat endpoint
+//! with 1.0 requests. The venv is created once by scripts/interop-venv.sh.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+use tokio::process::{Child, Command};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the venv script (idempotent, quick when the venv exists).
+async fn python() -> PathBuf {
+    let root = repo_root();
+    let status = Command::new("bash")
+        .arg(root.join("scripts/interop-venv.sh"))
+        .status()
+        .await
+        .expect("run scripts/interop-venv.sh");
+    assert!(status.success(), "scripts/interop-venv.sh failed");
+    root.join(".venv-interop/bin/python")
+}
+
+/// The SDK agent subprocess; killed when dropped.
+struct SdkAgent {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for SdkAgent {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn spawn_sdk_agent(python: &Path) -> SdkAgent {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(python)
+        .arg(repo_root().join("interop/agent.py"))
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the SDK agent");
+    let agent = SdkAgent {
+        child,
+        base_url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let card_url = format!("{}/.well-known/agent-card.json", agent.base_url);
+    loop {
+        if let Ok(response) = http.get(&card_url).send().await {
+            if response.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SDK agent did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent
+}
+
+async fn run_sdk_client(python: &Path, url: &str, binding: &str) {
+    let output = Command::new(python)
+        .arg(repo_root().join("interop/client.py"))
+        .arg(url)
+        .arg(binding)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("the SDK client finished in time")
+        .expect("run the SDK client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK client over {binding} failed:\n{stdout}\n{stderr}"
+    );
+    for check in [
+        "card",
+        "blocking-task",
+        "blocking-message",
+        "streaming-task",
+        "streaming-message",
+        "get",
+        "list",
+        "cancel",
+        "subscribe",
+    ] {
+        assert!(
+            stdout.lines().any(|line| line == format!("ok {check}")),
+            "{binding}: missing {check}\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_works_through_the_gateway() {
+    let python = python().await;
+    let agent = spawn_sdk_agent(&python).await;
+    let gateway = spawn_gateway_with(
+        convergio_gateway::a2a::A2aConfig {
+            upstream_timeout: Duration::from_secs(20),
+            ..Default::default()
+        },
+        convergio_gateway::layers::LimitsConfig::default(),
+    )
+    .await;
+    let card: Value = gateway
+        .http
+        .get(format!("{}/.well-known/agent-card.json", agent.base_url))
+        .send()
+        .await
+        .expect("card")
+        .json()
+        .await
+        .expect("card json");
+    gateway.register("sdk-echo", card);
+    let agent_url = gateway.url("/agents/sdk-echo");
+
+    run_sdk_client(&python, &agent_url, "JSONRPC").await;
+    run_sdk_client(&python, &agent_url, "HTTP+JSON").await;
+
+    // A 0.3-dialect client (raw JSON-RPC, no version header).
+    let request = json!({"jsonrpc": "2.0", "id": "old-1", "method": "message/send", "params": {
+        "message": {"kind": "message", "messageId": "m-old", "role": "user", "parts": [{"kind": "text", "text": "legacy"}]}}});
+    let body: Value = gateway
+        .http
+        .post(&agent_url)
+        .json(&request)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["id"], json!("old-1"));
+    assert_eq!(body["result"]["kind"], json!("task"), "{body}");
+    assert_eq!(
+        body["result"]["status"]["state"],
+        json!("completed"),
+        "{body}"
+    );
+    assert_eq!(
+        body["result"]["artifacts"][0]["parts"][0]["kind"],
+        json!("text"),
+        "{body}"
+    );
+
+    let request = json!({"jsonrpc": "2.0", "id": 2, "method": "message/stream", "params": {
+        "message": {"kind": "message", "messageId": "m-old2", "role": "user", "parts": [{"kind": "text", "text": "legacy"}]}}});
+    let response = gateway
+        .http
+        .post(&agent_url)
+        .json(&request)
+        .send()
+        .await
+        .expect("stream");
+    let events = sse_events(response).await;
+    let last = &events.last().expect("events")["result"];
+    assert_eq!(last["kind"], json!("status-update"), "{events:?}");
+    assert_eq!(last["final"], json!(true), "{events:?}");
+    assert_eq!(last["status"]["state"], json!("completed"), "{events:?}");
+
+    // The gateway as a 1.0 client of the SDK's 0.3 compat endpoint.
+    gateway.register(
+        "sdk-echo-03",
+        json!({"name": "sdk-echo-03", "description": "0.3 view", "version": "1", "url": format!("{}/", agent.base_url),
+               "protocolVersion": "0.3.0", "preferredTransport": "JSONRPC", "capabilities": {"streaming": true},
+               "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"], "skills": []}),
+    );
+    let body = gateway
+        .rpc(
+            "sdk-echo-03",
+            "anonymous",
+            "SendMessage",
+            send_params("via 0.3"),
+        )
+        .await;
+    let task = &body["result"]["task"];
+    assert_eq!(
+        task["status"]["state"],
+        json!("TASK_STATE_COMPLETED"),
+        "{body}"
+    );
+    assert_eq!(
+        task["artifacts"][0]["parts"][0]["text"],
+        json!("echo: via 0.3"),
+        "{body}"
+    );
+    drop(agent);
+}

@@ -1,0 +1,101 @@
+"""An a2a-sdk 1.3.0 agent for the gateway's interop tests (project-written).
+
+Serves JSON-RPC at `/` (with the SDK's 0.3 compat on the same endpoint),
+HTTP+JSON under `/rest`, and its card at `/.well-known/agent-card.json`, on
+127.0.0.1 and the port given on the command line. Behaviour by input text:
+`message` answers with a single Message; `wait...` starts a task that works
+until it is canceled (or 60 s pass); anything else runs a task that streams
+a working status, an `echo: <text>` artifact and completes.
+
+Usage: python agent.py PORT
+"""
+
+import asyncio
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+
+from a2a.helpers import new_text_message, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    Task,
+    TaskState,
+    TaskStatus,
+)
+
+
+class EchoExecutor(AgentExecutor):
+    """Echoes the user's text; see the module docstring."""
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        text = context.get_user_input()
+        if text == "message":
+            await event_queue.enqueue_event(
+                new_text_message("echo: message", context_id=context.context_id)
+            )
+            return
+        if context.current_task is None:
+            await event_queue.enqueue_event(
+                Task(
+                    id=context.task_id,
+                    context_id=context.context_id,
+                    status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED),
+                    history=[context.message],
+                )
+            )
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.start_work()
+        if text.startswith("wait"):
+            await asyncio.sleep(60)
+        await updater.add_artifact([new_text_part(f"echo: {text}")], name="echo")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.cancel()
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    base = f"http://127.0.0.1:{port}"
+    card = AgentCard(
+        name="sdk-echo",
+        description="a2a-sdk echo agent for Convergio interop tests",
+        version="1.0.0",
+        supported_interfaces=[
+            AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0"),
+            AgentInterface(url=f"{base}/rest", protocol_binding="HTTP+JSON", protocol_version="1.0"),
+        ],
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[
+            AgentSkill(id="echo", name="echo", description="echoes text", tags=["echo"])
+        ],
+    )
+    handler = DefaultRequestHandler(
+        agent_executor=EchoExecutor(), task_store=InMemoryTaskStore(), agent_card=card
+    )
+    routes = []
+    routes += create_agent_card_routes(card)
+    routes += create_rest_routes(handler, path_prefix="/rest")
+    routes += create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)
+    app = Starlette(routes=routes)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
