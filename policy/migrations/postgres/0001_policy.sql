@@ -1,0 +1,32 @@
+-- Policy versions and the audit chain (PostgreSQL). Idempotent: applied by
+-- PostgresStore::connect on every start. Text columns hold the timestamp
+-- and JSON exactly as hashed, so verification never depends on how the
+-- database normalises `timestamptz` or `jsonb`.
+CREATE TABLE IF NOT EXISTS policy_versions (
+    version    BIGINT  PRIMARY KEY,
+    text       TEXT    NOT NULL,
+    author     TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_at TEXT    NOT NULL,
+    active     BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE UNIQUE INDEX IF NOT EXISTS policy_versions_one_active
+    ON policy_versions (active) WHERE active;
+
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq         BIGINT PRIMARY KEY,
+    at          TEXT   NOT NULL,
+    request_id  TEXT,
+    subject     TEXT   NOT NULL,
+    org         TEXT,
+    method      TEXT   NOT NULL,
+    action      TEXT   NOT NULL,
+    resource    TEXT   NOT NULL,
+    decision    TEXT   NOT NULL,
+    determining TEXT   NOT NULL,
+    detail      TEXT   NOT NULL,
+    prev_hash   TEXT   NOT NULL,
+    hash        TEXT   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (subject, seq);
+CREATE INDEX IF NOT EXISTS audit_records_at ON audit_records (at);

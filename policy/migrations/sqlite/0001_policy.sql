@@ -1,0 +1,30 @@
+-- Policy versions and the audit chain (SQLite). Idempotent: applied by
+-- SqliteStore::connect on every start.
+CREATE TABLE IF NOT EXISTS policy_versions (
+    version    INTEGER PRIMARY KEY,
+    text       TEXT    NOT NULL,
+    author     TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_at TEXT    NOT NULL,
+    active     INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS policy_versions_one_active
+    ON policy_versions (active) WHERE active = 1;
+
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq         INTEGER PRIMARY KEY,
+    at          TEXT    NOT NULL,
+    request_id  TEXT,
+    subject     TEXT    NOT NULL,
+    org         TEXT,
+    method      TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    resource    TEXT    NOT NULL,
+    decision    TEXT    NOT NULL,
+    determining TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    prev_hash   TEXT    NOT NULL,
+    hash        TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (subject, seq);
+CREATE INDEX IF NOT EXISTS audit_records_at ON audit_records (at);

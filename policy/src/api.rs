@@ -1,0 +1,352 @@
+//! The policy administration REST API:
+//!
+//! - `GET /v1/policies`: the active version and every version (without text);
+//! - `GET /v1/policies/{version}`: one version with its text;
+//! - `PUT /v1/policies` `{"policies", "reason"}` → 201 with the new version;
+//! - `DELETE /v1/policies`: activates the administrators-only set;
+//! - `POST /v1/policies:rollback` `{"version", "reason"?}`;
+//! - `POST /v1/policies:check` `{principal, action, resource, context?}`;
+//! - `GET /v1/audit` (filters, cursor paging), `GET /v1/audit:verify`.
+//!
+//! Needs the caller's [`Principal`] as a request extension (the gateway's
+//! `Authenticate` layer sets it; without one the caller is anonymous). Every
+//! route requires `administer_policy`. Errors are problem+json.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::{ErrorKind, Principal, Problem, Violation};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::admin::PolicyAdmin;
+use crate::audit::AuditFilter;
+use crate::engine::{Action, AuthzRequest, RequestContext, Resource};
+use crate::error::PolicyError;
+
+/// The router's state.
+#[derive(Clone)]
+pub struct PolicyApi {
+    /// Engine, store and audit log.
+    pub admin: PolicyAdmin,
+}
+
+/// `PUT /v1/policies` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutPolicies {
+    /// The Cedar text.
+    pub policies: String,
+    /// Why (kept with the version).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/policies:rollback` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to make active again.
+    pub version: i64,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/policies:check` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The caller to decide for.
+    pub principal: Principal,
+    /// The action.
+    pub action: Action,
+    /// The resource.
+    pub resource: Resource,
+    /// The context.
+    #[serde(default)]
+    pub context: RequestContext,
+}
+
+/// `POST /v1/policies:check` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResponse {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The policies that determined it.
+    pub determining: Vec<String>,
+    /// Evaluation errors.
+    pub errors: Vec<String>,
+    /// The active version decided against.
+    pub version: Option<i64>,
+}
+
+/// The policy and audit routes.
+pub fn router(state: PolicyApi) -> Router {
+    Router::new()
+        .route(
+            "/v1/policies",
+            get(list_policies).put(put_policies).delete(delete_policies),
+        )
+        .route("/v1/policies/{version}", get(get_policy))
+        .route("/v1/policies:rollback", post(rollback))
+        .route("/v1/policies:check", post(check))
+        .route("/v1/audit", get(query_audit))
+        .route("/v1/audit:verify", get(verify_audit))
+        .with_state(state)
+}
+
+/// An error answered as problem+json.
+#[derive(Debug)]
+pub struct ApiError(Box<Problem>);
+
+impl From<PolicyError> for ApiError {
+    fn from(error: PolicyError) -> Self {
+        let kind = error.kind();
+        let detail = if kind == ErrorKind::Internal {
+            tracing::error!(%error, "policy api internal error");
+            "internal error".to_owned()
+        } else {
+            error.to_string()
+        };
+        let mut problem = Problem::new(kind, detail);
+        if let PolicyError::InvalidPolicy { diagnostics } = &error {
+            problem = problem.with_violations(
+                diagnostics
+                    .iter()
+                    .map(|diagnostic| Violation {
+                        pointer: "/policies".to_owned(),
+                        message: format!(
+                            "line {}, column {}: {}",
+                            diagnostic.line, diagnostic.column, diagnostic.message
+                        ),
+                    })
+                    .collect(),
+            );
+        }
+        Self(Box::new(problem))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
+    }
+}
+
+fn invalid(detail: impl Into<String>, violations: Vec<Violation>) -> ApiError {
+    ApiError(Box::new(
+        Problem::new(ErrorKind::InvalidInput, detail).with_violations(violations),
+    ))
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn caller(principal: Option<Extension<Principal>>) -> Principal {
+    principal.map_or_else(Principal::anonymous, |Extension(principal)| principal)
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Parses a JSON body, naming missing required fields.
+fn parse_body<T: DeserializeOwned>(body: &Bytes, required: &[&str]) -> ApiResult<T> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError(Box::new(Problem::new(
+            ErrorKind::MalformedBody,
+            format!("body is not JSON: {error}"),
+        )))
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(invalid("body must be a JSON object", Vec::new()));
+    };
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|field| object.get(*field).is_none_or(Value::is_null))
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(
+            format!("missing fields: {}", missing.join(", ")),
+            missing
+                .iter()
+                .map(|field| Violation {
+                    pointer: format!("/{field}"),
+                    message: "required".to_owned(),
+                })
+                .collect(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|error| invalid(error.to_string(), Vec::new()))
+}
+
+async fn list_policies(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let principal = caller(principal);
+    state
+        .admin
+        .require_administrator(&principal, request_id(&headers))
+        .await?;
+    let versions = state.admin.store().list_versions().await?;
+    let summaries: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            json!({
+                "version": version.version,
+                "author": version.author,
+                "reason": version.reason,
+                "created_at": version.created_at,
+                "active": version.active,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "active": state.admin.engine().active_version(),
+        "versions": summaries,
+    })))
+}
+
+async fn get_policy(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    version: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let principal = caller(principal);
+    state
+        .admin
+        .require_administrator(&principal, request_id(&headers))
+        .await?;
+    let Path(version) =
+        version.map_err(|_| invalid("the version must be an integer", Vec::new()))?;
+    let stored = state.admin.store().get(Some(version)).await?;
+    Ok(Json(json!(stored)))
+}
+
+async fn put_policies(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let principal = caller(principal);
+    let request_id = request_id(&headers);
+    state
+        .admin
+        .require_administrator(&principal, request_id.clone())
+        .await?;
+    let put: PutPolicies = parse_body(&body, &["policies"])?;
+    let stored = state
+        .admin
+        .put(&principal, &put.policies, &put.reason, request_id)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(stored))).into_response())
+}
+
+async fn delete_policies(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let principal = caller(principal);
+    let request_id = request_id(&headers);
+    state
+        .admin
+        .require_administrator(&principal, request_id.clone())
+        .await?;
+    let stored = state.admin.reset(&principal, "", request_id).await?;
+    Ok(Json(json!(stored)))
+}
+
+async fn rollback(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let principal = caller(principal);
+    let request_id = request_id(&headers);
+    state
+        .admin
+        .require_administrator(&principal, request_id.clone())
+        .await?;
+    let request: RollbackRequest = parse_body(&body, &["version"])?;
+    let stored = state
+        .admin
+        .rollback(&principal, request.version, &request.reason, request_id)
+        .await?;
+    Ok(Json(json!(stored)))
+}
+
+async fn check(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<CheckResponse>> {
+    let principal = caller(principal);
+    state
+        .admin
+        .require_administrator(&principal, request_id(&headers))
+        .await?;
+    let request: CheckRequest = parse_body(&body, &["principal", "action", "resource"])?;
+    let engine = state.admin.engine();
+    let decision = engine.authorize(&AuthzRequest {
+        principal: &request.principal,
+        action: request.action,
+        resource: &request.resource,
+        context: &request.context,
+    });
+    Ok(Json(CheckResponse {
+        decision: if decision.allowed { "allow" } else { "deny" }.to_owned(),
+        determining: decision.determining,
+        errors: decision.errors,
+        version: engine.active_version(),
+    }))
+}
+
+async fn query_audit(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    filter: Result<Query<AuditFilter>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let principal = caller(principal);
+    state
+        .admin
+        .require_administrator(&principal, request_id(&headers))
+        .await?;
+    let Query(filter) = filter.map_err(|rejection| invalid(rejection.body_text(), Vec::new()))?;
+    let page = state.admin.audit().query(&filter).await?;
+    Ok(Json(json!(page)))
+}
+
+async fn verify_audit(
+    State(state): State<PolicyApi>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let principal = caller(principal);
+    state
+        .admin
+        .require_administrator(&principal, request_id(&headers))
+        .await?;
+    let verified = state.admin.audit().verify().await?;
+    Ok(Json(json!(verified)))
+}

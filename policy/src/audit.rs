@@ -1,0 +1,299 @@
+//! The tamper-evident audit log: record types, the hash chain and its
+//! verification.
+//!
+//! Each record stores `hash = SHA-256(prev_hash || canonical JSON of the
+//! record)`, hex-encoded, where the canonical JSON has sorted keys and the
+//! timestamp as a fixed-width RFC 3339 string with microseconds. Editing a
+//! record breaks its own hash; deleting one breaks the `seq` sequence and the
+//! next record's `prev_hash`. (Deleting the newest records is only detected
+//! against a head hash kept elsewhere, e.g. the last `verify` output.)
+//! Records never hold credentials or message bodies: callers put only
+//! identifiers in `detail`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use convergio_schemas::Principal;
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::{method_name, Action, Decision, Resource};
+use crate::error::{PolicyError, Result};
+use crate::store::{Store, MAX_AUDIT_PAGE};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What to append (the store assigns `seq` and the hashes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When it happened (stored with microsecond precision).
+    pub at: DateTime<Utc>,
+    /// The request id, when there is a request.
+    pub request_id: Option<String>,
+    /// The principal's subject.
+    pub subject: String,
+    /// The principal's organisation.
+    pub org: Option<String>,
+    /// How the principal authenticated (`jwt`, `api_key`, …).
+    pub method: String,
+    /// What was done or asked (`send_message`, `policy.put`, `trust.set`).
+    pub action: String,
+    /// On what (`agent:acme/x`, `policy`).
+    pub resource: String,
+    /// `allow`, `deny`, or the outcome of a change (`applied`).
+    pub decision: String,
+    /// The policies that determined the decision.
+    pub determining: Vec<String>,
+    /// Identifiers and small facts; never credentials or message bodies.
+    pub detail: Value,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1, dense.
+    pub seq: i64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// The previous record's hash (`GENESIS_HASH` for seq 1).
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// Filters and cursor for an audit query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    /// Only this principal subject.
+    pub principal: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this decision.
+    pub decision: Option<String>,
+    /// Only records at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only records before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// The cursor: only records with a greater `seq`.
+    pub after: Option<i64>,
+    /// Page size (default 100, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// One page of audit records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// The cursor for the next page, when there may be more.
+    pub next: Option<i64>,
+}
+
+/// The result of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedChain {
+    /// How many records were checked.
+    pub records: i64,
+    /// The hash of the newest record (`GENESIS_HASH` if empty); keep it to
+    /// detect truncation later.
+    pub head: String,
+}
+
+// === impl AuditEntry ===
+
+impl AuditEntry {
+    /// An entry for an authorisation decision.
+    pub fn decision(
+        request_id: Option<String>,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+        decision: &Decision,
+    ) -> Self {
+        Self {
+            at: Utc::now(),
+            request_id,
+            subject: principal.subject.clone(),
+            org: principal.org.clone(),
+            method: method_name(principal.method).to_owned(),
+            action: action.as_str().to_owned(),
+            resource: resource.describe(),
+            decision: if decision.allowed { "allow" } else { "deny" }.to_owned(),
+            determining: decision.determining.clone(),
+            detail: Value::Object(Map::new()),
+        }
+    }
+
+    /// An entry for a change (policy, trust, registry) made by `principal`.
+    pub fn change(
+        request_id: Option<String>,
+        principal: &Principal,
+        action: &str,
+        resource: &str,
+        detail: Value,
+    ) -> Self {
+        Self {
+            at: Utc::now(),
+            request_id,
+            subject: principal.subject.clone(),
+            org: principal.org.clone(),
+            method: method_name(principal.method).to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            decision: "applied".to_owned(),
+            determining: Vec::new(),
+            detail,
+        }
+    }
+}
+
+/// The stored form of a timestamp: fixed width, so text order is time order.
+pub fn format_at(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Parses a stored timestamp.
+pub fn parse_at(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|error| PolicyError::Corrupt(format!("timestamp {text:?}: {error}")))
+}
+
+/// The canonical JSON of a record's content (everything but the hashes).
+pub fn canonical_json(seq: i64, entry: &AuditEntry) -> String {
+    let mut object = Map::new();
+    // Keys in sorted order; `canonical` sorts nested objects too.
+    object.insert("action".into(), Value::from(entry.action.clone()));
+    object.insert("at".into(), Value::from(format_at(&entry.at)));
+    object.insert("decision".into(), Value::from(entry.decision.clone()));
+    object.insert("determining".into(), Value::from(entry.determining.clone()));
+    object.insert("detail".into(), canonical(&entry.detail));
+    object.insert("method".into(), Value::from(entry.method.clone()));
+    object.insert("org".into(), Value::from(entry.org.clone()));
+    object.insert("request_id".into(), Value::from(entry.request_id.clone()));
+    object.insert("resource".into(), Value::from(entry.resource.clone()));
+    object.insert("seq".into(), Value::from(seq));
+    object.insert("subject".into(), Value::from(entry.subject.clone()));
+    Value::Object(object).to_string()
+}
+
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(object) => {
+            let mut keys: Vec<&String> = object.keys().collect();
+            keys.sort();
+            let mut sorted = Map::new();
+            for key in keys {
+                if let Some(inner) = object.get(key) {
+                    sorted.insert(key.clone(), canonical(inner));
+                }
+            }
+            Value::Object(sorted)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `hex(SHA-256(prev_hash || canonical JSON))`.
+pub fn chain_hash(prev_hash: &str, seq: i64, entry: &AuditEntry) -> String {
+    let mut input = prev_hash.as_bytes().to_vec();
+    input.extend_from_slice(canonical_json(seq, entry).as_bytes());
+    digest(&SHA256, &input)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Truncates `at` to what storage keeps, so the hash computed before the
+/// insert equals the one recomputed after a read.
+pub fn stored_precision(at: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    parse_at(&format_at(&at))
+}
+
+/// The audit log over a store.
+#[derive(Clone)]
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+}
+
+// === impl AuditLog ===
+
+impl AuditLog {
+    /// An audit log writing to `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Appends an entry.
+    pub async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord> {
+        self.store.append_audit(entry).await
+    }
+
+    /// Records an authorisation decision.
+    pub async fn record_decision(
+        &self,
+        request_id: Option<String>,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+        decision: &Decision,
+    ) -> Result<AuditRecord> {
+        self.append(&AuditEntry::decision(
+            request_id, principal, action, resource, decision,
+        ))
+        .await
+    }
+
+    /// A filtered page.
+    pub async fn query(&self, filter: &AuditFilter) -> Result<AuditPage> {
+        self.store.query_audit(filter).await
+    }
+
+    /// Walks the whole chain; fails with `AuditBroken { seq }` at the first
+    /// record that is missing, edited or out of order.
+    pub async fn verify(&self) -> Result<VerifiedChain> {
+        let mut expected_seq = 1;
+        let mut prev_hash = GENESIS_HASH.to_owned();
+        loop {
+            let batch = self
+                .store
+                .audit_range(expected_seq - 1, MAX_AUDIT_PAGE)
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for record in batch {
+                if record.seq != expected_seq {
+                    return Err(PolicyError::AuditBroken {
+                        seq: expected_seq,
+                        reason: format!("record missing (next stored seq is {})", record.seq),
+                    });
+                }
+                if record.prev_hash != prev_hash {
+                    return Err(PolicyError::AuditBroken {
+                        seq: record.seq,
+                        reason: "prev_hash does not match the previous record".to_owned(),
+                    });
+                }
+                if chain_hash(&prev_hash, record.seq, &record.entry) != record.hash {
+                    return Err(PolicyError::AuditBroken {
+                        seq: record.seq,
+                        reason: "content does not match its hash".to_owned(),
+                    });
+                }
+                prev_hash = record.hash;
+                expected_seq += 1;
+            }
+        }
+        Ok(VerifiedChain {
+            records: expected_seq - 1,
+            head: prev_hash,
+        })
+    }
+}

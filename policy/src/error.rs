@@ -1,0 +1,102 @@
+//! The crate's one error enum and its mapping onto the shared
+//! [`ErrorKind`] table.
+
+use convergio_schemas::ErrorKind;
+
+use crate::engine::PolicyDiagnostic;
+
+/// Everything that can go wrong in the policy crate.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The Cedar text does not parse or does not validate against the schema.
+    #[error("invalid policy set: {}", summarize(.diagnostics))]
+    InvalidPolicy {
+        /// Every problem found, with line and column.
+        diagnostics: Vec<PolicyDiagnostic>,
+    },
+    /// The shipped Cedar schema does not parse (a build defect).
+    #[error("invalid cedar schema: {message}")]
+    InvalidSchema {
+        /// What the schema parser said.
+        message: String,
+    },
+    /// Activating the set would leave no administrator able to change policy.
+    #[error("refused: the policy set would lock every administrator out (no principal with scope admin may administer_policy)")]
+    LockOut,
+    /// The requested policy version does not exist.
+    #[error("policy version {version} not found")]
+    VersionNotFound {
+        /// The version asked for.
+        version: i64,
+    },
+    /// No policy set has been stored yet.
+    #[error("no policy set is active")]
+    NoActivePolicy,
+    /// The caller may not do this.
+    #[error("{principal} may not {action}")]
+    Forbidden {
+        /// The caller's subject.
+        principal: String,
+        /// What it tried.
+        action: String,
+    },
+    /// A request, a YAML test file or a query is malformed.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The audit chain does not verify at `seq`.
+    #[error("audit chain broken at seq {seq}: {reason}")]
+    AuditBroken {
+        /// The first record that does not verify.
+        seq: i64,
+        /// Why.
+        reason: String,
+    },
+    /// The database URL names no supported backend.
+    #[error("unsupported database url (expected sqlite: or postgres:): {0}")]
+    UnsupportedUrl(String),
+    /// A database failure.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Stored data that does not decode (a corrupted row).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn summarize(diagnostics: &[PolicyDiagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|diagnostic| diagnostic.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+// === impl PolicyError ===
+
+impl PolicyError {
+    /// The shared classification of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidPolicy { .. } | Self::InvalidInput(_) => ErrorKind::InvalidInput,
+            Self::LockOut => ErrorKind::Conflict,
+            Self::VersionNotFound { .. } | Self::NoActivePolicy => ErrorKind::NotFound,
+            Self::Forbidden { .. } => ErrorKind::Forbidden,
+            Self::AuditBroken { .. } => ErrorKind::Conflict,
+            Self::UnsupportedUrl(_) => ErrorKind::InvalidInput,
+            Self::Database(sqlx::Error::PoolTimedOut) => ErrorKind::Unavailable,
+            Self::Database(_) | Self::Corrupt(_) | Self::InvalidSchema { .. } | Self::Io { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = PolicyError> = std::result::Result<T, E>;
