@@ -178,16 +178,33 @@ mod tests {
         let keys = ApiKeys::new();
         let revoked = keys.issue("a", None, &[], None).expect("issue");
         assert!(keys.revoke(&revoked.record.id));
-        assert_eq!(keys.verify(&revoked.token, 0), Err(AuthError::InvalidApiKey));
+        assert_eq!(
+            keys.verify(&revoked.token, 0),
+            Err(AuthError::InvalidApiKey)
+        );
 
         let expiring = keys.issue("b", None, &[], Some(100)).expect("issue");
         assert!(keys.verify(&expiring.token, 99).is_ok());
-        assert_eq!(keys.verify(&expiring.token, 100), Err(AuthError::InvalidApiKey));
+        assert_eq!(
+            keys.verify(&expiring.token, 100),
+            Err(AuthError::InvalidApiKey)
+        );
 
         let good = keys.issue("c", None, &[], None).expect("issue");
         let wrong_secret = format!("{PREFIX}{}_{}", good.record.id, "A".repeat(43));
-        for token in [wrong_secret.as_str(), "", "cvg_", "cvg_x", "bearer", "cvg_nope_secret"] {
-            assert_eq!(keys.verify(token, 0), Err(AuthError::InvalidApiKey), "{token}");
+        for token in [
+            wrong_secret.as_str(),
+            "",
+            "cvg_",
+            "cvg_x",
+            "bearer",
+            "cvg_nope_secret",
+        ] {
+            assert_eq!(
+                keys.verify(token, 0),
+                Err(AuthError::InvalidApiKey),
+                "{token}"
+            );
         }
         assert!(!keys.revoke("unknown"));
     }

@@ -121,11 +121,9 @@ impl VerifyingKey {
             Self::Ed25519(key) => UnparsedPublicKey::new(&signature::ED25519, key)
                 .verify(message, signature_bytes)
                 .is_ok(),
-            Self::P256(point) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, signature_bytes)
-                    .is_ok()
-            }
+            Self::P256(point) => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .verify(message, signature_bytes)
+                .is_ok(),
             Self::Rsa { n, e } => RsaPublicKeyComponents { n, e }
                 .verify(
                     &signature::RSA_PKCS1_2048_8192_SHA256,

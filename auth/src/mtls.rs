@@ -23,15 +23,11 @@ pub struct MtlsConfig {
 }
 
 /// Reads the principal from a DER-encoded leaf certificate.
-pub fn principal_from_certificate(
-    der: &[u8],
-    config: &MtlsConfig,
-) -> Result<Principal, AuthError> {
-    let (_, certificate) = X509Certificate::from_der(der).map_err(|_| {
-        AuthError::BadCertificate {
+pub fn principal_from_certificate(der: &[u8], config: &MtlsConfig) -> Result<Principal, AuthError> {
+    let (_, certificate) =
+        X509Certificate::from_der(der).map_err(|_| AuthError::BadCertificate {
             reason: "not a DER X.509 certificate".to_owned(),
-        }
-    })?;
+        })?;
     let names = certificate
         .subject_alternative_name()
         .map_err(|_| AuthError::BadCertificate {
@@ -85,11 +81,9 @@ mod tests {
         assert_eq!(spiffe.org.as_deref(), Some("acme.example"));
         assert_eq!(spiffe.method, AuthMethod::Mtls);
 
-        let dns = principal_from_certificate(
-            include_bytes!("../tests/fixtures/client-dns.der"),
-            &config,
-        )
-        .expect("dns cert");
+        let dns =
+            principal_from_certificate(include_bytes!("../tests/fixtures/client-dns.der"), &config)
+                .expect("dns cert");
         assert_eq!(dns.subject, "billing.acme.example");
         assert_eq!(dns.org.as_deref(), Some("acme.example"));
     }
@@ -98,7 +92,10 @@ mod tests {
     fn refuses_certificates_without_identity_or_garbage() {
         let config = MtlsConfig::default();
         assert!(matches!(
-            principal_from_certificate(include_bytes!("../tests/fixtures/client-nosan.der"), &config),
+            principal_from_certificate(
+                include_bytes!("../tests/fixtures/client-nosan.der"),
+                &config
+            ),
             Err(AuthError::BadCertificate { .. })
         ));
         assert!(principal_from_certificate(b"not a certificate", &config).is_err());

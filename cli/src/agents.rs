@@ -146,7 +146,12 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
         }
         AgentsCommand::Search { text, filters } => {
             let answer = client
-                .send(Method::GET, &discovery_path(Some(&text), &filters), None, None)
+                .send(
+                    Method::GET,
+                    &discovery_path(Some(&text), &filters),
+                    None,
+                    None,
+                )
                 .await?;
             print_page(&answer.body, server.json);
         }
@@ -167,7 +172,7 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
             client
                 .send(Method::DELETE, &agent_path(&id), None, None)
                 .await?;
-            println!("deregistered {id}");
+            say!("deregistered {id}");
         }
         AgentsCommand::Trust(TrustCommand::Set { id, level, reason }) => {
             let path = format!("{}/trust", agent_path(&id));
@@ -176,7 +181,7 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
             if server.json {
                 print_json(&answer.body);
             } else {
-                println!("{id}: trust is now {level}");
+                say!("{id}: trust is now {level}");
             }
         }
         AgentsCommand::Trust(TrustCommand::History { id }) => {
@@ -190,10 +195,7 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
 
 /// `/v1/agents/<id>` with the id percent-encoded when it is a full URI.
 fn agent_path(id: &str) -> String {
-    format!(
-        "/v1/agents/{}",
-        utf8_percent_encode(id, NON_ALPHANUMERIC)
-    )
+    format!("/v1/agents/{}", utf8_percent_encode(id, NON_ALPHANUMERIC))
 }
 
 fn discovery_path(text: Option<&str>, filters: &Filters) -> String {
@@ -224,7 +226,7 @@ fn discovery_path(text: Option<&str>, filters: &Filters) -> String {
 }
 
 fn print_json(body: &Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string())
     );
@@ -236,7 +238,7 @@ fn print_agent(record: &Value, raw: bool) {
         return;
     }
     let field = |key: &str| record.get(key).map(display).unwrap_or_default();
-    println!(
+    say!(
         "registered {} (version {}, trust {})",
         field("id"),
         field("version"),
@@ -254,7 +256,13 @@ fn print_page(page: &Value, raw: bool) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    println!("{:<48} {:<11} {:<10} {:<4} DESCRIPTION", "ID", "TRUST", "ROLE", "VER");
+    say!(
+        "{:<48} {:<11} {:<10} {:<4} DESCRIPTION",
+        "ID",
+        "TRUST",
+        "ROLE",
+        "VER"
+    );
     for agent in &agents {
         let get = |key: &str| agent.get(key).map(display).unwrap_or_default();
         let mut description = agent
@@ -265,7 +273,7 @@ fn print_page(page: &Value, raw: bool) {
         if description.chars().count() > 60 {
             description = description.chars().take(57).collect::<String>() + "...";
         }
-        println!(
+        say!(
             "{:<48} {:<11} {:<10} {:<4} {}",
             get("id"),
             get("trust"),
@@ -276,9 +284,9 @@ fn print_page(page: &Value, raw: bool) {
     }
     match page.get("next_page_token").and_then(Value::as_str) {
         Some(token) if !token.is_empty() => {
-            println!("(more: --page-token {token})");
+            say!("(more: --page-token {token})");
         }
-        _ => println!("({} agents)", agents.len()),
+        _ => say!("({} agents)", agents.len()),
     }
 }
 

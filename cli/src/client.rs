@@ -15,12 +15,8 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// A successful answer: status, ETag and JSON body (or `Null`).
+/// A successful answer: the JSON body (or `Null`).
 pub struct Answer {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// The `ETag` header, if any.
-    pub etag: Option<String>,
     /// The parsed body.
     pub body: Value,
 }
@@ -73,11 +69,6 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach the Convergio server at {}", self.base))?;
         let status = response.status();
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
         let bytes = response.bytes().await.context("reading the answer")?;
         let body: Value = if bytes.is_empty() {
             Value::Null
@@ -86,9 +77,12 @@ impl Client {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if !status.is_success() {
-            bail!("{method} {path} failed: {}", describe_problem(status, &body));
+            bail!(
+                "{method} {path} failed: {}",
+                describe_problem(status, &body)
+            );
         }
-        Ok(Answer { status, etag, body })
+        Ok(Answer { body })
     }
 }
 
@@ -107,8 +101,14 @@ pub fn describe_problem(status: StatusCode, body: &Value) -> String {
     }
     if let Some(violations) = body.get("violations").and_then(Value::as_array) {
         for violation in violations {
-            let pointer = violation.get("pointer").and_then(Value::as_str).unwrap_or("");
-            let message = violation.get("message").and_then(Value::as_str).unwrap_or("");
+            let pointer = violation
+                .get("pointer")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let message = violation
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             text.push_str(&format!("\n  at {pointer:?}: {message}"));
         }
     }

@@ -222,7 +222,10 @@ impl Config {
         if file.version != CONFIG_VERSION {
             return Err(invalid(
                 "version",
-                format!("this binary reads version {CONFIG_VERSION}, found {}", file.version),
+                format!(
+                    "this binary reads version {CONFIG_VERSION}, found {}",
+                    file.version
+                ),
             ));
         }
         let get = |key: &str| environment.get(key).filter(|value| !value.is_empty());
@@ -261,7 +264,10 @@ impl Config {
         }
         if let Some(value) = get(env::MAX_BODY_BYTES) {
             file.limits.max_body_bytes = value.parse().map_err(|_| {
-                invalid(env::MAX_BODY_BYTES, format!("expected a byte count, found {value:?}"))
+                invalid(
+                    env::MAX_BODY_BYTES,
+                    format!("expected a byte count, found {value:?}"),
+                )
             })?;
         }
         if let Some(data_dir) = &overrides.data_dir {
@@ -280,7 +286,10 @@ impl Config {
         let listen: SocketAddr = file.listen.parse().map_err(|_| {
             invalid(
                 "listen",
-                format!("expected IP:PORT such as 127.0.0.1:8080, found {:?}", file.listen),
+                format!(
+                    "expected IP:PORT such as 127.0.0.1:8080, found {:?}",
+                    file.listen
+                ),
             )
         })?;
         let database_url = match file.database_url {
@@ -347,7 +356,10 @@ fn parse_bool(field: &str, value: &str) -> Result<bool, ConfigError> {
     match value {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        other => Err(invalid(field, format!("expected true or false, found {other:?}"))),
+        other => Err(invalid(
+            field,
+            format!("expected true or false, found {other:?}"),
+        )),
     }
 }
 
@@ -369,7 +381,10 @@ mod tests {
         let config = resolve("", &[]).expect("defaults are valid");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.data_dir, PathBuf::from("./.convergio"));
-        assert_eq!(config.database_url, "sqlite://./.convergio/convergio.db?mode=rwc");
+        assert_eq!(
+            config.database_url,
+            "sqlite://./.convergio/convergio.db?mode=rwc"
+        );
         assert_eq!(config.org_domain, "convergio.local");
         assert!(config.examples);
         assert_eq!(config.max_body_bytes, 1024 * 1024);
@@ -384,8 +399,11 @@ mod tests {
     #[test]
     fn environment_overrides_file_and_flags_override_environment() {
         let yaml = "version: 1\nlisten: 127.0.0.1:9000\norg_domain: acme.example\n";
-        let config = resolve(yaml, &[(env::LISTEN, "127.0.0.1:9100"), (env::EXAMPLES, "false")])
-            .expect("valid");
+        let config = resolve(
+            yaml,
+            &[(env::LISTEN, "127.0.0.1:9100"), (env::EXAMPLES, "false")],
+        )
+        .expect("valid");
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.org_domain, "acme.example");
         assert!(!config.examples);
@@ -402,11 +420,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_configs_with_the_field_named() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        // (yaml, environment, text the error must contain)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("version: 2\n", &[], "version"),
             ("listen: nowhere\n", &[], "listen"),
             ("colour: blue\n", &[], "unknown field `colour`"),
-            ("limits:\n  max_body_bytes: 10\n", &[], "limits.max_body_bytes"),
+            (
+                "limits:\n  max_body_bytes: 10\n",
+                &[],
+                "limits.max_body_bytes",
+            ),
             ("database_url: mysql://x\n", &[], "database_url"),
             ("org_domain: localhost\n", &[], "org_domain"),
             ("", &[(env::EXAMPLES, "maybe")], env::EXAMPLES),

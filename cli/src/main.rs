@@ -5,6 +5,16 @@
 //! This is the only crate that uses `anyhow`: errors from the library crates
 //! are typed, and are turned into messages and a non-zero exit here.
 
+/// Prints a line to stdout, ignoring a closed pipe (`convergio agents list | head`)
+/// instead of panicking as `println!` does.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod agents;
 mod client;
 mod config;
@@ -41,6 +51,8 @@ struct ServerArgs {
     json: bool,
 }
 
+// Parsed once per process; boxing a variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (registry, A2A routing, example agents).
@@ -96,19 +108,23 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let file = config::ConfigFile::read(path)?;
     let environment: std::collections::HashMap<String, String> = std::env::vars().collect();
     let config = config::Config::resolve(file, &environment, &config::Overrides::default())?;
-    println!("{}: valid (config version {})", path.display(), config::CONFIG_VERSION);
-    println!("  listen        {}", config.listen);
-    println!("  data_dir      {}", config.data_dir.display());
-    println!("  database_url  {}", config.database_url);
-    println!("  org_domain    {}", config.org_domain);
-    println!("  examples      {}", config.examples);
+    say!(
+        "{}: valid (config version {})",
+        path.display(),
+        config::CONFIG_VERSION
+    );
+    say!("  listen        {}", config.listen);
+    say!("  data_dir      {}", config.data_dir.display());
+    say!("  database_url  {}", config.database_url);
+    say!("  org_domain    {}", config.org_domain);
+    say!("  examples      {}", config.examples);
     let overridden: Vec<&str> = env::SERVER_KEYS
         .iter()
         .copied()
         .filter(|key| environment.get(*key).is_some_and(|value| !value.is_empty()))
         .collect();
     if !overridden.is_empty() {
-        println!("  overridden by the environment: {}", overridden.join(", "));
+        say!("  overridden by the environment: {}", overridden.join(", "));
     }
     Ok(())
 }

@@ -86,12 +86,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
-    println!("convergio listening on http://{local}");
-    println!("  database     {}", redact(&config.database_url));
-    println!("  admin token  {token_source}");
+    say!("convergio listening on http://{local}");
+    say!("  database     {}", redact(&config.database_url));
+    say!("  admin token  {token_source}");
     if !examples.is_empty() {
         let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
-        println!("  example agents at http://{local}/agents/{{{}}}", names.join(","));
+        say!(
+            "  example agents at http://{local}/agents/{{{}}}",
+            names.join(",")
+        );
     }
     serve(listener, router, shutdown_signal())
         .await
@@ -99,7 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for agent in examples {
         agent.shutdown().await;
     }
-    println!("convergio stopped");
+    say!("convergio stopped");
     Ok(())
 }
 
@@ -143,9 +146,9 @@ fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
 /// The role each example agent plays in the design document's terms.
 fn example_role(agent: ExampleAgent) -> AgentRole {
     match agent {
-        ExampleAgent::SecurityExpert | ExampleAgent::PerformanceExpert | ExampleAgent::StyleChecker => {
-            AgentRole::Critic
-        }
+        ExampleAgent::SecurityExpert
+        | ExampleAgent::PerformanceExpert
+        | ExampleAgent::StyleChecker => AgentRole::Critic,
         ExampleAgent::ReviewAggregator => AgentRole::Supervisor,
         ExampleAgent::Echo | ExampleAgent::CodeAnalyzer | ExampleAgent::ReportGenerator => {
             AgentRole::Worker

@@ -27,7 +27,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn all_rust_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(&workspace_root(), &mut files);
-    assert!(!files.is_empty(), "found no Rust files under the workspace root");
+    assert!(
+        !files.is_empty(),
+        "found no Rust files under the workspace root"
+    );
     files
 }
 
@@ -41,7 +44,10 @@ fn every_rust_file_opens_with_a_module_doc_comment() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a //! header: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a //! header: {missing:#?}"
+    );
 }
 
 #[test]
@@ -66,22 +72,26 @@ fn no_stubs_or_ignored_tests_in_the_tree() {
 #[test]
 fn dependency_boundaries_hold() {
     let rules: [(&str, &[&str]); 2] = [
-        // SQL lives only in the storage modules of the registry and the orchestrator.
-        ("sqlx", &["registry", "orchestrator"]),
+        // SQL lives only in the storage modules of the registry, orchestrator and policy crates.
+        ("sqlx", &["registry", "orchestrator", "policy"]),
         // anyhow only at the binary's edge.
         ("anyhow", &["cli"]),
     ];
     let root = workspace_root();
     for (dependency, allowed) in rules {
-        for entry in std::fs::read_dir(&root).expect("workspace root is readable").flatten() {
+        for entry in std::fs::read_dir(&root)
+            .expect("workspace root is readable")
+            .flatten()
+        {
             let manifest = entry.path().join("Cargo.toml");
             let Ok(text) = std::fs::read_to_string(&manifest) else {
                 continue;
             };
             let crate_dir = entry.file_name().to_string_lossy().into_owned();
-            let uses = text
-                .lines()
-                .any(|line| line.trim_start().starts_with(&format!("{dependency}.")) || line.trim_start().starts_with(&format!("{dependency} ")));
+            let uses = text.lines().any(|line| {
+                line.trim_start().starts_with(&format!("{dependency}."))
+                    || line.trim_start().starts_with(&format!("{dependency} "))
+            });
             if uses {
                 assert!(
                     allowed.contains(&crate_dir.as_str()),

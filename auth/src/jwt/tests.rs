@@ -49,9 +49,8 @@ fn keys() -> Keys {
     let rng = SystemRandom::new();
     let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519 key");
     let ed25519 = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).expect("ed25519 key");
-    let ec_pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .expect("p256 key");
+    let ec_pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .expect("p256 key");
     let p256 = EcdsaKeyPair::from_pkcs8(
         &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         ec_pkcs8.as_ref(),
@@ -92,7 +91,11 @@ fn sign(keys: &Keys, alg: &str, kid: &str, claims: &Value) -> String {
     let signing_input = encode(&json!({"alg": alg, "kid": kid, "typ": "JWT"}), claims);
     let rng = SystemRandom::new();
     let signature_bytes = match alg {
-        "EdDSA" => keys.ed25519.sign(signing_input.as_bytes()).as_ref().to_vec(),
+        "EdDSA" => keys
+            .ed25519
+            .sign(signing_input.as_bytes())
+            .as_ref()
+            .to_vec(),
         "ES256" => keys
             .p256
             .sign(&rng, signing_input.as_bytes())
@@ -210,7 +213,9 @@ fn rejects_unknown_kid_key_mismatch_and_tampering() {
     );
     // An Ed25519 signature presented as RS256 under the RSA kid.
     let token = sign(&keys, "EdDSA", "ed-1", &claims());
-    let swapped_header = b64(json!({"alg": "RS256", "kid": "ed-1"}).to_string().as_bytes());
+    let swapped_header = b64(json!({"alg": "RS256", "kid": "ed-1"})
+        .to_string()
+        .as_bytes());
     let rest = token.split_once('.').map(|(_, rest)| rest).unwrap_or("");
     assert!(matches!(
         verifier.verify(&format!("{swapped_header}.{rest}"), NOW),
@@ -221,7 +226,10 @@ fn rejects_unknown_kid_key_mismatch_and_tampering() {
     let mut escalated = claims();
     escalated["sub"] = json!("root");
     parts[1] = b64(escalated.to_string().as_bytes());
-    assert_eq!(verifier.verify(&parts.join("."), NOW), Err(AuthError::BadSignature));
+    assert_eq!(
+        verifier.verify(&parts.join("."), NOW),
+        Err(AuthError::BadSignature)
+    );
 }
 
 #[test]
@@ -229,7 +237,15 @@ fn rejects_malformed_tokens_without_panicking() {
     let keys = keys();
     let verifier = verifier(&keys);
     let huge = "a".repeat(10_000);
-    for token in ["", "a", "a.b", "a.b.c.d", "!!!.???.***", huge.as_str(), "e30.e30.e30"] {
+    for token in [
+        "",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "!!!.???.***",
+        huge.as_str(),
+        "e30.e30.e30",
+    ] {
         assert!(verifier.verify(token, NOW).is_err(), "{token:.20}");
     }
 }

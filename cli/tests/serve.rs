@@ -1,0 +1,184 @@
+//! The README's main command, for real: the `convergio` binary serves on an
+//! embedded SQLite data dir with the example agents, the CLI client talks to
+//! it, and a restart on the same data dir keeps everything (issue #2).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_convergio");
+
+/// A running `convergio serve`, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    /// Kept open so the server's later start-up lines have a reader.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path) -> Server {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("CONVERGIO_LOG", "warn")
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .env_remove("CONVERGIO_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("convergio starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // The first line names the bound address; reading it waits for start-up
+    // without sleeping, and ends (EOF) if the process dies.
+    let mut first = String::new();
+    let mut reader = BufReader::new(stdout);
+    reader
+        .read_line(&mut first)
+        .expect("reads the start-up line");
+    let base = first
+        .trim()
+        .strip_prefix("convergio listening on ")
+        .unwrap_or_else(|| panic!("unexpected start-up line {first:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        _stdout: reader,
+    }
+}
+
+fn cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BINARY)
+        .arg("agents")
+        .args(["--server", &server.base, "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .output()
+        .expect("the CLI runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url)
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json body")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_registers_examples_routes_a2a_and_survives_a_restart() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let card = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cards/weather.json"
+    );
+    let token_before;
+    {
+        let server = start(data_dir.path());
+        let page = get_json(&format!("{}/v1/agents?page_size=100", server.base)).await;
+        let names: Vec<&str> = page["agents"]
+            .as_array()
+            .expect("agents list")
+            .iter()
+            .filter_map(|agent| agent["name"].as_str())
+            .collect();
+        for expected in [
+            "echo",
+            "code_analyzer",
+            "security_expert",
+            "report_generator",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+
+        // A2A 1.0 through the gateway to the example echo agent.
+        let reply: Value = reqwest::Client::new()
+            .post(format!("{}/agents/echo", server.base))
+            .header("A2A-Version", "1.0")
+            .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "SendMessage", "params": {
+                "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hello"}]}}}))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(reply["id"], 7);
+        assert_eq!(
+            reply["result"]["task"]["status"]["state"],
+            "TASK_STATE_COMPLETED"
+        );
+
+        // The CLI finds the generated admin token in the data dir.
+        token_before = std::fs::read_to_string(data_dir.path().join("admin-token"))
+            .expect("admin token stored");
+        let (ok, stdout, stderr) = cli(&server, data_dir.path(), &["register", card]);
+        assert!(ok, "register failed: {stderr}");
+        assert!(stdout.contains("convergio://agents/weather"), "{stdout}");
+        let (ok, _, stderr) = cli(
+            &server,
+            data_dir.path(),
+            &["trust", "set", "weather", "trusted", "--reason", "e2e"],
+        );
+        assert!(ok, "trust set failed: {stderr}");
+
+        // Failures exit non-zero with the server's explanation.
+        let (ok, _, stderr) = cli(&server, data_dir.path(), &["show", "no-such-agent"]);
+        assert!(!ok);
+        assert!(stderr.contains("404"), "{stderr}");
+        let (ok, _, stderr) = cli(&server, data_dir.path(), &["register", card]);
+        assert!(!ok, "a duplicate registration must fail");
+        assert!(stderr.contains("409"), "{stderr}");
+    }
+
+    // Same data dir: same token, the registered agent and its trust are still there.
+    let server = start(data_dir.path());
+    let token_after =
+        std::fs::read_to_string(data_dir.path().join("admin-token")).expect("admin token kept");
+    assert_eq!(token_before, token_after);
+    let record = get_json(&format!("{}/v1/agents/weather", server.base)).await;
+    assert_eq!(record["trust"], "trusted");
+    let (ok, stdout, _) = cli(&server, data_dir.path(), &["search", "forecast"]);
+    assert!(ok);
+    assert!(stdout.contains("convergio://agents/weather"), "{stdout}");
+}
+
+#[test]
+fn config_check_explains_bad_files_and_accepts_the_sample() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/convergio.yaml");
+    let output = Command::new(BINARY)
+        .args(["config", "check", sample])
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nlisten: nowhere\n").expect("write");
+    let output = Command::new(BINARY)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid listen"));
+}
