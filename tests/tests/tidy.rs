@@ -52,7 +52,13 @@ fn every_rust_file_opens_with_a_module_doc_comment() {
 
 #[test]
 fn no_stubs_or_ignored_tests_in_the_tree() {
-    let banned = ["todo!(", "unimplemented!(", "#[ignore", "#[should_panic"];
+    // Spelled in pieces so this file does not match the hook's own search.
+    let banned = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("#[", "ignore"),
+        concat!("#[", "should_panic"),
+    ];
     let this_file = Path::new(file!()).file_name().map(|name| name.to_owned());
     let offenders: Vec<String> = all_rust_files()
         .into_iter()
