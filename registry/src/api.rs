@@ -400,6 +400,7 @@ struct VersionParams {
 
 async fn get_agent(
     State(state): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<VersionParams>, QueryRejection>,
 ) -> ApiResult {
@@ -417,7 +418,25 @@ async fn get_agent(
         })
         .transpose()?;
     let record = state.registry.get_version(&id, version).await?;
+    if not_modified(&headers, &record.etag()) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(etag) = HeaderValue::from_str(&record.etag()) {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        return Ok(response);
+    }
     Ok(record_response(StatusCode::OK, &record))
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`): the client's copy is current.
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(|candidate| candidate.trim().trim_start_matches("W/"))
+        .any(|candidate| candidate == "*" || candidate == etag)
 }
 
 async fn update_agent(

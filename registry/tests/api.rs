@@ -676,3 +676,57 @@ async fn openapi_document_lists_exactly_the_routed_paths_and_methods() {
         }
     }
 }
+
+#[tokio::test]
+async fn conditional_get_answers_304_until_the_agent_changes() {
+    let h = harness().await;
+    let created = h
+        .write(Method::POST, "/v1/agents", &[], &weather_card())
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let tag = etag(&created);
+
+    let cached = h
+        .send(
+            Method::GET,
+            WEATHER,
+            &[("if-none-match", tag.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(cached.body, Value::Null);
+    assert_eq!(etag(&cached), tag);
+    assert!(h.doc["paths"]["/v1/agents/{id}"]["get"]["responses"]["304"].is_object());
+
+    let stale = h
+        .send(
+            Method::GET,
+            WEATHER,
+            &[("if-none-match", "\"other-v9\"")],
+            None,
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::OK);
+
+    // A trust change is a new version, so the old tag no longer matches.
+    let changed = h
+        .write(
+            Method::PUT,
+            &format!("{WEATHER}/trust"),
+            &[],
+            &json!({"level": "trusted", "reason": "reviewed"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let after = h
+        .send(
+            Method::GET,
+            WEATHER,
+            &[("if-none-match", tag.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_ne!(etag(&after), tag);
+}
