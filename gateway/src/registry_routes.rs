@@ -58,6 +58,16 @@ fn target(name: &str, record: &convergio_registry::AgentRecord) -> RouteTarget {
     target
 }
 
+/// A stored task route as routing sees it (agents by gateway name).
+fn routing_view(stored: convergio_registry::TaskRoute) -> TaskRoute {
+    TaskRoute {
+        agent: stored.agent_id.name().to_owned(),
+        task_id: stored.task_id,
+        owner: stored.owner,
+        context_id: stored.context_id,
+    }
+}
+
 #[async_trait]
 impl RouteTable for RegistryRoutes {
     async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError> {
@@ -143,12 +153,7 @@ impl RouteTable for RegistryRoutes {
             .get_task_route(task_id)
             .await
             .map_err(internal_error)?;
-        Ok(stored.map(|stored| TaskRoute {
-            task_id: stored.task_id,
-            agent: stored.agent_id.name().to_owned(),
-            owner: stored.owner,
-            context_id: stored.context_id,
-        }))
+        Ok(stored.map(routing_view))
     }
 
     async fn list_task_routes(
@@ -167,12 +172,7 @@ impl RouteTable for RegistryRoutes {
                 .list_task_routes(owner, Some(&agent_id), 100, page_token.as_deref())
                 .await
                 .map_err(internal_error)?;
-            routes.extend(page.items.into_iter().map(|stored| TaskRoute {
-                task_id: stored.task_id,
-                agent: agent.to_owned(),
-                owner: stored.owner,
-                context_id: stored.context_id,
-            }));
+            routes.extend(page.items.into_iter().map(routing_view));
             match page.next_page_token {
                 Some(token) => page_token = Some(token),
                 None => break,

@@ -383,6 +383,19 @@ impl IndexTerms {
 }
 
 /// Parses a stored agent id.
+/// The compare-and-swap rule both backends apply inside their write
+/// transaction: a write that names a version must name the current one.
+pub(crate) fn check_version(id: &AgentId, expected: Option<i64>, current: i64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != current => Err(RegistryError::StaleVersion {
+            agent_id: id.to_string(),
+            expected,
+            current,
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn parse_id(text: &str) -> Result<AgentId> {
     text.parse()
         .map_err(|error| RegistryError::corrupt(format!("stored agent id {text:?}: {error}")))

@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
 use super::{
-    cursor_pk, make_page, parse_id, parse_json, parse_role, parse_trust, to_json, Cursor,
-    DiscoveryQuery, IndexTerms, Page, SideFilter, Store,
+    check_version, cursor_pk, make_page, parse_id, parse_json, parse_role, parse_trust, to_json,
+    Cursor, DiscoveryQuery, IndexTerms, Page, SideFilter, Store,
 };
 use crate::model::{Actor, AgentRecord, TaskRoute, TrustChange};
 use crate::{RegistryError, Result};
@@ -153,15 +153,7 @@ async fn live_at(
         .await?
         .filter(|current| !current.deleted)
         .ok_or_else(|| RegistryError::not_found(id))?;
-    if let Some(expected) = expected_version {
-        if expected != current.version {
-            return Err(RegistryError::StaleVersion {
-                agent_id: id.to_string(),
-                expected,
-                current: current.version,
-            });
-        }
-    }
+    check_version(id, expected_version, current.version)?;
     Ok(current)
 }
 
