@@ -17,7 +17,7 @@ pub mod validate;
 pub use card::AgentCard;
 pub use error::ErrorKind;
 pub use ids::{AgentId, AgentIdError};
-pub use principal::{AuthMethod, Principal};
+pub use principal::{AuthMethod, GraphCall, Principal};
 pub use problem::{Problem, Violation};
 pub use trust::{AgentRole, TrustLevel};
 pub use validate::{validate, SchemaId};

@@ -57,8 +57,32 @@ impl Principal {
         }
     }
 
+    /// The key that owns tasks and contexts this principal creates:
+    /// `org/subject`, so two organisations' subjects never collide.
+    pub fn owner_key(&self) -> String {
+        match &self.org {
+            Some(org) => format!("{org}/{}", self.subject),
+            None => self.subject.clone(),
+        }
+    }
+
     /// Whether the principal holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|held| held == scope)
     }
+}
+
+/// Marks an in-process request made by a graph run on behalf of its caller.
+/// The orchestrator's gateway dispatcher inserts it as a request extension
+/// (with the run caller's [`Principal`]); policy sees it as the "from a graph
+/// run" context. Outside requests can never carry it: extensions are not
+/// wire data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GraphCall {
+    /// The run the call belongs to.
+    pub run_id: String,
+    /// The graph the run executes.
+    pub graph: String,
+    /// The node making the call.
+    pub node_id: String,
 }
