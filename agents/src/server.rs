@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use convergio_schemas::a2a;
 use convergio_schemas::{validate, SchemaId};
@@ -235,6 +236,11 @@ pub async fn spawn_logic(
         .with_state(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
+        // Small JSON answers and SSE events must leave at once, not wait
+        // for Nagle's algorithm to meet the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 // Either an explicit stop or the sender being dropped.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use convergio_gateway::a2a::{
@@ -95,6 +96,9 @@ async fn run_gateway_child() {
         .expect("bind gateway");
     let port = listener.local_addr().expect("address").port();
     println!("PORT {port}");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let _ = axum::serve(listener, app).await;
 }
 
@@ -377,6 +381,9 @@ async fn run() {
         .expect("bind upstream");
     let upstream_url = format!("http://{}/", listener.local_addr().expect("address"));
     let upstream = Router::new().route("/", post(upstream_handler));
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, upstream).await;
     });
