@@ -8,6 +8,8 @@ pub mod app;
 pub mod error;
 pub mod layers;
 mod registry_routes;
+pub mod server;
+pub mod tls;
 
 /// The caller's identity, shared with the other crates (defined in `convergio-schemas`).
 pub use convergio_schemas::{AuthMethod, Principal};

@@ -60,6 +60,18 @@ pub struct A2aConfig {
     pub gateway_description: String,
     /// The gateway card's `version`.
     pub gateway_version: String,
+    /// Calls in flight to one upstream before more are refused with 503
+    /// (default 256).
+    pub upstream_concurrency: usize,
+    /// Consecutive transport failures that open an upstream's circuit
+    /// (default 5).
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe (default 10 s).
+    pub breaker_cooldown: Duration,
+    /// Extra attempts, with exponential backoff and jitter, for calls that
+    /// could not connect, only where a repeat is safe: reads, and
+    /// SendMessage (the upstream de-duplicates by `messageId`) (default 2).
+    pub upstream_retries: u32,
 }
 
 impl Default for A2aConfig {
@@ -74,6 +86,10 @@ impl Default for A2aConfig {
             gateway_description:
                 "Convergio A2A gateway: routes to the agents this caller may reach".into(),
             gateway_version: env!("CARGO_PKG_VERSION").into(),
+            upstream_concurrency: 256,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(10),
+            upstream_retries: 2,
         }
     }
 }
