@@ -17,6 +17,7 @@ use convergio_registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
+use crate::api_keys::{api_keys_router, StoredApiKeys};
 use crate::layers::{with_layers, with_layers_auth, Authenticator, LimitsConfig};
 use crate::registry_routes::RegistryRoutes;
 use crate::server::{serve_with, ServerConfig};
@@ -29,6 +30,8 @@ pub struct AppConfig {
     /// The credential checks of the `Authenticate` layer; `None` turns
     /// authentication off (every caller anonymous: tests of other layers).
     pub authenticator: Option<Arc<Authenticator>>,
+    /// Stored API keys: mounts the `/v1/api-keys` admin API when set.
+    pub api_keys: Option<Arc<StoredApiKeys>>,
     /// Request limits shared by every surface.
     pub limits: LimitsConfig,
     /// A2A routing settings.
@@ -47,7 +50,10 @@ pub fn build_router(registry: Registry, config: AppConfig) -> Router {
     );
     let a2a = a2a_router(A2aState::new(routes, config.a2a));
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
-    let router = health.merge(api).merge(a2a);
+    let mut router = health.merge(api).merge(a2a);
+    if let Some(keys) = config.api_keys {
+        router = router.merge(api_keys_router(keys));
+    }
     match config.authenticator {
         Some(authenticator) => with_layers_auth(router, &config.limits, authenticator),
         None => with_layers(router, &config.limits),

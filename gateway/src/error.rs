@@ -143,6 +143,12 @@ pub enum GatewayError {
         /// Which check failed, for logs.
         reason: String,
     },
+    /// A verified caller lacks the scope this operation needs.
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        /// Which scope or rule refused it.
+        detail: String,
+    },
     /// The upstream's circuit breaker is open (or its concurrency bound is
     /// full): the call is refused at once instead of queueing.
     #[error("upstream {agent} unavailable: {detail}")]
@@ -190,6 +196,7 @@ impl GatewayError {
             Self::RequestTimeout => ErrorKind::RequestTimeout,
             Self::Overloaded | Self::UpstreamUnavailable { .. } => ErrorKind::Unavailable,
             Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::Internal { .. } => ErrorKind::Internal,
         }
     }
@@ -285,6 +292,7 @@ impl GatewayError {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
             Self::Unauthenticated { .. } => "UNAUTHENTICATED",
+            Self::Forbidden { .. } => "FORBIDDEN",
             Self::UpstreamUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
             _ => "INTERNAL",
         };

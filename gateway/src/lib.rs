@@ -4,6 +4,7 @@
 //! ([`GatewayError`]).
 
 pub mod a2a;
+pub mod api_keys;
 pub mod app;
 pub mod error;
 pub mod layers;

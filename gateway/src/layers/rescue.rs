@@ -176,6 +176,7 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
                 | GatewayError::RequestTimeout
                 | GatewayError::Overloaded
                 | GatewayError::Unauthenticated { .. }
+                | GatewayError::Forbidden { .. }
                 | GatewayError::UpstreamUnavailable { .. } => error.http_status(),
                 _ => 200,
             };
