@@ -12,6 +12,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use convergio_auth::{AuthError, JwtConfig, JwtVerifier, KeySet};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -56,9 +60,27 @@ impl JwtAuthConfig {
     }
 }
 
+/// How long a verified token's principal is remembered (re-checked against
+/// `exp`/`nbf` on every use; dropped on every key set change).
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// A token already verified: its principal and validity window.
+#[derive(Debug)]
+struct Verified {
+    principal: Principal,
+    expires_at: u64,
+    not_before: u64,
+}
+
 /// A verifier that keeps its key set current.
 pub(crate) struct JwtAuthenticator {
     verifier: JwtVerifier,
+    /// Verified tokens by SHA-256 of their bytes: a caller reusing its token
+    /// (the common case) costs one hash, not a signature check. Sound because
+    /// the same bytes always verify the same way; only the clock-dependent
+    /// claims are re-checked, and a key set change clears the cache.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    leeway: u64,
     source: JwksSource,
     min_refetch_interval: Duration,
     last_fetch: Mutex<Option<Instant>>,
@@ -77,7 +99,13 @@ impl JwtAuthenticator {
             .map_err(|error| GatewayError::Internal {
                 detail: format!("building the jwks client: {error}"),
             })?;
+        let leeway = config.jwt.leeway_seconds;
         let authenticator = Self {
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+            leeway,
             verifier: JwtVerifier::new(config.jwt),
             source: config.source,
             min_refetch_interval: config.min_refetch_interval,
@@ -97,6 +125,31 @@ impl JwtAuthenticator {
 
     /// Verifies `token`, refreshing the key set once if its `kid` is unknown.
     pub(crate) async fn verify(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        let digest = token_digest(token);
+        if let Some(verified) = self.verified.get(&digest) {
+            if verified.expires_at.saturating_add(self.leeway) <= now {
+                return Err(AuthError::Expired);
+            }
+            if verified.not_before > now.saturating_add(self.leeway) {
+                return Err(AuthError::NotYetValid);
+            }
+            return Ok(verified.principal.clone());
+        }
+        let principal = self.verify_signature(token, now).await?;
+        if let Some((expires_at, not_before)) = validity_window(token) {
+            self.verified.insert(
+                digest,
+                Arc::new(Verified {
+                    principal: principal.clone(),
+                    expires_at,
+                    not_before,
+                }),
+            );
+        }
+        Ok(principal)
+    }
+
+    async fn verify_signature(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
         match self.verifier.verify(token, now) {
             Err(AuthError::UnknownKey { kid }) => {
                 if self.refresh().await {
@@ -121,6 +174,7 @@ impl JwtAuthenticator {
         match self.fetch().await {
             Ok(set) => {
                 self.verifier.install(&set);
+                self.verified.invalidate_all();
                 tracing::info!(keys = set.len(), "jwt key set refreshed");
                 true
             }
@@ -163,4 +217,24 @@ impl JwtAuthenticator {
         };
         KeySet::from_jwks(&text).map_err(|error| error.to_string())
     }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(digest.as_ref());
+    bytes
+}
+
+/// `exp` and `nbf` (0 when absent) of a token that has just verified.
+fn validity_window(token: &str) -> Option<(u64, u64)> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let expires_at = claims.get("exp")?.as_u64()?;
+    let not_before = claims
+        .get("nbf")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    Some((expires_at, not_before))
 }
