@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::env;
-use crate::security_config::{self, AuthSection, SecuritySettings, ServerSection, TlsSection};
+use crate::security_config::{
+    self, AuthSection, SecuritySettings, ServerSection, TlsSection, UpstreamCredentialSection,
+};
 
 /// The only config version this binary reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -76,6 +78,8 @@ pub struct ConfigFile {
     pub tls: Option<TlsSection>,
     /// Connection bounds of the listener.
     pub server: ServerSection,
+    /// Credentials the gateway presents to upstream agents, by agent name.
+    pub upstream_credentials: std::collections::BTreeMap<String, UpstreamCredentialSection>,
 }
 
 /// Example agents section.
@@ -171,6 +175,7 @@ impl Default for ConfigFile {
             auth: AuthSection::default(),
             tls: None,
             server: ServerSection::default(),
+            upstream_credentials: Default::default(),
         }
     }
 }
@@ -348,7 +353,13 @@ impl Config {
                 "must be between 1 and 3600".to_owned(),
             ));
         }
-        let security = security_config::validate(file.auth, file.tls, file.server, &listen)?;
+        let security = security_config::validate(
+            file.auth,
+            file.tls,
+            file.server,
+            &listen,
+            file.upstream_credentials,
+        )?;
         Ok(Self {
             security,
             data_dir: file.data_dir,

@@ -97,6 +97,20 @@ pub enum ClientAuthSetting {
     Required,
 }
 
+/// One entry of `upstream_credentials:` (keyed by agent name): where the
+/// bearer token the gateway presents to that agent is read from at start.
+/// The secret itself is never written in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamCredentialSection {
+    /// File holding the token (trailing whitespace is trimmed).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+}
+
 /// `server:` section: connection bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -173,6 +187,8 @@ pub struct SecuritySettings {
     pub tls: Option<TlsConfig>,
     /// Connection bounds.
     pub server: ServerConfig,
+    /// Where each agent's upstream credential is read from.
+    pub upstream_credentials: std::collections::BTreeMap<String, UpstreamCredentialSection>,
 }
 
 /// Applies the `CONVERGIO_*` security overrides to the sections.
@@ -258,7 +274,16 @@ pub fn validate(
     tls: Option<TlsSection>,
     server: ServerSection,
     listen: &SocketAddr,
+    upstream_credentials: std::collections::BTreeMap<String, UpstreamCredentialSection>,
 ) -> Result<SecuritySettings, ConfigError> {
+    for (agent, credential) in &upstream_credentials {
+        if credential.bearer_token_file.is_some() == credential.bearer_token_env.is_some() {
+            return Err(invalid(
+                &format!("upstream_credentials.{agent}"),
+                "exactly one of bearer_token_file and bearer_token_env is required".to_owned(),
+            ));
+        }
+    }
     if let Some(jwt) = &auth.jwt {
         if jwt.issuer.is_empty() || jwt.audience.is_empty() {
             return Err(invalid(
@@ -323,6 +348,7 @@ pub fn validate(
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
             drain_timeout: Duration::from_secs(server.drain_timeout_seconds),
         },
+        upstream_credentials,
     })
 }
 
@@ -359,6 +385,7 @@ mod tests {
             None,
             ServerSection::default(),
             &listen("127.0.0.1:8080"),
+            Default::default(),
         )
         .expect("valid");
         assert!(loopback.anonymous);
@@ -367,6 +394,7 @@ mod tests {
             None,
             ServerSection::default(),
             &listen("0.0.0.0:8080"),
+            Default::default(),
         )
         .expect("valid");
         assert!(!public.anonymous);
@@ -381,6 +409,7 @@ mod tests {
             Some(tls),
             ServerSection::default(),
             &listen("127.0.0.1:8443"),
+            Default::default(),
         )
         .expect("valid");
         assert!(!loopback_tls.anonymous);
@@ -392,6 +421,7 @@ mod tests {
             None,
             ServerSection::default(),
             &listen("127.0.0.1:8080"),
+            Default::default(),
         )
         .expect("valid");
         assert!(!explicit.anonymous);
@@ -405,7 +435,14 @@ mod tests {
         let mut tls = None;
         let mut server = ServerSection::default();
         apply_environment(&mut auth, &mut tls, &mut server, &environment).expect("applies");
-        let error = validate(auth, tls, server, &listen("127.0.0.1:1")).expect_err("incomplete");
+        let error = validate(
+            auth,
+            tls,
+            server,
+            &listen("127.0.0.1:1"),
+            Default::default(),
+        )
+        .expect_err("incomplete");
         assert!(error.to_string().contains("auth.jwt"), "{error}");
 
         let tls = Some(TlsSection {
@@ -419,6 +456,7 @@ mod tests {
             tls,
             ServerSection::default(),
             &listen("127.0.0.1:1"),
+            Default::default(),
         )
         .expect_err("no ca");
         assert!(error.to_string().contains("tls.client_ca_file"), "{error}");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::{JwtConfig, MtlsConfig};
+use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
 use convergio_gateway::app::{build_router, AppConfig};
 use convergio_gateway::layers::{
@@ -102,12 +103,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             authenticator: Some(Arc::new(authenticator)),
             api_keys,
             admin_token: Some(admin_token),
+            a2a: A2aConfig {
+                upstream_credentials: upstream_credentials(&config.security)?,
+                ..A2aConfig::default()
+            },
             limits: LimitsConfig {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
                 ..LimitsConfig::default()
             },
-            ..AppConfig::default()
         },
     );
 
@@ -175,6 +179,42 @@ async fn build_authenticator(
     })
     .await
     .context("setting up authentication")
+}
+
+/// Reads every configured upstream credential (files and environment) once,
+/// at start; errors name the agent and the source, never the secret.
+fn upstream_credentials(
+    security: &SecuritySettings,
+) -> anyhow::Result<HashMap<String, UpstreamCredential>> {
+    let mut credentials = HashMap::new();
+    for (agent, section) in &security.upstream_credentials {
+        let token = match (&section.bearer_token_file, &section.bearer_token_env) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "reading the upstream credential of {agent} from {}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            (None, Some(name)) => std::env::var(name).with_context(|| {
+                format!("the upstream credential of {agent}: {name} is not set")
+            })?,
+            (None, None) => continue,
+        };
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the upstream credential of {agent} is empty"
+        );
+        credentials.insert(
+            agent.clone(),
+            UpstreamCredential {
+                bearer_token: token,
+            },
+        );
+    }
+    Ok(credentials)
 }
 
 /// One line saying which credentials are accepted.

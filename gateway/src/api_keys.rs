@@ -235,18 +235,19 @@ pub fn api_keys_router(keys: Arc<StoredApiKeys>) -> Router {
         .with_state(keys)
 }
 
-fn require_admin(principal: &Principal) -> Result<(), Failure> {
+/// Why `principal` may not manage keys, if it may not.
+fn admin_refusal(principal: &Principal) -> Option<Failure> {
     if principal.has_scope("admin") {
-        Ok(())
+        None
     } else if principal.method == convergio_schemas::AuthMethod::Anonymous {
-        Err(Failure::new(
+        Some(Failure::new(
             GatewayError::Unauthenticated {
                 reason: "api key administration needs credentials".to_owned(),
             },
             ErrorShape::Problem,
         ))
     } else {
-        Err(Failure::new(
+        Some(Failure::new(
             GatewayError::Forbidden {
                 detail: "api key administration needs the admin scope".to_owned(),
             },
@@ -260,7 +261,9 @@ async fn issue_handler(
     Extension(principal): Extension<Principal>,
     body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
-    require_admin(&principal)?;
+    if let Some(failure) = admin_refusal(&principal) {
+        return Err(failure);
+    }
     let request: IssueRequest = serde_json::from_slice(&body).map_err(|error| {
         Failure::new(
             GatewayError::InvalidParams {
@@ -280,7 +283,9 @@ async fn list_handler(
     State(keys): State<Arc<StoredApiKeys>>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, Failure> {
-    require_admin(&principal)?;
+    if let Some(failure) = admin_refusal(&principal) {
+        return Err(failure);
+    }
     let listed = keys
         .list()
         .await
@@ -293,7 +298,9 @@ async fn revoke_handler(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    require_admin(&principal)?;
+    if let Some(failure) = admin_refusal(&principal) {
+        return Err(failure);
+    }
     match keys.revoke(&id).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(false) => Err(Failure::new(

@@ -385,3 +385,45 @@ async fn unknown_kid_refetches_are_rate_limited() {
         "made-up kids cost the issuer nothing within the interval"
     );
 }
+
+#[tokio::test]
+async fn upstream_credentials_come_from_the_agents_config_only() {
+    let issuer = Issuer::new("key-1");
+    let mut options = SecureOptions::new(&issuer);
+    options.a2a.upstream_credentials.insert(
+        "guarded".to_owned(),
+        convergio_gateway::a2a::UpstreamCredential {
+            bearer_token: "upstream-secret".to_owned(),
+        },
+    );
+    let secure = spawn_secure_gateway(options).await;
+    let guarded = spawn_fake(FakeMode::V1).await;
+    let open = spawn_fake(FakeMode::V1).await;
+    secure.gateway.register("guarded", guarded.card());
+    secure.gateway.register("open", open.card());
+    for agent in ["guarded", "open"] {
+        let response = secure
+            .gateway
+            .http
+            .post(secure.gateway.url(&format!("/agents/{agent}")))
+            .header("A2A-Version", "1.0")
+            .bearer_auth(issuer.token("alice", "acme.example"))
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": send_params("hi")}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200, "{agent}");
+    }
+    let seen = |fake: &support::FakeAgent| {
+        fake.state
+            .last_headers
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("upstream saw the call")
+            .get("authorization")
+            .map(|value| value.to_str().expect("ascii").to_owned())
+    };
+    assert_eq!(seen(&guarded).as_deref(), Some("Bearer upstream-secret"));
+    assert_eq!(seen(&open), None, "no configured credential, none sent");
+}

@@ -229,10 +229,10 @@ async fn list_tasks_shows_only_the_callers_own_on_both_bindings() {
         let (status, body) = rpc(&gateway, caller, "ListTasks", json!({})).await;
         assert_eq!(status, 200, "{body}");
         let value: Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(listed_ids(&value["result"]), [own.clone()]);
+        assert_eq!(listed_ids(&value["result"]), std::slice::from_ref(own));
         let (status, body) = rest(&gateway, caller, reqwest::Method::GET, "/tasks", None).await;
         assert_eq!(status, 200, "{body}");
         let value: Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(listed_ids(&value), [own.clone()]);
+        assert_eq!(listed_ids(&value), std::slice::from_ref(own));
     }
 }

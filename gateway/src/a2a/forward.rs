@@ -118,7 +118,7 @@ pub(crate) async fn forward(
         } else {
             (params, None)
         };
-        let request = encode_upstream(
+        let mut request = encode_upstream(
             &interface,
             method,
             params_now,
@@ -126,6 +126,15 @@ pub(crate) async fn forward(
             request_id,
             &target.name,
         )?;
+        if let Some(credential) = state.config.upstream_credentials.get(&agent) {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", credential.bearer_token))
+                .map_err(|_| GatewayError::Internal {
+                    detail: format!("the upstream credential of {agent} is not a header value"),
+                })?;
+            // Keeps the value out of hyper's debug output and HPACK tables.
+            value.set_sensitive(true);
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
         match tokio::time::timeout(timeout, state.client.client.request(request)).await {
             Err(_) => {
                 admission.failed();

@@ -18,6 +18,7 @@ mod routes;
 mod sse;
 pub mod translate;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,25 @@ pub struct A2aConfig {
     /// could not connect, only where a repeat is safe: reads, and
     /// SendMessage (the upstream de-duplicates by `messageId`) (default 2).
     pub upstream_retries: u32,
+    /// Credentials the gateway presents to upstreams, by agent name (the
+    /// caller's own are never forwarded). Default none.
+    pub upstream_credentials: HashMap<String, UpstreamCredential>,
+}
+
+/// What the gateway presents to one upstream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamCredential {
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: String,
+}
+
+impl std::fmt::Debug for UpstreamCredential {
+    // Hand-written so the token can never be printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredential")
+            .field("bearer_token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for A2aConfig {
@@ -90,6 +110,7 @@ impl Default for A2aConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(10),
             upstream_retries: 2,
+            upstream_credentials: HashMap::new(),
         }
     }
 }
