@@ -285,3 +285,52 @@ async fn a_flood_beyond_an_upstreams_bound_gets_503_while_others_keep_working() 
         task.abort();
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_opens_its_circuit_and_gets_a_fast_503() {
+    let issuer = Issuer::new("key-1");
+    let mut options = SecureOptions::new(&issuer);
+    options.a2a.breaker_failures = 3;
+    options.a2a.breaker_cooldown = Duration::from_secs(3600);
+    let gateway = spawn_secure_gateway(options).await;
+    // A port that was just free: connecting is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port");
+    let healthy = spawn_fake(FakeMode::V1).await;
+    gateway.gateway.register(
+        "gone",
+        json!({"name": "gone", "description": "down", "version": "1",
+               "supportedInterfaces": [{"url": format!("http://{closed}/"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+               "capabilities": {}, "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"], "skills": []}),
+    );
+    gateway.gateway.register("healthy", healthy.card());
+    let token = issuer.token("alice", "acme.example");
+    let call = |agent: &str, method: &str, params: Value| {
+        gateway
+            .gateway
+            .http
+            .post(gateway.gateway.url(&format!("/agents/{agent}")))
+            .header("A2A-Version", "1.0")
+            .bearer_auth(&token)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+    };
+    for _ in 0..3 {
+        let response = call("gone", "ListTasks", json!({})).await.expect("call");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], -32006, "unreachable: {body}");
+    }
+    let response = call("gone", "ListTasks", json!({})).await.expect("call");
+    assert_eq!(response.status(), 503, "the circuit is open");
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["error"]["data"][0]["reason"], "UPSTREAM_UNAVAILABLE",
+        "{body}"
+    );
+    let response = call("healthy", "SendMessage", send_params("hi"))
+        .await
+        .expect("call");
+    assert_eq!(response.status(), 200, "other upstreams are unaffected");
+}
