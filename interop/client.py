@@ -4,10 +4,17 @@ named on the command line, and checks card discovery, blocking and streaming
 sends (task and message replies), get, list, cancel and subscribe. Prints one
 `ok <check>` line per passed check; any failure raises (non-zero exit).
 
-Usage: python client.py AGENT_URL BINDING [direct]
+Usage: python client.py AGENT_URL BINDING [direct|refused]
 (BINDING: JSONRPC or HTTP+JSON; `direct` skips the card-rewrite check, for
-talking to the agent without the gateway while debugging)
+talking to the agent without the gateway while debugging; `refused` expects
+the first send to be refused and prints `ok refused <error>`)
+
+With INTEROP_BEARER_TOKEN set, every call carries
+`Authorization: Bearer <token>` (the gateway's authentication); cards are
+public and fetched without it.
 """
+
+import os
 
 import asyncio
 import sys
@@ -51,7 +58,11 @@ async def collect(client, send_request):
 
 async def main() -> None:
     url, binding = sys.argv[1], sys.argv[2]
-    direct = len(sys.argv) > 3 and sys.argv[3] == "direct"
+    mode = sys.argv[3] if len(sys.argv) > 3 else ""
+    direct = mode == "direct"
+    token = os.environ.get("INTEROP_BEARER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    calls = httpx.AsyncClient(timeout=20, headers=headers)
 
     async with httpx.AsyncClient(timeout=20) as http:
         card = await A2ACardResolver(http, url).get_agent_card()
@@ -60,12 +71,36 @@ async def main() -> None:
     assert not card.signatures, "rewritten card must not carry upstream signatures"
     ok("card")
 
+    if mode == "refused":
+        # The gateway refuses a bad credential on every path, the card's too.
+        try:
+            refused = await create_client(
+                url,
+                ClientConfig(
+                    streaming=False,
+                    supported_protocol_bindings=[binding],
+                    httpx_client=calls,
+                ),
+            )
+            await collect(refused, request("hello"))
+        except Exception as error:  # the SDK's error type varies by binding
+            print(f"ok refused {error!r}", flush=True)
+            return
+        raise SystemExit("a call with a wrong token was not refused")
+
     blocking = await create_client(
-        url, ClientConfig(streaming=False, supported_protocol_bindings=[binding])
+        url,
+        ClientConfig(
+            streaming=False, supported_protocol_bindings=[binding], httpx_client=calls
+        ),
     )
     streaming = await create_client(
-        url, ClientConfig(streaming=True, supported_protocol_bindings=[binding])
+        url,
+        ClientConfig(
+            streaming=True, supported_protocol_bindings=[binding], httpx_client=calls
+        ),
     )
+
 
     events = await collect(blocking, request("hello"))
     assert len(events) == 1 and events[0].HasField("task"), events

@@ -70,31 +70,9 @@ impl ApiKeys {
         scopes: &[&str],
         expires_at: Option<u64>,
     ) -> Result<IssuedApiKey, AuthError> {
-        let rng = SystemRandom::new();
-        let mut id = [0u8; 9];
-        let mut secret = [0u8; 32];
-        rng.fill(&mut id)
-            .and_then(|()| rng.fill(&mut secret))
-            .map_err(|_| AuthError::BadKeySet {
-                reason: "no system randomness".to_owned(),
-            })?;
-        // base64url has `_` in its alphabet; ids use hex so the separator is unambiguous.
-        let id = hex(&id);
-        let secret = URL_SAFE_NO_PAD.encode(secret);
-        let record = ApiKeyRecord {
-            id: id.clone(),
-            secret_sha256: sha256_hex(secret.as_bytes()),
-            subject: subject.to_owned(),
-            org: org.map(str::to_owned),
-            scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
-            expires_at,
-            revoked: false,
-        };
-        self.insert(record.clone());
-        Ok(IssuedApiKey {
-            token: format!("{PREFIX}{id}_{secret}"),
-            record,
-        })
+        let issued = generate(subject, org, scopes, expires_at)?;
+        self.insert(issued.record.clone());
+        Ok(issued)
     }
 
     /// Adds or replaces a stored record (e.g. loaded from the database).
@@ -117,25 +95,77 @@ impl ApiKeys {
 
     /// Verifies a presented key at `now` (seconds since the Unix epoch).
     pub fn verify(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
-        let (id, secret) = token
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split_once('_'))
-            .ok_or(AuthError::InvalidApiKey)?;
+        let id = key_id(token).ok_or(AuthError::InvalidApiKey)?;
         let by_id = self.by_id.read().map_err(|_| AuthError::InvalidApiKey)?;
         let record = by_id.get(id).ok_or(AuthError::InvalidApiKey)?;
-        let presented = sha256_hex(secret.as_bytes());
-        let matches = constant_time_eq(presented.as_bytes(), record.secret_sha256.as_bytes());
-        let expired = record.expires_at.is_some_and(|expiry| expiry <= now);
-        if !matches || record.revoked || expired {
-            return Err(AuthError::InvalidApiKey);
-        }
-        Ok(Principal {
-            subject: record.subject.clone(),
-            org: record.org.clone(),
-            scopes: record.scopes.clone(),
-            method: AuthMethod::ApiKey,
-        })
+        verify_record(record, token, now)
     }
+}
+
+/// Generates a fresh key (random 72-bit id, 256-bit secret) without storing
+/// it anywhere: the caller persists `record` and shows `token` once.
+pub fn generate(
+    subject: &str,
+    org: Option<&str>,
+    scopes: &[&str],
+    expires_at: Option<u64>,
+) -> Result<IssuedApiKey, AuthError> {
+    let rng = SystemRandom::new();
+    let mut id = [0u8; 9];
+    let mut secret = [0u8; 32];
+    rng.fill(&mut id)
+        .and_then(|()| rng.fill(&mut secret))
+        .map_err(|_| AuthError::BadKeySet {
+            reason: "no system randomness".to_owned(),
+        })?;
+    // base64url has `_` in its alphabet; ids use hex so the separator is unambiguous.
+    let id = hex(&id);
+    let secret = URL_SAFE_NO_PAD.encode(secret);
+    let record = ApiKeyRecord {
+        id: id.clone(),
+        secret_sha256: sha256_hex(secret.as_bytes()),
+        subject: subject.to_owned(),
+        org: org.map(str::to_owned),
+        scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+        expires_at,
+        revoked: false,
+    };
+    Ok(IssuedApiKey {
+        token: format!("{PREFIX}{id}_{secret}"),
+        record,
+    })
+}
+
+/// The id part of a presented `cvg_<id>_<secret>` key, to look its record up.
+pub fn key_id(token: &str) -> Option<&str> {
+    token
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id)
+        .filter(|id| !id.is_empty())
+}
+
+/// Verifies a presented key against its stored record at `now` (seconds
+/// since the Unix epoch): the secret's hash (constant-time), expiry and
+/// revocation.
+pub fn verify_record(record: &ApiKeyRecord, token: &str, now: u64) -> Result<Principal, AuthError> {
+    let (id, secret) = token
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .ok_or(AuthError::InvalidApiKey)?;
+    let presented = sha256_hex(secret.as_bytes());
+    let matches =
+        constant_time_eq(presented.as_bytes(), record.secret_sha256.as_bytes()) && id == record.id;
+    let expired = record.expires_at.is_some_and(|expiry| expiry <= now);
+    if !matches || record.revoked || expired {
+        return Err(AuthError::InvalidApiKey);
+    }
+    Ok(Principal {
+        subject: record.subject.clone(),
+        org: record.org.clone(),
+        scopes: record.scopes.clone(),
+        method: AuthMethod::ApiKey,
+    })
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::env;
+use crate::security_config::{
+    self, AuthSection, SecuritySettings, ServerSection, TlsSection, UpstreamCredentialSection,
+};
 
 /// The only config version this binary reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -69,6 +72,14 @@ pub struct ConfigFile {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Authentication (see `security_config.rs`).
+    pub auth: AuthSection,
+    /// TLS listener; plaintext when absent.
+    pub tls: Option<TlsSection>,
+    /// Connection bounds of the listener.
+    pub server: ServerSection,
+    /// Credentials the gateway presents to upstream agents, by agent name.
+    pub upstream_credentials: std::collections::BTreeMap<String, UpstreamCredentialSection>,
 }
 
 /// Example agents section.
@@ -132,6 +143,8 @@ pub struct Config {
     pub log_filter: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Authentication, TLS and connection bounds.
+    pub security: SecuritySettings,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -159,6 +172,10 @@ impl Default for ConfigFile {
             examples: ExamplesConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            auth: AuthSection::default(),
+            tls: None,
+            server: ServerSection::default(),
+            upstream_credentials: Default::default(),
         }
     }
 }
@@ -270,6 +287,12 @@ impl Config {
                 )
             })?;
         }
+        security_config::apply_environment(
+            &mut file.auth,
+            &mut file.tls,
+            &mut file.server,
+            environment,
+        )?;
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -330,7 +353,15 @@ impl Config {
                 "must be between 1 and 3600".to_owned(),
             ));
         }
+        let security = security_config::validate(
+            file.auth,
+            file.tls,
+            file.server,
+            &listen,
+            file.upstream_credentials,
+        )?;
         Ok(Self {
+            security,
             data_dir: file.data_dir,
             listen,
             database_url,

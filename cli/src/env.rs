@@ -21,11 +21,32 @@ pub const LOG: &str = "CONVERGIO_LOG";
 pub const LOG_FORMAT: &str = "CONVERGIO_LOG_FORMAT";
 /// Maximum request body size in bytes.
 pub const MAX_BODY_BYTES: &str = "CONVERGIO_MAX_BODY_BYTES";
+/// `true`/`false`: serve callers without credentials (default: only on a
+/// plaintext loopback listener).
+pub const AUTH_ANONYMOUS: &str = "CONVERGIO_AUTH_ANONYMOUS";
+/// Required JWT issuer (`iss`).
+pub const JWT_ISSUER: &str = "CONVERGIO_JWT_ISSUER";
+/// Required JWT audience (`aud`).
+pub const JWT_AUDIENCE: &str = "CONVERGIO_JWT_AUDIENCE";
+/// JWKS file of the JWT issuer.
+pub const JWKS_FILE: &str = "CONVERGIO_JWKS_FILE";
+/// JWKS URL of the JWT issuer.
+pub const JWKS_URL: &str = "CONVERGIO_JWKS_URL";
+/// PEM certificate chain of the TLS listener.
+pub const TLS_CERT_FILE: &str = "CONVERGIO_TLS_CERT_FILE";
+/// PEM private key of the TLS listener.
+pub const TLS_KEY_FILE: &str = "CONVERGIO_TLS_KEY_FILE";
+/// PEM CA bundle for client certificates.
+pub const TLS_CLIENT_CA_FILE: &str = "CONVERGIO_TLS_CLIENT_CA_FILE";
+/// `none`, `optional` or `required` client certificates.
+pub const TLS_CLIENT_AUTH: &str = "CONVERGIO_TLS_CLIENT_AUTH";
+/// Concurrent connections the listener serves.
+pub const MAX_CONNECTIONS: &str = "CONVERGIO_MAX_CONNECTIONS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 9] = [
+pub const SERVER_KEYS: [&str; 19] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -35,4 +56,14 @@ pub const SERVER_KEYS: [&str; 9] = [
     LOG,
     LOG_FORMAT,
     MAX_BODY_BYTES,
+    AUTH_ANONYMOUS,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    JWKS_FILE,
+    JWKS_URL,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    TLS_CLIENT_CA_FILE,
+    TLS_CLIENT_AUTH,
+    MAX_CONNECTIONS,
 ];

@@ -19,6 +19,8 @@ mod agents;
 mod client;
 mod config;
 mod env;
+mod keys;
+mod security_config;
 mod serve;
 
 use std::path::PathBuf;
@@ -67,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         command: agents::AgentsCommand,
     },
+    /// Issue, list and revoke API keys on a running server.
+    Keys {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Agents { server, command } => agents::run(&server, command).await,
+        Command::Keys { server, command } => keys::run(&server, command).await,
     }
 }
 

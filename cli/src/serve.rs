@@ -4,17 +4,26 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
-use convergio_gateway::app::{build_router, serve, AppConfig};
-use convergio_gateway::layers::LimitsConfig;
+use convergio_auth::{JwtConfig, MtlsConfig};
+use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
+use convergio_gateway::api_keys::StoredApiKeys;
+use convergio_gateway::app::{build_router, AppConfig};
+use convergio_gateway::layers::{
+    ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
+};
+use convergio_gateway::server::serve_with;
+use convergio_gateway::tls::TlsAcceptor;
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
 use crate::env;
+use crate::security_config::SecuritySettings;
 
 /// Flags of `convergio serve`.
 #[derive(Debug, clap::Args)]
@@ -69,6 +78,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Vec::new()
     };
 
+    let api_keys = if config.security.api_keys {
+        let store = convergio_registry::keys::connect_api_keys(&config.database_url)
+            .await
+            .context("opening the api key store")?;
+        Some(Arc::new(StoredApiKeys::new(store)))
+    } else {
+        None
+    };
+    let authenticator =
+        build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
+    let tls = match &config.security.tls {
+        Some(tls) => Some(TlsAcceptor::from_config(tls).context("loading the tls listener")?),
+        None => None,
+    };
+
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -76,34 +100,141 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let router = build_router(
         registry,
         AppConfig {
+            authenticator: Some(Arc::new(authenticator)),
+            api_keys,
             admin_token: Some(admin_token),
+            a2a: A2aConfig {
+                upstream_credentials: upstream_credentials(&config.security)?,
+                ..A2aConfig::default()
+            },
             limits: LimitsConfig {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
                 ..LimitsConfig::default()
             },
-            ..AppConfig::default()
         },
     );
 
-    say!("convergio listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    say!("convergio listening on {scheme}://{local}");
     say!("  database     {}", redact(&config.database_url));
     say!("  admin token  {token_source}");
+    say!("  auth         {}", describe_auth(&config.security));
     if !examples.is_empty() {
         let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
         say!(
-            "  example agents at http://{local}/agents/{{{}}}",
+            "  example agents at {scheme}://{local}/agents/{{{}}}",
             names.join(",")
         );
     }
-    serve(listener, router, shutdown_signal())
-        .await
-        .context("serving")?;
+    serve_with(
+        listener,
+        router,
+        config.security.server.clone(),
+        tls,
+        shutdown_signal(),
+    )
+    .await
+    .context("serving")?;
     for agent in examples {
         agent.shutdown().await;
     }
     say!("convergio stopped");
     Ok(())
+}
+
+/// The `Authenticate` checks the configuration asks for.
+async fn build_authenticator(
+    security: &SecuritySettings,
+    admin_token: &str,
+    api_keys: Option<Arc<StoredApiKeys>>,
+) -> anyhow::Result<Authenticator> {
+    let jwt = security.jwt.as_ref().map(|jwt| {
+        let source = match (&jwt.jwks_file, &jwt.jwks_url) {
+            (Some(file), _) => JwksSource::File(file.clone()),
+            (None, Some(url)) => JwksSource::Url(url.clone()),
+            (None, None) => JwksSource::Static(convergio_auth::KeySet::default()),
+        };
+        JwtAuthConfig::new(
+            JwtConfig {
+                issuer: jwt.issuer.clone(),
+                audience: jwt.audience.clone(),
+                leeway_seconds: jwt.leeway_seconds,
+                org_claim: jwt.org_claim.clone(),
+                key_ttl: std::time::Duration::from_secs(jwt.key_ttl_seconds),
+                ..JwtConfig::default()
+            },
+            source,
+        )
+    });
+    let api_keys = api_keys.map(|keys| keys as Arc<dyn ApiKeyVerifier>);
+    Authenticator::new(AuthenticateConfig {
+        anonymous: security.anonymous,
+        admin_token: Some(admin_token.to_owned()),
+        jwt,
+        api_keys,
+        mtls: security.mtls.as_ref().map(|mtls| MtlsConfig {
+            scopes: mtls.scopes.clone(),
+        }),
+    })
+    .await
+    .context("setting up authentication")
+}
+
+/// Reads every configured upstream credential (files and environment) once,
+/// at start; errors name the agent and the source, never the secret.
+fn upstream_credentials(
+    security: &SecuritySettings,
+) -> anyhow::Result<HashMap<String, UpstreamCredential>> {
+    let mut credentials = HashMap::new();
+    for (agent, section) in &security.upstream_credentials {
+        let token = match (&section.bearer_token_file, &section.bearer_token_env) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "reading the upstream credential of {agent} from {}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            (None, Some(name)) => std::env::var(name).with_context(|| {
+                format!("the upstream credential of {agent}: {name} is not set")
+            })?,
+            (None, None) => continue,
+        };
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the upstream credential of {agent} is empty"
+        );
+        credentials.insert(
+            agent.clone(),
+            UpstreamCredential {
+                bearer_token: token,
+            },
+        );
+    }
+    Ok(credentials)
+}
+
+/// One line saying which credentials are accepted.
+fn describe_auth(security: &SecuritySettings) -> String {
+    let mut accepted = vec!["admin token"];
+    if security.api_keys {
+        accepted.push("api keys");
+    }
+    if security.jwt.is_some() {
+        accepted.push("jwt");
+    }
+    if security.mtls.is_some() {
+        accepted.push("client certificates");
+    }
+    let anonymous = if security.anonymous {
+        "anonymous allowed"
+    } else {
+        "credentials required"
+    };
+    format!("{} ({anonymous})", accepted.join(", "))
 }
 
 /// The admin token and a sentence saying where it comes from.

@@ -14,8 +14,16 @@
 //!   gateway: per-event latency (upstream send → client receipt) and the
 //!   gateway's VmRSS while all streams are open.
 //!
+//! - authentication modes side by side (issue 4): a gateway child per mode —
+//!   off (plaintext, no checks), JWT (plaintext, an Ed25519 bearer token whose
+//!   key is cached) and mTLS (TLS 1.3 with a client certificate) — each
+//!   driven by 32 keep-alive connections for 2 s; CPU per request and
+//!   latency, and the JWT and mTLS cost over off. `CONVERGIO_BENCH_ONLY=auth`
+//!   runs just this part.
+//!
 //! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
-//! 64 MB with 1,000 streams. Figures depend on the machine and its load.
+//! 64 MB with 1,000 streams, JWT verification <= 10 us CPU per request.
+//! Figures depend on the machine and its load.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -28,21 +36,36 @@ use axum::http::{Request, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::Bytes;
+use convergio_auth::{JwtConfig, KeySet, MtlsConfig};
 use convergio_gateway::a2a::{
     a2a_router, A2aConfig, A2aState, InMemoryRoutes, RouteTarget, SseParser,
 };
-use convergio_gateway::layers::LimitsConfig;
+use convergio_gateway::layers::{
+    with_layers_auth, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
+};
+use convergio_gateway::server::{serve_with, ServerConfig};
+use convergio_gateway::tls::{ClientAuth, TlsAcceptor, TlsConfig};
 use convergio_gateway::with_layers;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 const ROLE_ENV: &str = "CONVERGIO_BENCH_ROLE";
+const AUTH_ENV: &str = "CONVERGIO_BENCH_AUTH";
+const JWKS_ENV: &str = "CONVERGIO_BENCH_JWKS";
+const ONLY_ENV: &str = "CONVERGIO_BENCH_ONLY";
 const UPSTREAM_ENV: &str = "CONVERGIO_BENCH_UPSTREAM";
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const STREAMS: usize = 1000;
@@ -87,19 +110,75 @@ async fn run_gateway_child() {
         max_concurrency: 8192,
         ..LimitsConfig::default()
     };
-    let app = with_layers(
-        a2a_router(A2aState::new(routes, A2aConfig::default())),
-        &limits,
-    );
+    let router = a2a_router(A2aState::new(routes, A2aConfig::default()));
+    let auth = std::env::var(AUTH_ENV).unwrap_or_default();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
     let port = listener.local_addr().expect("address").port();
+    // Every mode runs the product's own accept loop (`serve_with`, which
+    // sets TCP_NODELAY and the connection bounds), so the modes differ only
+    // in authentication.
+    if auth.is_empty() {
+        let app = with_layers(router, &limits);
+        println!("PORT {port}");
+        let _ = serve_with(
+            listener,
+            app,
+            ServerConfig::default(),
+            None,
+            std::future::pending(),
+        )
+        .await;
+        return;
+    }
+    let (config, tls) = match auth.as_str() {
+        "jwt" => {
+            let jwks = std::env::var(JWKS_ENV).expect("jwks in the environment");
+            let jwt = JwtAuthConfig::new(
+                JwtConfig {
+                    issuer: BENCH_ISSUER.to_owned(),
+                    audience: BENCH_AUDIENCE.to_owned(),
+                    ..JwtConfig::default()
+                },
+                JwksSource::Static(KeySet::from_jwks(&jwks).expect("jwks")),
+            );
+            (
+                AuthenticateConfig {
+                    jwt: Some(jwt),
+                    ..AuthenticateConfig::default()
+                },
+                None,
+            )
+        }
+        "mtls" => (
+            AuthenticateConfig {
+                mtls: Some(MtlsConfig::default()),
+                ..AuthenticateConfig::default()
+            },
+            Some(
+                TlsAcceptor::from_config(&TlsConfig {
+                    cert_file: fixture("server.pem"),
+                    key_file: fixture("server.key"),
+                    client_ca_file: Some(fixture("ca.pem")),
+                    client_auth: ClientAuth::Required,
+                })
+                .expect("tls"),
+            ),
+        ),
+        _ => (AuthenticateConfig::anonymous(), None),
+    };
+    let authenticator = Authenticator::new(config).await.expect("authenticator");
+    let app = with_layers_auth(router, &limits, Arc::new(authenticator));
     println!("PORT {port}");
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let _ = axum::serve(listener, app).await;
+    let _ = serve_with(
+        listener,
+        app,
+        ServerConfig::default(),
+        tls,
+        std::future::pending(),
+    )
+    .await;
 }
 
 /// The upstream: SendMessage answers a Message echoing the parts;
@@ -144,9 +223,15 @@ struct GatewayChild {
 
 impl GatewayChild {
     fn spawn(upstream_url: &str) -> Self {
+        Self::spawn_with(upstream_url, "", "")
+    }
+
+    fn spawn_with(upstream_url: &str, auth: &str, jwks: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .env(ROLE_ENV, "gateway")
             .env(UPSTREAM_ENV, upstream_url)
+            .env(AUTH_ENV, auth)
+            .env(JWKS_ENV, jwks)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn the gateway child");
@@ -387,6 +472,10 @@ async fn run() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, upstream).await;
     });
+    if std::env::var(ONLY_ENV).as_deref() == Ok("auth") {
+        auth_modes(&upstream_url).await;
+        return;
+    }
     let gateway = GatewayChild::spawn(&upstream_url);
     let gateway_uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
     let client = client();
@@ -474,5 +563,187 @@ async fn run() {
         "summary: gateway CPU {:.1} us/request (closed loop, per concurrency {:?}); added p99 at 2,000 req/s {added_p99:.0} us; RSS with {STREAMS} streams {rss:.1} MB",
         cpu_per_request.iter().sum::<f64>() / cpu_per_request.len() as f64,
         cpu_per_request.iter().map(|cpu| format!("{cpu:.1}")).collect::<Vec<_>>(),
+    );
+    println!();
+    auth_modes(&upstream_url).await;
+}
+
+const BENCH_ISSUER: &str = "https://idp.bench.example";
+const BENCH_AUDIENCE: &str = "convergio";
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../auth/tests/fixtures")
+        .join(name)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An Ed25519 key's JWKS and a token it signed.
+fn jwt_material() -> (String, String) {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("key");
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "bench",
+        "x": b64(key.public_key().as_ref())}]});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let header = b64(json!({"alg": "EdDSA", "kid": "bench"})
+        .to_string()
+        .as_bytes());
+    let claims = b64(
+        json!({"iss": BENCH_ISSUER, "aud": BENCH_AUDIENCE, "sub": "bench",
+        "org": "bench.example", "exp": now + 3600})
+        .to_string()
+        .as_bytes(),
+    );
+    let signed = format!("{header}.{claims}");
+    let signature = key.sign(signed.as_bytes());
+    (
+        jwks.to_string(),
+        format!("{signed}.{}", b64(signature.as_ref())),
+    )
+}
+
+fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(fixture("ca.pem")).expect("ca") {
+        roots.add(certificate.expect("ca")).expect("add ca");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixture("client-spiffe.pem"))
+            .expect("cert")
+            .map(|certificate| certificate.expect("cert"))
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(fixture("client-spiffe.key")).expect("key");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client cert");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// One keep-alive HTTP/1.1 connection sending SendMessage back to back.
+async fn connection_loop(
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    bearer: Option<String>,
+    deadline: Instant,
+) -> Vec<Option<Duration>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let mut sender = match tls {
+        Some(config) => {
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("tls handshake");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("h1");
+            tokio::spawn(connection);
+            sender
+        }
+        None => {
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .expect("h1");
+            tokio::spawn(connection);
+            sender
+        }
+    };
+    let body = send_body(3);
+    let mut outcomes = Vec::new();
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let mut request = Request::post("/agents/bench")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("A2A-Version", "1.0");
+        if let Some(token) = &bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(body.clone())).expect("request");
+        let outcome = match sender.send_request(request).await {
+            Ok(response) => {
+                let ok = response.status().is_success();
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|collected| collected.to_bytes())
+                    .unwrap_or_default();
+                let is_result = bytes.windows(8).any(|window| window == b"\"result\"");
+                (ok && is_result).then(|| started.elapsed())
+            }
+            Err(_) => None,
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// The three authentication modes side by side.
+async fn auth_modes(upstream_url: &str) {
+    const CONNECTIONS: usize = 32;
+    let (jwks, token) = jwt_material();
+    println!(
+        "Authentication modes, SendMessage 1 KB, {CONNECTIONS} keep-alive connections, 2 s each"
+    );
+    println!(
+        "{:>6} | {:>8} {:>7} {:>7} | {:>13} | {:>16}",
+        "mode", "req/s", "p50 us", "p99 us", "gw CPU us/req", "over off us/req"
+    );
+    let mut off_cpu = None;
+    let mut summary = Vec::new();
+    for mode in ["off", "jwt", "mtls"] {
+        let gateway = GatewayChild::spawn_with(upstream_url, mode, &jwks);
+        let tls = (mode == "mtls").then(tls_client_config);
+        let bearer = (mode == "jwt").then(|| token.clone());
+        // Warm up: connections, allocator, the verified-token cache.
+        let warm = Instant::now() + Duration::from_millis(300);
+        let _ = connection_loop(gateway.port, tls.clone(), bearer.clone(), warm).await;
+        let cpu_before = gateway.cpu_seconds();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(2);
+        let mut workers = Vec::new();
+        for _ in 0..CONNECTIONS {
+            workers.push(tokio::spawn(connection_loop(
+                gateway.port,
+                tls.clone(),
+                bearer.clone(),
+                deadline,
+            )));
+        }
+        let mut outcomes = Vec::new();
+        for worker in workers {
+            outcomes.extend(worker.await.expect("worker"));
+        }
+        let run = Run::new(outcomes, started.elapsed());
+        let cpu = (gateway.cpu_seconds() - cpu_before) * 1e6 / run.latencies.len().max(1) as f64;
+        let baseline = *off_cpu.get_or_insert(cpu);
+        println!(
+            "{mode:>6} | {:>8.0} {:>7.0} {:>7.0} | {cpu:>13.1} | {:>16.1} | failed {}",
+            run.throughput(),
+            micros(run.percentile(0.5)),
+            micros(run.percentile(0.99)),
+            cpu - baseline,
+            run.failures
+        );
+        summary.push(format!("{mode} {cpu:.1}"));
+    }
+    println!(
+        "auth summary: gateway CPU us/request {}   (target: jwt <= off + 10 us)",
+        summary.join(", ")
     );
 }

@@ -8,7 +8,6 @@
 //! port back.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -18,14 +17,21 @@ use convergio_registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
-use crate::layers::{with_layers, LimitsConfig};
+use crate::api_keys::{api_keys_router, StoredApiKeys};
+use crate::layers::{with_layers, with_layers_auth, Authenticator, LimitsConfig};
 use crate::registry_routes::RegistryRoutes;
+use crate::server::{serve_with, ServerConfig};
 
 /// Settings of the whole application.
 #[derive(Debug, Clone, Default)]
 pub struct AppConfig {
     /// Bootstrap administrator token for registry writes.
     pub admin_token: Option<String>,
+    /// The credential checks of the `Authenticate` layer; `None` turns
+    /// authentication off (every caller anonymous: tests of other layers).
+    pub authenticator: Option<Arc<Authenticator>>,
+    /// Stored API keys: mounts the `/v1/api-keys` admin API when set.
+    pub api_keys: Option<Arc<StoredApiKeys>>,
     /// Request limits shared by every surface.
     pub limits: LimitsConfig,
     /// A2A routing settings.
@@ -44,20 +50,23 @@ pub fn build_router(registry: Registry, config: AppConfig) -> Router {
     );
     let a2a = a2a_router(A2aState::new(routes, config.a2a));
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
-    with_layers(health.merge(api).merge(a2a), &config.limits)
+    let mut router = health.merge(api).merge(a2a);
+    if let Some(keys) = config.api_keys {
+        router = router.merge(api_keys_router(keys));
+    }
+    match config.authenticator {
+        Some(authenticator) => with_layers_auth(router, &config.limits, authenticator),
+        None => with_layers(router, &config.limits),
+    }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains
-/// in-flight requests.
+/// Serves `router` in plaintext on `listener` with the default connection
+/// bounds until `shutdown` completes, then drains in-flight requests. See
+/// [`crate::server::serve_with`] for TLS and explicit bounds.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, ServerConfig::default(), None, shutdown).await
 }

@@ -135,6 +135,29 @@ pub enum GatewayError {
         /// The request path.
         path: String,
     },
+    /// No credentials where they are required, or credentials that do not
+    /// verify. The reason is for logs only (it never names a secret); the
+    /// client learns only that authentication failed.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Which check failed, for logs.
+        reason: String,
+    },
+    /// A verified caller lacks the scope this operation needs.
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        /// Which scope or rule refused it.
+        detail: String,
+    },
+    /// The upstream's circuit breaker is open (or its concurrency bound is
+    /// full): the call is refused at once instead of queueing.
+    #[error("upstream {agent} unavailable: {detail}")]
+    UpstreamUnavailable {
+        /// The agent's gateway name.
+        agent: String,
+        /// Why, for logs.
+        detail: String,
+    },
     /// A bug or an unexpected failure; details go to logs only.
     #[error("internal error: {detail}")]
     Internal {
@@ -171,7 +194,9 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => ErrorKind::UpstreamTimeout,
             Self::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::RequestTimeout => ErrorKind::RequestTimeout,
-            Self::Overloaded => ErrorKind::Unavailable,
+            Self::Overloaded | Self::UpstreamUnavailable { .. } => ErrorKind::Unavailable,
+            Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::Internal { .. } => ErrorKind::Internal,
         }
     }
@@ -266,6 +291,9 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
+            Self::Unauthenticated { .. } => "UNAUTHENTICATED",
+            Self::Forbidden { .. } => "FORBIDDEN",
+            Self::UpstreamUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
             _ => "INTERNAL",
         };
         let domain = match self {
@@ -289,6 +317,10 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "Invalid agent response: upstream timed out".to_owned(),
             Self::Upstream(failure) => failure.message.clone(),
             Self::Internal { .. } => "Internal error".to_owned(),
+            Self::Unauthenticated { .. } => "authentication required".to_owned(),
+            Self::UpstreamUnavailable { .. } => {
+                "upstream agent temporarily unavailable, retry later".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -302,6 +334,7 @@ impl GatewayError {
                 | Self::UpstreamUnreachable { .. }
                 | Self::UpstreamInvalid { .. }
                 | Self::UpstreamTimeout { .. }
+                | Self::UpstreamUnavailable { .. }
         )
     }
 }

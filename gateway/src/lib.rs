@@ -4,10 +4,13 @@
 //! ([`GatewayError`]).
 
 pub mod a2a;
+pub mod api_keys;
 pub mod app;
 pub mod error;
 pub mod layers;
 mod registry_routes;
+pub mod server;
+pub mod tls;
 
 /// The caller's identity, shared with the other crates (defined in `convergio-schemas`).
 pub use convergio_schemas::{AuthMethod, Principal};

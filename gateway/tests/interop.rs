@@ -82,22 +82,48 @@ async fn spawn_sdk_agent(python: &Path) -> SdkAgent {
 }
 
 async fn run_sdk_client(python: &Path, url: &str, binding: &str) {
-    let output = Command::new(python)
-        .arg(repo_root().join("interop/client.py"))
-        .arg(url)
-        .arg(binding)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
-        .await
-        .expect("the SDK client finished in time")
-        .expect("run the SDK client");
+    run_sdk_client_with(python, url, binding, None).await;
+}
+
+/// Runs the SDK client, optionally sending `token` as a bearer token.
+async fn run_sdk_client_with(python: &Path, url: &str, binding: &str, token: Option<&str>) {
+    let output = sdk_client_output(python, url, binding, token, None).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
         "SDK client over {binding} failed:\n{stdout}\n{stderr}"
     );
+    assert_all_checks(binding, &stdout);
+}
+
+async fn sdk_client_output(
+    python: &Path,
+    url: &str,
+    binding: &str,
+    token: Option<&str>,
+    mode: Option<&str>,
+) -> std::process::Output {
+    let mut command = Command::new(python);
+    command
+        .arg(repo_root().join("interop/client.py"))
+        .arg(url)
+        .arg(binding)
+        .kill_on_drop(true);
+    if let Some(mode) = mode {
+        command.arg(mode);
+    }
+    if let Some(token) = token {
+        command.env("INTEROP_BEARER_TOKEN", token);
+    }
+    let output = command.output();
+    tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("the SDK client finished in time")
+        .expect("run the SDK client")
+}
+
+fn assert_all_checks(binding: &str, stdout: &str) {
     for check in [
         "card",
         "blocking-task",
@@ -210,5 +236,57 @@ async fn the_python_sdk_works_through_the_gateway() {
         json!("echo: via 0.3"),
         "{body}"
     );
+    drop(agent);
+}
+
+/// Issue 4: the same SDK client through a gateway with authentication on —
+/// it succeeds with a bearer JWT on both bindings, and a wrong token is
+/// refused with 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_authenticates_with_a_bearer_token() {
+    use support::security::{spawn_secure_gateway, Issuer, SecureOptions};
+
+    let python = python().await;
+    let agent = spawn_sdk_agent(&python).await;
+    let issuer = Issuer::new("interop");
+    let mut options = SecureOptions::new(&issuer);
+    options.a2a.upstream_timeout = Duration::from_secs(20);
+    let secure = spawn_secure_gateway(options).await;
+    let card: Value = secure
+        .gateway
+        .http
+        .get(format!("{}/.well-known/agent-card.json", agent.base_url))
+        .send()
+        .await
+        .expect("card")
+        .json()
+        .await
+        .expect("card json");
+    secure.gateway.register("sdk-echo", card);
+    let agent_url = secure.gateway.url("/agents/sdk-echo");
+    let token = issuer.token("sdk-user", "acme.example");
+
+    for binding in ["JSONRPC", "HTTP+JSON"] {
+        run_sdk_client_with(&python, &agent_url, binding, Some(&token)).await;
+        let stranger = Issuer::new("interop").token("sdk-user", "acme.example");
+        let output = sdk_client_output(
+            &python,
+            &agent_url,
+            binding,
+            Some(&stranger),
+            Some("refused"),
+        )
+        .await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("ok refused"),
+            "{binding}: a wrong token was not refused:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("401"),
+            "{binding}: expected a 401, got {stdout}"
+        );
+    }
     drop(agent);
 }

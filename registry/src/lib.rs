@@ -6,10 +6,12 @@
 //! - [`model`]: the records;
 //! - [`store`]: the [`Store`] trait, its two backends and [`connect`];
 //! - [`service`]: [`Registry`], the rules (validation, trust ladder, cache);
-//! - [`api`]: the axum router.
+//! - [`api`]: the axum router;
+//! - [`keys`]: stored API keys (hashed), on both backends.
 
 pub mod api;
 pub mod error;
+pub mod keys;
 pub mod model;
 pub mod service;
 pub mod store;

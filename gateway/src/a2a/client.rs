@@ -1,17 +1,26 @@
 //! The pooled HTTP client the gateway forwards with (hyper-util legacy
-//! client over plain HTTP; TLS upstreams arrive with the security issue).
+//! client over plain HTTP), and the per-upstream guards every call passes:
+//! a concurrency bound (excess calls are refused at once with 503, never
+//! queued) and a circuit breaker (after `breaker_failures` consecutive
+//! transport failures the upstream is refused for `breaker_cooldown`, then
+//! one probe call decides whether it closes again).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-/// A cheap-to-clone pooled client.
+/// A cheap-to-clone pooled client with its per-upstream guards.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     pub(crate) client: Client<HttpConnector, Body>,
+    guards: Arc<Mutex<HashMap<String, Arc<UpstreamGuard>>>>,
 }
 
 // === impl UpstreamClient ===
@@ -26,12 +35,235 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { client }
+        Self {
+            client,
+            guards: Arc::default(),
+        }
+    }
+
+    /// Admits one call to `agent`, or says why not.
+    pub(crate) fn admit(
+        &self,
+        agent: &str,
+        settings: &GuardSettings,
+    ) -> Result<Admission, &'static str> {
+        let guard = {
+            let mut guards = self.guards.lock().map_err(|_| "upstream guard poisoned")?;
+            guards
+                .entry(agent.to_owned())
+                .or_insert_with(|| Arc::new(UpstreamGuard::new(settings)))
+                .clone()
+        };
+        guard.admit()
     }
 }
 
 impl Default for UpstreamClient {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The bounds of one upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GuardSettings {
+    pub(crate) concurrency: usize,
+    pub(crate) breaker_failures: u32,
+    pub(crate) breaker_cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaker {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen,
+}
+
+/// Concurrency bound and circuit breaker of one upstream.
+#[derive(Debug)]
+struct UpstreamGuard {
+    semaphore: Arc<Semaphore>,
+    breaker: Mutex<Breaker>,
+    settings: GuardSettings,
+}
+
+// === impl UpstreamGuard ===
+
+impl UpstreamGuard {
+    fn new(settings: &GuardSettings) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+            settings: *settings,
+        }
+    }
+
+    fn admit(self: Arc<Self>) -> Result<Admission, &'static str> {
+        let probe = {
+            let mut breaker = self.breaker.lock().map_err(|_| "upstream guard poisoned")?;
+            match *breaker {
+                Breaker::Closed { .. } => false,
+                Breaker::Open { until } if Instant::now() >= until => {
+                    // One probe at a time decides whether the upstream is back.
+                    *breaker = Breaker::HalfOpen;
+                    true
+                }
+                Breaker::Open { .. } => return Err("circuit open"),
+                Breaker::HalfOpen => return Err("circuit half-open, probe in flight"),
+            }
+        };
+        let permit = match self.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if probe {
+                    self.set(Breaker::Open {
+                        until: Instant::now(),
+                    });
+                }
+                return Err("upstream concurrency bound reached");
+            }
+        };
+        Ok(Admission {
+            guard: self,
+            _permit: permit,
+            outcome_recorded: false,
+        })
+    }
+
+    fn set(&self, state: Breaker) {
+        if let Ok(mut breaker) = self.breaker.lock() {
+            *breaker = state;
+        }
+    }
+
+    fn record(&self, success: bool) {
+        let Ok(mut breaker) = self.breaker.lock() else {
+            return;
+        };
+        let open = Breaker::Open {
+            until: Instant::now() + self.settings.breaker_cooldown,
+        };
+        *breaker = match (*breaker, success) {
+            (_, true) => Breaker::Closed { failures: 0 },
+            (Breaker::Closed { failures }, false) => {
+                let failures = failures.saturating_add(1);
+                if failures >= self.settings.breaker_failures.max(1) {
+                    tracing::warn!("upstream circuit opened after {failures} consecutive failures");
+                    open
+                } else {
+                    Breaker::Closed { failures }
+                }
+            }
+            (Breaker::HalfOpen, false) => open,
+            (state @ Breaker::Open { .. }, false) => state,
+        };
+    }
+}
+
+/// One admitted call: holds a concurrency slot until dropped, and reports
+/// its outcome to the breaker. Dropped unreported (the caller went away) it
+/// counts as neither, except that an unfinished probe reopens the circuit.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    guard: Arc<UpstreamGuard>,
+    _permit: OwnedSemaphorePermit,
+    outcome_recorded: bool,
+}
+
+// === impl Admission ===
+
+impl Admission {
+    /// The upstream answered (even with an A2A error).
+    pub(crate) fn succeeded(&mut self) {
+        self.outcome_recorded = true;
+        self.guard.record(true);
+    }
+
+    /// The upstream could not be reached, hung or answered garbage.
+    pub(crate) fn failed(&mut self) {
+        self.outcome_recorded = true;
+        self.guard.record(false);
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.outcome_recorded {
+            if let Ok(mut breaker) = self.guard.breaker.lock() {
+                if *breaker == Breaker::HalfOpen {
+                    *breaker = Breaker::Open {
+                        until: Instant::now(),
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> GuardSettings {
+        GuardSettings {
+            concurrency: 2,
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn the_concurrency_bound_refuses_instead_of_queueing() {
+        let client = UpstreamClient::new();
+        let first = client.admit("a", &settings()).expect("first");
+        let second = client.admit("a", &settings()).expect("second");
+        assert!(client.admit("a", &settings()).is_err());
+        assert!(
+            client.admit("b", &settings()).is_ok(),
+            "bounds are per upstream"
+        );
+        drop(first);
+        assert!(client.admit("a", &settings()).is_ok());
+        drop(second);
+    }
+
+    #[test]
+    fn consecutive_failures_open_the_circuit_and_a_success_resets_the_count() {
+        let client = UpstreamClient::new();
+        for _ in 0..2 {
+            client.admit("a", &settings()).expect("closed").failed();
+        }
+        client.admit("a", &settings()).expect("closed").succeeded();
+        for _ in 0..2 {
+            client.admit("a", &settings()).expect("closed").failed();
+        }
+        assert!(
+            client.admit("a", &settings()).is_ok(),
+            "two failures after a success"
+        );
+        for _ in 0..3 {
+            if let Ok(mut admission) = client.admit("a", &settings()) {
+                admission.failed();
+            }
+        }
+        assert_eq!(client.admit("a", &settings()).err(), Some("circuit open"));
+    }
+
+    #[test]
+    fn after_the_cooldown_one_probe_decides() {
+        let client = UpstreamClient::new();
+        let quick = GuardSettings {
+            breaker_cooldown: Duration::ZERO,
+            ..settings()
+        };
+        for _ in 0..3 {
+            client.admit("a", &quick).expect("closed").failed();
+        }
+        let mut probe = client.admit("a", &quick).expect("probe after cooldown");
+        assert!(client.admit("a", &quick).is_err(), "one probe at a time");
+        probe.succeeded();
+        drop(probe);
+        assert!(client.admit("a", &quick).is_ok());
+        assert!(client.admit("a", &quick).is_ok(), "closed again");
     }
 }

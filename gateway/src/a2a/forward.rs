@@ -19,11 +19,12 @@ use convergio_schemas::a2a::{
     self, A2aError, Method, ProtocolVersion, TaskState, EXTENSIONS_HEADER,
     LEGACY_EXTENSIONS_HEADER, MEDIA_A2A_JSON, MEDIA_JSON, MEDIA_SSE, VERSION_HEADER,
 };
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
+use super::client::GuardSettings;
 use super::inbound::{task_id_of, Call, ClientSide};
 use super::routes::{Binding, RouteTarget, TaskRoute, UpstreamInterface};
 use super::sse::{encode_event, SseParser};
@@ -67,7 +68,9 @@ pub(crate) async fn forward(
             .routes
             .task_route(task_id)
             .await?
-            .is_some_and(|route| route.owner == principal.subject && route.agent == target.name);
+            .is_some_and(|route| {
+                route.owner == principal.owner_key() && route.agent == target.name
+            });
         if !owned {
             return Err(GatewayError::TaskNotFound {
                 task_id: task_id.to_owned(),
@@ -89,29 +92,71 @@ pub(crate) async fn forward(
         };
     }
     let method = call.method;
-    let params = match interface.version {
+    let mut params = match interface.version {
         ProtocolVersion::V1_0 => call.params,
         ProtocolVersion::V0_3 => translate::request_to_v03(method, call.params)?,
     };
-    let request = encode_upstream(
-        &interface,
-        method,
-        params,
-        headers,
-        request_id,
-        &target.name,
-    )?;
-    let timeout = state.config.upstream_timeout;
     let agent = target.name.clone();
-    let response = match tokio::time::timeout(timeout, state.client.client.request(request)).await {
-        Err(_) => return Err(GatewayError::UpstreamTimeout { agent }),
-        Ok(Err(error)) => {
-            return Err(GatewayError::UpstreamUnreachable {
-                agent,
-                detail: error.to_string(),
-            })
+    let mut admission = state
+        .client
+        .admit(&agent, &guard_settings(&state.config))
+        .map_err(|detail| GatewayError::UpstreamUnavailable {
+            agent: agent.clone(),
+            detail: detail.to_owned(),
+        })?;
+    let retries = if is_safe_to_repeat(method) {
+        state.config.upstream_retries
+    } else {
+        0
+    };
+    let timeout = state.config.upstream_timeout;
+    let mut attempt = 0;
+    let response = loop {
+        // Only a call that may be repeated keeps a copy of its params.
+        let (params_now, params_kept) = if attempt < retries {
+            (params.clone(), Some(params))
+        } else {
+            (params, None)
+        };
+        let mut request = encode_upstream(
+            &interface,
+            method,
+            params_now,
+            headers,
+            request_id,
+            &target.name,
+        )?;
+        if let Some(credential) = state.config.upstream_credentials.get(&agent) {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", credential.bearer_token))
+                .map_err(|_| GatewayError::Internal {
+                    detail: format!("the upstream credential of {agent} is not a header value"),
+                })?;
+            // Keeps the value out of hyper's debug output and HPACK tables.
+            value.set_sensitive(true);
+            request.headers_mut().insert(header::AUTHORIZATION, value);
         }
-        Ok(Ok(response)) => response,
+        match tokio::time::timeout(timeout, state.client.client.request(request)).await {
+            Err(_) => {
+                admission.failed();
+                return Err(GatewayError::UpstreamTimeout { agent });
+            }
+            Ok(Err(error)) => match params_kept {
+                // A connect failure means nothing reached the upstream.
+                Some(kept) if error.is_connect() => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    params = kept;
+                }
+                _ => {
+                    admission.failed();
+                    return Err(GatewayError::UpstreamUnreachable {
+                        agent,
+                        detail: error.to_string(),
+                    });
+                }
+            },
+            Ok(Ok(response)) => break response,
+        }
     };
     let is_sse = response
         .headers()
@@ -121,17 +166,20 @@ pub(crate) async fn forward(
     let context = RelayContext {
         state: state.clone(),
         agent: target.name.clone(),
-        owner: principal.subject.clone(),
+        owner: principal.owner_key(),
         interface_binding: interface.binding,
         interface_version: interface.version,
         client: call.client.clone(),
         request_id: request_id.cloned(),
     };
     if is_sse && response.status().is_success() {
-        return Ok(Reply::Stream(Body::from_stream(relay_stream(
-            context,
-            response.into_body(),
-        ))));
+        admission.succeeded();
+        // The stream holds its upstream slot for as long as it is relayed.
+        let events = relay_stream(context, response.into_body()).map(move |event| {
+            let _slot = &admission;
+            event
+        });
+        return Ok(Reply::Stream(Body::from_stream(events)));
     }
     let status = response.status();
     let body = match tokio::time::timeout(
@@ -140,11 +188,23 @@ pub(crate) async fn forward(
     )
     .await
     {
-        Err(_) => return Err(GatewayError::UpstreamTimeout { agent }),
-        Ok(Err(detail)) => return Err(GatewayError::UpstreamInvalid { agent, detail }),
+        Err(_) => {
+            admission.failed();
+            return Err(GatewayError::UpstreamTimeout { agent });
+        }
+        Ok(Err(detail)) => {
+            admission.failed();
+            return Err(GatewayError::UpstreamInvalid { agent, detail });
+        }
         Ok(Ok(body)) => body,
     };
-    let result = decode_unary(&context, status, &body)?;
+    let result = decode_unary(&context, status, &body);
+    match &result {
+        Err(GatewayError::UpstreamInvalid { .. }) => admission.failed(),
+        _ => admission.succeeded(),
+    }
+    drop(admission);
+    let result = result?;
     let result = match interface.version {
         ProtocolVersion::V1_0 => result,
         ProtocolVersion::V0_3 => translate::result_to_v1(method, result),
@@ -158,6 +218,36 @@ pub(crate) async fn forward(
         _ => result,
     };
     Ok(Reply::Unary(result))
+}
+
+fn guard_settings(config: &super::A2aConfig) -> GuardSettings {
+    GuardSettings {
+        concurrency: config.upstream_concurrency,
+        breaker_failures: config.breaker_failures,
+        breaker_cooldown: config.breaker_cooldown,
+    }
+}
+
+/// Calls the gateway may send twice: reads, and SendMessage, which A2A
+/// agents de-duplicate by `messageId` (a repeat carries the same one).
+fn is_safe_to_repeat(method: Method) -> bool {
+    matches!(
+        method,
+        Method::GetTask
+            | Method::ListTasks
+            | Method::GetTaskPushNotificationConfig
+            | Method::ListTaskPushNotificationConfigs
+            | Method::GetExtendedAgentCard
+            | Method::SendMessage
+    )
+}
+
+/// Exponential backoff (50 ms, 100 ms, …, at most 1.6 s) plus up to as
+/// much again of random jitter, so retrying callers do not stampede.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(50) * 2u32.saturating_pow(attempt.saturating_sub(1).min(5));
+    let jitter_fraction = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+    base + base * jitter_fraction / 1000
 }
 
 /// Encodes a unary 1.0 result for the client.

@@ -18,6 +18,7 @@ mod routes;
 mod sse;
 pub mod translate;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,37 @@ pub struct A2aConfig {
     pub gateway_description: String,
     /// The gateway card's `version`.
     pub gateway_version: String,
+    /// Calls in flight to one upstream before more are refused with 503
+    /// (default 256).
+    pub upstream_concurrency: usize,
+    /// Consecutive transport failures that open an upstream's circuit
+    /// (default 5).
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe (default 10 s).
+    pub breaker_cooldown: Duration,
+    /// Extra attempts, with exponential backoff and jitter, for calls that
+    /// could not connect, only where a repeat is safe: reads, and
+    /// SendMessage (the upstream de-duplicates by `messageId`) (default 2).
+    pub upstream_retries: u32,
+    /// Credentials the gateway presents to upstreams, by agent name (the
+    /// caller's own are never forwarded). Default none.
+    pub upstream_credentials: HashMap<String, UpstreamCredential>,
+}
+
+/// What the gateway presents to one upstream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamCredential {
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: String,
+}
+
+impl std::fmt::Debug for UpstreamCredential {
+    // Hand-written so the token can never be printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredential")
+            .field("bearer_token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for A2aConfig {
@@ -74,6 +106,11 @@ impl Default for A2aConfig {
             gateway_description:
                 "Convergio A2A gateway: routes to the agents this caller may reach".into(),
             gateway_version: env!("CARGO_PKG_VERSION").into(),
+            upstream_concurrency: 256,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(10),
+            upstream_retries: 2,
+            upstream_credentials: HashMap::new(),
         }
     }
 }

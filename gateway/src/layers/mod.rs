@@ -1,37 +1,54 @@
 //! The gateway's request pipeline as tower layers, outermost first:
 //! [`TraceLayer`] → [`RescueLayer`] → [`LimitsLayer`] →
-//! [`AnonymousPrincipalLayer`] → routing and forwarding (the axum router).
-//! Authentication and authorisation (later issues) slot in between `Limits`
-//! and the router; they replace or precede `AnonymousPrincipal`, which only
-//! sets a principal when none is present.
+//! [`AuthenticateLayer`] → routing and forwarding (the axum router).
+//! Authorisation (the policy issue) slots in between `Authenticate` and the
+//! router. `AnonymousPrincipal` stays for tests that want no checks at all.
 
+mod authenticate;
+mod jwks;
 mod limits;
 mod principal;
 mod rescue;
 mod trace;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Router;
 use tower::ServiceBuilder;
 
+pub use authenticate::{
+    admin_principal, is_public_path, ApiKeyVerifier, Authenticate, AuthenticateConfig,
+    AuthenticateLayer, Authenticator, JwksSource, JwtAuthConfig, PeerCertificate, API_KEY_HEADER,
+};
 pub(crate) use limits::is_length_limit;
 pub use limits::{BodyLimit, Limits, LimitsConfig, LimitsLayer};
 pub use principal::{AnonymousPrincipal, AnonymousPrincipalLayer};
 pub(crate) use rescue::{render_jsonrpc_error_value, render_rest_error_value};
-pub use rescue::{ErrorShape, Failure, Rescue, RescueLayer};
+pub use rescue::{ErrorShape, Failure, Rescue, RescueLayer, WWW_AUTHENTICATE_CHALLENGE};
 pub use trace::{RequestId, Trace, TraceLayer, REQUEST_ID_HEADER};
 
-/// Wraps `router` in the whole layer stack (trace, rescue, limits, anonymous
-/// principal), so the registry REST API and the A2A routes share one
+/// Wraps `router` in the whole layer stack with authentication off: every
+/// caller is anonymous (tests and benches of the other layers); see
+/// [`with_layers_auth`].
+pub fn with_layers(router: Router, config: &LimitsConfig) -> Router {
+    with_layers_auth(router, config, Arc::new(Authenticator::off()))
+}
+
+/// Wraps `router` in the whole layer stack (trace, rescue, limits,
+/// authenticate), so the registry REST API and the A2A routes share one
 /// pipeline. The stack wraps the router as one service (not per route), so
 /// the concurrency limit is global.
-pub fn with_layers(router: Router, config: &LimitsConfig) -> Router {
+pub fn with_layers_auth(
+    router: Router,
+    config: &LimitsConfig,
+    authenticator: Arc<Authenticator>,
+) -> Router {
     let service = ServiceBuilder::new()
         .layer(TraceLayer::new())
         .layer(RescueLayer::new())
         .layer(LimitsLayer::new(config.clone()))
-        .layer(AnonymousPrincipalLayer::new())
+        .layer(AuthenticateLayer::new(authenticator))
         .service(router);
     Router::new().fallback_service(service)
 }

@@ -24,6 +24,9 @@ use tower::{Layer, Service};
 use super::RequestId;
 use crate::GatewayError;
 
+/// The `WWW-Authenticate` challenge sent with every 401.
+pub const WWW_AUTHENTICATE_CHALLENGE: &str = "Bearer realm=\"convergio\", error=\"invalid_token\"";
+
 /// How the client expects errors to look.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ErrorShape {
@@ -139,7 +142,7 @@ where
 }
 
 /// The error shape a path implies when no handler chose one.
-fn shape_for_path(method: &Method, path: &str) -> ErrorShape {
+pub(crate) fn shape_for_path(method: &Method, path: &str) -> ErrorShape {
     let agent_tail = path
         .strip_prefix("/agents/")
         .or_else(|| path.strip_prefix("/a2a/"));
@@ -171,7 +174,10 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
                 | GatewayError::RouteNotFound { .. }
                 | GatewayError::PayloadTooLarge { .. }
                 | GatewayError::RequestTimeout
-                | GatewayError::Overloaded => error.http_status(),
+                | GatewayError::Overloaded
+                | GatewayError::Unauthenticated { .. }
+                | GatewayError::Forbidden { .. }
+                | GatewayError::UpstreamUnavailable { .. } => error.http_status(),
                 _ => 200,
             };
             let body = render_jsonrpc_error_value(error, id.clone(), request_id);
@@ -199,10 +205,21 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if matches!(error, GatewayError::Overloaded) {
+    if matches!(
+        error,
+        GatewayError::Overloaded | GatewayError::UpstreamUnavailable { .. }
+    ) {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if matches!(error, GatewayError::Unauthenticated { .. }) {
+        // RFC 6750 §3: the challenge names the realm and, since credentials
+        // were missing or refused, `invalid_token` (never why).
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(WWW_AUTHENTICATE_CHALLENGE),
+        );
     }
     response
 }

@@ -29,6 +29,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+pub mod security;
+
 /// Which dialect and bindings the fake serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FakeMode {

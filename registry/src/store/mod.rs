@@ -13,6 +13,8 @@
 //!   the version sequence (the tombstone stays in history) and starts over at
 //!   the trust level of the new registration.
 
+pub mod keys_postgres;
+pub mod keys_sqlite;
 pub mod postgres;
 pub mod sqlite;
 

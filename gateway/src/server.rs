@@ -1,0 +1,240 @@
+//! The accept loop: plaintext or TLS connections served by hyper-util's
+//! auto (HTTP/1.1 + HTTP/2) connection builder, with every bound a hostile
+//! client could otherwise exhaust made explicit in [`ServerConfig`]:
+//!
+//! - connections: at most `max_connections` at once; one more is accepted
+//!   and answered `503` with `Retry-After` (plaintext) or closed (TLS), so
+//!   the kernel backlog never fills with clients nobody will serve;
+//! - silence: a connection must send its first byte (plaintext) or finish
+//!   its handshake (TLS) within `header_read_timeout`;
+//! - slow headers: HTTP/1 request heads must arrive within
+//!   `header_read_timeout` (slowloris gets closed, with a 408 where hyper
+//!   can still write one), which also bounds idle keep-alive connections
+//!   since the timer restarts while waiting for the next request;
+//! - big headers: HTTP/1 heads beyond `max_header_bytes` get 431; HTTP/2
+//!   header lists are capped the same, with `h2_max_concurrent_streams`
+//!   streams per connection;
+//! - shutdown: the listener closes, in-flight connections drain for at most
+//!   `drain_timeout`.
+//!
+//! Each request carries the peer address (`ConnectInfo<SocketAddr>`) and,
+//! on TLS connections with a verified client certificate, a
+//! [`PeerCertificate`], as request extensions for `Authenticate`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::layers::PeerCertificate;
+use crate::tls::{peer_certificate, TlsAcceptor};
+
+/// Bounds of the accept loop and of each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Time for the first byte or the TLS handshake, and for each HTTP/1
+    /// request head (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Largest HTTP/1 request head or HTTP/2 header list (default 64 KiB;
+    /// at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Concurrent connections before new ones are refused (default 10,000).
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (default 128).
+    pub h2_max_concurrent_streams: u32,
+    /// How long shutdown waits for in-flight connections (default 30 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 128,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The canned answer to a connection beyond `max_connections`.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: 98\r\n\r\n{\"type\":\"about:blank\",\"title\":\"service unavailable\",\"status\":503,\"detail\":\"too many connections\"}";
+
+/// Serves `router` on `listener` (TLS when `tls` is set) until `shutdown`
+/// completes, then drains in-flight connections.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    config: ServerConfig,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors or a connection reset before accept:
+                    // back off briefly instead of spinning on the error.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "connection refused: at max_connections");
+            tokio::spawn(refuse(stream, tls.is_none()));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            router: router.clone(),
+            config: config.clone(),
+            remote,
+        };
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _slot = slot;
+            connection.run(stream, tls, watcher).await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: closing connections still open");
+    }
+    Ok(())
+}
+
+async fn refuse(mut stream: TcpStream, plaintext: bool) {
+    if plaintext {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(OVER_CAPACITY).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// One accepted connection.
+struct Connection {
+    router: Router,
+    config: Arc<ServerConfig>,
+    remote: SocketAddr,
+}
+
+// === impl Connection ===
+
+impl Connection {
+    async fn run(
+        self,
+        stream: TcpStream,
+        tls: Option<TlsAcceptor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let timeout = self.config.header_read_timeout;
+        match tls {
+            None => {
+                // The auto builder waits for the client's preface with no
+                // timer of its own: a silent connection must not pin a slot.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(read)) if read > 0 => {}
+                    _ => return,
+                }
+                let builder = self.builder(None);
+                let service = self.service(None);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(connection.into_owned()).await;
+            }
+            Some(tls) => {
+                let accepted = tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await;
+                let stream = match accepted {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(remote = %self.remote, %error, "tls handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let (_, session) = stream.get_ref();
+                let peer = peer_certificate(session);
+                let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+                let builder = self.builder(Some(h2));
+                let service = self.service(peer);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(connection.into_owned()).await;
+            }
+        }
+    }
+
+    /// The connection builder; `alpn_h2` fixes the protocol when TLS
+    /// negotiated it.
+    fn builder(&self, alpn_h2: Option<bool>) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.config.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        match alpn_h2 {
+            Some(true) => builder.http2_only(),
+            Some(false) => builder.http1_only(),
+            None => builder,
+        }
+    }
+
+    /// The per-connection service: the router, with the connection's
+    /// facts as request extensions.
+    fn service(
+        &self,
+        peer: Option<PeerCertificate>,
+    ) -> impl hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        let router = self.router.clone();
+        let remote = self.remote;
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(remote));
+            if let Some(peer) = &peer {
+                request.extensions_mut().insert(peer.clone());
+            }
+            router.clone().oneshot(request)
+        })
+    }
+}

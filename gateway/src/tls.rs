@@ -1,0 +1,136 @@
+//! The TLS side of the listener: a rustls server configuration (ring
+//! provider, ALPN `h2` then `http/1.1`) from PEM files, with client
+//! certificates not asked for, optional or required, verified against a
+//! configured CA bundle by rustls' `WebPkiClientVerifier`.
+//!
+//! A client certificate from an untrusted CA fails the handshake itself, so
+//! such a client never reaches the HTTP layer. A verified leaf is handed to
+//! the `Authenticate` layer as a [`PeerCertificate`] connection extension by
+//! [`crate::server`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::layers::PeerCertificate;
+use crate::GatewayError;
+
+/// Whether the listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// No client certificates (bearer tokens and API keys only).
+    #[default]
+    None,
+    /// A certificate is verified when presented; clients without one may
+    /// still authenticate otherwise.
+    Optional,
+    /// The handshake fails without a certificate from a trusted CA.
+    Required,
+}
+
+/// Where the listener's TLS material lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM bundle of CAs trusted for client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// Whether client certificates are asked for.
+    pub client_auth: ClientAuth,
+}
+
+/// A TLS acceptor ready for the listener.
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor").finish_non_exhaustive()
+    }
+}
+
+// === impl TlsAcceptor ===
+
+impl TlsAcceptor {
+    /// Reads the files and builds the rustls configuration. Errors name the
+    /// file, never its content.
+    pub fn from_config(config: &TlsConfig) -> Result<Self, GatewayError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = read_certificates(&config.cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(&config.key_file)
+            .map_err(|error| config_error(&config.key_file, error))?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| GatewayError::Internal {
+                detail: format!("tls protocol versions: {error}"),
+            })?;
+        let builder = match (config.client_auth, &config.client_ca_file) {
+            (ClientAuth::None, _) => builder.with_no_client_auth(),
+            (_, None) => {
+                return Err(GatewayError::Internal {
+                    detail: "client certificates need tls.client_ca_file".to_owned(),
+                })
+            }
+            (client_auth, Some(ca_file)) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in read_certificates(ca_file)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|error| config_error(ca_file, error))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = match client_auth {
+                    ClientAuth::Optional => verifier.allow_unauthenticated(),
+                    _ => verifier,
+                };
+                let verifier = verifier.build().map_err(|error| GatewayError::Internal {
+                    detail: format!("client certificate verifier: {error}"),
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server_config = builder
+            .with_single_cert(chain, key)
+            .map_err(|error| config_error(&config.cert_file, error))?;
+        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+        })
+    }
+}
+
+/// The verified client certificate of a finished handshake, if any.
+pub(crate) fn peer_certificate(connection: &rustls::ServerConnection) -> Option<PeerCertificate> {
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| PeerCertificate(Arc::new(leaf.as_ref().to_vec())))
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|error| config_error(path, error))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| config_error(path, error))?;
+    if certificates.is_empty() {
+        return Err(GatewayError::Internal {
+            detail: format!("{} holds no certificate", path.display()),
+        });
+    }
+    Ok(certificates)
+}
+
+fn config_error(path: &Path, error: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Internal {
+        detail: format!("tls file {}: {error}", path.display()),
+    }
+}

@@ -1,0 +1,152 @@
+//! Stored API keys end to end (issue 4): the admin issues a key over
+//! `/v1/api-keys`, the key authenticates on every replica sharing the
+//! database, a key without the admin scope cannot manage keys, and a revoked
+//! key is refused at once on the replica that revoked it and within a second
+//! on another.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use convergio_gateway::api_keys::StoredApiKeys;
+use convergio_gateway::app::{build_router, AppConfig};
+use convergio_gateway::layers::{AuthenticateConfig, Authenticator};
+use convergio_gateway::server::{serve_with, ServerConfig};
+use convergio_registry::{Registry, RegistryConfig};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const ADMIN: &str = "keys-test-admin-token-0123456789";
+
+/// One replica over the database at `url`; returns its base URL.
+async fn replica(url: &str) -> String {
+    let store = convergio_registry::connect(url).await.expect("registry");
+    let registry = Registry::new(store, RegistryConfig::default());
+    let keys = Arc::new(StoredApiKeys::new(
+        convergio_registry::keys::connect_api_keys(url)
+            .await
+            .expect("key store"),
+    ));
+    let authenticator = Authenticator::new(AuthenticateConfig {
+        anonymous: false,
+        admin_token: Some(ADMIN.to_owned()),
+        api_keys: Some(keys.clone()),
+        ..AuthenticateConfig::default()
+    })
+    .await
+    .expect("authenticator");
+    let router = build_router(
+        registry,
+        AppConfig {
+            admin_token: Some(ADMIN.to_owned()),
+            authenticator: Some(Arc::new(authenticator)),
+            api_keys: Some(keys),
+            ..AppConfig::default()
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(serve_with(
+        listener,
+        router,
+        ServerConfig::default(),
+        None,
+        std::future::pending(),
+    ));
+    format!("http://{address}")
+}
+
+async fn status(http: &reqwest::Client, url: String, key: &str) -> u16 {
+    http.get(url)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn issued_keys_work_on_every_replica_until_revoked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let first = replica(&url).await;
+    let second = replica(&url).await;
+    let http = reqwest::Client::new();
+
+    let anonymous = http
+        .get(format!("{first}/v1/agents"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), 401);
+
+    let issued = http
+        .post(format!("{first}/v1/api-keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"subject": "ci-bot", "org": "acme.example", "scopes": ["agents:call"]}))
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(issued.status(), 201);
+    let issued: Value = issued.json().await.expect("json");
+    let key = issued["key"].as_str().expect("key").to_owned();
+    let id = issued["id"].as_str().expect("id").to_owned();
+    assert!(key.starts_with(&format!("cvg_{id}_")));
+
+    for base in [&first, &second] {
+        assert_eq!(status(&http, format!("{base}/v1/agents"), &key).await, 200);
+    }
+    assert_eq!(
+        status(&http, format!("{first}/v1/api-keys"), &key).await,
+        403,
+        "a key without the admin scope cannot manage keys"
+    );
+    let listed: Value = http
+        .get(format!("{first}/v1/api-keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let text = listed.to_string();
+    let secret = key.rsplit('_').next().expect("secret");
+    assert!(!text.contains(secret) && !text.contains("secret_sha256"));
+    assert_eq!(listed["keys"][0]["subject"], "ci-bot");
+
+    let revoked = http
+        .delete(format!("{first}/v1/api-keys/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        status(&http, format!("{first}/v1/agents"), &key).await,
+        401,
+        "refused at once where it was revoked"
+    );
+    // The other replica's cache entry lives at most a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let answer = status(&http, format!("{second}/v1/agents"), &key).await;
+        if answer == 401 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other replica still accepts a revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = http
+        .delete(format!("{first}/v1/api-keys/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("revoke again");
+    assert_eq!(again.status(), 404);
+}
