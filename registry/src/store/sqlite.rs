@@ -79,7 +79,11 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(8)
         };
+        // A connection to a local file cannot go stale: skip the ping sqlx
+        // sends on every acquire, a round trip to the connection's worker
+        // thread that every query and registration paid.
         let pool = pool_options
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(RegistryError::Storage)?;
