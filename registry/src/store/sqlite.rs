@@ -715,12 +715,15 @@ impl Store for SqliteStore {
                 .collect::<Vec<_>>()
                 .join(" ");
             // Rank and page on narrow rows first; only the page's rows are
-            // then joined back for their (large) card columns.
+            // then joined back for their (large) card columns. Every match is
+            // checked against the covering `agents_discovery` index, named
+            // because without planner statistics SQLite would read the wide
+            // table row (card included) of every match instead.
             builder.push(format!(
                 "SELECT {AGENT_COLUMNS_A}, top.rank AS rank, a.pk AS pk FROM (\
                  SELECT pk, id, rank FROM (SELECT a.pk AS pk, a.id AS id, {BM25} AS rank \
-                 FROM agents_fts JOIN agents a ON a.pk = agents_fts.rowid \
-                 WHERE agents_fts MATCH "
+                 FROM agents_fts JOIN agents a INDEXED BY agents_discovery \
+                 ON a.pk = agents_fts.rowid WHERE agents_fts MATCH "
             ));
             builder.push_bind(fts_query);
             push_side_checks(&mut builder, &side_filters);
