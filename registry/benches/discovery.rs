@@ -439,13 +439,19 @@ async fn run(backend: &str, url: &str, cards: usize) {
     for (label, shape) in &shapes {
         let mut samples = Vec::with_capacity(iterations);
         let mut hits = 0usize;
+        // The slowest query of the shape, to tell a pathological one apart.
+        let mut slowest: Option<(Duration, DiscoveryQuery)> = None;
         for _ in 0..iterations {
             let mut query = shape(&mut rng);
             query.page_size = Some(20);
             let started = Instant::now();
             let page = registry.discover(&query).await.expect("discover");
-            samples.push(started.elapsed());
+            let elapsed = started.elapsed();
+            samples.push(elapsed);
             hits += page.items.len();
+            if slowest.as_ref().is_none_or(|(worst, _)| elapsed > *worst) {
+                slowest = Some((elapsed, query));
+            }
         }
         let stats = stats(samples);
         println!(
@@ -455,6 +461,17 @@ async fn run(backend: &str, url: &str, cards: usize) {
             stats.qps,
             hits as f64 / iterations as f64
         );
+        if let Some((worst, query)) = slowest {
+            println!(
+                "          slowest: {} for q={:?} skill={:?} tag={:?} org={:?} role={:?}",
+                micros(worst),
+                query.q.unwrap_or_default(),
+                query.skill.unwrap_or_default(),
+                query.tag.unwrap_or_default(),
+                query.org.unwrap_or_default(),
+                query.role.map(|role| role.as_str()).unwrap_or_default(),
+            );
+        }
     }
 
     let ids: Vec<AgentId> = (0..1_000)
@@ -488,6 +505,28 @@ async fn run(backend: &str, url: &str, cards: usize) {
         micros(stats.p99),
         stats.qps,
         live.len()
+    );
+
+    // One card per call and per transaction, as `POST /v1/agents` does, on
+    // top of the loaded registry (after the discovery figures, which stay at
+    // exactly `cards` agents).
+    let single = 2_000;
+    let mut rng = StdRng::seed_from_u64(43);
+    let extra: Vec<Registration> = (cards..cards + single)
+        .map(|i| generate(i, &mut rng))
+        .collect();
+    let started = Instant::now();
+    for registration in extra {
+        registry
+            .register(&admin, registration)
+            .await
+            .expect("register one card");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "single registration: {single} cards in {:.2} s = {:.0} cards/s (one card per call and transaction, one client)",
+        elapsed.as_secs_f64(),
+        single as f64 / elapsed.as_secs_f64()
     );
 }
 

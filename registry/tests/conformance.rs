@@ -54,6 +54,8 @@ conformance!(
     failed_bulk_insert_leaves_nothing_behind,
     task_routes_round_trip_and_page_by_owner,
     concurrent_updates_of_one_version_let_exactly_one_win,
+    side_table_terms_follow_registration_and_update,
+    free_text_skips_deregistered_agents_unless_asked,
 );
 
 fn admin_change(id: &AgentId, to: TrustLevel, reason: &str) -> TrustChange {
@@ -736,4 +738,100 @@ async fn concurrent_updates_of_one_version_let_exactly_one_win(store: Arc<dyn St
         store.list_versions(&v1.id).await.expect("versions").len(),
         2
     );
+}
+
+/// One registration writes every side-table row in a single batch; an update
+/// replaces them (issue #2, registration batching).
+async fn side_table_terms_follow_registration_and_update(store: Arc<dyn Store>) {
+    let first = record(
+        "mover",
+        card(
+            "Mover",
+            "Moves things",
+            &[
+                ("lift", "Lift", &["heavy", "crane"]),
+                ("carry", "Carry", &["far"]),
+            ],
+            "text/plain",
+            "application/json",
+        ),
+    );
+    store.insert(&first).await.expect("insert");
+    let by = |f: &dyn Fn(&mut DiscoveryQuery)| {
+        let mut query = DiscoveryQuery::default();
+        f(&mut query);
+        query
+    };
+    let mover = vec![first.id.to_string()];
+    let old_terms = [
+        by(&|q| q.skill = Some("lift".into())),
+        by(&|q| q.skill = Some("Carry".into())),
+        by(&|q| q.tag = Some("crane".into())),
+        by(&|q| q.tag = Some("far".into())),
+        by(&|q| q.input_mode = Some("text/plain".into())),
+        by(&|q| q.output_mode = Some("application/json".into())),
+    ];
+    for query in &old_terms {
+        assert_eq!(
+            discover_ids(&store, query.clone()).await,
+            mover,
+            "{query:?}"
+        );
+    }
+    let next = record(
+        "mover",
+        card(
+            "Mover",
+            "Moves things",
+            &[("drop", "Drop", &["light"])],
+            "text/csv",
+            "text/csv",
+        ),
+    );
+    store.update(&first.id, 1, &next).await.expect("update");
+    for query in &old_terms {
+        assert!(
+            discover_ids(&store, query.clone()).await.is_empty(),
+            "{query:?} still finds the old card"
+        );
+    }
+    for query in [
+        by(&|q| q.skill = Some("drop".into())),
+        by(&|q| q.tag = Some("light".into())),
+        by(&|q| q.input_mode = Some("text/csv".into())),
+        by(&|q| q.output_mode = Some("text/csv".into())),
+    ] {
+        assert_eq!(
+            discover_ids(&store, query.clone()).await,
+            mover,
+            "{query:?}"
+        );
+    }
+}
+
+async fn free_text_skips_deregistered_agents_unless_asked(store: Arc<dyn Store>) {
+    seed_catalogue(&store).await;
+    let weather = AgentId::internal("weather").expect("valid");
+    store.delete(&weather, None, now()).await.expect("delete");
+    let text = |include_deleted: bool, role: Option<AgentRole>| DiscoveryQuery {
+        q: Some("weather".into()),
+        role,
+        include_deleted,
+        ..Default::default()
+    };
+    assert_eq!(
+        discover_ids(&store, text(false, None)).await,
+        vec!["convergio://agents/planner"]
+    );
+    assert_eq!(
+        discover_ids(&store, text(true, None)).await,
+        vec!["convergio://agents/weather", "convergio://agents/planner"]
+    );
+    assert_eq!(
+        discover_ids(&store, text(true, Some(AgentRole::Worker))).await,
+        vec!["convergio://agents/weather"]
+    );
+    assert!(discover_ids(&store, text(false, Some(AgentRole::Worker)))
+        .await
+        .is_empty());
 }

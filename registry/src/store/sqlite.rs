@@ -32,8 +32,15 @@ const AGENT_COLUMNS_A: &str = "a.id, a.name, a.org, a.role, a.trust, a.version, 
      a.upstreams, a.created_at, a.updated_at, a.deleted_at";
 /// Column weights of bm25 over (name, description, skills): a name hit counts most.
 const BM25: &str = "bm25(agents_fts, 10.0, 3.0, 1.0)";
+/// Page cache per connection, in KiB.
+const CACHE_KIB: u32 = 32 * 1024;
+/// How much of the database file reads may map into memory.
+const MMAP_BYTES: u64 = 1 << 30;
 /// Rows per multi-row INSERT, well under SQLite's 32766 bound parameters.
 const BULK_CHUNK: usize = 1000;
+/// Bound values per round trip of a [`Batch`], which bounds its SQL text and
+/// argument buffer (SQLite's own limit of 32766 is per statement).
+const MAX_PARAMS: usize = 30_000;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -51,7 +58,16 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A negative cache size is in KiB: the default 2 MiB holds a few
+            // percent of a 100k-agent registry's indexes, so every discovery
+            // and registration read paged in from the OS. Pages are allocated
+            // only as they are used.
+            .pragma("cache_size", format!("-{CACHE_KIB}"))
+            // Reads map the file instead of copying each page into the cache.
+            .pragma("mmap_size", MMAP_BYTES.to_string())
+            // Sorts of ranked matches stay in memory.
+            .pragma("temp_store", "memory");
         // An in-memory database exists once per connection: keep exactly one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool_options = if in_memory {
@@ -63,7 +79,11 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(8)
         };
+        // A connection to a local file cannot go stale: skip the ping sqlx
+        // sends on every acquire, a round trip to the connection's worker
+        // thread that every query and registration paid.
         let pool = pool_options
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(RegistryError::Storage)?;
@@ -86,14 +106,16 @@ impl SqliteStore {
 
 /// Translates a sqlx error: a unique violation means the id is taken.
 fn translate(error: sqlx::Error, agent_id: &str) -> RegistryError {
-    if let sqlx::Error::Database(database) = &error {
-        if database.is_unique_violation() {
-            return RegistryError::AgentExists {
-                agent_id: agent_id.to_owned(),
-            };
-        }
+    if is_unique_violation(&error) {
+        return RegistryError::AgentExists {
+            agent_id: agent_id.to_owned(),
+        };
     }
     RegistryError::Storage(error)
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
 }
 
 fn storage(error: sqlx::Error) -> RegistryError {
@@ -200,64 +222,144 @@ async fn read_row(tx: &mut Transaction<'static, Sqlite>, pk: i64) -> Result<Agen
     record_from_row(&row)
 }
 
+/// Statements that go to SQLite together, in one round trip to the
+/// connection's worker thread: a registration's side-table writes are a
+/// handful of tiny statements, and each round trip costs more than running
+/// one. Sent early before the bound values would pass SQLite's limit.
+struct Batch<'args> {
+    builder: QueryBuilder<'args, Sqlite>,
+    params: usize,
+    statements: usize,
+}
+
+// === impl Batch ===
+
+impl<'args> Batch<'args> {
+    fn new() -> Self {
+        Self {
+            builder: QueryBuilder::new(""),
+            params: 0,
+            statements: 0,
+        }
+    }
+
+    /// Starts a statement of `sql` that binds `params` values, sending what
+    /// is queued first if the batch would grow too large.
+    async fn start(
+        &mut self,
+        tx: &mut Transaction<'static, Sqlite>,
+        sql: &str,
+        params: usize,
+    ) -> Result<&mut QueryBuilder<'args, Sqlite>> {
+        if self.params + params > MAX_PARAMS {
+            self.send(tx).await?;
+        }
+        if self.statements > 0 {
+            self.builder.push("; ");
+        }
+        self.builder.push(sql);
+        self.params += params;
+        self.statements += 1;
+        Ok(&mut self.builder)
+    }
+
+    /// Runs every queued statement, in order.
+    async fn send(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
+        if self.statements == 0 {
+            return Ok(());
+        }
+        let mut builder = std::mem::replace(&mut self.builder, QueryBuilder::new(""));
+        self.params = 0;
+        self.statements = 0;
+        // Not kept in the statement cache: the text differs with every
+        // batch's row counts, and bulk statements are large.
+        builder
+            .build()
+            .persistent(false)
+            .execute(&mut **tx)
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
 /// Replaces the discovery side-table rows of the agents in `terms`.
-async fn write_terms(
+///
+/// Rows are written in primary-key order (term, then agent), so a bulk load
+/// fills each index page once instead of revisiting pages at random.
+async fn write_terms<'a>(
     tx: &mut Transaction<'static, Sqlite>,
-    terms: &[(i64, IndexTerms)],
+    terms: &'a [(i64, IndexTerms)],
     replace: bool,
 ) -> Result<()> {
+    let mut batch = Batch::<'a>::new();
     if replace {
         for (pk, _) in terms {
             for table in ["agent_skills", "agent_tags", "agent_modes"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE agent_pk = ?"))
-                    .bind(pk)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(storage)?;
+                batch
+                    .start(tx, &format!("DELETE FROM {table} WHERE agent_pk = "), 1)
+                    .await?
+                    .push_bind(*pk);
             }
         }
     }
-    let skills: Vec<(i64, &str)> = terms
+    let mut skills: Vec<(&str, i64)> = terms
         .iter()
-        .flat_map(|(pk, t)| t.skills.iter().map(move |s| (*pk, s.as_str())))
+        .flat_map(|(pk, t)| t.skills.iter().map(move |s| (s.as_str(), *pk)))
         .collect();
+    skills.sort_unstable();
     for chunk in skills.chunks(BULK_CHUNK) {
-        let mut builder =
-            QueryBuilder::<Sqlite>::new("INSERT INTO agent_skills (agent_pk, skill) ");
-        builder.push_values(chunk, |mut row, (pk, skill)| {
-            row.push_bind(*pk).push_bind(*skill);
-        });
-        builder.build().execute(&mut **tx).await.map_err(storage)?;
+        batch
+            .start(
+                tx,
+                "INSERT INTO agent_skills (skill, agent_pk) ",
+                chunk.len() * 2,
+            )
+            .await?
+            .push_values(chunk, |mut row, (skill, pk)| {
+                row.push_bind(*skill).push_bind(*pk);
+            });
     }
-    let tags: Vec<(i64, &str)> = terms
+    let mut tags: Vec<(&str, i64)> = terms
         .iter()
-        .flat_map(|(pk, t)| t.tags.iter().map(move |s| (*pk, s.as_str())))
+        .flat_map(|(pk, t)| t.tags.iter().map(move |s| (s.as_str(), *pk)))
         .collect();
+    tags.sort_unstable();
     for chunk in tags.chunks(BULK_CHUNK) {
-        let mut builder = QueryBuilder::<Sqlite>::new("INSERT INTO agent_tags (agent_pk, tag) ");
-        builder.push_values(chunk, |mut row, (pk, tag)| {
-            row.push_bind(*pk).push_bind(*tag);
-        });
-        builder.build().execute(&mut **tx).await.map_err(storage)?;
+        batch
+            .start(
+                tx,
+                "INSERT INTO agent_tags (tag, agent_pk) ",
+                chunk.len() * 2,
+            )
+            .await?
+            .push_values(chunk, |mut row, (tag, pk)| {
+                row.push_bind(*tag).push_bind(*pk);
+            });
     }
-    let modes: Vec<(i64, &str, &str)> = terms
+    let mut modes: Vec<(&str, &str, i64)> = terms
         .iter()
         .flat_map(|(pk, t)| {
             t.input_modes
                 .iter()
-                .map(move |m| (*pk, "in", m.as_str()))
-                .chain(t.output_modes.iter().map(move |m| (*pk, "out", m.as_str())))
+                .map(move |m| ("in", m.as_str(), *pk))
+                .chain(t.output_modes.iter().map(move |m| ("out", m.as_str(), *pk)))
         })
         .collect();
+    modes.sort_unstable();
     for chunk in modes.chunks(BULK_CHUNK) {
-        let mut builder =
-            QueryBuilder::<Sqlite>::new("INSERT INTO agent_modes (agent_pk, direction, mode) ");
-        builder.push_values(chunk, |mut row, (pk, direction, mode)| {
-            row.push_bind(*pk).push_bind(*direction).push_bind(*mode);
-        });
-        builder.build().execute(&mut **tx).await.map_err(storage)?;
+        batch
+            .start(
+                tx,
+                "INSERT INTO agent_modes (direction, mode, agent_pk) ",
+                chunk.len() * 3,
+            )
+            .await?
+            .push_values(chunk, |mut row, (direction, mode, pk)| {
+                row.push_bind(*direction).push_bind(*mode).push_bind(*pk);
+            });
     }
-    Ok(())
+    batch.send(tx).await
 }
 
 /// The bound values of one agent row, serialised once.
@@ -317,14 +419,48 @@ impl Store for SqliteStore {
     async fn insert(&self, record: &AgentRecord) -> Result<AgentRecord> {
         let values = row_values(record)?;
         let mut tx = self.begin_write().await?;
-        let existing = current(&mut tx, &values.id).await?;
-        let pk = match existing {
-            Some(existing) if !existing.deleted => {
-                return Err(RegistryError::AgentExists {
-                    agent_id: values.id,
-                })
+        // A new id is the common case: insert straight away and read the
+        // stored row back from RETURNING (three round trips in all with the
+        // side tables); only a taken id looks at what holds it.
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO agents (id, name, org, role, trust, trust_rank, version, card, \
+             upstreams, created_at, updated_at, deleted_at, search_name, \
+             search_description, search_skills) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING pk, {AGENT_COLUMNS}"
+        ))
+        .bind(&values.id)
+        .bind(&record.name)
+        .bind(&record.org)
+        .bind(record.role.as_str())
+        .bind(record.trust.as_str())
+        .bind(i64::from(record.trust.rank()))
+        .bind(record.version)
+        .bind(&values.card)
+        .bind(&values.upstreams)
+        .bind(ts(&record.created_at))
+        .bind(ts(&record.updated_at))
+        .bind(&values.terms.search_name)
+        .bind(&values.terms.search_description)
+        .bind(&values.terms.search_skills)
+        .fetch_one(&mut *tx)
+        .await;
+        let stored = match inserted {
+            Ok(row) => {
+                let pk: i64 = row.try_get("pk").map_err(storage)?;
+                write_terms(&mut tx, &[(pk, values.terms)], false).await?;
+                record_from_row(&row)?
             }
-            Some(tombstone) => {
+            Err(error) if is_unique_violation(&error) => {
+                // The failed statement was rolled back; the transaction (and
+                // its write lock) is still ours.
+                let tombstone = match current(&mut tx, &values.id).await? {
+                    Some(existing) if existing.deleted => existing,
+                    _ => {
+                        return Err(RegistryError::AgentExists {
+                            agent_id: values.id,
+                        })
+                    }
+                };
                 // Registered again after deregistration: the tombstone goes to
                 // history and the registration continues the version sequence.
                 copy_to_history(&mut tx, tombstone.pk).await?;
@@ -352,37 +488,10 @@ impl Store for SqliteStore {
                 .await
                 .map_err(storage)?;
                 write_terms(&mut tx, &[(tombstone.pk, values.terms)], true).await?;
-                tombstone.pk
+                read_row(&mut tx, tombstone.pk).await?
             }
-            None => {
-                let pk: i64 = sqlx::query_scalar(
-                    "INSERT INTO agents (id, name, org, role, trust, trust_rank, version, card, \
-                     upstreams, created_at, updated_at, deleted_at, search_name, \
-                     search_description, search_skills) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING pk",
-                )
-                .bind(&values.id)
-                .bind(&record.name)
-                .bind(&record.org)
-                .bind(record.role.as_str())
-                .bind(record.trust.as_str())
-                .bind(i64::from(record.trust.rank()))
-                .bind(record.version)
-                .bind(&values.card)
-                .bind(&values.upstreams)
-                .bind(ts(&record.created_at))
-                .bind(ts(&record.updated_at))
-                .bind(&values.terms.search_name)
-                .bind(&values.terms.search_description)
-                .bind(&values.terms.search_skills)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|error| translate(error, &values.id))?;
-                write_terms(&mut tx, &[(pk, values.terms)], false).await?;
-                pk
-            }
+            Err(error) => return Err(storage(error)),
         };
-        let stored = read_row(&mut tx, pk).await?;
         tx.commit().await.map_err(storage)?;
         Ok(stored)
     }
@@ -606,12 +715,15 @@ impl Store for SqliteStore {
                 .collect::<Vec<_>>()
                 .join(" ");
             // Rank and page on narrow rows first; only the page's rows are
-            // then joined back for their (large) card columns.
+            // then joined back for their (large) card columns. Every match is
+            // checked against the covering `agents_discovery` index, named
+            // because without planner statistics SQLite would read the wide
+            // table row (card included) of every match instead.
             builder.push(format!(
                 "SELECT {AGENT_COLUMNS_A}, top.rank AS rank, a.pk AS pk FROM (\
                  SELECT pk, id, rank FROM (SELECT a.pk AS pk, a.id AS id, {BM25} AS rank \
-                 FROM agents_fts JOIN agents a ON a.pk = agents_fts.rowid \
-                 WHERE agents_fts MATCH "
+                 FROM agents_fts JOIN agents a INDEXED BY agents_discovery \
+                 ON a.pk = agents_fts.rowid WHERE agents_fts MATCH "
             ));
             builder.push_bind(fts_query);
             push_side_checks(&mut builder, &side_filters);
