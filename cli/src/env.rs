@@ -21,11 +21,13 @@ pub const LOG: &str = "CONVERGIO_LOG";
 pub const LOG_FORMAT: &str = "CONVERGIO_LOG_FORMAT";
 /// Maximum request body size in bytes.
 pub const MAX_BODY_BYTES: &str = "CONVERGIO_MAX_BODY_BYTES";
+/// Most nodes in one graph document.
+pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 9] = [
+pub const SERVER_KEYS: [&str; 10] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -35,4 +37,5 @@ pub const SERVER_KEYS: [&str; 9] = [
     LOG,
     LOG_FORMAT,
     MAX_BODY_BYTES,
+    GRAPH_MAX_NODES,
 ];

@@ -19,6 +19,7 @@ mod agents;
 mod client;
 mod config;
 mod env;
+mod graph;
 mod serve;
 
 use std::path::PathBuf;
@@ -67,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         command: agents::AgentsCommand,
     },
+    /// Validate and run graphs of agents on a running server; look runs up.
+    Graph {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: graph::GraphCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Agents { server, command } => agents::run(&server, command).await,
+        Command::Graph { server, command } => graph::run(&server, command).await,
     }
 }
 

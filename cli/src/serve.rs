@@ -9,6 +9,8 @@ use anyhow::Context;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_gateway::app::{build_router, serve, AppConfig};
 use convergio_gateway::layers::LimitsConfig;
+use convergio_gateway::runs_api::GraphsConfig;
+use convergio_orchestrator::Limits as GraphLimits;
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
 use tokio::net::TcpListener;
@@ -82,6 +84,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
                 ..LimitsConfig::default()
             },
+            graphs: GraphsConfig {
+                limits: GraphLimits {
+                    max_nodes: config.graphs.max_nodes,
+                    ..GraphLimits::default()
+                },
+                max_batch_inputs: config.graphs.max_batch_inputs,
+                ..GraphsConfig::default()
+            },
             ..AppConfig::default()
         },
     );
@@ -89,6 +99,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("convergio listening on http://{local}");
     say!("  database     {}", redact(&config.database_url));
     say!("  admin token  {token_source}");
+    say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
     if !examples.is_empty() {
         let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
         say!(

@@ -1,13 +1,17 @@
 //! The Convergio A2A gateway: the layer stack every request passes
 //! ([`layers`]), A2A routing and forwarding to upstream agents ([`a2a`]),
-//! the caller's identity ([`Principal`]) and the crate's error
-//! ([`GatewayError`]).
+//! the caller's identity ([`Principal`]), the crate's error
+//! ([`GatewayError`]), and the orchestrator's server side: the dispatcher
+//! that sends graph nodes' calls through this pipeline ([`dispatch`]) and the
+//! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]).
 
 pub mod a2a;
 pub mod app;
+pub mod dispatch;
 pub mod error;
 pub mod layers;
 mod registry_routes;
+pub mod runs_api;
 
 /// The caller's identity, shared with the other crates (defined in `convergio-schemas`).
 pub use convergio_schemas::{AuthMethod, Principal};
