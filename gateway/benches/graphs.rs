@@ -18,6 +18,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+// The allocator the `convergio` binary serves with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_trait::async_trait;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_gateway::app::{build_app, serve, AppConfig};
