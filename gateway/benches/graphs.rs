@@ -13,7 +13,9 @@
 //!
 //! The orchestrator's (and gateway's) own overhead per node is the
 //! in-process p50 minus the agents' critical-path p50, divided by the four
-//! nodes on that path; the figure for all six nodes is printed too.
+//! nodes on that path; the figure for all six nodes is printed too, and the
+//! split between the executor alone (direct minus agents) and the gateway
+//! hop (in-process minus direct).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,13 +252,20 @@ fn main() {
                 .max(time("style_reviewer"));
             agent_paths.push(time("analyzer") + reviewers + time("aggregator") + time("reporter"));
         }
-        report("direct", latencies, None);
+        let direct_p50 = report("direct", latencies, None);
         let agents_p50 = report("agents only", agent_paths, None);
         let overhead = gateway_p50.saturating_sub(agents_p50);
         println!(
-            "orchestrator + gateway overhead: {overhead:.2?} per run, {:.2?} per critical-path node (4), {:.2?} per node (6)",
+            "total overhead (in-process - agents): {overhead:.2?} per run, {:.2?} per critical-path node (4), {:.2?} per node (6)",
             overhead / 4,
             overhead / 6
+        );
+        let executor_only = direct_p50.saturating_sub(agents_p50);
+        let gateway_hop = gateway_p50.saturating_sub(direct_p50);
+        println!(
+            "  executor alone (direct - agents): {executor_only:.2?} per run, {:.2?} per node (6); gateway hop (in-process - direct): {:.2?} per critical-path node",
+            executor_only / 6,
+            gateway_hop / 4
         );
     });
 }

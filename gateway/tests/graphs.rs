@@ -415,6 +415,12 @@ async fn bad_graphs_get_problem_documents_and_change_nothing() {
     let big = "name: big\nnodes:\n  - {id: a, agent: echo}\n  - {id: b, agent: echo}\n  - {id: c, agent: echo}\n  - {id: d, agent: echo}\nedges:\n  - {from: a, to: [b, c, d]}\n";
     let (status, problem) = server.post_text("/v1/graphs", big).await;
     assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("4 nodes, more than the limit of 3")),
+        "{problem}"
+    );
 
     // Nothing but the first graph was stored.
     let (_, list) = server.get("/v1/graphs").await;
