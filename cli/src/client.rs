@@ -86,6 +86,41 @@ impl Client {
     }
 }
 
+// === impl Client (raw bodies and streams) ===
+
+impl Client {
+    /// A request to `path` with the token attached, for bodies `send` does
+    /// not cover (raw text, event streams).
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    /// Sends a prepared request; a non-2xx answer becomes an error carrying
+    /// the server's problem detail. The response is returned unread.
+    pub async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Convergio server at {}", self.base))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await.context("reading the answer")?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        bail!("{what} failed: {}", describe_problem(status, &body))
+    }
+}
+
 /// Renders a problem document (or any error body) on one or more lines.
 pub fn describe_problem(status: StatusCode, body: &Value) -> String {
     let mut text = format!("{status}");

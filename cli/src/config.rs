@@ -70,6 +70,8 @@ pub struct ConfigFile {
     pub examples: ExamplesConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// Graphs of agents.
+    pub graphs: GraphsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Authentication (see `security_config.rs`).
@@ -98,6 +100,16 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Longest a whole non-streaming request may take. Default 30 s.
     pub request_timeout_seconds: u64,
+}
+
+/// Graphs section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphsConfig {
+    /// Most nodes in one graph document. Default 10,000.
+    pub max_nodes: usize,
+    /// Most inputs in one batch run. Default 1,000.
+    pub max_batch_inputs: usize,
 }
 
 /// Logging section.
@@ -139,6 +151,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Request timeout.
     pub request_timeout_seconds: u64,
+    /// Graph settings.
+    pub graphs: GraphsConfig,
     /// Log filter.
     pub log_filter: String,
     /// Log format.
@@ -171,6 +185,7 @@ impl Default for ConfigFile {
             admin_token: None,
             examples: ExamplesConfig::default(),
             limits: LimitsConfig::default(),
+            graphs: GraphsConfig::default(),
             log: LogConfig::default(),
             auth: AuthSection::default(),
             tls: None,
@@ -191,6 +206,15 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             request_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for GraphsConfig {
+    fn default() -> Self {
+        Self {
+            max_nodes: 10_000,
+            max_batch_inputs: 1_000,
         }
     }
 }
@@ -293,6 +317,14 @@ impl Config {
             &mut file.server,
             environment,
         )?;
+        if let Some(value) = get(env::GRAPH_MAX_NODES) {
+            file.graphs.max_nodes = value.parse().map_err(|_| {
+                invalid(
+                    env::GRAPH_MAX_NODES,
+                    format!("expected a node count, found {value:?}"),
+                )
+            })?;
+        }
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -360,6 +392,12 @@ impl Config {
             &listen,
             file.upstream_credentials,
         )?;
+        if file.graphs.max_nodes == 0 || file.graphs.max_batch_inputs == 0 {
+            return Err(invalid(
+                "graphs",
+                "max_nodes and max_batch_inputs must be at least 1".to_owned(),
+            ));
+        }
         Ok(Self {
             security,
             data_dir: file.data_dir,
@@ -370,6 +408,7 @@ impl Config {
             examples: file.examples.enabled,
             max_body_bytes: file.limits.max_body_bytes,
             request_timeout_seconds: file.limits.request_timeout_seconds,
+            graphs: file.graphs,
             log_filter: file.log.filter,
             log_format: file.log.format,
         })

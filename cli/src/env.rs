@@ -42,11 +42,13 @@ pub const TLS_CLIENT_CA_FILE: &str = "CONVERGIO_TLS_CLIENT_CA_FILE";
 pub const TLS_CLIENT_AUTH: &str = "CONVERGIO_TLS_CLIENT_AUTH";
 /// Concurrent connections the listener serves.
 pub const MAX_CONNECTIONS: &str = "CONVERGIO_MAX_CONNECTIONS";
+/// Most nodes in one graph document.
+pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 19] = [
+pub const SERVER_KEYS: [&str; 20] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -66,4 +68,5 @@ pub const SERVER_KEYS: [&str; 19] = [
     TLS_CLIENT_CA_FILE,
     TLS_CLIENT_AUTH,
     MAX_CONNECTIONS,
+    GRAPH_MAX_NODES,
 ];

@@ -15,8 +15,10 @@ use convergio_gateway::app::{build_router, AppConfig};
 use convergio_gateway::layers::{
     ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
 };
+use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::server::serve_with;
 use convergio_gateway::tls::TlsAcceptor;
+use convergio_orchestrator::Limits as GraphLimits;
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
 use tokio::net::TcpListener;
@@ -112,6 +114,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
                 ..LimitsConfig::default()
             },
+            graphs: GraphsConfig {
+                limits: GraphLimits {
+                    max_nodes: config.graphs.max_nodes,
+                    ..GraphLimits::default()
+                },
+                max_batch_inputs: config.graphs.max_batch_inputs,
+                ..GraphsConfig::default()
+            },
+            ..AppConfig::default()
         },
     );
 
@@ -120,6 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("  database     {}", redact(&config.database_url));
     say!("  admin token  {token_source}");
     say!("  auth         {}", describe_auth(&config.security));
+    say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
     if !examples.is_empty() {
         let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
         say!(

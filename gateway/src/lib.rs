@@ -1,14 +1,18 @@
 //! The Convergio A2A gateway: the layer stack every request passes
 //! ([`layers`]), A2A routing and forwarding to upstream agents ([`a2a`]),
-//! the caller's identity ([`Principal`]) and the crate's error
-//! ([`GatewayError`]).
+//! the caller's identity ([`Principal`]), the crate's error
+//! ([`GatewayError`]), and the orchestrator's server side: the dispatcher
+//! that sends graph nodes' calls through this pipeline ([`dispatch`]) and the
+//! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]).
 
 pub mod a2a;
 pub mod api_keys;
 pub mod app;
+pub mod dispatch;
 pub mod error;
 pub mod layers;
 mod registry_routes;
+pub mod runs_api;
 pub mod server;
 pub mod tls;
 

@@ -6,9 +6,11 @@
 //! graph gets exactly the access its caller has; an `external://…` agent is
 //! just another name to the dispatcher.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use convergio_schemas::Principal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -28,6 +30,12 @@ pub trait Dispatch: Send + Sync {
 pub struct AgentCall {
     /// The run this call belongs to.
     pub run_id: Uuid,
+    /// The graph the run executes (its `name`).
+    pub graph_id: Arc<str>,
+    /// Who started the run; the gateway's dispatcher calls the agent as
+    /// this principal, so a graph never has more access than its caller.
+    /// `None` for runs started in-process without a caller (tests, benches).
+    pub caller: Option<Arc<Principal>>,
     /// The node making the call.
     pub node_id: String,
     /// Registry name or full agent id (`external://org/name` included).

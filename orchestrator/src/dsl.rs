@@ -33,7 +33,7 @@
 //!   reaching it ends the run with status `iteration_limit`.
 //! - `execution.max_tokens_per_run` and `max_tool_calls_per_run`: run budgets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,33 @@ pub struct GraphSpec {
     /// The source text, kept to point validation errors at lines.
     #[serde(skip)]
     pub source: Option<Arc<str>>,
+}
+
+// === impl GraphSpec ===
+
+impl GraphSpec {
+    /// Every agent the document names (node agents and fallbacks, in
+    /// sub-graphs too), so a caller can look them up before validating
+    /// against a catalog that needs no I/O.
+    pub fn agent_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        self.collect_agent_names(&mut names);
+        names
+    }
+
+    fn collect_agent_names(&self, names: &mut BTreeSet<String>) {
+        for node in &self.nodes {
+            if let Some(agent) = &node.agent {
+                names.insert(agent.clone());
+            }
+            if let Some(OnError::Fallback { fallback }) = &node.on_error {
+                names.insert(fallback.clone());
+            }
+        }
+        for subgraph in self.subgraphs.values() {
+            subgraph.collect_agent_names(names);
+        }
+    }
 }
 
 /// One node of the graph.

@@ -115,6 +115,15 @@ pub enum DispatchError {
         /// Why, without internals.
         message: String,
     },
+    /// No route leads to the agent (an `external://` agent while federation
+    /// is not configured, for instance).
+    #[error("agent {agent} is not routable: {reason}")]
+    NotRoutable {
+        /// The agent asked for.
+        agent: String,
+        /// Why no route exists.
+        reason: String,
+    },
     /// The agent did not answer in time.
     #[error("agent timed out")]
     Timeout,
@@ -141,6 +150,7 @@ impl DispatchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::AgentNotFound { .. } => ErrorKind::NotFound,
+            Self::NotRoutable { .. } => ErrorKind::InvalidInput,
             Self::Denied { .. } => ErrorKind::Forbidden,
             Self::Timeout => ErrorKind::UpstreamTimeout,
             Self::Unavailable { .. } => ErrorKind::Unavailable,
@@ -153,7 +163,7 @@ impl DispatchError {
         match self {
             Self::Timeout | Self::Unavailable { .. } => true,
             Self::Failed { retryable, .. } => *retryable,
-            Self::AgentNotFound { .. } | Self::Denied { .. } => false,
+            Self::AgentNotFound { .. } | Self::NotRoutable { .. } | Self::Denied { .. } => false,
         }
     }
 }

@@ -36,6 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use convergio_schemas::Principal;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,14 @@ impl Default for ExecutorConfig {
             max_retained_runs: 10_000,
         }
     }
+}
+
+/// Per-run settings the caller chooses.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Who starts the run: every agent call is made as this principal (the
+    /// gateway's dispatcher reads it from [`AgentCall::caller`]).
+    pub caller: Option<Principal>,
 }
 
 /// How a run ended (or that it has not).
@@ -287,6 +296,9 @@ pub struct RunState {
     pub status: RunStatus,
     /// The run input.
     pub input: Value,
+    /// Who started the run (a resumed run calls agents as this principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<Principal>,
     /// Per node, in graph order.
     pub nodes: Vec<NodeState>,
     /// Times each edge (graph order) was taken.
@@ -483,22 +495,62 @@ impl Executor {
         graph: Arc<Graph>,
         input: Value,
     ) -> Result<RunResult, OrchestratorError> {
+        self.run_with(graph, input, RunOptions::default()).await
+    }
+
+    /// Sync mode with per-run options.
+    pub async fn run_with(
+        &self,
+        graph: Arc<Graph>,
+        input: Value,
+        options: RunOptions,
+    ) -> Result<RunResult, OrchestratorError> {
         check_input(&graph, &input)?;
-        let result = run_graph(self.inner.clone(), graph, input, Uuid::now_v7(), None).await;
+        let caller = options.caller.map(Arc::new);
+        let result = run_graph(
+            self.inner.clone(),
+            graph,
+            input,
+            Uuid::now_v7(),
+            None,
+            caller,
+        )
+        .await;
         self.inner.metrics.record_run(&result.state);
         Ok(result)
     }
 
     /// Async mode: starts the run and returns its id at once.
     pub fn spawn(&self, graph: Arc<Graph>, input: Value) -> Result<RunHandle, OrchestratorError> {
-        self.start(graph, input, None)
+        self.spawn_with(graph, input, RunOptions::default())
+    }
+
+    /// Async mode with per-run options.
+    pub fn spawn_with(
+        &self,
+        graph: Arc<Graph>,
+        input: Value,
+        options: RunOptions,
+    ) -> Result<RunHandle, OrchestratorError> {
+        self.start(graph, input, None, options)
             .map(|(run_id, join)| RunHandle { run_id, join })
     }
 
     /// Streaming mode: starts the run and returns its events as they happen.
     pub fn stream(&self, graph: Arc<Graph>, input: Value) -> Result<RunEvents, OrchestratorError> {
+        self.stream_with(graph, input, RunOptions::default())
+    }
+
+    /// Streaming mode with per-run options. The run is kept (status and
+    /// result by id) like an async run.
+    pub fn stream_with(
+        &self,
+        graph: Arc<Graph>,
+        input: Value,
+        options: RunOptions,
+    ) -> Result<RunEvents, OrchestratorError> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let (run_id, _join) = self.start(graph, input, Some(sender))?;
+        let (run_id, _join) = self.start(graph, input, Some(sender), options)?;
         Ok(RunEvents { run_id, receiver })
     }
 
@@ -510,13 +562,26 @@ impl Executor {
         inputs: Vec<Value>,
         concurrency: usize,
     ) -> Vec<Result<RunResult, OrchestratorError>> {
+        self.batch_with(graph, inputs, concurrency, RunOptions::default())
+            .await
+    }
+
+    /// Batch mode with per-run options (shared by every run of the batch).
+    pub async fn batch_with(
+        &self,
+        graph: Arc<Graph>,
+        inputs: Vec<Value>,
+        concurrency: usize,
+        options: RunOptions,
+    ) -> Vec<Result<RunResult, OrchestratorError>> {
         futures_util::stream::iter(inputs)
             .map(|input| {
                 let executor = self.clone();
                 let graph = graph.clone();
+                let options = options.clone();
                 async move {
                     let run_id = Uuid::nil();
-                    tokio::spawn(async move { executor.run(graph, input).await })
+                    tokio::spawn(async move { executor.run_with(graph, input, options).await })
                         .await
                         .unwrap_or_else(|_| {
                             Err(OrchestratorError::RunLost {
@@ -550,8 +615,10 @@ impl Executor {
         graph: Arc<Graph>,
         input: Value,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
+        options: RunOptions,
     ) -> Result<(Uuid, tokio::task::JoinHandle<RunResult>), OrchestratorError> {
         check_input(&graph, &input)?;
+        let caller = options.caller.map(Arc::new);
         let run_id = Uuid::now_v7();
         self.inner.runs.start(RunSummary {
             run_id,
@@ -562,9 +629,14 @@ impl Executor {
         });
         let inner = self.inner.clone();
         let join = tokio::spawn(async move {
-            let result = run_graph(inner.clone(), graph, input, run_id, events).await;
+            // The event stream ends when every sender is gone: holding one
+            // until the result is stored means a consumer that saw the end
+            // can always fetch the result by id.
+            let keep_open = events.clone();
+            let result = run_graph(inner.clone(), graph, input, run_id, events, caller).await;
             inner.metrics.record_run(&result.state);
             inner.runs.finish(&result, inner.config.max_retained_runs);
+            drop(keep_open);
             result
         });
         Ok((run_id, join))
@@ -618,9 +690,10 @@ fn run_graph(
     input: Value,
     run_id: Uuid,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
+    caller: Option<Arc<Principal>>,
 ) -> Pin<Box<dyn Future<Output = RunResult> + Send>> {
     Box::pin(async move {
-        let mut run = Run::new(inner, graph, input, run_id, events);
+        let mut run = Run::new(inner, graph, input, run_id, events, caller);
         run.drive().await;
         run.finish()
     })
@@ -638,6 +711,8 @@ struct Run {
     run_id_text: String,
     run_id_value: Value,
     graph_id_value: Value,
+    /// Who started the run, shared by every call.
+    caller: Option<Arc<Principal>>,
 }
 
 // === impl Run ===
@@ -649,6 +724,7 @@ impl Run {
         input: Value,
         run_id: Uuid,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
+        caller: Option<Arc<Principal>>,
     ) -> Self {
         let nodes = graph
             .nodes
@@ -676,6 +752,7 @@ impl Run {
             trace_id: new_trace_id(),
             status: RunStatus::Running,
             input,
+            caller: caller.as_deref().cloned(),
             nodes,
             edge_traversals: vec![0; graph.edges.len()],
             ready: Vec::new(),
@@ -705,6 +782,7 @@ impl Run {
             run_id_text,
             run_id_value,
             graph_id_value,
+            caller,
         }
     }
 
@@ -884,13 +962,15 @@ impl Run {
                 }
                 let sub_input = whole.unwrap_or(Value::Object(sub_input));
                 let inner = self.inner.clone();
+                let caller = self.caller.clone();
                 let agent = format!("subgraph:{}", subgraph.name);
                 Some(Box::pin(async move {
                     let result = match check_input(&subgraph, &sub_input) {
                         Err(error) => Err((error.to_string(), false)),
                         Ok(()) => {
                             let result =
-                                run_graph(inner, subgraph, sub_input, Uuid::now_v7(), None).await;
+                                run_graph(inner, subgraph, sub_input, Uuid::now_v7(), None, caller)
+                                    .await;
                             match result.status {
                                 RunStatus::Succeeded => Ok((result.output, result.state.usage)),
                                 status => Err((
@@ -963,6 +1043,8 @@ impl Run {
             .or_else(|| seconds(graph.execution.timeout_per_agent_seconds));
         let call = AgentCall {
             run_id: self.state.run_id,
+            graph_id: graph.name.clone(),
+            caller: self.caller.clone(),
             node_id: node.id.to_string(),
             agent: agent.clone(),
             message,

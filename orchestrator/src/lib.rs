@@ -13,11 +13,13 @@
 //! Executor::new(dispatch, config).run / spawn / stream / batch (Graph, input)
 //! ```
 //!
-//! Module map: [`dsl`] (document types), [`source`] (parsing, line lookup),
+//! Module map: [`api`] (wire types of `/v1/graphs` and `/v1/runs`),
+//! [`dsl`] (document types), [`source`] (parsing, line lookup),
 //! [`validate`](mod@validate), [`builder`], [`graph`] (the index-based
 //! validated graph), [`mapping`] (inputs → A2A message → output),
 //! [`executor`], [`trace`], [`metrics`].
 
+pub mod api;
 pub mod builder;
 pub mod dispatch;
 pub mod dsl;
@@ -35,8 +37,8 @@ pub use dispatch::{AgentCall, AgentReply, Dispatch, Usage};
 pub use dsl::GraphSpec;
 pub use error::{DispatchError, OrchestratorError};
 pub use executor::{
-    Executor, ExecutorConfig, NodeStatus, RunEvent, RunEvents, RunHandle, RunResult, RunState,
-    RunStatus, RunSummary,
+    Executor, ExecutorConfig, NodeStatus, RunEvent, RunEvents, RunHandle, RunOptions, RunResult,
+    RunState, RunStatus, RunSummary,
 };
 pub use graph::Graph;
 pub use metrics::Metrics;

@@ -449,7 +449,8 @@ fn encode_upstream(
         builder = builder.header(VERSION_HEADER, a2a::VERSION_1_0);
     }
     // Extensions are forwarded under the name the upstream's dialect uses;
-    // the caller's Authorization (and every other header) is never forwarded.
+    // the caller's Authorization (and every other header but the trace
+    // context below) is never forwarded.
     let extensions = headers
         .get(EXTENSIONS_HEADER)
         .or_else(|| headers.get(LEGACY_EXTENSIONS_HEADER));
@@ -462,6 +463,13 @@ fn encode_upstream(
     }
     if let Some(request_id) = request_id {
         builder = builder.header(crate::layers::REQUEST_ID_HEADER, request_id.as_str());
+    }
+    // W3C trace context is forwarded so a graph's (or caller's) trace
+    // continues in the agent.
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = headers.get(name) {
+            builder = builder.header(name, value.clone());
+        }
     }
     let body = match body {
         Some(body) => {

@@ -1,0 +1,594 @@
+//! Graphs through the real gateway: the application `convergio serve` builds
+//! (SQLite registry in a temp dir, the example agents on loopback ports,
+//! registered as internal agents), served on 127.0.0.1:0 and driven over
+//! HTTP: the four run modes, stored graphs, problem documents, the trace
+//! context reaching an agent, budgets fed by reported usage, failing and
+//! hanging agents under their node's strategy, `external://` nodes, and
+//! `/metrics`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
+use convergio_gateway::app::{build_app, serve, AppConfig};
+use convergio_gateway::runs_api::GraphsConfig;
+use convergio_gateway::Principal;
+use convergio_orchestrator::Limits;
+use convergio_registry::{Registration, Registry, RegistryConfig};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+const PIPELINE: &str = include_str!("../../examples/graphs/code_review_pipeline.yaml");
+
+const SOURCE: &str = "import os\n\ndef run(cmd):\n    password = \"hunter2\"\n    os.system(cmd)\n    for i in range(10):\n        for j in range(10):\n            print(i, j)\n";
+
+/// What the recording agent saw.
+#[derive(Default)]
+struct Seen {
+    traceparents: Mutex<Vec<String>>,
+}
+
+/// The server under test.
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    router: Router,
+    seen: Arc<Seen>,
+    _agents: Vec<RunningAgent>,
+    _dir: tempfile::TempDir,
+}
+
+/// A minimal A2A agent that records the `traceparent` it receives and
+/// reports 3 tool calls per answer.
+async fn recorder(
+    State(seen): State<Arc<Seen>>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Json<Value> {
+    if let Some(value) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        seen.traceparents
+            .lock()
+            .expect("recorder lock")
+            .push(value.to_owned());
+    }
+    Json(json!({
+        "jsonrpc": "2.0",
+        "id": request["id"],
+        "result": {"message": {
+            "messageId": "recorded-1",
+            "role": "ROLE_AGENT",
+            "parts": [{"text": "recorded"}],
+            "metadata": {"usage": {"tokens_in": 5, "tokens_out": 1, "tool_calls": 3}}
+        }}
+    }))
+}
+
+async fn start(graphs: GraphsConfig) -> Server {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("registry.db").display()
+    );
+    let store = convergio_registry::connect(&url)
+        .await
+        .expect("the registry opens");
+    let registry = Registry::new(store, RegistryConfig::default());
+    let mut agents = Vec::new();
+    for agent in ExampleAgent::ALL {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let running = convergio_agents::spawn(agent, listener, ServeOptions::default())
+            .await
+            .expect("the example agent starts");
+        register(&registry, agent.name(), running.card()).await;
+        agents.push(running);
+    }
+    let seen = Arc::new(Seen::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let recorder_url = format!("http://{}/", listener.local_addr().expect("an address"));
+    let app = Router::new()
+        .route("/", post(recorder))
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let card = json!({
+        "name": "recorder", "description": "records trace context", "version": "1",
+        "supportedInterfaces": [{"url": recorder_url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+        "capabilities": {}, "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
+        "skills": [{"id": "record", "name": "record", "description": "records", "tags": ["test"]}]
+    });
+    register(&registry, "recorder", card).await;
+
+    let (router, _runs) = build_app(
+        registry,
+        AppConfig {
+            graphs,
+            ..AppConfig::default()
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let served = router.clone();
+    tokio::spawn(async move { serve(listener, served, std::future::pending()).await });
+    Server {
+        base,
+        http: reqwest::Client::new(),
+        router,
+        seen,
+        _agents: agents,
+        _dir: dir,
+    }
+}
+
+async fn register(registry: &Registry, name: &str, card: Value) {
+    registry
+        .upsert_system(Registration {
+            name: Some(name.to_owned()),
+            org: None,
+            role: None,
+            card,
+            upstreams: None,
+            trust: None,
+        })
+        .await
+        .expect("the agent registers");
+}
+
+// === impl Server ===
+
+impl Server {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_text(&self, path: &str, text: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/yaml")
+            .body(text.to_owned())
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Reads a whole SSE answer (the server ends it after `run_finished`).
+    async fn events(&self, response: reqwest::Response) -> Vec<Value> {
+        assert_eq!(response.status().as_u16(), 200);
+        let mut text = String::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream reads")));
+        }
+        text.split("\n\n")
+            .filter_map(|frame| {
+                let data: String = frame
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                serde_json::from_str(&data).ok()
+            })
+            .collect()
+    }
+
+    async fn run(&self, yaml: &str, input: Value) -> Value {
+        let (status, outcome) = self
+            .post("/v1/runs", &json!({"graph_yaml": yaml, "input": input}))
+            .await;
+        assert_eq!(status, 200, "{outcome}");
+        outcome
+    }
+}
+
+fn node_statuses(outcome: &Value) -> Vec<(String, String)> {
+    outcome["trace"]["nodes"]
+        .as_array()
+        .expect("trace nodes")
+        .iter()
+        .map(|node| {
+            (
+                node["node_id"].as_str().unwrap_or_default().to_owned(),
+                node["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn code_review_pipeline_runs_through_the_gateway_in_sync_mode() {
+    let server = start(GraphsConfig::default()).await;
+    let outcome = server.run(PIPELINE, json!({"source_code": SOURCE})).await;
+    assert_eq!(outcome["status"], "succeeded", "{outcome:#}");
+    let report = outcome["output"][0].as_str().expect("a markdown report");
+    assert!(report.contains('#'), "{report}");
+    assert_eq!(outcome["output"][1]["agent"], "report_generator");
+    let nodes = node_statuses(&outcome);
+    assert_eq!(nodes.len(), 6);
+    assert!(nodes.iter().all(|(_, status)| status == "success"));
+    // Usage the agents reported reached the trace.
+    assert!(outcome["trace"]["total_tokens"].as_u64().unwrap_or(0) > 0);
+}
+
+#[tokio::test]
+async fn async_runs_answer_at_once_and_are_reachable_by_id() {
+    let server = start(GraphsConfig::default()).await;
+    let (status, accepted) = server
+        .post(
+            "/v1/runs",
+            &json!({"graph_yaml": PIPELINE, "mode": "async", "input": {"source_code": SOURCE}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_owned();
+    assert_eq!(accepted["status"], "running");
+    // Following the events is the synchronisation: they end with the run.
+    let response = server
+        .http
+        .get(format!("{}/v1/runs/{run_id}/events", server.base))
+        .send()
+        .await
+        .expect("the events answer");
+    let events = server.events(response).await;
+    assert_eq!(events.last().expect("events")["type"], "run_finished");
+    let (status, summary) = server.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(
+        (status, summary["status"].clone()),
+        (200, json!("succeeded"))
+    );
+    let (status, result) = server.get(&format!("/v1/runs/{run_id}/result")).await;
+    assert_eq!(status, 200);
+    assert_eq!(result["output"][1]["agent"], "report_generator");
+    let (status, trace) = server.get(&format!("/v1/runs/{run_id}/trace")).await;
+    assert_eq!(status, 200);
+    assert_eq!(trace["graph_id"], "code_review_pipeline");
+    assert_eq!(trace["nodes"].as_array().map(Vec::len), Some(6));
+}
+
+#[tokio::test]
+async fn stream_mode_sends_every_node_event_then_the_end() {
+    let server = start(GraphsConfig::default()).await;
+    let response = server
+        .http
+        .post(format!("{}/v1/runs", server.base))
+        .json(&json!({"graph_yaml": PIPELINE, "mode": "stream", "input": {"source_code": SOURCE}}))
+        .send()
+        .await
+        .expect("the stream answers");
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream")));
+    let events = server.events(response).await;
+    let count = |kind: &str| events.iter().filter(|e| e["type"] == kind).count();
+    assert_eq!(count("node_started"), 6);
+    assert_eq!(count("node_output"), 6);
+    assert_eq!(count("node_finished"), 6);
+    assert_eq!(count("run_finished"), 1);
+    let last = events.last().expect("events");
+    assert_eq!(
+        (last["type"].clone(), last["status"].clone()),
+        (json!("run_finished"), json!("succeeded"))
+    );
+    let first = events.first().expect("events");
+    assert_eq!(
+        (first["type"].clone(), first["node_id"].clone()),
+        (json!("node_started"), json!("analyzer"))
+    );
+}
+
+#[tokio::test]
+async fn batch_mode_isolates_a_bad_input() {
+    let server = start(GraphsConfig::default()).await;
+    let (status, batch) = server
+        .post(
+            "/v1/runs",
+            &json!({
+                "graph_yaml": PIPELINE, "mode": "batch", "concurrency": 2,
+                "inputs": [{"source_code": SOURCE}, {"wrong": 1}, {"source_code": "x = 1\n"}]
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(
+        (batch["succeeded"].clone(), batch["failed"].clone()),
+        (json!(2), json!(1))
+    );
+    let results = batch["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["run"]["status"], "succeeded");
+    assert!(results[1]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("source_code")));
+    assert_eq!(results[2]["run"]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn stored_graphs_are_listed_fetched_and_run_by_name() {
+    let server = start(GraphsConfig::default()).await;
+    let (status, summary) = server.post_text("/v1/graphs", PIPELINE).await;
+    assert_eq!(status, 201, "{summary}");
+    assert_eq!(
+        (
+            summary["name"].clone(),
+            summary["nodes"].clone(),
+            summary["version"].clone()
+        ),
+        (json!("code_review_pipeline"), json!(6), json!(1))
+    );
+    let (status, again) = server.post_text("/v1/graphs", PIPELINE).await;
+    assert_eq!((status, again["version"].clone()), (200, json!(2)));
+    let (_, list) = server.get("/v1/graphs").await;
+    assert_eq!(list["graphs"].as_array().map(Vec::len), Some(1));
+    let (status, document) = server.get("/v1/graphs/code_review_pipeline").await;
+    assert_eq!(status, 200);
+    assert_eq!(document["source"], PIPELINE);
+    let (status, outcome) = server
+        .post(
+            "/v1/runs",
+            &json!({"graph": "code_review_pipeline", "input": {"source_code": SOURCE}}),
+        )
+        .await;
+    assert_eq!(
+        (status, outcome["status"].clone()),
+        (200, json!("succeeded"))
+    );
+    let (status, valid) = server.post_text("/v1/graphs:validate", PIPELINE).await;
+    assert_eq!((status, valid["edges"].clone()), (200, json!(7)));
+}
+
+#[tokio::test]
+async fn bad_graphs_get_problem_documents_and_change_nothing() {
+    let server = start(GraphsConfig {
+        limits: Limits {
+            max_nodes: 3,
+            ..Limits::default()
+        },
+        ..GraphsConfig::default()
+    })
+    .await;
+    let small = "name: small\nnodes:\n  - id: a\n    agent: echo\n";
+    assert_eq!(server.post_text("/v1/graphs", small).await.0, 201);
+
+    // Invalid YAML names its line.
+    let (status, problem) = server
+        .post_text("/v1/graphs", "name: broken\nnodes:\n  - id: [a\n")
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("line")),
+        "{problem}"
+    );
+
+    // An agent the registry does not know, pointed at by line.
+    let unknown =
+        "name: unknown\nnodes:\n  - id: a\n    agent: echo\n  - id: b\n    agent: nobody_here\n";
+    let (status, problem) = server.post_text("/v1/graphs", unknown).await;
+    assert_eq!(status, 400, "{problem}");
+    let violations = problem["violations"].as_array().expect("violations");
+    assert!(
+        violations.iter().any(|v| {
+            let message = v["message"].as_str().unwrap_or_default();
+            message.contains("nobody_here") && message.contains("line 6")
+        }),
+        "{problem:#}"
+    );
+
+    // Schema violations (a node without an id).
+    let (status, problem) = server
+        .post_text("/v1/graphs", "name: bad\nnodes:\n  - agent: echo\n")
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(!problem["violations"]
+        .as_array()
+        .map(Vec::is_empty)
+        .unwrap_or(true));
+
+    // Over the configured size.
+    let big = "name: big\nnodes:\n  - {id: a, agent: echo}\n  - {id: b, agent: echo}\n  - {id: c, agent: echo}\n  - {id: d, agent: echo}\nedges:\n  - {from: a, to: [b, c, d]}\n";
+    let (status, problem) = server.post_text("/v1/graphs", big).await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("4 nodes, more than the limit of 3")),
+        "{problem}"
+    );
+
+    // Nothing but the first graph was stored.
+    let (_, list) = server.get("/v1/graphs").await;
+    let names: Vec<&str> = list["graphs"]
+        .as_array()
+        .expect("graphs")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(names, ["small"]);
+
+    // Unknown runs and graphs.
+    let (status, problem) = server
+        .get(&format!("/v1/runs/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!((status, problem["kind"].clone()), (404, json!("not_found")));
+    assert_eq!(server.get("/v1/runs/not-a-uuid/trace").await.0, 404);
+    let (status, _) = server
+        .post("/v1/runs", &json!({"graph": "missing", "input": {}}))
+        .await;
+    assert_eq!(status, 404);
+
+    // A run input that lacks what a node expects.
+    let needs = "name: needs\nnodes:\n  - id: a\n    agent: echo\n    inputs: [text]\n";
+    let (status, problem) = server
+        .post(
+            "/v1/runs",
+            &json!({"graph_yaml": needs, "input": {"other": 1}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(problem["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("text")));
+
+    // A malformed run request.
+    let (status, _) = server.post("/v1/runs", &json!({"mode": "sometimes"})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn trace_context_reaches_the_agent() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: traced\nnodes:\n  - id: a\n    agent: recorder\n";
+    let outcome = server.run(graph, json!("hello")).await;
+    assert_eq!(outcome["status"], "succeeded", "{outcome:#}");
+    assert_eq!(outcome["output"], "recorded");
+    let trace_id = outcome["trace"]["trace_id"].as_str().expect("a trace id");
+    let seen = server
+        .seen
+        .traceparents
+        .lock()
+        .expect("recorder lock")
+        .clone();
+    assert_eq!(seen.len(), 1);
+    let parts: Vec<&str> = seen[0].split('-').collect();
+    assert_eq!(parts.len(), 4, "{}", seen[0]);
+    assert_eq!((parts[0], parts[1]), ("00", trace_id));
+}
+
+#[tokio::test]
+async fn reported_usage_feeds_the_run_budget() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: budget\nnodes:\n  - id: a\n    agent: recorder\n    on_error: abort\nexecution:\n  max_tool_calls_per_agent: 2\n";
+    let outcome = server.run(graph, json!("hello")).await;
+    assert_eq!(outcome["status"], "failed", "{outcome:#}");
+    assert!(outcome["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("budget exceeded") && e.contains("3 tool calls")));
+}
+
+#[tokio::test]
+async fn a_failing_agent_is_handled_by_its_node_strategy() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: failing\nnodes:\n  - id: flaky\n    agent: echo\n    inputs: [text]\n    on_error: skip\n  - id: after\n    agent: echo\n    inputs: [note]\nedges:\n  - {from: flaky, to: after}\n";
+    let outcome = server
+        .run(graph, json!({"text": "fail", "note": "still here"}))
+        .await;
+    assert_eq!(outcome["status"], "succeeded", "{outcome:#}");
+    assert_eq!(outcome["output"], "echo: still here");
+    assert!(node_statuses(&outcome).contains(&("flaky".to_owned(), "skipped".to_owned())));
+}
+
+#[tokio::test]
+async fn a_hanging_agent_times_out_into_its_fallback() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: hanging\nnodes:\n  - id: slow\n    agent: echo\n    timeout_seconds: 0.3\n    on_error: {fallback: code_analyzer}\n";
+    let outcome = server.run(graph, json!("sleep:600000")).await;
+    assert_eq!(outcome["status"], "succeeded", "{outcome:#}");
+    let nodes = outcome["trace"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{outcome:#}");
+    assert_eq!(
+        (nodes[0]["agent"].clone(), nodes[0]["status"].clone()),
+        (json!("echo"), json!("failed"))
+    );
+    assert_eq!(
+        (nodes[1]["agent"].clone(), nodes[1]["status"].clone()),
+        (json!("code_analyzer"), json!("success"))
+    );
+
+    let abort = "name: hanging_abort\nnodes:\n  - id: slow\n    agent: echo\n    timeout_seconds: 0.3\n    on_error: abort\n";
+    let outcome = server.run(abort, json!("sleep:600000")).await;
+    assert_eq!(outcome["status"], "failed");
+    assert!(outcome["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("timed out")));
+}
+
+#[tokio::test]
+async fn external_agents_validate_but_are_not_routable_without_federation() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: partner\nnodes:\n  - id: remote\n    agent: external://partner.example/agents/reviewer\n    on_error: abort\n";
+    assert_eq!(server.post_text("/v1/graphs:validate", graph).await.0, 200);
+    let outcome = server.run(graph, json!("hello")).await;
+    assert_eq!(outcome["status"], "failed");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("not routable") && error.contains("federation"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn runs_are_visible_only_to_their_caller() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: mine\nnodes:\n  - id: a\n    agent: echo\n";
+    let outcome = server.run(graph, json!("hi")).await;
+    let run_id = outcome["run_id"].as_str().expect("a run id");
+    assert_eq!(server.get(&format!("/v1/runs/{run_id}")).await.0, 200);
+    // Another principal, set in-process as an authentication layer would.
+    let mut request = axum::http::Request::builder()
+        .uri(format!("/v1/runs/{run_id}"))
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    request.extensions_mut().insert(Principal {
+        subject: "mallory".into(),
+        ..Principal::anonymous()
+    });
+    let response = server
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn metrics_count_runs_in_prometheus_format() {
+    let server = start(GraphsConfig::default()).await;
+    server
+        .run(
+            "name: counted\nnodes:\n  - id: a\n    agent: echo\n",
+            json!("hi"),
+        )
+        .await;
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        text.contains("convergio_graph_runs_total{graph=\"counted\",status=\"succeeded\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("convergio_node_executions_total{agent=\"echo\",status=\"success\"} 1"));
+}
