@@ -16,9 +16,11 @@ macro_rules! say {
 }
 
 mod agents;
+mod audit;
 mod client;
 mod config;
 mod env;
+mod policy;
 mod serve;
 
 use std::path::PathBuf;
@@ -67,6 +69,20 @@ enum Command {
         #[command(subcommand)]
         command: agents::AgentsCommand,
     },
+    /// Validate, test, apply and inspect Cedar policies.
+    Policy {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// List and verify the audit log.
+    Audit {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +117,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Agents { server, command } => agents::run(&server, command).await,
+        Command::Policy { server, command } => policy::run(&server, command).await,
+        Command::Audit { server, command } => audit::run(&server, command).await,
     }
 }
 

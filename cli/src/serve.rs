@@ -1,13 +1,15 @@
 //! `convergio serve`: loads the configuration, opens the database (running
-//! migrations), makes sure an admin token exists, starts and registers the
-//! example agents, and serves the gateway until Ctrl-C or SIGTERM.
+//! migrations), makes sure an admin token exists, loads the policy set (the
+//! embedded example on first start) and watches it, starts and registers
+//! the example agents, and serves the gateway until Ctrl-C or SIGTERM; then
+//! drains the audit queue.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
-use convergio_gateway::app::{build_router, serve, AppConfig};
+use convergio_gateway::app::{build_router, serve, AppConfig, PolicyServices};
 use convergio_gateway::layers::LimitsConfig;
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
@@ -62,6 +64,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..RegistryConfig::default()
         },
     );
+    let (policy, audit_writer, watcher) = start_policy(&config).await?;
+    let policy_version = policy.admin.engine().active_version();
 
     let examples = if config.examples {
         start_examples(&registry).await?
@@ -82,6 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
                 ..LimitsConfig::default()
             },
+            policy: Some(policy),
             ..AppConfig::default()
         },
     );
@@ -89,6 +94,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("convergio listening on http://{local}");
     say!("  database     {}", redact(&config.database_url));
     say!("  admin token  {token_source}");
+    if let Some(version) = policy_version {
+        say!("  policy       version {version} (convergio policy show)");
+    }
     if !examples.is_empty() {
         let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
         say!(
@@ -96,14 +104,62 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             names.join(",")
         );
     }
-    serve(listener, router, shutdown_signal())
-        .await
-        .context("serving")?;
+    let served = serve(listener, router, shutdown_signal()).await;
+    watcher.stop();
+    // Every audit sink went with the router: the writer appends what is
+    // still queued and stops.
+    let audited = audit_writer.finish().await;
+    tracing::info!(audited, "audit queue drained");
+    served.context("serving")?;
     for agent in examples {
         agent.shutdown().await;
     }
     say!("convergio stopped");
     Ok(())
+}
+
+/// Opens the policy store, loads the active set (storing the embedded
+/// example on first start), starts the watcher that keeps this replica on
+/// the active version, and the audit writer.
+async fn start_policy(
+    config: &Config,
+) -> anyhow::Result<(
+    PolicyServices,
+    convergio_policy::AuditWriter,
+    convergio_policy::PolicyWatcher,
+)> {
+    let store = convergio_policy::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the policy store {}", redact(&config.database_url)))?;
+    let engine = std::sync::Arc::new(
+        convergio_policy::PolicyEngine::with_defaults().context("loading the Cedar schema")?,
+    );
+    let admin = convergio_policy::PolicyAdmin::new(engine, store);
+    admin
+        .bootstrap()
+        .await
+        .context("loading the active policy set")?;
+    let watcher = convergio_policy::PolicyWatcher::spawn(
+        admin.clone(),
+        convergio_policy::DEFAULT_POLL_INTERVAL,
+    );
+    let (audit, writer) = convergio_policy::AuditSink::spawn(
+        admin.audit().clone(),
+        convergio_policy::DEFAULT_AUDIT_QUEUE,
+    );
+    let quotas = config
+        .quotas
+        .clone()
+        .map(|quotas| std::sync::Arc::new(convergio_policy::Quotas::new(quotas)));
+    Ok((
+        PolicyServices {
+            admin,
+            audit,
+            quotas,
+        },
+        writer,
+        watcher,
+    ))
 }
 
 /// The admin token and a sentence saying where it comes from.

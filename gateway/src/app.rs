@@ -1,8 +1,8 @@
 //! The HTTP application `convergio serve` runs: the registry REST API, the
-//! A2A routes and the envelope endpoint, mounted on one router behind the
-//! one layer stack ([`crate::layers::with_layers`]), so every surface shares
-//! tracing, error rescue, limits and — as they land — authentication and
-//! policy.
+//! A2A routes, the envelope endpoint and (with [`PolicyServices`]) the
+//! policy and audit API, mounted on one router behind the one layer stack
+//! ([`crate::layers::with_layers`]), so every surface shares tracing, error
+//! rescue, limits, authentication and policy.
 //!
 //! [`serve`] takes a bound listener, so tests bind 127.0.0.1:0 and read the
 //! port back.
@@ -11,14 +11,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use convergio_policy::{AuditSink, PolicyAdmin, PolicyApi, PolicyEngine, Quotas};
 use convergio_registry::api::ApiConfig;
 use convergio_registry::Registry;
+use convergio_schemas::{AuthMethod, Principal};
 use tokio::net::TcpListener;
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
-use crate::layers::{with_layers, LimitsConfig};
+use crate::authorize::{AuditChanges, PolicyGate};
+use crate::layers::{with_layers, LimitsConfig, RequestId, REQUEST_ID_HEADER};
 use crate::registry_routes::RegistryRoutes;
 
 /// Settings of the whole application.
@@ -30,21 +37,128 @@ pub struct AppConfig {
     pub limits: LimitsConfig,
     /// A2A routing settings.
     pub a2a: A2aConfig,
+    /// Stored policy, audit log and quotas. Without them every call is
+    /// still decided, by the embedded example set, but nothing is audited
+    /// and the policy API is not mounted (tests of other surfaces).
+    pub policy: Option<PolicyServices>,
+}
+
+/// What authorisation needs from `convergio serve`.
+#[derive(Clone)]
+pub struct PolicyServices {
+    /// The engine with its store (the watcher keeps it current).
+    pub admin: PolicyAdmin,
+    /// Where decisions and changes are recorded.
+    pub audit: AuditSink,
+    /// Rate limits and budgets, if configured.
+    pub quotas: Option<Arc<Quotas>>,
+}
+
+impl std::fmt::Debug for PolicyServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyServices")
+            .field("version", &self.admin.engine().active_version())
+            .field("quotas", &self.quotas.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds the application router over `registry`.
 pub fn build_router(registry: Registry, config: AppConfig) -> Router {
     let routes: Arc<dyn RouteTable> = Arc::new(RegistryRoutes::new(registry.clone()));
-    let api = convergio_registry::api::router(
+    let gate = match &config.policy {
+        Some(services) => {
+            registry.set_change_hook(Arc::new(AuditChanges::new(services.audit.clone())));
+            PolicyGate::new(
+                services.admin.engine().clone(),
+                Some(services.audit.clone()),
+                services.quotas.clone(),
+            )
+        }
+        None => PolicyGate::new(
+            Arc::new(
+                PolicyEngine::with_defaults()
+                    .expect("the shipped example policies validate against the shipped schema"),
+            ),
+            None,
+            None,
+        ),
+    };
+    let gate = Arc::new(gate);
+    let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
             admin_token: config.admin_token.clone(),
             max_body_bytes: config.limits.max_body_bytes,
         },
+        gate.clone(),
     );
-    let a2a = a2a_router(A2aState::new(routes, config.a2a));
+    let a2a = a2a_router(A2aState::new(routes, config.a2a).with_gatekeeper(gate));
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
-    with_layers(health.merge(api).merge(a2a), &config.limits)
+    let mut app = health.merge(api).merge(a2a);
+    if let Some(services) = config.policy {
+        let policy = convergio_policy::router(PolicyApi {
+            admin: services.admin,
+        });
+        let token = config.admin_token.clone();
+        // Interim bridge until the Authenticate layer turns the admin token
+        // into a principal for every surface: on the policy API, the
+        // bootstrap admin token acts as an administrator.
+        let policy = policy.layer(axum::middleware::from_fn(move |request, next| {
+            admin_token_principal(token.clone(), request, next)
+        }));
+        app = app.merge(policy);
+    }
+    with_layers(app, &config.limits)
+}
+
+async fn admin_token_principal(
+    token: Option<String>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let anonymous = request
+        .extensions()
+        .get::<Principal>()
+        .is_none_or(|principal| principal.method == AuthMethod::Anonymous);
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let (true, Some(expected), Some(bearer)) = (anonymous, token.as_deref(), bearer) {
+        if !expected.is_empty() && ring_eq(bearer.as_bytes(), expected.as_bytes()) {
+            request.extensions_mut().insert(Principal {
+                subject: "admin".to_owned(),
+                org: None,
+                scopes: vec!["admin".to_owned()],
+                method: AuthMethod::AdminToken,
+            });
+        }
+    }
+    // The policy API quotes the request id from the header; give it the one
+    // `Trace` assigned when the client sent none.
+    let assigned = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| axum::http::HeaderValue::from_str(id.as_str()).ok());
+    if let Some(value) = assigned {
+        if !request.headers().contains_key(REQUEST_ID_HEADER) {
+            request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+    }
+    next.run(request).await
+}
+
+/// Constant-time comparison of two secrets.
+fn ring_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains

@@ -74,6 +74,20 @@ pub enum GatewayError {
         /// The name in the path.
         agent: String,
     },
+    /// Policy does not let the caller do this to an agent it may see.
+    #[error("forbidden: {action} on {agent}")]
+    Forbidden {
+        /// The agent's gateway name.
+        agent: String,
+        /// The policy action refused.
+        action: String,
+    },
+    /// A quota or budget is spent; retry after `retry_after_seconds`.
+    #[error("rate limited; retry after {retry_after_seconds} s")]
+    RateLimited {
+        /// Whole seconds, at least 1 (the `Retry-After` header).
+        retry_after_seconds: u64,
+    },
     /// The task id is unknown to the gateway or owned by someone else.
     #[error("task not found: {task_id}")]
     TaskNotFound {
@@ -164,6 +178,8 @@ impl GatewayError {
             Self::AgentNotFound { .. } | Self::TaskNotFound { .. } | Self::RouteNotFound { .. } => {
                 ErrorKind::NotFound
             }
+            Self::Forbidden { .. } => ErrorKind::Forbidden,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::NoUsableInterface { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamInvalid { .. }
@@ -266,6 +282,8 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
+            Self::Forbidden { .. } => "PERMISSION_DENIED",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             _ => "INTERNAL",
         };
         let domain = match self {
@@ -387,6 +405,21 @@ mod tests {
                 500,
             ),
             (GatewayError::Overloaded, -32603, 503),
+            (
+                GatewayError::Forbidden {
+                    agent: "a".into(),
+                    action: "send_message".into(),
+                },
+                -32603,
+                403,
+            ),
+            (
+                GatewayError::RateLimited {
+                    retry_after_seconds: 2,
+                },
+                -32603,
+                429,
+            ),
             (GatewayError::PayloadTooLarge { limit: 1 }, -32602, 413),
         ];
         for (error, code, status) in cases {

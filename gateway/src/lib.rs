@@ -5,6 +5,7 @@
 
 pub mod a2a;
 pub mod app;
+pub mod authorize;
 pub mod error;
 pub mod layers;
 mod registry_routes;

@@ -171,7 +171,9 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
                 | GatewayError::RouteNotFound { .. }
                 | GatewayError::PayloadTooLarge { .. }
                 | GatewayError::RequestTimeout
-                | GatewayError::Overloaded => error.http_status(),
+                | GatewayError::Overloaded
+                | GatewayError::Forbidden { .. }
+                | GatewayError::RateLimited { .. } => error.http_status(),
                 _ => 200,
             };
             let body = render_jsonrpc_error_value(error, id.clone(), request_id);
@@ -203,6 +205,15 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let GatewayError::RateLimited {
+        retry_after_seconds,
+    } = error
+    {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from((*retry_after_seconds).max(1)),
+        );
     }
     response
 }
