@@ -108,8 +108,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     watcher.stop();
     // Every audit sink went with the router: the writer appends what is
     // still queued and stops.
-    let audited = audit_writer.finish().await;
-    tracing::info!(audited, "audit queue drained");
+    let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
+    if drain.await.is_err() {
+        eprintln!("warning: the audit queue did not drain within 30 s");
+    }
     served.context("serving")?;
     for agent in examples {
         agent.shutdown().await;
