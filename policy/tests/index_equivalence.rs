@@ -108,8 +108,9 @@ fn random_request(generator: &mut Generator) -> (Principal, Action, Resource, Re
         TrustLevel::Trusted,
         TrustLevel::Internal,
     ]);
+    let name = generator.pick(&AGENTS);
     let resource = Resource::Agent {
-        id: AgentId::internal(*generator.pick(&AGENTS)).expect("valid name"),
+        id: AgentId::internal(name).expect("valid name"),
         org: (*generator.pick(&ORGS)).to_owned(),
         trust,
         role: AgentRole::Worker,
