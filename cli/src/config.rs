@@ -82,6 +82,9 @@ pub struct ConfigFile {
     pub server: ServerSection,
     /// Credentials the gateway presents to upstream agents, by agent name.
     pub upstream_credentials: std::collections::BTreeMap<String, UpstreamCredentialSection>,
+    /// Rate limits and budgets, enforced before an upstream is called.
+    /// Default: none.
+    pub quotas: convergio_policy::QuotaConfig,
 }
 
 /// Example agents section.
@@ -159,6 +162,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Authentication, TLS and connection bounds.
     pub security: SecuritySettings,
+    /// Quotas (`None`: no limit is configured).
+    pub quotas: Option<convergio_policy::QuotaConfig>,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -191,6 +196,7 @@ impl Default for ConfigFile {
             tls: None,
             server: ServerSection::default(),
             upstream_credentials: Default::default(),
+            quotas: convergio_policy::QuotaConfig::default(),
         }
     }
 }
@@ -398,6 +404,7 @@ impl Config {
                 "max_nodes and max_batch_inputs must be at least 1".to_owned(),
             ));
         }
+        let quotas = check_quotas(file.quotas)?;
         Ok(Self {
             security,
             data_dir: file.data_dir,
@@ -411,8 +418,50 @@ impl Config {
             graphs: file.graphs,
             log_filter: file.log.filter,
             log_format: file.log.format,
+            quotas,
         })
     }
+}
+
+/// Validates the quotas section; `None` when it sets no limit.
+fn check_quotas(
+    quotas: convergio_policy::QuotaConfig,
+) -> Result<Option<convergio_policy::QuotaConfig>, ConfigError> {
+    let rates = [
+        ("quotas.per_principal", quotas.per_principal),
+        ("quotas.per_org", quotas.per_org),
+        ("quotas.per_agent", quotas.per_agent),
+    ];
+    for (field, rate) in rates {
+        if let Some(rate) = rate {
+            let valid = rate.per_second.is_finite()
+                && rate.per_second > 0.0
+                && rate.burst.is_finite()
+                && rate.burst >= 1.0;
+            if !valid {
+                return Err(invalid(
+                    field,
+                    "per_second must be above 0 and burst at least 1".to_owned(),
+                ));
+            }
+        }
+    }
+    if let Some(budget) = quotas.budget {
+        if budget.window_seconds == 0 {
+            return Err(invalid(
+                "quotas.budget.window_seconds",
+                "must be at least 1".to_owned(),
+            ));
+        }
+    }
+    if quotas.replicas == 0 {
+        return Err(invalid("quotas.replicas", "must be at least 1".to_owned()));
+    }
+    let any = quotas.per_principal.is_some()
+        || quotas.per_org.is_some()
+        || quotas.per_agent.is_some()
+        || quotas.budget.is_some();
+    Ok(any.then_some(quotas))
 }
 
 fn invalid(field: &str, message: String) -> ConfigError {
@@ -506,6 +555,12 @@ mod tests {
             ("", &[(env::EXAMPLES, "maybe")], env::EXAMPLES),
             ("", &[(env::LOG_FORMAT, "xml")], env::LOG_FORMAT),
             ("listen: [1, 2]\n", &[], "line 1"),
+            (
+                "quotas:\n  per_principal: { per_second: 0, burst: 5 }\n",
+                &[],
+                "quotas.per_principal",
+            ),
+            ("quotas:\n  replicas: 0\n", &[], "quotas.replicas"),
         ];
         for (yaml, environment, expected) in cases {
             let error = resolve(yaml, environment).expect_err(yaml);

@@ -16,11 +16,13 @@ macro_rules! say {
 }
 
 mod agents;
+mod audit;
 mod client;
 mod config;
 mod env;
 mod graph;
 mod keys;
+mod policy;
 mod security_config;
 mod serve;
 
@@ -90,6 +92,20 @@ enum Command {
         #[command(subcommand)]
         command: graph::GraphCommand,
     },
+    /// Validate, test, apply and inspect Cedar policies.
+    Policy {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// List and verify the audit log.
+    Audit {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents { server, command } => agents::run(&server, command).await,
         Command::Keys { server, command } => keys::run(&server, command).await,
         Command::Graph { server, command } => graph::run(&server, command).await,
+        Command::Policy { server, command } => policy::run(&server, command).await,
+        Command::Audit { server, command } => audit::run(&server, command).await,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `convergio serve`: loads the configuration, opens the database (running
-//! migrations), makes sure an admin token exists, starts and registers the
-//! example agents, and serves the gateway until Ctrl-C or SIGTERM.
+//! migrations), makes sure an admin token exists, loads the policy set (the
+//! embedded example on first start) and watches it, starts and registers
+//! the example agents, and serves the gateway until Ctrl-C or SIGTERM; then
+//! drains the audit queue.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::{JwtConfig, MtlsConfig};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
-use convergio_gateway::app::{build_router, AppConfig};
+use convergio_gateway::app::{build_router, AppConfig, PolicyServices};
 use convergio_gateway::layers::{
     ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
 };
@@ -73,6 +75,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..RegistryConfig::default()
         },
     );
+    let (policy, audit_writer, watcher) = start_policy(&config).await?;
+    let policy_version = policy.admin.engine().active_version();
 
     let examples = if config.examples {
         start_examples(&registry).await?
@@ -122,6 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_batch_inputs: config.graphs.max_batch_inputs,
                 ..GraphsConfig::default()
             },
+            policy: Some(policy),
             ..AppConfig::default()
         },
     );
@@ -132,6 +137,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("  admin token  {token_source}");
     say!("  auth         {}", describe_auth(&config.security));
     say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
+    if let Some(version) = policy_version {
+        say!("  policy       version {version} (convergio policy show)");
+    }
     if !examples.is_empty() {
         let names: Vec<&str> = ExampleAgent::ALL.iter().map(|agent| agent.name()).collect();
         say!(
@@ -139,15 +147,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             names.join(",")
         );
     }
-    serve_with(
+    let served = serve_with(
         listener,
         router,
         config.security.server.clone(),
         tls,
         shutdown_signal(),
     )
-    .await
-    .context("serving")?;
+    .await;
+    watcher.stop();
+    // Every audit sink went with the router: the writer appends what is
+    // still queued and stops.
+    let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
+    if drain.await.is_err() {
+        eprintln!("warning: the audit queue did not drain within 30 s");
+    }
+    served.context("serving")?;
     for agent in examples {
         agent.shutdown().await;
     }
@@ -247,6 +262,50 @@ fn describe_auth(security: &SecuritySettings) -> String {
         "credentials required"
     };
     format!("{} ({anonymous})", accepted.join(", "))
+}
+
+/// Opens the policy store, loads the active set (storing the embedded
+/// example on first start), starts the watcher that keeps this replica on
+/// the active version, and the audit writer.
+async fn start_policy(
+    config: &Config,
+) -> anyhow::Result<(
+    PolicyServices,
+    convergio_policy::AuditWriter,
+    convergio_policy::PolicyWatcher,
+)> {
+    let store = convergio_policy::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the policy store {}", redact(&config.database_url)))?;
+    let engine = std::sync::Arc::new(
+        convergio_policy::PolicyEngine::with_defaults().context("loading the Cedar schema")?,
+    );
+    let admin = convergio_policy::PolicyAdmin::new(engine, store);
+    admin
+        .bootstrap()
+        .await
+        .context("loading the active policy set")?;
+    let watcher = convergio_policy::PolicyWatcher::spawn(
+        admin.clone(),
+        convergio_policy::DEFAULT_POLL_INTERVAL,
+    );
+    let (audit, writer) = convergio_policy::AuditSink::spawn(
+        admin.audit().clone(),
+        convergio_policy::DEFAULT_AUDIT_QUEUE,
+    );
+    let quotas = config
+        .quotas
+        .clone()
+        .map(|quotas| std::sync::Arc::new(convergio_policy::Quotas::new(quotas)));
+    Ok((
+        PolicyServices {
+            admin,
+            audit,
+            quotas,
+        },
+        writer,
+        watcher,
+    ))
 }
 
 /// The admin token and a sentence saying where it comes from.

@@ -155,7 +155,16 @@ async fn serve_registers_examples_routes_a2a_and_survives_a_restart() {
     let token_after =
         std::fs::read_to_string(data_dir.path().join("admin-token")).expect("admin token kept");
     assert_eq!(token_before, token_after);
-    let record = get_json(&format!("{}/v1/agents/weather", server.base)).await;
+    // Policy: an anonymous caller sees internal agents only; the admin sees all.
+    let record: Value = reqwest::Client::new()
+        .get(format!("{}/v1/agents/weather", server.base))
+        .bearer_auth(token_after.trim())
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(record["trust"], "trusted");
     let (ok, stdout, _) = cli(&server, data_dir.path(), &["search", "forecast"]);
     assert!(ok);

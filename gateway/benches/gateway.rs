@@ -110,7 +110,8 @@ async fn run_gateway_child() {
         max_concurrency: 8192,
         ..LimitsConfig::default()
     };
-    let router = a2a_router(A2aState::new(routes, A2aConfig::default()));
+    let state = policy_gate(A2aState::new(routes, A2aConfig::default())).await;
+    let router = a2a_router(state);
     let auth = std::env::var(AUTH_ENV).unwrap_or_default();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -566,6 +567,7 @@ async fn run() {
     );
     println!();
     auth_modes(&upstream_url).await;
+    policy_on_off(&client, &upstream_url).await;
 }
 
 const BENCH_ISSUER: &str = "https://idp.bench.example";
@@ -746,4 +748,95 @@ async fn auth_modes(upstream_url: &str) {
         "auth summary: gateway CPU us/request {}   (target: jwt <= off + 10 us)",
         summary.join(", ")
     );
+}
+
+// ===================================================================
+// Policy on vs off (issue 5). Kept in its own section: the rest of this
+// bench is edited by other work. With `CONVERGIO_BENCH_POLICY=on` the child
+// decides every call with the example policies plus a permit for the
+// bench's anonymous caller and audits every decision to a SQLite store, as
+// `convergio serve` does; `policy_on_off` compares two such children.
+// ===================================================================
+
+const POLICY_ENV: &str = "CONVERGIO_BENCH_POLICY";
+
+async fn policy_gate(state: A2aState) -> A2aState {
+    if std::env::var(POLICY_ENV).as_deref() != Ok("on") {
+        return state;
+    }
+    let dir = std::env::temp_dir().join(format!("convergio-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench data dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.join("policy.db").display());
+    let store = convergio_policy::connect(&url).await.expect("policy store");
+    let engine = convergio_policy::PolicyEngine::new(convergio_policy::engine::DEFAULT_SCHEMA)
+        .expect("schema");
+    engine
+        .load(
+            None,
+            &format!(
+                "{}\n@id(\"bench\") permit (principal, action == Action::\"send_message\", resource is Agent) when {{ context.auth_method == \"anonymous\" }};\n",
+                convergio_policy::engine::EXAMPLE_POLICIES
+            ),
+        )
+        .expect("bench policies");
+    let (sink, writer) = convergio_policy::AuditSink::spawn(
+        convergio_policy::AuditLog::new(store),
+        convergio_policy::DEFAULT_AUDIT_QUEUE,
+    );
+    // The child runs until it is killed; the writer lives as long.
+    std::mem::forget(writer);
+    state.with_gatekeeper(Arc::new(convergio_gateway::authorize::PolicyGate::new(
+        Arc::new(engine),
+        Some(sink),
+        None,
+    )))
+}
+
+fn spawn_child(upstream_url: &str, policy: bool) -> GatewayChild {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .env(ROLE_ENV, "gateway")
+        .env(UPSTREAM_ENV, upstream_url)
+        .env(POLICY_ENV, if policy { "on" } else { "off" })
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the gateway child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the port line");
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|port| port.parse().ok())
+        .expect("PORT line");
+    GatewayChild { child, port }
+}
+
+async fn policy_on_off(client: &HttpClient, upstream_url: &str) {
+    println!();
+    println!("Policy off vs on (authorise + audit every call), SendMessage, closed loop 2 s");
+    println!(
+        "{:>6} | {:>6} | {:>22} | {:>12}",
+        "policy", "conc", "req/s p50 p99 us", "gw CPU us/req"
+    );
+    for policy in [false, true] {
+        let gateway = spawn_child(upstream_url, policy);
+        let uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
+        closed_loop(client, &uri, 8, Duration::from_millis(300)).await;
+        for concurrency in [1, 32] {
+            let cpu_before = gateway.cpu_seconds();
+            let run = closed_loop(client, &uri, concurrency, Duration::from_secs(2)).await;
+            let cpu =
+                (gateway.cpu_seconds() - cpu_before) * 1e6 / run.latencies.len().max(1) as f64;
+            println!(
+                "{:>6} | {concurrency:>6} | {:>7.0} {:>6.0} {:>7.0} | {cpu:>12.1} | failed {}",
+                if policy { "on" } else { "off" },
+                run.throughput(),
+                micros(run.percentile(0.5)),
+                micros(run.percentile(0.99)),
+                run.failures,
+            );
+        }
+    }
 }

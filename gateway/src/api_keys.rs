@@ -248,7 +248,7 @@ fn admin_refusal(principal: &Principal) -> Option<Failure> {
         ))
     } else {
         Some(Failure::new(
-            GatewayError::Forbidden {
+            GatewayError::ScopeRequired {
                 detail: "api key administration needs the admin scope".to_owned(),
             },
             ErrorShape::Problem,

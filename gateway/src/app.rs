@@ -1,10 +1,10 @@
 //! The HTTP application `convergio serve` runs: the registry REST API, the
-//! A2A routes, the envelope endpoint and the graph/run API (with the
+//! A2A routes, the envelope endpoint, the graph/run API (with the
 //! orchestrator's executor, whose dispatcher calls back into this same
-//! router, see [`crate::dispatch`]), mounted on one router behind the
-//! one layer stack ([`crate::layers::with_layers`]), so every surface shares
-//! tracing, error rescue, limits and — as they land — authentication and
-//! policy.
+//! router, see [`crate::dispatch`]) and (with [`PolicyServices`]) the
+//! policy and audit API, mounted on one router behind the one layer stack
+//! ([`crate::layers::with_layers`]), so every surface shares tracing, error
+//! rescue, limits, authentication and policy.
 //!
 //! [`serve`] takes a bound listener, so tests bind 127.0.0.1:0 and read the
 //! port back.
@@ -12,18 +12,27 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use convergio_policy::{AuditSink, PolicyAdmin, PolicyApi, PolicyEngine, Quotas};
 use convergio_registry::api::ApiConfig;
 use convergio_registry::Registry;
+use convergio_schemas::{AuthMethod, Principal};
 use tokio::net::TcpListener;
 
 use convergio_orchestrator::{Executor, ExecutorConfig};
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
+use crate::authorize::{AuditChanges, PolicyGate};
 use crate::dispatch::GatewayDispatch;
-use crate::layers::{with_layers, with_layers_auth, Authenticator, LimitsConfig};
+use crate::layers::{
+    with_layers, with_layers_auth, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
+};
 use crate::registry_routes::RegistryRoutes;
 use crate::runs_api::{runs_router, GraphsConfig, RunsApi};
 use crate::server::{serve_with, ServerConfig};
@@ -46,6 +55,30 @@ pub struct AppConfig {
     pub graphs: GraphsConfig,
     /// The graph executor's settings.
     pub executor: ExecutorConfig,
+    /// Stored policy, audit log and quotas. Without them every call is
+    /// still decided, by the embedded example set, but nothing is audited
+    /// and the policy API is not mounted (tests of other surfaces).
+    pub policy: Option<PolicyServices>,
+}
+
+/// What authorisation needs from `convergio serve`.
+#[derive(Clone)]
+pub struct PolicyServices {
+    /// The engine with its store (the watcher keeps it current).
+    pub admin: PolicyAdmin,
+    /// Where decisions and changes are recorded.
+    pub audit: AuditSink,
+    /// Rate limits and budgets, if configured.
+    pub quotas: Option<Arc<Quotas>>,
+}
+
+impl std::fmt::Debug for PolicyServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyServices")
+            .field("version", &self.admin.engine().active_version())
+            .field("quotas", &self.quotas.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds the application router over `registry`.
@@ -57,14 +90,34 @@ pub fn build_router(registry: Registry, config: AppConfig) -> Router {
 /// API's state too (its executor, for in-process runs and benches).
 pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let routes: Arc<dyn RouteTable> = Arc::new(RegistryRoutes::new(registry.clone()));
-    let api = convergio_registry::api::router(
+    let gate = match &config.policy {
+        Some(services) => {
+            registry.set_change_hook(Arc::new(AuditChanges::new(services.audit.clone())));
+            PolicyGate::new(
+                services.admin.engine().clone(),
+                Some(services.audit.clone()),
+                services.quotas.clone(),
+            )
+        }
+        None => PolicyGate::new(
+            Arc::new(
+                PolicyEngine::with_defaults()
+                    .expect("the shipped example policies validate against the shipped schema"),
+            ),
+            None,
+            None,
+        ),
+    };
+    let gate = Arc::new(gate);
+    let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
             admin_token: config.admin_token.clone(),
             max_body_bytes: config.limits.max_body_bytes,
         },
+        gate.clone(),
     );
-    let a2a = a2a_router(A2aState::new(routes.clone(), config.a2a));
+    let a2a = a2a_router(A2aState::new(routes.clone(), config.a2a).with_gatekeeper(gate));
     let dispatch = Arc::new(GatewayDispatch::new());
     let executor = Executor::new(dispatch.clone(), config.executor);
     let runs_api = RunsApi::new(executor, routes, config.graphs);
@@ -73,6 +126,19 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let mut router = health.merge(api).merge(a2a).merge(graphs);
     if let Some(keys) = config.api_keys {
         router = router.merge(api_keys_router(keys));
+    }
+    if let Some(services) = config.policy {
+        let policy = convergio_policy::router(PolicyApi {
+            admin: services.admin,
+        });
+        let token = config.admin_token.clone();
+        // With authentication off (tests of other surfaces), the bootstrap
+        // admin token still acts as an administrator on the policy API; with
+        // it on, `Authenticate` has already made that principal.
+        let policy = policy.layer(axum::middleware::from_fn(move |request, next| {
+            admin_token_principal(token.clone(), request, next)
+        }));
+        router = router.merge(policy);
     }
     let app = Arc::new(match config.authenticator {
         Some(authenticator) => with_layers_auth(router, &config.limits, authenticator),
@@ -89,6 +155,55 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         },
     ));
     (served, runs_api)
+}
+
+async fn admin_token_principal(
+    token: Option<String>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let anonymous = request
+        .extensions()
+        .get::<Principal>()
+        .is_none_or(|principal| principal.method == AuthMethod::Anonymous);
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let (true, Some(expected), Some(bearer)) = (anonymous, token.as_deref(), bearer) {
+        if !expected.is_empty() && ring_eq(bearer.as_bytes(), expected.as_bytes()) {
+            request.extensions_mut().insert(Principal {
+                subject: "admin".to_owned(),
+                org: None,
+                scopes: vec!["admin".to_owned()],
+                method: AuthMethod::AdminToken,
+            });
+        }
+    }
+    // The policy API quotes the request id from the header; give it the one
+    // `Trace` assigned when the client sent none.
+    let assigned = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| axum::http::HeaderValue::from_str(id.as_str()).ok());
+    if let Some(value) = assigned {
+        if !request.headers().contains_key(REQUEST_ID_HEADER) {
+            request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+    }
+    next.run(request).await
+}
+
+/// Constant-time comparison of two secrets.
+fn ring_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Serves `router` in plaintext on `listener` with the default connection

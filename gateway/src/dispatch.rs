@@ -167,6 +167,13 @@ fn build_request(call: &AgentCall, target: &Target) -> Result<Request<Body>, Dis
     if let Some(caller) = &call.caller {
         extensions.insert(Principal::clone(caller));
     }
+    if let Some(origin) = call.origin {
+        // The run caller's address stands in for the connection this
+        // in-process request does not have (policy's `loopback` fact).
+        extensions.insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+            origin, 0,
+        )));
+    }
     extensions.insert(GraphCall {
         run_id: call.run_id.to_string(),
         graph: call.graph_id.to_string(),

@@ -74,6 +74,20 @@ pub enum GatewayError {
         /// The name in the path.
         agent: String,
     },
+    /// Policy does not let the caller do this to an agent it may see.
+    #[error("forbidden: {action} on {agent}")]
+    Forbidden {
+        /// The agent's gateway name.
+        agent: String,
+        /// The policy action refused.
+        action: String,
+    },
+    /// A quota or budget is spent; retry after `retry_after_seconds`.
+    #[error("rate limited; retry after {retry_after_seconds} s")]
+    RateLimited {
+        /// Whole seconds, at least 1 (the `Retry-After` header).
+        retry_after_seconds: u64,
+    },
     /// The task id is unknown to the gateway or owned by someone else.
     #[error("task not found: {task_id}")]
     TaskNotFound {
@@ -145,7 +159,7 @@ pub enum GatewayError {
     },
     /// A verified caller lacks the scope this operation needs.
     #[error("forbidden: {detail}")]
-    Forbidden {
+    ScopeRequired {
         /// Which scope or rule refused it.
         detail: String,
     },
@@ -187,6 +201,8 @@ impl GatewayError {
             Self::AgentNotFound { .. } | Self::TaskNotFound { .. } | Self::RouteNotFound { .. } => {
                 ErrorKind::NotFound
             }
+            Self::Forbidden { .. } => ErrorKind::Forbidden,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::NoUsableInterface { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamInvalid { .. }
@@ -196,7 +212,7 @@ impl GatewayError {
             Self::RequestTimeout => ErrorKind::RequestTimeout,
             Self::Overloaded | Self::UpstreamUnavailable { .. } => ErrorKind::Unavailable,
             Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            Self::Forbidden { .. } => ErrorKind::Forbidden,
+            Self::ScopeRequired { .. } => ErrorKind::Forbidden,
             Self::Internal { .. } => ErrorKind::Internal,
         }
     }
@@ -292,8 +308,9 @@ impl GatewayError {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
             Self::Unauthenticated { .. } => "UNAUTHENTICATED",
-            Self::Forbidden { .. } => "FORBIDDEN",
+            Self::Forbidden { .. } | Self::ScopeRequired { .. } => "PERMISSION_DENIED",
             Self::UpstreamUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             _ => "INTERNAL",
         };
         let domain = match self {
@@ -420,6 +437,21 @@ mod tests {
                 500,
             ),
             (GatewayError::Overloaded, -32603, 503),
+            (
+                GatewayError::Forbidden {
+                    agent: "a".into(),
+                    action: "send_message".into(),
+                },
+                -32603,
+                403,
+            ),
+            (
+                GatewayError::RateLimited {
+                    retry_after_seconds: 2,
+                },
+                -32603,
+                429,
+            ),
             (GatewayError::PayloadTooLarge { limit: 1 }, -32602, 413),
         ];
         for (error, code, status) in cases {

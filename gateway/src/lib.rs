@@ -8,6 +8,7 @@
 pub mod a2a;
 pub mod api_keys;
 pub mod app;
+pub mod authorize;
 pub mod dispatch;
 pub mod error;
 pub mod layers;

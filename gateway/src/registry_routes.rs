@@ -8,7 +8,7 @@ use convergio_registry::{DiscoveryQuery, Registry, RegistryError};
 use convergio_schemas::AgentId;
 use serde_json::{json, Value};
 
-use crate::a2a::{RouteTable, RouteTarget, TaskRoute};
+use crate::a2a::{AgentFacts, RouteTable, RouteTarget, TaskRoute};
 use crate::{GatewayError, Principal};
 
 /// The most agents the gateway's own card lists.
@@ -55,6 +55,11 @@ fn target(name: &str, record: &convergio_registry::AgentRecord) -> RouteTarget {
         .collect();
     let mut target = RouteTarget::from_card(name, json!({ "supportedInterfaces": interfaces }));
     target.card = record.card.clone();
+    target.facts = Some(AgentFacts {
+        org: record.org.clone(),
+        trust: record.trust,
+        role: record.role,
+    });
     target
 }
 

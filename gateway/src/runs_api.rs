@@ -281,9 +281,11 @@ impl RunsApi {
         graph: Arc<Graph>,
         input: Value,
         principal: &Principal,
+        origin: Option<std::net::IpAddr>,
     ) -> Result<(Uuid, Arc<EventLog>), ApiError> {
         let options = RunOptions {
             caller: Some(principal.clone()),
+            origin,
         };
         let mut events = self.inner.executor.stream_with(graph, input, options)?;
         let run_id = events.run_id;
@@ -322,6 +324,8 @@ pub fn runs_router(api: RunsApi) -> Router {
 struct Incoming {
     principal: Principal,
     request_id: Option<RequestId>,
+    /// Where the caller connected from, handed to the run's agent calls.
+    origin: Option<std::net::IpAddr>,
     body: Body,
 }
 
@@ -334,6 +338,10 @@ fn incoming(request: Request) -> Incoming {
             .cloned()
             .unwrap_or_else(Principal::anonymous),
         request_id: parts.extensions.get::<RequestId>().cloned(),
+        origin: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(address)| address.ip()),
         body,
     }
 }
@@ -456,6 +464,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
     let request = incoming(request);
     let request_id = request.request_id.clone();
     let principal = request.principal;
+    let origin = request.origin;
     let outcome = async {
         let text = read_text(request.body).await?;
         let start: StartRun = serde_json::from_str(&text).map_err(|error| {
@@ -486,14 +495,14 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             .unwrap_or_else(|| Value::Object(Default::default()));
         match start.mode {
             RunMode::Sync => {
-                let (run_id, log) = api.start_logged(graph, input, &principal)?;
+                let (run_id, log) = api.start_logged(graph, input, &principal, origin)?;
                 log.finished().await;
                 let result = api.inner.executor.result(run_id)?;
                 Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
             }
             RunMode::Async => {
                 let graph_id = graph.name.to_string();
-                let (run_id, _log) = api.start_logged(graph, input, &principal)?;
+                let (run_id, _log) = api.start_logged(graph, input, &principal, origin)?;
                 let accepted = RunAccepted {
                     run_id,
                     graph_id,
@@ -506,7 +515,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 Ok(response)
             }
             RunMode::Stream => {
-                let (run_id, log) = api.start_logged(graph, input, &principal)?;
+                let (run_id, log) = api.start_logged(graph, input, &principal, origin)?;
                 let mut response = sse_response(log);
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -530,6 +539,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 let graph_id = graph.name.to_string();
                 let options = RunOptions {
                     caller: Some(principal.clone()),
+                    origin,
                 };
                 let results = api
                     .inner

@@ -36,6 +36,10 @@ pub struct AgentCall {
     /// this principal, so a graph never has more access than its caller.
     /// `None` for runs started in-process without a caller (tests, benches).
     pub caller: Option<Arc<Principal>>,
+    /// Where the caller connected from, when known: the dispatcher hands it
+    /// to policy as the call's origin, so a graph's calls are judged as if
+    /// its caller made them from where it is.
+    pub origin: Option<std::net::IpAddr>,
     /// The node making the call.
     pub node_id: String,
     /// Registry name or full agent id (`external://org/name` included).

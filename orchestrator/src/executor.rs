@@ -89,6 +89,9 @@ pub struct RunOptions {
     /// Who starts the run: every agent call is made as this principal (the
     /// gateway's dispatcher reads it from [`AgentCall::caller`]).
     pub caller: Option<Principal>,
+    /// Where the caller connected from (handed to every agent call as
+    /// [`AgentCall::origin`]).
+    pub origin: Option<std::net::IpAddr>,
 }
 
 /// How a run ended (or that it has not).
@@ -514,6 +517,7 @@ impl Executor {
             Uuid::now_v7(),
             None,
             caller,
+            options.origin,
         )
         .await;
         self.inner.metrics.record_run(&result.state);
@@ -619,6 +623,7 @@ impl Executor {
     ) -> Result<(Uuid, tokio::task::JoinHandle<RunResult>), OrchestratorError> {
         check_input(&graph, &input)?;
         let caller = options.caller.map(Arc::new);
+        let origin = options.origin;
         let run_id = Uuid::now_v7();
         self.inner.runs.start(RunSummary {
             run_id,
@@ -633,7 +638,8 @@ impl Executor {
             // until the result is stored means a consumer that saw the end
             // can always fetch the result by id.
             let keep_open = events.clone();
-            let result = run_graph(inner.clone(), graph, input, run_id, events, caller).await;
+            let result =
+                run_graph(inner.clone(), graph, input, run_id, events, caller, origin).await;
             inner.metrics.record_run(&result.state);
             inner.runs.finish(&result, inner.config.max_retained_runs);
             drop(keep_open);
@@ -691,9 +697,10 @@ fn run_graph(
     run_id: Uuid,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
     caller: Option<Arc<Principal>>,
+    origin: Option<std::net::IpAddr>,
 ) -> Pin<Box<dyn Future<Output = RunResult> + Send>> {
     Box::pin(async move {
-        let mut run = Run::new(inner, graph, input, run_id, events, caller);
+        let mut run = Run::new(inner, graph, input, run_id, events, caller, origin);
         run.drive().await;
         run.finish()
     })
@@ -713,6 +720,8 @@ struct Run {
     graph_id_value: Value,
     /// Who started the run, shared by every call.
     caller: Option<Arc<Principal>>,
+    /// Where the caller connected from.
+    origin: Option<std::net::IpAddr>,
 }
 
 // === impl Run ===
@@ -725,6 +734,7 @@ impl Run {
         run_id: Uuid,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
         caller: Option<Arc<Principal>>,
+        origin: Option<std::net::IpAddr>,
     ) -> Self {
         let nodes = graph
             .nodes
@@ -783,6 +793,7 @@ impl Run {
             run_id_value,
             graph_id_value,
             caller,
+            origin,
         }
     }
 
@@ -963,14 +974,22 @@ impl Run {
                 let sub_input = whole.unwrap_or(Value::Object(sub_input));
                 let inner = self.inner.clone();
                 let caller = self.caller.clone();
+                let origin = self.origin;
                 let agent = format!("subgraph:{}", subgraph.name);
                 Some(Box::pin(async move {
                     let result = match check_input(&subgraph, &sub_input) {
                         Err(error) => Err((error.to_string(), false)),
                         Ok(()) => {
-                            let result =
-                                run_graph(inner, subgraph, sub_input, Uuid::now_v7(), None, caller)
-                                    .await;
+                            let result = run_graph(
+                                inner,
+                                subgraph,
+                                sub_input,
+                                Uuid::now_v7(),
+                                None,
+                                caller,
+                                origin,
+                            )
+                            .await;
                             match result.status {
                                 RunStatus::Succeeded => Ok((result.output, result.state.usage)),
                                 status => Err((
@@ -1045,6 +1064,7 @@ impl Run {
             run_id: self.state.run_id,
             graph_id: graph.name.clone(),
             caller: self.caller.clone(),
+            origin: self.origin,
             node_id: node.id.to_string(),
             agent: agent.clone(),
             message,

@@ -1,5 +1,6 @@
 //! Decision latency: p50/p99 per `authorize` call with the example policy set
-//! and with 1,000 generated policies (target p99 ≤ 50 µs), printed side by
+//! and with 1,000 generated policies (target p99 ≤ 50 µs), indexed (what the
+//! gateway uses) and against the whole set (the reference), printed side by
 //! side. Run with `cargo bench -p convergio-policy --bench authorize`.
 
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ fn generated_policies(count: usize) -> String {
     text
 }
 
-fn measure(engine: &PolicyEngine) -> (Duration, Duration, usize) {
+fn measure(engine: &PolicyEngine, indexed: bool) -> (Duration, Duration, usize) {
     let principal = Principal {
         subject: "gw.partner.example".to_owned(),
         org: Some("org3.example".to_owned()),
@@ -67,6 +68,7 @@ fn measure(engine: &PolicyEngine) -> (Duration, Duration, usize) {
         skill: Some("translate".to_owned()),
         graph_run: None,
         now: 1_767_225_600,
+        loopback: false,
     };
     let mut samples = Vec::with_capacity(ITERATIONS);
     let mut allowed = 0;
@@ -78,7 +80,11 @@ fn measure(engine: &PolicyEngine) -> (Duration, Duration, usize) {
             context: &context,
         };
         let start = Instant::now();
-        let decision = engine.authorize(&request);
+        let decision = if indexed {
+            engine.authorize(&request)
+        } else {
+            engine.authorize_unindexed(&request)
+        };
         let elapsed = start.elapsed();
         if index >= 1_000 {
             samples.push(elapsed);
@@ -97,15 +103,25 @@ fn main() {
     large
         .load(None, &generated_policies(1_000))
         .expect("generated policies are valid");
-    let (example_p50, example_p99, example_allowed) = measure(&example);
-    let (large_p50, large_p99, large_allowed) = measure(&large);
+    let (example_p50, example_p99, example_allowed) = measure(&example, true);
+    let (large_p50, large_p99, large_allowed) = measure(&large, true);
+    let (whole_p50, whole_p99, whole_allowed) = measure(&large, false);
     println!("authorize decision latency ({ITERATIONS} decisions each)");
-    println!("{:<22} {:>12} {:>12}", "", "example set", "1,000 policies");
-    println!("{:<22} {:>12.1?} {:>12.1?}", "p50", example_p50, large_p50);
-    println!("{:<22} {:>12.1?} {:>12.1?}", "p99", example_p99, large_p99);
     println!(
-        "{:<22} {:>12} {:>12}",
-        "allowed", example_allowed, large_allowed
+        "{:<22} {:>12} {:>16} {:>16}",
+        "", "example set", "1,000 (indexed)", "1,000 (whole set)"
+    );
+    println!(
+        "{:<22} {:>12.1?} {:>16.1?} {:>16.1?}",
+        "p50", example_p50, large_p50, whole_p50
+    );
+    println!(
+        "{:<22} {:>12.1?} {:>16.1?} {:>16.1?}",
+        "p99", example_p99, large_p99, whole_p99
+    );
+    println!(
+        "{:<22} {:>12} {:>16} {:>16}",
+        "allowed", example_allowed, large_allowed, whole_allowed
     );
     let target = Duration::from_micros(50);
     println!(

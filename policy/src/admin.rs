@@ -169,6 +169,27 @@ impl PolicyAdmin {
             .await
     }
 
+    /// Start-up: loads the stored active set, or, on the very first start
+    /// (no version stored), stores the embedded example set as version 1 on
+    /// behalf of the server. Returns the active version.
+    pub async fn bootstrap(&self) -> Result<i64> {
+        if self.store.active_version().await?.is_none() {
+            let stored = self
+                .put(
+                    &Principal::system(),
+                    crate::engine::EXAMPLE_POLICIES,
+                    "embedded default (policies/example.cedar) stored at first start",
+                    None,
+                )
+                .await?;
+            return Ok(stored.version);
+        }
+        self.sync().await?;
+        self.engine
+            .active_version()
+            .ok_or(PolicyError::NoActivePolicy)
+    }
+
     /// Loads the store's active version into the engine if it differs.
     /// Returns whether the engine changed. Without any stored version the
     /// engine keeps what it has (the embedded default).

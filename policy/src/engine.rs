@@ -2,12 +2,23 @@
 //! `Arc`, strict validation against the shipped schema, and per-request
 //! entity construction.
 //!
-//! Why an index by action: Cedar evaluates every policy of a set for each
-//! request. A policy whose action scope does not name the requested action
-//! can never match it, so at load time the set is split into one sub-set per
-//! action (policies with an unconstrained action go into every sub-set). The
-//! decision is identical; the work per request shrinks with the number of
-//! actions the policies mention.
+//! Why an index: Cedar evaluates every policy of a set for each request.
+//! At load time the set is split into slices that a request can skip
+//! without changing the answer:
+//! - by action: a policy whose action scope does not name the requested
+//!   action cannot match (unconstrained actions go into every action);
+//! - within an action, by the first of: `resource == R` in the scope,
+//!   `principal == P` in the scope, or a leading `context.caller_org ==
+//!   "o"` conjunct of the first `when` (the shape of per-organisation
+//!   grants). Such a policy cannot be satisfied by a request with another
+//!   resource, principal or caller organisation, and it cannot error either
+//!   (the scope fails first, or `&&` short-circuits on the false leading
+//!   conjunct). Every other policy is in the generic slice.
+//!
+//! A request evaluates the generic slice plus the one slice per key that
+//! matches it, and the answers are combined with Cedar's own rule: allow
+//! iff some permit is satisfied and no forbid is. `engine/tests.rs` checks
+//! the sliced and the whole-set decisions agree over generated requests.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -16,7 +27,8 @@ use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use convergio_schemas::{AgentId, AgentRole, AuthMethod, Principal, TrustLevel};
 use serde::{Deserialize, Serialize};
@@ -192,6 +204,9 @@ pub struct RequestContext {
     /// Now, in seconds since the Unix epoch.
     #[serde(default)]
     pub now: i64,
+    /// Whether the caller connected from a loopback address (this machine).
+    #[serde(default)]
+    pub loopback: bool,
 }
 
 /// One authorisation question.
@@ -236,12 +251,54 @@ impl fmt::Display for PolicyDiagnostic {
     }
 }
 
-/// The active policy set and its per-action index.
+/// The active policy set and its index (module docs).
 #[derive(Debug)]
 struct ActiveSet {
     version: Option<i64>,
     text: String,
-    by_action: Vec<PolicySet>,
+    /// The whole set, for reference evaluation.
+    full: PolicySet,
+    by_action: Vec<ActionSlices>,
+}
+
+/// The policies that may match one action, sliced by scope key.
+#[derive(Debug)]
+struct ActionSlices {
+    generic: PolicySet,
+    by_resource: HashMap<EntityUid, PolicySet>,
+    by_principal: HashMap<EntityUid, PolicySet>,
+    by_caller_org: HashMap<String, PolicySet>,
+}
+
+impl ActionSlices {
+    fn new() -> Self {
+        Self {
+            generic: PolicySet::new(),
+            by_resource: HashMap::new(),
+            by_principal: HashMap::new(),
+            by_caller_org: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, key: &SliceKey, policy: Policy) {
+        let set = match key {
+            SliceKey::Generic => &mut self.generic,
+            SliceKey::Resource(uid) => self.by_resource.entry(uid.clone()).or_default(),
+            SliceKey::Principal(uid) => self.by_principal.entry(uid.clone()).or_default(),
+            SliceKey::CallerOrg(org) => self.by_caller_org.entry(org.clone()).or_default(),
+        };
+        // Ids are unique within the validated set, so adding cannot collide.
+        let _ = set.add(policy);
+    }
+}
+
+/// Which slice a policy belongs to (module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SliceKey {
+    Generic,
+    Resource(EntityUid),
+    Principal(EntityUid),
+    CallerOrg(String),
 }
 
 /// Entity types and action ids, parsed once.
@@ -305,7 +362,8 @@ impl PolicyEngine {
         let empty = ActiveSet {
             version: None,
             text: String::new(),
-            by_action: vec![PolicySet::new(); Action::ALL.len()],
+            full: PolicySet::new(),
+            by_action: Action::ALL.iter().map(|_| ActionSlices::new()).collect(),
         };
         Ok(Self {
             validator: Validator::new(schema.clone()),
@@ -419,6 +477,36 @@ impl PolicyEngine {
         self.decide(&active, request)
     }
 
+    /// Decides `request` against the whole active set, without the index:
+    /// the reference the index must agree with (tests, the bench).
+    pub fn authorize_unindexed(&self, request: &AuthzRequest<'_>) -> Decision {
+        let active = self.current();
+        match self.build(request) {
+            Ok((cedar_request, entities)) => {
+                let response =
+                    self.authorizer
+                        .is_authorized(&cedar_request, &active.full, &entities);
+                let diagnostics = response.diagnostics();
+                let mut determining: Vec<String> =
+                    diagnostics.reason().map(ToString::to_string).collect();
+                determining.sort();
+                let mut errors: Vec<String> =
+                    diagnostics.errors().map(ToString::to_string).collect();
+                errors.sort();
+                Decision {
+                    allowed: response.decision() == cedar_policy::Decision::Allow,
+                    determining,
+                    errors,
+                }
+            }
+            Err(message) => Decision {
+                allowed: false,
+                determining: Vec::new(),
+                errors: vec![message],
+            },
+        }
+    }
+
     /// Whether `set`, if activated, still lets an administrator (any
     /// principal with scope `admin`) administer policy: the lock-out check.
     pub fn keeps_an_administrator(&self, set: &PolicySet) -> bool {
@@ -450,18 +538,20 @@ impl PolicyEngine {
     }
 
     fn index(&self, version: Option<i64>, text: &str, set: &PolicySet) -> ActiveSet {
-        let mut by_action = vec![PolicySet::new(); Action::ALL.len()];
+        let mut by_action: Vec<ActionSlices> =
+            Action::ALL.iter().map(|_| ActionSlices::new()).collect();
         for policy in set.policies() {
+            let key = slice_key(policy);
             for action in Action::ALL {
                 if self.scope_names(policy, action) {
-                    // Ids are unique within `set`, so adding cannot collide.
-                    let _ = by_action[action.index()].add(policy.clone());
+                    by_action[action.index()].add(&key, policy.clone());
                 }
             }
         }
         ActiveSet {
             version,
             text: text.to_owned(),
+            full: set.clone(),
             by_action,
         }
     }
@@ -476,28 +566,56 @@ impl PolicyEngine {
     }
 
     fn decide(&self, active: &ActiveSet, request: &AuthzRequest<'_>) -> Decision {
-        match self.build(request) {
-            Ok((cedar_request, entities)) => {
-                let response = self.authorizer.is_authorized(
-                    &cedar_request,
-                    &active.by_action[request.action.index()],
-                    &entities,
-                );
-                let diagnostics = response.diagnostics();
-                let mut determining: Vec<String> =
-                    diagnostics.reason().map(ToString::to_string).collect();
-                determining.sort();
-                Decision {
-                    allowed: response.decision() == cedar_policy::Decision::Allow,
-                    determining,
-                    errors: diagnostics.errors().map(ToString::to_string).collect(),
+        let (cedar_request, entities) = match self.build(request) {
+            Ok(built) => built,
+            Err(message) => {
+                return Decision {
+                    allowed: false,
+                    determining: Vec::new(),
+                    errors: vec![message],
                 }
             }
-            Err(message) => Decision {
-                allowed: false,
-                determining: Vec::new(),
-                errors: vec![message],
-            },
+        };
+        let slices = &active.by_action[request.action.index()];
+        let resource = cedar_request.resource();
+        let principal = cedar_request.principal();
+        let caller_org = request.principal.org.as_deref().unwrap_or_default();
+        let candidates = [
+            Some(&slices.generic),
+            resource.and_then(|uid| slices.by_resource.get(uid)),
+            principal.and_then(|uid| slices.by_principal.get(uid)),
+            slices.by_caller_org.get(caller_org),
+        ];
+        // Cedar's rule over the union of the slices: allow iff some permit
+        // is satisfied and no forbid is. A slice's Allow lists satisfied
+        // permits; its Deny lists satisfied forbids (none: no permit).
+        let mut permits = Vec::new();
+        let mut forbids = Vec::new();
+        let mut errors = Vec::new();
+        for set in candidates.into_iter().flatten() {
+            if set.is_empty() {
+                continue;
+            }
+            let response = self
+                .authorizer
+                .is_authorized(&cedar_request, set, &entities);
+            let diagnostics = response.diagnostics();
+            let reasons = diagnostics.reason().map(ToString::to_string);
+            if response.decision() == cedar_policy::Decision::Allow {
+                permits.extend(reasons);
+            } else {
+                forbids.extend(reasons);
+            }
+            errors.extend(diagnostics.errors().map(ToString::to_string));
+        }
+        let allowed = forbids.is_empty() && !permits.is_empty();
+        let mut determining = if allowed { permits } else { forbids };
+        determining.sort();
+        errors.sort();
+        Decision {
+            allowed,
+            determining,
+            errors,
         }
     }
 
@@ -662,6 +780,10 @@ impl PolicyEngine {
                 "now".to_owned(),
                 RestrictedExpression::new_long(context.now),
             ),
+            (
+                "loopback".to_owned(),
+                RestrictedExpression::new_bool(context.loopback),
+            ),
         ];
         if let Some(skill) = &context.skill {
             pairs.push((
@@ -688,6 +810,47 @@ impl PolicyEngine {
             .map_err(|error| error.to_string())?;
         Ok((cedar_request, entities))
     }
+}
+
+/// The slice a policy belongs to (module docs).
+fn slice_key(policy: &Policy) -> SliceKey {
+    if let ResourceConstraint::Eq(uid) = policy.resource_constraint() {
+        return SliceKey::Resource(uid);
+    }
+    if let PrincipalConstraint::Eq(uid) = policy.principal_constraint() {
+        return SliceKey::Principal(uid);
+    }
+    match leading_caller_org(policy) {
+        Some(org) => SliceKey::CallerOrg(org),
+        None => SliceKey::Generic,
+    }
+}
+
+/// `o` when the first condition is a `when` whose leftmost `&&` operand is
+/// `context.caller_org == "o"` (either way round).
+fn leading_caller_org(policy: &Policy) -> Option<String> {
+    let json = policy.to_json().ok()?;
+    let first = json.get("conditions")?.as_array()?.first()?;
+    if first.get("kind")?.as_str()? != "when" {
+        return None;
+    }
+    let mut body = first.get("body")?;
+    while let Some(and) = body.get("&&") {
+        body = and.get("left")?;
+    }
+    let equality = body.get("==")?;
+    let (left, right) = (equality.get("left")?, equality.get("right")?);
+    caller_org_literal(left, right).or_else(|| caller_org_literal(right, left))
+}
+
+fn caller_org_literal(attribute: &serde_json::Value, value: &serde_json::Value) -> Option<String> {
+    let access = attribute.get(".")?;
+    let is_caller_org = access.get("left")?.get("Var")?.as_str()? == "context"
+        && access.get("attr")?.as_str()? == "caller_org";
+    if !is_caller_org {
+        return None;
+    }
+    value.get("Value")?.as_str().map(str::to_owned)
 }
 
 /// The wire name of an authentication method, as policies see it.

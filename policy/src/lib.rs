@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod audit_sink;
 pub mod engine;
 pub mod error;
 pub mod quota;
@@ -20,6 +21,7 @@ pub mod testing;
 pub use admin::{PolicyAdmin, PolicyWatcher, DEFAULT_POLL_INTERVAL};
 pub use api::{router, PolicyApi};
 pub use audit::{AuditEntry, AuditFilter, AuditLog, AuditPage, AuditRecord, VerifiedChain};
+pub use audit_sink::{AuditSink, AuditWriter, DEFAULT_AUDIT_QUEUE};
 pub use engine::{
     Action, AuthzRequest, Decision, PolicyDiagnostic, PolicyEngine, RequestContext, Resource,
 };

@@ -13,19 +13,30 @@
 //! no token configured every write is 403. `PUT /v1/agents/{id}` requires
 //! `If-Match` (428 without it, 412 when stale); `DELETE` and trust changes
 //! honour `If-Match` when it is sent.
+//!
+//! Behind a [`Guard`] ([`guarded_router`], what the gateway mounts), every
+//! route is authorised instead: discovery lists only agents the caller may
+//! `discover` (pages stay correct: see [`discover`]), reading one agent
+//! needs `read_card` (a refusal is the same 404 as an unknown agent), and
+//! writes need `register_agent`, `update_agent` or `set_trust`. The caller is
+//! the `Principal` request extension, or the bootstrap administrator when the
+//! bearer token is the admin token (so that path keeps working).
 
 use std::str::FromStr;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use convergio_schemas::problem::PROBLEM_JSON;
-use convergio_schemas::{AgentId, AgentRole, ErrorKind, Problem, TrustLevel};
+use convergio_schemas::{
+    AgentId, AgentRole, AuthMethod, ErrorKind, Principal, Problem, TrustLevel,
+};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
@@ -77,18 +88,82 @@ impl Default for ApiConfig {
     }
 }
 
+/// What a [`Guard`] is asked to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardAction {
+    /// See the agent in discovery results.
+    Discover,
+    /// Read the agent's record, versions or trust history.
+    ReadCard,
+    /// Register the agent.
+    RegisterAgent,
+    /// Update or deregister the agent.
+    UpdateAgent,
+    /// Change the agent's trust level.
+    SetTrust,
+}
+
+/// One authorisation question of the registry API.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardRequest<'a> {
+    /// Who asks.
+    pub caller: &'a Principal,
+    /// What it wants.
+    pub action: GuardAction,
+    /// The agent (for a registration: the record it would create).
+    pub target: &'a AgentRecord,
+    /// The request's extensions (request id, connection info).
+    pub extensions: &'a Extensions,
+}
+
+/// Authorisation of the registry API, implemented outside the registry (the
+/// gateway implements it with the policy engine), so the registry does not
+/// depend on the policy crate.
+#[async_trait]
+pub trait Guard: Send + Sync {
+    /// Decides one request and records the decision.
+    async fn decide(&self, request: GuardRequest<'_>) -> bool;
+    /// Whether the caller may discover `request.target`, without recording
+    /// it (discovery filters many agents per request).
+    fn may_discover(&self, request: GuardRequest<'_>) -> bool;
+    /// Records that a discovery page was filtered: `shown` agents listed,
+    /// `hidden` left out.
+    async fn record_listing(
+        &self,
+        caller: &Principal,
+        extensions: &Extensions,
+        shown: usize,
+        hidden: usize,
+    );
+}
+
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
     config: Arc<ApiConfig>,
+    guard: Option<Arc<dyn Guard>>,
 }
 
-/// The registry API router, ready to be nested or served.
+/// The registry API router, ready to be nested or served; writes need the
+/// bootstrap admin token and reads are open (no [`Guard`]).
 pub fn router(registry: Registry, config: ApiConfig) -> Router {
-    let state = AppState {
+    build(AppState {
         registry,
         config: Arc::new(config),
-    };
+        guard: None,
+    })
+}
+
+/// The registry API router with every route authorised by `guard`.
+pub fn guarded_router(registry: Registry, config: ApiConfig, guard: Arc<dyn Guard>) -> Router {
+    build(AppState {
+        registry,
+        config: Arc::new(config),
+        guard: Some(guard),
+    })
+}
+
+fn build(state: AppState) -> Router {
     Router::new()
         .route("/v1/agents", get(discover).post(register))
         .route(
@@ -238,6 +313,108 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         == 0
 }
 
+/// The caller of a guarded route: the authenticated principal, else the
+/// bootstrap administrator when the bearer token is the admin token, else
+/// anonymous.
+fn caller(headers: &HeaderMap, extensions: &Extensions, config: &ApiConfig) -> Principal {
+    if let Some(principal) = extensions.get::<Principal>() {
+        if principal.method != AuthMethod::Anonymous {
+            return principal.clone();
+        }
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim);
+    let expected = config.admin_token.as_deref().filter(|t| !t.is_empty());
+    if let (Some(token), Some(expected)) = (bearer, expected) {
+        if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+            return Principal {
+                subject: "admin".to_owned(),
+                org: None,
+                scopes: vec!["admin".to_owned()],
+                method: AuthMethod::AdminToken,
+            };
+        }
+    }
+    Principal::anonymous()
+}
+
+/// The actor of a write: with a guard, the caller if the guard allows
+/// `action` on `target` (401 for an anonymous caller without credentials,
+/// 403 otherwise); without one, the bootstrap admin token.
+async fn write_actor(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    action: GuardAction,
+    target: &AgentRecord,
+) -> ApiResult<Actor> {
+    let Some(guard) = &state.guard else {
+        return admin_actor(headers, &state.config);
+    };
+    let caller = caller(headers, extensions, &state.config);
+    let allowed = guard
+        .decide(GuardRequest {
+            caller: &caller,
+            action,
+            target,
+            extensions,
+        })
+        .await;
+    if allowed {
+        // The policy is the authority: a caller it allows acts with the
+        // rights the registry's own rules reserve for administrators.
+        return Ok(Actor {
+            subject: caller.owner_key(),
+            is_admin: true,
+        });
+    }
+    if caller.method == AuthMethod::Anonymous && !headers.contains_key(header::AUTHORIZATION) {
+        let mut error = ApiError::new(
+            ErrorKind::Unauthenticated,
+            "this write needs credentials: Authorization: Bearer <token>",
+        );
+        error.0.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"convergio\""),
+        );
+        return Err(error);
+    }
+    Err(ApiError::new(
+        ErrorKind::Forbidden,
+        format!("{} may not change {}", caller.subject, target.id),
+    ))
+}
+
+/// Refuses a read the guard does not allow with the same 404 an unknown
+/// agent gets, so existence does not leak.
+async fn require_read(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    record: &AgentRecord,
+) -> ApiResult<()> {
+    let Some(guard) = &state.guard else {
+        return Ok(());
+    };
+    let caller = caller(headers, extensions, &state.config);
+    let allowed = guard
+        .decide(GuardRequest {
+            caller: &caller,
+            action: GuardAction::ReadCard,
+            target: record,
+            extensions,
+        })
+        .await;
+    if allowed {
+        Ok(())
+    } else {
+        Err(RegistryError::not_found(&record.id).into())
+    }
+}
+
 /// Reads a JSON body: checks the content type and the size limit, then parses.
 async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
     let content_type = headers
@@ -376,10 +553,37 @@ fn if_match_version(headers: &HeaderMap, id: &AgentId) -> ApiResult<Option<Optio
 
 // --- handlers ---
 
-async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
-    let actor = admin_actor(&headers, &state.config)?;
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> ApiResult {
+    let actor = match state.guard {
+        None => Some(admin_actor(&headers, &state.config)?),
+        Some(_) => None,
+    };
     let value = read_json(&headers, body, state.config.max_body_bytes).await?;
     let (registration, bare) = registration_from(value)?;
+    let actor = match actor {
+        Some(actor) => actor,
+        None => {
+            // The guard decides on the record the registration would create;
+            // a registration too broken to build one is refused as invalid.
+            let planned = state
+                .registry
+                .planned_record(registration.clone())
+                .map_err(|error| bare_card_error(error, bare))?;
+            write_actor(
+                &state,
+                &headers,
+                &extensions,
+                GuardAction::RegisterAgent,
+                &planned,
+            )
+            .await?
+        }
+    };
     let record = state
         .registry
         .register(&actor, registration)
@@ -401,6 +605,7 @@ struct VersionParams {
 async fn get_agent(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<VersionParams>, QueryRejection>,
 ) -> ApiResult {
@@ -418,6 +623,7 @@ async fn get_agent(
         })
         .transpose()?;
     let record = state.registry.get_version(&id, version).await?;
+    require_read(&state, &headers, &extensions, &record).await?;
     if not_modified(&headers, &record.etag()) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(etag) = HeaderValue::from_str(&record.etag()) {
@@ -439,14 +645,38 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate == etag)
 }
 
+/// The live record a guarded write acts on (its absence is the registry's
+/// usual 404).
+async fn guarded_target(state: &AppState, id: &AgentId) -> ApiResult<AgentRecord> {
+    let record = state.registry.get(id).await?;
+    Ok(record)
+}
+
+/// The actor of a write to the existing agent `id`.
+async fn existing_write_actor(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    action: GuardAction,
+    id: &AgentId,
+) -> ApiResult<Actor> {
+    if state.guard.is_none() {
+        return admin_actor(headers, &state.config);
+    }
+    let target = guarded_target(state, id).await?;
+    write_actor(state, headers, extensions, action, &target).await
+}
+
 async fn update_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
-    let actor = admin_actor(&headers, &state.config)?;
+    let actor =
+        existing_write_actor(&state, &headers, &extensions, GuardAction::UpdateAgent, &id).await?;
     let Some(expected) = if_match_version(&headers, &id)? else {
         return Err(ApiError::new(
             ErrorKind::PreconditionFailed,
@@ -472,9 +702,11 @@ async fn delete_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
-    let actor = admin_actor(&headers, &state.config)?;
+    let actor =
+        existing_write_actor(&state, &headers, &extensions, GuardAction::UpdateAgent, &id).await?;
     let expected = if_match_version(&headers, &id)?.flatten();
     let record = state.registry.deregister(&actor, &id, expected).await?;
     Ok(record_response(StatusCode::OK, &record))
@@ -482,10 +714,15 @@ async fn delete_agent(
 
 async fn versions(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
     let versions = state.registry.versions(&id).await?;
+    if let Some(newest) = versions.last() {
+        require_read(&state, &headers, &extensions, newest).await?;
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"agent_id": id, "versions": versions}),
@@ -503,10 +740,12 @@ async fn set_trust(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
-    let actor = admin_actor(&headers, &state.config)?;
+    let actor =
+        existing_write_actor(&state, &headers, &extensions, GuardAction::SetTrust, &id).await?;
     let expected = if_match_version(&headers, &id)?.flatten();
     let value = read_json(&headers, body, state.config.max_body_bytes).await?;
     let trust: TrustBody = from_body(value)?;
@@ -521,10 +760,13 @@ async fn set_trust(
 
 async fn trust_history(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
     let record = state.registry.store().get(&id, None).await?;
+    require_read(&state, &headers, &extensions, &record).await?;
     let changes = state.registry.trust_history(&id).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -552,8 +794,21 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|text| !text.trim().is_empty())
 }
 
+/// How many store pages one guarded discovery request scans at most before
+/// it answers a short page (with a token to continue).
+const MAX_SCANNED_PAGES: usize = 20;
+
+/// `GET /v1/agents`. Under a guard, agents the caller may not `discover`
+/// are left out without breaking paging: the store is asked for at most the
+/// number of items still missing, so every visible item of a scanned store
+/// page fits in the answer, and the answer's token is the last scanned store
+/// page's token. A page may be short (at most [`MAX_SCANNED_PAGES`] store
+/// pages are scanned per request); following the tokens lists exactly the
+/// visible agents, each once.
 async fn discover(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
     params: Result<Query<DiscoveryParams>, QueryRejection>,
 ) -> ApiResult {
     let params = query(params)?;
@@ -592,10 +847,47 @@ async fn discover(
         page_token: non_empty(params.page_token),
         include_deleted,
     };
-    let page = state.registry.discover(&discovery).await?;
+    let Some(guard) = &state.guard else {
+        let page = state.registry.discover(&discovery).await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"agents": page.items, "next_page_token": page.next_page_token}),
+        ));
+    };
+    let caller = caller(&headers, &extensions, &state.config);
+    let wanted = crate::store::check_page_size(discovery.page_size)? as usize;
+    let mut query = discovery;
+    let mut agents: Vec<AgentRecord> = Vec::with_capacity(wanted);
+    let mut hidden = 0;
+    let mut next_page_token = None;
+    for _ in 0..MAX_SCANNED_PAGES {
+        query.page_size = Some((wanted - agents.len()) as u32);
+        let page = state.registry.discover(&query).await?;
+        for record in page.items {
+            let visible = guard.may_discover(GuardRequest {
+                caller: &caller,
+                action: GuardAction::Discover,
+                target: &record,
+                extensions: &extensions,
+            });
+            if visible {
+                agents.push(record);
+            } else {
+                hidden += 1;
+            }
+        }
+        next_page_token = page.next_page_token;
+        match &next_page_token {
+            Some(token) if agents.len() < wanted => query.page_token = Some(token.clone()),
+            _ => break,
+        }
+    }
+    guard
+        .record_listing(&caller, &extensions, agents.len(), hidden)
+        .await;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"agents": page.items, "next_page_token": page.next_page_token}),
+        &json!({"agents": agents, "next_page_token": next_page_token}),
     ))
 }
 

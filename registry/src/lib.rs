@@ -18,5 +18,7 @@ pub mod store;
 
 pub use error::{RegistryError, Result};
 pub use model::*;
-pub use service::{CardVerifier, NoSignatureVerifier, Registry, RegistryConfig};
+pub use service::{
+    CardVerifier, ChangeHook, NoSignatureVerifier, Registry, RegistryChange, RegistryConfig,
+};
 pub use store::{connect, DiscoveryQuery, Page, Store};

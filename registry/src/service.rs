@@ -71,6 +71,47 @@ impl CardVerifier for NoSignatureVerifier {
     }
 }
 
+/// One change the registry made, reported to the [`ChangeHook`] after the
+/// change committed (the audit log records it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryChange {
+    /// An agent was registered (or registered again after deregistration).
+    Registered {
+        /// Who registered it.
+        actor: Actor,
+        /// The new record's id, trust and version.
+        record: Box<AgentRecord>,
+    },
+    /// An agent's card, role or upstreams were replaced.
+    Updated {
+        /// Who updated it.
+        actor: Actor,
+        /// The new record.
+        record: Box<AgentRecord>,
+    },
+    /// An agent was deregistered.
+    Deregistered {
+        /// Who deregistered it.
+        actor: Actor,
+        /// The deregistered record.
+        record: Box<AgentRecord>,
+    },
+    /// An agent's trust level changed.
+    TrustChanged {
+        /// The change, with who, from, to and why.
+        change: TrustChange,
+        /// The record's version after the change.
+        version: i64,
+    },
+}
+
+/// Told about every committed registry change. The gateway plugs the audit
+/// log in here; the registry itself only depends on this trait.
+pub trait ChangeHook: Send + Sync {
+    /// Called once per committed change, after the write returned.
+    fn changed(&self, change: RegistryChange);
+}
+
 /// The registry: cheap to clone, shared by the API and the gateway.
 #[derive(Clone)]
 pub struct Registry {
@@ -87,6 +128,8 @@ struct Inner {
     epoch: AtomicU64,
     /// Orders cache fills against invalidations.
     fill_lock: Mutex<()>,
+    /// Where committed changes are reported (set once, at start-up).
+    change_hook: std::sync::OnceLock<Arc<dyn ChangeHook>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -124,8 +167,27 @@ impl Registry {
                 cache,
                 epoch: AtomicU64::new(0),
                 fill_lock: Mutex::new(()),
+                change_hook: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Reports every later committed change to `hook`. Only the first hook
+    /// set is kept; returns whether this one was.
+    pub fn set_change_hook(&self, hook: Arc<dyn ChangeHook>) -> bool {
+        self.inner.change_hook.set(hook).is_ok()
+    }
+
+    fn report(&self, change: impl FnOnce() -> RegistryChange) {
+        if let Some(hook) = self.inner.change_hook.get() {
+            hook.changed(change());
+        }
+    }
+
+    /// The record a registration would create (trust `registered`), without
+    /// storing it: what authorisation decides on before a registration.
+    pub fn planned_record(&self, registration: Registration) -> Result<AgentRecord> {
+        self.build_record(registration, TrustLevel::Registered)
     }
 
     /// The settings.
@@ -145,6 +207,12 @@ impl Registry {
         let record = self.build_record(registration, trust)?;
         let result = self.inner.store.insert(&record).await;
         self.invalidate(&record.id);
+        if let Ok(stored) = &result {
+            self.report(|| RegistryChange::Registered {
+                actor: actor.clone(),
+                record: Box::new(stored.clone()),
+            });
+        }
         result
     }
 
@@ -164,6 +232,14 @@ impl Registry {
         let result = self.inner.store.bulk_insert(&records).await;
         for record in &records {
             self.invalidate(&record.id);
+        }
+        if result.is_ok() {
+            for record in records {
+                self.report(|| RegistryChange::Registered {
+                    actor: actor.clone(),
+                    record: Box::new(record),
+                });
+            }
         }
         result
     }
@@ -286,6 +362,12 @@ impl Registry {
         record.version = expected_version + 1;
         let result = self.inner.store.update(id, expected_version, &record).await;
         self.invalidate(id);
+        if let Ok(stored) = &result {
+            self.report(|| RegistryChange::Updated {
+                actor: actor.clone(),
+                record: Box::new(stored.clone()),
+            });
+        }
         result
     }
 
@@ -303,6 +385,12 @@ impl Registry {
             .delete(id, expected_version, model::now())
             .await;
         self.invalidate(id);
+        if let Ok(stored) = &result {
+            self.report(|| RegistryChange::Deregistered {
+                actor: actor.clone(),
+                record: Box::new(stored.clone()),
+            });
+        }
         result
     }
 
@@ -360,6 +448,12 @@ impl Registry {
             .set_trust(id, expected_version, &change)
             .await;
         self.invalidate(id);
+        if let Ok(stored) = &result {
+            self.report(|| RegistryChange::TrustChanged {
+                change,
+                version: stored.version,
+            });
+        }
         result
     }
 

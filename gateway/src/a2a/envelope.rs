@@ -98,9 +98,19 @@ pub(super) async fn envelope_handler(
         }
     };
     let target = resolve(&state, &name).await.map_err(fail)?;
+    let params = envelope_to_send(&envelope);
+    super::admit(
+        &state,
+        &target,
+        Some(Method::SendMessage),
+        &params,
+        &request,
+    )
+    .await
+    .map_err(fail)?;
     let call = Call {
         method: Method::SendMessage,
-        params: envelope_to_send(&envelope),
+        params,
         client: ClientSide {
             binding: Binding::JsonRpc,
             version: ProtocolVersion::V1_0,
@@ -123,6 +133,7 @@ pub(super) async fn envelope_handler(
             detail: "answered SendMessage with a stream".into(),
         }));
     };
+    state.gatekeeper.observe_reply(&request.principal, &result);
     let mut response = Response::new(result_to_envelope(&envelope, result).to_string().into());
     response
         .headers_mut()

@@ -34,12 +34,16 @@ use serde_json::Value;
 
 pub use client::UpstreamClient;
 pub use inbound::{Call, ClientSide};
-pub use routes::{Binding, InMemoryRoutes, RouteTable, RouteTarget, TaskRoute, UpstreamInterface};
+pub use routes::{
+    AgentFacts, Binding, InMemoryRoutes, RouteTable, RouteTarget, TaskRoute, UpstreamInterface,
+};
 pub use sse::SseParser;
 
 use self::forward::Reply;
+use crate::authorize::{is_loopback, CallFacts, Gatekeeper, OpenGate};
 use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestId};
 use crate::{GatewayError, Principal};
+use convergio_schemas::GraphCall;
 
 /// Settings of A2A routing.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,18 +128,28 @@ pub struct A2aState {
     pub client: UpstreamClient,
     /// Settings.
     pub config: Arc<A2aConfig>,
+    /// Decides every call after routing, before the upstream.
+    pub gatekeeper: Arc<dyn Gatekeeper>,
 }
 
 // === impl A2aState ===
 
 impl A2aState {
-    /// State over `routes` with a fresh pooled client.
+    /// State over `routes` with a fresh pooled client, admitting every call
+    /// ([`OpenGate`]) until [`A2aState::with_gatekeeper`] sets a policy.
     pub fn new(routes: Arc<dyn RouteTable>, config: A2aConfig) -> Self {
         Self {
             routes,
             client: UpstreamClient::new(),
             config: Arc::new(config),
+            gatekeeper: Arc::new(OpenGate),
         }
+    }
+
+    /// The same state deciding calls with `gatekeeper`.
+    pub fn with_gatekeeper(mut self, gatekeeper: Arc<dyn Gatekeeper>) -> Self {
+        self.gatekeeper = gatekeeper;
+        self
     }
 }
 
@@ -154,6 +168,8 @@ pub fn a2a_router(state: A2aState) -> Router {
 /// it is not `Sync`, and these are borrowed across awaits).
 struct Incoming {
     principal: Principal,
+    graph_call: Option<GraphCall>,
+    loopback: bool,
     request_id: Option<RequestId>,
     body_limit: Option<usize>,
     headers: HeaderMap,
@@ -170,6 +186,8 @@ fn incoming(request: Request) -> (Incoming, Body) {
             .get::<Principal>()
             .cloned()
             .unwrap_or_else(Principal::anonymous),
+        graph_call: parts.extensions.get::<GraphCall>().cloned(),
+        loopback: is_loopback(&parts.extensions),
         request_id: parts.extensions.get::<RequestId>().cloned(),
         body_limit: parts.extensions.get::<BodyLimit>().map(|limit| limit.0),
         path: parts.uri.path().to_owned(),
@@ -206,7 +224,30 @@ async fn resolve(state: &A2aState, name: &str) -> Result<RouteTarget, GatewayErr
         })
 }
 
-/// Forwards a decoded call and encodes the answer for the client.
+/// Asks the gatekeeper whether `request` may make `method` (a card read
+/// when `None`) on `target`: after routing, before the upstream.
+async fn admit(
+    state: &A2aState,
+    target: &RouteTarget,
+    method: Option<convergio_schemas::a2a::Method>,
+    params: &Value,
+    request: &Incoming,
+) -> Result<(), GatewayError> {
+    state
+        .gatekeeper
+        .admit(&CallFacts {
+            principal: &request.principal,
+            target,
+            method,
+            params,
+            graph_call: request.graph_call.as_ref(),
+            loopback: request.loopback,
+            request_id: request.request_id.as_ref(),
+        })
+        .await
+}
+
+/// Authorises, forwards a decoded call and encodes the answer for the client.
 async fn run_call(
     state: &A2aState,
     target: &RouteTarget,
@@ -216,6 +257,9 @@ async fn run_call(
     let client = call.client.clone();
     let method = call.method;
     let shape = shape_of(&client);
+    admit(state, target, Some(method), &call.params, request)
+        .await
+        .map_err(|error| Failure::new(error, shape.clone()))?;
     match forward::forward(
         state,
         target,
@@ -226,7 +270,10 @@ async fn run_call(
     )
     .await
     {
-        Ok(Reply::Unary(result)) => Ok(forward::unary_response(&client, method, result)),
+        Ok(Reply::Unary(result)) => {
+            state.gatekeeper.observe_reply(&request.principal, &result);
+            Ok(forward::unary_response(&client, method, result))
+        }
         Ok(Reply::Stream(body)) => Ok(forward::stream_response(body)),
         Err(error) => Err(Failure::new(error, shape)),
     }
@@ -345,6 +392,9 @@ async fn agents_handler(
         && segments[0] == ".well-known"
         && segments[1] == "agent-card.json"
     {
+        admit(&state, &target, None, &Value::Null, &request)
+            .await
+            .map_err(|error| Failure::new(error, shape.clone()))?;
         let base = card::gateway_base(&request.headers, &state.config);
         let served = card::rewrite_card(&target.card, &format!("{base}/agents/{name}"));
         let cache = format!("public, max-age={}", state.config.card_max_age.as_secs());
@@ -405,11 +455,30 @@ async fn gateway_card_handler(
     request: Request,
 ) -> Result<Response, Failure> {
     let (request, _body) = incoming(request);
-    let agents = state
+    let listed = state
         .routes
         .visible_agents(&request.principal)
         .await
         .map_err(|error| Failure::new(error, ErrorShape::Problem))?;
+    // Skills of agents the caller may not discover are not shown.
+    let total = listed.len();
+    let agents: Vec<RouteTarget> = listed
+        .into_iter()
+        .filter(|target| {
+            state
+                .gatekeeper
+                .may_discover(&request.principal, target, request.loopback)
+        })
+        .collect();
+    state
+        .gatekeeper
+        .record_listing(
+            &request.principal,
+            request.request_id.as_ref(),
+            agents.len(),
+            total - agents.len(),
+        )
+        .await;
     let base = card::gateway_base(&request.headers, &state.config);
     let served = card::gateway_card(&base, &state.config, &agents);
     // The skills depend on the caller, so shared caches must not keep it.

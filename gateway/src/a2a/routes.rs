@@ -7,6 +7,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 use convergio_schemas::a2a::ProtocolVersion;
+use convergio_schemas::{AgentRole, TrustLevel};
 use serde_json::Value;
 
 use crate::{GatewayError, Principal};
@@ -55,11 +56,26 @@ pub struct UpstreamInterface {
     pub tenant: Option<String>,
 }
 
+/// What the registry knows about an agent beyond its card: what policy
+/// decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFacts {
+    /// The owning organisation.
+    pub org: String,
+    /// Its trust level.
+    pub trust: TrustLevel,
+    /// Its role.
+    pub role: AgentRole,
+}
+
 /// A registered agent as routing sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteTarget {
     /// The gateway name (`/agents/{name}`).
     pub name: String,
+    /// Registry facts (`None` for routes that come from a card alone; policy
+    /// then sees an agent of no organisation at `registered` trust).
+    pub facts: Option<AgentFacts>,
     /// The forwardable upstream interfaces, in the card's preference order.
     pub interfaces: Vec<UpstreamInterface>,
     /// The card as registered (1.0 JSON, unknown fields kept).
@@ -122,6 +138,7 @@ impl RouteTarget {
         }
         Self {
             name: name.into(),
+            facts: None,
             interfaces,
             card,
         }

@@ -177,7 +177,9 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
                 | GatewayError::Overloaded
                 | GatewayError::Unauthenticated { .. }
                 | GatewayError::Forbidden { .. }
-                | GatewayError::UpstreamUnavailable { .. } => error.http_status(),
+                | GatewayError::ScopeRequired { .. }
+                | GatewayError::UpstreamUnavailable { .. }
+                | GatewayError::RateLimited { .. } => error.http_status(),
                 _ => 200,
             };
             let body = render_jsonrpc_error_value(error, id.clone(), request_id);
@@ -219,6 +221,15 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(WWW_AUTHENTICATE_CHALLENGE),
+        );
+    }
+    if let GatewayError::RateLimited {
+        retry_after_seconds,
+    } = error
+    {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from((*retry_after_seconds).max(1)),
         );
     }
     response

@@ -1,0 +1,635 @@
+//! `Authorize`: the Cedar decision on every gateway call. It is the fifth
+//! step of the pipeline (ARCHITECTURE.md), but the decision needs the target
+//! agent and the A2A method, which only exist once a handler has parsed the
+//! request and `Route` has resolved the agent; so it is a [`Gatekeeper`] in
+//! the A2A state that handlers call after routing and before anything is
+//! sent upstream, and a [`convergio_registry::api::Guard`] for the registry
+//! REST API. Needs the `Principal` extension (set by authentication).
+//!
+//! Conventions decided here (and documented in ARCHITECTURE.md):
+//! - the skill a message names is `message.metadata.skill` (a string);
+//! - an agent's tags are its card's and its skills' `tags`; it opts in to
+//!   callers of other organisations with the tag `external`;
+//! - a refused call on an agent the caller may not even `discover` is the
+//!   unknown-agent answer (404, existence does not leak); otherwise 403
+//!   `PERMISSION_DENIED` (JSON-RPC -32603, the ErrorKind table's code for
+//!   refusals A2A has no code for, with the HTTP status kept);
+//! - a spent quota is 429 with `Retry-After` (JSON-RPC -32603, reason
+//!   `RATE_LIMITED`), checked after the policy allowed the call;
+//! - every single decision is audited (who, action, resource, the
+//!   determining policies, request id, A2A method, skill, graph run — never
+//!   credentials or bodies); a filtered listing is audited as one record
+//!   with how many agents were shown and hidden.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ConnectInfo;
+use axum::http::Extensions;
+use chrono::Utc;
+use convergio_policy::{
+    Action, AuditEntry, AuditSink, AuthzRequest, Decision, PolicyEngine, Quotas, RequestContext,
+    Resource,
+};
+use convergio_registry::api::{Guard, GuardAction, GuardRequest};
+use convergio_registry::{AgentRecord, ChangeHook, RegistryChange};
+use convergio_schemas::a2a::Method;
+use convergio_schemas::{AgentId, AgentRole, GraphCall, TrustLevel};
+use serde_json::{json, Map, Value};
+
+use crate::a2a::RouteTarget;
+use crate::layers::RequestId;
+use crate::{GatewayError, Principal};
+
+/// The tag with which an agent opts in to callers of other organisations.
+pub const OPT_IN_EXTERNAL_TAG: &str = "external";
+
+/// One A2A call, as the gatekeeper sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallFacts<'a> {
+    /// Who calls.
+    pub principal: &'a Principal,
+    /// The resolved agent.
+    pub target: &'a RouteTarget,
+    /// The A2A method (`None` for a card read).
+    pub method: Option<Method>,
+    /// The request's 1.0 params (to find the skill); `Null` when none.
+    pub params: &'a Value,
+    /// Set when a graph run makes the call.
+    pub graph_call: Option<&'a GraphCall>,
+    /// Whether the caller connected from a loopback address.
+    pub loopback: bool,
+    /// The request id, for the audit log.
+    pub request_id: Option<&'a RequestId>,
+}
+
+/// What the A2A handlers ask before anything reaches an upstream.
+#[async_trait]
+pub trait Gatekeeper: Send + Sync {
+    /// Admits the call or says why not (`AgentNotFound`, `Forbidden`,
+    /// `RateLimited`). Records the decision.
+    async fn admit(&self, call: &CallFacts<'_>) -> Result<(), GatewayError>;
+    /// Whether the caller may discover `target` (not recorded: listings
+    /// record one summary through [`Gatekeeper::record_listing`]).
+    fn may_discover(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool;
+    /// Records a filtered listing.
+    async fn record_listing(
+        &self,
+        principal: &Principal,
+        request_id: Option<&RequestId>,
+        shown: usize,
+        hidden: usize,
+    );
+    /// Sees a unary reply (budgets count the usage it reports).
+    fn observe_reply(&self, principal: &Principal, result: &Value);
+}
+
+/// Admits everything: the A2A router used as a library (tests, benches)
+/// without policy. `convergio serve` always uses [`PolicyGate`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenGate;
+
+#[async_trait]
+impl Gatekeeper for OpenGate {
+    async fn admit(&self, _call: &CallFacts<'_>) -> Result<(), GatewayError> {
+        Ok(())
+    }
+
+    fn may_discover(&self, _principal: &Principal, _target: &RouteTarget, _loopback: bool) -> bool {
+        true
+    }
+
+    async fn record_listing(
+        &self,
+        _principal: &Principal,
+        _request_id: Option<&RequestId>,
+        _shown: usize,
+        _hidden: usize,
+    ) {
+    }
+
+    fn observe_reply(&self, _principal: &Principal, _result: &Value) {}
+}
+
+/// The policy engine, the audit log and the quotas, as the gateway uses them.
+#[derive(Clone)]
+pub struct PolicyGate {
+    engine: Arc<PolicyEngine>,
+    audit: Option<AuditSink>,
+    quotas: Option<Arc<Quotas>>,
+}
+
+impl std::fmt::Debug for PolicyGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyGate")
+            .field("version", &self.engine.active_version())
+            .field("audited", &self.audit.is_some())
+            .field("quotas", &self.quotas.is_some())
+            .finish()
+    }
+}
+
+// === impl PolicyGate ===
+
+impl PolicyGate {
+    /// A gate deciding with `engine`, recording to `audit` (if any) and
+    /// enforcing `quotas` (if any).
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        audit: Option<AuditSink>,
+        quotas: Option<Arc<Quotas>>,
+    ) -> Self {
+        Self {
+            engine,
+            audit,
+            quotas,
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        &self.engine
+    }
+
+    async fn record(&self, entry: AuditEntry) {
+        if let Some(audit) = &self.audit {
+            audit.record(entry).await;
+        }
+    }
+
+    fn evaluate(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+        context: &RequestContext,
+    ) -> Decision {
+        self.engine.authorize(&AuthzRequest {
+            principal,
+            action,
+            resource,
+            context,
+        })
+    }
+
+    /// Decides and records one request.
+    async fn decide_recorded(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+        context: &RequestContext,
+        request_id: Option<&str>,
+    ) -> Decision {
+        let decision = self.evaluate(principal, action, resource, context);
+        let mut entry = AuditEntry::decision(
+            request_id.map(str::to_owned),
+            principal,
+            action,
+            resource,
+            &decision,
+        );
+        entry.detail = context_detail(context);
+        self.record(entry).await;
+        decision
+    }
+}
+
+#[async_trait]
+impl Gatekeeper for PolicyGate {
+    async fn admit(&self, call: &CallFacts<'_>) -> Result<(), GatewayError> {
+        let action = call.method.map_or(Action::ReadCard, action_for);
+        let resource = target_resource(call.target);
+        let context = RequestContext {
+            a2a_method: call.method.map(|method| method.v1_name().to_owned()),
+            skill: message_skill(call.params),
+            graph_run: call.graph_call.map(|graph| graph.run_id.clone()),
+            now: Utc::now().timestamp(),
+            loopback: call.loopback,
+        };
+        let request_id = call.request_id.map(RequestId::as_str);
+        let decision = self
+            .decide_recorded(call.principal, action, &resource, &context, request_id)
+            .await;
+        if !decision.allowed {
+            // Whether the caller may know the agent exists decides between
+            // "unknown agent" and "forbidden".
+            let visible = action != Action::ReadCard
+                && self
+                    .decide_recorded(
+                        call.principal,
+                        Action::Discover,
+                        &resource,
+                        &context,
+                        request_id,
+                    )
+                    .await
+                    .allowed;
+            return Err(if visible {
+                GatewayError::Forbidden {
+                    agent: call.target.name.clone(),
+                    action: action.as_str().to_owned(),
+                }
+            } else {
+                GatewayError::AgentNotFound {
+                    agent: call.target.name.clone(),
+                }
+            });
+        }
+        if call.method.is_none() {
+            // Card reads do not reach the upstream: no quota.
+            return Ok(());
+        }
+        let Some(quotas) = &self.quotas else {
+            return Ok(());
+        };
+        if let Err(retry_after) = quotas.check(call.principal, Some(&call.target.name)) {
+            let mut entry = AuditEntry::decision(
+                request_id.map(str::to_owned),
+                call.principal,
+                action,
+                &resource,
+                &decision,
+            );
+            entry.decision = "rate_limited".to_owned();
+            entry.detail = context_detail(&context);
+            self.record(entry).await;
+            return Err(GatewayError::RateLimited {
+                retry_after_seconds: retry_after.seconds(),
+            });
+        }
+        Ok(())
+    }
+
+    fn may_discover(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback,
+            ..RequestContext::default()
+        };
+        self.evaluate(
+            principal,
+            Action::Discover,
+            &target_resource(target),
+            &context,
+        )
+        .allowed
+    }
+
+    async fn record_listing(
+        &self,
+        principal: &Principal,
+        request_id: Option<&RequestId>,
+        shown: usize,
+        hidden: usize,
+    ) {
+        self.record(listing_entry(
+            principal,
+            request_id.map(RequestId::as_str),
+            shown,
+            hidden,
+        ))
+        .await;
+    }
+
+    fn observe_reply(&self, principal: &Principal, result: &Value) {
+        if let Some(quotas) = &self.quotas {
+            let (tokens, tool_calls) = reported_usage(result);
+            if tokens > 0 || tool_calls > 0 {
+                quotas.report_usage(principal, tokens, tool_calls);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Guard for PolicyGate {
+    async fn decide(&self, request: GuardRequest<'_>) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback: is_loopback(request.extensions),
+            ..RequestContext::default()
+        };
+        let request_id = request.extensions.get::<RequestId>().map(RequestId::as_str);
+        self.decide_recorded(
+            request.caller,
+            guard_action(request.action),
+            &record_resource(request.target),
+            &context,
+            request_id,
+        )
+        .await
+        .allowed
+    }
+
+    fn may_discover(&self, request: GuardRequest<'_>) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback: is_loopback(request.extensions),
+            ..RequestContext::default()
+        };
+        self.evaluate(
+            request.caller,
+            Action::Discover,
+            &record_resource(request.target),
+            &context,
+        )
+        .allowed
+    }
+
+    async fn record_listing(
+        &self,
+        caller: &Principal,
+        extensions: &Extensions,
+        shown: usize,
+        hidden: usize,
+    ) {
+        let request_id = extensions.get::<RequestId>().map(RequestId::as_str);
+        self.record(listing_entry(caller, request_id, shown, hidden))
+            .await;
+    }
+}
+
+/// Records every committed registry change (registrations, updates,
+/// deregistrations, trust changes) in the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditChanges {
+    sink: AuditSink,
+}
+
+// === impl AuditChanges ===
+
+impl AuditChanges {
+    /// Changes recorded through `sink`.
+    pub fn new(sink: AuditSink) -> Self {
+        Self { sink }
+    }
+}
+
+impl ChangeHook for AuditChanges {
+    fn changed(&self, change: RegistryChange) {
+        let entry = change_entry(change);
+        let sink = self.sink.clone();
+        // The hook is called from the registry's async write path; queueing
+        // is asynchronous only when the queue is full.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { sink.record(entry).await });
+        } else {
+            tracing::error!(action = %entry.action, resource = %entry.resource, "registry change outside a runtime; not audited");
+        }
+    }
+}
+
+/// The audit entry of a registry change.
+pub fn change_entry(change: RegistryChange) -> AuditEntry {
+    let (actor, action, id, detail) = match change {
+        RegistryChange::Registered { actor, record } => (
+            actor,
+            "agent.register",
+            record.id.clone(),
+            json!({"version": record.version, "trust": record.trust.as_str(), "org": record.org}),
+        ),
+        RegistryChange::Updated { actor, record } => (
+            actor,
+            "agent.update",
+            record.id.clone(),
+            json!({"version": record.version}),
+        ),
+        RegistryChange::Deregistered { actor, record } => (
+            actor,
+            "agent.deregister",
+            record.id.clone(),
+            json!({"version": record.version}),
+        ),
+        RegistryChange::TrustChanged { change, version } => (
+            change.actor.clone(),
+            "agent.set_trust",
+            change.agent_id.clone(),
+            json!({
+                "version": version,
+                "from": change.from.as_str(),
+                "to": change.to.as_str(),
+                "reason": change.reason,
+            }),
+        ),
+    };
+    AuditEntry {
+        at: Utc::now(),
+        request_id: None,
+        subject: actor.subject,
+        org: None,
+        method: "registry".to_owned(),
+        action: action.to_owned(),
+        resource: format!("agent:{id}"),
+        decision: "applied".to_owned(),
+        determining: Vec::new(),
+        detail,
+    }
+}
+
+fn listing_entry(
+    principal: &Principal,
+    request_id: Option<&str>,
+    shown: usize,
+    hidden: usize,
+) -> AuditEntry {
+    let mut entry = AuditEntry::change(
+        request_id.map(str::to_owned),
+        principal,
+        Action::Discover.as_str(),
+        "agents",
+        json!({"shown": shown, "hidden": hidden}),
+    );
+    entry.decision = "filtered".to_owned();
+    entry
+}
+
+/// The policy action of an A2A method. Push-notification config writes
+/// instruct the agent to send data, so they count as `send_message`; their
+/// reads as `get_task`.
+pub fn action_for(method: Method) -> Action {
+    match method {
+        Method::SendMessage
+        | Method::CreateTaskPushNotificationConfig
+        | Method::DeleteTaskPushNotificationConfig => Action::SendMessage,
+        Method::SendStreamingMessage | Method::SubscribeToTask => Action::Stream,
+        Method::GetTask
+        | Method::ListTasks
+        | Method::GetTaskPushNotificationConfig
+        | Method::ListTaskPushNotificationConfigs => Action::GetTask,
+        Method::CancelTask => Action::CancelTask,
+        Method::GetExtendedAgentCard => Action::ReadCard,
+    }
+}
+
+fn guard_action(action: GuardAction) -> Action {
+    match action {
+        GuardAction::Discover => Action::Discover,
+        GuardAction::ReadCard => Action::ReadCard,
+        GuardAction::RegisterAgent => Action::RegisterAgent,
+        GuardAction::UpdateAgent => Action::UpdateAgent,
+        GuardAction::SetTrust => Action::SetTrust,
+    }
+}
+
+/// The skill a message names: `message.metadata.skill`.
+pub fn message_skill(params: &Value) -> Option<String> {
+    params
+        .pointer("/message/metadata/skill")
+        .and_then(Value::as_str)
+        .filter(|skill| !skill.is_empty())
+        .map(str::to_owned)
+}
+
+/// The card's and its skills' tags, deduplicated and sorted.
+pub fn card_tags(card: &Value) -> Vec<String> {
+    let mut tags = BTreeSet::new();
+    let mut add = |list: Option<&Value>| {
+        for tag in list.and_then(Value::as_array).into_iter().flatten() {
+            if let Some(tag) = tag.as_str() {
+                tags.insert(tag.to_owned());
+            }
+        }
+    };
+    add(card.get("tags"));
+    for skill in card
+        .get("skills")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(skill.get("tags"));
+    }
+    tags.into_iter().collect()
+}
+
+fn agent_resource(
+    id: AgentId,
+    org: String,
+    trust: TrustLevel,
+    role: AgentRole,
+    card: &Value,
+) -> Resource {
+    let tags = card_tags(card);
+    let opt_in_external = tags.iter().any(|tag| tag == OPT_IN_EXTERNAL_TAG);
+    Resource::Agent {
+        id,
+        org,
+        trust,
+        role,
+        tags,
+        opt_in_external,
+    }
+}
+
+/// The policy resource of a routed agent.
+pub fn target_resource(target: &RouteTarget) -> Resource {
+    let id = AgentId::internal(&target.name).unwrap_or(AgentId::Internal {
+        name: target.name.clone(),
+    });
+    match &target.facts {
+        Some(facts) => agent_resource(id, facts.org.clone(), facts.trust, facts.role, &target.card),
+        None => agent_resource(
+            id,
+            String::new(),
+            TrustLevel::Registered,
+            AgentRole::default(),
+            &target.card,
+        ),
+    }
+}
+
+/// The policy resource of a registry record.
+pub fn record_resource(record: &AgentRecord) -> Resource {
+    agent_resource(
+        record.id.clone(),
+        record.org.clone(),
+        record.trust,
+        record.role,
+        &record.card,
+    )
+}
+
+/// Whether the connection came from this machine.
+pub fn is_loopback(extensions: &Extensions) -> bool {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(address)| address.ip().is_loopback())
+}
+
+fn context_detail(context: &RequestContext) -> Value {
+    let mut detail = Map::new();
+    if let Some(method) = &context.a2a_method {
+        detail.insert("a2a_method".into(), Value::from(method.as_str()));
+    }
+    if let Some(skill) = &context.skill {
+        detail.insert("skill".into(), Value::from(skill.as_str()));
+    }
+    if let Some(run) = &context.graph_run {
+        detail.insert("graph_run".into(), Value::from(run.as_str()));
+    }
+    Value::Object(detail)
+}
+
+/// Message tokens and tool calls an agent reported in its reply's metadata
+/// (the orchestrator's convention: `metadata.usage` of the task or message,
+/// else of the task's status message; `tokens_in + tokens_out` are tokens).
+pub fn reported_usage(result: &Value) -> (u64, u64) {
+    let object = result
+        .get("task")
+        .or_else(|| result.get("message"))
+        .unwrap_or(result);
+    let usage = object
+        .pointer("/metadata/usage")
+        .or_else(|| object.pointer("/status/message/metadata/usage"));
+    let field = |name: &str| {
+        usage
+            .and_then(|usage| usage.get(name))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    (
+        field("tokens_in").saturating_add(field("tokens_out")),
+        field("tool_calls"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_map_onto_policy_actions() {
+        let cases = [
+            (Method::SendMessage, Action::SendMessage),
+            (Method::SendStreamingMessage, Action::Stream),
+            (Method::SubscribeToTask, Action::Stream),
+            (Method::GetTask, Action::GetTask),
+            (Method::ListTasks, Action::GetTask),
+            (Method::CancelTask, Action::CancelTask),
+            (
+                Method::CreateTaskPushNotificationConfig,
+                Action::SendMessage,
+            ),
+            (Method::GetExtendedAgentCard, Action::ReadCard),
+        ];
+        for (method, action) in cases {
+            assert_eq!(action_for(method), action, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn skill_tags_and_usage_follow_the_conventions() {
+        let params = json!({"message": {"metadata": {"skill": "translate"}}});
+        assert_eq!(message_skill(&params).as_deref(), Some("translate"));
+        assert_eq!(message_skill(&json!({"message": {}})), None);
+        let card = json!({"tags": ["b"], "skills": [{"tags": ["external", "a"]}, {"tags": ["b"]}]});
+        assert_eq!(card_tags(&card), vec!["a", "b", "external"]);
+        let reply = json!({"task": {"metadata": {"usage": {"tokens_in": 3, "tokens_out": 4, "tool_calls": 1}}}});
+        assert_eq!(reported_usage(&reply), (7, 1));
+        let reply = json!({"message": {"parts": []}});
+        assert_eq!(reported_usage(&reply), (0, 0));
+    }
+}

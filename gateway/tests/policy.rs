@@ -1,0 +1,463 @@
+//! Authorisation end to end: the whole application (`build_router`) over a
+//! real SQLite registry and policy store, a fake upstream on loopback, and
+//! real HTTP. Test-only headers stand in for authentication:
+//! `x-test-principal` (JSON `Principal`) and `x-test-graph-run` (a
+//! `GraphCall` extension, as the orchestrator's dispatcher sets it).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use convergio_gateway::app::{build_router, serve, AppConfig, PolicyServices};
+use convergio_policy::quota::RateLimit;
+use convergio_policy::{AuditSink, AuditWriter, PolicyAdmin, PolicyEngine, QuotaConfig, Quotas};
+use convergio_registry::{Actor, Registration, Registry, RegistryConfig};
+use convergio_schemas::{GraphCall, Principal, TrustLevel};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use support::{send_params, spawn_fake, FakeAgent, FakeMode};
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+const ORG: &str = "acme.example";
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    registry: Registry,
+    fake: FakeAgent,
+    _writer: AuditWriter,
+    _dir: tempfile::TempDir,
+}
+
+async fn test_identity(mut request: Request, next: Next) -> Response {
+    let principal = request
+        .headers()
+        .get("x-test-principal")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| serde_json::from_str::<Principal>(text).ok());
+    if let Some(principal) = principal {
+        request.extensions_mut().insert(principal);
+    }
+    let run = request
+        .headers()
+        .get("x-test-graph-run")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    if let Some(run_id) = run {
+        request.extensions_mut().insert(GraphCall {
+            run_id,
+            graph: "review".to_owned(),
+            node_id: "n1".to_owned(),
+        });
+    }
+    next.run(request).await
+}
+
+async fn start(quotas: Option<QuotaConfig>) -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let registry = Registry::new(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig {
+            org_domain: ORG.to_owned(),
+            ..RegistryConfig::default()
+        },
+    );
+    let fake = spawn_fake(FakeMode::V1JsonRpcOnly).await;
+    let store = convergio_policy::connect(&url).await.expect("policy store");
+    let admin = PolicyAdmin::new(
+        Arc::new(PolicyEngine::with_defaults().expect("defaults")),
+        store,
+    );
+    admin.bootstrap().await.expect("bootstrap");
+    let (audit, writer) = AuditSink::spawn(admin.audit().clone(), 64);
+    let router = build_router(
+        registry.clone(),
+        AppConfig {
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            policy: Some(PolicyServices {
+                admin,
+                audit,
+                quotas: quotas.map(|config| Arc::new(Quotas::new(config))),
+            }),
+            ..AppConfig::default()
+        },
+    )
+    .layer(middleware::from_fn(test_identity));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address: SocketAddr = listener.local_addr().expect("address");
+    tokio::spawn(serve(listener, router, std::future::pending()));
+    App {
+        base: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        registry,
+        fake,
+        _writer: writer,
+        _dir: dir,
+    }
+}
+
+fn user(subject: &str, org: Option<&str>, scopes: &[&str]) -> String {
+    json!({"subject": subject, "org": org, "scopes": scopes, "method": "jwt"}).to_string()
+}
+
+impl App {
+    /// Registers the fake upstream as `name` with `trust`.
+    async fn agent(&self, name: &str, trust: TrustLevel, tags: &[&str]) {
+        let mut card = self.fake.card();
+        card["name"] = json!(name);
+        card["skills"][0]["tags"] = json!(tags);
+        let registration = Registration {
+            name: Some(name.to_owned()),
+            org: None,
+            role: None,
+            card,
+            upstreams: None,
+            trust: None,
+        };
+        let record = self
+            .registry
+            .register(&Actor::admin(), registration)
+            .await
+            .expect("register");
+        if trust != TrustLevel::Registered {
+            self.registry
+                .set_trust(&Actor::admin(), &record.id, trust, "test", None)
+                .await
+                .expect("trust");
+        }
+    }
+
+    async fn rpc(
+        &self,
+        agent: &str,
+        principal: &str,
+        graph_run: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/agents/{agent}", self.base))
+            .header("A2A-Version", "1.0")
+            .header("x-test-principal", principal)
+            .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "SendMessage", "params": send_params("hi")}));
+        if let Some(run) = graph_run {
+            request = request.header("x-test-graph-run", run);
+        }
+        request.send().await.expect("rpc")
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("get");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    /// The audit records, once the writer has appended at least `count`.
+    async fn audit_records(&self, count: usize) -> Vec<Value> {
+        // The writer appends asynchronously; ask until it caught up.
+        let mut records = Vec::new();
+        for _ in 0..10_000 {
+            let page = self.admin_get("/v1/audit?limit=500").await;
+            records = page["records"].as_array().cloned().unwrap_or_default();
+            if records.len() >= count {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        records
+    }
+}
+
+#[tokio::test]
+async fn calls_are_decided_by_policy_before_the_upstream_and_audited() {
+    let app = start(None).await;
+    app.agent("echo", TrustLevel::Registered, &["echo"]).await;
+    let alice = user("alice", Some(ORG), &[]);
+    let outsider = user("eve", Some("other.example"), &[]);
+
+    // Same organisation: allowed by internal-same-org, forwarded.
+    let response = app.rpc("echo", &alice, None).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert!(body.get("result").is_some(), "{body}");
+    assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
+
+    // Another organisation, agent not opted in: it may not even discover
+    // it, so the answer is the unknown-agent one, and nothing went upstream.
+    let response = app.rpc("echo", &outsider, None).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], json!(-32601), "{body}");
+    assert_eq!(body["error"]["data"][0]["reason"], json!("AGENT_NOT_FOUND"));
+    assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
+
+    // A caller that may discover but not send: 403 PERMISSION_DENIED.
+    let policy = format!(
+        "{}\n@id(\"viewers-discover\") permit (principal, action == Action::\"discover\", resource is Agent) when {{ context.scopes.contains(\"viewer\") }};\n",
+        convergio_policy::engine::EXAMPLE_POLICIES
+    );
+    let put = app
+        .http
+        .put(format!("{}/v1/policies", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"policies": policy, "reason": "viewers"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+    let viewer = user("vic", Some("other.example"), &["viewer"]);
+    let response = app.rpc("echo", &viewer, None).await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], json!(-32603), "{body}");
+    assert_eq!(
+        body["error"]["data"][0]["reason"],
+        json!("PERMISSION_DENIED")
+    );
+    // HTTP+JSON binding: the A2A REST error shape with 403.
+    let response = app
+        .http
+        .get(format!("{}/agents/echo/tasks/t1", app.base))
+        .header("A2A-Version", "1.0")
+        .header("x-test-principal", &viewer)
+        .send()
+        .await
+        .expect("rest");
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["error"]["status"],
+        json!("PERMISSION_DENIED"),
+        "{body}"
+    );
+    assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
+
+    // Every decision is in the chain: who, action, resource, policies, request id.
+    let records = app.audit_records(5).await;
+    let allow = records
+        .iter()
+        .find(|record| {
+            record["subject"] == json!("alice") && record["action"] == json!("send_message")
+        })
+        .expect("alice's decision is audited");
+    assert_eq!(allow["decision"], json!("allow"));
+    assert_eq!(allow["determining"], json!(["internal-same-org"]));
+    assert_eq!(allow["resource"], json!("agent:convergio://agents/echo"));
+    assert_eq!(allow["detail"]["a2a_method"], json!("SendMessage"));
+    assert!(allow["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    assert!(records
+        .iter()
+        .any(|record| record["subject"] == json!("eve") && record["decision"] == json!("deny")));
+    assert!(records
+        .iter()
+        .any(|record| record["action"] == json!("policy.put")));
+    let text = serde_json::to_string(&records).expect("json");
+    assert!(
+        !text.contains("hi\""),
+        "message bodies never reach the audit log"
+    );
+    let verified = app.admin_get("/v1/audit:verify").await;
+    assert!(verified["records"].as_i64().is_some_and(|count| count >= 5));
+}
+
+#[tokio::test]
+async fn graph_runs_send_only_to_agents_at_or_above_registered() {
+    let app = start(None).await;
+    app.agent("draft", TrustLevel::Untrusted, &["draft"]).await;
+    let alice = user("alice", Some(ORG), &[]);
+    let response = app.rpc("draft", &alice, None).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "outside a graph the call is allowed"
+    );
+    let response = app.rpc("draft", &alice, Some("run-42")).await;
+    assert_eq!(response.status(), 403, "graph-min-trust forbids it");
+    assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
+    let records = app.audit_records(2).await;
+    let denied = records
+        .iter()
+        .find(|record| {
+            record["decision"] == json!("deny") && record["action"] == json!("send_message")
+        })
+        .expect("the graph call's denial is audited");
+    assert_eq!(denied["determining"], json!(["graph-min-trust"]));
+    assert_eq!(denied["detail"]["graph_run"], json!("run-42"));
+}
+
+#[tokio::test]
+async fn spent_quota_answers_429_with_retry_after_before_the_upstream() {
+    let quotas = QuotaConfig {
+        per_principal: Some(RateLimit {
+            per_second: 0.01,
+            burst: 1.0,
+        }),
+        ..QuotaConfig::default()
+    };
+    let app = start(Some(quotas)).await;
+    app.agent("echo", TrustLevel::Registered, &["echo"]).await;
+    let alice = user("alice", Some(ORG), &[]);
+    assert_eq!(app.rpc("echo", &alice, None).await.status(), 200);
+    let response = app.rpc("echo", &alice, None).await;
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["error"]["data"][0]["reason"],
+        json!("RATE_LIMITED"),
+        "{body}"
+    );
+    assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn discovery_lists_only_what_the_caller_may_discover_across_pages() {
+    let app = start(None).await;
+    // Anonymous callers may discover internal agents only (example set).
+    for index in 0..7 {
+        let trust = if index % 2 == 0 {
+            TrustLevel::Internal
+        } else {
+            TrustLevel::Registered
+        };
+        app.agent(&format!("a{index}"), trust, &["demo"]).await;
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let mut url = format!("{}/v1/agents?page_size=2", app.base);
+        if let Some(token) = &token {
+            url.push_str(&format!("&page_token={token}"));
+        }
+        let page: Value = app
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("page")
+            .json()
+            .await
+            .expect("json");
+        for agent in page["agents"].as_array().expect("agents") {
+            seen.push(agent["name"].as_str().expect("name").to_owned());
+        }
+        match page["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["a0", "a2", "a4", "a6"],
+        "each visible agent exactly once"
+    );
+
+    // A hidden agent reads as unknown; the admin token sees it.
+    let hidden = app
+        .http
+        .get(format!("{}/v1/agents/a1", app.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hidden.status(), 404);
+    let shown = app.admin_get("/v1/agents/a1").await;
+    assert_eq!(shown["name"], json!("a1"));
+    let all = app.admin_get("/v1/agents?page_size=100").await;
+    assert_eq!(all["agents"].as_array().map(Vec::len), Some(7));
+
+    // The gateway's own card lists only discoverable agents' skills.
+    let card: Value = app
+        .http
+        .get(format!("{}/.well-known/agent-card.json", app.base))
+        .send()
+        .await
+        .expect("card")
+        .json()
+        .await
+        .expect("json");
+    let mut skills: Vec<&str> = card["skills"]
+        .as_array()
+        .expect("skills")
+        .iter()
+        .filter_map(|skill| skill["id"].as_str())
+        .collect();
+    skills.sort();
+    assert_eq!(skills, vec!["a0", "a2", "a4", "a6"]);
+}
+
+#[tokio::test]
+async fn registry_writes_follow_policy_and_changes_are_audited() {
+    let app = start(None).await;
+    let card = {
+        let mut card = app.fake.card();
+        card["name"] = json!("weather");
+        card
+    };
+    let post = |principal: Option<String>, bearer: Option<&str>| {
+        let mut request = app
+            .http
+            .post(format!("{}/v1/agents", app.base))
+            .json(&json!({"card": card, "name": "weather"}));
+        if let Some(principal) = principal {
+            request = request.header("x-test-principal", principal);
+        }
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send()
+    };
+    // No credentials: 401. Another organisation's writer: 403.
+    assert_eq!(post(None, None).await.expect("post").status(), 401);
+    let foreign = user("ci", Some("other.example"), &["agents:write"]);
+    assert_eq!(post(Some(foreign), None).await.expect("post").status(), 403);
+    // A writer of this organisation (register-own-org).
+    let writer = user("ci", Some(ORG), &["agents:write"]);
+    assert_eq!(post(Some(writer), None).await.expect("post").status(), 201);
+    // The bootstrap admin token still works (trust change).
+    let response = app
+        .http
+        .put(format!("{}/v1/agents/weather/trust", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"level": "trusted", "reason": "reviewed"}))
+        .send()
+        .await
+        .expect("trust");
+    assert_eq!(response.status(), 200);
+    let records = app.audit_records(4).await;
+    let actions: Vec<&str> = records
+        .iter()
+        .filter_map(|record| record["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"agent.register"), "{actions:?}");
+    assert!(actions.contains(&"agent.set_trust"), "{actions:?}");
+    let trust = records
+        .iter()
+        .find(|record| record["action"] == json!("agent.set_trust"))
+        .expect("trust change");
+    assert_eq!(trust["detail"]["to"], json!("trusted"));
+}
