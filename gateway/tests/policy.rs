@@ -169,18 +169,25 @@ impl App {
     }
 
     /// The audit records, once the writer has appended at least `count`.
-    async fn audit_records(&self, count: usize) -> Vec<Value> {
-        // The writer appends asynchronously; ask until it caught up.
-        let mut records = Vec::new();
-        for _ in 0..10_000 {
+    /// Audit records, once one with `action` has been appended (the writer
+    /// is asynchronous; polled for at most 10 s).
+    async fn audit_records_with(&self, action: &str) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
             let page = self.admin_get("/v1/audit?limit=500").await;
-            records = page["records"].as_array().cloned().unwrap_or_default();
-            if records.len() >= count {
-                break;
+            let records = page["records"].as_array().cloned().unwrap_or_default();
+            if records
+                .iter()
+                .any(|record| record["action"] == json!(action))
+            {
+                return records;
             }
-            tokio::task::yield_now().await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {action} record: {records:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        records
     }
 }
 
@@ -249,7 +256,7 @@ async fn calls_are_decided_by_policy_before_the_upstream_and_audited() {
     assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
 
     // Every decision is in the chain: who, action, resource, policies, request id.
-    let records = app.audit_records(5).await;
+    let records = app.audit_records_with("send_message").await;
     let allow = records
         .iter()
         .find(|record| {
@@ -292,7 +299,7 @@ async fn graph_runs_send_only_to_agents_at_or_above_registered() {
     let response = app.rpc("draft", &alice, Some("run-42")).await;
     assert_eq!(response.status(), 403, "graph-min-trust forbids it");
     assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
-    let records = app.audit_records(2).await;
+    let records = app.audit_records_with("send_message").await;
     let denied = records
         .iter()
         .find(|record| {
@@ -448,7 +455,7 @@ async fn registry_writes_follow_policy_and_changes_are_audited() {
         .await
         .expect("trust");
     assert_eq!(response.status(), 200);
-    let records = app.audit_records(4).await;
+    let records = app.audit_records_with("agent.set_trust").await;
     let actions: Vec<&str> = records
         .iter()
         .filter_map(|record| record["action"].as_str())
