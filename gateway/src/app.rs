@@ -117,10 +117,10 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         },
         gate.clone(),
     );
-    let a2a = a2a_router(A2aState::new(routes.clone(), config.a2a).with_gatekeeper(gate));
+    let a2a = a2a_router(A2aState::new(routes.clone(), config.a2a).with_gatekeeper(gate.clone()));
     let dispatch = Arc::new(GatewayDispatch::new());
     let executor = Executor::new(dispatch.clone(), config.executor);
-    let runs_api = RunsApi::new(executor, routes, config.graphs);
+    let runs_api = RunsApi::new(executor, routes, gate, config.graphs);
     let graphs = runs_router(runs_api.clone());
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
     let mut router = health.merge(api).merge(a2a).merge(graphs);

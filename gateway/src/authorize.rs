@@ -84,6 +84,15 @@ pub trait Gatekeeper: Send + Sync {
     );
     /// Sees a unary reply (budgets count the usage it reports).
     fn observe_reply(&self, principal: &Principal, result: &Value);
+    /// Admits starting a run of the graph named `graph` (action
+    /// `run_graph`), before any node is called. Records the decision.
+    async fn admit_run(
+        &self,
+        principal: &Principal,
+        graph: &str,
+        loopback: bool,
+        request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError>;
 }
 
 /// Admits everything: the A2A router used as a library (tests, benches)
@@ -99,6 +108,16 @@ impl Gatekeeper for OpenGate {
 
     fn may_discover(&self, _principal: &Principal, _target: &RouteTarget, _loopback: bool) -> bool {
         true
+    }
+
+    async fn admit_run(
+        &self,
+        _principal: &Principal,
+        _graph: &str,
+        _loopback: bool,
+        _request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError> {
+        Ok(())
     }
 
     async fn record_listing(
@@ -199,6 +218,42 @@ impl PolicyGate {
 
 #[async_trait]
 impl Gatekeeper for PolicyGate {
+    async fn admit_run(
+        &self,
+        principal: &Principal,
+        graph: &str,
+        loopback: bool,
+        request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError> {
+        let resource = Resource::Graph {
+            id: graph.to_owned(),
+        };
+        let context = RequestContext {
+            a2a_method: None,
+            skill: None,
+            graph_run: None,
+            now: Utc::now().timestamp(),
+            loopback,
+        };
+        let decision = self
+            .decide_recorded(
+                principal,
+                Action::RunGraph,
+                &resource,
+                &context,
+                request_id.map(RequestId::as_str),
+            )
+            .await;
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(GatewayError::Forbidden {
+                agent: format!("graph:{graph}"),
+                action: Action::RunGraph.as_str().to_owned(),
+            })
+        }
+    }
+
     async fn admit(&self, call: &CallFacts<'_>) -> Result<(), GatewayError> {
         let action = call.method.map_or(Action::ReadCard, action_for);
         let resource = target_resource(call.target);
@@ -599,6 +654,34 @@ pub fn reported_usage(result: &Value) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn starting_a_run_is_decided_by_run_graph() {
+        let engine = Arc::new(PolicyEngine::with_defaults().expect("shipped policies"));
+        let gate = PolicyGate::new(engine, None, None);
+        let anonymous = Principal::anonymous();
+        let runner = Principal {
+            subject: "ci".into(),
+            org: Some("convergio.local".into()),
+            scopes: vec!["graphs:run".into()],
+            method: convergio_schemas::AuthMethod::Jwt,
+        };
+        let plain = Principal {
+            scopes: Vec::new(),
+            ..runner.clone()
+        };
+        // The tour's anonymous caller on this machine, and a caller with
+        // `graphs:run` from anywhere, may start runs; nobody else may.
+        assert!(gate.admit_run(&anonymous, "g", true, None).await.is_ok());
+        assert!(gate.admit_run(&runner, "g", false, None).await.is_ok());
+        for (principal, loopback) in [(&anonymous, false), (&plain, false), (&plain, true)] {
+            let refused = gate.admit_run(principal, "g", loopback, None).await;
+            assert!(
+                matches!(refused, Err(GatewayError::Forbidden { .. })),
+                "{principal:?} loopback={loopback}: {refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn methods_map_onto_policy_actions() {

@@ -53,6 +53,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::a2a::RouteTable;
+use crate::authorize::Gatekeeper;
 use crate::layers::{is_length_limit, RequestId};
 
 /// Settings of the graph and run API.
@@ -87,6 +88,9 @@ pub struct RunsApi {
 
 struct Inner {
     executor: Executor,
+    /// Decides `run_graph` before a run starts (node calls are decided by
+    /// the A2A handlers they pass through).
+    gate: Arc<dyn Gatekeeper>,
     routes: Arc<dyn RouteTable>,
     config: GraphsConfig,
     graphs: RwLock<BTreeMap<String, StoredGraph>>,
@@ -181,10 +185,16 @@ impl EventLog {
 
 impl RunsApi {
     /// The API over `executor`, checking agents against `routes`.
-    pub fn new(executor: Executor, routes: Arc<dyn RouteTable>, config: GraphsConfig) -> Self {
+    pub fn new(
+        executor: Executor,
+        routes: Arc<dyn RouteTable>,
+        gate: Arc<dyn Gatekeeper>,
+        config: GraphsConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 executor,
+                gate,
                 routes,
                 config,
                 graphs: RwLock::new(BTreeMap::new()),
@@ -483,6 +493,12 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 ))
             }
         };
+        let loopback = origin.is_some_and(|address| address.is_loopback());
+        api.inner
+            .gate
+            .admit_run(&principal, &graph.name, loopback, request_id.as_ref())
+            .await
+            .map_err(|error| ApiError::new(error.kind(), error.to_string()))?;
         if start.mode != RunMode::Batch && !start.inputs.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::InvalidInput,
