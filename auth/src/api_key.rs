@@ -176,7 +176,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+/// Compares two secrets in time that depends only on their lengths, so a
+/// caller cannot learn a token byte by byte from response times.
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len()
         && left
             .iter()

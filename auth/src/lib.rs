@@ -12,10 +12,10 @@ pub mod error;
 pub mod jwt;
 pub mod mtls;
 
+pub use api_key::{constant_time_eq, ApiKeyRecord, ApiKeys, IssuedApiKey};
 pub use api_key::{
     generate as generate_api_key, key_id as api_key_id, verify_record as verify_api_key_record,
 };
-pub use api_key::{ApiKeyRecord, ApiKeys, IssuedApiKey};
 pub use error::AuthError;
 pub use jwt::{JwtConfig, JwtVerifier, KeySet};
 pub use mtls::{principal_from_certificate, MtlsConfig};

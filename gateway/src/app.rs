@@ -173,7 +173,9 @@ async fn admin_token_principal(
         .and_then(|text| text.strip_prefix("Bearer "))
         .map(str::trim);
     if let (true, Some(expected), Some(bearer)) = (anonymous, token.as_deref(), bearer) {
-        if !expected.is_empty() && ring_eq(bearer.as_bytes(), expected.as_bytes()) {
+        if !expected.is_empty()
+            && convergio_auth::constant_time_eq(bearer.as_bytes(), expected.as_bytes())
+        {
             request.extensions_mut().insert(Principal {
                 subject: "admin".to_owned(),
                 org: None,
@@ -194,16 +196,6 @@ async fn admin_token_principal(
         }
     }
     next.run(request).await
-}
-
-/// Constant-time comparison of two secrets.
-fn ring_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 /// Serves `router` in plaintext on `listener` with the default connection

@@ -29,7 +29,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, Response};
-use convergio_auth::{principal_from_certificate, ApiKeys, AuthError, MtlsConfig};
+use convergio_auth::{
+    constant_time_eq, principal_from_certificate, ApiKeys, AuthError, MtlsConfig,
+};
 use convergio_schemas::AuthMethod;
 use futures_util::future::BoxFuture;
 use tower::{Layer, Service};
@@ -248,15 +250,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or_default()
-}
-
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 /// Paths anyone may read without credentials: liveness, discovery cards and
