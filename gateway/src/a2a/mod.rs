@@ -66,7 +66,9 @@ pub struct A2aConfig {
     /// The gateway card's `version`.
     pub gateway_version: String,
     /// Calls in flight to one upstream before more are refused with 503
-    /// (default 256).
+    /// (default 4096). A stream holds its slot until it ends, and streams
+    /// are mostly idle, so the default leaves room for thousands of open
+    /// subscriptions to one agent while still bounding a runaway client.
     pub upstream_concurrency: usize,
     /// Consecutive transport failures that open an upstream's circuit
     /// (default 5).
@@ -110,7 +112,7 @@ impl Default for A2aConfig {
             gateway_description:
                 "Convergio A2A gateway: routes to the agents this caller may reach".into(),
             gateway_version: env!("CARGO_PKG_VERSION").into(),
-            upstream_concurrency: 256,
+            upstream_concurrency: 4096,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(10),
             upstream_retries: 2,
