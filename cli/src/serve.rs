@@ -77,6 +77,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let (policy, audit_writer, watcher) = start_policy(&config).await?;
     let policy_version = policy.admin.engine().active_version();
+    // Audit registry changes from the first one on: the example agents'
+    // registrations below are changes like any other.
+    registry.set_change_hook(Arc::new(convergio_gateway::authorize::AuditChanges::new(
+        policy.audit.clone(),
+    )));
 
     let examples = if config.examples {
         start_examples(&registry).await?

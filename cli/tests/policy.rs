@@ -214,6 +214,10 @@ async fn applied_policy_denies_a_call_and_rollback_restores_it() {
         3,
         "{stdout}"
     );
+    // The example agents' start-up registrations are registry changes too.
+    let (ok, stdout, stderr) = cli(at, &["audit", "list", "--action", "agent.register"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("convergio://agents/echo"), "{stdout}");
     let (ok, stdout, stderr) = cli(at, &["audit", "verify"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("audit chain intact"), "{stdout}");

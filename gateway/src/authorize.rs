@@ -635,6 +635,7 @@ pub fn reported_usage(result: &Value) -> (u64, u64) {
     let object = result
         .get("task")
         .or_else(|| result.get("message"))
+        .or_else(|| result.get("statusUpdate"))
         .unwrap_or(result);
     let usage = object
         .pointer("/metadata/usage")
@@ -714,5 +715,9 @@ mod tests {
         assert_eq!(reported_usage(&reply), (7, 1));
         let reply = json!({"message": {"parts": []}});
         assert_eq!(reported_usage(&reply), (0, 0));
+        // A streamed status update reports in its status message.
+        let event = json!({"statusUpdate": {"status": {"state": "TASK_STATE_COMPLETED",
+            "message": {"metadata": {"usage": {"tokens_in": 2, "tokens_out": 5}}}}}});
+        assert_eq!(reported_usage(&event), (7, 0));
     }
 }

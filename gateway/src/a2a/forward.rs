@@ -167,6 +167,7 @@ pub(crate) async fn forward(
         state: state.clone(),
         agent: target.name.clone(),
         owner: principal.owner_key(),
+        principal: principal.clone(),
         interface_binding: interface.binding,
         interface_version: interface.version,
         client: call.client.clone(),
@@ -501,6 +502,8 @@ struct RelayContext {
     state: A2aState,
     agent: String,
     owner: String,
+    /// The caller, whose budgets count the usage streamed events report.
+    principal: Principal,
     interface_binding: Binding,
     interface_version: ProtocolVersion,
     client: ClientSide,
@@ -688,6 +691,9 @@ fn relay_stream(
                 match context.decode_event(&payload) {
                     Ok(event) => {
                         context.remember(&event, &mut seen).await;
+                        // Budgets count what each streamed event reports,
+                        // as they count a unary reply's.
+                        context.state.gatekeeper.observe_reply(&context.principal, &event);
                         ended = ends_stream(&event);
                         yield Ok(context.encode_event(event));
                     }
