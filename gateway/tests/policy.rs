@@ -455,6 +455,18 @@ async fn registry_writes_follow_policy_and_changes_are_audited() {
         .await
         .expect("trust");
     assert_eq!(response.status(), 200);
+    // A refused change to an agent the caller may not even discover gets
+    // the unknown-agent answer: the refusal does not reveal it exists.
+    let outsider = user("ci", Some("other.example"), &["agents:write"]);
+    let response = app
+        .http
+        .put(format!("{}/v1/agents/weather/trust", app.base))
+        .header("x-test-principal", outsider)
+        .json(&json!({"level": "registered", "reason": "probing"}))
+        .send()
+        .await
+        .expect("trust");
+    assert_eq!(response.status(), 404);
     let records = app.audit_records_with("agent.set_trust").await;
     let actions: Vec<&str> = records
         .iter()

@@ -382,6 +382,18 @@ async fn write_actor(
         );
         return Err(error);
     }
+    // A caller that may not even discover the agent gets the unknown-agent
+    // answer, so a refused change does not reveal that the agent exists.
+    let hidden = action != GuardAction::RegisterAgent
+        && !guard.may_discover(GuardRequest {
+            caller: &caller,
+            action: GuardAction::Discover,
+            target,
+            extensions,
+        });
+    if hidden {
+        return Err(RegistryError::not_found(&target.id).into());
+    }
     Err(ApiError::new(
         ErrorKind::Forbidden,
         format!("{} may not change {}", caller.subject, target.id),
