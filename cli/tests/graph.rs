@@ -3,59 +3,17 @@
 //! `code_review_pipeline` through them with live progress, then reads the
 //! run's status and trace back by id (issue #7).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_convergio");
+use std::path::Path;
+use std::process::Command;
+
+use support::{start, Server, BINARY};
+
 const PIPELINE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../examples/graphs/code_review_pipeline.yaml"
 );
-
-/// A running `convergio serve`, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("CONVERGIO_LOG", "warn")
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("convergio starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    // The first line names the bound address; reading it waits for start-up.
-    let mut first = String::new();
-    let mut reader = BufReader::new(stdout);
-    reader
-        .read_line(&mut first)
-        .expect("reads the start-up line");
-    let base = first
-        .trim()
-        .strip_prefix("convergio listening on ")
-        .unwrap_or_else(|| panic!("unexpected start-up line {first:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        _stdout: reader,
-    }
-}
 
 /// Runs `convergio graph ARGS…`: (success, stdout, stderr).
 fn graph(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String, String) {

@@ -2,59 +2,13 @@
 //! embedded SQLite data dir with the example agents, the CLI client talks to
 //! it, and a restart on the same data dir keeps everything (issue #2).
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_convergio");
-
-/// A running `convergio serve`, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    /// Kept open so the server's later start-up lines have a reader.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("CONVERGIO_LOG", "warn")
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("convergio starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    // The first line names the bound address; reading it waits for start-up
-    // without sleeping, and ends (EOF) if the process dies.
-    let mut first = String::new();
-    let mut reader = BufReader::new(stdout);
-    reader
-        .read_line(&mut first)
-        .expect("reads the start-up line");
-    let base = first
-        .trim()
-        .strip_prefix("convergio listening on ")
-        .unwrap_or_else(|| panic!("unexpected start-up line {first:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        _stdout: reader,
-    }
-}
+use support::{start, Server, BINARY};
 
 fn cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(BINARY)

@@ -1,0 +1,58 @@
+//! Shared harness of the cli end-to-end tests: the real `convergio serve`
+//! on a loopback port, started on a data dir and killed on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The binary under test.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_convergio");
+
+/// A running `convergio serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, read from the start-up line.
+    pub base: String,
+    /// Kept open so the server's later start-up lines have a reader.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `convergio serve` on `data_dir` with a port the kernel picks.
+pub fn start(data_dir: &Path) -> Server {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("CONVERGIO_LOG", "warn")
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .env_remove("CONVERGIO_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("convergio starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // The first line names the bound address; reading it waits for start-up
+    // without sleeping, and ends (EOF) if the process dies.
+    let mut first = String::new();
+    let mut reader = BufReader::new(stdout);
+    reader
+        .read_line(&mut first)
+        .expect("reads the start-up line");
+    let base = first
+        .trim()
+        .strip_prefix("convergio listening on ")
+        .unwrap_or_else(|| panic!("unexpected start-up line {first:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        _stdout: reader,
+    }
+}
