@@ -224,15 +224,16 @@ struct GatewayChild {
 
 impl GatewayChild {
     fn spawn(upstream_url: &str) -> Self {
-        Self::spawn_with(upstream_url, "", "")
+        Self::spawn_with(upstream_url, &[])
     }
 
-    fn spawn_with(upstream_url: &str, auth: &str, jwks: &str) -> Self {
+    /// The gateway child with `settings` (environment pairs: auth mode,
+    /// JWKS, policy) on top of its upstream.
+    fn spawn_with(upstream_url: &str, settings: &[(&str, &str)]) -> Self {
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .env(ROLE_ENV, "gateway")
             .env(UPSTREAM_ENV, upstream_url)
-            .env(AUTH_ENV, auth)
-            .env(JWKS_ENV, jwks)
+            .envs(settings.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn the gateway child");
@@ -709,7 +710,8 @@ async fn auth_modes(upstream_url: &str) {
     let mut off_cpu = None;
     let mut summary = Vec::new();
     for mode in ["off", "jwt", "mtls"] {
-        let gateway = GatewayChild::spawn_with(upstream_url, mode, &jwks);
+        let gateway =
+            GatewayChild::spawn_with(upstream_url, &[(AUTH_ENV, mode), (JWKS_ENV, &jwks)]);
         let tls = (mode == "mtls").then(tls_client_config);
         let bearer = (mode == "jwt").then(|| token.clone());
         // Warm up: connections, allocator, the verified-token cache.
@@ -792,27 +794,6 @@ async fn policy_gate(state: A2aState) -> A2aState {
     )))
 }
 
-fn spawn_child(upstream_url: &str, policy: bool) -> GatewayChild {
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .env(ROLE_ENV, "gateway")
-        .env(UPSTREAM_ENV, upstream_url)
-        .env(POLICY_ENV, if policy { "on" } else { "off" })
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the gateway child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the port line");
-    let port = line
-        .trim()
-        .strip_prefix("PORT ")
-        .and_then(|port| port.parse().ok())
-        .expect("PORT line");
-    GatewayChild { child, port }
-}
-
 async fn policy_on_off(client: &HttpClient, upstream_url: &str) {
     println!();
     println!("Policy off vs on (authorise + audit every call), SendMessage, closed loop 2 s");
@@ -821,7 +802,10 @@ async fn policy_on_off(client: &HttpClient, upstream_url: &str) {
         "policy", "conc", "req/s p50 p99 us", "gw CPU us/req"
     );
     for policy in [false, true] {
-        let gateway = spawn_child(upstream_url, policy);
+        let gateway = GatewayChild::spawn_with(
+            upstream_url,
+            &[(POLICY_ENV, if policy { "on" } else { "off" })],
+        );
         let uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
         closed_loop(client, &uri, 8, Duration::from_millis(300)).await;
         for concurrency in [1, 32] {
