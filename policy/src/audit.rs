@@ -235,6 +235,11 @@ impl AuditLog {
         self.store.append_audit(entry).await
     }
 
+    /// Appends `entries` in order in one transaction (all or none).
+    pub async fn append_batch(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>> {
+        self.store.append_audit_batch(entries).await
+    }
+
     /// Records an authorisation decision.
     pub async fn record_decision(
         &self,

@@ -273,6 +273,52 @@ async fn audit_chain_verifies_and_pages_with_filters(harness: Harness) {
     assert_eq!(past.records.len(), 7);
 }
 
+async fn batched_appends_continue_one_chain(harness: Harness) {
+    let admin = harness.admin().await;
+    let audit = admin.audit();
+    audit
+        .append(&entry("alice", "send_message", "allow"))
+        .await
+        .expect("appends one");
+    let batch: Vec<AuditEntry> = (0..5)
+        .map(|index| entry(&format!("user-{index}"), "send_message", "deny"))
+        .collect();
+    let records = audit.append_batch(&batch).await.expect("appends a batch");
+    assert_eq!(
+        records.iter().map(|record| record.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5, 6]
+    );
+    assert!(
+        records
+            .windows(2)
+            .all(|pair| pair[1].prev_hash == pair[0].hash),
+        "each record chains to the one before it in the batch"
+    );
+    assert!(audit.append_batch(&[]).await.expect("empty").is_empty());
+    // Through the sink: a burst is written in batches, in order, none lost.
+    let (sink, writer) = convergio_policy::AuditSink::spawn(audit.clone(), 64);
+    for index in 0..300 {
+        sink.record(entry(&format!("burst-{index}"), "send_message", "allow"))
+            .await;
+    }
+    drop(sink);
+    assert_eq!(writer.finish().await, 300);
+    let verified = audit.verify().await.expect("chain is intact");
+    assert_eq!(verified.records, 306);
+    let last = audit
+        .query(&AuditFilter {
+            principal: Some("burst-299".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("queries");
+    assert_eq!(
+        last.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![306],
+        "the queue keeps its order"
+    );
+}
+
 async fn edited_audit_row_breaks_verification_at_its_seq(harness: Harness) {
     let admin = harness.admin().await;
     for _ in 0..5 {
@@ -387,6 +433,7 @@ conformance!(
     invalid_writes_leave_the_active_policy_unchanged,
     rollback_reactivates_old_text_as_a_new_version,
     audit_chain_verifies_and_pages_with_filters,
+    batched_appends_continue_one_chain,
     edited_audit_row_breaks_verification_at_its_seq,
     deleted_audit_row_breaks_verification_at_its_seq,
     concurrent_appends_keep_a_valid_chain,

@@ -83,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
     /// Appends to the audit chain; returns the record with its seq and hashes.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord>;
 
+    /// Appends `entries`, in order, in ONE transaction: all or none. The
+    /// writer task batches whatever is queued, so a busy gateway pays one
+    /// commit per batch instead of one per decision.
+    async fn append_audit_batch(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>>;
+
     /// A filtered page of audit records, oldest first, after `filter.after_seq`.
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage>;
 
@@ -103,6 +108,15 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 
 /// The largest page of audit records one query returns.
 pub const MAX_AUDIT_PAGE: i64 = 500;
+
+/// The JSON columns of an audit entry: `determining` and `detail`.
+fn encoded_parts(entry: &AuditEntry) -> Result<(String, String)> {
+    let determining = serde_json::to_string(&entry.determining)
+        .map_err(|error| PolicyError::Corrupt(error.to_string()))?;
+    let detail = serde_json::to_string(&entry.detail)
+        .map_err(|error| PolicyError::Corrupt(error.to_string()))?;
+    Ok((determining, detail))
+}
 
 /// Decodes a `policy_versions` row (shared by both backends).
 fn decode_version<'r, R>(row: &'r R) -> Result<PolicyVersion>

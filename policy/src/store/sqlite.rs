@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    audit_query, decode_record, decode_version, into_page, page_size, NewPolicyVersion,
-    PolicyVersion, Store,
+    audit_query, decode_record, decode_version, encoded_parts, into_page, page_size,
+    NewPolicyVersion, PolicyVersion, Store,
 };
 use crate::audit::{
     chain_hash, format_at, stored_precision, AuditEntry, AuditFilter, AuditPage, AuditRecord,
@@ -134,53 +134,65 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
-        let mut entry = entry.clone();
-        entry.at = stored_precision(entry.at)?;
-        let determining = serde_json::to_string(&entry.determining)
-            .map_err(|error| PolicyError::Corrupt(error.to_string()))?;
-        let detail = serde_json::to_string(&entry.detail)
-            .map_err(|error| PolicyError::Corrupt(error.to_string()))?;
+        self.append_audit_batch(std::slice::from_ref(entry))
+            .await?
+            .pop()
+            .ok_or_else(|| PolicyError::Corrupt("an append of one wrote nothing".to_owned()))
+    }
+
+    async fn append_audit_batch(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         // BEGIN IMMEDIATE takes the write lock first, so reading the head and
         // inserting after it cannot interleave with another writer.
         let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head = sqlx::query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *transaction)
             .await?;
-        let (seq, prev_hash) = match head {
+        let (mut seq, mut prev_hash) = match head {
             Some(row) => (
-                row.try_get::<i64, _>("seq")? + 1,
+                row.try_get::<i64, _>("seq")?,
                 row.try_get::<String, _>("hash")?,
             ),
-            None => (1, GENESIS_HASH.to_owned()),
+            None => (0, GENESIS_HASH.to_owned()),
         };
-        let hash = chain_hash(&prev_hash, seq, &entry);
-        sqlx::query(
-            "INSERT INTO audit_records (seq, at, request_id, subject, org, method, action, \
-             resource, decision, determining, detail, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(format_at(&entry.at))
-        .bind(&entry.request_id)
-        .bind(&entry.subject)
-        .bind(&entry.org)
-        .bind(&entry.method)
-        .bind(&entry.action)
-        .bind(&entry.resource)
-        .bind(&entry.decision)
-        .bind(determining)
-        .bind(detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *transaction)
-        .await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut entry = entry.clone();
+            entry.at = stored_precision(entry.at)?;
+            let (determining, detail) = encoded_parts(&entry)?;
+            seq += 1;
+            let hash = chain_hash(&prev_hash, seq, &entry);
+            sqlx::query(
+                "INSERT INTO audit_records (seq, at, request_id, subject, org, method, action, \
+                 resource, decision, determining, detail, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(format_at(&entry.at))
+            .bind(&entry.request_id)
+            .bind(&entry.subject)
+            .bind(&entry.org)
+            .bind(&entry.method)
+            .bind(&entry.action)
+            .bind(&entry.resource)
+            .bind(&entry.decision)
+            .bind(determining)
+            .bind(detail)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *transaction)
+            .await?;
+            records.push(AuditRecord {
+                seq,
+                entry,
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            });
+        }
         transaction.commit().await?;
-        Ok(AuditRecord {
-            seq,
-            entry,
-            prev_hash,
-            hash,
-        })
+        Ok(records)
     }
 
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage> {
