@@ -97,18 +97,32 @@ pub enum ClientAuthSetting {
     Required,
 }
 
-/// One entry of `upstream_credentials:` (keyed by agent name): where the
-/// bearer token the gateway presents to that agent is read from at start.
-/// The secret itself is never written in the config file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One entry of `upstream_credentials:` (keyed by agent name): what the
+/// gateway presents to that agent, read at start. Secrets are never written
+/// in the config file, only where to read them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamCredentialSection {
-    /// File holding the token (trailing whitespace is trimmed).
+    /// File holding a bearer token (trailing whitespace is trimmed).
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
-    /// Environment variable holding the token.
+    /// Environment variable holding a bearer token.
     #[serde(default)]
     pub bearer_token_env: Option<String>,
+    /// Forward the caller's own `Authorization` header to this agent when no
+    /// bearer token is configured. Default false.
+    #[serde(default)]
+    pub forward_caller_authorization: bool,
+    /// PEM CA bundle the agent's `https://` certificate must chain to
+    /// (instead of the public web PKI).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain for mTLS to the agent.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// `server:` section: connection bounds.
@@ -277,10 +291,25 @@ pub fn validate(
     upstream_credentials: std::collections::BTreeMap<String, UpstreamCredentialSection>,
 ) -> Result<SecuritySettings, ConfigError> {
     for (agent, credential) in &upstream_credentials {
-        if credential.bearer_token_file.is_some() == credential.bearer_token_env.is_some() {
+        let field = format!("upstream_credentials.{agent}");
+        if credential.bearer_token_file.is_some() && credential.bearer_token_env.is_some() {
             return Err(invalid(
-                &format!("upstream_credentials.{agent}"),
-                "exactly one of bearer_token_file and bearer_token_env is required".to_owned(),
+                &field,
+                "at most one of bearer_token_file and bearer_token_env".to_owned(),
+            ));
+        }
+        if credential.client_cert_file.is_some() != credential.client_key_file.is_some() {
+            return Err(invalid(
+                &field,
+                "client_cert_file and client_key_file go together".to_owned(),
+            ));
+        }
+        if *credential == UpstreamCredentialSection::default() {
+            return Err(invalid(
+                &field,
+                "says nothing: give a bearer token, forward_caller_authorization, \
+                 ca_file or a client certificate"
+                    .to_owned(),
             ));
         }
     }

@@ -19,7 +19,7 @@ use convergio_gateway::layers::{
 };
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::server::serve_with;
-use convergio_gateway::tls::TlsAcceptor;
+use convergio_gateway::tls::{upstream_client_config, TlsAcceptor, UpstreamTlsFiles};
 use convergio_orchestrator::Limits as GraphLimits;
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
@@ -213,36 +213,53 @@ async fn build_authenticator(
     .context("setting up authentication")
 }
 
-/// Reads every configured upstream credential (files and environment) once,
-/// at start; errors name the agent and the source, never the secret.
+/// Reads every configured upstream credential (files and environment) and
+/// TLS file once, at start; errors name the agent and the source, never the
+/// secret.
 fn upstream_credentials(
     security: &SecuritySettings,
 ) -> anyhow::Result<HashMap<String, UpstreamCredential>> {
     let mut credentials = HashMap::new();
     for (agent, section) in &security.upstream_credentials {
-        let token = match (&section.bearer_token_file, &section.bearer_token_env) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!(
-                        "reading the upstream credential of {agent} from {}",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned(),
-            (None, Some(name)) => std::env::var(name).with_context(|| {
+        let bearer_token = match (&section.bearer_token_file, &section.bearer_token_env) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!(
+                            "reading the upstream credential of {agent} from {}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, Some(name)) => Some(std::env::var(name).with_context(|| {
                 format!("the upstream credential of {agent}: {name} is not set")
-            })?,
-            (None, None) => continue,
+            })?),
+            (None, None) => None,
         };
         anyhow::ensure!(
-            !token.is_empty(),
+            bearer_token.as_ref().is_none_or(|token| !token.is_empty()),
             "the upstream credential of {agent} is empty"
         );
+        let files = UpstreamTlsFiles {
+            ca_file: section.ca_file.clone(),
+            client_cert_file: section.client_cert_file.clone(),
+            client_key_file: section.client_key_file.clone(),
+        };
+        let tls = if files == UpstreamTlsFiles::default() {
+            None
+        } else {
+            Some(Arc::new(upstream_client_config(&files).with_context(
+                || format!("the upstream TLS settings of {agent}"),
+            )?))
+        };
         credentials.insert(
             agent.clone(),
             UpstreamCredential {
-                bearer_token: token,
+                bearer_token,
+                tls,
+                forward_caller_authorization: section.forward_caller_authorization,
             },
         );
     }

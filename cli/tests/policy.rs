@@ -5,28 +5,8 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::{json, Value};
-use support::{start, Server, BINARY};
-
-/// Runs `convergio <args>` (with `--server`/`--data-dir` when a server is given).
-fn cli(server: Option<(&Server, &Path)>, args: &[&str]) -> (bool, String, String) {
-    let mut command = Command::new(BINARY);
-    command.args(args).env_remove("CONVERGIO_ADMIN_TOKEN");
-    if let Some((server, data_dir)) = server {
-        command
-            .args(["--server", &server.base, "--data-dir"])
-            .arg(data_dir);
-    }
-    let output = command.output().expect("the CLI runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use support::{cli, start, Server};
 
 async fn send_to_echo(server: &Server) -> (u16, Value) {
     let response = reqwest::Client::new()

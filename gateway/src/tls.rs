@@ -1,7 +1,9 @@
 //! The TLS side of the listener: a rustls server configuration (ring
 //! provider, ALPN `h2` then `http/1.1`) from PEM files, with client
 //! certificates not asked for, optional or required, verified against a
-//! configured CA bundle by rustls' `WebPkiClientVerifier`.
+//! configured CA bundle by rustls' `WebPkiClientVerifier`. And the TLS side
+//! toward upstreams: the public web PKI by default, or per agent a CA bundle
+//! of its own and a client certificate to present ([`upstream_client_config`]).
 //!
 //! A client certificate from an untrusted CA fails the handshake itself, so
 //! such a client never reaches the HTTP layer. A verified leaf is handed to
@@ -106,6 +108,74 @@ impl TlsAcceptor {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
         })
     }
+}
+
+/// TLS toward one upstream agent, from its `upstream_credentials` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTlsFiles {
+    /// PEM bundle of CAs the upstream's server certificate must chain to
+    /// (instead of the public web PKI).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to the upstream (mTLS), leaf first.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// The rustls client configuration upstreams without settings of their own
+/// are reached with: ring, TLS 1.2 and 1.3, Mozilla's roots.
+pub fn public_roots_client_config() -> rustls::ClientConfig {
+    let roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    client_builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The rustls client configuration for one upstream. Errors name the file,
+/// never its content; a certificate without its key (or the reverse) is an
+/// error rather than a silent plain connection.
+pub fn upstream_client_config(
+    files: &UpstreamTlsFiles,
+) -> Result<rustls::ClientConfig, GatewayError> {
+    let roots = match &files.ca_file {
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in read_certificates(ca_file)? {
+                roots
+                    .add(certificate)
+                    .map_err(|error| config_error(ca_file, error))?;
+            }
+            roots
+        }
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let builder = client_builder().with_root_certificates(roots);
+    match (&files.client_cert_file, &files.client_key_file) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert_file), Some(key_file)) => {
+            let chain = read_certificates(cert_file)?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|error| config_error(key_file, error))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|error| config_error(cert_file, error))
+        }
+        _ => Err(GatewayError::Internal {
+            detail:
+                "an upstream client certificate needs both client_cert_file and client_key_file"
+                    .to_owned(),
+        }),
+    }
+}
+
+fn client_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports TLS 1.2 and 1.3")
 }
 
 /// The verified client certificate of a finished handshake, if any.

@@ -393,21 +393,32 @@ async fn upstream_credentials_come_from_the_agents_config_only() {
     options.a2a.upstream_credentials.insert(
         "guarded".to_owned(),
         convergio_gateway::a2a::UpstreamCredential {
-            bearer_token: "upstream-secret".to_owned(),
+            bearer_token: Some("upstream-secret".to_owned()),
+            ..Default::default()
+        },
+    );
+    options.a2a.upstream_credentials.insert(
+        "relayed".to_owned(),
+        convergio_gateway::a2a::UpstreamCredential {
+            forward_caller_authorization: true,
+            ..Default::default()
         },
     );
     let secure = spawn_secure_gateway(options).await;
     let guarded = spawn_fake(FakeMode::V1).await;
     let open = spawn_fake(FakeMode::V1).await;
+    let relayed = spawn_fake(FakeMode::V1).await;
     secure.gateway.register("guarded", guarded.card());
     secure.gateway.register("open", open.card());
-    for agent in ["guarded", "open"] {
+    secure.gateway.register("relayed", relayed.card());
+    let token = issuer.token("alice", "acme.example");
+    for agent in ["guarded", "open", "relayed"] {
         let response = secure
             .gateway
             .http
             .post(secure.gateway.url(&format!("/agents/{agent}")))
             .header("A2A-Version", "1.0")
-            .bearer_auth(issuer.token("alice", "acme.example"))
+            .bearer_auth(&token)
             .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": send_params("hi")}))
             .send()
             .await
@@ -426,4 +437,9 @@ async fn upstream_credentials_come_from_the_agents_config_only() {
     };
     assert_eq!(seen(&guarded).as_deref(), Some("Bearer upstream-secret"));
     assert_eq!(seen(&open), None, "no configured credential, none sent");
+    assert_eq!(
+        seen(&relayed),
+        Some(format!("Bearer {token}")),
+        "the agent's config forwards the caller's own"
+    );
 }

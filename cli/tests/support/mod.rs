@@ -12,7 +12,7 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_convergio");
 /// A running `convergio serve`, killed on drop.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`, read from the start-up line.
+    /// `http://127.0.0.1:PORT` (or `https://`), read from the start-up line.
     pub base: String,
     /// Kept open so the server's later start-up lines have a reader.
     _stdout: BufReader<std::process::ChildStdout>,
@@ -27,12 +27,22 @@ impl Drop for Server {
 
 /// Starts `convergio serve` on `data_dir` with a port the kernel picks.
 pub fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(BINARY)
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with extra `CONVERGIO_*` environment settings.
+pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(BINARY);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("CONVERGIO_LOG", "warn")
         .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL")
+        .env_remove("CONVERGIO_DATABASE_URL");
+    for (name, value) in environment {
+        command.env(name, value);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -55,4 +65,22 @@ pub fn start(data_dir: &Path) -> Server {
         base,
         _stdout: reader,
     }
+}
+
+/// Runs `convergio <args>` (with `--server`/`--data-dir` when a server is
+/// given): whether it succeeded, its stdout and its stderr.
+pub fn cli(server: Option<(&Server, &Path)>, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(BINARY);
+    command.args(args).env_remove("CONVERGIO_ADMIN_TOKEN");
+    if let Some((server, data_dir)) = server {
+        command
+            .args(["--server", &server.base, "--data-dir"])
+            .arg(data_dir);
+    }
+    let output = command.output().expect("the CLI runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -1,5 +1,7 @@
 //! The pooled HTTP client the gateway forwards with (hyper-util legacy
-//! client over plain HTTP), and the per-upstream guards every call passes:
+//! client, plain HTTP or HTTPS through rustls; an agent with TLS settings of
+//! its own — a CA bundle, a client certificate — gets a pool of its own),
+//! and the per-upstream guards every call passes:
 //! a concurrency bound (excess calls are refused at once with 503, never
 //! queued) and a circuit breaker (after `breaker_failures` consecutive
 //! transport failures the upstream is refused for `breaker_cooldown`, then
@@ -10,35 +12,54 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+/// One connection pool: plain HTTP, or HTTPS with one TLS configuration.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
 /// A cheap-to-clone pooled client with its per-upstream guards.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    pub(crate) client: Client<HttpConnector, Body>,
+    /// Agents without TLS settings of their own: public web PKI roots.
+    shared: HttpClient,
+    /// Agents with their own CA bundle or client certificate.
+    per_agent: Arc<HashMap<String, HttpClient>>,
     guards: Arc<Mutex<HashMap<String, Arc<UpstreamGuard>>>>,
 }
 
 // === impl UpstreamClient ===
 
 impl UpstreamClient {
-    /// A client keeping idle connections for 90 s.
+    /// A client keeping idle connections for 90 s, trusting the public web
+    /// PKI (Mozilla's roots) for `https://` upstreams.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        Self::with_agent_tls(HashMap::new())
+    }
+
+    /// Like [`UpstreamClient::new`], and the named agents are reached with
+    /// their own TLS configuration (CA bundle, client certificate), each in
+    /// a pool of its own so a client certificate is never presented to
+    /// another upstream.
+    pub fn with_agent_tls(tls: HashMap<String, Arc<rustls::ClientConfig>>) -> Self {
+        let per_agent = tls
+            .into_iter()
+            .map(|(agent, config)| (agent, pool(config.as_ref().clone())))
+            .collect();
         Self {
-            client,
+            shared: pool(crate::tls::public_roots_client_config()),
+            per_agent: Arc::new(per_agent),
             guards: Arc::default(),
         }
+    }
+
+    /// The pool calls to `agent` go through.
+    pub(crate) fn pool_for(&self, agent: &str) -> &HttpClient {
+        self.per_agent.get(agent).unwrap_or(&self.shared)
     }
 
     /// Admits one call to `agent`, or says why not.
@@ -56,6 +77,26 @@ impl UpstreamClient {
         };
         guard.admit()
     }
+}
+
+/// A pool over `tls` for `https://` URLs (ALPN h2, then http/1.1) and plain
+/// TCP for `http://`.
+fn pool(tls: rustls::ClientConfig) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    // The TLS layer needs to see `https://` URIs.
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 impl Default for UpstreamClient {

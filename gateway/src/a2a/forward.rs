@@ -126,16 +126,10 @@ pub(crate) async fn forward(
             request_id,
             &target.name,
         )?;
-        if let Some(credential) = state.config.upstream_credentials.get(&agent) {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", credential.bearer_token))
-                .map_err(|_| GatewayError::Internal {
-                    detail: format!("the upstream credential of {agent} is not a header value"),
-                })?;
-            // Keeps the value out of hyper's debug output and HPACK tables.
-            value.set_sensitive(true);
+        if let Some(value) = upstream_authorization(state, &agent, headers)? {
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
-        match tokio::time::timeout(timeout, state.client.client.request(request)).await {
+        match tokio::time::timeout(timeout, state.client.pool_for(&agent).request(request)).await {
             Err(_) => {
                 admission.failed();
                 return Err(GatewayError::UpstreamTimeout { agent });
@@ -327,6 +321,36 @@ fn encode_query(pairs: &Map<String, Value>) -> String {
 
 fn segment(text: &str) -> String {
     utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+/// The `Authorization` presented to `agent`: its configured bearer token,
+/// else the caller's own header where the agent's config forwards it, else
+/// none. Marked sensitive, which keeps it out of hyper's debug output and
+/// HPACK tables.
+fn upstream_authorization(
+    state: &A2aState,
+    agent: &str,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, GatewayError> {
+    let Some(credential) = state.config.upstream_credentials.get(agent) else {
+        return Ok(None);
+    };
+    let mut value = match &credential.bearer_token {
+        Some(token) => HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            GatewayError::Internal {
+                detail: format!("the upstream credential of {agent} is not a header value"),
+            }
+        })?,
+        None if credential.forward_caller_authorization => {
+            match headers.get(header::AUTHORIZATION) {
+                Some(value) => value.clone(),
+                None => return Ok(None),
+            }
+        }
+        None => return Ok(None),
+    };
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 /// The upstream HTTP request for a call.

@@ -84,18 +84,46 @@ pub struct A2aConfig {
     pub upstream_credentials: HashMap<String, UpstreamCredential>,
 }
 
-/// What the gateway presents to one upstream.
-#[derive(Clone, PartialEq, Eq)]
+/// What the gateway presents to one upstream, from the agent's config.
+#[derive(Clone, Default)]
 pub struct UpstreamCredential {
     /// Sent as `Authorization: Bearer <token>`.
-    pub bearer_token: String,
+    pub bearer_token: Option<String>,
+    /// TLS toward this agent (its own CA bundle, a client certificate for
+    /// mTLS); `None` is the public web PKI without a client certificate.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Forward the caller's own `Authorization` header to this agent (off by
+    /// default: the caller's credentials never leave the gateway otherwise).
+    /// A configured `bearer_token` wins over it.
+    pub forward_caller_authorization: bool,
+}
+
+impl PartialEq for UpstreamCredential {
+    // A TLS configuration has no equality of its own: the same one is equal.
+    fn eq(&self, other: &Self) -> bool {
+        self.bearer_token == other.bearer_token
+            && self.forward_caller_authorization == other.forward_caller_authorization
+            && match (&self.tls, &other.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl std::fmt::Debug for UpstreamCredential {
     // Hand-written so the token can never be printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamCredential")
-            .field("bearer_token", &"<redacted>")
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tls", &self.tls.is_some())
+            .field(
+                "forward_caller_authorization",
+                &self.forward_caller_authorization,
+            )
             .finish()
     }
 }
@@ -142,7 +170,15 @@ impl A2aState {
     pub fn new(routes: Arc<dyn RouteTable>, config: A2aConfig) -> Self {
         Self {
             routes,
-            client: UpstreamClient::new(),
+            client: UpstreamClient::with_agent_tls(
+                config
+                    .upstream_credentials
+                    .iter()
+                    .filter_map(|(agent, credential)| {
+                        credential.tls.clone().map(|tls| (agent.clone(), tls))
+                    })
+                    .collect(),
+            ),
             config: Arc::new(config),
             gatekeeper: Arc::new(OpenGate),
         }

@@ -87,7 +87,7 @@ pub struct RouteTarget {
 impl RouteTarget {
     /// Builds a target from a registered card, reading `supportedInterfaces`
     /// (1.0) or `url`/`preferredTransport`/`additionalInterfaces` (0.3).
-    /// Interfaces the gateway cannot forward to (gRPC, non-http URLs) are
+    /// Interfaces the gateway cannot forward to (gRPC, non-HTTP(S) URLs) are
     /// skipped.
     pub fn from_card(name: impl Into<String>, card: Value) -> Self {
         let mut interfaces = Vec::new();
@@ -186,8 +186,7 @@ fn push_interface(
         "0.3" if binding == Binding::JsonRpc => ProtocolVersion::V0_3,
         _ => return,
     };
-    if !url.starts_with("http://") {
-        // TLS upstreams arrive with the security issue.
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return;
     }
     interfaces.push(UpstreamInterface {

@@ -90,12 +90,7 @@ impl FakeAgent {
 }
 
 pub async fn spawn_fake(mode: FakeMode) -> FakeAgent {
-    let state = Arc::new(FakeState::default());
-    *state.mode.lock().expect("lock") = Some(mode);
-    let app = Router::new()
-        .route("/", any(fake_jsonrpc))
-        .route("/rest/{*rest}", any(fake_rest))
-        .with_state(state.clone());
+    let (state, app) = fake_app(mode);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move {
@@ -106,6 +101,38 @@ pub async fn spawn_fake(mode: FakeMode) -> FakeAgent {
         state,
         mode,
     }
+}
+
+/// The fake behind a TLS listener (the product's accept loop) at
+/// `https://localhost:{port}`, with `tls` deciding on client certificates.
+#[allow(dead_code)]
+pub async fn spawn_fake_tls(mode: FakeMode, tls: &convergio_gateway::tls::TlsConfig) -> FakeAgent {
+    let (state, app) = fake_app(mode);
+    let acceptor = convergio_gateway::tls::TlsAcceptor::from_config(tls).expect("fake tls");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(convergio_gateway::server::serve_with(
+        listener,
+        app,
+        convergio_gateway::server::ServerConfig::default(),
+        Some(acceptor),
+        std::future::pending(),
+    ));
+    FakeAgent {
+        base_url: format!("https://localhost:{}", address.port()),
+        state,
+        mode,
+    }
+}
+
+fn fake_app(mode: FakeMode) -> (Arc<FakeState>, Router) {
+    let state = Arc::new(FakeState::default());
+    *state.mode.lock().expect("lock") = Some(mode);
+    let app = Router::new()
+        .route("/", any(fake_jsonrpc))
+        .route("/rest/{*rest}", any(fake_rest))
+        .with_state(state.clone());
+    (state, app)
 }
 
 fn is_v03(state: &FakeState) -> bool {
