@@ -18,6 +18,14 @@ pub struct Server {
     _stdout: BufReader<std::process::ChildStdout>,
 }
 
+impl Server {
+    /// Kills the process with SIGKILL (no shutdown, no drain) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -27,12 +35,22 @@ impl Drop for Server {
 
 /// Starts `convergio serve` on `data_dir` with a port the kernel picks.
 pub fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(BINARY)
+    start_with(data_dir, &[])
+}
+
+/// Starts `convergio serve` like [`start`], with extra environment.
+pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(BINARY);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("CONVERGIO_LOG", "warn")
         .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL")
+        .env_remove("CONVERGIO_DATABASE_URL");
+    for (key, value) in environment {
+        command.env(key, value);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
