@@ -377,3 +377,114 @@ fn a_run_waiting_for_a_human_survives_a_restart_and_is_approved() {
     drop(server);
     runtime.block_on(agent.shutdown());
 }
+
+/// A fresh PostgreSQL database (`CONVERGIO_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`), made with `psql` since the cli
+/// crate keeps sqlx out of its dependencies.
+fn fresh_postgres() -> String {
+    let base = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!(
+        "convergio_d_{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos()
+    );
+    let status = Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("psql runs (PostgreSQL for tests: scripts/ensure-postgres.sh)");
+    assert!(status.success(), "creating the test database");
+    let (head, query) = match base.split_once('?') {
+        Some((head, query)) => (head.to_owned(), format!("?{query}")),
+        None => (base.clone(), String::new()),
+    };
+    let prefix = head.rsplit_once('/').expect("url has a database").0;
+    format!("{prefix}/{name}{query}")
+}
+
+/// Polls `GET path` on `server` until `done` holds (the run is driven by a
+/// replica the test has no stream from); gives up after two minutes.
+async fn wait_for(
+    server: &Server,
+    data_dir: &Path,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..2400 {
+        let (_, body) = get(server, data_dir, path).await;
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+#[test]
+fn another_replica_on_postgres_finishes_a_run_whose_replica_was_killed() {
+    let database = fresh_postgres();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let runtime = runtime();
+    let counter = Arc::new(Counter::default());
+    let agent = runtime.block_on(start_agent(counter.clone()));
+    let replica = |name: &'static str| {
+        start_with(
+            data_dir.path(),
+            &[
+                ("CONVERGIO_DATABASE_URL", database.as_str()),
+                ("CONVERGIO_REPLICA_ID", name),
+                ("CONVERGIO_RUN_LEASE_SECONDS", "1"),
+            ],
+        )
+    };
+    let first = replica("replica-one");
+    let second = replica("replica-two");
+    let (hung_sender, hung) = std::sync::mpsc::channel();
+    *counter.hung.lock().expect("hung") = Some(hung_sender);
+    counter.armed.store(true, Ordering::SeqCst);
+    let run_id = runtime.block_on(async {
+        register(&first, data_dir.path(), &agent).await;
+        let (status, accepted) = post(
+            &first,
+            data_dir.path(),
+            "/v1/runs",
+            json!({"graph_yaml": CHAIN, "mode": "async", "input": {"topic": "pg"}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{accepted}");
+        accepted["run_id"].as_str().expect("run id").to_owned()
+    });
+    hung.recv_timeout(Duration::from_secs(120))
+        .expect("node b was called");
+    runtime.block_on(async {
+        // Any replica reads any run from the store.
+        let (status, summary) = get(&second, data_dir.path(), &format!("/v1/runs/{run_id}")).await;
+        assert_eq!(status, 200, "{summary}");
+        assert_eq!(summary["status"], "running");
+    });
+    first.kill();
+    // The first replica's lease expires; the second claims the run and
+    // finishes it from its last checkpoint.
+    let outcome = runtime.block_on(wait_for(
+        &second,
+        data_dir.path(),
+        &format!("/v1/runs/{run_id}/result"),
+        |body| body["status"] == "succeeded",
+    ));
+    assert_eq!(outcome["output"], json!("c(b(a(pg)))"));
+    let calls = counter.calls();
+    assert_eq!(counter.count("a"), 1, "{calls:?}");
+    assert_eq!(counter.count("c"), 1, "{calls:?}");
+    let b_ids: Vec<&String> = calls
+        .iter()
+        .filter(|(node, _)| node == "b")
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(b_ids.len(), 2, "{calls:?}");
+    assert_eq!(b_ids[0], b_ids[1], "re-sent with the same messageId");
+    drop(second);
+    runtime.block_on(agent.shutdown());
+}
