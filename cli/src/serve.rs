@@ -154,7 +154,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             journal: Some(JournalHandle(journal)),
             lease_keeper: Some((lease_ttl / 3, config.graphs.take_over_expired_runs)),
             policy: Some(policy),
-            ..AppConfig::default()
         },
     );
 

@@ -577,6 +577,15 @@ impl Executor {
         let run_id = Uuid::now_v7();
         let durable = self.fresh_durable(&graph, &input, run_id, &options);
         let caller = options.caller.map(Arc::new);
+        if durable.is_some() {
+            // A checkpointed run is kept by id and marked active, so a
+            // concurrent resume cannot drive it twice.
+            let start = RunStart::Fresh { input, run_id };
+            let (_, join) = self.launch_run(graph, start, None, caller, options.origin, durable)?;
+            return join.await.map_err(|_| OrchestratorError::RunLost {
+                run_id: run_id.to_string(),
+            });
+        }
         let result = run_graph(
             self.inner.clone(),
             graph,
@@ -2111,7 +2120,7 @@ impl Run {
         while let Some((edge_index, taken)) = self.signals.pop() {
             let edge = &graph.edges[edge_index as usize];
             let target = edge.to as usize;
-            self.mark_node(edge.to);
+            let before = join_counters(&self.state.nodes[target]);
             let node_state = &mut self.state.nodes[target];
             if edge.back {
                 node_state.back_resolved += 1;
@@ -2142,6 +2151,12 @@ impl Run {
                         }
                     }
                 }
+            }
+            // A signal that readies a node with one incoming edge leaves its
+            // state as it was: journal only real changes (a 1,000-step chain
+            // would otherwise write every node twice).
+            if join_counters(&self.state.nodes[target]) != before {
+                self.mark_node(edge.to);
             }
         }
     }
@@ -2195,6 +2210,17 @@ impl Run {
             state: self.state,
         }
     }
+}
+
+/// What a signal can change in a node's state.
+fn join_counters(node: &NodeState) -> (u32, u32, u32, u32, NodeStatus) {
+    (
+        node.forward_resolved,
+        node.forward_taken,
+        node.back_resolved,
+        node.back_taken,
+        node.status,
+    )
 }
 
 /// The values of a node's inputs, labelled by reference.
