@@ -958,7 +958,13 @@ impl Executor {
             let mut ticker = tokio::time::interval(every);
             loop {
                 ticker.tick().await;
-                if let Err(error) = journal.renew().await {
+                let active: Vec<Uuid> = executor
+                    .inner
+                    .active
+                    .lock()
+                    .map(|active| active.iter().copied().collect())
+                    .unwrap_or_default();
+                if let Err(error) = journal.renew(&active).await {
                     tracing::warn!(error = %error, "renewing run leases failed");
                 }
                 if !take_over {

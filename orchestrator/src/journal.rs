@@ -165,8 +165,10 @@ pub trait RunJournal: Send + Sync + 'static {
     /// already this replica's; `false` when another replica holds it.
     async fn claim(&self, run_id: Uuid) -> Result<bool, OrchestratorError>;
 
-    /// Extends the leases of this replica's running runs.
-    async fn renew(&self) -> Result<u64, OrchestratorError>;
+    /// Extends this replica's leases on `runs` (the runs it is driving; a
+    /// run it stopped driving, after a journal error for instance, is left
+    /// to expire so that a replica takes it over).
+    async fn renew(&self, runs: &[Uuid]) -> Result<u64, OrchestratorError>;
 
     /// Claims up to `limit` running runs whose lease expired.
     async fn claim_expired(&self, limit: u32) -> Result<Vec<Uuid>, OrchestratorError>;

@@ -260,8 +260,15 @@ impl RunJournal for RunStore {
         sql::claim(&self.pool, run_id, &self.config.replica, self.lease_until()).await
     }
 
-    async fn renew(&self) -> Result<u64, OrchestratorError> {
-        sql::renew(&self.pool, &self.config.replica, self.lease_until()).await
+    async fn renew(&self, runs: &[Uuid]) -> Result<u64, OrchestratorError> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = runs.iter().map(Uuid::to_string).collect();
+        let ids = serde_json::to_string(&ids).map_err(|error| OrchestratorError::Storage {
+            message: error.to_string(),
+        })?;
+        sql::renew(&self.pool, &self.config.replica, self.lease_until(), &ids).await
     }
 
     async fn claim_expired(&self, limit: u32) -> Result<Vec<Uuid>, OrchestratorError> {

@@ -47,7 +47,7 @@ fn parse_time(text: &str) -> DateTime<Utc> {
 type Answer = Result<(), OrchestratorError>;
 
 macro_rules! backend {
-    ($module:ident, $db:ty, $pool:ty, $sql:ident, $skip_locked:expr) => {
+    ($module:ident, $pool:ty, $sql:ident, $skip_locked:expr, $renew:expr) => {
         mod $module {
             use super::*;
 
@@ -327,13 +327,12 @@ macro_rules! backend {
                 pool: &$pool,
                 replica: &str,
                 until: i64,
+                ids: &str,
             ) -> Result<u64, OrchestratorError> {
-                Ok(sqlx::query(&$sql(
-                    "UPDATE runs SET lease_expires_ms = $1 \
-                     WHERE lease_owner = $2 AND status = 'running'",
-                ))
+                Ok(sqlx::query(&$sql($renew))
                 .bind(until)
                 .bind(replica)
+                .bind(ids)
                 .execute(pool)
                 .await
                 .map_err(storage_error)?
@@ -389,8 +388,23 @@ macro_rules! backend {
     };
 }
 
-backend!(on_sqlite, sqlx::Sqlite, sqlx::SqlitePool, sqlite, false);
-backend!(on_postgres, sqlx::Postgres, sqlx::PgPool, postgres, true);
+// Renewal names the runs this replica drives, as a JSON array of ids.
+backend!(
+    on_sqlite,
+    sqlx::SqlitePool,
+    sqlite,
+    false,
+    "UPDATE runs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND status = 'running' \
+     AND run_id IN (SELECT value FROM json_each($3))"
+);
+backend!(
+    on_postgres,
+    sqlx::PgPool,
+    postgres,
+    true,
+    "UPDATE runs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND status = 'running' \
+     AND run_id IN (SELECT jsonb_array_elements_text($3::jsonb))"
+);
 
 /// The writer task: takes everything queued into one transaction.
 pub(crate) async fn write_loop(
@@ -485,10 +499,11 @@ pub(crate) async fn renew(
     pool: &Pool,
     replica: &str,
     until: i64,
+    ids: &str,
 ) -> Result<u64, OrchestratorError> {
     match pool {
-        Pool::Sqlite(pool) => on_sqlite::renew(pool, replica, until).await,
-        Pool::Postgres(pool) => on_postgres::renew(pool, replica, until).await,
+        Pool::Sqlite(pool) => on_sqlite::renew(pool, replica, until, ids).await,
+        Pool::Postgres(pool) => on_postgres::renew(pool, replica, until, ids).await,
     }
 }
 

@@ -629,7 +629,12 @@ fn leases_pass_to_another_replica_only_when_expired(harness: &Harness) {
         assert!(c.claim_expired(10).await.expect("claims").is_empty());
         let stored = b.load(run_id, None).await.expect("loads");
         assert_eq!(stored.lease_owner.as_deref(), Some("replica-b"));
-        assert_eq!(b.renew().await.expect("renews"), 1);
+        assert_eq!(b.renew(&[run_id]).await.expect("renews"), 1);
+        assert_eq!(
+            c.renew(&[run_id]).await.expect("renews"),
+            0,
+            "not c's lease"
+        );
         let agents = Arc::new(Agents::default());
         let on_b = executor(agents.clone(), b.clone());
         let result = finish(
