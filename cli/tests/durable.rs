@@ -319,6 +319,52 @@ fn sigkill_mid_run_then_resume_does_not_redo_finished_nodes() {
     );
     assert!(!ok);
     assert!(stderr.contains("404"), "{stderr}");
+    // Bad requests get problem documents and change nothing.
+    runtime.block_on(async {
+        for (path, body, expected) in [
+            (format!("/v1/runs/{run_id}:frobnicate"), json!({}), 404),
+            (format!("/v1/runs/{run_id}:input"), json!({}), 400),
+            (format!("/v1/runs/{run_id}:approve"), json!({}), 409),
+            (
+                format!("/v1/runs/{run_id}:resume"),
+                json!({"input": {"topic": "x"}}),
+                400,
+            ),
+            (
+                format!("/v1/runs/{run_id}:resume"),
+                json!({"bogus": 1}),
+                400,
+            ),
+            (
+                format!("/v1/runs/{run_id}/checkpoints"),
+                json!({"name": ""}),
+                400,
+            ),
+            (
+                format!("/v1/runs/{run_id}/checkpoints"),
+                json!({"name": "done"}),
+                409,
+            ),
+        ] {
+            let (status, problem) = post(&server, data_dir.path(), &path, body).await;
+            assert_eq!(status, expected, "{path}: {problem}");
+            assert!(problem["detail"].is_string(), "{path}: {problem}");
+        }
+        let (_, outcome) = get(
+            &server,
+            data_dir.path(),
+            &format!("/v1/runs/{run_id}/result"),
+        )
+        .await;
+        assert_eq!(outcome["output"], expected);
+        let (_, listed) = get(
+            &server,
+            data_dir.path(),
+            &format!("/v1/runs/{run_id}/checkpoints"),
+        )
+        .await;
+        assert_eq!(listed["checkpoints"].as_array().map(Vec::len), Some(1));
+    });
     drop(server);
     runtime.block_on(agent.shutdown());
 }

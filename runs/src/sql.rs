@@ -47,7 +47,7 @@ fn parse_time(text: &str) -> DateTime<Utc> {
 type Answer = Result<(), OrchestratorError>;
 
 macro_rules! backend {
-    ($module:ident, $pool:ty, $sql:ident, $skip_locked:expr, $renew:expr) => {
+    ($module:ident, $pool:ty, $sql:ident, $skip_locked:expr, $renew:expr, $begin:expr) => {
         mod $module {
             use super::*;
 
@@ -60,7 +60,7 @@ macro_rules! backend {
                 replica: &str,
                 until: i64,
             ) -> Result<Vec<Answer>, sqlx::Error> {
-                let mut transaction = pool.begin().await?;
+                let mut transaction = pool.begin_with($begin).await?;
                 let mut answers = Vec::with_capacity(batch.len());
                 let mut rows = 0u64;
                 let mut bytes = 0u64;
@@ -229,7 +229,7 @@ macro_rules! backend {
                 run_id: Uuid,
                 name: &str,
             ) -> Result<Checkpoint, OrchestratorError> {
-                let mut transaction = pool.begin().await.map_err(storage_error)?;
+                let mut transaction = pool.begin_with($begin).await.map_err(storage_error)?;
                 let seq: i64 = sqlx::query_scalar(&$sql("SELECT seq FROM runs WHERE run_id = $1"))
                     .bind(run_id.to_string())
                     .fetch_optional(&mut *transaction)
@@ -395,7 +395,11 @@ backend!(
     sqlite,
     false,
     "UPDATE runs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND status = 'running' \
-     AND run_id IN (SELECT value FROM json_each($3))"
+     AND run_id IN (SELECT value FROM json_each($3))",
+    // Write transactions take the write lock up front: a deferred one that
+    // read first fails at once (SQLITE_BUSY) when another connection of the
+    // file (the audit writer, the registry) is writing.
+    "BEGIN IMMEDIATE"
 );
 backend!(
     on_postgres,
@@ -403,7 +407,8 @@ backend!(
     postgres,
     true,
     "UPDATE runs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND status = 'running' \
-     AND run_id IN (SELECT jsonb_array_elements_text($3::jsonb))"
+     AND run_id IN (SELECT jsonb_array_elements_text($3::jsonb))",
+    "BEGIN"
 );
 
 /// The writer task: takes everything queued into one transaction.
