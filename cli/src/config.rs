@@ -113,6 +113,22 @@ pub struct GraphsConfig {
     pub max_nodes: usize,
     /// Most inputs in one batch run. Default 1,000.
     pub max_batch_inputs: usize,
+    /// Checkpoint every run, not only graphs that set `checkpoint_enabled`.
+    /// Default false.
+    pub checkpoint_all: bool,
+    /// SQLite only: fsync every committed step (`synchronous=FULL`), so a
+    /// step reported done survives a power cut. Default true; false is
+    /// `NORMAL` (survives a process crash).
+    pub checkpoint_full_sync: bool,
+    /// This replica's name in run leases. Default: a random id per process
+    /// (set a stable one so a restarted replica may resume its own runs
+    /// at once with `:resume`).
+    pub replica_id: Option<String>,
+    /// How long a run's lease lasts without renewal. Default 30 s.
+    pub lease_seconds: u64,
+    /// Resume running runs whose lease expired (their replica died).
+    /// Default true.
+    pub take_over_expired_runs: bool,
 }
 
 /// Logging section.
@@ -221,6 +237,11 @@ impl Default for GraphsConfig {
         Self {
             max_nodes: 10_000,
             max_batch_inputs: 1_000,
+            checkpoint_all: false,
+            checkpoint_full_sync: true,
+            replica_id: None,
+            lease_seconds: 30,
+            take_over_expired_runs: true,
         }
     }
 }
@@ -331,6 +352,17 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = get(env::REPLICA_ID) {
+            file.graphs.replica_id = Some(value.clone());
+        }
+        if let Some(value) = get(env::RUN_LEASE_SECONDS) {
+            file.graphs.lease_seconds = value.parse().map_err(|_| {
+                invalid(
+                    env::RUN_LEASE_SECONDS,
+                    format!("expected seconds, found {value:?}"),
+                )
+            })?;
+        }
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -402,6 +434,23 @@ impl Config {
             return Err(invalid(
                 "graphs",
                 "max_nodes and max_batch_inputs must be at least 1".to_owned(),
+            ));
+        }
+        if file.graphs.lease_seconds == 0 || file.graphs.lease_seconds > 3600 {
+            return Err(invalid(
+                "graphs.lease_seconds",
+                "must be between 1 and 3600".to_owned(),
+            ));
+        }
+        if file
+            .graphs
+            .replica_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 128)
+        {
+            return Err(invalid(
+                "graphs.replica_id",
+                "must be 1 to 128 characters".to_owned(),
             ));
         }
         let quotas = check_quotas(file.quotas)?;

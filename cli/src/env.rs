@@ -44,11 +44,15 @@ pub const TLS_CLIENT_AUTH: &str = "CONVERGIO_TLS_CLIENT_AUTH";
 pub const MAX_CONNECTIONS: &str = "CONVERGIO_MAX_CONNECTIONS";
 /// Most nodes in one graph document.
 pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
+/// This replica's name in run leases (durable runs).
+pub const REPLICA_ID: &str = "CONVERGIO_REPLICA_ID";
+/// How long a run's lease lasts without renewal, in seconds.
+pub const RUN_LEASE_SECONDS: &str = "CONVERGIO_RUN_LEASE_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 20] = [
+pub const SERVER_KEYS: [&str; 22] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -69,4 +73,6 @@ pub const SERVER_KEYS: [&str; 20] = [
     TLS_CLIENT_AUTH,
     MAX_CONNECTIONS,
     GRAPH_MAX_NODES,
+    REPLICA_ID,
+    RUN_LEASE_SECONDS,
 ];

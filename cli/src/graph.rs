@@ -6,6 +6,12 @@
 //! it happens (on stderr, so stdout carries only the result), then the
 //! result is fetched by run id and printed. `--input NAME=VALUE` sets a
 //! graph input; `NAME=@path` reads the value from a file.
+//!
+//! Durable runs (issue 8): `resume` continues an interrupted checkpointed
+//! run (or, with `--checkpoint`, starts a new run from a named checkpoint),
+//! `checkpoints` lists or names checkpoints, and `approve`, `reject` and
+//! `input` decide a run waiting for a human; each follows the continued run
+//! live like `run`.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +58,45 @@ pub enum GraphCommand {
     Trace {
         /// The run id.
         run: String,
+    },
+    /// Resume an interrupted checkpointed run, or start a new run from one of its named checkpoints.
+    Resume {
+        /// The run id.
+        run: String,
+        /// Start a new run from this named checkpoint.
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// With --checkpoint: a new graph input, `NAME=VALUE` or `NAME=@path` (repeatable).
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+    },
+    /// List a run's named checkpoints, or name its last step with --name.
+    Checkpoints {
+        /// The run id.
+        run: String,
+        /// Name the run's last committed step.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Approve the node a run is waiting on: it runs again and the run continues.
+    Approve {
+        /// The run id.
+        run: String,
+    },
+    /// Reject the node a run is waiting on: the run fails.
+    Reject {
+        /// The run id.
+        run: String,
+        /// Why (kept in the run's error).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give the output of the node a run is waiting on (JSON, or text); the run continues.
+    Input {
+        /// The run id.
+        run: String,
+        /// The node's output: JSON, or plain text.
+        output: String,
     },
 }
 
@@ -118,8 +163,104 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                 print_trace(&answer.body);
             }
         }
+        GraphCommand::Resume {
+            run,
+            checkpoint,
+            inputs,
+        } => {
+            let mut body = json!({"mode": "stream"});
+            if let Some(checkpoint) = checkpoint {
+                body["checkpoint"] = Value::String(checkpoint);
+                if !inputs.is_empty() {
+                    body["input"] = parse_inputs(&inputs)?;
+                }
+            } else if !inputs.is_empty() {
+                bail!("--input needs --checkpoint (a resumed run keeps its input)");
+            }
+            continue_run(&client, server.json, &run, "resume", body).await?;
+        }
+        GraphCommand::Checkpoints { run, name } => {
+            let answer = match name {
+                Some(name) => {
+                    client
+                        .send(
+                            Method::POST,
+                            &run_path(&run, "/checkpoints"),
+                            Some(&json!({"name": name})),
+                            None,
+                        )
+                        .await?
+                }
+                None => {
+                    client
+                        .send(Method::GET, &run_path(&run, "/checkpoints"), None, None)
+                        .await?
+                }
+            };
+            if server.json {
+                say!("{:#}", answer.body);
+            } else if let Some(list) = answer.body["checkpoints"].as_array() {
+                if list.is_empty() {
+                    say!("run {run} has no named checkpoints");
+                }
+                for checkpoint in list {
+                    say!(
+                        "{}  step {}  {}",
+                        text_of(&checkpoint["name"]),
+                        checkpoint["seq"],
+                        text_of(&checkpoint["created_at"])
+                    );
+                }
+            } else {
+                say!(
+                    "checkpoint {} names step {} of run {run}",
+                    text_of(&answer.body["name"]),
+                    answer.body["seq"]
+                );
+            }
+        }
+        GraphCommand::Approve { run } => {
+            continue_run(
+                &client,
+                server.json,
+                &run,
+                "approve",
+                json!({"mode": "stream"}),
+            )
+            .await?;
+        }
+        GraphCommand::Reject { run, reason } => {
+            let body = json!({"mode": "stream", "reason": reason});
+            continue_run(&client, server.json, &run, "reject", body).await?;
+        }
+        GraphCommand::Input { run, output } => {
+            let output = serde_json::from_str::<Value>(&output).unwrap_or(Value::String(output));
+            let body = json!({"mode": "stream", "output": output});
+            continue_run(&client, server.json, &run, "input", body).await?;
+        }
     }
     Ok(())
+}
+
+/// `POST /v1/runs/{run}:{verb}` in stream mode: live progress, then the result.
+async fn continue_run(
+    client: &Client,
+    json_output: bool,
+    run: &str,
+    verb: &str,
+    body: Value,
+) -> anyhow::Result<()> {
+    let request = client
+        .request(Method::POST, &run_path(run, &format!(":{verb}")))
+        .json(&body);
+    let response = client
+        .execute(request, &format!("{verb} run {run}"))
+        .await?;
+    let run_id = follow_stream(response, json_output).await?;
+    let answer = client
+        .send(Method::GET, &run_path(&run_id, "/result"), None, None)
+        .await?;
+    print_result(&answer.body, json_output)
 }
 
 fn run_path(run: &str, tail: &str) -> String {

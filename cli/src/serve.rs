@@ -13,14 +13,14 @@ use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::{JwtConfig, MtlsConfig};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
-use convergio_gateway::app::{build_router, AppConfig, PolicyServices};
+use convergio_gateway::app::{build_router, AppConfig, JournalHandle, PolicyServices};
 use convergio_gateway::layers::{
     ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
 };
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::server::serve_with;
 use convergio_gateway::tls::{upstream_client_config, TlsAcceptor, UpstreamTlsFiles};
-use convergio_orchestrator::Limits as GraphLimits;
+use convergio_orchestrator::{ExecutorConfig, Limits as GraphLimits};
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
 use tokio::net::TcpListener;
@@ -76,6 +76,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     let (policy, audit_writer, watcher) = start_policy(&config).await?;
+    let lease_ttl = std::time::Duration::from_secs(config.graphs.lease_seconds);
+    let mut journal_config = convergio_runs::RunStoreConfig {
+        lease_ttl,
+        sqlite_full_sync: config.graphs.checkpoint_full_sync,
+        ..convergio_runs::RunStoreConfig::default()
+    };
+    if let Some(replica) = &config.graphs.replica_id {
+        journal_config.replica.clone_from(replica);
+    }
+    let journal = convergio_runs::connect(&config.database_url, journal_config)
+        .await
+        .with_context(|| format!("opening the run store {}", redact(&config.database_url)))?;
     let policy_version = policy.admin.engine().active_version();
     // Audit registry changes from the first one on: the example agents'
     // registrations below are changes like any other.
@@ -131,8 +143,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_batch_inputs: config.graphs.max_batch_inputs,
                 ..GraphsConfig::default()
             },
+            executor: ExecutorConfig {
+                checkpoint_by_default: config.graphs.checkpoint_all,
+                resume_limits: GraphLimits {
+                    max_nodes: config.graphs.max_nodes,
+                    ..GraphLimits::default()
+                },
+                ..ExecutorConfig::default()
+            },
+            journal: Some(JournalHandle(journal)),
+            lease_keeper: Some((lease_ttl / 3, config.graphs.take_over_expired_runs)),
             policy: Some(policy),
-            ..AppConfig::default()
         },
     );
 

@@ -24,7 +24,7 @@ use convergio_registry::Registry;
 use convergio_schemas::{AuthMethod, Principal};
 use tokio::net::TcpListener;
 
-use convergio_orchestrator::{Executor, ExecutorConfig};
+use convergio_orchestrator::{Executor, ExecutorConfig, RunJournal};
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
@@ -55,10 +55,30 @@ pub struct AppConfig {
     pub graphs: GraphsConfig,
     /// The graph executor's settings.
     pub executor: ExecutorConfig,
+    /// Where checkpointed runs are journaled (durable runs, issue 8); with
+    /// it, `lease_keeper` renews this replica's leases and takes over runs
+    /// whose replica died.
+    pub journal: Option<JournalHandle>,
+    /// How often leases are renewed and expired runs looked for, and
+    /// whether they are taken over; `None` runs no keeper.
+    pub lease_keeper: Option<(std::time::Duration, bool)>,
     /// Stored policy, audit log and quotas. Without them every call is
     /// still decided, by the embedded example set, but nothing is audited
     /// and the policy API is not mounted (tests of other surfaces).
     pub policy: Option<PolicyServices>,
+}
+
+/// The run journal handed to the executor (a newtype so the config stays
+/// `Debug`).
+#[derive(Clone)]
+pub struct JournalHandle(pub Arc<dyn RunJournal>);
+
+impl std::fmt::Debug for JournalHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalHandle")
+            .field("replica", &self.0.replica())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What authorisation needs from `convergio serve`.
@@ -119,7 +139,17 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     );
     let a2a = a2a_router(A2aState::new(routes.clone(), config.a2a).with_gatekeeper(gate.clone()));
     let dispatch = Arc::new(GatewayDispatch::new());
-    let executor = Executor::new(dispatch.clone(), config.executor);
+    let executor = match config.journal {
+        Some(JournalHandle(journal)) => {
+            Executor::with_journal(dispatch.clone(), config.executor, journal)
+        }
+        None => Executor::new(dispatch.clone(), config.executor),
+    };
+    if let Some((every, take_over)) = config.lease_keeper {
+        // The keeper lives as long as the runtime: leases stop being renewed
+        // only when the process does.
+        let _keeper = executor.spawn_lease_keeper(every, take_over);
+    }
     let runs_api = RunsApi::new(executor, routes, gate, config.graphs);
     let graphs = runs_router(runs_api.clone());
     let health = Router::new().route("/healthz", get(|| async { "ok" }));

@@ -9,6 +9,14 @@
 //!   (202 and the run id), `stream` (server-sent events) or `batch` (one
 //!   result per input); `GET /v1/runs/{id}` (status), `…/result`,
 //!   `…/events` (SSE, replayed from the start then live) and `…/trace`.
+//! - Durable runs (issue 8, when the executor has a journal): `POST
+//!   /v1/runs/{id}:resume` continues an interrupted run (or, with
+//!   `checkpoint`, starts a new run from a named checkpoint, optionally with
+//!   a new `input`), `GET|POST /v1/runs/{id}/checkpoints` lists and names
+//!   checkpoints, `POST /v1/runs/{id}:approve|:reject|:input` decide a run
+//!   `waiting_for_human`. Status, result and trace of a checkpointed run are
+//!   read from the store when this replica does not hold it (after a
+//!   restart, or a run of another replica).
 //! - `GET /metrics`: the §8.2 metrics in the Prometheus text format.
 //!
 //! Errors are problem documents (YAML errors and validation failures list
@@ -42,8 +50,8 @@ use convergio_orchestrator::api::{
     RunOutcome, StartRun,
 };
 use convergio_orchestrator::{
-    parse_yaml, validate, Executor, Graph, Limits, OrchestratorError, RunEvent, RunOptions,
-    RunStatus, StaticCatalog,
+    parse_yaml, validate, Continue, Executor, Graph, Limits, OrchestratorError, RunEvent,
+    RunEvents, RunOptions, RunStatus, RunSummary, StaticCatalog,
 };
 use convergio_schemas::problem::PROBLEM_JSON;
 use convergio_schemas::{AgentId, ErrorKind, Principal, Problem};
@@ -246,11 +254,11 @@ impl RunsApi {
         Ok(known)
     }
 
-    fn stored(&self, name: &str) -> Result<Arc<Graph>, ApiError> {
+    fn stored(&self, name: &str) -> Result<(Arc<Graph>, String), ApiError> {
         let graphs = self.inner.graphs.read().map_err(|_| ApiError::poisoned())?;
         graphs
             .get(name)
-            .map(|stored| stored.graph.clone())
+            .map(|stored| (stored.graph.clone(), stored.source.clone()))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("graph {name} not found")))
     }
 
@@ -266,29 +274,100 @@ impl RunsApi {
         }
     }
 
-    /// The run's event log, if it exists and belongs to `principal`.
-    fn owned_run(
+    /// The run's id and event log (`None` for a stored run this replica
+    /// did not start), if it exists and belongs to `principal`.
+    async fn owned_run(
         &self,
         run_id: &str,
         principal: &Principal,
-    ) -> Result<(Uuid, Arc<EventLog>), ApiError> {
+    ) -> Result<(Uuid, Option<Arc<EventLog>>), ApiError> {
         let unknown = || {
             ApiError::from(OrchestratorError::RunNotFound {
                 run_id: run_id.to_owned(),
             })
         };
         let id = Uuid::parse_str(run_id).map_err(|_| unknown())?;
-        let index = self.inner.runs.lock().map_err(|_| ApiError::poisoned())?;
-        match index.records.get(&id) {
-            Some(record) if record.owner == principal.owner_key() => Ok((id, record.log.clone())),
-            _ => Err(unknown()),
+        {
+            let index = self.inner.runs.lock().map_err(|_| ApiError::poisoned())?;
+            match index.records.get(&id) {
+                Some(record) if record.owner == principal.owner_key() => {
+                    return Ok((id, Some(record.log.clone())))
+                }
+                Some(_) => return Err(unknown()),
+                None => {}
+            }
         }
+        let Some(journal) = self.inner.executor.journal() else {
+            return Err(unknown());
+        };
+        match journal.load(id, Some(0)).await {
+            Ok(stored) if stored.owner == principal.owner_key() => Ok((id, None)),
+            Ok(_) | Err(OrchestratorError::RunNotFound { .. }) => Err(unknown()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A run's result: from memory, else from the store.
+    async fn any_result(
+        &self,
+        run_id: Uuid,
+    ) -> Result<convergio_orchestrator::RunResult, ApiError> {
+        match self.inner.executor.result(run_id) {
+            Err(OrchestratorError::RunNotFound { .. })
+                if self.inner.executor.journal().is_some() =>
+            {
+                let result = self.inner.executor.stored_result(run_id).await?;
+                if result.status == RunStatus::Running {
+                    return Err(OrchestratorError::RunNotFinished {
+                        run_id: run_id.to_string(),
+                    }
+                    .into());
+                }
+                Ok(result)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// A run's status: from memory, else from the store.
+    async fn any_status(&self, run_id: Uuid) -> Result<RunSummary, ApiError> {
+        match self.inner.executor.status(run_id) {
+            Err(OrchestratorError::RunNotFound { .. })
+                if self.inner.executor.journal().is_some() =>
+            {
+                let result = self.inner.executor.stored_result(run_id).await?;
+                Ok(RunSummary {
+                    run_id,
+                    graph_id: result.state.graph_id,
+                    status: result.status,
+                    started_at: result.state.started_at,
+                    finished_at: result.state.finished_at,
+                })
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Logs a continued run's events like a new run's.
+    fn pump(&self, mut events: RunEvents, owner: String) -> (Uuid, Arc<EventLog>) {
+        let run_id = events.run_id;
+        let log = Arc::new(EventLog::new());
+        self.remember(run_id, owner, log.clone());
+        let pump = log.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                pump.push(event);
+            }
+            pump.close();
+        });
+        (run_id, log)
     }
 
     /// Starts a streaming run whose events a pump task logs.
     fn start_logged(
         &self,
         graph: Arc<Graph>,
+        source: String,
         input: Value,
         principal: &Principal,
         origin: Option<std::net::IpAddr>,
@@ -296,21 +375,12 @@ impl RunsApi {
         let options = RunOptions {
             caller: Some(principal.clone()),
             origin,
+            source: Some(source),
         };
-        let mut events = self.inner.executor.stream_with(graph, input, options)?;
-        let run_id = events.run_id;
-        let log = Arc::new(EventLog::new());
-        self.remember(run_id, principal.owner_key(), log.clone());
-        let pump = log.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                pump.push(event);
-            }
-            // The executor closes the stream only once the result is
-            // retrievable by id.
-            pump.close();
-        });
-        Ok((run_id, log))
+        // The executor closes the stream only once the result is
+        // retrievable by id.
+        let events = self.inner.executor.stream_with(graph, input, options)?;
+        Ok(self.pump(events, principal.owner_key()))
     }
 }
 
@@ -322,7 +392,11 @@ pub fn runs_router(api: RunsApi) -> Router {
         .route("/v1/graphs:validate", post(validate_graph))
         .route("/v1/graphs/{name}", get(get_graph))
         .route("/v1/runs", post(start_run))
-        .route("/v1/runs/{id}", get(run_status))
+        .route("/v1/runs/{id}", get(run_status).post(run_action))
+        .route(
+            "/v1/runs/{id}/checkpoints",
+            get(list_checkpoints).post(name_checkpoint),
+        )
         .route("/v1/runs/{id}/result", get(run_result))
         .route("/v1/runs/{id}/events", get(run_events))
         .route("/v1/runs/{id}/trace", get(run_trace))
@@ -483,9 +557,9 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 format!("invalid run request: {error}"),
             )
         })?;
-        let graph = match (&start.graph, &start.graph_yaml) {
+        let (graph, source) = match (&start.graph, &start.graph_yaml) {
             (Some(name), None) => api.stored(name)?,
-            (None, Some(document)) => api.compile(document).await?.0,
+            (None, Some(document)) => (api.compile(document).await?.0, document.clone()),
             _ => {
                 return Err(ApiError::new(
                     ErrorKind::InvalidInput,
@@ -511,14 +585,14 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             .unwrap_or_else(|| Value::Object(Default::default()));
         match start.mode {
             RunMode::Sync => {
-                let (run_id, log) = api.start_logged(graph, input, &principal, origin)?;
+                let (run_id, log) = api.start_logged(graph, source, input, &principal, origin)?;
                 log.finished().await;
                 let result = api.inner.executor.result(run_id)?;
                 Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
             }
             RunMode::Async => {
                 let graph_id = graph.name.to_string();
-                let (run_id, _log) = api.start_logged(graph, input, &principal, origin)?;
+                let (run_id, _log) = api.start_logged(graph, source, input, &principal, origin)?;
                 let accepted = RunAccepted {
                     run_id,
                     graph_id,
@@ -531,7 +605,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 Ok(response)
             }
             RunMode::Stream => {
-                let (run_id, log) = api.start_logged(graph, input, &principal, origin)?;
+                let (run_id, log) = api.start_logged(graph, source, input, &principal, origin)?;
                 let mut response = sse_response(log);
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -556,6 +630,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 let options = RunOptions {
                     caller: Some(principal.clone()),
                     origin,
+                    source: Some(source),
                 };
                 let results = api
                     .inner
@@ -605,11 +680,12 @@ async fn run_status(
     request: Request,
 ) -> Response {
     let request = incoming(request);
-    let outcome = api
-        .owned_run(&id, &request.principal)
-        .and_then(|(run_id, _)| Ok(api.inner.executor.status(run_id)?))
-        .map(|summary| json_response(StatusCode::OK, &summary));
-    respond(outcome, request.request_id)
+    let outcome = async {
+        let (run_id, _) = api.owned_run(&id, &request.principal).await?;
+        let summary = api.any_status(run_id).await?;
+        Ok(json_response(StatusCode::OK, &summary))
+    };
+    respond(outcome.await, request.request_id)
 }
 
 async fn run_result(
@@ -618,11 +694,12 @@ async fn run_result(
     request: Request,
 ) -> Response {
     let request = incoming(request);
-    let outcome = api
-        .owned_run(&id, &request.principal)
-        .and_then(|(run_id, _)| Ok(api.inner.executor.result(run_id)?))
-        .map(|result| json_response(StatusCode::OK, &RunOutcome::from(&result)));
-    respond(outcome, request.request_id)
+    let outcome = async {
+        let (run_id, _) = api.owned_run(&id, &request.principal).await?;
+        let result = api.any_result(run_id).await?;
+        Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
+    };
+    respond(outcome.await, request.request_id)
 }
 
 async fn run_trace(
@@ -631,11 +708,12 @@ async fn run_trace(
     request: Request,
 ) -> Response {
     let request = incoming(request);
-    let outcome = api
-        .owned_run(&id, &request.principal)
-        .and_then(|(run_id, _)| Ok(api.inner.executor.result(run_id)?))
-        .map(|result| json_response(StatusCode::OK, &result.trace));
-    respond(outcome, request.request_id)
+    let outcome = async {
+        let (run_id, _) = api.owned_run(&id, &request.principal).await?;
+        let result = api.any_result(run_id).await?;
+        Ok(json_response(StatusCode::OK, &result.trace))
+    };
+    respond(outcome.await, request.request_id)
 }
 
 async fn run_events(
@@ -644,10 +722,188 @@ async fn run_events(
     request: Request,
 ) -> Response {
     let request = incoming(request);
-    let outcome = api
-        .owned_run(&id, &request.principal)
-        .map(|(_, log)| sse_response(log));
-    respond(outcome, request.request_id)
+    let outcome = async {
+        match api.owned_run(&id, &request.principal).await? {
+            (_, Some(log)) => Ok(sse_response(log)),
+            (_, None) => Err(ApiError::new(
+                ErrorKind::Conflict,
+                "this replica did not drive the run, so it has no event log; read its status, result or trace",
+            )),
+        }
+    };
+    respond(outcome.await, request.request_id)
+}
+
+/// The body of `:resume`, `:approve`, `:reject` and `:input` (all optional).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunActionBody {
+    /// `async` (default: 202 and the run id), `sync` or `stream`.
+    #[serde(default)]
+    mode: Option<RunMode>,
+    /// `:resume` only: start a new run from this named checkpoint.
+    #[serde(default)]
+    checkpoint: Option<String>,
+    /// `:resume` from a checkpoint: the new run's input.
+    #[serde(default)]
+    input: Option<Value>,
+    /// `:input`: the waiting node's output.
+    #[serde(default)]
+    output: Option<Value>,
+    /// `:reject`: why.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The body of `POST /v1/runs/{id}/checkpoints`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameCheckpoint {
+    name: String,
+}
+
+async fn run_action(
+    State(api): State<RunsApi>,
+    Path(target): Path<String>,
+    request: Request,
+) -> Response {
+    let request = incoming(request);
+    let request_id = request.request_id.clone();
+    let principal = request.principal;
+    let origin = request.origin;
+    let outcome = async {
+        let Some((id, verb)) = target.split_once(':') else {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                "POST /v1/runs/{id}:resume, :approve, :reject or :input",
+            ));
+        };
+        let text = read_text(request.body).await?;
+        let body: RunActionBody = if text.trim().is_empty() {
+            RunActionBody::default()
+        } else {
+            serde_json::from_str(&text).map_err(|error| {
+                ApiError::new(ErrorKind::InvalidInput, format!("invalid request: {error}"))
+            })?
+        };
+        let action = match verb {
+            "resume" => Continue::Resume,
+            "approve" => Continue::Approve,
+            "reject" => Continue::Reject {
+                reason: body.reason.clone(),
+            },
+            "input" => Continue::Input {
+                output: body.output.clone().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::InvalidInput,
+                        ":input needs output, the node's output",
+                    )
+                })?,
+            },
+            other => {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("unknown run action {other:?}; use resume, approve, reject or input"),
+                ))
+            }
+        };
+        if body.checkpoint.is_none() && body.input.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "input is for a resume from a named checkpoint (checkpoint)",
+            ));
+        }
+        let (run_id, _) = api.owned_run(id, &principal).await?;
+        // Continuing a run is running its graph again: decided like a start.
+        let graph_id = api.any_status(run_id).await?.graph_id;
+        let loopback = origin.is_some_and(|address| address.is_loopback());
+        api.inner
+            .gate
+            .admit_run(&principal, &graph_id, loopback, request_id.as_ref())
+            .await
+            .map_err(|error| ApiError::new(error.kind(), error.to_string()))?;
+        let executor = &api.inner.executor;
+        let events = match (&action, body.checkpoint) {
+            (Continue::Resume, Some(name)) => {
+                executor
+                    .resume_from_checkpoint(run_id, &name, body.input, None, origin)
+                    .await?
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidInput,
+                    "checkpoint is for :resume",
+                ))
+            }
+            (_, None) => {
+                executor
+                    .continue_stream(run_id, action, None, origin)
+                    .await?
+            }
+        };
+        let (run_id, log) = api.pump(events, principal.owner_key());
+        match body.mode.unwrap_or(RunMode::Async) {
+            RunMode::Sync => {
+                log.finished().await;
+                let result = api.any_result(run_id).await?;
+                Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
+            }
+            RunMode::Stream => Ok(sse_response(log)),
+            RunMode::Async => {
+                let summary = api.any_status(run_id).await?;
+                let accepted = RunAccepted {
+                    run_id,
+                    graph_id: summary.graph_id,
+                    status: RunStatus::Running,
+                };
+                let mut response = json_response(StatusCode::ACCEPTED, &accepted);
+                if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                Ok(response)
+            }
+            RunMode::Batch => Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "mode is async, sync or stream",
+            )),
+        }
+    };
+    respond(outcome.await, request_id)
+}
+
+async fn list_checkpoints(
+    State(api): State<RunsApi>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let request = incoming(request);
+    let outcome = async {
+        let (run_id, _) = api.owned_run(&id, &request.principal).await?;
+        let checkpoints = api.inner.executor.checkpoints(run_id).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "run_id": run_id, "checkpoints": checkpoints }),
+        ))
+    };
+    respond(outcome.await, request.request_id)
+}
+
+async fn name_checkpoint(
+    State(api): State<RunsApi>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let request = incoming(request);
+    let outcome = async {
+        let (run_id, _) = api.owned_run(&id, &request.principal).await?;
+        let text = read_text(request.body).await?;
+        let body: NameCheckpoint = serde_json::from_str(&text).map_err(|error| {
+            ApiError::new(ErrorKind::InvalidInput, format!("invalid request: {error}"))
+        })?;
+        let checkpoint = api.inner.executor.checkpoint(run_id, &body.name).await?;
+        Ok(json_response(StatusCode::CREATED, &checkpoint))
+    };
+    respond(outcome.await, request.request_id)
 }
 
 async fn metrics(State(api): State<RunsApi>) -> Response {

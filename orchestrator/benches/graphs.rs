@@ -12,6 +12,14 @@
 //! 2-core machine: G1 ≥ 20,000 runs/s; G2 and G3 ≤ 5 ms per run.
 //! Run with `cargo bench -p convergio-orchestrator --bench graphs`.
 //!
+//! Durable runs (issue 8): the same graphs again with every run checkpointed
+//! (a commit per step, group-committed across runs in flight) on a SQLite
+//! file with `synchronous=FULL`, again with `NORMAL`, and on PostgreSQL
+//! (`CONVERGIO_BENCH_POSTGRES_URL`, default the tests' server; skipped when
+//! it is unreachable), printing rows and bytes written per run as well.
+//! Targets: G3 ≤ 1 MB per run; G1 ≥ 500 runs/s on SQLite FULL.
+//! `BENCH_DURABLE=only` runs just these, `BENCH_DURABLE=off` skips them.
+//!
 //! The bench uses mimalloc as its global allocator, like the `convergio`
 //! binary: profiles showed glibc's malloc, free and consolidation at over
 //! half of the CPU of G2 (the executor allocates per node: the A2A message,
@@ -198,6 +206,15 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
 }
 
+/// How many runs and how: `runs` in `parallel` loops for throughput after
+/// `latency_runs` one at a time; `stats` counts what a journal wrote.
+struct Plan<'a> {
+    runs: usize,
+    parallel: usize,
+    latency_runs: usize,
+    stats: Option<&'a convergio_runs::WriteStats>,
+}
+
 async fn measure(
     name: &str,
     executor: &Executor,
@@ -207,13 +224,48 @@ async fn measure(
     runs: usize,
     parallel: usize,
 ) {
+    let plan = Plan {
+        runs,
+        parallel,
+        latency_runs: runs.min(2000),
+        stats: None,
+    };
+    measure_plan(name, executor, graph, input, expected, plan).await;
+}
+
+async fn measure_plan(
+    name: &str,
+    executor: &Executor,
+    graph: Arc<Graph>,
+    input: Value,
+    expected: Value,
+    plan: Plan<'_>,
+) {
+    let Plan {
+        runs,
+        parallel,
+        latency_runs,
+        stats,
+    } = plan;
+    let written = |stats: Option<&convergio_runs::WriteStats>| {
+        stats.map(|stats| {
+            (
+                stats.rows.load(std::sync::atomic::Ordering::Relaxed),
+                stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                stats
+                    .transactions
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    };
+    let written_before = written(stats);
     // `BENCH_ONLY=G2` runs just the graphs whose name contains it.
     if std::env::var("BENCH_ONLY").is_ok_and(|only| !name.contains(&only)) {
         return;
     }
     // Latency: one run at a time.
     let mut latencies = Vec::with_capacity(runs);
-    for _ in 0..runs.min(2000) {
+    for _ in 0..latency_runs {
         let started = Instant::now();
         let result = executor
             .run(graph.clone(), input.clone())
@@ -255,6 +307,17 @@ async fn measure(
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
     let total = per_loop * parallel;
+    if let (Some((rows_before, bytes_before, commits_before)), Some((rows, bytes, commits))) =
+        (written_before, written(stats))
+    {
+        let all = (total + latency_runs).max(1) as u64;
+        println!(
+            "{name:<11} journal: rows/run={}  bytes/run={}  commits={}  (over {all} runs)",
+            (rows - rows_before) / all,
+            (bytes - bytes_before) / all,
+            commits - commits_before,
+        );
+    }
     println!(
         "{name:<11} runs={total:<6} runs/s={:>9.0}  p50={:>9.1?}  p99={:>9.1?}  cpu/run={:>9.1?}  peak_rss={} KiB",
         total as f64 / elapsed.as_secs_f64(),
@@ -271,7 +334,112 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let durable = std::env::var("BENCH_DURABLE").unwrap_or_default();
     runtime.block_on(async {
+        if durable != "only" {
+            in_memory().await;
+        }
+        if durable != "off" {
+            checkpointed().await;
+        }
+    });
+}
+
+/// The graphs with every run journaled, per backend.
+async fn checkpointed() {
+    let dir = std::env::temp_dir().join(format!("convergio-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let postgres = std::env::var("CONVERGIO_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let backends = [
+        (
+            "SQLite synchronous=FULL",
+            format!("sqlite://{}/full.db", dir.display()),
+            true,
+        ),
+        (
+            "SQLite synchronous=NORMAL",
+            format!("sqlite://{}/normal.db", dir.display()),
+            false,
+        ),
+        ("PostgreSQL", postgres, true),
+    ];
+    for (label, url, full_sync) in backends {
+        let store = match convergio_runs::connect(
+            &url,
+            convergio_runs::RunStoreConfig {
+                sqlite_full_sync: full_sync,
+                ..convergio_runs::RunStoreConfig::default()
+            },
+        )
+        .await
+        {
+            Ok(store) => store,
+            Err(error) => {
+                println!("-- checkpointed on {label}: skipped ({error})");
+                continue;
+            }
+        };
+        println!("-- checkpointed on {label} (a commit per step)");
+        let executor = Executor::with_journal(
+            Arc::new(Bench),
+            ExecutorConfig {
+                record_events: false,
+                checkpoint_by_default: true,
+                ..ExecutorConfig::default()
+            },
+            store.clone(),
+        );
+        let stats = Some(store.stats());
+        measure_plan(
+            "G1 codereview",
+            &executor,
+            Arc::new(codereview()),
+            json!({"source_code": "fn main() {}"}),
+            json!("analyzer,security,performance,style,aggregator"),
+            Plan {
+                runs: 4096,
+                parallel: 256,
+                latency_runs: 200,
+                stats,
+            },
+        )
+        .await;
+        measure_plan(
+            "G2 fanout",
+            &executor,
+            Arc::new(fanout()),
+            json!(null),
+            json!(499500),
+            Plan {
+                runs: 8,
+                parallel: 2,
+                latency_runs: 4,
+                stats,
+            },
+        )
+        .await;
+        measure_plan(
+            "G3 chain",
+            &executor,
+            Arc::new(chain()),
+            json!(0),
+            json!(1000),
+            Plan {
+                runs: 4,
+                parallel: 2,
+                latency_runs: 2,
+                stats,
+            },
+        )
+        .await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The graphs in memory, with and without the event log.
+async fn in_memory() {
+    {
         for (label, record_events) in [("events on", true), ("events off", false)] {
             println!("-- executor with the run event log {label}");
             let executor = Executor::new(
@@ -312,5 +480,5 @@ fn main() {
             )
             .await;
         }
-    });
+    }
 }

@@ -49,6 +49,63 @@ pub enum OrchestratorError {
         /// The run concerned.
         run_id: String,
     },
+    /// The run already ended; it cannot be resumed or continued.
+    #[error("run {run_id} already ended ({status})")]
+    RunEnded {
+        /// The run concerned.
+        run_id: String,
+        /// How it ended.
+        status: String,
+    },
+    /// The run is being driven (here or by another replica holding its lease).
+    #[error("run {run_id} is running; it cannot be resumed twice")]
+    RunActive {
+        /// The run concerned.
+        run_id: String,
+    },
+    /// The run is not waiting for a human decision.
+    #[error("run {run_id} is not waiting for a human decision")]
+    NotWaiting {
+        /// The run concerned.
+        run_id: String,
+    },
+    /// The run was not checkpointed, so it cannot be resumed.
+    #[error("run {run_id} is not durable (its graph does not set checkpoint_enabled)")]
+    NotDurable {
+        /// The run concerned.
+        run_id: String,
+    },
+    /// No checkpoint of the run has this name.
+    #[error("run {run_id} has no checkpoint named {name:?}")]
+    CheckpointNotFound {
+        /// The run concerned.
+        run_id: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// A checkpoint with this name already exists.
+    #[error("run {run_id} already has a checkpoint named {name:?}")]
+    CheckpointExists {
+        /// The run concerned.
+        run_id: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// A stored run or step cannot be read back: nothing was changed and
+    /// the run was not restarted.
+    #[error("stored run {run_id} is unreadable: {message}")]
+    CorruptRun {
+        /// The run concerned.
+        run_id: String,
+        /// What is wrong (step number, format version, decode error).
+        message: String,
+    },
+    /// The run store failed (database unreachable, I/O error).
+    #[error("run store failed: {message}")]
+    Storage {
+        /// What the backend said.
+        message: String,
+    },
 }
 
 impl From<Vec<ValidationError>> for OrchestratorError {
@@ -79,6 +136,14 @@ impl OrchestratorError {
             Self::RunNotFound { .. } => ErrorKind::NotFound,
             Self::RunNotFinished { .. } => ErrorKind::Conflict,
             Self::RunLost { .. } => ErrorKind::Internal,
+            Self::RunEnded { .. }
+            | Self::RunActive { .. }
+            | Self::NotWaiting { .. }
+            | Self::NotDurable { .. }
+            | Self::CheckpointExists { .. }
+            | Self::CorruptRun { .. } => ErrorKind::Conflict,
+            Self::CheckpointNotFound { .. } => ErrorKind::NotFound,
+            Self::Storage { .. } => ErrorKind::Unavailable,
         }
     }
 

@@ -28,7 +28,7 @@
 //! (the run ends `waiting_for_human`; resuming needs durable runs). Budget
 //! errors are never retried.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,7 @@ use crate::dispatch::{AgentCall, Dispatch, Usage};
 use crate::dsl::{lookup_path, Backoff, NodeKind, OnError, SimpleStrategy, When, WhenKeyword};
 use crate::error::{DispatchError, OrchestratorError};
 use crate::graph::{route, Graph, InputRef, Node};
+use crate::journal::{Checkpoint, NewRun, RunHeader, RunJournal, StepDelta, StoredRun};
 use crate::mapping::{build_message, reply_output};
 use crate::metrics::Metrics;
 use crate::trace::{child_traceparent, new_trace_id, PriceTable, Trace};
@@ -68,6 +69,12 @@ pub struct ExecutorConfig {
     pub record_events: bool,
     /// Finished runs kept in memory for status and result lookups.
     pub max_retained_runs: usize,
+    /// Checkpoint every run when a journal is set, not only those whose
+    /// graph sets `checkpoint_enabled`.
+    pub checkpoint_by_default: bool,
+    /// Limits applied when a stored run's graph document is compiled again
+    /// to resume it.
+    pub resume_limits: crate::validate::Limits,
 }
 
 impl Default for ExecutorConfig {
@@ -79,6 +86,8 @@ impl Default for ExecutorConfig {
             prices: PriceTable::default(),
             record_events: true,
             max_retained_runs: 10_000,
+            checkpoint_by_default: false,
+            resume_limits: crate::validate::Limits::default(),
         }
     }
 }
@@ -92,6 +101,28 @@ pub struct RunOptions {
     /// Where the caller connected from (handed to every agent call as
     /// [`AgentCall::origin`]).
     pub origin: Option<std::net::IpAddr>,
+    /// The graph document, stored with a checkpointed run so that any
+    /// replica can rebuild the graph to resume it.
+    pub source: Option<String>,
+}
+
+/// How a stored run continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Continue {
+    /// Resume an interrupted run from its last step.
+    Resume,
+    /// A human approves the waiting node: it runs again.
+    Approve,
+    /// A human supplies the waiting node's output; the run continues.
+    Input {
+        /// The node's output.
+        output: Value,
+    },
+    /// A human rejects: the run fails.
+    Reject {
+        /// Why, for the run's error.
+        reason: Option<String>,
+    },
 }
 
 /// How a run ended (or that it has not).
@@ -108,7 +139,7 @@ pub enum RunStatus {
     TimedOut,
     /// A node would have run more than `config.max_iterations` times.
     IterationLimit,
-    /// A `human` node failed; continuing needs durable runs (issue 8).
+    /// A `human` node failed; the run waits for approve, reject or input.
     WaitingForHuman,
 }
 
@@ -204,6 +235,9 @@ pub struct NodeState {
     pub back_taken: u32,
     /// It became ready again while running.
     pub rerun: bool,
+    /// The call in flight goes to the fallback agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
 }
 
 /// One node execution (a row of the trace).
@@ -323,6 +357,9 @@ pub struct RunState {
     pub finished_at: Option<DateTime<Utc>>,
     /// Why the run did not succeed.
     pub error: Option<String>,
+    /// The node waiting for a human decision (status `waiting_for_human`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_node: Option<String>,
 }
 
 /// The result of a finished run.
@@ -429,6 +466,10 @@ struct Inner {
     config: ExecutorConfig,
     runs: Runs,
     metrics: Metrics,
+    /// Where checkpointed runs are journaled.
+    journal: Option<Arc<dyn RunJournal>>,
+    /// Checkpointed runs this process is driving.
+    active: Mutex<HashSet<Uuid>>,
 }
 
 /// Runs validated graphs against a [`Dispatch`]: sync, async, streaming and
@@ -477,14 +518,38 @@ impl Stream for RunEvents {
 impl Executor {
     /// An executor calling agents through `dispatch`.
     pub fn new(dispatch: Arc<dyn Dispatch>, config: ExecutorConfig) -> Self {
+        Self::build(dispatch, config, None)
+    }
+
+    /// An executor that journals checkpointed runs to `journal`.
+    pub fn with_journal(
+        dispatch: Arc<dyn Dispatch>,
+        config: ExecutorConfig,
+        journal: Arc<dyn RunJournal>,
+    ) -> Self {
+        Self::build(dispatch, config, Some(journal))
+    }
+
+    fn build(
+        dispatch: Arc<dyn Dispatch>,
+        config: ExecutorConfig,
+        journal: Option<Arc<dyn RunJournal>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 dispatch,
                 config,
                 runs: Runs::default(),
                 metrics: Metrics::new(),
+                journal,
+                active: Mutex::new(HashSet::new()),
             }),
         }
+    }
+
+    /// The journal checkpointed runs go to, if any.
+    pub fn journal(&self) -> Option<&Arc<dyn RunJournal>> {
+        self.inner.journal.as_ref()
     }
 
     /// The metrics of every run this executor finished.
@@ -509,15 +574,26 @@ impl Executor {
         options: RunOptions,
     ) -> Result<RunResult, OrchestratorError> {
         check_input(&graph, &input)?;
+        let run_id = Uuid::now_v7();
+        let durable = self.fresh_durable(&graph, &input, run_id, &options);
         let caller = options.caller.map(Arc::new);
+        if durable.is_some() {
+            // A checkpointed run is kept by id and marked active, so a
+            // concurrent resume cannot drive it twice.
+            let start = RunStart::Fresh { input, run_id };
+            let (_, join) = self.launch_run(graph, start, None, caller, options.origin, durable)?;
+            return join.await.map_err(|_| OrchestratorError::RunLost {
+                run_id: run_id.to_string(),
+            });
+        }
         let result = run_graph(
             self.inner.clone(),
             graph,
-            input,
-            Uuid::now_v7(),
+            RunStart::Fresh { input, run_id },
             None,
             caller,
             options.origin,
+            durable,
         )
         .await;
         self.inner.metrics.record_run(&result.state);
@@ -622,9 +698,365 @@ impl Executor {
         options: RunOptions,
     ) -> Result<(Uuid, tokio::task::JoinHandle<RunResult>), OrchestratorError> {
         check_input(&graph, &input)?;
+        let run_id = Uuid::now_v7();
+        let durable = self.fresh_durable(&graph, &input, run_id, &options);
         let caller = options.caller.map(Arc::new);
         let origin = options.origin;
-        let run_id = Uuid::now_v7();
+        self.launch_run(
+            graph,
+            RunStart::Fresh { input, run_id },
+            events,
+            caller,
+            origin,
+            durable,
+        )
+    }
+
+    fn journal_or(&self, run_id: Uuid) -> Result<Arc<dyn RunJournal>, OrchestratorError> {
+        self.inner
+            .journal
+            .clone()
+            .ok_or_else(|| OrchestratorError::NotDurable {
+                run_id: run_id.to_string(),
+            })
+    }
+
+    fn is_active(&self, run_id: Uuid) -> bool {
+        self.inner
+            .active
+            .lock()
+            .map(|active| active.contains(&run_id))
+            .unwrap_or(false)
+    }
+
+    /// Rebuilds a stored run's graph from its stored document.
+    pub fn stored_graph(&self, stored: &StoredRun) -> Result<Arc<Graph>, OrchestratorError> {
+        let corrupt = |message: String| OrchestratorError::CorruptRun {
+            run_id: stored.header.run_id.to_string(),
+            message,
+        };
+        if stored.source.is_empty() {
+            return Err(corrupt(
+                "no graph document is stored with it (a graph built in Rust must be handed in again)"
+                    .to_owned(),
+            ));
+        }
+        let spec = crate::source::parse_yaml(&stored.source)
+            .map_err(|error| corrupt(format!("its graph document does not parse: {error}")))?;
+        let graph = crate::validate::validate(
+            &spec,
+            &crate::validate::AnyAgent,
+            &self.inner.config.resume_limits,
+        )
+        .map_err(|errors| {
+            corrupt(format!(
+                "its graph document is not valid: {}",
+                OrchestratorError::from(errors)
+            ))
+        })?;
+        Ok(Arc::new(graph))
+    }
+
+    /// A stored run and its state replayed to its last step.
+    pub async fn stored_run(
+        &self,
+        run_id: Uuid,
+        graph: Option<Arc<Graph>>,
+    ) -> Result<(StoredRun, Arc<Graph>, RunState), OrchestratorError> {
+        let journal = self.journal_or(run_id)?;
+        let stored = journal.load(run_id, None).await?;
+        let graph = match graph {
+            Some(graph) => graph,
+            None => self.stored_graph(&stored)?,
+        };
+        let state = RunState::replay(&graph, &stored)?;
+        Ok((stored, graph, state))
+    }
+
+    /// The result of a stored run (finished or not), read from the journal,
+    /// so any replica can answer for any run.
+    pub async fn stored_result(&self, run_id: Uuid) -> Result<RunResult, OrchestratorError> {
+        let (stored, _graph, state) = self.stored_run(run_id, None).await?;
+        let trace = Trace::from_state(&state, &self.inner.config.prices);
+        Ok(RunResult {
+            run_id,
+            status: state.status,
+            output: crate::journal::stored_output(&stored),
+            error: state.error.clone(),
+            trace,
+            state,
+        })
+    }
+
+    /// Continues a stored run as a streaming run: `Continue::Resume` after a
+    /// crash (the run must still be `running` and not driven anywhere), or a
+    /// human decision on a run `waiting_for_human`. Bad requests change
+    /// nothing stored. `graph` is needed only for graphs built in Rust.
+    pub async fn continue_stream(
+        &self,
+        run_id: Uuid,
+        action: Continue,
+        graph: Option<Arc<Graph>>,
+        origin: Option<std::net::IpAddr>,
+    ) -> Result<RunEvents, OrchestratorError> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.continue_run(run_id, action, graph, origin, Some(sender))
+            .await?;
+        Ok(RunEvents { run_id, receiver })
+    }
+
+    async fn continue_run(
+        &self,
+        run_id: Uuid,
+        action: Continue,
+        graph: Option<Arc<Graph>>,
+        origin: Option<std::net::IpAddr>,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+    ) -> Result<tokio::task::JoinHandle<RunResult>, OrchestratorError> {
+        let journal = self.journal_or(run_id)?;
+        if self.is_active(run_id) {
+            return Err(OrchestratorError::RunActive {
+                run_id: run_id.to_string(),
+            });
+        }
+        let (stored, graph, state) = self.stored_run(run_id, graph).await?;
+        match (&action, state.status) {
+            (Continue::Resume, RunStatus::Running) => {}
+            (Continue::Resume, RunStatus::WaitingForHuman) => {
+                return Err(OrchestratorError::RunEnded {
+                    run_id: run_id.to_string(),
+                    status: "waiting_for_human: approve, reject or give input".to_owned(),
+                })
+            }
+            (Continue::Resume, status) => {
+                return Err(OrchestratorError::RunEnded {
+                    run_id: run_id.to_string(),
+                    status: status.as_str().to_owned(),
+                })
+            }
+            (_, RunStatus::WaitingForHuman) if state.waiting_node.is_some() => {}
+            _ => {
+                return Err(OrchestratorError::NotWaiting {
+                    run_id: run_id.to_string(),
+                })
+            }
+        }
+        if !journal.claim(run_id).await? {
+            return Err(OrchestratorError::RunActive {
+                run_id: run_id.to_string(),
+            });
+        }
+        let mut durable = Durable::new(journal, &graph, None, stored.steps.len() as u64);
+        durable.executions_saved = state.executions.len();
+        let start = RunStart::Restored {
+            state: Box::new(state),
+            action,
+        };
+        let (_, join) = self.launch_run(graph, start, events, None, origin, Some(durable))?;
+        Ok(join)
+    }
+
+    /// Starts a new run from a named checkpoint of `run_id`, optionally with
+    /// a new input (nodes already finished keep their outputs). The source
+    /// run is not changed.
+    pub async fn resume_from_checkpoint(
+        &self,
+        run_id: Uuid,
+        name: &str,
+        new_input: Option<Value>,
+        graph: Option<Arc<Graph>>,
+        origin: Option<std::net::IpAddr>,
+    ) -> Result<RunEvents, OrchestratorError> {
+        let journal = self.journal_or(run_id)?;
+        let checkpoint = journal
+            .checkpoints(run_id)
+            .await?
+            .into_iter()
+            .find(|checkpoint| checkpoint.name == name)
+            .ok_or_else(|| OrchestratorError::CheckpointNotFound {
+                run_id: run_id.to_string(),
+                name: name.to_owned(),
+            })?;
+        let stored = journal.load(run_id, Some(checkpoint.seq)).await?;
+        let graph = match graph {
+            Some(graph) => graph,
+            None => self.stored_graph(&stored)?,
+        };
+        let new_run_id = Uuid::now_v7();
+        let mut header = stored.header.clone();
+        header.run_id = new_run_id;
+        header.trace_id = new_trace_id();
+        header.started_at = Utc::now();
+        if let Some(input) = new_input {
+            check_input(&graph, &input)?;
+            header.input = input;
+        }
+        let copy = StoredRun {
+            header: header.clone(),
+            ..stored
+        };
+        let mut state = RunState::replay(&graph, &copy)?;
+        // A checkpoint of an interrupted run continues; one taken at the
+        // end of a run starts again from there.
+        if state.status != RunStatus::WaitingForHuman {
+            state.status = RunStatus::Running;
+            state.error = None;
+            state.finished_at = None;
+        }
+        let steps = copy.steps.len() as u64;
+        let new_run = NewRun {
+            header,
+            source: copy.source,
+            owner: copy.owner,
+            steps: copy.steps,
+        };
+        let mut durable = Durable::new(journal, &graph, Some(new_run), steps);
+        durable.executions_saved = state.executions.len();
+        durable.input_changed = true;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let start = RunStart::Restored {
+            state: Box::new(state),
+            action: Continue::Resume,
+        };
+        self.launch_run(graph, start, Some(sender), None, origin, Some(durable))?;
+        Ok(RunEvents {
+            run_id: new_run_id,
+            receiver,
+        })
+    }
+
+    /// Names the last committed step of a checkpointed run.
+    pub async fn checkpoint(
+        &self,
+        run_id: Uuid,
+        name: &str,
+    ) -> Result<Checkpoint, OrchestratorError> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(OrchestratorError::InvalidInput {
+                message: "a checkpoint name is 1 to 128 characters without control characters"
+                    .to_owned(),
+            });
+        }
+        self.journal_or(run_id)?.name_checkpoint(run_id, name).await
+    }
+
+    /// The named checkpoints of a checkpointed run.
+    pub async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<Checkpoint>, OrchestratorError> {
+        self.journal_or(run_id)?.checkpoints(run_id).await
+    }
+
+    /// Keeps this replica's leases alive and, when `take_over` is set,
+    /// resumes runs whose lease expired (their replica died), every `every`.
+    pub fn spawn_lease_keeper(
+        &self,
+        every: Duration,
+        take_over: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let journal = self.inner.journal.clone()?;
+        let executor = self.clone();
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                let active: Vec<Uuid> = executor
+                    .inner
+                    .active
+                    .lock()
+                    .map(|active| active.iter().copied().collect())
+                    .unwrap_or_default();
+                if let Err(error) = journal.renew(&active).await {
+                    tracing::warn!(error = %error, "renewing run leases failed");
+                }
+                if !take_over {
+                    continue;
+                }
+                let claimed = match journal.claim_expired(16).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "claiming expired runs failed");
+                        continue;
+                    }
+                };
+                for run_id in claimed {
+                    match executor
+                        .continue_run(run_id, Continue::Resume, None, None, None)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(run_id = %run_id, "resumed a run whose lease expired")
+                        }
+                        Err(error) => {
+                            tracing::warn!(run_id = %run_id, error = %error, "a run whose lease expired cannot be resumed")
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The journal entry of a new run, when it is checkpointed.
+    fn fresh_durable(
+        &self,
+        graph: &Graph,
+        input: &Value,
+        run_id: Uuid,
+        options: &RunOptions,
+    ) -> Option<Durable> {
+        let journal = self.inner.journal.clone()?;
+        if !(graph.config.checkpoint_enabled || self.inner.config.checkpoint_by_default) {
+            return None;
+        }
+        let header = RunHeader {
+            run_id,
+            graph_id: graph.name.to_string(),
+            trace_id: new_trace_id(),
+            input: input.clone(),
+            caller: options.caller.clone(),
+            started_at: Utc::now(),
+        };
+        let owner = options
+            .caller
+            .as_ref()
+            .map(Principal::owner_key)
+            .unwrap_or_default();
+        Some(Durable::new(
+            journal,
+            graph,
+            Some(NewRun {
+                header,
+                source: options.source.clone().unwrap_or_default(),
+                owner,
+                steps: Vec::new(),
+            }),
+            0,
+        ))
+    }
+
+    /// Starts a run on its own task, kept by id.
+    fn launch_run(
+        &self,
+        graph: Arc<Graph>,
+        start: RunStart,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        caller: Option<Arc<Principal>>,
+        origin: Option<std::net::IpAddr>,
+        durable: Option<Durable>,
+    ) -> Result<(Uuid, tokio::task::JoinHandle<RunResult>), OrchestratorError> {
+        let run_id = start.run_id();
+        if durable.is_some() {
+            let mut active = self
+                .inner
+                .active
+                .lock()
+                .map_err(|_| OrchestratorError::RunLost {
+                    run_id: run_id.to_string(),
+                })?;
+            if !active.insert(run_id) {
+                return Err(OrchestratorError::RunActive {
+                    run_id: run_id.to_string(),
+                });
+            }
+        }
         self.inner.runs.start(RunSummary {
             run_id,
             graph_id: graph.name.to_string(),
@@ -638,10 +1070,16 @@ impl Executor {
             // until the result is stored means a consumer that saw the end
             // can always fetch the result by id.
             let keep_open = events.clone();
+            let durable_run = durable.is_some();
             let result =
-                run_graph(inner.clone(), graph, input, run_id, events, caller, origin).await;
+                run_graph(inner.clone(), graph, start, events, caller, origin, durable).await;
             inner.metrics.record_run(&result.state);
             inner.runs.finish(&result, inner.config.max_retained_runs);
+            if durable_run {
+                if let Ok(mut active) = inner.active.lock() {
+                    active.remove(&run_id);
+                }
+            }
             drop(keep_open);
             result
         });
@@ -690,19 +1128,117 @@ struct NodeOutcome {
     result: Result<(Value, Usage), (String, bool)>,
 }
 
+/// Where a run starts from.
+enum RunStart {
+    /// A new run.
+    Fresh { input: Value, run_id: Uuid },
+    /// A stored run replayed to its last step, continued as `action` says.
+    Restored {
+        state: Box<RunState>,
+        action: Continue,
+    },
+}
+
+// === impl RunStart ===
+
+impl RunStart {
+    fn run_id(&self) -> Uuid {
+        match self {
+            Self::Fresh { run_id, .. } => *run_id,
+            Self::Restored { state, .. } => state.run_id,
+        }
+    }
+}
+
+/// A checkpointed run's journal and what changed since its last step.
+struct Durable {
+    journal: Arc<dyn RunJournal>,
+    /// The row to create before the first call (new runs only).
+    create: Option<NewRun>,
+    /// The last committed step.
+    seq: u64,
+    node_dirty: Vec<bool>,
+    nodes: Vec<u32>,
+    edge_dirty: Vec<bool>,
+    edges: Vec<u32>,
+    agents: Vec<String>,
+    executions_saved: usize,
+    input_changed: bool,
+    /// Set once the journal failed: nothing more is written, and the run
+    /// stays resumable from its last committed step.
+    failed: bool,
+}
+
+// === impl Durable ===
+
+impl Durable {
+    fn new(journal: Arc<dyn RunJournal>, graph: &Graph, create: Option<NewRun>, seq: u64) -> Self {
+        Self {
+            journal,
+            create,
+            seq,
+            node_dirty: vec![false; graph.nodes.len()],
+            nodes: Vec::new(),
+            edge_dirty: vec![false; graph.edges.len()],
+            edges: Vec::new(),
+            agents: Vec::new(),
+            executions_saved: 0,
+            input_changed: false,
+            failed: false,
+        }
+    }
+}
+
 fn run_graph(
     inner: Arc<Inner>,
     graph: Arc<Graph>,
-    input: Value,
-    run_id: Uuid,
+    start: RunStart,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
     caller: Option<Arc<Principal>>,
     origin: Option<std::net::IpAddr>,
+    durable: Option<Durable>,
 ) -> Pin<Box<dyn Future<Output = RunResult> + Send>> {
     Box::pin(async move {
-        let mut run = Run::new(inner, graph, input, run_id, events, caller, origin);
+        let (mut run, action) = match start {
+            RunStart::Fresh { input, run_id } => {
+                let trace_id = durable
+                    .as_ref()
+                    .and_then(|durable| durable.create.as_ref())
+                    .map(|create| create.header.trace_id.clone());
+                let mut run = Run::new(inner, graph, input, run_id, events, caller, origin);
+                if let Some(trace_id) = trace_id {
+                    run.state.trace_id = trace_id;
+                }
+                (run, None)
+            }
+            RunStart::Restored { state, action } => {
+                let run = Run::restore(inner, graph, *state, events, caller, origin);
+                (run, Some(action))
+            }
+        };
+        run.durable = durable;
+        if let Some(create) = run
+            .durable
+            .as_mut()
+            .and_then(|durable| durable.create.take())
+        {
+            run.state.started_at = create.header.started_at;
+            let journal = run.durable.as_ref().map(|durable| durable.journal.clone());
+            if let Some(journal) = journal {
+                if let Err(error) = journal.create(&create).await {
+                    run.store_failed(&error);
+                }
+            }
+        }
+        if let Some(action) = action {
+            run.continue_with(action);
+            run.commit(None).await;
+        }
         run.drive().await;
-        run.finish()
+        run.state.finished_at = Some(Utc::now());
+        let output = run.output();
+        run.commit(Some(output.clone())).await;
+        run.finish(output)
     })
 }
 
@@ -722,6 +1258,8 @@ struct Run {
     caller: Option<Arc<Principal>>,
     /// Where the caller connected from.
     origin: Option<std::net::IpAddr>,
+    /// The journal of a checkpointed run.
+    durable: Option<Durable>,
 }
 
 // === impl Run ===
@@ -739,22 +1277,7 @@ impl Run {
         let nodes = graph
             .nodes
             .iter()
-            .map(|node| NodeState {
-                node_id: node.id.to_string(),
-                status: NodeStatus::Pending,
-                runs: 0,
-                attempts: 0,
-                attempt: 0,
-                started_at: None,
-                output: Value::Null,
-                error: None,
-                usage: Usage::default(),
-                forward_resolved: 0,
-                forward_taken: 0,
-                back_resolved: 0,
-                back_taken: 0,
-                rerun: false,
-            })
+            .map(|node| NodeState::pending(node.id.to_string()))
             .collect();
         let state = RunState {
             run_id,
@@ -777,6 +1300,7 @@ impl Run {
             started_at: Utc::now(),
             finished_at: None,
             error: None,
+            waiting_node: None,
         };
         let ready = graph.entries.iter().copied().collect();
         let run_id_text = run_id.to_string();
@@ -794,7 +1318,206 @@ impl Run {
             graph_id_value,
             caller,
             origin,
+            durable: None,
         }
+    }
+
+    /// A run continuing from a replayed state.
+    fn restore(
+        inner: Arc<Inner>,
+        graph: Arc<Graph>,
+        mut state: RunState,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        caller: Option<Arc<Principal>>,
+        origin: Option<std::net::IpAddr>,
+    ) -> Self {
+        let ready = std::mem::take(&mut state.ready).into();
+        let run_id_text = state.run_id.to_string();
+        let run_id_value = Value::String(run_id_text.clone());
+        let graph_id_value = Value::String(graph.name.to_string());
+        let caller = caller.or_else(|| state.caller.clone().map(Arc::new));
+        Self {
+            inner,
+            graph,
+            state,
+            events,
+            ready,
+            signals: Vec::new(),
+            run_id_text,
+            run_id_value,
+            graph_id_value,
+            caller,
+            origin,
+            durable: None,
+        }
+    }
+
+    /// Applies a human decision (or a plain resume) to a restored run.
+    fn continue_with(&mut self, action: Continue) {
+        if action == Continue::Resume {
+            return;
+        }
+        let waiting = self
+            .state
+            .waiting_node
+            .take()
+            .and_then(|id| self.graph.node_index(&id));
+        if action != Continue::Resume {
+            self.state.status = RunStatus::Running;
+            self.state.error = None;
+            self.state.finished_at = None;
+        }
+        let Some(index) = waiting else {
+            return;
+        };
+        self.mark_node(index);
+        match action {
+            Continue::Resume => {}
+            Continue::Approve => {
+                self.state.nodes[index as usize].status = NodeStatus::Pending;
+                self.ready.push_back(index);
+            }
+            Continue::Input { output } => {
+                let now = Utc::now();
+                let node_state = &mut self.state.nodes[index as usize];
+                node_state.error = None;
+                self.state.executions.push(NodeExecution {
+                    node_id: node_state.node_id.clone(),
+                    agent: "human".to_owned(),
+                    iteration: node_state.runs,
+                    attempts: 0,
+                    start_time: now,
+                    end_time: now,
+                    usage: Usage::default(),
+                    status: ExecutionStatus::Success,
+                    error: None,
+                });
+                self.complete(index, output, NodeStatus::Succeeded, Instant::now());
+            }
+            Continue::Reject { reason } => {
+                let node = self.state.nodes[index as usize].node_id.clone();
+                let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
+                self.end(
+                    RunStatus::Failed,
+                    Some(format!("node `{node}` was rejected by a human: {reason}")),
+                );
+            }
+        }
+    }
+
+    fn mark_node(&mut self, index: u32) {
+        if let Some(durable) = &mut self.durable {
+            let slot = &mut durable.node_dirty[index as usize];
+            if !*slot {
+                *slot = true;
+                durable.nodes.push(index);
+            }
+        }
+    }
+
+    fn mark_edge(&mut self, index: u32) {
+        if let Some(durable) = &mut self.durable {
+            let slot = &mut durable.edge_dirty[index as usize];
+            if !*slot {
+                *slot = true;
+                durable.edges.push(index);
+            }
+        }
+    }
+
+    fn mark_agent(&mut self, agent: &str) {
+        if let Some(durable) = &mut self.durable {
+            if !durable.agents.iter().any(|known| known == agent) {
+                durable.agents.push(agent.to_owned());
+            }
+        }
+    }
+
+    /// The changes since the last step, as the next step.
+    fn take_delta(&mut self, output: Option<Value>) -> Option<StepDelta> {
+        let durable = self.durable.as_mut().filter(|durable| !durable.failed)?;
+        durable.seq += 1;
+        let state = &self.state;
+        let nodes = durable
+            .nodes
+            .drain(..)
+            .map(|index| {
+                durable.node_dirty[index as usize] = false;
+                (index, state.nodes[index as usize].clone())
+            })
+            .collect();
+        let edges = durable
+            .edges
+            .drain(..)
+            .map(|index| {
+                durable.edge_dirty[index as usize] = false;
+                (index, state.edge_traversals[index as usize])
+            })
+            .collect();
+        let agent_usage = durable
+            .agents
+            .drain(..)
+            .map(|agent| {
+                let usage = state
+                    .usage_by_agent
+                    .get(&agent)
+                    .copied()
+                    .unwrap_or_default();
+                (agent, usage)
+            })
+            .collect();
+        let executions = state
+            .executions
+            .get(durable.executions_saved..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        durable.executions_saved = state.executions.len();
+        let input = std::mem::take(&mut durable.input_changed).then(|| state.input.clone());
+        Some(StepDelta {
+            seq: durable.seq,
+            nodes,
+            edges,
+            ready: self.ready.iter().copied().collect(),
+            usage: state.usage,
+            agent_usage,
+            executions,
+            status: state.status,
+            error: state.error.clone(),
+            finished_at: state.finished_at,
+            waiting_node: state.waiting_node.clone(),
+            input,
+            output,
+        })
+    }
+
+    /// Commits the changes since the last step; returns once they are
+    /// durable (at once for runs that are not checkpointed).
+    async fn commit(&mut self, output: Option<Value>) {
+        let Some(delta) = self.take_delta(output) else {
+            return;
+        };
+        let Some(journal) = self.durable.as_ref().map(|durable| durable.journal.clone()) else {
+            return;
+        };
+        match journal.append(self.state.run_id, &delta).await {
+            Ok(()) => self.inner.metrics.record_checkpoint(),
+            Err(error) => self.store_failed(&error),
+        }
+    }
+
+    /// The journal failed: stop here; the run resumes from its last
+    /// committed step (on this replica or another once the lease expires).
+    fn store_failed(&mut self, error: &OrchestratorError) {
+        tracing::error!(run_id = %self.state.run_id, error = %error, "checkpoint failed; the run stops");
+        if let Some(durable) = &mut self.durable {
+            durable.failed = true;
+        }
+        self.end(
+            RunStatus::Failed,
+            Some(format!(
+                "the run store failed ({error}); the run can be resumed from its last checkpoint"
+            )),
+        );
     }
 
     fn wants_events(&self) -> bool {
@@ -834,6 +1557,18 @@ impl Run {
         // One timer for the whole run, polled alongside the nodes.
         let mut deadline = total_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
         let mut in_flight: FuturesUnordered<NodeFuture> = FuturesUnordered::new();
+        // A restored run re-sends the calls that were in flight at its last
+        // step, with the same message ids, so agents can de-duplicate.
+        if self.state.status == RunStatus::Running {
+            let in_progress: Vec<u32> = (0..self.state.nodes.len() as u32)
+                .filter(|&index| self.state.nodes[index as usize].status == NodeStatus::Running)
+                .collect();
+            for index in in_progress {
+                if let Some(future) = self.relaunch(index) {
+                    in_flight.push(future);
+                }
+            }
+        }
         loop {
             while in_flight.len() < max_in_flight && self.state.status == RunStatus::Running {
                 let Some(node) = self.ready.pop_front() else {
@@ -861,16 +1596,58 @@ impl Run {
                 Some(outcome) => self.handle(outcome, &mut in_flight),
                 None => break,
             }
+            if self.durable.is_some() {
+                // Outcomes already at hand join this step, so one commit
+                // covers them (fan-outs); then the step is made durable
+                // before any node it readied starts.
+                while self.state.status == RunStatus::Running {
+                    match futures_util::FutureExt::now_or_never(in_flight.next()) {
+                        Some(Some(outcome)) => self.handle(outcome, &mut in_flight),
+                        _ => break,
+                    }
+                }
+                self.commit(None).await;
+            }
         }
         // Dropping the futures cancels the calls still in flight.
         drop(in_flight);
         self.end(RunStatus::Succeeded, None);
-        for node in &mut self.state.nodes {
-            if node.status == NodeStatus::Running {
-                node.status = NodeStatus::Cancelled;
+        for index in 0..self.state.nodes.len() {
+            if self.state.nodes[index].status == NodeStatus::Running {
+                self.state.nodes[index].status = NodeStatus::Cancelled;
+                self.mark_node(index as u32);
             }
         }
         self.state.ready = self.ready.iter().copied().collect();
+    }
+
+    /// Re-sends the call of a node that was in flight when its run stopped.
+    fn relaunch(&mut self, index: u32) -> Option<NodeFuture> {
+        let graph = self.graph.clone();
+        let node = &graph.nodes[index as usize];
+        let started = Instant::now();
+        let node_state = &self.state.nodes[index as usize];
+        if self.wants_events() {
+            self.emit(RunEvent::NodeStarted {
+                run_id: self.state.run_id,
+                node_id: node.id.to_string(),
+                agent: node.agent.as_deref().map(str::to_owned),
+                iteration: node_state.runs,
+            });
+        }
+        let node_state = &self.state.nodes[index as usize];
+        match (&node.on_error, node_state.fallback) {
+            (OnError::Fallback { fallback }, true) => {
+                Some(self.start_call(index, fallback.clone(), true, None, started))
+            }
+            _ => match node.kind {
+                NodeKind::Agent | NodeKind::Judge | NodeKind::Router if node.agent.is_some() => {
+                    let agent = node.agent.as_deref().unwrap_or_default().to_owned();
+                    Some(self.start_call(index, agent, false, None, started))
+                }
+                _ => self.launch_local(index, started),
+            },
+        }
     }
 
     /// Starts node `index`, or returns `None` when it completes at once or
@@ -896,8 +1673,10 @@ impl Run {
         node_state.runs += 1;
         node_state.status = NodeStatus::Running;
         node_state.attempt = 1;
+        node_state.fallback = false;
         node_state.started_at = Some(Utc::now());
         let iteration = node_state.runs;
+        self.mark_node(index);
         if self.wants_events() {
             self.emit(RunEvent::NodeStarted {
                 run_id: self.state.run_id,
@@ -980,16 +1759,12 @@ impl Run {
                     let result = match check_input(&subgraph, &sub_input) {
                         Err(error) => Err((error.to_string(), false)),
                         Ok(()) => {
-                            let result = run_graph(
-                                inner,
-                                subgraph,
-                                sub_input,
-                                Uuid::now_v7(),
-                                None,
-                                caller,
-                                origin,
-                            )
-                            .await;
+                            let start = RunStart::Fresh {
+                                input: sub_input,
+                                run_id: Uuid::now_v7(),
+                            };
+                            let result =
+                                run_graph(inner, subgraph, start, None, caller, origin, None).await;
                             match result.status {
                                 RunStatus::Succeeded => Ok((result.output, result.state.usage)),
                                 status => Err((
@@ -1095,6 +1870,8 @@ impl Run {
         let graph = self.graph.clone();
         let index = outcome.node as usize;
         let node = &graph.nodes[index];
+        self.mark_node(outcome.node);
+        self.mark_agent(&outcome.agent);
         self.state.nodes[index].attempts += outcome.calls;
         let result = match outcome.result {
             Ok((output, usage)) => {
@@ -1176,6 +1953,7 @@ impl Run {
                 );
                 let node_state = &mut self.state.nodes[index];
                 node_state.attempt = 1;
+                node_state.fallback = true;
                 node_state.started_at = Some(Utc::now());
                 let future =
                     self.start_call(outcome.node, fallback.clone(), true, None, outcome.started);
@@ -1205,13 +1983,21 @@ impl Run {
                     Some(error.clone()),
                 );
                 self.fail_node(index, outcome.started);
+                let hint = if self.durable.is_some() {
+                    "approve, reject or give its output to continue"
+                } else {
+                    "the run is not checkpointed, so it cannot be continued"
+                };
                 self.end(
                     RunStatus::WaitingForHuman,
                     Some(format!(
-                        "node `{}` failed and needs a human decision ({error}); human-in-the-loop is not yet supported without durable runs",
+                        "node `{}` failed and needs a human decision ({error}); {hint}",
                         node.id
                     )),
                 );
+                if self.state.status == RunStatus::WaitingForHuman {
+                    self.state.waiting_node = Some(node.id.to_string());
+                }
             }
             _ => {
                 self.record_execution(
@@ -1268,6 +2054,7 @@ impl Run {
     /// Records a node's output and resolves the edges leaving it.
     fn complete(&mut self, index: u32, output: Value, status: NodeStatus, started: Instant) {
         let graph = self.graph.clone();
+        self.mark_node(index);
         if self.wants_events() {
             let node_id = self.state.nodes[index as usize].node_id.clone();
             if status == NodeStatus::Succeeded && self.events.is_some() {
@@ -1327,6 +2114,7 @@ impl Run {
     fn take(&mut self, edge_index: u32, taken: bool) {
         if taken {
             self.state.edge_traversals[edge_index as usize] += 1;
+            self.mark_edge(edge_index);
         }
         self.signals.push((edge_index, taken));
     }
@@ -1338,6 +2126,7 @@ impl Run {
         while let Some((edge_index, taken)) = self.signals.pop() {
             let edge = &graph.edges[edge_index as usize];
             let target = edge.to as usize;
+            let before = join_counters(&self.state.nodes[target]);
             let node_state = &mut self.state.nodes[target];
             if edge.back {
                 node_state.back_resolved += 1;
@@ -1369,11 +2158,17 @@ impl Run {
                     }
                 }
             }
+            // A signal that readies a node with one incoming edge leaves its
+            // state as it was: journal only real changes (a 1,000-step chain
+            // would otherwise write every node twice).
+            if join_counters(&self.state.nodes[target]) != before {
+                self.mark_node(edge.to);
+            }
         }
     }
 
-    fn finish(mut self) -> RunResult {
-        self.state.finished_at = Some(Utc::now());
+    /// The run's output: the one sink that ran, or every sink that ran by id.
+    fn output(&self) -> Value {
         let graph = &self.graph;
         let ran = |index: &&u32| {
             matches!(
@@ -1381,7 +2176,7 @@ impl Run {
                 NodeStatus::Succeeded | NodeStatus::Skipped
             )
         };
-        let output = if self.state.status == RunStatus::Succeeded
+        if self.state.status == RunStatus::Succeeded
             || self.state.status == RunStatus::IterationLimit
         {
             let sinks: Vec<&u32> = graph.sinks.iter().filter(ran).collect();
@@ -1399,7 +2194,10 @@ impl Run {
             }
         } else {
             Value::Null
-        };
+        }
+    }
+
+    fn finish(mut self, output: Value) -> RunResult {
         if self.wants_events() {
             let event = RunEvent::RunFinished {
                 run_id: self.state.run_id,
@@ -1418,6 +2216,17 @@ impl Run {
             state: self.state,
         }
     }
+}
+
+/// What a signal can change in a node's state.
+fn join_counters(node: &NodeState) -> (u32, u32, u32, u32, NodeStatus) {
+    (
+        node.forward_resolved,
+        node.forward_taken,
+        node.back_resolved,
+        node.back_taken,
+        node.status,
+    )
 }
 
 /// The values of a node's inputs, labelled by reference.

@@ -17,7 +17,8 @@
 //! [`dsl`] (document types), [`source`] (parsing, line lookup),
 //! [`validate`](mod@validate), [`builder`], [`graph`] (the index-based
 //! validated graph), [`mapping`] (inputs → A2A message → output),
-//! [`executor`], [`trace`], [`metrics`].
+//! [`executor`], [`journal`] (durable runs: the store interface and step
+//! deltas), [`trace`], [`metrics`].
 
 pub mod api;
 pub mod builder;
@@ -26,6 +27,7 @@ pub mod dsl;
 pub mod error;
 pub mod executor;
 pub mod graph;
+pub mod journal;
 pub mod mapping;
 pub mod metrics;
 pub mod source;
@@ -37,10 +39,11 @@ pub use dispatch::{AgentCall, AgentReply, Dispatch, Usage};
 pub use dsl::GraphSpec;
 pub use error::{DispatchError, OrchestratorError};
 pub use executor::{
-    Executor, ExecutorConfig, NodeStatus, RunEvent, RunEvents, RunHandle, RunOptions, RunResult,
-    RunState, RunStatus, RunSummary,
+    Continue, Executor, ExecutorConfig, NodeStatus, RunEvent, RunEvents, RunHandle, RunOptions,
+    RunResult, RunState, RunStatus, RunSummary,
 };
 pub use graph::Graph;
+pub use journal::{Checkpoint, NewRun, RunHeader, RunJournal, StepDelta, StoredRun};
 pub use metrics::Metrics;
 pub use source::parse_yaml;
 pub use trace::{Price, PriceTable, Trace};

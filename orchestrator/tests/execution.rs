@@ -222,11 +222,14 @@ async fn human_strategy_ends_the_run_waiting_for_a_human() {
         .await
         .expect("run");
     assert_eq!(result.status, RunStatus::WaitingForHuman);
+    assert_eq!(result.state.waiting_node.as_deref(), Some("first"));
+    // Without a journal the wait cannot be continued, and the error says so
+    // (runs/tests/journal.rs continues checkpointed ones, issue 8).
     assert!(result
         .error
         .as_deref()
         .unwrap_or_default()
-        .contains("not yet supported without durable runs"));
+        .contains("the run is not checkpointed, so it cannot be continued"));
 }
 
 #[tokio::test]

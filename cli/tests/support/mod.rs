@@ -12,10 +12,18 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_convergio");
 /// A running `convergio serve`, killed on drop.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT` (or `https://`), read from the start-up line.
+    /// `http://127.0.0.1:PORT`, read from the start-up line.
     pub base: String,
     /// Kept open so the server's later start-up lines have a reader.
     _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    /// Kills the process with SIGKILL (no shutdown, no drain) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -30,7 +38,7 @@ pub fn start(data_dir: &Path) -> Server {
     start_with(data_dir, &[])
 }
 
-/// [`start`] with extra `CONVERGIO_*` environment settings.
+/// Starts `convergio serve` like [`start`], with extra environment.
 pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
     let mut command = Command::new(BINARY);
     command
@@ -39,8 +47,8 @@ pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
         .env("CONVERGIO_LOG", "warn")
         .env_remove("CONVERGIO_ADMIN_TOKEN")
         .env_remove("CONVERGIO_DATABASE_URL");
-    for (name, value) in environment {
-        command.env(name, value);
+    for (key, value) in environment {
+        command.env(key, value);
     }
     let mut child = command
         .stdout(Stdio::piped())

@@ -1,0 +1,29 @@
+-- Durable runs (issue 8). Idempotent: applied by the journal at connect.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id           TEXT PRIMARY KEY,
+    graph_id         TEXT NOT NULL,
+    owner            TEXT NOT NULL,
+    format           BIGINT NOT NULL,
+    header           TEXT NOT NULL,
+    source           TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    seq              BIGINT NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
+    lease_expires_ms BIGINT,
+    created_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_lease ON runs (status, lease_expires_ms);
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL,
+    seq    BIGINT NOT NULL,
+    format BIGINT NOT NULL,
+    body   TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS run_checkpoints (
+    run_id     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    seq        BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);

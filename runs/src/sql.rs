@@ -1,0 +1,538 @@
+//! The SQL of the journal. Both backends run the same statements, written
+//! with `$N` placeholders (SQLite reads them as `?N`); a macro instantiates
+//! the code per sqlx database type because a transaction's type differs.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use convergio_orchestrator::journal::FORMAT_VERSION;
+use convergio_orchestrator::{
+    Checkpoint, OrchestratorError, RunHeader, RunStatus, StepDelta, StoredRun,
+};
+use sqlx::Row;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{storage_error, Op, Pool, RunStoreConfig, WriteStats};
+
+fn sqlite(sql: &'static str) -> Cow<'static, str> {
+    Cow::Owned(sql.replace('$', "?"))
+}
+
+fn postgres(sql: &'static str) -> Cow<'static, str> {
+    Cow::Borrowed(sql)
+}
+
+fn corrupt(run_id: Uuid, message: impl Into<String>) -> OrchestratorError {
+    OrchestratorError::CorruptRun {
+        run_id: run_id.to_string(),
+        message: message.into(),
+    }
+}
+
+fn parse_status(run_id: Uuid, text: &str) -> Result<RunStatus, OrchestratorError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| corrupt(run_id, format!("unknown status {text:?}")))
+}
+
+fn parse_time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The result every operation of a batch gets.
+type Answer = Result<(), OrchestratorError>;
+
+macro_rules! backend {
+    ($module:ident, $pool:ty, $sql:ident, $skip_locked:expr, $renew:expr, $begin:expr) => {
+        mod $module {
+            use super::*;
+
+            /// Writes a batch in one transaction; per-operation answers, or
+            /// an error for the whole batch when the database failed.
+            pub(crate) async fn write_batch(
+                pool: &$pool,
+                batch: &[&Op],
+                stats: &WriteStats,
+                replica: &str,
+                until: i64,
+            ) -> Result<Vec<Answer>, sqlx::Error> {
+                let mut transaction = pool.begin_with($begin).await?;
+                let mut answers = Vec::with_capacity(batch.len());
+                let mut rows = 0u64;
+                let mut bytes = 0u64;
+                for op in batch {
+                    match op {
+                        Op::Create { run, .. } => {
+                            let header = serde_json::to_string(&run.header).unwrap_or_default();
+                            let last = run.steps.last();
+                            let status = last.map(|step| step.status).unwrap_or(RunStatus::Running);
+                            let inserted = sqlx::query(&$sql(
+                                "INSERT INTO runs (run_id, graph_id, owner, format, header, source, \
+                                 status, seq, lease_owner, lease_expires_ms, created_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                                 ON CONFLICT (run_id) DO NOTHING",
+                            ))
+                            .bind(run.header.run_id.to_string())
+                            .bind(&run.header.graph_id)
+                            .bind(&run.owner)
+                            .bind(FORMAT_VERSION)
+                            .bind(&header)
+                            .bind(&run.source)
+                            .bind(status.as_str())
+                            .bind(run.steps.len() as i64)
+                            .bind(replica)
+                            .bind(until)
+                            .bind(Utc::now().to_rfc3339())
+                            .execute(&mut *transaction)
+                            .await?
+                            .rows_affected();
+                            if inserted == 0 {
+                                answers.push(Err(OrchestratorError::RunActive {
+                                    run_id: run.header.run_id.to_string(),
+                                }));
+                                continue;
+                            }
+                            rows += 1;
+                            bytes += (header.len() + run.source.len()) as u64;
+                            for step in &run.steps {
+                                let body = serde_json::to_string(step).unwrap_or_default();
+                                sqlx::query(&$sql(
+                                    "INSERT INTO run_steps (run_id, seq, format, body) \
+                                     VALUES ($1, $2, $3, $4)",
+                                ))
+                                .bind(run.header.run_id.to_string())
+                                .bind(step.seq as i64)
+                                .bind(FORMAT_VERSION)
+                                .bind(&body)
+                                .execute(&mut *transaction)
+                                .await?;
+                                rows += 1;
+                                bytes += body.len() as u64;
+                            }
+                            answers.push(Ok(()));
+                        }
+                        Op::Append { run_id, delta, .. } => {
+                            let updated = sqlx::query(&$sql(
+                                "UPDATE runs SET seq = $1, status = $2, lease_owner = \
+                                 CASE WHEN $2 = 'running' THEN lease_owner ELSE NULL END \
+                                 WHERE run_id = $3 AND seq = $4",
+                            ))
+                            .bind(delta.seq as i64)
+                            .bind(delta.status.as_str())
+                            .bind(run_id.to_string())
+                            .bind(delta.seq as i64 - 1)
+                            .execute(&mut *transaction)
+                            .await?
+                            .rows_affected();
+                            if updated == 0 {
+                                answers.push(Err(OrchestratorError::RunActive {
+                                    run_id: run_id.to_string(),
+                                }));
+                                continue;
+                            }
+                            let body = serde_json::to_string(delta).unwrap_or_default();
+                            sqlx::query(&$sql(
+                                "INSERT INTO run_steps (run_id, seq, format, body) \
+                                 VALUES ($1, $2, $3, $4)",
+                            ))
+                            .bind(run_id.to_string())
+                            .bind(delta.seq as i64)
+                            .bind(FORMAT_VERSION)
+                            .bind(&body)
+                            .execute(&mut *transaction)
+                            .await?;
+                            rows += 2;
+                            bytes += body.len() as u64;
+                            answers.push(Ok(()));
+                        }
+                    }
+                }
+                transaction.commit().await?;
+                stats.rows.fetch_add(rows, Ordering::Relaxed);
+                stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+                stats.transactions.fetch_add(1, Ordering::Relaxed);
+                Ok(answers)
+            }
+
+            pub(crate) async fn load(
+                pool: &$pool,
+                run_id: Uuid,
+                up_to: Option<u64>,
+            ) -> Result<StoredRun, OrchestratorError> {
+                let row = sqlx::query(&$sql(
+                    "SELECT format, header, source, owner, status, lease_owner \
+                     FROM runs WHERE run_id = $1",
+                ))
+                .bind(run_id.to_string())
+                .fetch_optional(pool)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| OrchestratorError::RunNotFound {
+                    run_id: run_id.to_string(),
+                })?;
+                let format: i64 = row.try_get("format").map_err(storage_error)?;
+                if format != FORMAT_VERSION {
+                    return Err(corrupt(
+                        run_id,
+                        format!("it is stored in format {format}; this build reads format {FORMAT_VERSION}"),
+                    ));
+                }
+                let header_text: String = row.try_get("header").map_err(storage_error)?;
+                let header: RunHeader = serde_json::from_str(&header_text)
+                    .map_err(|error| corrupt(run_id, format!("its run row does not decode: {error}")))?;
+                let status_text: String = row.try_get("status").map_err(storage_error)?;
+                let status = parse_status(run_id, &status_text)?;
+                let step_rows = sqlx::query(&$sql(
+                    "SELECT seq, format, body FROM run_steps \
+                     WHERE run_id = $1 AND seq <= $2 ORDER BY seq",
+                ))
+                .bind(run_id.to_string())
+                .bind(up_to.map(|seq| seq as i64).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await
+                .map_err(storage_error)?;
+                let mut steps = Vec::with_capacity(step_rows.len());
+                for step_row in step_rows {
+                    let seq: i64 = step_row.try_get("seq").map_err(storage_error)?;
+                    let format: i64 = step_row.try_get("format").map_err(storage_error)?;
+                    if format != FORMAT_VERSION {
+                        return Err(corrupt(
+                            run_id,
+                            format!("step {seq} is stored in format {format}; this build reads format {FORMAT_VERSION}"),
+                        ));
+                    }
+                    let body: String = step_row.try_get("body").map_err(storage_error)?;
+                    let delta: StepDelta = serde_json::from_str(&body).map_err(|error| {
+                        corrupt(run_id, format!("step {seq} does not decode: {error}"))
+                    })?;
+                    if delta.seq != seq as u64 {
+                        return Err(corrupt(run_id, format!("step {seq} says it is step {}", delta.seq)));
+                    }
+                    steps.push(delta);
+                }
+                Ok(StoredRun {
+                    header,
+                    source: row.try_get("source").map_err(storage_error)?,
+                    owner: row.try_get("owner").map_err(storage_error)?,
+                    status,
+                    lease_owner: row.try_get("lease_owner").map_err(storage_error)?,
+                    steps,
+                })
+            }
+
+            pub(crate) async fn name_checkpoint(
+                pool: &$pool,
+                run_id: Uuid,
+                name: &str,
+            ) -> Result<Checkpoint, OrchestratorError> {
+                let mut transaction = pool.begin_with($begin).await.map_err(storage_error)?;
+                let seq: i64 = sqlx::query_scalar(&$sql("SELECT seq FROM runs WHERE run_id = $1"))
+                    .bind(run_id.to_string())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(storage_error)?
+                    .ok_or_else(|| OrchestratorError::RunNotFound {
+                        run_id: run_id.to_string(),
+                    })?;
+                let created_at = Utc::now();
+                let inserted = sqlx::query(&$sql(
+                    "INSERT INTO run_checkpoints (run_id, name, seq, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (run_id, name) DO NOTHING",
+                ))
+                .bind(run_id.to_string())
+                .bind(name)
+                .bind(seq)
+                .bind(created_at.to_rfc3339())
+                .execute(&mut *transaction)
+                .await
+                .map_err(storage_error)?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(OrchestratorError::CheckpointExists {
+                        run_id: run_id.to_string(),
+                        name: name.to_owned(),
+                    });
+                }
+                transaction.commit().await.map_err(storage_error)?;
+                Ok(Checkpoint {
+                    name: name.to_owned(),
+                    seq: seq as u64,
+                    created_at: parse_time(&created_at.to_rfc3339()),
+                })
+            }
+
+            pub(crate) async fn checkpoints(
+                pool: &$pool,
+                run_id: Uuid,
+            ) -> Result<Vec<Checkpoint>, OrchestratorError> {
+                let exists: Option<i64> =
+                    sqlx::query_scalar(&$sql("SELECT seq FROM runs WHERE run_id = $1"))
+                        .bind(run_id.to_string())
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(storage_error)?;
+                if exists.is_none() {
+                    return Err(OrchestratorError::RunNotFound {
+                        run_id: run_id.to_string(),
+                    });
+                }
+                let rows = sqlx::query(&$sql(
+                    "SELECT name, seq, created_at FROM run_checkpoints \
+                     WHERE run_id = $1 ORDER BY seq, created_at, name",
+                ))
+                .bind(run_id.to_string())
+                .fetch_all(pool)
+                .await
+                .map_err(storage_error)?;
+                rows.iter()
+                    .map(|row| {
+                        let seq: i64 = row.try_get("seq").map_err(storage_error)?;
+                        let created_at: String = row.try_get("created_at").map_err(storage_error)?;
+                        Ok(Checkpoint {
+                            name: row.try_get("name").map_err(storage_error)?,
+                            seq: seq as u64,
+                            created_at: parse_time(&created_at),
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn claim(
+                pool: &$pool,
+                run_id: Uuid,
+                replica: &str,
+                until: i64,
+            ) -> Result<bool, OrchestratorError> {
+                let claimed = sqlx::query(&$sql(
+                    "UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 \
+                     WHERE run_id = $3 AND (lease_owner IS NULL OR lease_owner = $1 \
+                     OR lease_expires_ms < $4)",
+                ))
+                .bind(replica)
+                .bind(until)
+                .bind(run_id.to_string())
+                .bind(crate::now_ms())
+                .execute(pool)
+                .await
+                .map_err(storage_error)?
+                .rows_affected();
+                Ok(claimed == 1)
+            }
+
+            pub(crate) async fn renew(
+                pool: &$pool,
+                replica: &str,
+                until: i64,
+                ids: &str,
+            ) -> Result<u64, OrchestratorError> {
+                Ok(sqlx::query(&$sql($renew))
+                .bind(until)
+                .bind(replica)
+                .bind(ids)
+                .execute(pool)
+                .await
+                .map_err(storage_error)?
+                .rows_affected())
+            }
+
+            pub(crate) async fn claim_expired(
+                pool: &$pool,
+                replica: &str,
+                until: i64,
+                limit: u32,
+            ) -> Result<Vec<Uuid>, OrchestratorError> {
+                let sql = if $skip_locked {
+                    "UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 WHERE run_id IN \
+                     (SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_ms < $3 \
+                     ORDER BY lease_expires_ms LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING run_id"
+                } else {
+                    "UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 WHERE run_id IN \
+                     (SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_ms < $3 \
+                     ORDER BY lease_expires_ms LIMIT $4) RETURNING run_id"
+                };
+                let ids: Vec<String> = sqlx::query_scalar(&$sql(sql))
+                    .bind(replica)
+                    .bind(until)
+                    .bind(crate::now_ms())
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(storage_error)?;
+                Ok(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect())
+            }
+
+            pub(crate) async fn overwrite_step(
+                pool: &$pool,
+                run_id: Uuid,
+                seq: u64,
+                format: i64,
+                body: &str,
+            ) -> Result<(), OrchestratorError> {
+                sqlx::query(&$sql(
+                    "UPDATE run_steps SET format = $1, body = $2 WHERE run_id = $3 AND seq = $4",
+                ))
+                .bind(format)
+                .bind(body)
+                .bind(run_id.to_string())
+                .bind(seq as i64)
+                .execute(pool)
+                .await
+                .map_err(storage_error)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+// Renewal names the runs this replica drives, as a JSON array of ids.
+backend!(
+    on_sqlite,
+    sqlx::SqlitePool,
+    sqlite,
+    false,
+    "UPDATE runs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND status = 'running' \
+     AND run_id IN (SELECT value FROM json_each($3))",
+    // Write transactions take the write lock up front: a deferred one that
+    // read first fails at once (SQLITE_BUSY) when another connection of the
+    // file (the audit writer, the registry) is writing.
+    "BEGIN IMMEDIATE"
+);
+backend!(
+    on_postgres,
+    sqlx::PgPool,
+    postgres,
+    true,
+    "UPDATE runs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND status = 'running' \
+     AND run_id IN (SELECT jsonb_array_elements_text($3::jsonb))",
+    "BEGIN"
+);
+
+/// The writer task: takes everything queued into one transaction.
+pub(crate) async fn write_loop(
+    pool: Pool,
+    mut queue: mpsc::Receiver<Op>,
+    config: RunStoreConfig,
+    stats: Arc<WriteStats>,
+) {
+    let max_batch = config.max_batch.max(1);
+    let mut batch = Vec::with_capacity(max_batch);
+    while queue.recv_many(&mut batch, max_batch).await > 0 {
+        let until = crate::now_ms() + config.lease_ttl.as_millis() as i64;
+        let refs: Vec<&Op> = batch.iter().collect();
+        let outcome = match &pool {
+            Pool::Sqlite(pool) => {
+                on_sqlite::write_batch(pool, &refs, &stats, &config.replica, until).await
+            }
+            Pool::Postgres(pool) => {
+                on_postgres::write_batch(pool, &refs, &stats, &config.replica, until).await
+            }
+        };
+        let answers: Vec<Answer> = match outcome {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::error!(error = %error, "committing run steps failed");
+                batch
+                    .iter()
+                    .map(|_| Err(storage_error_text(&error)))
+                    .collect()
+            }
+        };
+        for (op, answer) in batch.drain(..).zip(answers) {
+            let done = match op {
+                Op::Create { done, .. } | Op::Append { done, .. } => done,
+            };
+            let _ = done.send(answer);
+        }
+    }
+}
+
+fn storage_error_text(error: &sqlx::Error) -> OrchestratorError {
+    OrchestratorError::Storage {
+        message: error.to_string(),
+    }
+}
+
+pub(crate) async fn load(
+    pool: &Pool,
+    run_id: Uuid,
+    up_to: Option<u64>,
+) -> Result<StoredRun, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::load(pool, run_id, up_to).await,
+        Pool::Postgres(pool) => on_postgres::load(pool, run_id, up_to).await,
+    }
+}
+
+pub(crate) async fn name_checkpoint(
+    pool: &Pool,
+    run_id: Uuid,
+    name: &str,
+) -> Result<Checkpoint, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::name_checkpoint(pool, run_id, name).await,
+        Pool::Postgres(pool) => on_postgres::name_checkpoint(pool, run_id, name).await,
+    }
+}
+
+pub(crate) async fn checkpoints(
+    pool: &Pool,
+    run_id: Uuid,
+) -> Result<Vec<Checkpoint>, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::checkpoints(pool, run_id).await,
+        Pool::Postgres(pool) => on_postgres::checkpoints(pool, run_id).await,
+    }
+}
+
+pub(crate) async fn claim(
+    pool: &Pool,
+    run_id: Uuid,
+    replica: &str,
+    until: i64,
+) -> Result<bool, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::claim(pool, run_id, replica, until).await,
+        Pool::Postgres(pool) => on_postgres::claim(pool, run_id, replica, until).await,
+    }
+}
+
+pub(crate) async fn renew(
+    pool: &Pool,
+    replica: &str,
+    until: i64,
+    ids: &str,
+) -> Result<u64, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::renew(pool, replica, until, ids).await,
+        Pool::Postgres(pool) => on_postgres::renew(pool, replica, until, ids).await,
+    }
+}
+
+pub(crate) async fn claim_expired(
+    pool: &Pool,
+    replica: &str,
+    until: i64,
+    limit: u32,
+) -> Result<Vec<Uuid>, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::claim_expired(pool, replica, until, limit).await,
+        Pool::Postgres(pool) => on_postgres::claim_expired(pool, replica, until, limit).await,
+    }
+}
+
+pub(crate) async fn overwrite_step(
+    pool: &Pool,
+    run_id: Uuid,
+    seq: u64,
+    format: i64,
+    body: &str,
+) -> Result<(), OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::overwrite_step(pool, run_id, seq, format, body).await,
+        Pool::Postgres(pool) => on_postgres::overwrite_step(pool, run_id, seq, format, body).await,
+    }
+}
