@@ -44,11 +44,17 @@ pub const TLS_CLIENT_AUTH: &str = "CONVERGIO_TLS_CLIENT_AUTH";
 pub const MAX_CONNECTIONS: &str = "CONVERGIO_MAX_CONNECTIONS";
 /// Most nodes in one graph document.
 pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
+/// This organisation's federation domain (default: the org domain).
+pub const FEDERATION_DOMAIN: &str = "CONVERGIO_FEDERATION_DOMAIN";
+/// PEM PKCS#8 Ed25519 signing key of the organisation.
+pub const SIGNING_KEY_FILE: &str = "CONVERGIO_SIGNING_KEY_FILE";
+/// Accepted clock distance of a signed peer call, in seconds.
+pub const FEDERATION_CLOCK_SKEW: &str = "CONVERGIO_FEDERATION_CLOCK_SKEW_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 20] = [
+pub const SERVER_KEYS: [&str; 23] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -69,4 +75,7 @@ pub const SERVER_KEYS: [&str; 20] = [
     TLS_CLIENT_AUTH,
     MAX_CONNECTIONS,
     GRAPH_MAX_NODES,
+    FEDERATION_DOMAIN,
+    SIGNING_KEY_FILE,
+    FEDERATION_CLOCK_SKEW,
 ];

@@ -27,12 +27,23 @@ impl Drop for Server {
 
 /// Starts `convergio serve` on `data_dir` with a port the kernel picks.
 pub fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(BINARY)
+    start_with(data_dir, &[])
+}
+
+/// Starts `convergio serve` on `data_dir` with extra environment entries
+/// (`CONVERGIO_*` overrides), on a port the kernel picks.
+pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(BINARY);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("CONVERGIO_LOG", "warn")
         .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL")
+        .env_remove("CONVERGIO_DATABASE_URL");
+    for (key, value) in environment {
+        command.env(key, value);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
