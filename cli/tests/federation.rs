@@ -251,9 +251,13 @@ async fn a_calls_b_blocking_streaming_and_by_envelope_as_b_policy_allows() {
 
     // B's policy: its own `echo` did not opt in, so A cannot even see it.
     let echo = format!("{}/external/b.example/agents/echo", fed.a.base);
-    let (status, denied) = post(&fed.http, &echo, &fed.a_token, &send_message("no")).await;
+    let (_, denied) = post(&fed.http, &echo, &fed.a_token, &send_message("no")).await;
     assert!(denied.get("result").is_none(), "{denied}");
-    assert_eq!(status, 404, "{denied}");
+    // B's JSON-RPC error is relayed as B gave it: the unknown-agent answer.
+    assert_eq!(
+        denied["error"]["data"][0]["reason"], "AGENT_NOT_FOUND",
+        "{denied}"
+    );
 
     // An organisation A has no peer record for is an unknown agent.
     let unknown = format!("{}/external/c.example/agents/x", fed.a.base);
@@ -262,11 +266,7 @@ async fn a_calls_b_blocking_streaming_and_by_envelope_as_b_policy_allows() {
 }
 
 /// Sends a crafted signed call to B's `partner-echo`.
-async fn crafted(
-    fed: &Federated,
-    key: &OrgSigningKey,
-    edit: impl FnOnce(&mut PeerCallClaims),
-) -> (String, Vec<u8>) {
+fn crafted(key: &OrgSigningKey, edit: impl FnOnce(&mut PeerCallClaims)) -> (String, Vec<u8>) {
     let body = serde_json::to_vec(&send_message("crafted")).expect("json");
     let mut claims = PeerCallClaims::new(
         "a.example",
@@ -278,7 +278,6 @@ async fn crafted(
         now(),
     );
     edit(&mut claims);
-    let _ = fed;
     (sign_call(key, &claims), body)
 }
 
@@ -305,7 +304,7 @@ async fn b_rejects_forged_expired_replayed_and_misaddressed_signed_calls() {
     let a_key = OrgSigningKey::from_pem(&pem).expect("a's key parses");
 
     // A well-formed call signed with A's key is accepted once ...
-    let (token, body) = crafted(&fed, &a_key, |_| {}).await;
+    let (token, body) = crafted(&a_key, |_| {});
     let (status, answer) = deliver(&fed, &token, body.clone()).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer.get("result").is_some(), "{answer}");
@@ -316,7 +315,7 @@ async fn b_rejects_forged_expired_replayed_and_misaddressed_signed_calls() {
     let stranger = OrgSigningKey::generate().expect("key");
     let forged = {
         // Signed by another key, claiming A's kid.
-        let (token, body) = crafted(&fed, &stranger, |_| {}).await;
+        let (token, body) = crafted(&stranger, |_| {});
         let (_, rest) = token.split_once('.').expect("jws");
         let header = json!({"alg": "EdDSA", "kid": a_key.kid(), "typ": "convergio-call+jws"});
         use base64::Engine as _;
@@ -325,22 +324,22 @@ async fn b_rejects_forged_expired_replayed_and_misaddressed_signed_calls() {
     };
     let cases = [
         ("forged signature", forged),
-        ("unknown key", crafted(&fed, &stranger, |_| {}).await),
+        ("unknown key", crafted(&stranger, |_| {})),
         (
             "expired",
-            crafted(&fed, &a_key, |claims| claims.iat = now() - 3600).await,
+            crafted(&a_key, |claims| claims.iat = now() - 3600),
         ),
         (
             "wrong audience",
-            crafted(&fed, &a_key, |claims| claims.aud = "c.example".into()).await,
+            crafted(&a_key, |claims| claims.aud = "c.example".into()),
         ),
         (
             "another path",
-            crafted(&fed, &a_key, |claims| claims.htp = "/agents/echo".into()).await,
+            crafted(&a_key, |claims| claims.htp = "/agents/echo".into()),
         ),
         (
             "unknown issuer",
-            crafted(&fed, &a_key, |claims| claims.iss = "c.example".into()).await,
+            crafted(&a_key, |claims| claims.iss = "c.example".into()),
         ),
     ];
     for (case, (token, body)) in cases {
@@ -357,7 +356,7 @@ async fn b_rejects_forged_expired_replayed_and_misaddressed_signed_calls() {
         }
     }
     // A tampered body (digest mismatch) is refused too.
-    let (token, _) = crafted(&fed, &a_key, |_| {}).await;
+    let (token, _) = crafted(&a_key, |_| {});
     let tampered = serde_json::to_vec(&send_message("tampered")).expect("json");
     let (status, _) = deliver(&fed, &token, tampered).await;
     assert_eq!(status, 401);
@@ -401,15 +400,24 @@ async fn a_answers_quickly_and_opens_the_circuit_when_b_is_down() {
     // Each call fails at connect (nothing listens), five in a row open the
     // circuit, and the next is refused without trying: 503.
     let mut statuses = Vec::new();
+    let mut answers = Vec::new();
     for _ in 0..7 {
         let (status, answer) = post(&http, &partner, &a_token, &send_message("down")).await;
         assert!(answer.get("result").is_none(), "{answer}");
         statuses.push(status.as_u16());
+        answers.push(answer);
     }
-    assert!(
-        statuses[..5].iter().all(|status| *status >= 500),
-        "{statuses:?}"
-    );
+    // The first five reach for B and fail with the A2A "invalid agent
+    // response" error; then the circuit is open and A refuses at once with
+    // 503 UPSTREAM_UNAVAILABLE.
+    for answer in &answers[..5] {
+        assert_eq!(answer["error"]["code"], -32006, "{answer}");
+    }
     assert_eq!(statuses[5..], [503, 503], "{statuses:?}");
+    assert_eq!(
+        answers[6]["error"]["data"][0]["reason"], "UPSTREAM_UNAVAILABLE",
+        "{}",
+        answers[6]
+    );
     drop((a, a_dir));
 }
