@@ -170,6 +170,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     say!("  database_url  {}", config.database_url);
     say!("  org_domain    {}", config.org_domain);
     say!("  examples      {}", config.examples);
+    say!(
+        "  federation    {} ({} configured peer(s))",
+        if config.federation.enabled {
+            config.federation.domain.as_str()
+        } else {
+            "off"
+        },
+        config.federation.peers.len()
+    );
     let overridden: Vec<&str> = env::SERVER_KEYS
         .iter()
         .copied()

@@ -421,3 +421,119 @@ async fn a_answers_quickly_and_opens_the_circuit_when_b_is_down() {
     );
     drop((a, a_dir));
 }
+
+/// Runs `convergio peers …` against `server` with the admin token of `data_dir`.
+fn peers_cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(support::BINARY)
+        .arg("peers")
+        .args(["--server", &server.base, "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .output()
+        .expect("the CLI runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn peers_are_added_approved_and_removed_from_the_cli() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(
+        dir.path(),
+        &[
+            ("CONVERGIO_ORG_DOMAIN", "b.example"),
+            ("CONVERGIO_EXAMPLES", "false"),
+        ],
+    );
+    let key_file = dir.path().join("x-key.json");
+    let pinned = OrgSigningKey::generate().expect("key");
+    std::fs::write(&key_file, pinned.jwks().to_string()).expect("key file");
+    let key_path = key_file.to_str().expect("utf-8 path");
+
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "x.example",
+            "--url",
+            "http://127.0.0.1:9",
+            "--key-file",
+            key_path,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(pinned.kid()) && out.contains("approved"),
+        "{out}"
+    );
+    // Keys from a JWKS URL (here this server's own) wait for approval.
+    let jwks_url = format!("{}/.well-known/jwks.json", server.base);
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "y.example",
+            "--url",
+            "http://127.0.0.1:9",
+            "--jwks-url",
+            &jwks_url,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("pending"), "{out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["list"]);
+    assert!(
+        ok && out.contains("x.example") && out.contains("y.example"),
+        "{out}"
+    );
+    let (ok, out) = peers_cli(&server, dir.path(), &["approve", "y.example"]);
+    assert!(
+        ok && out.contains("approved") && !out.contains("pending"),
+        "{out}"
+    );
+    let (ok, out) = peers_cli(&server, dir.path(), &["show", "y.example"]);
+    assert!(ok && out.contains("approved"), "{out}");
+    // Mistakes are refused with the server's reason.
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "x.example",
+            "--url",
+            "http://127.0.0.1:9",
+            "--key-file",
+            key_path,
+        ],
+    );
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "z.example",
+            "--url",
+            "ftp://z",
+            "--key-file",
+            key_path,
+        ],
+    );
+    assert!(!ok && out.contains("http"), "{out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["remove", "x.example"]);
+    assert!(ok, "{out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["remove", "x.example"]);
+    assert!(!ok, "{out}");
+    let (_, out) = peers_cli(&server, dir.path(), &["list"]);
+    assert!(
+        !out.contains("x.example") && out.contains("y.example"),
+        "{out}"
+    );
+}
