@@ -360,6 +360,44 @@ async fn b_rejects_forged_expired_replayed_and_misaddressed_signed_calls() {
     let tampered = serde_json::to_vec(&send_message("tampered")).expect("json");
     let (status, _) = deliver(&fed, &token, tampered).await;
     assert_eq!(status, 401);
+    // B never relays A's call to a third organisation under B's signature:
+    // for a peer, every external agent is unknown (B knows c.example, whose
+    // gateway is down, so an attempted relay would answer differently).
+    let (status, added) = post(
+        &fed.http,
+        &format!("{}/v1/peers", fed.b.base),
+        &fed.b_token,
+        &json!({"domain": "c.example", "url": "http://127.0.0.1:9",
+                "keys": [stranger.public_jwk()]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    let relay = serde_json::to_vec(&send_message("relay me")).expect("json");
+    let claims = PeerCallClaims::new(
+        "a.example",
+        "b.example",
+        "mallory",
+        "POST",
+        "/external/c.example/agents/x",
+        &relay,
+        now(),
+    );
+    let response = fed
+        .http
+        .post(format!("{}/external/c.example/agents/x", fed.b.base))
+        .header(SIGNATURE_HEADER, sign_call(&a_key, &claims))
+        .header("content-type", "application/json")
+        .header("A2A-Version", "1.0")
+        .body(relay)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 404);
+    let refused: Value = response.json().await.expect("json");
+    assert_eq!(
+        refused["error"]["data"][0]["reason"], "AGENT_NOT_FOUND",
+        "{refused}"
+    );
     // A peer never administers B, even with a valid signature.
     let body = b"{}".to_vec();
     let claims = PeerCallClaims::new(

@@ -92,9 +92,11 @@ pub(super) async fn envelope_handler(
         })?;
     let target = match &agent_id {
         AgentId::Internal { name } => resolve(&state, name).await.map_err(fail)?,
-        AgentId::External { org, name } => super::resolve_external(&state, org, name)
-            .await
-            .map_err(fail)?,
+        AgentId::External { org, name } => {
+            super::resolve_external(&state, &request.principal, org, name)
+                .await
+                .map_err(fail)?
+        }
     };
     let name = target.name.clone();
     let params = envelope_to_send(&envelope);

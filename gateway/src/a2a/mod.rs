@@ -231,11 +231,21 @@ async fn read_body(body: Body, limit: Option<usize>) -> Result<Bytes, GatewayErr
 }
 
 /// The route to another organisation's agent, through its peer gateway.
+/// A peer's own call never goes on to another organisation: this gateway
+/// would sign it with its key, lending its standing to the peer (a
+/// confused deputy), so for a peer principal every external agent is
+/// unknown.
 async fn resolve_external(
     state: &A2aState,
+    principal: &Principal,
     org: &str,
     name: &str,
 ) -> Result<RouteTarget, GatewayError> {
+    if principal.method == convergio_schemas::AuthMethod::Peer {
+        return Err(GatewayError::AgentNotFound {
+            agent: format!("external://{org}/agents/{name}"),
+        });
+    }
     match &state.federation {
         Some(federation) => federation.peer_target(org, name).await,
         None => Err(GatewayError::FederationNotConfigured {
@@ -475,7 +485,7 @@ async fn external_handler(
         ));
     }
     let remaining = segments.split_off(3);
-    let target = resolve_external(&state, &segments[0], &segments[2])
+    let target = resolve_external(&state, &request.principal, &segments[0], &segments[2])
         .await
         .map_err(|error| Failure::new(error, shape.clone()))?;
     if is_jsonrpc {

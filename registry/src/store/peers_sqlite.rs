@@ -26,6 +26,11 @@ impl SqlitePeers {
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
             .map_err(RegistryError::Storage)?
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            // As for the registry: a power cut may lose the last commits
+            // (here: nonces still inside their window), never corrupt the
+            // file; an fsync per accepted signed call would cost more than
+            // the whole rest of the call.
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(4)
