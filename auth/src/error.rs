@@ -60,6 +60,19 @@ pub enum AuthError {
         /// What is missing or wrong.
         reason: String,
     },
+    /// A signed call's claims do not match the request received
+    /// (method, path or body digest).
+    #[error("signed call does not match the request: {what}")]
+    CallMismatch {
+        /// Which part differs.
+        what: &'static str,
+    },
+    /// A signed call's nonce was already used within the clock window.
+    #[error("replayed signed call")]
+    Replayed,
+    /// A signed call names an organisation that is not a configured peer.
+    #[error("unknown peer organisation")]
+    UnknownPeer,
     /// A key set could not be parsed.
     #[error("invalid key set: {reason}")]
     BadKeySet {
@@ -77,6 +90,13 @@ impl AuthError {
         match self {
             Self::BadKeySet { .. } => ErrorKind::Internal,
             _ => ErrorKind::Unauthenticated,
+        }
+    }
+
+    /// A signed call whose claim `what` is missing or unusable.
+    pub fn malformed_claim(what: &str) -> Self {
+        Self::Malformed {
+            reason: format!("signed call: bad or missing {what}"),
         }
     }
 

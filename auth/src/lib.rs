@@ -1,7 +1,9 @@
 //! Credential verification for the gateway's `Authenticate` layer: bearer
 //! JWTs checked with `ring` against a JWKS, API keys stored hashed, and TLS
 //! client certificates. Each yields one typed
-//! [`Principal`](convergio_schemas::Principal).
+//! [`Principal`](convergio_schemas::Principal). Federation adds the
+//! organisation's signing key ([`org_key`]) and signed cross-organisation
+//! calls ([`peer_call`]).
 //!
 //! Pure and synchronous: no sockets, no HTTP. Key sets are handed in (from a
 //! file, or fetched by the gateway), so the crate tests quickly and the
@@ -11,6 +13,8 @@ pub mod api_key;
 pub mod error;
 pub mod jwt;
 pub mod mtls;
+pub mod org_key;
+pub mod peer_call;
 
 pub use api_key::{constant_time_eq, ApiKeyRecord, ApiKeys, IssuedApiKey};
 pub use api_key::{
@@ -19,3 +23,5 @@ pub use api_key::{
 pub use error::AuthError;
 pub use jwt::{JwtConfig, JwtVerifier, KeySet};
 pub use mtls::{principal_from_certificate, MtlsConfig};
+pub use org_key::{OrgSigningKey, PeerPublicKey};
+pub use peer_call::{sign_call, PeerCallClaims, ReceivedCall, UnverifiedCall};

@@ -85,6 +85,54 @@ pub struct ConfigFile {
     /// Rate limits and budgets, enforced before an upstream is called.
     /// Default: none.
     pub quotas: convergio_policy::QuotaConfig,
+    /// Federation: this organisation's signing identity and its peers.
+    pub federation: FederationSection,
+}
+
+/// Federation section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSection {
+    /// Publish the JWKS, accept signed calls from peers and route
+    /// `external://` agents. Default true.
+    pub enabled: bool,
+    /// The organisation domain peers know us by. Default: `org_domain`.
+    pub domain: Option<String>,
+    /// PEM PKCS#8 Ed25519 key. Default: `<data_dir>/federation-key.pem`,
+    /// generated (mode 0600) on first start.
+    pub signing_key_file: Option<PathBuf>,
+    /// Accepted clock distance of a signed call, either way. Default 60.
+    pub clock_skew_seconds: u64,
+    /// Peers stored (replacing any with the same domain) at every start;
+    /// keys listed are pinned (approved), keys from a `jwks_url` pending.
+    pub peers: Vec<convergio_gateway::federation::PeerSpec>,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            domain: None,
+            signing_key_file: None,
+            clock_skew_seconds: 60,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Validated federation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FederationSettings {
+    /// Whether federation is on.
+    pub enabled: bool,
+    /// Our domain.
+    pub domain: String,
+    /// The key file; `None`: the data dir's, generated when missing.
+    pub signing_key_file: Option<PathBuf>,
+    /// Clock window in seconds.
+    pub clock_skew_seconds: u64,
+    /// Configured peers.
+    pub peers: Vec<convergio_gateway::federation::PeerSpec>,
 }
 
 /// Example agents section.
@@ -180,6 +228,8 @@ pub struct Config {
     pub security: SecuritySettings,
     /// Quotas (`None`: no limit is configured).
     pub quotas: Option<convergio_policy::QuotaConfig>,
+    /// Federation.
+    pub federation: FederationSettings,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -213,6 +263,7 @@ impl Default for ConfigFile {
             server: ServerSection::default(),
             upstream_credentials: Default::default(),
             quotas: convergio_policy::QuotaConfig::default(),
+            federation: FederationSection::default(),
         }
     }
 }
@@ -363,6 +414,20 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = get(env::FEDERATION_DOMAIN) {
+            file.federation.domain = Some(value.clone());
+        }
+        if let Some(value) = get(env::SIGNING_KEY_FILE) {
+            file.federation.signing_key_file = Some(PathBuf::from(value));
+        }
+        if let Some(value) = get(env::FEDERATION_CLOCK_SKEW) {
+            file.federation.clock_skew_seconds = value.parse().map_err(|_| {
+                invalid(
+                    env::FEDERATION_CLOCK_SKEW,
+                    format!("expected seconds, found {value:?}"),
+                )
+            })?;
+        }
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -454,7 +519,9 @@ impl Config {
             ));
         }
         let quotas = check_quotas(file.quotas)?;
+        let federation = check_federation(file.federation, &file.org_domain)?;
         Ok(Self {
+            federation,
             security,
             data_dir: file.data_dir,
             listen,
@@ -470,6 +537,53 @@ impl Config {
             quotas,
         })
     }
+}
+
+/// Validates the federation section.
+fn check_federation(
+    section: FederationSection,
+    org_domain: &str,
+) -> Result<FederationSettings, ConfigError> {
+    let domain = section
+        .domain
+        .unwrap_or_else(|| org_domain.to_owned())
+        .to_ascii_lowercase();
+    convergio_schemas::ids::check_org(&domain)
+        .map_err(|error| invalid("federation.domain", error.to_string()))?;
+    if section.clock_skew_seconds == 0 || section.clock_skew_seconds > 3600 {
+        return Err(invalid(
+            "federation.clock_skew_seconds",
+            "must be between 1 and 3600".to_owned(),
+        ));
+    }
+    for (index, peer) in section.peers.iter().enumerate() {
+        let field = format!("federation.peers[{index}]");
+        convergio_schemas::ids::check_org(&peer.domain)
+            .map_err(|error| invalid(&field, error.to_string()))?;
+        convergio_gateway::federation::check_gateway_url(&peer.url)
+            .map_err(|error| invalid(&field, error.to_string()))?;
+        if let Some(url) = &peer.jwks_url {
+            convergio_gateway::federation::check_peer_url(url)
+                .map_err(|error| invalid(&field, error.to_string()))?;
+        }
+        if peer.keys.is_empty() && peer.jwks_url.is_none() {
+            return Err(invalid(
+                &field,
+                "needs pinned keys or a jwks_url".to_owned(),
+            ));
+        }
+        for jwk in &peer.keys {
+            convergio_auth::PeerPublicKey::from_jwk(jwk)
+                .map_err(|error| invalid(&field, error.to_string()))?;
+        }
+    }
+    Ok(FederationSettings {
+        enabled: section.enabled,
+        domain,
+        signing_key_file: section.signing_key_file,
+        clock_skew_seconds: section.clock_skew_seconds,
+        peers: section.peers,
+    })
 }
 
 /// Validates the quotas section; `None` when it sets no limit.
@@ -610,6 +724,26 @@ mod tests {
                 "quotas.per_principal",
             ),
             ("quotas:\n  replicas: 0\n", &[], "quotas.replicas"),
+            (
+                "federation:\n  clock_skew_seconds: 0\n",
+                &[],
+                "federation.clock_skew_seconds",
+            ),
+            (
+                "federation:\n  peers:\n    - { domain: b.example, url: \"ftp://b\" }\n",
+                &[],
+                "federation.peers[0]",
+            ),
+            (
+                "federation:\n  peers:\n    - { domain: b.example, url: \"http://b\" }\n",
+                &[],
+                "pinned keys or a jwks_url",
+            ),
+            (
+                "",
+                &[(env::FEDERATION_DOMAIN, "nodots")],
+                "federation.domain",
+            ),
         ];
         for (yaml, environment, expected) in cases {
             let error = resolve(yaml, environment).expect_err(yaml);

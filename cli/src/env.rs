@@ -48,11 +48,17 @@ pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
 pub const REPLICA_ID: &str = "CONVERGIO_REPLICA_ID";
 /// How long a run's lease lasts without renewal, in seconds.
 pub const RUN_LEASE_SECONDS: &str = "CONVERGIO_RUN_LEASE_SECONDS";
+/// This organisation's federation domain (default: the org domain).
+pub const FEDERATION_DOMAIN: &str = "CONVERGIO_FEDERATION_DOMAIN";
+/// PEM PKCS#8 Ed25519 signing key of the organisation.
+pub const SIGNING_KEY_FILE: &str = "CONVERGIO_SIGNING_KEY_FILE";
+/// Accepted clock distance of a signed peer call, in seconds.
+pub const FEDERATION_CLOCK_SKEW: &str = "CONVERGIO_FEDERATION_CLOCK_SKEW_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 22] = [
+pub const SERVER_KEYS: [&str; 25] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -75,4 +81,7 @@ pub const SERVER_KEYS: [&str; 22] = [
     GRAPH_MAX_NODES,
     REPLICA_ID,
     RUN_LEASE_SECONDS,
+    FEDERATION_DOMAIN,
+    SIGNING_KEY_FILE,
+    FEDERATION_CLOCK_SKEW,
 ];

@@ -22,6 +22,7 @@ mod config;
 mod env;
 mod graph;
 mod keys;
+mod peers;
 mod policy;
 mod security_config;
 mod serve;
@@ -85,6 +86,13 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Add, list, show, approve and remove federation peers on a running server.
+    Peers {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: peers::PeersCommand,
+    },
     /// Validate and run graphs of agents on a running server; look runs up.
     Graph {
         #[command(flatten)]
@@ -141,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Agents { server, command } => agents::run(&server, command).await,
         Command::Keys { server, command } => keys::run(&server, command).await,
+        Command::Peers { server, command } => peers::run(&server, command).await,
         Command::Graph { server, command } => graph::run(&server, command).await,
         Command::Policy { server, command } => policy::run(&server, command).await,
         Command::Audit { server, command } => audit::run(&server, command).await,
@@ -161,6 +170,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     say!("  database_url  {}", config.database_url);
     say!("  org_domain    {}", config.org_domain);
     say!("  examples      {}", config.examples);
+    say!(
+        "  federation    {} ({} configured peer(s))",
+        if config.federation.enabled {
+            config.federation.domain.as_str()
+        } else {
+            "off"
+        },
+        config.federation.peers.len()
+    );
     let overridden: Vec<&str> = env::SERVER_KEYS
         .iter()
         .copied()

@@ -1,7 +1,8 @@
 //! `convergio serve`: loads the configuration, opens the database (running
 //! migrations), makes sure an admin token exists, loads the policy set (the
 //! embedded example on first start) and watches it, starts and registers
-//! the example agents, and serves the gateway until Ctrl-C or SIGTERM; then
+//! the example agents, loads (or generates) the federation signing key and
+//! stores the configured peers, and serves the gateway until Ctrl-C or SIGTERM; then
 //! drains the audit queue.
 
 use std::collections::HashMap;
@@ -10,10 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
-use convergio_auth::{JwtConfig, MtlsConfig};
+use convergio_auth::{JwtConfig, MtlsConfig, OrgSigningKey};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
 use convergio_gateway::app::{build_router, AppConfig, JournalHandle, PolicyServices};
+use convergio_gateway::federation::{Federation, FederationConfig};
 use convergio_gateway::layers::{
     ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
 };
@@ -28,6 +30,9 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
 use crate::env;
 use crate::security_config::SecuritySettings;
+
+/// The generated signing key's file in the data dir.
+pub const SIGNING_KEY_FILE_NAME: &str = "federation-key.pem";
 
 /// Flags of `convergio serve`.
 #[derive(Debug, clap::Args)]
@@ -109,8 +114,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let authenticator =
+    let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
+    let federation = if config.federation.enabled {
+        let federation = start_federation(&config).await?;
+        authenticator = authenticator.with_peers(federation.clone());
+        Some(federation)
+    } else {
+        None
+    };
     let tls = match &config.security.tls {
         Some(tls) => Some(TlsAcceptor::from_config(tls).context("loading the tls listener")?),
         None => None,
@@ -154,6 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             journal: Some(JournalHandle(journal)),
             lease_keeper: Some((lease_ttl / 3, config.graphs.take_over_expired_runs)),
             policy: Some(policy),
+            federation: federation.clone(),
         },
     );
 
@@ -163,6 +176,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("  admin token  {token_source}");
     say!("  auth         {}", describe_auth(&config.security));
     say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
+    if let Some(federation) = &federation {
+        say!(
+            "  federation   {} (key {}, jwks at /.well-known/jwks.json)",
+            federation.domain(),
+            federation.key().kid()
+        );
+    }
     if let Some(version) = policy_version {
         say!("  policy       version {version} (convergio policy show)");
     }
@@ -194,6 +214,54 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     say!("convergio stopped");
     Ok(())
+}
+
+/// Loads (or generates) the organisation key, opens the peer store and
+/// stores the configured peers.
+async fn start_federation(config: &Config) -> anyhow::Result<Arc<Federation>> {
+    let key = Arc::new(signing_key(config)?);
+    let store = convergio_registry::peers::connect_peers(&config.database_url)
+        .await
+        .context("opening the peer store")?;
+    let federation = Arc::new(
+        Federation::new(
+            FederationConfig {
+                domain: config.federation.domain.clone(),
+                clock_window: std::time::Duration::from_secs(config.federation.clock_skew_seconds),
+            },
+            key,
+            store,
+        )
+        .context("setting up federation")?,
+    );
+    for peer in &config.federation.peers {
+        federation
+            .add(peer, true)
+            .await
+            .with_context(|| format!("storing the configured peer {}", peer.domain))?;
+    }
+    Ok(federation)
+}
+
+/// The organisation's signing key: the configured file, else the data
+/// dir's, generated (owner-only) on first start.
+fn signing_key(config: &Config) -> anyhow::Result<OrgSigningKey> {
+    if let Some(path) = &config.federation.signing_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the signing key {}", path.display()))?;
+        return OrgSigningKey::from_pem(&text)
+            .with_context(|| format!("parsing the signing key {}", path.display()));
+    }
+    let path = config.data_dir.join(SIGNING_KEY_FILE_NAME);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the signing key {}", path.display()))?;
+        return OrgSigningKey::from_pem(&text)
+            .with_context(|| format!("parsing the signing key {}", path.display()));
+    }
+    let key = OrgSigningKey::generate().context("generating the signing key")?;
+    write_private(&path, key.to_pem().trim_end())?;
+    Ok(key)
 }
 
 /// The `Authenticate` checks the configuration asks for.

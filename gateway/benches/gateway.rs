@@ -21,6 +21,10 @@
 //!   latency, and the JWT and mTLS cost over off. `CONVERGIO_BENCH_ONLY=auth`
 //!   runs just this part.
 //!
+//! - federation (issue 6): a signed cross-organisation call vs an internal
+//!   one, and sign + verify + replay check alone, p50/p99 side by side.
+//!   `CONVERGIO_BENCH_ONLY=federation` runs just this part.
+//!
 //! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
 //! 64 MB with 1,000 streams, JWT verification <= 10 us CPU per request.
 //! Figures depend on the machine and its load.
@@ -478,6 +482,10 @@ async fn run() {
         auth_modes(&upstream_url).await;
         return;
     }
+    if std::env::var(ONLY_ENV).as_deref() == Ok("federation") {
+        federation_cost(&client(), &upstream_url).await;
+        return;
+    }
     let gateway = GatewayChild::spawn(&upstream_url);
     let gateway_uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
     let client = client();
@@ -569,6 +577,7 @@ async fn run() {
     println!();
     auth_modes(&upstream_url).await;
     policy_on_off(&client, &upstream_url).await;
+    federation_cost(&client, &upstream_url).await;
 }
 
 const BENCH_ISSUER: &str = "https://idp.bench.example";
@@ -823,4 +832,168 @@ async fn policy_on_off(client: &HttpClient, upstream_url: &str) {
             );
         }
     }
+}
+
+// ===================================================================
+// Federation (issue 6): a signed cross-organisation call vs an internal
+// one. Two gateways in this process, `a.example` and `b.example`, each with
+// its own SQLite peer store (nonces are inserted there, as in production):
+// - internal: a client calls B's `/agents/bench` (one gateway hop);
+// - cross-org: a client calls A's `/external/b.example/agents/bench`; A
+//   signs, B verifies and records the nonce, then forwards (two hops);
+// - and the federation work alone, without sockets: A signs a request, B
+//   verifies it (signature, window, digest) and remembers its nonce.
+// `CONVERGIO_BENCH_ONLY=federation` runs just this part.
+// ===================================================================
+
+use convergio_auth::OrgSigningKey;
+use convergio_gateway::federation::{Federation, FederationConfig, PeerSpec};
+
+async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation>, Value) {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.join(format!("{domain}.db")).display()
+    );
+    // The registry's connect applies the migrations (peers, nonces).
+    convergio_registry::connect(&url).await.expect("registry");
+    let store = convergio_registry::peers::connect_peers(&url)
+        .await
+        .expect("peer store");
+    let key = Arc::new(OrgSigningKey::generate().expect("key"));
+    let jwk = key.public_jwk();
+    let federation =
+        Federation::new(FederationConfig::new(domain), key, store).expect("federation");
+    (Arc::new(federation), jwk)
+}
+
+async fn serve_federated(state: A2aState, federation: Arc<Federation>) -> u16 {
+    let authenticator = Authenticator::new(AuthenticateConfig::anonymous())
+        .await
+        .expect("authenticator")
+        .with_peers(federation);
+    let limits = LimitsConfig {
+        max_concurrency: 8192,
+        ..LimitsConfig::default()
+    };
+    let app = with_layers_auth(a2a_router(state), &limits, Arc::new(authenticator));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        let _ = serve_with(
+            listener,
+            app,
+            ServerConfig::default(),
+            None,
+            std::future::pending(),
+        )
+        .await;
+    });
+    port
+}
+
+async fn federation_cost(client: &HttpClient, upstream_url: &str) {
+    let dir = std::env::temp_dir().join(format!("convergio-bench-fed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench data dir");
+    let (a, a_jwk) = federation_node("a.example", &dir).await;
+    let (b, b_jwk) = federation_node("b.example", &dir).await;
+    let routes = Arc::new(InMemoryRoutes::new());
+    routes.insert(RouteTarget::from_card(
+        "bench",
+        json!({"name": "bench", "supportedInterfaces": [
+            {"url": upstream_url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]}),
+    ));
+    let b_port = serve_federated(
+        A2aState::new(routes, A2aConfig::default()).with_federation(Some(b.clone())),
+        b.clone(),
+    )
+    .await;
+    let a_port = serve_federated(
+        A2aState::new(Arc::new(InMemoryRoutes::new()), A2aConfig::default())
+            .with_federation(Some(a.clone())),
+        a.clone(),
+    )
+    .await;
+    let peer = |domain: &str, url: String, jwk: &Value| PeerSpec {
+        domain: domain.to_owned(),
+        url,
+        keys: vec![jwk.clone()],
+        jwks_url: None,
+        trust: None,
+    };
+    b.add(
+        &peer("a.example", format!("http://127.0.0.1:{a_port}"), &a_jwk),
+        false,
+    )
+    .await
+    .expect("b knows a");
+    a.add(
+        &peer("b.example", format!("http://127.0.0.1:{b_port}"), &b_jwk),
+        false,
+    )
+    .await
+    .expect("a knows b");
+    let internal = format!("http://127.0.0.1:{b_port}/agents/bench");
+    let external = format!("http://127.0.0.1:{a_port}/external/b.example/agents/bench");
+    closed_loop(client, &internal, 4, Duration::from_millis(300)).await;
+    closed_loop(client, &external, 4, Duration::from_millis(300)).await;
+
+    println!();
+    println!("Federation: internal call vs signed cross-organisation call, SendMessage 1 KB, closed loop 2 s");
+    println!(
+        "{:>6} | {:>24} | {:>24} | {:>16}",
+        "conc", "internal req/s p50 p99", "cross-org req/s p50 p99", "added p50 p99 us"
+    );
+    for concurrency in [1, 32] {
+        let inside = closed_loop(client, &internal, concurrency, Duration::from_secs(2)).await;
+        let across = closed_loop(client, &external, concurrency, Duration::from_secs(2)).await;
+        println!(
+            "{concurrency:>6} | {:>8.0} {:>7.0} {:>7.0} | {:>8.0} {:>7.0} {:>7.0} | {:>7.0} {:>7.0} | failed {}/{}",
+            inside.throughput(),
+            micros(inside.percentile(0.5)),
+            micros(inside.percentile(0.99)),
+            across.throughput(),
+            micros(across.percentile(0.5)),
+            micros(across.percentile(0.99)),
+            micros(across.percentile(0.5)) - micros(inside.percentile(0.5)),
+            micros(across.percentile(0.99)) - micros(inside.percentile(0.99)),
+            inside.failures,
+            across.failures,
+        );
+    }
+
+    // The federation work alone: sign (A), verify + nonce insert (B).
+    let body = send_body(3);
+    let mut latencies = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let request = Request::post("http://b.example/agents/bench")
+            .body(Body::from(body.clone()))
+            .expect("request");
+        let started = Instant::now();
+        let signed = a
+            .sign_request(request, "b.example", "bench")
+            .await
+            .expect("signed");
+        let token = signed
+            .headers()
+            .get(convergio_auth::peer_call::SIGNATURE_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .expect("signature header")
+            .to_owned();
+        let bytes = signed.into_body().collect().await.expect("body").to_bytes();
+        b.verify_call("POST", "/agents/bench", &token, &bytes)
+            .await
+            .expect("verified");
+        latencies.push(started.elapsed());
+    }
+    let run = Run::new(
+        latencies.into_iter().map(Some).collect(),
+        Duration::from_secs(1),
+    );
+    println!(
+        "  sign + verify + replay check (SQLite nonce insert), 1 KB body: p50 {:>6.0} us  p99 {:>6.0} us",
+        micros(run.percentile(0.5)),
+        micros(run.percentile(0.99))
+    );
+    println!("  (the cross-org row also pays a second gateway hop: A forwards to B)");
+    let _ = std::fs::remove_dir_all(&dir);
 }

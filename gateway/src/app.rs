@@ -2,7 +2,8 @@
 //! A2A routes, the envelope endpoint, the graph/run API (with the
 //! orchestrator's executor, whose dispatcher calls back into this same
 //! router, see [`crate::dispatch`]) and (with [`PolicyServices`]) the
-//! policy and audit API, mounted on one router behind the one layer stack
+//! policy and audit API, and (with federation) the JWKS and `/v1/peers`,
+//! mounted on one router behind the one layer stack
 //! ([`crate::layers::with_layers`]), so every surface shares tracing, error
 //! rescue, limits, authentication and policy.
 //!
@@ -30,6 +31,8 @@ use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
 use crate::authorize::{AuditChanges, PolicyGate};
 use crate::dispatch::GatewayDispatch;
+use crate::federation::api::federation_router;
+use crate::federation::Federation;
 use crate::layers::{
     with_layers, with_layers_auth, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
@@ -66,6 +69,9 @@ pub struct AppConfig {
     /// still decided, by the embedded example set, but nothing is audited
     /// and the policy API is not mounted (tests of other surfaces).
     pub policy: Option<PolicyServices>,
+    /// Federation (identity, peers, signed calls): mounts the JWKS and
+    /// `/v1/peers`, and routes `external://` agents. `None`: off.
+    pub federation: Option<Arc<Federation>>,
 }
 
 /// The run journal handed to the executor (a newtype so the config stays
@@ -137,7 +143,11 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         },
         gate.clone(),
     );
-    let a2a = a2a_router(A2aState::new(routes.clone(), config.a2a).with_gatekeeper(gate.clone()));
+    let a2a = a2a_router(
+        A2aState::new(routes.clone(), config.a2a)
+            .with_gatekeeper(gate.clone())
+            .with_federation(config.federation.clone()),
+    );
     let dispatch = Arc::new(GatewayDispatch::new());
     let executor = match config.journal {
         Some(JournalHandle(journal)) => {
@@ -154,6 +164,9 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let graphs = runs_router(runs_api.clone());
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
     let mut router = health.merge(api).merge(a2a).merge(graphs);
+    if let Some(federation) = config.federation {
+        router = router.merge(federation_router(federation));
+    }
     if let Some(keys) = config.api_keys {
         router = router.merge(api_keys_router(keys));
     }

@@ -172,6 +172,12 @@ pub enum GatewayError {
         /// Why, for logs.
         detail: String,
     },
+    /// A peer with this domain is configured already.
+    #[error("peer {domain} exists already")]
+    PeerExists {
+        /// The colliding domain.
+        domain: String,
+    },
     /// A bug or an unexpected failure; details go to logs only.
     #[error("internal error: {detail}")]
     Internal {
@@ -214,6 +220,7 @@ impl GatewayError {
             Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Self::ScopeRequired { .. } => ErrorKind::Forbidden,
             Self::Internal { .. } => ErrorKind::Internal,
+            Self::PeerExists { .. } => ErrorKind::Conflict,
         }
     }
 
@@ -311,6 +318,7 @@ impl GatewayError {
             Self::Forbidden { .. } | Self::ScopeRequired { .. } => "PERMISSION_DENIED",
             Self::UpstreamUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::PeerExists { .. } => "PEER_EXISTS",
             _ => "INTERNAL",
         };
         let domain = match self {

@@ -3,7 +3,8 @@
 //! the caller's identity ([`Principal`]), the crate's error
 //! ([`GatewayError`]), and the orchestrator's server side: the dispatcher
 //! that sends graph nodes' calls through this pipeline ([`dispatch`]) and the
-//! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]).
+//! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]); and
+//! federation: identity, peers and signed calls ([`federation`]).
 
 pub mod a2a;
 pub mod api_keys;
@@ -11,6 +12,7 @@ pub mod app;
 pub mod authorize;
 pub mod dispatch;
 pub mod error;
+pub mod federation;
 pub mod layers;
 mod registry_routes;
 pub mod runs_api;

@@ -862,6 +862,7 @@ pub fn method_name(method: AuthMethod) -> &'static str {
         AuthMethod::Mtls => "mtls",
         AuthMethod::AdminToken => "admin_token",
         AuthMethod::System => "system",
+        AuthMethod::Peer => "peer",
     }
 }
 

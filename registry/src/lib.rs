@@ -7,12 +7,14 @@
 //! - [`store`]: the [`Store`] trait, its two backends and [`connect`];
 //! - [`service`]: [`Registry`], the rules (validation, trust ladder, cache);
 //! - [`api`]: the axum router;
-//! - [`keys`]: stored API keys (hashed), on both backends.
+//! - [`keys`]: stored API keys (hashed), on both backends;
+//! - [`peers`]: federation peers and accepted signed-call nonces, on both backends.
 
 pub mod api;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod peers;
 pub mod service;
 pub mod store;
 

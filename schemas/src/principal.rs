@@ -19,6 +19,10 @@ pub enum AuthMethod {
     AdminToken,
     /// The server itself (its own example agents, graph runs it starts).
     System,
+    /// Another organisation's gateway: a signed cross-organisation call
+    /// verified against the keys an administrator approved for that peer
+    /// (`org` is the peer's domain; it never carries scopes).
+    Peer,
 }
 
 /// A caller whose identity has been verified.

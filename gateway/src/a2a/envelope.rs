@@ -7,7 +7,8 @@
 //! `{protocol, from: <to>, to: <from>, action: "<action>.result", payload:
 //! <the SendMessage result: {"task":…} or {"message":…}>}`. The envelope's
 //! `auth` is never forwarded (callers authenticate to the gateway).
-//! `external://` addresses need federation, which is not configured yet.
+//! `external://` addresses go to the peer's gateway as signed calls when
+//! federation is on, and are refused as not configured otherwise.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
@@ -89,15 +90,15 @@ pub(super) async fn envelope_handler(
                 detail: error.to_string(),
             })
         })?;
-    let name = match agent_id {
-        AgentId::Internal { name } => name,
-        AgentId::External { .. } => {
-            return Err(fail(GatewayError::FederationNotConfigured {
-                to: to.to_owned(),
-            }))
+    let target = match &agent_id {
+        AgentId::Internal { name } => resolve(&state, name).await.map_err(fail)?,
+        AgentId::External { org, name } => {
+            super::resolve_external(&state, &request.principal, org, name)
+                .await
+                .map_err(fail)?
         }
     };
-    let target = resolve(&state, &name).await.map_err(fail)?;
+    let name = target.name.clone();
     let params = envelope_to_send(&envelope);
     super::admit(
         &state,

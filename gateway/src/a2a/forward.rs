@@ -110,6 +110,12 @@ pub(crate) async fn forward(
         0
     };
     let timeout = state.config.upstream_timeout;
+    // A peer's agent gets a signed call: each attempt is signed afresh
+    // (new nonce), so a retry is never a replay.
+    let peer = state
+        .federation
+        .as_ref()
+        .and_then(|federation| Some((federation, crate::federation::peer_of(&target.name)?)));
     let mut attempt = 0;
     let response = loop {
         // Only a call that may be repeated keeps a copy of its params.
@@ -128,6 +134,11 @@ pub(crate) async fn forward(
         )?;
         if let Some(value) = upstream_authorization(state, &agent, headers)? {
             request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        if let Some((federation, audience)) = &peer {
+            request = federation
+                .sign_request(request, audience, &principal.subject)
+                .await?;
         }
         match tokio::time::timeout(timeout, state.client.pool_for(&agent).request(request)).await {
             Err(_) => {

@@ -2,7 +2,10 @@
 //! `/agents/{name}/.well-known/agent-card.json`, JSON-RPC at
 //! `POST /agents/{name}`, HTTP+JSON under `/agents/{name}/…`; the gateway's
 //! own card at `/.well-known/agent-card.json` with its `/a2a` endpoints
-//! (agent chosen by tenant); and `POST /v1/envelope`.
+//! (agent chosen by tenant); `POST /v1/envelope`; and, with federation,
+//! another organisation's agent `external://<domain>/agents/<name>` at
+//! `/external/<domain>/agents/<name>` (JSON-RPC and HTTP+JSON as above),
+//! forwarded to that peer's gateway as a signed call.
 //!
 //! Handlers decode the request ([`inbound`]), forward it ([`forward`]) and
 //! return [`Failure`]s that the `Rescue` layer renders. Paths are parsed from
@@ -41,6 +44,7 @@ pub use sse::SseParser;
 
 use self::forward::Reply;
 use crate::authorize::{is_loopback, CallFacts, Gatekeeper, OpenGate};
+use crate::federation::Federation;
 use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestId};
 use crate::{GatewayError, Principal};
 use convergio_schemas::GraphCall;
@@ -160,6 +164,8 @@ pub struct A2aState {
     pub config: Arc<A2aConfig>,
     /// Decides every call after routing, before the upstream.
     pub gatekeeper: Arc<dyn Gatekeeper>,
+    /// Peers and signing for `external://` agents; `None`: federation off.
+    pub federation: Option<Arc<Federation>>,
 }
 
 // === impl A2aState ===
@@ -181,7 +187,14 @@ impl A2aState {
             ),
             config: Arc::new(config),
             gatekeeper: Arc::new(OpenGate),
+            federation: None,
         }
+    }
+
+    /// The same state routing `external://` agents through `federation`.
+    pub fn with_federation(mut self, federation: Option<Arc<Federation>>) -> Self {
+        self.federation = federation;
+        self
     }
 
     /// The same state deciding calls with `gatekeeper`.
@@ -197,6 +210,7 @@ pub fn a2a_router(state: A2aState) -> Router {
         .route(WELL_KNOWN_CARD_PATH, get(gateway_card_handler))
         .route("/v1/envelope", post(envelope::envelope_handler))
         .route("/agents/{*rest}", any(agents_handler))
+        .route("/external/{*rest}", any(external_handler))
         .route("/a2a", post(gateway_jsonrpc_handler))
         .route("/a2a/{*rest}", any(gateway_rest_handler))
         .with_state(state)
@@ -250,6 +264,30 @@ async fn read_body(body: Body, limit: Option<usize>) -> Result<Bytes, GatewayErr
                 }
             }
         })
+}
+
+/// The route to another organisation's agent, through its peer gateway.
+/// A peer's own call never goes on to another organisation: this gateway
+/// would sign it with its key, lending its standing to the peer (a
+/// confused deputy), so for a peer principal every external agent is
+/// unknown.
+async fn resolve_external(
+    state: &A2aState,
+    principal: &Principal,
+    org: &str,
+    name: &str,
+) -> Result<RouteTarget, GatewayError> {
+    if principal.method == convergio_schemas::AuthMethod::Peer {
+        return Err(GatewayError::AgentNotFound {
+            agent: format!("external://{org}/agents/{name}"),
+        });
+    }
+    match &state.federation {
+        Some(federation) => federation.peer_target(org, name).await,
+        None => Err(GatewayError::FederationNotConfigured {
+            to: format!("external://{org}/agents/{name}"),
+        }),
+    }
 }
 
 async fn resolve(state: &A2aState, name: &str) -> Result<RouteTarget, GatewayError> {
@@ -331,6 +369,7 @@ fn shape_of(client: &ClientSide) -> ErrorShape {
 async fn jsonrpc(
     state: &A2aState,
     agent_name: Option<String>,
+    resolved: Option<RouteTarget>,
     request: Incoming,
     body: Body,
 ) -> Result<Response, Failure> {
@@ -345,6 +384,9 @@ async fn jsonrpc(
         Failure::new(error, ErrorShape::JsonRpc { id })
     })?;
     let shape = shape_of(&call.client);
+    if let Some(target) = resolved {
+        return run_call(state, &target, call, &request).await;
+    }
     let name = match agent_name {
         Some(name) => name,
         None => match call.params.get("tenant").and_then(Value::as_str) {
@@ -420,7 +462,7 @@ async fn agents_handler(
     }
     let name = segments.remove(0);
     if is_jsonrpc {
-        return jsonrpc(&state, Some(name), request, body).await;
+        return jsonrpc(&state, Some(name), None, request, body).await;
     }
     let target = resolve(&state, &name)
         .await
@@ -449,13 +491,60 @@ async fn agents_handler(
     rest(&state, &target, &segments, request, body).await
 }
 
+/// Everything under `/external/<domain>/agents/<name>`: another
+/// organisation's agent, JSON-RPC on the base path and HTTP+JSON below it.
+async fn external_handler(
+    State(state): State<A2aState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (request, body) = incoming(request);
+    let tail = request
+        .path
+        .strip_prefix("/external/")
+        .unwrap_or_default()
+        .to_owned();
+    let segment_count = tail.trim_end_matches('/').split('/').count();
+    let is_jsonrpc = request.http_method == HttpMethod::POST && segment_count == 3;
+    let shape = if is_jsonrpc {
+        ErrorShape::JsonRpc { id: Value::Null }
+    } else {
+        ErrorShape::A2aRest
+    };
+    let mut segments =
+        inbound::decode_segments(&tail).map_err(|error| Failure::new(error, shape.clone()))?;
+    if segments.len() < 3 || segments[1] != "agents" {
+        return Err(Failure::new(
+            GatewayError::RouteNotFound {
+                path: request.path.clone(),
+            },
+            shape,
+        ));
+    }
+    let remaining = segments.split_off(3);
+    let target = resolve_external(&state, &request.principal, &segments[0], &segments[2])
+        .await
+        .map_err(|error| Failure::new(error, shape.clone()))?;
+    if is_jsonrpc {
+        return jsonrpc(&state, None, Some(target), request, body).await;
+    }
+    if remaining.is_empty() {
+        return Err(Failure::new(
+            GatewayError::RouteNotFound {
+                path: request.path.clone(),
+            },
+            shape,
+        ));
+    }
+    rest(&state, &target, &remaining, request, body).await
+}
+
 /// `POST /a2a`: JSON-RPC on the gateway's own interface (agent by tenant).
 async fn gateway_jsonrpc_handler(
     State(state): State<A2aState>,
     request: Request,
 ) -> Result<Response, Failure> {
     let (request, body) = incoming(request);
-    jsonrpc(&state, None, request, body).await
+    jsonrpc(&state, None, None, request, body).await
 }
 
 /// `/a2a/{tenant}/…`: HTTP+JSON on the gateway's own interface.

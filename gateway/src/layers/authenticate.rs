@@ -10,12 +10,15 @@
 //!    in-process (the orchestrator's dispatcher calls the router with tower
 //!    `oneshot`) keep the principal they were given — extensions are never
 //!    wire data, so no client can forge one;
-//! 2. `Authorization: Bearer <token>`: the bootstrap admin token (constant-time
+//! 2. a `Convergio-Signature` header, when federation is on: a signed call
+//!    from a peer organisation, verified over the buffered body (see
+//!    [`crate::federation`]); the principal is the peer's;
+//! 3. `Authorization: Bearer <token>`: the bootstrap admin token (constant-time
 //!    compare), an API key (`cvg_…`), else a JWT;
-//! 3. `X-API-Key: cvg_…`;
-//! 4. the TLS client certificate of the connection ([`PeerCertificate`],
+//! 4. `X-API-Key: cvg_…`;
+//! 5. the TLS client certificate of the connection ([`PeerCertificate`],
 //!    put there by the TLS listener), when mTLS principals are enabled;
-//! 5. nothing: the anonymous principal where configured, or on the public
+//! 6. nothing: the anonymous principal where configured, or on the public
 //!    paths (health, cards, OpenAPI); 401 everywhere else.
 //!
 //! A credential that is present but wrong is refused even on public paths:
@@ -29,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, Response};
+use convergio_auth::peer_call::SIGNATURE_HEADER;
 use convergio_auth::{
     constant_time_eq, principal_from_certificate, ApiKeys, AuthError, MtlsConfig,
 };
@@ -38,6 +42,7 @@ use tower::{Layer, Service};
 
 use super::jwks::JwtAuthenticator;
 pub use super::jwks::{JwksSource, JwtAuthConfig};
+use crate::federation::PeerVerifier;
 use crate::{GatewayError, Principal};
 
 /// The header carrying an API key when `Authorization` is not used.
@@ -121,6 +126,7 @@ pub struct Authenticator {
     jwt: Option<JwtAuthenticator>,
     api_keys: Option<Arc<dyn ApiKeyVerifier>>,
     mtls: Option<MtlsConfig>,
+    peers: Option<Arc<dyn PeerVerifier>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -132,6 +138,7 @@ impl std::fmt::Debug for Authenticator {
             .field("jwt", &self.jwt.is_some())
             .field("api_keys", &self.api_keys.is_some())
             .field("mtls", &self.mtls.is_some())
+            .field("peers", &self.peers.is_some())
             .finish()
     }
 }
@@ -151,7 +158,14 @@ impl Authenticator {
             jwt: None,
             api_keys: None,
             mtls: None,
+            peers: None,
         }
+    }
+
+    /// The same checks, also accepting signed calls from federation peers.
+    pub fn with_peers(mut self, peers: Arc<dyn PeerVerifier>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// Builds the checks, loading the JWKS once so a broken key set fails at
@@ -168,6 +182,7 @@ impl Authenticator {
             jwt,
             api_keys: config.api_keys,
             mtls: config.mtls,
+            peers: None,
         })
     }
 
@@ -257,7 +272,10 @@ fn unix_now() -> u64 {
 pub fn is_public_path(path: &str) -> bool {
     if matches!(
         path,
-        "/healthz" | "/v1/openapi.json" | "/.well-known/agent-card.json"
+        "/healthz"
+            | "/v1/openapi.json"
+            | "/.well-known/agent-card.json"
+            | crate::federation::api::JWKS_PATH
     ) {
         return true;
     }
@@ -320,6 +338,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = self.authenticator.clone();
         Box::pin(async move {
+            if request.extensions().get::<Principal>().is_none()
+                && request.headers().contains_key(SIGNATURE_HEADER)
+                && !authenticator.off
+            {
+                let (principal, rebuilt) = verify_signed(&authenticator, request).await?;
+                request = rebuilt;
+                request.extensions_mut().insert(principal);
+            }
             if request.extensions().get::<Principal>().is_none() {
                 let peer = request.extensions().get::<PeerCertificate>();
                 let principal = match authenticator.authenticate(request.headers(), peer).await {
@@ -346,6 +372,50 @@ where
     }
 }
 
+/// Verifies a signed call from a peer: the body is read whole (it is
+/// covered by the signature; `Limits` already bounds it) and put back.
+async fn verify_signed(
+    authenticator: &Authenticator,
+    request: Request<Body>,
+) -> Result<(Principal, Request<Body>), GatewayError> {
+    let Some(peers) = &authenticator.peers else {
+        return Err(GatewayError::Unauthenticated {
+            reason: "signed call, but federation is off".to_owned(),
+        });
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|error| {
+            if super::is_length_limit(&error) {
+                GatewayError::PayloadTooLarge {
+                    limit: parts
+                        .extensions
+                        .get::<super::BodyLimit>()
+                        .map(|limit| limit.0)
+                        .unwrap_or_default(),
+                }
+            } else {
+                GatewayError::InvalidRequest {
+                    detail: format!("reading the request body failed: {error}"),
+                }
+            }
+        })?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|path| path.as_str())
+        .unwrap_or("/");
+    let principal = peers
+        .verify_peer_call(parts.method.as_str(), path, &parts.headers, &bytes)
+        .await
+        .map_err(|error| GatewayError::Unauthenticated {
+            // The reason names the failed check (logged), never the token.
+            reason: format!("signed call refused: {error}"),
+        })?;
+    Ok((principal, Request::from_parts(parts, Body::from(bytes))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +427,7 @@ mod tests {
             "/v1/openapi.json",
             "/.well-known/agent-card.json",
             "/agents/echo/.well-known/agent-card.json",
+            "/.well-known/jwks.json",
         ] {
             assert!(is_public_path(path), "{path}");
         }

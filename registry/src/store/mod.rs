@@ -15,6 +15,8 @@
 
 pub mod keys_postgres;
 pub mod keys_sqlite;
+pub mod peers_postgres;
+pub mod peers_sqlite;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,0 +1,577 @@
+//! Federation end to end (issue 6): two real `convergio serve` processes on
+//! loopback acting as two organisations, `a.example` and `b.example`, each
+//! with its own database and signing key. A calls B's agents through
+//! `external://b.example/agents/…` (blocking, streaming, the envelope); B's
+//! policy decides what A may call; B refuses forged, expired, replayed and
+//! misaddressed signed calls, crafted here with the auth crate's signer;
+//! with B down, A answers quickly and opens the circuit.
+
+mod support;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
+use convergio_auth::peer_call::{sign_call, PeerCallClaims, SIGNATURE_HEADER};
+use convergio_auth::OrgSigningKey;
+use serde_json::{json, Value};
+use support::{start_with, Server};
+
+/// Two federated organisations and B's opted-in agent.
+struct Federated {
+    a: Server,
+    b: Server,
+    a_dir: tempfile::TempDir,
+    _b_dir: tempfile::TempDir,
+    a_token: String,
+    b_token: String,
+    http: reqwest::Client,
+    _partner: RunningAgent,
+}
+
+fn token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("admin-token"))
+        .expect("admin token stored")
+        .trim()
+        .to_owned()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+fn send_message(text: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
+        "messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER",
+        "parts": [{"text": text}]}}})
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+    body: &Value,
+) -> (reqwest::StatusCode, Value) {
+    let response = http
+        .post(url)
+        .bearer_auth(bearer)
+        .header("A2A-Version", "1.0")
+        .json(body)
+        .send()
+        .await
+        .expect("request answered");
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Starts both organisations. B registers `partner-echo` (tagged `external`,
+/// trusted) and knows A by its JWKS URL; A pins B's key. B's copy of A's key
+/// is pending until `approve` says otherwise.
+async fn federate(approve: bool) -> Federated {
+    let a_dir = tempfile::tempdir().expect("temp dir");
+    let b_dir = tempfile::tempdir().expect("temp dir");
+    let a = start_with(
+        a_dir.path(),
+        &[
+            ("CONVERGIO_ORG_DOMAIN", "a.example"),
+            ("CONVERGIO_EXAMPLES", "false"),
+        ],
+    );
+    let b = start_with(b_dir.path(), &[("CONVERGIO_ORG_DOMAIN", "b.example")]);
+    let (a_token, b_token) = (token(a_dir.path()), token(b_dir.path()));
+    let http = reqwest::Client::new();
+
+    // B's opted-in agent: an echo agent registered with the `external` tag.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let partner = convergio_agents::spawn(ExampleAgent::Echo, listener, ServeOptions::default())
+        .await
+        .expect("echo agent");
+    let mut card = partner.card();
+    card["name"] = json!("partner-echo");
+    for skill in card["skills"].as_array_mut().expect("skills") {
+        skill["tags"] = json!(["external"]);
+    }
+    let (status, registered) = post(
+        &http,
+        &format!("{}/v1/agents", b.base),
+        &b_token,
+        &json!({"name": "partner-echo", "card": card}),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let id = registered["id"].as_str().expect("agent id").to_owned();
+    let trust = http
+        .put(format!(
+            "{}/v1/agents/{}/trust",
+            b.base,
+            percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+        ))
+        .bearer_auth(&b_token)
+        .json(&json!({"level": "trusted", "reason": "federation test partner"}))
+        .send()
+        .await
+        .expect("trust set");
+    assert!(trust.status().is_success(), "{}", trust.status());
+
+    // B learns A from A's published JWKS: the fetched key is pending.
+    let (status, peer) = post(
+        &http,
+        &format!("{}/v1/peers", b.base),
+        &b_token,
+        &json!({"domain": "a.example", "url": a.base,
+                "jwks_url": format!("{}/.well-known/jwks.json", a.base)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{peer}");
+    assert_eq!(peer["keys"][0]["state"], "pending", "{peer}");
+    if approve {
+        let (status, peer) = post(
+            &http,
+            &format!("{}/v1/peers/a.example/approve", b.base),
+            &b_token,
+            &json!({}),
+        )
+        .await;
+        assert_eq!(status, 200, "{peer}");
+        assert_eq!(peer["keys"][0]["state"], "approved");
+    }
+
+    // A pins B's key, read from B's JWKS by its administrator.
+    let jwks: Value = http
+        .get(format!("{}/.well-known/jwks.json", b.base))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
+    let (status, peer) = post(
+        &http,
+        &format!("{}/v1/peers", a.base),
+        &a_token,
+        &json!({"domain": "b.example", "url": b.base, "keys": jwks["keys"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{peer}");
+    assert_eq!(peer["keys"][0]["state"], "approved");
+
+    Federated {
+        a,
+        b,
+        a_dir,
+        _b_dir: b_dir,
+        a_token,
+        b_token,
+        http,
+        _partner: partner,
+    }
+}
+
+#[tokio::test]
+async fn a_calls_b_blocking_streaming_and_by_envelope_as_b_policy_allows() {
+    let fed = federate(false).await;
+    let partner = format!("{}/external/b.example/agents/partner-echo", fed.a.base);
+
+    // Pending keys verify nothing: B refuses A until an administrator approves.
+    let (_, refused) = post(&fed.http, &partner, &fed.a_token, &send_message("early")).await;
+    assert!(refused.get("result").is_none(), "{refused}");
+    let (status, _) = post(
+        &fed.http,
+        &format!("{}/v1/peers/a.example/approve", fed.b.base),
+        &fed.b_token,
+        &json!({"kids": []}),
+    )
+    .await;
+    assert_eq!(status, 400, "an empty kid list approves nothing");
+    let (status, _) = post(
+        &fed.http,
+        &format!("{}/v1/peers/a.example/approve", fed.b.base),
+        &fed.b_token,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Blocking.
+    let (status, answer) = post(
+        &fed.http,
+        &partner,
+        &fed.a_token,
+        &send_message("hello federation"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("result").is_some(), "{answer}");
+    assert!(answer.to_string().contains("hello federation"), "{answer}");
+
+    // Streaming: the relayed event stream ends with the echo.
+    let mut stream = send_message("streamed across");
+    stream["method"] = json!("SendStreamingMessage");
+    let response = fed
+        .http
+        .post(&partner)
+        .bearer_auth(&fed.a_token)
+        .header("A2A-Version", "1.0")
+        .json(&stream)
+        .send()
+        .await
+        .expect("stream answered");
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream")));
+    let events = response.text().await.expect("stream body");
+    assert!(events.contains("data:"), "{events}");
+    assert!(events.contains("streamed across"), "{events}");
+
+    // The envelope endpoint (and so graph nodes) reaches the peer too.
+    let (status, envelope) = post(
+        &fed.http,
+        &format!("{}/v1/envelope", fed.a.base),
+        &fed.a_token,
+        &json!({"protocol": "a2a/1.0", "from": "convergio://agents/tester",
+                "to": "external://b.example/agents/partner-echo",
+                "action": "ping", "payload": {"text": "enveloped"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{envelope}");
+    assert_eq!(envelope["from"], "external://b.example/agents/partner-echo");
+    assert!(
+        envelope["payload"].to_string().contains("enveloped"),
+        "{envelope}"
+    );
+
+    // B's policy: its own `echo` did not opt in, so A cannot even see it.
+    let echo = format!("{}/external/b.example/agents/echo", fed.a.base);
+    let (_, denied) = post(&fed.http, &echo, &fed.a_token, &send_message("no")).await;
+    assert!(denied.get("result").is_none(), "{denied}");
+    // B's JSON-RPC error is relayed as B gave it: the unknown-agent answer.
+    assert_eq!(
+        denied["error"]["data"][0]["reason"], "AGENT_NOT_FOUND",
+        "{denied}"
+    );
+
+    // An organisation A has no peer record for is an unknown agent.
+    let unknown = format!("{}/external/c.example/agents/x", fed.a.base);
+    let (status, _) = post(&fed.http, &unknown, &fed.a_token, &send_message("x")).await;
+    assert_eq!(status, 404);
+}
+
+/// Sends a crafted signed call to B's `partner-echo`.
+fn crafted(key: &OrgSigningKey, edit: impl FnOnce(&mut PeerCallClaims)) -> (String, Vec<u8>) {
+    let body = serde_json::to_vec(&send_message("crafted")).expect("json");
+    let mut claims = PeerCallClaims::new(
+        "a.example",
+        "b.example",
+        "mallory",
+        "POST",
+        "/agents/partner-echo",
+        &body,
+        now(),
+    );
+    edit(&mut claims);
+    (sign_call(key, &claims), body)
+}
+
+async fn deliver(fed: &Federated, token: &str, body: Vec<u8>) -> (reqwest::StatusCode, Value) {
+    let response = fed
+        .http
+        .post(format!("{}/agents/partner-echo", fed.b.base))
+        .header(SIGNATURE_HEADER, token)
+        .header("content-type", "application/json")
+        .header("A2A-Version", "1.0")
+        .body(body)
+        .send()
+        .await
+        .expect("answered");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn b_rejects_forged_expired_replayed_and_misaddressed_signed_calls() {
+    let fed = federate(true).await;
+    let pem = std::fs::read_to_string(fed.a_dir.path().join("federation-key.pem"))
+        .expect("a's generated key");
+    let a_key = OrgSigningKey::from_pem(&pem).expect("a's key parses");
+
+    // A well-formed call signed with A's key is accepted once ...
+    let (token, body) = crafted(&a_key, |_| {});
+    let (status, answer) = deliver(&fed, &token, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("result").is_some(), "{answer}");
+    // ... and refused when replayed.
+    let (status, replayed) = deliver(&fed, &token, body).await;
+    assert_eq!(status, 401, "{replayed}");
+
+    let stranger = OrgSigningKey::generate().expect("key");
+    let forged = {
+        // Signed by another key, claiming A's kid.
+        let (token, body) = crafted(&stranger, |_| {});
+        let (_, rest) = token.split_once('.').expect("jws");
+        let header = json!({"alg": "EdDSA", "kid": a_key.kid(), "typ": "convergio-call+jws"});
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string());
+        (format!("{header}.{rest}"), body)
+    };
+    let cases = [
+        ("forged signature", forged),
+        ("unknown key", crafted(&stranger, |_| {})),
+        (
+            "expired",
+            crafted(&a_key, |claims| claims.iat = now() - 3600),
+        ),
+        (
+            "wrong audience",
+            crafted(&a_key, |claims| claims.aud = "c.example".into()),
+        ),
+        (
+            "another path",
+            crafted(&a_key, |claims| claims.htp = "/agents/echo".into()),
+        ),
+        (
+            "unknown issuer",
+            crafted(&a_key, |claims| claims.iss = "c.example".into()),
+        ),
+    ];
+    for (case, (token, body)) in cases {
+        let (status, refused) = deliver(&fed, &token, body).await;
+        assert_eq!(status, 401, "{case}: {refused}");
+        assert!(refused.get("result").is_none(), "{case}");
+        // The body never says which check failed.
+        let text = refused.to_string();
+        for leak in ["audience", "expired", "signature", "replay", "nonce", "key"] {
+            assert!(
+                !text.contains(leak),
+                "{case}: 401 body names {leak}: {text}"
+            );
+        }
+    }
+    // A tampered body (digest mismatch) is refused too.
+    let (token, _) = crafted(&a_key, |_| {});
+    let tampered = serde_json::to_vec(&send_message("tampered")).expect("json");
+    let (status, _) = deliver(&fed, &token, tampered).await;
+    assert_eq!(status, 401);
+    // B never relays A's call to a third organisation under B's signature:
+    // for a peer, every external agent is unknown (B knows c.example, whose
+    // gateway is down, so an attempted relay would answer differently).
+    let (status, added) = post(
+        &fed.http,
+        &format!("{}/v1/peers", fed.b.base),
+        &fed.b_token,
+        &json!({"domain": "c.example", "url": "http://127.0.0.1:9",
+                "keys": [stranger.public_jwk()]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    let relay = serde_json::to_vec(&send_message("relay me")).expect("json");
+    let claims = PeerCallClaims::new(
+        "a.example",
+        "b.example",
+        "mallory",
+        "POST",
+        "/external/c.example/agents/x",
+        &relay,
+        now(),
+    );
+    let response = fed
+        .http
+        .post(format!("{}/external/c.example/agents/x", fed.b.base))
+        .header(SIGNATURE_HEADER, sign_call(&a_key, &claims))
+        .header("content-type", "application/json")
+        .header("A2A-Version", "1.0")
+        .body(relay)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 404);
+    let refused: Value = response.json().await.expect("json");
+    assert_eq!(
+        refused["error"]["data"][0]["reason"], "AGENT_NOT_FOUND",
+        "{refused}"
+    );
+    // A peer never administers B, even with a valid signature.
+    let body = b"{}".to_vec();
+    let claims = PeerCallClaims::new(
+        "a.example",
+        "b.example",
+        "mallory",
+        "GET",
+        "/v1/peers",
+        &body,
+        now(),
+    );
+    let response = fed
+        .http
+        .get(format!("{}/v1/peers", fed.b.base))
+        .header(SIGNATURE_HEADER, sign_call(&a_key, &claims))
+        .body(body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_answers_quickly_and_opens_the_circuit_when_b_is_down() {
+    let fed = federate(true).await;
+    let partner = format!("{}/external/b.example/agents/partner-echo", fed.a.base);
+    let (status, _) = post(&fed.http, &partner, &fed.a_token, &send_message("up")).await;
+    assert_eq!(status, 200, "b is up first");
+    let Federated {
+        a,
+        b,
+        a_token,
+        http,
+        a_dir,
+        ..
+    } = fed;
+    drop(b);
+    // Each call fails at connect (nothing listens), five in a row open the
+    // circuit, and the next is refused without trying: 503.
+    let mut statuses = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        let (status, answer) = post(&http, &partner, &a_token, &send_message("down")).await;
+        assert!(answer.get("result").is_none(), "{answer}");
+        statuses.push(status.as_u16());
+        answers.push(answer);
+    }
+    // The first five reach for B and fail with the A2A "invalid agent
+    // response" error; then the circuit is open and A refuses at once with
+    // 503 UPSTREAM_UNAVAILABLE.
+    for answer in &answers[..5] {
+        assert_eq!(answer["error"]["code"], -32006, "{answer}");
+    }
+    assert_eq!(statuses[5..], [503, 503], "{statuses:?}");
+    assert_eq!(
+        answers[6]["error"]["data"][0]["reason"], "UPSTREAM_UNAVAILABLE",
+        "{}",
+        answers[6]
+    );
+    drop((a, a_dir));
+}
+
+/// Runs `convergio peers …` against `server` with the admin token of `data_dir`.
+fn peers_cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(support::BINARY)
+        .arg("peers")
+        .args(["--server", &server.base, "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .output()
+        .expect("the CLI runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn peers_are_added_approved_and_removed_from_the_cli() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(
+        dir.path(),
+        &[
+            ("CONVERGIO_ORG_DOMAIN", "b.example"),
+            ("CONVERGIO_EXAMPLES", "false"),
+        ],
+    );
+    let key_file = dir.path().join("x-key.json");
+    let pinned = OrgSigningKey::generate().expect("key");
+    std::fs::write(&key_file, pinned.jwks().to_string()).expect("key file");
+    let key_path = key_file.to_str().expect("utf-8 path");
+
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "x.example",
+            "--url",
+            "http://127.0.0.1:9",
+            "--key-file",
+            key_path,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(pinned.kid()) && out.contains("approved"),
+        "{out}"
+    );
+    // Keys from a JWKS URL (here this server's own) wait for approval.
+    let jwks_url = format!("{}/.well-known/jwks.json", server.base);
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "y.example",
+            "--url",
+            "http://127.0.0.1:9",
+            "--jwks-url",
+            &jwks_url,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("pending"), "{out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["list"]);
+    assert!(
+        ok && out.contains("x.example") && out.contains("y.example"),
+        "{out}"
+    );
+    let (ok, out) = peers_cli(&server, dir.path(), &["approve", "y.example"]);
+    assert!(
+        ok && out.contains("approved") && !out.contains("pending"),
+        "{out}"
+    );
+    let (ok, out) = peers_cli(&server, dir.path(), &["show", "y.example"]);
+    assert!(ok && out.contains("approved"), "{out}");
+    // Mistakes are refused with the server's reason.
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "x.example",
+            "--url",
+            "http://127.0.0.1:9",
+            "--key-file",
+            key_path,
+        ],
+    );
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "z.example",
+            "--url",
+            "ftp://z",
+            "--key-file",
+            key_path,
+        ],
+    );
+    assert!(!ok && out.contains("http"), "{out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["remove", "x.example"]);
+    assert!(ok, "{out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["remove", "x.example"]);
+    assert!(!ok, "{out}");
+    let (_, out) = peers_cli(&server, dir.path(), &["list"]);
+    assert!(
+        !out.contains("x.example") && out.contains("y.example"),
+        "{out}"
+    );
+}

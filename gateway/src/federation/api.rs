@@ -1,0 +1,156 @@
+//! Federation's HTTP surface: the public JWKS at `/.well-known/jwks.json`
+//! (no credentials needed: it is what peers pin or fetch), and the peer
+//! administration API under `/v1/peers` (admin scope; problem+json errors):
+//!
+//! - `GET /v1/peers`, `POST /v1/peers` (a [`PeerSpec`]; 201, 409 if the
+//!   domain exists);
+//! - `GET /v1/peers/{domain}`, `DELETE /v1/peers/{domain}` (204);
+//! - `POST /v1/peers/{domain}/approve` (`{"kids": [...]}` or no body: all
+//!   pending keys);
+//! - `POST /v1/peers/{domain}/refresh` (fetch the JWKS again; new keys are
+//!   pending).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+
+use super::{Federation, PeerSpec};
+use crate::layers::{ErrorShape, Failure};
+use crate::{GatewayError, Principal};
+
+/// The path of the published key set.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// `POST /v1/peers/{domain}/approve` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The pending keys to approve; all of them when absent.
+    #[serde(default)]
+    pub kids: Option<Vec<String>>,
+}
+
+/// The JWKS route and the `/v1/peers` admin API over `federation`; mount
+/// behind the `Authenticate` layer.
+pub fn federation_router(federation: Arc<Federation>) -> Router {
+    Router::new()
+        .route(JWKS_PATH, get(jwks_handler))
+        .route("/v1/peers", get(list_handler).post(add_handler))
+        .route(
+            "/v1/peers/{domain}",
+            get(show_handler).delete(remove_handler),
+        )
+        .route("/v1/peers/{domain}/approve", post(approve_handler))
+        .route("/v1/peers/{domain}/refresh", post(refresh_handler))
+        .with_state(federation)
+}
+
+fn problem(error: GatewayError) -> Failure {
+    Failure::new(error, ErrorShape::Problem)
+}
+
+/// Why `principal` may not administer peers, if it may not.
+fn admin_refusal(principal: &Principal) -> Result<(), Box<Failure>> {
+    if principal.has_scope("admin") {
+        Ok(())
+    } else if principal.method == convergio_schemas::AuthMethod::Anonymous {
+        Err(Box::new(problem(GatewayError::Unauthenticated {
+            reason: "peer administration needs credentials".to_owned(),
+        })))
+    } else {
+        Err(Box::new(problem(GatewayError::ScopeRequired {
+            detail: "peer administration needs the admin scope".to_owned(),
+        })))
+    }
+}
+
+async fn jwks_handler(State(federation): State<Arc<Federation>>) -> Response {
+    let mut response = Json(federation.key().jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+async fn list_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    let peers = federation.list().await.map_err(problem)?;
+    Ok(Json(serde_json::json!({ "peers": peers })).into_response())
+}
+
+async fn add_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    let spec: PeerSpec = serde_json::from_slice(&body).map_err(|error| {
+        problem(GatewayError::InvalidParams {
+            detail: error.to_string(),
+        })
+    })?;
+    let added = federation.add(&spec, false).await.map_err(problem)?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+async fn show_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+    Path(domain): Path<String>,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    let peer = federation.get(&domain).await.map_err(problem)?;
+    Ok(Json(peer).into_response())
+}
+
+async fn remove_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+    Path(domain): Path<String>,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    federation.remove(&domain).await.map_err(problem)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn approve_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+    Path(domain): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    let request: ApproveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            problem(GatewayError::InvalidParams {
+                detail: error.to_string(),
+            })
+        })?
+    };
+    let peer = federation
+        .approve(&domain, request.kids.as_deref())
+        .await
+        .map_err(problem)?;
+    Ok(Json(peer).into_response())
+}
+
+async fn refresh_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+    Path(domain): Path<String>,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    let peer = federation.refresh(&domain).await.map_err(problem)?;
+    Ok(Json(peer).into_response())
+}

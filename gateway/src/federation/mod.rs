@@ -1,0 +1,730 @@
+//! Federation (issue 6, calls): this organisation's identity, the peer
+//! organisations an administrator configured, and signed calls between
+//! them.
+//!
+//! - Identity: the domain and the Ed25519 [`OrgSigningKey`], published as a
+//!   JWKS at `/.well-known/jwks.json` ([`api`]).
+//! - Peers: stored in the registry database (`convergio_registry::peers`),
+//!   administered through `/v1/peers` ([`api`]), the CLI and the config.
+//!   Pinned keys are approved by whoever pinned them (an administrator);
+//!   keys fetched from a peer's JWKS URL are pending until an administrator
+//!   approves them, so a peer is never trusted from keys it supplies itself.
+//! - Outbound: a call routed to `external://<domain>/agents/<name>` becomes
+//!   a [`RouteTarget`] on the peer's gateway (`<base>/agents/<name>`), and
+//!   `forward` signs each attempt ([`Federation::sign_request`]).
+//! - Inbound: `Authenticate` hands a request carrying the
+//!   `Convergio-Signature` header to [`Federation::verify_call`]: signature
+//!   against the peer's approved keys, audience, clock window, method, path,
+//!   body digest, then the nonce (a moka cache in front of an insert-or-fail
+//!   row, so a replay is refused on every replica). The caller becomes a
+//!   [`Principal`] of [`AuthMethod::Peer`] with the peer's domain as `org`
+//!   and no scopes; the normal policies then decide.
+//!
+//! What a peer may see and call is left to policy (the shipped
+//! `external-opt-in` policy: agents tagged `external`, at least `verified`),
+//! not to a per-peer list, so there is one place that decides.
+
+pub mod api;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request};
+use convergio_auth::peer_call::{content_digest, CONTENT_DIGEST_HEADER, SIGNATURE_HEADER};
+use convergio_auth::{
+    sign_call, AuthError, OrgSigningKey, PeerCallClaims, PeerPublicKey, ReceivedCall,
+    UnverifiedCall,
+};
+use convergio_registry::peers::{PeerKeyRow, PeerKeyState, PeerRow, PeerStore};
+use convergio_schemas::a2a::ProtocolVersion;
+use convergio_schemas::{AgentId, AgentRole, AuthMethod, TrustLevel};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::a2a::{AgentFacts, Binding, RouteTarget, UpstreamInterface};
+use crate::{GatewayError, Principal};
+
+/// How long a cached peer row is trusted: the cross-replica bound on a key
+/// approval or a peer removal taking effect.
+const PEER_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Largest JWKS document fetched from a peer.
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+/// Expired nonce rows are deleted every this many accepted calls.
+const PURGE_EVERY: u64 = 1024;
+/// Longest calling subject a peer may assert.
+const MAX_SUBJECT_BYTES: usize = 256;
+
+/// Settings of federation.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// This organisation's domain: the `iss` of our calls, the `aud` of theirs.
+    pub domain: String,
+    /// Accepted distance between a signed call's `iat` and now, either way
+    /// (default 60 s); nonces are remembered for twice as long.
+    pub clock_window: Duration,
+}
+
+impl FederationConfig {
+    /// Settings for `domain` with the default window.
+    pub fn new(domain: impl Into<String>) -> Self {
+        Self {
+            domain: domain.into(),
+            clock_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A peer as an administrator describes it (API body and config entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// The peer's organisation domain.
+    pub domain: String,
+    /// Base URL of the peer's gateway (`http://host:port`).
+    pub url: String,
+    /// Public JWKs pinned for the peer: approved at once.
+    #[serde(default)]
+    pub keys: Vec<Value>,
+    /// Where the peer publishes its JWKS: keys fetched from it are pending.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Trust level this deployment gives the peer's agents (default `verified`).
+    #[serde(default)]
+    pub trust: Option<TrustLevel>,
+}
+
+/// A peer as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Domain.
+    pub domain: String,
+    /// Gateway base URL.
+    pub url: String,
+    /// JWKS URL, if keys are fetched.
+    pub jwks_url: Option<String>,
+    /// Keys with their state.
+    pub keys: Vec<PeerKeyRow>,
+    /// Trust level of its agents here.
+    pub trust: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A peer ready for use: its row, approved keys and parsed trust.
+#[derive(Debug)]
+struct PeerEntry {
+    row: PeerRow,
+    approved: Vec<PeerPublicKey>,
+    trust: TrustLevel,
+}
+
+/// Verifies signed calls for the `Authenticate` layer.
+#[async_trait]
+pub trait PeerVerifier: Send + Sync {
+    /// The principal of a request carrying a signed call, or why not.
+    async fn verify_peer_call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Principal, AuthError>;
+}
+
+/// Federation state shared by the gateway's surfaces.
+pub struct Federation {
+    config: FederationConfig,
+    key: Arc<OrgSigningKey>,
+    store: Arc<dyn PeerStore>,
+    peers: moka::future::Cache<String, Option<Arc<PeerEntry>>>,
+    nonces: moka::sync::Cache<String, ()>,
+    accepted: AtomicU64,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("domain", &self.config.domain)
+            .field("kid", &self.key.kid())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Federation ===
+
+impl Federation {
+    /// Federation for `config`, signing with `key`, peers in `store`.
+    pub fn new(
+        config: FederationConfig,
+        key: Arc<OrgSigningKey>,
+        store: Arc<dyn PeerStore>,
+    ) -> Result<Self, GatewayError> {
+        let window = config.clock_window.max(Duration::from_secs(1));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            // Never follow a redirect: a JWKS is fetched from exactly the
+            // URL an administrator configured.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| GatewayError::Internal {
+                detail: format!("building the jwks client: {error}"),
+            })?;
+        Ok(Self {
+            peers: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(PEER_CACHE_TTL)
+                .build(),
+            nonces: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(window * 2 + Duration::from_secs(1))
+                .build(),
+            accepted: AtomicU64::new(0),
+            config,
+            key,
+            store,
+            http,
+        })
+    }
+
+    /// This organisation's domain.
+    pub fn domain(&self) -> &str {
+        &self.config.domain
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &Arc<OrgSigningKey> {
+        &self.key
+    }
+
+    async fn peer(&self, domain: &str) -> Result<Option<Arc<PeerEntry>>, GatewayError> {
+        let store = self.store.clone();
+        let key = domain.to_ascii_lowercase();
+        let lookup = key.clone();
+        self.peers
+            .try_get_with(key, async move {
+                let row = store.get(&lookup).await?;
+                Ok::<_, convergio_registry::RegistryError>(row.map(|row| Arc::new(entry(row))))
+            })
+            .await
+            .map_err(|error| GatewayError::Internal {
+                detail: format!("peer lookup: {error}"),
+            })
+    }
+
+    /// The route to `name` on the peer `org`'s gateway; an unknown peer is
+    /// the unknown-agent answer.
+    pub async fn peer_target(&self, org: &str, name: &str) -> Result<RouteTarget, GatewayError> {
+        let id = AgentId::external(org, name).map_err(|error| GatewayError::InvalidParams {
+            detail: error.to_string(),
+        })?;
+        let id_text = id.to_string();
+        let peer = self
+            .peer(org)
+            .await?
+            .ok_or_else(|| GatewayError::AgentNotFound {
+                agent: id_text.clone(),
+            })?;
+        let url = format!(
+            "{}/agents/{}",
+            peer.row.base_url.trim_end_matches('/'),
+            id.name()
+        );
+        let interfaces = [Binding::JsonRpc, Binding::HttpJson]
+            .into_iter()
+            .map(|binding| UpstreamInterface {
+                url: url.clone(),
+                binding,
+                version: ProtocolVersion::V1_0,
+                tenant: None,
+            })
+            .collect();
+        Ok(RouteTarget {
+            name: id_text,
+            facts: Some(AgentFacts {
+                org: peer.row.domain.clone(),
+                trust: peer.trust,
+                role: AgentRole::Worker,
+            }),
+            interfaces,
+            // The peer's agents are published to us by the peer: they count
+            // as opted in here; the peer's own policy decides for real.
+            card: json!({"name": id.name(), "skills": [{"id": "peer", "tags": ["external"]}]}),
+        })
+    }
+
+    /// Signs one outbound request to the peer `audience` on behalf of
+    /// `subject`: adds `Content-Digest` and `Convergio-Signature`.
+    pub async fn sign_request(
+        &self,
+        request: Request<Body>,
+        audience: &str,
+        subject: &str,
+    ) -> Result<Request<Body>, GatewayError> {
+        let (mut parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|error| GatewayError::Internal {
+                detail: format!("reading the body to sign: {error}"),
+            })?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|path| path.as_str())
+            .unwrap_or("/");
+        let claims = PeerCallClaims::new(
+            &self.config.domain,
+            audience,
+            subject,
+            parts.method.as_str(),
+            path,
+            &bytes,
+            unix_now(),
+        );
+        let token = sign_call(&self.key, &claims);
+        let header = |text: String| {
+            HeaderValue::try_from(text).map_err(|_| GatewayError::Internal {
+                detail: "a signed call is not a header value".to_owned(),
+            })
+        };
+        parts
+            .headers
+            .insert(CONTENT_DIGEST_HEADER, header(claims.cd.clone())?);
+        parts.headers.insert(SIGNATURE_HEADER, header(token)?);
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    }
+
+    /// Verifies a received signed call (see the module docs for the order).
+    pub async fn verify_call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        token: &str,
+        body: &[u8],
+    ) -> Result<Principal, AuthError> {
+        let call = UnverifiedCall::parse(token)?;
+        let peer = self
+            .peer(call.issuer())
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "peer lookup failed");
+                AuthError::UnknownPeer
+            })?
+            .ok_or(AuthError::UnknownPeer)?;
+        let now = unix_now();
+        let window = self.config.clock_window.as_secs().max(1);
+        let claims = call.verify(
+            &peer.approved,
+            &ReceivedCall {
+                method,
+                path_and_query,
+                body,
+                audience: &self.config.domain,
+                now,
+                window_seconds: window,
+            },
+        )?;
+        if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_BYTES {
+            return Err(AuthError::malformed_claim("sub"));
+        }
+        self.remember_nonce(&peer.row.domain, &claims.nonce, claims.iat + window)
+            .await?;
+        Ok(Principal {
+            subject: claims.sub,
+            org: Some(peer.row.domain.clone()),
+            scopes: Vec::new(),
+            method: AuthMethod::Peer,
+        })
+    }
+
+    async fn remember_nonce(&self, peer: &str, nonce: &str, until: u64) -> Result<(), AuthError> {
+        let key = format!("{peer} {nonce}");
+        if self.nonces.contains_key(&key) {
+            return Err(AuthError::Replayed);
+        }
+        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        let fresh = self
+            .store
+            .remember_nonce(peer, nonce, until)
+            .await
+            .map_err(|error| {
+                // Without the shared record a replay could not be ruled out.
+                tracing::warn!(%error, "nonce store failed");
+                AuthError::Replayed
+            })?;
+        self.nonces.insert(key, ());
+        if !fresh {
+            return Err(AuthError::Replayed);
+        }
+        if self.accepted.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                if let Err(error) = store.purge_nonces(now).await {
+                    tracing::warn!(%error, "purging expired nonces failed");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    // --- administration ---
+
+    /// Every peer.
+    pub async fn list(&self) -> Result<Vec<PeerView>, GatewayError> {
+        let rows = self.store.list().await.map_err(storage_error)?;
+        Ok(rows.into_iter().map(view).collect())
+    }
+
+    /// One peer.
+    pub async fn get(&self, domain: &str) -> Result<PeerView, GatewayError> {
+        self.store
+            .get(&domain.to_ascii_lowercase())
+            .await
+            .map_err(storage_error)?
+            .map(view)
+            .ok_or_else(|| peer_not_found(domain))
+    }
+
+    /// Adds a peer; `replace` overwrites an existing one (configuration),
+    /// else an existing domain is a conflict. Keys fetched from the JWKS
+    /// URL are pending; keys approved before stay approved on replace.
+    pub async fn add(&self, spec: &PeerSpec, replace: bool) -> Result<PeerView, GatewayError> {
+        let domain = spec.domain.to_ascii_lowercase();
+        convergio_schemas::ids::check_org(&domain).map_err(|error| {
+            GatewayError::InvalidParams {
+                detail: error.to_string(),
+            }
+        })?;
+        if domain == self.config.domain {
+            return Err(GatewayError::InvalidParams {
+                detail: "a peer cannot be this organisation".to_owned(),
+            });
+        }
+        let base = check_gateway_url(&spec.url)?;
+        let jwks_url = spec
+            .jwks_url
+            .as_deref()
+            .map(check_peer_url)
+            .transpose()?
+            .map(|url| url.to_string());
+        if spec.keys.is_empty() && jwks_url.is_none() {
+            return Err(GatewayError::InvalidParams {
+                detail: "a peer needs pinned keys or a jwks_url".to_owned(),
+            });
+        }
+        let mut keys = Vec::new();
+        for jwk in &spec.keys {
+            let key =
+                PeerPublicKey::from_jwk(jwk).map_err(|error| GatewayError::InvalidParams {
+                    detail: format!("pinned key: {error}"),
+                })?;
+            push_key(&mut keys, &key, PeerKeyState::Approved);
+        }
+        let existing = self.store.get(&domain).await.map_err(storage_error)?;
+        if let (Some(existing), true) = (&existing, replace) {
+            for old in &existing.keys {
+                if old.state == PeerKeyState::Approved {
+                    if let Ok(key) = PeerPublicKey::from_jwk(&old.jwk) {
+                        push_key(&mut keys, &key, PeerKeyState::Approved);
+                    }
+                }
+            }
+        }
+        if let Some(url) = &jwks_url {
+            match self.fetch_jwks(url).await {
+                Ok(fetched) => {
+                    for key in fetched {
+                        push_key(&mut keys, &key, PeerKeyState::Pending);
+                    }
+                }
+                // The peer is still recorded: `refresh` retries the fetch.
+                Err(error) => tracing::warn!(peer = %domain, %error, "jwks fetch failed"),
+            }
+        }
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let row = PeerRow {
+            domain: domain.clone(),
+            base_url: base.as_str().trim_end_matches('/').to_owned(),
+            jwks_url,
+            keys,
+            trust: spec
+                .trust
+                .unwrap_or(TrustLevel::Verified)
+                .as_str()
+                .to_owned(),
+            created_at: existing.as_ref().map_or(now, |row| row.created_at),
+            updated_at: now,
+        };
+        if replace {
+            self.store.put(&row).await.map_err(storage_error)?;
+        } else if !self.store.insert(&row).await.map_err(storage_error)? {
+            return Err(GatewayError::PeerExists { domain });
+        }
+        self.peers.invalidate(&domain).await;
+        tracing::info!(peer = %domain, "peer stored");
+        Ok(view(row))
+    }
+
+    /// Fetches the peer's JWKS again; new keys are pending.
+    pub async fn refresh(&self, domain: &str) -> Result<PeerView, GatewayError> {
+        let mut row = self.row(domain).await?;
+        let url = row
+            .jwks_url
+            .clone()
+            .ok_or_else(|| GatewayError::InvalidParams {
+                detail: "the peer has no jwks_url".to_owned(),
+            })?;
+        let fetched =
+            self.fetch_jwks(&url)
+                .await
+                .map_err(|detail| GatewayError::UpstreamUnreachable {
+                    agent: format!("jwks of {domain}"),
+                    detail,
+                })?;
+        for key in fetched {
+            push_key(&mut row.keys, &key, PeerKeyState::Pending);
+        }
+        self.save(row).await
+    }
+
+    /// Approves pending keys (those named, or all of them).
+    pub async fn approve(
+        &self,
+        domain: &str,
+        kids: Option<&[String]>,
+    ) -> Result<PeerView, GatewayError> {
+        let mut row = self.row(domain).await?;
+        let mut approved = 0;
+        for key in &mut row.keys {
+            let named = kids.is_none_or(|kids| kids.contains(&key.kid));
+            if named && key.state == PeerKeyState::Pending {
+                key.state = PeerKeyState::Approved;
+                approved += 1;
+            }
+        }
+        if approved == 0 {
+            return Err(GatewayError::InvalidParams {
+                detail: "no pending key matches".to_owned(),
+            });
+        }
+        tracing::info!(peer = %row.domain, approved, "peer keys approved");
+        self.save(row).await
+    }
+
+    /// Removes a peer.
+    pub async fn remove(&self, domain: &str) -> Result<(), GatewayError> {
+        let domain = domain.to_ascii_lowercase();
+        let removed = self.store.delete(&domain).await.map_err(storage_error)?;
+        self.peers.invalidate(&domain).await;
+        if removed {
+            tracing::info!(peer = %domain, "peer removed");
+            Ok(())
+        } else {
+            Err(peer_not_found(&domain))
+        }
+    }
+
+    async fn row(&self, domain: &str) -> Result<PeerRow, GatewayError> {
+        self.store
+            .get(&domain.to_ascii_lowercase())
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| peer_not_found(domain))
+    }
+
+    async fn save(&self, mut row: PeerRow) -> Result<PeerView, GatewayError> {
+        row.updated_at = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        self.store.put(&row).await.map_err(storage_error)?;
+        self.peers.invalidate(&row.domain).await;
+        Ok(view(row))
+    }
+
+    async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, String> {
+        let url = check_peer_url(url).map_err(|error| error.to_string())?;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|error| format!("fetching the jwks: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("the jwks answered {}", response.status()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| format!("reading the jwks: {error}"))?;
+        if bytes.len() > MAX_JWKS_BYTES {
+            return Err("the jwks is too large".to_owned());
+        }
+        let jwks: Value =
+            serde_json::from_slice(&bytes).map_err(|error| format!("the jwks: {error}"))?;
+        PeerPublicKey::from_jwks(&jwks).map_err(|error| error.to_string())
+    }
+}
+
+#[async_trait]
+impl PeerVerifier for Federation {
+    async fn verify_peer_call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Principal, AuthError> {
+        let token = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| AuthError::malformed_claim("signature header"))?;
+        if let Some(declared) = headers.get(CONTENT_DIGEST_HEADER) {
+            // Informative, but a mismatch means the body was changed.
+            if declared.as_bytes() != content_digest(body).as_bytes() {
+                return Err(AuthError::CallMismatch {
+                    what: "content-digest",
+                });
+            }
+        }
+        self.verify_call(method, path_and_query, token, body).await
+    }
+}
+
+/// The peer organisation an `external://` route target belongs to.
+pub fn peer_of(target_name: &str) -> Option<String> {
+    match target_name.parse::<AgentId>() {
+        Ok(AgentId::External { org, .. }) if target_name.starts_with("external://") => Some(org),
+        _ => None,
+    }
+}
+
+/// Validates a URL this gateway will fetch from or call on a peer's
+/// behalf: http or https, a host, no credentials, no fragment. The SSRF
+/// guard (private and metadata addresses unless allow-listed) plugs in
+/// here.
+pub fn check_peer_url(url: &str) -> Result<url::Url, GatewayError> {
+    let invalid = |detail: &str| GatewayError::InvalidParams {
+        detail: format!("peer url {url:?}: {detail}"),
+    };
+    let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must name a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid("must not carry credentials"));
+    }
+    if parsed.fragment().is_some() {
+        return Err(invalid("must not have a fragment"));
+    }
+    Ok(parsed)
+}
+
+/// A peer gateway's base URL: a [`check_peer_url`] URL (http or https; the
+/// forwarding client speaks both) with no query.
+pub fn check_gateway_url(url: &str) -> Result<url::Url, GatewayError> {
+    let parsed = check_peer_url(url)?;
+    if parsed.query().is_some() {
+        return Err(GatewayError::InvalidParams {
+            detail: format!("peer url {url:?}: must not have a query"),
+        });
+    }
+    Ok(parsed)
+}
+
+fn push_key(keys: &mut Vec<PeerKeyRow>, key: &PeerPublicKey, state: PeerKeyState) {
+    match keys.iter_mut().find(|row| row.kid == key.kid) {
+        Some(row) => {
+            if state == PeerKeyState::Approved {
+                row.state = PeerKeyState::Approved;
+            }
+        }
+        None => keys.push(PeerKeyRow {
+            kid: key.kid.clone(),
+            jwk: key.to_jwk(),
+            state,
+        }),
+    }
+}
+
+fn entry(row: PeerRow) -> PeerEntry {
+    let approved = row
+        .keys
+        .iter()
+        .filter(|key| key.state == PeerKeyState::Approved)
+        .filter_map(|key| PeerPublicKey::from_jwk(&key.jwk).ok())
+        .collect();
+    let trust = row.trust.parse().unwrap_or(TrustLevel::Registered);
+    PeerEntry {
+        row,
+        approved,
+        trust,
+    }
+}
+
+fn view(row: PeerRow) -> PeerView {
+    PeerView {
+        domain: row.domain,
+        url: row.base_url,
+        jwks_url: row.jwks_url,
+        keys: row.keys,
+        trust: row.trust,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+fn peer_not_found(domain: &str) -> GatewayError {
+    GatewayError::RouteNotFound {
+        path: format!("/v1/peers/{domain}"),
+    }
+}
+
+fn storage_error(error: convergio_registry::RegistryError) -> GatewayError {
+    GatewayError::Internal {
+        detail: format!("peer storage: {error}"),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_are_http_with_a_host_and_no_credentials() {
+        assert!(check_peer_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_peer_url("https://b.example/.well-known/jwks.json").is_ok());
+        for bad in [
+            "ftp://b.example",
+            "http://u:p@b.example",
+            "not a url",
+            "http://b.example/#x",
+        ] {
+            assert!(check_peer_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_gateway_url("https://b.example").is_ok());
+        assert!(check_gateway_url("http://b.example?x=1").is_err());
+    }
+
+    #[test]
+    fn only_external_targets_belong_to_a_peer() {
+        assert_eq!(
+            peer_of("external://b.example/agents/db").as_deref(),
+            Some("b.example")
+        );
+        assert_eq!(peer_of("echo"), None);
+    }
+}
