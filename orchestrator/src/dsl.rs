@@ -345,6 +345,10 @@ pub struct ExecutionSpec {
     /// How `retry` nodes retry.
     #[serde(default)]
     pub retry_policy: RetryPolicy,
+    /// The §7.3 strategy of every node without an `on_error` of its own
+    /// (default `retry`); `human` pauses the run on any node's failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<SimpleStrategy>,
 }
 
 /// §7.2 `retry_policy`.

@@ -427,10 +427,9 @@ fn validate_inner(
             agent: node.agent.as_deref().map(Arc::from),
             inputs,
             parallel_group: node.parallel_group.clone(),
-            on_error: node
-                .on_error
-                .clone()
-                .unwrap_or(OnError::Simple(SimpleStrategy::Retry)),
+            on_error: node.on_error.clone().unwrap_or(OnError::Simple(
+                spec.execution.on_error.unwrap_or(SimpleStrategy::Retry),
+            )),
             timeout: seconds(node.timeout_seconds),
             rules: node.rules.clone(),
             default_route: node.default_route.clone(),

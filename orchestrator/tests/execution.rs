@@ -233,6 +233,25 @@ async fn human_strategy_ends_the_run_waiting_for_a_human() {
 }
 
 #[tokio::test]
+async fn a_graph_wide_human_strategy_pauses_on_any_nodes_failure() {
+    // Issue 8: "any node on failure when configured": execution.on_error
+    // applies to nodes without a strategy of their own.
+    let yaml = "name: t\nnodes:\n  - {id: first, agent: echo, inputs: [text]}\n  - {id: second, agent: flaky}\n  - {id: third, agent: flaky, on_error: skip}\nedges:\n  - {from: first, to: second}\n  - {from: second, to: third}\nexecution:\n  on_error: human\n";
+    let agents = Arc::new(
+        FakeAgents::new()
+            .agent("flaky", |_| Err(DispatchError::Timeout))
+            .agent("echo", echo),
+    );
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!({"text": "t"}))
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::WaitingForHuman);
+    assert_eq!(result.state.waiting_node.as_deref(), Some("second"));
+    assert_eq!(agents.calls_to("flaky").len(), 1, "human does not retry");
+}
+
+#[tokio::test]
 async fn a_hanging_agent_times_out_and_its_strategy_applies() {
     let yaml = "name: t\nnodes:\n  - {id: stuck, agent: sleeper, timeout_seconds: 0.05, on_error: skip}\n  - {id: after, agent: echo}\nedges:\n  - {from: stuck, to: after}\n";
     let agents = Arc::new(
