@@ -4,7 +4,10 @@
 //! `external://b.example/agents/…` (blocking, streaming, the envelope); B's
 //! policy decides what A may call; B refuses forged, expired, replayed and
 //! misaddressed signed calls, crafted here with the auth crate's signer;
-//! with B down, A answers quickly and opens the circuit.
+//! with B down, A answers quickly and opens the circuit. Part 3: A's
+//! federated discovery merges B's allowed agents with provenance (B down or
+//! slow: `partial`), revalidates B's answer with its ETag, and sync pulls
+//! B's catalogue into A as external agents (CLI, API and periodic).
 
 mod support;
 
@@ -723,6 +726,28 @@ async fn federated_discovery_merges_b_allowed_agents_with_provenance_and_revalid
     )
     .await;
     assert_eq!(status, 400);
+
+    // Synced with the default peer trust (`verified`), the registry refuses
+    // `verified` for a card without a verifiable signature: the agent is
+    // synced at `registered` and the refusal is reported.
+    let (ok, out) = peers_cli(&fed.a, fed.a_dir.path(), &["sync", "b.example"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("problem partner-echo: trust verified"),
+        "{out}"
+    );
+    let (status, synced) = get(
+        &fed.http,
+        &format!(
+            "{}/v1/agents/{}",
+            fed.a.base,
+            encoded("external://b.example/agents/partner-echo")
+        ),
+        &fed.a_token,
+    )
+    .await;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(synced["trust"], "registered", "{synced}");
 }
 
 #[tokio::test]

@@ -64,8 +64,9 @@ pub struct PeerListing {
 // === impl Federation ===
 
 impl Federation {
-    /// Every peer with at least one approved key (only those can verify
-    /// our calls' answers... and only those we ask).
+    /// Every peer with at least one approved key: the peers federated
+    /// discovery asks and sync pulls from (a peer whose keys are all
+    /// pending is not trusted yet, in either direction).
     pub(super) async fn approved_peers(&self) -> Result<Vec<Arc<PeerEntry>>, GatewayError> {
         let rows = self.store.list().await.map_err(storage_error)?;
         Ok(rows
