@@ -103,6 +103,13 @@ pub struct FederationSection {
     pub signing_key_file: Option<PathBuf>,
     /// Accepted clock distance of a signed call, either way. Default 60.
     pub clock_skew_seconds: u64,
+    /// Deadline of each peer's answer in federated discovery
+    /// (`GET /v1/agents?federated=true`), in milliseconds. Default 2000.
+    pub discovery_timeout_ms: u64,
+    /// Seconds between pulls of every approved peer's catalogue into the
+    /// registry as external agents; 0 (the default) turns periodic sync
+    /// off (`convergio peers sync` still works).
+    pub sync_interval_seconds: u64,
     /// Peers stored (replacing any with the same domain) at every start;
     /// keys listed are pinned (approved), keys from a `jwks_url` pending.
     pub peers: Vec<convergio_gateway::federation::PeerSpec>,
@@ -115,6 +122,8 @@ impl Default for FederationSection {
             domain: None,
             signing_key_file: None,
             clock_skew_seconds: 60,
+            discovery_timeout_ms: 2000,
+            sync_interval_seconds: 0,
             peers: Vec::new(),
         }
     }
@@ -131,6 +140,10 @@ pub struct FederationSettings {
     pub signing_key_file: Option<PathBuf>,
     /// Clock window in seconds.
     pub clock_skew_seconds: u64,
+    /// Federated discovery's per-peer deadline, in milliseconds.
+    pub discovery_timeout_ms: u64,
+    /// Seconds between peer syncs; 0 is off.
+    pub sync_interval_seconds: u64,
     /// Configured peers.
     pub peers: Vec<convergio_gateway::federation::PeerSpec>,
 }
@@ -428,6 +441,22 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = get(env::FEDERATION_DISCOVERY_TIMEOUT) {
+            file.federation.discovery_timeout_ms = value.parse().map_err(|_| {
+                invalid(
+                    env::FEDERATION_DISCOVERY_TIMEOUT,
+                    format!("expected milliseconds, found {value:?}"),
+                )
+            })?;
+        }
+        if let Some(value) = get(env::FEDERATION_SYNC_INTERVAL) {
+            file.federation.sync_interval_seconds = value.parse().map_err(|_| {
+                invalid(
+                    env::FEDERATION_SYNC_INTERVAL,
+                    format!("expected seconds, found {value:?}"),
+                )
+            })?;
+        }
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -556,6 +585,18 @@ fn check_federation(
             "must be between 1 and 3600".to_owned(),
         ));
     }
+    if section.discovery_timeout_ms == 0 || section.discovery_timeout_ms > 60_000 {
+        return Err(invalid(
+            "federation.discovery_timeout_ms",
+            "must be between 1 and 60000".to_owned(),
+        ));
+    }
+    if section.sync_interval_seconds > 7 * 24 * 3600 {
+        return Err(invalid(
+            "federation.sync_interval_seconds",
+            "must be at most 604800 (a week); 0 turns periodic sync off".to_owned(),
+        ));
+    }
     for (index, peer) in section.peers.iter().enumerate() {
         let field = format!("federation.peers[{index}]");
         convergio_schemas::ids::check_org(&peer.domain)
@@ -582,6 +623,8 @@ fn check_federation(
         domain,
         signing_key_file: section.signing_key_file,
         clock_skew_seconds: section.clock_skew_seconds,
+        discovery_timeout_ms: section.discovery_timeout_ms,
+        sync_interval_seconds: section.sync_interval_seconds,
         peers: section.peers,
     })
 }

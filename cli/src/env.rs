@@ -54,11 +54,15 @@ pub const FEDERATION_DOMAIN: &str = "CONVERGIO_FEDERATION_DOMAIN";
 pub const SIGNING_KEY_FILE: &str = "CONVERGIO_SIGNING_KEY_FILE";
 /// Accepted clock distance of a signed peer call, in seconds.
 pub const FEDERATION_CLOCK_SKEW: &str = "CONVERGIO_FEDERATION_CLOCK_SKEW_SECONDS";
+/// Deadline of each peer's answer in federated discovery, in milliseconds.
+pub const FEDERATION_DISCOVERY_TIMEOUT: &str = "CONVERGIO_FEDERATION_DISCOVERY_TIMEOUT_MS";
+/// Seconds between syncs of every peer's catalogue (0: no periodic sync).
+pub const FEDERATION_SYNC_INTERVAL: &str = "CONVERGIO_FEDERATION_SYNC_INTERVAL_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 25] = [
+pub const SERVER_KEYS: [&str; 27] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -84,4 +88,6 @@ pub const SERVER_KEYS: [&str; 25] = [
     FEDERATION_DOMAIN,
     SIGNING_KEY_FILE,
     FEDERATION_CLOCK_SKEW,
+    FEDERATION_DISCOVERY_TIMEOUT,
+    FEDERATION_SYNC_INTERVAL,
 ];

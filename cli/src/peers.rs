@@ -53,6 +53,12 @@ pub enum PeersCommand {
         /// The peer's domain.
         domain: String,
     },
+    /// Pull the peer's catalogue into the local registry now (its agents
+    /// become external agents; ones gone from the peer are deregistered).
+    Sync {
+        /// The peer's domain.
+        domain: String,
+    },
     /// Remove a peer; its calls are refused at once.
     Remove {
         /// The peer's domain.
@@ -140,6 +146,31 @@ pub async fn run(server: &ServerArgs, command: PeersCommand) -> anyhow::Result<(
             client
                 .send(Method::POST, &path(&domain, "/refresh"), None, None)
                 .await?
+        }
+        PeersCommand::Sync { domain } => {
+            let path = format!(
+                "/v1/peers/{}:sync",
+                utf8_percent_encode(&domain, NON_ALPHANUMERIC)
+            );
+            let answer = client.send(Method::POST, &path, None, None).await?;
+            if server.json {
+                say!("{}", answer.body);
+                return Ok(());
+            }
+            let report = &answer.body;
+            let count = |name: &str| report[name].as_u64().unwrap_or_default();
+            say!(
+                "synced {}: {} seen, {} added, {} updated, {} removed",
+                text(&report["peer"]),
+                count("seen"),
+                count("added"),
+                count("updated"),
+                count("removed")
+            );
+            for problem in report["problems"].as_array().into_iter().flatten() {
+                say!("problem {}", text(problem));
+            }
+            return Ok(());
         }
         PeersCommand::Remove { domain } => {
             client

@@ -170,6 +170,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
+    // Periodic sync starts once the router attached the registry to
+    // federation; the task ends with the runtime.
+    let _sync = match (&federation, config.federation.sync_interval_seconds) {
+        (Some(federation), seconds) if seconds > 0 => {
+            Some(federation.spawn_sync(std::time::Duration::from_secs(seconds)))
+        }
+        _ => None,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     say!("convergio listening on {scheme}://{local}");
     say!("  database     {}", redact(&config.database_url));
@@ -228,6 +236,9 @@ async fn start_federation(config: &Config) -> anyhow::Result<Arc<Federation>> {
             FederationConfig {
                 domain: config.federation.domain.clone(),
                 clock_window: std::time::Duration::from_secs(config.federation.clock_skew_seconds),
+                discovery_timeout: std::time::Duration::from_millis(
+                    config.federation.discovery_timeout_ms,
+                ),
             },
             key,
             store,

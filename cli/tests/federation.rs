@@ -4,7 +4,10 @@
 //! `external://b.example/agents/…` (blocking, streaming, the envelope); B's
 //! policy decides what A may call; B refuses forged, expired, replayed and
 //! misaddressed signed calls, crafted here with the auth crate's signer;
-//! with B down, A answers quickly and opens the circuit.
+//! with B down, A answers quickly and opens the circuit. Part 3: A's
+//! federated discovery merges B's allowed agents with provenance (B down or
+//! slow: `partial`), revalidates B's answer with its ETag, and sync pulls
+//! B's catalogue into A as external agents (CLI, API and periodic).
 
 mod support;
 
@@ -72,15 +75,24 @@ async fn post(
 /// trusted) and knows A by its JWKS URL; A pins B's key. B's copy of A's key
 /// is pending until `approve` says otherwise.
 async fn federate(approve: bool) -> Federated {
+    federate_with(approve, &[], None).await
+}
+
+/// [`federate`] with extra environment for A and the trust A gives B
+/// (default: the peer default, `verified`).
+async fn federate_with(
+    approve: bool,
+    a_environment: &[(&str, &str)],
+    b_trust: Option<&str>,
+) -> Federated {
     let a_dir = tempfile::tempdir().expect("temp dir");
     let b_dir = tempfile::tempdir().expect("temp dir");
-    let a = start_with(
-        a_dir.path(),
-        &[
-            ("CONVERGIO_ORG_DOMAIN", "a.example"),
-            ("CONVERGIO_EXAMPLES", "false"),
-        ],
-    );
+    let mut a_env = vec![
+        ("CONVERGIO_ORG_DOMAIN", "a.example"),
+        ("CONVERGIO_EXAMPLES", "false"),
+    ];
+    a_env.extend_from_slice(a_environment);
+    let a = start_with(a_dir.path(), &a_env);
     let b = start_with(b_dir.path(), &[("CONVERGIO_ORG_DOMAIN", "b.example")]);
     let (a_token, b_token) = (token(a_dir.path()), token(b_dir.path()));
     let http = reqwest::Client::new();
@@ -155,7 +167,7 @@ async fn federate(approve: bool) -> Federated {
         &http,
         &format!("{}/v1/peers", a.base),
         &a_token,
-        &json!({"domain": "b.example", "url": b.base, "keys": jwks["keys"]}),
+        &json!({"domain": "b.example", "url": b.base, "keys": jwks["keys"], "trust": b_trust}),
     )
     .await;
     assert_eq!(status, 201, "{peer}");
@@ -574,4 +586,390 @@ async fn peers_are_added_approved_and_removed_from_the_cli() {
         !out.contains("x.example") && out.contains("y.example"),
         "{out}"
     );
+}
+
+// --- federated discovery and sync (issue 6, part 3) ---
+
+fn encoded(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+async fn get(http: &reqwest::Client, url: &str, bearer: &str) -> (reqwest::StatusCode, Value) {
+    let response = http
+        .get(url)
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .expect("request answered");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers an agent named `name` at `server` (its card from the echo
+/// agent's, pointing nowhere in particular).
+async fn register_local(fed: &Federated, base: &str, token: &str, name: &str) {
+    let mut card = fed._partner.card();
+    card["name"] = json!(name);
+    let (status, registered) = post(
+        &fed.http,
+        &format!("{base}/v1/agents"),
+        token,
+        &json!({"name": name, "card": card}),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+}
+
+fn ids(listing: &Value) -> Vec<String> {
+    listing["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|agent| agent["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+fn agent<'a>(listing: &'a Value, id: &str) -> &'a Value {
+    listing["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .find(|agent| agent["id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {listing}"))
+}
+
+#[tokio::test]
+async fn federated_discovery_merges_b_allowed_agents_with_provenance_and_revalidates() {
+    let fed = federate(true).await;
+    register_local(&fed, &fed.a.base, &fed.a_token, "a-local").await;
+    let url = format!("{}/v1/agents?federated=true", fed.a.base);
+    let (status, listing) = get(&fed.http, &url, &fed.a_token).await;
+    assert_eq!(status, 200, "{listing}");
+    let found = ids(&listing);
+    // A's own agent, marked local.
+    let local = agent(&listing, "convergio://agents/a-local");
+    assert_eq!(local["provenance"]["source"], "local", "{listing}");
+    // B's opted-in agent, as A can call it, trust capped at what A gives B.
+    let partner = agent(&listing, "external://b.example/agents/partner-echo");
+    assert_eq!(partner["org"], "b.example");
+    assert_eq!(partner["provenance"]["org"], "b.example");
+    assert_eq!(partner["provenance"]["source"], "peer");
+    assert_eq!(partner["provenance"]["trust_at_peer"], "trusted");
+    assert_eq!(partner["provenance"]["peer_trust"], "verified");
+    assert_eq!(partner["trust"], "verified", "capped: {partner}");
+    assert!(
+        partner.get("upstreams").is_none(),
+        "b's internals: {partner}"
+    );
+    // B's own example agents did not opt in: B does not let A discover them.
+    assert!(
+        !found
+            .iter()
+            .any(|id| id.starts_with("external://b.example/agents/echo")),
+        "{found:?}"
+    );
+    assert_eq!(listing["partial"], json!([]), "{listing}");
+    assert_eq!(listing["peers"][0]["peer"], "b.example");
+    assert_eq!(listing["peers"][0]["cache"], "fresh", "{listing}");
+
+    // The same query again: A revalidates its cached answer with B's ETag
+    // and B answers 304.
+    let (status, again) = get(&fed.http, &url, &fed.a_token).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["peers"][0]["cache"], "revalidated", "{again}");
+    assert_eq!(ids(&again), found);
+    // Filters reach the peer: a tag nobody has finds nothing anywhere.
+    let (status, none) = get(
+        &fed.http,
+        &format!("{}/v1/agents?federated=true&tag=nothing-here", fed.a.base),
+        &fed.a_token,
+    )
+    .await;
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["agents"], json!([]), "{none}");
+    assert_eq!(none["peers"][0]["cache"], "fresh");
+
+    // B's listing carries an ETag and honours If-None-Match.
+    let response = fed
+        .http
+        .get(format!("{}/v1/agents", fed.b.base))
+        .bearer_auth(&fed.b_token)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let etag = response
+        .headers()
+        .get("etag")
+        .expect("listing etag")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let response = fed
+        .http
+        .get(format!("{}/v1/agents", fed.b.base))
+        .bearer_auth(&fed.b_token)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 304);
+
+    // Without credentials there is no federated discovery; a bad value is
+    // the registry's 400.
+    let response = fed.http.get(&url).send().await.expect("answered");
+    assert_eq!(response.status(), 401);
+    let (status, _) = get(
+        &fed.http,
+        &format!("{}/v1/agents?federated=maybe", fed.a.base),
+        &fed.a_token,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Synced with the default peer trust (`verified`), the registry refuses
+    // `verified` for a card without a verifiable signature: the agent is
+    // synced at `registered` and the refusal is reported.
+    let (ok, out) = peers_cli(&fed.a, fed.a_dir.path(), &["sync", "b.example"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("problem partner-echo: trust verified"),
+        "{out}"
+    );
+    let (status, synced) = get(
+        &fed.http,
+        &format!(
+            "{}/v1/agents/{}",
+            fed.a.base,
+            encoded("external://b.example/agents/partner-echo")
+        ),
+        &fed.a_token,
+    )
+    .await;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(synced["trust"], "registered", "{synced}");
+}
+
+#[tokio::test]
+async fn federated_discovery_lists_down_and_slow_peers_as_partial() {
+    let fed = federate_with(
+        true,
+        &[("CONVERGIO_FEDERATION_DISCOVERY_TIMEOUT_MS", "500")],
+        None,
+    )
+    .await;
+    register_local(&fed, &fed.a.base, &fed.a_token, "a-local").await;
+    // c.example accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let stranger = OrgSigningKey::generate().expect("key");
+    let (status, added) = post(
+        &fed.http,
+        &format!("{}/v1/peers", fed.a.base),
+        &fed.a_token,
+        &json!({"domain": "c.example", "url": silent_url, "keys": [stranger.public_jwk()]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    let Federated {
+        a,
+        b,
+        a_token,
+        http,
+        ..
+    } = fed;
+    drop(b);
+    let (status, listing) = get(
+        &http,
+        &format!("{}/v1/agents?federated=true", a.base),
+        &a_token,
+    )
+    .await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(ids(&listing), ["convergio://agents/a-local"], "{listing}");
+    let partial = listing["partial"].as_array().expect("partial");
+    let reason = |peer: &str| {
+        partial
+            .iter()
+            .find(|entry| entry["peer"] == peer)
+            .and_then(|entry| entry["reason"].as_str())
+            .unwrap_or_else(|| panic!("{peer} partial in {listing}"))
+            .to_owned()
+    };
+    assert_eq!(reason("b.example"), "unreachable");
+    assert!(reason("c.example").contains("500 ms"), "{listing}");
+    held.abort();
+}
+
+#[tokio::test]
+async fn sync_pulls_b_allowed_agents_as_external_agents_and_drops_removed_ones() {
+    let fed = federate_with(true, &[], Some("trusted")).await;
+    // B has a second opted-in agent, to be removed later.
+    let mut card = fed._partner.card();
+    card["name"] = json!("partner-two");
+    for skill in card["skills"].as_array_mut().expect("skills") {
+        skill["tags"] = json!(["external"]);
+    }
+    let (status, two) = post(
+        &fed.http,
+        &format!("{}/v1/agents", fed.b.base),
+        &fed.b_token,
+        &json!({"name": "partner-two", "card": card}),
+    )
+    .await;
+    assert_eq!(status, 201, "{two}");
+    let two_id = two["id"].as_str().expect("id").to_owned();
+    let trusted = fed
+        .http
+        .put(format!(
+            "{}/v1/agents/{}/trust",
+            fed.b.base,
+            encoded(&two_id)
+        ))
+        .bearer_auth(&fed.b_token)
+        .json(&json!({"level": "trusted", "reason": "second partner"}))
+        .send()
+        .await
+        .expect("trust set");
+    assert!(trusted.status().is_success());
+
+    // The CLI triggers a sync now.
+    let (ok, out) = peers_cli(&fed.a, fed.a_dir.path(), &["sync", "b.example"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 seen") && out.contains("2 added"), "{out}");
+
+    let partner_id = "external://b.example/agents/partner-echo";
+    let (status, partner) = get(
+        &fed.http,
+        &format!("{}/v1/agents/{}", fed.a.base, encoded(partner_id)),
+        &fed.a_token,
+    )
+    .await;
+    assert_eq!(status, 200, "{partner}");
+    assert_eq!(partner["org"], "b.example");
+    // Trusted at B, and A trusts B: trusted here.
+    assert_eq!(partner["trust"], "trusted", "{partner}");
+    // B's own (non-opted-in) agents were not pulled.
+    let (_, listing) = get(
+        &fed.http,
+        &format!("{}/v1/agents?org=b.example", fed.a.base),
+        &fed.a_token,
+    )
+    .await;
+    let mut synced = ids(&listing);
+    synced.sort();
+    assert_eq!(
+        synced,
+        [partner_id, "external://b.example/agents/partner-two"],
+        "{listing}"
+    );
+    // The synced agent is callable through the external routing.
+    let (status, answer) = post(
+        &fed.http,
+        &format!("{}/external/b.example/agents/partner-echo", fed.a.base),
+        &fed.a_token,
+        &send_message("synced hello"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.to_string().contains("synced hello"), "{answer}");
+
+    // A sync with nothing new changes nothing.
+    let (status, report) = post(
+        &fed.http,
+        &format!("{}/v1/peers/b.example:sync", fed.a.base),
+        &fed.a_token,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["added"], &report["updated"], &report["removed"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{report}"
+    );
+
+    // B removes partner-two: the next sync (API) deregisters it at A.
+    let removed = fed
+        .http
+        .delete(format!("{}/v1/agents/{}", fed.b.base, encoded(&two_id)))
+        .bearer_auth(&fed.b_token)
+        .send()
+        .await
+        .expect("deregistered");
+    assert!(removed.status().is_success());
+    let (status, report) = post(
+        &fed.http,
+        &format!("{}/v1/peers/b.example:sync", fed.a.base),
+        &fed.a_token,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["removed"], 1, "{report}");
+    let (status, _) = get(
+        &fed.http,
+        &format!(
+            "{}/v1/agents/{}",
+            fed.a.base,
+            encoded("external://b.example/agents/partner-two")
+        ),
+        &fed.a_token,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Sync is administration: unknown peers are 404, peers may not ask.
+    let (status, _) = post(
+        &fed.http,
+        &format!("{}/v1/peers/z.example:sync", fed.a.base),
+        &fed.a_token,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        &fed.http,
+        &format!("{}/v1/peers/b.example:nope", fed.a.base),
+        &fed.a_token,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn periodic_sync_pulls_b_agents_without_being_asked() {
+    let fed = federate_with(
+        true,
+        &[("CONVERGIO_FEDERATION_SYNC_INTERVAL_SECONDS", "1")],
+        Some("trusted"),
+    )
+    .await;
+    let url = format!(
+        "{}/v1/agents/{}",
+        fed.a.base,
+        encoded("external://b.example/agents/partner-echo")
+    );
+    // Waits for the first tick after the peer was added (a bounded wait,
+    // not a speed assertion: every answer before that is a 404).
+    let mut found = Value::Null;
+    for _ in 0..600 {
+        let (status, body) = get(&fed.http, &url, &fed.a_token).await;
+        if status == 200 {
+            found = body;
+            break;
+        }
+        assert_eq!(status, 404, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found["trust"], "trusted", "synced within a minute: {found}");
 }

@@ -135,6 +135,9 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         ),
     };
     let gate = Arc::new(gate);
+    if let Some(federation) = &config.federation {
+        federation.attach_registry(registry.clone());
+    }
     let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
@@ -143,6 +146,15 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         },
         gate.clone(),
     );
+    // Federated discovery wraps the registry's listing: it asks the local
+    // registry (through the guard, as any listing) and the peers at once.
+    let api = match &config.federation {
+        Some(federation) => api.layer(axum::middleware::from_fn_with_state(
+            federation.clone(),
+            crate::federation::discovery::federated_discovery,
+        )),
+        None => api,
+    };
     let a2a = a2a_router(
         A2aState::new(routes.clone(), config.a2a)
             .with_gatekeeper(gate.clone())

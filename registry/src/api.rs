@@ -800,6 +800,7 @@ struct DiscoveryParams {
     page_size: Option<String>,
     page_token: Option<String>,
     include_deleted: Option<String>,
+    federated: Option<String>,
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -846,6 +847,19 @@ async fn discover(
             )))
         }
     };
+    match non_empty(params.federated).as_deref() {
+        None | Some("false") => {}
+        Some("true") => {
+            return Err(invalid(
+                "federated discovery needs a gateway with federation enabled".to_owned(),
+            ))
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "federated must be true or false, not {other:?}"
+            )))
+        }
+    }
     let discovery = DiscoveryQuery {
         q: non_empty(params.q),
         skill: non_empty(params.skill),
@@ -861,8 +875,8 @@ async fn discover(
     };
     let Some(guard) = &state.guard else {
         let page = state.registry.discover(&discovery).await?;
-        return Ok(json_response(
-            StatusCode::OK,
+        return Ok(listing_response(
+            &headers,
             &json!({"agents": page.items, "next_page_token": page.next_page_token}),
         ));
     };
@@ -897,10 +911,44 @@ async fn discover(
     guard
         .record_listing(&caller, &extensions, agents.len(), hidden)
         .await;
-    Ok(json_response(
-        StatusCode::OK,
+    Ok(listing_response(
+        &headers,
         &json!({"agents": agents, "next_page_token": next_page_token}),
     ))
+}
+
+/// A discovery page with an `ETag` over its exact bytes (so it differs per
+/// caller exactly when what the caller may see differs), or 304 when the
+/// caller's `If-None-Match` names it: federated peers revalidate their
+/// cached answers this way.
+fn listing_response(headers: &HeaderMap, listing: &Value) -> Response {
+    let body = serde_json::to_vec(listing).unwrap_or_default();
+    let etag = listing_etag(&body);
+    if not_modified(headers, &etag) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return response;
+    }
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// The entity tag of a listing's bytes: `DefaultHasher::new` has fixed
+/// keys, so every replica running the same build tags the same bytes alike.
+fn listing_etag(body: &[u8]) -> String {
+    use std::hash::Hasher as _;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(body);
+    format!("\"l-{:016x}-{:x}\"", hasher.finish(), body.len())
 }
 
 async fn openapi() -> Response {

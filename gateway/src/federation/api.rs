@@ -8,7 +8,9 @@
 //! - `POST /v1/peers/{domain}/approve` (`{"kids": [...]}` or no body: all
 //!   pending keys);
 //! - `POST /v1/peers/{domain}/refresh` (fetch the JWKS again; new keys are
-//!   pending).
+//!   pending);
+//! - `POST /v1/peers/{domain}:sync` (pull the peer's catalogue into the
+//!   registry now; answers the [`SyncReport`](super::sync::SyncReport)).
 
 use std::sync::Arc;
 
@@ -43,7 +45,7 @@ pub fn federation_router(federation: Arc<Federation>) -> Router {
         .route("/v1/peers", get(list_handler).post(add_handler))
         .route(
             "/v1/peers/{domain}",
-            get(show_handler).delete(remove_handler),
+            get(show_handler).delete(remove_handler).post(sync_handler),
         )
         .route("/v1/peers/{domain}/approve", post(approve_handler))
         .route("/v1/peers/{domain}/refresh", post(refresh_handler))
@@ -120,6 +122,25 @@ async fn remove_handler(
     admin_refusal(&principal).map_err(|failure| *failure)?;
     federation.remove(&domain).await.map_err(problem)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/peers/{domain}:sync` (the custom-method spelling: the path
+/// parameter carries the `:sync` suffix).
+async fn sync_handler(
+    State(federation): State<Arc<Federation>>,
+    Extension(principal): Extension<Principal>,
+    Path(target): Path<String>,
+) -> Result<Response, Failure> {
+    admin_refusal(&principal).map_err(|failure| *failure)?;
+    let Some(domain) = target.strip_suffix(":sync") else {
+        return Err(problem(GatewayError::RouteNotFound {
+            path: format!("/v1/peers/{target}"),
+        }));
+    };
+    // An unknown peer is the same 404 as elsewhere in this API.
+    federation.get(domain).await.map_err(problem)?;
+    let report = federation.sync_peer(domain).await.map_err(problem)?;
+    Ok(Json(report).into_response())
 }
 
 async fn approve_handler(

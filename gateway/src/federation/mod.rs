@@ -20,14 +20,24 @@
 //!   [`Principal`] of [`AuthMethod::Peer`] with the peer's domain as `org`
 //!   and no scopes; the normal policies then decide.
 //!
+//! - Discovery ([`discovery`]): `GET /v1/agents?…&federated=true` also asks
+//!   every approved peer, signed, in parallel, within a deadline, and
+//!   merges the answers with provenance; failures are `partial`, answers
+//!   are cached with the peer's `ETag`.
+//! - Sync ([`sync`]): each approved peer's catalogue is pulled into the
+//!   local registry as external agents, every `sync_interval` and on
+//!   `POST /v1/peers/{domain}:sync`.
+//!
 //! What a peer may see and call is left to policy (the shipped
 //! `external-opt-in` policy: agents tagged `external`, at least `verified`),
 //! not to a per-peer list, so there is one place that decides.
 
 pub mod api;
+pub mod discovery;
+pub mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -54,6 +64,8 @@ const PEER_CACHE_TTL: Duration = Duration::from_secs(1);
 const MAX_JWKS_BYTES: usize = 64 * 1024;
 /// Expired nonce rows are deleted every this many accepted calls.
 const PURGE_EVERY: u64 = 1024;
+/// How long a peer's discovery answer is kept for revalidation.
+const LISTING_CACHE_TTL: Duration = Duration::from_secs(600);
 /// Longest calling subject a peer may assert.
 const MAX_SUBJECT_BYTES: usize = 256;
 
@@ -65,6 +77,8 @@ pub struct FederationConfig {
     /// Accepted distance between a signed call's `iat` and now, either way
     /// (default 60 s); nonces are remembered for twice as long.
     pub clock_window: Duration,
+    /// Deadline of each peer's answer in federated discovery (default 2 s).
+    pub discovery_timeout: Duration,
 }
 
 impl FederationConfig {
@@ -73,6 +87,7 @@ impl FederationConfig {
         Self {
             domain: domain.into(),
             clock_window: Duration::from_secs(60),
+            discovery_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -145,6 +160,8 @@ pub struct Federation {
     nonces: moka::sync::Cache<String, ()>,
     accepted: AtomicU64,
     http: reqwest::Client,
+    listings: moka::future::Cache<(String, String), Arc<discovery::CachedListing>>,
+    registry: OnceLock<convergio_registry::Registry>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -185,6 +202,11 @@ impl Federation {
                 .time_to_live(window * 2 + Duration::from_secs(1))
                 .build(),
             accepted: AtomicU64::new(0),
+            listings: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(LISTING_CACHE_TTL)
+                .build(),
+            registry: OnceLock::new(),
             config,
             key,
             store,
