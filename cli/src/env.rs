@@ -44,11 +44,14 @@ pub const TLS_CLIENT_AUTH: &str = "CONVERGIO_TLS_CLIENT_AUTH";
 pub const MAX_CONNECTIONS: &str = "CONVERGIO_MAX_CONNECTIONS";
 /// Most nodes in one graph document.
 pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
+/// Comma-separated CIDRs, addresses or `IP:PORT` sockets upstreams may
+/// resolve to although not public (the SSRF guard's allow-list).
+pub const NETWORK_ALLOW_CIDRS: &str = "CONVERGIO_NETWORK_ALLOW_CIDRS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 20] = [
+pub const SERVER_KEYS: [&str; 21] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -69,4 +72,5 @@ pub const SERVER_KEYS: [&str; 20] = [
     TLS_CLIENT_AUTH,
     MAX_CONNECTIONS,
     GRAPH_MAX_NODES,
+    NETWORK_ALLOW_CIDRS,
 ];

@@ -149,6 +149,7 @@ async fn the_python_sdk_works_through_the_gateway() {
     let gateway = spawn_gateway_with(
         convergio_gateway::a2a::A2aConfig {
             upstream_timeout: Duration::from_secs(20),
+            upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
             ..Default::default()
         },
         convergio_gateway::layers::LimitsConfig::default(),

@@ -86,6 +86,10 @@ async fn start(quotas: Option<QuotaConfig>) -> App {
                 audit,
                 quotas: quotas.map(|config| Arc::new(Quotas::new(config))),
             }),
+            a2a: convergio_gateway::a2a::A2aConfig {
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+                ..Default::default()
+            },
             ..AppConfig::default()
         },
     )
