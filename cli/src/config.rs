@@ -548,8 +548,8 @@ mod tests {
             from_file.upstream_allow,
             AllowList::parse(["10.0.0.0/8", "127.0.0.1:9101"]).expect("parses")
         );
-        let from_env = resolve(yaml, &[(env::NETWORK_ALLOW_CIDRS, "127.0.0.0/8, ::1")])
-            .expect("valid");
+        let from_env =
+            resolve(yaml, &[(env::NETWORK_ALLOW_CIDRS, "127.0.0.0/8, ::1")]).expect("valid");
         assert_eq!(
             from_env.upstream_allow,
             AllowList::parse(["127.0.0.0/8", "::1"]).expect("parses")

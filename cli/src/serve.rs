@@ -143,7 +143,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("  database     {}", redact(&config.database_url));
     say!("  admin token  {token_source}");
     say!("  auth         {}", describe_auth(&config.security));
-    say!("  upstreams    {} (network.allow_cidrs)", config.upstream_allow);
+    say!(
+        "  upstreams    {} (network.allow_cidrs)",
+        config.upstream_allow
+    );
     say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
     if let Some(version) = policy_version {
         say!("  policy       version {version} (convergio policy show)");

@@ -157,8 +157,10 @@ async fn default_allow_list_serves_examples_but_refuses_loopback_upstreams() {
     let reply: Value = reqwest::Client::new()
         .post(format!("{}/agents/echo", server.base))
         .header("A2A-Version", "1.0")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
-            "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}}))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+            "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}}),
+        )
         .send()
         .await
         .expect("send")

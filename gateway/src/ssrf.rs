@@ -34,12 +34,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use convergio_registry::UpstreamCheck;
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
-use convergio_registry::UpstreamCheck;
 use url::Url;
 
 /// Why an address or URL was refused.
@@ -326,13 +326,11 @@ fn is_localhost(host: &str) -> bool {
 }
 
 fn check_address(host: &str, address: SocketAddr, allow: &AllowList) -> Result<(), SsrfError> {
-    allow
-        .permits(address)
-        .map_err(|class| SsrfError::Refused {
-            host: host.to_owned(),
-            address: address.ip(),
-            class,
-        })
+    allow.permits(address).map_err(|class| SsrfError::Refused {
+        host: host.to_owned(),
+        address: address.ip(),
+        class,
+    })
 }
 
 /// Resolves `host:port` once and checks every address; the connection must
@@ -548,7 +546,10 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_as_such() {
-        assert!(matches!(parse_url("http://"), Err(SsrfError::BadUrl { .. })));
+        assert!(matches!(
+            parse_url("http://"),
+            Err(SsrfError::BadUrl { .. })
+        ));
         let no_host = Url::parse("data:text/plain,hi").expect("url");
         assert!(matches!(
             check_url(&no_host, &AllowList::none()),

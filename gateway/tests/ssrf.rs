@@ -72,10 +72,23 @@ async fn register(app: &App, url: &str) -> (StatusCode, Value) {
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .expect("request");
-    let response = app.router.clone().oneshot(request).await.expect("infallible");
+    let response = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
     let status = response.status();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -140,12 +153,7 @@ async fn connector_refuses_a_loopback_upstream_before_any_byte_is_sent() {
     assert_eq!(fake.state.requests.load(Ordering::SeqCst), 0);
 
     // A name is resolved and every address checked: localhost is loopback.
-    let port = fake
-        .base_url
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .to_owned();
+    let port = fake.base_url.rsplit(':').next().expect("port").to_owned();
     gateway.register("named", card_at(&format!("http://localhost:{port}/")));
     let reply = gateway
         .rpc("named", "alice", "SendMessage", send_params("hi"))
@@ -187,10 +195,9 @@ async fn spawn_counter(status: StatusCode, location: Option<String>) -> (String,
             let mut response = axum::response::Response::new(Body::from("moved"));
             *response.status_mut() = status;
             if let Some(location) = location {
-                response.headers_mut().insert(
-                    "location",
-                    location.parse().expect("header value"),
-                );
+                response
+                    .headers_mut()
+                    .insert("location", location.parse().expect("header value"));
             }
             response
         }
@@ -245,7 +252,9 @@ async fn served_card_is_re_signed_by_the_gateway_and_verifies() {
         .json()
         .await
         .expect("json");
-    let interfaces = served["supportedInterfaces"].as_array().expect("interfaces");
+    let interfaces = served["supportedInterfaces"]
+        .as_array()
+        .expect("interfaces");
     assert!(interfaces
         .iter()
         .all(|interface| interface["url"] == json!(gateway.url("/agents/fake"))));
@@ -274,5 +283,7 @@ async fn served_card_is_re_signed_by_the_gateway_and_verifies() {
         .json()
         .await
         .expect("json");
-    assert!(own["signatures"].as_array().is_some_and(|list| list.len() == 1));
+    assert!(own["signatures"]
+        .as_array()
+        .is_some_and(|list| list.len() == 1));
 }

@@ -487,7 +487,10 @@ impl Registry {
                     actor,
                     id,
                     TrustLevel::Verified,
-                    &format!("the card's signature verifies with key {kid:?} of {}", stored.org),
+                    &format!(
+                        "the card's signature verifies with key {kid:?} of {}",
+                        stored.org
+                    ),
                     Some(stored.version),
                 )
                 .await

@@ -102,7 +102,10 @@ async fn trust_ladder_rules_are_enforced_and_recorded() {
         .await
         .expect_err("no keys, so nothing verifies");
     assert!(matches!(error, RegistryError::Verification { .. }));
-    assert!(error.to_string().contains("the card is not signed"), "{error}");
+    assert!(
+        error.to_string().contains("the card is not signed"),
+        "{error}"
+    );
     let error = registry
         .set_trust(&admin, &theirs.id, TrustLevel::Internal, "ours now", None)
         .await

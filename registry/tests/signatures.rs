@@ -99,8 +99,7 @@ fn setup(store: Arc<dyn Store>) -> Setup {
         .with_key(ACME, key(&acme))
         .with_key(ACME, revoked)
         .with_key("other.example", key(&other));
-    let registry =
-        Registry::with_org_keys(store, RegistryConfig::default(), Arc::new(keys));
+    let registry = Registry::with_org_keys(store, RegistryConfig::default(), Arc::new(keys));
     Setup {
         registry,
         acme,
@@ -112,13 +111,19 @@ async fn card_signed_by_its_organisation_starts_verified(store: Arc<dyn Store>) 
     let setup = setup(store);
     let record = setup
         .registry
-        .register(&Actor::admin(), registration(ACME, signed("ledger", &setup.acme)))
+        .register(
+            &Actor::admin(),
+            registration(ACME, signed("ledger", &setup.acme)),
+        )
         .await
         .expect("register");
     assert_eq!(record.trust, TrustLevel::Verified);
     let stored = setup.registry.get(&record.id).await.expect("get");
     assert_eq!(stored.trust, TrustLevel::Verified);
-    assert!(stored.card.get("signatures").is_some(), "signatures are kept");
+    assert!(
+        stored.card.get("signatures").is_some(),
+        "signatures are kept"
+    );
     // An unsigned card of the same organisation stays registered.
     let unsigned = setup
         .registry
@@ -148,7 +153,8 @@ async fn tampered_card_is_refused_and_not_stored(store: Arc<dyn Store>) {
     ));
     // Even a level that needs no signature refuses a forged one.
     let mut forged = signed("ledger", &setup.acme);
-    forged["signatures"][0]["signature"] = signed("other", &setup.acme)["signatures"][0]["signature"].clone();
+    forged["signatures"][0]["signature"] =
+        signed("other", &setup.acme)["signatures"][0]["signature"].clone();
     let mut request = registration(ACME, forged);
     request.trust = Some(TrustLevel::Registered);
     assert!(matches!(
@@ -164,7 +170,10 @@ async fn signature_by_another_organisation_or_a_revoked_key_verifies_nothing(
     // Signed by other.example's key, but claimed for acme.example.
     let record = setup
         .registry
-        .register(&Actor::admin(), registration(ACME, signed("spoof", &setup.other)))
+        .register(
+            &Actor::admin(),
+            registration(ACME, signed("spoof", &setup.other)),
+        )
         .await
         .expect("stored, unverified");
     assert_eq!(record.trust, TrustLevel::Registered);
@@ -201,7 +210,10 @@ async fn verified_agent_card_must_keep_verifying(store: Arc<dyn Store>) {
         )
         .await
         .expect_err("unsigned update of a verified agent");
-    assert!(matches!(error, RegistryError::Verification { .. }), "{error:?}");
+    assert!(
+        matches!(error, RegistryError::Verification { .. }),
+        "{error:?}"
+    );
     let mut card = simple_card("ledger");
     card["description"] = json!("a newer description");
     let card = sign_card(&card, &setup.acme).expect("object");
@@ -242,7 +254,11 @@ async fn registered_agent_updated_with_a_signed_card_becomes_verified(store: Arc
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].from, TrustLevel::Registered);
     assert_eq!(history[0].to, TrustLevel::Verified);
-    assert!(history[0].reason.contains("acme-1"), "{}", history[0].reason);
+    assert!(
+        history[0].reason.contains("acme-1"),
+        "{}",
+        history[0].reason
+    );
 }
 
 async fn administrator_can_verify_only_a_verifying_card(store: Arc<dyn Store>) {
@@ -295,7 +311,12 @@ async fn tampered_card_gets_a_problem_document(store: Arc<dyn Store>) {
             .and_then(|value| value.to_str().ok()),
         Some("application/problem+json")
     );
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let problem: Value = serde_json::from_slice(&bytes).expect("json");
     assert!(
         problem["detail"]
@@ -303,5 +324,8 @@ async fn tampered_card_gets_a_problem_document(store: Arc<dyn Store>) {
             .is_some_and(|detail| detail.contains("signature does not verify")),
         "{problem}"
     );
-    assert_eq!(problem["violations"][0]["pointer"], json!("/card/signatures"));
+    assert_eq!(
+        problem["violations"][0]["pointer"],
+        json!("/card/signatures")
+    );
 }

@@ -273,8 +273,7 @@ mod tests {
         use ring::signature::Ed25519KeyPair;
         use std::sync::Arc;
 
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-            .expect("key");
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
         let signer = convergio_auth::Ed25519CardSigner::new(Arc::new(pair), "gw-1");
         let key = CardKey::from_jwk(&signer.public_jwk()).expect("jwk");

@@ -41,10 +41,10 @@ pub use sse::SseParser;
 
 use self::forward::Reply;
 use crate::authorize::{is_loopback, CallFacts, Gatekeeper, OpenGate};
-use crate::ssrf::AllowList;
-use convergio_auth::CardSigner;
 use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestId};
+use crate::ssrf::AllowList;
 use crate::{GatewayError, Principal};
+use convergio_auth::CardSigner;
 use convergio_schemas::GraphCall;
 
 /// Settings of A2A routing.
