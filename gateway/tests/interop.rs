@@ -4,7 +4,9 @@
 //! the gateway over JSON-RPC and HTTP+JSON (card, blocking and streaming
 //! sends, get, list, cancel, subscribe); raw 0.3 JSON-RPC reaches it through
 //! the gateway; and the gateway reaches the SDK's own 0.3 compat endpoint
-//! with 1.0 requests. The venv is created once by scripts/interop-venv.sh.
+//! with 1.0 requests; and the SDK's signature verifier accepts the card the
+//! gateway re-signed (interop/verify_card.py). The venv is created once by
+//! scripts/interop-venv.sh.
 
 mod support;
 
@@ -290,4 +292,58 @@ async fn the_python_sdk_authenticates_with_a_bearer_token() {
         );
     }
     drop(agent);
+}
+
+/// Issue #6: the card the gateway re-signs after rewriting its interfaces
+/// verifies with the a2a-sdk's own verifier (its JCS and empty-value rule)
+/// against the gateway's public key, and the SDK refuses a tampered copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_verifies_the_card_the_gateway_re_signed() {
+    use std::sync::Arc;
+
+    let python = python().await;
+    let agent = spawn_sdk_agent(&python).await;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .expect("key");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let signer = convergio_auth::Ed25519CardSigner::new(Arc::new(pair), "gateway-key-1");
+    let public_jwk = signer.public_jwk();
+    let gateway = spawn_gateway_with(
+        convergio_gateway::a2a::A2aConfig {
+            upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+            card_signer: Some(convergio_gateway::a2a::CardSignerHandle(Arc::new(signer))),
+            ..Default::default()
+        },
+        convergio_gateway::layers::LimitsConfig::default(),
+    )
+    .await;
+    let card: Value = gateway
+        .http
+        .get(format!("{}/.well-known/agent-card.json", agent.base_url))
+        .send()
+        .await
+        .expect("card")
+        .json()
+        .await
+        .expect("card json");
+    gateway.register("sdk-echo", card);
+    let card_url = gateway.url("/agents/sdk-echo/.well-known/agent-card.json");
+    let output = Command::new(&python)
+        .arg(repo_root().join("interop/verify_card.py"))
+        .arg(&card_url)
+        .arg(public_jwk.to_string())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("the SDK verifier finished in time")
+        .expect("run the SDK verifier");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.lines().any(|line| line == "ok verified"), "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line == "ok tampered-refused"),
+        "{stdout}"
+    );
 }
