@@ -347,3 +347,82 @@ async fn the_python_sdk_verifies_the_card_the_gateway_re_signed() {
         "{stdout}"
     );
 }
+
+/// Issue #6: a card signed by the a2a-sdk's signer (ES256, fresh key,
+/// non-ASCII text, an empty list the SDK drops) registers as `verified`
+/// when the key is its organisation's, and a tampered copy is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_signed_by_the_python_sdk_is_verified_by_the_registry() {
+    use std::sync::Arc;
+
+    use convergio_registry::model::{Actor, Registration};
+    use convergio_registry::{Registry, RegistryConfig, RegistryError, StaticOrgKeys};
+    use tokio::io::AsyncWriteExt;
+
+    let python = python().await;
+    let card = json!({
+        "name": "Ledger", "description": "Books entries", "version": "2.0.0",
+        "supportedInterfaces": [{"url": "https://ledger.acme.example/a2a", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+        "provider": {"url": "https://acme.example", "organization": "Acme"},
+        "capabilities": {"streaming": false, "pushNotifications": false},
+        "defaultInputModes": ["text/plain"], "defaultOutputModes": ["application/json"],
+        "skills": [{"id": "post", "name": "Post entry", "description": "Posts a \"débit\" / crédit ✓",
+                    "tags": ["ledger"], "examples": []}]
+    });
+    let mut child = Command::new(&python)
+        .arg(repo_root().join("interop/sign_card.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the SDK signer");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(card.to_string().as_bytes())
+        .await
+        .expect("write the card");
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the SDK signer finished in time")
+        .expect("the SDK signer ran");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signed: Value = serde_json::from_slice(&output.stdout).expect("signer output");
+    let key = convergio_auth::CardKey::from_jwk(&signed["jwk"]).expect("jwk");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let registry = Registry::with_org_keys(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig::default(),
+        Arc::new(StaticOrgKeys::new().with_key("acme.example", key)),
+    );
+    let registration = |card: Value| Registration {
+        name: None,
+        org: Some("acme.example".to_owned()),
+        role: None,
+        card,
+        upstreams: None,
+        trust: None,
+    };
+    let mut tampered = signed["card"].clone();
+    tampered["skills"][0]["description"] = json!("Posts anything");
+    let error = registry
+        .register(&Actor::admin(), registration(tampered))
+        .await
+        .expect_err("tampered");
+    assert!(
+        matches!(error, RegistryError::SignatureInvalid { .. }),
+        "{error:?}"
+    );
+    let record = registry
+        .register(&Actor::admin(), registration(signed["card"].clone()))
+        .await
+        .expect("register");
+    assert_eq!(record.trust, convergio_schemas::TrustLevel::Verified);
+}
