@@ -171,11 +171,15 @@ async fn default_allow_list_serves_examples_but_refuses_loopback_upstreams() {
         reply["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
         "{reply}"
     );
-    let card = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/cards/weather.json"
-    );
-    let (ok, _, stderr) = cli(&server, data_dir.path(), &["register", card]);
+    let mut card: Value = serde_json::from_str(include_str!("../../examples/cards/weather.json"))
+        .expect("example card");
+    card["supportedInterfaces"] = json!([{
+        "url": "http://127.0.0.1:9101/a2a", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"
+    }]);
+    let card_file = data_dir.path().join("loopback-weather.json");
+    std::fs::write(&card_file, card.to_string()).expect("write card");
+    let card_path = card_file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = cli(&server, data_dir.path(), &["register", card_path]);
     assert!(!ok, "a loopback upstream must be refused");
     assert!(stderr.contains("400"), "{stderr}");
     assert!(stderr.contains("not allow-listed"), "{stderr}");

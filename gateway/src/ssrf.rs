@@ -302,17 +302,21 @@ pub fn check_url(url: &Url, allow: &AllowList) -> Result<(), SsrfError> {
     }
 }
 
+/// How long registration waits for a name to resolve.
+const REGISTRATION_LOOKUP: Duration = Duration::from_secs(3);
+
 /// [`check_url`], then every address a name resolves to. A name that does
-/// not resolve passes (it is checked again at connect time).
+/// not resolve (within 3 s) passes: it is checked again at connect time.
 pub async fn check_url_resolved(url: &Url, allow: &AllowList) -> Result<(), SsrfError> {
     check_url(url, allow)?;
     let (host, port) = host_and_port(url)?;
     if IpAddr::from_str(&host).is_ok() {
         return Ok(());
     }
-    let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(addresses) => addresses.collect(),
-        Err(_) => Vec::new(),
+    let lookup = tokio::net::lookup_host((host.as_str(), port));
+    let resolved: Vec<SocketAddr> = match tokio::time::timeout(REGISTRATION_LOOKUP, lookup).await {
+        Ok(Ok(addresses)) => addresses.collect(),
+        Ok(Err(_)) | Err(_) => Vec::new(),
     };
     for address in resolved {
         check_address(&host, address, allow)?;
