@@ -5,7 +5,12 @@
 //! drops every empty string, list and object before canonicalising, while the
 //! specification keeps REQUIRED empties; the two agree whenever the card's
 //! required strings and lists are non-empty, and cards signed by the SDK are
-//! what peers send, so [`signing_payload`] follows the SDK.
+//! what peers send, so [`signing_payload`] follows the SDK. Known gap: the
+//! SDK canonicalises its protobuf view of the card (`MessageToDict`), which
+//! also drops fields the proto does not know and non-`optional` scalars at
+//! their default (an extension's `"required": false`); a card carrying such
+//! fields canonicalises differently here and there. Cards made by the SDK
+//! never carry them, and the gateway's own cards do not either.
 //!
 //! JCS is implemented here (about fifty lines, [`canonical_json`]) rather
 //! than taken from `serde_json_canonicalizer` or `serde_jcs`: both switch on
