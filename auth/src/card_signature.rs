@@ -10,7 +10,8 @@
 //! also drops fields the proto does not know and non-`optional` scalars at
 //! their default (an extension's `"required": false`); a card carrying such
 //! fields canonicalises differently here and there. Cards made by the SDK
-//! never carry them, and the gateway's own cards do not either.
+//! never carry them; a card the gateway re-signs keeps whatever its
+//! upstream's card carried, so the SDK may reject those few.
 //!
 //! JCS is implemented here (about fifty lines, [`canonical_json`]) rather
 //! than taken from `serde_json_canonicalizer` or `serde_jcs`: both switch on
