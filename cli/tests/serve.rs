@@ -153,7 +153,8 @@ fn config_check_explains_bad_files_and_accepts_the_sample() {
 #[tokio::test(flavor = "multi_thread")]
 async fn default_allow_list_serves_examples_but_refuses_loopback_upstreams() {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_with(data_dir.path(), &[]);
+    // An empty value: no allow-list at all, as `convergio serve` defaults.
+    let server = start_with(data_dir.path(), &[("CONVERGIO_NETWORK_ALLOW_CIDRS", "")]);
     let reply: Value = reqwest::Client::new()
         .post(format!("{}/agents/echo", server.base))
         .header("A2A-Version", "1.0")

@@ -34,7 +34,7 @@ pub fn start(data_dir: &Path) -> Server {
 
 /// [`start`] with extra `CONVERGIO_*` environment settings. Upstreams on
 /// loopback are allow-listed explicitly (`CONVERGIO_NETWORK_ALLOW_CIDRS`
-/// 127.0.0.0/8: test agents run there, and the SSRF guard refuses them by
+/// 127.0.0.0/8 and ::1: test agents run there, and the SSRF guard refuses them by
 /// default); pass that key with an empty value for no allow-list.
 pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
     let mut command = Command::new(BINARY);
@@ -44,7 +44,7 @@ pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
         .env("CONVERGIO_LOG", "warn")
         .env_remove("CONVERGIO_ADMIN_TOKEN")
         .env_remove("CONVERGIO_DATABASE_URL")
-        .env("CONVERGIO_NETWORK_ALLOW_CIDRS", "127.0.0.0/8");
+        .env("CONVERGIO_NETWORK_ALLOW_CIDRS", "127.0.0.0/8,::1");
     for (name, value) in environment {
         command.env(name, value);
     }
