@@ -39,6 +39,18 @@ pub enum AuthError {
     /// The signature does not verify.
     #[error("bad signature")]
     BadSignature,
+    /// The key named by `kid` is past its expiry and may not be used.
+    #[error("key {kid:?} has expired")]
+    KeyExpired {
+        /// The key id.
+        kid: String,
+    },
+    /// The key named by `kid` was revoked and may not be used.
+    #[error("key {kid:?} was revoked")]
+    KeyRevoked {
+        /// The key id.
+        kid: String,
+    },
     /// `exp` is in the past (beyond the leeway), or missing.
     #[error("token expired")]
     Expired,

@@ -69,7 +69,7 @@ pub enum Algorithm {
 // === impl Algorithm ===
 
 impl Algorithm {
-    fn parse(alg: &str) -> Result<Self, AuthError> {
+    pub(crate) fn parse(alg: &str) -> Result<Self, AuthError> {
         match alg {
             "EdDSA" => Ok(Self::EdDsa),
             "ES256" => Ok(Self::Es256),
@@ -80,7 +80,8 @@ impl Algorithm {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
         match self {
             Self::EdDsa => "EdDSA",
             Self::Es256 => "ES256",
@@ -108,7 +109,7 @@ pub enum VerifyingKey {
 // === impl VerifyingKey ===
 
 impl VerifyingKey {
-    fn algorithm(&self) -> Algorithm {
+    pub(crate) fn algorithm(&self) -> Algorithm {
         match self {
             Self::Ed25519(_) => Algorithm::EdDsa,
             Self::P256(_) => Algorithm::Es256,
@@ -116,7 +117,7 @@ impl VerifyingKey {
         }
     }
 
-    fn verify(&self, message: &[u8], signature_bytes: &[u8]) -> bool {
+    pub(crate) fn verify(&self, message: &[u8], signature_bytes: &[u8]) -> bool {
         match self {
             Self::Ed25519(key) => UnparsedPublicKey::new(&signature::ED25519, key)
                 .verify(message, signature_bytes)
@@ -136,9 +137,9 @@ impl VerifyingKey {
 }
 
 #[derive(Debug, Deserialize)]
-struct Jwk {
+pub(crate) struct Jwk {
     kty: String,
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
     #[serde(rename = "use")]
     usage: Option<String>,
     crv: Option<String>,
@@ -207,7 +208,7 @@ fn decode(field: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("{field} is not base64url"))
 }
 
-fn parse_jwk(jwk: &Jwk) -> Result<VerifyingKey, String> {
+pub(crate) fn parse_jwk(jwk: &Jwk) -> Result<VerifyingKey, String> {
     match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("OKP", Some("Ed25519")) => {
             let x = decode("x", jwk.x.as_ref())?;

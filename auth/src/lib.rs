@@ -3,13 +3,15 @@
 //! client certificates. Each yields one typed
 //! [`Principal`](convergio_schemas::Principal). Federation adds the
 //! organisation's signing key ([`org_key`]) and signed cross-organisation
-//! calls ([`peer_call`]).
+//! calls ([`peer_call`]). Also A2A agent card signatures (JCS + detached
+//! JWS), signed and verified.
 //!
 //! Pure and synchronous: no sockets, no HTTP. Key sets are handed in (from a
 //! file, or fetched by the gateway), so the crate tests quickly and the
 //! gateway decides about I/O.
 
 pub mod api_key;
+pub mod card_signature;
 pub mod error;
 pub mod jwt;
 pub mod mtls;
@@ -20,8 +22,11 @@ pub use api_key::{constant_time_eq, ApiKeyRecord, ApiKeys, IssuedApiKey};
 pub use api_key::{
     generate as generate_api_key, key_id as api_key_id, verify_record as verify_api_key_record,
 };
+pub use card_signature::{
+    sign_card, verify_card, CardCheck, CardKey, CardSigner, Ed25519CardSigner,
+};
 pub use error::AuthError;
-pub use jwt::{JwtConfig, JwtVerifier, KeySet};
+pub use jwt::{Algorithm, JwtConfig, JwtVerifier, KeySet, VerifyingKey};
 pub use mtls::{principal_from_certificate, MtlsConfig};
 pub use org_key::{OrgSigningKey, PeerPublicKey};
 pub use peer_call::{sign_call, PeerCallClaims, ReceivedCall, UnverifiedCall};

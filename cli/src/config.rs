@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use convergio_gateway::ssrf::AllowList;
 use serde::{Deserialize, Serialize};
 
 use crate::env;
@@ -85,6 +86,8 @@ pub struct ConfigFile {
     /// Rate limits and budgets, enforced before an upstream is called.
     /// Default: none.
     pub quotas: convergio_policy::QuotaConfig,
+    /// Which non-public addresses upstreams may have (the SSRF guard).
+    pub network: NetworkConfig,
     /// Federation: this organisation's signing identity and its peers.
     pub federation: FederationSection,
 }
@@ -146,6 +149,18 @@ pub struct FederationSettings {
     pub sync_interval_seconds: u64,
     /// Configured peers.
     pub peers: Vec<convergio_gateway::federation::PeerSpec>,
+}
+
+/// Network section: the SSRF guard's allow-list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// CIDRs (`10.0.0.0/8`), addresses or exact `IP:PORT` sockets that
+    /// upstream and peer URLs may resolve to although they are loopback,
+    /// private, link-local or metadata addresses. Default empty: only
+    /// public addresses (plus the exact sockets of the example agents the
+    /// server starts itself). `CONVERGIO_NETWORK_ALLOW_CIDRS`, comma-separated.
+    pub allow_cidrs: Vec<String>,
 }
 
 /// Example agents section.
@@ -243,6 +258,8 @@ pub struct Config {
     pub quotas: Option<convergio_policy::QuotaConfig>,
     /// Federation.
     pub federation: FederationSettings,
+    /// Non-public addresses upstreams may resolve to.
+    pub upstream_allow: AllowList,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -277,6 +294,7 @@ impl Default for ConfigFile {
             upstream_credentials: Default::default(),
             quotas: convergio_policy::QuotaConfig::default(),
             federation: FederationSection::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -457,6 +475,14 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = get(env::NETWORK_ALLOW_CIDRS) {
+            file.network.allow_cidrs = value
+                .split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -549,8 +575,11 @@ impl Config {
         }
         let quotas = check_quotas(file.quotas)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
+        let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
+            .map_err(|error| invalid("network.allow_cidrs", error.to_string()))?;
         Ok(Self {
             federation,
+            upstream_allow,
             security,
             data_dir: file.data_dir,
             listen,
@@ -713,6 +742,29 @@ mod tests {
         assert_eq!(config.org_domain, "convergio.local");
         assert!(config.examples);
         assert_eq!(config.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn network_allow_list_comes_from_file_or_environment_and_is_checked() {
+        let none = resolve("", &[]).expect("defaults");
+        assert!(none.upstream_allow.is_empty(), "no default allow-list");
+        let yaml = "network:\n  allow_cidrs: [10.0.0.0/8, '127.0.0.1:9101']\n";
+        let from_file = resolve(yaml, &[]).expect("valid");
+        assert_eq!(
+            from_file.upstream_allow,
+            AllowList::parse(["10.0.0.0/8", "127.0.0.1:9101"]).expect("parses")
+        );
+        let from_env =
+            resolve(yaml, &[(env::NETWORK_ALLOW_CIDRS, "127.0.0.0/8, ::1")]).expect("valid");
+        assert_eq!(
+            from_env.upstream_allow,
+            AllowList::parse(["127.0.0.0/8", "::1"]).expect("parses")
+        );
+        let bad = resolve("network:\n  allow_cidrs: [intranet]\n", &[]);
+        assert!(
+            matches!(bad, Err(ConfigError::Invalid { ref field, .. }) if field == "network.allow_cidrs"),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -58,11 +58,14 @@ pub const FEDERATION_CLOCK_SKEW: &str = "CONVERGIO_FEDERATION_CLOCK_SKEW_SECONDS
 pub const FEDERATION_DISCOVERY_TIMEOUT: &str = "CONVERGIO_FEDERATION_DISCOVERY_TIMEOUT_MS";
 /// Seconds between syncs of every peer's catalogue (0: no periodic sync).
 pub const FEDERATION_SYNC_INTERVAL: &str = "CONVERGIO_FEDERATION_SYNC_INTERVAL_SECONDS";
+/// Comma-separated CIDRs, addresses or `IP:PORT` sockets upstreams may
+/// resolve to although not public (the SSRF guard's allow-list).
+pub const NETWORK_ALLOW_CIDRS: &str = "CONVERGIO_NETWORK_ALLOW_CIDRS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 27] = [
+pub const SERVER_KEYS: [&str; 28] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -90,4 +93,5 @@ pub const SERVER_KEYS: [&str; 27] = [
     FEDERATION_CLOCK_SKEW,
     FEDERATION_DISCOVERY_TIMEOUT,
     FEDERATION_SYNC_INTERVAL,
+    NETWORK_ALLOW_CIDRS,
 ];

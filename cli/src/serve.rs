@@ -21,6 +21,7 @@ use convergio_gateway::layers::{
 };
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::server::serve_with;
+use convergio_gateway::ssrf::AllowList;
 use convergio_gateway::tls::{upstream_client_config, TlsAcceptor, UpstreamTlsFiles};
 use convergio_orchestrator::{ExecutorConfig, Limits as GraphLimits};
 use convergio_registry::{Registration, Registry, RegistryConfig};
@@ -140,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: Some(admin_token),
             a2a: A2aConfig {
                 upstream_credentials: upstream_credentials(&config.security)?,
+                upstream_allow: upstream_allow(&config, &examples)?,
                 ..A2aConfig::default()
             },
             limits: LimitsConfig {
@@ -183,6 +185,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     say!("  database     {}", redact(&config.database_url));
     say!("  admin token  {token_source}");
     say!("  auth         {}", describe_auth(&config.security));
+    say!(
+        "  upstreams    {} (network.allow_cidrs)",
+        config.upstream_allow
+    );
     say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
     if let Some(federation) = &federation {
         say!(
@@ -478,6 +484,23 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
             AgentRole::Worker
         }
     }
+}
+
+/// The SSRF allow-list: the configured entries plus exactly the loopback
+/// sockets of the example agents this server started (nothing else on
+/// loopback becomes reachable by default).
+fn upstream_allow(config: &Config, examples: &[RunningAgent]) -> anyhow::Result<AllowList> {
+    let mut allow = config.upstream_allow.clone();
+    for agent in examples {
+        let socket = agent
+            .base_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("example agent address {}", agent.base_url))?;
+        allow.allow_socket(socket);
+    }
+    Ok(allow)
 }
 
 /// Starts every example agent on a loopback port and registers (or refreshes)

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use support::{start, Server, BINARY};
+use support::{start, start_with, Server, BINARY};
 
 fn cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(BINARY)
@@ -144,4 +144,44 @@ fn config_check_explains_bad_files_and_accepts_the_sample() {
         .expect("runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid listen"));
+}
+
+/// Issue #6: without an allow-list, `convergio serve` still reaches its own
+/// example agents (exactly their loopback sockets are allowed), while an
+/// agent whose upstream is on loopback is refused at registration with a
+/// problem naming the address.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_allow_list_serves_examples_but_refuses_loopback_upstreams() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    // An empty value: no allow-list at all, as `convergio serve` defaults.
+    let server = start_with(data_dir.path(), &[("CONVERGIO_NETWORK_ALLOW_CIDRS", "")]);
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{}/agents/echo", server.base))
+        .header("A2A-Version", "1.0")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+            "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        reply["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{reply}"
+    );
+    let mut card: Value = serde_json::from_str(include_str!("../../examples/cards/weather.json"))
+        .expect("example card");
+    card["supportedInterfaces"] = json!([{
+        "url": "http://127.0.0.1:9101/a2a", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"
+    }]);
+    let card_file = data_dir.path().join("loopback-weather.json");
+    std::fs::write(&card_file, card.to_string()).expect("write card");
+    let card_path = card_file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = cli(&server, data_dir.path(), &["register", card_path]);
+    assert!(!ok, "a loopback upstream must be refused");
+    assert!(stderr.contains("400"), "{stderr}");
+    assert!(stderr.contains("not allow-listed"), "{stderr}");
 }

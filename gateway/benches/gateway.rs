@@ -114,7 +114,11 @@ async fn run_gateway_child() {
         max_concurrency: 8192,
         ..LimitsConfig::default()
     };
-    let state = policy_gate(A2aState::new(routes, A2aConfig::default())).await;
+    let config = A2aConfig {
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+        ..A2aConfig::default()
+    };
+    let state = policy_gate(A2aState::new(routes, config)).await;
     let router = a2a_router(state);
     let auth = std::env::var(AUTH_ENV).unwrap_or_default();
     let listener = TcpListener::bind("127.0.0.1:0")

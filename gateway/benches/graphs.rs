@@ -148,7 +148,14 @@ fn main() {
             RegistryConfig::default(),
         );
         let (_agents, urls) = start_agents(&registry).await;
-        let (router, runs_api) = build_app(registry, AppConfig::default());
+        let config = AppConfig {
+            a2a: convergio_gateway::a2a::A2aConfig {
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+                ..Default::default()
+            },
+            ..AppConfig::default()
+        };
+        let (router, runs_api) = build_app(registry, config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { serve(listener, router, std::future::pending()).await });

@@ -116,6 +116,9 @@ pub fn build_router(registry: Registry, config: AppConfig) -> Router {
 /// API's state too (its executor, for in-process runs and benches).
 pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let routes: Arc<dyn RouteTable> = Arc::new(RegistryRoutes::new(registry.clone()));
+    // Registration refuses upstreams the connector would refuse anyway, so
+    // the mistake shows at once as a problem, not later as a broken call.
+    registry.set_upstream_check(Arc::new(config.a2a.upstream_allow.clone()));
     let gate = match &config.policy {
         Some(services) => {
             registry.set_change_hook(Arc::new(AuditChanges::new(services.audit.clone())));

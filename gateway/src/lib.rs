@@ -3,8 +3,9 @@
 //! the caller's identity ([`Principal`]), the crate's error
 //! ([`GatewayError`]), and the orchestrator's server side: the dispatcher
 //! that sends graph nodes' calls through this pipeline ([`dispatch`]) and the
-//! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]); and
-//! federation: identity, peers and signed calls ([`federation`]).
+//! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]); federation:
+//! identity, peers and signed calls ([`federation`]); and the SSRF guard on
+//! every upstream address ([`ssrf`]).
 
 pub mod a2a;
 pub mod api_keys;
@@ -17,6 +18,7 @@ pub mod layers;
 mod registry_routes;
 pub mod runs_api;
 pub mod server;
+pub mod ssrf;
 pub mod tls;
 
 /// The caller's identity, shared with the other crates (defined in `convergio-schemas`).

@@ -835,6 +835,7 @@ async fn caller_credentials_stay_home_and_extensions_travel() {
 async fn limits_refuse_large_bodies_and_shed_load() {
     let config = A2aConfig {
         upstream_timeout: Duration::from_secs(5),
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
         ..A2aConfig::default()
     };
     let limits = LimitsConfig {

@@ -106,6 +106,10 @@ async fn start(graphs: GraphsConfig) -> Server {
         registry,
         AppConfig {
             graphs,
+            a2a: convergio_gateway::a2a::A2aConfig {
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+                ..Default::default()
+            },
             ..AppConfig::default()
         },
     );

@@ -4,7 +4,9 @@
 //! the gateway over JSON-RPC and HTTP+JSON (card, blocking and streaming
 //! sends, get, list, cancel, subscribe); raw 0.3 JSON-RPC reaches it through
 //! the gateway; and the gateway reaches the SDK's own 0.3 compat endpoint
-//! with 1.0 requests. The venv is created once by scripts/interop-venv.sh.
+//! with 1.0 requests; and the SDK's signature verifier accepts the card the
+//! gateway re-signed (interop/verify_card.py). The venv is created once by
+//! scripts/interop-venv.sh.
 
 mod support;
 
@@ -149,6 +151,7 @@ async fn the_python_sdk_works_through_the_gateway() {
     let gateway = spawn_gateway_with(
         convergio_gateway::a2a::A2aConfig {
             upstream_timeout: Duration::from_secs(20),
+            upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
             ..Default::default()
         },
         convergio_gateway::layers::LimitsConfig::default(),
@@ -289,4 +292,137 @@ async fn the_python_sdk_authenticates_with_a_bearer_token() {
         );
     }
     drop(agent);
+}
+
+/// Issue #6: the card the gateway re-signs after rewriting its interfaces
+/// verifies with the a2a-sdk's own verifier (its JCS and empty-value rule)
+/// against the gateway's public key, and the SDK refuses a tampered copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_verifies_the_card_the_gateway_re_signed() {
+    use std::sync::Arc;
+
+    let python = python().await;
+    let agent = spawn_sdk_agent(&python).await;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .expect("key");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let signer = convergio_auth::Ed25519CardSigner::new(Arc::new(pair), "gateway-key-1");
+    let public_jwk = signer.public_jwk();
+    let gateway = spawn_gateway_with(
+        convergio_gateway::a2a::A2aConfig {
+            upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+            card_signer: Some(convergio_gateway::a2a::CardSignerHandle(Arc::new(signer))),
+            ..Default::default()
+        },
+        convergio_gateway::layers::LimitsConfig::default(),
+    )
+    .await;
+    let card: Value = gateway
+        .http
+        .get(format!("{}/.well-known/agent-card.json", agent.base_url))
+        .send()
+        .await
+        .expect("card")
+        .json()
+        .await
+        .expect("card json");
+    gateway.register("sdk-echo", card);
+    let card_url = gateway.url("/agents/sdk-echo/.well-known/agent-card.json");
+    let output = Command::new(&python)
+        .arg(repo_root().join("interop/verify_card.py"))
+        .arg(&card_url)
+        .arg(public_jwk.to_string())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("the SDK verifier finished in time")
+        .expect("run the SDK verifier");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.lines().any(|line| line == "ok verified"), "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line == "ok tampered-refused"),
+        "{stdout}"
+    );
+}
+
+/// Issue #6: a card signed by the a2a-sdk's signer (ES256, fresh key,
+/// non-ASCII text, an empty list the SDK drops) registers as `verified`
+/// when the key is its organisation's, and a tampered copy is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_signed_by_the_python_sdk_is_verified_by_the_registry() {
+    use std::sync::Arc;
+
+    use convergio_registry::model::{Actor, Registration};
+    use convergio_registry::{Registry, RegistryConfig, RegistryError, StaticOrgKeys};
+    use tokio::io::AsyncWriteExt;
+
+    let python = python().await;
+    let card = json!({
+        "name": "Ledger", "description": "Books entries", "version": "2.0.0",
+        "supportedInterfaces": [{"url": "https://ledger.acme.example/a2a", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+        "provider": {"url": "https://acme.example", "organization": "Acme"},
+        "capabilities": {"streaming": false, "pushNotifications": false},
+        "defaultInputModes": ["text/plain"], "defaultOutputModes": ["application/json"],
+        "skills": [{"id": "post", "name": "Post entry", "description": "Posts a \"débit\" / crédit ✓",
+                    "tags": ["ledger"], "examples": []}]
+    });
+    let mut child = Command::new(&python)
+        .arg(repo_root().join("interop/sign_card.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the SDK signer");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(card.to_string().as_bytes())
+        .await
+        .expect("write the card");
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the SDK signer finished in time")
+        .expect("the SDK signer ran");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signed: Value = serde_json::from_slice(&output.stdout).expect("signer output");
+    let key = convergio_auth::CardKey::from_jwk(&signed["jwk"]).expect("jwk");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let registry = Registry::with_org_keys(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig::default(),
+        Arc::new(StaticOrgKeys::new().with_key("acme.example", key)),
+    );
+    let registration = |card: Value| Registration {
+        name: None,
+        org: Some("acme.example".to_owned()),
+        role: None,
+        card,
+        upstreams: None,
+        trust: None,
+    };
+    let mut tampered = signed["card"].clone();
+    tampered["skills"][0]["description"] = json!("Posts anything");
+    let error = registry
+        .register(&Actor::admin(), registration(tampered))
+        .await
+        .expect_err("tampered");
+    assert!(
+        matches!(error, RegistryError::SignatureInvalid { .. }),
+        "{error:?}"
+    );
+    let record = registry
+        .register(&Actor::admin(), registration(signed["card"].clone()))
+        .await
+        .expect("register");
+    assert_eq!(record.trust, convergio_schemas::TrustLevel::Verified);
 }

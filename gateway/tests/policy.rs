@@ -86,6 +86,10 @@ async fn start(quotas: Option<QuotaConfig>) -> App {
                 audit,
                 quotas: quotas.map(|config| Arc::new(Quotas::new(config))),
             }),
+            a2a: convergio_gateway::a2a::A2aConfig {
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+                ..Default::default()
+            },
             ..AppConfig::default()
         },
     )
@@ -172,19 +176,23 @@ impl App {
     /// Audit records, once one with `action` has been appended (the writer
     /// is asynchronous; polled for at most 10 s).
     async fn audit_records_with(&self, action: &str) -> Vec<Value> {
+        self.audit_records_where(action, |record| record["action"] == json!(action))
+            .await
+    }
+
+    /// Polls the audit log until a record matches `wanted` (entries are
+    /// written by a queue, so the newest may not be there yet).
+    async fn audit_records_where(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let page = self.admin_get("/v1/audit?limit=500").await;
             let records = page["records"].as_array().cloned().unwrap_or_default();
-            if records
-                .iter()
-                .any(|record| record["action"] == json!(action))
-            {
+            if records.iter().any(&wanted) {
                 return records;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no {action} record: {records:?}"
+                "no {what} record: {records:?}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -299,12 +307,15 @@ async fn graph_runs_send_only_to_agents_at_or_above_registered() {
     let response = app.rpc("draft", &alice, Some("run-42")).await;
     assert_eq!(response.status(), 403, "graph-min-trust forbids it");
     assert_eq!(app.fake.state.requests.load(Ordering::SeqCst), 1);
-    let records = app.audit_records_with("send_message").await;
+    let is_denial = |record: &Value| {
+        record["decision"] == json!("deny") && record["action"] == json!("send_message")
+    };
+    let records = app
+        .audit_records_where("send_message denial", is_denial)
+        .await;
     let denied = records
         .iter()
-        .find(|record| {
-            record["decision"] == json!("deny") && record["action"] == json!("send_message")
-        })
+        .find(|record| is_denial(record))
         .expect("the graph call's denial is audited");
     assert_eq!(denied["determining"], json!(["graph-min-trust"]));
     assert_eq!(denied["detail"]["graph_run"], json!("run-42"));

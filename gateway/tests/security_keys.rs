@@ -42,6 +42,10 @@ async fn replica(url: &str) -> String {
             admin_token: Some(ADMIN.to_owned()),
             authenticator: Some(Arc::new(authenticator)),
             api_keys: Some(keys),
+            a2a: convergio_gateway::a2a::A2aConfig {
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+                ..Default::default()
+            },
             ..AppConfig::default()
         },
     );

@@ -56,6 +56,7 @@ async fn gateway_and_upstream() -> (Gateway, FakeAgent) {
     let mut config = A2aConfig {
         upstream_timeout: Duration::from_secs(5),
         upstream_retries: 0,
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
         ..A2aConfig::default()
     };
     config

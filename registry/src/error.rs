@@ -52,11 +52,30 @@ pub enum RegistryError {
         /// What is missing.
         message: String,
     },
-    /// A card signature could not be verified (or verification is not set up).
+    /// The card is not verified by its organisation's key, but the change
+    /// needs it to be (raising trust to `verified`, or updating a verified
+    /// agent).
     #[error("{message}")]
     Verification {
         /// Why the card is not verified.
         message: String,
+    },
+    /// A signature on the card fails with a key of its organisation, or is
+    /// malformed: the card was changed after signing, or the signature is
+    /// forged. Such a card is never stored.
+    #[error("the card's signature does not verify: {reason}")]
+    SignatureInvalid {
+        /// What failed (never key material).
+        reason: String,
+    },
+    /// An upstream URL points where the gateway may not connect (loopback,
+    /// private, link-local or metadata addresses that are not allow-listed).
+    #[error("upstream {index} is refused: {reason}")]
+    UpstreamRefused {
+        /// Which entry of `upstreams`.
+        index: usize,
+        /// Why, in plain words.
+        reason: String,
     },
     /// The database failed; the detail is logged, never shown to clients.
     #[error("storage error: {0}")]
@@ -87,7 +106,10 @@ impl RegistryError {
     /// How a client sees this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidCard { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::InvalidCard { .. }
+            | Self::InvalidInput { .. }
+            | Self::SignatureInvalid { .. }
+            | Self::UpstreamRefused { .. } => ErrorKind::InvalidInput,
             Self::AgentNotFound { .. } => ErrorKind::NotFound,
             Self::AgentExists { .. } => ErrorKind::Conflict,
             Self::StaleVersion { .. } => ErrorKind::PreconditionFailed,
@@ -130,6 +152,14 @@ impl RegistryError {
     pub fn violations(&self) -> Vec<Violation> {
         match self {
             Self::InvalidCard { violations } => violations.clone(),
+            Self::SignatureInvalid { reason } => vec![Violation {
+                pointer: "/card/signatures".to_owned(),
+                message: format!("does not verify: {reason}"),
+            }],
+            Self::UpstreamRefused { index, reason } => vec![Violation {
+                pointer: format!("/upstreams/{index}/url"),
+                message: reason.clone(),
+            }],
             _ => Vec::new(),
         }
     }

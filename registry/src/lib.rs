@@ -21,6 +21,7 @@ pub mod store;
 pub use error::{RegistryError, Result};
 pub use model::*;
 pub use service::{
-    CardVerifier, ChangeHook, NoSignatureVerifier, Registry, RegistryChange, RegistryConfig,
+    ChangeHook, NoOrgKeys, OrgKeys, Registry, RegistryChange, RegistryConfig, StaticOrgKeys,
+    UpstreamCheck,
 };
 pub use store::{connect, DiscoveryQuery, Page, Store};

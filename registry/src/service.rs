@@ -7,7 +7,17 @@
 //!   server registering its own agents) may start at `internal`;
 //! - only administrators change trust, always with a reason (1 to 1000
 //!   characters), and every change is recorded with who, when and why;
-//! - `verified` requires [`CardVerifier::verify`] to accept the card;
+//! - `verified` means the card carries a valid signature by a key of its
+//!   owning organisation ([`OrgKeys`]): a registration whose card verifies
+//!   starts at `verified` by itself; an update of a `registered` agent whose
+//!   new card verifies is raised to `verified` (recorded as a trust change);
+//!   a `verified` agent's card must keep verifying (an unsigned update is
+//!   refused: lower its trust first); an administrator may set `verified`
+//!   only on a card that verifies;
+//! - a card with a signature that fails with a key of its organisation
+//!   (tampered or forged) is refused on every write, at every trust level;
+//!   a signature by a key we do not hold (unknown, expired, revoked) is
+//!   neither: the card is stored, unverified;
 //! - `internal` is only for agents of this registry's own organisation;
 //! - until gateway security lands, every write needs an administrator.
 
@@ -15,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use convergio_auth::card_signature::{verify_card, CardCheck, CardKey};
 use convergio_schemas::{validate, AgentId, AgentRole, SchemaId, TrustLevel, Violation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,21 +65,73 @@ impl Default for RegistryConfig {
     }
 }
 
-/// Checks an agent card's signature before the card may be `verified`.
-pub trait CardVerifier: Send + Sync {
-    /// `Ok` when the card carries a valid signature by its owner's key;
-    /// otherwise why not, in plain words.
-    fn verify(&self, card: &Value) -> std::result::Result<(), String>;
+/// The public keys each organisation signs its agent cards with. The local
+/// organisation's own key and the pinned keys of peers plug in here; the
+/// registry asks on every write, so a rotated or revoked key takes effect
+/// on the next write.
+pub trait OrgKeys: Send + Sync {
+    /// The card-signing keys of `org` (lowercase domain); empty when none
+    /// are known. Expired and revoked keys may be included: they are marked
+    /// and never used.
+    fn keys_for(&self, org: &str) -> Vec<CardKey>;
 }
 
-/// The default verifier: refuses every card, because no keys are configured.
+/// Knows no keys: no card is ever `verified` (the default).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoSignatureVerifier;
+pub struct NoOrgKeys;
 
-impl CardVerifier for NoSignatureVerifier {
-    fn verify(&self, _card: &Value) -> std::result::Result<(), String> {
-        Err("card signature verification is not configured".to_owned())
+impl OrgKeys for NoOrgKeys {
+    fn keys_for(&self, _org: &str) -> Vec<CardKey> {
+        Vec::new()
     }
+}
+
+/// A fixed map from organisation to keys (configured keys and tests).
+#[derive(Debug, Clone, Default)]
+pub struct StaticOrgKeys {
+    keys: std::collections::HashMap<String, Vec<CardKey>>,
+}
+
+// === impl StaticOrgKeys ===
+
+impl StaticOrgKeys {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `key` to `org`'s keys.
+    pub fn with_key(mut self, org: &str, key: CardKey) -> Self {
+        self.keys
+            .entry(org.trim().to_ascii_lowercase())
+            .or_default()
+            .push(key);
+        self
+    }
+}
+
+impl OrgKeys for StaticOrgKeys {
+    fn keys_for(&self, org: &str) -> Vec<CardKey> {
+        self.keys.get(org).cloned().unwrap_or_default()
+    }
+}
+
+/// Decides whether the gateway may connect to an upstream URL (the SSRF
+/// guard, implemented by the gateway). Asked for every upstream of every
+/// registration and update, except the server's own agents.
+#[async_trait::async_trait]
+pub trait UpstreamCheck: Send + Sync {
+    /// `Ok` when `url` may be an upstream; otherwise why not, in plain words.
+    async fn check(&self, url: &str) -> std::result::Result<(), String>;
+}
+
+/// What the signatures of a card to be stored say about its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Signed {
+    /// Verified with this key of the owning organisation.
+    ByOwner { kid: String },
+    /// Unsigned, or signed by keys we cannot use.
+    NotVerified { why: String },
 }
 
 /// One change the registry made, reported to the [`ChangeHook`] after the
@@ -121,7 +184,7 @@ pub struct Registry {
 struct Inner {
     store: Arc<dyn Store>,
     config: RegistryConfig,
-    verifier: Arc<dyn CardVerifier>,
+    org_keys: Arc<dyn OrgKeys>,
     cache: moka::sync::Cache<AgentId, AgentRecord>,
     /// Bumped by every write; a lookup caches its result only if no write
     /// happened while it read the store (see [`Registry::get`]).
@@ -130,6 +193,8 @@ struct Inner {
     fill_lock: Mutex<()>,
     /// Where committed changes are reported (set once, at start-up).
     change_hook: std::sync::OnceLock<Arc<dyn ChangeHook>>,
+    /// Which upstream URLs are acceptable (set once, at start-up).
+    upstream_check: std::sync::OnceLock<Arc<dyn UpstreamCheck>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -144,16 +209,18 @@ impl std::fmt::Debug for Registry {
 // === impl Registry ===
 
 impl Registry {
-    /// A registry over `store` with the default (refusing) card verifier.
+    /// A registry over `store` that knows no organisation keys, so no card
+    /// is ever `verified`.
     pub fn new(store: Arc<dyn Store>, config: RegistryConfig) -> Registry {
-        Self::with_verifier(store, config, Arc::new(NoSignatureVerifier))
+        Self::with_org_keys(store, config, Arc::new(NoOrgKeys))
     }
 
-    /// A registry over `store` that checks signatures with `verifier`.
-    pub fn with_verifier(
+    /// A registry over `store` that checks card signatures against the
+    /// owning organisation's keys from `org_keys`.
+    pub fn with_org_keys(
         store: Arc<dyn Store>,
         config: RegistryConfig,
-        verifier: Arc<dyn CardVerifier>,
+        org_keys: Arc<dyn OrgKeys>,
     ) -> Registry {
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.cache_capacity)
@@ -163,11 +230,12 @@ impl Registry {
             inner: Arc::new(Inner {
                 store,
                 config,
-                verifier,
+                org_keys,
                 cache,
                 epoch: AtomicU64::new(0),
                 fill_lock: Mutex::new(()),
                 change_hook: std::sync::OnceLock::new(),
+                upstream_check: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -176,6 +244,32 @@ impl Registry {
     /// set is kept; returns whether this one was.
     pub fn set_change_hook(&self, hook: Arc<dyn ChangeHook>) -> bool {
         self.inner.change_hook.set(hook).is_ok()
+    }
+
+    /// Checks every later registration's and update's upstream URLs with
+    /// `check`. Only the first check set is kept; returns whether this one
+    /// was.
+    pub fn set_upstream_check(&self, check: Arc<dyn UpstreamCheck>) -> bool {
+        self.inner.upstream_check.set(check).is_ok()
+    }
+
+    /// Refuses `record` if an upstream URL fails the [`UpstreamCheck`]. The
+    /// server's own agents are exempt: it started them itself, and the
+    /// gateway's connector allows exactly their sockets.
+    async fn check_upstream_urls(&self, actor: &Actor, record: &AgentRecord) -> Result<()> {
+        let Some(check) = self.inner.upstream_check.get() else {
+            return Ok(());
+        };
+        if actor.is_system() {
+            return Ok(());
+        }
+        for (index, upstream) in record.upstreams.iter().enumerate() {
+            check
+                .check(&upstream.url)
+                .await
+                .map_err(|reason| RegistryError::UpstreamRefused { index, reason })?;
+        }
+        Ok(())
     }
 
     fn report(&self, change: impl FnOnce() -> RegistryChange) {
@@ -205,6 +299,8 @@ impl Registry {
         require_admin(actor, "registering an agent")?;
         let trust = self.initial_trust(actor, &registration)?;
         let record = self.build_record(registration, trust)?;
+        let record = self.with_signed_trust(record)?;
+        self.check_upstream_urls(actor, &record).await?;
         let result = self.inner.store.insert(&record).await;
         self.invalidate(&record.id);
         if let Ok(stored) = &result {
@@ -227,7 +323,10 @@ impl Registry {
         let mut records = Vec::with_capacity(registrations.len());
         for registration in registrations {
             let trust = self.initial_trust(actor, &registration)?;
-            records.push(self.build_record(registration, trust)?);
+            let record = self.build_record(registration, trust)?;
+            let record = self.with_signed_trust(record)?;
+            self.check_upstream_urls(actor, &record).await?;
+            records.push(record);
         }
         let result = self.inner.store.bulk_insert(&records).await;
         for record in &records {
@@ -360,15 +459,44 @@ impl Registry {
         let mut record = self.build_record(registration, current.trust)?;
         record.created_at = current.created_at;
         record.version = expected_version + 1;
-        let result = self.inner.store.update(id, expected_version, &record).await;
-        self.invalidate(id);
-        if let Ok(stored) = &result {
-            self.report(|| RegistryChange::Updated {
-                actor: actor.clone(),
-                record: Box::new(stored.clone()),
+        let signed = self.signed_by_owner(&record.org, &record.card)?;
+        if let (TrustLevel::Verified, Signed::NotVerified { why }) = (current.trust, &signed) {
+            return Err(RegistryError::Verification {
+                message: format!(
+                    "{id} is verified, so its card must carry a valid signature of {}: {why}; \
+                     lower its trust first",
+                    record.org
+                ),
             });
         }
-        result
+        self.check_upstream_urls(actor, &record).await?;
+        let result = self.inner.store.update(id, expected_version, &record).await;
+        self.invalidate(id);
+        let stored = result?;
+        self.report(|| RegistryChange::Updated {
+            actor: actor.clone(),
+            record: Box::new(stored.clone()),
+        });
+        match signed {
+            // The new card is signed by its owner: that is what `verified`
+            // means, so the agent is raised, recorded like any trust change.
+            // Two transactions: a crash between them leaves the agent at
+            // `registered`, the safe side.
+            Signed::ByOwner { kid } if stored.trust == TrustLevel::Registered => {
+                self.set_trust(
+                    actor,
+                    id,
+                    TrustLevel::Verified,
+                    &format!(
+                        "the card's signature verifies with key {kid:?} of {}",
+                        stored.org
+                    ),
+                    Some(stored.version),
+                )
+                .await
+            }
+            _ => Ok(stored),
+        }
     }
 
     /// Deregisters (soft-deletes) a live agent (admins only).
@@ -429,10 +557,13 @@ impl Registry {
             )));
         }
         if level == TrustLevel::Verified {
-            self.inner
-                .verifier
-                .verify(&current.card)
-                .map_err(|message| RegistryError::Verification { message })?;
+            if let Signed::NotVerified { why } =
+                self.signed_by_owner(&current.org, &current.card)?
+            {
+                return Err(RegistryError::Verification {
+                    message: format!("{id} cannot be verified: {why}"),
+                });
+            }
         }
         let change = TrustChange {
             agent_id: id.clone(),
@@ -517,9 +648,50 @@ impl Registry {
         self.inner.cache.invalidate(id);
     }
 
+    /// Checks `card`'s signatures against `org`'s keys: a failing one is an
+    /// error, whatever else the card carries.
+    fn signed_by_owner(&self, org: &str, card: &Value) -> Result<Signed> {
+        let keys = self.inner.org_keys.keys_for(org);
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+        match verify_card(card, &keys, now) {
+            CardCheck::Verified { kid, .. } => Ok(Signed::ByOwner { kid }),
+            CardCheck::Unsigned => Ok(Signed::NotVerified {
+                why: "the card is not signed".to_owned(),
+            }),
+            CardCheck::Unverifiable { reason } => Ok(Signed::NotVerified {
+                why: format!("no usable key of {org} verifies it ({reason})"),
+            }),
+            CardCheck::Invalid { reason } => Err(RegistryError::SignatureInvalid {
+                reason: reason.to_string(),
+            }),
+        }
+    }
+
+    /// `record` with its starting trust settled by its card's signatures: a
+    /// `registered` (or requested `verified`) start becomes `verified` when
+    /// the owner signed the card; a requested `verified` start without that
+    /// is refused; a tampered card is refused.
+    fn with_signed_trust(&self, mut record: AgentRecord) -> Result<AgentRecord> {
+        let signed = self.signed_by_owner(&record.org, &record.card)?;
+        match (record.trust, signed) {
+            (TrustLevel::Registered | TrustLevel::Verified, Signed::ByOwner { .. }) => {
+                record.trust = TrustLevel::Verified;
+            }
+            (TrustLevel::Verified, Signed::NotVerified { why }) => {
+                return Err(RegistryError::Verification {
+                    message: format!("{} cannot start verified: {why}", record.id),
+                });
+            }
+            _ => {}
+        }
+        Ok(record)
+    }
+
     fn initial_trust(&self, actor: &Actor, registration: &Registration) -> Result<TrustLevel> {
         match registration.trust {
             None | Some(TrustLevel::Registered) => Ok(TrustLevel::Registered),
+            // Granted only if the owner's signature verifies (`with_signed_trust`).
+            Some(TrustLevel::Verified) => Ok(TrustLevel::Verified),
             Some(TrustLevel::Internal) if actor.is_system() => Ok(TrustLevel::Internal),
             Some(level) => Err(RegistryError::forbidden(format!(
                 "a new registration starts at registered, not {level}; \

@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use convergio_registry::model::{Actor, Registration};
-use convergio_registry::{CardVerifier, Registry, RegistryConfig, RegistryError};
+use convergio_registry::{Registry, RegistryConfig, RegistryError};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
 use serde_json::{json, Value};
 use support::simple_card;
@@ -27,14 +27,6 @@ async fn registry() -> (Registry, support::Backend) {
     let backend = support::sqlite().await;
     let registry = Registry::new(backend.store.clone(), RegistryConfig::default());
     (registry, backend)
-}
-
-struct AcceptAll;
-
-impl CardVerifier for AcceptAll {
-    fn verify(&self, _card: &Value) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 #[tokio::test]
@@ -108,10 +100,12 @@ async fn trust_ladder_rules_are_enforced_and_recorded() {
     let error = registry
         .set_trust(&admin, &ours.id, TrustLevel::Verified, "signed", None)
         .await
-        .expect_err("no verifier");
-    assert!(error
-        .to_string()
-        .contains("card signature verification is not configured"));
+        .expect_err("no keys, so nothing verifies");
+    assert!(matches!(error, RegistryError::Verification { .. }));
+    assert!(
+        error.to_string().contains("the card is not signed"),
+        "{error}"
+    );
     let error = registry
         .set_trust(&admin, &theirs.id, TrustLevel::Internal, "ours now", None)
         .await
@@ -148,31 +142,6 @@ async fn trust_ladder_rules_are_enforced_and_recorded() {
         .await
         .expect_err("starts high");
     assert!(matches!(error, RegistryError::Forbidden { .. }));
-}
-
-#[tokio::test]
-async fn verified_needs_the_card_verifier_to_pass() {
-    let backend = support::sqlite().await;
-    let registry = Registry::with_verifier(
-        backend.store.clone(),
-        RegistryConfig::default(),
-        Arc::new(AcceptAll),
-    );
-    let record = registry
-        .register(&Actor::admin(), registration(simple_card("Weather")))
-        .await
-        .expect("register");
-    let record = registry
-        .set_trust(
-            &Actor::admin(),
-            &record.id,
-            TrustLevel::Verified,
-            "JWS checks out",
-            None,
-        )
-        .await
-        .expect("verified");
-    assert_eq!(record.trust, TrustLevel::Verified);
 }
 
 #[tokio::test]

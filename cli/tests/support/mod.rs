@@ -34,11 +34,16 @@ impl Drop for Server {
 }
 
 /// Starts `convergio serve` on `data_dir` with a port the kernel picks.
+/// Upstreams on loopback are allow-listed explicitly (the example cards
+/// point at 127.0.0.1), as the SSRF guard refuses them by default.
 pub fn start(data_dir: &Path) -> Server {
     start_with(data_dir, &[])
 }
 
-/// Starts `convergio serve` like [`start`], with extra environment.
+/// [`start`] with extra `CONVERGIO_*` environment settings. Upstreams on
+/// loopback are allow-listed explicitly (`CONVERGIO_NETWORK_ALLOW_CIDRS`
+/// 127.0.0.0/8 and ::1: test agents run there, and the SSRF guard refuses them by
+/// default); pass that key with an empty value for no allow-list.
 pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
     let mut command = Command::new(BINARY);
     command
@@ -46,9 +51,10 @@ pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
         .arg(data_dir)
         .env("CONVERGIO_LOG", "warn")
         .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL");
-    for (key, value) in environment {
-        command.env(key, value);
+        .env_remove("CONVERGIO_DATABASE_URL")
+        .env("CONVERGIO_NETWORK_ALLOW_CIDRS", "127.0.0.0/8,::1");
+    for (name, value) in environment {
+        command.env(name, value);
     }
     let mut child = command
         .stdout(Stdio::piped())

@@ -1,9 +1,13 @@
 //! Agent cards served by the gateway: an upstream card with its interfaces
 //! rewritten to the gateway, and the gateway's own card. The rewrite
 //! invalidates the upstream's JWS signatures (they cover the interface URLs),
-//! so `signatures` is dropped rather than passed on broken; re-signing with a
-//! gateway key arrives with the security issue. Cards get an `ETag` (SHA-256
-//! of the served bytes), `Cache-Control`, and `304` on `If-None-Match`.
+//! so `signatures` is dropped rather than passed on broken; with a card
+//! signer configured ([`A2aConfig::card_signer`], the organisation's key),
+//! the served card is re-signed by the gateway, so a client verifies it
+//! against the gateway's published JWKS. The upstream's own signature was
+//! checked by the registry when the card was stored (it decides `verified`).
+//! Cards get an `ETag` (SHA-256 of the served bytes), `Cache-Control`, and
+//! `304` on `If-None-Match`.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -12,7 +16,7 @@ use convergio_schemas::a2a::MEDIA_JSON;
 use serde_json::{json, Map, Value};
 
 use super::routes::RouteTarget;
-use super::A2aConfig;
+use super::{A2aConfig, CardSignerHandle};
 
 /// The gateway's public base URL for this request: `X-Forwarded-Proto`,
 /// `X-Forwarded-Host` and `X-Forwarded-Prefix` when trusted, else the `Host`
@@ -101,6 +105,17 @@ pub fn rewrite_card(card: &Value, agent_url: &str) -> Value {
         .push(json!({"url": agent_url, "protocolBinding": "JSONRPC", "protocolVersion": "0.3"}));
     card.insert("supportedInterfaces".into(), Value::Array(interfaces));
     Value::Object(card)
+}
+
+/// `card` signed by `signer` (its `signatures` replaced by one JWS of the
+/// gateway's key), or unchanged without a signer.
+pub fn sign_served(card: Value, signer: Option<&CardSignerHandle>) -> Value {
+    match signer {
+        // Signing fails only for a card that is not an object, which
+        // `rewrite_card` and `gateway_card` never produce.
+        Some(signer) => convergio_auth::sign_card(&card, signer.0.as_ref()).unwrap_or(card),
+        None => card,
+    }
 }
 
 /// The gateway's own card: Convergio as an A2A agent whose skills are the
@@ -250,6 +265,29 @@ mod tests {
             .all(|entry| entry["url"] == json!("https://gw/agents/echo")));
         assert!(interfaces.iter().all(|entry| entry.get("tenant").is_none()));
         assert!(!served.to_string().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn served_card_is_re_signed_with_the_gateway_key() {
+        use convergio_auth::card_signature::{verify_card, CardCheck, CardKey};
+        use ring::signature::Ed25519KeyPair;
+        use std::sync::Arc;
+
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+        let signer = convergio_auth::Ed25519CardSigner::new(Arc::new(pair), "gw-1");
+        let key = CardKey::from_jwk(&signer.public_jwk()).expect("jwk");
+        let card = json!({"name": "echo", "description": "d", "version": "1",
+            "supportedInterfaces": [{"url": "http://10.0.0.1/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+            "signatures": [{"protected": "eA", "signature": "eA"}]});
+        let served = rewrite_card(&card, "https://gw/agents/echo");
+        assert_eq!(sign_served(served.clone(), None), served);
+        let handle = CardSignerHandle(Arc::new(signer));
+        let signed = sign_served(served, Some(&handle));
+        assert!(matches!(
+            verify_card(&signed, &[key], 0),
+            CardCheck::Verified { .. }
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The pooled HTTP client the gateway forwards with (hyper-util legacy
 //! client, plain HTTP or HTTPS through rustls; an agent with TLS settings of
-//! its own — a CA bundle, a client certificate — gets a pool of its own),
+//! its own — a CA bundle, a client certificate — gets a pool of its own;
+//! every pool connects through the SSRF guard's [`GuardedConnector`]),
 //! and the per-upstream guards every call passes:
 //! a concurrency bound (excess calls are refused at once with 503, never
 //! queued) and a circuit breaker (after `breaker_failures` consecutive
@@ -13,14 +14,16 @@ use std::time::Duration;
 
 use axum::body::Body;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// One connection pool: plain HTTP, or HTTPS with one TLS configuration.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+use crate::ssrf::{AllowList, GuardedConnector};
+
+/// One connection pool: plain HTTP, or HTTPS with one TLS configuration,
+/// over TCP connections the SSRF guard admitted.
+pub(crate) type HttpClient = Client<HttpsConnector<GuardedConnector>, Body>;
 
 /// A cheap-to-clone pooled client with its per-upstream guards.
 #[derive(Debug, Clone)]
@@ -36,22 +39,28 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     /// A client keeping idle connections for 90 s, trusting the public web
-    /// PKI (Mozilla's roots) for `https://` upstreams.
+    /// PKI (Mozilla's roots) for `https://` upstreams, and connecting to
+    /// public addresses only.
     pub fn new() -> Self {
-        Self::with_agent_tls(HashMap::new())
+        Self::with_agent_tls(HashMap::new(), AllowList::none())
     }
 
     /// Like [`UpstreamClient::new`], and the named agents are reached with
     /// their own TLS configuration (CA bundle, client certificate), each in
     /// a pool of its own so a client certificate is never presented to
-    /// another upstream.
-    pub fn with_agent_tls(tls: HashMap<String, Arc<rustls::ClientConfig>>) -> Self {
+    /// another upstream. Every pool connects to public addresses and those
+    /// `allow` lists (names resolved and checked at connect time, see
+    /// `ssrf`).
+    pub fn with_agent_tls(
+        tls: HashMap<String, Arc<rustls::ClientConfig>>,
+        allow: AllowList,
+    ) -> Self {
         let per_agent = tls
             .into_iter()
-            .map(|(agent, config)| (agent, pool(config.as_ref().clone())))
+            .map(|(agent, config)| (agent, pool(config.as_ref().clone(), allow.clone())))
             .collect();
         Self {
-            shared: pool(crate::tls::public_roots_client_config()),
+            shared: pool(crate::tls::public_roots_client_config(), allow),
             per_agent: Arc::new(per_agent),
             guards: Arc::default(),
         }
@@ -80,13 +89,11 @@ impl UpstreamClient {
 }
 
 /// A pool over `tls` for `https://` URLs (ALPN h2, then http/1.1) and plain
-/// TCP for `http://`.
-fn pool(tls: rustls::ClientConfig) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    // The TLS layer needs to see `https://` URIs.
-    connector.enforce_http(false);
+/// TCP for `http://`, every TCP connection through the SSRF guard (which
+/// sees the `https://` URI and its default port; TLS then runs over the
+/// checked connection with the original host name for SNI).
+fn pool(tls: rustls::ClientConfig, allow: AllowList) -> HttpClient {
+    let connector = GuardedConnector::new(allow);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

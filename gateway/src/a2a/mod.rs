@@ -46,7 +46,9 @@ use self::forward::Reply;
 use crate::authorize::{is_loopback, CallFacts, Gatekeeper, OpenGate};
 use crate::federation::Federation;
 use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestId};
+use crate::ssrf::AllowList;
 use crate::{GatewayError, Principal};
+use convergio_auth::CardSigner;
 use convergio_schemas::GraphCall;
 
 /// Settings of A2A routing.
@@ -86,6 +88,32 @@ pub struct A2aConfig {
     /// Credentials the gateway presents to upstreams, by agent name (the
     /// caller's own are never forwarded). Default none.
     pub upstream_credentials: HashMap<String, UpstreamCredential>,
+    /// Non-public addresses upstreams may resolve to (the SSRF guard,
+    /// `ssrf.rs`). Default none: loopback, private, link-local and metadata
+    /// addresses are refused at connect time.
+    pub upstream_allow: AllowList,
+    /// Re-signs served agent cards after their interfaces are rewritten.
+    /// Default none: served cards carry no signatures.
+    pub card_signer: Option<CardSignerHandle>,
+}
+
+/// The key the gateway signs served cards with (a [`CardSigner`] behind an
+/// `Arc`; compared by identity, debug-printed by `kid` only).
+#[derive(Clone)]
+pub struct CardSignerHandle(pub Arc<dyn CardSigner>);
+
+impl std::fmt::Debug for CardSignerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CardSignerHandle")
+            .field(&self.0.kid())
+            .finish()
+    }
+}
+
+impl PartialEq for CardSignerHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// What the gateway presents to one upstream, from the agent's config.
@@ -149,6 +177,8 @@ impl Default for A2aConfig {
             breaker_cooldown: Duration::from_secs(10),
             upstream_retries: 2,
             upstream_credentials: HashMap::new(),
+            upstream_allow: AllowList::none(),
+            card_signer: None,
         }
     }
 }
@@ -184,6 +214,7 @@ impl A2aState {
                         credential.tls.clone().map(|tls| (agent.clone(), tls))
                     })
                     .collect(),
+                config.upstream_allow.clone(),
             ),
             config: Arc::new(config),
             gatekeeper: Arc::new(OpenGate),
@@ -477,6 +508,7 @@ async fn agents_handler(
             .map_err(|error| Failure::new(error, shape.clone()))?;
         let base = card::gateway_base(&request.headers, &state.config);
         let served = card::rewrite_card(&target.card, &format!("{base}/agents/{name}"));
+        let served = card::sign_served(served, state.config.card_signer.as_ref());
         let cache = format!("public, max-age={}", state.config.card_max_age.as_secs());
         return Ok(card::card_response(&served, &request.headers, &cache));
     }
@@ -608,6 +640,7 @@ async fn gateway_card_handler(
         .await;
     let base = card::gateway_base(&request.headers, &state.config);
     let served = card::gateway_card(&base, &state.config, &agents);
+    let served = card::sign_served(served, state.config.card_signer.as_ref());
     // The skills depend on the caller, so shared caches must not keep it.
     let cache = format!(
         "private, max-age={}",

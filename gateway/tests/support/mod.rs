@@ -477,6 +477,8 @@ pub async fn spawn_gateway_with(config: A2aConfig, limits: LimitsConfig) -> Gate
 pub async fn spawn_gateway() -> Gateway {
     let config = A2aConfig {
         upstream_timeout: Duration::from_millis(1500),
+        // Every fake upstream runs on 127.0.0.1: allow-listed explicitly.
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
         ..A2aConfig::default()
     };
     spawn_gateway_with(config, LimitsConfig::default()).await

@@ -132,6 +132,7 @@ impl SecureOptions {
             limits: LimitsConfig::default(),
             a2a: A2aConfig {
                 upstream_timeout: Duration::from_secs(5),
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
                 ..A2aConfig::default()
             },
             min_refetch_interval: Duration::from_secs(10),
