@@ -220,6 +220,33 @@ impl PeerPublicKey {
     }
 }
 
+/// The organisation key signs the cards the gateway serves (A2A card
+/// signatures, EdDSA) with the same `kid` it publishes in its JWKS.
+impl crate::card_signature::CardSigner for OrgSigningKey {
+    fn kid(&self) -> &str {
+        OrgSigningKey::kid(self)
+    }
+
+    fn algorithm(&self) -> crate::jwt::Algorithm {
+        crate::jwt::Algorithm::EdDsa
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        OrgSigningKey::sign(self, message)
+    }
+}
+
+impl OrgSigningKey {
+    /// The public half as a card-verification key (no expiry), for the
+    /// registry to recognise cards this organisation signed.
+    pub fn card_key(&self) -> crate::card_signature::CardKey {
+        crate::card_signature::CardKey::new(
+            self.kid().to_owned(),
+            crate::jwt::VerifyingKey::Ed25519(self.public_key().to_vec()),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

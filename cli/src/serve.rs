@@ -74,12 +74,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = convergio_registry::connect(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
-    let registry = Registry::new(
+    // The organisation key signs served cards and makes cards this
+    // organisation signed `verified` on registration.
+    let signing_key = if config.federation.enabled {
+        Some(Arc::new(signing_key(&config)?))
+    } else {
+        None
+    };
+    let org_keys: Arc<dyn convergio_registry::OrgKeys> = match &signing_key {
+        Some(key) => Arc::new(
+            convergio_registry::StaticOrgKeys::new()
+                .with_key(&config.org_domain, key.card_key())
+                .with_key(&config.federation.domain, key.card_key()),
+        ),
+        None => Arc::new(convergio_registry::NoOrgKeys),
+    };
+    let registry = Registry::with_org_keys(
         store,
         RegistryConfig {
             org_domain: config.org_domain.clone(),
             ..RegistryConfig::default()
         },
+        org_keys,
     );
     let (policy, audit_writer, watcher) = start_policy(&config).await?;
     let lease_ttl = std::time::Duration::from_secs(config.graphs.lease_seconds);
@@ -117,8 +133,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
-    let federation = if config.federation.enabled {
-        let federation = start_federation(&config).await?;
+    let federation = if let Some(key) = &signing_key {
+        let federation = start_federation(&config, key.clone()).await?;
         authenticator = authenticator.with_peers(federation.clone());
         Some(federation)
     } else {
@@ -142,6 +158,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             a2a: A2aConfig {
                 upstream_credentials: upstream_credentials(&config.security)?,
                 upstream_allow: upstream_allow(&config, &examples)?,
+                card_signer: signing_key.clone().map(|key| {
+                    convergio_gateway::a2a::CardSignerHandle(
+                        key as Arc<dyn convergio_auth::card_signature::CardSigner>,
+                    )
+                }),
                 ..A2aConfig::default()
             },
             limits: LimitsConfig {
@@ -232,8 +253,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Loads (or generates) the organisation key, opens the peer store and
 /// stores the configured peers.
-async fn start_federation(config: &Config) -> anyhow::Result<Arc<Federation>> {
-    let key = Arc::new(signing_key(config)?);
+async fn start_federation(
+    config: &Config,
+    key: Arc<OrgSigningKey>,
+) -> anyhow::Result<Arc<Federation>> {
     let store = convergio_registry::peers::connect_peers(&config.database_url)
         .await
         .context("opening the peer store")?;
