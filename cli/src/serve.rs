@@ -268,6 +268,7 @@ async fn start_federation(
                 discovery_timeout: std::time::Duration::from_millis(
                     config.federation.discovery_timeout_ms,
                 ),
+                allow: config.upstream_allow.clone(),
             },
             key,
             store,

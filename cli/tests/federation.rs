@@ -491,6 +491,61 @@ fn peers_cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String) 
 }
 
 #[tokio::test]
+async fn a_peer_url_on_a_private_address_is_refused_without_the_allow_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // No allow-list at all (the harness allow-lists loopback by default).
+    let server = start_with(
+        dir.path(),
+        &[
+            ("CONVERGIO_ORG_DOMAIN", "b.example"),
+            ("CONVERGIO_EXAMPLES", "false"),
+            ("CONVERGIO_NETWORK_ALLOW_CIDRS", ""),
+        ],
+    );
+    let key_file = dir.path().join("x-key.json");
+    let pinned = OrgSigningKey::generate().expect("key");
+    std::fs::write(&key_file, pinned.jwks().to_string()).expect("key file");
+    let key_path = key_file.to_str().expect("utf-8 path");
+    for url in [
+        "http://127.0.0.1:9",
+        "http://10.1.2.3:8080",
+        "http://169.254.169.254",
+        "http://[::1]:8080",
+        "http://localhost:8080",
+    ] {
+        let (ok, out) = peers_cli(
+            &server,
+            dir.path(),
+            &["add", "x.example", "--url", url, "--key-file", key_path],
+        );
+        assert!(!ok, "{url} is refused: {out}");
+        assert!(
+            out.contains("400") || out.to_lowercase().contains("not"),
+            "{url}: {out}"
+        );
+    }
+    // A JWKS URL is guarded the same way.
+    let (ok, out) = peers_cli(
+        &server,
+        dir.path(),
+        &[
+            "add",
+            "x.example",
+            "--url",
+            "https://x.example",
+            "--jwks-url",
+            "http://192.168.1.1/jwks.json",
+        ],
+    );
+    assert!(!ok, "a private jwks url is refused: {out}");
+    let (ok, out) = peers_cli(&server, dir.path(), &["list"]);
+    assert!(
+        ok && !out.contains("x.example"),
+        "nothing was stored: {out}"
+    );
+}
+
+#[tokio::test]
 async fn peers_are_added_approved_and_removed_from_the_cli() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_with(

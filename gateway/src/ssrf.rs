@@ -366,6 +366,24 @@ pub async fn resolve_checked(
     Ok(addresses)
 }
 
+/// The resolver of the federation's HTTP client (JWKS fetches, federated
+/// discovery, catalogue sync): a name is resolved once and refused when any
+/// address is not public and not allow-listed. IP literals never reach a
+/// resolver, so peer URLs are also checked with [`check_url`] when stored.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver(pub AllowList);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.0.clone();
+        Box::pin(async move {
+            // Port 0: the client sets the URL's port on every address.
+            let addresses = resolve_checked(name.as_str(), 0, &allow).await?;
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// The registration-time check the registry asks ([`UpstreamCheck`]).
 #[async_trait::async_trait]
 impl UpstreamCheck for AllowList {

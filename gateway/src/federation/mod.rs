@@ -79,6 +79,9 @@ pub struct FederationConfig {
     pub clock_window: Duration,
     /// Deadline of each peer's answer in federated discovery (default 2 s).
     pub discovery_timeout: Duration,
+    /// Non-public addresses peer URLs may have (the SSRF guard's allow-list;
+    /// default none: peers must be on public addresses).
+    pub allow: crate::ssrf::AllowList,
 }
 
 impl FederationConfig {
@@ -88,6 +91,7 @@ impl FederationConfig {
             domain: domain.into(),
             clock_window: Duration::from_secs(60),
             discovery_timeout: Duration::from_secs(2),
+            allow: crate::ssrf::AllowList::none(),
         }
     }
 }
@@ -188,6 +192,7 @@ impl Federation {
             // Never follow a redirect: a JWKS is fetched from exactly the
             // URL an administrator configured.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(crate::ssrf::GuardedResolver(config.allow.clone())))
             .build()
             .map_err(|error| GatewayError::Internal {
                 detail: format!("building the jwks client: {error}"),
@@ -429,12 +434,15 @@ impl Federation {
             });
         }
         let base = check_gateway_url(&spec.url)?;
-        let jwks_url = spec
-            .jwks_url
-            .as_deref()
-            .map(check_peer_url)
-            .transpose()?
-            .map(|url| url.to_string());
+        let jwks_url = spec.jwks_url.as_deref().map(check_peer_url).transpose()?;
+        for url in std::iter::once(&base).chain(jwks_url.as_ref()) {
+            crate::ssrf::check_url(url, &self.config.allow).map_err(|error| {
+                GatewayError::InvalidParams {
+                    detail: format!("peer url {url}: {error}"),
+                }
+            })?;
+        }
+        let jwks_url = jwks_url.map(|url| url.to_string());
         if spec.keys.is_empty() && jwks_url.is_none() {
             return Err(GatewayError::InvalidParams {
                 detail: "a peer needs pinned keys or a jwks_url".to_owned(),
