@@ -15,6 +15,7 @@ use convergio_auth::{JwtConfig, MtlsConfig, OrgSigningKey};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
 use convergio_gateway::app::{build_router, AppConfig, JournalHandle, PolicyServices};
+use convergio_gateway::federation::card_keys::FederationCardKeys;
 use convergio_gateway::federation::{Federation, FederationConfig};
 use convergio_gateway::layers::{
     ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
@@ -81,12 +82,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let org_keys: Arc<dyn convergio_registry::OrgKeys> = match &signing_key {
-        Some(key) => Arc::new(
-            convergio_registry::StaticOrgKeys::new()
-                .with_key(&config.org_domain, key.card_key())
-                .with_key(&config.federation.domain, key.card_key()),
-        ),
+    // Peers' keys join at each sync of their catalogue.
+    let card_keys = signing_key.as_ref().map(|key| {
+        Arc::new(FederationCardKeys::new(
+            key,
+            [
+                config.org_domain.as_str(),
+                config.federation.domain.as_str(),
+            ],
+        ))
+    });
+    let org_keys: Arc<dyn convergio_registry::OrgKeys> = match &card_keys {
+        Some(keys) => keys.clone(),
         None => Arc::new(convergio_registry::NoOrgKeys),
     };
     let registry = Registry::with_org_keys(
@@ -135,6 +142,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let Some(key) = &signing_key {
         let federation = start_federation(&config, key.clone()).await?;
+        if let Some(keys) = &card_keys {
+            federation.attach_card_keys(keys.clone());
+        }
         authenticator = authenticator.with_peers(federation.clone());
         Some(federation)
     } else {

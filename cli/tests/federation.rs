@@ -1028,3 +1028,63 @@ async fn periodic_sync_pulls_b_agents_without_being_asked() {
     }
     assert_eq!(found["trust"], "trusted", "synced within a minute: {found}");
 }
+
+#[tokio::test]
+async fn a_card_its_organisation_signed_is_verified_when_synced() {
+    // A gives B the default peer trust, `verified`; that is only what B's
+    // agents may reach, a signature by B's key is what earns it.
+    let fed = federate_with(true, &[], None).await;
+    let pem = std::fs::read_to_string(fed._b_dir.path().join("federation-key.pem"))
+        .expect("B's generated key");
+    let b_key = OrgSigningKey::from_pem(&pem).expect("parses");
+    let mut card = fed._partner.card();
+    card["name"] = json!("signed-partner");
+    for skill in card["skills"].as_array_mut().expect("skills") {
+        skill["tags"] = json!(["external"]);
+    }
+    let signed = convergio_auth::sign_card(&card, &b_key).expect("signs");
+    let (status, registered) = post(
+        &fed.http,
+        &format!("{}/v1/agents", fed.b.base),
+        &fed.b_token,
+        &json!({"name": "signed-partner", "card": signed}),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(
+        registered["trust"], "verified",
+        "B verifies its own signature"
+    );
+
+    let (status, report) = post(
+        &fed.http,
+        &format!("{}/v1/peers/b.example:sync", fed.a.base),
+        &fed.a_token,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let trust_at_a = |name: &str| {
+        let url = format!(
+            "{}/v1/agents/{}",
+            fed.a.base,
+            encoded(&format!("external://b.example/agents/{name}"))
+        );
+        let (http, token) = (fed.http.clone(), fed.a_token.clone());
+        async move {
+            let (status, record) = get(&http, &url, &token).await;
+            assert_eq!(status, 200, "{record}");
+            record["trust"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(
+        trust_at_a("signed-partner").await,
+        "verified",
+        "signed by its organisation's approved key"
+    );
+    assert_eq!(
+        trust_at_a("partner-echo").await,
+        "registered",
+        "unsigned: the peer's trust alone does not make it verified"
+    );
+}

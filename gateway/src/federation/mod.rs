@@ -33,6 +33,7 @@
 //! not to a per-peer list, so there is one place that decides.
 
 pub mod api;
+pub mod card_keys;
 pub mod discovery;
 pub mod sync;
 
@@ -166,6 +167,7 @@ pub struct Federation {
     http: reqwest::Client,
     listings: moka::future::Cache<(String, String), Arc<discovery::CachedListing>>,
     registry: OnceLock<convergio_registry::Registry>,
+    card_keys: OnceLock<Arc<card_keys::FederationCardKeys>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -212,6 +214,7 @@ impl Federation {
                 .time_to_live(LISTING_CACHE_TTL)
                 .build(),
             registry: OnceLock::new(),
+            card_keys: OnceLock::new(),
             config,
             key,
             store,

@@ -5,7 +5,9 @@
 //! - Every write goes through the [`Registry`] service's normal API
 //!   (`register`, `update`, `set_trust`, `deregister`), so its rules (card
 //!   schema, card-signature verification, audit of every change) apply to
-//!   synced agents as to any other.
+//!   synced agents as to any other. A sync first hands the registry's
+//!   card keys the peer's approved keys, so a card the peer organisation
+//!   signed verifies and starts `verified`.
 //! - Trust is derived: what the peer gives the agent, capped at the trust
 //!   this deployment gives the peer, never `internal`. A level the registry
 //!   refuses (e.g. `verified` for a card whose signature does not verify)
@@ -66,6 +68,13 @@ impl Federation {
         let _ = self.registry.set(registry);
     }
 
+    /// Gives federation the registry's card keys, so that a sync first
+    /// hands the registry the peer's approved keys and the peer's signed
+    /// cards verify; a second call is ignored.
+    pub fn attach_card_keys(&self, keys: Arc<super::card_keys::FederationCardKeys>) {
+        let _ = self.card_keys.set(keys);
+    }
+
     /// Syncs one peer now.
     pub async fn sync_peer(&self, domain: &str) -> Result<SyncReport, GatewayError> {
         let registry = self.registry.get().ok_or_else(|| GatewayError::Internal {
@@ -80,6 +89,9 @@ impl Federation {
             .ok_or_else(|| GatewayError::InvalidParams {
                 detail: format!("{domain} is not a peer with an approved key"),
             })?;
+        if let Some(keys) = self.card_keys.get() {
+            keys.set_peer(&peer.row.domain, &peer.approved);
+        }
         let catalogue =
             self.catalogue(&peer)
                 .await
