@@ -18,7 +18,7 @@ use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::peer_call::{sign_call, PeerCallClaims, SIGNATURE_HEADER};
 use convergio_auth::OrgSigningKey;
 use serde_json::{json, Value};
-use support::{start_with, Server};
+use support::{cli, start_with, Server};
 
 /// Two federated organisations and B's opted-in agent.
 struct Federated {
@@ -474,20 +474,11 @@ async fn a_answers_quickly_and_opens_the_circuit_when_b_is_down() {
 
 /// Runs `convergio peers …` against `server` with the admin token of `data_dir`.
 fn peers_cli(server: &Server, data_dir: &Path, args: &[&str]) -> (bool, String) {
-    let output = std::process::Command::new(support::BINARY)
-        .arg("peers")
-        .args(["--server", &server.base, "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .output()
-        .expect("the CLI runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let args: Vec<&str> = std::iter::once("peers")
+        .chain(args.iter().copied())
+        .collect();
+    let (ok, stdout, stderr) = cli(Some((server, data_dir)), &args);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 #[tokio::test]
