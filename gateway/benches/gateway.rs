@@ -25,6 +25,9 @@
 //!   one, and sign + verify + replay check alone, p50/p99 side by side.
 //!   `CONVERGIO_BENCH_ONLY=federation` runs just this part.
 //!
+//! - policy off vs on (issue 5): authorise and audit every call, side by
+//!   side; `CONVERGIO_BENCH_ONLY=policy` runs just this part.
+//!
 //! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
 //! 64 MB with 1,000 streams, JWT verification <= 10 us CPU per request.
 //! Figures depend on the machine and its load.
@@ -488,6 +491,10 @@ async fn run() {
     }
     if std::env::var(ONLY_ENV).as_deref() == Ok("federation") {
         federation_cost(&client(), &upstream_url).await;
+        return;
+    }
+    if std::env::var(ONLY_ENV).as_deref() == Ok("policy") {
+        policy_on_off(&client(), &upstream_url).await;
         return;
     }
     let gateway = GatewayChild::spawn(&upstream_url);
