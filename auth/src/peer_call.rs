@@ -71,9 +71,10 @@ impl PeerCallClaims {
     ) -> Self {
         let mut nonce = [0u8; 16];
         if SystemRandom::new().fill(&mut nonce).is_err() {
-            // ring's SystemRandom only fails when the OS has no entropy;
-            // a UUIDv4 (getrandom too) is the same quality of last resort.
-            nonce.copy_from_slice(uuid_fallback().as_slice());
+            // ring's SystemRandom only fails when the OS has no entropy. A
+            // nonce must be unique, not secret: the time plus a counter of
+            // this process keeps two calls in the same instant apart.
+            nonce.copy_from_slice(unique_fallback().as_slice());
         }
         Self {
             iss: issuer.to_owned(),
@@ -88,11 +89,18 @@ impl PeerCallClaims {
     }
 }
 
-fn uuid_fallback() -> [u8; 16] {
+fn unique_fallback() -> [u8; 16] {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut bytes = [0u8; 16];
     let digest = ring::digest::digest(
         &ring::digest::SHA256,
-        format!("{:?}", std::time::SystemTime::now()).as_bytes(),
+        format!(
+            "{:?}/{}/{count}",
+            std::time::SystemTime::now(),
+            std::process::id()
+        )
+        .as_bytes(),
     );
     bytes.copy_from_slice(&digest.as_ref()[..16]);
     bytes
