@@ -14,6 +14,7 @@ pub mod authorize;
 pub mod dispatch;
 pub mod error;
 pub mod federation;
+mod fetch;
 pub mod layers;
 mod registry_routes;
 pub mod runs_api;

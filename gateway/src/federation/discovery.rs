@@ -176,7 +176,7 @@ impl Federation {
             .get(header::ETAG)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        let body = read_limited(response, MAX_PEER_LISTING_BYTES).await?;
+        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES).await?;
         let listing: Value =
             serde_json::from_slice(&body).map_err(|_| "answered something not JSON".to_owned())?;
         let agents = listing
@@ -195,25 +195,6 @@ impl Federation {
         }
         Ok((rewritten, false))
     }
-}
-
-/// Reads at most `limit` bytes of a peer's answer.
-pub(super) async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|error| format!("reading the answer: {error}"))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(format!("answered more than {limit} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The trust a peer's agent gets here: what the peer gives it, capped at

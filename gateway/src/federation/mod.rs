@@ -580,22 +580,7 @@ impl Federation {
 
     async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, String> {
         let url = check_peer_url(url).map_err(|error| error.to_string())?;
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|error| format!("fetching the jwks: {error}"))?;
-        if !response.status().is_success() {
-            return Err(format!("the jwks answered {}", response.status()));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| format!("reading the jwks: {error}"))?;
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err("the jwks is too large".to_owned());
-        }
+        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES).await?;
         let jwks: Value =
             serde_json::from_slice(&bytes).map_err(|error| format!("the jwks: {error}"))?;
         PeerPublicKey::from_jwks(&jwks).map_err(|error| error.to_string())

@@ -29,8 +29,9 @@ use convergio_schemas::{AgentId, TrustLevel};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::discovery::{derived_trust, read_limited};
+use super::discovery::derived_trust;
 use super::{Federation, PeerEntry};
+use crate::fetch::read_limited;
 use crate::GatewayError;
 
 /// Page size of catalogue requests.

@@ -192,27 +192,8 @@ impl JwtAuthenticator {
                 .await
                 .map_err(|error| format!("reading {}: {error}", path.display()))?,
             JwksSource::Url(url) => {
-                let response = self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(|error| format!("fetching the jwks: {error}"))?;
-                if response
-                    .content_length()
-                    .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
-                {
-                    return Err("the jwks is too large".to_owned());
-                }
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|error| format!("reading the jwks: {error}"))?;
-                if bytes.len() > MAX_JWKS_BYTES {
-                    return Err("the jwks is too large".to_owned());
-                }
-                String::from_utf8(bytes.to_vec()).map_err(|_| "the jwks is not utf-8".to_owned())?
+                let bytes = crate::fetch::jwks(&self.http, url.as_str(), MAX_JWKS_BYTES).await?;
+                String::from_utf8(bytes).map_err(|_| "the jwks is not utf-8".to_owned())?
             }
         };
         KeySet::from_jwks(&text).map_err(|error| error.to_string())
