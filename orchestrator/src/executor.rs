@@ -1288,7 +1288,7 @@ impl Run {
             caller: caller.as_deref().cloned(),
             nodes,
             edge_traversals: vec![0; graph.edges.len()],
-            ready: Vec::new(),
+            ready: graph.entries.clone(),
             usage: Usage::default(),
             usage_by_agent: BTreeMap::new(),
             executions: Vec::with_capacity(graph.nodes.len()),
@@ -1302,27 +1302,11 @@ impl Run {
             error: None,
             waiting_node: None,
         };
-        let ready = graph.entries.iter().copied().collect();
-        let run_id_text = run_id.to_string();
-        let run_id_value = Value::String(run_id_text.clone());
-        let graph_id_value = Value::String(graph.name.to_string());
-        Self {
-            inner,
-            graph,
-            state,
-            events,
-            ready,
-            signals: Vec::new(),
-            run_id_text,
-            run_id_value,
-            graph_id_value,
-            caller,
-            origin,
-            durable: None,
-        }
+        Self::restore(inner, graph, state, events, caller, origin)
     }
 
-    /// A run continuing from a replayed state.
+    /// A run continuing from a replayed state (a new run is one whose ready
+    /// queue holds the graph's entries).
     fn restore(
         inner: Arc<Inner>,
         graph: Arc<Graph>,
