@@ -7,7 +7,9 @@
 //! - a version write is a compare-and-swap that first copies the old row into
 //!   `agent_versions`, so history is complete;
 //! - the discovery side tables (`agent_skills`, `agent_tags`, `agent_modes`)
-//!   and the full-text index change in the same transaction as the row;
+//!   and PostgreSQL's text search vector change in the same transaction as
+//!   the row; SQLite's in-memory text index (`text_index.rs`) follows each
+//!   committed write, newest version winning;
 //! - deregistration is soft: the row keeps its id with `deleted_at` set. A
 //!   deregistered id may be registered again; the new registration continues
 //!   the version sequence (the tombstone stays in history) and starts over at
@@ -19,6 +21,7 @@ pub mod peers_postgres;
 pub mod peers_sqlite;
 pub mod postgres;
 pub mod sqlite;
+mod text_index;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! The embedded SQLite backend: WAL journal, a busy timeout, foreign keys, and
-//! FTS5 with bm25 for free-text discovery.
+//! The embedded SQLite backend: WAL journal, a busy timeout, foreign keys,
+//! and an in-memory ranked index for free-text discovery ([`TextIndex`],
+//! built from the rows at open and updated after every committed write).
 //!
 //! Every write opens `BEGIN IMMEDIATE`, taking SQLite's single write lock
 //! before its first read, so a read-check-write sequence cannot be overtaken
@@ -7,16 +8,18 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use convergio_schemas::AgentId;
+use convergio_schemas::{AgentId, AgentRole};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+use super::text_index::{After, IndexedAgent, TextIndex};
 use super::{
     check_version, cursor_pk, make_page, parse_id, parse_json, parse_role, parse_trust, to_json,
     Cursor, DiscoveryQuery, IndexTerms, Page, SideFilter, Store,
@@ -30,8 +33,6 @@ const AGENT_COLUMNS: &str =
 /// The same columns qualified with the `a` alias.
 const AGENT_COLUMNS_A: &str = "a.id, a.name, a.org, a.role, a.trust, a.version, a.card, \
      a.upstreams, a.created_at, a.updated_at, a.deleted_at";
-/// Column weights of bm25 over (name, description, skills): a name hit counts most.
-const BM25: &str = "bm25(agents_fts, 10.0, 3.0, 1.0)";
 /// Page cache per connection, in KiB.
 const CACHE_KIB: u32 = 32 * 1024;
 /// How much of the database file reads may map into memory.
@@ -42,10 +43,100 @@ const BULK_CHUNK: usize = 1000;
 /// argument buffer (SQLite's own limit of 32766 is per statement).
 const MAX_PARAMS: usize = 30_000;
 
+/// Agents read per round trip while the text index is built at open.
+const LOAD_CHUNK: i64 = 2000;
+
+/// One chunk of agents for the text index, as a JSON array of
+/// [`StoredAgent`] arrays; empty (`[]`) past the last row.
+const LOAD_CHUNK_SQL: &str = "SELECT json_group_array(json_array(\
+     a.pk, a.org, a.role, a.trust_rank, a.version, a.deleted_at IS NOT NULL, \
+     a.search_name, a.search_description, a.search_skills, \
+     json((SELECT json_group_array(skill) FROM agent_skills WHERE agent_pk = a.pk)), \
+     json((SELECT json_group_array(tag) FROM agent_tags WHERE agent_pk = a.pk)), \
+     json((SELECT json_group_array(mode) FROM agent_modes \
+           WHERE direction = 'in' AND agent_pk = a.pk)), \
+     json((SELECT json_group_array(mode) FROM agent_modes \
+           WHERE direction = 'out' AND agent_pk = a.pk)))) \
+     FROM (SELECT * FROM agents WHERE pk > ? ORDER BY pk LIMIT ?) a";
+
+/// One agent as [`LOAD_CHUNK_SQL`] reads it: pk, org, role, trust rank,
+/// version, deleted (0 or 1), the three search texts, then skills, tags,
+/// input and output modes.
+#[derive(serde::Deserialize)]
+struct StoredAgent(
+    i64,
+    String,
+    String,
+    i16,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+);
+
+/// A [`StoredAgent`] read: what the text index keeps of it.
+struct LoadedAgent {
+    pk: i64,
+    org: String,
+    role: AgentRole,
+    trust_rank: i16,
+    version: i64,
+    deleted: bool,
+    terms: IndexTerms,
+}
+
+// === impl StoredAgent ===
+
+impl StoredAgent {
+    fn read(self) -> Result<LoadedAgent> {
+        Ok(LoadedAgent {
+            pk: self.0,
+            org: self.1,
+            role: parse_role(&self.2)?,
+            trust_rank: self.3,
+            version: self.4,
+            deleted: self.5 != 0,
+            terms: IndexTerms {
+                search_name: self.6,
+                search_description: self.7,
+                search_skills: self.8,
+                skills: self.9.into_iter().collect(),
+                tags: self.10.into_iter().collect(),
+                input_modes: self.11.into_iter().collect(),
+                output_modes: self.12.into_iter().collect(),
+            },
+        })
+    }
+}
+
+// === impl LoadedAgent ===
+
+impl LoadedAgent {
+    fn indexed(&self) -> IndexedAgent<'_> {
+        IndexedAgent {
+            pk: self.pk,
+            version: self.version,
+            deleted: self.deleted,
+            role: self.role,
+            trust_rank: self.trust_rank,
+            org: &self.org,
+            terms: &self.terms,
+        }
+    }
+}
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Ranked free-text discovery; derived from the rows (see
+    /// `text_index.rs` for its invariants).
+    text: Arc<TextIndex>,
 }
 
 // === impl SqliteStore ===
@@ -88,7 +179,130 @@ impl SqliteStore {
             .await
             .map_err(RegistryError::Storage)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self {
+            pool,
+            text: Arc::default(),
+        };
+        store.load_text_index().await?;
+        Ok(store)
+    }
+
+    /// Builds the text index from every row, in row order and in chunks so
+    /// memory stays bounded however large the registry. It reads the text
+    /// columns and side-table rows each write stores from the card's
+    /// [`IndexTerms`], not the cards themselves, which would all be parsed.
+    /// SQLite hands over each chunk as one JSON document: sqlx passes every
+    /// result row through a channel from its worker thread, which costs
+    /// more than the row itself, and an agent has a dozen side-table rows.
+    async fn load_text_index(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut after = 0i64;
+        let mut loaded = 0usize;
+        loop {
+            let chunk: String = sqlx::query_scalar(LOAD_CHUNK_SQL)
+                .bind(after)
+                .bind(LOAD_CHUNK)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(storage)?;
+            let stored: Vec<StoredAgent> = serde_json::from_str(&chunk).map_err(|error| {
+                RegistryError::corrupt(format!("text index rows after {after}: {error}"))
+            })?;
+            let Some(last) = stored.iter().map(|agent| agent.0).max() else {
+                break;
+            };
+            let agents = stored
+                .into_iter()
+                .map(StoredAgent::read)
+                .collect::<Result<Vec<_>>>()?;
+            self.text
+                .apply_all(agents.iter().map(LoadedAgent::indexed))?;
+            loaded += agents.len();
+            after = last;
+        }
+        self.text.shrink();
+        tracing::info!(
+            agents = loaded,
+            millis = started.elapsed().as_millis() as u64,
+            megabytes = self.text_index_bytes() / (1 << 20),
+            "free-text index built"
+        );
+        Ok(())
+    }
+
+    /// The memory the free-text index holds, in bytes.
+    pub fn text_index_bytes(&self) -> usize {
+        self.text.heap_bytes()
+    }
+
+    /// A ranked (free-text) page: ranked in memory by the text index, then
+    /// only the page's rows are read, in one query.
+    async fn discover_ranked(
+        &self,
+        query: &DiscoveryQuery,
+        terms: &[String],
+        cursor: Option<&Cursor>,
+        page_size: u32,
+    ) -> Result<Page<AgentRecord>> {
+        let after = cursor
+            .map(|cursor| {
+                Ok::<_, RegistryError>(After {
+                    rank: cursor.rank.unwrap_or_default(),
+                    pk: cursor_pk(cursor)?,
+                })
+            })
+            .transpose()?;
+        let ranked = self
+            .text
+            .search(query, terms, after, page_size as usize + 1);
+        if ranked.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
+        }
+        let mut builder = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT pk, {AGENT_COLUMNS} FROM agents WHERE pk IN ("
+        ));
+        let mut separated = builder.separated(", ");
+        for hit in &ranked {
+            separated.push_bind(hit.pk);
+        }
+        builder.push(")");
+        let rows = builder
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage)?;
+        let mut by_pk = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let pk: i64 = row.try_get("pk").map_err(storage)?;
+            by_pk.insert(pk, record_from_row(row)?);
+        }
+        // A row the index named is always there (rows are never removed);
+        // a write since the ranking may have changed it, which the page
+        // then shows as it is now.
+        let items: Vec<(AgentRecord, f64, i64)> = ranked
+            .iter()
+            .filter_map(|hit| {
+                by_pk
+                    .remove(&hit.pk)
+                    .map(|record| (record, hit.rank, hit.pk))
+            })
+            .collect();
+        // Ties are in row order, so the row number is the ranked key.
+        let page = make_page(items, page_size, |(_, rank, pk)| Cursor {
+            rank: Some(*rank),
+            key: pk.to_string(),
+        });
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|(record, _, _)| record)
+                .collect(),
+            next_page_token: page.next_page_token,
+        })
     }
 
     /// The connection pool, for tests and maintenance.
@@ -444,11 +658,11 @@ impl Store for SqliteStore {
         .bind(&values.terms.search_skills)
         .fetch_one(&mut *tx)
         .await;
-        let stored = match inserted {
+        let (pk, stored) = match inserted {
             Ok(row) => {
                 let pk: i64 = row.try_get("pk").map_err(storage)?;
                 write_terms(&mut tx, &[(pk, values.terms)], false).await?;
-                record_from_row(&row)?
+                (pk, record_from_row(&row)?)
             }
             Err(error) if is_unique_violation(&error) => {
                 // The failed statement was rolled back; the transaction (and
@@ -488,11 +702,12 @@ impl Store for SqliteStore {
                 .await
                 .map_err(storage)?;
                 write_terms(&mut tx, &[(tombstone.pk, values.terms)], true).await?;
-                read_row(&mut tx, tombstone.pk).await?
+                (tombstone.pk, read_row(&mut tx, tombstone.pk).await?)
             }
             Err(error) => return Err(storage(error)),
         };
         tx.commit().await.map_err(storage)?;
+        self.text.apply(pk, &stored)?;
         Ok(stored)
     }
 
@@ -554,6 +769,7 @@ impl Store for SqliteStore {
         write_terms(&mut tx, &[(live.pk, values.terms)], true).await?;
         let stored = read_row(&mut tx, live.pk).await?;
         tx.commit().await.map_err(storage)?;
+        self.text.apply(live.pk, &stored)?;
         Ok(stored)
     }
 
@@ -577,6 +793,7 @@ impl Store for SqliteStore {
         .map_err(storage)?;
         let stored = read_row(&mut tx, live.pk).await?;
         tx.commit().await.map_err(storage)?;
+        self.text.apply(live.pk, &stored)?;
         Ok(stored)
     }
 
@@ -637,6 +854,7 @@ impl Store for SqliteStore {
         .map_err(storage)?;
         let stored = read_row(&mut tx, live.pk).await?;
         tx.commit().await.map_err(storage)?;
+        self.text.apply(live.pk, &stored)?;
         Ok(stored)
     }
 
@@ -674,102 +892,58 @@ impl Store for SqliteStore {
         let page_size = query.checked_page_size()?;
         let cursor = query.cursor()?;
         let terms = query.text_terms();
+        if !terms.is_empty() {
+            return self
+                .discover_ranked(query, &terms, cursor.as_ref(), page_size)
+                .await;
+        }
+        // Unranked listings are in registration order (the row number): rows
+        // inserted while a client pages land after its cursor.
         let mut builder = QueryBuilder::<Sqlite>::new("");
         let side_filters = query.side_filters();
-        if terms.is_empty() {
-            // Unranked listings are in registration order (the row number):
-            // rows inserted while a client pages land after its cursor.
-            let order = match side_filters.split_first() {
-                Some((driver, others)) => {
-                    builder.push(format!(
-                        "SELECT {AGENT_COLUMNS_A}, a.pk AS pk, NULL AS rank FROM {} d \
-                         CROSS JOIN agents a ON a.pk = d.agent_pk WHERE d.{}",
-                        driver.table, driver.condition
-                    ));
-                    builder.push_bind(driver.value.clone());
-                    push_side_checks(&mut builder, others);
-                    "d.agent_pk"
-                }
-                None => {
-                    builder.push(format!(
-                        "SELECT {AGENT_COLUMNS_A}, a.pk AS pk, NULL AS rank FROM agents a WHERE 1 = 1"
-                    ));
-                    "a.pk"
-                }
-            };
-            push_row_filters(&mut builder, query);
-            if let Some(cursor) = &cursor {
-                builder
-                    .push(format!(" AND {order} > "))
-                    .push_bind(cursor_pk(cursor)?);
+        let order = match side_filters.split_first() {
+            Some((driver, others)) => {
+                builder.push(format!(
+                    "SELECT {AGENT_COLUMNS_A}, a.pk AS pk FROM {} d \
+                     CROSS JOIN agents a ON a.pk = d.agent_pk WHERE d.{}",
+                    driver.table, driver.condition
+                ));
+                builder.push_bind(driver.value.clone());
+                push_side_checks(&mut builder, others);
+                "d.agent_pk"
             }
-            builder
-                .push(format!(" ORDER BY {order} LIMIT "))
-                .push_bind(i64::from(page_size) + 1);
-        } else {
-            // Terms are letters and digits only, so quoting each one makes a
-            // safe FTS5 query: all terms must occur (implicit AND).
-            let fts_query = terms
-                .iter()
-                .map(|term| format!("\"{term}\""))
-                .collect::<Vec<_>>()
-                .join(" ");
-            // Rank and page on narrow rows first; only the page's rows are
-            // then joined back for their (large) card columns. Every match is
-            // checked against the covering `agents_discovery` index, named
-            // because without planner statistics SQLite would read the wide
-            // table row (card included) of every match instead.
-            builder.push(format!(
-                "SELECT {AGENT_COLUMNS_A}, top.rank AS rank, a.pk AS pk FROM (\
-                 SELECT pk, id, rank FROM (SELECT a.pk AS pk, a.id AS id, {BM25} AS rank \
-                 FROM agents_fts JOIN agents a INDEXED BY agents_discovery \
-                 ON a.pk = agents_fts.rowid WHERE agents_fts MATCH "
-            ));
-            builder.push_bind(fts_query);
-            push_side_checks(&mut builder, &side_filters);
-            push_row_filters(&mut builder, query);
-            builder.push(") ranked WHERE 1 = 1");
-            if let Some(cursor) = &cursor {
-                let rank = cursor.rank.unwrap_or_default();
-                builder
-                    .push(" AND (rank > ")
-                    .push_bind(rank)
-                    .push(" OR (rank = ")
-                    .push_bind(rank)
-                    .push(" AND id > ")
-                    .push_bind(cursor.key.clone())
-                    .push("))");
+            None => {
+                builder.push(format!(
+                    "SELECT {AGENT_COLUMNS_A}, a.pk AS pk FROM agents a WHERE 1 = 1"
+                ));
+                "a.pk"
             }
-            // bm25 is lower for better matches.
+        };
+        push_row_filters(&mut builder, query);
+        if let Some(cursor) = &cursor {
             builder
-                .push(" ORDER BY rank, id LIMIT ")
-                .push_bind(i64::from(page_size) + 1)
-                .push(") top JOIN agents a ON a.pk = top.pk ORDER BY top.rank, top.id");
+                .push(format!(" AND {order} > "))
+                .push_bind(cursor_pk(cursor)?);
         }
+        builder
+            .push(format!(" ORDER BY {order} LIMIT "))
+            .push_bind(i64::from(page_size) + 1);
         let rows = builder
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(storage)?;
-        let mut ranked = Vec::with_capacity(rows.len());
+        let mut listed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let rank: Option<f64> = row.try_get("rank").map_err(storage)?;
             let pk: i64 = row.try_get("pk").map_err(storage)?;
-            ranked.push((record_from_row(row)?, rank, pk));
+            listed.push((record_from_row(row)?, pk));
         }
-        let page = make_page(ranked, page_size, |(record, rank, pk)| Cursor {
-            rank: *rank,
-            key: match rank {
-                Some(_) => record.id.to_string(),
-                None => pk.to_string(),
-            },
+        let page = make_page(listed, page_size, |(_, pk)| Cursor {
+            rank: None,
+            key: pk.to_string(),
         });
         Ok(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(|(record, _, _)| record)
-                .collect(),
+            items: page.items.into_iter().map(|(record, _)| record).collect(),
             next_page_token: page.next_page_token,
         })
     }
@@ -901,6 +1075,14 @@ impl Store for SqliteStore {
         }
         write_terms(&mut tx, &terms, false).await?;
         tx.commit().await.map_err(storage)?;
+        // `terms` holds each record's row number and index terms, in the
+        // records' order.
+        self.text.apply_all(
+            terms
+                .iter()
+                .zip(records)
+                .map(|((pk, terms), record)| IndexedAgent::of(*pk, record, terms)),
+        )?;
         Ok(records.len() as u64)
     }
 
