@@ -1,15 +1,18 @@
 //! Gateway benchmark (not a timed test; run `cargo bench -p convergio-gateway
 //! --bench gateway`). One invocation starts a minimal Rust A2A upstream (an
-//! axum handler in this process), the gateway in a CHILD process (this binary
-//! re-executed with `CONVERGIO_BENCH_ROLE=gateway`), and a hyper load
-//! generator here, then prints direct vs through-gateway figures:
+//! axum handler) and the gateway, each in a CHILD process (this binary
+//! re-executed with `CONVERGIO_BENCH_ROLE=upstream` or `=gateway`), and a
+//! hyper load generator here, then prints direct vs through-gateway figures:
 //! - SendMessage with a 1 KB text part: throughput, p50/p99 at concurrency
 //!   1, 32 and 256 (closed loop, fixed duration);
 //! - added latency at a fixed 2,000 req/s (open loop; tokio's timer has 1 ms
 //!   resolution, so requests leave in small bursts that average the rate);
 //! - gateway CPU per proxied request: the child's utime+stime from
 //!   /proc/<pid>/stat (clock ticks, assumed 100 Hz) over a run, divided by the
-//!   requests it served — the load generator and upstream are not counted;
+//!   requests it served — the load generator and upstream are not counted —
+//!   beside the upstream's own CPU per request in the direct run: what a bare
+//!   axum server costs on this machine, the yardstick for the gateway, which
+//!   is a server and a client in one;
 //! - 1,000 concurrent SSE streams (5 events each, 400 ms apart) through the
 //!   gateway: per-event latency (upstream send → client receipt) and the
 //!   gateway's VmRSS while all streams are open.
@@ -28,6 +31,11 @@
 //! - policy off vs on (issue 5): authorise and audit every call, side by
 //!   side; `CONVERGIO_BENCH_ONLY=policy` runs just this part.
 //!
+//! - `CONVERGIO_BENCH_ONLY=main` stops after the first part (the SendMessage
+//!   table, fixed rate and streams); `CONVERGIO_BENCH_RUNTIME=current` or
+//!   `multi1` runs the gateway child on a current-thread or one-worker tokio
+//!   runtime instead of the default multi-thread one, to compare schedulers.
+//!
 //! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
 //! 64 MB with 1,000 streams, JWT verification <= 10 us CPU per request.
 //! Figures depend on the machine and its load.
@@ -35,7 +43,7 @@
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -74,6 +82,7 @@ const AUTH_ENV: &str = "CONVERGIO_BENCH_AUTH";
 const JWKS_ENV: &str = "CONVERGIO_BENCH_JWKS";
 const ONLY_ENV: &str = "CONVERGIO_BENCH_ONLY";
 const UPSTREAM_ENV: &str = "CONVERGIO_BENCH_UPSTREAM";
+const RUNTIME_ENV: &str = "CONVERGIO_BENCH_RUNTIME";
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const STREAMS: usize = 1000;
 const EVENTS_PER_STREAM: usize = 5;
@@ -81,25 +90,63 @@ const EVENT_INTERVAL: Duration = Duration::from_millis(400);
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-fn start() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
+/// Wall-clock microseconds: the upstream child stamps events with it and
+/// the load generator reads them, so it must be one clock across processes.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_micros() as u64)
+        .unwrap_or_default()
 }
 
-fn now_micros() -> u64 {
-    start().elapsed().as_micros() as u64
-}
+// The `convergio` binary's allocator, so the child costs what the product does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("upstream") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(run_upstream_child());
+        return;
+    }
+    if std::env::var(ROLE_ENV).as_deref() == Ok("gateway") {
+        let runtime = match std::env::var(RUNTIME_ENV).as_deref() {
+            Ok("current") => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Ok("multi1") => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build(),
+            _ => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build(),
+        }
+        .expect("tokio runtime");
+        runtime.block_on(run_gateway_child());
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if std::env::var(ROLE_ENV).as_deref() == Ok("gateway") {
-        runtime.block_on(run_gateway_child());
-        return;
-    }
     runtime.block_on(run());
+}
+
+/// The upstream child: [`upstream_handler`] on a loopback port.
+async fn run_upstream_child() {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    println!("PORT {}", listener.local_addr().expect("address").port());
+    let upstream = Router::new().route("/", post(upstream_handler));
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let _ = axum::serve(listener, upstream).await;
 }
 
 /// The child: the gateway with one route to the upstream.
@@ -228,12 +275,12 @@ async fn upstream_handler(body: Bytes) -> Response<Body> {
     response
 }
 
-struct GatewayChild {
+struct BenchChild {
     child: Child,
     port: u16,
 }
 
-impl GatewayChild {
+impl BenchChild {
     fn spawn(upstream_url: &str) -> Self {
         Self::spawn_with(upstream_url, &[])
     }
@@ -241,9 +288,19 @@ impl GatewayChild {
     /// The gateway child with `settings` (environment pairs: auth mode,
     /// JWKS, policy) on top of its upstream.
     fn spawn_with(upstream_url: &str, settings: &[(&str, &str)]) -> Self {
+        let mut settings = settings.to_vec();
+        settings.push((UPSTREAM_ENV, upstream_url));
+        Self::spawn_role("gateway", &settings)
+    }
+
+    /// The upstream server in a process of its own.
+    fn spawn_upstream() -> Self {
+        Self::spawn_role("upstream", &[])
+    }
+
+    fn spawn_role(role: &str, settings: &[(&str, &str)]) -> Self {
         let mut child = Command::new(std::env::current_exe().expect("own path"))
-            .env(ROLE_ENV, "gateway")
-            .env(UPSTREAM_ENV, upstream_url)
+            .env(ROLE_ENV, role)
             .envs(settings.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
@@ -298,7 +355,7 @@ impl GatewayChild {
     }
 }
 
-impl Drop for GatewayChild {
+impl Drop for BenchChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -427,7 +484,7 @@ async fn fixed_rate(client: &HttpClient, uri: &str, rate: u64, duration: Duratio
 
 /// Opens `STREAMS` streams at once; returns per-event latencies and the
 /// gateway RSS sampled while all are open (when `gateway` is given).
-async fn streams(uri: &str, gateway: Option<&GatewayChild>) -> (Vec<Duration>, f64) {
+async fn streams(uri: &str, gateway: Option<&BenchChild>) -> (Vec<Duration>, f64) {
     let client = client();
     let mut handles = Vec::new();
     for index in 0..STREAMS {
@@ -459,7 +516,7 @@ async fn streams(uri: &str, gateway: Option<&GatewayChild>) -> (Vec<Duration>, f
     }
     // Sample the RSS in the middle of the streams' life.
     tokio::time::sleep(EVENT_INTERVAL * (EVENTS_PER_STREAM as u32) / 2).await;
-    let rss = gateway.map(GatewayChild::rss_megabytes).unwrap_or(0.0);
+    let rss = gateway.map(BenchChild::rss_megabytes).unwrap_or(0.0);
     let mut latencies = Vec::new();
     for handle in handles {
         latencies.extend(handle.await.expect("stream"));
@@ -473,18 +530,8 @@ fn micros(duration: Duration) -> f64 {
 }
 
 async fn run() {
-    start();
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let upstream_url = format!("http://{}/", listener.local_addr().expect("address"));
-    let upstream = Router::new().route("/", post(upstream_handler));
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, upstream).await;
-    });
+    let upstream = BenchChild::spawn_upstream();
+    let upstream_url = format!("http://127.0.0.1:{}/", upstream.port);
     if std::env::var(ONLY_ENV).as_deref() == Ok("auth") {
         auth_modes(&upstream_url).await;
         return;
@@ -497,7 +544,7 @@ async fn run() {
         policy_on_off(&client(), &upstream_url).await;
         return;
     }
-    let gateway = GatewayChild::spawn(&upstream_url);
+    let gateway = BenchChild::spawn(&upstream_url);
     let gateway_uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
     let client = client();
     // Warm both paths (connections, allocator).
@@ -506,19 +553,28 @@ async fn run() {
 
     println!("SendMessage, 1 KB text part (closed loop, 2 s per cell)");
     println!(
-        "{:>6} | {:>22} | {:>22} | {:>12}",
-        "conc", "direct req/s p50 p99 us", "gateway req/s p50 p99 us", "gw CPU us/req"
+        "{:>6} | {:>22} | {:>22} | {:>12} | {:>14}",
+        "conc",
+        "direct req/s p50 p99 us",
+        "gateway req/s p50 p99 us",
+        "gw CPU us/req",
+        "bare server us"
     );
     let mut cpu_per_request = Vec::new();
+    let mut server_per_request = Vec::new();
     for concurrency in [1, 32, 256] {
+        let server_before = upstream.cpu_seconds();
         let direct = closed_loop(&client, &upstream_url, concurrency, Duration::from_secs(2)).await;
+        let server =
+            (upstream.cpu_seconds() - server_before) * 1e6 / direct.latencies.len().max(1) as f64;
+        server_per_request.push(server);
         let cpu_before = gateway.cpu_seconds();
         let through = closed_loop(&client, &gateway_uri, concurrency, Duration::from_secs(2)).await;
         let cpu =
             (gateway.cpu_seconds() - cpu_before) * 1e6 / through.latencies.len().max(1) as f64;
         cpu_per_request.push(cpu);
         println!(
-            "{concurrency:>6} | {:>7.0} {:>6.0} {:>7.0} | {:>7.0} {:>6.0} {:>7.0} | {cpu:>12.1} | failed {}/{}",
+            "{concurrency:>6} | {:>7.0} {:>6.0} {:>7.0} | {:>7.0} {:>6.0} {:>7.0} | {cpu:>12.1} | {server:>14.1} | failed {}/{}",
             direct.throughput(),
             micros(direct.percentile(0.5)),
             micros(direct.percentile(0.99)),
@@ -580,12 +636,22 @@ async fn run() {
     );
     println!("  gateway RSS: {rss_idle:.1} MB before, {rss:.1} MB with {STREAMS} streams open   (target <= 64 MB)");
     println!();
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
     println!(
         "summary: gateway CPU {:.1} us/request (closed loop, per concurrency {:?}); added p99 at 2,000 req/s {added_p99:.0} us; RSS with {STREAMS} streams {rss:.1} MB",
-        cpu_per_request.iter().sum::<f64>() / cpu_per_request.len() as f64,
+        mean(&cpu_per_request),
         cpu_per_request.iter().map(|cpu| format!("{cpu:.1}")).collect::<Vec<_>>(),
     );
+    println!(
+        "yardstick: the bare axum upstream costs {:.1} us/request on this machine (per concurrency {:?}); the gateway, a server and a client in one, costs {:.2}x that",
+        mean(&server_per_request),
+        server_per_request.iter().map(|cpu| format!("{cpu:.1}")).collect::<Vec<_>>(),
+        mean(&cpu_per_request) / mean(&server_per_request).max(1e-9),
+    );
     println!();
+    if std::env::var(ONLY_ENV).as_deref() == Ok("main") {
+        return;
+    }
     auth_modes(&upstream_url).await;
     policy_on_off(&client, &upstream_url).await;
     federation_cost(&client, &upstream_url).await;
@@ -730,8 +796,7 @@ async fn auth_modes(upstream_url: &str) {
     let mut off_cpu = None;
     let mut summary = Vec::new();
     for mode in ["off", "jwt", "mtls"] {
-        let gateway =
-            GatewayChild::spawn_with(upstream_url, &[(AUTH_ENV, mode), (JWKS_ENV, &jwks)]);
+        let gateway = BenchChild::spawn_with(upstream_url, &[(AUTH_ENV, mode), (JWKS_ENV, &jwks)]);
         let tls = (mode == "mtls").then(tls_client_config);
         let bearer = (mode == "jwt").then(|| token.clone());
         // Warm up: connections, allocator, the verified-token cache.
@@ -822,7 +887,7 @@ async fn policy_on_off(client: &HttpClient, upstream_url: &str) {
         "policy", "conc", "req/s p50 p99 us", "gw CPU us/req"
     );
     for policy in [false, true] {
-        let gateway = GatewayChild::spawn_with(
+        let gateway = BenchChild::spawn_with(
             upstream_url,
             &[(POLICY_ENV, if policy { "on" } else { "off" })],
         );
@@ -872,8 +937,13 @@ async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation
         .expect("peer store");
     let key = Arc::new(OrgSigningKey::generate().expect("key"));
     let jwk = key.public_jwk();
-    let federation =
-        Federation::new(FederationConfig::new(domain), key, store).expect("federation");
+    // Both organisations and the upstream live on loopback, which the SSRF
+    // guard refuses unless allow-listed.
+    let config = FederationConfig {
+        allow: convergio_gateway::ssrf::AllowList::loopback(),
+        ..FederationConfig::new(domain)
+    };
+    let federation = Federation::new(config, key, store).expect("federation");
     (Arc::new(federation), jwk)
 }
 
@@ -913,14 +983,17 @@ async fn federation_cost(client: &HttpClient, upstream_url: &str) {
         json!({"name": "bench", "supportedInterfaces": [
             {"url": upstream_url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]}),
     ));
+    let loopback = || A2aConfig {
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+        ..A2aConfig::default()
+    };
     let b_port = serve_federated(
-        A2aState::new(routes, A2aConfig::default()).with_federation(Some(b.clone())),
+        A2aState::new(routes, loopback()).with_federation(Some(b.clone())),
         b.clone(),
     )
     .await;
     let a_port = serve_federated(
-        A2aState::new(Arc::new(InMemoryRoutes::new()), A2aConfig::default())
-            .with_federation(Some(a.clone())),
+        A2aState::new(Arc::new(InMemoryRoutes::new()), loopback()).with_federation(Some(a.clone())),
         a.clone(),
     )
     .await;
