@@ -199,7 +199,7 @@ impl TextIndex {
         Ok(())
     }
 
-    /// The best `limit` agents for `query`'s text after `cursor`, best
+    /// The best `limit` agents for `query`'s text that sort after `after`, best
     /// first. `terms` are the query's free-text terms (not empty).
     pub(crate) fn search(
         &self,
