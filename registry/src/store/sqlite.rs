@@ -658,11 +658,13 @@ impl Store for SqliteStore {
         .bind(&values.terms.search_skills)
         .fetch_one(&mut *tx)
         .await;
-        let (pk, stored) = match inserted {
+        // The terms written to the side tables also go to the text index.
+        let (written, stored) = match inserted {
             Ok(row) => {
                 let pk: i64 = row.try_get("pk").map_err(storage)?;
-                write_terms(&mut tx, &[(pk, values.terms)], false).await?;
-                (pk, record_from_row(&row)?)
+                let written = [(pk, values.terms)];
+                write_terms(&mut tx, &written, false).await?;
+                (written, record_from_row(&row)?)
             }
             Err(error) if is_unique_violation(&error) => {
                 // The failed statement was rolled back; the transaction (and
@@ -701,13 +703,16 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
-                write_terms(&mut tx, &[(tombstone.pk, values.terms)], true).await?;
-                (tombstone.pk, read_row(&mut tx, tombstone.pk).await?)
+                let written = [(tombstone.pk, values.terms)];
+                write_terms(&mut tx, &written, true).await?;
+                (written, read_row(&mut tx, tombstone.pk).await?)
             }
             Err(error) => return Err(storage(error)),
         };
         tx.commit().await.map_err(storage)?;
-        self.text.apply(pk, &stored)?;
+        let [(pk, terms)] = &written;
+        self.text
+            .apply_all([IndexedAgent::of(*pk, &stored, terms)])?;
         Ok(stored)
     }
 
@@ -766,10 +771,13 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(storage)?;
-        write_terms(&mut tx, &[(live.pk, values.terms)], true).await?;
+        let written = [(live.pk, values.terms)];
+        write_terms(&mut tx, &written, true).await?;
         let stored = read_row(&mut tx, live.pk).await?;
         tx.commit().await.map_err(storage)?;
-        self.text.apply(live.pk, &stored)?;
+        // The card's terms were just computed for the side tables.
+        self.text
+            .apply_all([IndexedAgent::of(live.pk, &stored, &written[0].1)])?;
         Ok(stored)
     }
 

@@ -177,7 +177,8 @@ pub(crate) struct Ranked {
 
 impl TextIndex {
     /// Records `record` (stored at row `pk`) unless the index already holds
-    /// a newer version of it.
+    /// a newer version of it, deriving its terms from the card (writes that
+    /// already hold the terms use [`TextIndex::apply_all`]).
     pub(crate) fn apply(&self, pk: i64, record: &AgentRecord) -> Result<()> {
         let terms = IndexTerms::of(record);
         self.apply_all([IndexedAgent::of(pk, record, &terms)])
@@ -335,17 +336,17 @@ struct Filters {
     include_deleted: bool,
     role: Option<AgentRole>,
     min_trust: Option<i16>,
-    /// Facets every match must have (sorted); `None` when one is unknown to
-    /// the index, so nothing can match.
-    facets: Option<Vec<u32>>,
+    /// Facets every match must have.
+    facets: Vec<u32>,
 }
 
 impl Filters {
-    fn admit(&self, doc: &Doc, facets: &[u32]) -> bool {
+    fn admit(&self, doc: &Doc) -> bool {
         (self.include_deleted || !doc.deleted)
             && self.role.is_none_or(|role| doc.role == role)
             && self.min_trust.is_none_or(|min| doc.trust_rank >= min)
-            && facets
+            && self
+                .facets
                 .iter()
                 .all(|facet| doc.facets.binary_search(facet).is_ok())
     }
@@ -423,7 +424,9 @@ impl Inner {
         *self.facet_ids.entry(facet.into_boxed_str()).or_insert(next)
     }
 
-    fn filters(&self, query: &DiscoveryQuery) -> Filters {
+    /// The query's filters; `None` when one names a facet no agent has, so
+    /// nothing can match.
+    fn filters(&self, query: &DiscoveryQuery) -> Option<Filters> {
         let mut keys = Vec::new();
         if let Some(org) = query.org_key() {
             keys.push(org_facet(&org));
@@ -443,13 +446,13 @@ impl Inner {
         let facets = keys
             .iter()
             .map(|key| self.facet_ids.get(key.as_str()).copied())
-            .collect::<Option<Vec<u32>>>();
-        Filters {
+            .collect::<Option<Vec<u32>>>()?;
+        Some(Filters {
             include_deleted: query.include_deleted,
             role: query.role,
             min_trust: query.min_trust.map(|trust| trust.rank()),
             facets,
-        }
+        })
     }
 
     fn search(
@@ -459,8 +462,7 @@ impl Inner {
         after: Option<After>,
         limit: usize,
     ) -> Vec<Ranked> {
-        let filters = self.filters(query);
-        let Some(facets) = filters.facets.as_deref() else {
+        let Some(filters) = self.filters(query) else {
             return Vec::new();
         };
         // Every term must occur: an unknown one matches nothing.
@@ -501,7 +503,7 @@ impl Inner {
             let Some(Some(doc)) = self.docs.get(posting.pk as usize) else {
                 continue;
             };
-            if !filters.admit(doc, facets) {
+            if !filters.admit(doc) {
                 continue;
             }
             let candidate = Candidate {
