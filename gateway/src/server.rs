@@ -71,6 +71,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a plaintext client that
+/// starts with it speaks h2c with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The canned answer to a connection beyond `max_connections`.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: 98\r\n\r\n{\"type\":\"about:blank\",\"title\":\"service unavailable\",\"status\":503,\"detail\":\"too many connections\"}";
 
@@ -112,12 +116,23 @@ pub async fn serve_with(
             config: config.clone(),
             remote,
         };
-        let tls = tls.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _slot = slot;
-            connection.run(stream, tls, watcher).await;
-        });
+        // Two task types, not one future with both paths: a task is as
+        // large as its future's largest state, and the TLS handshake's
+        // state would otherwise be carried by every plaintext connection.
+        match &tls {
+            None => tokio::spawn(async move {
+                let _slot = slot;
+                connection.run_plain(stream, watcher).await;
+            }),
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    connection.run_tls(stream, tls, watcher).await;
+                })
+            }
+        };
     }
     drop(listener);
     if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
@@ -149,50 +164,71 @@ struct Connection {
 // === impl Connection ===
 
 impl Connection {
-    async fn run(
-        self,
-        stream: TcpStream,
-        tls: Option<TlsAcceptor>,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
-        let timeout = self.config.header_read_timeout;
-        match tls {
-            None => {
-                // The auto builder waits for the client's preface with no
-                // timer of its own: a silent connection must not pin a slot.
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-                    Ok(Ok(read)) if read > 0 => {}
-                    _ => return,
-                }
-                let builder = self.builder(None);
-                let service = self.service(None);
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let _ = watcher.watch(connection.into_owned()).await;
-            }
-            Some(tls) => {
-                let accepted = tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await;
-                let stream = match accepted {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(remote = %self.remote, %error, "tls handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let (_, session) = stream.get_ref();
-                let peer = peer_certificate(session);
-                let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
-                let builder = self.builder(Some(h2));
-                let service = self.service(peer);
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let _ = watcher.watch(connection.into_owned()).await;
-            }
+    /// Serves a plaintext connection: HTTP/1.1, or HTTP/2 when the client
+    /// opens with the h2c prior-knowledge preface.
+    async fn run_plain(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
+        // The auto builder waits for the client's preface with no timer of
+        // its own: a silent connection must not pin a slot.
+        let mut first = [0u8; H2_PREFACE.len()];
+        let read =
+            match tokio::time::timeout(self.config.header_read_timeout, stream.peek(&mut first))
+                .await
+            {
+                Ok(Ok(read)) if read > 0 => read,
+                _ => return,
+            };
+        let service = self.service(None);
+        if H2_PREFACE.starts_with(&first[..read]) {
+            let builder = self.builder(None);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
+        } else {
+            // Cannot be HTTP/2: serve HTTP/1 directly, without the auto
+            // builder's replay of the bytes it read to decide.
+            let connection = self
+                .http1_builder()
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection).await;
         }
     }
 
-    /// The connection builder; `alpn_h2` fixes the protocol when TLS
-    /// negotiated it.
+    /// Serves a TLS connection with the protocol ALPN chose.
+    async fn run_tls(
+        self,
+        stream: TcpStream,
+        tls: TlsAcceptor,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let timeout = self.config.header_read_timeout;
+        let accepted = tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await;
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(remote = %self.remote, %error, "tls handshake refused");
+                return;
+            }
+            Err(_) => return,
+        };
+        let (_, session) = stream.get_ref();
+        let peer = peer_certificate(session);
+        let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+        let builder = self.builder(Some(h2));
+        let service = self.service(peer);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let _ = watcher.watch(connection.into_owned()).await;
+    }
+
+    /// The HTTP/1 builder for connections that cannot be HTTP/2, with the
+    /// same bounds as the auto builder's HTTP/1 side.
+    fn http1_builder(&self) -> hyper::server::conn::http1::Builder {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192));
+        builder
+    }
+
     fn builder(&self, alpn_h2: Option<bool>) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
