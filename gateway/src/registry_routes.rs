@@ -3,8 +3,11 @@
 //! restart or another replica on the same PostgreSQL routes follow-ups the
 //! same way.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
-use convergio_registry::{DiscoveryQuery, Registry, RegistryError};
+use convergio_registry::{AgentRecord, DiscoveryQuery, Registry, RegistryError};
 use convergio_schemas::AgentId;
 use serde_json::{json, Value};
 
@@ -14,10 +17,18 @@ use crate::{GatewayError, Principal};
 /// The most agents the gateway's own card lists.
 const MAX_LISTED_AGENTS: usize = 1000;
 
+/// How many agents' routes are kept built.
+const ROUTE_CACHE_CAPACITY: u64 = 10_000;
+
 /// Routes backed by a [`Registry`].
 #[derive(Debug, Clone)]
 pub struct RegistryRoutes {
     registry: Registry,
+    /// The route built from each agent's record, with that record: an entry
+    /// is used only while the registry still hands out the very same record
+    /// (`Arc::ptr_eq`), so every write (which replaces the record) rebuilds
+    /// it, and a call costs a lookup instead of a copy of the card.
+    targets: moka::sync::Cache<String, (Arc<AgentRecord>, Arc<RouteTarget>)>,
 }
 
 // === impl RegistryRoutes ===
@@ -25,7 +36,11 @@ pub struct RegistryRoutes {
 impl RegistryRoutes {
     /// Routes over `registry`.
     pub fn new(registry: Registry) -> Self {
-        Self { registry }
+        let targets = moka::sync::Cache::builder()
+            .max_capacity(ROUTE_CACHE_CAPACITY)
+            .time_to_idle(Duration::from_secs(600))
+            .build();
+        Self { registry, targets }
     }
 }
 
@@ -75,15 +90,24 @@ fn routing_view(stored: convergio_registry::TaskRoute) -> TaskRoute {
 
 #[async_trait]
 impl RouteTable for RegistryRoutes {
-    async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError> {
+    async fn resolve(&self, name: &str) -> Result<Option<Arc<RouteTarget>>, GatewayError> {
         let Ok(id) = AgentId::internal(name) else {
             return Ok(None);
         };
-        match self.registry.get(&id).await {
-            Ok(record) if !record.is_deleted() => Ok(Some(target(name, &record))),
-            Ok(_) | Err(RegistryError::AgentNotFound { .. }) => Ok(None),
-            Err(error) => Err(internal_error(error)),
+        let record = match self.registry.get_shared(&id).await {
+            Ok(record) if !record.is_deleted() => record,
+            Ok(_) | Err(RegistryError::AgentNotFound { .. }) => return Ok(None),
+            Err(error) => return Err(internal_error(error)),
+        };
+        if let Some((built_from, target)) = self.targets.get(name) {
+            if Arc::ptr_eq(&built_from, &record) {
+                return Ok(Some(target));
+            }
         }
+        let built = Arc::new(target(name, &record));
+        self.targets
+            .insert(name.to_owned(), (record, Arc::clone(&built)));
+        Ok(Some(built))
     }
 
     async fn visible_agents(

@@ -185,7 +185,7 @@ struct Inner {
     store: Arc<dyn Store>,
     config: RegistryConfig,
     org_keys: Arc<dyn OrgKeys>,
-    cache: moka::sync::Cache<AgentId, AgentRecord>,
+    cache: moka::sync::Cache<AgentId, Arc<AgentRecord>>,
     /// Bumped by every write; a lookup caches its result only if no write
     /// happened while it read the store (see [`Registry::get`]).
     epoch: AtomicU64,
@@ -388,11 +388,20 @@ impl Registry {
     /// the epoch and invalidate under `fill_lock`, and a lookup caches what it
     /// read only if the epoch did not move while it read.
     pub async fn get(&self, id: &AgentId) -> Result<AgentRecord> {
+        self.get_shared(id).await.map(Arc::unwrap_or_clone)
+    }
+
+    /// Like [`Registry::get`], without copying the record: hot readers (the
+    /// gateway routes every call through this) share the cached one. A write
+    /// replaces the cached record, never changes it, so a caller may key
+    /// what it derives from a record on the record's identity
+    /// (`Arc::ptr_eq`).
+    pub async fn get_shared(&self, id: &AgentId) -> Result<Arc<AgentRecord>> {
         if let Some(record) = self.inner.cache.get(id) {
             return Ok(record);
         }
         let epoch = self.inner.epoch.load(Ordering::SeqCst);
-        let record = self.inner.store.get(id, None).await?;
+        let record = Arc::new(self.inner.store.get(id, None).await?);
         if record.is_deleted() {
             return Err(RegistryError::not_found(id));
         }

@@ -307,21 +307,21 @@ async fn resolve_external(
     principal: &Principal,
     org: &str,
     name: &str,
-) -> Result<RouteTarget, GatewayError> {
+) -> Result<Arc<RouteTarget>, GatewayError> {
     if principal.method == convergio_schemas::AuthMethod::Peer {
         return Err(GatewayError::AgentNotFound {
             agent: format!("external://{org}/agents/{name}"),
         });
     }
     match &state.federation {
-        Some(federation) => federation.peer_target(org, name).await,
+        Some(federation) => federation.peer_target(org, name).await.map(Arc::new),
         None => Err(GatewayError::FederationNotConfigured {
             to: format!("external://{org}/agents/{name}"),
         }),
     }
 }
 
-async fn resolve(state: &A2aState, name: &str) -> Result<RouteTarget, GatewayError> {
+async fn resolve(state: &A2aState, name: &str) -> Result<Arc<RouteTarget>, GatewayError> {
     state
         .routes
         .resolve(name)
@@ -400,7 +400,7 @@ fn shape_of(client: &ClientSide) -> ErrorShape {
 async fn jsonrpc(
     state: &A2aState,
     agent_name: Option<String>,
-    resolved: Option<RouteTarget>,
+    resolved: Option<Arc<RouteTarget>>,
     request: Incoming,
     body: Body,
 ) -> Result<Response, Failure> {

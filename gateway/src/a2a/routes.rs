@@ -3,7 +3,7 @@
 //! [`InMemoryRoutes`], an implementation for tests and examples.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use convergio_schemas::a2a::ProtocolVersion;
@@ -216,7 +216,9 @@ pub struct TaskRoute {
 #[async_trait]
 pub trait RouteTable: Send + Sync {
     /// Agent by gateway name (`/agents/{name}`), with its upstream interfaces and its card as registered.
-    async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError>;
+    /// The route to the agent named `name`, shared: it is read on every
+    /// call, so implementations hand out one copy instead of building one.
+    async fn resolve(&self, name: &str) -> Result<Option<Arc<RouteTarget>>, GatewayError>;
     /// Agents visible to a caller (for the gateway's own card).
     async fn visible_agents(&self, principal: &Principal)
         -> Result<Vec<RouteTarget>, GatewayError>;
@@ -236,7 +238,7 @@ pub trait RouteTable: Send + Sync {
 /// A [`RouteTable`] held in memory (tests, examples; not shared by replicas).
 #[derive(Debug, Default)]
 pub struct InMemoryRoutes {
-    agents: RwLock<HashMap<String, RouteTarget>>,
+    agents: RwLock<HashMap<String, Arc<RouteTarget>>>,
     tasks: RwLock<HashMap<String, TaskRoute>>,
 }
 
@@ -254,7 +256,7 @@ impl InMemoryRoutes {
             .agents
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        agents.insert(target.name.clone(), target);
+        agents.insert(target.name.clone(), Arc::new(target));
     }
 
     /// Removes an agent.
@@ -269,7 +271,7 @@ impl InMemoryRoutes {
 
 #[async_trait]
 impl RouteTable for InMemoryRoutes {
-    async fn resolve(&self, name: &str) -> Result<Option<RouteTarget>, GatewayError> {
+    async fn resolve(&self, name: &str) -> Result<Option<Arc<RouteTarget>>, GatewayError> {
         let agents = self
             .agents
             .read()
@@ -285,7 +287,7 @@ impl RouteTable for InMemoryRoutes {
             .agents
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut list: Vec<RouteTarget> = agents.values().cloned().collect();
+        let mut list: Vec<RouteTarget> = agents.values().map(|target| (**target).clone()).collect();
         list.sort_by(|left, right| left.name.cmp(&right.name));
         Ok(list)
     }

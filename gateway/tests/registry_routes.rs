@@ -1,0 +1,113 @@
+//! Routes built from registry records are kept between calls, and every
+//! write to an agent (new card, new upstreams, trust, deregistration) is
+//! seen by the next call: a kept route is used only while the registry
+//! still hands out the record it was built from.
+
+use std::sync::Arc;
+
+use convergio_gateway::a2a::RouteTable;
+use convergio_gateway::RegistryRoutes;
+use convergio_registry::{Actor, Registration, Registry, RegistryConfig};
+use convergio_schemas::{AgentId, TrustLevel};
+use serde_json::{json, Value};
+
+fn card(port: u16, description: &str) -> Value {
+    json!({
+        "name": "weather", "description": description, "version": "1",
+        "supportedInterfaces": [{"url": format!("http://127.0.0.1:{port}/"),
+            "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+        "capabilities": {}, "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [{"id": "forecast", "name": "forecast", "description": "forecasts", "tags": ["weather"]}]
+    })
+}
+
+async fn register(registry: &Registry, port: u16, description: &str) {
+    registry
+        .upsert_system(Registration {
+            name: Some("weather".to_owned()),
+            org: None,
+            role: None,
+            card: card(port, description),
+            upstreams: None,
+            trust: None,
+        })
+        .await
+        .expect("registers");
+}
+
+fn url_of(target: &convergio_gateway::a2a::RouteTarget) -> &str {
+    target
+        .interfaces
+        .first()
+        .map(|interface| interface.url.as_str())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_kept_route_never_outlives_the_record_it_came_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let registry = Registry::new(
+        convergio_registry::connect(&url).await.expect("store"),
+        RegistryConfig::default(),
+    );
+    let routes = RegistryRoutes::new(registry.clone());
+    register(&registry, 1111, "first").await;
+
+    let first = routes
+        .resolve("weather")
+        .await
+        .expect("resolves")
+        .expect("known");
+    assert_eq!(url_of(&first), "http://127.0.0.1:1111/");
+    let again = routes
+        .resolve("weather")
+        .await
+        .expect("resolves")
+        .expect("known");
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "an unchanged agent is not rebuilt"
+    );
+
+    // A new card with another upstream: the very next call goes there.
+    register(&registry, 2222, "moved").await;
+    let moved = routes
+        .resolve("weather")
+        .await
+        .expect("resolves")
+        .expect("known");
+    assert_eq!(url_of(&moved), "http://127.0.0.1:2222/");
+    assert_eq!(moved.card["description"], json!("moved"));
+
+    // A trust change is a write too: policy must see the new level.
+    let id = AgentId::internal("weather").expect("id");
+    registry
+        .set_trust(&Actor::system(), &id, TrustLevel::Trusted, "vetted", None)
+        .await
+        .expect("trust");
+    let trusted = routes
+        .resolve("weather")
+        .await
+        .expect("resolves")
+        .expect("known");
+    assert_eq!(
+        trusted.facts.as_ref().map(|facts| facts.trust),
+        Some(TrustLevel::Trusted)
+    );
+
+    // Deregistered: unknown at once; registered again: routed again.
+    registry
+        .deregister(&Actor::system(), &id, None)
+        .await
+        .expect("deregisters");
+    assert!(routes.resolve("weather").await.expect("resolves").is_none());
+    register(&registry, 3333, "back").await;
+    let back = routes
+        .resolve("weather")
+        .await
+        .expect("resolves")
+        .expect("known");
+    assert_eq!(url_of(&back), "http://127.0.0.1:3333/");
+}
