@@ -6,7 +6,10 @@
 //! - SendMessage with a 1 KB text part: throughput, p50/p99 at concurrency
 //!   1, 32 and 256 (closed loop, fixed duration);
 //! - added latency at a fixed 2,000 req/s (open loop; tokio's timer has 1 ms
-//!   resolution, so requests leave in small bursts that average the rate);
+//!   resolution, so requests leave in small bursts that average the rate).
+//!   Direct and gateway runs alternate in 250 ms windows, so a stall of the
+//!   shared machine lands in both samples instead of deciding the
+//!   difference of two p99s taken seconds apart;
 //! - gateway CPU per proxied request: the child's utime+stime from
 //!   /proc/<pid>/stat (clock ticks, assumed 100 Hz) over a run, divided by the
 //!   requests it served — the load generator and upstream are not counted —
@@ -64,6 +67,8 @@ use convergio_gateway::layers::{
 use convergio_gateway::server::{serve_with, ServerConfig};
 use convergio_gateway::tls::{ClientAuth, TlsAcceptor, TlsConfig};
 use convergio_gateway::with_layers;
+use convergio_gateway::RegistryRoutes;
+use convergio_registry::{Registration, Registry, RegistryConfig};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -149,17 +154,43 @@ async fn run_upstream_child() {
     let _ = axum::serve(listener, upstream).await;
 }
 
-/// The child: the gateway with one route to the upstream.
+/// Where a child keeps its databases (left behind: the child is killed).
+fn child_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("convergio-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench data dir");
+    dir
+}
+
+/// The child: the gateway with one agent, registered in a SQLite registry
+/// and routed through it, as `convergio serve` routes.
 async fn run_gateway_child() {
     let upstream = std::env::var(UPSTREAM_ENV).expect("upstream url in the environment");
-    let routes = Arc::new(InMemoryRoutes::new());
-    routes.insert(RouteTarget::from_card(
-        "bench",
-        json!({"name": "bench", "description": "bench upstream", "version": "1",
-               "supportedInterfaces": [{"url": upstream, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
-               "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
-               "defaultOutputModes": ["text/plain"], "skills": []}),
-    ));
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        child_dir().join("registry.db").display()
+    );
+    let registry = Registry::new(
+        convergio_registry::connect(&url)
+            .await
+            .expect("registry store"),
+        RegistryConfig::default(),
+    );
+    registry
+        .upsert_system(Registration {
+            name: Some("bench".to_owned()),
+            org: None,
+            role: None,
+            card: json!({"name": "bench", "description": "bench upstream", "version": "1",
+                "supportedInterfaces": [{"url": upstream, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+                "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
+                "defaultOutputModes": ["text/plain"],
+                "skills": [{"id": "echo", "name": "echo", "description": "echoes", "tags": ["bench"]}]}),
+            upstreams: None,
+            trust: None,
+        })
+        .await
+        .expect("bench agent registers");
+    let routes = Arc::new(RegistryRoutes::new(registry));
     let limits = LimitsConfig {
         max_concurrency: 8192,
         ..LimitsConfig::default()
@@ -459,27 +490,57 @@ async fn closed_loop(
     Run::new(outcomes, started.elapsed())
 }
 
-/// Open loop at `rate` requests per second for `duration`.
-async fn fixed_rate(client: &HttpClient, uri: &str, rate: u64, duration: Duration) -> Run {
-    let started = Instant::now();
-    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+/// Open loop at `rate` requests per second, alternating between `direct`
+/// and `gateway` every `window` for `rounds` windows each, so both see the
+/// same moments of a noisy machine; returns the direct run, the gateway run
+/// and the gateway's CPU seconds during its own windows.
+async fn fixed_rate_interleaved(
+    client: &HttpClient,
+    direct: &str,
+    gateway: (&str, &BenchChild),
+    rate: u64,
+    window: Duration,
+    rounds: usize,
+) -> (Run, Run, f64) {
+    let (gateway_uri, gateway_child) = gateway;
     let body = send_body(2);
-    let mut handles = Vec::with_capacity(total);
-    for index in 0..total {
-        let due = started + Duration::from_secs_f64(index as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let client = client.clone();
-        let uri = uri.to_owned();
-        let body = body.clone();
-        handles.push(tokio::spawn(
-            async move { send_one(&client, &uri, body).await },
-        ));
+    let per_window = (rate as f64 * window.as_secs_f64()) as usize;
+    let mut handles = [Vec::new(), Vec::new()];
+    let mut elapsed = [Duration::ZERO, Duration::ZERO];
+    let mut gateway_cpu = 0.0;
+    for round in 0..rounds * 2 {
+        let side = round % 2;
+        let uri = if side == 0 { direct } else { gateway_uri };
+        let cpu_before = gateway_child.cpu_seconds();
+        let started = Instant::now();
+        for index in 0..per_window {
+            let due = started + Duration::from_secs_f64(index as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let client = client.clone();
+            let uri = uri.to_owned();
+            let body = body.clone();
+            handles[side].push(tokio::spawn(
+                async move { send_one(&client, &uri, body).await },
+            ));
+        }
+        tokio::time::sleep_until((started + window).into()).await;
+        elapsed[side] += started.elapsed();
+        if side == 1 {
+            gateway_cpu += gateway_child.cpu_seconds() - cpu_before;
+        }
     }
-    let mut outcomes = Vec::with_capacity(total);
-    for handle in handles {
-        outcomes.push(handle.await.expect("request"));
+    let [direct_handles, gateway_handles] = handles;
+    let mut runs = Vec::new();
+    for (handles, elapsed) in [(direct_handles, elapsed[0]), (gateway_handles, elapsed[1])] {
+        let mut outcomes = Vec::with_capacity(handles.len());
+        for handle in handles {
+            outcomes.push(handle.await.expect("request"));
+        }
+        runs.push(Run::new(outcomes, elapsed));
     }
-    Run::new(outcomes, started.elapsed())
+    let through = runs.pop().expect("gateway run");
+    let direct = runs.pop().expect("direct run");
+    (direct, through, gateway_cpu)
 }
 
 /// Opens `STREAMS` streams at once; returns per-event latencies and the
@@ -587,11 +648,19 @@ async fn run() {
     }
 
     println!();
-    println!("Fixed 2,000 req/s for 3 s (open loop)");
-    let direct = fixed_rate(&client, &upstream_url, 2000, Duration::from_secs(3)).await;
-    let cpu_before = gateway.cpu_seconds();
-    let through = fixed_rate(&client, &gateway_uri, 2000, Duration::from_secs(3)).await;
-    let cpu = (gateway.cpu_seconds() - cpu_before) * 1e6 / through.latencies.len().max(1) as f64;
+    println!(
+        "Fixed 2,000 req/s (open loop), direct and gateway alternating every 250 ms, 3 s each"
+    );
+    let (direct, through, gateway_cpu) = fixed_rate_interleaved(
+        &client,
+        &upstream_url,
+        (&gateway_uri, &gateway),
+        2000,
+        Duration::from_millis(250),
+        12,
+    )
+    .await;
+    let cpu = gateway_cpu * 1e6 / through.latencies.len().max(1) as f64;
     println!(
         "  direct : p50 {:>7.0} us  p99 {:>7.0} us  ({} failed)",
         micros(direct.percentile(0.5)),
@@ -851,9 +920,10 @@ async fn policy_gate(state: A2aState) -> A2aState {
     if std::env::var(POLICY_ENV).as_deref() != Ok("on") {
         return state;
     }
-    let dir = std::env::temp_dir().join(format!("convergio-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("bench data dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.join("policy.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        child_dir().join("policy.db").display()
+    );
     let store = convergio_policy::connect(&url).await.expect("policy store");
     let engine = convergio_policy::PolicyEngine::new(convergio_policy::engine::DEFAULT_SCHEMA)
         .expect("schema");
