@@ -1,6 +1,8 @@
 //! The accept loop: plaintext or TLS connections served by hyper-util's
-//! auto (HTTP/1.1 + HTTP/2) connection builder, with every bound a hostile
-//! client could otherwise exhaust made explicit in [`ServerConfig`]:
+//! auto (HTTP/1.1 + HTTP/2) connection builder (or, for a plaintext client
+//! whose first bytes cannot be the h2c preface, by hyper's HTTP/1
+//! connection directly), with every bound a hostile client could otherwise
+//! exhaust made explicit in [`ServerConfig`]:
 //!
 //! - connections: at most `max_connections` at once; one more is accepted
 //!   and answered `503` with `Retry-After` (plaintext) or closed (TLS), so
@@ -229,6 +231,8 @@ impl Connection {
         builder
     }
 
+    /// The connection builder; `alpn_h2` fixes the protocol when TLS
+    /// negotiated it.
     fn builder(&self, alpn_h2: Option<bool>) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

@@ -216,8 +216,8 @@ pub struct TaskRoute {
 #[async_trait]
 pub trait RouteTable: Send + Sync {
     /// Agent by gateway name (`/agents/{name}`), with its upstream interfaces and its card as registered.
-    /// The route to the agent named `name`, shared: it is read on every
-    /// call, so implementations hand out one copy instead of building one.
+    /// Shared: it is read on every call, so implementations hand out one
+    /// copy instead of building one per call.
     async fn resolve(&self, name: &str) -> Result<Option<Arc<RouteTarget>>, GatewayError>;
     /// Agents visible to a caller (for the gateway's own card).
     async fn visible_agents(&self, principal: &Principal)
