@@ -3,6 +3,7 @@
 //! time, 10,000 idle connections, connections beyond the bound, and a flood
 //! beyond an upstream's concurrency bound — each gets its clear error while
 //! a well-behaved client running alongside keeps getting correct answers.
+//! Also: plaintext serves both HTTP/1 and h2c with prior knowledge.
 
 mod support;
 
@@ -333,4 +334,38 @@ async fn an_unreachable_upstream_opens_its_circuit_and_gets_a_fast_503() {
         .await
         .expect("call");
     assert_eq!(response.status(), 200, "other upstreams are unaffected");
+}
+
+#[tokio::test]
+async fn plaintext_serves_http1_and_h2c_prior_knowledge() {
+    let issuer = Issuer::new("key-1");
+    let gateway = spawn_secure_gateway(SecureOptions::new(&issuer)).await;
+    let token = issuer.token("carol", "acme.example");
+
+    // h2c with prior knowledge: the preface picks HTTP/2.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let request = hyper::Request::get(format!("http://{}/whoami", gateway.address))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let response = client.request(request).await.expect("h2c answer");
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+
+    // HTTP/1 whose first bytes look like the preface ("P…"), sent in two
+    // pieces so the first peek sees only them: still served as HTTP/1.
+    let mut stream = TcpStream::connect(gateway.address).await.expect("connect");
+    stream.write_all(b"P").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rest = format!(
+        "UT /whoami HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(rest.as_bytes()).await.expect("write");
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+
+    // Plain HTTP/1 (the direct path) keeps working alongside.
+    well_behaved(&gateway, &issuer).await;
 }
