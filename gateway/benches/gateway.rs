@@ -1,8 +1,9 @@
 //! Gateway benchmark (not a timed test; run `cargo bench -p convergio-gateway
 //! --bench gateway`). One invocation starts a minimal Rust A2A upstream (an
 //! axum handler) and the gateway, each in a CHILD process (this binary
-//! re-executed with `CONVERGIO_BENCH_ROLE=upstream` or `=gateway`), and a
-//! hyper load generator here, then prints direct vs through-gateway figures:
+//! re-executed with `CONVERGIO_BENCH_ROLE=upstream` or `=gateway`; the
+//! gateway routes through a SQLite registry, as `convergio serve` does), and
+//! a hyper load generator here, then prints direct vs through-gateway figures:
 //! - SendMessage with a 1 KB text part: throughput, p50/p99 at concurrency
 //!   1, 32 and 256 (closed loop, fixed duration);
 //! - added latency at a fixed 2,000 req/s (open loop; tokio's timer has 1 ms
