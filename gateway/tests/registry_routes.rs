@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use convergio_gateway::a2a::RouteTable;
+use convergio_gateway::a2a::{RouteTable, RouteTarget};
 use convergio_gateway::RegistryRoutes;
 use convergio_registry::{Actor, Registration, Registry, RegistryConfig};
 use convergio_schemas::{AgentId, TrustLevel};
@@ -36,12 +36,21 @@ async fn register(registry: &Registry, port: u16, description: &str) {
         .expect("registers");
 }
 
-fn url_of(target: &convergio_gateway::a2a::RouteTarget) -> &str {
+fn url_of(target: &RouteTarget) -> &str {
     target
         .interfaces
         .first()
         .map(|interface| interface.url.as_str())
         .unwrap_or_default()
+}
+
+/// The route to `weather`, which must be known.
+async fn weather(routes: &RegistryRoutes) -> Arc<RouteTarget> {
+    routes
+        .resolve("weather")
+        .await
+        .expect("resolves")
+        .expect("known")
 }
 
 #[tokio::test]
@@ -55,17 +64,9 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
     let routes = RegistryRoutes::new(registry.clone());
     register(&registry, 1111, "first").await;
 
-    let first = routes
-        .resolve("weather")
-        .await
-        .expect("resolves")
-        .expect("known");
+    let first = weather(&routes).await;
     assert_eq!(url_of(&first), "http://127.0.0.1:1111/");
-    let again = routes
-        .resolve("weather")
-        .await
-        .expect("resolves")
-        .expect("known");
+    let again = weather(&routes).await;
     assert!(
         Arc::ptr_eq(&first, &again),
         "an unchanged agent is not rebuilt"
@@ -73,11 +74,7 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
 
     // A new card with another upstream: the very next call goes there.
     register(&registry, 2222, "moved").await;
-    let moved = routes
-        .resolve("weather")
-        .await
-        .expect("resolves")
-        .expect("known");
+    let moved = weather(&routes).await;
     assert_eq!(url_of(&moved), "http://127.0.0.1:2222/");
     assert_eq!(moved.card["description"], json!("moved"));
 
@@ -87,11 +84,7 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
         .set_trust(&Actor::system(), &id, TrustLevel::Trusted, "vetted", None)
         .await
         .expect("trust");
-    let trusted = routes
-        .resolve("weather")
-        .await
-        .expect("resolves")
-        .expect("known");
+    let trusted = weather(&routes).await;
     assert_eq!(
         trusted.facts.as_ref().map(|facts| facts.trust),
         Some(TrustLevel::Trusted)
@@ -104,10 +97,6 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
         .expect("deregisters");
     assert!(routes.resolve("weather").await.expect("resolves").is_none());
     register(&registry, 3333, "back").await;
-    let back = routes
-        .resolve("weather")
-        .await
-        .expect("resolves")
-        .expect("known");
+    let back = weather(&routes).await;
     assert_eq!(url_of(&back), "http://127.0.0.1:3333/");
 }
