@@ -97,7 +97,7 @@ async fn a_failed_jwks_fetch_is_shown_with_its_retry_until_a_retry_succeeds() {
     assert_eq!(fetched.keys.len(), 1, "{fetched:?}");
     assert_eq!(fetched.keys[0].kid, peer_key.kid());
     assert_eq!(
-        serde_json::to_value(&fetched.keys[0].state).expect("state"),
+        serde_json::to_value(fetched.keys[0].state).expect("state"),
         serde_json::json!("pending")
     );
     assert!(serde_json::to_value(&fetched)
