@@ -1,6 +1,9 @@
 //! `convergio audit …`: read and verify the tamper-evident audit log of a
-//! running server through `/v1/audit` (administrators only).
+//! running server through `/v1/audit` (administrators only). Filters are
+//! checked here before anything is sent: a decision the log never records
+//! or a time the server cannot read would otherwise list nothing, silently.
 
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use clap::Subcommand;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
@@ -20,14 +23,15 @@ pub enum AuditCommand {
         /// Only this action (`send_message`, `policy.put`, `agent.set_trust`, …).
         #[arg(long)]
         action: Option<String>,
-        /// Only this decision (`allow`, `deny`, `applied`, `filtered`, `rate_limited`).
-        #[arg(long)]
+        /// Only this decision.
+        #[arg(long, value_parser = DECISIONS)]
         decision: Option<String>,
-        /// Records at or after this RFC 3339 time.
-        #[arg(long)]
+        /// Records at or after this time: RFC 3339 (`2026-12-03T10:00:00Z`)
+        /// or a duration back from now (`30m`, `1h`, `2d`, `1w`).
+        #[arg(long, value_parser = parse_time)]
         since: Option<String>,
-        /// Records before this RFC 3339 time.
-        #[arg(long)]
+        /// Records before this time (same forms as `--since`).
+        #[arg(long, value_parser = parse_time)]
         until: Option<String>,
         /// Continue after this sequence number (the previous page's `next`).
         #[arg(long)]
@@ -38,6 +42,60 @@ pub enum AuditCommand {
     },
     /// Walk the whole hash chain; fails at the first missing or edited record.
     Verify,
+}
+
+/// Every decision the audit log records.
+const DECISIONS: [&str; 5] = ["allow", "deny", "applied", "filtered", "rate_limited"];
+
+/// The RFC 3339 time `--since`/`--until` mean: an RFC 3339 time as given,
+/// or now minus a duration (`45s`, `30m`, `1h`, `2d`, `1w`, combinable as
+/// `1h30m`).
+fn parse_time(text: &str) -> Result<String, String> {
+    parse_time_at(text, Utc::now())
+}
+
+fn parse_time_at(text: &str, now: DateTime<Utc>) -> Result<String, String> {
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+    match parse_duration(text) {
+        Some(back) => now
+            .checked_sub_signed(back)
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .ok_or_else(|| format!("{text:?} reaches too far back")),
+        None => Err(format!(
+            "{text:?} is neither an RFC 3339 time nor a duration; examples: \
+             2026-12-03T10:00:00Z, 30m, 1h, 2d, 1w"
+        )),
+    }
+}
+
+/// `1h`, `2d`, `1h30m`, …: whole numbers with a unit (s, m, h, d, w).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::zero();
+    let mut digits = String::new();
+    for character in text.chars() {
+        if character.is_ascii_digit() {
+            digits.push(character);
+            continue;
+        }
+        let amount: i64 = digits.parse().ok()?;
+        digits.clear();
+        let part = match character {
+            's' => Duration::try_seconds(amount)?,
+            'm' => Duration::try_minutes(amount)?,
+            'h' => Duration::try_hours(amount)?,
+            'd' => Duration::try_days(amount)?,
+            'w' => Duration::try_weeks(amount)?,
+            _ => return None,
+        };
+        total = total.checked_add(&part)?;
+    }
+    // A trailing number without a unit is ambiguous; so is nothing at all.
+    (digits.is_empty() && !text.is_empty()).then_some(total)
 }
 
 /// Runs an audit subcommand.
@@ -80,7 +138,13 @@ pub async fn run(server: &ServerArgs, command: AuditCommand) -> anyhow::Result<(
                 say!("{page}");
                 return Ok(());
             }
-            for record in page["records"].as_array().into_iter().flatten() {
+            let records = page["records"].as_array().cloned().unwrap_or_default();
+            if records.is_empty() {
+                say!("no records");
+                return Ok(());
+            }
+            say!("{}", header());
+            for record in &records {
                 say!("{}", describe(record));
             }
             if let Some(next) = page["next"].as_i64() {
@@ -107,6 +171,14 @@ pub async fn run(server: &ServerArgs, command: AuditCommand) -> anyhow::Result<(
     }
 }
 
+/// The column names above [`describe`]'s lines.
+fn header() -> String {
+    format!(
+        "{:>6} {:<27} {:<12} {:<14} {:<18} {:<32} DETERMINING / REQUEST",
+        "SEQ", "AT", "DECISION", "SUBJECT", "ACTION", "RESOURCE"
+    )
+}
+
 /// One record on one line.
 fn describe(record: &Value) -> String {
     let determining: Vec<&str> = record["determining"]
@@ -116,8 +188,9 @@ fn describe(record: &Value) -> String {
         .filter_map(Value::as_str)
         .collect();
     format!(
-        "{:>6} {} {:<8} {:<14} {:<18} {:<32} {}{}",
-        record["seq"],
+        "{:>6} {:<27} {:<12} {:<14} {:<18} {:<32} {}{}",
+        // A `Value` ignores width and alignment: format its text.
+        record["seq"].to_string(),
         record["at"].as_str().unwrap_or(""),
         record["decision"].as_str().unwrap_or(""),
         record["subject"].as_str().unwrap_or(""),
@@ -130,4 +203,63 @@ fn describe(record: &Value) -> String {
         },
         record["request_id"].as_str().unwrap_or("")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_rfc3339_or_a_duration_back_from_now() {
+        let now = DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let cases = [
+            ("2026-12-01T08:30:00Z", "2026-12-01T08:30:00Z"),
+            ("2026-12-01T09:30:00+01:00", "2026-12-01T08:30:00Z"),
+            ("1h", "2026-12-03T11:00:00Z"),
+            ("2d", "2026-12-01T12:00:00Z"),
+            ("1w", "2026-11-26T12:00:00Z"),
+            ("1h30m", "2026-12-03T10:30:00Z"),
+            ("45s", "2026-12-03T11:59:15Z"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                parse_time_at(input, now).as_deref(),
+                Ok(expected),
+                "{input}"
+            );
+        }
+        for bad in ["yesterday", "", "10", "1y", "h", "2026-12-01"] {
+            let error = parse_time_at(bad, now).expect_err(bad);
+            assert!(
+                error.contains("RFC 3339") && error.contains("2d"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_header_names_every_column_a_record_line_fills() {
+        let record = serde_json::json!({"seq": 7, "at": "2026-12-03T12:00:00.123456Z",
+            "decision": "rate_limited", "subject": "alice", "action": "send_message",
+            "resource": "agent:convergio://agents/echo", "determining": ["p1"],
+            "request_id": "r1"});
+        let line = describe(&record);
+        let header = header();
+        // Each column starts where its name starts.
+        for (name, value) in [
+            ("AT", "2026-12-03"),
+            ("DECISION", "rate_limited"),
+            ("SUBJECT", "alice"),
+            ("ACTION", "send_message"),
+            ("RESOURCE", "agent:"),
+        ] {
+            assert_eq!(
+                header.find(name),
+                line.find(value),
+                "{name}\n{header}\n{line}"
+            );
+        }
+    }
 }

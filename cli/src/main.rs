@@ -58,9 +58,34 @@ struct ServerArgs {
     /// Data dir to read the stored admin token from.
     #[arg(long, env = env::DATA_DIR, default_value = "./.convergio", global = true)]
     data_dir: PathBuf,
-    /// Print raw JSON instead of tables.
+    /// Print raw JSON instead of tables (the same as `--output json`).
     #[arg(long, global = true)]
     json: bool,
+    /// `human`: tables and summaries; `json`: the server's documents as they are.
+    // Its own id: `graph input` has a positional named `output`.
+    #[arg(long = "output", id = "output_format", value_enum,
+          default_value_t = OutputFormat::Human, global = true)]
+    output_format: OutputFormat,
+}
+
+/// How client commands print what the server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// Tables and summaries for people.
+    Human,
+    /// The server's JSON documents, unchanged, for scripts.
+    Json,
+}
+
+// === impl ServerArgs ===
+
+impl ServerArgs {
+    /// The same arguments with `--output json` folded into `json`, the one
+    /// flag the subcommands read.
+    fn normalized(mut self) -> Self {
+        self.json |= self.output_format == OutputFormat::Json;
+        self
+    }
 }
 
 // Parsed once per process; boxing a variant would buy nothing.
@@ -147,12 +172,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
-        Command::Agents { server, command } => agents::run(&server, command).await,
-        Command::Keys { server, command } => keys::run(&server, command).await,
-        Command::Peers { server, command } => peers::run(&server, command).await,
-        Command::Graph { server, command } => graph::run(&server, command).await,
-        Command::Policy { server, command } => policy::run(&server, command).await,
-        Command::Audit { server, command } => audit::run(&server, command).await,
+        Command::Agents { server, command } => agents::run(&server.normalized(), command).await,
+        Command::Keys { server, command } => keys::run(&server.normalized(), command).await,
+        Command::Peers { server, command } => peers::run(&server.normalized(), command).await,
+        Command::Graph { server, command } => graph::run(&server.normalized(), command).await,
+        Command::Policy { server, command } => policy::run(&server.normalized(), command).await,
+        Command::Audit { server, command } => audit::run(&server.normalized(), command).await,
     }
 }
 

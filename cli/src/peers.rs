@@ -96,9 +96,20 @@ pub async fn run(server: &ServerArgs, command: PeersCommand) -> anyhow::Result<(
             }
             let body = json!({"domain": domain, "url": url, "keys": keys,
                 "jwks_url": jwks_url, "trust": trust});
-            client
+            let answer = client
                 .send(Method::POST, "/v1/peers", Some(&body), None)
-                .await?
+                .await?;
+            // The peer is stored either way; a failed first fetch must not
+            // pass for success, so say it where a script's log will show it.
+            if let Some(failure) = answer.body.get("jwks_fetch_failure") {
+                eprintln!(
+                    "warning: peer {} added, but fetching its JWKS failed: {}; {}",
+                    text(&answer.body["domain"]),
+                    text(&failure["error"]),
+                    retry_note(text(&answer.body["domain"]), failure)
+                );
+            }
+            answer
         }
         PeersCommand::List => {
             let answer = client.send(Method::GET, "/v1/peers", None, None).await?;
@@ -196,6 +207,32 @@ fn print_peer(peer: &Value) {
     for key in peer["keys"].as_array().into_iter().flatten() {
         say!("key     {}  {}", text(&key["kid"]), text(&key["state"]));
     }
+    if let Some(failure) = peer.get("jwks_fetch_failure") {
+        say!(
+            "jwks fetch failed at {} ({} attempt(s)): {}",
+            time(&failure["failed_at"]),
+            failure["attempts"].as_u64().unwrap_or(1),
+            text(&failure["error"])
+        );
+        say!("        {}", retry_note(text(&peer["domain"]), failure));
+    }
+}
+
+/// When the server retries a failed JWKS fetch, and how to retry now.
+fn retry_note(domain: &str, failure: &Value) -> String {
+    format!(
+        "retried automatically at {} (at once: convergio peers refresh {domain})",
+        time(&failure["next_retry_at"])
+    )
+}
+
+/// A Unix time in seconds as RFC 3339 (UTC), or `-`.
+fn time(value: &Value) -> String {
+    value
+        .as_i64()
+        .and_then(|seconds| chrono::DateTime::<chrono::Utc>::from_timestamp(seconds, 0))
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 fn key_counts(peer: &Value) -> (usize, usize) {

@@ -74,6 +74,10 @@ pub trait Gatekeeper: Send + Sync {
     /// Whether the caller may discover `target` (not recorded: listings
     /// record one summary through [`Gatekeeper::record_listing`]).
     fn may_discover(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool;
+    /// Whether the caller may read `target`'s card: it then also sees the
+    /// cause of a failed upstream call (the card names the upstream
+    /// anyway). Not recorded: it only decides how much an error says.
+    fn may_read_card(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool;
     /// Records a filtered listing.
     async fn record_listing(
         &self,
@@ -108,6 +112,17 @@ impl Gatekeeper for OpenGate {
 
     fn may_discover(&self, _principal: &Principal, _target: &RouteTarget, _loopback: bool) -> bool {
         true
+    }
+
+    // No policy to ask, so an upstream's address never leaves the gateway:
+    // callers learn a failure's category only.
+    fn may_read_card(
+        &self,
+        _principal: &Principal,
+        _target: &RouteTarget,
+        _loopback: bool,
+    ) -> bool {
+        false
     }
 
     async fn admit_run(
@@ -327,6 +342,21 @@ impl Gatekeeper for PolicyGate {
         self.evaluate(
             principal,
             Action::Discover,
+            &target_resource(target),
+            &context,
+        )
+        .allowed
+    }
+
+    fn may_read_card(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback,
+            ..RequestContext::default()
+        };
+        self.evaluate(
+            principal,
+            Action::ReadCard,
             &target_resource(target),
             &context,
         )

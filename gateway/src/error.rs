@@ -95,17 +95,20 @@ pub enum GatewayError {
         task_id: String,
     },
     /// The agent's card has no interface the gateway can forward to.
-    #[error("agent {agent} has no usable interface")]
+    #[error("agent {agent} has no usable interface: {detail}")]
     NoUsableInterface {
         /// The agent's gateway name.
         agent: String,
+        /// What the card offers, shown only to callers who may read it.
+        detail: String,
     },
     /// The upstream could not be reached (connect or I/O error).
     #[error("upstream {agent} unreachable: {detail}")]
     UpstreamUnreachable {
         /// The agent's gateway name.
         agent: String,
-        /// The transport error, for logs only.
+        /// The transport error (address and cause), shown only to callers
+        /// who may read the agent's card.
         detail: String,
     },
     /// The upstream answered something that is not a valid A2A answer.
@@ -113,14 +116,17 @@ pub enum GatewayError {
     UpstreamInvalid {
         /// The agent's gateway name.
         agent: String,
-        /// What was wrong, for logs only.
+        /// What was wrong, shown only to callers who may read the card.
         detail: String,
     },
     /// The upstream did not answer within the configured bound.
-    #[error("upstream {agent} timed out")]
+    #[error("upstream {agent} timed out: {detail}")]
     UpstreamTimeout {
         /// The agent's gateway name.
         agent: String,
+        /// Which address and which bound, shown only to callers who may
+        /// read the agent's card.
+        detail: String,
     },
     /// The upstream answered with an A2A or JSON-RPC error; relayed as is.
     #[error("upstream error {}: {}", .0.code, .0.message)]
@@ -188,6 +194,58 @@ pub enum GatewayError {
 
 /// The ErrorInfo domain of reasons Convergio defines (not A2A's).
 pub const CONVERGIO_ERROR_DOMAIN: &str = "convergio.dev";
+
+/// Why a call to an upstream agent failed, as every caller may learn it.
+/// All four are A2A's `-32006 InvalidAgentResponse` on the wire; this
+/// category travels beside it (a second ErrorInfo, domain
+/// [`CONVERGIO_ERROR_DOMAIN`]) so a caller can tell a dead agent from a
+/// slow or a broken one. The cause (addresses, transport errors) is added
+/// only for callers who may read the agent's card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProblem {
+    /// Nothing answered at the upstream's address.
+    Unreachable,
+    /// The upstream did not answer within the bound.
+    TimedOut,
+    /// The upstream answered something that is not A2A.
+    BadResponse,
+    /// The card names no interface the gateway can forward to.
+    NoUsableInterface,
+}
+
+// === impl UpstreamProblem ===
+
+impl UpstreamProblem {
+    /// The ErrorInfo `reason` (domain [`CONVERGIO_ERROR_DOMAIN`]).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Unreachable => "UPSTREAM_UNREACHABLE",
+            Self::TimedOut => "UPSTREAM_TIMEOUT",
+            Self::BadResponse => "UPSTREAM_BAD_RESPONSE",
+            Self::NoUsableInterface => "NO_USABLE_INTERFACE",
+        }
+    }
+
+    /// The machine-readable category (ErrorInfo metadata `category`).
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::TimedOut => "timed_out",
+            Self::BadResponse => "bad_response",
+            Self::NoUsableInterface => "no_usable_interface",
+        }
+    }
+
+    /// The words the public message ends with.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Self::Unreachable => "upstream unreachable",
+            Self::TimedOut => "upstream timed out",
+            Self::BadResponse => "upstream sent a bad response",
+            Self::NoUsableInterface => "agent has no usable interface",
+        }
+    }
+}
 
 // === impl GatewayError ===
 
@@ -332,14 +390,37 @@ impl GatewayError {
         (reason, domain)
     }
 
+    /// For a failed upstream call: its category, the agent and the cause
+    /// (which only callers who may read the agent's card are shown).
+    pub fn upstream_problem(&self) -> Option<(UpstreamProblem, &str, &str)> {
+        let (problem, agent, detail) = match self {
+            Self::UpstreamUnreachable { agent, detail } => {
+                (UpstreamProblem::Unreachable, agent, detail)
+            }
+            Self::UpstreamTimeout { agent, detail } => (UpstreamProblem::TimedOut, agent, detail),
+            Self::UpstreamInvalid { agent, detail } => {
+                (UpstreamProblem::BadResponse, agent, detail)
+            }
+            Self::NoUsableInterface { agent, detail } => {
+                (UpstreamProblem::NoUsableInterface, agent, detail)
+            }
+            _ => return None,
+        };
+        Some((problem, agent.as_str(), detail.as_str()))
+    }
+
     /// The message a client may see: no upstream addresses, no transport
     /// detail. Internals are logged by `Rescue` with the request id.
     pub fn public_message(&self) -> String {
+        if let Some((problem, _, _)) = self.upstream_problem() {
+            // A2A's message for -32006, then which of the four it was.
+            return format!(
+                "{}: {}",
+                A2aError::InvalidAgentResponse.message(),
+                problem.phrase()
+            );
+        }
         match self {
-            Self::NoUsableInterface { .. }
-            | Self::UpstreamUnreachable { .. }
-            | Self::UpstreamInvalid { .. } => A2aError::InvalidAgentResponse.message().to_owned(),
-            Self::UpstreamTimeout { .. } => "Invalid agent response: upstream timed out".to_owned(),
             Self::Upstream(failure) => failure.message.clone(),
             Self::Internal { .. } => "Internal error".to_owned(),
             Self::Unauthenticated { .. } => "authentication required".to_owned(),
@@ -424,7 +505,10 @@ mod tests {
                 404,
             ),
             (
-                GatewayError::UpstreamTimeout { agent: "a".into() },
+                GatewayError::UpstreamTimeout {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
                 -32006,
                 500,
             ),
@@ -476,5 +560,106 @@ mod tests {
         };
         assert!(!error.public_message().contains("10.0.0.7"));
         assert!(error.is_internal());
+    }
+
+    #[test]
+    fn display_messages_are_lowercase_without_a_period() {
+        let detail = || "d".to_owned();
+        let agent = || "a".to_owned();
+        let errors = [
+            GatewayError::MalformedJson { detail: detail() },
+            GatewayError::InvalidRequest { detail: detail() },
+            GatewayError::MethodNotFound { method: detail() },
+            GatewayError::InvalidParams { detail: detail() },
+            GatewayError::SchemaViolation {
+                violations: Vec::new(),
+            },
+            GatewayError::BadPath { detail: detail() },
+            GatewayError::VersionNotSupported { version: detail() },
+            GatewayError::UnsupportedOperation { detail: detail() },
+            GatewayError::AgentNotFound { agent: agent() },
+            GatewayError::Forbidden {
+                agent: agent(),
+                action: detail(),
+            },
+            GatewayError::RateLimited {
+                retry_after_seconds: 1,
+            },
+            GatewayError::TaskNotFound { task_id: detail() },
+            GatewayError::NoUsableInterface {
+                agent: agent(),
+                detail: detail(),
+            },
+            GatewayError::UpstreamUnreachable {
+                agent: agent(),
+                detail: detail(),
+            },
+            GatewayError::UpstreamInvalid {
+                agent: agent(),
+                detail: detail(),
+            },
+            GatewayError::UpstreamTimeout {
+                agent: agent(),
+                detail: detail(),
+            },
+            GatewayError::FederationNotConfigured { to: detail() },
+            GatewayError::PayloadTooLarge { limit: 1 },
+            GatewayError::RequestTimeout,
+            GatewayError::Overloaded,
+            GatewayError::RouteNotFound { path: detail() },
+            GatewayError::Unauthenticated { reason: detail() },
+            GatewayError::ScopeRequired { detail: detail() },
+            GatewayError::UpstreamUnavailable {
+                agent: agent(),
+                detail: detail(),
+            },
+            GatewayError::PeerExists { domain: detail() },
+            GatewayError::Internal { detail: detail() },
+        ];
+        for error in errors {
+            let text = error.to_string();
+            let first = text.chars().next().unwrap_or('x');
+            assert!(!first.is_uppercase(), "{text}");
+            assert!(!text.ends_with('.'), "{text}");
+        }
+    }
+
+    #[test]
+    fn upstream_failures_name_their_category_in_the_public_message() {
+        let cases = [
+            (
+                GatewayError::UpstreamUnreachable {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
+                "Invalid agent response: upstream unreachable",
+            ),
+            (
+                GatewayError::UpstreamTimeout {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
+                "Invalid agent response: upstream timed out",
+            ),
+            (
+                GatewayError::UpstreamInvalid {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
+                "Invalid agent response: upstream sent a bad response",
+            ),
+            (
+                GatewayError::NoUsableInterface {
+                    agent: "a".into(),
+                    detail: "d".into(),
+                },
+                "Invalid agent response: agent has no usable interface",
+            ),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.public_message(), message);
+            assert!(!error.public_message().contains(": d"));
+            assert_eq!(error.jsonrpc_code(), -32006, "{error}");
+        }
     }
 }

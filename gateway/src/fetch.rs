@@ -40,8 +40,25 @@ pub(crate) async fn jwks(
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|error| format!("fetching the jwks: {error}"))?;
+        .map_err(|error| format!("fetching the jwks: {}", error_chain(&error)))?;
     read_limited(response, limit)
         .await
         .map_err(|error| format!("the jwks {error}"))
+}
+
+/// An error and its sources on one line (`error sending request for url
+/// (…): client error (Connect): tcp connect error: Connection refused (os
+/// error 111)`): the top error alone rarely says what happened.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -509,3 +509,84 @@ async fn registry_writes_follow_policy_and_changes_are_audited() {
         .expect("trust change");
     assert_eq!(trust["detail"]["to"], json!("trusted"));
 }
+
+/// Issue 14: the cause of a failed upstream call (its address, the
+/// transport error) is for callers policy lets read the agent's card; a
+/// caller who may only send learns the category.
+#[tokio::test]
+async fn upstream_causes_are_shown_only_to_callers_who_may_read_the_card() {
+    let app = start(None).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    drop(listener);
+    let mut card = app.fake.card();
+    card["name"] = json!("dead");
+    card["supportedInterfaces"] = json!([{"url": format!("http://{address}/"),
+        "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]);
+    app.registry
+        .register(
+            &Actor::admin(),
+            Registration {
+                name: Some("dead".to_owned()),
+                org: None,
+                role: None,
+                card,
+                upstreams: None,
+                trust: None,
+            },
+        )
+        .await
+        .expect("register");
+    let policy = format!(
+        "{}\n@id(\"callers-send\") permit (principal, action in [Action::\"discover\", Action::\"send_message\"], resource is Agent) when {{ context.scopes.contains(\"caller\") }};\n",
+        convergio_policy::engine::EXAMPLE_POLICIES
+    );
+    let put = app
+        .http
+        .put(format!("{}/v1/policies", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"policies": policy, "reason": "callers"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+
+    let upstream_info = |body: &Value| -> Value {
+        body["error"]["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|info| info["domain"] == json!("convergio.dev"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no convergio.dev ErrorInfo: {body}"))
+    };
+    let root = user("root", Some(ORG), &["admin"]);
+    let admin: Value = app
+        .rpc("dead", &root, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(admin["error"]["code"], json!(-32006), "{admin}");
+    let info = upstream_info(&admin);
+    assert_eq!(info["reason"], json!("UPSTREAM_UNREACHABLE"), "{admin}");
+    assert!(
+        info["metadata"]["cause"]
+            .as_str()
+            .is_some_and(|cause| cause.contains(&address)),
+        "{admin}"
+    );
+
+    let caller = user("carol", Some("other.example"), &["caller"]);
+    let response = app.rpc("dead", &caller, None).await;
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], json!(-32006), "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        json!("Invalid agent response: upstream unreachable")
+    );
+    let info = upstream_info(&body);
+    assert_eq!(info["metadata"]["category"], json!("unreachable"), "{body}");
+    assert!(info["metadata"].get("cause").is_none(), "{body}");
+    assert!(!body.to_string().contains(&address), "{body}");
+}

@@ -264,6 +264,16 @@ impl Registry {
             return Ok(());
         }
         for (index, upstream) in record.upstreams.iter().enumerate() {
+            // A gRPC upstream is kept but never connected to, so its
+            // address is nobody's risk, and refusing it would refuse an
+            // agent that is reachable over its other interfaces.
+            if !is_forwardable(
+                &upstream.protocol_binding,
+                &upstream.protocol_version,
+                &upstream.url,
+            ) {
+                continue;
+            }
             check
                 .check(&upstream.url)
                 .await
@@ -758,11 +768,13 @@ impl Registry {
                 self.inner.config.org_domain
             )));
         }
+        let explicit = registration.upstreams.is_some();
         let upstreams = match registration.upstreams {
             Some(upstreams) => upstreams,
             None => Upstream::from_card(&registration.card),
         };
         check_upstreams(&upstreams)?;
+        check_bindings(&registration.card, &upstreams, explicit)?;
         let now = model::now();
         Ok(AgentRecord {
             id,
@@ -787,6 +799,90 @@ fn require_admin(actor: &Actor, what: &str) -> Result<()> {
         Err(RegistryError::forbidden(format!(
             "{what} requires an administrator"
         )))
+    }
+}
+
+/// The `protocolBinding` values a registration may use: the two the
+/// gateway forwards, and gRPC, a standard A2A binding the gateway does not
+/// speak. A gRPC interface is kept in the card but never routed to (the
+/// served card drops it), so a card may list it beside a usable one.
+/// Anything else — a misspelling such as `JSON-RPC`, a custom binding URI —
+/// is refused: the gateway could never reach it, and the caller would only
+/// learn so from a failed call.
+pub const ACCEPTED_BINDINGS: [&str; 3] = ["JSONRPC", "HTTP+JSON", "GRPC"];
+
+/// The accepted bindings as an error message lists them.
+const ACCEPTED_BINDINGS_TEXT: &str =
+    "JSONRPC or HTTP+JSON (forwarded by the gateway), or GRPC (kept in the card, not forwarded)";
+
+/// Whether the gateway can forward to an upstream: JSON-RPC in A2A 1.0 or
+/// 0.3, or HTTP+JSON in 1.0, at an http(s) URL (the gateway's `Binding` and
+/// `RouteTarget::from_card` make the same choice).
+fn is_forwardable(binding: &str, version: &str, url: &str) -> bool {
+    let speaks = matches!(
+        (binding, version),
+        ("JSONRPC", "1.0") | ("JSONRPC", "0.3") | ("HTTP+JSON", "1.0")
+    );
+    speaks && (url.starts_with("http://") || url.starts_with("https://"))
+}
+
+/// Refuses bindings the gateway cannot speak, in the card's
+/// `supportedInterfaces` and in explicit upstreams, and an agent with no
+/// upstream the gateway can forward to.
+fn check_bindings(card: &Value, upstreams: &[Upstream], explicit: bool) -> Result<()> {
+    let mut violations = Vec::new();
+    let refused = |binding: &str| {
+        format!("protocolBinding {binding:?} is not one the gateway accepts; use {ACCEPTED_BINDINGS_TEXT}")
+    };
+    let interfaces = card
+        .get("supportedInterfaces")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (index, interface) in interfaces.iter().enumerate() {
+        if let Some(binding) = interface.get("protocolBinding").and_then(Value::as_str) {
+            if !ACCEPTED_BINDINGS.contains(&binding) {
+                violations.push(Violation {
+                    pointer: format!("/card/supportedInterfaces/{index}/protocolBinding"),
+                    message: refused(binding),
+                });
+            }
+        }
+    }
+    if explicit {
+        for (index, upstream) in upstreams.iter().enumerate() {
+            let binding = upstream.protocol_binding.as_str();
+            if !ACCEPTED_BINDINGS.contains(&binding) {
+                violations.push(Violation {
+                    pointer: format!("/upstreams/{index}/protocol_binding"),
+                    message: refused(binding),
+                });
+            }
+        }
+    }
+    let usable = upstreams.iter().any(|upstream| {
+        is_forwardable(
+            &upstream.protocol_binding,
+            &upstream.protocol_version,
+            &upstream.url,
+        )
+    });
+    if violations.is_empty() && !usable {
+        violations.push(Violation {
+            pointer: if explicit {
+                "/upstreams".to_owned()
+            } else {
+                "/card/supportedInterfaces".to_owned()
+            },
+            message: "no interface the gateway can forward to: it needs JSONRPC (protocolVersion \
+                      1.0 or 0.3) or HTTP+JSON (1.0) at an http(s) url"
+                .to_owned(),
+        });
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidCard { violations })
     }
 }
 

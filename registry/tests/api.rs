@@ -730,3 +730,82 @@ async fn conditional_get_answers_304_until_the_agent_changes() {
     assert_eq!(after.status, StatusCode::OK);
     assert_ne!(etag(&after), tag);
 }
+
+/// Issue 14: a misspelled `protocolBinding` (`JSON-RPC`) was stored, and
+/// every later call failed with an opaque -32006.
+#[tokio::test]
+async fn registration_refuses_bindings_the_gateway_cannot_speak() {
+    let h = harness().await;
+    let mut misspelled = weather_card();
+    misspelled["supportedInterfaces"][0]["protocolBinding"] = json!("JSON-RPC");
+    let reply = h
+        .write(
+            Method::POST,
+            "/v1/agents",
+            &[],
+            &json!({"card": misspelled.clone()}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    h.check("/v1/agents", "post", &reply);
+    let violation = &reply.body["violations"][0];
+    assert_eq!(
+        violation["pointer"],
+        "/card/supportedInterfaces/0/protocolBinding"
+    );
+    let message = violation["message"].as_str().unwrap_or_default();
+    for named in ["\"JSON-RPC\"", "JSONRPC", "HTTP+JSON", "GRPC"] {
+        assert!(message.contains(named), "{named} missing from {message}");
+    }
+
+    // An explicit upstream is checked the same way, under its own pointer.
+    let explicit = json!({"card": weather_card(), "upstreams": [
+        {"url": "https://weather.agents.example/a2a", "protocol_binding": "jsonrpc", "protocol_version": "1.0"}
+    ]});
+    let reply = h.write(Method::POST, "/v1/agents", &[], &explicit).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(
+        reply.body["violations"][0]["pointer"],
+        "/upstreams/0/protocol_binding"
+    );
+
+    // gRPC is legal A2A: kept beside a usable interface, refused alone.
+    let mut grpc_only = weather_card();
+    grpc_only["supportedInterfaces"] = json!([
+        {"url": "weather.agents.example:443", "protocolBinding": "GRPC", "protocolVersion": "1.0"}
+    ]);
+    let reply = h
+        .write(Method::POST, "/v1/agents", &[], &json!({"card": grpc_only}))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(
+        reply.body["violations"][0]["pointer"],
+        "/card/supportedInterfaces"
+    );
+    let mut with_grpc = weather_card();
+    with_grpc["supportedInterfaces"]
+        .as_array_mut()
+        .expect("interfaces")
+        .push(json!({"url": "weather.agents.example:443", "protocolBinding": "GRPC", "protocolVersion": "1.0"}));
+    let created = h
+        .write(Method::POST, "/v1/agents", &[], &json!({"card": with_grpc}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    // An update is held to the same rule, and changes nothing when refused.
+    let current = etag(&created);
+    let reply = h
+        .write(
+            Method::PUT,
+            WEATHER,
+            &[("if-match", &current)],
+            &json!({"card": misspelled}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(
+        reply.body["violations"][0]["pointer"],
+        "/card/supportedInterfaces/0/protocolBinding"
+    );
+    assert_eq!(h.get(WEATHER).await.body["version"], 1);
+}

@@ -125,9 +125,12 @@ pub(super) async fn envelope_handler(
         call,
         &request.headers,
         request.request_id.as_ref(),
+        request.loopback,
     )
     .await
-    .map_err(fail)?;
+    .map_err(|error| {
+        super::upstream_failure(&state, &target, &request, error, ErrorShape::Problem)
+    })?;
     let Reply::Unary(result) = reply else {
         return Err(fail(GatewayError::UpstreamInvalid {
             agent: name,

@@ -8,6 +8,7 @@
 //! upstream response and closes that connection.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -52,14 +53,17 @@ pub(crate) enum Reply {
     Stream(Body),
 }
 
-/// Forwards `call` to `target` on behalf of `principal`.
+/// Forwards `call` to `target` on behalf of `principal` (`loopback`: the
+/// caller connected from this machine, which policy may weigh when an error
+/// ending a relayed stream decides how much to say).
 pub(crate) async fn forward(
     state: &A2aState,
-    target: &RouteTarget,
+    target: &Arc<RouteTarget>,
     principal: &Principal,
     mut call: Call,
     headers: &HeaderMap,
     request_id: Option<&RequestId>,
+    loopback: bool,
 ) -> Result<Reply, GatewayError> {
     // Ownership is checked before anything reaches the upstream: another
     // caller's task id gets exactly the unknown-task answer (spec §3.3.2).
@@ -81,6 +85,7 @@ pub(crate) async fn forward(
         .choose_interface(call.client.binding)
         .ok_or_else(|| GatewayError::NoUsableInterface {
             agent: target.name.clone(),
+            detail: unusable_interfaces(&target.card),
         })?
         .clone();
     if let Value::Object(params) = &mut call.params {
@@ -143,7 +148,14 @@ pub(crate) async fn forward(
         match tokio::time::timeout(timeout, state.client.pool_for(&agent).request(request)).await {
             Err(_) => {
                 admission.failed();
-                return Err(GatewayError::UpstreamTimeout { agent });
+                return Err(GatewayError::UpstreamTimeout {
+                    agent,
+                    detail: format!(
+                        "no answer from {} within {}",
+                        authority_of(&interface.url),
+                        seconds(timeout)
+                    ),
+                });
             }
             Ok(Err(error)) => match params_kept {
                 // A connect failure means nothing reached the upstream.
@@ -154,9 +166,18 @@ pub(crate) async fn forward(
                 }
                 _ => {
                     admission.failed();
+                    let doing = if error.is_connect() {
+                        "connecting to"
+                    } else {
+                        "talking to"
+                    };
                     return Err(GatewayError::UpstreamUnreachable {
                         agent,
-                        detail: error.to_string(),
+                        detail: format!(
+                            "{doing} {} failed: {}",
+                            authority_of(&interface.url),
+                            crate::fetch::error_chain(&error)
+                        ),
                     });
                 }
             },
@@ -177,6 +198,9 @@ pub(crate) async fn forward(
         interface_version: interface.version,
         client: call.client.clone(),
         request_id: request_id.cloned(),
+        target: Arc::clone(target),
+        loopback,
+        upstream_url: interface.url,
     };
     if is_sse && response.status().is_success() {
         admission.succeeded();
@@ -196,11 +220,18 @@ pub(crate) async fn forward(
     {
         Err(_) => {
             admission.failed();
-            return Err(GatewayError::UpstreamTimeout { agent });
+            return Err(GatewayError::UpstreamTimeout {
+                agent,
+                detail: format!(
+                    "{} sent no whole answer within {}",
+                    authority_of(&context.upstream_url),
+                    seconds(timeout)
+                ),
+            });
         }
         Ok(Err(detail)) => {
             admission.failed();
-            return Err(GatewayError::UpstreamInvalid { agent, detail });
+            return Err(context.invalid(detail));
         }
         Ok(Ok(body)) => body,
     };
@@ -224,6 +255,62 @@ pub(crate) async fn forward(
         _ => result,
     };
     Ok(Reply::Unary(result))
+}
+
+/// `host:port` of an upstream URL (the URL itself if it has none), for
+/// causes: it names where the gateway went without paths or queries.
+fn authority_of(url: &str) -> String {
+    url.parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|uri| {
+            let authority = uri.authority()?;
+            Some(match authority.port_u16() {
+                Some(_) => authority.as_str().to_owned(),
+                None => {
+                    let port = if uri.scheme_str() == Some("https") {
+                        443
+                    } else {
+                        80
+                    };
+                    format!("{}:{port}", authority.host())
+                }
+            })
+        })
+        .unwrap_or_else(|| url.to_owned())
+}
+
+/// A duration as people read it in an error (`1.5 s`).
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
+/// What a card without a forwardable interface offers, and what the
+/// gateway would need.
+fn unusable_interfaces(card: &Value) -> String {
+    let offered: Vec<String> = card
+        .get("supportedInterfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            let text = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or("?");
+            format!(
+                "{} {} at {}",
+                text("protocolBinding"),
+                text("protocolVersion"),
+                text("url")
+            )
+        })
+        .collect();
+    let offered = if offered.is_empty() {
+        "no interfaces".to_owned()
+    } else {
+        offered.join(", ")
+    };
+    format!(
+        "the card offers {offered}; the gateway forwards JSONRPC (1.0, 0.3) and HTTP+JSON (1.0) \
+         to http(s) urls"
+    )
 }
 
 fn guard_settings(config: &super::A2aConfig) -> GuardSettings {
@@ -543,6 +630,12 @@ struct RelayContext {
     interface_version: ProtocolVersion,
     client: ClientSide,
     request_id: Option<RequestId>,
+    /// The agent, for the policy question an error ending the stream asks.
+    target: Arc<RouteTarget>,
+    /// Whether the caller connected from this machine.
+    loopback: bool,
+    /// The upstream endpoint, for causes (only its `host:port` is shown).
+    upstream_url: String,
 }
 
 // === impl RelayContext ===
@@ -551,7 +644,7 @@ impl RelayContext {
     fn invalid(&self, detail: impl Into<String>) -> GatewayError {
         GatewayError::UpstreamInvalid {
             agent: self.agent.clone(),
-            detail: detail.into(),
+            detail: format!("{}: {}", authority_of(&self.upstream_url), detail.into()),
         }
     }
 
@@ -662,11 +755,20 @@ impl RelayContext {
     }
 
     fn encode_error(&self, error: &GatewayError) -> Bytes {
+        // Asked only now: most streams end well and never need the answer.
+        let disclose = error.upstream_problem().is_some()
+            && self
+                .state
+                .gatekeeper
+                .may_read_card(&self.principal, &self.target, self.loopback);
         let value = match self.client.binding {
-            Binding::JsonRpc => {
-                render_jsonrpc_error_value(error, self.client.id.clone(), self.request_id.as_ref())
-            }
-            Binding::HttpJson => render_rest_error_value(error, self.request_id.as_ref()),
+            Binding::JsonRpc => render_jsonrpc_error_value(
+                error,
+                self.client.id.clone(),
+                self.request_id.as_ref(),
+                disclose,
+            ),
+            Binding::HttpJson => render_rest_error_value(error, self.request_id.as_ref(), disclose),
         };
         if error.is_internal() {
             tracing::warn!(
@@ -711,7 +813,14 @@ fn relay_stream(
         'frames: loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
-                    failure = Some(GatewayError::UpstreamTimeout { agent: context.agent.clone() });
+                    failure = Some(GatewayError::UpstreamTimeout {
+                        agent: context.agent.clone(),
+                        detail: format!(
+                            "no event from {} for {}",
+                            authority_of(&context.upstream_url),
+                            seconds(idle)
+                        ),
+                    });
                     break;
                 }
                 Ok(None) => break,

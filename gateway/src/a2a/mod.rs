@@ -357,7 +357,7 @@ async fn admit(
 /// Authorises, forwards a decoded call and encodes the answer for the client.
 async fn run_call(
     state: &A2aState,
-    target: &RouteTarget,
+    target: &Arc<RouteTarget>,
     call: Call,
     request: &Incoming,
 ) -> Result<Response, Failure> {
@@ -374,6 +374,7 @@ async fn run_call(
         call,
         &request.headers,
         request.request_id.as_ref(),
+        request.loopback,
     )
     .await
     {
@@ -382,8 +383,24 @@ async fn run_call(
             Ok(forward::unary_response(&client, method, result))
         }
         Ok(Reply::Stream(body)) => Ok(forward::stream_response(body)),
-        Err(error) => Err(Failure::new(error, shape)),
+        Err(error) => Err(upstream_failure(state, target, request, error, shape)),
     }
+}
+
+/// The failure of a forwarded call: the cause of a failed upstream call is
+/// shown only to a caller who may read the agent's card.
+fn upstream_failure(
+    state: &A2aState,
+    target: &RouteTarget,
+    request: &Incoming,
+    error: GatewayError,
+    shape: ErrorShape,
+) -> Failure {
+    let disclose = error.upstream_problem().is_some()
+        && state
+            .gatekeeper
+            .may_read_card(&request.principal, target, request.loopback);
+    Failure::new(error, shape).with_cause_disclosed(disclose)
 }
 
 fn shape_of(client: &ClientSide) -> ErrorShape {
@@ -441,7 +458,7 @@ async fn jsonrpc(
 /// Decodes and runs an HTTP+JSON request for `target`.
 async fn rest(
     state: &A2aState,
-    target: &RouteTarget,
+    target: &Arc<RouteTarget>,
     segments: &[String],
     request: Incoming,
     body: Body,

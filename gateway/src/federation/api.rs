@@ -172,6 +172,10 @@ async fn refresh_handler(
     Path(domain): Path<String>,
 ) -> Result<Response, Failure> {
     admin_refusal(&principal).map_err(|failure| *failure)?;
-    let peer = federation.refresh(&domain).await.map_err(problem)?;
+    // Only administrators get here: the fetch's cause is theirs to read.
+    let peer = federation
+        .refresh(&domain)
+        .await
+        .map_err(|error| problem(error).with_cause_disclosed(true))?;
     Ok(Json(peer).into_response())
 }

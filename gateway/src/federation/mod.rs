@@ -9,6 +9,10 @@
 //!   Pinned keys are approved by whoever pinned them (an administrator);
 //!   keys fetched from a peer's JWKS URL are pending until an administrator
 //!   approves them, so a peer is never trusted from keys it supplies itself.
+//!   A failed JWKS fetch is kept in memory (this replica's) with when it
+//!   happened and when it is retried (after 30 s, doubling up to an hour,
+//!   until it succeeds or the peer is removed); the peer document shows it
+//!   as `jwks_fetch_failure`, so `peers add` and `peers show` can say so.
 //! - Outbound: a call routed to `external://<domain>/agents/<name>` becomes
 //!   a [`RouteTarget`] on the peer's gateway (`<base>/agents/<name>`), and
 //!   `forward` signs each attempt ([`Federation::sign_request`]).
@@ -37,8 +41,9 @@ pub mod card_keys;
 pub mod discovery;
 pub mod sync;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -69,6 +74,11 @@ const PURGE_EVERY: u64 = 1024;
 const LISTING_CACHE_TTL: Duration = Duration::from_secs(600);
 /// Longest calling subject a peer may assert.
 const MAX_SUBJECT_BYTES: usize = 256;
+/// First wait before a failed JWKS fetch is retried; each failure doubles
+/// it, up to [`JWKS_RETRY_MAX`].
+const JWKS_RETRY_FIRST: Duration = Duration::from_secs(30);
+/// Longest wait between two JWKS fetch attempts.
+const JWKS_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// Settings of federation.
 #[derive(Debug, Clone)]
@@ -133,6 +143,23 @@ pub struct PeerView {
     pub created_at: i64,
     /// Last change, Unix seconds.
     pub updated_at: i64,
+    /// The last JWKS fetch failed (and has not succeeded since): why, when,
+    /// and when it is retried. Absent when the last fetch worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_fetch_failure: Option<JwksFetchFailure>,
+}
+
+/// A failed fetch of a peer's JWKS, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwksFetchFailure {
+    /// What went wrong (the URL's host and the transport or parse error).
+    pub error: String,
+    /// When the last attempt failed, Unix seconds.
+    pub failed_at: i64,
+    /// When the next attempt is due, Unix seconds.
+    pub next_retry_at: i64,
+    /// Attempts that failed in a row.
+    pub attempts: u32,
 }
 
 /// A peer ready for use: its row, approved keys and parsed trust.
@@ -168,6 +195,11 @@ pub struct Federation {
     listings: moka::future::Cache<(String, String), Arc<discovery::CachedListing>>,
     registry: OnceLock<convergio_registry::Registry>,
     card_keys: OnceLock<Arc<card_keys::FederationCardKeys>>,
+    /// Peers whose last JWKS fetch failed, by domain (this replica's view).
+    jwks_failures: Mutex<HashMap<String, JwksFetchFailure>>,
+    /// The first wait before a retry ([`JWKS_RETRY_FIRST`] unless a test
+    /// shortens it).
+    jwks_retry_first: Duration,
 }
 
 impl std::fmt::Debug for Federation {
@@ -215,11 +247,20 @@ impl Federation {
                 .build(),
             registry: OnceLock::new(),
             card_keys: OnceLock::new(),
+            jwks_failures: Mutex::new(HashMap::new()),
+            jwks_retry_first: JWKS_RETRY_FIRST,
             config,
             key,
             store,
             http,
         })
+    }
+
+    /// The same federation retrying failed JWKS fetches first after
+    /// `first` (default 30 s; each failure doubles it, up to an hour).
+    pub fn with_jwks_retry(mut self, first: Duration) -> Self {
+        self.jwks_retry_first = first.max(Duration::from_millis(10));
+        self
     }
 
     /// This organisation's domain.
@@ -408,7 +449,7 @@ impl Federation {
     /// Every peer.
     pub async fn list(&self) -> Result<Vec<PeerView>, GatewayError> {
         let rows = self.store.list().await.map_err(storage_error)?;
-        Ok(rows.into_iter().map(view).collect())
+        Ok(rows.into_iter().map(|row| self.view(row)).collect())
     }
 
     /// One peer.
@@ -417,14 +458,112 @@ impl Federation {
             .get(&domain.to_ascii_lowercase())
             .await
             .map_err(storage_error)?
-            .map(view)
+            .map(|row| self.view(row))
             .ok_or_else(|| peer_not_found(domain))
+    }
+
+    /// The admin view of `row`, with its last JWKS fetch failure if any.
+    fn view(&self, row: PeerRow) -> PeerView {
+        let failure = self.jwks_failures().get(&row.domain).cloned();
+        let mut view = view(row);
+        view.jwks_fetch_failure = failure;
+        view
+    }
+
+    fn jwks_failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, JwksFetchFailure>> {
+        // The map holds plain values; a panic elsewhere cannot leave it torn.
+        self.jwks_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a failed JWKS fetch of `domain` and schedules the next
+    /// attempt; returns whether no failure was recorded before (the caller
+    /// then starts the retry task).
+    fn jwks_failed(&self, domain: &str, error: String) -> bool {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let mut failures = self.jwks_failures();
+        let attempts = failures
+            .get(domain)
+            .map_or(1, |failure| failure.attempts.saturating_add(1));
+        let wait = self.jwks_retry_wait(attempts);
+        let first = !failures.contains_key(domain);
+        failures.insert(
+            domain.to_owned(),
+            JwksFetchFailure {
+                error,
+                failed_at: now,
+                next_retry_at: now.saturating_add(
+                    i64::try_from(wait.as_secs_f64().ceil() as u64).unwrap_or(i64::MAX),
+                ),
+                attempts,
+            },
+        );
+        first
+    }
+
+    /// The wait after `attempts` failures in a row.
+    fn jwks_retry_wait(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(16);
+        self.jwks_retry_first
+            .saturating_mul(1 << doublings)
+            .min(JWKS_RETRY_MAX)
+    }
+
+    /// Retries the JWKS fetch of `domain` until it succeeds, the peer is
+    /// removed or its JWKS URL changes, waiting longer after each failure.
+    /// Holds the federation weakly, so it ends with it.
+    fn spawn_jwks_retry(self: &Arc<Self>, domain: String, url: String) {
+        let federation: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let wait = {
+                    let Some(federation) = federation.upgrade() else {
+                        return;
+                    };
+                    let Some(failure) = federation.jwks_failures().get(&domain).cloned() else {
+                        return;
+                    };
+                    federation.jwks_retry_wait(failure.attempts)
+                };
+                tokio::time::sleep(wait).await;
+                let Some(federation) = federation.upgrade() else {
+                    return;
+                };
+                match federation.row(&domain).await {
+                    Ok(row) if row.jwks_url.as_deref() == Some(url.as_str()) => {}
+                    // Removed, or re-added with another URL (whose own add
+                    // fetched it): this retry has nothing left to do.
+                    _ => {
+                        federation.jwks_failures().remove(&domain);
+                        return;
+                    }
+                }
+                if !federation.jwks_failures().contains_key(&domain) {
+                    // A refresh succeeded meanwhile.
+                    return;
+                }
+                match federation.refresh(&domain).await {
+                    Ok(_) => {
+                        tracing::info!(peer = %domain, "jwks fetched on retry");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(peer = %domain, %error, "jwks fetch retry failed");
+                    }
+                }
+            }
+        });
     }
 
     /// Adds a peer; `replace` overwrites an existing one (configuration),
     /// else an existing domain is a conflict. Keys fetched from the JWKS
     /// URL are pending; keys approved before stay approved on replace.
-    pub async fn add(&self, spec: &PeerSpec, replace: bool) -> Result<PeerView, GatewayError> {
+    pub async fn add(
+        self: &Arc<Self>,
+        spec: &PeerSpec,
+        replace: bool,
+    ) -> Result<PeerView, GatewayError> {
         let domain = spec.domain.to_ascii_lowercase();
         convergio_schemas::ids::check_org(&domain).map_err(|error| {
             GatewayError::InvalidParams {
@@ -469,6 +608,7 @@ impl Federation {
                 }
             }
         }
+        let mut fetch_error = None;
         if let Some(url) = &jwks_url {
             match self.fetch_jwks(url).await {
                 Ok(fetched) => {
@@ -476,8 +616,12 @@ impl Federation {
                         push_key(&mut keys, &key, PeerKeyState::Pending);
                     }
                 }
-                // The peer is still recorded: `refresh` retries the fetch.
-                Err(error) => tracing::warn!(peer = %domain, %error, "jwks fetch failed"),
+                // The peer is still recorded, the failure shown with it and
+                // the fetch retried (or retried at once by `refresh`).
+                Err(error) => {
+                    tracing::warn!(peer = %domain, %error, "jwks fetch failed");
+                    fetch_error = Some(error);
+                }
             }
         }
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
@@ -501,11 +645,21 @@ impl Federation {
         }
         self.peers.invalidate(&domain).await;
         tracing::info!(peer = %domain, "peer stored");
-        Ok(view(row))
+        match (fetch_error, &row.jwks_url) {
+            (Some(error), Some(url)) => {
+                if self.jwks_failed(&domain, error) {
+                    self.spawn_jwks_retry(domain.clone(), url.clone());
+                }
+            }
+            _ => {
+                self.jwks_failures().remove(&domain);
+            }
+        }
+        Ok(self.view(row))
     }
 
     /// Fetches the peer's JWKS again; new keys are pending.
-    pub async fn refresh(&self, domain: &str) -> Result<PeerView, GatewayError> {
+    pub async fn refresh(self: &Arc<Self>, domain: &str) -> Result<PeerView, GatewayError> {
         let mut row = self.row(domain).await?;
         let url = row
             .jwks_url
@@ -513,16 +667,24 @@ impl Federation {
             .ok_or_else(|| GatewayError::InvalidParams {
                 detail: "the peer has no jwks_url".to_owned(),
             })?;
-        let fetched =
-            self.fetch_jwks(&url)
-                .await
-                .map_err(|detail| GatewayError::UpstreamUnreachable {
+        let fetched = match self.fetch_jwks(&url).await {
+            Ok(fetched) => fetched,
+            Err(detail) => {
+                // A retry task runs whenever a failure is recorded; a
+                // first failure starts one.
+                if self.jwks_failed(&row.domain, detail.clone()) {
+                    self.spawn_jwks_retry(row.domain.clone(), url.clone());
+                }
+                return Err(GatewayError::UpstreamUnreachable {
                     agent: format!("jwks of {domain}"),
                     detail,
-                })?;
+                });
+            }
+        };
         for key in fetched {
             push_key(&mut row.keys, &key, PeerKeyState::Pending);
         }
+        self.jwks_failures().remove(&row.domain);
         self.save(row).await
     }
 
@@ -555,6 +717,7 @@ impl Federation {
         let domain = domain.to_ascii_lowercase();
         let removed = self.store.delete(&domain).await.map_err(storage_error)?;
         self.peers.invalidate(&domain).await;
+        self.jwks_failures().remove(&domain);
         if removed {
             tracing::info!(peer = %domain, "peer removed");
             Ok(())
@@ -575,7 +738,7 @@ impl Federation {
         row.updated_at = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         self.store.put(&row).await.map_err(storage_error)?;
         self.peers.invalidate(&row.domain).await;
-        Ok(view(row))
+        Ok(self.view(row))
     }
 
     async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, String> {
@@ -695,6 +858,7 @@ fn view(row: PeerRow) -> PeerView {
         trust: row.trust,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        jwks_fetch_failure: None,
     }
 }
 

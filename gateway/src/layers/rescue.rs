@@ -48,14 +48,30 @@ pub struct Failure {
     pub error: GatewayError,
     /// How to say it.
     pub shape: ErrorShape,
+    /// Whether the cause of a failed upstream call (its address, the
+    /// transport error) may be shown: only to callers who may read the
+    /// agent's card, which names the upstream anyway. Everyone else learns
+    /// the category alone.
+    pub disclose_cause: bool,
 }
 
 // === impl Failure ===
 
 impl Failure {
-    /// A failure rendered as `shape`.
+    /// A failure rendered as `shape`, causes withheld.
     pub fn new(error: GatewayError, shape: ErrorShape) -> Self {
-        Self { error, shape }
+        Self {
+            error,
+            shape,
+            disclose_cause: false,
+        }
+    }
+
+    /// The same failure, showing the cause of a failed upstream call when
+    /// `disclose` is true.
+    pub fn with_cause_disclosed(mut self, disclose: bool) -> Self {
+        self.disclose_cause = disclose;
+        self
     }
 }
 
@@ -182,16 +198,22 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
                 | GatewayError::RateLimited { .. } => error.http_status(),
                 _ => 200,
             };
-            let body = render_jsonrpc_error_value(error, id.clone(), request_id);
+            let body =
+                render_jsonrpc_error_value(error, id.clone(), request_id, failure.disclose_cause);
             (status, MEDIA_JSON, body)
         }
         ErrorShape::A2aRest => (
             error.http_status(),
             MEDIA_JSON,
-            render_rest_error_value(error, request_id),
+            render_rest_error_value(error, request_id, failure.disclose_cause),
         ),
         ErrorShape::Problem => {
-            let mut problem = Problem::new(error.kind(), error.public_message());
+            let mut detail = error.public_message();
+            if let (Some((_, _, cause)), true) = (error.upstream_problem(), failure.disclose_cause)
+            {
+                detail = format!("{detail}: {cause}");
+            }
+            let mut problem = Problem::new(error.kind(), detail);
             problem.status = error.http_status();
             problem.request_id = request_id.map(|id| id.as_str().to_owned());
             if let GatewayError::SchemaViolation { violations } = error {
@@ -235,8 +257,10 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
     response
 }
 
-/// The ErrorInfo array for an error the gateway produced.
-fn details(error: &GatewayError, request_id: Option<&RequestId>) -> Value {
+/// The ErrorInfo array for an error the gateway produced. A failed upstream
+/// call adds a second ErrorInfo (domain `convergio.dev`) naming its
+/// category, and its cause when `disclose_cause`.
+fn details(error: &GatewayError, request_id: Option<&RequestId>, disclose_cause: bool) -> Value {
     if let GatewayError::Upstream(failure) = error {
         // The upstream's own details are relayed untouched.
         return match &failure.details {
@@ -256,6 +280,20 @@ fn details(error: &GatewayError, request_id: Option<&RequestId>) -> Value {
         "domain": domain,
         "metadata": metadata,
     })];
+    if let Some((problem, agent, cause)) = error.upstream_problem() {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("category".into(), Value::from(problem.category()));
+        metadata.insert("agent".into(), Value::from(agent));
+        if disclose_cause {
+            metadata.insert("cause".into(), Value::from(cause));
+        }
+        detail_list.push(json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": problem.reason(),
+            "domain": crate::error::CONVERGIO_ERROR_DOMAIN,
+            "metadata": metadata,
+        }));
+    }
     if let GatewayError::SchemaViolation { violations } = error {
         let field_violations: Vec<Value> = violations
             .iter()
@@ -275,6 +313,7 @@ pub(crate) fn render_jsonrpc_error_value(
     error: &GatewayError,
     id: Value,
     request_id: Option<&RequestId>,
+    disclose_cause: bool,
 ) -> Value {
     json!({
         "jsonrpc": "2.0",
@@ -282,7 +321,7 @@ pub(crate) fn render_jsonrpc_error_value(
         "error": {
             "code": error.jsonrpc_code(),
             "message": error.public_message(),
-            "data": details(error, request_id),
+            "data": details(error, request_id, disclose_cause),
         }
     })
 }
@@ -291,13 +330,14 @@ pub(crate) fn render_jsonrpc_error_value(
 pub(crate) fn render_rest_error_value(
     error: &GatewayError,
     request_id: Option<&RequestId>,
+    disclose_cause: bool,
 ) -> Value {
     json!({
         "error": {
             "code": error.http_status(),
             "status": error.grpc_status(),
             "message": error.public_message(),
-            "details": details(error, request_id),
+            "details": details(error, request_id, disclose_cause),
         }
     })
 }

@@ -450,8 +450,22 @@ async fn test_principal(mut request: Request, next: Next) -> Response {
 }
 
 pub async fn spawn_gateway_with(config: A2aConfig, limits: LimitsConfig) -> Gateway {
+    spawn_gateway_gated(
+        config,
+        limits,
+        Arc::new(convergio_gateway::authorize::OpenGate),
+    )
+    .await
+}
+
+/// The gateway under test, deciding calls with `gatekeeper`.
+pub async fn spawn_gateway_gated(
+    config: A2aConfig,
+    limits: LimitsConfig,
+    gatekeeper: Arc<dyn convergio_gateway::authorize::Gatekeeper>,
+) -> Gateway {
     let routes = Arc::new(InMemoryRoutes::new());
-    let state = A2aState::new(routes.clone(), config);
+    let state = A2aState::new(routes.clone(), config).with_gatekeeper(gatekeeper);
     let router = a2a_router(state)
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(test_principal));
