@@ -188,7 +188,7 @@ pub fn verdict(message: &Value) -> Result<String, AgentsError> {
         })
         .into_iter()
         .filter_map(|argument| argument.get("point").and_then(Value::as_str))
-        .last();
+        .next_back();
         if let Some(point) = last_point {
             text.push_str(&format!("\nLast point {}: {point}", side.as_str()));
         }

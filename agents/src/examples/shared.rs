@@ -40,10 +40,10 @@ pub fn message_text(message: &Value) -> String {
 
 /// Every object inside the message's data parts (depth-first, in order,
 /// parents before children) for which `keep` holds.
-pub fn objects_where<'m>(
-    message: &'m Value,
+pub fn objects_where(
+    message: &Value,
     keep: impl Fn(&Map<String, Value>) -> bool,
-) -> Vec<&'m Map<String, Value>> {
+) -> Vec<&Map<String, Value>> {
     fn walk<'v>(
         value: &'v Value,
         depth: usize,
