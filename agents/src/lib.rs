@@ -25,6 +25,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use error::AgentsError;
+use examples::debate::{self, Side};
+use examples::planning;
+use examples::support::{self, Queue};
 pub use logic::AgentLogic;
 pub use server::{spawn_logic, Dialects, RunningAgent, ServeOptions};
 pub use tasks::TaskContext;
@@ -46,13 +49,37 @@ pub enum ExampleAgent {
     ReviewAggregator,
     /// Renders findings as Markdown.
     ReportGenerator,
+    /// Argues for a debate's motion, one given point per round.
+    Advocate,
+    /// Argues against a debate's motion, one given point per round.
+    Critic,
+    /// Judges a debate round: continue, or rule on the points made.
+    Arbiter,
+    /// Writes a debate's ruling up as text.
+    VerdictWriter,
+    /// Labels a support query billing, technical or general (a router).
+    IntentClassifier,
+    /// Triages billing tickets.
+    BillingSpecialist,
+    /// Triages technical tickets.
+    TechSupport,
+    /// Triages every other ticket.
+    Generalist,
+    /// Breaks a goal into steps assigned to departments.
+    Planner,
+    /// Sizes a plan's steps in points.
+    Estimator,
+    /// Totals estimates by department.
+    Summarizer,
+    /// Hands a task to workers until each has reported.
+    ProjectManager,
 }
 
 // === impl ExampleAgent ===
 
 impl ExampleAgent {
     /// Every example agent.
-    pub const ALL: [ExampleAgent; 7] = [
+    pub const ALL: [ExampleAgent; 19] = [
         Self::Echo,
         Self::CodeAnalyzer,
         Self::SecurityExpert,
@@ -60,6 +87,18 @@ impl ExampleAgent {
         Self::StyleChecker,
         Self::ReviewAggregator,
         Self::ReportGenerator,
+        Self::Advocate,
+        Self::Critic,
+        Self::Arbiter,
+        Self::VerdictWriter,
+        Self::IntentClassifier,
+        Self::BillingSpecialist,
+        Self::TechSupport,
+        Self::Generalist,
+        Self::Planner,
+        Self::Estimator,
+        Self::Summarizer,
+        Self::ProjectManager,
     ];
 
     /// The agent's name (`echo`, `code_analyzer`, …).
@@ -72,6 +111,18 @@ impl ExampleAgent {
             Self::StyleChecker => "style_checker",
             Self::ReviewAggregator => "review_aggregator",
             Self::ReportGenerator => "report_generator",
+            Self::Advocate => "advocate",
+            Self::Critic => "critic",
+            Self::Arbiter => "arbiter",
+            Self::VerdictWriter => "verdict_writer",
+            Self::IntentClassifier => "intent_classifier",
+            Self::BillingSpecialist => support::specialist_name(Queue::Billing),
+            Self::TechSupport => support::specialist_name(Queue::Technical),
+            Self::Generalist => support::specialist_name(Queue::General),
+            Self::Planner => "planner",
+            Self::Estimator => "estimator",
+            Self::Summarizer => "summarizer",
+            Self::ProjectManager => "project_manager",
         }
     }
 
@@ -85,6 +136,18 @@ impl ExampleAgent {
             Self::StyleChecker => examples::style_checker::card(),
             Self::ReviewAggregator => examples::review_aggregator::card(),
             Self::ReportGenerator => examples::report_generator::card(),
+            Self::Advocate => debate::debater_card(Side::For),
+            Self::Critic => debate::debater_card(Side::Against),
+            Self::Arbiter => debate::arbiter_card(),
+            Self::VerdictWriter => debate::verdict_writer_card(),
+            Self::IntentClassifier => support::classifier_card(),
+            Self::BillingSpecialist => support::specialist_card(Queue::Billing),
+            Self::TechSupport => support::specialist_card(Queue::Technical),
+            Self::Generalist => support::specialist_card(Queue::General),
+            Self::Planner => planning::planner_card(),
+            Self::Estimator => planning::estimator_card(),
+            Self::Summarizer => planning::summarizer_card(),
+            Self::ProjectManager => examples::project_manager::card_template(),
         }
     }
 
@@ -100,6 +163,26 @@ impl ExampleAgent {
             Self::StyleChecker => Arc::new(examples::style_checker::StyleCheckerLogic),
             Self::ReviewAggregator => Arc::new(examples::review_aggregator::ReviewAggregatorLogic),
             Self::ReportGenerator => Arc::new(examples::report_generator::ReportGeneratorLogic),
+            Self::Advocate => Arc::new(debate::DebaterLogic { side: Side::For }),
+            Self::Critic => Arc::new(debate::DebaterLogic {
+                side: Side::Against,
+            }),
+            Self::Arbiter => Arc::new(debate::ArbiterLogic),
+            Self::VerdictWriter => Arc::new(debate::VerdictWriterLogic),
+            Self::IntentClassifier => Arc::new(support::IntentClassifierLogic),
+            Self::BillingSpecialist => Arc::new(support::SpecialistLogic {
+                queue: Queue::Billing,
+            }),
+            Self::TechSupport => Arc::new(support::SpecialistLogic {
+                queue: Queue::Technical,
+            }),
+            Self::Generalist => Arc::new(support::SpecialistLogic {
+                queue: Queue::General,
+            }),
+            Self::Planner => Arc::new(planning::PlannerLogic),
+            Self::Estimator => Arc::new(planning::EstimatorLogic),
+            Self::Summarizer => Arc::new(planning::SummarizerLogic),
+            Self::ProjectManager => Arc::new(examples::project_manager::ProjectManagerLogic),
         }
     }
 }

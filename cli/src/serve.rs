@@ -512,11 +512,22 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
     match agent {
         ExampleAgent::SecurityExpert
         | ExampleAgent::PerformanceExpert
-        | ExampleAgent::StyleChecker => AgentRole::Critic,
-        ExampleAgent::ReviewAggregator => AgentRole::Supervisor,
-        ExampleAgent::Echo | ExampleAgent::CodeAnalyzer | ExampleAgent::ReportGenerator => {
-            AgentRole::Worker
-        }
+        | ExampleAgent::StyleChecker
+        | ExampleAgent::Arbiter => AgentRole::Critic,
+        ExampleAgent::ReviewAggregator | ExampleAgent::ProjectManager => AgentRole::Supervisor,
+        ExampleAgent::IntentClassifier => AgentRole::Router,
+        ExampleAgent::Planner => AgentRole::Planner,
+        ExampleAgent::Echo
+        | ExampleAgent::CodeAnalyzer
+        | ExampleAgent::ReportGenerator
+        | ExampleAgent::Advocate
+        | ExampleAgent::Critic
+        | ExampleAgent::VerdictWriter
+        | ExampleAgent::BillingSpecialist
+        | ExampleAgent::TechSupport
+        | ExampleAgent::Generalist
+        | ExampleAgent::Estimator
+        | ExampleAgent::Summarizer => AgentRole::Worker,
     }
 }
 

@@ -1,7 +1,7 @@
 //! G1 (`code_review_pipeline`) through the real gateway with the example
 //! agents (not a timed test; run `cargo bench -p convergio-gateway --bench
 //! graphs`). The application `convergio serve` builds runs in this process
-//! on an SQLite registry with the seven example agents on loopback ports.
+//! on an SQLite registry with the example agents on loopback ports.
 //! It prints, per run, p50/p99 and runs/s of:
 //!
 //! - `http sync`: `POST /v1/runs` (mode sync) over a real socket;

@@ -120,22 +120,22 @@ async fn code_review_pipeline_runs_from_the_design_document_yaml() {
 async fn sequential_pipeline_passes_each_output_to_the_next() {
     let agents = Arc::new(
         FakeAgents::new()
-            .agent("code_writer", |call| {
-                text_reply(&format!("code for {}", text_of(call)))
+            .agent("planner", |call| {
+                text_reply(&format!("plan for {}", text_of(call)))
             })
-            .agent("reviewer", |call| {
-                text_reply(&format!("reviewed({})", text_of(call)))
+            .agent("estimator", |call| {
+                text_reply(&format!("estimated({})", text_of(call)))
             })
-            .agent("tester", |call| {
-                text_reply(&format!("tested({})", text_of(call)))
+            .agent("summarizer", |call| {
+                text_reply(&format!("summed({})", text_of(call)))
             }),
     );
     let result = executor(agents.clone())
-        .run(graph(&example("sequential.yaml")), json!({"spec": "login"}))
+        .run(graph(&example("sequential.yaml")), json!({"goal": "login"}))
         .await
         .expect("run");
     assert_eq!(result.status, RunStatus::Succeeded);
-    assert_eq!(result.output, json!("tested(reviewed(code for login))"));
+    assert_eq!(result.output, json!("summed(estimated(plan for login))"));
     let order: Vec<String> = agents
         .calls
         .lock()
@@ -143,33 +143,36 @@ async fn sequential_pipeline_passes_each_output_to_the_next() {
         .iter()
         .map(|call| call.agent.clone())
         .collect();
-    assert_eq!(order, ["code_writer", "reviewer", "tester"]);
+    assert_eq!(order, ["planner", "estimator", "summarizer"]);
 }
 
 #[tokio::test]
 async fn parallel_fanout_runs_sources_concurrently_and_merges_them() {
     let agents = Arc::new(
         FakeAgents::new()
-            .agent("planner", |_| text_reply("plan"))
-            .slow_agent("web_researcher", 20, |_| text_reply("web"))
-            .slow_agent("paper_researcher", 20, |_| text_reply("papers"))
-            .slow_agent("news_researcher", 20, |_| text_reply("news"))
-            .agent("merger", |call| {
+            .agent("code_analyzer", |_| text_reply("analysis"))
+            .slow_agent("security_expert", 20, |_| text_reply("security"))
+            .slow_agent("performance_expert", 20, |_| text_reply("performance"))
+            .slow_agent("style_checker", 20, |_| text_reply("style"))
+            .agent("review_aggregator", |call| {
                 let data = data_of(call);
                 let keys: Vec<&String> = data.as_object().expect("object").keys().collect();
-                assert_eq!(keys, ["web.output", "papers.output", "news.output"]);
+                assert_eq!(
+                    keys,
+                    ["security.output", "performance.output", "style.output"]
+                );
                 text_reply(&text_of(call).replace("\n\n", "+"))
             }),
     );
     let result = executor(agents.clone())
         .run(
             graph(&example("parallel_fanout.yaml")),
-            json!({"question": "q"}),
+            json!({"source_code": "q"}),
         )
         .await
         .expect("run");
     assert_eq!(result.status, RunStatus::Succeeded);
-    assert_eq!(result.output, json!("web+papers+news"));
+    assert_eq!(result.output, json!("security+performance+style"));
     assert_eq!(
         agents
             .max_in_flight
@@ -190,7 +193,7 @@ fn supervisor(
         let data = data_of(call);
         if round > 1 {
             assert_eq!(
-                data["researcher.output"],
+                data["security.output"],
                 json!(format!("research for round {}", round - 1))
             );
         }
@@ -208,13 +211,13 @@ fn supervised_agents(finish_after: u32) -> Arc<FakeAgents> {
     Arc::new(
         FakeAgents::new()
             .agent("project_manager", supervisor(finish_after))
-            .agent("researcher", |call| {
+            .agent("security_expert", |call| {
                 text_reply(&format!("research for {}", text_of(call)))
             })
-            .agent("writer", |call| {
+            .agent("style_checker", |call| {
                 text_reply(&format!("draft for {}", text_of(call)))
             })
-            .agent("aggregator", |call| {
+            .agent("review_aggregator", |call| {
                 text_reply(
                     data_of(call)["supervisor.output"]["summary"]
                         .as_str()
@@ -237,8 +240,8 @@ async fn supervisor_delegates_rounds_until_it_is_done() {
     assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.error);
     assert_eq!(result.output, json!("finished after 2 rounds"));
     assert_eq!(agents.calls_to("project_manager").len(), 3);
-    assert_eq!(agents.calls_to("researcher").len(), 2);
-    assert_eq!(agents.calls_to("writer").len(), 2);
+    assert_eq!(agents.calls_to("security_expert").len(), 2);
+    assert_eq!(agents.calls_to("style_checker").len(), 2);
 }
 
 #[tokio::test]
@@ -258,7 +261,7 @@ async fn supervisor_that_never_finishes_ends_at_the_iteration_limit() {
         .unwrap_or_default()
         .contains("max_iterations"));
     assert_eq!(agents.calls_to("project_manager").len(), 5);
-    assert!(agents.calls_to("aggregator").is_empty());
+    assert!(agents.calls_to("review_aggregator").is_empty());
 }
 
 fn debate_agents(decide_in_round: Option<u64>) -> Arc<FakeAgents> {
@@ -335,25 +338,29 @@ async fn debate_ends_at_the_round_limit_when_the_judge_never_decides() {
 async fn hierarchical_nodes_run_their_sub_graphs() {
     let agents = Arc::new(
         FakeAgents::new()
-            .agent("ceo", |_| {
-                data_reply(json!({"engineering": "build it", "marketing": "sell it"}))
+            // The planner is both the CEO and each team's manager, the
+            // summarizer both each team's report and the final summary.
+            .agent("planner", |call| {
+                if call.node_id == "ceo" {
+                    data_reply(json!({"engineering": "build it", "marketing": "sell it"}))
+                } else {
+                    text_reply(&format!("plan: {}", text_of(call)))
+                }
             })
-            .agent("manager", |call| {
-                text_reply(&format!("plan: {}", text_of(call)))
-            })
-            .agent("worker", |call| {
+            .agent("estimator", |call| {
                 text_reply(&format!("done({})", text_of(call)))
             })
-            .agent("manager_report", |call| {
-                text_reply(&text_of(call).replace("\n\n", " & "))
-            })
-            .agent("ceo_summarizer", |call| {
-                let data = data_of(call);
-                text_reply(&format!(
-                    "{} | {}",
-                    data["engineering.output"].as_str().unwrap_or("?"),
-                    data["marketing.output"].as_str().unwrap_or("?")
-                ))
+            .agent("summarizer", |call| {
+                if call.node_id == "summary" {
+                    let data = data_of(call);
+                    text_reply(&format!(
+                        "{} | {}",
+                        data["engineering.output"].as_str().unwrap_or("?"),
+                        data["marketing.output"].as_str().unwrap_or("?")
+                    ))
+                } else {
+                    text_reply(&text_of(call).replace("\n\n", " & "))
+                }
             }),
     );
     let result = executor(agents.clone())
@@ -368,7 +375,7 @@ async fn hierarchical_nodes_run_their_sub_graphs() {
         result.output,
         json!("done(plan: build it) & done(plan: build it) | done(plan: sell it) & done(plan: sell it)")
     );
-    assert_eq!(agents.calls_to("worker").len(), 4);
+    assert_eq!(agents.calls_to("estimator").len(), 4);
     let executed: Vec<&str> = result
         .trace
         .nodes
