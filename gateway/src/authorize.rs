@@ -428,7 +428,7 @@ impl ChangeHook for AuditChanges {
         // Queued here and now when there is room, so changes keep their
         // order and none is still in flight when the server closes the queue
         // at shutdown; only a full queue needs a task that waits.
-        let Err(entry) = self.sink.try_record(change_entry(change)) else {
+        let Some(entry) = self.sink.try_record(change_entry(change)) else {
             return;
         };
         let sink = self.sink.clone();

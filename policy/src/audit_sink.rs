@@ -59,16 +59,17 @@ impl AuditSink {
     }
 
     /// Queues `entry` if there is room now, without waiting; hands it back
-    /// when the queue is full (the caller then waits with [`AuditSink::record`]
-    /// off its own path). Callers that cannot await (a synchronous hook) use
-    /// this first, so their entries are queued in the order they happened.
-    pub fn try_record(&self, entry: AuditEntry) -> Result<(), AuditEntry> {
+    /// (`Some`) when the queue is full, for the caller to wait with
+    /// [`AuditSink::record`] off its own path. Callers that cannot await (a
+    /// synchronous hook) use this first, so their entries are queued in the
+    /// order they happened.
+    pub fn try_record(&self, entry: AuditEntry) -> Option<AuditEntry> {
         match self.sender.try_send(entry) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(entry)) => Err(entry),
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(entry)) => Some(entry),
             Err(mpsc::error::TrySendError::Closed(entry)) => {
                 tracing::error!(request_id = ?entry.request_id, action = %entry.action, "audit writer stopped; entry not recorded");
-                Ok(())
+                None
             }
         }
     }
