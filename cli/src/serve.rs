@@ -68,8 +68,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(file, &environment, &overrides)?;
     init_logging(&config);
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Owner only (0700 directory, 0600 files), before the token, the key
+    // or the database is written.
+    crate::data_dir::prepare(&config.data_dir, &config.database_url)?;
     let (admin_token, token_source) = admin_token(&config)?;
 
     let store = convergio_registry::connect(&config.database_url)
@@ -204,8 +205,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     // Periodic sync starts once the router attached the registry to
-    // federation; the task ends with the runtime.
-    let _sync = match (&federation, config.federation.sync_interval_seconds) {
+    // federation; it is stopped before the audit queue closes.
+    let sync = match (&federation, config.federation.sync_interval_seconds) {
         (Some(federation), seconds) if seconds > 0 => {
             Some(federation.spawn_sync(std::time::Duration::from_secs(seconds)))
         }
@@ -246,9 +247,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    // The server has stopped and its in-flight requests are answered, so
+    // every decision they made is queued. Stop what could still make
+    // registry changes, then close the audit queue and write what it holds:
+    // sinks are still held (the registry's change hook, federation), so the
+    // writer is told to finish rather than left to wait for them.
     watcher.stop();
-    // Every audit sink went with the router: the writer appends what is
-    // still queued and stops.
+    if let Some(sync) = sync {
+        sync.abort();
+    }
     let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
     if drain.await.is_err() {
         eprintln!("warning: the audit queue did not drain within 30 s");

@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +19,7 @@ use convergio_agents::logic::text_parts;
 use convergio_agents::{
     spawn_logic, AgentLogic, AgentsError, RunningAgent, ServeOptions, TaskContext,
 };
+use convergio_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
 use support::{cli, start_with, Server};
 
@@ -415,33 +415,6 @@ fn a_run_waiting_for_a_human_survives_a_restart_and_is_approved() {
     runtime.block_on(agent.shutdown());
 }
 
-/// A fresh PostgreSQL database (`CONVERGIO_TEST_POSTGRES_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/test`), made with `psql` since the cli
-/// crate keeps sqlx out of its dependencies.
-fn fresh_postgres() -> String {
-    let base = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let name = format!(
-        "convergio_d_{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos()
-    );
-    let status = Command::new("psql")
-        .arg(&base)
-        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
-        .status()
-        .expect("psql runs (PostgreSQL for tests: scripts/ensure-postgres.sh)");
-    assert!(status.success(), "creating the test database");
-    let (head, query) = match base.split_once('?') {
-        Some((head, query)) => (head.to_owned(), format!("?{query}")),
-        None => (base.clone(), String::new()),
-    };
-    let prefix = head.rsplit_once('/').expect("url has a database").0;
-    format!("{prefix}/{name}{query}")
-}
-
 /// Polls `GET path` on `server` until `done` holds (the run is driven by a
 /// replica the test has no stream from); gives up after two minutes.
 async fn wait_for(
@@ -462,7 +435,8 @@ async fn wait_for(
 
 #[test]
 fn another_replica_on_postgres_finishes_a_run_whose_replica_was_killed() {
-    let database = fresh_postgres();
+    // Dropped when the test ends, also when it fails.
+    let database = TestDatabase::create_blocking("convergio_d");
     let data_dir = tempfile::tempdir().expect("temp dir");
     let runtime = runtime();
     let counter = Arc::new(Counter::default());
@@ -471,7 +445,7 @@ fn another_replica_on_postgres_finishes_a_run_whose_replica_was_killed() {
         start_with(
             data_dir.path(),
             &[
-                ("CONVERGIO_DATABASE_URL", database.as_str()),
+                ("CONVERGIO_DATABASE_URL", database.url()),
                 ("CONVERGIO_REPLICA_ID", name),
                 ("CONVERGIO_RUN_LEASE_SECONDS", "1"),
             ],

@@ -455,10 +455,13 @@ impl AuditChanges {
 
 impl ChangeHook for AuditChanges {
     fn changed(&self, change: RegistryChange) {
-        let entry = change_entry(change);
+        // Queued here and now when there is room, so changes keep their
+        // order and none is still in flight when the server closes the queue
+        // at shutdown; only a full queue needs a task that waits.
+        let Some(entry) = self.sink.try_record(change_entry(change)) else {
+            return;
+        };
         let sink = self.sink.clone();
-        // The hook is called from the registry's async write path; queueing
-        // is asynchronous only when the queue is full.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { sink.record(entry).await });
         } else {
@@ -481,6 +484,12 @@ pub fn change_entry(change: RegistryChange) -> AuditEntry {
             "agent.update",
             record.id.clone(),
             json!({"version": record.version}),
+        ),
+        RegistryChange::UpstreamsRefreshed { actor, record } => (
+            actor,
+            "agent.refresh_upstreams",
+            record.id.clone(),
+            json!({"version": record.version, "upstreams": record.upstreams}),
         ),
         RegistryChange::Deregistered { actor, record } => (
             actor,

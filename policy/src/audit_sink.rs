@@ -5,16 +5,22 @@
 //! writer task appends entries in order.
 //!
 //! Nothing is lost: a full channel makes the request wait (back-pressure)
-//! rather than drop the entry, and [`AuditWriter::finish`] waits, after the
-//! server stopped and dropped every sink, until the writer has appended all
-//! that was queued. The writer appends whatever is queued (up to
+//! rather than drop the entry, and [`AuditWriter::finish`], called once the
+//! server stopped, closes the queue and waits until the writer has appended
+//! all that was queued. Closing does not wait for every sink to be dropped:
+//! long-lived parts of the server (the registry's change hook, federation,
+//! background tasks) hold clones until the process ends, and waiting for
+//! them made every stop take the whole drain bound (issue #14). An entry
+//! offered after the close is refused and logged as not recorded; the
+//! server stops what could still produce entries before it closes the
+//! queue. The writer appends whatever is queued (up to
 //! `MAX_BATCH`) in one transaction, so the chain's commit cost is paid per
 //! batch, not per decision. An append that fails (database down) is retried
 //! a few times, then each entry is logged as lost with its request id.
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditEntry, AuditLog};
@@ -34,10 +40,11 @@ pub struct AuditSink {
     sender: mpsc::Sender<AuditEntry>,
 }
 
-/// The writer task; [`AuditWriter::finish`] drains it.
+/// The writer task; [`AuditWriter::finish`] closes the queue and drains it.
 #[derive(Debug)]
 pub struct AuditWriter {
     task: JoinHandle<u64>,
+    close: oneshot::Sender<()>,
 }
 
 // === impl AuditSink ===
@@ -46,8 +53,25 @@ impl AuditSink {
     /// Starts the writer task over `log` with a queue of `capacity` entries.
     pub fn spawn(log: AuditLog, capacity: usize) -> (AuditSink, AuditWriter) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let task = tokio::spawn(write_all(log, receiver));
-        (AuditSink { sender }, AuditWriter { task })
+        let (close, closed) = oneshot::channel();
+        let task = tokio::spawn(write_all(log, receiver, closed));
+        (AuditSink { sender }, AuditWriter { task, close })
+    }
+
+    /// Queues `entry` if there is room now, without waiting; hands it back
+    /// (`Some`) when the queue is full, for the caller to wait with
+    /// [`AuditSink::record`] off its own path. Callers that cannot await (a
+    /// synchronous hook) use this first, so their entries are queued in the
+    /// order they happened.
+    pub fn try_record(&self, entry: AuditEntry) -> Option<AuditEntry> {
+        match self.sender.try_send(entry) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(entry)) => Some(entry),
+            Err(mpsc::error::TrySendError::Closed(entry)) => {
+                tracing::error!(request_id = ?entry.request_id, action = %entry.action, "audit writer stopped; entry not recorded");
+                None
+            }
+        }
     }
 
     /// Queues `entry`; waits while the queue is full.
@@ -69,9 +93,13 @@ impl AuditSink {
 // === impl AuditWriter ===
 
 impl AuditWriter {
-    /// Waits until every sink is dropped and every queued entry is appended;
-    /// returns how many entries were appended.
+    /// Closes the queue (sinks still held refuse new entries from now on),
+    /// waits until every entry queued before is appended, and returns how
+    /// many entries the writer appended in all. Dropping the writer instead
+    /// leaves the queue open for as long as any sink lives.
     pub async fn finish(self) -> u64 {
+        // The writer may already be gone (every sink dropped); nothing to close then.
+        let _ = self.close.send(());
         self.task.await.unwrap_or_else(|error| {
             tracing::error!(%error, "audit writer task failed");
             0
@@ -79,14 +107,39 @@ impl AuditWriter {
     }
 }
 
-async fn write_all(log: AuditLog, mut receiver: mpsc::Receiver<AuditEntry>) -> u64 {
+async fn write_all(
+    log: AuditLog,
+    mut receiver: mpsc::Receiver<AuditEntry>,
+    closed: oneshot::Receiver<()>,
+) -> u64 {
     let mut written = 0;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // `recv_many` returns 0 only once every sender is gone and the queue is
-    // empty; otherwise it takes whatever is queued, up to `MAX_BATCH`, so an
-    // idle gateway commits each decision at once and a busy one commits
-    // many per transaction.
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // Watched until it fires (or the writer handle is dropped unfinished,
+    // which leaves the queue open to its sinks).
+    let mut closed = Some(closed);
+    loop {
+        // `recv_many` returns 0 only once the queue is closed (explicitly,
+        // or by every sender going) and empty; otherwise it takes whatever
+        // is queued, up to `MAX_BATCH`, so an idle gateway commits each
+        // decision at once and a busy one commits many per transaction. It
+        // is cancel safe, so losing the race to the close signal loses nothing.
+        let received = match closed.as_mut() {
+            Some(signal) => tokio::select! {
+                received = receiver.recv_many(&mut batch, MAX_BATCH) => received,
+                outcome = signal => {
+                    closed = None;
+                    if outcome.is_ok() {
+                        // New sends fail from here; what is queued stays readable.
+                        receiver.close();
+                    }
+                    continue;
+                }
+            },
+            None => receiver.recv_many(&mut batch, MAX_BATCH).await,
+        };
+        if received == 0 {
+            break;
+        }
         written += append_with_retry(&log, &batch).await;
         batch.clear();
     }

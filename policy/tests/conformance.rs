@@ -10,14 +10,15 @@ use convergio_policy::{
     connect, AuditEntry, AuditFilter, PolicyAdmin, PolicyEngine, PolicyError, PolicyWatcher, Store,
 };
 use convergio_schemas::{AuthMethod, Principal};
+use convergio_tests::postgres::TestDatabase;
 use serde_json::json;
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh database; the temp dir (SQLite) lives as long as the harness.
+/// A fresh database; the temp dir (SQLite) or the PostgreSQL database lives
+/// as long as the harness, and goes with it even when the test panics.
 struct Harness {
     url: String,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
 }
 
 impl Harness {
@@ -27,32 +28,16 @@ impl Harness {
         Self {
             url,
             _dir: Some(dir),
+            _database: None,
         }
     }
 
     async fn postgres() -> Self {
-        let base = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let name = format!("convergio_p_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(&base)
-            .await
-            .expect("PostgreSQL for tests (set CONVERGIO_TEST_POSTGRES_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create test database");
-        admin.close().await;
-        let (without_query, query) = match base.split_once('?') {
-            Some((head, query)) => (head.to_owned(), format!("?{query}")),
-            None => (base.clone(), String::new()),
-        };
-        let prefix = without_query
-            .rsplit_once('/')
-            .map(|(prefix, _)| prefix.to_owned())
-            .expect("url has a database path");
+        let database = TestDatabase::create("convergio_p").await;
         Self {
-            url: format!("{prefix}/{name}{query}"),
+            url: database.url().to_owned(),
             _dir: None,
+            _database: Some(database),
         }
     }
 

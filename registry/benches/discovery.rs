@@ -19,11 +19,12 @@ use convergio_registry::model::{Actor, Registration};
 use convergio_registry::store::SqliteStore;
 use convergio_registry::{connect, DiscoveryQuery, Registry, RegistryConfig};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
+use convergio_tests::postgres::TestDatabase;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 
 // The `convergio` binary's allocator, so the figures are the product's.
 #[global_allocator]
@@ -571,22 +572,6 @@ fn rss_megabytes() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{host}/{database}?{query}"),
-        None => format!("{host}/{database}"),
-    }
-}
-
 fn main() {
     let cards: usize = std::env::var("BENCH_CARDS")
         .ok()
@@ -610,21 +595,13 @@ fn main() {
             run("sqlite", &url, cards).await;
         }
         if backends.contains("postgres") {
-            let admin_url = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let database = format!("convergio_bench_{}", std::process::id());
+            let admin_url = convergio_tests::postgres::admin_url();
             match PgConnection::connect(&admin_url).await {
-                Ok(mut admin) => {
-                    admin
-                        .execute(format!("CREATE DATABASE {database}").as_str())
-                        .await
-                        .expect("create bench database");
-                    run("postgres", &with_database(&admin_url, &database), cards).await;
-                    let _ = admin
-                        .execute(
-                            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str(),
-                        )
-                        .await;
+                Ok(admin) => {
+                    let _ = admin.close().await;
+                    // Dropped when the bench ends, or unwinds from a panic.
+                    let database = TestDatabase::create("convergio_bench").await;
+                    run("postgres", database.url(), cards).await;
                 }
                 Err(error) => println!("\n== postgres: not reachable at {admin_url}: {error} =="),
             }

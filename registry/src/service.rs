@@ -152,6 +152,15 @@ pub enum RegistryChange {
         /// The new record.
         record: Box<AgentRecord>,
     },
+    /// One of the server's own agents moved to a new address (its loopback
+    /// port at this start); card and upstreams changed in place, the
+    /// version did not.
+    UpstreamsRefreshed {
+        /// Who refreshed it (the server).
+        actor: Actor,
+        /// The refreshed record.
+        record: Box<AgentRecord>,
+    },
     /// An agent was deregistered.
     Deregistered {
         /// Who deregistered it.
@@ -355,7 +364,10 @@ impl Registry {
 
     /// Registers or refreshes one of the server's own agents at `internal`
     /// trust: on every start, its card, role and upstreams are brought up to
-    /// date (a new version only if something changed).
+    /// date. A new version only if something but the address changed: the
+    /// server assigns its agents a loopback port at each start, and a new
+    /// port is not a new agent, so a card that differs only in interface
+    /// URLs is refreshed in place (one identity across restarts, issue #14).
     pub async fn upsert_system(&self, registration: Registration) -> Result<AgentRecord> {
         let actor = Actor::system();
         let mut registration = registration;
@@ -369,10 +381,27 @@ impl Registry {
         let Some(mut record) = existing else {
             return self.register(&actor, registration).await;
         };
-        if record.card != wanted.card
+        let changed = record.card != wanted.card
             || record.role != wanted.role
-            || record.upstreams != wanted.upstreams
-        {
+            || record.upstreams != wanted.upstreams;
+        let moved_only = record.role == wanted.role
+            && without_addresses(&record.card) == without_addresses(&wanted.card)
+            && upstreams_without_addresses(&record.upstreams)
+                == upstreams_without_addresses(&wanted.upstreams);
+        if changed && moved_only {
+            let id = record.id.clone();
+            let result = self
+                .inner
+                .store
+                .refresh_upstreams(&id, record.version, &wanted)
+                .await;
+            self.invalidate(&id);
+            record = result?;
+            self.report(|| RegistryChange::UpstreamsRefreshed {
+                actor: actor.clone(),
+                record: Box::new(record.clone()),
+            });
+        } else if changed {
             registration.trust = None;
             record = self
                 .update(&actor, &record.id.clone(), record.version, registration)
@@ -884,6 +913,37 @@ fn check_bindings(card: &Value, upstreams: &[Upstream], explicit: bool) -> Resul
     } else {
         Err(RegistryError::InvalidCard { violations })
     }
+}
+
+/// `card` without its addresses: every interface's `url`, and the 0.3
+/// top-level `url`, blanked.
+fn without_addresses(card: &Value) -> Value {
+    let mut card = card.clone();
+    if let Some(interfaces) = card
+        .get_mut("supportedInterfaces")
+        .and_then(Value::as_array_mut)
+    {
+        for interface in interfaces.iter_mut().filter_map(Value::as_object_mut) {
+            interface.insert("url".to_owned(), Value::Null);
+        }
+    }
+    if let Some(object) = card.as_object_mut() {
+        if object.contains_key("url") {
+            object.insert("url".to_owned(), Value::Null);
+        }
+    }
+    card
+}
+
+/// `upstreams` without their URLs.
+fn upstreams_without_addresses(upstreams: &[Upstream]) -> Vec<Upstream> {
+    upstreams
+        .iter()
+        .map(|upstream| Upstream {
+            url: String::new(),
+            ..upstream.clone()
+        })
+        .collect()
 }
 
 fn check_upstreams(upstreams: &[Upstream]) -> Result<()> {

@@ -56,6 +56,7 @@ conformance!(
     concurrent_updates_of_one_version_let_exactly_one_win,
     side_table_terms_follow_registration_and_update,
     free_text_skips_deregistered_agents_unless_asked,
+    refreshed_upstreams_keep_the_version_and_the_history,
 );
 
 fn admin_change(id: &AgentId, to: TrustLevel, reason: &str) -> TrustChange {
@@ -834,4 +835,45 @@ async fn free_text_skips_deregistered_agents_unless_asked(store: Arc<dyn Store>)
     assert!(discover_ids(&store, text(false, Some(AgentRole::Worker)))
         .await
         .is_empty());
+}
+
+/// The server's own agents get a new loopback port at each start; the
+/// refresh moves the address in place (issue #14).
+async fn refreshed_upstreams_keep_the_version_and_the_history(store: Arc<dyn Store>) {
+    let v1 = record("echo", simple_card("Echo"));
+    store.insert(&v1).await.expect("insert");
+    let mut moved_card = simple_card("Echo");
+    moved_card["supportedInterfaces"][0]["url"] = serde_json::json!("http://127.0.0.1:9002/a2a");
+    let moved = record("echo", moved_card.clone());
+    let refreshed = store
+        .refresh_upstreams(&v1.id, 1, &moved)
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.version, 1);
+    assert_eq!(refreshed.card, moved_card);
+    assert_eq!(refreshed.upstreams[0].url, "http://127.0.0.1:9002/a2a");
+    assert_eq!(refreshed.trust, v1.trust);
+    assert_eq!(refreshed.created_at, v1.created_at);
+    assert_eq!(store.get(&v1.id, None).await.expect("get"), refreshed);
+    let versions = store.list_versions(&v1.id).await.expect("versions");
+    assert_eq!(versions, vec![refreshed.clone()], "no history row");
+    // Still a compare-and-swap, and only of live agents.
+    let stale = store
+        .refresh_upstreams(&v1.id, 2, &moved)
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(stale, RegistryError::StaleVersion { .. }),
+        "{stale:?}"
+    );
+    // Discovery still finds it by its unchanged terms.
+    let found = discover_ids(
+        &store,
+        DiscoveryQuery {
+            q: Some("echo".to_owned()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(found, vec![v1.id.to_string()]);
 }

@@ -1,17 +1,19 @@
 //! Every example card the project ships (`examples/cards/*.json`) validates
 //! against our runtime schema (`schemas/json/agent-card.schema.json`) and
-//! against the upstream A2A 1.0 schema (`shared/a2a/a2a-v1.0.schema.json`),
-//! and a tampered card fails both.
+//! against the upstream A2A 1.0 schema (vendored in
+//! `schemas/vendor/a2a/a2a-v1.0.schema.json`, origin and licence in the README
+//! beside it), and a tampered card fails both.
 
 use std::path::{Path, PathBuf};
 
 use convergio_schemas::{validate, SchemaId};
 use serde_json::{json, Map, Value};
 
-/// The upstream schema, next to the repository (CI clones `shared/` beside it).
+/// The upstream schema, vendored in the repository (a fresh clone has
+/// nothing beside it).
 const UPSTREAM_SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/a2a/a2a-v1.0.schema.json"
+    "/../schemas/vendor/a2a/a2a-v1.0.schema.json"
 );
 
 fn cards_dir() -> PathBuf {

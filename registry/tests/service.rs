@@ -198,6 +198,50 @@ async fn system_agents_are_internal_and_refreshed_only_when_changed() {
     assert_eq!(refreshed.trust, TrustLevel::Internal);
 }
 
+/// Issue #14: `convergio serve` starts its agents on a new loopback port at
+/// each start; that is the same agent at a new address, not a new version.
+#[tokio::test]
+async fn system_agents_keep_one_version_when_only_their_address_moves() {
+    let (registry, _backend) = registry().await;
+    let at_port = |port: u16| {
+        let mut card = simple_card("Echo");
+        card["supportedInterfaces"][0]["url"] = json!(format!("http://127.0.0.1:{port}/"));
+        card
+    };
+    let first = registry
+        .upsert_system(registration(at_port(9001)))
+        .await
+        .expect("first start");
+    // Read once so the lookup cache holds the old address.
+    let id = first.id.clone();
+    assert_eq!(
+        registry.get(&id).await.expect("get").upstreams[0].url,
+        "http://127.0.0.1:9001/"
+    );
+    let moved = registry
+        .upsert_system(registration(at_port(9002)))
+        .await
+        .expect("second start");
+    assert_eq!(moved.version, 1, "a new port is not a new version");
+    assert_eq!(moved.trust, TrustLevel::Internal);
+    let read = registry.get(&id).await.expect("get after the move");
+    assert_eq!(read.upstreams[0].url, "http://127.0.0.1:9002/");
+    assert_eq!(read.card, at_port(9002));
+    assert_eq!(
+        registry.versions(&id).await.expect("versions").len(),
+        1,
+        "no history row either"
+    );
+    // Anything else that changes is still a new version.
+    let mut louder = at_port(9003);
+    louder["description"] = json!("Echoes, now louder");
+    let changed = registry
+        .upsert_system(registration(louder))
+        .await
+        .expect("changed card");
+    assert_eq!(changed.version, 2);
+}
+
 #[tokio::test]
 async fn read_after_write_never_sees_the_old_card() {
     let (registry, _backend) = registry().await;

@@ -1,8 +1,10 @@
 //! End-to-end tests of Convergio live in `tests/tests/`; this library holds
-//! what they share (`support`): spawning servers on 127.0.0.1:0 and finding
-//! the workspace root.
+//! what tests share, here and as a dev-dependency of the other crates: the
+//! workspace root and fresh PostgreSQL databases ([`postgres`]).
 
 use std::path::PathBuf;
+
+pub mod postgres;
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

@@ -98,3 +98,81 @@ pub fn cli(server: Option<(&Server, &Path)>, args: &[&str]) -> (bool, String, St
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How a server stopped by [`Server::terminate`] ended.
+pub struct Stopped {
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// How long it took from SIGTERM to exit.
+    pub took: std::time::Duration,
+}
+
+impl Server {
+    /// Sends SIGTERM (through `kill`, as a container runtime would) and waits
+    /// for the process to exit; `None` if it is still running after
+    /// `deadline` (it is then killed by `Drop`).
+    pub fn terminate(&mut self, deadline: std::time::Duration) -> Option<Stopped> {
+        let sent = std::time::Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("the server's status") {
+                return Some(Stopped {
+                    success: exit.success(),
+                    took: sent.elapsed(),
+                });
+            }
+            if sent.elapsed() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// [`start_with`] with extra `serve` flags and the server's stderr written
+/// to `stderr` (a file, so a chatty server never blocks on a full pipe).
+pub fn start_logged(
+    data_dir: &Path,
+    flags: &[&str],
+    environment: &[(&str, &str)],
+    stderr: &Path,
+) -> Server {
+    let log = std::fs::File::create(stderr).expect("stderr log file");
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(flags)
+        .env("CONVERGIO_LOG", "warn")
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .env_remove("CONVERGIO_DATABASE_URL")
+        .env("CONVERGIO_NETWORK_ALLOW_CIDRS", "127.0.0.0/8,::1");
+    for (name, value) in environment {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("convergio starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    let mut reader = BufReader::new(stdout);
+    reader
+        .read_line(&mut first)
+        .expect("reads the start-up line");
+    let base = first
+        .trim()
+        .strip_prefix("convergio listening on ")
+        .unwrap_or_else(|| panic!("unexpected start-up line {first:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        _stdout: reader,
+    }
+}

@@ -5,7 +5,9 @@
 //! `tests/conformance.rs` checks them on SQLite and PostgreSQL alike):
 //! - every write is one transaction; a failed write leaves nothing behind;
 //! - a version write is a compare-and-swap that first copies the old row into
-//!   `agent_versions`, so history is complete;
+//!   `agent_versions`, so history is complete; the one write that is not a
+//!   version is `refresh_upstreams`, the server's own agents' new loopback
+//!   address after a restart;
 //! - the discovery side tables (`agent_skills`, `agent_tags`, `agent_modes`)
 //!   and PostgreSQL's text search vector change in the same transaction as
 //!   the row; SQLite's in-memory text index (`text_index.rs`) follows each
@@ -62,6 +64,20 @@ pub trait Store: Send + Sync + 'static {
     /// `expected_version`; the old version goes to history. The stored
     /// version becomes `expected_version + 1`; trust is kept.
     async fn update(
+        &self,
+        id: &AgentId,
+        expected_version: i64,
+        record: &AgentRecord,
+    ) -> Result<AgentRecord>;
+
+    /// Replaces the live agent's card and upstreams **in place**, keeping its
+    /// version, history, role and trust, if it is still at
+    /// `expected_version`. Only for the server's own agents, whose loopback
+    /// address is assigned anew at each start and is not part of their
+    /// identity: [`crate::Registry::upsert_system`] calls it only when the
+    /// new card differs from the stored one in interface URLs alone, so the
+    /// discovery terms are unchanged.
+    async fn refresh_upstreams(
         &self,
         id: &AgentId,
         expected_version: i64,

@@ -781,6 +781,30 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn refresh_upstreams(
+        &self,
+        id: &AgentId,
+        expected_version: i64,
+        record: &AgentRecord,
+    ) -> Result<AgentRecord> {
+        let values = row_values(record)?;
+        let mut tx = self.begin_write().await?;
+        let live = live_at(&mut tx, id, Some(expected_version)).await?;
+        // No history row and no new version: the address is not part of the
+        // agent's identity (see the trait). The discovery terms do not
+        // depend on it, so the side tables and the text index stay as they are.
+        sqlx::query("UPDATE agents SET card = ?, upstreams = ? WHERE pk = ?")
+            .bind(&values.card)
+            .bind(&values.upstreams)
+            .bind(live.pk)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        let stored = read_row(&mut tx, live.pk).await?;
+        tx.commit().await.map_err(storage)?;
+        Ok(stored)
+    }
+
     async fn delete(
         &self,
         id: &AgentId,

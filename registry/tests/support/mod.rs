@@ -2,8 +2,9 @@
 //!
 //! PostgreSQL comes from `CONVERGIO_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); every test gets its own
-//! database, created here and dropped when the test finishes, so tests run in
-//! parallel. If PostgreSQL is down the test fails and says so.
+//! database (`convergio_tests::postgres::TestDatabase`), dropped with the
+//! [`Backend`] even when the test panics, so tests run in parallel and leave
+//! nothing behind. If PostgreSQL is down the test fails and says so.
 
 #![allow(dead_code)]
 
@@ -12,11 +13,8 @@ use std::sync::Arc;
 use convergio_registry::model::{now, AgentRecord, Upstream};
 use convergio_registry::{connect, Store};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
+use convergio_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
-
-/// The default test PostgreSQL server.
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A fresh store and what it takes to clean it up.
 pub struct Backend {
@@ -25,41 +23,17 @@ pub struct Backend {
     /// The store's URL.
     pub url: String,
     dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
+    /// Dropped with the backend, also when the test panics.
+    database: Option<TestDatabase>,
 }
 
 impl Backend {
-    /// Drops the test database (best effort) or removes the SQLite directory.
-    pub async fn finish(mut self) {
-        if let Some((admin_url, database)) = self.postgres.take() {
-            drop_database(&admin_url, &database).await;
-        }
-    }
-}
-
-impl Drop for Backend {
-    /// A test that panicked never reached `finish`: drop its database from a
-    /// helper thread with its own runtime (the test's runtime is unwinding).
-    fn drop(&mut self) {
-        if let Some((admin_url, database)) = self.postgres.take() {
-            let _ = std::thread::spawn(move || {
-                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    runtime.block_on(drop_database(&admin_url, &database));
-                }
-            })
-            .join();
-        }
-    }
-}
-
-async fn drop_database(admin_url: &str, database: &str) {
-    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
-        let _ = admin
-            .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
-            .await;
+    /// Closes the store, then drops the test database or removes the SQLite
+    /// directory (dropping the backend does the same, in the same order).
+    pub async fn finish(self) {
+        drop(self.store);
+        drop(self.dir);
+        drop(self.database);
     }
 }
 
@@ -77,49 +51,14 @@ pub async fn sqlite() -> Backend {
         store,
         url,
         dir: Some(dir),
-        postgres: None,
-    }
-}
-
-/// The PostgreSQL admin URL for tests.
-pub fn postgres_admin_url() -> String {
-    std::env::var("CONVERGIO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
-}
-
-/// `url` with its database name replaced.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{host_part}/{database}?{query}"),
-        None => format!("{host_part}/{database}"),
+        database: None,
     }
 }
 
 /// A fresh PostgreSQL store in a database of its own.
 pub async fn postgres() -> Backend {
-    let admin_url = postgres_admin_url();
-    let mut admin = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|error| {
-            panic!(
-            "PostgreSQL is not reachable at {admin_url} ({error}); the conformance suite needs it: \
-             start it (see DEVELOPERS.md, or run .ci/run) or set CONVERGIO_TEST_POSTGRES_URL"
-        )
-        });
-    let database = format!("convergio_t_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(format!("CREATE DATABASE {database}").as_str())
-        .await
-        .expect("create the test database");
-    let url = with_database(&admin_url, &database);
+    let database = TestDatabase::create("convergio_t").await;
+    let url = database.url().to_owned();
     let store = connect(&url)
         .await
         .expect("PostgreSQL store connects and migrates");
@@ -127,7 +66,7 @@ pub async fn postgres() -> Backend {
         store,
         url,
         dir: None,
-        postgres: Some((admin_url, database)),
+        database: Some(database),
     }
 }
 
