@@ -63,6 +63,13 @@ pub enum AuthError {
     /// `aud` does not name this gateway.
     #[error("wrong audience")]
     WrongAudience,
+    /// The token names no caller: its subject claim is missing, empty or
+    /// not a string.
+    #[error("token has no {claim:?} claim naming the caller")]
+    MissingSubject {
+        /// The claim the config names for the subject.
+        claim: String,
+    },
     /// The API key is unknown, wrong, expired or revoked.
     #[error("invalid api key")]
     InvalidApiKey,

@@ -2,7 +2,8 @@
 //!
 //! Accepted: compact JWS with `alg` EdDSA (Ed25519), ES256 or RS256, a `kid`
 //! naming a key of the installed JWKS whose type matches the algorithm, and
-//! claims `iss`, `aud`, `exp` (required) and `nbf` checked with a small
+//! claims `iss`, `aud`, `exp` (required), the subject claim (`sub`, or
+//! the configured one; required and non-empty) and `nbf` checked with a small
 //! leeway. Refused: `alg: none`, every HMAC algorithm (so the classic
 //! "HMAC keyed with the public key" forgery cannot even be tried), unknown
 //! `kid`s, and a key used with another algorithm than its type allows.
@@ -36,6 +37,11 @@ pub struct JwtConfig {
     pub leeway_seconds: u64,
     /// The claim naming the caller's organisation.
     pub org_claim: String,
+    /// The claim naming the caller (the principal's subject): `sub` by
+    /// default; `client_id` suits client-credential tokens that carry no
+    /// `sub`. A token without it is refused, because every such token of
+    /// an organisation would otherwise become one principal.
+    pub subject_claim: String,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
     /// How long an installed key stays usable without a new install.
@@ -49,6 +55,7 @@ impl Default for JwtConfig {
             audience: String::new(),
             leeway_seconds: 30,
             org_claim: "org".to_owned(),
+            subject_claim: "sub".to_owned(),
             max_token_bytes: 8 * 1024,
             key_ttl: Duration::from_secs(3600),
         }
@@ -314,7 +321,7 @@ impl JwtVerifier {
         }
         let claims: Value = decode_json(payload_b64, "payload")?;
         self.check_claims(&claims, now)?;
-        Ok(self.principal(&claims))
+        self.principal(&claims)
     }
 
     fn check_claims(&self, claims: &Value, now: u64) -> Result<(), AuthError> {
@@ -350,11 +357,17 @@ impl JwtVerifier {
         Ok(())
     }
 
-    fn principal(&self, claims: &Value) -> Principal {
+    fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {
+        // Regression: issue #15, defect 5. A missing or empty subject made
+        // every such token of an organisation one principal, owning (and
+        // reading) the others' tasks and runs.
         let subject = claims
-            .get("sub")
+            .get(&self.config.subject_claim)
             .and_then(Value::as_str)
-            .unwrap_or("")
+            .filter(|subject| !subject.trim().is_empty())
+            .ok_or_else(|| AuthError::MissingSubject {
+                claim: self.config.subject_claim.clone(),
+            })?
             .to_owned();
         let org = claims
             .get(&self.config.org_claim)
@@ -368,12 +381,12 @@ impl JwtVerifier {
         if let Some(Value::Array(scp)) = claims.get("scp") {
             scopes.extend(scp.iter().filter_map(Value::as_str).map(str::to_owned));
         }
-        Principal {
+        Ok(Principal {
             subject,
             org,
             scopes,
             method: AuthMethod::Jwt,
-        }
+        })
     }
 }
 

@@ -32,6 +32,8 @@ pub const JWT_AUDIENCE: &str = "CONVERGIO_JWT_AUDIENCE";
 pub const JWKS_FILE: &str = "CONVERGIO_JWKS_FILE";
 /// JWKS URL of the JWT issuer.
 pub const JWKS_URL: &str = "CONVERGIO_JWKS_URL";
+/// JWT claim naming the caller (default `sub`).
+pub const JWT_SUBJECT_CLAIM: &str = "CONVERGIO_JWT_SUBJECT_CLAIM";
 /// PEM certificate chain of the TLS listener.
 pub const TLS_CERT_FILE: &str = "CONVERGIO_TLS_CERT_FILE";
 /// PEM private key of the TLS listener.
@@ -65,7 +67,7 @@ pub const NETWORK_ALLOW_CIDRS: &str = "CONVERGIO_NETWORK_ALLOW_CIDRS";
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 28] = [
+pub const SERVER_KEYS: [&str; 29] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -80,6 +82,7 @@ pub const SERVER_KEYS: [&str; 28] = [
     JWT_AUDIENCE,
     JWKS_FILE,
     JWKS_URL,
+    JWT_SUBJECT_CLAIM,
     TLS_CERT_FILE,
     TLS_KEY_FILE,
     TLS_CLIENT_CA_FILE,

@@ -53,6 +53,11 @@ pub struct JwtSection {
     /// Claim naming the caller's organisation. Default `org`.
     #[serde(default = "default_org_claim")]
     pub org_claim: String,
+    /// Claim naming the caller; a token without it is refused (401).
+    /// Default `sub`; `client_id` suits client-credential tokens.
+    /// CONVERGIO_JWT_SUBJECT_CLAIM
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
     /// Keys are refetched at the latest after this many seconds. Default 3600.
     #[serde(default = "default_key_ttl")]
     pub key_ttl_seconds: u64,
@@ -149,6 +154,10 @@ fn default_org_claim() -> String {
     "org".to_owned()
 }
 
+fn default_subject_claim() -> String {
+    "sub".to_owned()
+}
+
 fn default_key_ttl() -> u64 {
     3600
 }
@@ -221,6 +230,7 @@ pub fn apply_environment(
         env::JWT_AUDIENCE,
         env::JWKS_FILE,
         env::JWKS_URL,
+        env::JWT_SUBJECT_CLAIM,
     ];
     if jwt_keys.iter().any(|key| get(key).is_some()) {
         let jwt = auth.jwt.get_or_insert_with(|| JwtSection {
@@ -230,6 +240,7 @@ pub fn apply_environment(
             jwks_url: None,
             leeway_seconds: default_leeway(),
             org_claim: default_org_claim(),
+            subject_claim: default_subject_claim(),
             key_ttl_seconds: default_key_ttl(),
         });
         if let Some(value) = get(env::JWT_ISSUER) {
@@ -243,6 +254,9 @@ pub fn apply_environment(
         }
         if let Some(value) = get(env::JWKS_URL) {
             jwt.jwks_url = Some(value.clone());
+        }
+        if let Some(value) = get(env::JWT_SUBJECT_CLAIM) {
+            jwt.subject_claim = value.clone();
         }
     }
     if let (Some(cert), Some(key)) = (get(env::TLS_CERT_FILE), get(env::TLS_KEY_FILE)) {
@@ -318,6 +332,12 @@ pub fn validate(
             return Err(invalid(
                 "auth.jwt",
                 "issuer and audience are required".to_owned(),
+            ));
+        }
+        if jwt.subject_claim.trim().is_empty() {
+            return Err(invalid(
+                "auth.jwt.subject_claim",
+                "must name the claim that identifies the caller (default sub)".to_owned(),
             ));
         }
         if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
@@ -454,6 +474,57 @@ mod tests {
         )
         .expect("valid");
         assert!(!explicit.anonymous);
+    }
+
+    // Regression: issue #15, defect 5: the subject claim is configurable
+    // (file and environment), `sub` by default, and never empty.
+    #[test]
+    fn jwt_subject_claim_defaults_to_sub_and_can_be_overridden() {
+        let section: JwtSection = serde_yaml::from_str(
+            "issuer: https://idp\naudience: convergio\njwks_file: /etc/jwks.json\n",
+        )
+        .expect("parses");
+        assert_eq!(section.subject_claim, "sub");
+        let section: JwtSection = serde_yaml::from_str(
+            "issuer: https://idp\naudience: convergio\njwks_file: /etc/jwks.json\n\
+             subject_claim: client_id\n",
+        )
+        .expect("parses");
+        assert_eq!(section.subject_claim, "client_id");
+
+        let mut auth = AuthSection {
+            jwt: Some(section),
+            ..AuthSection::default()
+        };
+        let mut environment = HashMap::new();
+        environment.insert(env::JWT_SUBJECT_CLAIM.to_owned(), "azp".to_owned());
+        let (mut tls, mut server) = (None, ServerSection::default());
+        apply_environment(&mut auth, &mut tls, &mut server, &environment).expect("applies");
+        let settings = validate(
+            auth.clone(),
+            tls.clone(),
+            server.clone(),
+            &listen("127.0.0.1:1"),
+            Default::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.jwt.map(|jwt| jwt.subject_claim).as_deref(),
+            Some("azp")
+        );
+
+        if let Some(jwt) = auth.jwt.as_mut() {
+            jwt.subject_claim = " ".to_owned();
+        }
+        let error = validate(
+            auth,
+            tls,
+            server,
+            &listen("127.0.0.1:1"),
+            Default::default(),
+        )
+        .expect_err("empty claim");
+        assert!(error.to_string().contains("subject_claim"), "{error}");
     }
 
     #[test]

@@ -340,6 +340,7 @@ async fn build_authenticator(
                 audience: jwt.audience.clone(),
                 leeway_seconds: jwt.leeway_seconds,
                 org_claim: jwt.org_claim.clone(),
+                subject_claim: jwt.subject_claim.clone(),
                 key_ttl: std::time::Duration::from_secs(jwt.key_ttl_seconds),
                 ..JwtConfig::default()
             },

@@ -94,6 +94,13 @@ pub enum GatewayError {
         /// The id the client asked about.
         task_id: String,
     },
+    /// The context id is owned by someone else at this agent: the caller
+    /// gets the unknown-task answer (A2A has no unknown-context error).
+    #[error("task not found: context {context_id}")]
+    ContextNotFound {
+        /// The context id the client named.
+        context_id: String,
+    },
     /// The agent's card has no interface the gateway can forward to.
     #[error("agent {agent} has no usable interface: {detail}")]
     NoUsableInterface {
@@ -262,9 +269,10 @@ impl GatewayError {
             | Self::VersionNotSupported { .. }
             | Self::UnsupportedOperation { .. }
             | Self::FederationNotConfigured { .. } => ErrorKind::InvalidInput,
-            Self::AgentNotFound { .. } | Self::TaskNotFound { .. } | Self::RouteNotFound { .. } => {
-                ErrorKind::NotFound
-            }
+            Self::AgentNotFound { .. }
+            | Self::TaskNotFound { .. }
+            | Self::ContextNotFound { .. }
+            | Self::RouteNotFound { .. } => ErrorKind::NotFound,
             Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::NoUsableInterface { .. }
@@ -289,7 +297,9 @@ impl GatewayError {
             Self::UnsupportedOperation { .. } | Self::FederationNotConfigured { .. } => {
                 Some(A2aError::UnsupportedOperation)
             }
-            Self::TaskNotFound { .. } => Some(A2aError::TaskNotFound),
+            Self::TaskNotFound { .. } | Self::ContextNotFound { .. } => {
+                Some(A2aError::TaskNotFound)
+            }
             Self::NoUsableInterface { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamInvalid { .. }

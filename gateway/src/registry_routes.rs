@@ -3,6 +3,7 @@
 //! restart or another replica on the same PostgreSQL routes follow-ups the
 //! same way.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,28 +186,54 @@ impl RouteTable for RegistryRoutes {
         Ok(stored.map(routing_view))
     }
 
-    async fn list_task_routes(
+    async fn owned_tasks(
         &self,
         owner: &str,
         agent: &str,
-    ) -> Result<Vec<TaskRoute>, GatewayError> {
+        task_ids: &[String],
+    ) -> Result<HashSet<String>, GatewayError> {
         let Ok(agent_id) = AgentId::internal(agent) else {
-            return Ok(Vec::new());
+            return Ok(HashSet::new());
         };
-        let mut routes = Vec::new();
-        let mut page_token: Option<String> = None;
-        loop {
-            let page = self
-                .registry
-                .list_task_routes(owner, Some(&agent_id), 100, page_token.as_deref())
-                .await
-                .map_err(internal_error)?;
-            routes.extend(page.items.into_iter().map(routing_view));
-            match page.next_page_token {
-                Some(token) => page_token = Some(token),
-                None => break,
-            }
-        }
-        Ok(routes)
+        let owned = self
+            .registry
+            .owned_task_ids(owner, &agent_id, task_ids)
+            .await
+            .map_err(internal_error)?;
+        Ok(owned.into_iter().collect())
+    }
+
+    async fn count_tasks(&self, owner: &str, agent: &str) -> Result<u64, GatewayError> {
+        let Ok(agent_id) = AgentId::internal(agent) else {
+            return Ok(0);
+        };
+        self.registry
+            .count_task_routes(owner, &agent_id)
+            .await
+            .map_err(internal_error)
+    }
+
+    async fn claim_context(
+        &self,
+        owner: &str,
+        agent: &str,
+        context_id: &str,
+    ) -> Result<bool, GatewayError> {
+        // Contexts at a peer's agents (`external://…`) are owned here too:
+        // the peer sees every caller of this organisation as one principal.
+        let agent_id = if agent.starts_with("external://") {
+            agent.parse::<AgentId>()
+        } else {
+            AgentId::internal(agent)
+        };
+        let Ok(agent_id) = agent_id else {
+            return Ok(false);
+        };
+        let holder = self
+            .registry
+            .claim_context(&agent_id, context_id, owner)
+            .await
+            .map_err(internal_error)?;
+        Ok(holder == owner)
     }
 }

@@ -75,6 +75,12 @@ pub struct GraphsConfig {
     pub max_batch_inputs: usize,
     /// Runs whose events and owner are kept for lookups (default 10,000).
     pub max_retained_runs: usize,
+    /// Graph documents parsed and validated at once, each on a blocking
+    /// thread (default: half the CPUs, at least one), so callers' documents
+    /// never take every core nor any async worker.
+    pub compile_concurrency: usize,
+    /// How long a document waits for a compile slot before 503 (default 10 s).
+    pub compile_wait: std::time::Duration,
 }
 
 impl Default for GraphsConfig {
@@ -84,6 +90,10 @@ impl Default for GraphsConfig {
             default_batch_concurrency: 4,
             max_batch_inputs: 1_000,
             max_retained_runs: 10_000,
+            compile_concurrency: std::thread::available_parallelism()
+                .map(|cpus| (cpus.get() / 2).max(1))
+                .unwrap_or(1),
+            compile_wait: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -101,6 +111,8 @@ struct Inner {
     gate: Arc<dyn Gatekeeper>,
     routes: Arc<dyn RouteTable>,
     config: GraphsConfig,
+    /// One permit per graph document being parsed or validated.
+    compile_slots: Arc<tokio::sync::Semaphore>,
     graphs: RwLock<BTreeMap<String, StoredGraph>>,
     runs: Mutex<RunIndex>,
 }
@@ -204,6 +216,9 @@ impl RunsApi {
                 executor,
                 gate,
                 routes,
+                compile_slots: Arc::new(tokio::sync::Semaphore::new(
+                    config.compile_concurrency.max(1),
+                )),
                 config,
                 graphs: RwLock::new(BTreeMap::new()),
                 runs: Mutex::new(RunIndex::default()),
@@ -217,13 +232,52 @@ impl RunsApi {
     }
 
     /// Parses and validates a document, agents checked against the registry.
+    ///
+    /// Parsing and validation are CPU work on a caller's document, so they
+    /// run on blocking threads, at most [`GraphsConfig::compile_concurrency`]
+    /// at once (regression: issue #15, defect 1: two hostile documents kept
+    /// the async workers busy and `/healthz` stalled for a minute).
     async fn compile(&self, text: &str) -> Result<(Arc<Graph>, Vec<String>), ApiError> {
-        let spec = parse_yaml(text)?;
+        let owned = text.to_owned();
+        let spec = self.off_runtime(move || parse_yaml(&owned)).await??;
         let agents = spec.agent_names();
         let catalog = StaticCatalog::new(self.known_agents(&agents).await?);
-        let graph = validate(&spec, &catalog, &self.inner.config.limits)
+        let limits = self.inner.config.limits;
+        let graph = self
+            .off_runtime(move || validate(&spec, &catalog, &limits))
+            .await?
             .map_err(OrchestratorError::from)?;
         Ok((Arc::new(graph), agents.into_iter().collect()))
+    }
+
+    /// Runs `work` on a blocking thread once one of the compile slots is
+    /// free; a request that waits longer than the compile wait gets 503.
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = || {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                "too many graph documents are being checked; retry shortly",
+            )
+        };
+        let permit = tokio::time::timeout(
+            self.inner.config.compile_wait,
+            self.inner.compile_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "checking a graph document failed");
+            ApiError::new(ErrorKind::Internal, "internal error; see the server log")
+        })
     }
 
     /// The names among `agents` that can be called: registered agents, and

@@ -465,6 +465,57 @@ async fn bad_graphs_get_problem_documents_and_change_nothing() {
     assert_eq!(status, 400);
 }
 
+// Regression: issue #15, defect 1: a 200 KB document of 100,000 nested flow
+// sequences took 34 s of CPU on an async worker before its 400, and two of
+// them stalled `/healthz` for over a minute.
+#[tokio::test]
+async fn deeply_nested_documents_get_400_while_health_keeps_answering() {
+    let server = start(GraphsConfig::default()).await;
+    let deep = |open: &str, close: &str| {
+        format!(
+            "name: deep\nnodes: {}{}\n",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        )
+    };
+    let flow = deep("[", "]");
+    let json_like = format!(
+        "{{\"name\": \"deep\", \"nodes\": {}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let run = json!({"graph_yaml": deep("{a: ", "}"), "mode": "sync"});
+    let health = async {
+        let response = server
+            .http
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .expect("the server answers");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    };
+    let (validated, stored, started, health) = tokio::join!(
+        server.post_text("/v1/graphs:validate", &flow),
+        server.post_text("/v1/graphs", &json_like),
+        server.post("/v1/runs", &run),
+        health,
+    );
+    assert_eq!(health, (200, "ok".to_owned()));
+    for (what, (status, problem)) in [("validate", validated), ("store", stored), ("run", started)]
+    {
+        assert_eq!(status, 400, "{what}: {problem}");
+        let detail = problem.to_string();
+        assert!(detail.contains("deeper than 64"), "{what}: {detail}");
+    }
+    // Nothing was stored, and an ordinary graph still validates.
+    assert_eq!(server.get("/v1/graphs").await.1["graphs"], json!([]));
+    let (status, valid) = server.post_text("/v1/graphs:validate", PIPELINE).await;
+    assert_eq!(status, 200, "{valid}");
+}
+
 #[tokio::test]
 async fn trace_context_reaches_the_agent() {
     let server = start(GraphsConfig::default()).await;

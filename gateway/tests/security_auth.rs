@@ -160,6 +160,38 @@ async fn forged_and_stale_tokens_get_401_with_a_challenge() {
     }
 }
 
+// Regression: issue #15, defect 5: tokens without `sub` all became one
+// principal of their organisation, which read the others' tasks.
+#[tokio::test]
+async fn tokens_without_a_subject_get_401_unless_another_claim_names_the_caller() {
+    let (gateway, issuer) = secure().await;
+    let mut no_sub = claims("alice", "acme.example");
+    no_sub.as_object_mut().expect("claims object").remove("sub");
+    no_sub["client_id"] = json!("billing-service");
+    let mut empty_sub = claims("", "acme.example");
+    empty_sub["client_id"] = json!("billing-service");
+    for (name, token) in [
+        ("no sub", issuer.sign(&no_sub)),
+        ("empty sub", issuer.sign(&empty_sub)),
+    ] {
+        let bearer = format!("Bearer {token}");
+        let (status, body) = whoami(&gateway, ("authorization", &bearer)).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(body["detail"], "authentication required", "{name}");
+    }
+
+    // A deployment whose client-credential tokens name the caller in
+    // `client_id` says so, and each client is then its own principal.
+    let mut options = SecureOptions::new(&issuer);
+    options.subject_claim = "client_id".to_owned();
+    let by_client_id = spawn_secure_gateway(options).await;
+    let bearer = format!("Bearer {}", issuer.sign(&no_sub));
+    let (status, principal) = whoami(&by_client_id, ("authorization", &bearer)).await;
+    assert_eq!(status, 200, "{principal}");
+    assert_eq!(principal["subject"], "billing-service");
+    assert_eq!(principal["org"], "acme.example");
+}
+
 #[tokio::test]
 async fn revoked_and_unknown_api_keys_get_401() {
     let (gateway, _issuer) = secure().await;

@@ -236,3 +236,220 @@ async fn list_tasks_shows_only_the_callers_own_on_both_bindings() {
         assert_eq!(listed_ids(&value), std::slice::from_ref(own));
     }
 }
+
+fn listed_page(value: &Value) -> (Vec<String>, u64, String) {
+    (
+        listed_ids(value),
+        value["totalSize"].as_u64().expect("totalSize"),
+        value["nextPageToken"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+// Regression: issue #15, defects 2 and 3: every ListTasks page loaded all of
+// the caller's task routes, and when nothing on a page was filtered out the
+// upstream's totalSize over every caller was passed through (bob, owning 3
+// tasks, saw 18).
+#[tokio::test]
+async fn list_tasks_pages_the_callers_tasks_and_counts_only_theirs() {
+    let issuer = Issuer::new("key-1");
+    let gateway = spawn_secure_gateway(SecureOptions::new(&issuer)).await;
+    let fake = spawn_fake(FakeMode::V1).await;
+    gateway.gateway.register("echo", fake.card());
+    let alice = Caller {
+        token: issuer.token("alice", "acme.example"),
+    };
+    let bob = Caller {
+        token: issuer.token("bob", "acme.example"),
+    };
+    let mut alice_tasks = Vec::new();
+    for _ in 0..5 {
+        let (_, created) = rpc(&gateway, &alice, "SendMessage", send_params("wait")).await;
+        alice_tasks.push(task_id(&created));
+    }
+    let mut bob_tasks = Vec::new();
+    for _ in 0..3 {
+        let (_, created) = rpc(&gateway, &bob, "SendMessage", send_params("wait")).await;
+        bob_tasks.push(task_id(&created));
+    }
+
+    // Bob's newest three fill the upstream's first page: nothing is filtered
+    // out, and the count is still his own, on both bindings.
+    let (status, body) = rpc(&gateway, &bob, "ListTasks", json!({"pageSize": 3})).await;
+    assert_eq!(status, 200, "{body}");
+    let value: Value = serde_json::from_str(&body).expect("json");
+    let (ids, total, next) = listed_page(&value["result"]);
+    assert_eq!(ids.len(), 3, "{body}");
+    assert_eq!(total, 3, "bob's own count, not every caller's: {body}");
+    assert!(!next.is_empty());
+    let (status, body) = rest(
+        &gateway,
+        &bob,
+        reqwest::Method::GET,
+        "/tasks?pageSize=3",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let value: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(listed_page(&value).1, 3, "{body}");
+
+    // Paging through everything gives Alice each of her tasks exactly once,
+    // and every page counts only hers.
+    for binding in ["jsonrpc", "rest"] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        for _ in 0..10 {
+            let value = if binding == "jsonrpc" {
+                let (status, body) = rpc(
+                    &gateway,
+                    &alice,
+                    "ListTasks",
+                    json!({"pageSize": 2, "pageToken": token}),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+                let value: Value = serde_json::from_str(&body).expect("json");
+                value["result"].clone()
+            } else {
+                let path = format!("/tasks?pageSize=2&pageToken={token}");
+                let (status, body) =
+                    rest(&gateway, &alice, reqwest::Method::GET, &path, None).await;
+                assert_eq!(status, 200, "{body}");
+                serde_json::from_str(&body).expect("json")
+            };
+            let (ids, total, next) = listed_page(&value);
+            assert_eq!(total, 5, "{binding}: {value}");
+            seen.extend(ids);
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        let mut expected = alice_tasks.clone();
+        expected.sort();
+        let mut listed = seen.clone();
+        listed.sort();
+        assert_eq!(listed, expected, "{binding}: each of hers once, no others");
+    }
+}
+
+/// The context of a JSON-RPC SendMessage result.
+fn context_of(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).expect("json");
+    value["result"]["task"]["contextId"]
+        .as_str()
+        .expect("context id")
+        .to_owned()
+}
+
+fn in_context(text: &str, context_id: &str) -> Value {
+    let mut params = send_params(text);
+    params["message"]["contextId"] = json!(context_id);
+    params
+}
+
+// Regression: issue #15, defect 4: a contextId owned by another principal
+// was accepted on SendMessage; only task ids were checked.
+#[tokio::test]
+async fn another_principals_context_gets_the_unknown_task_answer_on_every_binding() {
+    let issuer = Issuer::new("key-1");
+    let gateway = spawn_secure_gateway(SecureOptions::new(&issuer)).await;
+    let fake = spawn_fake(FakeMode::V1).await;
+    gateway.gateway.register("echo", fake.card());
+    let alice = Caller {
+        token: issuer.token("alice", "acme.example"),
+    };
+    let bob = Caller {
+        token: issuer.token("bob", "acme.example"),
+    };
+    // One context the agent made for Alice, one she chose herself.
+    let (status, created) = rpc(&gateway, &alice, "SendMessage", send_params("wait")).await;
+    assert_eq!(status, 200, "{created}");
+    let made = context_of(&created);
+    let (status, created) = rpc(
+        &gateway,
+        &alice,
+        "SendMessage",
+        in_context("wait", "alice-chosen"),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(context_of(&created), "alice-chosen");
+
+    for context_id in [made.as_str(), "alice-chosen"] {
+        let upstream_calls = fake
+            .state
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst);
+        // The unknown-task answer, as JSON-RPC gives it.
+        let (unknown_status, _) = rpc(&gateway, &bob, "GetTask", json!({"id": UNKNOWN})).await;
+        for method in ["SendMessage", "SendStreamingMessage"] {
+            let (status, body) = rpc(&gateway, &bob, method, in_context("hi", context_id)).await;
+            let value: Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(value["error"]["code"], -32001, "{method}: {body}");
+            assert_eq!(status, unknown_status, "{method}: {body}");
+        }
+        for path in ["/message:send", "/message:stream"] {
+            let (status, body) = rest(
+                &gateway,
+                &bob,
+                reqwest::Method::POST,
+                path,
+                Some(in_context("hi", context_id)),
+            )
+            .await;
+            assert_eq!(status, 404, "{path}: {body}");
+            let value: Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(value["error"]["status"], "NOT_FOUND", "{path}: {body}");
+        }
+        let envelope = json!({"protocol": "a2a/1.0", "from": "convergio://agents/planner",
+            "to": "convergio://agents/echo", "action": "review", "payload": {"code": "x"},
+            "context_id": context_id});
+        let response = gateway
+            .gateway
+            .http
+            .post(gateway.gateway.url("/v1/envelope"))
+            .bearer_auth(&bob.token)
+            .json(&envelope)
+            .send()
+            .await
+            .expect("envelope");
+        assert_eq!(response.status(), 404, "envelope");
+        assert_eq!(
+            fake.state
+                .requests
+                .load(std::sync::atomic::Ordering::SeqCst),
+            upstream_calls,
+            "nothing of Bob's reached the agent in {context_id}"
+        );
+    }
+
+    // Alice goes on in both of her contexts; Bob's own context is his.
+    for context_id in [made.as_str(), "alice-chosen"] {
+        let (status, body) = rpc(
+            &gateway,
+            &alice,
+            "SendMessage",
+            in_context("hi", context_id),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = rpc(
+        &gateway,
+        &bob,
+        "SendMessage",
+        in_context("hi", "bob-chosen"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = rpc(
+        &gateway,
+        &alice,
+        "SendMessage",
+        in_context("hi", "bob-chosen"),
+    )
+    .await;
+    let value: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(value["error"]["code"], -32001, "{body}");
+}

@@ -45,7 +45,7 @@ pub use executor::{
 pub use graph::Graph;
 pub use journal::{Checkpoint, NewRun, RunHeader, RunJournal, StepDelta, StoredRun};
 pub use metrics::Metrics;
-pub use source::parse_yaml;
+pub use source::{check_nesting, parse_yaml, MAX_NESTING_DEPTH};
 pub use trace::{Price, PriceTable, Trace};
 pub use validate::{
     validate, AgentCatalog, AnyAgent, Limits, StaticCatalog, ValidationCode, ValidationError,

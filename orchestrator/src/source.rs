@@ -13,11 +13,64 @@ use crate::dsl::GraphSpec;
 use crate::error::OrchestratorError;
 use crate::validate::{ValidationCode, ValidationError};
 
+/// Deepest nesting of collections (sequences and mappings, flow or block)
+/// a graph document may have. A real graph is about six levels deep (nodes,
+/// a node, its config, a template's JSON); serde_yaml itself stops at 128.
+pub const MAX_NESTING_DEPTH: usize = 64;
+
+/// Refuses a document whose collections nest deeper than `max_depth`, or
+/// that is not YAML at all, without building anything: the walk stops at
+/// the first collection too deep.
+pub fn check_nesting(text: &str, max_depth: usize) -> Result<(), OrchestratorError> {
+    let too_deep = |line: usize, column: usize| OrchestratorError::Yaml {
+        line,
+        column: column + 1,
+        message: format!("the document nests deeper than {max_depth} levels of lists and maps"),
+    };
+    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(|error| {
+            let (line, column) = (error.marker().line(), error.marker().col());
+            // The scanner reads flow collections ahead of the events and
+            // has a nesting limit of its own; say the same as below.
+            if error.info().contains("recursion limit") {
+                too_deep(line, column)
+            } else {
+                OrchestratorError::Yaml {
+                    line,
+                    column: column + 1,
+                    message: error.info().to_owned(),
+                }
+            }
+        })?;
+        match event {
+            saphyr_parser::Event::SequenceStart(..) | saphyr_parser::Event::MappingStart(..) => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(too_deep(span.start.line(), span.start.col()));
+                }
+            }
+            saphyr_parser::Event::SequenceEnd | saphyr_parser::Event::MappingEnd => {
+                depth = depth.saturating_sub(1);
+            }
+            saphyr_parser::Event::StreamEnd => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a graph document (YAML, or JSON, which YAML accepts), checks it
 /// against `schemas/json/graph.schema.json` and returns the typed spec.
 ///
 /// Every schema violation is reported, each with its YAML line when found.
+/// A document nested deeper than [`MAX_NESTING_DEPTH`] is refused first.
+/// Parsing is CPU work proportional to the text: async callers run it on a
+/// blocking thread.
 pub fn parse_yaml(text: &str) -> Result<GraphSpec, OrchestratorError> {
+    // Regression: issue #15, defect 1.
+    check_nesting(text, MAX_NESTING_DEPTH)?;
     let value: Value = serde_yaml::from_str(text).map_err(|error| {
         let (line, column) = error
             .location()
@@ -250,6 +303,45 @@ mod tests {
             OrchestratorError::Yaml { line, .. } => assert!(line >= 2),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    // Regression: issue #15, defect 1.
+    #[test]
+    fn refuses_documents_nested_too_deep_before_parsing_them() {
+        let deep = |depth: usize, open: &str, close: &str| {
+            format!(
+                "name: g\nnodes: {}{}\n",
+                open.repeat(depth),
+                close.repeat(depth)
+            )
+        };
+        // 100,000 levels took libyaml 34 s; the walk stops at level 65.
+        for text in [
+            deep(100_000, "[", "]"),
+            deep(100_000, "{a: ", "}"),
+            deep(MAX_NESTING_DEPTH, "[", "]"),
+            format!("name: g\nnodes:\n{}x\n", "- ".repeat(100_000)),
+        ] {
+            match parse_yaml(&text).expect_err("too deep") {
+                OrchestratorError::Yaml { line, message, .. } => {
+                    assert!(line >= 2, "{line}: {message}");
+                    assert!(message.contains("deeper than 64"), "{message}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Just within the bound, the document reaches the schema check.
+        let within = deep(MAX_NESTING_DEPTH - 2, "[", "]");
+        assert!(matches!(
+            parse_yaml(&within),
+            Err(OrchestratorError::Invalid { .. })
+        ));
+        check_nesting(TEXT, 4).expect("a real graph is shallow");
+        // Unclosed JSON is a YAML error too, reported without a deep walk.
+        assert!(matches!(
+            check_nesting(&"[".repeat(100_000), MAX_NESTING_DEPTH),
+            Err(OrchestratorError::Yaml { .. })
+        ));
     }
 
     #[test]

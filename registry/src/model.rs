@@ -213,10 +213,12 @@ impl Upstream {
 }
 
 /// The default short name for a card name: lower-cased, characters outside
-/// `[a-z0-9_.-]` replaced by `_`, at most 100 characters.
+/// `[a-z0-9_.-]` replaced by `_`, leading dots dropped (a name may not start
+/// with one), at most 100 characters.
 pub fn default_name(card_name: &str) -> String {
     card_name
         .trim()
+        .trim_start_matches('.')
         .to_lowercase()
         .chars()
         .map(|c| {
@@ -246,6 +248,8 @@ mod tests {
         assert_eq!(default_name("Weather Bot 2!"), "weather_bot_2_");
         assert_eq!(default_name("sql-analyst.v1"), "sql-analyst.v1");
         assert_eq!(default_name("Ünïcode"), "_n_code");
+        assert_eq!(default_name(".NET Bot"), "net_bot");
+        assert_eq!(default_name(".."), "");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use convergio_auth::card_signature::{verify_card, CardCheck, CardKey};
+use convergio_schemas::ids::AgentIdError;
 use convergio_schemas::{validate, AgentId, AgentRole, SchemaId, TrustLevel, Violation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -675,6 +676,38 @@ impl Registry {
             .await
     }
 
+    /// Which of `task_ids` are `owner`'s tasks on `agent`; reads only those rows.
+    pub async fn owned_task_ids(
+        &self,
+        owner: &str,
+        agent: &AgentId,
+        task_ids: &[String],
+    ) -> Result<Vec<String>> {
+        self.inner
+            .store
+            .owned_task_ids(owner, agent, task_ids)
+            .await
+    }
+
+    /// How many tasks `owner` has on `agent`.
+    pub async fn count_task_routes(&self, owner: &str, agent: &AgentId) -> Result<u64> {
+        self.inner.store.count_task_routes(owner, agent).await
+    }
+
+    /// The owner of `context_id` at `agent`, which is `owner` if nobody
+    /// held it before (see [`Store::claim_context`]).
+    pub async fn claim_context(
+        &self,
+        agent: &AgentId,
+        context_id: &str,
+        owner: &str,
+    ) -> Result<String> {
+        self.inner
+            .store
+            .claim_context(agent, context_id, owner, model::now())
+            .await
+    }
+
     /// Turns an agent id as written in a URL into an id: a bare name means an
     /// agent of this organisation.
     pub fn parse_id(&self, text: &str) -> Result<AgentId> {
@@ -780,6 +813,13 @@ impl Registry {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        // A refused name or org is a 400 naming the field it came from: the
+        // registration's `name`, or the card's `name` it defaults from.
+        let name_pointer = if registration.name.is_some() {
+            "/name"
+        } else {
+            "/card/name"
+        };
         let name = registration.name.unwrap_or_else(|| default_name(card_name));
         let org = registration
             .org
@@ -790,7 +830,18 @@ impl Registry {
         } else {
             AgentId::external(&org, &name)
         }
-        .map_err(|error| RegistryError::invalid(error.to_string()))?;
+        .map_err(|error| {
+            let pointer = match error {
+                AgentIdError::BadName { .. } => name_pointer,
+                AgentIdError::BadOrg { .. } | AgentIdError::BadScheme { .. } => "/org",
+            };
+            RegistryError::InvalidCard {
+                violations: vec![Violation {
+                    pointer: pointer.to_owned(),
+                    message: error.to_string(),
+                }],
+            }
+        })?;
         if trust == TrustLevel::Internal && org != self.inner.config.org_domain {
             return Err(RegistryError::forbidden(format!(
                 "internal trust is only for agents of {}",

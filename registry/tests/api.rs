@@ -638,6 +638,61 @@ async fn registration_violations_point_into_the_registration_body() {
     );
 }
 
+// Regression: issue #15, defect 6: `.` and `..` were accepted, and the
+// served card's interface URL became `/agents/..`.
+#[tokio::test]
+async fn registration_refuses_names_that_are_not_one_plain_path_segment() {
+    let h = harness().await;
+    // (explicit name or card name, where the 400 points, accepted)
+    let cases: &[(Option<&str>, &str, Option<&str>)] = &[
+        (Some("."), "Weather", Some("/name")),
+        (Some(".."), "Weather", Some("/name")),
+        (Some(".hidden"), "Weather", Some("/name")),
+        (Some(""), "Weather", Some("/name")),
+        (Some("a/b"), "Weather", Some("/name")),
+        (Some("..%2f"), "Weather", Some("/name")),
+        (Some("%2e%2e"), "Weather", Some("/name")),
+        (Some("a\\b"), "Weather", Some("/name")),
+        // A card name defaults the agent name; one that leaves nothing
+        // usable points at the card's name.
+        (None, "..", Some("/card/name")),
+        (None, "...", Some("/card/name")),
+        (Some("ok-name.v1"), "Weather", None),
+        (None, ".NET Weather", None),
+    ];
+    for (name, card_name, refused_at) in cases {
+        let mut card = weather_card();
+        card["name"] = json!(card_name);
+        let mut body = json!({"card": card});
+        if let Some(name) = name {
+            body["name"] = json!(name);
+        }
+        let reply = h.write(Method::POST, "/v1/agents", &[], &body).await;
+        match refused_at {
+            Some(pointer) => {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::BAD_REQUEST,
+                    "{name:?}: {}",
+                    reply.body
+                );
+                h.check("/v1/agents", "post", &reply);
+                assert_eq!(
+                    reply.body["violations"][0]["pointer"], *pointer,
+                    "{name:?}: {}",
+                    reply.body
+                );
+            }
+            None => assert_eq!(
+                reply.status,
+                StatusCode::CREATED,
+                "{name:?}: {}",
+                reply.body
+            ),
+        }
+    }
+}
+
 #[tokio::test]
 async fn openapi_document_lists_exactly_the_routed_paths_and_methods() {
     let h = harness().await;

@@ -53,6 +53,8 @@ conformance!(
     bad_page_tokens_are_rejected,
     failed_bulk_insert_leaves_nothing_behind,
     task_routes_round_trip_and_page_by_owner,
+    owned_task_ids_read_only_the_page_asked_about,
+    contexts_belong_to_their_first_principal_per_agent,
     concurrent_updates_of_one_version_let_exactly_one_win,
     side_table_terms_follow_registration_and_update,
     free_text_skips_deregistered_agents_unless_asked,
@@ -709,6 +711,131 @@ async fn task_routes_round_trip_and_page_by_owner(store: Arc<dyn Store>) {
         .expect("exists");
     assert_eq!(stored.context_id, None);
     assert_eq!(stored.created_at, created);
+}
+
+// Regression: issue #15, defects 2 and 3: every ListTasks page loaded all of
+// the caller's task routes, and totalSize was the upstream's over all callers.
+async fn owned_task_ids_read_only_the_page_asked_about(store: Arc<dyn Store>) {
+    let echo = AgentId::internal("echo").expect("valid");
+    let other = AgentId::internal("other").expect("valid");
+    let route = |task_id: String, agent: &AgentId, owner: &str| {
+        let at = now();
+        TaskRoute {
+            task_id,
+            context_id: None,
+            agent_id: agent.clone(),
+            owner: owner.to_owned(),
+            created_at: at,
+            updated_at: at,
+        }
+    };
+    for i in 0..1_200 {
+        let owner = if i % 3 == 0 { "acme/bob" } else { "acme/alice" };
+        store
+            .put_task_route(&route(format!("t-{i:04}"), &echo, owner))
+            .await
+            .expect("put");
+    }
+    store
+        .put_task_route(&route("t-other".into(), &other, "acme/alice"))
+        .await
+        .expect("put");
+    // A page of the upstream's ids: alice's, bob's, another agent's, unknown.
+    let page: Vec<String> = ["t-0001", "t-0003", "t-0004", "t-other", "t-none"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut owned = store
+        .owned_task_ids("acme/alice", &echo, &page)
+        .await
+        .expect("owned");
+    owned.sort();
+    assert_eq!(owned, ["t-0001", "t-0004"]);
+    assert!(store
+        .owned_task_ids("acme/alice", &echo, &[])
+        .await
+        .expect("empty page")
+        .is_empty());
+    // More ids than one statement binds are looked up in chunks, each once.
+    let all: Vec<String> = (0..1_200).map(|i| format!("t-{i:04}")).collect();
+    let owned = store
+        .owned_task_ids("acme/alice", &echo, &all)
+        .await
+        .expect("owned");
+    assert_eq!(owned.len(), 800);
+    assert_eq!(
+        owned.iter().collect::<BTreeSet<_>>().len(),
+        800,
+        "each once"
+    );
+    // Counts are the caller's own, per agent.
+    assert_eq!(
+        store
+            .count_task_routes("acme/alice", &echo)
+            .await
+            .expect("count"),
+        800
+    );
+    assert_eq!(
+        store
+            .count_task_routes("acme/bob", &echo)
+            .await
+            .expect("count"),
+        400
+    );
+    assert_eq!(
+        store
+            .count_task_routes("acme/alice", &other)
+            .await
+            .expect("count"),
+        1
+    );
+    assert_eq!(
+        store
+            .count_task_routes("acme/carol", &echo)
+            .await
+            .expect("count"),
+        0
+    );
+}
+
+// Regression: issue #15, defect 4: context ids were not owned at all.
+async fn contexts_belong_to_their_first_principal_per_agent(store: Arc<dyn Store>) {
+    let echo = AgentId::internal("echo").expect("valid");
+    let other = AgentId::internal("other").expect("valid");
+    let claim = |agent: &AgentId, owner: &str| {
+        let store = store.clone();
+        let agent = agent.clone();
+        let owner = owner.to_owned();
+        async move {
+            store
+                .claim_context(&agent, "ctx-1", &owner, now())
+                .await
+                .expect("claim")
+        }
+    };
+    assert_eq!(claim(&echo, "acme/alice").await, "acme/alice");
+    assert_eq!(claim(&echo, "acme/alice").await, "acme/alice", "idempotent");
+    assert_eq!(claim(&echo, "acme/bob").await, "acme/alice", "first wins");
+    // The same id at another agent is another context.
+    assert_eq!(claim(&other, "acme/bob").await, "acme/bob");
+    // Racing first claims agree on one winner.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let agent = echo.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_context(&agent, "ctx-race", &format!("acme/p{i}"), now())
+                    .await
+                    .expect("claim")
+            })
+        })
+        .collect();
+    let mut winners = BTreeSet::new();
+    for racer in racers {
+        winners.insert(racer.await.expect("joins"));
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
 }
 
 async fn concurrent_updates_of_one_version_let_exactly_one_win(store: Arc<dyn Store>) {

@@ -15,8 +15,11 @@ pub enum AgentIdError {
         /// The rejected input.
         input: String,
     },
-    /// The agent name part is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
-    #[error("agent name must be 1 to 100 characters of A-Z a-z 0-9 _ . -: {name:?}")]
+    /// The agent name part is empty, too long, has characters outside
+    /// `[A-Za-z0-9_.-]` or starts with a dot.
+    #[error(
+        "agent name must be 1 to 100 characters of A-Z a-z 0-9 _ . - not starting with a dot: {name:?}"
+    )]
     BadName {
         /// The rejected name.
         name: String,
@@ -83,9 +86,19 @@ impl AgentId {
     }
 }
 
-/// Checks an agent short name: 1 to 100 of `[A-Za-z0-9_.-]`.
+/// Checks an agent short name: 1 to 100 of `[A-Za-z0-9_.-]`, not starting
+/// with a dot.
+///
+/// The name becomes a path segment of the gateway (`/agents/{name}`) and of
+/// the served card's interface URLs, so it must stay one plain segment: no
+/// separators (`/`, `\`), no percent-encoding (`%`), nothing a URL parser
+/// decodes or normalises. A leading dot is refused because `.` and `..` are
+/// dot-segments that a normalising client resolves away (issue #15, defect
+/// 6: `/agents/..` became the gateway's own card), and `.hidden` names are
+/// refused with them rather than special-cased.
 pub fn check_name(name: &str) -> Result<(), AgentIdError> {
     let ok = !name.is_empty()
+        && !name.starts_with('.')
         && name.len() <= 100
         && name
             .bytes()
@@ -177,6 +190,39 @@ mod tests {
         }
     }
 
+    // Regression: issue #15, defect 6.
+    #[test]
+    fn name_rule_keeps_names_one_plain_path_segment() {
+        let check = |name: &str, ok: bool| {
+            assert_eq!(check_name(name).is_ok(), ok, "{name:?}");
+        };
+        for (name, ok) in [
+            ("echo", true),
+            ("sql-analyst.v1", true),
+            ("a..b", true),
+            ("Weather_Bot-2", true),
+            (&"a".repeat(100), true),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("...", false),
+            (".hidden", false),
+            ("../echo", false),
+            ("a/b", false),
+            ("a\\b", false),
+            ("%2e%2e", false),
+            ("a%2fb", false),
+            ("a b", false),
+            ("a?b", false),
+            ("a#b", false),
+            ("ech\u{f6}", false),
+            ("echo\0", false),
+            (&"a".repeat(101), false),
+        ] {
+            check(name, ok);
+        }
+    }
+
     #[test]
     fn rejects_bad_ids() {
         for text in [
@@ -187,6 +233,8 @@ mod tests {
             "external://localhost/agents/a",
             "external://acme.example/agents/",
             "external://-bad.example/agents/a",
+            "convergio://agents/..",
+            "external://acme.example/agents/.",
         ] {
             assert!(text.parse::<AgentId>().is_err(), "{text:?} should fail");
         }

@@ -4,6 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use convergio_schemas::ErrorKind;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::{json, Value};
@@ -275,4 +276,57 @@ fn rejects_bad_key_sets_at_load_time() {
     ] {
         assert!(KeySet::from_jwks(jwks).is_err(), "{jwks}");
     }
+}
+
+// Regression: issue #15, defect 5.
+#[test]
+fn rejects_tokens_without_a_subject() {
+    let keys = keys();
+    let verifier = verifier(&keys);
+    let missing = AuthError::MissingSubject {
+        claim: "sub".to_owned(),
+    };
+    for sub in [None, Some(json!("")), Some(json!("  ")), Some(json!(42))] {
+        let mut claims = claims();
+        match &sub {
+            Some(value) => claims["sub"] = value.clone(),
+            None => {
+                claims.as_object_mut().expect("object").remove("sub");
+            }
+        }
+        let token = sign(&keys, "EdDSA", "ed-1", &claims);
+        assert_eq!(
+            verifier.verify(&token, NOW),
+            Err(missing.clone()),
+            "sub {sub:?}"
+        );
+    }
+    assert_eq!(missing.kind(), ErrorKind::Unauthenticated);
+}
+
+// Regression: issue #15, defect 5.
+#[test]
+fn takes_the_subject_from_the_configured_claim() {
+    let keys = keys();
+    let verifier = JwtVerifier::new(JwtConfig {
+        subject_claim: "client_id".to_owned(),
+        ..config()
+    });
+    verifier.install(&keys.set);
+    let mut client_claims = claims();
+    client_claims.as_object_mut().expect("object").remove("sub");
+    client_claims["client_id"] = json!("billing-service");
+    let token = sign(&keys, "EdDSA", "ed-1", &client_claims);
+    let principal = verifier
+        .verify(&token, NOW)
+        .expect("client_id names the caller");
+    assert_eq!(principal.subject, "billing-service");
+    // With client_id configured, a token carrying only `sub` names no caller.
+    let only_sub = sign(&keys, "EdDSA", "ed-1", &claims());
+    assert_eq!(
+        verifier.verify(&only_sub, NOW),
+        Err(AuthError::MissingSubject {
+            claim: "client_id".to_owned()
+        })
+    );
 }

@@ -81,6 +81,28 @@ pub(crate) async fn forward(
             });
         }
     }
+    // Regression: issue #15, defect 4. A context belongs to the first
+    // principal to use it at this agent; another caller naming it gets the
+    // unknown-task answer before anything reaches the upstream, on every
+    // binding (the envelope and streaming come through here too).
+    if let Some(context_id) = context_id_of(call.method, &call.params) {
+        let allowed = state
+            .routes
+            .claim_context(&principal.owner_key(), &target.name, context_id)
+            .await?;
+        if !allowed {
+            return Err(GatewayError::ContextNotFound {
+                context_id: context_id.to_owned(),
+            });
+        }
+    }
+    // Whether a ListTasks answer can be the caller's whole result (see
+    // `filter_list`): only a first page can.
+    let first_page = call
+        .params
+        .get("pageToken")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
     let interface = target
         .choose_interface(call.client.binding)
         .ok_or_else(|| GatewayError::NoUsableInterface {
@@ -251,7 +273,7 @@ pub(crate) async fn forward(
             context.remember(&result, &mut HashSet::new()).await;
             result
         }
-        Method::ListTasks => context.filter_list(result).await?,
+        Method::ListTasks => context.filter_list(result, first_page).await?,
         _ => result,
     };
     Ok(Reply::Unary(result))
@@ -648,8 +670,23 @@ impl RelayContext {
         }
     }
 
-    /// Records every task id in a 1.0 result or event as owned by the caller.
+    /// Records every task id in a 1.0 result or event as owned by the
+    /// caller, and the context it names as the caller's unless another
+    /// principal holds it already.
     async fn remember(&self, value: &Value, seen: &mut HashSet<String>) {
+        if let Some(context_id) = context_id_in(value) {
+            // The prefix keeps context ids apart from task ids in `seen`.
+            if seen.insert(format!("context\0{context_id}")) {
+                if let Err(error) = self
+                    .state
+                    .routes
+                    .claim_context(&self.owner, &self.agent, context_id)
+                    .await
+                {
+                    tracing::warn!(agent = %self.agent, %error, "could not remember a context");
+                }
+            }
+        }
         let found = if let Some(task) = value.get("task") {
             task.get("id")
                 .and_then(Value::as_str)
@@ -689,31 +726,50 @@ impl RelayContext {
 
     /// Keeps only the caller's tasks on this agent. The upstream's paging is
     /// kept: a page may come back shorter than `pageSize` (even empty) while
-    /// `nextPageToken` still points further, and `totalSize` then counts only
-    /// what this page shows. Exact paging would need the gateway to page over
-    /// its own task routes; see ARCHITECTURE.md.
-    async fn filter_list(&self, mut result: Value) -> Result<Value, GatewayError> {
-        let owned: HashSet<String> = self
-            .state
-            .routes
-            .list_task_routes(&self.owner, &self.agent)
-            .await?
-            .into_iter()
-            .map(|route| route.task_id)
-            .collect();
+    /// `nextPageToken` still points further.
+    ///
+    /// Only the ids on this page are looked up (issue #15, defect 2: every
+    /// page used to load all of the caller's task routes), and `totalSize`
+    /// is always the caller's own (defect 3: the upstream's counts every
+    /// caller's tasks): the tasks kept when this page is the whole result,
+    /// else the caller's tasks on this agent (exact without filters, an
+    /// upper bound with `status` or `contextId` filters).
+    async fn filter_list(
+        &self,
+        mut result: Value,
+        first_page: bool,
+    ) -> Result<Value, GatewayError> {
         let Some(Value::Array(tasks)) = result.get_mut("tasks") else {
             return Err(self.invalid("ListTasks result has no tasks array"));
         };
-        let before = tasks.len();
+        let ids: Vec<String> = tasks
+            .iter()
+            .filter_map(|task| task.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let owned = self
+            .state
+            .routes
+            .owned_tasks(&self.owner, &self.agent, &ids)
+            .await?;
         tasks.retain(|task| {
             task.get("id")
                 .and_then(Value::as_str)
                 .is_some_and(|id| owned.contains(id))
         });
         let kept = tasks.len();
-        if kept != before {
-            result["totalSize"] = Value::from(kept);
-        }
+        let last_page = result
+            .get("nextPageToken")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        let total = if first_page && last_page {
+            u64::try_from(kept).unwrap_or(u64::MAX)
+        } else {
+            self.state
+                .routes
+                .count_tasks(&self.owner, &self.agent)
+                .await?
+        };
+        result["totalSize"] = Value::from(total);
         Ok(result)
     }
 
@@ -779,6 +835,26 @@ impl RelayContext {
         }
         encode_event(&value.to_string())
     }
+}
+
+/// The context a call names, for the calls that can write into one.
+fn context_id_of(method: Method, params: &Value) -> Option<&str> {
+    match method {
+        Method::SendMessage | Method::SendStreamingMessage => params
+            .get("message")?
+            .get("contextId")?
+            .as_str()
+            .filter(|context_id| !context_id.is_empty()),
+        _ => None,
+    }
+}
+
+/// The context a 1.0 result or stream event names.
+fn context_id_in(value: &Value) -> Option<&str> {
+    ["task", "message", "statusUpdate", "artifactUpdate"]
+        .iter()
+        .find_map(|key| value.get(*key)?.get("contextId")?.as_str())
+        .filter(|context_id| !context_id.is_empty())
 }
 
 /// Whether an event ends a well-formed A2A stream.

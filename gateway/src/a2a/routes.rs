@@ -2,7 +2,7 @@
 //! implements it over `convergio-registry`), the types it returns, and
 //! [`InMemoryRoutes`], an implementation for tests and examples.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -227,12 +227,26 @@ pub trait RouteTable: Send + Sync {
     async fn remember_task(&self, route: TaskRoute) -> Result<(), GatewayError>;
     /// The remembered route of a task.
     async fn task_route(&self, task_id: &str) -> Result<Option<TaskRoute>, GatewayError>;
-    /// Every remembered task of `owner` on `agent`.
-    async fn list_task_routes(
+    /// Which of `task_ids` (one upstream `ListTasks` page) are tasks of
+    /// `owner` on `agent`. Reads only those ids, however many tasks the
+    /// caller has (issue #15, defect 2).
+    async fn owned_tasks(
         &self,
         owner: &str,
         agent: &str,
-    ) -> Result<Vec<TaskRoute>, GatewayError>;
+        task_ids: &[String],
+    ) -> Result<HashSet<String>, GatewayError>;
+    /// How many remembered tasks `owner` has on `agent`.
+    async fn count_tasks(&self, owner: &str, agent: &str) -> Result<u64, GatewayError>;
+    /// Whether `owner` may use `context_id` at `agent`: true when it holds
+    /// the context, or held nobody's and now does (the first principal to
+    /// use a context id at an agent owns it there).
+    async fn claim_context(
+        &self,
+        owner: &str,
+        agent: &str,
+        context_id: &str,
+    ) -> Result<bool, GatewayError>;
 }
 
 /// A [`RouteTable`] held in memory (tests, examples; not shared by replicas).
@@ -240,6 +254,8 @@ pub trait RouteTable: Send + Sync {
 pub struct InMemoryRoutes {
     agents: RwLock<HashMap<String, Arc<RouteTarget>>>,
     tasks: RwLock<HashMap<String, TaskRoute>>,
+    /// (agent, context id) → owner.
+    contexts: RwLock<HashMap<(String, String), String>>,
 }
 
 // === impl InMemoryRoutes ===
@@ -314,20 +330,53 @@ impl RouteTable for InMemoryRoutes {
         Ok(tasks.get(task_id).cloned())
     }
 
-    async fn list_task_routes(
+    async fn owned_tasks(
         &self,
         owner: &str,
         agent: &str,
-    ) -> Result<Vec<TaskRoute>, GatewayError> {
+        task_ids: &[String],
+    ) -> Result<HashSet<String>, GatewayError> {
         let tasks = self
             .tasks
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
-        Ok(tasks
-            .values()
-            .filter(|route| route.owner == owner && route.agent == agent)
+        Ok(task_ids
+            .iter()
+            .filter(|task_id| {
+                tasks
+                    .get(task_id.as_str())
+                    .is_some_and(|route| route.owner == owner && route.agent == agent)
+            })
             .cloned()
             .collect())
+    }
+
+    async fn count_tasks(&self, owner: &str, agent: &str) -> Result<u64, GatewayError> {
+        let tasks = self
+            .tasks
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let count = tasks
+            .values()
+            .filter(|route| route.owner == owner && route.agent == agent)
+            .count();
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
+
+    async fn claim_context(
+        &self,
+        owner: &str,
+        agent: &str,
+        context_id: &str,
+    ) -> Result<bool, GatewayError> {
+        let mut contexts = self
+            .contexts
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let holder = contexts
+            .entry((agent.to_owned(), context_id.to_owned()))
+            .or_insert_with(|| owner.to_owned());
+        Ok(holder == owner)
     }
 }
 
@@ -390,18 +439,39 @@ mod tests {
             .expect("lookup")
             .expect("present");
         assert_eq!(stored.owner, "alice");
+        let asked = ["t1".to_owned(), "t2".to_owned()];
         assert_eq!(
             routes
-                .list_task_routes("alice", "a")
+                .owned_tasks("alice", "a", &asked)
                 .await
-                .expect("list")
-                .len(),
-            1
+                .expect("owned"),
+            HashSet::from(["t1".to_owned()])
         );
         assert!(routes
-            .list_task_routes("mallory", "a")
+            .owned_tasks("mallory", "a", &asked)
             .await
-            .expect("list")
+            .expect("owned")
             .is_empty());
+        assert_eq!(routes.count_tasks("alice", "a").await.expect("count"), 1);
+        assert_eq!(routes.count_tasks("mallory", "a").await.expect("count"), 0);
+    }
+
+    // Regression: issue #15, defect 4.
+    #[tokio::test]
+    async fn first_principal_to_use_a_context_at_an_agent_owns_it() {
+        let routes = InMemoryRoutes::new();
+        let claim = |owner: &'static str, agent: &'static str| {
+            let routes = &routes;
+            async move {
+                routes
+                    .claim_context(owner, agent, "c1")
+                    .await
+                    .expect("claim")
+            }
+        };
+        assert!(claim("alice", "a").await);
+        assert!(claim("alice", "a").await);
+        assert!(!claim("mallory", "a").await);
+        assert!(claim("mallory", "b").await, "another agent's context");
     }
 }

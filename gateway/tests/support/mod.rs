@@ -46,6 +46,8 @@ pub enum FakeMode {
 #[derive(Default)]
 pub struct FakeState {
     pub tasks: Mutex<HashMap<String, Value>>,
+    /// Task ids in creation order; ListTasks pages them newest first.
+    pub task_order: Mutex<Vec<String>>,
     pub last_headers: Mutex<Option<HeaderMap>>,
     pub requests: AtomicUsize,
     pub mode: Mutex<Option<FakeMode>>,
@@ -204,6 +206,7 @@ async fn operate(
                 .lock()
                 .expect("lock")
                 .insert(task_id.clone(), task.clone());
+            state.task_order.lock().expect("lock").push(task_id.clone());
             if !streaming {
                 return Ok(Outcome::Value(json!({"task": task})));
             }
@@ -255,15 +258,39 @@ async fn operate(
             Ok(Outcome::Events(vec![json!({"task": task}), done], false))
         }
         "ListTasks" => {
-            let tasks: Vec<Value> = state
-                .tasks
-                .lock()
-                .expect("lock")
-                .values()
+            // Every caller's tasks, newest first, paged by offset like a
+            // real agent that knows nothing of the gateway's principals.
+            let page_size = match &params["pageSize"] {
+                Value::Number(number) => number.as_u64().unwrap_or(50),
+                Value::String(text) => text.parse().unwrap_or(50),
+                _ => 50,
+            } as usize;
+            let offset: usize = params["pageToken"]
+                .as_str()
+                .and_then(|token| token.parse().ok())
+                .unwrap_or(0);
+            let order = state.task_order.lock().expect("lock").clone();
+            let all = state.tasks.lock().expect("lock").clone();
+            let newest_first: Vec<Value> = order
+                .iter()
+                .rev()
+                .filter_map(|id| all.get(id).cloned())
+                .collect();
+            let tasks: Vec<Value> = newest_first
+                .iter()
+                .skip(offset)
+                .take(page_size)
                 .cloned()
                 .collect();
+            let next = offset + tasks.len();
+            let next_page_token = if next < newest_first.len() {
+                next.to_string()
+            } else {
+                String::new()
+            };
             Ok(Outcome::Value(
-                json!({"tasks": tasks, "nextPageToken": "", "pageSize": 50, "totalSize": tasks.len()}),
+                json!({"tasks": tasks, "nextPageToken": next_page_token,
+                "pageSize": page_size, "totalSize": newest_first.len()}),
             ))
         }
         _ => Err((-32601, "Method not found")),
@@ -380,7 +407,15 @@ async fn fake_rest(State(state): State<Arc<FakeState>>, request: Request) -> Res
     let (method, params) = match (&parts.method, path.as_str()) {
         (&HttpMethod::POST, "/message:send") => ("SendMessage", body),
         (&HttpMethod::POST, "/message:stream") => ("SendStreamingMessage", body),
-        (&HttpMethod::GET, "/tasks") => ("ListTasks", json!({})),
+        (&HttpMethod::GET, "/tasks") => {
+            let mut params = serde_json::Map::new();
+            for pair in parts.uri.query().unwrap_or("").split('&') {
+                if let Some((key, value)) = pair.split_once('=') {
+                    params.insert(key.to_owned(), Value::from(value));
+                }
+            }
+            ("ListTasks", Value::Object(params))
+        }
         (&HttpMethod::GET, path) if path.starts_with("/tasks/") && path.ends_with(":subscribe") => {
             (
                 "SubscribeToTask",

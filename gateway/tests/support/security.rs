@@ -120,6 +120,8 @@ pub struct SecureOptions {
     pub limits: LimitsConfig,
     pub a2a: A2aConfig,
     pub min_refetch_interval: Duration,
+    /// The JWT claim naming the caller.
+    pub subject_claim: String,
 }
 
 impl SecureOptions {
@@ -136,6 +138,7 @@ impl SecureOptions {
                 ..A2aConfig::default()
             },
             min_refetch_interval: Duration::from_secs(10),
+            subject_claim: "sub".to_owned(),
         }
     }
 }
@@ -158,6 +161,7 @@ pub async fn spawn_secure_gateway(options: SecureOptions) -> SecureGateway {
         jwt: JwtConfig {
             issuer: ISSUER.to_owned(),
             audience: AUDIENCE.to_owned(),
+            subject_claim: options.subject_claim.clone(),
             ..JwtConfig::default()
         },
         source: options.jwks,

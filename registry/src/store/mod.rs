@@ -42,6 +42,10 @@ pub use sqlite::SqliteStore;
 
 /// The default discovery page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
+
+/// Task ids looked up per statement by [`Store::owned_task_ids`], well under
+/// SQLite's and PostgreSQL's bind-parameter limits.
+pub(crate) const TASK_ID_CHUNK: usize = 500;
 /// The largest discovery page size.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
@@ -126,6 +130,30 @@ pub trait Store: Send + Sync + 'static {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<Page<TaskRoute>>;
+
+    /// Which of `task_ids` are routes of `owner` on `agent`. Reads only the
+    /// rows asked about (by primary key), however many tasks `owner` has:
+    /// the gateway filters one upstream `ListTasks` page with it.
+    async fn owned_task_ids(
+        &self,
+        owner: &str,
+        agent: &AgentId,
+        task_ids: &[String],
+    ) -> Result<Vec<String>>;
+
+    /// How many task routes `owner` has on `agent` (an index-only count).
+    async fn count_task_routes(&self, owner: &str, agent: &AgentId) -> Result<u64>;
+
+    /// The owner of `context_id` at `agent`, claiming it for `owner` first
+    /// when nobody holds it: the first principal to use a context id at an
+    /// agent keeps it, so two racing claims both read the one winner.
+    async fn claim_context(
+        &self,
+        agent: &AgentId,
+        context_id: &str,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<String>;
 
     /// Inserts many new agents in one transaction (for seeding and benches).
     /// Fails, inserting nothing, if any id is taken.

@@ -737,6 +737,84 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn owned_task_ids(
+        &self,
+        owner: &str,
+        agent: &AgentId,
+        task_ids: &[String],
+    ) -> Result<Vec<String>> {
+        let mut owned = Vec::new();
+        for chunk in task_ids.chunks(super::TASK_ID_CHUNK) {
+            let mut builder =
+                QueryBuilder::<Postgres>::new("SELECT task_id FROM task_routes WHERE owner = ");
+            builder
+                .push_bind(owner.to_owned())
+                .push(" AND agent_id = ")
+                .push_bind(agent.to_string())
+                .push(" AND task_id IN (");
+            let mut ids = builder.separated(", ");
+            for task_id in chunk {
+                ids.push_bind(task_id.clone());
+            }
+            ids.push_unseparated(")");
+            let rows = builder
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage)?;
+            for row in rows {
+                owned.push(row.try_get::<String, _>("task_id").map_err(storage)?);
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn count_task_routes(&self, owner: &str, agent: &AgentId) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task_routes WHERE owner = $1 AND agent_id = $2",
+        )
+        .bind(owner)
+        .bind(agent.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn claim_context(
+        &self,
+        agent: &AgentId,
+        context_id: &str,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<String> {
+        let agent_id = agent.to_string();
+        let read = || {
+            sqlx::query_scalar::<Postgres, String>(
+                "SELECT owner FROM context_routes WHERE agent_id = $1 AND context_id = $2",
+            )
+            .bind(agent_id.clone())
+            .bind(context_id.to_owned())
+        };
+        // Most calls name a context already held: one read answers them.
+        if let Some(holder) = read().fetch_optional(&self.pool).await.map_err(storage)? {
+            return Ok(holder);
+        }
+        sqlx::query(
+            "INSERT INTO context_routes (agent_id, context_id, owner, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (agent_id, context_id) DO NOTHING",
+        )
+        .bind(agent_id.clone())
+        .bind(context_id)
+        .bind(owner)
+        .bind(ts(&at))
+        .execute(&self.pool)
+        .await
+        .map_err(storage)?;
+        // Whoever inserted first holds it, this claim or a racing one.
+        read().fetch_one(&self.pool).await.map_err(storage)
+    }
+
     async fn bulk_insert(&self, records: &[AgentRecord]) -> Result<u64> {
         let values = records.iter().map(row_values).collect::<Result<Vec<_>>>()?;
         let mut tx = self.begin_write().await?;
