@@ -90,14 +90,16 @@ fn message_v1() -> impl Strategy<Value = Value> {
         prop::option::of(json_object()),
         prop::option::of(json_value()),
     )
-        .prop_map(|(message_id, role, parts, task, context, metadata, future)| {
-            let message = json!({ "messageId": message_id, "role": role, "parts": parts });
-            let message = with(message, "taskId", task.map(Value::from));
-            let message = with(message, "contextId", context.map(Value::from));
-            let message = with(message, "metadata", metadata);
-            // A field a later A2A version may add: translation must keep it.
-            with(message, "futureField", future)
-        })
+        .prop_map(
+            |(message_id, role, parts, task, context, metadata, future)| {
+                let message = json!({ "messageId": message_id, "role": role, "parts": parts });
+                let message = with(message, "taskId", task.map(Value::from));
+                let message = with(message, "contextId", context.map(Value::from));
+                let message = with(message, "metadata", metadata);
+                // A field a later A2A version may add: translation must keep it.
+                with(message, "futureField", future)
+            },
+        )
 }
 
 fn state_v1() -> impl Strategy<Value = Value> {
@@ -211,19 +213,16 @@ fn send_request_v1() -> impl Strategy<Value = Value> {
     )
         .prop_map(|(message, configuration, metadata)| {
             let configuration = configuration.map(|(immediately, push, modes)| {
-                let configuration = with(
-                    json!({}),
-                    "returnImmediately",
-                    immediately.map(Value::from),
-                );
+                let configuration =
+                    with(json!({}), "returnImmediately", immediately.map(Value::from));
                 let configuration = with(configuration, "taskPushNotificationConfig", push);
-                with(
-                    configuration,
-                    "acceptedOutputModes",
-                    modes.map(Value::from),
-                )
+                with(configuration, "acceptedOutputModes", modes.map(Value::from))
             });
-            let request = with(json!({ "message": message }), "configuration", configuration);
+            let request = with(
+                json!({ "message": message }),
+                "configuration",
+                configuration,
+            );
             with(request, "metadata", metadata)
         })
 }
@@ -314,7 +313,8 @@ fn generated_parts_lower_to_every_kind() {
             .new_tree(&mut runner)
             .expect("the strategy generates")
             .current();
-        let message = json!({ "message": { "messageId": "m", "role": "ROLE_USER", "parts": [part] } });
+        let message =
+            json!({ "message": { "messageId": "m", "role": "ROLE_USER", "parts": [part] } });
         let old = event_to_v03(message);
         if let Some(kind) = old["parts"][0]["kind"].as_str() {
             kinds.insert(kind.to_owned(), Value::Bool(true));

@@ -10,7 +10,14 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 const IDS: [&str; 5] = ["a", "b", "c", "judge", "sub"];
-const INPUTS: [&str; 6] = ["task", "a.output", "b.output.x", "zz.output", "a", "sub.output"];
+const INPUTS: [&str; 6] = [
+    "task",
+    "a.output",
+    "b.output.x",
+    "zz.output",
+    "a",
+    "sub.output",
+];
 
 fn pick(items: &'static [&'static str]) -> impl Strategy<Value = Value> {
     prop::sample::select(items).prop_map(Value::from)
@@ -90,16 +97,18 @@ fn edge() -> impl Strategy<Value = Value> {
 
 fn config() -> impl Strategy<Value = Value> {
     prop::collection::btree_map(
-        prop::sample::select(&[
-            "max_iterations",
-            "timeout_seconds",
-            "total_timeout_seconds",
-            "timeout_per_agent_seconds",
-            "max_concurrent_agents",
-            "max_tokens_per_run",
-            "checkpoint_enabled",
-            "execution",
-        ][..]),
+        prop::sample::select(
+            &[
+                "max_iterations",
+                "timeout_seconds",
+                "total_timeout_seconds",
+                "timeout_per_agent_seconds",
+                "max_concurrent_agents",
+                "max_tokens_per_run",
+                "checkpoint_enabled",
+                "execution",
+            ][..],
+        ),
         odd_value(),
         0..4,
     )
@@ -194,11 +203,48 @@ fn yaml_ish() -> impl Strategy<Value = String> {
     prop::collection::vec(
         prop::sample::select(
             &[
-                "name: g", "nodes:", "edges:", "entry:", "subgraphs:", "config:", "\n", "\n  ",
-                "\n    ", "- ", "id: a", "id: b", "agent: echo", "from: a", "to: b", "to: [a, b]",
-                "inputs: [a.output]", "when: otherwise", "kind: subgraph", "subgraph: s",
-                "max_iterations: 3", "[", "]", "{", "}", ",", ": ", "#", "'", "\"", "&a ",
-                "*a", "!!str ", "~", "1e9", "-1", ".nan", "? ", "|", ">", "---", "...",
+                "name: g",
+                "nodes:",
+                "edges:",
+                "entry:",
+                "subgraphs:",
+                "config:",
+                "\n",
+                "\n  ",
+                "\n    ",
+                "- ",
+                "id: a",
+                "id: b",
+                "agent: echo",
+                "from: a",
+                "to: b",
+                "to: [a, b]",
+                "inputs: [a.output]",
+                "when: otherwise",
+                "kind: subgraph",
+                "subgraph: s",
+                "max_iterations: 3",
+                "[",
+                "]",
+                "{",
+                "}",
+                ",",
+                ": ",
+                "#",
+                "'",
+                "\"",
+                "&a ",
+                "*a",
+                "!!str ",
+                "~",
+                "1e9",
+                "-1",
+                ".nan",
+                "? ",
+                "|",
+                ">",
+                "---",
+                "...",
             ][..],
         ),
         0..60,

@@ -82,7 +82,11 @@ fn words(indices: &[usize]) -> String {
 
 async fn ids(store: &dyn Store, query: &DiscoveryQuery) -> (Vec<String>, Option<String>) {
     let page = store.discover(query).await.expect("discovery answers");
-    let ids = page.items.iter().map(|record| record.id.to_string()).collect();
+    let ids = page
+        .items
+        .iter()
+        .map(|record| record.id.to_string())
+        .collect();
     (ids, page.next_page_token)
 }
 
@@ -140,7 +144,13 @@ async fn check(agents: Vec<Agent>, search: Search) -> Result<(), TestCaseError> 
             None => break,
         }
     }
-    prop_assert_eq!(&paged, &everything, "pages of {} for {:?}", search.page_size, query);
+    prop_assert_eq!(
+        &paged,
+        &everything,
+        "pages of {} for {:?}",
+        search.page_size,
+        query
+    );
     backend.finish().await;
     Ok(())
 }

@@ -21,8 +21,9 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let key_pair = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-            .expect("the system RNG works");
+        let key_pair =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("the system RNG works");
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8(key_pair.as_ref())
             .expect("a fresh key parses");
         let signer = Ed25519CardSigner::new(Arc::new(pair), "fuzz-card-key");
@@ -36,8 +37,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let canonical = canonical_json(&value);
-    let reparsed: Value =
-        serde_json::from_str(&canonical).expect("canonical JSON is JSON");
+    let reparsed: Value = serde_json::from_str(&canonical).expect("canonical JSON is JSON");
     assert_eq!(canonical_json(&reparsed), canonical, "JCS is a fixed point");
 
     let keys = keys();

@@ -30,5 +30,9 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
     }
     assert_eq!(events, expected, "chunking changed the events");
-    assert_eq!(chunked.pending(), whole.pending(), "chunking changed what is pending");
+    assert_eq!(
+        chunked.pending(),
+        whole.pending(),
+        "chunking changed what is pending"
+    );
 });

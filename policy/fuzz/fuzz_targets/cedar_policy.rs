@@ -28,7 +28,9 @@ fn fixture() -> &'static Fixture {
             method,
         };
         let agent = Resource::Agent {
-            id: "convergio://agents/echo".parse::<AgentId>().expect("a valid agent id"),
+            id: "convergio://agents/echo"
+                .parse::<AgentId>()
+                .expect("a valid agent id"),
             org: "acme.example".to_owned(),
             trust: TrustLevel::Verified,
             role: AgentRole::default(),
@@ -43,7 +45,11 @@ fn fixture() -> &'static Fixture {
         let mut requests = Vec::new();
         for principal in [
             principal("alice", Some("acme.example"), AuthMethod::Jwt),
-            principal("gw.partner.example", Some("partner.example"), AuthMethod::Peer),
+            principal(
+                "gw.partner.example",
+                Some("partner.example"),
+                AuthMethod::Peer,
+            ),
             principal("admin", None, AuthMethod::AdminToken),
         ] {
             for action in Action::ALL {

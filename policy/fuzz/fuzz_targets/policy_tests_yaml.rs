@@ -36,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
             resource: &case.resource,
             context: &case.context,
         };
-        assert_eq!(engine.authorize(&request), engine.authorize_unindexed(&request));
+        assert_eq!(
+            engine.authorize(&request),
+            engine.authorize_unindexed(&request)
+        );
     }
 });
