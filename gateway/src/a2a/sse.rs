@@ -7,6 +7,12 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Default)]
 pub struct SseParser {
     buffer: BytesMut,
+    /// Where the next search for a blank line starts: everything before it
+    /// was searched already. Without it, an event arriving in many small
+    /// chunks was rescanned from its start on every chunk, quadratic in
+    /// its size (up to the 4 MiB an event may buffer) — CPU an upstream
+    /// could burn at will by trickling bytes (issue #15, fuzz review).
+    scanned: usize,
 }
 
 // === impl SseParser ===
@@ -27,7 +33,8 @@ impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some((end, separator)) = find_event_end(&self.buffer) {
+        while let Some((end, separator)) = find_event_end(&self.buffer, self.scanned) {
+            self.scanned = 0;
             let raw = self.buffer.split_to(end + separator);
             let text = String::from_utf8_lossy(&raw[..end]);
             let mut data: Option<String> = None;
@@ -48,13 +55,17 @@ impl SseParser {
                 events.push(data);
             }
         }
+        // A separator is up to 3 bytes, so one may start in the last two
+        // bytes and end in the next chunk; everything before them is done.
+        self.scanned = self.buffer.len().saturating_sub(2);
         events
     }
 }
 
-/// Position and length of the first blank-line separator.
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let mut index = 0;
+/// Position and length of the first blank-line separator starting at or
+/// after `from`.
+fn find_event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut index = from;
     while index + 1 < buffer.len() {
         if buffer[index] == b'\n' {
             if buffer[index + 1] == b'\n' {
@@ -92,5 +103,24 @@ mod tests {
         );
         assert_eq!(parser.push(b"event: x\ndata: a\ndata: b\n\n"), vec!["a\nb"]);
         assert_eq!(parser.pending(), 0);
+    }
+
+    #[test]
+    fn resumes_the_search_where_the_last_chunk_ended() {
+        // Regression: issue #15, fuzz finding (review of the SSE target): a
+        // long event trickled in small chunks was rescanned from its start
+        // on every chunk. Each byte must be searched a bounded number of
+        // times, so the search resumes two bytes before the end.
+        let mut parser = SseParser::new();
+        for _ in 0..1000 {
+            assert!(parser.push(b"data: x").is_empty());
+        }
+        assert_eq!(parser.scanned, parser.pending() - 2);
+        // A separator split across chunks, in both spellings, is still found.
+        assert!(parser.push(b"\r\n\r").is_empty());
+        assert_eq!(parser.push(b"\n").len(), 1);
+        assert_eq!(parser.scanned, 0);
+        assert!(parser.push(b"data: y\n").is_empty());
+        assert_eq!(parser.push(b"\n"), vec!["y"]);
     }
 }
