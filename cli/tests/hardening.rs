@@ -299,7 +299,11 @@ fn an_anonymous_loopback_run_survives_a_crash_and_completes() {
         &server,
         None,
         &format!("/v1/runs/{run_id}/result"),
-        |body| body["status"].as_str().is_some_and(|status| status != "running"),
+        |body| {
+            body["status"]
+                .as_str()
+                .is_some_and(|status| status != "running")
+        },
     ));
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
     assert_eq!(outcome["output"], json!("c(b(a(anon)))"));

@@ -264,9 +264,8 @@ async fn issue_handler(
     if let Some(failure) = admin_refusal(&principal) {
         return Err(failure);
     }
-    let invalid = |detail: String| {
-        Failure::new(GatewayError::InvalidParams { detail }, ErrorShape::Problem)
-    };
+    let invalid =
+        |detail: String| Failure::new(GatewayError::InvalidParams { detail }, ErrorShape::Problem);
     let value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|error| invalid(error.to_string()))?;
     // Refused here, the same for both backends (issue 15).

@@ -61,7 +61,12 @@ impl<S: AsyncWrite + Unpin> ProblemBodies<S> {
     /// Queues the rewritten answer and reports all of `len` as written
     /// (the caller's bytes are in it); what the socket does not take now
     /// is written by the next write, flush or shutdown.
-    fn queue(&mut self, answer: Vec<u8>, len: usize, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    fn queue(
+        &mut self,
+        answer: Vec<u8>,
+        len: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
         self.pending = answer;
         self.written = 0;
         match self.poll_pending(cx) {
@@ -177,8 +182,14 @@ mod tests {
         let answer = with_problem_body(head).expect("rewritten");
         let text = String::from_utf8(answer).expect("utf-8");
         let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-        assert!(head.contains("content-type: application/problem+json"), "{head}");
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         assert!(body.contains("headers-too-large"), "{body}");
     }
 

@@ -1664,7 +1664,10 @@ impl Run {
             }
         }
         loop {
-            if cancelled.as_ref().is_some_and(|cancelled| *cancelled.borrow()) {
+            if cancelled
+                .as_ref()
+                .is_some_and(|cancelled| *cancelled.borrow())
+            {
                 self.end(RunStatus::Cancelled, Some(CANCELLED.to_owned()));
             }
             while in_flight.len() < max_in_flight && self.state.status == RunStatus::Running {

@@ -104,9 +104,7 @@ impl PolicyError {
             | Self::Corrupt(_)
             | Self::CorruptAuditRecord { .. }
             | Self::InvalidSchema { .. }
-            | Self::Io { .. } => {
-                ErrorKind::Internal
-            }
+            | Self::Io { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -151,9 +151,7 @@ impl ErrorKind {
             Self::InvalidInput
             | Self::PayloadTooLarge
             | Self::HeadersTooLarge
-            | Self::UriTooLong => {
-                crate::a2a::JSONRPC_INVALID_PARAMS
-            }
+            | Self::UriTooLong => crate::a2a::JSONRPC_INVALID_PARAMS,
             Self::UnsupportedMediaType => crate::a2a::A2aError::ContentTypeNotSupported.code(),
             Self::NotFound => crate::a2a::A2aError::TaskNotFound.code(),
             Self::BadUpstream | Self::UpstreamTimeout => {

@@ -152,7 +152,8 @@ mod tests {
                 message: huge.clone(),
             })
             .collect();
-        let problem = Problem::new(ErrorKind::InvalidInput, huge.clone()).with_violations(violations);
+        let problem =
+            Problem::new(ErrorKind::InvalidInput, huge.clone()).with_violations(violations);
         let body = serde_json::to_string(&problem).expect("serializes");
         assert!(body.len() < 64 * 1024, "{} bytes", body.len());
         assert!(body.contains("950 more violations not listed"));

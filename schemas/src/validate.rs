@@ -163,8 +163,14 @@ mod tests {
 
     #[test]
     fn find_nul_points_at_the_first_string_holding_nul() {
-        assert_eq!(find_nul(&json!({"a": ["x", "y\u{0}"]})), Some("/a/1".to_owned()));
-        assert_eq!(find_nul(&json!({"a/b": {"c\u{0}": 1}})), Some("/a~1b/c\u{0}".to_owned()));
+        assert_eq!(
+            find_nul(&json!({"a": ["x", "y\u{0}"]})),
+            Some("/a/1".to_owned())
+        );
+        assert_eq!(
+            find_nul(&json!({"a/b": {"c\u{0}": 1}})),
+            Some("/a~1b/c\u{0}".to_owned())
+        );
         assert_eq!(find_nul(&json!({"a": ["x", 1, null]})), None);
     }
 
@@ -174,7 +180,11 @@ mod tests {
         let card = json!({"name": "n".repeat(250_000)});
         let violations = validate(SchemaId::AgentCard, &card).expect_err("invalid card");
         for violation in violations {
-            assert!(violation.message.len() < 2_000, "{}", violation.message.len());
+            assert!(
+                violation.message.len() < 2_000,
+                "{}",
+                violation.message.len()
+            );
         }
     }
 }
