@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use convergio_agents::logic::text_parts;
-use convergio_agents::{spawn_logic, AgentLogic, RunningAgent, ServeOptions};
+use convergio_agents::{
+    spawn_logic, AgentLogic, AgentsError, RunningAgent, ServeOptions, TaskContext,
+};
 use serde_json::{json, Value};
 use support::{cli, start, start_with, Server};
 
@@ -79,6 +81,12 @@ impl AgentLogic for Holder {
         }
         let text = format!("{node}({})", text_parts(message).join(","));
         Some(json!({"parts": [{"text": text}]}))
+    }
+
+    async fn execute(&self, _message: Value, _context: TaskContext) -> Result<(), AgentsError> {
+        Err(AgentsError::Logic {
+            reason: "every call is answered directly".to_owned(),
+        })
     }
 }
 
