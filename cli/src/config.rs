@@ -205,6 +205,17 @@ pub struct GraphsConfig {
     /// Resume running runs whose lease expired (their replica died).
     /// Default true.
     pub take_over_expired_runs: bool,
+    /// Server ceiling on how many times one node runs in one run; a graph's
+    /// `config.max_iterations` cannot raise it. Default 10,000.
+    pub max_run_iterations: u32,
+    /// Server ceiling on a run's time in seconds (0: none); a graph's
+    /// timeouts cannot raise it. Default 3,600.
+    pub max_run_seconds: u64,
+    /// Events kept per run (the final one always). Default 10,000.
+    pub max_run_events: usize,
+    /// Distinct graph names, and agent names, with `/metrics` series of
+    /// their own; later ones share `other`. Default 100.
+    pub max_metric_labels: usize,
 }
 
 /// Logging section.
@@ -324,6 +335,10 @@ impl Default for GraphsConfig {
             replica_id: None,
             lease_seconds: 30,
             take_over_expired_runs: true,
+            max_run_iterations: 10_000,
+            max_run_seconds: 3_600,
+            max_run_events: 10_000,
+            max_metric_labels: 100,
         }
     }
 }
@@ -554,6 +569,12 @@ impl Config {
             return Err(invalid(
                 "graphs",
                 "max_nodes and max_batch_inputs must be at least 1".to_owned(),
+            ));
+        }
+        if file.graphs.max_run_iterations == 0 || file.graphs.max_run_events == 0 {
+            return Err(invalid(
+                "graphs",
+                "max_run_iterations and max_run_events must be at least 1".to_owned(),
             ));
         }
         if file.graphs.lease_seconds == 0 || file.graphs.lease_seconds > 3600 {

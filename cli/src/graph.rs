@@ -11,7 +11,7 @@
 //! run (or, with `--checkpoint`, starts a new run from a named checkpoint),
 //! `checkpoints` lists or names checkpoints, and `approve`, `reject` and
 //! `input` decide a run waiting for a human; each follows the continued run
-//! live like `run`.
+//! live like `run`. `cancel` stops a run for good (issue 15).
 
 use std::path::{Path, PathBuf};
 
@@ -97,6 +97,11 @@ pub enum GraphCommand {
         run: String,
         /// The node's output: JSON, or plain text.
         output: String,
+    },
+    /// Cancel a run: it stops, and a checkpointed run is never resumed.
+    Cancel {
+        /// The run id.
+        run: String,
     },
 }
 
@@ -237,6 +242,16 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
             let output = serde_json::from_str::<Value>(&output).unwrap_or(Value::String(output));
             let body = json!({"mode": "stream", "output": output});
             continue_run(&client, server.json, &run, "input", body).await?;
+        }
+        GraphCommand::Cancel { run } => {
+            let answer = client
+                .send(Method::POST, &run_path(&run, ":cancel"), None, None)
+                .await?;
+            if server.json {
+                say!("{:#}", answer.body);
+            } else {
+                say!("run {run} cancelled");
+            }
         }
     }
     Ok(())

@@ -160,6 +160,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    // One set of limits for documents and runs: the run ceilings are the
+    // server's, never a graph's (issue 15).
+    let graph_limits = GraphLimits {
+        max_nodes: config.graphs.max_nodes,
+        max_iterations: config.graphs.max_run_iterations,
+        max_run_seconds: config.graphs.max_run_seconds,
+        max_run_events: config.graphs.max_run_events,
+        ..GraphLimits::default()
+    };
     let router = build_router(
         registry,
         AppConfig {
@@ -182,19 +191,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ..LimitsConfig::default()
             },
             graphs: GraphsConfig {
-                limits: GraphLimits {
-                    max_nodes: config.graphs.max_nodes,
-                    ..GraphLimits::default()
-                },
+                limits: graph_limits,
                 max_batch_inputs: config.graphs.max_batch_inputs,
                 ..GraphsConfig::default()
             },
             executor: ExecutorConfig {
                 checkpoint_by_default: config.graphs.checkpoint_all,
-                resume_limits: GraphLimits {
-                    max_nodes: config.graphs.max_nodes,
-                    ..GraphLimits::default()
-                },
+                resume_limits: graph_limits,
+                limits: graph_limits,
+                max_metric_labels: config.graphs.max_metric_labels,
                 ..ExecutorConfig::default()
             },
             journal: Some(JournalHandle(journal)),

@@ -264,14 +264,19 @@ async fn issue_handler(
     if let Some(failure) = admin_refusal(&principal) {
         return Err(failure);
     }
-    let request: IssueRequest = serde_json::from_slice(&body).map_err(|error| {
-        Failure::new(
-            GatewayError::InvalidParams {
-                detail: error.to_string(),
-            },
-            ErrorShape::Problem,
-        )
-    })?;
+    let invalid =
+        |detail: String| Failure::new(GatewayError::InvalidParams { detail }, ErrorShape::Problem);
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|error| invalid(error.to_string()))?;
+    // Refused here, the same for both backends (issue 15).
+    if let Some(pointer) = convergio_schemas::find_nul(&value) {
+        return Err(invalid(format!(
+            "{pointer}: {}",
+            convergio_schemas::NUL_MESSAGE
+        )));
+    }
+    let request: IssueRequest =
+        serde_json::from_value(value).map_err(|error| invalid(error.to_string()))?;
     let issued = keys
         .issue(&request)
         .await

@@ -33,7 +33,7 @@ pub enum GatewayError {
         detail: String,
     },
     /// The JSON-RPC method is not an A2A method in the client's dialect.
-    #[error("method not found: {method}")]
+    #[error("method not found: {}", convergio_schemas::echo(.method))]
     MethodNotFound {
         /// The method the client named.
         method: String,
@@ -57,7 +57,7 @@ pub enum GatewayError {
         detail: String,
     },
     /// The `A2A-Version` is not one the gateway speaks.
-    #[error("a2a version not supported: {version}")]
+    #[error("a2a version not supported: {}", convergio_schemas::echo(.version))]
     VersionNotSupported {
         /// The version the client asked for.
         version: String,
@@ -89,7 +89,7 @@ pub enum GatewayError {
         retry_after_seconds: u64,
     },
     /// The task id is unknown to the gateway or owned by someone else.
-    #[error("task not found: {task_id}")]
+    #[error("task not found: {}", convergio_schemas::echo(.task_id))]
     TaskNotFound {
         /// The id the client asked about.
         task_id: String,
@@ -157,7 +157,7 @@ pub enum GatewayError {
     #[error("gateway overloaded")]
     Overloaded,
     /// No route for this path on the gateway.
-    #[error("no route for {path}")]
+    #[error("no route for {}", convergio_schemas::echo(.path))]
     RouteNotFound {
         /// The request path.
         path: String,

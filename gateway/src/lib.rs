@@ -12,6 +12,7 @@ pub mod api_keys;
 pub mod app;
 pub mod authorize;
 pub mod dispatch;
+mod early_errors;
 pub mod error;
 pub mod federation;
 mod fetch;

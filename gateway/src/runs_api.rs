@@ -14,7 +14,9 @@
 //!   `checkpoint`, starts a new run from a named checkpoint, optionally with
 //!   a new `input`), `GET|POST /v1/runs/{id}/checkpoints` lists and names
 //!   checkpoints, `POST /v1/runs/{id}:approve|:reject|:input` decide a run
-//!   `waiting_for_human`. Status, result and trace of a checkpointed run are
+//!   `waiting_for_human`. `POST /v1/runs/{id}:cancel` stops a run (its
+//!   owner only) and, for a checkpointed run, marks it cancelled in the
+//!   store so no replica resumes it. Status, result and trace of a checkpointed run are
 //!   read from the store when this replica does not hold it (after a
 //!   restart, or a run of another replica).
 //! - `GET /metrics`: the §8.2 metrics in the Prometheus text format.
@@ -137,6 +139,9 @@ struct RunRecord {
 /// The events of one run so far, and a signal for followers.
 pub struct EventLog {
     events: Mutex<Vec<RunEvent>>,
+    /// Most events kept (the run's `max_run_events`); the final
+    /// `run_finished` is kept beyond it.
+    cap: usize,
     /// Bumped on every append; `true` once the run's stream ended.
     version: watch::Sender<(u64, bool)>,
 }
@@ -144,16 +149,22 @@ pub struct EventLog {
 // === impl EventLog ===
 
 impl EventLog {
-    fn new() -> Self {
+    fn new(cap: usize) -> Self {
         Self {
             events: Mutex::new(Vec::new()),
+            cap,
             version: watch::Sender::new((0, false)),
         }
     }
 
     fn push(&self, event: RunEvent) {
         if let Ok(mut events) = self.events.lock() {
-            events.push(event);
+            if events.len() < self.cap || matches!(event, RunEvent::RunFinished { .. }) {
+                events.push(event);
+            } else {
+                // Not kept: followers read by position, so nothing changed.
+                return;
+            }
         }
         self.version.send_modify(|(count, _)| *count += 1);
     }
@@ -405,7 +416,7 @@ impl RunsApi {
     /// Logs a continued run's events like a new run's.
     fn pump(&self, mut events: RunEvents, owner: String) -> (Uuid, Arc<EventLog>) {
         let run_id = events.run_id;
-        let log = Arc::new(EventLog::new());
+        let log = Arc::new(EventLog::new(self.inner.config.limits.max_run_events));
         self.remember(run_id, owner, log.clone());
         let pump = log.clone();
         tokio::spawn(async move {
@@ -829,9 +840,22 @@ async fn run_action(
         let Some((id, verb)) = target.split_once(':') else {
             return Err(ApiError::new(
                 ErrorKind::NotFound,
-                "POST /v1/runs/{id}:resume, :approve, :reject or :input",
+                "POST /v1/runs/{id}:resume, :approve, :reject, :input or :cancel",
             ));
         };
+        if verb == "cancel" {
+            // Owner only, like every run route; stopping a run needs no
+            // policy decision beyond owning it.
+            let (run_id, _) = api.owned_run(id, &principal).await?;
+            api.inner.executor.cancel(run_id).await?;
+            let graph_id = api.any_status(run_id).await?.graph_id;
+            let cancelled = RunAccepted {
+                run_id,
+                graph_id,
+                status: RunStatus::Cancelled,
+            };
+            return Ok(json_response(StatusCode::OK, &cancelled));
+        }
         let text = read_text(request.body).await?;
         let body: RunActionBody = if text.trim().is_empty() {
             RunActionBody::default()
@@ -857,7 +881,10 @@ async fn run_action(
             other => {
                 return Err(ApiError::new(
                     ErrorKind::NotFound,
-                    format!("unknown run action {other:?}; use resume, approve, reject or input"),
+                    format!(
+                        "unknown run action {:?}; use resume, approve, reject, input or cancel",
+                        convergio_schemas::echo(other)
+                    ),
                 ))
             }
         };

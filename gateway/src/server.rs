@@ -13,7 +13,9 @@
 //!   `header_read_timeout` (slowloris gets closed, with a 408 where hyper
 //!   can still write one), which also bounds idle keep-alive connections
 //!   since the timer restarts while waiting for the next request;
-//! - big headers: HTTP/1 heads beyond `max_header_bytes` get 431; HTTP/2
+//! - big headers: HTTP/1 heads beyond `max_header_bytes` or with more than
+//!   100 header fields (hyper's default) get 431, a request target over
+//!   64 KiB 414, both with a problem body (`early_errors`); HTTP/2
 //!   header lists are capped the same, with `h2_max_concurrent_streams`
 //!   streams per connection;
 //! - shutdown: the listener closes, in-flight connections drain for at most
@@ -41,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::early_errors::ProblemBodies;
 use crate::layers::PeerCertificate;
 use crate::tls::{peer_certificate, TlsAcceptor};
 
@@ -189,7 +192,7 @@ impl Connection {
             // builder's replay of the bytes it read to decide.
             let connection = self
                 .http1_builder()
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(ProblemBodies::new(stream)), service);
             let _ = watcher.watch(connection).await;
         }
     }
@@ -216,8 +219,14 @@ impl Connection {
         let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
         let builder = self.builder(Some(h2));
         let service = self.service(peer);
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let _ = watcher.watch(connection.into_owned()).await;
+        if h2 {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
+        } else {
+            let stream = ProblemBodies::new(stream);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
+        }
     }
 
     /// The HTTP/1 builder for connections that cannot be HTTP/2, with the

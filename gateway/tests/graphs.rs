@@ -647,3 +647,71 @@ async fn metrics_count_runs_in_prometheus_format() {
     );
     assert!(text.contains("convergio_node_executions_total{agent=\"echo\",status=\"success\"} 1"));
 }
+
+// Regression: issue #15, defect 7
+#[tokio::test]
+async fn a_run_is_cancelled_by_its_owner_only() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = "name: stuck\nnodes:\n  - id: wait\n    agent: echo\n";
+    let (status, accepted) = server
+        .post(
+            "/v1/runs",
+            &json!({"graph_yaml": graph, "mode": "async", "input": "sleep:600000"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_owned();
+
+    // Another principal gets the unknown-run answer, and the run goes on.
+    let mut request = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("/v1/runs/{run_id}:cancel"))
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    request.extensions_mut().insert(Principal {
+        subject: "mallory".into(),
+        ..Principal::anonymous()
+    });
+    let response = server
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 404);
+    let (_, summary) = server.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(summary["status"], "running", "{summary}");
+
+    let (status, cancelled) = server
+        .post(&format!("/v1/runs/{run_id}:cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, summary) = server.get(&format!("/v1/runs/{run_id}")).await;
+        if summary["status"] == "cancelled" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never stopped: {summary}"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (status, result) = server.get(&format!("/v1/runs/{run_id}/result")).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["status"], "cancelled");
+    // Cancelling again changes nothing; an unknown run is 404.
+    let (status, _) = server
+        .post(&format!("/v1/runs/{run_id}:cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .post(
+            "/v1/runs/01936f5e-0000-7000-8000-000000000000:cancel",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}

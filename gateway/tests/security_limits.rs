@@ -118,6 +118,46 @@ async fn huge_headers_get_431() {
     let _ = stream.write_all(request.as_bytes()).await;
     let answer = read_all(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(problem_body(&answer)["status"], 431);
+    well_behaved(&gateway, &issuer).await;
+}
+
+/// The problem document after an answer's head.
+fn problem_body(answer: &str) -> Value {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    serde_json::from_str(body).expect("a problem document")
+}
+
+// Regression: issue #15, defect 12
+#[tokio::test]
+async fn over_limit_heads_get_a_problem_body() {
+    let issuer = Issuer::new("key-1");
+    let mut options = SecureOptions::new(&issuer);
+    options.server.max_header_bytes = 256 * 1024;
+    let gateway = spawn_secure_gateway(options).await;
+
+    let too_many: String = (0..150).map(|index| format!("x-h{index}: v\r\n")).collect();
+    let mut stream = TcpStream::connect(gateway.address).await.expect("connect");
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{too_many}\r\n");
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(problem_body(&answer)["kind"], "headers_too_large");
+
+    let mut stream = TcpStream::connect(gateway.address).await.expect("connect");
+    let request = format!(
+        "GET /healthz?q={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    assert_eq!(problem_body(&answer)["status"], 414);
     well_behaved(&gateway, &issuer).await;
 }
 

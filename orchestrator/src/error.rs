@@ -63,6 +63,12 @@ pub enum OrchestratorError {
         /// The run concerned.
         run_id: String,
     },
+    /// The run was cancelled (here, or through the store by any replica).
+    #[error("run {run_id} was cancelled")]
+    RunCancelled {
+        /// The run concerned.
+        run_id: String,
+    },
     /// The run is not waiting for a human decision.
     #[error("run {run_id} is not waiting for a human decision")]
     NotWaiting {
@@ -138,6 +144,7 @@ impl OrchestratorError {
             Self::RunLost { .. } => ErrorKind::Internal,
             Self::RunEnded { .. }
             | Self::RunActive { .. }
+            | Self::RunCancelled { .. }
             | Self::NotWaiting { .. }
             | Self::NotDurable { .. }
             | Self::CheckpointExists { .. }

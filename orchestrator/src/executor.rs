@@ -41,7 +41,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::dispatch::{AgentCall, Dispatch, Usage};
@@ -53,6 +53,9 @@ use crate::mapping::{build_message, reply_output};
 use crate::metrics::Metrics;
 use crate::trace::{child_traceparent, new_trace_id, PriceTable, Trace};
 use crate::validate::seconds;
+
+/// The error of a cancelled run.
+const CANCELLED: &str = "the run was cancelled";
 
 /// Executor-wide settings (graph documents override the per-run ones).
 #[derive(Debug, Clone)]
@@ -75,6 +78,12 @@ pub struct ExecutorConfig {
     /// Limits applied when a stored run's graph document is compiled again
     /// to resume it.
     pub resume_limits: crate::validate::Limits,
+    /// The ceilings every run is held to whatever its graph says:
+    /// iterations per node, run time, events kept (issue 15).
+    pub limits: crate::validate::Limits,
+    /// Distinct graph names, and agent names, that get metric labels of
+    /// their own; the rest share `other` (issue 15).
+    pub max_metric_labels: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -88,6 +97,8 @@ impl Default for ExecutorConfig {
             max_retained_runs: 10_000,
             checkpoint_by_default: false,
             resume_limits: crate::validate::Limits::default(),
+            limits: crate::validate::Limits::default(),
+            max_metric_labels: crate::metrics::DEFAULT_MAX_LABELS,
         }
     }
 }
@@ -141,6 +152,9 @@ pub enum RunStatus {
     IterationLimit,
     /// A `human` node failed; the run waits for approve, reject or input.
     WaitingForHuman,
+    /// Its owner cancelled it (`POST /v1/runs/{id}:cancel`); it is never
+    /// resumed.
+    Cancelled,
 }
 
 // === impl RunStatus ===
@@ -155,6 +169,7 @@ impl RunStatus {
             Self::TimedOut => "timed_out",
             Self::IterationLimit => "iteration_limit",
             Self::WaitingForHuman => "waiting_for_human",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -470,6 +485,8 @@ struct Inner {
     journal: Option<Arc<dyn RunJournal>>,
     /// Checkpointed runs this process is driving.
     active: Mutex<HashSet<Uuid>>,
+    /// A cancel signal per run this process is driving.
+    cancels: Mutex<HashMap<Uuid, watch::Sender<bool>>>,
 }
 
 /// Runs validated graphs against a [`Dispatch`]: sync, async, streaming and
@@ -538,11 +555,12 @@ impl Executor {
         Self {
             inner: Arc::new(Inner {
                 dispatch,
-                config,
                 runs: Runs::default(),
-                metrics: Metrics::new(),
+                metrics: Metrics::with_label_cap(config.max_metric_labels),
+                config,
                 journal,
                 active: Mutex::new(HashSet::new()),
+                cancels: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -769,7 +787,13 @@ impl Executor {
             Some(graph) => graph,
             None => self.stored_graph(&stored)?,
         };
-        let state = RunState::replay(&graph, &stored)?;
+        let mut state = RunState::replay(&graph, &stored)?;
+        // A cancel is written on the run row, not as a step (the replica
+        // driving it may be elsewhere): the row's status wins.
+        if stored.status == RunStatus::Cancelled {
+            state.status = RunStatus::Cancelled;
+            state.error = Some(CANCELLED.to_owned());
+        }
         Ok((stored, graph, state))
     }
 
@@ -852,6 +876,9 @@ impl Executor {
             state: Box::new(state),
             action,
         };
+        // A resume without a caller of its own (the lease keeper's) is
+        // judged by the facts of the call that started the run (issue 15).
+        let origin = origin.or(stored.header.origin);
         let (_, join) = self.launch_run(graph, start, events, None, origin, Some(durable))?;
         Ok(join)
     }
@@ -923,6 +950,58 @@ impl Executor {
             run_id: new_run_id,
             receiver,
         })
+    }
+
+    /// Cancels a run: a checkpointed run is marked cancelled in the store
+    /// first (so no replica resumes it, and the one driving it stops at its
+    /// next step), then the run driven here, if any, stops at once (calls
+    /// in flight are dropped). Cancelling a cancelled run is a no-op; a run
+    /// that already ended otherwise is `RunEnded`.
+    pub async fn cancel(&self, run_id: Uuid) -> Result<(), OrchestratorError> {
+        let local = self
+            .inner
+            .cancels
+            .lock()
+            .map_err(|_| OrchestratorError::RunLost {
+                run_id: run_id.to_string(),
+            })?
+            .get(&run_id)
+            .cloned();
+        let mut known = local.is_some();
+        if let Some(journal) = &self.inner.journal {
+            match journal.cancel(run_id).await {
+                Ok(true) => known = true,
+                Ok(false) => {
+                    let stored = journal.load(run_id, Some(0)).await?;
+                    if local.is_none() && stored.status != RunStatus::Cancelled {
+                        return Err(OrchestratorError::RunEnded {
+                            run_id: run_id.to_string(),
+                            status: stored.status.as_str().to_owned(),
+                        });
+                    }
+                    known = true;
+                }
+                Err(OrchestratorError::RunNotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(cancel) = local {
+            cancel.send_replace(true);
+            return Ok(());
+        }
+        if known {
+            return Ok(());
+        }
+        match self.inner.runs.summary(run_id) {
+            Some(summary) if summary.status == RunStatus::Cancelled => Ok(()),
+            Some(summary) => Err(OrchestratorError::RunEnded {
+                run_id: run_id.to_string(),
+                status: summary.status.as_str().to_owned(),
+            }),
+            None => Err(OrchestratorError::RunNotFound {
+                run_id: run_id.to_string(),
+            }),
+        }
     }
 
     /// Names the last committed step of a checkpointed run.
@@ -1012,6 +1091,7 @@ impl Executor {
             trace_id: new_trace_id(),
             input: input.clone(),
             caller: options.caller.clone(),
+            origin: options.origin,
             started_at: Utc::now(),
         };
         let owner = options
@@ -1217,6 +1297,12 @@ fn run_graph(
             }
         };
         run.durable = durable;
+        let run_id = run.state.run_id;
+        let (cancel, cancelled) = watch::channel(false);
+        if let Ok(mut cancels) = run.inner.cancels.lock() {
+            cancels.insert(run_id, cancel);
+        }
+        run.cancelled = Some(cancelled);
         if let Some(create) = run
             .durable
             .as_mut()
@@ -1235,6 +1321,9 @@ fn run_graph(
             run.commit(None).await;
         }
         run.drive().await;
+        if let Ok(mut cancels) = run.inner.cancels.lock() {
+            cancels.remove(&run_id);
+        }
         run.state.finished_at = Some(Utc::now());
         let output = run.output();
         run.commit(Some(output.clone())).await;
@@ -1260,6 +1349,8 @@ struct Run {
     origin: Option<std::net::IpAddr>,
     /// The journal of a checkpointed run.
     durable: Option<Durable>,
+    /// Becomes `true` when the run is cancelled.
+    cancelled: Option<watch::Receiver<bool>>,
 }
 
 // === impl Run ===
@@ -1333,6 +1424,7 @@ impl Run {
             caller,
             origin,
             durable: None,
+            cancelled: None,
         }
     }
 
@@ -1485,6 +1577,17 @@ impl Run {
         };
         match journal.append(self.state.run_id, &delta).await {
             Ok(()) => self.inner.metrics.record_checkpoint(),
+            // Cancelled through the store (by any replica): stop here and
+            // write nothing more; the stored status says cancelled.
+            Err(OrchestratorError::RunCancelled { .. }) => {
+                if let Some(durable) = &mut self.durable {
+                    durable.failed = true;
+                }
+                self.end(RunStatus::Cancelled, Some(CANCELLED.to_owned()));
+                if self.state.status == RunStatus::WaitingForHuman {
+                    self.state.status = RunStatus::Cancelled;
+                }
+            }
             Err(error) => self.store_failed(&error),
         }
     }
@@ -1513,7 +1616,11 @@ impl Run {
             // A stream consumer that went away does not stop the run.
             let _ = sender.send(event.clone());
         }
-        if self.inner.config.record_events {
+        // Events kept per run are capped (issue 15); the end is always kept.
+        if self.inner.config.record_events
+            && (self.state.events.len() < self.inner.config.limits.max_run_events
+                || matches!(event, RunEvent::RunFinished { .. }))
+        {
             self.state.events.push(event);
         }
     }
@@ -1531,15 +1638,18 @@ impl Run {
             .max_concurrent_agents
             .map(|limit| limit.max(1) as usize)
             .unwrap_or(self.inner.config.default_max_concurrent_agents.max(1));
+        // The server's ceiling bounds the graph's own timeouts (issue 15).
         let total_timeout = [
             seconds(self.graph.config.timeout_seconds),
             seconds(execution.total_timeout_seconds),
+            self.inner.config.limits.max_run_time(),
         ]
         .into_iter()
         .flatten()
         .min();
         // One timer for the whole run, polled alongside the nodes.
         let mut deadline = total_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
+        let mut cancelled = self.cancelled.take();
         let mut in_flight: FuturesUnordered<NodeFuture> = FuturesUnordered::new();
         // A restored run re-sends the calls that were in flight at its last
         // step, with the same message ids, so agents can de-duplicate.
@@ -1554,6 +1664,12 @@ impl Run {
             }
         }
         loop {
+            if cancelled
+                .as_ref()
+                .is_some_and(|cancelled| *cancelled.borrow())
+            {
+                self.end(RunStatus::Cancelled, Some(CANCELLED.to_owned()));
+            }
             while in_flight.len() < max_in_flight && self.state.status == RunStatus::Running {
                 let Some(node) = self.ready.pop_front() else {
                     break;
@@ -1565,16 +1681,34 @@ impl Run {
             if self.state.status != RunStatus::Running || in_flight.is_empty() {
                 break;
             }
-            let outcome = match deadline.as_mut() {
-                Some(deadline) => tokio::select! {
-                    outcome = in_flight.next() => outcome,
-                    _ = deadline => {
-                        let seconds = total_timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
-                        self.end(RunStatus::TimedOut, Some(format!("run exceeded its total timeout of {seconds}s")));
-                        None
+            let timer = async {
+                match deadline.as_mut() {
+                    Some(deadline) => deadline.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let cancel = async {
+                match cancelled.as_mut() {
+                    Some(cancelled) => {
+                        if cancelled.wait_for(|cancelled| *cancelled).await.is_err() {
+                            // The executor is gone; only the other arms end the run.
+                            std::future::pending::<()>().await;
+                        }
                     }
-                },
-                None => in_flight.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = in_flight.next() => outcome,
+                () = timer => {
+                    let seconds = total_timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
+                    self.end(RunStatus::TimedOut, Some(format!("run exceeded its total timeout of {seconds}s")));
+                    None
+                }
+                () = cancel => {
+                    self.end(RunStatus::Cancelled, Some(CANCELLED.to_owned()));
+                    None
+                }
             };
             match outcome {
                 Some(outcome) => self.handle(outcome, &mut in_flight),
@@ -1644,15 +1778,19 @@ impl Run {
             node_state.rerun = true;
             return None;
         }
-        if let Some(max_iterations) = graph.config.max_iterations {
-            if node_state.runs >= max_iterations {
-                let message = format!(
-                    "node `{}` would run more than max_iterations ({max_iterations}) times",
-                    node.id
-                );
-                self.end(RunStatus::IterationLimit, Some(message));
-                return None;
-            }
+        // The server's ceiling bounds the graph's own limit (issue 15).
+        let ceiling = self.inner.config.limits.max_iterations;
+        let max_iterations = graph
+            .config
+            .max_iterations
+            .map_or(ceiling, |graph_limit| graph_limit.min(ceiling));
+        if node_state.runs >= max_iterations {
+            let message = format!(
+                "node `{}` would run more than max_iterations ({max_iterations}) times",
+                node.id
+            );
+            self.end(RunStatus::IterationLimit, Some(message));
+            return None;
         }
         node_state.runs += 1;
         node_state.status = NodeStatus::Running;

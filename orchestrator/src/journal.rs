@@ -45,6 +45,11 @@ pub struct RunHeader {
     /// Who started the run (resumed runs call agents as this principal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<Principal>,
+    /// Where the caller connected from: policy's `loopback` fact, so a run
+    /// resumed by the lease keeper is judged as the original call was
+    /// (issue 15). The principal (subject, org, method, scopes) is `caller`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<std::net::IpAddr>,
     /// Start time.
     pub started_at: DateTime<Utc>,
 }
@@ -172,6 +177,12 @@ pub trait RunJournal: Send + Sync + 'static {
 
     /// Claims up to `limit` running runs whose lease expired.
     async fn claim_expired(&self, limit: u32) -> Result<Vec<Uuid>, OrchestratorError>;
+
+    /// Marks the run cancelled when it is `running` or `waiting_for_human`
+    /// (`true`), so no replica resumes it and the replica driving it stops
+    /// at its next step (its append fails with `RunCancelled`); `false`
+    /// when it had already ended.
+    async fn cancel(&self, run_id: Uuid) -> Result<bool, OrchestratorError>;
 }
 
 // === impl RunState ===

@@ -2,8 +2,12 @@
 //! text format (the gateway serves it at `/metrics`).
 //!
 //! A run is recorded once, when it ends, so a node call costs no lock.
+//!
+//! Graph and agent names are chosen by callers, so label values are
+//! bounded (issue 15): the first `label_cap` distinct graph names, and
+//! agent names, get series of their own; later names share [`OTHER`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
@@ -60,8 +64,37 @@ impl Histogram {
     }
 }
 
+/// The label value every name beyond the cap is folded into.
+pub const OTHER: &str = "other";
+
+/// Distinct graph names (and agent names) with series of their own, by
+/// default.
+pub const DEFAULT_MAX_LABELS: usize = 100;
+
+/// Names admitted as label values, at most `cap` of them.
+#[derive(Debug, Default)]
+struct Labels {
+    admitted: HashSet<String>,
+}
+
+impl Labels {
+    /// `name` when it is admitted or there is room for it, else [`OTHER`].
+    fn label<'a>(&mut self, name: &'a str, cap: usize) -> &'a str {
+        if self.admitted.contains(name) {
+            return name;
+        }
+        if self.admitted.len() < cap && name != OTHER {
+            self.admitted.insert(name.to_owned());
+            return name;
+        }
+        OTHER
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registry {
+    graphs: Labels,
+    agents: Labels,
     runs: BTreeMap<(String, &'static str), u64>,
     agents_per_run: BTreeMap<String, Histogram>,
     node_executions: BTreeMap<String, BTreeMap<&'static str, u64>>,
@@ -83,9 +116,16 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
 
 /// Orchestrator metrics: runs, agents spawned per run, tokens and tool calls
 /// per agent, latency per node, success and failure counts, checkpoints.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    label_cap: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::with_label_cap(DEFAULT_MAX_LABELS)
+    }
 }
 
 // === impl Metrics ===
@@ -96,15 +136,26 @@ impl Metrics {
         Self::default()
     }
 
+    /// An empty registry giving at most `label_cap` graph names, and
+    /// `label_cap` agent names, series of their own.
+    pub fn with_label_cap(label_cap: usize) -> Self {
+        Self {
+            registry: Mutex::new(Registry::default()),
+            label_cap,
+        }
+    }
+
     /// Records a finished run.
     pub fn record_run(&self, state: &RunState) {
         let Ok(mut registry) = self.registry.lock() else {
             return;
         };
         let registry = &mut *registry;
+        let cap = self.label_cap;
+        let graph = registry.graphs.label(&state.graph_id, cap).to_owned();
         *registry
             .runs
-            .entry((state.graph_id.clone(), state.status.as_str()))
+            .entry((graph.clone(), state.status.as_str()))
             .or_insert(0) += 1;
         let spawned = state
             .executions
@@ -113,11 +164,11 @@ impl Metrics {
             .count();
         registry
             .agents_per_run
-            .entry(state.graph_id.clone())
+            .entry(graph)
             .or_insert_with(|| Histogram::new(&COUNT_BUCKETS))
             .observe(spawned as f64);
         for execution in &state.executions {
-            let agent = execution.agent.as_str();
+            let agent = registry.agents.label(&execution.agent, cap);
             match registry.node_executions.get_mut(agent) {
                 Some(by_status) => *by_status.entry(execution.status.as_str()).or_insert(0) += 1,
                 None => {
@@ -227,4 +278,51 @@ fn escape(label: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Graph;
+    use crate::journal::RunHeader;
+    use crate::validate::{AnyAgent, Limits};
+
+    fn finished(graph_id: &str) -> RunState {
+        let graph = Graph::new(graph_id)
+            .add_node("only", "echo")
+            .build(&AnyAgent, &Limits::default())
+            .expect("a one-node graph is valid");
+        let header = RunHeader {
+            run_id: uuid::Uuid::now_v7(),
+            graph_id: graph_id.to_owned(),
+            trace_id: String::new(),
+            input: serde_json::Value::Null,
+            caller: None,
+            origin: None,
+            started_at: chrono::Utc::now(),
+        };
+        let mut state = RunState::fresh(&graph, &header);
+        state.status = crate::RunStatus::Succeeded;
+        state
+    }
+
+    // Regression: issue #15, defect 11
+    #[test]
+    fn graph_names_beyond_the_cap_fold_into_other() {
+        let metrics = Metrics::with_label_cap(3);
+        for index in 0..500 {
+            metrics.record_run(&finished(&format!("graph-{index}")));
+        }
+        let text = metrics.render_prometheus();
+        let runs: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("convergio_graph_runs_total{"))
+            .collect();
+        assert_eq!(runs.len(), 4, "{runs:?}");
+        assert!(
+            text.contains("convergio_graph_runs_total{graph=\"other\",status=\"succeeded\"} 497"),
+            "{text}"
+        );
+        assert!(text.len() < 8 * 1024, "{} bytes", text.len());
+    }
 }

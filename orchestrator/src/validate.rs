@@ -70,6 +70,32 @@ pub struct Limits {
     pub max_edges: usize,
     /// Deepest nesting of sub-graphs (default 8).
     pub max_subgraph_depth: usize,
+    /// Server ceiling on how many times one node runs in one run (default
+    /// 10,000): a graph's `config.max_iterations` may lower it, never
+    /// raise it; a run that reaches it ends `iteration_limit`.
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: u32,
+    /// Server ceiling on a run's time, in seconds (default 3,600; 0: none):
+    /// a graph's `timeout_seconds` may lower it, never raise it; a run that
+    /// reaches it ends `timed_out`. Time waiting for a human does not count.
+    #[serde(default = "default_max_run_seconds")]
+    pub max_run_seconds: u64,
+    /// Events kept per run (default 10,000): later ones are still streamed
+    /// live but not kept, except the final `run_finished`.
+    #[serde(default = "default_max_run_events")]
+    pub max_run_events: usize,
+}
+
+fn default_max_iterations() -> u32 {
+    10_000
+}
+
+fn default_max_run_seconds() -> u64 {
+    3_600
+}
+
+fn default_max_run_events() -> usize {
+    10_000
 }
 
 impl Default for Limits {
@@ -78,7 +104,19 @@ impl Default for Limits {
             max_nodes: 10_000,
             max_edges: 100_000,
             max_subgraph_depth: 8,
+            max_iterations: default_max_iterations(),
+            max_run_seconds: default_max_run_seconds(),
+            max_run_events: default_max_run_events(),
         }
+    }
+}
+
+// === impl Limits ===
+
+impl Limits {
+    /// The run-time ceiling as a duration (`None`: no ceiling).
+    pub fn max_run_time(&self) -> Option<Duration> {
+        (self.max_run_seconds > 0).then(|| Duration::from_secs(self.max_run_seconds))
     }
 }
 

@@ -266,11 +266,33 @@ impl AuditLog {
         let mut expected_seq = 1;
         let mut prev_hash = GENESIS_HASH.to_owned();
         loop {
-            let batch = self
+            let (batch, undecodable) = match self
                 .store
                 .audit_range(expected_seq - 1, MAX_AUDIT_PAGE)
-                .await?;
-            if batch.is_empty() {
+                .await
+            {
+                Ok(batch) => (batch, None),
+                // The rows before the undecodable one still need checking
+                // (an earlier edit is the first break): read just those.
+                Err(PolicyError::CorruptAuditRecord { seq, reason }) => {
+                    // With a gap before it, `seq - expected_seq` rows reach
+                    // the undecodable one again: read fewer until they do
+                    // not (the gap then shows as a missing record).
+                    let mut limit = (seq - expected_seq).max(0);
+                    let before = loop {
+                        match self.store.audit_range(expected_seq - 1, limit).await {
+                            Ok(before) => break before,
+                            Err(PolicyError::CorruptAuditRecord { .. }) if limit > 0 => {
+                                limit -= 1;
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    };
+                    (before, Some((seq, reason)))
+                }
+                Err(error) => return Err(error),
+            };
+            if batch.is_empty() && undecodable.is_none() {
                 break;
             }
             for record in batch {
@@ -294,6 +316,11 @@ impl AuditLog {
                 }
                 prev_hash = record.hash;
                 expected_seq += 1;
+            }
+            if let Some((seq, reason)) = undecodable {
+                // A gap before the undecodable record is the earlier break.
+                let seq = seq.min(expected_seq);
+                return Err(PolicyError::AuditBroken { seq, reason });
             }
         }
         Ok(VerifiedChain {

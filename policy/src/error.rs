@@ -60,6 +60,15 @@ pub enum PolicyError {
     /// Stored data that does not decode (a corrupted row).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// An audit record whose columns do not decode (its JSON or timestamp
+    /// was edited); `verify` reports it as a broken chain at `seq`.
+    #[error("corrupt audit record {seq}: {reason}")]
+    CorruptAuditRecord {
+        /// The record that does not decode.
+        seq: i64,
+        /// Which column and why.
+        reason: String,
+    },
     /// Reading a file failed.
     #[error("reading {path}: {source}")]
     Io {
@@ -91,9 +100,11 @@ impl PolicyError {
             Self::AuditBroken { .. } => ErrorKind::Conflict,
             Self::UnsupportedUrl(_) => ErrorKind::InvalidInput,
             Self::Database(sqlx::Error::PoolTimedOut) => ErrorKind::Unavailable,
-            Self::Database(_) | Self::Corrupt(_) | Self::InvalidSchema { .. } | Self::Io { .. } => {
-                ErrorKind::Internal
-            }
+            Self::Database(_)
+            | Self::Corrupt(_)
+            | Self::CorruptAuditRecord { .. }
+            | Self::InvalidSchema { .. }
+            | Self::Io { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -346,6 +346,38 @@ async fn deleted_audit_row_breaks_verification_at_its_seq(harness: Harness) {
     );
 }
 
+// Regression: issue #15, defect 10
+async fn audit_row_whose_detail_is_not_json_breaks_verification_at_its_seq(harness: Harness) {
+    let admin = harness.admin().await;
+    for _ in 0..5 {
+        admin
+            .audit()
+            .append(&entry("alice", "send_message", "allow"))
+            .await
+            .expect("appends");
+    }
+    assert_eq!(
+        harness
+            .execute("UPDATE audit_records SET detail = 'not json {' WHERE seq = 4")
+            .await,
+        1
+    );
+    let error = admin.audit().verify().await.expect_err("tampered");
+    assert!(
+        matches!(error, PolicyError::AuditBroken { seq: 4, .. }),
+        "{error}"
+    );
+    // An earlier edit is still the first break reported.
+    harness
+        .execute("UPDATE audit_records SET decision = 'deny' WHERE seq = 2")
+        .await;
+    let error = admin.audit().verify().await.expect_err("tampered");
+    assert!(
+        matches!(error, PolicyError::AuditBroken { seq: 2, .. }),
+        "{error}"
+    );
+}
+
 async fn concurrent_appends_keep_a_valid_chain(harness: Harness) {
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..4 {
@@ -421,6 +453,7 @@ conformance!(
     batched_appends_continue_one_chain,
     edited_audit_row_breaks_verification_at_its_seq,
     deleted_audit_row_breaks_verification_at_its_seq,
+    audit_row_whose_detail_is_not_json_breaks_verification_at_its_seq,
     concurrent_appends_keep_a_valid_chain,
     watcher_picks_up_a_change_made_through_another_handle,
 );

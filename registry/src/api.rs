@@ -468,12 +468,23 @@ async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<V
             ))
         }
     };
-    serde_json::from_slice(&bytes).map_err(|error| {
+    let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::new(
             ErrorKind::MalformedBody,
             format!("the body is not valid JSON: {error}"),
         )
-    })
+    })?;
+    // Refused here, the same for both backends (PostgreSQL cannot store
+    // NUL, SQLite can): issue 15.
+    if let Some(pointer) = convergio_schemas::find_nul(&value) {
+        let mut error = ApiError::new(ErrorKind::InvalidInput, convergio_schemas::NUL_MESSAGE);
+        error.0.problem.violations = vec![convergio_schemas::Violation {
+            pointer,
+            message: convergio_schemas::NUL_MESSAGE.to_owned(),
+        }];
+        return Err(error);
+    }
+    Ok(value)
 }
 
 /// Deserialises a parsed body into `T`, as a 400 with a pointer-free detail.

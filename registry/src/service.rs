@@ -492,7 +492,8 @@ impl Registry {
         if let Some(name) = &registration.name {
             if name != id.name() {
                 return Err(RegistryError::invalid(format!(
-                    "name {name:?} does not match the agent id {id}"
+                    "name {:?} does not match the agent id {id}",
+                    convergio_schemas::echo(name)
                 )));
             }
         }

@@ -274,4 +274,8 @@ impl RunJournal for RunStore {
     async fn claim_expired(&self, limit: u32) -> Result<Vec<Uuid>, OrchestratorError> {
         sql::claim_expired(&self.pool, &self.config.replica, self.lease_until(), limit).await
     }
+
+    async fn cancel(&self, run_id: Uuid) -> Result<bool, OrchestratorError> {
+        sql::cancel(&self.pool, run_id).await
+    }
 }

@@ -116,10 +116,12 @@ macro_rules! backend {
                             answers.push(Ok(()));
                         }
                         Op::Append { run_id, delta, .. } => {
+                            // A cancelled run takes no more steps, whoever
+                            // drives it (issue 15).
                             let updated = sqlx::query(&$sql(
                                 "UPDATE runs SET seq = $1, status = $2, lease_owner = \
                                  CASE WHEN $2 = 'running' THEN lease_owner ELSE NULL END \
-                                 WHERE run_id = $3 AND seq = $4",
+                                 WHERE run_id = $3 AND seq = $4 AND status <> 'cancelled'",
                             ))
                             .bind(delta.seq as i64)
                             .bind(delta.status.as_str())
@@ -129,8 +131,17 @@ macro_rules! backend {
                             .await?
                             .rows_affected();
                             if updated == 0 {
-                                answers.push(Err(OrchestratorError::RunActive {
-                                    run_id: run_id.to_string(),
+                                let status: Option<String> = sqlx::query_scalar(&$sql(
+                                    "SELECT status FROM runs WHERE run_id = $1",
+                                ))
+                                .bind(run_id.to_string())
+                                .fetch_optional(&mut *transaction)
+                                .await?;
+                                let run_id = run_id.to_string();
+                                answers.push(Err(if status.as_deref() == Some("cancelled") {
+                                    OrchestratorError::RunCancelled { run_id }
+                                } else {
+                                    OrchestratorError::RunActive { run_id }
                                 }));
                                 continue;
                             }
@@ -365,6 +376,37 @@ macro_rules! backend {
                 Ok(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect())
             }
 
+            pub(crate) async fn cancel(
+                pool: &$pool,
+                run_id: Uuid,
+            ) -> Result<bool, OrchestratorError> {
+                // The lease is dropped too: nobody drives a cancelled run.
+                let cancelled = sqlx::query(&$sql(
+                    "UPDATE runs SET status = 'cancelled', lease_owner = NULL \
+                     WHERE run_id = $1 AND status IN ('running', 'waiting_for_human')",
+                ))
+                .bind(run_id.to_string())
+                .execute(pool)
+                .await
+                .map_err(storage_error)?
+                .rows_affected();
+                if cancelled == 1 {
+                    return Ok(true);
+                }
+                let exists: Option<String> =
+                    sqlx::query_scalar(&$sql("SELECT status FROM runs WHERE run_id = $1"))
+                        .bind(run_id.to_string())
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(storage_error)?;
+                match exists {
+                    Some(_) => Ok(false),
+                    None => Err(OrchestratorError::RunNotFound {
+                        run_id: run_id.to_string(),
+                    }),
+                }
+            }
+
             pub(crate) async fn overwrite_step(
                 pool: &$pool,
                 run_id: Uuid,
@@ -521,6 +563,13 @@ pub(crate) async fn claim_expired(
     match pool {
         Pool::Sqlite(pool) => on_sqlite::claim_expired(pool, replica, until, limit).await,
         Pool::Postgres(pool) => on_postgres::claim_expired(pool, replica, until, limit).await,
+    }
+}
+
+pub(crate) async fn cancel(pool: &Pool, run_id: Uuid) -> Result<bool, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::cancel(pool, run_id).await,
+        Pool::Postgres(pool) => on_postgres::cancel(pool, run_id).await,
     }
 }
 

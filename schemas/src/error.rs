@@ -30,6 +30,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The request headers are over the configured limit.
     HeadersTooLarge,
+    /// The request target (path and query) is longer than the server reads.
+    UriTooLong,
     /// The client took too long to send its request.
     RequestTimeout,
     /// A quota or rate limit was hit; retry later.
@@ -48,7 +50,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in table order (used by docs and tests).
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         Self::InvalidInput,
         Self::MalformedBody,
         Self::UnsupportedMediaType,
@@ -59,6 +61,7 @@ impl ErrorKind {
         Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::HeadersTooLarge,
+        Self::UriTooLong,
         Self::RequestTimeout,
         Self::RateLimited,
         Self::Unavailable,
@@ -78,6 +81,7 @@ impl ErrorKind {
             Self::Conflict => 409,
             Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
+            Self::UriTooLong => 414,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
             Self::HeadersTooLarge => 431,
@@ -101,6 +105,7 @@ impl ErrorKind {
             Self::PreconditionFailed => "precondition-failed",
             Self::PayloadTooLarge => "payload-too-large",
             Self::HeadersTooLarge => "headers-too-large",
+            Self::UriTooLong => "uri-too-long",
             Self::RequestTimeout => "request-timeout",
             Self::RateLimited => "rate-limited",
             Self::Unavailable => "unavailable",
@@ -128,6 +133,7 @@ impl ErrorKind {
             Self::PreconditionFailed => "precondition failed",
             Self::PayloadTooLarge => "payload too large",
             Self::HeadersTooLarge => "request headers too large",
+            Self::UriTooLong => "request target too long",
             Self::RequestTimeout => "request timeout",
             Self::RateLimited => "rate limited",
             Self::Unavailable => "service unavailable",
@@ -142,9 +148,10 @@ impl ErrorKind {
     pub fn jsonrpc_code(self) -> i64 {
         match self {
             Self::MalformedBody => crate::a2a::JSONRPC_PARSE_ERROR,
-            Self::InvalidInput | Self::PayloadTooLarge | Self::HeadersTooLarge => {
-                crate::a2a::JSONRPC_INVALID_PARAMS
-            }
+            Self::InvalidInput
+            | Self::PayloadTooLarge
+            | Self::HeadersTooLarge
+            | Self::UriTooLong => crate::a2a::JSONRPC_INVALID_PARAMS,
             Self::UnsupportedMediaType => crate::a2a::A2aError::ContentTypeNotSupported.code(),
             Self::NotFound => crate::a2a::A2aError::TaskNotFound.code(),
             Self::BadUpstream | Self::UpstreamTimeout => {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentIdError {
     /// The scheme is neither `convergio://` nor `external://`.
-    #[error("agent id must start with convergio://agents/ or external://<org>/agents/: {input:?}")]
+    #[error("agent id must start with convergio://agents/ or external://<org>/agents/: {:?}", crate::problem::echo(.input))]
     BadScheme {
         /// The rejected input.
         input: String,
@@ -18,14 +18,15 @@ pub enum AgentIdError {
     /// The agent name part is empty, too long, has characters outside
     /// `[A-Za-z0-9_.-]` or starts with a dot.
     #[error(
-        "agent name must be 1 to 100 characters of A-Z a-z 0-9 _ . - not starting with a dot: {name:?}"
+        "agent name must be 1 to 100 characters of A-Z a-z 0-9 _ . - not starting with a dot: {:?}",
+        crate::problem::echo(.name)
     )]
     BadName {
         /// The rejected name.
         name: String,
     },
     /// The organisation is not a DNS-style domain.
-    #[error("organisation must be a DNS domain such as acme.example: {org:?}")]
+    #[error("organisation must be a DNS domain such as acme.example: {:?}", crate::problem::echo(.org))]
     BadOrg {
         /// The rejected organisation.
         org: String,

@@ -18,6 +18,6 @@ pub use card::AgentCard;
 pub use error::ErrorKind;
 pub use ids::{AgentId, AgentIdError};
 pub use principal::{AuthMethod, GraphCall, Principal};
-pub use problem::{Problem, Violation};
+pub use problem::{clip, echo, Problem, Violation};
 pub use trust::{AgentRole, TrustLevel};
-pub use validate::{validate, SchemaId};
+pub use validate::{find_nul, validate, SchemaId, NUL_MESSAGE};

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::problem::echo;
 use crate::Violation;
 
 /// The schemas Convergio validates against at runtime.
@@ -67,7 +68,7 @@ pub fn validate(schema: SchemaId, instance: &Value) -> Result<(), Vec<Violation>
         .iter_errors(instance)
         .map(|error| Violation {
             pointer: error.instance_path().to_string(),
-            message: error.to_string(),
+            message: quoted_briefly(&error),
         })
         .collect();
     if violations.is_empty() {
@@ -75,6 +76,54 @@ pub fn validate(schema: SchemaId, instance: &Value) -> Result<(), Vec<Violation>
     } else {
         Err(violations)
     }
+}
+
+/// The JSON pointer of the first string (value or key) in `value` that holds
+/// a NUL character, if any. Text with NUL is refused at the edge, the same
+/// for every backend (PostgreSQL cannot store it; issue 15).
+pub fn find_nul(value: &Value) -> Option<String> {
+    fn walk(value: &Value, pointer: &mut String) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(index, item)| {
+                let length = pointer.len();
+                pointer.push_str(&format!("/{index}"));
+                let found = walk(item, pointer);
+                if !found {
+                    pointer.truncate(length);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(key, item)| {
+                let length = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                let found = key.contains('\0') || walk(item, pointer);
+                if !found {
+                    pointer.truncate(length);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut pointer = String::new();
+    walk(value, &mut pointer).then_some(pointer)
+}
+
+/// The message for text refused because it holds a NUL character.
+pub const NUL_MESSAGE: &str = "text must not contain the NUL character (U+0000)";
+
+/// The validator's message with the offending value quoted through
+/// [`echo`]: its messages quote the whole instance (a 250 KB string field
+/// made a 250 KB error).
+fn quoted_briefly(error: &jsonschema::ValidationError<'_>) -> String {
+    let message = error.to_string();
+    let instance = error.instance().to_string();
+    if instance.chars().count() <= crate::problem::ECHO_LIMIT {
+        return message;
+    }
+    message.replacen(&instance, &echo(&instance), 1)
 }
 
 #[cfg(test)]
@@ -110,5 +159,32 @@ mod tests {
         );
         assert!(pointers.contains(&"/defaultOutputModes"), "{pointers:?}");
         assert!(pointers.contains(&"/skills/0/tags"), "{pointers:?}");
+    }
+
+    #[test]
+    fn find_nul_points_at_the_first_string_holding_nul() {
+        assert_eq!(
+            find_nul(&json!({"a": ["x", "y\u{0}"]})),
+            Some("/a/1".to_owned())
+        );
+        assert_eq!(
+            find_nul(&json!({"a/b": {"c\u{0}": 1}})),
+            Some("/a~1b/c\u{0}".to_owned())
+        );
+        assert_eq!(find_nul(&json!({"a": ["x", 1, null]})), None);
+    }
+
+    // Regression: issue #15, defect 12
+    #[test]
+    fn violation_quotes_a_long_value_briefly() {
+        let card = json!({"name": "n".repeat(250_000)});
+        let violations = validate(SchemaId::AgentCard, &card).expect_err("invalid card");
+        for violation in violations {
+            assert!(
+                violation.message.len() < 2_000,
+                "{}",
+                violation.message.len()
+            );
+        }
     }
 }

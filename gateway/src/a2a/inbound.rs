@@ -176,6 +176,27 @@ pub fn check_params(method: Method, params: &Value) -> Result<(), GatewayError> 
             }),
         }
     };
+    // Identifiers are stored (task routes, contexts) and must be text both
+    // backends keep: no NUL (issue 15).
+    let message = params.get("message");
+    let identifiers = [
+        params.get("id"),
+        params.get("taskId"),
+        params.get("contextId"),
+        message.and_then(|message| message.get("taskId")),
+        message.and_then(|message| message.get("contextId")),
+        message.and_then(|message| message.get("messageId")),
+    ];
+    if identifiers
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|text| text.contains('\0'))
+    {
+        return Err(GatewayError::InvalidParams {
+            detail: format!("identifiers: {}", convergio_schemas::NUL_MESSAGE),
+        });
+    }
     match method {
         Method::SendMessage | Method::SendStreamingMessage => {
             let message = params

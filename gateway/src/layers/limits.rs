@@ -1,4 +1,5 @@
-//! `Limits`: bounds every request. Needs the `RequestId` (from `Trace`) only
+//! `Limits`: bounds every request, and refuses a request target holding a
+//! NUL (`%00`, issue 15). Needs the `RequestId` (from `Trace`) only
 //! for logs, and must run inside `Rescue`, which turns its errors
 //! ([`GatewayError::Overloaded`], [`GatewayError::RequestTimeout`]) into
 //! responses. It caps the body (reads past the cap fail with a
@@ -99,6 +100,15 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // A NUL in the path or query is refused once, here, for every
+        // route and both storage backends (PostgreSQL cannot store it).
+        if has_encoded_nul(request.uri()) {
+            return Box::pin(async {
+                Err(GatewayError::BadPath {
+                    detail: "the request target must not contain NUL (%00)".to_owned(),
+                })
+            });
+        }
         // Load shedding: no waiting room, so overload cannot grow a queue.
         let permit = match self.semaphore.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -119,6 +129,19 @@ where
             }
         })
     }
+}
+
+/// Whether the path or query holds a percent-encoded NUL (a raw one does
+/// not parse as a URI at all).
+fn has_encoded_nul(uri: &axum::http::Uri) -> bool {
+    let Some(target) = uri.path_and_query() else {
+        return false;
+    };
+    target
+        .as_str()
+        .as_bytes()
+        .windows(3)
+        .any(|window| window[0] == b'%' && window[1] == b'0' && window[2] == b'0')
 }
 
 /// Whether a body read failed because of the `Limits` cap.

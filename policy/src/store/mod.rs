@@ -151,13 +151,16 @@ where
     let at: String = row.try_get("at")?;
     let determining: String = row.try_get("determining")?;
     let detail: String = row.try_get("detail")?;
-    let corrupt = |what: &str, error: serde_json::Error| {
-        PolicyError::Corrupt(format!("audit record {seq}: {what}: {error}"))
+    // A column that does not decode is tampering like any other edit, so
+    // it names its seq: `verify` reports it as the chain broken there.
+    let corrupt = |what: &str, error: &dyn std::fmt::Display| PolicyError::CorruptAuditRecord {
+        seq,
+        reason: format!("{what} does not decode: {error}"),
     };
     Ok(AuditRecord {
         seq,
         entry: AuditEntry {
-            at: crate::audit::parse_at(&at)?,
+            at: crate::audit::parse_at(&at).map_err(|error| corrupt("at", &error))?,
             request_id: row.try_get("request_id")?,
             subject: row.try_get("subject")?,
             org: row.try_get("org")?,
@@ -166,8 +169,8 @@ where
             resource: row.try_get("resource")?,
             decision: row.try_get("decision")?,
             determining: serde_json::from_str(&determining)
-                .map_err(|error| corrupt("determining", error))?,
-            detail: serde_json::from_str(&detail).map_err(|error| corrupt("detail", error))?,
+                .map_err(|error| corrupt("determining", &error))?,
+            detail: serde_json::from_str(&detail).map_err(|error| corrupt("detail", &error))?,
         },
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
