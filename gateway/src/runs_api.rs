@@ -75,6 +75,9 @@ pub struct GraphsConfig {
     pub max_batch_inputs: usize,
     /// Runs whose events and owner are kept for lookups (default 10,000).
     pub max_retained_runs: usize,
+    /// Retention's counters and the database size, appended to `/metrics`
+    /// when the server runs a pruner (issue 15).
+    pub retention_metrics: Option<Arc<crate::retention::RetentionMetrics>>,
 }
 
 impl Default for GraphsConfig {
@@ -84,6 +87,7 @@ impl Default for GraphsConfig {
             default_batch_concurrency: 4,
             max_batch_inputs: 1_000,
             max_retained_runs: 10_000,
+            retention_metrics: None,
         }
     }
 }
@@ -907,12 +911,11 @@ async fn name_checkpoint(
 }
 
 async fn metrics(State(api): State<RunsApi>) -> Response {
-    let mut response = api
-        .inner
-        .executor
-        .metrics()
-        .render_prometheus()
-        .into_response();
+    let mut text = api.inner.executor.metrics().render_prometheus();
+    if let Some(retention) = &api.inner.config.retention_metrics {
+        retention.render_prometheus(&mut text);
+    }
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
