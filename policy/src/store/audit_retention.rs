@@ -29,12 +29,11 @@ fn prunable_prefix(
     records: &[AuditRecord],
     before: Option<&DateTime<Utc>>,
 ) -> Result<usize> {
-    let mut expected_seq = checkpoint.map_or(1, |checkpoint| checkpoint.seq + 1);
+    let first_seq = checkpoint.map_or(1, |checkpoint| checkpoint.seq + 1);
     let mut prev_hash = checkpoint.map_or(GENESIS_HASH, |checkpoint| checkpoint.hash.as_str());
-    let mut prefix = 0;
-    for record in records {
+    for (prefix, (expected_seq, record)) in (first_seq..).zip(records).enumerate() {
         if before.is_some_and(|before| record.entry.at >= *before) {
-            break;
+            return Ok(prefix);
         }
         let broken = |reason: &str| PolicyError::AuditBroken {
             seq: expected_seq,
@@ -53,10 +52,8 @@ fn prunable_prefix(
             return Err(broken("content does not match its hash"));
         }
         prev_hash = &record.hash;
-        expected_seq += 1;
-        prefix += 1;
     }
-    Ok(prefix)
+    Ok(records.len())
 }
 
 fn decode_checkpoint<'r, R>(row: &'r R) -> Result<AuditCheckpoint>
