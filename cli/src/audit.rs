@@ -160,11 +160,7 @@ pub async fn run(server: &ServerArgs, command: AuditCommand) -> anyhow::Result<(
             if server.json {
                 say!("{verified}");
             } else {
-                say!(
-                    "audit chain intact: {} record(s), head {}",
-                    verified["records"],
-                    verified["head"].as_str().unwrap_or("")
-                );
+                say!("{}", describe_verified(&verified));
             }
             Ok(())
         }
@@ -177,6 +173,32 @@ fn header() -> String {
         "{:>6} {:<27} {:<12} {:<14} {:<18} {:<32} DETERMINING / REQUEST",
         "SEQ", "AT", "DECISION", "SUBJECT", "ACTION", "RESOURCE"
     )
+}
+
+/// What `audit verify` checked: the range, and where retention pruned
+/// the chain before it (issue 15).
+fn describe_verified(verified: &Value) -> String {
+    let head = verified["head"].as_str().unwrap_or("");
+    let records = &verified["records"];
+    let (first, last) = (&verified["first_seq"], &verified["last_seq"]);
+    let range = if records.as_i64() == Some(0) {
+        "no records to check".to_owned()
+    } else {
+        format!("verified seq {first}..{last} ({records} record(s))")
+    };
+    let pruned = match verified.get("checkpoint") {
+        Some(checkpoint) if checkpoint.is_object() => format!(
+            " (records before {first} pruned at checkpoint seq {}, hash {}, record time {}, \
+             {} record(s) pruned, last prune {})",
+            checkpoint["seq"],
+            checkpoint["hash"].as_str().unwrap_or(""),
+            checkpoint["at"].as_str().unwrap_or(""),
+            checkpoint["pruned"],
+            checkpoint["pruned_at"].as_str().unwrap_or("")
+        ),
+        _ => String::new(),
+    };
+    format!("audit chain intact: {range}{pruned}, head {head}")
 }
 
 /// One record on one line.
@@ -261,5 +283,26 @@ mod tests {
                 "{name}\n{header}\n{line}"
             );
         }
+    }
+
+    use serde_json::json;
+
+    #[test]
+    fn verify_output_names_the_range_and_the_retention_checkpoint() {
+        let whole = json!({"records": 3, "head": "h3", "first_seq": 1, "last_seq": 3});
+        assert_eq!(
+            describe_verified(&whole),
+            "audit chain intact: verified seq 1..3 (3 record(s)), head h3"
+        );
+        let pruned = json!({
+            "records": 2, "head": "h9", "first_seq": 8, "last_seq": 9,
+            "checkpoint": {"seq": 7, "hash": "h7", "at": "2026-01-01T00:00:00.000000Z",
+                           "pruned_at": "2026-04-01T00:00:00.000000Z", "pruned": 7}
+        });
+        let text = describe_verified(&pruned);
+        assert!(
+            text.starts_with("audit chain intact: verified seq 8..9 (2 record(s)) (records before 8 pruned at checkpoint seq 7, hash h7"),
+            "{text}"
+        );
     }
 }

@@ -90,6 +90,10 @@ pub struct ConfigFile {
     pub network: NetworkConfig,
     /// Federation: this organisation's signing identity and its peers.
     pub federation: FederationSection,
+    /// How long the rows every call adds are kept (task routes, audit
+    /// records, finished runs, peer nonces), and how the pruner runs.
+    /// Defaults: 7, 90 and 30 days, nonces until their window ends.
+    pub retention: convergio_gateway::retention::RetentionConfig,
 }
 
 /// Federation section.
@@ -271,6 +275,8 @@ pub struct Config {
     pub federation: FederationSettings,
     /// Non-public addresses upstreams may resolve to.
     pub upstream_allow: AllowList,
+    /// Retention windows and the pruner's settings (validated).
+    pub retention: convergio_gateway::retention::RetentionConfig,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -306,6 +312,7 @@ impl Default for ConfigFile {
             quotas: convergio_policy::QuotaConfig::default(),
             federation: FederationSection::default(),
             network: NetworkConfig::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -498,6 +505,7 @@ impl Config {
                 .map(str::to_owned)
                 .collect();
         }
+        apply_retention_environment(&mut file.retention, environment)?;
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -594,6 +602,9 @@ impl Config {
                 "must be 1 to 128 characters".to_owned(),
             ));
         }
+        file.retention
+            .validate()
+            .map_err(|message| invalid("retention", message))?;
         let quotas = check_quotas(file.quotas)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
         let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
@@ -614,8 +625,39 @@ impl Config {
             log_filter: file.log.filter,
             log_format: file.log.format,
             quotas,
+            retention: file.retention,
         })
     }
+}
+
+/// The `CONVERGIO_RETENTION_*` overrides.
+fn apply_retention_environment(
+    retention: &mut convergio_gateway::retention::RetentionConfig,
+    environment: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let get = |key: &str| environment.get(key).filter(|value| !value.is_empty());
+    let seconds = |key: &str, value: &String| -> Result<u64, ConfigError> {
+        value
+            .parse()
+            .map_err(|_| invalid(key, format!("expected seconds, found {value:?}")))
+    };
+    if let Some(value) = get(env::RETENTION_ENABLED) {
+        retention.enabled = parse_bool(env::RETENTION_ENABLED, value)?;
+    }
+    if let Some(value) = get(env::RETENTION_INTERVAL) {
+        retention.interval_seconds = seconds(env::RETENTION_INTERVAL, value)?;
+    }
+    if let Some(value) = get(env::RETENTION_TASK_ROUTES_MAX_AGE) {
+        retention.task_routes.max_age_seconds =
+            Some(seconds(env::RETENTION_TASK_ROUTES_MAX_AGE, value)?);
+    }
+    if let Some(value) = get(env::RETENTION_AUDIT_MAX_AGE) {
+        retention.audit.max_age_seconds = Some(seconds(env::RETENTION_AUDIT_MAX_AGE, value)?);
+    }
+    if let Some(value) = get(env::RETENTION_RUNS_MAX_AGE) {
+        retention.runs.max_age_seconds = Some(seconds(env::RETENTION_RUNS_MAX_AGE, value)?);
+    }
+    Ok(())
 }
 
 /// Validates the federation section.
@@ -786,6 +828,60 @@ mod tests {
             matches!(bad, Err(ConfigError::Invalid { ref field, .. }) if field == "network.allow_cidrs"),
             "{bad:?}"
         );
+    }
+
+    #[test]
+    fn retention_has_documented_defaults_and_environment_overrides() {
+        let defaults = resolve("", &[]).expect("defaults").retention;
+        assert!(defaults.enabled);
+        assert_eq!(defaults.interval_seconds, 60);
+        assert_eq!(defaults.batch_rows, 1_000);
+        assert_eq!(defaults.task_routes.max_age_seconds, Some(7 * 24 * 3600));
+        assert_eq!(defaults.audit.max_age_seconds, Some(90 * 24 * 3600));
+        assert_eq!(defaults.runs.max_age_seconds, Some(30 * 24 * 3600));
+        assert_eq!(defaults.nonces.max_age_seconds, Some(0));
+        let yaml = "retention:\n  task_routes: { max_age_seconds: 3600, max_rows: 1000000 }\n";
+        let config = resolve(
+            yaml,
+            &[
+                (env::RETENTION_AUDIT_MAX_AGE, "86400"),
+                (env::RETENTION_ENABLED, "false"),
+            ],
+        )
+        .expect("valid")
+        .retention;
+        assert!(!config.enabled);
+        assert_eq!(config.task_routes.max_age_seconds, Some(3600));
+        assert_eq!(config.task_routes.max_rows, Some(1_000_000));
+        assert_eq!(config.audit.max_age_seconds, Some(86_400));
+        for (yaml, environment, expected) in [
+            (
+                "retention:\n  batch_rows: 0\n",
+                &[][..],
+                "retention.batch_rows",
+            ),
+            (
+                "retention:\n  nonces: { max_rows: 5 }\n",
+                &[][..],
+                "retention.nonces.max_rows",
+            ),
+            (
+                "retention:\n  task_routes: { days: 5 }\n",
+                &[][..],
+                "unknown field `days`",
+            ),
+            (
+                "",
+                &[(env::RETENTION_INTERVAL, "soon")][..],
+                env::RETENTION_INTERVAL,
+            ),
+        ] {
+            let error = resolve(yaml, environment).expect_err(yaml);
+            assert!(
+                error.to_string().contains(expected),
+                "{yaml:?}: {error} should mention {expected}"
+            );
+        }
     }
 
     #[test]

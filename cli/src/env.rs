@@ -63,11 +63,21 @@ pub const FEDERATION_SYNC_INTERVAL: &str = "CONVERGIO_FEDERATION_SYNC_INTERVAL_S
 /// Comma-separated CIDRs, addresses or `IP:PORT` sockets upstreams may
 /// resolve to although not public (the SSRF guard's allow-list).
 pub const NETWORK_ALLOW_CIDRS: &str = "CONVERGIO_NETWORK_ALLOW_CIDRS";
+/// `true`/`false`: run the retention pruner (issue 15).
+pub const RETENTION_ENABLED: &str = "CONVERGIO_RETENTION_ENABLED";
+/// Seconds between retention passes.
+pub const RETENTION_INTERVAL: &str = "CONVERGIO_RETENTION_INTERVAL_SECONDS";
+/// Task routes older than this many seconds (since their last write) are pruned.
+pub const RETENTION_TASK_ROUTES_MAX_AGE: &str = "CONVERGIO_RETENTION_TASK_ROUTES_MAX_AGE_SECONDS";
+/// Audit records older than this many seconds are pruned (the chain keeps a checkpoint).
+pub const RETENTION_AUDIT_MAX_AGE: &str = "CONVERGIO_RETENTION_AUDIT_MAX_AGE_SECONDS";
+/// Finished durable runs older than this many seconds are pruned.
+pub const RETENTION_RUNS_MAX_AGE: &str = "CONVERGIO_RETENTION_RUNS_MAX_AGE_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 29] = [
+pub const SERVER_KEYS: [&str; 34] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -97,4 +107,9 @@ pub const SERVER_KEYS: [&str; 29] = [
     FEDERATION_DISCOVERY_TIMEOUT,
     FEDERATION_SYNC_INTERVAL,
     NETWORK_ALLOW_CIDRS,
+    RETENTION_ENABLED,
+    RETENTION_INTERVAL,
+    RETENTION_TASK_ROUTES_MAX_AGE,
+    RETENTION_AUDIT_MAX_AGE,
+    RETENTION_RUNS_MAX_AGE,
 ];

@@ -25,6 +25,7 @@ mod graph;
 mod keys;
 mod peers;
 mod policy;
+mod retention;
 mod security_config;
 mod serve;
 

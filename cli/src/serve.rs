@@ -118,6 +118,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let journal = convergio_runs::connect(&config.database_url, journal_config)
         .await
         .with_context(|| format!("opening the run store {}", redact(&config.database_url)))?;
+    let pruner = if config.retention.enabled {
+        Some(
+            crate::retention::pruner(
+                &config.retention,
+                &config.database_url,
+                policy.admin.audit().clone(),
+                journal.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let policy_version = policy.admin.engine().active_version();
     // Audit registry changes from the first one on: the example agents'
     // registrations below are changes like any other.
@@ -193,6 +206,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             graphs: GraphsConfig {
                 limits: graph_limits,
                 max_batch_inputs: config.graphs.max_batch_inputs,
+                retention_metrics: pruner.as_ref().map(|pruner| pruner.metrics()),
                 ..GraphsConfig::default()
             },
             executor: ExecutorConfig {
@@ -217,6 +231,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // The pruner's first pass runs now, then every interval; the task ends
+    // with the runtime.
+    let _pruner = pruner.map(|pruner| pruner.spawn());
     let scheme = if tls.is_some() { "https" } else { "http" };
     say!("convergio listening on {scheme}://{local}");
     say!("  database     {}", redact(&config.database_url));
@@ -227,6 +244,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.upstream_allow
     );
     say!("  graphs       http://{local}/v1/graphs, runs at /v1/runs, metrics at /metrics");
+    say!(
+        "  retention    {}",
+        crate::retention::describe(&config.retention)
+    );
     if let Some(federation) = &federation {
         say!(
             "  federation   {} (key {}, jwks at /.well-known/jwks.json)",

@@ -5,7 +5,8 @@
 //! that sends graph nodes' calls through this pipeline ([`dispatch`]) and the
 //! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]); federation:
 //! identity, peers and signed calls ([`federation`]); and the SSRF guard on
-//! every upstream address ([`ssrf`]).
+//! every upstream address ([`ssrf`]); the pruner that bounds the tables
+//! growing with every call ([`retention`]).
 
 pub mod a2a;
 pub mod api_keys;
@@ -18,6 +19,7 @@ pub mod federation;
 mod fetch;
 pub mod layers;
 mod registry_routes;
+pub mod retention;
 pub mod runs_api;
 pub mod server;
 pub mod ssrf;

@@ -83,6 +83,9 @@ pub struct GraphsConfig {
     pub compile_concurrency: usize,
     /// How long a document waits for a compile slot before 503 (default 10 s).
     pub compile_wait: std::time::Duration,
+    /// Retention's counters and the database size, appended to `/metrics`
+    /// when the server runs a pruner (issue 15).
+    pub retention_metrics: Option<Arc<crate::retention::RetentionMetrics>>,
 }
 
 impl Default for GraphsConfig {
@@ -96,6 +99,7 @@ impl Default for GraphsConfig {
                 .map(|cpus| (cpus.get() / 2).max(1))
                 .unwrap_or(1),
             compile_wait: std::time::Duration::from_secs(10),
+            retention_metrics: None,
         }
     }
 }
@@ -988,12 +992,11 @@ async fn name_checkpoint(
 }
 
 async fn metrics(State(api): State<RunsApi>) -> Response {
-    let mut response = api
-        .inner
-        .executor
-        .metrics()
-        .render_prometheus()
-        .into_response();
+    let mut text = api.inner.executor.metrics().render_prometheus();
+    if let Some(retention) = &api.inner.config.retention_metrics {
+        retention.render_prometheus(&mut text);
+    }
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

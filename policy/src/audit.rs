@@ -8,7 +8,9 @@
 //! next record's `prev_hash`. (Deleting the newest records is only detected
 //! against a head hash kept elsewhere, e.g. the last `verify` output.)
 //! Records never hold credentials or message bodies: callers put only
-//! identifiers in `detail`.
+//! identifiers in `detail`. Retention deletes the oldest records and keeps
+//! an [`AuditCheckpoint`] (seq and hash of the newest one deleted), from
+//! which [`AuditLog::verify`] continues the chain and which it reports.
 
 use std::sync::Arc;
 
@@ -101,6 +103,32 @@ pub struct VerifiedChain {
     /// The hash of the newest record (`GENESIS_HASH` if empty); keep it to
     /// detect truncation later.
     pub head: String,
+    /// The first seq checked: 1, or the one after the retention checkpoint.
+    #[serde(default)]
+    pub first_seq: i64,
+    /// The last seq checked (`first_seq - 1` when nothing was).
+    #[serde(default)]
+    pub last_seq: i64,
+    /// Where retention pruned the chain before `first_seq`, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<AuditCheckpoint>,
+}
+
+/// Where the pruned prefix of the chain ends (retention, issue 15): the
+/// seq and hash of the newest record deleted. Verification continues the
+/// chain from it as from a genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    /// The newest pruned record's seq.
+    pub seq: i64,
+    /// Its hash: the `prev_hash` the next record must carry.
+    pub hash: String,
+    /// Its time.
+    pub at: DateTime<Utc>,
+    /// When this checkpoint was written (the last prune).
+    pub pruned_at: DateTime<Utc>,
+    /// Records pruned in total.
+    pub pruned: i64,
 }
 
 // === impl AuditEntry ===
@@ -260,11 +288,54 @@ impl AuditLog {
         self.store.query_audit(filter).await
     }
 
-    /// Walks the whole chain; fails with `AuditBroken { seq }` at the first
-    /// record that is missing, edited or out of order.
+    /// Retention: deletes up to `limit` of the oldest records older than
+    /// `before` (any age for `None`), never the newest, and moves the
+    /// checkpoint past them (see `Store::prune_audit`).
+    pub async fn prune(&self, before: Option<DateTime<Utc>>, limit: i64) -> Result<u64> {
+        self.store.prune_audit(before, limit).await
+    }
+
+    /// How many records are stored.
+    pub async fn count(&self) -> Result<u64> {
+        self.store.count_audit().await
+    }
+
+    /// Where the pruned prefix ends, if anything was pruned.
+    pub async fn checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        self.store.audit_checkpoint().await
+    }
+
+    /// Walks the whole chain, from the retention checkpoint when a prefix
+    /// was pruned (else from seq 1); fails with `AuditBroken { seq }` at the
+    /// first record that is missing, edited or out of order.
     pub async fn verify(&self) -> Result<VerifiedChain> {
-        let mut expected_seq = 1;
-        let mut prev_hash = GENESIS_HASH.to_owned();
+        let mut checkpoint = self.store.audit_checkpoint().await?;
+        // A prune between reading the checkpoint and the first records
+        // would look like missing records: read the checkpoint again and
+        // start over from it when it moved.
+        for _ in 0..4 {
+            let verified = self.verify_from(checkpoint.clone()).await;
+            if verified.is_ok() {
+                return verified;
+            }
+            let now = self.store.audit_checkpoint().await?;
+            if now == checkpoint {
+                return verified;
+            }
+            checkpoint = now;
+        }
+        self.verify_from(checkpoint).await
+    }
+
+    async fn verify_from(&self, checkpoint: Option<AuditCheckpoint>) -> Result<VerifiedChain> {
+        let first_seq = checkpoint
+            .as_ref()
+            .map_or(1, |checkpoint| checkpoint.seq + 1);
+        let mut expected_seq = first_seq;
+        let mut prev_hash = checkpoint.as_ref().map_or_else(
+            || GENESIS_HASH.to_owned(),
+            |checkpoint| checkpoint.hash.clone(),
+        );
         loop {
             let (batch, undecodable) = match self
                 .store
@@ -324,8 +395,11 @@ impl AuditLog {
             }
         }
         Ok(VerifiedChain {
-            records: expected_seq - 1,
+            records: expected_seq - first_seq,
             head: prev_hash,
+            first_seq,
+            last_seq: expected_seq - 1,
+            checkpoint,
         })
     }
 }

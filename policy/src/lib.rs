@@ -20,7 +20,9 @@ pub mod testing;
 
 pub use admin::{PolicyAdmin, PolicyWatcher, DEFAULT_POLL_INTERVAL};
 pub use api::{router, PolicyApi};
-pub use audit::{AuditEntry, AuditFilter, AuditLog, AuditPage, AuditRecord, VerifiedChain};
+pub use audit::{
+    AuditCheckpoint, AuditEntry, AuditFilter, AuditLog, AuditPage, AuditRecord, VerifiedChain,
+};
 pub use audit_sink::{AuditSink, AuditWriter, DEFAULT_AUDIT_QUEUE};
 pub use engine::{
     Action, AuthzRequest, Decision, PolicyDiagnostic, PolicyEngine, RequestContext, Resource,

@@ -8,13 +8,15 @@
 //! - [`service`]: [`Registry`], the rules (validation, trust ladder, cache);
 //! - [`api`]: the axum router;
 //! - [`keys`]: stored API keys (hashed), on both backends;
-//! - [`peers`]: federation peers and accepted signed-call nonces, on both backends.
+//! - [`peers`]: federation peers and accepted signed-call nonces, on both backends;
+//! - [`retention`]: pruning of task routes and nonces, and the database's size.
 
 pub mod api;
 pub mod error;
 pub mod keys;
 pub mod model;
 pub mod peers;
+pub mod retention;
 pub mod service;
 pub mod store;
 

@@ -27,3 +27,5 @@ CREATE TABLE IF NOT EXISTS run_checkpoints (
     created_at TEXT NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+-- Retention (issue 15) deletes the oldest finished runs first.
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);

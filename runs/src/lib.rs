@@ -21,8 +21,12 @@
 //! replica driving a run renews it, and a replica claims a `running` run
 //! whose lease expired (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite
 //! serialises writers anyway). Times are the replicas' wall clocks.
+//!
+//! **Retention** (`retention.rs`, issue 15): finished runs older than a
+//! cut-off are deleted with their steps, a bounded batch at a time.
 
 mod error;
+mod retention;
 mod sql;
 
 use std::str::FromStr;

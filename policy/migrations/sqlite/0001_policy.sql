@@ -28,3 +28,16 @@ CREATE TABLE IF NOT EXISTS audit_records (
 );
 CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (subject, seq);
 CREATE INDEX IF NOT EXISTS audit_records_at ON audit_records (at);
+
+-- Retention (issue 15): where the pruned prefix of the audit chain ended.
+-- Pruning deletes the oldest records and moves this one row forward in the
+-- same transaction (seq and hash of the newest record deleted), so
+-- verification continues the chain from it.
+CREATE TABLE IF NOT EXISTS audit_checkpoint (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    seq       INTEGER NOT NULL,
+    hash      TEXT    NOT NULL,
+    at        TEXT    NOT NULL,
+    pruned_at TEXT    NOT NULL,
+    pruned    INTEGER NOT NULL
+);

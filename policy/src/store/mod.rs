@@ -16,6 +16,7 @@
 //!   `pg_advisory_xact_lock`), so `seq` is dense and each `prev_hash` is the
 //!   previous record's `hash`, whatever the number of writers or replicas.
 
+mod audit_retention;
 pub mod postgres;
 pub mod sqlite;
 
@@ -25,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEntry, AuditFilter, AuditPage, AuditRecord};
+use crate::audit::{AuditCheckpoint, AuditEntry, AuditFilter, AuditPage, AuditRecord};
 use crate::error::{PolicyError, Result};
 
 pub use postgres::PostgresStore;
@@ -93,6 +94,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every audit record with `seq > after_seq`, oldest first, at most `limit`.
     async fn audit_range(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>>;
+
+    /// Retention (issue 15): deletes up to `limit` of the oldest audit
+    /// records older than `before` (any age for `None`), a prefix of the
+    /// chain that never includes the newest record, after checking that it
+    /// continues the chain; moves the checkpoint to the newest record
+    /// deleted, in the same transaction. Returns how many were deleted.
+    /// See `store/audit_retention.rs`.
+    async fn prune_audit(&self, before: Option<DateTime<Utc>>, limit: i64) -> Result<u64>;
+
+    /// Where the pruned prefix of the chain ends, if anything was pruned.
+    async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>>;
+
+    /// How many audit records are stored.
+    async fn count_audit(&self) -> Result<u64>;
 }
 
 /// Opens the store for a database URL (`sqlite:…` or `postgres://…`).

@@ -7,16 +7,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{
-    audit_query, decode_record, decode_version, encoded_parts, into_page, page_size,
-    NewPolicyVersion, PolicyVersion, Store,
+    audit_query, audit_retention, decode_record, decode_version, encoded_parts, into_page,
+    page_size, NewPolicyVersion, PolicyVersion, Store,
 };
 use crate::audit::{
-    chain_hash, format_at, stored_precision, AuditEntry, AuditFilter, AuditPage, AuditRecord,
-    GENESIS_HASH,
+    chain_hash, format_at, stored_precision, AuditCheckpoint, AuditEntry, AuditFilter, AuditPage,
+    AuditRecord, GENESIS_HASH,
 };
 use crate::error::{PolicyError, Result};
 
@@ -236,5 +237,17 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(decode_record).collect()
+    }
+
+    async fn prune_audit(&self, before: Option<DateTime<Utc>>, limit: i64) -> Result<u64> {
+        audit_retention::postgres_prune(&self.pool, AUDIT_LOCK, before, limit).await
+    }
+
+    async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        audit_retention::postgres_checkpoint(&self.pool).await
+    }
+
+    async fn count_audit(&self) -> Result<u64> {
+        audit_retention::postgres_count(&self.pool).await
     }
 }

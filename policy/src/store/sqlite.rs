@@ -6,16 +6,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    audit_query, decode_record, decode_version, encoded_parts, into_page, page_size,
-    NewPolicyVersion, PolicyVersion, Store,
+    audit_query, audit_retention, decode_record, decode_version, encoded_parts, into_page,
+    page_size, NewPolicyVersion, PolicyVersion, Store,
 };
 use crate::audit::{
-    chain_hash, format_at, stored_precision, AuditEntry, AuditFilter, AuditPage, AuditRecord,
-    GENESIS_HASH,
+    chain_hash, format_at, stored_precision, AuditCheckpoint, AuditEntry, AuditFilter, AuditPage,
+    AuditRecord, GENESIS_HASH,
 };
 use crate::error::{PolicyError, Result};
 
@@ -216,5 +217,17 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(decode_record).collect()
+    }
+
+    async fn prune_audit(&self, before: Option<DateTime<Utc>>, limit: i64) -> Result<u64> {
+        audit_retention::sqlite_prune(&self.pool, before, limit).await
+    }
+
+    async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        audit_retention::sqlite_checkpoint(&self.pool).await
+    }
+
+    async fn count_audit(&self) -> Result<u64> {
+        audit_retention::sqlite_count(&self.pool).await
     }
 }

@@ -22,6 +22,8 @@ pub mod keys_sqlite;
 pub mod peers_postgres;
 pub mod peers_sqlite;
 pub mod postgres;
+pub mod retention_postgres;
+pub mod retention_sqlite;
 pub mod sqlite;
 mod text_index;
 

@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use convergio_schemas::{AgentId, AgentRole};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
@@ -150,6 +151,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
+            // Only takes effect on a new file (before its first table): lets
+            // retention give pruned pages back (`store/retention_sqlite.rs`).
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             // A negative cache size is in KiB: the default 2 MiB holds a few
             // percent of a 100k-agent registry's indexes, so every discovery
             // and registration read paged in from the OS. Pages are allocated

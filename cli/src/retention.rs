@@ -1,0 +1,95 @@
+//! The retention pruner of `convergio serve` (issue 15): assembles
+//! `convergio_gateway::retention::Pruner` over this deployment's database
+//! (task routes, nonces, the audit chain, and finished durable runs, whose
+//! journal the gateway does not know, hence the adapter here).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use convergio_gateway::retention::{
+    AuditRetention, NoncesRetention, Prunable, PruneError, Pruner, RetentionConfig, RetentionKind,
+    TaskRoutesRetention,
+};
+use convergio_policy::AuditLog;
+use convergio_runs::RunStore;
+
+/// Finished durable runs, pruned through the run journal.
+struct RunsRetention(Arc<RunStore>);
+
+fn runs_error(error: convergio_orchestrator::OrchestratorError) -> PruneError {
+    PruneError {
+        kind: RetentionKind::Runs.as_str(),
+        source: Box::new(error),
+    }
+}
+
+#[async_trait]
+impl Prunable for RunsRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::Runs
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        self.0
+            .prune_finished(before, limit)
+            .await
+            .map_err(runs_error)
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        self.0.count_runs().await.map_err(runs_error)
+    }
+}
+
+/// The pruner over every kind in the database at `url`; not started yet.
+pub async fn pruner(
+    config: &RetentionConfig,
+    url: &str,
+    audit: AuditLog,
+    journal: Arc<RunStore>,
+) -> anyhow::Result<Pruner> {
+    let store = convergio_registry::retention::connect_retention(url)
+        .await
+        .context("opening the retention store")?;
+    Ok(Pruner::new(config.clone(), Some(store.clone()))
+        .with_target(Arc::new(TaskRoutesRetention(store.clone())))
+        .with_target(Arc::new(NoncesRetention(store)))
+        .with_target(Arc::new(AuditRetention(audit)))
+        .with_target(Arc::new(RunsRetention(journal))))
+}
+
+/// One line for the start-up banner.
+pub fn describe(config: &RetentionConfig) -> String {
+    if !config.enabled {
+        return "off".to_owned();
+    }
+    let window = |kind: RetentionKind| {
+        let settings = config.kind(kind);
+        let age = settings.max_age_seconds.map(|seconds| match seconds {
+            seconds if seconds > 0 && seconds % 86_400 == 0 => format!("{}d", seconds / 86_400),
+            seconds => format!("{seconds}s"),
+        });
+        let rows = settings.max_rows.map(|rows| format!("{rows} rows"));
+        let parts: Vec<String> = age.into_iter().chain(rows).collect();
+        if parts.is_empty() {
+            format!("{} kept", kind.as_str())
+        } else {
+            format!("{} {}", kind.as_str(), parts.join(" or "))
+        }
+    };
+    let kinds: Vec<String> = [
+        RetentionKind::TaskRoutes,
+        RetentionKind::Audit,
+        RetentionKind::Runs,
+    ]
+    .into_iter()
+    .map(window)
+    .collect();
+    format!(
+        "{}, every {}s (retention:)",
+        kinds.join(", "),
+        config.interval_seconds
+    )
+}

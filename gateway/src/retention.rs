@@ -1,0 +1,513 @@
+//! Retention (issue 15): the background pruner that keeps the tables which
+//! grow with every call bounded by a configured window, and its metrics.
+//!
+//! Kinds ([`RetentionKind`]): task routes and peer nonces (the registry's
+//! [`RetentionStore`]), audit records (the policy crate's chain, which
+//! keeps a checkpoint so `audit verify` still verifies), and finished
+//! durable runs (the runs crate; `convergio serve` plugs it in as a
+//! [`Prunable`], since this crate does not depend on it). No idempotency
+//! records exist yet; run events are held in memory per replica, bounded
+//! by `GraphsConfig::max_retained_runs`, and stored as run steps, which go
+//! with their run.
+//!
+//! **Traffic is not blocked:** every delete is one statement of at most
+//! `batch_rows` rows (default 1,000, a few milliseconds of write lock), and
+//! the pruner sleeps `pause_ms` between batches so queued writers get the
+//! lock. After a pass it compacts (see the registry's
+//! `store/retention_{sqlite,postgres}.rs` for what that means per backend)
+//! and records the database's size. Several replicas may prune at once:
+//! deletes are idempotent, and audit prunes serialise on the chain's lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use convergio_policy::AuditLog;
+use convergio_registry::retention::RetentionStore;
+use serde::{Deserialize, Serialize};
+
+/// The error a [`Prunable`] reports: the store's own error, kept as the
+/// source. Pruning runs in the background, so it is logged and counted
+/// (`convergio_retention_errors_total`), never answered to a client.
+#[derive(Debug, thiserror::Error)]
+#[error("retention of {kind} failed")]
+pub struct PruneError {
+    /// What was being pruned.
+    pub kind: &'static str,
+    /// The store's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What retention applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionKind {
+    /// A2A task routes (one per task a caller created).
+    TaskRoutes,
+    /// Audit records (two or more per call: decision and changes).
+    Audit,
+    /// Finished durable runs, with their steps and checkpoints.
+    Runs,
+    /// Nonces of accepted signed peer calls.
+    Nonces,
+}
+
+impl RetentionKind {
+    /// Every kind, in metric order.
+    pub const ALL: [RetentionKind; 4] = [
+        RetentionKind::TaskRoutes,
+        RetentionKind::Audit,
+        RetentionKind::Runs,
+        RetentionKind::Nonces,
+    ];
+
+    /// The metric label and config key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionKind::TaskRoutes => "task_routes",
+            RetentionKind::Audit => "audit",
+            RetentionKind::Runs => "runs",
+            RetentionKind::Nonces => "nonces",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The window of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KindRetention {
+    /// Rows older than this many seconds are deleted (by last write for
+    /// task routes, creation for runs and audit records; for nonces, the
+    /// time past the end of their clock window). `null`: no age limit.
+    pub max_age_seconds: Option<u64>,
+    /// Beyond this many rows the oldest are deleted. `null` (the default):
+    /// no row cap. Not allowed for nonces, which must be kept while their
+    /// window lasts.
+    pub max_rows: Option<u64>,
+}
+
+impl KindRetention {
+    fn days(days: u64) -> Self {
+        Self {
+            max_age_seconds: Some(days * 24 * 3600),
+            max_rows: None,
+        }
+    }
+}
+
+/// The `retention:` section of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Run the pruner in `convergio serve`. Default true.
+    pub enabled: bool,
+    /// Seconds between passes (the first runs at start). Default 60.
+    pub interval_seconds: u64,
+    /// Rows per delete statement, 1 to 100,000. Default 1,000.
+    pub batch_rows: u32,
+    /// Milliseconds the pruner sleeps between two batches, so writers
+    /// queued behind a delete get the lock. Default 10.
+    pub pause_ms: u64,
+    /// Task routes: default 7 days since their last write. A follow-up on
+    /// a pruned task is answered as for an unknown task.
+    pub task_routes: KindRetention,
+    /// Audit records: default 90 days. `audit verify` checks the chain from
+    /// the checkpoint pruning leaves.
+    pub audit: KindRetention,
+    /// Finished durable runs: default 30 days since they started.
+    pub runs: KindRetention,
+    /// Peer nonces: deleted once their clock window ended, plus
+    /// `max_age_seconds` (default 0).
+    pub nonces: KindRetention,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_seconds: 60,
+            batch_rows: 1_000,
+            pause_ms: 10,
+            task_routes: KindRetention::days(7),
+            audit: KindRetention::days(90),
+            runs: KindRetention::days(30),
+            nonces: KindRetention {
+                max_age_seconds: Some(0),
+                max_rows: None,
+            },
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The window of `kind`.
+    pub fn kind(&self, kind: RetentionKind) -> &KindRetention {
+        match kind {
+            RetentionKind::TaskRoutes => &self.task_routes,
+            RetentionKind::Audit => &self.audit,
+            RetentionKind::Runs => &self.runs,
+            RetentionKind::Nonces => &self.nonces,
+        }
+    }
+
+    /// Checks the ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval_seconds == 0 {
+            return Err("retention.interval_seconds must be at least 1".to_owned());
+        }
+        if !(1..=100_000).contains(&self.batch_rows) {
+            return Err(format!(
+                "retention.batch_rows must be between 1 and 100000, not {}",
+                self.batch_rows
+            ));
+        }
+        if self.nonces.max_rows.is_some() {
+            return Err(
+                "retention.nonces.max_rows is not allowed: a nonce is kept while its clock \
+                 window lasts, or its call could be replayed"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One kind of row the pruner deletes from.
+#[async_trait]
+pub trait Prunable: Send + Sync {
+    /// Which kind this is.
+    fn kind(&self) -> RetentionKind;
+
+    /// Deletes up to `limit` of the oldest rows older than `before` (any
+    /// age for `None`); returns how many. One short statement.
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError>;
+
+    /// How many rows are stored (used for the row cap).
+    async fn count(&self) -> Result<u64, PruneError>;
+}
+
+fn prune_error(
+    kind: RetentionKind,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> PruneError {
+    PruneError {
+        kind: kind.as_str(),
+        source: Box::new(source),
+    }
+}
+
+/// Task routes in the registry database.
+pub struct TaskRoutesRetention(pub Arc<dyn RetentionStore>);
+
+#[async_trait]
+impl Prunable for TaskRoutesRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::TaskRoutes
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        self.0
+            .prune_task_routes(before, limit)
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        self.0
+            .count_task_routes()
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+}
+
+/// Peer nonces in the registry database: `before` is compared with the
+/// end of each nonce's clock window. There is no row cap, so `count`
+/// reports 0 without reading.
+pub struct NoncesRetention(pub Arc<dyn RetentionStore>);
+
+#[async_trait]
+impl Prunable for NoncesRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::Nonces
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        // Without a cut-off nothing may go: live nonces guard against replay.
+        let Some(before) = before else {
+            return Ok(0);
+        };
+        self.0
+            .prune_nonces(before.timestamp(), limit)
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        Ok(0)
+    }
+}
+
+/// The audit chain.
+pub struct AuditRetention(pub AuditLog);
+
+#[async_trait]
+impl Prunable for AuditRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::Audit
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        self.0
+            .prune(before, i64::from(limit))
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        self.0
+            .count()
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+}
+
+/// What `/metrics` shows of retention: rows pruned and failures per kind,
+/// passes, and the database's size as of the last pass.
+#[derive(Debug, Default)]
+pub struct RetentionMetrics {
+    pruned: [AtomicU64; 4],
+    errors: [AtomicU64; 4],
+    passes: AtomicU64,
+    database_bytes: AtomicU64,
+    free_bytes: AtomicU64,
+    backend: std::sync::OnceLock<&'static str>,
+}
+
+// === impl RetentionMetrics ===
+
+impl RetentionMetrics {
+    /// Rows of `kind` pruned so far.
+    pub fn pruned(&self, kind: RetentionKind) -> u64 {
+        self.pruned[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// The database size the last pass measured, in bytes.
+    pub fn database_bytes(&self) -> u64 {
+        self.database_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Completed passes.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// Appends the retention metrics in the Prometheus text format, in the
+    /// style of the orchestrator's (`# HELP`, `# TYPE`, one line per series).
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str("# HELP convergio_retention_pruned_rows_total Rows deleted by retention, by kind.\n# TYPE convergio_retention_pruned_rows_total counter\n");
+        for kind in RetentionKind::ALL {
+            let _ = writeln!(
+                out,
+                "convergio_retention_pruned_rows_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.pruned(kind)
+            );
+        }
+        out.push_str("# HELP convergio_retention_errors_total Retention passes that failed, by kind.\n# TYPE convergio_retention_errors_total counter\n");
+        for kind in RetentionKind::ALL {
+            let _ = writeln!(
+                out,
+                "convergio_retention_errors_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.errors[kind.index()].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP convergio_retention_passes_total Completed retention passes.\n# TYPE convergio_retention_passes_total counter\n");
+        let _ = writeln!(out, "convergio_retention_passes_total {}", self.passes());
+        let backend = self.backend.get().copied().unwrap_or("unknown");
+        out.push_str("# HELP convergio_database_size_bytes Bytes the database takes on disk, as of the last retention pass.\n# TYPE convergio_database_size_bytes gauge\n");
+        let _ = writeln!(
+            out,
+            "convergio_database_size_bytes{{backend=\"{backend}\"}} {}",
+            self.database_bytes()
+        );
+        out.push_str("# HELP convergio_database_free_bytes Free pages inside the database file, reused by later writes (SQLite).\n# TYPE convergio_database_free_bytes gauge\n");
+        let _ = writeln!(
+            out,
+            "convergio_database_free_bytes{{backend=\"{backend}\"}} {}",
+            self.free_bytes.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Where the pruner takes "now" from (the bench simulates time).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The background pruner.
+pub struct Pruner {
+    config: RetentionConfig,
+    targets: Vec<Arc<dyn Prunable>>,
+    database: Option<Arc<dyn RetentionStore>>,
+    metrics: Arc<RetentionMetrics>,
+    clock: Clock,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Rows deleted, per kind, in [`RetentionKind::ALL`] order.
+    pub pruned: [u64; 4],
+    /// Bytes compaction gave back.
+    pub released_bytes: u64,
+    /// The database's size after the pass.
+    pub database_bytes: u64,
+}
+
+// === impl Pruner ===
+
+impl Pruner {
+    /// A pruner with `config` over no kinds yet; `database` (when given)
+    /// is compacted and measured after each pass.
+    pub fn new(config: RetentionConfig, database: Option<Arc<dyn RetentionStore>>) -> Self {
+        let metrics = Arc::new(RetentionMetrics::default());
+        if let Some(database) = &database {
+            let _ = metrics.backend.set(database.backend());
+        }
+        Self {
+            config,
+            targets: Vec::new(),
+            database,
+            metrics,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// Adds a kind to prune.
+    pub fn with_target(mut self, target: Arc<dyn Prunable>) -> Self {
+        self.targets.push(target);
+        self
+    }
+
+    /// Takes "now" from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The metrics this pruner updates (hand them to `/metrics`).
+    pub fn metrics(&self) -> Arc<RetentionMetrics> {
+        self.metrics.clone()
+    }
+
+    /// One pass: every kind by age, then by row cap, in batches; then
+    /// compaction and the size. A kind that fails is logged and counted,
+    /// and the others still run.
+    pub async fn run_pass(&self) -> PassReport {
+        let mut report = PassReport::default();
+        for target in &self.targets {
+            let kind = target.kind();
+            match self.prune_kind(target.as_ref()).await {
+                Ok(pruned) => report.pruned[kind.index()] += pruned,
+                Err(error) => {
+                    self.metrics.errors[kind.index()].fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %error, cause = %error.source, "retention pass failed");
+                }
+            }
+        }
+        if let Some(database) = &self.database {
+            match database.compact().await {
+                Ok(released) => report.released_bytes = released,
+                Err(error) => tracing::warn!(%error, "database compaction failed"),
+            }
+            match database.database_size().await {
+                Ok(size) => {
+                    report.database_bytes = size.bytes;
+                    self.metrics
+                        .database_bytes
+                        .store(size.bytes, Ordering::Relaxed);
+                    self.metrics
+                        .free_bytes
+                        .store(size.free_bytes, Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, "reading the database size failed"),
+            }
+        }
+        self.metrics.passes.fetch_add(1, Ordering::Relaxed);
+        report
+    }
+
+    async fn prune_kind(&self, target: &dyn Prunable) -> Result<u64, PruneError> {
+        let kind = target.kind();
+        let settings = self.config.kind(kind);
+        let batch = self.config.batch_rows.max(1);
+        let pause = Duration::from_millis(self.config.pause_ms);
+        let counter = &self.metrics.pruned[kind.index()];
+        let mut total = 0;
+        // An age beyond what time can express keeps everything.
+        let before = settings
+            .max_age_seconds
+            .and_then(|age| i64::try_from(age).ok())
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|age| (self.clock)().checked_sub_signed(age));
+        if let Some(before) = before {
+            loop {
+                let pruned = target.prune(Some(before), batch).await?;
+                counter.fetch_add(pruned, Ordering::Relaxed);
+                total += pruned;
+                if pruned < u64::from(batch) {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+        if let Some(max_rows) = settings.max_rows {
+            let mut excess = target.count().await?.saturating_sub(max_rows);
+            while excess > 0 {
+                let limit = u32::try_from(excess).unwrap_or(u32::MAX).min(batch);
+                let pruned = target.prune(None, limit).await?;
+                counter.fetch_add(pruned, Ordering::Relaxed);
+                total += pruned;
+                if pruned == 0 {
+                    break;
+                }
+                excess = excess.saturating_sub(pruned);
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Runs a pass now and then every `interval_seconds`, until the runtime
+    /// stops (or the handle is aborted).
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        let every = Duration::from_secs(self.config.interval_seconds.max(1));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            // A slow pass (a large backlog after a restart) does not make
+            // the next ones run back to back.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let report = self.run_pass().await;
+                if report.pruned.iter().any(|&rows| rows > 0) {
+                    tracing::info!(
+                        task_routes = report.pruned[0],
+                        audit = report.pruned[1],
+                        runs = report.pruned[2],
+                        nonces = report.pruned[3],
+                        released_bytes = report.released_bytes,
+                        database_bytes = report.database_bytes,
+                        "retention pass"
+                    );
+                }
+            }
+        })
+    }
+}
