@@ -635,7 +635,9 @@ fn runs_table(list: &Value) -> String {
         &[4],
     );
     if let Some(token) = list["next_page_token"].as_str() {
-        text.push_str(&format!("more: convergio graph list --page-token {token}\n"));
+        text.push_str(&format!(
+            "more: convergio graph list --page-token {token}\n"
+        ));
     }
     text
 }
@@ -716,7 +718,12 @@ mod tests {
 
     #[test]
     fn durations_read_as_people_say_them() {
-        let cases = [(0, "0 ms"), (999, "999 ms"), (1_000, "1.0 s"), (61_500, "1 min 01 s")];
+        let cases = [
+            (0, "0 ms"),
+            (999, "999 ms"),
+            (1_000, "1.0 s"),
+            (61_500, "1 min 01 s"),
+        ];
         for (millis, expected) in cases {
             assert_eq!(human_duration(millis), expected);
         }

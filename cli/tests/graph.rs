@@ -120,7 +120,14 @@ fn sync_runs_print_their_id_and_graph_list_shows_them() {
     let (ok, stdout, stderr) = graph(
         &server,
         data_dir.path(),
-        &["run", PIPELINE, "--mode", "sync", "--input", "source_code=eval(x)"],
+        &[
+            "run",
+            PIPELINE,
+            "--mode",
+            "sync",
+            "--input",
+            "source_code=eval(x)",
+        ],
     );
     assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
     let run_id = stderr

@@ -128,7 +128,15 @@ async fn readme_curl_calls_on_runs_are_the_same_caller_as_the_cli() {
     );
     let (ok, stdout, stderr) = cli(
         Some((&server, data_dir.path())),
-        &["graph", "run", pipeline, "--mode", "async", "--input", "source_code=eval(x)"],
+        &[
+            "graph",
+            "run",
+            pipeline,
+            "--mode",
+            "async",
+            "--input",
+            "source_code=eval(x)",
+        ],
     );
     assert!(ok, "{stderr}");
     let run_id = stdout
@@ -146,5 +154,9 @@ async fn readme_curl_calls_on_runs_are_the_same_caller_as_the_cli() {
         .expect("answers");
     assert_eq!(with_token.status().as_u16(), 200);
     let anonymous = http.get(&url).send().await.expect("answers");
-    assert_eq!(anonymous.status().as_u16(), 404, "runs belong to their principal");
+    assert_eq!(
+        anonymous.status().as_u16(),
+        404,
+        "runs belong to their principal"
+    );
 }

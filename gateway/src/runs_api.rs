@@ -52,6 +52,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
+use axum::extract::Query;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -59,7 +60,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use axum::extract::Query;
 use chrono::{DateTime, Utc};
 use convergio_orchestrator::api::{
     BatchItem, BatchOutcome, GraphList, GraphSummary, RunAccepted, RunList, RunMode, RunOutcome,
@@ -589,7 +589,10 @@ async fn store_graph(State(api): State<RunsApi>, request: Request) -> Response {
         let org = caller.org(asked.org);
         let source = read_text(body).await?;
         let (graph, agents) = api.compile(&source, &caller).await?;
-        if !caller.may(&api, GraphAction::Store, &graph.name, &org).await {
+        if !caller
+            .may(&api, GraphAction::Store, &graph.name, &org)
+            .await
+        {
             return Err(caller
                 .refusal(&api, GraphAction::Store, &graph.name, &org)
                 .await);
@@ -638,7 +641,10 @@ async fn list_graphs(State(api): State<RunsApi>, request: Request) -> Response {
         let org = caller.org(asked.org);
         let mut graphs = Vec::new();
         for summary in api.inner.graphs.list(&org).await? {
-            if caller.may(&api, GraphAction::Read, &summary.name, &org).await {
+            if caller
+                .may(&api, GraphAction::Read, &summary.name, &org)
+                .await
+            {
                 graphs.push(summary);
             }
         }
@@ -740,7 +746,10 @@ async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
             .page_token
             .map(|token| {
                 Uuid::parse_str(&token).map_err(|_| {
-                    ApiError::new(ErrorKind::InvalidInput, "page_token is not one this server gave")
+                    ApiError::new(
+                        ErrorKind::InvalidInput,
+                        "page_token is not one this server gave",
+                    )
                 })
             })
             .transpose()?;
@@ -755,7 +764,10 @@ async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
         };
         let wanted = |summary: &RunSummary| {
             filter.status.is_none_or(|status| summary.status == status)
-                && filter.graph_id.as_deref().is_none_or(|graph| summary.graph_id == graph)
+                && filter
+                    .graph_id
+                    .as_deref()
+                    .is_none_or(|graph| summary.graph_id == graph)
                 && filter.since.is_none_or(|since| summary.started_at >= since)
                 && filter.until.is_none_or(|until| summary.started_at < until)
                 && filter.before.is_none_or(|before| summary.run_id < before)
@@ -1185,7 +1197,11 @@ async fn metrics(State(api): State<RunsApi>, request: Request) -> Response {
     let admitted = api
         .inner
         .gate
-        .admit_metrics(&caller.principal, caller.loopback, caller.request_id.as_ref())
+        .admit_metrics(
+            &caller.principal,
+            caller.loopback,
+            caller.request_id.as_ref(),
+        )
         .await;
     if let Err(error) = admitted {
         let refusal = ApiError::new(error.kind(), error.to_string());

@@ -628,9 +628,7 @@ async fn metrics_count_runs_in_prometheus_format() {
             json!("hi"),
         )
         .await;
-    let (status, text) = server
-        .as_principal("GET", "/metrics", None, admin())
-        .await;
+    let (status, text) = server.as_principal("GET", "/metrics", None, admin()).await;
     assert_eq!(status, 200, "{text}");
     let text = text.as_str().unwrap_or_default().to_owned();
     assert!(
@@ -651,17 +649,33 @@ async fn metrics_are_for_operators_and_administrators_only() {
     };
     for (who, principal) in [
         ("anonymous", Principal::anonymous()),
-        ("a plain API key", api_key_caller("acme.example", &["agents:call"])),
+        (
+            "a plain API key",
+            api_key_caller("acme.example", &["agents:call"]),
+        ),
         ("a peer", peer),
     ] {
-        let (status, body) = server.as_principal("GET", "/metrics", None, principal).await;
+        let (status, body) = server
+            .as_principal("GET", "/metrics", None, principal)
+            .await;
         assert_eq!(status, 403, "{who}: {body}");
-        assert!(body["type"].as_str().unwrap_or_default().ends_with("forbidden"), "{body}");
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("forbidden"),
+            "{body}"
+        );
     }
     for principal in [admin(), api_key_caller("acme.example", &["metrics:read"])] {
-        let (status, body) = server.as_principal("GET", "/metrics", None, principal).await;
+        let (status, body) = server
+            .as_principal("GET", "/metrics", None, principal)
+            .await;
         assert_eq!(status, 200, "{body}");
-        assert!(body.as_str().unwrap_or_default().contains("convergio_"), "{body}");
+        assert!(
+            body.as_str().unwrap_or_default().contains("convergio_"),
+            "{body}"
+        );
     }
 }
 
@@ -672,14 +686,26 @@ async fn validation_answers_an_undiscoverable_agent_as_an_unknown_one() {
     let server = start(GraphsConfig::default()).await;
     let graph = |agent: &str| format!("name: probe\nnodes:\n  - id: a\n    agent: {agent}\n");
     // echo exists, and the tour's local caller may see it.
-    assert_eq!(server.post_text("/v1/graphs:validate", &graph("echo")).await.0, 200);
+    assert_eq!(
+        server
+            .post_text("/v1/graphs:validate", &graph("echo"))
+            .await
+            .0,
+        200
+    );
     let outsider = api_key_caller("other.example", &["graphs:run", "graphs:write"]);
     let mut answers = Vec::new();
     for agent in ["echo", "no_such_agent"] {
         let (status, mut body) = server
-            .as_principal("POST", "/v1/graphs:validate", Some(graph(agent)), outsider.clone())
+            .as_principal(
+                "POST",
+                "/v1/graphs:validate",
+                Some(graph(agent)),
+                outsider.clone(),
+            )
             .await;
-        body.as_object_mut().map(|object| object.remove("request_id"));
+        body.as_object_mut()
+            .map(|object| object.remove("request_id"));
         let text = body.to_string().replace(agent, "AGENT");
         answers.push((status, text));
     }
@@ -691,7 +717,9 @@ async fn validation_answers_an_undiscoverable_agent_as_an_unknown_one() {
         .await;
     assert_eq!(status, 400, "{body}");
     let run = json!({"graph_yaml": graph("echo"), "input": "hi"}).to_string();
-    let (status, body) = server.as_principal("POST", "/v1/runs", Some(run), outsider).await;
+    let (status, body) = server
+        .as_principal("POST", "/v1/runs", Some(run), outsider)
+        .await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -703,7 +731,10 @@ async fn runs_are_listed_for_their_caller_with_filters_and_paging() {
     let mut started = Vec::new();
     for name in ["first", "second", "third"] {
         let outcome = server
-            .run(&format!("name: {name}\nnodes:\n  - id: a\n    agent: echo\n"), json!("hi"))
+            .run(
+                &format!("name: {name}\nnodes:\n  - id: a\n    agent: echo\n"),
+                json!("hi"),
+            )
             .await;
         started.push(outcome["run_id"].as_str().expect("a run id").to_owned());
     }
@@ -727,7 +758,9 @@ async fn runs_are_listed_for_their_caller_with_filters_and_paging() {
     assert_eq!(ids(&list), [started[1].clone()]);
     let (_, list) = server.get("/v1/runs?status=failed").await;
     assert_eq!(ids(&list), Vec::<String>::new());
-    let (_, list) = server.get("/v1/runs?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z").await;
+    let (_, list) = server
+        .get("/v1/runs?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(ids(&list).len(), 3);
     let (_, list) = server.get("/v1/runs?since=2999-01-01T00:00:00Z").await;
     assert_eq!(ids(&list).len(), 0);
@@ -735,7 +768,9 @@ async fn runs_are_listed_for_their_caller_with_filters_and_paging() {
     let (_, page) = server.get("/v1/runs?page_size=2").await;
     assert_eq!(ids(&page), newest_first[..2]);
     let token = page["next_page_token"].as_str().expect("a next page");
-    let (_, rest) = server.get(&format!("/v1/runs?page_size=2&page_token={token}")).await;
+    let (_, rest) = server
+        .get(&format!("/v1/runs?page_size=2&page_token={token}"))
+        .await;
     assert_eq!(ids(&rest), newest_first[2..]);
     assert!(rest.get("next_page_token").is_none(), "{rest}");
 
@@ -772,21 +807,39 @@ async fn stored_graphs_belong_to_their_organisation() {
     };
     // The outsiders may not discover echo either, so graphs use an
     // external agent id, which validates for everyone.
-    let graph = |text: &str| graph(text).replace("agent: echo", "agent: external://partner.example/agents/x");
+    let graph = |text: &str| {
+        graph(text).replace("agent: echo", "agent: external://partner.example/agents/x")
+    };
     let (status, stored) = server
         .as_principal("POST", "/v1/graphs", Some(graph("acme's")), acme.clone())
         .await;
-    assert_eq!((status, stored["version"].clone(), stored["org"].clone()), (201, json!(1), json!("acme.example")), "{stored}");
+    assert_eq!(
+        (status, stored["version"].clone(), stored["org"].clone()),
+        (201, json!(1), json!("acme.example")),
+        "{stored}"
+    );
 
     let unknown = |body: &Value| body["detail"].as_str().unwrap_or_default().to_owned();
     let (status, missing) = server
-        .as_principal("GET", "/v1/graphs/nothing_here?org=acme.example", None, other.clone())
+        .as_principal(
+            "GET",
+            "/v1/graphs/nothing_here?org=acme.example",
+            None,
+            other.clone(),
+        )
         .await;
     assert_eq!(status, 404, "{missing}");
-    for path in ["/v1/graphs/shared", "/v1/graphs/shared?org=acme.example", "/v1/graphs/shared?org=acme.example&version=1"] {
+    for path in [
+        "/v1/graphs/shared",
+        "/v1/graphs/shared?org=acme.example",
+        "/v1/graphs/shared?org=acme.example&version=1",
+    ] {
         let (status, body) = server.as_principal("GET", path, None, other.clone()).await;
         assert_eq!(status, 404, "{path}: {body}");
-        assert_eq!(unknown(&body), unknown(&missing).replace("nothing_here", "shared"));
+        assert_eq!(
+            unknown(&body),
+            unknown(&missing).replace("nothing_here", "shared")
+        );
     }
     let (_, listed) = server
         .as_principal("GET", "/v1/graphs?org=acme.example", None, other.clone())
@@ -794,20 +847,33 @@ async fn stored_graphs_belong_to_their_organisation() {
     assert_eq!(listed["graphs"], json!([]), "{listed}");
     // Overwriting acme's graph is refused as for an unknown graph.
     let (status, body) = server
-        .as_principal("POST", "/v1/graphs?org=acme.example", Some(graph("hijack")), other.clone())
+        .as_principal(
+            "POST",
+            "/v1/graphs?org=acme.example",
+            Some(graph("hijack")),
+            other.clone(),
+        )
         .await;
     assert_eq!(status, 404, "{body}");
     // Running it by name too.
     let run = json!({"graph": "shared", "graph_org": "acme.example", "input": "hi"}).to_string();
-    let (status, body) = server.as_principal("POST", "/v1/runs", Some(run), other.clone()).await;
+    let (status, body) = server
+        .as_principal("POST", "/v1/runs", Some(run), other.clone())
+        .await;
     assert_eq!(status, 404, "{body}");
     // Its own graph of the same name lives beside acme's.
     let (status, theirs) = server
         .as_principal("POST", "/v1/graphs", Some(graph("other's")), other.clone())
         .await;
-    assert_eq!((status, theirs["version"].clone(), theirs["org"].clone()), (201, json!(1), json!("other.example")), "{theirs}");
+    assert_eq!(
+        (status, theirs["version"].clone(), theirs["org"].clone()),
+        (201, json!(1), json!("other.example")),
+        "{theirs}"
+    );
 
-    let (status, mine) = server.as_principal("GET", "/v1/graphs/shared", None, acme.clone()).await;
+    let (status, mine) = server
+        .as_principal("GET", "/v1/graphs/shared", None, acme.clone())
+        .await;
     assert_eq!((status, mine["version"].clone()), (200, json!(1)), "{mine}");
     assert_eq!(mine["source"], graph("acme's"));
     // A new store is a new version; the old one stays readable.
@@ -826,5 +892,8 @@ async fn stored_graphs_belong_to_their_organisation() {
     let (status, read) = server
         .as_principal("GET", "/v1/graphs/shared?org=other.example", None, admin())
         .await;
-    assert_eq!((status, read["source"].clone()), (200, json!(graph("other's"))));
+    assert_eq!(
+        (status, read["source"].clone()),
+        (200, json!(graph("other's")))
+    );
 }

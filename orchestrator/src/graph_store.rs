@@ -132,7 +132,10 @@ mod tests {
         let versions = [first, second, other].map(|stored| stored.map(|s| s.version).ok());
         assert_eq!(versions, [Some(1), Some(2), Some(1)]);
         let latest = store.get("a.example", "g", None).await.ok().flatten();
-        assert_eq!(latest.map(|document| document.source), Some("v2".to_owned()));
+        assert_eq!(
+            latest.map(|document| document.source),
+            Some("v2".to_owned())
+        );
         let old = store.get("a.example", "g", Some(1)).await.ok().flatten();
         assert_eq!(old.map(|document| document.source), Some("v1".to_owned()));
         let missing = store.get("c.example", "g", None).await.ok().flatten();

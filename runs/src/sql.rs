@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use convergio_orchestrator::journal::FORMAT_VERSION;
 use convergio_orchestrator::api::{GraphDocument, GraphSummary};
+use convergio_orchestrator::journal::FORMAT_VERSION;
 use convergio_orchestrator::{
     Checkpoint, OrchestratorError, RunFilter, RunHeader, RunListing, RunStatus, StepDelta,
     StoredRun,

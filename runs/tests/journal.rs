@@ -17,8 +17,8 @@ use convergio_orchestrator::{
     Executor, ExecutorConfig, Graph, GraphStore, Limits, OrchestratorError, RunEvents, RunFilter,
     RunJournal, RunOptions, RunResult, RunStatus,
 };
-use convergio_schemas::{AuthMethod, Principal};
 use convergio_runs::{connect, RunStore, RunStoreConfig};
+use convergio_schemas::{AuthMethod, Principal};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -704,7 +704,10 @@ fn new_input_from_a_checkpoint_runs_or_is_refused(harness: &Harness) {
         .await;
         assert_eq!(result.status, RunStatus::Succeeded);
         let output = result.output.to_string();
-        assert!(output.contains("go") && output.contains("a(rust)"), "{output}");
+        assert!(
+            output.contains("go") && output.contains("a(rust)"),
+            "{output}"
+        );
         assert_eq!(agents.count("a"), 0, "a keeps its output");
 
         // A checkpoint at the last step of a finished run: nothing is left
@@ -726,12 +729,21 @@ fn new_input_from_a_checkpoint_runs_or_is_refused(harness: &Harness) {
             .expect("lists")
             .len();
         let refused = executor
-            .resume_from_checkpoint(finished.run_id, "end", Some(json!({"topic": "new"})), None, None)
+            .resume_from_checkpoint(
+                finished.run_id,
+                "end",
+                Some(json!({"topic": "new"})),
+                None,
+                None,
+            )
             .await
             .err()
             .expect("refused");
         assert!(matches!(refused, OrchestratorError::InputUnused { .. }));
-        assert!(refused.to_string().contains("would change nothing"), "{refused}");
+        assert!(
+            refused.to_string().contains("would change nothing"),
+            "{refused}"
+        );
         let after = store
             .list_runs(&RunFilter {
                 limit: 100,
@@ -780,18 +792,31 @@ fn runs_are_listed_per_owner_with_filters_and_paging(harness: &Harness) {
             listed.iter().map(|run| run.run_id).collect::<Vec<_>>()
         };
         let newest_first: Vec<Uuid> = alice.iter().rev().copied().collect();
-        let listed = store.list_runs(&filter("acme.example/alice")).await.expect("lists");
+        let listed = store
+            .list_runs(&filter("acme.example/alice"))
+            .await
+            .expect("lists");
         assert!(listed.iter().all(|run| run.status == RunStatus::Succeeded));
         assert_eq!(ids(listed), newest_first);
-        let other = store.list_runs(&filter("other.example/alice")).await.expect("lists");
+        let other = store
+            .list_runs(&filter("other.example/alice"))
+            .await
+            .expect("lists");
         assert_eq!(other.len(), 1, "another org's alice is another owner");
-        assert!(store.list_runs(&filter("nobody")).await.expect("lists").is_empty());
+        assert!(store
+            .list_runs(&filter("nobody"))
+            .await
+            .expect("lists")
+            .is_empty());
 
         let fans = RunFilter {
             graph_id: Some("fan".to_owned()),
             ..filter("acme.example/alice")
         };
-        assert_eq!(ids(store.list_runs(&fans).await.expect("lists")), [alice[1]]);
+        assert_eq!(
+            ids(store.list_runs(&fans).await.expect("lists")),
+            [alice[1]]
+        );
         let running = RunFilter {
             status: Some(RunStatus::Running),
             ..filter("acme.example/alice")
@@ -842,9 +867,18 @@ fn graph_summary(org: &str, name: &str) -> GraphSummary {
 fn graphs_are_versioned_per_organisation_and_kept(harness: &Harness) {
     runtime().block_on(async {
         let store = harness.store("replica-a").await;
-        let first = store.put(&graph_summary("a.example", "chain"), "v1").await.expect("stores");
-        let second = store.put(&graph_summary("a.example", "chain"), "v2").await.expect("stores");
-        let theirs = store.put(&graph_summary("b.example", "chain"), "b1").await.expect("stores");
+        let first = store
+            .put(&graph_summary("a.example", "chain"), "v1")
+            .await
+            .expect("stores");
+        let second = store
+            .put(&graph_summary("a.example", "chain"), "v2")
+            .await
+            .expect("stores");
+        let theirs = store
+            .put(&graph_summary("b.example", "chain"), "b1")
+            .await
+            .expect("stores");
         assert_eq!((first.version, second.version, theirs.version), (1, 2, 1));
         assert_eq!(second.org, "a.example");
         assert_eq!(store.list("c.example").await.expect("lists"), Vec::new());
@@ -852,16 +886,39 @@ fn graphs_are_versioned_per_organisation_and_kept(harness: &Harness) {
     // Another process on the same database.
     runtime().block_on(async {
         let store = harness.store("replica-b").await;
-        let latest = store.get("a.example", "chain", None).await.expect("reads").expect("kept");
+        let latest = store
+            .get("a.example", "chain", None)
+            .await
+            .expect("reads")
+            .expect("kept");
         assert_eq!((latest.source.as_str(), latest.summary.version), ("v2", 2));
         assert_eq!(latest.summary.agents, ["worker"]);
         assert_eq!(latest.summary.description.as_deref(), Some("a chain"));
-        let old = store.get("a.example", "chain", Some(1)).await.expect("reads").expect("kept");
+        let old = store
+            .get("a.example", "chain", Some(1))
+            .await
+            .expect("reads")
+            .expect("kept");
         assert_eq!(old.source, "v1");
-        assert!(store.get("a.example", "chain", Some(3)).await.expect("reads").is_none());
-        assert!(store.get("c.example", "chain", None).await.expect("reads").is_none());
-        let theirs = store.get("b.example", "chain", None).await.expect("reads").expect("kept");
-        assert_eq!(theirs.source, "b1", "one organisation's store never touches another's");
+        assert!(store
+            .get("a.example", "chain", Some(3))
+            .await
+            .expect("reads")
+            .is_none());
+        assert!(store
+            .get("c.example", "chain", None)
+            .await
+            .expect("reads")
+            .is_none());
+        let theirs = store
+            .get("b.example", "chain", None)
+            .await
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(
+            theirs.source, "b1",
+            "one organisation's store never touches another's"
+        );
         let listed = store.list("a.example").await.expect("lists");
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].name.as_str(), listed[0].version), ("chain", 2));
