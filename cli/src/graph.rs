@@ -1,6 +1,8 @@
 //! `convergio graph …`: validate a graph document against a running server
 //! (agents checked against its registry), run it there with live progress,
-//! and look runs up by id (status, result, trace).
+//! list the caller's runs (`list`, alias `runs`) and look runs up by id
+//! (status, result, trace). Every run prints its id on stderr, so stdout
+//! stays the report.
 //!
 //! `run` uses the stream mode by default: each node's outcome is printed as
 //! it happens (on stderr, so stdout carries only the result), then the
@@ -43,6 +45,31 @@ pub enum GraphCommand {
         /// stream (live progress, the default), sync, or async (print the run id).
         #[arg(long, default_value = "stream")]
         mode: String,
+    },
+    /// List your runs, newest first (runs belong to the principal that started them).
+    #[command(visible_alias = "runs")]
+    List {
+        /// Only runs in this status (running, succeeded, failed, waiting_for_human, …).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this graph.
+        #[arg(long)]
+        graph: Option<String>,
+        /// Only runs started at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only runs started before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Runs per page (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after a previous page (the token it printed).
+        #[arg(long)]
+        page_token: Option<String>,
+        /// table (default) or json (the raw answer, as --json).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
     },
     /// Show a run's status.
     Status {
@@ -137,6 +164,45 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
             let input = parse_inputs(&inputs)?;
             run_graph(&client, server.json, text, input, &mode).await?;
         }
+        GraphCommand::List {
+            status,
+            graph,
+            since,
+            until,
+            limit,
+            page_token,
+            output,
+        } => {
+            let mut query = vec![("page_size".to_owned(), limit.to_string())];
+            for (name, value) in [
+                ("status", status),
+                ("graph", graph),
+                ("since", since),
+                ("until", until),
+                ("page_token", page_token),
+            ] {
+                if let Some(value) = value {
+                    query.push((name.to_owned(), value));
+                }
+            }
+            let path = format!(
+                "/v1/runs?{}",
+                query
+                    .iter()
+                    .map(|(name, value)| format!(
+                        "{name}={}",
+                        utf8_percent_encode(value, NON_ALPHANUMERIC)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            );
+            let answer = client.send(Method::GET, &path, None, None).await?;
+            if server.json || output == "json" {
+                say!("{:#}", answer.body);
+            } else {
+                say!("{}", runs_table(&answer.body).trim_end());
+            }
+        }
         GraphCommand::Status { run } => {
             let answer = client
                 .send(Method::GET, &run_path(&run, ""), None, None)
@@ -165,7 +231,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
             if server.json {
                 say!("{:#}", answer.body);
             } else {
-                print_trace(&answer.body);
+                say!("{}", trace_table(&answer.body).trim_end());
             }
         }
         GraphCommand::Resume {
@@ -337,6 +403,13 @@ async fn run_graph(
         }
         "sync" => {
             let outcome: Value = response.json().await.context("reading the answer")?;
+            // The id on stderr, so the run can be traced afterwards while
+            // stdout stays the report.
+            eprintln!(
+                "run {} {}",
+                text_of(&outcome["run_id"]),
+                text_of(&outcome["status"])
+            );
             print_result(&outcome, json_output)
         }
         _ => {
@@ -447,38 +520,141 @@ fn print_output(output: &Value) {
     }
 }
 
-/// The §8.1 trace as a table.
-fn print_trace(trace: &Value) {
-    say!(
-        "trace {}  graph {}",
+/// Lays out `rows` under `header` in columns as wide as their widest cell
+/// (counted in characters); columns listed in `right` are right-aligned.
+fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
+    for row in rows {
+        for (column, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(column) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (column, cell) in cells.iter().enumerate() {
+            let pad = widths[column].saturating_sub(cell.chars().count());
+            if column > 0 {
+                text.push_str("  ");
+            }
+            if right.contains(&column) {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                if column + 1 < cells.len() {
+                    text.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        text.push('\n');
+        text
+    };
+    let mut text = line(header.to_vec());
+    for row in rows {
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
+/// Milliseconds between two RFC 3339 times, if both parse.
+fn millis_between(start: &Value, end: &Value) -> Option<i64> {
+    let parse = |value: &Value| chrono::DateTime::parse_from_rfc3339(value.as_str()?).ok();
+    Some((parse(end)? - parse(start)?).num_milliseconds())
+}
+
+/// A duration for people: `840 ms`, `12.3 s`, `4 min 05 s`.
+fn human_duration(millis: i64) -> String {
+    match millis {
+        ..=999 => format!("{millis} ms"),
+        1_000..=59_999 => format!("{:.1} s", millis as f64 / 1000.0),
+        _ => format!("{} min {:02} s", millis / 60_000, (millis % 60_000) / 1000),
+    }
+}
+
+/// The §8.1 trace as an aligned table, one row per node execution with its
+/// duration, then the run's totals.
+fn trace_table(trace: &Value) -> String {
+    let rows: Vec<Vec<String>> = trace["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            vec![
+                text_of(&node["node_id"]),
+                text_of(&node["agent"]),
+                text_of(&node["status"]),
+                millis_between(&node["start_time"], &node["end_time"])
+                    .map(human_duration)
+                    .unwrap_or_else(|| "-".to_owned()),
+                text_of(&node["tokens_in"]),
+                text_of(&node["tokens_out"]),
+                text_of(&node["tool_calls"]),
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "trace {}  graph {}\n",
         text_of(&trace["trace_id"]),
         text_of(&trace["graph_id"])
     );
-    say!(
-        "{:<24} {:<22} {:>9} {:>9} {:>6}  status",
-        "node",
-        "agent",
-        "tokens_in",
-        "tokens_out",
-        "tools"
-    );
-    for node in trace["nodes"].as_array().into_iter().flatten() {
-        say!(
-            "{:<24} {:<22} {:>9} {:>9} {:>6}  {}",
-            text_of(&node["node_id"]),
-            text_of(&node["agent"]),
-            node["tokens_in"],
-            node["tokens_out"],
-            node["tool_calls"],
-            text_of(&node["status"])
-        );
+    text.push_str(&table(
+        &[
+            "NODE",
+            "AGENT",
+            "STATUS",
+            "DURATION",
+            "TOKENS IN",
+            "TOKENS OUT",
+            "TOOLS",
+        ],
+        &rows,
+        &[3, 4, 5, 6],
+    ));
+    let total = trace["duration_ms"]
+        .as_i64()
+        .map(human_duration)
+        .unwrap_or_else(|| "-".to_owned());
+    text.push_str(&format!(
+        "total: {} tokens, cost {}, {total}\n",
+        text_of(&trace["total_tokens"]),
+        text_of(&trace["total_cost"])
+    ));
+    text
+}
+
+/// `GET /v1/runs` as a table, with the next page's command when there is one.
+fn runs_table(list: &Value) -> String {
+    let runs = list["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        return "no runs\n".to_owned();
     }
-    say!(
-        "total: {} tokens, cost {}, {} ms",
-        trace["total_tokens"],
-        trace["total_cost"],
-        trace["duration_ms"]
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            vec![
+                text_of(&run["run_id"]),
+                text_of(&run["graph_id"]),
+                text_of(&run["status"]),
+                text_of(&run["started_at"]),
+                millis_between(&run["started_at"], &run["finished_at"])
+                    .map(human_duration)
+                    .unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        &["RUN", "GRAPH", "STATUS", "STARTED", "DURATION"],
+        &rows,
+        &[4],
     );
+    if let Some(token) = list["next_page_token"].as_str() {
+        text.push_str(&format!(
+            "more: convergio graph list --page-token {token}\n"
+        ));
+    }
+    text
 }
 
 fn text_of(value: &Value) -> String {
@@ -517,5 +693,79 @@ mod tests {
         assert!(parse_inputs(&["novalue".to_owned()]).is_err());
         assert!(parse_inputs(&["=x".to_owned()]).is_err());
         assert!(parse_inputs(&["x=@/no/such/file".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn trace_table_aligns_columns_and_shows_durations() {
+        let trace = json!({
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "graph_id": "code_review_pipeline",
+            "nodes": [
+                {"node_id": "analyzer", "agent": "code_analyzer", "status": "success",
+                 "start_time": "2026-12-03T17:00:00.000Z", "end_time": "2026-12-03T17:00:00.042Z",
+                 "tokens_in": 1200, "tokens_out": 35, "tool_calls": 0},
+                {"node_id": "security_reviewer_with_a_long_name", "agent": "security_expert",
+                 "status": "failed",
+                 "start_time": "2026-12-03T17:00:00.042Z", "end_time": "2026-12-03T17:00:12.342Z",
+                 "tokens_in": 7, "tokens_out": 123456, "tool_calls": 3}
+            ],
+            "total_tokens": 124698, "total_cost": 0.0, "duration_ms": 12342
+        });
+        let text = trace_table(&trace);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "trace 4bf92f3577b34da6a3ce929d0e0e4736  graph code_review_pipeline"
+        );
+        let expected = [
+            "NODE                                AGENT            STATUS   DURATION  TOKENS IN  TOKENS OUT  TOOLS",
+            "analyzer                            code_analyzer    success     42 ms       1200          35      0",
+            "security_reviewer_with_a_long_name  security_expert  failed     12.3 s          7      123456      3",
+        ];
+        assert_eq!(&lines[1..4], &expected);
+        // Every column starts at the same place on every line.
+        for title in ["AGENT", "STATUS"] {
+            let at = lines[1].find(title).expect("a header title");
+            assert!(lines[2..4].iter().all(|line| line[at - 2..at] == *"  "));
+        }
+        assert_eq!(lines[4], "total: 124698 tokens, cost 0.0, 12.3 s");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        let cases = [
+            (0, "0 ms"),
+            (999, "999 ms"),
+            (1_000, "1.0 s"),
+            (61_500, "1 min 01 s"),
+        ];
+        for (millis, expected) in cases {
+            assert_eq!(human_duration(millis), expected);
+        }
+    }
+
+    #[test]
+    fn runs_table_lists_runs_and_the_next_page() {
+        let list = json!({
+            "runs": [
+                {"run_id": "0193a0c4-0000-7000-8000-000000000001", "graph_id": "g", "status": "succeeded",
+                 "started_at": "2026-12-03T17:00:00Z", "finished_at": "2026-12-03T17:00:01.5Z"},
+                {"run_id": "0193a0c4-0000-7000-8000-000000000000", "graph_id": "longer_graph", "status": "running",
+                 "started_at": "2026-12-03T16:59:00Z", "finished_at": null}
+            ],
+            "next_page_token": "0193a0c4-0000-7000-8000-000000000000"
+        });
+        let text = runs_table(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "RUN                                   GRAPH         STATUS     STARTED               DURATION",
+                "0193a0c4-0000-7000-8000-000000000001  g             succeeded  2026-12-03T17:00:00Z     1.5 s",
+                "0193a0c4-0000-7000-8000-000000000000  longer_graph  running    2026-12-03T16:59:00Z         -",
+                "more: convergio graph list --page-token 0193a0c4-0000-7000-8000-000000000000",
+            ]
+        );
+        assert_eq!(runs_table(&json!({"runs": []})), "no runs\n");
     }
 }

@@ -1,5 +1,7 @@
 //! `convergio keys …`: issue, list and revoke API keys on a running server
-//! through its `/v1/api-keys` admin API (the admin token is needed).
+//! through its `/v1/api-keys` admin API (the admin token is needed). `issue`
+//! prints the key's organisation and scopes and what it may reach: the
+//! agents the server lets it discover, asked with the new key itself.
 
 use clap::Subcommand;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -53,12 +55,25 @@ pub async fn run(server: &ServerArgs, command: KeysCommand) -> anyhow::Result<()
             if server.json {
                 say!("{}", answer.body);
             } else {
-                say!("{}", answer.body["key"].as_str().unwrap_or_default());
+                let key = answer.body["key"].as_str().unwrap_or_default();
+                say!("{key}");
                 say!(
                     "  id {}  subject {}  (shown once: store it now)",
                     answer.body["id"].as_str().unwrap_or_default(),
                     answer.body["subject"].as_str().unwrap_or_default()
                 );
+                let org = answer.body["org"].as_str().filter(|org| !org.is_empty());
+                let scopes = list(&answer.body["scopes"]);
+                say!(
+                    "  org {}  scopes {}",
+                    org.unwrap_or("none"),
+                    if scopes.is_empty() {
+                        "none"
+                    } else {
+                        scopes.as_str()
+                    }
+                );
+                say!("  {}", reach(&client, key, org).await);
             }
         }
         KeysCommand::List => {
@@ -93,6 +108,70 @@ pub async fn run(server: &ServerArgs, command: KeysCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// What a new key may reach, asked of the server as the key's holder: the
+/// agents policy lets it discover right now. When that is none, says which
+/// organisations this server's agents belong to, the usual reason (the
+/// example policies let a caller reach its own organisation's agents).
+async fn reach(client: &Client, key: &str, org: Option<&str>) -> String {
+    let names = |body: &Value| -> Vec<String> {
+        body["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|agent| agent["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let listing = client
+        .request_with_key(Method::GET, "/v1/agents?page_size=100", key)
+        .send()
+        .await;
+    let visible = match listing {
+        Ok(response) if response.status().is_success() => {
+            names(&response.json::<Value>().await.unwrap_or_default())
+        }
+        _ => return "reach: could not list agents with the new key".to_owned(),
+    };
+    if !visible.is_empty() {
+        let more = if visible.len() == 100 { ", …" } else { "" };
+        return format!(
+            "reaches (may discover) {} agents: {}{more}",
+            visible.len(),
+            visible.join(", ")
+        );
+    }
+    let orgs: std::collections::BTreeSet<String> = match client
+        .send(Method::GET, "/v1/agents?page_size=100", None, None)
+        .await
+    {
+        Ok(answer) => answer.body["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|agent| agent["org"].as_str().map(str::to_owned))
+            .collect(),
+        Err(_) => Default::default(),
+    };
+    let mine = org.unwrap_or("no organisation");
+    if orgs.is_empty() {
+        format!("reaches no agent yet (key of {mine})")
+    } else {
+        format!(
+            "reaches no agent: policy lets this key ({mine}) discover none; this server's agents belong to {}",
+            orgs.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn list(value: &Value) -> String {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn text(value: &Value) -> &str {

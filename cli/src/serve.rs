@@ -14,7 +14,9 @@ use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::{JwtConfig, MtlsConfig, OrgSigningKey};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
-use convergio_gateway::app::{build_router, AppConfig, JournalHandle, PolicyServices};
+use convergio_gateway::app::{
+    build_router, AppConfig, GraphStoreHandle, JournalHandle, PolicyServices,
+};
 use convergio_gateway::federation::card_keys::FederationCardKeys;
 use convergio_gateway::federation::{Federation, FederationConfig};
 use convergio_gateway::layers::{
@@ -216,7 +218,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_metric_labels: config.graphs.max_metric_labels,
                 ..ExecutorConfig::default()
             },
-            journal: Some(JournalHandle(journal)),
+            journal: Some(JournalHandle(journal.clone())),
+            // Stored graphs live beside the runs that name them (issue 14).
+            graph_store: Some(GraphStoreHandle(journal)),
             lease_keeper: Some((lease_ttl / 3, config.graphs.take_over_expired_runs)),
             policy: Some(policy),
             federation: federation.clone(),

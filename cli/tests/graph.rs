@@ -109,3 +109,64 @@ fn graph_run_streams_the_code_review_pipeline_through_the_example_agents() {
     assert!(!ok);
     assert!(stderr.contains("404"), "{stderr}");
 }
+
+/// Issue 14: a sync run names its run id (on stderr, stdout stays the
+/// report), `graph list` shows the caller's runs as a table or JSON, and the
+/// trace table has aligned columns with durations.
+#[test]
+fn sync_runs_print_their_id_and_graph_list_shows_them() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start(data_dir.path());
+    let (ok, stdout, stderr) = graph(
+        &server,
+        data_dir.path(),
+        &[
+            "run",
+            PIPELINE,
+            "--mode",
+            "sync",
+            "--input",
+            "source_code=eval(x)",
+        ],
+    );
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    let run_id = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("run ")?.strip_suffix(" succeeded"))
+        .unwrap_or_else(|| panic!("stderr names the run: {stderr}"))
+        .to_owned();
+    assert!(!stdout.contains(&run_id), "stdout is the report only");
+
+    let (ok, stdout, stderr) = graph(&server, data_dir.path(), &["list"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("RUN "), "{stdout}");
+    assert!(
+        lines[1].starts_with(&run_id)
+            && lines[1].contains("code_review_pipeline")
+            && lines[1].contains("succeeded"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = graph(&server, data_dir.path(), &["runs", "--output", "json"]);
+    assert!(ok, "{stderr}");
+    let list: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(list["runs"][0]["run_id"], run_id.as_str());
+    let (ok, stdout, _) = graph(&server, data_dir.path(), &["list", "--graph", "nope"]);
+    assert!(ok);
+    assert_eq!(stdout.trim(), "no runs");
+    let (ok, _, stderr) = graph(&server, data_dir.path(), &["list", "--status", "sideways"]);
+    assert!(!ok);
+    assert!(stderr.contains("sideways"), "{stderr}");
+
+    let (ok, stdout, stderr) = graph(&server, data_dir.path(), &["trace", &run_id]);
+    assert!(ok, "{stderr}");
+    let header = stdout
+        .lines()
+        .find(|line| line.starts_with("NODE"))
+        .unwrap_or_else(|| panic!("a header: {stdout}"));
+    assert!(header.contains("DURATION"), "{header}");
+    let status_at = header.find("STATUS").expect("a status column");
+    for row in stdout.lines().filter(|line| line.starts_with("analyzer")) {
+        assert_eq!(&row[status_at..status_at + 7], "success", "{stdout}");
+    }
+}

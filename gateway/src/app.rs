@@ -25,7 +25,7 @@ use convergio_registry::Registry;
 use convergio_schemas::{AuthMethod, Principal};
 use tokio::net::TcpListener;
 
-use convergio_orchestrator::{Executor, ExecutorConfig, RunJournal};
+use convergio_orchestrator::{Executor, ExecutorConfig, GraphStore, MemoryGraphStore, RunJournal};
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
@@ -62,6 +62,9 @@ pub struct AppConfig {
     /// it, `lease_keeper` renews this replica's leases and takes over runs
     /// whose replica died.
     pub journal: Option<JournalHandle>,
+    /// Where stored graphs are kept (`convergio serve`: the run store's
+    /// `graphs` table); `None` keeps them in memory.
+    pub graph_store: Option<GraphStoreHandle>,
     /// How often leases are renewed and expired runs looked for, and
     /// whether they are taken over; `None` runs no keeper.
     pub lease_keeper: Option<(std::time::Duration, bool)>,
@@ -84,6 +87,17 @@ impl std::fmt::Debug for JournalHandle {
         f.debug_struct("JournalHandle")
             .field("replica", &self.0.replica())
             .finish_non_exhaustive()
+    }
+}
+
+/// The graph store handed to the graph API (a newtype so the config stays
+/// `Debug`).
+#[derive(Clone)]
+pub struct GraphStoreHandle(pub Arc<dyn GraphStore>);
+
+impl std::fmt::Debug for GraphStoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphStoreHandle").finish_non_exhaustive()
     }
 }
 
@@ -175,7 +189,11 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         // only when the process does.
         let _keeper = executor.spawn_lease_keeper(every, take_over);
     }
-    let runs_api = RunsApi::new(executor, routes, gate, config.graphs);
+    let graph_store = match config.graph_store {
+        Some(GraphStoreHandle(store)) => store,
+        None => Arc::new(MemoryGraphStore::default()),
+    };
+    let runs_api = RunsApi::new(executor, routes, gate, graph_store, config.graphs);
     let graphs = runs_router(runs_api.clone());
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
     let mut router = health.merge(api).merge(a2a).merge(graphs);

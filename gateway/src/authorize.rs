@@ -65,6 +65,29 @@ pub struct CallFacts<'a> {
     pub request_id: Option<&'a RequestId>,
 }
 
+/// What a caller asks to do with a stored graph (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphAction {
+    /// Store a new version (`store_graph`).
+    Store,
+    /// List, fetch or name it in a run (`read_graph`).
+    Read,
+    /// Start a run of it (`run_graph`).
+    Run,
+}
+
+// === impl GraphAction ===
+
+impl GraphAction {
+    fn policy_action(self) -> Action {
+        match self {
+            Self::Store => Action::StoreGraph,
+            Self::Read => Action::ReadGraph,
+            Self::Run => Action::RunGraph,
+        }
+    }
+}
+
 /// What the A2A handlers ask before anything reaches an upstream.
 #[async_trait]
 pub trait Gatekeeper: Send + Sync {
@@ -94,6 +117,25 @@ pub trait Gatekeeper: Send + Sync {
         &self,
         principal: &Principal,
         graph: &str,
+        loopback: bool,
+        request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError>;
+    /// Whether `principal` may do `action` to the graph `graph` of the
+    /// organisation `org` (empty: no organisation). Records the decision.
+    async fn decide_graph(
+        &self,
+        principal: &Principal,
+        action: GraphAction,
+        graph: &str,
+        org: &str,
+        loopback: bool,
+        request_id: Option<&RequestId>,
+    ) -> bool;
+    /// Admits reading `/metrics` (action `read_metrics`). Records the
+    /// decision.
+    async fn admit_metrics(
+        &self,
+        principal: &Principal,
         loopback: bool,
         request_id: Option<&RequestId>,
     ) -> Result<(), GatewayError>;
@@ -129,6 +171,27 @@ impl Gatekeeper for OpenGate {
         &self,
         _principal: &Principal,
         _graph: &str,
+        _loopback: bool,
+        _request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError> {
+        Ok(())
+    }
+
+    async fn decide_graph(
+        &self,
+        _principal: &Principal,
+        _action: GraphAction,
+        _graph: &str,
+        _org: &str,
+        _loopback: bool,
+        _request_id: Option<&RequestId>,
+    ) -> bool {
+        true
+    }
+
+    async fn admit_metrics(
+        &self,
+        _principal: &Principal,
         _loopback: bool,
         _request_id: Option<&RequestId>,
     ) -> Result<(), GatewayError> {
@@ -242,6 +305,7 @@ impl Gatekeeper for PolicyGate {
     ) -> Result<(), GatewayError> {
         let resource = Resource::Graph {
             id: graph.to_owned(),
+            org: String::new(),
         };
         let context = RequestContext {
             a2a_method: None,
@@ -265,6 +329,65 @@ impl Gatekeeper for PolicyGate {
             Err(GatewayError::Forbidden {
                 agent: format!("graph:{graph}"),
                 action: Action::RunGraph.as_str().to_owned(),
+            })
+        }
+    }
+
+    async fn decide_graph(
+        &self,
+        principal: &Principal,
+        action: GraphAction,
+        graph: &str,
+        org: &str,
+        loopback: bool,
+        request_id: Option<&RequestId>,
+    ) -> bool {
+        let resource = Resource::Graph {
+            id: graph.to_owned(),
+            org: org.to_owned(),
+        };
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback,
+            ..RequestContext::default()
+        };
+        self.decide_recorded(
+            principal,
+            action.policy_action(),
+            &resource,
+            &context,
+            request_id.map(RequestId::as_str),
+        )
+        .await
+        .allowed
+    }
+
+    async fn admit_metrics(
+        &self,
+        principal: &Principal,
+        loopback: bool,
+        request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError> {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback,
+            ..RequestContext::default()
+        };
+        let decision = self
+            .decide_recorded(
+                principal,
+                Action::ReadMetrics,
+                &Resource::System,
+                &context,
+                request_id.map(RequestId::as_str),
+            )
+            .await;
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(GatewayError::Forbidden {
+                agent: "metrics".to_owned(),
+                action: Action::ReadMetrics.as_str().to_owned(),
             })
         }
     }

@@ -1,13 +1,21 @@
 //! The graph and run API, mounted behind the same layers as every surface:
 //!
 //! - `POST /v1/graphs` stores a graph document (YAML or JSON text) after
-//!   validating it, agents checked against the registry; `GET /v1/graphs`
-//!   lists, `GET /v1/graphs/{name}` returns one, `POST /v1/graphs:validate`
-//!   validates without storing.
+//!   validating it, agents checked against the registry, as a new version
+//!   of the caller's organisation's graph of that name; `GET /v1/graphs`
+//!   lists the latest versions, `GET /v1/graphs/{name}` returns one
+//!   (`?version=N` an older one; `?org=` names another organisation's,
+//!   for callers policy lets read it), `POST /v1/graphs:validate`
+//!   validates without storing. Storing, reading and running are the
+//!   policy actions `store_graph`, `read_graph` and `run_graph` on the
+//!   graph, whose organisation policies see as `context.target_org`; a
+//!   graph the caller may not read is answered as an unknown one.
 //! - `POST /v1/runs` starts a run of a stored graph (`graph`) or an inline
 //!   document (`graph_yaml`) in mode `sync` (the finished run), `async`
 //!   (202 and the run id), `stream` (server-sent events) or `batch` (one
-//!   result per input); `GET /v1/runs/{id}` (status), `…/result`,
+//!   result per input); `GET /v1/runs` lists the caller's runs, newest
+//!   first (filters `status`, `graph`, `since`, `until`; `page_size` and
+//!   `page_token` paging); `GET /v1/runs/{id}` (status), `…/result`,
 //!   `…/events` (SSE, replayed from the start then live) and `…/trace`.
 //! - Durable runs (issue 8, when the executor has a journal): `POST
 //!   /v1/runs/{id}:resume` continues an interrupted run (or, with
@@ -19,14 +27,20 @@
 //!   store so no replica resumes it. Status, result and trace of a checkpointed run are
 //!   read from the store when this replica does not hold it (after a
 //!   restart, or a run of another replica).
-//! - `GET /metrics`: the §8.2 metrics in the Prometheus text format.
+//! - `GET /metrics`: the §8.2 metrics in the Prometheus text format, for
+//!   callers policy lets `read_metrics` (operators and administrators in
+//!   the shipped policies).
+//! - Validation treats an agent the caller may not `discover` as unknown,
+//!   so validating a graph reveals nothing the registry's discovery would
+//!   not.
 //!
 //! Errors are problem documents (YAML errors and validation failures list
 //! every violation with its line); a failed request changes nothing stored.
 //!
-//! Decisions: graphs are kept **in memory** (per replica, lost on restart)
-//! until durable runs (issue 8) bring the orchestrator's storage module;
-//! runs are in memory too. Every HTTP run is started as a streaming run whose
+//! Decisions: graphs are kept in a [`GraphStore`] (the database's `graphs`
+//! table in `convergio serve`; in memory when none is given), recompiled
+//! against the registry on every run by name; runs are in memory unless
+//! checkpointed. Every HTTP run is started as a streaming run whose
 //! events a pump task appends to a per-run [`EventLog`], so `sync`, `async`
 //! and `stream` share one code path and `/events` can replay a run that is
 //! already going. A run belongs to the principal that started it: anyone
@@ -37,9 +51,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
+use axum::extract::Query;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -47,13 +62,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use convergio_orchestrator::api::{
-    BatchItem, BatchOutcome, GraphDocument, GraphList, GraphSummary, RunAccepted, RunMode,
-    RunOutcome, StartRun,
+    BatchItem, BatchOutcome, GraphList, GraphSummary, RunAccepted, RunList, RunMode, RunOutcome,
+    StartRun,
 };
 use convergio_orchestrator::{
-    parse_yaml, validate, Continue, Executor, Graph, Limits, OrchestratorError, RunEvent,
-    RunEvents, RunOptions, RunStatus, RunSummary, StaticCatalog,
+    parse_yaml, validate, Continue, Executor, Graph, GraphStore, Limits, OrchestratorError,
+    RunEvent, RunEvents, RunFilter, RunOptions, RunStatus, RunSummary, StaticCatalog,
 };
 use convergio_schemas::problem::PROBLEM_JSON;
 use convergio_schemas::{AgentId, ErrorKind, Principal, Problem};
@@ -63,7 +79,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::a2a::RouteTable;
-use crate::authorize::Gatekeeper;
+use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
 
 /// Settings of the graph and run API.
@@ -119,14 +135,8 @@ struct Inner {
     config: GraphsConfig,
     /// One permit per graph document being parsed or validated.
     compile_slots: Arc<tokio::sync::Semaphore>,
-    graphs: RwLock<BTreeMap<String, StoredGraph>>,
+    graphs: Arc<dyn GraphStore>,
     runs: Mutex<RunIndex>,
-}
-
-struct StoredGraph {
-    summary: GraphSummary,
-    source: String,
-    graph: Arc<Graph>,
 }
 
 #[derive(Default)]
@@ -219,11 +229,13 @@ impl EventLog {
 // === impl RunsApi ===
 
 impl RunsApi {
-    /// The API over `executor`, checking agents against `routes`.
+    /// The API over `executor`, checking agents against `routes` and
+    /// keeping stored graphs in `graphs`.
     pub fn new(
         executor: Executor,
         routes: Arc<dyn RouteTable>,
         gate: Arc<dyn Gatekeeper>,
+        graphs: Arc<dyn GraphStore>,
         config: GraphsConfig,
     ) -> Self {
         Self {
@@ -235,7 +247,7 @@ impl RunsApi {
                     config.compile_concurrency.max(1),
                 )),
                 config,
-                graphs: RwLock::new(BTreeMap::new()),
+                graphs,
                 runs: Mutex::new(RunIndex::default()),
             }),
         }
@@ -246,17 +258,22 @@ impl RunsApi {
         &self.inner.executor
     }
 
-    /// Parses and validates a document, agents checked against the registry.
+    /// Parses and validates a document, agents checked against the
+    /// registry as `caller` sees it.
     ///
     /// Parsing and validation are CPU work on a caller's document, so they
     /// run on blocking threads, at most [`GraphsConfig::compile_concurrency`]
     /// at once (regression: issue #15, defect 1: two hostile documents kept
     /// the async workers busy and `/healthz` stalled for a minute).
-    async fn compile(&self, text: &str) -> Result<(Arc<Graph>, Vec<String>), ApiError> {
+    async fn compile(
+        &self,
+        text: &str,
+        caller: &Caller,
+    ) -> Result<(Arc<Graph>, Vec<String>), ApiError> {
         let owned = text.to_owned();
         let spec = self.off_runtime(move || parse_yaml(&owned)).await??;
         let agents = spec.agent_names();
-        let catalog = StaticCatalog::new(self.known_agents(&agents).await?);
+        let catalog = StaticCatalog::new(self.known_agents(&agents, caller).await?);
         let limits = self.inner.config.limits;
         let graph = self
             .off_runtime(move || validate(&spec, &catalog, &limits))
@@ -295,11 +312,14 @@ impl RunsApi {
         })
     }
 
-    /// The names among `agents` that can be called: registered agents, and
-    /// well-formed `external://` ids (their organisation answers for them).
+    /// The names among `agents` that can be called: registered agents the
+    /// caller may discover (any other is unknown to it, exactly as an
+    /// unregistered one: validation is no oracle), and well-formed
+    /// `external://` ids (their organisation answers for them).
     async fn known_agents(
         &self,
         agents: &std::collections::BTreeSet<String>,
+        caller: &Caller,
     ) -> Result<Vec<String>, ApiError> {
         let mut known = Vec::with_capacity(agents.len());
         for agent in agents {
@@ -316,19 +336,38 @@ impl RunsApi {
                 tracing::warn!(error = %error, "agent lookup failed while validating a graph");
                 ApiError::new(ErrorKind::Unavailable, "the registry is unavailable")
             })?;
-            if found.is_some() {
+            let visible = found.is_some_and(|target| {
+                self.inner
+                    .gate
+                    .may_discover(&caller.principal, &target, caller.loopback)
+            });
+            if visible {
                 known.push(agent.clone());
             }
         }
         Ok(known)
     }
 
-    fn stored(&self, name: &str) -> Result<(Arc<Graph>, String), ApiError> {
-        let graphs = self.inner.graphs.read().map_err(|_| ApiError::poisoned())?;
-        graphs
-            .get(name)
-            .map(|stored| (stored.graph.clone(), stored.source.clone()))
-            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("graph {name} not found")))
+    /// A stored graph the caller may read, compiled; the unknown-graph
+    /// answer when it does not exist or the caller may not read it.
+    async fn stored(
+        &self,
+        name: &str,
+        org: &str,
+        version: Option<u32>,
+        caller: &Caller,
+    ) -> Result<(Arc<Graph>, String), ApiError> {
+        if !caller.may(self, GraphAction::Read, name, org).await {
+            return Err(unknown_graph(name));
+        }
+        let document = self
+            .inner
+            .graphs
+            .get(org, name, version)
+            .await?
+            .ok_or_else(|| unknown_graph(name))?;
+        let (graph, _) = self.compile(&document.source, caller).await?;
+        Ok((graph, document.source))
     }
 
     fn remember(&self, run_id: Uuid, owner: String, log: Arc<EventLog>) {
@@ -460,7 +499,7 @@ pub fn runs_router(api: RunsApi) -> Router {
         .route("/v1/graphs", post(store_graph).get(list_graphs))
         .route("/v1/graphs:validate", post(validate_graph))
         .route("/v1/graphs/{name}", get(get_graph))
-        .route("/v1/runs", post(start_run))
+        .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_status).post(run_action))
         .route(
             "/v1/runs/{id}/checkpoints",
@@ -473,12 +512,13 @@ pub fn runs_router(api: RunsApi) -> Router {
         .with_state(api)
 }
 
-/// A request's principal, request id and body.
+/// A request's principal, request id, URI and body.
 struct Incoming {
     principal: Principal,
     request_id: Option<RequestId>,
     /// Where the caller connected from, handed to the run's agent calls.
     origin: Option<std::net::IpAddr>,
+    uri: axum::http::Uri,
     body: Body,
 }
 
@@ -495,6 +535,7 @@ fn incoming(request: Request) -> Incoming {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|axum::extract::ConnectInfo(address)| address.ip()),
+        uri: parts.uri,
         body,
     }
 }
@@ -519,71 +560,166 @@ async fn read_text(body: Body) -> Result<String, ApiError> {
         .map_err(|_| ApiError::new(ErrorKind::MalformedBody, "the body is not UTF-8 text"))
 }
 
+/// Who asks, as the graph decisions need it. Owned, so a handler's future
+/// holds no borrow of the request (whose body is not `Sync`).
+struct Caller {
+    principal: Principal,
+    loopback: bool,
+    request_id: Option<RequestId>,
+}
+
+// === impl Caller ===
+
+impl Caller {
+    fn of(request: &Incoming) -> Self {
+        Self {
+            principal: request.principal.clone(),
+            loopback: request.origin.is_some_and(|address| address.is_loopback()),
+            request_id: request.request_id.clone(),
+        }
+    }
+
+    /// The organisation a graph request means: the one asked for, else the
+    /// caller's own (empty for callers without one).
+    fn org(&self, asked: Option<String>) -> String {
+        asked.unwrap_or_else(|| self.principal.org.clone().unwrap_or_default())
+    }
+
+    /// Decides (and records) `action` on `org`'s graph `name`.
+    async fn may(&self, api: &RunsApi, action: GraphAction, name: &str, org: &str) -> bool {
+        api.inner
+            .gate
+            .decide_graph(
+                &self.principal,
+                action,
+                name,
+                org,
+                self.loopback,
+                self.request_id.as_ref(),
+            )
+            .await
+    }
+
+    /// A refusal of `action`: forbidden when the caller may know the graph
+    /// (its own organisation's, or one it may read), else the unknown-graph
+    /// answer, so another organisation's graphs do not leak.
+    async fn refusal(&self, api: &RunsApi, action: GraphAction, name: &str, org: &str) -> ApiError {
+        let own = self.principal.org.as_deref().unwrap_or_default() == org;
+        if own || (action != GraphAction::Read && self.may(api, GraphAction::Read, name, org).await)
+        {
+            let verb = match action {
+                GraphAction::Store => "store_graph",
+                GraphAction::Read => "read_graph",
+                GraphAction::Run => "run_graph",
+            };
+            ApiError::new(
+                ErrorKind::Forbidden,
+                format!("forbidden: {verb} on graph:{name}"),
+            )
+        } else {
+            unknown_graph(name)
+        }
+    }
+}
+
+fn unknown_graph(name: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("graph {name} not found"))
+}
+
+/// The query of the stored-graph routes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphQuery {
+    /// Another organisation's graphs (policy decides).
+    #[serde(default)]
+    org: Option<String>,
+    /// One version (`GET /v1/graphs/{name}` only).
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+/// A query string as `T`, or a problem naming what is wrong.
+fn query<T: serde::de::DeserializeOwned + Default>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    if uri.query().is_none_or(str::is_empty) {
+        return Ok(T::default());
+    }
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(value)| value)
+        .map_err(|error| ApiError::new(ErrorKind::InvalidInput, error.body_text()))
+}
+
 async fn store_graph(State(api): State<RunsApi>, request: Request) -> Response {
-    let request = incoming(request);
-    let request_id = request.request_id.clone();
+    let mut request = incoming(request);
+    let body = std::mem::take(&mut request.body);
+    let caller = Caller::of(&request);
+    let uri = request.uri.clone();
     let outcome = async {
-        let source = read_text(request.body).await?;
-        let (graph, agents) = api.compile(&source).await?;
-        let mut graphs = api.inner.graphs.write().map_err(|_| ApiError::poisoned())?;
-        let version = graphs
-            .get(&*graph.name)
-            .map(|stored| stored.summary.version + 1)
-            .unwrap_or(1);
-        let summary = GraphSummary::new(&graph, agents, version);
-        graphs.insert(
-            graph.name.to_string(),
-            StoredGraph {
-                summary: summary.clone(),
-                source,
-                graph,
-            },
-        );
-        let status = if version == 1 {
+        let asked: GraphQuery = query(&uri)?;
+        let org = caller.org(asked.org);
+        let source = read_text(body).await?;
+        let (graph, agents) = api.compile(&source, &caller).await?;
+        if !caller
+            .may(&api, GraphAction::Store, &graph.name, &org)
+            .await
+        {
+            return Err(caller
+                .refusal(&api, GraphAction::Store, &graph.name, &org)
+                .await);
+        }
+        let mut summary = GraphSummary::new(&graph, agents, 0);
+        summary.org = org;
+        let summary = api.inner.graphs.put(&summary, &source).await?;
+        let status = if summary.version == 1 {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         };
         let mut response = json_response(status, &summary);
-        if let Ok(location) = HeaderValue::from_str(&format!("/v1/graphs/{}", summary.name)) {
+        if let Ok(location) = HeaderValue::from_str(&format!(
+            "/v1/graphs/{}?version={}",
+            summary.name, summary.version
+        )) {
             response.headers_mut().insert(header::LOCATION, location);
         }
         Ok(response)
     };
-    respond(outcome.await, request_id)
+    respond(outcome.await, request.request_id.clone())
 }
 
 async fn validate_graph(State(api): State<RunsApi>, request: Request) -> Response {
-    let request = incoming(request);
-    let request_id = request.request_id.clone();
+    let mut request = incoming(request);
+    let body = std::mem::take(&mut request.body);
+    let caller = Caller::of(&request);
     let outcome = async {
-        let source = read_text(request.body).await?;
-        let (graph, agents) = api.compile(&source).await?;
+        let source = read_text(body).await?;
+        let (graph, agents) = api.compile(&source, &caller).await?;
         Ok(json_response(
             StatusCode::OK,
             &GraphSummary::new(&graph, agents, 0),
         ))
     };
-    respond(outcome.await, request_id)
+    respond(outcome.await, request.request_id.clone())
 }
 
 async fn list_graphs(State(api): State<RunsApi>, request: Request) -> Response {
-    let request_id = incoming(request).request_id;
-    let outcome = api
-        .inner
-        .graphs
-        .read()
-        .map_err(|_| ApiError::poisoned())
-        .map(|graphs| {
-            let list = GraphList {
-                graphs: graphs
-                    .values()
-                    .map(|stored| stored.summary.clone())
-                    .collect(),
-            };
-            json_response(StatusCode::OK, &list)
-        });
-    respond(outcome, request_id)
+    let request = incoming(request);
+    let caller = Caller::of(&request);
+    let uri = request.uri.clone();
+    let outcome = async {
+        let asked: GraphQuery = query(&uri)?;
+        let org = caller.org(asked.org);
+        let mut graphs = Vec::new();
+        for summary in api.inner.graphs.list(&org).await? {
+            if caller
+                .may(&api, GraphAction::Read, &summary.name, &org)
+                .await
+            {
+                graphs.push(summary);
+            }
+        }
+        Ok(json_response(StatusCode::OK, &GraphList { graphs }))
+    };
+    respond(outcome.await, request.request_id.clone())
 }
 
 async fn get_graph(
@@ -591,57 +727,206 @@ async fn get_graph(
     Path(name): Path<String>,
     request: Request,
 ) -> Response {
-    let request_id = incoming(request).request_id;
-    let outcome = api
-        .inner
-        .graphs
-        .read()
-        .map_err(|_| ApiError::poisoned())
-        .and_then(|graphs| match graphs.get(&name) {
-            Some(stored) => Ok(json_response(
-                StatusCode::OK,
-                &GraphDocument {
-                    summary: stored.summary.clone(),
-                    source: stored.source.clone(),
-                },
-            )),
-            None => Err(ApiError::new(
-                ErrorKind::NotFound,
-                format!("graph {name} not found"),
-            )),
-        });
-    respond(outcome, request_id)
+    let request = incoming(request);
+    let caller = Caller::of(&request);
+    let uri = request.uri.clone();
+    let outcome = async {
+        let asked: GraphQuery = query(&uri)?;
+        let org = caller.org(asked.org);
+        if !caller.may(&api, GraphAction::Read, &name, &org).await {
+            return Err(unknown_graph(&name));
+        }
+        let document = api
+            .inner
+            .graphs
+            .get(&org, &name, asked.version)
+            .await?
+            .ok_or_else(|| unknown_graph(&name))?;
+        Ok(json_response(StatusCode::OK, &document))
+    };
+    respond(outcome.await, request.request_id.clone())
+}
+
+/// The query of `GET /v1/runs`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    /// Only runs in this status.
+    #[serde(default)]
+    status: Option<String>,
+    /// Only runs of this graph.
+    #[serde(default)]
+    graph: Option<String>,
+    /// Only runs started at or after this RFC 3339 time.
+    #[serde(default)]
+    since: Option<String>,
+    /// Only runs started before this RFC 3339 time.
+    #[serde(default)]
+    until: Option<String>,
+    /// Runs per page (default 50, at most 500).
+    #[serde(default)]
+    page_size: Option<u32>,
+    /// The previous page's `next_page_token`.
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+fn rfc3339(field: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|text| {
+        DateTime::parse_from_rfc3339(&text)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("{field} must be an RFC 3339 time such as 2026-01-31T09:00:00Z, not {text:?}"),
+                )
+            })
+    })
+    .transpose()
+}
+
+/// `GET /v1/runs`: the caller's runs, newest first, from this replica's
+/// memory and from the run store (checkpointed runs of any replica).
+async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
+    let request = incoming(request);
+    let uri = request.uri.clone();
+    let owner = request.principal.owner_key();
+    let outcome = async {
+        let asked: RunsQuery = query(&uri)?;
+        let status = asked
+            .status
+            .map(|text| {
+                serde_json::from_value::<RunStatus>(Value::String(text.clone())).map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::InvalidInput,
+                        format!("unknown status {text:?}; use running, succeeded, failed, budget_exceeded, iteration_limit, waiting_for_human or cancelled"),
+                    )
+                })
+            })
+            .transpose()?;
+        let page_size = asked.page_size.unwrap_or(50);
+        if !(1..=500).contains(&page_size) {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "page_size is 1 to 500",
+            ));
+        }
+        let before = asked
+            .page_token
+            .map(|token| {
+                Uuid::parse_str(&token).map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::InvalidInput,
+                        "page_token is not one this server gave",
+                    )
+                })
+            })
+            .transpose()?;
+        let filter = RunFilter {
+            owner,
+            status,
+            graph_id: asked.graph,
+            since: rfc3339("since", asked.since)?,
+            until: rfc3339("until", asked.until)?,
+            before,
+            limit: page_size + 1,
+        };
+        let wanted = |summary: &RunSummary| {
+            filter.status.is_none_or(|status| summary.status == status)
+                && filter
+                    .graph_id
+                    .as_deref()
+                    .is_none_or(|graph| summary.graph_id == graph)
+                && filter.since.is_none_or(|since| summary.started_at >= since)
+                && filter.until.is_none_or(|until| summary.started_at < until)
+                && filter.before.is_none_or(|before| summary.run_id < before)
+        };
+        // Runs this replica started: their status in memory is the freshest.
+        let mine: Vec<Uuid> = {
+            let index = api.inner.runs.lock().map_err(|_| ApiError::poisoned())?;
+            index
+                .records
+                .iter()
+                .filter(|(_, record)| record.owner == filter.owner)
+                .map(|(run_id, _)| *run_id)
+                .collect()
+        };
+        let mut found: BTreeMap<Uuid, RunSummary> = BTreeMap::new();
+        for run_id in mine {
+            if let Ok(summary) = api.inner.executor.status(run_id) {
+                if wanted(&summary) {
+                    found.insert(run_id, summary);
+                }
+            }
+        }
+        if let Some(journal) = api.inner.executor.journal() {
+            for stored in journal.list_runs(&filter).await? {
+                found.entry(stored.run_id).or_insert(RunSummary {
+                    run_id: stored.run_id,
+                    graph_id: stored.graph_id,
+                    status: stored.status,
+                    started_at: stored.started_at,
+                    finished_at: None,
+                });
+            }
+        }
+        // Run ids are UUIDv7: the highest is the newest.
+        let mut runs: Vec<RunSummary> = found.into_values().rev().collect();
+        let next_page_token = if runs.len() > page_size as usize {
+            runs.truncate(page_size as usize);
+            runs.last().map(|run| run.run_id.to_string())
+        } else {
+            None
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &RunList {
+                runs,
+                next_page_token,
+            },
+        ))
+    };
+    respond(outcome.await, request.request_id.clone())
 }
 
 async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
-    let request = incoming(request);
+    let mut request = incoming(request);
+    let body = std::mem::take(&mut request.body);
     let request_id = request.request_id.clone();
-    let principal = request.principal;
+    let principal = request.principal.clone();
     let origin = request.origin;
+    let caller = Caller::of(&request);
     let outcome = async {
-        let text = read_text(request.body).await?;
+        let text = read_text(body).await?;
         let start: StartRun = serde_json::from_str(&text).map_err(|error| {
             ApiError::new(
                 ErrorKind::InvalidInput,
                 format!("invalid run request: {error}"),
             )
         })?;
+        let by_name = start.graph_org.is_some() || start.graph_version.is_some();
+        let org = caller.org(start.graph_org.clone());
         let (graph, source) = match (&start.graph, &start.graph_yaml) {
-            (Some(name), None) => api.stored(name)?,
-            (None, Some(document)) => (api.compile(document).await?.0, document.clone()),
+            (Some(name), None) => {
+                api.stored(name, &org, start.graph_version, &caller)
+                    .await?
+            }
+            (None, Some(document)) if !by_name => {
+                (api.compile(document, &caller).await?.0, document.clone())
+            }
             _ => {
                 return Err(ApiError::new(
                     ErrorKind::InvalidInput,
-                    "name exactly one of graph (a stored graph) and graph_yaml (a document)",
+                    "name exactly one of graph (a stored graph, with graph_org and graph_version if need be) and graph_yaml (a document)",
                 ))
             }
         };
-        let loopback = origin.is_some_and(|address| address.is_loopback());
-        api.inner
-            .gate
-            .admit_run(&principal, &graph.name, loopback, request_id.as_ref())
-            .await
-            .map_err(|error| ApiError::new(error.kind(), error.to_string()))?;
+        if !caller.may(&api, GraphAction::Run, &graph.name, &org).await {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!("forbidden: run_graph on graph:{}", graph.name),
+            ));
+        }
         if start.mode != RunMode::Batch && !start.inputs.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::InvalidInput,
@@ -991,7 +1276,22 @@ async fn name_checkpoint(
     respond(outcome.await, request.request_id)
 }
 
-async fn metrics(State(api): State<RunsApi>) -> Response {
+async fn metrics(State(api): State<RunsApi>, request: Request) -> Response {
+    let request = incoming(request);
+    let caller = Caller::of(&request);
+    let admitted = api
+        .inner
+        .gate
+        .admit_metrics(
+            &caller.principal,
+            caller.loopback,
+            caller.request_id.as_ref(),
+        )
+        .await;
+    if let Err(error) = admitted {
+        let refusal = ApiError::new(error.kind(), error.to_string());
+        return respond(Err(refusal), request.request_id.clone());
+    }
     let mut text = api.inner.executor.metrics().render_prometheus();
     if let Some(retention) = &api.inner.config.retention_metrics {
         retention.render_prometheus(&mut text);

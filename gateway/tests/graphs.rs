@@ -209,6 +209,53 @@ impl Server {
     }
 }
 
+/// A caller of another organisation with an API key.
+fn api_key_caller(org: &str, scopes: &[&str]) -> Principal {
+    Principal {
+        subject: format!("bot@{org}"),
+        org: Some(org.to_owned()),
+        scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+        method: convergio_gateway::AuthMethod::ApiKey,
+    }
+}
+
+fn admin() -> Principal {
+    convergio_gateway::layers::admin_principal()
+}
+
+impl Server {
+    /// `method path` in-process as `principal` (set as the authentication
+    /// layer would; no connection, so not loopback): status and body (JSON,
+    /// else the text as a JSON string).
+    async fn as_principal(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        principal: Principal,
+    ) -> (u16, Value) {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::from(body.unwrap_or_default()))
+            .expect("a request");
+        request.extensions_mut().insert(principal);
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("the body reads");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, body)
+    }
+}
+
 fn node_statuses(outcome: &Value) -> Vec<(String, String)> {
     outcome["trace"]["nodes"]
         .as_array()
@@ -632,15 +679,9 @@ async fn metrics_count_runs_in_prometheus_format() {
             json!("hi"),
         )
         .await;
-    let text = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
+    let (status, text) = server.as_principal("GET", "/metrics", None, admin()).await;
+    assert_eq!(status, 200, "{text}");
+    let text = text.as_str().unwrap_or_default().to_owned();
     assert!(
         text.contains("convergio_graph_runs_total{graph=\"counted\",status=\"succeeded\"} 1"),
         "{text}"
@@ -714,4 +755,264 @@ async fn a_run_is_cancelled_by_its_owner_only() {
         )
         .await;
     assert_eq!(status, 404);
+}
+
+/// Issue 14: `/metrics` is for operators and administrators, not for any
+/// authenticated caller, and never for a federation peer.
+#[tokio::test]
+async fn metrics_are_for_operators_and_administrators_only() {
+    let server = start(GraphsConfig::default()).await;
+    let peer = Principal {
+        method: convergio_gateway::AuthMethod::Peer,
+        ..api_key_caller("partner.example", &["metrics:read"])
+    };
+    for (who, principal) in [
+        ("anonymous", Principal::anonymous()),
+        (
+            "a plain API key",
+            api_key_caller("acme.example", &["agents:call"]),
+        ),
+        ("a peer", peer),
+    ] {
+        let (status, body) = server
+            .as_principal("GET", "/metrics", None, principal)
+            .await;
+        assert_eq!(status, 403, "{who}: {body}");
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("forbidden"),
+            "{body}"
+        );
+    }
+    for principal in [admin(), api_key_caller("acme.example", &["metrics:read"])] {
+        let (status, body) = server
+            .as_principal("GET", "/metrics", None, principal)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.as_str().unwrap_or_default().contains("convergio_"),
+            "{body}"
+        );
+    }
+}
+
+/// Issue 14: validating a graph does not tell a caller whether an agent it
+/// may not discover exists: the answer is exactly the unknown agent's.
+#[tokio::test]
+async fn validation_answers_an_undiscoverable_agent_as_an_unknown_one() {
+    let server = start(GraphsConfig::default()).await;
+    let graph = |agent: &str| format!("name: probe\nnodes:\n  - id: a\n    agent: {agent}\n");
+    // echo exists, and the tour's local caller may see it.
+    assert_eq!(
+        server
+            .post_text("/v1/graphs:validate", &graph("echo"))
+            .await
+            .0,
+        200
+    );
+    let outsider = api_key_caller("other.example", &["graphs:run", "graphs:write"]);
+    let mut answers = Vec::new();
+    for agent in ["echo", "no_such_agent"] {
+        let (status, mut body) = server
+            .as_principal(
+                "POST",
+                "/v1/graphs:validate",
+                Some(graph(agent)),
+                outsider.clone(),
+            )
+            .await;
+        body.as_object_mut()
+            .map(|object| object.remove("request_id"));
+        let text = body.to_string().replace(agent, "AGENT");
+        answers.push((status, text));
+    }
+    assert_eq!(answers[0].0, 400, "{}", answers[0].1);
+    assert_eq!(answers[0], answers[1], "the existing agent must not show");
+    // Storing and running an inline document validate the same way.
+    let (status, body) = server
+        .as_principal("POST", "/v1/graphs", Some(graph("echo")), outsider.clone())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let run = json!({"graph_yaml": graph("echo"), "input": "hi"}).to_string();
+    let (status, body) = server
+        .as_principal("POST", "/v1/runs", Some(run), outsider)
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Issue 14: `GET /v1/runs` lists the caller's runs, newest first, with
+/// filters and paging; nobody else's.
+#[tokio::test]
+async fn runs_are_listed_for_their_caller_with_filters_and_paging() {
+    let server = start(GraphsConfig::default()).await;
+    let mut started = Vec::new();
+    for name in ["first", "second", "third"] {
+        let outcome = server
+            .run(
+                &format!("name: {name}\nnodes:\n  - id: a\n    agent: echo\n"),
+                json!("hi"),
+            )
+            .await;
+        started.push(outcome["run_id"].as_str().expect("a run id").to_owned());
+    }
+    let ids = |list: &Value| -> Vec<String> {
+        list["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|run| run["run_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let newest_first: Vec<String> = started.iter().rev().cloned().collect();
+    let (status, list) = server.get("/v1/runs").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(ids(&list), newest_first);
+    assert_eq!(list["runs"][0]["graph_id"], "third");
+    assert_eq!(list["runs"][0]["status"], "succeeded");
+    assert!(list.get("next_page_token").is_none(), "{list}");
+
+    let (_, list) = server.get("/v1/runs?graph=second").await;
+    assert_eq!(ids(&list), [started[1].clone()]);
+    let (_, list) = server.get("/v1/runs?status=failed").await;
+    assert_eq!(ids(&list), Vec::<String>::new());
+    let (_, list) = server
+        .get("/v1/runs?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(ids(&list).len(), 3);
+    let (_, list) = server.get("/v1/runs?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(ids(&list).len(), 0);
+
+    let (_, page) = server.get("/v1/runs?page_size=2").await;
+    assert_eq!(ids(&page), newest_first[..2]);
+    let token = page["next_page_token"].as_str().expect("a next page");
+    let (_, rest) = server
+        .get(&format!("/v1/runs?page_size=2&page_token={token}"))
+        .await;
+    assert_eq!(ids(&rest), newest_first[2..]);
+    assert!(rest.get("next_page_token").is_none(), "{rest}");
+
+    // Another principal sees none of them.
+    let (status, theirs) = server
+        .as_principal("GET", "/v1/runs", None, api_key_caller("acme.example", &[]))
+        .await;
+    assert_eq!((status, ids(&theirs)), (200, Vec::new()));
+
+    for bad in [
+        "/v1/runs?status=sideways",
+        "/v1/runs?since=yesterday",
+        "/v1/runs?page_size=0",
+        "/v1/runs?page_token=nope",
+        "/v1/runs?colour=blue",
+    ] {
+        let (status, problem) = server.get(bad).await;
+        assert_eq!(status, 400, "{bad}: {problem}");
+        assert!(problem["detail"].is_string(), "{problem}");
+    }
+}
+
+/// Issue 14: a stored graph belongs to its organisation: another one can
+/// neither read nor overwrite it (it is answered as an unknown graph) and
+/// stores its own graph of the same name beside it; administrators read
+/// any organisation's graph.
+#[tokio::test]
+async fn stored_graphs_belong_to_their_organisation() {
+    let server = start(GraphsConfig::default()).await;
+    let acme = api_key_caller("acme.example", &["graphs:write", "graphs:run"]);
+    let other = api_key_caller("other.example", &["graphs:write", "graphs:run"]);
+    let graph = |text: &str| {
+        format!("name: shared\ndescription: {text}\nnodes:\n  - id: a\n    agent: echo\n")
+    };
+    // The outsiders may not discover echo either, so graphs use an
+    // external agent id, which validates for everyone.
+    let graph = |text: &str| {
+        graph(text).replace("agent: echo", "agent: external://partner.example/agents/x")
+    };
+    let (status, stored) = server
+        .as_principal("POST", "/v1/graphs", Some(graph("acme's")), acme.clone())
+        .await;
+    assert_eq!(
+        (status, stored["version"].clone(), stored["org"].clone()),
+        (201, json!(1), json!("acme.example")),
+        "{stored}"
+    );
+
+    let unknown = |body: &Value| body["detail"].as_str().unwrap_or_default().to_owned();
+    let (status, missing) = server
+        .as_principal(
+            "GET",
+            "/v1/graphs/nothing_here?org=acme.example",
+            None,
+            other.clone(),
+        )
+        .await;
+    assert_eq!(status, 404, "{missing}");
+    for path in [
+        "/v1/graphs/shared",
+        "/v1/graphs/shared?org=acme.example",
+        "/v1/graphs/shared?org=acme.example&version=1",
+    ] {
+        let (status, body) = server.as_principal("GET", path, None, other.clone()).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(
+            unknown(&body),
+            unknown(&missing).replace("nothing_here", "shared")
+        );
+    }
+    let (_, listed) = server
+        .as_principal("GET", "/v1/graphs?org=acme.example", None, other.clone())
+        .await;
+    assert_eq!(listed["graphs"], json!([]), "{listed}");
+    // Overwriting acme's graph is refused as for an unknown graph.
+    let (status, body) = server
+        .as_principal(
+            "POST",
+            "/v1/graphs?org=acme.example",
+            Some(graph("hijack")),
+            other.clone(),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // Running it by name too.
+    let run = json!({"graph": "shared", "graph_org": "acme.example", "input": "hi"}).to_string();
+    let (status, body) = server
+        .as_principal("POST", "/v1/runs", Some(run), other.clone())
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // Its own graph of the same name lives beside acme's.
+    let (status, theirs) = server
+        .as_principal("POST", "/v1/graphs", Some(graph("other's")), other.clone())
+        .await;
+    assert_eq!(
+        (status, theirs["version"].clone(), theirs["org"].clone()),
+        (201, json!(1), json!("other.example")),
+        "{theirs}"
+    );
+
+    let (status, mine) = server
+        .as_principal("GET", "/v1/graphs/shared", None, acme.clone())
+        .await;
+    assert_eq!((status, mine["version"].clone()), (200, json!(1)), "{mine}");
+    assert_eq!(mine["source"], graph("acme's"));
+    // A new store is a new version; the old one stays readable.
+    let (status, second) = server
+        .as_principal("POST", "/v1/graphs", Some(graph("acme's v2")), acme.clone())
+        .await;
+    assert_eq!((status, second["version"].clone()), (200, json!(2)));
+    let (_, first) = server
+        .as_principal("GET", "/v1/graphs/shared?version=1", None, acme.clone())
+        .await;
+    assert_eq!(first["source"], graph("acme's"));
+    let (_, list) = server.as_principal("GET", "/v1/graphs", None, acme).await;
+    assert_eq!(list["graphs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["graphs"][0]["version"], 2);
+
+    let (status, read) = server
+        .as_principal("GET", "/v1/graphs/shared?org=other.example", None, admin())
+        .await;
+    assert_eq!(
+        (status, read["source"].clone()),
+        (200, json!(graph("other's")))
+    );
 }

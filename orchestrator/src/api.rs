@@ -52,6 +52,13 @@ pub struct StartRun {
     /// The name of a stored graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph: Option<String>,
+    /// With `graph`: the organisation whose graph it is (default the
+    /// caller's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_org: Option<String>,
+    /// With `graph`: the version to run (default the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_version: Option<u32>,
     /// A graph document (YAML or JSON text), validated like a stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_yaml: Option<String>,
@@ -141,8 +148,12 @@ pub struct BatchOutcome {
 /// A stored graph, without its document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphSummary {
-    /// The graph's name (its id).
+    /// The graph's name (its id within its organisation).
     pub name: String,
+    /// The organisation that owns it (the storing caller's; empty for
+    /// callers without one: the admin token, anonymous callers).
+    #[serde(default)]
+    pub org: String,
     /// Its description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -165,6 +176,7 @@ impl GraphSummary {
     pub fn new(graph: &Graph, agents: Vec<String>, version: u32) -> Self {
         Self {
             name: graph.name.to_string(),
+            org: String::new(),
             description: graph.description.clone(),
             version,
             nodes: graph.nodes.len(),
@@ -183,6 +195,16 @@ pub struct GraphDocument {
     pub summary: GraphSummary,
     /// The document as it was stored.
     pub source: String,
+}
+
+/// The answer to `GET /v1/runs`: the caller's runs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunList {
+    /// One page of runs.
+    pub runs: Vec<crate::executor::RunSummary>,
+    /// Pass as `page_token` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 /// The list of stored graphs.

@@ -89,6 +89,20 @@ pub enum OrchestratorError {
         /// The name asked for.
         name: String,
     },
+    /// A resume from a checkpoint with a new input, where every node that
+    /// reads the run input already ran before the checkpoint (and keeps its
+    /// output): the new input would change nothing.
+    #[error(
+        "checkpoint {name:?} of run {run_id} comes after every node that reads the run input: \
+         nodes that ran before a checkpoint keep their outputs, so a new input would change \
+         nothing; start a new run with it, or resume from an earlier checkpoint"
+    )]
+    InputUnused {
+        /// The run concerned.
+        run_id: String,
+        /// The checkpoint asked for.
+        name: String,
+    },
     /// A checkpoint with this name already exists.
     #[error("run {run_id} already has a checkpoint named {name:?}")]
     CheckpointExists {
@@ -150,6 +164,7 @@ impl OrchestratorError {
             | Self::CheckpointExists { .. }
             | Self::CorruptRun { .. } => ErrorKind::Conflict,
             Self::CheckpointNotFound { .. } => ErrorKind::NotFound,
+            Self::InputUnused { .. } => ErrorKind::Conflict,
             Self::Storage { .. } => ErrorKind::Unavailable,
         }
     }

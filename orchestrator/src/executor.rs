@@ -914,6 +914,9 @@ impl Executor {
         header.run_id = new_run_id;
         header.trace_id = new_trace_id();
         header.started_at = Utc::now();
+        let input_changed = new_input
+            .as_ref()
+            .is_some_and(|input| *input != stored.header.input);
         if let Some(input) = new_input {
             check_input(&graph, &input)?;
             header.input = input;
@@ -923,6 +926,15 @@ impl Executor {
             ..stored
         };
         let mut state = RunState::replay(&graph, &copy)?;
+        // Nodes that ran before the checkpoint keep their outputs, so a new
+        // input matters only if a node still to run reads it; otherwise the
+        // run would silently repeat the old result (issue 14).
+        if input_changed && !input_read_later(&graph, &state) {
+            return Err(OrchestratorError::InputUnused {
+                run_id: run_id.to_string(),
+                name: name.to_owned(),
+            });
+        }
         // A checkpoint of an interrupted run continues; one taken at the
         // end of a run starts again from there.
         if state.status != RunStatus::WaitingForHuman {
@@ -1165,6 +1177,38 @@ impl Executor {
         });
         Ok((run_id, join))
     }
+}
+
+/// Whether a node that may still run in `state` reads the run input: the
+/// nodes ready, in flight or waiting for a human, and every node reachable
+/// from them (the others have run, or never will).
+fn input_read_later(graph: &Graph, state: &RunState) -> bool {
+    let mut seen = vec![false; graph.nodes.len()];
+    let mut stack: Vec<u32> = state.ready.clone();
+    for (index, node) in state.nodes.iter().enumerate() {
+        let waiting = state.waiting_node.as_deref() == Some(node.node_id.as_str());
+        if node.status == NodeStatus::Running || waiting {
+            stack.push(index as u32);
+        }
+    }
+    while let Some(index) = stack.pop() {
+        let slot = index as usize;
+        if seen.get(slot).is_none_or(|seen| *seen) {
+            continue;
+        }
+        seen[slot] = true;
+        let reads_input = graph.nodes[slot]
+            .inputs
+            .iter()
+            .any(|input| matches!(input, InputRef::WholeInput | InputRef::Graph { .. }));
+        if reads_input {
+            return true;
+        }
+        for &edge in &graph.out_edges[slot] {
+            stack.push(graph.edges[edge as usize].to);
+        }
+    }
+    false
 }
 
 /// Checks that the run input carries every graph input a node names.

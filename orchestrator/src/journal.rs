@@ -138,6 +138,39 @@ pub struct StoredRun {
     pub steps: Vec<StepDelta>,
 }
 
+/// Which stored runs [`RunJournal::list_runs`] returns: one owner's, newest
+/// first (run ids are UUIDv7, so id order is start order).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs of this owner (`Principal::owner_key`).
+    pub owner: String,
+    /// Only runs whose last step left them in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this graph.
+    pub graph_id: Option<String>,
+    /// Only runs started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only runs started before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only runs older than this one (the paging cursor).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A stored run as listings show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunListing {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// The graph's name.
+    pub graph_id: String,
+    /// The status of its last step.
+    pub status: RunStatus,
+    /// When its row was created (its start).
+    pub started_at: DateTime<Utc>,
+}
+
 /// Durable storage of run rows and step deltas, with leases.
 ///
 /// `append` returns only once the step is committed: the executor reports a
@@ -183,6 +216,9 @@ pub trait RunJournal: Send + Sync + 'static {
     /// at its next step (its append fails with `RunCancelled`); `false`
     /// when it had already ended.
     async fn cancel(&self, run_id: Uuid) -> Result<bool, OrchestratorError>;
+
+    /// The stored runs `filter` selects, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunListing>, OrchestratorError>;
 }
 
 // === impl RunState ===

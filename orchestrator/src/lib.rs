@@ -18,7 +18,8 @@
 //! [`validate`](mod@validate), [`builder`], [`graph`] (the index-based
 //! validated graph), [`mapping`] (inputs → A2A message → output),
 //! [`executor`], [`journal`] (durable runs: the store interface and step
-//! deltas), [`trace`], [`metrics`].
+//! deltas), [`graph_store`] (stored graph documents, versioned per
+//! organisation), [`trace`], [`metrics`].
 
 pub mod api;
 pub mod builder;
@@ -27,6 +28,7 @@ pub mod dsl;
 pub mod error;
 pub mod executor;
 pub mod graph;
+pub mod graph_store;
 pub mod journal;
 pub mod mapping;
 pub mod metrics;
@@ -43,7 +45,10 @@ pub use executor::{
     RunResult, RunState, RunStatus, RunSummary,
 };
 pub use graph::Graph;
-pub use journal::{Checkpoint, NewRun, RunHeader, RunJournal, StepDelta, StoredRun};
+pub use graph_store::{GraphStore, MemoryGraphStore};
+pub use journal::{
+    Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
+};
 pub use metrics::Metrics;
 pub use source::{check_nesting, parse_yaml, MAX_NESTING_DEPTH};
 pub use trace::{Price, PriceTable, Trace};

@@ -76,13 +76,19 @@ pub enum Action {
     AdministerPolicy,
     /// Start a graph run.
     RunGraph,
+    /// Store a graph document (a new version of an organisation's graph).
+    StoreGraph,
+    /// Read a stored graph (and list, validate against, run it by name).
+    ReadGraph,
+    /// Read the deployment's metrics (`/metrics`).
+    ReadMetrics,
 }
 
 // === impl Action ===
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 14] = [
         Self::Discover,
         Self::ReadCard,
         Self::SendMessage,
@@ -94,6 +100,9 @@ impl Action {
         Self::SetTrust,
         Self::AdministerPolicy,
         Self::RunGraph,
+        Self::StoreGraph,
+        Self::ReadGraph,
+        Self::ReadMetrics,
     ];
 
     /// The Cedar action id (and wire name).
@@ -110,6 +119,9 @@ impl Action {
             Self::SetTrust => "set_trust",
             Self::AdministerPolicy => "administer_policy",
             Self::RunGraph => "run_graph",
+            Self::StoreGraph => "store_graph",
+            Self::ReadGraph => "read_graph",
+            Self::ReadMetrics => "read_metrics",
         }
     }
 
@@ -166,6 +178,10 @@ pub enum Resource {
     Graph {
         /// The graph's id.
         id: String,
+        /// The organisation that owns it (policies see it as
+        /// `context.target_org`); empty when it has none.
+        #[serde(default)]
+        org: String,
     },
     /// The policy store.
     Policy,
@@ -181,7 +197,8 @@ impl Resource {
         match self {
             Self::Agent { id, .. } => format!("agent:{id}"),
             Self::Org { name } => format!("org:{name}"),
-            Self::Graph { id } => format!("graph:{id}"),
+            Self::Graph { id, org } if org.is_empty() => format!("graph:{id}"),
+            Self::Graph { id, org } => format!("graph:{org}/{id}"),
             Self::Policy => "policy".to_owned(),
             Self::System => "system".to_owned(),
         }
@@ -709,14 +726,14 @@ impl PolicyEngine {
                     name.clone(),
                 )
             }
-            Resource::Graph { id } => {
+            Resource::Graph { id, org } => {
                 let uid =
                     EntityUid::from_type_name_and_id(self.names.graph.clone(), EntityId::new(id));
                 (
                     uid.clone(),
                     Entity::new_no_attrs(uid, HashSet::new()),
                     -1,
-                    String::new(),
+                    org.clone(),
                 )
             }
             Resource::Policy => {

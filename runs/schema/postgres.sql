@@ -29,3 +29,17 @@ CREATE TABLE IF NOT EXISTS run_checkpoints (
 );
 -- Retention (issue 15) deletes the oldest finished runs first.
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+-- Run listings (issue 14): one owner's runs, newest first.
+CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, run_id);
+-- Stored graphs (issue 14): every store of an organisation's graph name adds
+-- a version; the summary is the JSON of the API's GraphSummary.
+CREATE TABLE IF NOT EXISTS graphs (
+    org       TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    version   BIGINT NOT NULL,
+    format    BIGINT NOT NULL,
+    summary   TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (org, name, version)
+);

@@ -1,7 +1,11 @@
 //! Durable graph runs (issue 8): the orchestrator's [`RunJournal`] on SQLite
 //! and PostgreSQL.
 //!
-//! Tables (`runs`, `run_steps`, `run_checkpoints`; `schema/*.sql`) are
+//! It is also the [`GraphStore`] of stored graph documents (issue 14:
+//! table `graphs`, one row per version of an organisation's graph), as
+//! graphs and the runs that name them live in the same database.
+//!
+//! Tables (`runs`, `run_steps`, `run_checkpoints`, `graphs`; `schema/*.sql`) are
 //! created by the journal itself with idempotent DDL, like the policy
 //! crate's: the registry's migrator owns `_sqlx_migrations` in the same
 //! database and would see another migrator's rows as unknown.
@@ -35,8 +39,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use convergio_orchestrator::api::{GraphDocument, GraphSummary};
 use convergio_orchestrator::{
-    Checkpoint, NewRun, OrchestratorError, RunJournal, StepDelta, StoredRun,
+    Checkpoint, GraphStore, NewRun, OrchestratorError, RunFilter, RunJournal, RunListing,
+    StepDelta, StoredRun,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -281,5 +287,34 @@ impl RunJournal for RunStore {
 
     async fn cancel(&self, run_id: Uuid) -> Result<bool, OrchestratorError> {
         sql::cancel(&self.pool, run_id).await
+
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunListing>, OrchestratorError> {
+        sql::list_runs(&self.pool, filter).await
+    }
+}
+
+#[async_trait]
+impl GraphStore for RunStore {
+    async fn put(
+        &self,
+        summary: &GraphSummary,
+        source: &str,
+    ) -> Result<GraphSummary, OrchestratorError> {
+        sql::put_graph(&self.pool, summary, source).await
+    }
+
+    async fn get(
+        &self,
+        org: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<GraphDocument>, OrchestratorError> {
+        sql::get_graph(&self.pool, org, name, version).await
+    }
+
+    async fn list(&self, org: &str) -> Result<Vec<GraphSummary>, OrchestratorError> {
+        sql::list_graphs(&self.pool, org).await
     }
 }

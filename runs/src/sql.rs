@@ -7,9 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use convergio_orchestrator::api::{GraphDocument, GraphSummary};
 use convergio_orchestrator::journal::FORMAT_VERSION;
 use convergio_orchestrator::{
-    Checkpoint, OrchestratorError, RunHeader, RunStatus, StepDelta, StoredRun,
+    Checkpoint, OrchestratorError, RunFilter, RunHeader, RunListing, RunStatus, StepDelta,
+    StoredRun,
 };
 use sqlx::Row;
 use tokio::sync::mpsc;
@@ -41,6 +43,48 @@ fn parse_time(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
         .unwrap_or_default()
+}
+
+/// The format of stored graph rows this build writes and reads.
+const GRAPH_FORMAT: i64 = 1;
+
+/// The smallest UUIDv7 of the millisecond `time` falls in, as text: run ids
+/// at or after `time` sort at or after it.
+fn time_bound(time: DateTime<Utc>) -> String {
+    let millis = u128::from(u64::try_from(time.timestamp_millis()).unwrap_or(0));
+    Uuid::from_u128((millis << 80) | (0x7 << 76) | (1 << 63)).to_string()
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|error| error.is_unique_violation())
+}
+
+/// A stored graph row's summary; the row's own columns win over the JSON.
+fn graph_summary(
+    org: &str,
+    name: &str,
+    version: i64,
+    format: i64,
+    body: &str,
+    stored_at: &str,
+) -> Result<GraphSummary, OrchestratorError> {
+    let bad = |message: String| OrchestratorError::Storage {
+        message: format!("stored graph {org}/{name} version {version}: {message}"),
+    };
+    if format != GRAPH_FORMAT {
+        return Err(bad(format!(
+            "stored in format {format}; this build reads format {GRAPH_FORMAT}"
+        )));
+    }
+    let mut summary: GraphSummary = serde_json::from_str(body)
+        .map_err(|error| bad(format!("its summary does not decode: {error}")))?;
+    summary.org = org.to_owned();
+    summary.name = name.to_owned();
+    summary.version = u32::try_from(version).map_err(|_| bad("bad version".to_owned()))?;
+    summary.stored_at = parse_time(stored_at);
+    Ok(summary)
 }
 
 /// The result every operation of a batch gets.
@@ -407,6 +451,155 @@ macro_rules! backend {
                 }
             }
 
+            pub(crate) async fn list_runs(
+                pool: &$pool,
+                filter: &RunFilter,
+            ) -> Result<Vec<RunListing>, OrchestratorError> {
+                // Run ids are UUIDv7 in their text form, whose byte order is
+                // start order: time bounds and the paging cursor are id
+                // bounds. PostgreSQL compares them bytewise whatever the
+                // database's collation.
+                let id = if $skip_locked { "run_id COLLATE \"C\"" } else { "run_id" };
+                let sql = format!(
+                    "SELECT run_id, graph_id, status, created_at FROM runs \
+                     WHERE owner = $1 AND ($2 IS NULL OR status = $2) \
+                     AND ($3 IS NULL OR graph_id = $3) AND ($4 IS NULL OR {id} >= $4) \
+                     AND ($5 IS NULL OR {id} < $5) AND ($6 IS NULL OR {id} < $6) \
+                     ORDER BY {id} DESC LIMIT $7"
+                );
+                let sql = if $skip_locked { sql } else { sql.replace('$', "?") };
+                let rows = sqlx::query(&sql)
+                    .bind(&filter.owner)
+                    .bind(filter.status.map(RunStatus::as_str))
+                    .bind(filter.graph_id.as_deref())
+                    .bind(filter.since.map(time_bound))
+                    .bind(filter.until.map(time_bound))
+                    .bind(filter.before.map(|id| id.to_string()))
+                    .bind(i64::from(filter.limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(storage_error)?;
+                let mut runs = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let text: String = row.try_get("run_id").map_err(storage_error)?;
+                    let Ok(run_id) = Uuid::parse_str(&text) else {
+                        tracing::warn!(run_id = %text, "a stored run id does not parse; not listed");
+                        continue;
+                    };
+                    let status: String = row.try_get("status").map_err(storage_error)?;
+                    let created_at: String = row.try_get("created_at").map_err(storage_error)?;
+                    runs.push(RunListing {
+                        run_id,
+                        graph_id: row.try_get("graph_id").map_err(storage_error)?,
+                        status: parse_status(run_id, &status)?,
+                        started_at: parse_time(&created_at),
+                    });
+                }
+                Ok(runs)
+            }
+
+            pub(crate) async fn put_graph(
+                pool: &$pool,
+                summary: &GraphSummary,
+                source: &str,
+            ) -> Result<GraphSummary, OrchestratorError> {
+                let body = serde_json::to_string(summary).map_err(|error| {
+                    OrchestratorError::Storage { message: error.to_string() }
+                })?;
+                // Two stores of one name at once may pick the same version on
+                // PostgreSQL; the primary key refuses the second, which
+                // tries again with the next number.
+                let mut attempts = 0;
+                loop {
+                    let stored_at = Utc::now();
+                    let inserted = sqlx::query_scalar::<_, i64>(&$sql(
+                        "INSERT INTO graphs (org, name, version, format, summary, source, stored_at) \
+                         SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+                         FROM graphs WHERE org = $1 AND name = $2 RETURNING version",
+                    ))
+                    .bind(&summary.org)
+                    .bind(&summary.name)
+                    .bind(GRAPH_FORMAT)
+                    .bind(&body)
+                    .bind(source)
+                    .bind(stored_at.to_rfc3339())
+                    .fetch_one(pool)
+                    .await;
+                    match inserted {
+                        Ok(version) => {
+                            let mut stored = summary.clone();
+                            stored.version = u32::try_from(version).unwrap_or(u32::MAX);
+                            stored.stored_at = parse_time(&stored_at.to_rfc3339());
+                            return Ok(stored);
+                        }
+                        Err(error) if attempts < 16 && is_unique_violation(&error) => attempts += 1,
+                        Err(error) => return Err(storage_error(error)),
+                    }
+                }
+            }
+
+            pub(crate) async fn get_graph(
+                pool: &$pool,
+                org: &str,
+                name: &str,
+                version: Option<u32>,
+            ) -> Result<Option<GraphDocument>, OrchestratorError> {
+                let row = sqlx::query(&$sql(
+                    "SELECT version, format, summary, source, stored_at FROM graphs \
+                     WHERE org = $1 AND name = $2 AND ($3 IS NULL OR version = $3) \
+                     ORDER BY version DESC LIMIT 1",
+                ))
+                .bind(org)
+                .bind(name)
+                .bind(version.map(i64::from))
+                .fetch_optional(pool)
+                .await
+                .map_err(storage_error)?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let summary = graph_summary(
+                    org,
+                    name,
+                    row.try_get("version").map_err(storage_error)?,
+                    row.try_get("format").map_err(storage_error)?,
+                    &row.try_get::<String, _>("summary").map_err(storage_error)?,
+                    &row.try_get::<String, _>("stored_at").map_err(storage_error)?,
+                )?;
+                Ok(Some(GraphDocument {
+                    summary,
+                    source: row.try_get("source").map_err(storage_error)?,
+                }))
+            }
+
+            pub(crate) async fn list_graphs(
+                pool: &$pool,
+                org: &str,
+            ) -> Result<Vec<GraphSummary>, OrchestratorError> {
+                let rows = sqlx::query(&$sql(
+                    "SELECT name, version, format, summary, stored_at FROM graphs AS g \
+                     WHERE org = $1 AND version = \
+                     (SELECT MAX(version) FROM graphs WHERE org = g.org AND name = g.name) \
+                     ORDER BY name",
+                ))
+                .bind(org)
+                .fetch_all(pool)
+                .await
+                .map_err(storage_error)?;
+                rows.iter()
+                    .map(|row| {
+                        graph_summary(
+                            org,
+                            &row.try_get::<String, _>("name").map_err(storage_error)?,
+                            row.try_get("version").map_err(storage_error)?,
+                            row.try_get("format").map_err(storage_error)?,
+                            &row.try_get::<String, _>("summary").map_err(storage_error)?,
+                            &row.try_get::<String, _>("stored_at").map_err(storage_error)?,
+                        )
+                    })
+                    .collect()
+            }
+
             pub(crate) async fn overwrite_step(
                 pool: &$pool,
                 run_id: Uuid,
@@ -583,5 +776,48 @@ pub(crate) async fn overwrite_step(
     match pool {
         Pool::Sqlite(pool) => on_sqlite::overwrite_step(pool, run_id, seq, format, body).await,
         Pool::Postgres(pool) => on_postgres::overwrite_step(pool, run_id, seq, format, body).await,
+    }
+}
+
+pub(crate) async fn list_runs(
+    pool: &Pool,
+    filter: &RunFilter,
+) -> Result<Vec<RunListing>, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::list_runs(pool, filter).await,
+        Pool::Postgres(pool) => on_postgres::list_runs(pool, filter).await,
+    }
+}
+
+pub(crate) async fn put_graph(
+    pool: &Pool,
+    summary: &GraphSummary,
+    source: &str,
+) -> Result<GraphSummary, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::put_graph(pool, summary, source).await,
+        Pool::Postgres(pool) => on_postgres::put_graph(pool, summary, source).await,
+    }
+}
+
+pub(crate) async fn get_graph(
+    pool: &Pool,
+    org: &str,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Option<GraphDocument>, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::get_graph(pool, org, name, version).await,
+        Pool::Postgres(pool) => on_postgres::get_graph(pool, org, name, version).await,
+    }
+}
+
+pub(crate) async fn list_graphs(
+    pool: &Pool,
+    org: &str,
+) -> Result<Vec<GraphSummary>, OrchestratorError> {
+    match pool {
+        Pool::Sqlite(pool) => on_sqlite::list_graphs(pool, org).await,
+        Pool::Postgres(pool) => on_postgres::list_graphs(pool, org).await,
     }
 }

@@ -1,5 +1,5 @@
-//! Durable runs conformance (issue 8): the same cases against SQLite and
-//! PostgreSQL (`CONVERGIO_TEST_POSTGRES_URL`, default
+//! Durable runs conformance (issue 8), run listings and stored graphs
+//! (issue 14): the same cases against SQLite and PostgreSQL (`CONVERGIO_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`; a fresh database per test).
 //!
 //! A crash is a tokio runtime dropped with the run in flight: its tasks (the
@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use convergio_orchestrator::api::GraphSummary;
 use convergio_orchestrator::{
     parse_yaml, validate, AgentCall, AgentReply, AnyAgent, Continue, Dispatch, DispatchError,
-    Executor, ExecutorConfig, Graph, Limits, OrchestratorError, RunEvents, RunJournal, RunOptions,
-    RunResult, RunStatus,
+    Executor, ExecutorConfig, Graph, GraphStore, Limits, OrchestratorError, RunEvents, RunFilter,
+    RunJournal, RunOptions, RunResult, RunStatus,
 };
 use convergio_runs::{connect, RunStore, RunStoreConfig};
 use convergio_tests::postgres::TestDatabase;
+use convergio_schemas::{AuthMethod, Principal};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -506,15 +508,25 @@ fn named_checkpoints_resume_as_new_runs(harness: &Harness) {
             missing,
             Some(OrchestratorError::CheckpointNotFound { .. })
         ));
-        let events = executor
+        // No node after `after_a` reads the run input: a new input would be
+        // silently ignored, so it is refused (issue 14).
+        let ignored = executor
             .resume_from_checkpoint(run_id, "after_a", Some(json!({"topic": "go"})), None, None)
+            .await
+            .err();
+        assert!(
+            matches!(ignored, Some(OrchestratorError::InputUnused { .. })),
+            "{ignored:?}"
+        );
+        let events = executor
+            .resume_from_checkpoint(run_id, "after_a", None, None, None)
             .await
             .expect("resumes from the checkpoint");
         let forked = events.run_id;
         assert_ne!(forked, run_id);
         let result = finish(&executor, events).await;
         assert_eq!(result.status, RunStatus::Succeeded);
-        // `a` ran before the checkpoint with the old input: its output is kept.
+        // `a` ran before the checkpoint: its output is kept.
         assert_eq!(result.output, json!("c(b(a(rust)))"));
         assert_eq!(agents.count("a"), 0);
         let source = store.load(run_id, None).await.expect("loads");
@@ -634,6 +646,279 @@ fn leases_pass_to_another_replica_only_when_expired(harness: &Harness) {
     });
 }
 
+/// `b` reads the run input as well as `a`'s output.
+const READS_LATER: &str = r#"
+name: reads_later
+nodes:
+  - {id: a, agent: worker, inputs: [topic]}
+  - {id: b, agent: worker, inputs: [a.output, topic]}
+  - {id: c, agent: worker, inputs: [b.output]}
+edges:
+  - {from: a, to: b}
+  - {from: b, to: c}
+config: {checkpoint_enabled: true}
+"#;
+
+fn principal(org: &str, subject: &str) -> Principal {
+    Principal {
+        subject: subject.to_owned(),
+        org: Some(org.to_owned()),
+        scopes: Vec::new(),
+        method: AuthMethod::ApiKey,
+    }
+}
+
+/// Issue 14: a new input from a checkpoint reaches the nodes still to run,
+/// and is refused (the run store untouched) where none would read it.
+fn new_input_from_a_checkpoint_runs_or_is_refused(harness: &Harness) {
+    let (run_id, _) = crash_at(harness, READS_LATER, "b");
+    runtime().block_on(async {
+        let store = harness.store("replica-b").await;
+        let agents = Arc::new(Agents::default());
+        let executor = executor(agents.clone(), store.clone());
+        executor.checkpoint(run_id, "after_a").await.expect("named");
+        let result = finish(
+            &executor,
+            executor
+                .resume_from_checkpoint(run_id, "after_a", Some(json!({"topic": "go"})), None, None)
+                .await
+                .expect("b still reads the input"),
+        )
+        .await;
+        assert_eq!(result.status, RunStatus::Succeeded);
+        let output = result.output.to_string();
+        assert!(
+            output.contains("go") && output.contains("a(rust)"),
+            "{output}"
+        );
+        assert_eq!(agents.count("a"), 0, "a keeps its output");
+
+        // A checkpoint at the last step of a finished run: nothing is left
+        // to run, so a new input is refused, saying why.
+        let events = executor
+            .stream_with(graph(CHAIN), input(), options(CHAIN))
+            .expect("run starts");
+        let finished = finish(&executor, events).await;
+        executor
+            .checkpoint(finished.run_id, "end")
+            .await
+            .expect("named");
+        let before = store
+            .list_runs(&RunFilter {
+                limit: 100,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("lists")
+            .len();
+        let refused = executor
+            .resume_from_checkpoint(
+                finished.run_id,
+                "end",
+                Some(json!({"topic": "new"})),
+                None,
+                None,
+            )
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(refused, OrchestratorError::InputUnused { .. }));
+        assert!(
+            refused.to_string().contains("would change nothing"),
+            "{refused}"
+        );
+        let after = store
+            .list_runs(&RunFilter {
+                limit: 100,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("lists")
+            .len();
+        assert_eq!(before, after, "no run was created");
+    });
+}
+
+/// Issue 14: `GET /v1/runs` lists one owner's stored runs, newest first,
+/// filtered by status, graph and start time, page by page.
+fn runs_are_listed_per_owner_with_filters_and_paging(harness: &Harness) {
+    runtime().block_on(async {
+        let store = harness.store("replica-a").await;
+        let executor = executor(Arc::new(Agents::default()), store.clone());
+        let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let mut alice = Vec::new();
+        for (yaml, who) in [
+            (CHAIN, principal("acme.example", "alice")),
+            (FAN, principal("acme.example", "alice")),
+            (CHAIN, principal("other.example", "alice")),
+            (CHAIN, principal("acme.example", "alice")),
+        ] {
+            let owner = who.owner_key();
+            let options = RunOptions {
+                caller: Some(who),
+                ..options(yaml)
+            };
+            let events = executor
+                .stream_with(graph(yaml), input(), options)
+                .expect("run starts");
+            let result = finish(&executor, events).await;
+            if owner == "acme.example/alice" {
+                alice.push(result.run_id);
+            }
+        }
+        let filter = |owner: &str| RunFilter {
+            owner: owner.to_owned(),
+            limit: 10,
+            ..RunFilter::default()
+        };
+        let ids = |listed: Vec<convergio_orchestrator::RunListing>| {
+            listed.iter().map(|run| run.run_id).collect::<Vec<_>>()
+        };
+        let newest_first: Vec<Uuid> = alice.iter().rev().copied().collect();
+        let listed = store
+            .list_runs(&filter("acme.example/alice"))
+            .await
+            .expect("lists");
+        assert!(listed.iter().all(|run| run.status == RunStatus::Succeeded));
+        assert_eq!(ids(listed), newest_first);
+        let other = store
+            .list_runs(&filter("other.example/alice"))
+            .await
+            .expect("lists");
+        assert_eq!(other.len(), 1, "another org's alice is another owner");
+        assert!(store
+            .list_runs(&filter("nobody"))
+            .await
+            .expect("lists")
+            .is_empty());
+
+        let fans = RunFilter {
+            graph_id: Some("fan".to_owned()),
+            ..filter("acme.example/alice")
+        };
+        assert_eq!(
+            ids(store.list_runs(&fans).await.expect("lists")),
+            [alice[1]]
+        );
+        let running = RunFilter {
+            status: Some(RunStatus::Running),
+            ..filter("acme.example/alice")
+        };
+        assert!(store.list_runs(&running).await.expect("lists").is_empty());
+        let since = RunFilter {
+            since: Some(started),
+            until: Some(chrono::Utc::now() + chrono::Duration::seconds(1)),
+            ..filter("acme.example/alice")
+        };
+        assert_eq!(store.list_runs(&since).await.expect("lists").len(), 3);
+        let later = RunFilter {
+            since: Some(chrono::Utc::now() + chrono::Duration::seconds(5)),
+            ..filter("acme.example/alice")
+        };
+        assert!(store.list_runs(&later).await.expect("lists").is_empty());
+
+        let first_page = RunFilter {
+            limit: 2,
+            ..filter("acme.example/alice")
+        };
+        let page = ids(store.list_runs(&first_page).await.expect("lists"));
+        assert_eq!(page, newest_first[..2]);
+        let next_page = RunFilter {
+            before: page.last().copied(),
+            ..first_page
+        };
+        let rest = ids(store.list_runs(&next_page).await.expect("lists"));
+        assert_eq!(rest, newest_first[2..]);
+    });
+}
+
+fn graph_summary(org: &str, name: &str) -> GraphSummary {
+    GraphSummary {
+        name: name.to_owned(),
+        org: org.to_owned(),
+        description: Some("a chain".to_owned()),
+        version: 0,
+        nodes: 3,
+        edges: 2,
+        agents: vec!["worker".to_owned()],
+        stored_at: chrono::Utc::now(),
+    }
+}
+
+/// Issue 14: stored graphs are versioned per organisation and outlive the
+/// process that stored them.
+fn graphs_are_versioned_per_organisation_and_kept(harness: &Harness) {
+    runtime().block_on(async {
+        let store = harness.store("replica-a").await;
+        let first = store
+            .put(&graph_summary("a.example", "chain"), "v1")
+            .await
+            .expect("stores");
+        let second = store
+            .put(&graph_summary("a.example", "chain"), "v2")
+            .await
+            .expect("stores");
+        let theirs = store
+            .put(&graph_summary("b.example", "chain"), "b1")
+            .await
+            .expect("stores");
+        assert_eq!((first.version, second.version, theirs.version), (1, 2, 1));
+        assert_eq!(second.org, "a.example");
+        assert_eq!(store.list("c.example").await.expect("lists"), Vec::new());
+    });
+    // Another process on the same database.
+    runtime().block_on(async {
+        let store = harness.store("replica-b").await;
+        let latest = store
+            .get("a.example", "chain", None)
+            .await
+            .expect("reads")
+            .expect("kept");
+        assert_eq!((latest.source.as_str(), latest.summary.version), ("v2", 2));
+        assert_eq!(latest.summary.agents, ["worker"]);
+        assert_eq!(latest.summary.description.as_deref(), Some("a chain"));
+        let old = store
+            .get("a.example", "chain", Some(1))
+            .await
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(old.source, "v1");
+        assert!(store
+            .get("a.example", "chain", Some(3))
+            .await
+            .expect("reads")
+            .is_none());
+        assert!(store
+            .get("c.example", "chain", None)
+            .await
+            .expect("reads")
+            .is_none());
+        let theirs = store
+            .get("b.example", "chain", None)
+            .await
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(
+            theirs.source, "b1",
+            "one organisation's store never touches another's"
+        );
+        let listed = store.list("a.example").await.expect("lists");
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].name.as_str(), listed[0].version), ("chain", 2));
+        // Concurrent stores of one name each get their own version.
+        let stores = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put(&graph_summary("a.example", "chain"), "v").await })
+        });
+        let mut versions = Vec::new();
+        for store in stores {
+            versions.push(store.await.expect("joins").expect("stores").version);
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (3..=10).collect::<Vec<_>>());
+    });
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -653,4 +938,7 @@ conformance!(
     named_checkpoints_resume_as_new_runs,
     bad_rows_and_requests_are_refused_without_changes,
     leases_pass_to_another_replica_only_when_expired,
+    new_input_from_a_checkpoint_runs_or_is_refused,
+    runs_are_listed_per_owner_with_filters_and_paging,
+    graphs_are_versioned_per_organisation_and_kept,
 );

@@ -186,7 +186,10 @@ fn action_index_keeps_decisions_identical_to_the_full_set() {
         agent("acme.example", TrustLevel::Internal),
         agent("other.example", TrustLevel::Verified),
         Resource::Policy,
-        Resource::Graph { id: "g".to_owned() },
+        Resource::Graph {
+            id: "g".to_owned(),
+            org: "acme.example".to_owned(),
+        },
     ];
     let contexts = [
         RequestContext::default(),
