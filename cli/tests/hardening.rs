@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use convergio_agents::logic::text_parts;
 use convergio_agents::{
     spawn_logic, AgentLogic, AgentsError, RunningAgent, ServeOptions, TaskContext,
 };
+use convergio_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
 use support::{cli, start, start_with, Server};
 
@@ -320,33 +320,6 @@ fn an_anonymous_loopback_run_survives_a_crash_and_completes() {
     runtime.block_on(agent.shutdown());
 }
 
-/// A fresh PostgreSQL database (`CONVERGIO_TEST_POSTGRES_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/test`), made with `psql` since the cli
-/// crate keeps sqlx out of its dependencies.
-fn fresh_postgres() -> String {
-    let base = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let name = format!(
-        "convergio_h_{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos()
-    );
-    let status = Command::new("psql")
-        .arg(&base)
-        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
-        .status()
-        .expect("psql runs (PostgreSQL for tests: scripts/ensure-postgres.sh)");
-    assert!(status.success(), "creating the test database");
-    let (head, query) = match base.split_once('?') {
-        Some((head, query)) => (head.to_owned(), format!("?{query}")),
-        None => (base.clone(), String::new()),
-    };
-    let prefix = head.rsplit_once('/').expect("url has a database").0;
-    format!("{prefix}/{name}{query}")
-}
-
 /// The four inputs that made PostgreSQL answer 500: each must be a 400
 /// problem (or an A2A invalid-params error), whatever the backend.
 fn nul_text_is_refused_at_the_edge(server: &Server, data_dir: &Path) {
@@ -410,11 +383,12 @@ fn nul_text_is_a_400_on_sqlite() {
 // Regression: issue #15, defect 9
 #[test]
 fn nul_text_is_a_400_on_postgres() {
-    let database = fresh_postgres();
+    // Dropped last (after the server), also when the test fails.
+    let database = TestDatabase::create_blocking("convergio_h");
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start_with(
         data_dir.path(),
-        &[("CONVERGIO_DATABASE_URL", database.as_str())],
+        &[("CONVERGIO_DATABASE_URL", database.url())],
     );
     nul_text_is_refused_at_the_edge(&server, data_dir.path());
 }

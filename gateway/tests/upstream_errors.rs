@@ -61,6 +61,27 @@ impl Gatekeeper for CardReaders {
     ) -> Result<(), GatewayError> {
         Ok(())
     }
+
+    async fn decide_graph(
+        &self,
+        _principal: &Principal,
+        _action: convergio_gateway::authorize::GraphAction,
+        _graph: &str,
+        _org: &str,
+        _loopback: bool,
+        _request_id: Option<&RequestId>,
+    ) -> bool {
+        true
+    }
+
+    async fn admit_metrics(
+        &self,
+        _principal: &Principal,
+        _loopback: bool,
+        _request_id: Option<&RequestId>,
+    ) -> Result<(), GatewayError> {
+        Ok(())
+    }
 }
 
 async fn gateway(upstream_timeout: Duration) -> Gateway {

@@ -7,15 +7,15 @@
 use chrono::{Duration, Utc};
 use convergio_policy::{connect, AuditEntry, AuditLog, PolicyError};
 use convergio_schemas::{AuthMethod, Principal};
+use convergio_tests::postgres::TestDatabase;
 use serde_json::json;
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A fresh database: a SQLite file in a temp dir or a PostgreSQL database.
 struct Harness {
     url: String,
     _dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
+    /// Dropped with the harness, also when a test fails.
+    _database: Option<TestDatabase>,
 }
 
 impl Harness {
@@ -24,34 +24,16 @@ impl Harness {
         Self {
             url: format!("sqlite://{}/policy.db", dir.path().display()),
             _dir: Some(dir),
-            postgres: None,
+            _database: None,
         }
     }
 
     async fn postgres() -> Self {
-        let base = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let name = format!("convergio_r_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(&base)
-            .await
-            .expect("PostgreSQL for tests (set CONVERGIO_TEST_POSTGRES_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create test database");
-        admin.close().await;
-        let (without_query, query) = match base.split_once('?') {
-            Some((head, query)) => (head.to_owned(), format!("?{query}")),
-            None => (base.clone(), String::new()),
-        };
-        let prefix = without_query
-            .rsplit_once('/')
-            .map(|(prefix, _)| prefix.to_owned())
-            .expect("url has a database path");
+        let database = TestDatabase::create("convergio_p").await;
         Self {
-            url: format!("{prefix}/{name}{query}"),
+            url: database.url().to_owned(),
             _dir: None,
-            postgres: Some((base, name)),
+            _database: Some(database),
         }
     }
 
@@ -74,15 +56,8 @@ impl Harness {
         }
     }
 
-    async fn finish(self) {
-        if let Some((base, name)) = self.postgres {
-            if let Ok(admin) = sqlx::PgPool::connect(&base).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
-            }
-        }
-    }
+    /// Ends the test; the database goes with the harness.
+    async fn finish(self) {}
 }
 
 fn entry(age_minutes: i64) -> AuditEntry {

@@ -287,7 +287,6 @@ impl RunJournal for RunStore {
 
     async fn cancel(&self, run_id: Uuid) -> Result<bool, OrchestratorError> {
         sql::cancel(&self.pool, run_id).await
-
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunListing>, OrchestratorError> {

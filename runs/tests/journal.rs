@@ -18,8 +18,8 @@ use convergio_orchestrator::{
     RunJournal, RunOptions, RunResult, RunStatus,
 };
 use convergio_runs::{connect, RunStore, RunStoreConfig};
-use convergio_tests::postgres::TestDatabase;
 use convergio_schemas::{AuthMethod, Principal};
+use convergio_tests::postgres::TestDatabase;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;

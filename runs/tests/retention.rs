@@ -8,9 +8,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use convergio_orchestrator::{OrchestratorError, RunJournal};
 use convergio_runs::{connect, RunStore, RunStoreConfig};
+use convergio_tests::postgres::TestDatabase;
 use uuid::Uuid;
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Raw SQL against the test database, to seed rows of chosen ages.
 enum Raw {
@@ -46,32 +45,15 @@ async fn sqlite() -> (Arc<RunStore>, Raw, tempfile::TempDir) {
     (store, Raw::Sqlite(raw), dir)
 }
 
-async fn postgres() -> (Arc<RunStore>, Raw, (String, String)) {
-    let base = std::env::var("CONVERGIO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-    let name = format!("convergio_rr_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base)
-        .await
-        .expect("PostgreSQL for tests (set CONVERGIO_TEST_POSTGRES_URL)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    let (without_query, query) = match base.split_once('?') {
-        Some((head, query)) => (head.to_owned(), format!("?{query}")),
-        None => (base.clone(), String::new()),
-    };
-    let prefix = without_query
-        .rsplit_once('/')
-        .map(|(prefix, _)| prefix.to_owned())
-        .expect("url has a database path");
-    let url = format!("{prefix}/{name}{query}");
-    let store = connect(&url, RunStoreConfig::default())
+async fn postgres() -> (Arc<RunStore>, Raw, TestDatabase) {
+    let database = TestDatabase::create("convergio_rr").await;
+    let store = connect(database.url(), RunStoreConfig::default())
         .await
         .expect("run store opens");
-    let raw = sqlx::PgPool::connect(&url).await.expect("postgres");
-    (store, Raw::Postgres(raw), (base, name))
+    let raw = sqlx::PgPool::connect(database.url())
+        .await
+        .expect("postgres");
+    (store, Raw::Postgres(raw), database)
 }
 
 /// Seeds a run row of `status` created `age_minutes` ago, with two steps
@@ -151,14 +133,9 @@ async fn prunes_finished_runs_on_sqlite() {
 
 #[tokio::test]
 async fn prunes_finished_runs_on_postgres() {
-    let (store, raw, (base, name)) = postgres().await;
+    let (store, raw, _database) = postgres().await;
     prunes_finished_runs(&store, &raw).await;
     if let Raw::Postgres(pool) = raw {
         pool.close().await;
-    }
-    if let Ok(admin) = sqlx::PgPool::connect(&base).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
     }
 }
