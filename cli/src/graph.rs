@@ -65,11 +65,9 @@ pub enum GraphCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Continue after a previous page (the token it printed).
+        /// The global `--output json` prints the raw answer.
         #[arg(long)]
         page_token: Option<String>,
-        /// table (default) or json (the raw answer, as --json).
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        output: String,
     },
     /// Show a run's status.
     Status {
@@ -171,7 +169,6 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
             until,
             limit,
             page_token,
-            output,
         } => {
             let mut query = vec![("page_size".to_owned(), limit.to_string())];
             for (name, value) in [
@@ -197,7 +194,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                     .join("&")
             );
             let answer = client.send(Method::GET, &path, None, None).await?;
-            if server.json || output == "json" {
+            if server.json {
                 say!("{:#}", answer.body);
             } else {
                 say!("{}", runs_table(&answer.body).trim_end());

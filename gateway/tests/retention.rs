@@ -104,14 +104,14 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
             ..AppConfig::default()
         },
     );
-    let response = router
-        .oneshot(
-            Request::get("/metrics")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("answer");
+    // `/metrics` is for operators and administrators (issue 14).
+    let mut request = Request::get("/metrics")
+        .body(Body::empty())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(convergio_gateway::layers::admin_principal());
+    let response = router.oneshot(request).await.expect("answer");
     assert_eq!(response.status(), 200);
     let body = response
         .into_body()
