@@ -45,40 +45,7 @@ pub fn start(data_dir: &Path) -> Server {
 /// 127.0.0.0/8 and ::1: test agents run there, and the SSRF guard refuses them by
 /// default); pass that key with an empty value for no allow-list.
 pub fn start_with(data_dir: &Path, environment: &[(&str, &str)]) -> Server {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("CONVERGIO_LOG", "warn")
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .env_remove("CONVERGIO_DATABASE_URL")
-        .env("CONVERGIO_NETWORK_ALLOW_CIDRS", "127.0.0.0/8,::1");
-    for (name, value) in environment {
-        command.env(name, value);
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("convergio starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    // The first line names the bound address; reading it waits for start-up
-    // without sleeping, and ends (EOF) if the process dies.
-    let mut first = String::new();
-    let mut reader = BufReader::new(stdout);
-    reader
-        .read_line(&mut first)
-        .expect("reads the start-up line");
-    let base = first
-        .trim()
-        .strip_prefix("convergio listening on ")
-        .unwrap_or_else(|| panic!("unexpected start-up line {first:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        _stdout: reader,
-    }
+    launch(data_dir, &[], environment, Stdio::null())
 }
 
 /// Runs `convergio <args>` (with `--server`/`--data-dir` when a server is
@@ -142,6 +109,14 @@ pub fn start_logged(
     stderr: &Path,
 ) -> Server {
     let log = std::fs::File::create(stderr).expect("stderr log file");
+    launch(data_dir, flags, environment, Stdio::from(log))
+}
+
+/// Spawns `convergio serve` with `flags` and `environment` (after the
+/// loopback allow-list, so a test may override it) and waits for the line
+/// naming the bound address: that waits for start-up without sleeping, and
+/// ends (EOF) if the process dies.
+fn launch(data_dir: &Path, flags: &[&str], environment: &[(&str, &str)], stderr: Stdio) -> Server {
     let mut command = Command::new(BINARY);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -156,7 +131,7 @@ pub fn start_logged(
     }
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
+        .stderr(stderr)
         .spawn()
         .expect("convergio starts");
     let stdout = child.stdout.take().expect("piped stdout");
