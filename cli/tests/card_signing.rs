@@ -5,18 +5,9 @@
 
 mod support;
 
-use std::path::Path;
-
 use convergio_auth::{sign_card, verify_card, CardCheck, CardKey, OrgSigningKey};
 use serde_json::Value;
-use support::start;
-
-fn admin_token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token"))
-        .expect("admin token stored")
-        .trim()
-        .to_owned()
-}
+use support::{admin_token, start};
 
 fn now() -> u64 {
     std::time::SystemTime::now()

@@ -21,7 +21,7 @@ use convergio_agents::{
 };
 use convergio_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
-use support::{cli, start_with, Server};
+use support::{admin_token, cli, start_with, Server};
 
 const REPLICA: [(&str, &str); 1] = [("CONVERGIO_REPLICA_ID", "durable-test")];
 
@@ -128,13 +128,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token"))
-        .expect("admin token stored")
-        .trim()
-        .to_owned()
-}
-
 async fn start_agent(counter: Arc<Counter>) -> RunningAgent {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -147,7 +140,7 @@ async fn start_agent(counter: Arc<Counter>) -> RunningAgent {
 async fn register(server: &Server, data_dir: &Path, agent: &RunningAgent) {
     let response = reqwest::Client::new()
         .post(format!("{}/v1/agents", server.base))
-        .bearer_auth(token(data_dir))
+        .bearer_auth(admin_token(data_dir))
         .json(&agent.card())
         .send()
         .await
@@ -158,7 +151,7 @@ async fn register(server: &Server, data_dir: &Path, agent: &RunningAgent) {
 async fn post(server: &Server, data_dir: &Path, path: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", server.base))
-        .bearer_auth(token(data_dir))
+        .bearer_auth(admin_token(data_dir))
         .json(&body)
         .send()
         .await
@@ -170,7 +163,7 @@ async fn post(server: &Server, data_dir: &Path, path: &str, body: Value) -> (u16
 async fn get(server: &Server, data_dir: &Path, path: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
         .get(format!("{}{path}", server.base))
-        .bearer_auth(token(data_dir))
+        .bearer_auth(admin_token(data_dir))
         .send()
         .await
         .expect("request");

@@ -18,7 +18,7 @@ use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::peer_call::{sign_call, PeerCallClaims, SIGNATURE_HEADER};
 use convergio_auth::OrgSigningKey;
 use serde_json::{json, Value};
-use support::{cli, start_with, Server};
+use support::{admin_token, cli, start_with, Server};
 
 /// Two federated organisations and B's opted-in agent.
 struct Federated {
@@ -30,13 +30,6 @@ struct Federated {
     b_token: String,
     http: reqwest::Client,
     _partner: RunningAgent,
-}
-
-fn token(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("admin-token"))
-        .expect("admin token stored")
-        .trim()
-        .to_owned()
 }
 
 fn now() -> u64 {
@@ -94,7 +87,7 @@ async fn federate_with(
     a_env.extend_from_slice(a_environment);
     let a = start_with(a_dir.path(), &a_env);
     let b = start_with(b_dir.path(), &[("CONVERGIO_ORG_DOMAIN", "b.example")]);
-    let (a_token, b_token) = (token(a_dir.path()), token(b_dir.path()));
+    let (a_token, b_token) = (admin_token(a_dir.path()), admin_token(b_dir.path()));
     let http = reqwest::Client::new();
 
     // B's opted-in agent: an echo agent registered with the `external` tag.

@@ -21,7 +21,7 @@ use convergio_agents::{
 };
 use convergio_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
-use support::{cli, start, start_with, Server};
+use support::{admin_token, cli, start, start_with, Server};
 
 const CHAIN: &str = r#"
 name: hardening_chain
@@ -111,13 +111,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token"))
-        .expect("admin token stored")
-        .trim()
-        .to_owned()
-}
-
 async fn start_agent(holder: Arc<Holder>) -> RunningAgent {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -140,7 +133,7 @@ async fn call(
         .request(method, format!("{}{path}", server.base))
         .header("A2A-Version", "1.0");
     if let Some(data_dir) = admin {
-        request = request.bearer_auth(token(data_dir));
+        request = request.bearer_auth(admin_token(data_dir));
     }
     if let Some(body) = body {
         request = request.json(&body);

@@ -11,20 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{start_logged, Server};
+use support::{admin_token, start_logged, Server};
 
 /// What the server printed when its audit queue did not drain.
 const DRAIN_WARNING: &str = "did not drain";
 
 /// Generous: a stop must not hang, but this is no timing target.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
-
-fn admin_token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token"))
-        .expect("admin token stored")
-        .trim()
-        .to_owned()
-}
 
 /// `GET path` as the administrator: status and JSON body.
 async fn admin_get(server: &Server, data_dir: &Path, path: &str) -> (u16, Value) {

@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::Value;
-use support::{cli, start};
+use support::{admin_token, cli, start};
 
 const README: &str = include_str!("../../README.md");
 
@@ -42,13 +40,6 @@ fn quoted_after<'a>(command: &'a str, flag: &str) -> &'a str {
     let start = command.find(&format!("{flag} '")).expect("the flag") + flag.len() + 2;
     let rest = &command[start..];
     &rest[..rest.find('\'').expect("a closing quote")]
-}
-
-fn admin_token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token"))
-        .expect("the admin token")
-        .trim()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

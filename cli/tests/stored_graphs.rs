@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use support::{cli, start};
+use support::{admin_token, cli, start};
 
 const PIPELINE: &str = include_str!("../../examples/graphs/code_review_pipeline.yaml");
 
@@ -16,13 +16,6 @@ const PIPELINE: &str = include_str!("../../examples/graphs/code_review_pipeline.
 /// organisation's, which the gateway does not look up.
 const PARTNER: &str =
     "name: partner_review\nnodes:\n  - id: a\n    agent: external://partner.example/agents/reviewer\n";
-
-fn admin_token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token"))
-        .expect("the admin token")
-        .trim()
-        .to_owned()
-}
 
 /// Issues a key through the CLI: the key.
 fn issue_key(server: &support::Server, data_dir: &Path, org: &str) -> String {

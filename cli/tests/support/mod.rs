@@ -33,6 +33,14 @@ impl Drop for Server {
     }
 }
 
+/// The admin token `convergio serve` stored in `data_dir`.
+pub fn admin_token(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin-token"))
+        .expect("admin token stored")
+        .trim()
+        .to_owned()
+}
+
 /// Starts `convergio serve` on `data_dir` with a port the kernel picks.
 /// Upstreams on loopback are allow-listed explicitly (the example cards
 /// point at 127.0.0.1), as the SSRF guard refuses them by default.
