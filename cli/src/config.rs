@@ -62,6 +62,10 @@ pub struct ConfigFile {
     pub listen: String,
     /// Database URL. Default: `sqlite://<data_dir>/convergio.db`.
     pub database_url: Option<String>,
+    /// Connections in the one database pool of this process. Default 8 for
+    /// a SQLite file, 16 for PostgreSQL (size it under the server's
+    /// `max_connections` divided by the replicas).
+    pub database_pool_size: Option<u32>,
     /// This deployment's organisation (a DNS domain). Default `convergio.local`.
     pub org_domain: String,
     /// Bootstrap administrator token. Default: generated on first start and
@@ -251,6 +255,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database URL.
     pub database_url: String,
+    /// Connections in the database pool (`None`: the backend's default).
+    pub database_pool_size: Option<u32>,
     /// Organisation domain.
     pub org_domain: String,
     /// Configured admin token, if any (else generated under `data_dir`).
@@ -299,6 +305,7 @@ impl Default for ConfigFile {
             data_dir: PathBuf::from("./.convergio"),
             listen: "127.0.0.1:8080".to_owned(),
             database_url: None,
+            database_pool_size: None,
             org_domain: "convergio.local".to_owned(),
             admin_token: None,
             examples: ExamplesConfig::default(),
@@ -409,6 +416,14 @@ impl Config {
         }
         if let Some(value) = get(env::DATABASE_URL) {
             file.database_url = Some(value.clone());
+        }
+        if let Some(value) = get(env::DATABASE_POOL_SIZE) {
+            file.database_pool_size = Some(value.parse().map_err(|_| {
+                invalid(
+                    env::DATABASE_POOL_SIZE,
+                    format!("expected a number of connections, found {value:?}"),
+                )
+            })?);
         }
         if let Some(value) = get(env::ORG_DOMAIN) {
             file.org_domain = value.clone();
@@ -544,6 +559,12 @@ impl Config {
                 "expected a sqlite://… or postgres://… URL".to_owned(),
             ));
         }
+        if file.database_pool_size == Some(0) {
+            return Err(invalid(
+                "database_pool_size",
+                "expected at least 1 connection".to_owned(),
+            ));
+        }
         convergio_schemas::ids::check_org(&file.org_domain)
             .map_err(|error| invalid("org_domain", error.to_string()))?;
         if let Some(token) = &file.admin_token {
@@ -616,6 +637,7 @@ impl Config {
             data_dir: file.data_dir,
             listen,
             database_url,
+            database_pool_size: file.database_pool_size,
             org_domain: file.org_domain,
             admin_token: file.admin_token,
             examples: file.examples.enabled,
@@ -926,6 +948,12 @@ mod tests {
                 "limits.max_body_bytes",
             ),
             ("database_url: mysql://x\n", &[], "database_url"),
+            ("database_pool_size: 0\n", &[], "database_pool_size"),
+            (
+                "",
+                &[(env::DATABASE_POOL_SIZE, "many")],
+                env::DATABASE_POOL_SIZE,
+            ),
             ("org_domain: localhost\n", &[], "org_domain"),
             ("", &[(env::EXAMPLES, "maybe")], env::EXAMPLES),
             ("", &[(env::LOG_FORMAT, "xml")], env::LOG_FORMAT),

@@ -9,6 +9,8 @@ pub const DATA_DIR: &str = "CONVERGIO_DATA_DIR";
 pub const LISTEN: &str = "CONVERGIO_LISTEN";
 /// Database URL (`sqlite://…` or `postgres://…`).
 pub const DATABASE_URL: &str = "CONVERGIO_DATABASE_URL";
+/// Connections in the process's one database pool.
+pub const DATABASE_POOL_SIZE: &str = "CONVERGIO_DATABASE_POOL_SIZE";
 /// This deployment's organisation domain.
 pub const ORG_DOMAIN: &str = "CONVERGIO_ORG_DOMAIN";
 /// Bootstrap administrator token.
@@ -77,10 +79,11 @@ pub const RETENTION_RUNS_MAX_AGE: &str = "CONVERGIO_RETENTION_RUNS_MAX_AGE_SECON
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 34] = [
+pub const SERVER_KEYS: [&str; 35] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
+    DATABASE_POOL_SIZE,
     ORG_DOMAIN,
     ADMIN_TOKEN,
     EXAMPLES,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod principal;
 pub mod problem;
+pub mod storage;
 pub mod trust;
 pub mod validate;
 
@@ -19,5 +20,6 @@ pub use error::ErrorKind;
 pub use ids::{AgentId, AgentIdError};
 pub use principal::{AuthMethod, GraphCall, Principal};
 pub use problem::{clip, echo, Problem, Violation};
+pub use storage::{StorageError, StorageFailure};
 pub use trust::{AgentRole, TrustLevel};
 pub use validate::{find_nul, validate, SchemaId, NUL_MESSAGE};

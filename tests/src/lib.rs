@@ -1,9 +1,11 @@
 //! End-to-end tests of Convergio live in `tests/tests/`; this library holds
 //! what tests share, here and as a dev-dependency of the other crates: the
-//! workspace root and fresh PostgreSQL databases ([`postgres`]).
+//! workspace root, fresh PostgreSQL databases ([`postgres`]) and a fresh
+//! database on either backend for storage suites ([`db`], [`on_both_backends!`]).
 
 use std::path::PathBuf;
 
+pub mod db;
 pub mod postgres;
 
 /// The workspace root (the directory holding the top-level Cargo.toml).

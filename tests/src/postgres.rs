@@ -9,8 +9,6 @@
 //! runtime of its own and `DROP DATABASE … WITH (FORCE)` ends whatever
 //! connections the test's pools still hold.
 
-use sqlx::{Connection, Executor, PgConnection};
-
 /// The test PostgreSQL server when `CONVERGIO_TEST_POSTGRES_URL` is unset.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -59,20 +57,15 @@ impl TestDatabase {
             "database prefix {prefix:?} is not a plain identifier"
         );
         let admin_url = admin_url();
-        let mut admin = PgConnection::connect(&admin_url)
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        convergio_store::admin::create_database(&admin_url, &name)
             .await
             .unwrap_or_else(|error| {
                 panic!(
-                    "PostgreSQL is not reachable at {admin_url} ({error}): start it with \
+                    "creating the test database {name} ({error}): start PostgreSQL with \
                      scripts/ensure-postgres.sh or set CONVERGIO_TEST_POSTGRES_URL"
                 )
             });
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap_or_else(|error| panic!("creating the test database {name}: {error}"));
-        let _ = admin.close().await;
         let url = with_database(&admin_url, &name);
         Self {
             admin_url,
@@ -116,18 +109,9 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .map_err(|error| error.to_string())?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                let result = admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                    .map(|_| ())
-                    .map_err(|error| error.to_string());
-                let _ = admin.close().await;
-                result
-            })
+            runtime
+                .block_on(convergio_store::admin::drop_database(&admin_url, &name))
+                .map_err(|error| error.to_string())
         })
         .join();
         // Say so rather than leave a database behind silently.
@@ -145,14 +129,7 @@ impl Drop for TestDatabase {
 /// Whether a database named `name` exists on the test server.
 pub async fn database_exists(name: &str) -> bool {
     let admin_url = admin_url();
-    let mut admin = PgConnection::connect(&admin_url)
+    convergio_store::admin::database_exists(&admin_url, name)
         .await
-        .unwrap_or_else(|error| panic!("PostgreSQL is not reachable at {admin_url}: {error}"));
-    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(name)
-        .fetch_optional(&mut admin)
-        .await
-        .expect("pg_database is readable");
-    let _ = admin.close().await;
-    found.is_some()
+        .unwrap_or_else(|error| panic!("reading pg_database at {admin_url}: {error}"))
 }
