@@ -4,7 +4,7 @@
 //! `convergio_*` databases behind).
 
 use convergio_tests::postgres::{database_exists, TestDatabase};
-use sqlx::{Connection, Executor, PgConnection};
+use convergio_store::{Db, DbConfig};
 
 #[tokio::test]
 async fn a_finished_test_leaves_no_database_behind() {
@@ -19,26 +19,22 @@ async fn a_finished_test_leaves_no_database_behind() {
 async fn a_panicking_test_leaves_no_database_behind() {
     let (names, name) = std::sync::mpsc::channel();
     // A "test" on a thread of its own: it creates its database, holds an open
-    // connection to it (as a test's pool would), and panics.
+    // pool on it (as a test's stores would), and panics.
     let failed = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            // Declared first, so it is dropped last: the connection is still
-            // open when the guard drops the database.
-            let mut held: Option<PgConnection> = None;
+            // Declared first, so it is dropped last: the pool is still open
+            // (and the schema migrated) when the guard drops the database.
+            let mut held: Option<Db> = None;
             let database = TestDatabase::create("convergio_guard").await;
-            let connection = held.insert(
-                PgConnection::connect(database.url())
+            let _pool = held.insert(
+                Db::open(database.url(), &DbConfig::default())
                     .await
-                    .expect("connects to its database"),
+                    .expect("opens and migrates its database"),
             );
-            connection
-                .execute("CREATE TABLE held (id INT)")
-                .await
-                .expect("uses its database");
             names
                 .send(database.name().to_owned())
                 .expect("the test is listening");
