@@ -7,17 +7,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use support::start_with;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../auth/tests/fixtures"
-    ))
-    .join(name)
-}
+use convergio_tests::tls::fixture;
 
 fn client(identity: Option<(&str, &str)>) -> reqwest::Client {
     let ca = std::fs::read(fixture("ca.pem")).expect("ca");

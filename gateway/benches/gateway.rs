@@ -730,11 +730,7 @@ async fn run() {
 const BENCH_ISSUER: &str = "https://idp.bench.example";
 const BENCH_AUDIENCE: &str = "convergio";
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../auth/tests/fixtures")
-        .join(name)
-}
+use convergio_tests::tls::fixture;
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)

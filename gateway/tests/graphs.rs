@@ -18,7 +18,6 @@ use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::Principal;
 use convergio_orchestrator::Limits;
 use convergio_registry::{Registration, Registry, RegistryConfig};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -183,21 +182,7 @@ impl Server {
     /// Reads a whole SSE answer (the server ends it after `run_finished`).
     async fn events(&self, response: reqwest::Response) -> Vec<Value> {
         assert_eq!(response.status().as_u16(), 200);
-        let mut text = String::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream reads")));
-        }
-        text.split("\n\n")
-            .filter_map(|frame| {
-                let data: String = frame
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                serde_json::from_str(&data).ok()
-            })
-            .collect()
+        convergio_tests::sse::events(response).await
     }
 
     async fn run(&self, yaml: &str, input: Value) -> Value {

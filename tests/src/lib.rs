@@ -1,12 +1,15 @@
 //! End-to-end tests of Convergio live in `tests/tests/`; this library holds
 //! what tests share, here and as a dev-dependency of the other crates: the
 //! workspace root, fresh PostgreSQL databases ([`postgres`]) and a fresh
-//! database on either backend for storage suites ([`db`], [`on_both_backends!`]).
+//! database on either backend for storage suites ([`db`], [`on_both_backends!`]),
+//! an SSE reader ([`sse`]) and the test certificates ([`tls`]).
 
 use std::path::PathBuf;
 
 pub mod db;
 pub mod postgres;
+pub mod sse;
+pub mod tls;
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use convergio_agents::{spawn, ExampleAgent, RunningAgent, ServeOptions};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 /// Upper bound on any single wait in these tests.
@@ -136,67 +135,8 @@ pub async fn send_immediately(base_url: &str, texts: &[&str]) -> Value {
     result["task"].clone()
 }
 
-/// An open SSE stream, read event by event.
-pub struct SseReader {
-    stream:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-    /// The response's content type.
-    pub content_type: String,
-    /// The response's status.
-    pub status: reqwest::StatusCode,
-}
-
-impl SseReader {
-    /// Wraps a response.
-    pub fn new(response: reqwest::Response) -> Self {
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let status = response.status();
-        Self {
-            stream: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-            content_type,
-            status,
-        }
-    }
-
-    /// The next event's `data` as JSON, or `None` when the stream ends.
-    pub async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = block
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if data.is_empty() {
-                    continue;
-                }
-                return Some(serde_json::from_str(&data.join("\n")).expect("event data is JSON"));
-            }
-            let chunk = tokio::time::timeout(TIMEOUT, self.stream.next())
-                .await
-                .expect("stream stalled")?;
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
-        }
-    }
-
-    /// Every remaining event.
-    pub async fn collect(mut self) -> Vec<Value> {
-        let mut events = Vec::new();
-        while let Some(event) = self.next().await {
-            events.push(event);
-        }
-        events
-    }
-}
+/// An open SSE stream, read event by event (the test kit's reader).
+pub type SseReader = convergio_tests::sse::EventStream;
 
 /// Opens a 1.0 JSON-RPC streaming call.
 pub async fn rpc_stream(base_url: &str, method: &str, params: Value) -> SseReader {

@@ -20,12 +20,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use convergio_gateway::a2a::{
-    a2a_router, A2aConfig, A2aState, InMemoryRoutes, RouteTarget, SseParser,
-};
+use convergio_gateway::a2a::{a2a_router, A2aConfig, A2aState, InMemoryRoutes, RouteTarget};
 use convergio_gateway::layers::LimitsConfig;
 use convergio_gateway::{with_layers, AuthMethod, Principal};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -561,18 +558,9 @@ pub fn send_params(text: &str) -> Value {
     json!({"message": {"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER", "parts": [{"text": text}]}})
 }
 
-/// Reads a whole SSE response into its event payloads.
+/// Reads a whole SSE response into its event payloads (the test kit's reader).
 pub async fn sse_events(response: reqwest::Response) -> Vec<Value> {
-    let mut parser = SseParser::new();
-    let mut events = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("sse chunk");
-        for data in parser.push(&chunk) {
-            events.push(serde_json::from_str(&data).expect("event json"));
-        }
-    }
-    events
+    convergio_tests::sse::events(response).await
 }
 
 /// Polls `condition` every 10 ms for at most 10 s.

@@ -105,10 +105,9 @@ pub fn claims(subject: &str, org: &str) -> Value {
     })
 }
 
+/// A test certificate or key (the test kit's fixtures).
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../auth/tests/fixtures")
-        .join(name)
+    convergio_tests::tls::fixture(name)
 }
 
 /// How the secured test gateway is built.
