@@ -315,13 +315,9 @@ async fn merge(
     let peers = peers?;
     let bytes = axum::body::to_bytes(local_response.into_body(), MAX_LOCAL_LISTING_BYTES)
         .await
-        .map_err(|error| GatewayError::Internal {
-            detail: format!("reading the local discovery page: {error}"),
-        })?;
-    let mut listing: Value =
-        serde_json::from_slice(&bytes).map_err(|error| GatewayError::Internal {
-            detail: format!("the local discovery page: {error}"),
-        })?;
+        .map_err(|error| GatewayError::internal("reading the local discovery page", error))?;
+    let mut listing: Value = serde_json::from_slice(&bytes)
+        .map_err(|error| GatewayError::internal("decoding the local discovery page", error))?;
     let mut agents = match listing.get_mut("agents").map(Value::take) {
         Some(Value::Array(agents)) => agents,
         _ => Vec::new(),

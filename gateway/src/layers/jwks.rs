@@ -96,9 +96,7 @@ impl JwtAuthenticator {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|error| GatewayError::Internal {
-                detail: format!("building the jwks client: {error}"),
-            })?;
+            .map_err(|error| GatewayError::internal("building the jwks client", error))?;
         let leeway = config.jwt.leeway_seconds;
         let authenticator = Self {
             verified: moka::sync::Cache::builder()
@@ -112,12 +110,9 @@ impl JwtAuthenticator {
             last_fetch: Mutex::new(None),
             http,
         };
-        let set = authenticator
-            .fetch()
-            .await
-            .map_err(|reason| GatewayError::Internal {
-                detail: format!("loading the jwt key set: {reason}"),
-            })?;
+        let set = authenticator.fetch().await.map_err(|reason| {
+            GatewayError::internal_plain(format!("loading the jwt key set: {reason}"))
+        })?;
         authenticator.verifier.install(&set);
         *authenticator.last_fetch.lock().await = Some(Instant::now());
         Ok(authenticator)
