@@ -3,8 +3,8 @@
 //! test ends, and also when the test panics (issue #14: the suite left
 //! `convergio_*` databases behind).
 
-use convergio_tests::postgres::{database_exists, TestDatabase};
 use convergio_store::{Db, DbConfig};
+use convergio_tests::postgres::{database_exists, TestDatabase};
 
 #[tokio::test]
 async fn a_finished_test_leaves_no_database_behind() {
