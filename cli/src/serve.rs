@@ -32,11 +32,10 @@ use convergio_schemas::AgentRole;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
+use crate::data_dir::SIGNING_KEY_FILE_NAME;
 use crate::env;
 use crate::security_config::SecuritySettings;
 
-/// The generated signing key's file in the data dir.
-pub const SIGNING_KEY_FILE_NAME: &str = "federation-key.pem";
 
 /// Flags of `convergio serve`.
 #[derive(Debug, clap::Args)]
