@@ -36,7 +36,6 @@ use crate::data_dir::SIGNING_KEY_FILE_NAME;
 use crate::env;
 use crate::security_config::SecuritySettings;
 
-
 /// Flags of `convergio serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
