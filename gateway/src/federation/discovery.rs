@@ -176,7 +176,9 @@ impl Federation {
             .get(header::ETAG)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES).await?;
+        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES)
+            .await
+            .map_err(|error| crate::fetch::error_chain(&error))?;
         let listing: Value =
             serde_json::from_slice(&body).map_err(|_| "answered something not JSON".to_owned())?;
         let agents = listing

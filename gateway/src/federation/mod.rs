@@ -732,7 +732,9 @@ impl Federation {
 
     async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, String> {
         let url = check_peer_url(url).map_err(|error| error.to_string())?;
-        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES).await?;
+        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES)
+            .await
+            .map_err(|error| crate::fetch::error_chain(&error))?;
         let jwks: Value =
             serde_json::from_slice(&bytes).map_err(|error| format!("the jwks: {error}"))?;
         PeerPublicKey::from_jwks(&jwks).map_err(|error| error.to_string())

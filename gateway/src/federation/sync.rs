@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::discovery::derived_trust;
 use super::{Federation, PeerEntry};
-use crate::fetch::read_limited;
+use crate::fetch::{error_chain, read_limited};
 use crate::GatewayError;
 
 /// Page size of catalogue requests.
@@ -136,7 +136,9 @@ impl Federation {
             if !response.status().is_success() {
                 return Err(format!("answered {}", response.status().as_u16()));
             }
-            let body = read_limited(response, MAX_SYNC_PAGE_BYTES).await?;
+            let body = read_limited(response, MAX_SYNC_PAGE_BYTES)
+                .await
+                .map_err(|error| error_chain(&error))?;
             let page: Value = serde_json::from_slice(&body)
                 .map_err(|_| "answered something not JSON".to_owned())?;
             let items = page
