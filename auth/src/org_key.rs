@@ -14,6 +14,11 @@ use serde_json::{json, Value};
 
 use crate::AuthError;
 
+/// The path every organisation's gateway publishes its key set at
+/// ([`OrgSigningKey::jwks`]): part of the federation wire contract, so peers
+/// fetch it and the gateway serves it to anyone, without credentials.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 const PEM_END: &str = "-----END PRIVATE KEY-----";
 
@@ -121,7 +126,7 @@ impl OrgSigningKey {
         })
     }
 
-    /// The JWKS this organisation publishes at `/.well-known/jwks.json`.
+    /// The JWKS this organisation publishes at [`JWKS_PATH`].
     pub fn jwks(&self) -> Value {
         json!({ "keys": [self.public_jwk()] })
     }

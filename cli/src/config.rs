@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use convergio_gateway::ssrf::AllowList;
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_error::ConfigError;
 use crate::env;
 use crate::security_config::{
     self, AuthSection, SecuritySettings, ServerSection, TlsSection, UpstreamCredentialSection,
@@ -19,35 +20,6 @@ use crate::security_config::{
 
 /// The only config version this binary reads.
 pub const CONFIG_VERSION: u32 = 1;
-
-/// Why a configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The YAML does not parse or has unknown or mistyped fields.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// serde_yaml's message, with line and column.
-        message: String,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid {field}: {message}")]
-    Invalid {
-        /// The dotted field name or environment key.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// The config file, as written. Every field has a default, so an empty file
 /// (or no file) is a valid config.

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// The generated signing key's file in the data dir.
+pub const SIGNING_KEY_FILE_NAME: &str = "federation-key.pem";
+
 /// Files the server writes into the data directory besides the database.
-const SECRET_FILES: [&str; 2] = ["admin-token", crate::serve::SIGNING_KEY_FILE_NAME];
+const SECRET_FILES: [&str; 2] = ["admin-token", SIGNING_KEY_FILE_NAME];
 
 /// What SQLite adds beside a database file.
 const SQLITE_SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];

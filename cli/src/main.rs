@@ -19,6 +19,7 @@ mod agents;
 mod audit;
 mod client;
 mod config;
+mod config_error;
 mod data_dir;
 mod env;
 mod graph;

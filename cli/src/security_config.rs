@@ -15,7 +15,7 @@ use convergio_gateway::server::ServerConfig;
 use convergio_gateway::tls::{ClientAuth, TlsConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::env;
 
 /// `auth:` section.

@@ -32,11 +32,9 @@ use convergio_schemas::AgentRole;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
+use crate::data_dir::SIGNING_KEY_FILE_NAME;
 use crate::env;
 use crate::security_config::SecuritySettings;
-
-/// The generated signing key's file in the data dir.
-pub const SIGNING_KEY_FILE_NAME: &str = "federation-key.pem";
 
 /// Flags of `convergio serve`.
 #[derive(Debug, clap::Args)]
@@ -99,15 +97,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(keys) => keys.clone(),
         None => Arc::new(convergio_registry::NoOrgKeys),
     };
-    let registry = Registry::with_org_keys(
+    let (policy, audit_writer, watcher) = start_policy(&config).await?;
+    // The example agents listen before the registry exists: their loopback
+    // sockets join the upstream allow list, which the registry is built with.
+    let examples = if config.examples {
+        spawn_examples().await?
+    } else {
+        Vec::new()
+    };
+    let allow = upstream_allow(&config, &examples)?;
+    // Every collaborator is a constructor argument (issue #16): the upstream
+    // check (the SSRF guard, so a registration naming a private address is
+    // refused), the organisation keys, and the audit of registry changes
+    // from the first one on (the example agents' registrations below are
+    // changes like any other).
+    let registry = Registry::builder(
         store,
         RegistryConfig {
             org_domain: config.org_domain.clone(),
             ..RegistryConfig::default()
         },
-        org_keys,
-    );
-    let (policy, audit_writer, watcher) = start_policy(&config).await?;
+        Arc::new(allow.clone()),
+    )
+    .org_keys(org_keys)
+    .change_hook(Arc::new(convergio_gateway::authorize::AuditChanges::new(
+        policy.audit.clone(),
+    )))
+    .build();
+    let examples = register_examples(&registry, examples).await?;
     let lease_ttl = std::time::Duration::from_secs(config.graphs.lease_seconds);
     let mut journal_config = convergio_runs::RunStoreConfig {
         lease_ttl,
@@ -134,17 +151,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let policy_version = policy.admin.engine().active_version();
-    // Audit registry changes from the first one on: the example agents'
-    // registrations below are changes like any other.
-    registry.set_change_hook(Arc::new(convergio_gateway::authorize::AuditChanges::new(
-        policy.audit.clone(),
-    )));
-
-    let examples = if config.examples {
-        start_examples(&registry).await?
-    } else {
-        Vec::new()
-    };
 
     let api_keys = if config.security.api_keys {
         let store = convergio_registry::keys::connect_api_keys(&config.database_url)
@@ -156,11 +162,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
-    let federation = if let Some(key) = &signing_key {
-        let federation = start_federation(&config, key.clone()).await?;
-        if let Some(keys) = &card_keys {
-            federation.attach_card_keys(keys.clone());
-        }
+    let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
+        let federation =
+            start_federation(&config, key.clone(), registry.clone(), card_keys.clone()).await?;
         authenticator = authenticator.with_peers(federation.clone());
         Some(federation)
     } else {
@@ -192,7 +196,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: Some(admin_token),
             a2a: A2aConfig {
                 upstream_credentials: upstream_credentials(&config.security)?,
-                upstream_allow: upstream_allow(&config, &examples)?,
+                upstream_allow: allow,
                 card_signer: signing_key.clone().map(|key| {
                     convergio_gateway::a2a::CardSignerHandle(
                         key as Arc<dyn convergio_auth::card_signature::CardSigner>,
@@ -227,8 +231,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
-    // Periodic sync starts once the router attached the registry to
-    // federation; it is stopped before the audit queue closes.
+    // Periodic sync starts once the router is built; it is stopped before
+    // the audit queue closes.
     let sync = match (&federation, config.federation.sync_interval_seconds) {
         (Some(federation), seconds) if seconds > 0 => {
             Some(federation.spawn_sync(std::time::Duration::from_secs(seconds)))
@@ -298,11 +302,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads (or generates) the organisation key, opens the peer store and
-/// stores the configured peers.
+/// Opens the peer store, sets federation up over the organisation key,
+/// syncing into `registry` (built with `card_keys` as its organisation
+/// keys), and stores the configured peers.
 async fn start_federation(
     config: &Config,
     key: Arc<OrgSigningKey>,
+    registry: Registry,
+    card_keys: Arc<FederationCardKeys>,
 ) -> anyhow::Result<Arc<Federation>> {
     let store = convergio_registry::peers::connect_peers(&config.database_url)
         .await
@@ -319,6 +326,8 @@ async fn start_federation(
             },
             key,
             store,
+            registry,
+            card_keys,
         )
         .context("setting up federation")?,
     );
@@ -572,9 +581,12 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
 /// The SSRF allow-list: the configured entries plus exactly the loopback
 /// sockets of the example agents this server started (nothing else on
 /// loopback becomes reachable by default).
-fn upstream_allow(config: &Config, examples: &[RunningAgent]) -> anyhow::Result<AllowList> {
+fn upstream_allow(
+    config: &Config,
+    examples: &[(ExampleAgent, RunningAgent)],
+) -> anyhow::Result<AllowList> {
     let mut allow = config.upstream_allow.clone();
-    for agent in examples {
+    for (_, agent) in examples {
         let socket = agent
             .base_url
             .trim_start_matches("http://")
@@ -586,9 +598,8 @@ fn upstream_allow(config: &Config, examples: &[RunningAgent]) -> anyhow::Result<
     Ok(allow)
 }
 
-/// Starts every example agent on a loopback port and registers (or refreshes)
-/// it as one of this deployment's `internal` agents.
-async fn start_examples(registry: &Registry) -> anyhow::Result<Vec<RunningAgent>> {
+/// Starts every example agent on a loopback port.
+async fn spawn_examples() -> anyhow::Result<Vec<(ExampleAgent, RunningAgent)>> {
     let mut running = Vec::new();
     for agent in ExampleAgent::ALL {
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -597,6 +608,19 @@ async fn start_examples(registry: &Registry) -> anyhow::Result<Vec<RunningAgent>
         let spawned = convergio_agents::spawn(agent, listener, ServeOptions::default())
             .await
             .with_context(|| format!("starting example agent {}", agent.name()))?;
+        running.push((agent, spawned));
+    }
+    Ok(running)
+}
+
+/// Registers (or refreshes) each started example agent as one of this
+/// deployment's `internal` agents.
+async fn register_examples(
+    registry: &Registry,
+    examples: Vec<(ExampleAgent, RunningAgent)>,
+) -> anyhow::Result<Vec<RunningAgent>> {
+    let mut running = Vec::with_capacity(examples.len());
+    for (agent, spawned) in examples {
         registry
             .upsert_system(Registration {
                 name: Some(agent.name().to_owned()),

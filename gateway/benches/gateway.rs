@@ -175,6 +175,7 @@ async fn run_gateway_child() {
             .await
             .expect("registry store"),
         RegistryConfig::default(),
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );
     registry
         .upsert_system(Registration {
@@ -990,6 +991,7 @@ async fn policy_on_off(client: &HttpClient, upstream_url: &str) {
 // ===================================================================
 
 use convergio_auth::OrgSigningKey;
+use convergio_gateway::federation::card_keys::FederationCardKeys;
 use convergio_gateway::federation::{Federation, FederationConfig, PeerSpec};
 
 async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation>, Value) {
@@ -998,7 +1000,11 @@ async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation
         dir.join(format!("{domain}.db")).display()
     );
     // The registry's connect applies the migrations (peers, nonces).
-    convergio_registry::connect(&url).await.expect("registry");
+    let registry = Registry::new(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig::default(),
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
+    );
     let store = convergio_registry::peers::connect_peers(&url)
         .await
         .expect("peer store");
@@ -1010,7 +1016,8 @@ async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation
         allow: convergio_gateway::ssrf::AllowList::loopback(),
         ..FederationConfig::new(domain)
     };
-    let federation = Federation::new(config, key, store).expect("federation");
+    let card_keys = Arc::new(FederationCardKeys::new(&key, [domain]));
+    let federation = Federation::new(config, key, store, registry, card_keys).expect("federation");
     (Arc::new(federation), jwk)
 }
 

@@ -146,6 +146,7 @@ fn main() {
         let registry = Registry::new(
             convergio_registry::connect(&url).await.expect("registry"),
             RegistryConfig::default(),
+            Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
         );
         let (_agents, urls) = start_agents(&registry).await;
         let config = AppConfig {

@@ -115,9 +115,7 @@ impl StoredApiKeys {
             &scopes,
             expires_at,
         )
-        .map_err(|error| GatewayError::Internal {
-            detail: error.to_string(),
-        })?;
+        .map_err(|error| GatewayError::internal("issuing an api key", error))?;
         let row = ApiKeyRow {
             id: issued.record.id.clone(),
             secret_sha256: issued.record.secret_sha256.clone(),
@@ -209,9 +207,7 @@ fn view(row: &ApiKeyRow) -> ApiKeyView {
 }
 
 fn storage_error(error: convergio_registry::RegistryError) -> GatewayError {
-    GatewayError::Internal {
-        detail: format!("api key storage: {error}"),
-    }
+    GatewayError::internal("reading or writing the api key store", error)
 }
 
 fn unix_now() -> u64 {

@@ -29,7 +29,7 @@ use convergio_orchestrator::{Executor, ExecutorConfig, GraphStore, MemoryGraphSt
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
-use crate::authorize::{AuditChanges, PolicyGate};
+use crate::authorize::PolicyGate;
 use crate::dispatch::GatewayDispatch;
 use crate::federation::api::federation_router;
 use crate::federation::Federation;
@@ -71,6 +71,8 @@ pub struct AppConfig {
     /// Stored policy, audit log and quotas. Without them every call is
     /// still decided, by the embedded example set, but nothing is audited
     /// and the policy API is not mounted (tests of other surfaces).
+    /// Registry changes reach the audit log through the registry's own
+    /// change hook, fixed when the registry was built.
     pub policy: Option<PolicyServices>,
     /// Federation (identity, peers, signed calls): mounts the JWKS and
     /// `/v1/peers`, and routes `external://` agents. `None`: off.
@@ -128,20 +130,21 @@ pub fn build_router(registry: Registry, config: AppConfig) -> Router {
 
 /// Builds the application router over `registry` and returns the graph
 /// API's state too (its executor, for in-process runs and benches).
+///
+/// The registry comes with its collaborators fixed (issue #16): its
+/// upstream check should refuse what `config.a2a.upstream_allow` refuses,
+/// and with `config.policy` its change hook should be an
+/// [`AuditChanges`](crate::authorize::AuditChanges) over the same audit
+/// sink, as `convergio serve` builds it; federation syncs into the
+/// registry it was built with.
 pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let routes: Arc<dyn RouteTable> = Arc::new(RegistryRoutes::new(registry.clone()));
-    // Registration refuses upstreams the connector would refuse anyway, so
-    // the mistake shows at once as a problem, not later as a broken call.
-    registry.set_upstream_check(Arc::new(config.a2a.upstream_allow.clone()));
     let gate = match &config.policy {
-        Some(services) => {
-            registry.set_change_hook(Arc::new(AuditChanges::new(services.audit.clone())));
-            PolicyGate::new(
-                services.admin.engine().clone(),
-                Some(services.audit.clone()),
-                services.quotas.clone(),
-            )
-        }
+        Some(services) => PolicyGate::new(
+            services.admin.engine().clone(),
+            Some(services.audit.clone()),
+            services.quotas.clone(),
+        ),
         None => PolicyGate::new(
             Arc::new(
                 PolicyEngine::with_defaults()
@@ -152,9 +155,6 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         ),
     };
     let gate = Arc::new(gate);
-    if let Some(federation) = &config.federation {
-        federation.attach_registry(registry.clone());
-    }
     let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
@@ -177,26 +177,12 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             .with_gatekeeper(gate.clone())
             .with_federation(config.federation.clone()),
     );
-    let dispatch = Arc::new(GatewayDispatch::new());
-    let executor = match config.journal {
-        Some(JournalHandle(journal)) => {
-            Executor::with_journal(dispatch.clone(), config.executor, journal)
-        }
-        None => Executor::new(dispatch.clone(), config.executor),
-    };
-    if let Some((every, take_over)) = config.lease_keeper {
-        // The keeper lives as long as the runtime: leases stop being renewed
-        // only when the process does.
-        let _keeper = executor.spawn_lease_keeper(every, take_over);
-    }
     let graph_store = match config.graph_store {
         Some(GraphStoreHandle(store)) => store,
         None => Arc::new(MemoryGraphStore::default()),
     };
-    let runs_api = RunsApi::new(executor, routes, gate, graph_store, config.graphs);
-    let graphs = runs_router(runs_api.clone());
     let health = Router::new().route("/healthz", get(|| async { "ok" }));
-    let mut router = health.merge(api).merge(a2a).merge(graphs);
+    let mut router = health.merge(api).merge(a2a);
     if let Some(federation) = config.federation {
         router = router.merge(federation_router(federation));
     }
@@ -216,14 +202,37 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         }));
         router = router.merge(policy);
     }
-    let app = Arc::new(match config.authenticator {
-        Some(authenticator) => with_layers_auth(router, &config.limits, authenticator),
-        None => with_layers(router, &config.limits),
+    // The graph API's executor dispatches through the finished, layered
+    // application, which contains that API: `new_cyclic` hands the
+    // dispatcher its (weak) application as a constructor argument before
+    // the application exists, so nothing is attached afterwards.
+    let mut built = None;
+    let app = Arc::new_cyclic(|app| {
+        let dispatch = Arc::new(GatewayDispatch::new(app.clone()));
+        let executor = match config.journal {
+            Some(JournalHandle(journal)) => {
+                Executor::with_journal(dispatch, config.executor, journal)
+            }
+            None => Executor::new(dispatch, config.executor),
+        };
+        let runs_api = RunsApi::new(executor.clone(), routes, gate, graph_store, config.graphs);
+        let router = router.merge(runs_router(runs_api.clone()));
+        built = Some((executor, runs_api));
+        match config.authenticator {
+            Some(authenticator) => with_layers_auth(router, &config.limits, authenticator),
+            None => with_layers(router, &config.limits),
+        }
     });
+    let (executor, runs_api) = built.expect("Arc::new_cyclic runs its builder before returning");
+    if let Some((every, take_over)) = config.lease_keeper {
+        // Spawned once the application exists, so runs it takes over can
+        // dispatch. The keeper lives as long as the runtime: leases stop
+        // being renewed only when the process does.
+        let _keeper = executor.spawn_lease_keeper(every, take_over);
+    }
     // The dispatcher holds only a weak reference (no cycle through the
     // executor); the served router below keeps the application alive.
-    dispatch.attach(&app);
-    let keep_alive = app.clone();
+    let keep_alive = app;
     let served = Router::new().fallback_service(tower::service_fn(
         move |request: axum::extract::Request| {
             let app = (*keep_alive).clone();

@@ -39,8 +39,8 @@ use convergio_schemas::a2a::Method;
 use convergio_schemas::{AgentId, AgentRole, GraphCall, TrustLevel};
 use serde_json::{json, Map, Value};
 
-use crate::a2a::RouteTarget;
 use crate::layers::RequestId;
+use crate::routes::RouteTarget;
 use crate::{GatewayError, Principal};
 
 /// The tag with which an agent opts in to callers of other organisations.

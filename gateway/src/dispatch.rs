@@ -18,11 +18,14 @@
 //!
 //! The router holds the runs API, which holds the executor, which holds this
 //! dispatcher: to keep that from being a reference cycle the dispatcher
-//! keeps only a [`Weak`] to the application, set once after building it
-//! ([`GatewayDispatch::attach`]). When the server drops the application,
-//! calls still in flight fail as unavailable.
+//! keeps only a [`Weak`] to the application. It is still a constructor
+//! argument: the application is built inside [`Arc::new_cyclic`], which
+//! hands out the `Weak` before the router it points to exists (see
+//! `app::build_app`), so no dispatcher ever lacks its application. Until
+//! that build returns, and once the server drops the application, calls
+//! fail as unavailable.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Weak;
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -43,31 +46,25 @@ const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// Sends graph node calls through the gateway's own router.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GatewayDispatch {
-    app: OnceLock<Weak<Router>>,
+    app: Weak<Router>,
 }
 
 // === impl GatewayDispatch ===
 
 impl GatewayDispatch {
-    /// A dispatcher with no application yet: calls fail as unavailable
-    /// until [`Self::attach`].
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Points the dispatcher at the fully layered application. The caller
-    /// keeps the `Arc` alive for as long as it serves; a second attach is
-    /// ignored (the first application stays).
-    pub fn attach(&self, app: &Arc<Router>) {
-        let _ = self.app.set(Arc::downgrade(app));
+    /// A dispatcher sending calls through the fully layered application
+    /// `app` (from [`std::sync::Arc::new_cyclic`] while building it, or
+    /// [`std::sync::Arc::downgrade`]). The caller keeps the application
+    /// alive for as long as it serves.
+    pub fn new(app: Weak<Router>) -> Self {
+        Self { app }
     }
 
     fn app(&self) -> Result<Router, DispatchError> {
         self.app
-            .get()
-            .and_then(Weak::upgrade)
+            .upgrade()
             .map(|app| (*app).clone())
             .ok_or_else(|| DispatchError::Unavailable {
                 message: "the gateway is not serving".into(),

@@ -2,6 +2,8 @@
 //! is a [`GatewayError`]; the `Rescue` layer is the only place it becomes a
 //! response (A2A JSON-RPC, A2A HTTP+JSON or problem+json, by binding).
 
+use std::borrow::Cow;
+
 use convergio_schemas::a2a::{self, A2aError};
 use convergio_schemas::{ErrorKind, Violation};
 use serde_json::Value;
@@ -191,11 +193,16 @@ pub enum GatewayError {
         /// The colliding domain.
         domain: String,
     },
-    /// A bug or an unexpected failure; details go to logs only.
-    #[error("internal error: {detail}")]
+    /// A bug or an unexpected failure; details go to logs only (`Rescue`
+    /// logs the whole cause chain), the client reads
+    /// [`INTERNAL_DETAIL`](convergio_schemas::problem::INTERNAL_DETAIL).
+    #[error("internal error: {context}")]
     Internal {
-        /// For logs only.
-        detail: String,
+        /// What was being done, for logs only.
+        context: Cow<'static, str>,
+        /// What failed, when another error did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 }
 
@@ -257,6 +264,26 @@ impl UpstreamProblem {
 // === impl GatewayError ===
 
 impl GatewayError {
+    /// An internal failure: `source` failed while doing `context`.
+    pub fn internal<E>(context: impl Into<Cow<'static, str>>, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self::Internal {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// An internal failure no other error caused (a broken invariant, a
+    /// configuration that cannot work).
+    pub fn internal_plain(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
     /// The shared classification.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -432,7 +459,7 @@ impl GatewayError {
         }
         match self {
             Self::Upstream(failure) => failure.message.clone(),
-            Self::Internal { .. } => "Internal error".to_owned(),
+            Self::Internal { .. } => convergio_schemas::problem::INTERNAL_DETAIL.to_owned(),
             Self::Unauthenticated { .. } => "authentication required".to_owned(),
             Self::UpstreamUnavailable { .. } => {
                 "upstream agent temporarily unavailable, retry later".to_owned()
@@ -624,7 +651,8 @@ mod tests {
                 detail: detail(),
             },
             GatewayError::PeerExists { domain: detail() },
-            GatewayError::Internal { detail: detail() },
+            GatewayError::internal_plain("d"),
+            GatewayError::internal("d", std::io::Error::other("cause")),
         ];
         for error in errors {
             let text = error.to_string();

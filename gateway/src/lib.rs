@@ -20,6 +20,7 @@ mod fetch;
 pub mod layers;
 mod registry_routes;
 pub mod retention;
+pub mod routes;
 pub mod runs_api;
 pub mod server;
 pub mod ssrf;

@@ -12,7 +12,7 @@ use convergio_registry::{AgentRecord, DiscoveryQuery, Registry, RegistryError};
 use convergio_schemas::AgentId;
 use serde_json::{json, Value};
 
-use crate::a2a::{AgentFacts, RouteTable, RouteTarget, TaskRoute};
+use crate::routes::{AgentFacts, RouteTable, RouteTarget, TaskRoute};
 use crate::{GatewayError, Principal};
 
 /// The most agents the gateway's own card lists.
@@ -46,9 +46,7 @@ impl RegistryRoutes {
 }
 
 fn internal_error(error: RegistryError) -> GatewayError {
-    GatewayError::Internal {
-        detail: format!("registry: {error}"),
-    }
+    GatewayError::internal("reading the registry", error)
 }
 
 /// The routing view of a record: interfaces come from the registered

@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::extract::Query;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -71,16 +71,16 @@ use convergio_orchestrator::{
     parse_yaml, validate, Continue, Executor, Graph, GraphStore, Limits, OrchestratorError,
     RunEvent, RunEvents, RunFilter, RunOptions, RunStatus, RunSummary, StaticCatalog,
 };
-use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::problem;
 use convergio_schemas::{AgentId, ErrorKind, Principal, Problem};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::a2a::RouteTable;
 use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
+use crate::routes::RouteTable;
 
 /// Settings of the graph and run API.
 #[derive(Debug, Clone)]
@@ -307,8 +307,7 @@ impl RunsApi {
         })
         .await
         .map_err(|error| {
-            tracing::error!(%error, "checking a graph document failed");
-            ApiError::new(ErrorKind::Internal, "internal error; see the server log")
+            ApiError::from_problem(problem::http::problem_for(&error, ErrorKind::Internal))
         })
     }
 
@@ -1359,36 +1358,57 @@ impl ApiError {
         }
     }
 
+    fn from_problem(problem: Problem) -> Self {
+        Self {
+            problem: Box::new(problem),
+        }
+    }
+
     fn poisoned() -> Self {
+        // A panic elsewhere poisoned the lock; its message was logged then.
         tracing::error!("a graph or run index lock is poisoned");
-        Self::new(ErrorKind::Internal, "internal error; see the server log")
+        Self::new(ErrorKind::Internal, problem::INTERNAL_DETAIL)
     }
 }
 
 impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> Self {
-        let kind = error.kind();
-        let detail = if kind == ErrorKind::Internal {
-            tracing::error!(error = %error, "run request failed");
-            "internal error; see the server log".to_owned()
-        } else {
-            error.to_string()
-        };
-        let mut api_error = Self::new(kind, detail);
-        api_error.problem.violations = error.violations();
-        api_error
+        // The one error path: internals are logged once and never shown.
+        let problem =
+            problem::http::problem_for(&error, error.kind()).with_violations(error.violations());
+        Self::from_problem(problem)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&*self.problem).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        response
+        problem::http::respond(&self.problem, HeaderMap::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_internal_failure_renders_the_one_problem_shape_without_its_cause() {
+        let error = OrchestratorError::RunLost {
+            run_id: "secret-run".to_owned(),
+        };
+        let response = ApiError::from(error).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            problem::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("a small body");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+        let document: Problem = serde_json::from_slice(&body).expect("a problem document");
+        assert_eq!(
+            document,
+            Problem::new(ErrorKind::Internal, problem::INTERNAL_DETAIL)
+        );
     }
 }

@@ -71,15 +71,13 @@ impl TlsAcceptor {
             .map_err(|error| config_error(&config.key_file, error))?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|error| GatewayError::Internal {
-                detail: format!("tls protocol versions: {error}"),
-            })?;
+            .map_err(|error| GatewayError::internal("choosing the tls protocol versions", error))?;
         let builder = match (config.client_auth, &config.client_ca_file) {
             (ClientAuth::None, _) => builder.with_no_client_auth(),
             (_, None) => {
-                return Err(GatewayError::Internal {
-                    detail: "client certificates need tls.client_ca_file".to_owned(),
-                })
+                return Err(GatewayError::internal_plain(
+                    "client certificates need tls.client_ca_file",
+                ))
             }
             (client_auth, Some(ca_file)) => {
                 let mut roots = RootCertStore::empty();
@@ -94,8 +92,8 @@ impl TlsAcceptor {
                     ClientAuth::Optional => verifier.allow_unauthenticated(),
                     _ => verifier,
                 };
-                let verifier = verifier.build().map_err(|error| GatewayError::Internal {
-                    detail: format!("client certificate verifier: {error}"),
+                let verifier = verifier.build().map_err(|error| {
+                    GatewayError::internal("building the client certificate verifier", error)
                 })?;
                 builder.with_client_cert_verifier(verifier)
             }
@@ -164,11 +162,9 @@ pub fn upstream_client_config(
                 .with_client_auth_cert(chain, key)
                 .map_err(|error| config_error(cert_file, error))
         }
-        _ => Err(GatewayError::Internal {
-            detail:
-                "an upstream client certificate needs both client_cert_file and client_key_file"
-                    .to_owned(),
-        }),
+        _ => Err(GatewayError::internal_plain(
+            "an upstream client certificate needs both client_cert_file and client_key_file",
+        )),
     }
 }
 
@@ -192,15 +188,17 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Gatewa
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| config_error(path, error))?;
     if certificates.is_empty() {
-        return Err(GatewayError::Internal {
-            detail: format!("{} holds no certificate", path.display()),
-        });
+        return Err(GatewayError::internal_plain(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
     }
     Ok(certificates)
 }
 
-fn config_error(path: &Path, error: impl std::fmt::Display) -> GatewayError {
-    GatewayError::Internal {
-        detail: format!("tls file {}: {error}", path.display()),
-    }
+fn config_error<E>(path: &Path, error: E) -> GatewayError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    GatewayError::internal(format!("reading the tls file {}", path.display()), error)
 }

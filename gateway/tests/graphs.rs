@@ -76,7 +76,11 @@ async fn start(graphs: GraphsConfig) -> Server {
     let store = convergio_registry::connect(&url)
         .await
         .expect("the registry opens");
-    let registry = Registry::new(store, RegistryConfig::default());
+    let registry = Registry::new(
+        store,
+        RegistryConfig::default(),
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
+    );
     let mut agents = Vec::new();
     for agent in ExampleAgent::ALL {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");

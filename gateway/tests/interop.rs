@@ -356,7 +356,7 @@ async fn a_card_signed_by_the_python_sdk_is_verified_by_the_registry() {
     use std::sync::Arc;
 
     use convergio_registry::model::{Actor, Registration};
-    use convergio_registry::{Registry, RegistryConfig, RegistryError, StaticOrgKeys};
+    use convergio_registry::{AnyUpstream, Registry, RegistryConfig, RegistryError, StaticOrgKeys};
     use tokio::io::AsyncWriteExt;
 
     let python = python().await;
@@ -397,11 +397,13 @@ async fn a_card_signed_by_the_python_sdk_is_verified_by_the_registry() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let registry = Registry::with_org_keys(
+    let registry = Registry::builder(
         convergio_registry::connect(&url).await.expect("registry"),
         RegistryConfig::default(),
-        Arc::new(StaticOrgKeys::new().with_key("acme.example", key)),
-    );
+        Arc::new(AnyUpstream),
+    )
+    .org_keys(Arc::new(StaticOrgKeys::new().with_key("acme.example", key)))
+    .build();
     let registration = |card: Value| Registration {
         name: None,
         org: Some("acme.example".to_owned()),

@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use convergio_auth::OrgSigningKey;
+use convergio_gateway::federation::card_keys::FederationCardKeys;
 use convergio_gateway::federation::{Federation, FederationConfig, PeerSpec};
+use convergio_registry::{Registry, RegistryConfig};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -42,7 +44,11 @@ async fn a_failed_jwks_fetch_is_shown_with_its_retry_until_a_retry_succeeds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
     // The registry's connect applies the migrations (peers, nonces).
-    convergio_registry::connect(&url).await.expect("registry");
+    let registry = Registry::new(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig::default(),
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
+    );
     let store = convergio_registry::peers::connect_peers(&url)
         .await
         .expect("peer store");
@@ -51,8 +57,9 @@ async fn a_failed_jwks_fetch_is_shown_with_its_retry_until_a_retry_succeeds() {
         ..FederationConfig::new("a.example")
     };
     let key = Arc::new(OrgSigningKey::generate().expect("key"));
+    let card_keys = Arc::new(FederationCardKeys::new(&key, ["a.example"]));
     let federation = Arc::new(
-        Federation::new(config, key, store)
+        Federation::new(config, key, store, registry, card_keys)
             .expect("federation")
             .with_jwks_retry(Duration::from_millis(200)),
     );

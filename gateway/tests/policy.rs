@@ -14,6 +14,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use convergio_gateway::app::{build_router, serve, AppConfig, PolicyServices};
+use convergio_gateway::authorize::AuditChanges;
 use convergio_policy::quota::RateLimit;
 use convergio_policy::{AuditSink, AuditWriter, PolicyAdmin, PolicyEngine, QuotaConfig, Quotas};
 use convergio_registry::{Actor, Registration, Registry, RegistryConfig};
@@ -62,14 +63,6 @@ async fn test_identity(mut request: Request, next: Next) -> Response {
 async fn start(quotas: Option<QuotaConfig>) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("registry"),
-        RegistryConfig {
-            org_domain: ORG.to_owned(),
-            ..RegistryConfig::default()
-        },
-    );
-    let fake = spawn_fake(FakeMode::V1JsonRpcOnly).await;
     let store = convergio_policy::connect(&url).await.expect("policy store");
     let admin = PolicyAdmin::new(
         Arc::new(PolicyEngine::with_defaults().expect("defaults")),
@@ -77,6 +70,20 @@ async fn start(quotas: Option<QuotaConfig>) -> App {
     );
     admin.bootstrap().await.expect("bootstrap");
     let (audit, writer) = AuditSink::spawn(admin.audit().clone(), 64);
+    // Built as `convergio serve` builds it: registry changes are audited
+    // through the registry's change hook, upstreams checked by the same
+    // allow list the A2A routes use.
+    let registry = Registry::builder(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig {
+            org_domain: ORG.to_owned(),
+            ..RegistryConfig::default()
+        },
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
+    )
+    .change_hook(Arc::new(AuditChanges::new(audit.clone())))
+    .build();
+    let fake = spawn_fake(FakeMode::V1JsonRpcOnly).await;
     let router = build_router(
         registry.clone(),
         AppConfig {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use convergio_gateway::a2a::{RouteTable, RouteTarget};
 use convergio_gateway::RegistryRoutes;
-use convergio_registry::{Actor, Registration, Registry, RegistryConfig};
+use convergio_registry::{Actor, AnyUpstream, Registration, Registry, RegistryConfig};
 use convergio_schemas::{AgentId, TrustLevel};
 use serde_json::{json, Value};
 
@@ -60,6 +60,7 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
     let registry = Registry::new(
         convergio_registry::connect(&url).await.expect("store"),
         RegistryConfig::default(),
+        Arc::new(AnyUpstream),
     );
     let routes = RegistryRoutes::new(registry.clone());
     register(&registry, 1111, "first").await;

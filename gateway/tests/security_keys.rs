@@ -22,7 +22,11 @@ const ADMIN: &str = "keys-test-admin-token-0123456789";
 /// One replica over the database at `url`; returns its base URL.
 async fn replica(url: &str) -> String {
     let store = convergio_registry::connect(url).await.expect("registry");
-    let registry = Registry::new(store, RegistryConfig::default());
+    let registry = Registry::new(
+        store,
+        RegistryConfig::default(),
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
+    );
     let keys = Arc::new(StoredApiKeys::new(
         convergio_registry::keys::connect_api_keys(url)
             .await

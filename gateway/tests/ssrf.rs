@@ -19,7 +19,7 @@ use convergio_gateway::a2a::{A2aConfig, CardSignerHandle};
 use convergio_gateway::app::{build_router, AppConfig};
 use convergio_gateway::layers::LimitsConfig;
 use convergio_gateway::ssrf::AllowList;
-use convergio_registry::{Registry, RegistryConfig};
+use convergio_registry::{Actor, Registration, Registry, RegistryConfig, RegistryError};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use support::{send_params, spawn_fake, spawn_gateway_with, FakeMode};
@@ -48,6 +48,7 @@ async fn app(allow: AllowList) -> App {
     let registry = Registry::new(
         convergio_registry::connect(&url).await.expect("registry"),
         RegistryConfig::default(),
+        Arc::new(allow.clone()),
     );
     let router = build_router(
         registry,
@@ -117,6 +118,38 @@ async fn registration_refuses_non_public_upstreams_without_the_allow_list() {
                 .as_str()
                 .is_some_and(|detail| detail.contains("not allow-listed")),
             "{url}: {problem}"
+        );
+    }
+}
+
+// Regression: issue #16
+#[tokio::test]
+async fn a_registry_refuses_private_upstreams_from_construction_without_any_attach() {
+    // The check is a constructor argument: nothing is attached afterwards,
+    // no router is built, and the registry still refuses.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let registry = Registry::new(
+        convergio_registry::connect(&url).await.expect("registry"),
+        RegistryConfig::default(),
+        Arc::new(AllowList::none()),
+    );
+    for upstream in ["http://127.0.0.1:9101/a2a", "http://10.1.2.3/a2a"] {
+        let registration = Registration {
+            name: None,
+            org: None,
+            role: None,
+            card: card_at(upstream),
+            upstreams: None,
+            trust: None,
+        };
+        let error = registry
+            .register(&Actor::admin(), registration)
+            .await
+            .expect_err(upstream);
+        assert!(
+            matches!(error, RegistryError::UpstreamRefused { index: 0, .. }),
+            "{upstream}: {error}"
         );
     }
 }

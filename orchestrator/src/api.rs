@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::executor::{RunResult, RunStatus};
+use crate::executor::RunResult;
+use crate::run_state::{RunStatus, RunSummary};
 use crate::trace::Trace;
 use crate::Graph;
 
@@ -201,7 +202,7 @@ pub struct GraphDocument {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunList {
     /// One page of runs.
-    pub runs: Vec<crate::executor::RunSummary>,
+    pub runs: Vec<RunSummary>,
     /// Pass as `page_token` for the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,

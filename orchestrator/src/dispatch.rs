@@ -11,11 +11,15 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use convergio_schemas::Principal;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::DispatchError;
+use crate::mapping::reported_usage;
+
+/// What an agent reports using; defined beside the reply format it is read
+/// from ([`crate::mapping`]), named here as part of the call contract.
+pub use crate::mapping::Usage;
 
 /// Sends one node's message to one agent and waits for its answer.
 #[async_trait]
@@ -68,39 +72,7 @@ impl AgentReply {
     /// Wraps a `SendMessage` result, reading the usage the agent reported in
     /// `metadata.usage` of the message or task.
     pub fn from_response(response: Value) -> Self {
-        let usage = crate::mapping::reported_usage(&response);
+        let usage = reported_usage(&response);
         Self { response, usage }
-    }
-}
-
-/// Resources an agent reports using for one call.
-///
-/// Convention: agents put `"usage": {"tokens_in": n, "tokens_out": n,
-/// "tool_calls": n}` in the `metadata` of their reply Message, or of the
-/// Task (task metadata wins over status-message metadata). Missing fields
-/// count as zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub tokens_in: u64,
-    /// Completion tokens.
-    pub tokens_out: u64,
-    /// Tool invocations.
-    pub tool_calls: u64,
-}
-
-// === impl Usage ===
-
-impl Usage {
-    /// Adds `other` into `self`, saturating.
-    pub fn add(&mut self, other: Usage) {
-        self.tokens_in = self.tokens_in.saturating_add(other.tokens_in);
-        self.tokens_out = self.tokens_out.saturating_add(other.tokens_out);
-        self.tool_calls = self.tool_calls.saturating_add(other.tool_calls);
-    }
-
-    /// Tokens in and out.
-    pub fn tokens(&self) -> u64 {
-        self.tokens_in.saturating_add(self.tokens_out)
     }
 }

@@ -1,9 +1,12 @@
 //! The orchestrator's error type: parsing, validation, dispatch and run
-//! failures, each mapped onto the shared [`ErrorKind`] table.
+//! failures, each mapped onto the shared [`ErrorKind`] table, and the
+//! located [`ValidationError`]s an invalid graph carries.
+//!
+//! A leaf module: it imports nothing from the crate, so parsing, validation
+//! and execution all use it without importing one another.
 
 use convergio_schemas::ErrorKind;
-
-use crate::validate::ValidationError;
+use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong in the orchestrator outside a running node.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +254,75 @@ impl DispatchError {
             Self::Timeout | Self::Unavailable { .. } => true,
             Self::Failed { retryable, .. } => *retryable,
             Self::AgentNotFound { .. } | Self::NotRoutable { .. } | Self::Denied { .. } => false,
+        }
+    }
+}
+
+/// What kind of rule a [`ValidationError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationCode {
+    /// The document breaks the JSON Schema.
+    Schema,
+    /// More nodes or edges than the limits allow.
+    TooLarge,
+    /// Two nodes share an id.
+    DuplicateId,
+    /// The agent is not in the catalog.
+    UnknownAgent,
+    /// An input names a node that does not exist, or is malformed.
+    UnknownInput,
+    /// An edge names a node that does not exist.
+    MissingNode,
+    /// `wait_for` names a group no node is in.
+    UnknownGroup,
+    /// A cycle has no `max_traversals` edge and the graph no `max_iterations`.
+    UnboundedCycle,
+    /// No entry can reach the node.
+    Unreachable,
+    /// A node lacks what its kind needs (agent, rules, sub-graph).
+    InvalidNode,
+    /// No node can start the run.
+    NoEntry,
+}
+
+/// One problem found in a graph, located in the source when possible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationError {
+    /// The rule broken.
+    pub code: ValidationCode,
+    /// What is wrong, in plain words.
+    pub message: String,
+    /// JSON pointer into the document (`/nodes/3/agent`).
+    pub pointer: String,
+    /// 1-based YAML line, when the spec came from text and it was found.
+    pub line: Option<usize>,
+    /// 1-based YAML column.
+    pub column: Option<usize>,
+}
+
+// === impl ValidationError ===
+
+impl ValidationError {
+    /// As a problem-document violation: the pointer, and the message with
+    /// its YAML line when known.
+    pub fn to_violation(&self) -> convergio_schemas::Violation {
+        convergio_schemas::Violation {
+            pointer: self.pointer.clone(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "line {line}, column {column}: {}", self.message)
+            }
+            (Some(line), None) => write!(f, "line {line}: {}", self.message),
+            _ if !self.pointer.is_empty() => write!(f, "{}: {}", self.pointer, self.message),
+            _ => f.write_str(&self.message),
         }
     }
 }

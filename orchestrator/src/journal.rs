@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use crate::dispatch::Usage;
 use crate::error::OrchestratorError;
-use crate::executor::{NodeExecution, NodeState, NodeStatus, RunState, RunStatus};
 use crate::graph::Graph;
+use crate::run_state::{NodeExecution, NodeState, NodeStatus, RunState, RunStatus};
 
 /// The format of stored run rows and step deltas this build writes and reads.
 pub const FORMAT_VERSION: i64 = 1;

@@ -17,7 +17,7 @@
 //! [`dsl`] (document types), [`source`] (parsing, line lookup),
 //! [`validate`](mod@validate), [`builder`], [`graph`] (the index-based
 //! validated graph), [`mapping`] (inputs → A2A message → output),
-//! [`executor`], [`journal`] (durable runs: the store interface and step
+//! [`executor`], [`run_state`] (the serialisable state of a run), [`journal`] (durable runs: the store interface and step
 //! deltas), [`graph_store`] (stored graph documents, versioned per
 //! organisation), [`trace`], [`metrics`].
 
@@ -32,6 +32,7 @@ pub mod graph_store;
 pub mod journal;
 pub mod mapping;
 pub mod metrics;
+pub mod run_state;
 pub mod source;
 pub mod trace;
 pub mod validate;
@@ -41,8 +42,7 @@ pub use dispatch::{AgentCall, AgentReply, Dispatch, Usage};
 pub use dsl::GraphSpec;
 pub use error::{DispatchError, OrchestratorError};
 pub use executor::{
-    Continue, Executor, ExecutorConfig, NodeStatus, RunEvent, RunEvents, RunHandle, RunOptions,
-    RunResult, RunState, RunStatus, RunSummary,
+    Continue, Executor, ExecutorConfig, RunEvents, RunHandle, RunOptions, RunResult,
 };
 pub use graph::Graph;
 pub use graph_store::{GraphStore, MemoryGraphStore};
@@ -50,6 +50,7 @@ pub use journal::{
     Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
 };
 pub use metrics::Metrics;
+pub use run_state::{NodeStatus, RunEvent, RunState, RunStatus, RunSummary};
 pub use source::{check_nesting, parse_yaml, MAX_NESTING_DEPTH};
 pub use trace::{Price, PriceTable, Trace};
 pub use validate::{

@@ -41,9 +41,8 @@
 //! "tool_calls"}` on the reply message or task; see [`crate::Usage`].
 
 use convergio_schemas::a2a::TaskState;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-use crate::dispatch::Usage;
 
 /// Builds the A2A message for one node call from its resolved inputs.
 pub fn build_message(
@@ -215,6 +214,38 @@ fn parts_output<'p>(parts: impl Iterator<Item = &'p Value>) -> Value {
             Value::String(texts.join("\n"))
         }
         _ => Value::Array(values),
+    }
+}
+
+/// Resources an agent reports using for one call.
+///
+/// Convention: agents put `"usage": {"tokens_in": n, "tokens_out": n,
+/// "tool_calls": n}` in the `metadata` of their reply Message, or of the
+/// Task (task metadata wins over status-message metadata). Missing fields
+/// count as zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// Tool invocations.
+    pub tool_calls: u64,
+}
+
+// === impl Usage ===
+
+impl Usage {
+    /// Adds `other` into `self`, saturating.
+    pub fn add(&mut self, other: Usage) {
+        self.tokens_in = self.tokens_in.saturating_add(other.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(other.tokens_out);
+        self.tool_calls = self.tool_calls.saturating_add(other.tool_calls);
+    }
+
+    /// Tokens in and out.
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in.saturating_add(self.tokens_out)
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::dsl::GraphSpec;
 use crate::error::OrchestratorError;
-use crate::validate::{ValidationCode, ValidationError};
+use crate::error::{ValidationCode, ValidationError};
 
 /// Deepest nesting of collections (sequences and mappings, flow or block)
 /// a graph document may have. A real graph is about six levels deep (nodes,

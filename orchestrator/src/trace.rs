@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::executor::{ExecutionStatus, RunState};
+use crate::run_state::{ExecutionStatus, RunState};
 
 /// The trace every run produces (design document §8.1, field for field).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,11 +15,11 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::problem;
 use convergio_schemas::{ErrorKind, Principal, Problem, Violation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -108,14 +108,8 @@ pub struct ApiError(Box<Problem>);
 
 impl From<PolicyError> for ApiError {
     fn from(error: PolicyError) -> Self {
-        let kind = error.kind();
-        let detail = if kind == ErrorKind::Internal {
-            tracing::error!(%error, "policy api internal error");
-            "internal error".to_owned()
-        } else {
-            error.to_string()
-        };
-        let mut problem = Problem::new(kind, detail);
+        // The one error path: internals are logged once and never shown.
+        let mut problem = problem::http::problem_for(&error, error.kind());
         if let PolicyError::InvalidPolicy { diagnostics } = &error {
             problem = problem.with_violations(
                 diagnostics
@@ -136,10 +130,7 @@ impl From<PolicyError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.0).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
+        problem::http::respond(&self.0, HeaderMap::new())
     }
 }
 
@@ -349,4 +340,34 @@ async fn verify_audit(
         .await?;
     let verified = state.admin.audit().verify().await?;
     Ok(Json(json!(verified)))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::header;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_internal_failure_renders_the_one_problem_shape_without_its_cause() {
+        let error = PolicyError::Io {
+            path: "/srv/secret/policies.cedar".to_owned(),
+            source: std::io::Error::other("permission denied"),
+        };
+        let response = ApiError::from(error).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            problem::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("a small body");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+        let document: Problem = serde_json::from_slice(&body).expect("a problem document");
+        assert_eq!(
+            document,
+            Problem::new(ErrorKind::Internal, problem::INTERNAL_DETAIL)
+        );
+    }
 }

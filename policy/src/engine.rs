@@ -33,6 +33,8 @@ use cedar_policy::{
 use convergio_schemas::{AgentId, AgentRole, AuthMethod, Principal, TrustLevel};
 use serde::{Deserialize, Serialize};
 
+/// Defined with the error that carries it (a leaf module); named here too.
+pub use crate::error::PolicyDiagnostic;
 use crate::error::{PolicyError, Result};
 
 /// The shipped Cedar schema (`policies/schema.cedarschema`).
@@ -249,23 +251,6 @@ pub struct Decision {
     pub determining: Vec<String>,
     /// Evaluation errors (a policy that errors is skipped, never allowed).
     pub errors: Vec<String>,
-}
-
-/// One problem in a policy text, located by line and column (both 1-based).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyDiagnostic {
-    /// Line, 1-based.
-    pub line: usize,
-    /// Column, 1-based, in characters.
-    pub column: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for PolicyDiagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.line, self.column, self.message)
-    }
 }
 
 /// The active policy set and its index (module docs).

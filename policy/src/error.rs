@@ -1,9 +1,11 @@
 //! The crate's one error enum and its mapping onto the shared
-//! [`ErrorKind`] table.
+//! [`ErrorKind`] table, and the located [`PolicyDiagnostic`] an invalid
+//! policy set carries. A leaf module: it imports nothing from the crate.
+
+use std::fmt;
 
 use convergio_schemas::ErrorKind;
-
-use crate::engine::PolicyDiagnostic;
+use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong in the policy crate.
 #[derive(Debug, thiserror::Error)]
@@ -111,3 +113,20 @@ impl PolicyError {
 
 /// The crate's result type.
 pub type Result<T, E = PolicyError> = std::result::Result<T, E>;
+
+/// One problem in a policy text, located by line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDiagnostic {
+    /// Line, 1-based.
+    pub line: usize,
+    /// Column, 1-based, in characters.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyDiagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}

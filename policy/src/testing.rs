@@ -179,3 +179,19 @@ pub fn run_policy_tests(dir: &Path, engine: &PolicyEngine) -> Result<Report> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Lives here rather than with the engine's tests, so the engine module
+    // does not import the module that builds on it.
+    #[test]
+    fn shipped_policy_tests_pass_against_the_example_set() {
+        let engine = PolicyEngine::with_defaults().expect("shipped schema and policies are valid");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tests");
+        let report = run_policy_tests(&dir, &engine).expect("test files are well-formed");
+        assert!(report.failures.is_empty(), "{:#?}", report.failures);
+        assert!(report.files >= 6 && report.cases >= 20, "{report:?}");
+    }
+}

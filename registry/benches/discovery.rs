@@ -13,11 +13,12 @@
 //! Targets on the 2-core reference machine: registration ≥ 5 000 cards/s,
 //! discovery p99 ≤ 5 ms at 100 000 cards on SQLite, cached get p99 ≤ 200 µs.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convergio_registry::model::{Actor, Registration};
 use convergio_registry::store::SqliteStore;
-use convergio_registry::{connect, DiscoveryQuery, Registry, RegistryConfig};
+use convergio_registry::{connect, AnyUpstream, DiscoveryQuery, Registry, RegistryConfig};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
 use convergio_tests::postgres::TestDatabase;
 use rand::rngs::StdRng;
@@ -334,7 +335,11 @@ async fn run(backend: &str, url: &str, cards: usize) {
             return;
         }
     };
-    let registry = Registry::new(store.clone(), RegistryConfig::default());
+    let registry = Registry::new(
+        store.clone(),
+        RegistryConfig::default(),
+        Arc::new(AnyUpstream),
+    );
     let mut rng = StdRng::seed_from_u64(42);
     let registrations: Vec<Registration> = (0..cards).map(|i| generate(i, &mut rng)).collect();
     let admin = Actor::admin();

@@ -33,7 +33,7 @@ use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::problem::{self, PROBLEM_JSON};
 use convergio_schemas::{
     AgentId, AgentRole, AuthMethod, ErrorKind, Principal, Problem, TrustLevel,
 };
@@ -209,32 +209,20 @@ impl ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        let kind = error.kind();
-        let detail = if kind == ErrorKind::Internal {
-            // Clients never see internals; the log has them.
-            tracing::error!(error = %error, "registry request failed");
-            "internal error; see the server log".to_owned()
-        } else {
-            error.to_string()
-        };
-        let mut api_error = ApiError::new(kind, detail);
-        api_error.0.problem.violations = error.violations();
-        api_error
+        // The one error path: internals are logged once and never shown.
+        let problem =
+            problem::http::problem_for(&error, error.kind()).with_violations(error.violations());
+        Self(Box::new(ApiErrorParts {
+            problem,
+            headers: HeaderMap::new(),
+        }))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let ApiErrorParts { problem, headers } = *self.0;
-        let status =
-            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        response.headers_mut().extend(headers);
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        response
+        problem::http::respond(&problem, headers)
     }
 }
 
@@ -1021,4 +1009,26 @@ async fn ensure_problem(response: Response) -> Response {
         }
     }
     error.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_internal_failure_renders_the_one_problem_shape_without_its_cause() {
+        let error = RegistryError::corrupt("agents.card of row 7 in /srv/secret.db");
+        let response = ApiError::from(error).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("a small body");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+        let document: Problem = serde_json::from_slice(&body).expect("a problem document");
+        assert_eq!(
+            document,
+            Problem::new(ErrorKind::Internal, problem::INTERNAL_DETAIL)
+        );
+    }
 }

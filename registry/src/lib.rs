@@ -23,7 +23,7 @@ pub mod store;
 pub use error::{RegistryError, Result};
 pub use model::*;
 pub use service::{
-    ChangeHook, NoOrgKeys, OrgKeys, Registry, RegistryChange, RegistryConfig, StaticOrgKeys,
-    UpstreamCheck,
+    AnyUpstream, ChangeHook, NoOrgKeys, OrgKeys, Registry, RegistryBuilder, RegistryChange,
+    RegistryConfig, StaticOrgKeys, UpstreamCheck,
 };
 pub use store::{connect, DiscoveryQuery, Page, Store};

@@ -120,10 +120,28 @@ impl OrgKeys for StaticOrgKeys {
 /// Decides whether the gateway may connect to an upstream URL (the SSRF
 /// guard, implemented by the gateway). Asked for every upstream of every
 /// registration and update, except the server's own agents.
+///
+/// A required constructor argument of [`Registry`]: a registry cannot be
+/// built without deciding which upstreams it accepts (issue #16: the check
+/// used to be attached after construction, and a registry nobody attached
+/// one to accepted every address).
 #[async_trait::async_trait]
 pub trait UpstreamCheck: Send + Sync {
     /// `Ok` when `url` may be an upstream; otherwise why not, in plain words.
     async fn check(&self, url: &str) -> std::result::Result<(), String>;
+}
+
+/// Accepts every upstream URL. For tools and tests that register only
+/// agents they trust, chosen explicitly; a server passes the gateway's SSRF
+/// guard instead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyUpstream;
+
+#[async_trait::async_trait]
+impl UpstreamCheck for AnyUpstream {
+    async fn check(&self, _url: &str) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What the signatures of a card to be stored say about its owner.
@@ -201,10 +219,60 @@ struct Inner {
     epoch: AtomicU64,
     /// Orders cache fills against invalidations.
     fill_lock: Mutex<()>,
-    /// Where committed changes are reported (set once, at start-up).
-    change_hook: std::sync::OnceLock<Arc<dyn ChangeHook>>,
-    /// Which upstream URLs are acceptable (set once, at start-up).
-    upstream_check: std::sync::OnceLock<Arc<dyn UpstreamCheck>>,
+    /// Where committed changes are reported, if anywhere.
+    change_hook: Option<Arc<dyn ChangeHook>>,
+    /// Which upstream URLs are acceptable.
+    upstream_check: Arc<dyn UpstreamCheck>,
+}
+
+/// Builds a [`Registry`]: the store, the settings and the upstream check
+/// are required ([`Registry::builder`]); organisation keys and a change
+/// hook are optional. Every collaborator is fixed before the registry
+/// exists, so none can be missing, or replaced, while it serves.
+pub struct RegistryBuilder {
+    store: Arc<dyn Store>,
+    config: RegistryConfig,
+    upstream_check: Arc<dyn UpstreamCheck>,
+    org_keys: Arc<dyn OrgKeys>,
+    change_hook: Option<Arc<dyn ChangeHook>>,
+}
+
+// === impl RegistryBuilder ===
+
+impl RegistryBuilder {
+    /// Checks card signatures against the owning organisation's keys from
+    /// `org_keys` (default: none known, so no card is ever `verified`).
+    pub fn org_keys(mut self, org_keys: Arc<dyn OrgKeys>) -> Self {
+        self.org_keys = org_keys;
+        self
+    }
+
+    /// Reports every committed change to `hook` (default: nowhere).
+    pub fn change_hook(mut self, hook: Arc<dyn ChangeHook>) -> Self {
+        self.change_hook = Some(hook);
+        self
+    }
+
+    /// The registry.
+    pub fn build(self) -> Registry {
+        let config = self.config;
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .time_to_live(Duration::from_secs(config.cache_ttl_seconds.max(1)))
+            .build();
+        Registry {
+            inner: Arc::new(Inner {
+                store: self.store,
+                config,
+                org_keys: self.org_keys,
+                cache,
+                epoch: AtomicU64::new(0),
+                fill_lock: Mutex::new(()),
+                change_hook: self.change_hook,
+                upstream_check: self.upstream_check,
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -219,57 +287,38 @@ impl std::fmt::Debug for Registry {
 // === impl Registry ===
 
 impl Registry {
-    /// A registry over `store` that knows no organisation keys, so no card
-    /// is ever `verified`.
-    pub fn new(store: Arc<dyn Store>, config: RegistryConfig) -> Registry {
-        Self::with_org_keys(store, config, Arc::new(NoOrgKeys))
-    }
-
-    /// A registry over `store` that checks card signatures against the
-    /// owning organisation's keys from `org_keys`.
-    pub fn with_org_keys(
+    /// A registry over `store` that refuses the upstreams `upstream_check`
+    /// refuses, knows no organisation keys (no card is ever `verified`) and
+    /// reports its changes nowhere; see [`Registry::builder`] for those.
+    pub fn new(
         store: Arc<dyn Store>,
         config: RegistryConfig,
-        org_keys: Arc<dyn OrgKeys>,
+        upstream_check: Arc<dyn UpstreamCheck>,
     ) -> Registry {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(config.cache_capacity)
-            .time_to_live(Duration::from_secs(config.cache_ttl_seconds.max(1)))
-            .build();
-        Registry {
-            inner: Arc::new(Inner {
-                store,
-                config,
-                org_keys,
-                cache,
-                epoch: AtomicU64::new(0),
-                fill_lock: Mutex::new(()),
-                change_hook: std::sync::OnceLock::new(),
-                upstream_check: std::sync::OnceLock::new(),
-            }),
+        Self::builder(store, config, upstream_check).build()
+    }
+
+    /// A builder of a registry over `store` that refuses the upstreams
+    /// `upstream_check` refuses.
+    pub fn builder(
+        store: Arc<dyn Store>,
+        config: RegistryConfig,
+        upstream_check: Arc<dyn UpstreamCheck>,
+    ) -> RegistryBuilder {
+        RegistryBuilder {
+            store,
+            config,
+            upstream_check,
+            org_keys: Arc::new(NoOrgKeys),
+            change_hook: None,
         }
-    }
-
-    /// Reports every later committed change to `hook`. Only the first hook
-    /// set is kept; returns whether this one was.
-    pub fn set_change_hook(&self, hook: Arc<dyn ChangeHook>) -> bool {
-        self.inner.change_hook.set(hook).is_ok()
-    }
-
-    /// Checks every later registration's and update's upstream URLs with
-    /// `check`. Only the first check set is kept; returns whether this one
-    /// was.
-    pub fn set_upstream_check(&self, check: Arc<dyn UpstreamCheck>) -> bool {
-        self.inner.upstream_check.set(check).is_ok()
     }
 
     /// Refuses `record` if an upstream URL fails the [`UpstreamCheck`]. The
     /// server's own agents are exempt: it started them itself, and the
     /// gateway's connector allows exactly their sockets.
     async fn check_upstream_urls(&self, actor: &Actor, record: &AgentRecord) -> Result<()> {
-        let Some(check) = self.inner.upstream_check.get() else {
-            return Ok(());
-        };
+        let check = &self.inner.upstream_check;
         if actor.is_system() {
             return Ok(());
         }
@@ -293,7 +342,7 @@ impl Registry {
     }
 
     fn report(&self, change: impl FnOnce() -> RegistryChange) {
-        if let Some(hook) = self.inner.change_hook.get() {
+        if let Some(hook) = &self.inner.change_hook {
             hook.changed(change());
         }
     }

@@ -6,12 +6,13 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use convergio_registry::api::{router, ApiConfig, ROUTES};
-use convergio_registry::{Registry, RegistryConfig};
+use convergio_registry::{AnyUpstream, Registry, RegistryConfig};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -28,7 +29,11 @@ struct Harness {
 
 async fn harness() -> Harness {
     let backend = support::sqlite().await;
-    let registry = Registry::new(backend.store.clone(), RegistryConfig::default());
+    let registry = Registry::new(
+        backend.store.clone(),
+        RegistryConfig::default(),
+        Arc::new(AnyUpstream),
+    );
     let router = router(
         registry,
         ApiConfig {

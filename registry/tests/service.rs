@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use convergio_registry::model::{Actor, Registration};
-use convergio_registry::{Registry, RegistryConfig, RegistryError};
+use convergio_registry::{AnyUpstream, Registry, RegistryConfig, RegistryError};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
 use serde_json::{json, Value};
 use support::simple_card;
@@ -25,7 +25,11 @@ fn registration(card: Value) -> Registration {
 
 async fn registry() -> (Registry, support::Backend) {
     let backend = support::sqlite().await;
-    let registry = Registry::new(backend.store.clone(), RegistryConfig::default());
+    let registry = Registry::new(
+        backend.store.clone(),
+        RegistryConfig::default(),
+        Arc::new(AnyUpstream),
+    );
     (registry, backend)
 }
 
@@ -305,6 +309,7 @@ async fn oversized_cards_are_refused() {
             max_card_bytes: 512,
             ..RegistryConfig::default()
         },
+        Arc::new(AnyUpstream),
     );
     let mut card = simple_card("Weather");
     card["description"] = json!("x".repeat(1000));

@@ -13,7 +13,9 @@ use axum::http::{Method, Request, StatusCode};
 use convergio_auth::card_signature::{sign_card, CardKey, Ed25519CardSigner};
 use convergio_registry::api::{router, ApiConfig};
 use convergio_registry::model::{Actor, Registration};
-use convergio_registry::{Registry, RegistryConfig, RegistryError, StaticOrgKeys, Store};
+use convergio_registry::{
+    AnyUpstream, Registry, RegistryConfig, RegistryError, StaticOrgKeys, Store,
+};
 use convergio_schemas::{AgentId, TrustLevel};
 use http_body_util::BodyExt;
 use ring::rand::SystemRandom;
@@ -99,7 +101,9 @@ fn setup(store: Arc<dyn Store>) -> Setup {
         .with_key(ACME, key(&acme))
         .with_key(ACME, revoked)
         .with_key("other.example", key(&other));
-    let registry = Registry::with_org_keys(store, RegistryConfig::default(), Arc::new(keys));
+    let registry = Registry::builder(store, RegistryConfig::default(), Arc::new(AnyUpstream))
+        .org_keys(Arc::new(keys))
+        .build();
     Setup {
         registry,
         acme,

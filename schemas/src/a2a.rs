@@ -194,7 +194,7 @@ pub fn jsonrpc_error(id: Value, code: i64, message: &str, reason: &str) -> Value
         "id": id,
         "error": {
             "code": code,
-            "message": crate::problem::clip(message, crate::problem::DETAIL_LIMIT),
+            "message": crate::bounds::clip(message, crate::bounds::DETAIL_LIMIT),
             "data": [error_info(reason, json!({}))],
         }
     })
@@ -216,7 +216,7 @@ pub fn rest_error(http_status: u16, grpc_status: &str, message: &str, reason: &s
         "error": {
             "code": http_status,
             "status": grpc_status,
-            "message": crate::problem::clip(message, crate::problem::DETAIL_LIMIT),
+            "message": crate::bounds::clip(message, crate::bounds::DETAIL_LIMIT),
             "details": [error_info(reason, json!({}))],
         }
     })

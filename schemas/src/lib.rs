@@ -3,9 +3,11 @@
 //! [`ErrorKind`] to HTTP statuses, problem types and JSON-RPC codes.
 //!
 //! Only this crate defines wire types; the others build on them. It performs
-//! no I/O.
+//! no I/O, except that with the `http` feature the one REST error path
+//! (`problem::http`) logs the failures it renders (through `tracing`).
 
 pub mod a2a;
+pub mod bounds;
 pub mod card;
 pub mod error;
 pub mod ids;

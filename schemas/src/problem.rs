@@ -1,42 +1,30 @@
 //! RFC 9457 problem documents (`application/problem+json`), the error body of
-//! every Convergio REST surface.
-
-use std::borrow::Cow;
+//! every Convergio REST surface, and what a client may learn from a failure:
+//! its message, or for an internal one only [`INTERNAL_DETAIL`]. With the
+//! `http` feature, [`http`] turns a failure into a response (the one REST
+//! error path).
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use crate::bounds::{clip, echo, DETAIL_LIMIT, ECHO_LIMIT};
 use crate::ErrorKind;
+
+#[cfg(feature = "http")]
+pub mod http;
 
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// How many characters of a caller's value an error message quotes.
-pub const ECHO_LIMIT: usize = 200;
-
-/// The longest `detail` (and violation message) a problem document carries:
-/// room for a few located messages, never a caller's whole document.
-pub const DETAIL_LIMIT: usize = 2_000;
+/// What every surface says about an internal failure (a bug, a broken
+/// database, corrupt stored data): the one wording, never the cause, which
+/// is in the server log under the request id.
+pub const INTERNAL_DETAIL: &str = "internal error; see the server log";
 
 /// The longest violation message a problem document carries.
 pub const VIOLATION_MESSAGE_LIMIT: usize = 500;
 
 /// How many violations a problem document lists; the rest are counted.
 pub const VIOLATIONS_LIMIT: usize = 50;
-
-/// `text` cut to at most `max_chars` characters, with "…" marking a cut.
-pub fn clip(text: &str, max_chars: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(max_chars) {
-        None => Cow::Borrowed(text),
-        Some((end, _)) => Cow::Owned(format!("{}…", &text[..end])),
-    }
-}
-
-/// A caller's value as error messages quote it: at most [`ECHO_LIMIT`]
-/// characters plus "…". Every message that quotes input goes through this,
-/// so an error body stays small whatever the request carried.
-pub fn echo(text: &str) -> Cow<'_, str> {
-    clip(text, ECHO_LIMIT)
-}
 
 /// One rule a request broke, located by a JSON pointer into the request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,10 +81,45 @@ impl Problem {
         }
     }
 
+    /// The problem a client sees for a failure of `kind`: the failure's own
+    /// message, or [`INTERNAL_DETAIL`] when the kind is internal (the
+    /// message may name files, queries or addresses). Logs nothing; see
+    /// [`http::problem_for`] for the logged path.
+    pub fn public(kind: ErrorKind, error: &dyn std::fmt::Display) -> Self {
+        match kind {
+            ErrorKind::Internal => Self::new(kind, INTERNAL_DETAIL),
+            _ => Self::new(kind, error.to_string()),
+        }
+    }
+
     /// Attaches the list of violations.
     pub fn with_violations(mut self, violations: Vec<Violation>) -> Self {
         self.violations = violations;
         self
+    }
+}
+
+/// An error with its whole `source()` chain, `outer: cause: root cause`:
+/// how a failure is logged, so the cause a `#[source]` keeps is never lost
+/// between the error and the log line.
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -136,10 +159,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clip_cuts_on_a_character_boundary_and_marks_the_cut() {
-        assert_eq!(clip("héllo", 10), "héllo");
-        assert_eq!(clip("héllo", 2), "hé…");
-        assert_eq!(echo(&"x".repeat(250)).chars().count(), ECHO_LIMIT + 1);
+    fn an_error_chain_names_every_cause_and_internal_problems_none() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("loading the run index")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("disk /var/secret unreadable"));
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "loading the run index: disk /var/secret unreadable"
+        );
+        let problem = Problem::public(ErrorKind::Internal, &error);
+        assert_eq!(problem.detail, INTERNAL_DETAIL);
+        assert_eq!(
+            Problem::public(ErrorKind::NotFound, &error).detail,
+            "loading the run index"
+        );
     }
 
     // Regression: issue #15, defect 12

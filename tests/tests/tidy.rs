@@ -1,6 +1,7 @@
 //! Tidy checks: the house rules that a reviewer would otherwise repeat
 //! (STYLE.md). They read the source tree as text; no build needed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use convergio_tests::workspace_root;
@@ -362,4 +363,376 @@ fn the_readme_set_up_is_two_commands_that_ci_runs() {
             "the README's set-up section does not mention {prerequisite}"
         );
     }
+}
+
+// === module import circles (issue #16) ===
+
+/// Module circles known when the check was written, by crate: each found
+/// circle must lie inside one of these sets. Remove an entry once its
+/// circle is gone; never add one for `gateway` or `orchestrator`.
+const KNOWN_MODULE_CIRCLES: &[(&str, &[&str])] = &[
+    // The storage modules are being moved into the storage crate (issue #16).
+    ("registry", &["keys", "peers", "retention", "store"]),
+    ("policy", &["audit", "store"]),
+    // The handlers share the server's state type with the server that
+    // mounts them; it belongs in a leaf module.
+    ("agents", &["jsonrpc", "rest", "server"]),
+];
+
+/// Whether `byte` can be part of a Rust identifier.
+fn is_ident_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// `text` without `//` comments (doc comments included: an intra-doc link
+/// is not an import).
+fn without_line_comments(text: &str) -> String {
+    text.lines()
+        .map(|line| line.find("//").map_or(line, |at| &line[..at]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The use tree starting at `text` (after a `crate::` or `super::`): the
+/// paths it names, each as its segments with an `as` alias replacing the
+/// last one. `a::{b, c::d as e}` is `[a, b]` and `[a, c, e]`.
+fn use_tree_paths(text: &str) -> Vec<Vec<String>> {
+    fn tree(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        let text = text.trim_start();
+        if let Some(inner) = text.strip_prefix('{') {
+            let mut depth = 1;
+            let mut start = 0;
+            for (at, byte) in inner.bytes().enumerate() {
+                match byte {
+                    b'{' => depth += 1,
+                    b'}' | b',' if depth == 1 => {
+                        tree(&inner[start..at], prefix, out);
+                        start = at + 1;
+                        if byte == b'}' {
+                            return;
+                        }
+                    }
+                    b'}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let end = text
+            .bytes()
+            .position(|b| !is_ident_byte(b))
+            .unwrap_or(text.len());
+        if end == 0 {
+            return;
+        }
+        let mut path = prefix.to_vec();
+        path.push(text[..end].to_owned());
+        let rest = &text[end..];
+        if let Some(rest) = rest.strip_prefix("::") {
+            tree(rest, &path, out);
+            return;
+        }
+        if let Some(alias) = rest.trim_start().strip_prefix("as ") {
+            let alias = alias.trim_start();
+            let end = alias
+                .bytes()
+                .position(|b| !is_ident_byte(b))
+                .unwrap_or(alias.len());
+            if let Some(last) = path.last_mut() {
+                *last = alias[..end].to_owned();
+            }
+        }
+        out.push(path);
+    }
+    let mut out = Vec::new();
+    tree(text, &[], &mut out);
+    out
+}
+
+/// The names at the crate root that a file refers to: the first segment
+/// after every `crate::` (grouped imports expanded), and after a `super::`
+/// chain that climbs to the root from `module_path` (the file's module
+/// path: `src/a2a/forward.rs` is `[a2a, forward]`, `src/a2a/mod.rs` is
+/// `[a2a]`).
+fn root_names(text: &str, module_path: &[String]) -> BTreeSet<String> {
+    let text = without_line_comments(text);
+    let bytes = text.as_bytes();
+    let mut names = BTreeSet::new();
+    let mut add = |tail: &str| {
+        for path in use_tree_paths(tail) {
+            if let Some(first) = path.first() {
+                names.insert(first.clone());
+            }
+        }
+    };
+    for (needle, is_super) in [("crate::", false), ("super::", true)] {
+        let mut from = 0;
+        while let Some(offset) = text[from..].find(needle) {
+            let at = from + offset;
+            from = at + needle.len();
+            if at > 0 && is_ident_byte(bytes[at - 1]) {
+                continue;
+            }
+            if !is_super {
+                add(&text[from..]);
+                continue;
+            }
+            // A `super::super::` chain is read once, from its first link.
+            if text[..at].ends_with("super::") {
+                continue;
+            }
+            let mut climbs = 1;
+            let mut tail = &text[from..];
+            while let Some(rest) = tail.strip_prefix("super::") {
+                climbs += 1;
+                tail = rest;
+            }
+            if climbs >= module_path.len() {
+                add(tail);
+            }
+        }
+    }
+    names
+}
+
+/// One crate's graph of top-level modules: `a → b` when a file of module
+/// `a` names something of module `b`.
+struct ModuleGraph {
+    edges: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Builds the module graph of the crate whose sources are in `src`.
+///
+/// A file's module is the first component of its path under `src/`
+/// (`src/foo.rs` and everything under `src/foo/` are `foo`); the crate
+/// root (`lib.rs`, `main.rs`) and `src/bin/` belong to no module. A name
+/// the root re-exports (`pub use foo::Bar;` in `lib.rs`) counts as a
+/// reference to the module it comes from, so `crate::Bar` is an edge to
+/// `foo`. Paths in comments are not references; paths in string literals
+/// and inline `mod` blocks are read like any other text (a rare false edge
+/// errs on the safe side).
+fn module_graph(src: &Path) -> ModuleGraph {
+    let mut modules = BTreeSet::new();
+    for entry in std::fs::read_dir(src).expect("src is readable").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "lib.rs" || name == "main.rs" || name == "bin" {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".rs") {
+            modules.insert(stem.to_owned());
+        } else if entry.path().is_dir() {
+            modules.insert(name);
+        }
+    }
+    let mut reexports = BTreeMap::new();
+    for root in ["lib.rs", "main.rs"] {
+        let Ok(text) = std::fs::read_to_string(src.join(root)) else {
+            continue;
+        };
+        let text = without_line_comments(&text);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("use ") {
+            let line_start = rest[..at].rfind(['\n', ';', '}']).map_or(0, |i| i + 1);
+            let prefix = rest[line_start..at].trim();
+            let end = rest[at..].find(';').map_or(rest.len(), |i| at + i);
+            let tree = rest[at + 4..end].trim_start();
+            rest = &rest[end..];
+            if !(prefix == "pub" || prefix.starts_with("pub(")) {
+                continue;
+            }
+            let tree = tree.strip_prefix("crate::").unwrap_or(tree);
+            for path in use_tree_paths(tree) {
+                if let (Some(first), Some(last)) = (path.first(), path.last()) {
+                    if modules.contains(first) {
+                        reexports.insert(last.clone(), first.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let relative = file.strip_prefix(src).expect("under src");
+        let mut parts: Vec<String> = relative
+            .iter()
+            .map(|part| part.to_string_lossy().into_owned())
+            .collect();
+        let is_root = parts.len() == 1 && (parts[0] == "lib.rs" || parts[0] == "main.rs");
+        if is_root || parts[0] == "bin" {
+            continue;
+        }
+        if let Some(last) = parts.pop() {
+            if last != "mod.rs" {
+                parts.push(last.trim_end_matches(".rs").to_owned());
+            }
+        }
+        let module = parts[0].clone();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for name in root_names(&text, &parts) {
+            let target = if modules.contains(&name) {
+                Some(name)
+            } else {
+                reexports.get(&name).cloned()
+            };
+            if let Some(target) = target.filter(|target| *target != module) {
+                edges.entry(module.clone()).or_default().insert(target);
+            }
+        }
+    }
+    ModuleGraph { edges }
+}
+
+// === impl ModuleGraph ===
+
+impl ModuleGraph {
+    /// Every circle, as the set of modules on it (the strongly connected
+    /// components with more than one module) and one path around it.
+    fn circles(&self) -> Vec<(BTreeSet<String>, Vec<String>)> {
+        let reaches = |from: &str| -> BTreeSet<String> {
+            let mut seen = BTreeSet::new();
+            let mut stack = vec![from.to_owned()];
+            while let Some(node) = stack.pop() {
+                for next in self.edges.get(&node).into_iter().flatten() {
+                    if seen.insert(next.clone()) {
+                        stack.push(next.clone());
+                    }
+                }
+            }
+            seen
+        };
+        let reach: BTreeMap<&String, BTreeSet<String>> = self
+            .edges
+            .keys()
+            .map(|node| (node, reaches(node)))
+            .collect();
+        let mut circles: Vec<(BTreeSet<String>, Vec<String>)> = Vec::new();
+        for (node, reached) in &reach {
+            if !reached.contains(*node) || circles.iter().any(|(set, _)| set.contains(*node)) {
+                continue;
+            }
+            let members: BTreeSet<String> = reached
+                .iter()
+                .filter(|other| reach.get(other).is_some_and(|back| back.contains(*node)))
+                .cloned()
+                .collect();
+            circles.push((members.clone(), self.path_around(node, &members)));
+        }
+        circles
+    }
+
+    /// The shortest path from `start` back to itself inside `members`.
+    fn path_around(&self, start: &str, members: &BTreeSet<String>) -> Vec<String> {
+        let mut came_from: BTreeMap<String, String> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start.to_owned()]);
+        while let Some(node) = queue.pop_front() {
+            for next in self.edges.get(&node).into_iter().flatten() {
+                if !members.contains(next) || came_from.contains_key(next) {
+                    continue;
+                }
+                came_from.insert(next.clone(), node.clone());
+                if next == start {
+                    let mut path = vec![start.to_owned()];
+                    let mut at = came_from[start].clone();
+                    while at != start {
+                        path.push(at.clone());
+                        at = came_from[&at].clone();
+                    }
+                    path.push(start.to_owned());
+                    path.reverse();
+                    return path;
+                }
+                queue.push_back(next.clone());
+            }
+        }
+        vec![start.to_owned()]
+    }
+}
+
+/// Issue #16: no two top-level modules of a crate import each other, even
+/// through others: the consumer defines the trait it needs, and shared
+/// request, response and state types live in leaf modules. The graph is
+/// read from `crate::…` (and root-reaching `super::…`) paths; see
+/// [`module_graph`] for how a file's module is decided.
+#[test]
+fn no_module_import_circles_within_a_crate() {
+    let root = workspace_root();
+    let mut crates = 0;
+    let mut offenders = Vec::new();
+    for entry in std::fs::read_dir(&root).expect("workspace root").flatten() {
+        let src = entry.path().join("src");
+        if !entry.path().join("Cargo.toml").is_file() || !src.is_dir() {
+            continue;
+        }
+        crates += 1;
+        let crate_dir = entry.file_name().to_string_lossy().into_owned();
+        for (members, path) in module_graph(&src).circles() {
+            let known = KNOWN_MODULE_CIRCLES.iter().any(|(name, allowed)| {
+                *name == crate_dir && members.iter().all(|m| allowed.contains(&m.as_str()))
+            });
+            if known {
+                eprintln!("known circle in {crate_dir}: {}", path.join(" → "));
+            } else {
+                offenders.push(format!("{crate_dir}: {}", path.join(" → ")));
+            }
+        }
+    }
+    assert!(crates >= 8, "found only {crates} crates");
+    assert!(
+        offenders.is_empty(),
+        "module import circles (move the shared type to a leaf module, or let \
+         the consumer define the trait): {offenders:#?}"
+    );
+    assert!(
+        KNOWN_MODULE_CIRCLES
+            .iter()
+            .all(|(name, _)| *name != "gateway" && *name != "orchestrator"),
+        "gateway and orchestrator must stay free of module circles"
+    );
+}
+
+#[test]
+fn the_module_graph_reads_grouped_imports_root_paths_and_reexports() {
+    let path = |parts: &[&str]| parts.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        use_tree_paths("a::{b, c::{d as e, f}}, g"),
+        vec![
+            path(&["a", "b"]),
+            path(&["a", "c", "e"]),
+            path(&["a", "c", "f"])
+        ]
+    );
+    let names = |text: &str, module: &[&str]| {
+        root_names(text, &path(module))
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names("use crate::{a::X, b};\nlet x = crate::c::f();", &["m"]),
+        ["a", "b", "c"]
+    );
+    // `super::` from `src/m/x.rs` stays in `m`; two levels reach the root.
+    assert_eq!(names("use super::y::Z;", &["m", "x"]), Vec::<String>::new());
+    assert_eq!(names("use super::super::n::Z;", &["m", "x"]), ["n"]);
+    assert_eq!(names("use super::n;", &["m"]), ["n"]);
+    // Comments and other crates' paths are not references.
+    assert_eq!(
+        names("/// see [`crate::doc`]\nuse other_crate::x;", &["m"]),
+        Vec::<String>::new()
+    );
+    let graph = ModuleGraph {
+        edges: [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]
+            .into_iter()
+            .fold(BTreeMap::new(), |mut edges, (from, to)| {
+                edges
+                    .entry(from.to_owned())
+                    .or_insert_with(BTreeSet::new)
+                    .insert(to.to_owned());
+                edges
+            }),
+    };
+    let circles = graph.circles();
+    assert_eq!(circles.len(), 1);
+    assert_eq!(circles[0].1, ["a", "b", "c", "a"]);
 }

@@ -15,8 +15,8 @@ use base64::Engine;
 use convergio_schemas::a2a::MEDIA_JSON;
 use serde_json::{json, Map, Value};
 
-use super::routes::RouteTarget;
 use super::{A2aConfig, CardSignerHandle};
+use crate::routes::RouteTarget;
 
 /// The gateway's public base URL for this request: `X-Forwarded-Proto`,
 /// `X-Forwarded-Host` and `X-Forwarded-Prefix` when trusted, else the `Host`

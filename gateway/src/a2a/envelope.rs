@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 
 use super::forward::{self, Reply};
 use super::inbound::{Call, ClientSide};
-use super::routes::Binding;
 use super::{incoming, read_body, resolve, A2aState};
 use crate::layers::{ErrorShape, Failure};
+use crate::routes::Binding;
 use crate::GatewayError;
 
 /// Builds the SendMessage params for a validated envelope.

@@ -27,11 +27,11 @@ use serde_json::{json, Map, Value};
 
 use super::client::GuardSettings;
 use super::inbound::{task_id_of, Call, ClientSide};
-use super::routes::{Binding, RouteTarget, TaskRoute, UpstreamInterface};
 use super::sse::{encode_event, SseParser};
 use super::{translate, A2aState};
 use crate::error::UpstreamFailure;
 use crate::layers::{render_jsonrpc_error_value, render_rest_error_value, RequestId};
+use crate::routes::{Binding, RouteTarget, TaskRoute, UpstreamInterface};
 use crate::{GatewayError, Principal};
 
 /// What is escaped in path segments and query values: all but RFC 3986
@@ -456,10 +456,11 @@ fn upstream_authorization(
         return Ok(None);
     };
     let mut value = match &credential.bearer_token {
-        Some(token) => HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            GatewayError::Internal {
-                detail: format!("the upstream credential of {agent} is not a header value"),
-            }
+        Some(token) => HeaderValue::try_from(format!("Bearer {token}")).map_err(|error| {
+            GatewayError::internal(
+                format!("putting the upstream credential of {agent} in a header"),
+                error,
+            )
         })?,
         None if credential.forward_caller_authorization => {
             match headers.get(header::AUTHORIZATION) {

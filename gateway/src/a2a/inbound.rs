@@ -8,8 +8,8 @@ use convergio_schemas::a2a::{Method, ProtocolVersion, VERSION_HEADER};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
-use super::routes::Binding;
 use super::translate;
+use crate::routes::Binding;
 use crate::GatewayError;
 
 /// How the client expects its answer.

@@ -17,7 +17,6 @@ mod client;
 mod envelope;
 mod forward;
 mod inbound;
-mod routes;
 mod sse;
 pub mod translate;
 
@@ -37,7 +36,10 @@ use serde_json::Value;
 
 pub use client::UpstreamClient;
 pub use inbound::{Call, ClientSide};
-pub use routes::{
+// The routing types live in the leaf module `crate::routes` (authorisation
+// and federation use them too, and a2a uses both); re-exported here, where
+// callers have always found them.
+pub use crate::routes::{
     AgentFacts, Binding, InMemoryRoutes, RouteTable, RouteTarget, TaskRoute, UpstreamInterface,
 };
 pub use sse::SseParser;

@@ -25,8 +25,9 @@ use super::{Federation, PeerSpec};
 use crate::layers::{ErrorShape, Failure};
 use crate::{GatewayError, Principal};
 
-/// The path of the published key set.
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// The path of the published key set (the federation wire contract, kept
+/// in `convergio-auth` so the `Authenticate` layer can name it as public).
+pub use convergio_auth::org_key::JWKS_PATH;
 
 /// `POST /v1/peers/{domain}/approve` body.
 #[derive(Debug, Clone, Default, Deserialize)]

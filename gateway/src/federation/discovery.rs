@@ -176,7 +176,9 @@ impl Federation {
             .get(header::ETAG)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES).await?;
+        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES)
+            .await
+            .map_err(|error| crate::fetch::error_chain(&error))?;
         let listing: Value =
             serde_json::from_slice(&body).map_err(|_| "answered something not JSON".to_owned())?;
         let agents = listing
@@ -315,13 +317,9 @@ async fn merge(
     let peers = peers?;
     let bytes = axum::body::to_bytes(local_response.into_body(), MAX_LOCAL_LISTING_BYTES)
         .await
-        .map_err(|error| GatewayError::Internal {
-            detail: format!("reading the local discovery page: {error}"),
-        })?;
-    let mut listing: Value =
-        serde_json::from_slice(&bytes).map_err(|error| GatewayError::Internal {
-            detail: format!("the local discovery page: {error}"),
-        })?;
+        .map_err(|error| GatewayError::internal("reading the local discovery page", error))?;
+    let mut listing: Value = serde_json::from_slice(&bytes)
+        .map_err(|error| GatewayError::internal("decoding the local discovery page", error))?;
     let mut agents = match listing.get_mut("agents").map(Value::take) {
         Some(Value::Array(agents)) => agents,
         _ => Vec::new(),

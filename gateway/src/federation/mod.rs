@@ -43,7 +43,7 @@ pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -60,7 +60,8 @@ use convergio_schemas::{AgentId, AgentRole, AuthMethod, TrustLevel};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::a2a::{AgentFacts, Binding, RouteTarget, UpstreamInterface};
+use crate::layers::PeerVerifier;
+use crate::routes::{AgentFacts, Binding, RouteTarget, UpstreamInterface};
 use crate::{GatewayError, Principal};
 
 /// How long a cached peer row is trusted: the cross-replica bound on a key
@@ -170,19 +171,6 @@ struct PeerEntry {
     trust: TrustLevel,
 }
 
-/// Verifies signed calls for the `Authenticate` layer.
-#[async_trait]
-pub trait PeerVerifier: Send + Sync {
-    /// The principal of a request carrying a signed call, or why not.
-    async fn verify_peer_call(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Principal, AuthError>;
-}
-
 /// Federation state shared by the gateway's surfaces.
 pub struct Federation {
     config: FederationConfig,
@@ -193,8 +181,11 @@ pub struct Federation {
     accepted: AtomicU64,
     http: reqwest::Client,
     listings: moka::future::Cache<(String, String), Arc<discovery::CachedListing>>,
-    registry: OnceLock<convergio_registry::Registry>,
-    card_keys: OnceLock<Arc<card_keys::FederationCardKeys>>,
+    /// The registry sync writes peers' agents to.
+    registry: convergio_registry::Registry,
+    /// The registry's card keys: a sync hands them the peer's approved
+    /// keys first, so the peer's signed cards verify.
+    card_keys: Arc<card_keys::FederationCardKeys>,
     /// Peers whose last JWKS fetch failed, by domain (this replica's view).
     jwks_failures: Mutex<HashMap<String, JwksFetchFailure>>,
     /// The first wait before a retry ([`JWKS_RETRY_FIRST`] unless a test
@@ -214,11 +205,16 @@ impl std::fmt::Debug for Federation {
 // === impl Federation ===
 
 impl Federation {
-    /// Federation for `config`, signing with `key`, peers in `store`.
+    /// Federation for `config`, signing with `key`, peers in `store`,
+    /// syncing peers' catalogues into `registry`, whose organisation keys
+    /// are `card_keys` (the registry was built with them, so peers' signed
+    /// cards verify once a sync hands them the peer's keys).
     pub fn new(
         config: FederationConfig,
         key: Arc<OrgSigningKey>,
         store: Arc<dyn PeerStore>,
+        registry: convergio_registry::Registry,
+        card_keys: Arc<card_keys::FederationCardKeys>,
     ) -> Result<Self, GatewayError> {
         let window = config.clock_window.max(Duration::from_secs(1));
         let http = reqwest::Client::builder()
@@ -228,9 +224,7 @@ impl Federation {
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(crate::ssrf::GuardedResolver(config.allow.clone())))
             .build()
-            .map_err(|error| GatewayError::Internal {
-                detail: format!("building the jwks client: {error}"),
-            })?;
+            .map_err(|error| GatewayError::internal("building the jwks client", error))?;
         Ok(Self {
             peers: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -245,8 +239,8 @@ impl Federation {
                 .max_capacity(10_000)
                 .time_to_live(LISTING_CACHE_TTL)
                 .build(),
-            registry: OnceLock::new(),
-            card_keys: OnceLock::new(),
+            registry,
+            card_keys,
             jwks_failures: Mutex::new(HashMap::new()),
             jwks_retry_first: JWKS_RETRY_FIRST,
             config,
@@ -283,9 +277,7 @@ impl Federation {
                 Ok::<_, convergio_registry::RegistryError>(row.map(|row| Arc::new(entry(row))))
             })
             .await
-            .map_err(|error| GatewayError::Internal {
-                detail: format!("peer lookup: {error}"),
-            })
+            .map_err(|error| GatewayError::internal("looking a peer up", error))
     }
 
     /// The route to `name` on the peer `org`'s gateway; an unknown peer is
@@ -340,9 +332,7 @@ impl Federation {
         let (mut parts, body) = request.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX)
             .await
-            .map_err(|error| GatewayError::Internal {
-                detail: format!("reading the body to sign: {error}"),
-            })?;
+            .map_err(|error| GatewayError::internal("reading the body to sign", error))?;
         let path = parts
             .uri
             .path_and_query()
@@ -359,9 +349,8 @@ impl Federation {
         );
         let token = sign_call(&self.key, &claims);
         let header = |text: String| {
-            HeaderValue::try_from(text).map_err(|_| GatewayError::Internal {
-                detail: "a signed call is not a header value".to_owned(),
-            })
+            HeaderValue::try_from(text)
+                .map_err(|error| GatewayError::internal("putting a signed call in a header", error))
         };
         parts
             .headers
@@ -743,7 +732,9 @@ impl Federation {
 
     async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, String> {
         let url = check_peer_url(url).map_err(|error| error.to_string())?;
-        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES).await?;
+        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES)
+            .await
+            .map_err(|error| crate::fetch::error_chain(&error))?;
         let jwks: Value =
             serde_json::from_slice(&bytes).map_err(|error| format!("the jwks: {error}"))?;
         PeerPublicKey::from_jwks(&jwks).map_err(|error| error.to_string())
@@ -869,9 +860,7 @@ fn peer_not_found(domain: &str) -> GatewayError {
 }
 
 fn storage_error(error: convergio_registry::RegistryError) -> GatewayError {
-    GatewayError::Internal {
-        detail: format!("peer storage: {error}"),
-    }
+    GatewayError::internal("reading or writing the peer store", error)
 }
 
 fn unix_now() -> u64 {

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::discovery::derived_trust;
 use super::{Federation, PeerEntry};
-use crate::fetch::read_limited;
+use crate::fetch::{error_chain, read_limited};
 use crate::GatewayError;
 
 /// Page size of catalogue requests.
@@ -63,24 +63,8 @@ pub struct SyncReport {
 // === impl Federation ===
 
 impl Federation {
-    /// Gives federation the registry that sync writes to (the gateway's
-    /// `build_router` does this); a second call is ignored.
-    pub fn attach_registry(&self, registry: Registry) {
-        let _ = self.registry.set(registry);
-    }
-
-    /// Gives federation the registry's card keys, so that a sync first
-    /// hands the registry the peer's approved keys and the peer's signed
-    /// cards verify; a second call is ignored.
-    pub fn attach_card_keys(&self, keys: Arc<super::card_keys::FederationCardKeys>) {
-        let _ = self.card_keys.set(keys);
-    }
-
     /// Syncs one peer now.
     pub async fn sync_peer(&self, domain: &str) -> Result<SyncReport, GatewayError> {
-        let registry = self.registry.get().ok_or_else(|| GatewayError::Internal {
-            detail: "federation sync has no registry attached".to_owned(),
-        })?;
         let domain = domain.to_ascii_lowercase();
         let peer = self
             .approved_peers()
@@ -90,9 +74,7 @@ impl Federation {
             .ok_or_else(|| GatewayError::InvalidParams {
                 detail: format!("{domain} is not a peer with an approved key"),
             })?;
-        if let Some(keys) = self.card_keys.get() {
-            keys.set_peer(&peer.row.domain, &peer.approved);
-        }
+        self.card_keys.set_peer(&peer.row.domain, &peer.approved);
         let catalogue =
             self.catalogue(&peer)
                 .await
@@ -100,7 +82,7 @@ impl Federation {
                     agent: format!("catalogue of {domain}"),
                     detail,
                 })?;
-        let report = apply(registry, &peer, catalogue).await?;
+        let report = apply(&self.registry, &peer, catalogue).await?;
         tracing::info!(peer = %domain, seen = report.seen, added = report.added,
             updated = report.updated, removed = report.removed, "peer synced");
         Ok(report)
@@ -154,7 +136,9 @@ impl Federation {
             if !response.status().is_success() {
                 return Err(format!("answered {}", response.status().as_u16()));
             }
-            let body = read_limited(response, MAX_SYNC_PAGE_BYTES).await?;
+            let body = read_limited(response, MAX_SYNC_PAGE_BYTES)
+                .await
+                .map_err(|error| error_chain(&error))?;
             let page: Value = serde_json::from_slice(&body)
                 .map_err(|_| "answered something not JSON".to_owned())?;
             let items = page
@@ -183,9 +167,7 @@ impl Federation {
 }
 
 fn storage(error: RegistryError) -> GatewayError {
-    GatewayError::Internal {
-        detail: format!("sync: {error}"),
-    }
+    GatewayError::internal("syncing a peer's catalogue into the registry", error)
 }
 
 /// Brings the local external agents of `peer` in line with `catalogue`.

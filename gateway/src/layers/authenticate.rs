@@ -12,7 +12,8 @@
 //!    wire data, so no client can forge one;
 //! 2. a `Convergio-Signature` header, when federation is on: a signed call
 //!    from a peer organisation, verified over the buffered body (see
-//!    [`crate::federation`]); the principal is the peer's;
+//!    the [`PeerVerifier`] this layer defines and federation implements);
+//!    the principal is the peer's;
 //! 3. `Authorization: Bearer <token>`: the bootstrap admin token (constant-time
 //!    compare), an API key (`cvg_…`), else a JWT;
 //! 4. `X-API-Key: cvg_…`;
@@ -42,7 +43,6 @@ use tower::{Layer, Service};
 
 use super::jwks::JwtAuthenticator;
 pub use super::jwks::{JwksSource, JwtAuthConfig};
-use crate::federation::PeerVerifier;
 use crate::{GatewayError, Principal};
 
 /// The header carrying an API key when `Authorization` is not used.
@@ -116,6 +116,21 @@ impl AuthenticateConfig {
             ..Self::default()
         }
     }
+}
+
+/// Verifies signed calls from peer organisations for this layer. Defined
+/// here, by its consumer, and implemented by federation, so the layer stack
+/// never imports federation (which builds on the layers' error types).
+#[async_trait]
+pub trait PeerVerifier: Send + Sync {
+    /// The principal of a request carrying a signed call, or why not.
+    async fn verify_peer_call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Principal, AuthError>;
 }
 
 /// The credential checks, shared by every request.
@@ -275,7 +290,7 @@ pub fn is_public_path(path: &str) -> bool {
         "/healthz"
             | "/v1/openapi.json"
             | "/.well-known/agent-card.json"
-            | crate::federation::api::JWKS_PATH
+            | convergio_auth::org_key::JWKS_PATH
     ) {
         return true;
     }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use convergio_auth::{AuthError, JwtConfig, JwtVerifier, KeySet};
+use convergio_schemas::problem::ErrorChain;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -96,9 +97,7 @@ impl JwtAuthenticator {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|error| GatewayError::Internal {
-                detail: format!("building the jwks client: {error}"),
-            })?;
+            .map_err(|error| GatewayError::internal("building the jwks client", error))?;
         let leeway = config.jwt.leeway_seconds;
         let authenticator = Self {
             verified: moka::sync::Cache::builder()
@@ -115,9 +114,7 @@ impl JwtAuthenticator {
         let set = authenticator
             .fetch()
             .await
-            .map_err(|reason| GatewayError::Internal {
-                detail: format!("loading the jwt key set: {reason}"),
-            })?;
+            .map_err(|error| GatewayError::internal("loading the jwt key set", error))?;
         authenticator.verifier.install(&set);
         *authenticator.last_fetch.lock().await = Some(Instant::now());
         Ok(authenticator)
@@ -178,26 +175,55 @@ impl JwtAuthenticator {
                 tracing::info!(keys = set.len(), "jwt key set refreshed");
                 true
             }
-            Err(reason) => {
-                tracing::warn!(%reason, "jwt key set refresh failed");
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "jwt key set refresh failed");
                 false
             }
         }
     }
 
-    async fn fetch(&self) -> Result<KeySet, String> {
+    async fn fetch(&self) -> Result<KeySet, KeySetError> {
         let text = match &self.source {
             JwksSource::Static(set) => return Ok(set.clone()),
-            JwksSource::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map_err(|error| format!("reading {}: {error}", path.display()))?,
+            JwksSource::File(path) => {
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|source| KeySetError::File {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
             JwksSource::Url(url) => {
                 let bytes = crate::fetch::jwks(&self.http, url.as_str(), MAX_JWKS_BYTES).await?;
-                String::from_utf8(bytes).map_err(|_| "the jwks is not utf-8".to_owned())?
+                String::from_utf8(bytes).map_err(KeySetError::NotUtf8)?
             }
         };
-        KeySet::from_jwks(&text).map_err(|error| error.to_string())
+        KeySet::from_jwks(&text).map_err(KeySetError::Invalid)
     }
+}
+
+/// Why the JWT key set could not be loaded (at start, a startup error; on
+/// a refresh, a log line and the old set stays).
+#[derive(Debug, thiserror::Error)]
+enum KeySetError {
+    /// The JWKS file could not be read.
+    #[error("reading {}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JWKS URL could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// The fetched document is not text.
+    #[error("the jwks is not utf-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+    /// The document is not a usable key set.
+    #[error("the jwks is not a usable key set")]
+    Invalid(#[source] AuthError),
 }
 
 fn token_digest(token: &str) -> [u8; 32] {

@@ -19,7 +19,8 @@ use tower::ServiceBuilder;
 
 pub use authenticate::{
     admin_principal, is_public_path, ApiKeyVerifier, Authenticate, AuthenticateConfig,
-    AuthenticateLayer, Authenticator, JwksSource, JwtAuthConfig, PeerCertificate, API_KEY_HEADER,
+    AuthenticateLayer, Authenticator, JwksSource, JwtAuthConfig, PeerCertificate, PeerVerifier,
+    API_KEY_HEADER,
 };
 pub(crate) use limits::is_length_limit;
 pub use limits::{BodyLimit, Limits, LimitsConfig, LimitsLayer};

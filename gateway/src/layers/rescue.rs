@@ -1,9 +1,10 @@
-//! `Rescue`: the only place errors become responses. Needs the `RequestId`
+//! `Rescue`: where the gateway's own errors become responses. Needs the `RequestId`
 //! from `Trace`, so it runs right inside it; everything below may fail.
 //! Handlers return [`Failure`] (an error plus the shape the client expects);
 //! its `IntoResponse` only parks it in the response extensions, and `Rescue`
 //! renders it here: JSON-RPC error object, A2A HTTP+JSON error, or RFC 9457
-//! problem+json. Errors of inner layers (overload, timeout) get the shape the
+//! problem+json (through `convergio_schemas::problem::http`, the renderer
+//! every REST surface shares). Errors of inner layers (overload, timeout) get the shape the
 //! request path implies. Internal details are logged with the request id and
 //! never sent to clients. The outer service is `Infallible`.
 
@@ -12,10 +13,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use convergio_schemas::a2a::MEDIA_JSON;
-use convergio_schemas::problem::PROBLEM_JSON;
+use convergio_schemas::problem;
 use convergio_schemas::Problem;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
@@ -175,13 +176,15 @@ pub(crate) fn shape_for_path(method: &Method, path: &str) -> ErrorShape {
 /// Logs the failure and renders it.
 fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
     let error = &failure.error;
-    let request_id_text = request_id.map(RequestId::as_str).unwrap_or("-");
-    if error.is_internal() {
-        tracing::warn!(request_id = request_id_text, kind = %error.kind(), error = %error, "request failed");
-    } else {
-        tracing::debug!(request_id = request_id_text, kind = %error.kind(), error = %error, "request refused");
-    }
-    let (status, content_type, body) = match &failure.shape {
+    // Logged once, here, with the whole cause chain when the detail must
+    // stay in the log.
+    problem::http::log_failure(
+        error,
+        error.kind(),
+        error.is_internal(),
+        request_id.map(RequestId::as_str),
+    );
+    let mut response = match &failure.shape {
         ErrorShape::JsonRpc { id } => {
             // Protocol errors travel in a 200 JSON-RPC body; only errors that
             // are about the HTTP exchange itself keep their HTTP status.
@@ -200,12 +203,11 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
             };
             let body =
                 render_jsonrpc_error_value(error, id.clone(), request_id, failure.disclose_cause);
-            (status, MEDIA_JSON, body)
+            json_response(status, &body)
         }
-        ErrorShape::A2aRest => (
+        ErrorShape::A2aRest => json_response(
             error.http_status(),
-            MEDIA_JSON,
-            render_rest_error_value(error, request_id, failure.disclose_cause),
+            &render_rest_error_value(error, request_id, failure.disclose_cause),
         ),
         ErrorShape::Problem => {
             let mut detail = error.public_message();
@@ -213,22 +215,17 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
             {
                 detail = format!("{detail}: {cause}");
             }
-            let mut problem = Problem::new(error.kind(), detail);
-            problem.status = error.http_status();
-            problem.request_id = request_id.map(|id| id.as_str().to_owned());
+            let mut document = Problem::new(error.kind(), detail);
+            document.status = error.http_status();
+            document.request_id = request_id.map(|id| id.as_str().to_owned());
             if let GatewayError::SchemaViolation { violations } = error {
-                problem = problem.with_violations(violations.clone());
+                document = document.with_violations(violations.clone());
             }
-            let body = serde_json::to_value(&problem).unwrap_or(Value::Null);
-            (problem.status, PROBLEM_JSON, body)
+            // Convergio's own REST shape goes through the one renderer the
+            // registry, policy and graph APIs use.
+            problem::http::respond(&document, HeaderMap::new())
         }
     };
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if matches!(
         error,
         GatewayError::Overloaded | GatewayError::UpstreamUnavailable { .. }
@@ -254,6 +251,17 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
             HeaderValue::from((*retry_after_seconds).max(1)),
         );
     }
+    response
+}
+
+/// An A2A error body (JSON-RPC or HTTP+JSON) with `status`.
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_JSON));
     response
 }
 
@@ -344,6 +352,8 @@ pub(crate) fn render_rest_error_value(
 
 #[cfg(test)]
 mod tests {
+    use convergio_schemas::ErrorKind;
+
     use super::*;
 
     #[test]
@@ -370,6 +380,29 @@ mod tests {
         for (method, path, shape) in cases {
             assert_eq!(shape_for_path(&method, path), shape, "{method} {path}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_internal_failure_renders_the_one_problem_shape_without_its_cause() {
+        let error = GatewayError::internal(
+            "reading the tls file /srv/secret.pem",
+            std::io::Error::other("permission denied"),
+        );
+        let failure = Failure::new(error, ErrorShape::Problem);
+        let response = render(&failure, Some(&RequestId(Arc::from("req-1"))));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            problem::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("a small body");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+        let document: Problem = serde_json::from_slice(&body).expect("a problem document");
+        let mut expected = Problem::new(ErrorKind::Internal, problem::INTERNAL_DETAIL);
+        expected.request_id = Some("req-1".to_owned());
+        assert_eq!(document, expected);
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! What routing needs from the registry: the [`RouteTable`] trait (the lead
 //! implements it over `convergio-registry`), the types it returns, and
 //! [`InMemoryRoutes`], an implementation for tests and examples.
+//!
+//! A leaf module: it depends on nothing in the crate but the error, so the
+//! A2A routes, authorisation and federation all use its [`RouteTarget`]
+//! (the request extension routing leaves for the layers after it) without
+//! importing one another.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,36 @@
+//! [`ConfigError`]: why a configuration cannot be used, shared by the
+//! config file's sections ([`crate::config`], [`crate::security_config`]).
+//!
+//! A leaf module, so the file and its security section, which compose each
+//! other's types, do not also import each other for their error.
+
+use std::path::PathBuf;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or has unknown or mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde_yaml's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The dotted field name or environment key.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
