@@ -75,9 +75,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::data_dir::prepare(&config.data_dir, &config.database_url)?;
     let (admin_token, token_source) = admin_token(&config)?;
 
-    let store = convergio_registry::connect(&config.database_url)
+    // One database handle (one pool) for the process: every store below is
+    // built on a clone of it.
+    let db = convergio_store::Db::open(
+        &config.database_url,
+        &convergio_store::DbConfig {
+            max_connections: config.database_pool_size,
+        },
+    )
+    .await
+    .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    let store = convergio_store::registry::AgentStore::open(&db)
         .await
-        .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+        .context("opening the agent registry")?;
     // The organisation key signs served cards and makes cards this
     // organisation signed `verified` on registration.
     let signing_key = if config.federation.enabled {
@@ -100,7 +110,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Arc::new(convergio_registry::NoOrgKeys),
     };
     let registry = Registry::with_org_keys(
-        store,
+        Arc::new(store),
         RegistryConfig {
             org_domain: config.org_domain.clone(),
             ..RegistryConfig::default()
@@ -120,19 +130,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let journal = convergio_runs::connect(&config.database_url, journal_config)
         .await
         .with_context(|| format!("opening the run store {}", redact(&config.database_url)))?;
-    let pruner = if config.retention.enabled {
-        Some(
-            crate::retention::pruner(
-                &config.retention,
-                &config.database_url,
-                policy.admin.audit().clone(),
-                journal.clone(),
-            )
-            .await?,
+    let pruner = config.retention.enabled.then(|| {
+        crate::retention::pruner(
+            &config.retention,
+            &db,
+            policy.admin.audit().clone(),
+            journal.clone(),
         )
-    } else {
-        None
-    };
+    });
     let policy_version = policy.admin.engine().active_version();
     // Audit registry changes from the first one on: the example agents'
     // registrations below are changes like any other.
@@ -147,9 +152,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let api_keys = if config.security.api_keys {
-        let store = convergio_registry::keys::connect_api_keys(&config.database_url)
-            .await
-            .context("opening the api key store")?;
+        let store = Arc::new(convergio_store::registry::ApiKeys::new(&db));
         Some(Arc::new(StoredApiKeys::new(store)))
     } else {
         None
@@ -157,7 +160,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let Some(key) = &signing_key {
-        let federation = start_federation(&config, key.clone()).await?;
+        let federation = start_federation(&config, &db, key.clone()).await?;
         if let Some(keys) = &card_keys {
             federation.attach_card_keys(keys.clone());
         }
@@ -302,11 +305,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// stores the configured peers.
 async fn start_federation(
     config: &Config,
+    db: &convergio_store::Db,
     key: Arc<OrgSigningKey>,
 ) -> anyhow::Result<Arc<Federation>> {
-    let store = convergio_registry::peers::connect_peers(&config.database_url)
-        .await
-        .context("opening the peer store")?;
+    let store = Arc::new(convergio_store::registry::Peers::new(db));
     let federation = Arc::new(
         Federation::new(
             FederationConfig {

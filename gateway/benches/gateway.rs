@@ -170,10 +170,15 @@ async fn run_gateway_child() {
         "sqlite://{}?mode=rwc",
         child_dir().join("registry.db").display()
     );
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url)
-            .await
-            .expect("registry store"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry store"),
+        ),
         RegistryConfig::default(),
     );
     registry
@@ -1001,11 +1006,11 @@ async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation
         "sqlite://{}?mode=rwc",
         dir.join(format!("{domain}.db")).display()
     );
-    // The registry's connect applies the migrations (peers, nonces).
-    convergio_registry::connect(&url).await.expect("registry");
-    let store = convergio_registry::peers::connect_peers(&url)
+    // Opening the database applies the migrations (peers, nonces).
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
         .await
-        .expect("peer store");
+        .expect("the database opens");
+    let store = Arc::new(convergio_store::registry::Peers::new(&db));
     let key = Arc::new(OrgSigningKey::generate().expect("key"));
     let jwk = key.public_jwk();
     // Both organisations and the upstream live on loopback, which the SSRF

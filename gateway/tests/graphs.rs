@@ -74,10 +74,13 @@ async fn start(graphs: GraphsConfig) -> Server {
         "sqlite://{}?mode=rwc",
         dir.path().join("registry.db").display()
     );
-    let store = convergio_registry::connect(&url)
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let store = convergio_store::registry::AgentStore::open(&db)
         .await
         .expect("the registry opens");
-    let registry = Registry::new(store, RegistryConfig::default());
+    let registry = Registry::new(std::sync::Arc::new(store), RegistryConfig::default());
     let mut agents = Vec::new();
     for agent in ExampleAgent::ALL {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");

@@ -41,11 +41,11 @@ async fn spawn_jwks_server(jwks: Value, healthy: Arc<AtomicBool>) -> String {
 async fn a_failed_jwks_fetch_is_shown_with_its_retry_until_a_retry_succeeds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
-    // The registry's connect applies the migrations (peers, nonces).
-    convergio_registry::connect(&url).await.expect("registry");
-    let store = convergio_registry::peers::connect_peers(&url)
+    // Opening the database applies the migrations (peers, nonces).
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
         .await
-        .expect("peer store");
+        .expect("the database opens");
+    let store = Arc::new(convergio_store::registry::Peers::new(&db));
     let config = FederationConfig {
         allow: convergio_gateway::ssrf::AllowList::loopback(),
         ..FederationConfig::new("a.example")

@@ -62,8 +62,15 @@ async fn test_identity(mut request: Request, next: Next) -> Response {
 async fn start(quotas: Option<QuotaConfig>) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("registry"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry"),
+        ),
         RegistryConfig {
             org_domain: ORG.to_owned(),
             ..RegistryConfig::default()

@@ -3,7 +3,9 @@
 
 mod support;
 
-use convergio_registry::keys::{connect_api_keys, ApiKeyRow};
+use convergio_registry::keys::{ApiKeyRow, ApiKeyStore};
+use convergio_store::registry::ApiKeys;
+use support::Backend;
 
 fn row(id: &str, created_at: i64) -> ApiKeyRow {
     ApiKeyRow {
@@ -18,8 +20,8 @@ fn row(id: &str, created_at: i64) -> ApiKeyRow {
     }
 }
 
-async fn keys_round_trip(url: &str) {
-    let keys = connect_api_keys(url).await.expect("key store opens");
+async fn api_keys_round_trip(backend: Backend) {
+    let keys = ApiKeys::new(&backend.db);
     assert!(keys.get("nope").await.expect("get").is_none());
     keys.insert(&row("b", 20)).await.expect("insert b");
     keys.insert(&row("a", 10)).await.expect("insert a");
@@ -45,16 +47,4 @@ async fn keys_round_trip(url: &str) {
     );
 }
 
-#[tokio::test]
-async fn api_keys_round_trip_on_sqlite() {
-    let backend = support::sqlite().await;
-    keys_round_trip(&backend.url).await;
-    backend.finish().await;
-}
-
-#[tokio::test]
-async fn api_keys_round_trip_on_postgres() {
-    let backend = support::postgres().await;
-    keys_round_trip(&backend.url).await;
-    backend.finish().await;
-}
+convergio_tests::on_both_backends!(crate::support::open; api_keys_round_trip);
