@@ -156,3 +156,22 @@ impl RegistryError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use convergio_schemas::StorageFailure;
+
+    use super::*;
+
+    #[test]
+    fn storage_errors_are_seen_as_their_failure_says() {
+        let check = |failure, kind| {
+            let error = RegistryError::from(StorageError::plain(failure, "reading agent a"));
+            assert_eq!(error.kind(), kind, "{error}");
+        };
+        check(StorageFailure::Unavailable, ErrorKind::Unavailable);
+        check(StorageFailure::Conflict, ErrorKind::Conflict);
+        check(StorageFailure::Corrupt, ErrorKind::Internal);
+        check(StorageFailure::Other, ErrorKind::Internal);
+    }
+}

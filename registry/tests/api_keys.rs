@@ -1,9 +1,10 @@
 //! The API key table (issue 4) on SQLite and PostgreSQL alike: insert, read,
-//! list oldest first, revoke once, and refuse a duplicate id.
+//! list oldest first, revoke once, and refuse a duplicate id as a conflict.
 
 mod support;
 
 use convergio_registry::keys::{ApiKeyRow, ApiKeyStore};
+use convergio_schemas::ErrorKind;
 use convergio_store::registry::ApiKeys;
 use support::Backend;
 
@@ -25,7 +26,12 @@ async fn api_keys_round_trip(backend: Backend) {
     assert!(keys.get("nope").await.expect("get").is_none());
     keys.insert(&row("b", 20)).await.expect("insert b");
     keys.insert(&row("a", 10)).await.expect("insert a");
-    assert!(keys.insert(&row("a", 30)).await.is_err(), "ids are unique");
+    // Ids are unique; a taken one is a conflict, not an internal error.
+    let taken = keys
+        .insert(&row("a", 30))
+        .await
+        .expect_err("ids are unique");
+    assert_eq!(taken.kind(), ErrorKind::Conflict, "{taken}");
     assert_eq!(keys.get("a").await.expect("get"), Some(row("a", 10)));
     let listed: Vec<String> = keys
         .list()
