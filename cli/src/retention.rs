@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use convergio_gateway::retention::{
@@ -13,6 +12,7 @@ use convergio_gateway::retention::{
     TaskRoutesRetention,
 };
 use convergio_policy::AuditLog;
+use convergio_registry::retention::RetentionStore;
 use convergio_runs::RunStore;
 
 /// Finished durable runs, pruned through the run journal.
@@ -43,21 +43,19 @@ impl Prunable for RunsRetention {
     }
 }
 
-/// The pruner over every kind in the database at `url`; not started yet.
-pub async fn pruner(
+/// The pruner over every kind in the database `db`; not started yet.
+pub fn pruner(
     config: &RetentionConfig,
-    url: &str,
+    db: &convergio_store::Db,
     audit: AuditLog,
     journal: Arc<RunStore>,
-) -> anyhow::Result<Pruner> {
-    let store = convergio_registry::retention::connect_retention(url)
-        .await
-        .context("opening the retention store")?;
-    Ok(Pruner::new(config.clone(), Some(store.clone()))
+) -> Pruner {
+    let store: Arc<dyn RetentionStore> = Arc::new(convergio_store::registry::Retention::new(db));
+    Pruner::new(config.clone(), Some(store.clone()))
         .with_target(Arc::new(TaskRoutesRetention(store.clone())))
         .with_target(Arc::new(NoncesRetention(store)))
         .with_target(Arc::new(AuditRetention(audit)))
-        .with_target(Arc::new(RunsRetention(journal))))
+        .with_target(Arc::new(RunsRetention(journal)))
 }
 
 /// One line for the start-up banner.

@@ -73,9 +73,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::data_dir::prepare(&config.data_dir, &config.database_url)?;
     let (admin_token, token_source) = admin_token(&config)?;
 
-    let store = convergio_registry::connect(&config.database_url)
+    // One database handle (one pool) for the process: every store below is
+    // built on a clone of it.
+    let db = convergio_store::Db::open(
+        &config.database_url,
+        &convergio_store::DbConfig {
+            max_connections: config.database_pool_size,
+        },
+    )
+    .await
+    .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    let store = convergio_store::registry::AgentStore::open(&db)
         .await
-        .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+        .context("opening the agent registry")?;
     // The organisation key signs served cards and makes cards this
     // organisation signed `verified` on registration.
     let signing_key = if config.federation.enabled {
@@ -112,7 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // from the first one on (the example agents' registrations below are
     // changes like any other).
     let registry = Registry::builder(
-        store,
+        Arc::new(store),
         RegistryConfig {
             org_domain: config.org_domain.clone(),
             ..RegistryConfig::default()
@@ -137,25 +147,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let journal = convergio_runs::connect(&config.database_url, journal_config)
         .await
         .with_context(|| format!("opening the run store {}", redact(&config.database_url)))?;
-    let pruner = if config.retention.enabled {
-        Some(
-            crate::retention::pruner(
-                &config.retention,
-                &config.database_url,
-                policy.admin.audit().clone(),
-                journal.clone(),
-            )
-            .await?,
+    let pruner = config.retention.enabled.then(|| {
+        crate::retention::pruner(
+            &config.retention,
+            &db,
+            policy.admin.audit().clone(),
+            journal.clone(),
         )
-    } else {
-        None
-    };
+    });
     let policy_version = policy.admin.engine().active_version();
 
     let api_keys = if config.security.api_keys {
-        let store = convergio_registry::keys::connect_api_keys(&config.database_url)
-            .await
-            .context("opening the api key store")?;
+        let store = Arc::new(convergio_store::registry::ApiKeys::new(&db));
         Some(Arc::new(StoredApiKeys::new(store)))
     } else {
         None
@@ -164,7 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
         let federation =
-            start_federation(&config, key.clone(), registry.clone(), card_keys.clone()).await?;
+            start_federation(&config, &db, key.clone(), registry.clone(), card_keys.clone()).await?;
         authenticator = authenticator.with_peers(federation.clone());
         Some(federation)
     } else {
@@ -307,13 +310,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// keys), and stores the configured peers.
 async fn start_federation(
     config: &Config,
+    db: &convergio_store::Db,
     key: Arc<OrgSigningKey>,
     registry: Registry,
     card_keys: Arc<FederationCardKeys>,
 ) -> anyhow::Result<Arc<Federation>> {
-    let store = convergio_registry::peers::connect_peers(&config.database_url)
-        .await
-        .context("opening the peer store")?;
+    let store = Arc::new(convergio_store::registry::Peers::new(db));
     let federation = Arc::new(
         Federation::new(
             FederationConfig {

@@ -170,10 +170,15 @@ async fn run_gateway_child() {
         "sqlite://{}?mode=rwc",
         child_dir().join("registry.db").display()
     );
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url)
-            .await
-            .expect("registry store"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry store"),
+        ),
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );
@@ -999,15 +1004,20 @@ async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation
         "sqlite://{}?mode=rwc",
         dir.join(format!("{domain}.db")).display()
     );
-    // The registry's connect applies the migrations (peers, nonces).
+    // Opening the database applies the migrations (peers, nonces).
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("registry"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry"),
+        ),
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );
-    let store = convergio_registry::peers::connect_peers(&url)
-        .await
-        .expect("peer store");
+    let store = Arc::new(convergio_store::registry::Peers::new(&db));
     let key = Arc::new(OrgSigningKey::generate().expect("key"));
     let jwk = key.public_jwk();
     // Both organisations and the upstream live on loopback, which the SSRF

@@ -31,7 +31,7 @@ use convergio_gateway::retention::{
 };
 use convergio_policy::{AuditEntry, AuditLog};
 use convergio_registry::model::TaskRoute;
-use convergio_registry::retention::{connect_retention, RetentionStore};
+use convergio_registry::retention::RetentionStore;
 use convergio_registry::Store;
 use convergio_schemas::{AgentId, AuthMethod, Principal};
 use serde_json::json;
@@ -92,9 +92,17 @@ async fn run(calls: u64, window_calls: Option<u64>, pass_ms: u64) -> Outcome {
         "sqlite://{}?mode=rwc",
         dir.path().join("bench.db").display()
     );
-    let store: Arc<dyn Store> = convergio_registry::connect(&url).await.expect("registry");
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let store: Arc<dyn Store> = Arc::new(
+        convergio_store::registry::AgentStore::open(&db)
+            .await
+            .expect("registry"),
+    );
     let audit = AuditLog::new(convergio_policy::connect(&url).await.expect("policy"));
-    let retention: Arc<dyn RetentionStore> = connect_retention(&url).await.expect("retention");
+    let retention: Arc<dyn RetentionStore> =
+        Arc::new(convergio_store::registry::Retention::new(&db));
     let agent = AgentId::internal("echo").expect("valid id");
     let now_ms = Arc::new(AtomicI64::new(0));
 

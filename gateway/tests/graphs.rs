@@ -73,11 +73,14 @@ async fn start(graphs: GraphsConfig) -> Server {
         "sqlite://{}?mode=rwc",
         dir.path().join("registry.db").display()
     );
-    let store = convergio_registry::connect(&url)
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let store = convergio_store::registry::AgentStore::open(&db)
         .await
         .expect("the registry opens");
     let registry = Registry::new(
-        store,
+        Arc::new(store),
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );

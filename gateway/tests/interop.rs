@@ -397,8 +397,15 @@ async fn a_card_signed_by_the_python_sdk_is_verified_by_the_registry() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::builder(
-        convergio_registry::connect(&url).await.expect("registry"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry"),
+        ),
         RegistryConfig::default(),
         Arc::new(AnyUpstream),
     )

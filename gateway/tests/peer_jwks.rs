@@ -43,15 +43,20 @@ async fn spawn_jwks_server(jwks: Value, healthy: Arc<AtomicBool>) -> String {
 async fn a_failed_jwks_fetch_is_shown_with_its_retry_until_a_retry_succeeds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
-    // The registry's connect applies the migrations (peers, nonces).
+    // Opening the database applies the migrations (peers, nonces).
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("registry"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry"),
+        ),
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );
-    let store = convergio_registry::peers::connect_peers(&url)
-        .await
-        .expect("peer store");
+    let store = Arc::new(convergio_store::registry::Peers::new(&db));
     let config = FederationConfig {
         allow: convergio_gateway::ssrf::AllowList::loopback(),
         ..FederationConfig::new("a.example")

@@ -57,8 +57,15 @@ async fn weather(routes: &RegistryRoutes) -> Arc<RouteTarget> {
 async fn a_kept_route_never_outlives_the_record_it_came_from() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("store"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("store"),
+        ),
         RegistryConfig::default(),
         Arc::new(AnyUpstream),
     );

@@ -16,8 +16,8 @@ use convergio_gateway::retention::{
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_policy::{AuditEntry, AuditLog};
 use convergio_registry::model::TaskRoute;
-use convergio_registry::retention::connect_retention;
-use convergio_registry::{Registry, RegistryConfig};
+use convergio_registry::retention::RetentionStore;
+use convergio_registry::{Registry, RegistryConfig, Store};
 use convergio_schemas::{AgentId, AuthMethod, Principal};
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -51,7 +51,14 @@ fn audit_entry(age_minutes: i64) -> AuditEntry {
 async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    let store = convergio_registry::connect(&url).await.expect("registry");
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let store: Arc<dyn Store> = Arc::new(
+        convergio_store::registry::AgentStore::open(&db)
+            .await
+            .expect("registry"),
+    );
     let audit = AuditLog::new(convergio_policy::connect(&url).await.expect("policy"));
     for index in 0..5 {
         store
@@ -66,7 +73,8 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
         .collect();
     audit.append_batch(&entries).await.expect("append");
 
-    let retention = connect_retention(&url).await.expect("retention store");
+    let retention: Arc<dyn RetentionStore> =
+        Arc::new(convergio_store::registry::Retention::new(&db));
     let hour = KindRetention {
         max_age_seconds: Some(3600),
         max_rows: None,

@@ -21,17 +21,21 @@ const ADMIN: &str = "keys-test-admin-token-0123456789";
 
 /// One replica over the database at `url`; returns its base URL.
 async fn replica(url: &str) -> String {
-    let store = convergio_registry::connect(url).await.expect("registry");
+    // A database handle of its own, as each replica process has.
+    let db = convergio_store::Db::open(url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let store = convergio_store::registry::AgentStore::open(&db)
+        .await
+        .expect("registry");
     let registry = Registry::new(
-        store,
+        Arc::new(store),
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );
-    let keys = Arc::new(StoredApiKeys::new(
-        convergio_registry::keys::connect_api_keys(url)
-            .await
-            .expect("key store"),
-    ));
+    let keys = Arc::new(StoredApiKeys::new(Arc::new(
+        convergio_store::registry::ApiKeys::new(&db),
+    )));
     let authenticator = Authenticator::new(AuthenticateConfig {
         anonymous: false,
         admin_token: Some(ADMIN.to_owned()),

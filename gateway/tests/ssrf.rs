@@ -45,8 +45,15 @@ struct App {
 async fn app(allow: AllowList) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("registry"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry"),
+        ),
         RegistryConfig::default(),
         Arc::new(allow.clone()),
     );
@@ -129,8 +136,15 @@ async fn a_registry_refuses_private_upstreams_from_construction_without_any_atta
     // no router is built, and the registry still refuses.
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
     let registry = Registry::new(
-        convergio_registry::connect(&url).await.expect("registry"),
+        Arc::new(
+            convergio_store::registry::AgentStore::open(&db)
+                .await
+                .expect("registry"),
+        ),
         RegistryConfig::default(),
         Arc::new(AllowList::none()),
     );

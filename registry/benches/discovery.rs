@@ -17,15 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convergio_registry::model::{Actor, Registration};
-use convergio_registry::store::SqliteStore;
-use convergio_registry::{connect, AnyUpstream, DiscoveryQuery, Registry, RegistryConfig};
+use convergio_registry::{AnyUpstream, DiscoveryQuery, Registry, RegistryConfig, Store};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
+use convergio_store::registry::AgentStore;
+use convergio_store::{Db, DbConfig};
 use convergio_tests::postgres::TestDatabase;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
 
 // The `convergio` binary's allocator, so the figures are the product's.
 #[global_allocator]
@@ -328,8 +328,8 @@ fn micros(duration: Duration) -> String {
 
 async fn run(backend: &str, url: &str, cards: usize) {
     println!("\n== {backend}: {cards} cards ==");
-    let store = match connect(url).await {
-        Ok(store) => store,
+    let store: Arc<dyn Store> = match open(url).await {
+        Ok(store) => Arc::new(store),
         Err(error) => {
             println!("cannot open {backend}: {error}");
             return;
@@ -546,7 +546,7 @@ async fn run(backend: &str, url: &str, cards: usize) {
         // a restart costs, and what the second copy adds to this process.
         let rss_before = rss_megabytes();
         let started = Instant::now();
-        let reopened = SqliteStore::connect(url).await.expect("reopen");
+        let reopened = open(url).await.expect("reopen");
         let elapsed = started.elapsed();
         println!(
             "reopen: {:.0} ms to open the database and build the text index of {} agents; \
@@ -558,6 +558,12 @@ async fn run(backend: &str, url: &str, cards: usize) {
         );
         drop(reopened);
     }
+}
+
+/// Opens the database at `url` (a pool of its own) and its agent store.
+async fn open(url: &str) -> Result<AgentStore, Box<dyn std::error::Error>> {
+    let db = Db::open(url, &DbConfig::default()).await?;
+    Ok(AgentStore::open(&db).await?)
 }
 
 /// This process's resident memory.
@@ -601,9 +607,8 @@ fn main() {
         }
         if backends.contains("postgres") {
             let admin_url = convergio_tests::postgres::admin_url();
-            match PgConnection::connect(&admin_url).await {
-                Ok(admin) => {
-                    let _ = admin.close().await;
+            match convergio_store::admin::database_exists(&admin_url, "postgres").await {
+                Ok(_) => {
                     // Dropped when the bench ends, or unwinds from a panic.
                     let database = TestDatabase::create("convergio_bench").await;
                     run("postgres", database.url(), cards).await;

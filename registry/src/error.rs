@@ -1,7 +1,7 @@
 //! The registry's error type: one enum whose variants say what went wrong, and
 //! an [`ErrorKind`] that says how a client sees it (see `schemas/src/error.rs`).
 
-use convergio_schemas::{AgentId, ErrorKind, Violation};
+use convergio_schemas::{AgentId, ErrorKind, StorageError, Violation};
 
 /// Everything the registry, its stores and its API can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -77,23 +77,15 @@ pub enum RegistryError {
         /// Why, in plain words.
         reason: String,
     },
-    /// The database failed; the detail is logged, never shown to clients.
+    /// The database failed (typed once by `convergio-store`, cause kept);
+    /// the detail is logged, never shown to clients.
     #[error("storage error: {0}")]
-    Storage(#[source] sqlx::Error),
-    /// The database could not be migrated at start.
-    #[error("storage migration failed: {0}")]
-    Migration(#[source] sqlx::migrate::MigrateError),
+    Storage(#[from] StorageError),
     /// A stored row could not be decoded (corrupt or written by a newer version).
     #[error("stored data is corrupt: {message}")]
     Corrupt {
         /// What could not be decoded.
         message: String,
-    },
-    /// The storage URL names no supported backend.
-    #[error("unsupported storage url {url:?}: expected sqlite://… or postgres://…")]
-    UnsupportedUrl {
-        /// The rejected URL (credentials are not included).
-        url: String,
     },
 }
 
@@ -115,8 +107,8 @@ impl RegistryError {
             Self::StaleVersion { .. } => ErrorKind::PreconditionFailed,
             Self::Forbidden { .. } | Self::Verification { .. } => ErrorKind::Forbidden,
             Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            Self::Storage(_) | Self::Migration(_) | Self::Corrupt { .. } => ErrorKind::Internal,
-            Self::UnsupportedUrl { .. } => ErrorKind::InvalidInput,
+            Self::Storage(error) => error.kind(),
+            Self::Corrupt { .. } => ErrorKind::Internal,
         }
     }
 
@@ -165,8 +157,21 @@ impl RegistryError {
     }
 }
 
-impl From<sqlx::migrate::MigrateError> for RegistryError {
-    fn from(error: sqlx::migrate::MigrateError) -> Self {
-        Self::Migration(error)
+#[cfg(test)]
+mod tests {
+    use convergio_schemas::StorageFailure;
+
+    use super::*;
+
+    #[test]
+    fn storage_errors_are_seen_as_their_failure_says() {
+        let check = |failure, kind| {
+            let error = RegistryError::from(StorageError::plain(failure, "reading agent a"));
+            assert_eq!(error.kind(), kind, "{error}");
+        };
+        check(StorageFailure::Unavailable, ErrorKind::Unavailable);
+        check(StorageFailure::Conflict, ErrorKind::Conflict);
+        check(StorageFailure::Corrupt, ErrorKind::Internal);
+        check(StorageFailure::Other, ErrorKind::Internal);
     }
 }

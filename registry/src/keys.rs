@@ -1,19 +1,14 @@
 //! API key records as the registry database keeps them (issue 4): the
-//! [`ApiKeyStore`] trait with a SQLite and a PostgreSQL implementation
-//! (`store/keys_sqlite.rs`, `store/keys_postgres.rs`) over the `api_keys`
-//! table of migration 0003, and [`connect_api_keys`], which opens one by URL.
+//! [`ApiKeyStore`] trait over the `api_keys` table of migration 0003,
+//! implemented on both backends by `convergio-store` (`ApiKeys`).
 //!
 //! The store holds rows only; issuing (randomness, hashing) and verifying
 //! keys is `convergio-auth`'s job and caching them the gateway's, so this
 //! crate stays free of credential logic.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::store::keys_postgres::PostgresApiKeys;
-use crate::store::keys_sqlite::SqliteApiKeys;
 use crate::{RegistryError, Result};
 
 /// One stored API key: everything but the secret.
@@ -53,27 +48,13 @@ pub trait ApiKeyStore: Send + Sync + 'static {
     async fn revoke(&self, id: &str, at: i64) -> Result<bool>;
 }
 
-/// Opens the key store of the database `url` names. The registry's
-/// [`connect`](crate::connect) must have run first: it applies migration
-/// 0003. A separate pool, so the agent store's code stays untouched; an
-/// in-memory SQLite URL would be a different database, so use a file.
-pub async fn connect_api_keys(url: &str) -> Result<Arc<dyn ApiKeyStore>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteApiKeys::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresApiKeys::connect(url).await?))
-    } else {
-        Err(RegistryError::UnsupportedUrl {
-            url: url.split('@').next_back().unwrap_or_default().to_owned(),
-        })
-    }
-}
-
-pub(crate) fn scopes_to_text(scopes: &[String]) -> String {
+/// The stored form of `scopes`: a JSON array.
+pub fn scopes_to_text(scopes: &[String]) -> String {
     serde_json::to_string(scopes).unwrap_or_else(|_| "[]".to_owned())
 }
 
-pub(crate) fn scopes_from_text(text: &str) -> Result<Vec<String>> {
+/// Reads stored scopes; text that is not a JSON array of strings is corrupt.
+pub fn scopes_from_text(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|error| RegistryError::Corrupt {
         message: format!("api key scopes: {error}"),
     })

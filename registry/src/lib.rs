@@ -4,11 +4,13 @@
 //! discovery queries, and served over a REST API under `/v1/`.
 //!
 //! - [`model`]: the records;
-//! - [`store`]: the [`Store`] trait, its two backends and [`connect`];
+//! - [`store`]: the [`Store`] trait and the discovery query and page types
+//!   (`convergio-store` implements the storage traits on SQLite and
+//!   PostgreSQL);
 //! - [`service`]: [`Registry`], the rules (validation, trust ladder, cache);
 //! - [`api`]: the axum router;
-//! - [`keys`]: stored API keys (hashed), on both backends;
-//! - [`peers`]: federation peers and accepted signed-call nonces, on both backends;
+//! - [`keys`]: stored API keys (hashed);
+//! - [`peers`]: federation peers and accepted signed-call nonces;
 //! - [`retention`]: pruning of task routes and nonces, and the database's size.
 
 pub mod api;
@@ -26,4 +28,4 @@ pub use service::{
     AnyUpstream, ChangeHook, NoOrgKeys, OrgKeys, Registry, RegistryBuilder, RegistryChange,
     RegistryConfig, StaticOrgKeys, UpstreamCheck,
 };
-pub use store::{connect, DiscoveryQuery, Page, Store};
+pub use store::{DiscoveryQuery, Page, Store};

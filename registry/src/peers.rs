@@ -1,22 +1,17 @@
 //! Federation peers as the registry database keeps them (issue 6): the
 //! [`PeerStore`] trait over the `peers` and `peer_nonces` tables of
-//! migration 0004, with a SQLite and a PostgreSQL implementation
-//! (`store/peers_sqlite.rs`, `store/peers_postgres.rs`), and
-//! [`connect_peers`], which opens one by URL.
+//! migration 0004, implemented on both backends by `convergio-store`
+//! (`Peers`).
 //!
 //! The store holds rows only: which keys are approved, verifying signatures
 //! and caching are the gateway's and `convergio-auth`'s. Nonces live here
 //! because replay protection must hold across replicas: inserting a nonce
 //! is insert-or-fail on the primary key, so exactly one replica accepts it.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::peers_postgres::PostgresPeers;
-use crate::store::peers_sqlite::SqlitePeers;
 use crate::{RegistryError, Result};
 
 /// Whether a peer key may verify calls yet.
@@ -85,26 +80,13 @@ pub trait PeerStore: Send + Sync + 'static {
     async fn purge_nonces(&self, now: i64) -> Result<u64>;
 }
 
-/// Opens the peer store of the database `url` names. The registry's
-/// [`connect`](crate::connect) must have run first (migration 0004). A pool
-/// of its own, like the API keys', so the agent store stays untouched.
-pub async fn connect_peers(url: &str) -> Result<Arc<dyn PeerStore>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqlitePeers::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresPeers::connect(url).await?))
-    } else {
-        Err(RegistryError::UnsupportedUrl {
-            url: url.split('@').next_back().unwrap_or_default().to_owned(),
-        })
-    }
-}
-
-pub(crate) fn keys_to_text(keys: &[PeerKeyRow]) -> String {
+/// The stored form of a peer's keys: a JSON array.
+pub fn keys_to_text(keys: &[PeerKeyRow]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
 }
 
-pub(crate) fn keys_from_text(text: &str) -> Result<Vec<PeerKeyRow>> {
+/// Reads a peer's stored keys; text that does not decode is corrupt.
+pub fn keys_from_text(text: &str) -> Result<Vec<PeerKeyRow>> {
     serde_json::from_str(text).map_err(|error| RegistryError::Corrupt {
         message: format!("peer keys: {error}"),
     })

@@ -3,21 +3,16 @@
 //! accepted signed peer calls. [`RetentionStore`] deletes the oldest rows a
 //! bounded batch at a time, so the pruner (`convergio_gateway::retention`)
 //! never holds the write lock for long, and reports and compacts the
-//! database file. SQLite and PostgreSQL implementations live in
-//! `store/retention_{sqlite,postgres}.rs`; [`connect_retention`] opens one
-//! by URL on a small pool of its own, like the API keys' and peers'.
+//! database file. `convergio-store` implements it on both backends
+//! (`Retention`).
 //!
 //! A pruned task id is simply unknown afterwards: a follow-up on it gets
 //! the same answer as a task id that never existed.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::store::retention_postgres::PostgresRetention;
-use crate::store::retention_sqlite::SqliteRetention;
-use crate::{RegistryError, Result};
+use crate::Result;
 
 /// How large the database is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,19 +52,4 @@ pub trait RetentionStore: Send + Sync + 'static {
     /// the main file (0 where nothing is released). See the backends for
     /// what each does.
     async fn compact(&self) -> Result<u64>;
-}
-
-/// Opens the retention store of the database `url` names. The registry's
-/// [`connect`](crate::connect) must have run first (migration 0007 indexes
-/// task routes by their last write).
-pub async fn connect_retention(url: &str) -> Result<Arc<dyn RetentionStore>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteRetention::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresRetention::connect(url).await?))
-    } else {
-        Err(RegistryError::UnsupportedUrl {
-            url: url.split('@').next_back().unwrap_or_default().to_owned(),
-        })
-    }
 }

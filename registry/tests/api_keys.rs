@@ -1,9 +1,12 @@
 //! The API key table (issue 4) on SQLite and PostgreSQL alike: insert, read,
-//! list oldest first, revoke once, and refuse a duplicate id.
+//! list oldest first, revoke once, and refuse a duplicate id as a conflict.
 
 mod support;
 
-use convergio_registry::keys::{connect_api_keys, ApiKeyRow};
+use convergio_registry::keys::{ApiKeyRow, ApiKeyStore};
+use convergio_schemas::ErrorKind;
+use convergio_store::registry::ApiKeys;
+use support::Backend;
 
 fn row(id: &str, created_at: i64) -> ApiKeyRow {
     ApiKeyRow {
@@ -18,12 +21,17 @@ fn row(id: &str, created_at: i64) -> ApiKeyRow {
     }
 }
 
-async fn keys_round_trip(url: &str) {
-    let keys = connect_api_keys(url).await.expect("key store opens");
+async fn api_keys_round_trip(backend: Backend) {
+    let keys = ApiKeys::new(&backend.db);
     assert!(keys.get("nope").await.expect("get").is_none());
     keys.insert(&row("b", 20)).await.expect("insert b");
     keys.insert(&row("a", 10)).await.expect("insert a");
-    assert!(keys.insert(&row("a", 30)).await.is_err(), "ids are unique");
+    // Ids are unique; a taken one is a conflict, not an internal error.
+    let taken = keys
+        .insert(&row("a", 30))
+        .await
+        .expect_err("ids are unique");
+    assert_eq!(taken.kind(), ErrorKind::Conflict, "{taken}");
     assert_eq!(keys.get("a").await.expect("get"), Some(row("a", 10)));
     let listed: Vec<String> = keys
         .list()
@@ -45,16 +53,4 @@ async fn keys_round_trip(url: &str) {
     );
 }
 
-#[tokio::test]
-async fn api_keys_round_trip_on_sqlite() {
-    let backend = support::sqlite().await;
-    keys_round_trip(&backend.url).await;
-    backend.finish().await;
-}
-
-#[tokio::test]
-async fn api_keys_round_trip_on_postgres() {
-    let backend = support::postgres().await;
-    keys_round_trip(&backend.url).await;
-    backend.finish().await;
-}
+convergio_tests::on_both_backends!(crate::support::open; api_keys_round_trip);

@@ -12,32 +12,8 @@ use convergio_registry::{DiscoveryQuery, RegistryError, Store};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
 use support::{card, record, record_in, simple_card};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = super::support::sqlite().await;
-                    super::$name(backend.store.clone()).await;
-                    backend.finish().await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = super::support::postgres().await;
-                    super::$name(backend.store.clone()).await;
-                    backend.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+convergio_tests::on_both_backends!(
+    crate::support::open_store;
     inserted_record_reads_back_unchanged,
     duplicate_live_id_is_a_conflict,
     update_is_compare_and_swap_and_keeps_history,

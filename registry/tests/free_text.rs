@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use convergio_registry::model::{now, Actor, TrustChange};
-use convergio_registry::{connect, DiscoveryQuery, Store};
+use convergio_registry::{DiscoveryQuery, Store};
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
 use support::{card, record, record_in, Backend};
 
@@ -62,7 +62,7 @@ async fn seed(store: &Arc<dyn Store>) -> (AgentId, AgentId) {
     (pilot.id, tides.id)
 }
 
-async fn free_text_follows_updates_trust_changes_and_deregistration(backend: &Backend) {
+async fn free_text_follows_updates_trust_changes_and_deregistration(backend: Backend) {
     let store = &backend.store;
     let (pilot, tides) = seed(store).await;
     let both = vec![pilot.to_string(), tides.to_string()];
@@ -128,7 +128,7 @@ async fn free_text_follows_updates_trust_changes_and_deregistration(backend: &Ba
     assert!(found(store, text("harbour")).await.is_empty());
 }
 
-async fn a_reopened_store_ranks_as_before(backend: &Backend) {
+async fn a_reopened_store_ranks_as_before(backend: Backend) {
     let store = &backend.store;
     let (pilot, _) = seed(store).await;
     store.delete(&pilot, None, now()).await.expect("delete");
@@ -149,7 +149,9 @@ async fn a_reopened_store_ranks_as_before(backend: &Backend) {
     for query in &queries {
         before.push(found(store, query.clone()).await);
     }
-    let reopened = connect(&backend.url).await.expect("reopen");
+    // A second database handle on the same data: its agent store builds
+    // SQLite's text index from the rows again.
+    let reopened = support::open_store(&backend.url).await;
     for (query, expected) in queries.iter().zip(&before) {
         assert_eq!(
             &found(&reopened, query.clone()).await,
@@ -164,32 +166,8 @@ async fn a_reopened_store_ranks_as_before(backend: &Backend) {
     );
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = super::support::sqlite().await;
-                    super::$name(&backend).await;
-                    backend.finish().await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = super::support::postgres().await;
-                    super::$name(&backend).await;
-                    backend.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+convergio_tests::on_both_backends!(
+    crate::support::open;
     free_text_follows_updates_trust_changes_and_deregistration,
     a_reopened_store_ranks_as_before,
 );

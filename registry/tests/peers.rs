@@ -4,7 +4,8 @@
 
 mod support;
 
-use convergio_registry::peers::{connect_peers, PeerKeyRow, PeerKeyState, PeerRow};
+use convergio_registry::peers::{PeerKeyRow, PeerKeyState, PeerRow, PeerStore};
+use convergio_store::registry::Peers;
 use serde_json::json;
 
 fn row(domain: &str, state: PeerKeyState) -> PeerRow {
@@ -23,8 +24,8 @@ fn row(domain: &str, state: PeerKeyState) -> PeerRow {
     }
 }
 
-async fn peers_round_trip(url: &str) {
-    let peers = connect_peers(url).await.expect("peer store opens");
+async fn peers_and_nonces(backend: support::Backend) {
+    let peers = Peers::new(&backend.db);
     assert!(peers.get("b.example").await.expect("get").is_none());
     assert!(peers
         .insert(&row("b.example", PeerKeyState::Pending))
@@ -78,16 +79,4 @@ async fn peers_round_trip(url: &str) {
         .expect("after purge"));
 }
 
-#[tokio::test]
-async fn peers_and_nonces_on_sqlite() {
-    let backend = support::sqlite().await;
-    peers_round_trip(&backend.url).await;
-    backend.finish().await;
-}
-
-#[tokio::test]
-async fn peers_and_nonces_on_postgres() {
-    let backend = support::postgres().await;
-    peers_round_trip(&backend.url).await;
-    backend.finish().await;
-}
+convergio_tests::on_both_backends!(crate::support::open; peers_and_nonces);

@@ -8,9 +8,10 @@ mod support;
 
 use chrono::{Duration, Utc};
 use convergio_registry::model::TaskRoute;
-use convergio_registry::peers::connect_peers;
-use convergio_registry::retention::connect_retention;
+use convergio_registry::peers::PeerStore;
+use convergio_registry::retention::RetentionStore;
 use convergio_schemas::AgentId;
+use convergio_store::registry::{Peers, Retention};
 
 fn route(task_id: &str, age_minutes: i64) -> TaskRoute {
     let at = Utc::now() - Duration::minutes(age_minutes);
@@ -24,11 +25,9 @@ fn route(task_id: &str, age_minutes: i64) -> TaskRoute {
     }
 }
 
-async fn prunes_task_routes_and_nonces(backend: &support::Backend) {
+async fn prunes_task_routes_and_nonces(backend: support::Backend) {
     let store = &backend.store;
-    let retention = connect_retention(&backend.url)
-        .await
-        .expect("retention store opens");
+    let retention = Retention::new(&backend.db);
     for (task, age) in [("old-1", 300), ("old-2", 200), ("old-3", 120), ("young", 1)] {
         store.put_task_route(&route(task, age)).await.expect("put");
     }
@@ -75,7 +74,7 @@ async fn prunes_task_routes_and_nonces(backend: &support::Backend) {
     assert!(store.get_task_route("young").await.expect("get").is_some());
     assert_eq!(retention.count_task_routes().await.expect("count"), 1);
 
-    let peers = connect_peers(&backend.url).await.expect("peer store opens");
+    let peers = Peers::new(&backend.db);
     for (nonce, expires) in [("n1", 100), ("n2", 150), ("n3", 300)] {
         assert!(peers
             .remember_nonce("b.example", nonce, expires)
@@ -97,28 +96,14 @@ async fn prunes_task_routes_and_nonces(backend: &support::Backend) {
     retention.compact().await.expect("compaction");
 }
 
-#[tokio::test]
-async fn prunes_task_routes_and_nonces_on_sqlite() {
-    let backend = support::sqlite().await;
-    prunes_task_routes_and_nonces(&backend).await;
-    backend.finish().await;
-}
-
-#[tokio::test]
-async fn prunes_task_routes_and_nonces_on_postgres() {
-    let backend = support::postgres().await;
-    prunes_task_routes_and_nonces(&backend).await;
-    backend.finish().await;
-}
+convergio_tests::on_both_backends!(crate::support::open; prunes_task_routes_and_nonces);
 
 /// A new SQLite file gives pruned pages back: its size after pruning most
 /// rows and compacting is smaller than before.
 #[tokio::test]
 async fn compaction_shrinks_a_new_sqlite_file() {
     let backend = support::sqlite().await;
-    let retention = connect_retention(&backend.url)
-        .await
-        .expect("retention store opens");
+    let retention = Retention::new(&backend.db);
     for index in 0..3000 {
         backend
             .store

@@ -26,32 +26,8 @@ use tower::ServiceExt;
 
 const ACME: &str = "acme.example";
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = super::support::sqlite().await;
-                    super::$name(backend.store.clone()).await;
-                    backend.finish().await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = super::support::postgres().await;
-                    super::$name(backend.store.clone()).await;
-                    backend.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+convergio_tests::on_both_backends!(
+    crate::support::open_store;
     card_signed_by_its_organisation_starts_verified,
     tampered_card_is_refused_and_not_stored,
     signature_by_another_organisation_or_a_revoked_key_verifies_nothing,

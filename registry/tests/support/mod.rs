@@ -1,30 +1,35 @@
 //! Shared test support: fresh stores on both backends and record builders.
 //!
-//! PostgreSQL comes from `CONVERGIO_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`); every test gets its own
-//! database (`convergio_tests::postgres::TestDatabase`), dropped with the
-//! [`Backend`] even when the test panics, so tests run in parallel and leave
-//! nothing behind. If PostgreSQL is down the test fails and says so.
+//! A store's database comes from `convergio_tests::db::TestPlace`: a SQLite
+//! file in a temporary directory or a PostgreSQL database of its own
+//! (`CONVERGIO_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), removed with it even when the
+//! test panics, so tests run in parallel and leave nothing behind. Suites
+//! that run on both backends use `convergio_tests::on_both_backends!` with
+//! [`open`] or [`open_store`]. If PostgreSQL is down the test fails and says so.
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
 use convergio_registry::model::{now, AgentRecord, Upstream};
-use convergio_registry::{connect, Store};
+use convergio_registry::Store;
 use convergio_schemas::{AgentId, AgentRole, TrustLevel};
-use convergio_tests::postgres::TestDatabase;
+use convergio_store::registry::AgentStore;
+use convergio_store::{Db, DbConfig};
+use convergio_tests::db::TestPlace;
 use serde_json::{json, Value};
 
-/// A fresh store and what it takes to clean it up.
+/// A fresh store, its database and what it takes to clean it up.
 pub struct Backend {
     /// The store under test.
     pub store: Arc<dyn Store>,
-    /// The store's URL.
+    /// The database the store is built on, for the other registry stores.
+    pub db: Db,
+    /// The database's URL.
     pub url: String,
-    dir: Option<tempfile::TempDir>,
-    /// Dropped with the backend, also when the test panics.
-    database: Option<TestDatabase>,
+    /// Dropped after the store, also when the test panics.
+    place: Option<TestPlace>,
 }
 
 impl Backend {
@@ -32,42 +37,44 @@ impl Backend {
     /// directory (dropping the backend does the same, in the same order).
     pub async fn finish(self) {
         drop(self.store);
-        drop(self.dir);
-        drop(self.database);
+        self.db.close().await;
+        drop(self.place);
     }
+}
+
+/// Opens the database at `url` (migrating it) and its agent store.
+pub async fn open(url: &str) -> Backend {
+    let db = Db::open(url, &DbConfig::default())
+        .await
+        .expect("the database opens and migrates");
+    let store = AgentStore::open(&db).await.expect("the agent store opens");
+    Backend {
+        store: Arc::new(store),
+        db,
+        url: url.to_owned(),
+        place: None,
+    }
+}
+
+/// The agent store of the database at `url`.
+pub async fn open_store(url: &str) -> Arc<dyn Store> {
+    open(url).await.store
 }
 
 /// A fresh SQLite store in a temporary directory.
 pub async fn sqlite() -> Backend {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("registry.db").display()
-    );
-    let store = connect(&url)
-        .await
-        .expect("SQLite store opens and migrates");
-    Backend {
-        store,
-        url,
-        dir: Some(dir),
-        database: None,
-    }
+    let place = TestPlace::sqlite();
+    let mut backend = open(place.url()).await;
+    backend.place = Some(place);
+    backend
 }
 
 /// A fresh PostgreSQL store in a database of its own.
 pub async fn postgres() -> Backend {
-    let database = TestDatabase::create("convergio_t").await;
-    let url = database.url().to_owned();
-    let store = connect(&url)
-        .await
-        .expect("PostgreSQL store connects and migrates");
-    Backend {
-        store,
-        url,
-        dir: None,
-        database: Some(database),
-    }
+    let place = TestPlace::postgres().await;
+    let mut backend = open(place.url()).await;
+    backend.place = Some(place);
+    backend
 }
 
 /// A skill for [`card`]: id, name, tags.

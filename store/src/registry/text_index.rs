@@ -1,4 +1,5 @@
-//! The SQLite store's ranked free-text index, held in memory.
+//! The SQLite agent store's ranked free-text index, held in memory
+//! (PostgreSQL ranks with `ts_rank` over its generated `tsvector` instead).
 //!
 //! FTS5's bm25 costs about a microsecond per matching row and cannot stop
 //! early, so a common word in a large registry (a quarter of 100k cards)
@@ -43,9 +44,9 @@ use convergio_schemas::AgentRole;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
-use super::{DiscoveryQuery, IndexTerms};
-use crate::model::AgentRecord;
-use crate::{RegistryError, Result};
+use convergio_registry::model::AgentRecord;
+use convergio_registry::store::{DiscoveryQuery, IndexTerms};
+use convergio_registry::{RegistryError, Result};
 
 /// Column weights: a name hit counts most.
 const NAME_WEIGHT: u32 = 10;

@@ -1,5 +1,7 @@
-//! Storage: the [`Store`] trait every backend implements, the discovery query
-//! and page types, and [`connect`], which picks a backend by URL.
+//! Storage as the registry consumes it: the [`Store`] trait, the discovery
+//! query and page types, and the terms a card is found by. The SQL lives in
+//! `convergio-store` (`AgentStore`, built from the process's one database
+//! handle), which implements [`Store`] on SQLite and PostgreSQL.
 //!
 //! Invariants every backend keeps (the conformance suite in
 //! `tests/conformance.rs` checks them on SQLite and PostgreSQL alike):
@@ -10,25 +12,15 @@
 //!   address after a restart;
 //! - the discovery side tables (`agent_skills`, `agent_tags`, `agent_modes`)
 //!   and PostgreSQL's text search vector change in the same transaction as
-//!   the row; SQLite's in-memory text index (`text_index.rs`) follows each
-//!   committed write, newest version winning;
+//!   the row; SQLite's in-memory text index (`convergio-store`'s
+//!   `registry/text_index.rs`) follows each committed write, newest version
+//!   winning;
 //! - deregistration is soft: the row keeps its id with `deleted_at` set. A
 //!   deregistered id may be registered again; the new registration continues
 //!   the version sequence (the tombstone stays in history) and starts over at
 //!   the trust level of the new registration.
 
-pub mod keys_postgres;
-pub mod keys_sqlite;
-pub mod peers_postgres;
-pub mod peers_sqlite;
-pub mod postgres;
-pub mod retention_postgres;
-pub mod retention_sqlite;
-pub mod sqlite;
-mod text_index;
-
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -39,15 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AgentRecord, TaskRoute, TrustChange};
 use crate::{RegistryError, Result};
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
-
 /// The default discovery page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 
-/// Task ids looked up per statement by [`Store::owned_task_ids`], well under
-/// SQLite's and PostgreSQL's bind-parameter limits.
-pub(crate) const TASK_ID_CHUNK: usize = 500;
 /// The largest discovery page size.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
@@ -165,20 +151,6 @@ pub trait Store: Send + Sync + 'static {
     async fn analyze(&self) -> Result<()>;
 }
 
-/// Opens the store a URL names (`sqlite://path?mode=rwc`, `sqlite::memory:`,
-/// `postgres://…`) and runs its migrations.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
-    } else {
-        Err(RegistryError::UnsupportedUrl {
-            url: url.split('@').next_back().unwrap_or_default().to_owned(),
-        })
-    }
-}
-
 /// A discovery request; filters combine with AND.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,63 +242,6 @@ impl DiscoveryQuery {
     pub fn org_key(&self) -> Option<String> {
         self.org.as_deref().map(|s| s.trim().to_ascii_lowercase())
     }
-}
-
-/// One discovery filter answered by a side table: `table` rows where
-/// `condition` (SQL ending in `= `) holds for the bound `value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SideFilter {
-    pub table: &'static str,
-    pub condition: &'static str,
-    pub value: String,
-}
-
-// === impl DiscoveryQuery (side tables) ===
-
-impl DiscoveryQuery {
-    /// The side-table filters, most selective first: the first one drives an
-    /// unranked query (its index is walked in agent order, so a page stops
-    /// after `page_size + 1` matches); the others are checked per agent.
-    pub(crate) fn side_filters(&self) -> Vec<SideFilter> {
-        let mut filters = Vec::new();
-        if let Some(skill) = self.skill_key() {
-            filters.push(SideFilter {
-                table: "agent_skills",
-                condition: "skill = ",
-                value: skill,
-            });
-        }
-        if let Some(tag) = self.tag_key() {
-            filters.push(SideFilter {
-                table: "agent_tags",
-                condition: "tag = ",
-                value: tag,
-            });
-        }
-        if let Some(mode) = &self.input_mode {
-            filters.push(SideFilter {
-                table: "agent_modes",
-                condition: "direction = 'in' AND mode = ",
-                value: mode.clone(),
-            });
-        }
-        if let Some(mode) = &self.output_mode {
-            filters.push(SideFilter {
-                table: "agent_modes",
-                condition: "direction = 'out' AND mode = ",
-                value: mode.clone(),
-            });
-        }
-        filters
-    }
-}
-
-/// The row key an unranked page token carries.
-pub(crate) fn cursor_pk(cursor: &Cursor) -> Result<i64> {
-    cursor
-        .key
-        .parse()
-        .map_err(|_| RegistryError::invalid("page_token belongs to a different query"))
 }
 
 /// Checks a page size: `None` means the default; 1 to 100 otherwise.
@@ -435,56 +350,9 @@ impl IndexTerms {
     }
 }
 
-/// Parses a stored agent id.
-/// The compare-and-swap rule both backends apply inside their write
-/// transaction: a write that names a version must name the current one.
-pub(crate) fn check_version(id: &AgentId, expected: Option<i64>, current: i64) -> Result<()> {
-    match expected {
-        Some(expected) if expected != current => Err(RegistryError::StaleVersion {
-            agent_id: id.to_string(),
-            expected,
-            current,
-        }),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn parse_id(text: &str) -> Result<AgentId> {
-    text.parse()
-        .map_err(|error| RegistryError::corrupt(format!("stored agent id {text:?}: {error}")))
-}
-
-/// Parses a stored role.
-pub(crate) fn parse_role(text: &str) -> Result<AgentRole> {
-    text.parse()
-        .map_err(|error| RegistryError::corrupt(format!("stored role: {error}")))
-}
-
-/// Parses a stored trust level.
-pub(crate) fn parse_trust(text: &str) -> Result<TrustLevel> {
-    text.parse()
-        .map_err(|error| RegistryError::corrupt(format!("stored trust level: {error}")))
-}
-
-/// Parses a stored JSON column.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
-    serde_json::from_str(text)
-        .map_err(|error| RegistryError::corrupt(format!("stored {what}: {error}")))
-}
-
-/// Serialises a JSON column.
-pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value)
-        .map_err(|error| RegistryError::corrupt(format!("cannot serialise: {error}")))
-}
-
 /// Builds the page from `page_size + 1` fetched rows: the extra row only says
 /// that another page exists.
-pub(crate) fn make_page<T>(
-    mut rows: Vec<T>,
-    page_size: u32,
-    cursor_of: impl Fn(&T) -> Cursor,
-) -> Page<T> {
+pub fn make_page<T>(mut rows: Vec<T>, page_size: u32, cursor_of: impl Fn(&T) -> Cursor) -> Page<T> {
     let page_size = page_size as usize;
     let next_page_token = if rows.len() > page_size {
         rows.truncate(page_size);
