@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod dialect;
 pub mod error;
+pub mod policy;
 
 use std::str::FromStr;
 use std::time::Duration;
