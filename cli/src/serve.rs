@@ -78,6 +78,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = convergio_registry::connect(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    // The process's one pool; every store built on it shares it.
+    let db = convergio_store::Db::open(
+        &config.database_url,
+        &convergio_store::DbConfig {
+            max_connections: config.database_pool_size,
+        },
+    )
+    .await
+    .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
     // The organisation key signs served cards and makes cards this
     // organisation signed `verified` on registration.
     let signing_key = if config.federation.enabled {
@@ -107,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         org_keys,
     );
-    let (policy, audit_writer, watcher) = start_policy(&config).await?;
+    let (policy, audit_writer, watcher) = start_policy(&config, db.clone()).await?;
     let lease_ttl = std::time::Duration::from_secs(config.graphs.lease_seconds);
     let mut journal_config = convergio_runs::RunStoreConfig {
         lease_ttl,
@@ -464,19 +473,18 @@ fn describe_auth(security: &SecuritySettings) -> String {
     format!("{} ({anonymous})", accepted.join(", "))
 }
 
-/// Opens the policy store, loads the active set (storing the embedded
-/// example on first start), starts the watcher that keeps this replica on
-/// the active version, and the audit writer.
+/// Builds the policy store on `db`, loads the active set (storing the
+/// embedded example on first start), starts the watcher that keeps this
+/// replica on the active version, and the audit writer.
 async fn start_policy(
     config: &Config,
+    db: convergio_store::Db,
 ) -> anyhow::Result<(
     PolicyServices,
     convergio_policy::AuditWriter,
     convergio_policy::PolicyWatcher,
 )> {
-    let store = convergio_policy::connect(&config.database_url)
-        .await
-        .with_context(|| format!("opening the policy store {}", redact(&config.database_url)))?;
+    let store = Arc::new(convergio_store::policy::PolicyStore::new(db));
     let engine = std::sync::Arc::new(
         convergio_policy::PolicyEngine::with_defaults().context("loading the Cedar schema")?,
     );

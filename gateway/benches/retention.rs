@@ -93,7 +93,10 @@ async fn run(calls: u64, window_calls: Option<u64>, pass_ms: u64) -> Outcome {
         dir.path().join("bench.db").display()
     );
     let store: Arc<dyn Store> = convergio_registry::connect(&url).await.expect("registry");
-    let audit = AuditLog::new(convergio_policy::connect(&url).await.expect("policy"));
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("database");
+    let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(db)));
     let retention: Arc<dyn RetentionStore> = connect_retention(&url).await.expect("retention");
     let agent = AgentId::internal("echo").expect("valid id");
     let now_ms = Arc::new(AtomicI64::new(0));

@@ -70,7 +70,10 @@ async fn start(quotas: Option<QuotaConfig>) -> App {
         },
     );
     let fake = spawn_fake(FakeMode::V1JsonRpcOnly).await;
-    let store = convergio_policy::connect(&url).await.expect("policy store");
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("database");
+    let store = Arc::new(convergio_store::policy::PolicyStore::new(db));
     let admin = PolicyAdmin::new(
         Arc::new(PolicyEngine::with_defaults().expect("defaults")),
         store,

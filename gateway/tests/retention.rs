@@ -52,7 +52,10 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
     let store = convergio_registry::connect(&url).await.expect("registry");
-    let audit = AuditLog::new(convergio_policy::connect(&url).await.expect("policy"));
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("database");
+    let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(db)));
     for index in 0..5 {
         store
             .put_task_route(&route(&format!("old-{index}"), 120))
