@@ -107,7 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(keys) => keys.clone(),
         None => Arc::new(convergio_registry::NoOrgKeys),
     };
-    let (policy, audit_writer, watcher) = start_policy(&config).await?;
+    let (policy, audit_writer, watcher) = start_policy(&config, db.clone()).await?;
     // The example agents listen before the registry exists: their loopback
     // sockets join the upstream allow list, which the registry is built with.
     let examples = if config.examples {
@@ -475,19 +475,18 @@ fn describe_auth(security: &SecuritySettings) -> String {
     format!("{} ({anonymous})", accepted.join(", "))
 }
 
-/// Opens the policy store, loads the active set (storing the embedded
-/// example on first start), starts the watcher that keeps this replica on
-/// the active version, and the audit writer.
+/// Builds the policy store on `db`, loads the active set (storing the
+/// embedded example on first start), starts the watcher that keeps this
+/// replica on the active version, and the audit writer.
 async fn start_policy(
     config: &Config,
+    db: convergio_store::Db,
 ) -> anyhow::Result<(
     PolicyServices,
     convergio_policy::AuditWriter,
     convergio_policy::PolicyWatcher,
 )> {
-    let store = convergio_policy::connect(&config.database_url)
-        .await
-        .with_context(|| format!("opening the policy store {}", redact(&config.database_url)))?;
+    let store = Arc::new(convergio_store::policy::PolicyStore::new(db));
     let engine = std::sync::Arc::new(
         convergio_policy::PolicyEngine::with_defaults().context("loading the Cedar schema")?,
     );

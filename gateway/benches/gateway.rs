@@ -927,7 +927,10 @@ async fn policy_gate(state: A2aState) -> A2aState {
         "sqlite://{}?mode=rwc",
         child_dir().join("policy.db").display()
     );
-    let store = convergio_policy::connect(&url).await.expect("policy store");
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("database");
+    let store = Arc::new(convergio_store::policy::PolicyStore::new(db));
     let engine = convergio_policy::PolicyEngine::new(convergio_policy::engine::DEFAULT_SCHEMA)
         .expect("schema");
     engine

@@ -66,7 +66,7 @@ async fn start(quotas: Option<QuotaConfig>) -> App {
     let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
         .await
         .expect("the database opens");
-    let store = convergio_policy::connect(&url).await.expect("policy store");
+    let store = Arc::new(convergio_store::policy::PolicyStore::new(db.clone()));
     let admin = PolicyAdmin::new(
         Arc::new(PolicyEngine::with_defaults().expect("defaults")),
         store,

@@ -244,6 +244,33 @@ pub fn stored_precision(at: DateTime<Utc>) -> Result<DateTime<Utc>> {
     parse_at(&format_at(&at))
 }
 
+/// The records `entries` become when appended, in order, after the chain's
+/// newest stored record `head` (its seq and hash; `None` while the chain is
+/// empty): each time cut to [`stored_precision`], so the hash computed now
+/// is the one recomputed from the stored row; `seq` dense from the head's;
+/// each `prev_hash` the hash of the record before it. The store reads the
+/// head and inserts the records under one lock.
+pub fn chain_after(
+    head: Option<(i64, String)>,
+    entries: &[AuditEntry],
+) -> Result<Vec<AuditRecord>> {
+    let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let mut entry = entry.clone();
+        entry.at = stored_precision(entry.at)?;
+        seq += 1;
+        let hash = chain_hash(&prev_hash, seq, &entry);
+        records.push(AuditRecord {
+            seq,
+            entry,
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        });
+    }
+    Ok(records)
+}
+
 /// The audit log over a store.
 #[derive(Clone)]
 pub struct AuditLog {

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use convergio_schemas::ErrorKind;
+use convergio_schemas::{ErrorKind, StorageError};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong in the policy crate.
@@ -53,12 +53,9 @@ pub enum PolicyError {
         /// Why.
         reason: String,
     },
-    /// The database URL names no supported backend.
-    #[error("unsupported database url (expected sqlite: or postgres:): {0}")]
-    UnsupportedUrl(String),
-    /// A database failure.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// A database failure, typed once by the storage crate.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// Stored data that does not decode (a corrupted row).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -100,10 +97,8 @@ impl PolicyError {
             Self::VersionNotFound { .. } | Self::NoActivePolicy => ErrorKind::NotFound,
             Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::AuditBroken { .. } => ErrorKind::Conflict,
-            Self::UnsupportedUrl(_) => ErrorKind::InvalidInput,
-            Self::Database(sqlx::Error::PoolTimedOut) => ErrorKind::Unavailable,
-            Self::Database(_)
-            | Self::Corrupt(_)
+            Self::Storage(error) => error.kind(),
+            Self::Corrupt(_)
             | Self::CorruptAuditRecord { .. }
             | Self::InvalidSchema { .. }
             | Self::Io { .. } => ErrorKind::Internal,
@@ -128,5 +123,32 @@ pub struct PolicyDiagnostic {
 impl fmt::Display for PolicyDiagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use convergio_schemas::StorageFailure;
+
+    use super::*;
+
+    #[test]
+    fn storage_failures_keep_their_kind_and_their_cause() {
+        let timed_out = PolicyError::from(StorageError::new(
+            StorageFailure::Unavailable,
+            "appending to the audit chain",
+            std::io::Error::other("pool timed out"),
+        ));
+        assert_eq!(timed_out.kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            timed_out.to_string(),
+            "the database is unavailable: appending to the audit chain"
+        );
+        let cause = timed_out.source().map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("pool timed out"));
+        let corrupt = PolicyError::from(StorageError::corrupt("policy_versions.active"));
+        assert_eq!(corrupt.kind(), ErrorKind::Internal);
     }
 }

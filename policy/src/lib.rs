@@ -29,4 +29,4 @@ pub use engine::{
 };
 pub use error::{PolicyError, Result};
 pub use quota::{QuotaConfig, Quotas, RetryAfter};
-pub use store::{connect, PolicyVersion, Store};
+pub use store::{NewPolicyVersion, PolicyVersion, Store, StoredAuditRecord};

@@ -7,26 +7,29 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::{Extension, Router};
 use convergio_policy::engine::EXAMPLE_POLICIES;
-use convergio_policy::{connect, router, PolicyAdmin, PolicyApi, PolicyEngine};
+use convergio_policy::{router, PolicyAdmin, PolicyApi, PolicyEngine};
 use convergio_schemas::{AuthMethod, Principal};
+use convergio_store::policy::PolicyStore;
+use convergio_store::{Db, DbConfig};
+use convergio_tests::db::TestPlace;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 struct App {
     admin: PolicyAdmin,
-    _dir: tempfile::TempDir,
+    _place: TestPlace,
 }
 
 async fn app() -> App {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = connect(&format!("sqlite://{}/policy.db", dir.path().display()))
+    let place = TestPlace::sqlite();
+    let db = Db::open(place.url(), &DbConfig::default())
         .await
-        .expect("store opens");
+        .expect("database opens");
     let engine = Arc::new(PolicyEngine::with_defaults().expect("defaults"));
     App {
-        admin: PolicyAdmin::new(engine, store),
-        _dir: dir,
+        admin: PolicyAdmin::new(engine, Arc::new(PolicyStore::new(db))),
+        _place: place,
     }
 }
 

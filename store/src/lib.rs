@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod dialect;
 pub mod error;
+pub mod policy;
 pub mod registry;
 
 use std::str::FromStr;

@@ -1,72 +1,17 @@
-//! Retention of the audit chain (issue 15) on SQLite and PostgreSQL: a
+//! Retention of the audit chain (issue 15): a
 //! pruned prefix leaves a checkpoint, verification continues from it and
 //! says which range it checked, the newest record is never pruned, tampering
 //! after a prune is still detected, and a tampered prefix is not pruned
 //! (pruning never erases the evidence).
 
 use chrono::{Duration, Utc};
-use convergio_policy::{connect, AuditEntry, AuditLog, PolicyError};
-use convergio_schemas::{AuthMethod, Principal};
-use convergio_tests::postgres::TestDatabase;
+use convergio_policy::{AuditEntry, AuditLog, PolicyError};
 use serde_json::json;
 
-/// A fresh database: a SQLite file in a temp dir or a PostgreSQL database.
-struct Harness {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    /// Dropped with the harness, also when a test fails.
-    _database: Option<TestDatabase>,
-}
-
-impl Harness {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self {
-            url: format!("sqlite://{}/policy.db", dir.path().display()),
-            _dir: Some(dir),
-            _database: None,
-        }
-    }
-
-    async fn postgres() -> Self {
-        let database = TestDatabase::create("convergio_p").await;
-        Self {
-            url: database.url().to_owned(),
-            _dir: None,
-            _database: Some(database),
-        }
-    }
-
-    async fn audit(&self) -> AuditLog {
-        AuditLog::new(connect(&self.url).await.expect("store opens"))
-    }
-
-    /// Runs raw SQL against the database (to tamper with rows).
-    async fn execute(&self, sql: &str) -> u64 {
-        if self.url.starts_with("sqlite:") {
-            let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
-            let done = sqlx::query(sql).execute(&pool).await.expect("sql runs");
-            pool.close().await;
-            done.rows_affected()
-        } else {
-            let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
-            let done = sqlx::query(sql).execute(&pool).await.expect("sql runs");
-            pool.close().await;
-            done.rows_affected()
-        }
-    }
-
-    /// Ends the test; the database goes with the harness.
-    async fn finish(self) {}
-}
+use crate::{member, Harness};
 
 fn entry(age_minutes: i64) -> AuditEntry {
-    let principal = Principal {
-        subject: "alice".to_owned(),
-        org: Some("acme.example".to_owned()),
-        scopes: Vec::new(),
-        method: AuthMethod::Jwt,
-    };
+    let principal = member("alice");
     let mut entry = AuditEntry::change(
         None,
         &principal,
@@ -123,7 +68,6 @@ async fn prune_then_verify_reports_the_checked_range(harness: Harness) {
         matches!(error, PolicyError::AuditBroken { seq: 11, .. }),
         "{error}"
     );
-    harness.finish().await;
 }
 
 async fn deleting_the_record_after_the_checkpoint_breaks_verification(harness: Harness) {
@@ -141,7 +85,6 @@ async fn deleting_the_record_after_the_checkpoint_breaks_verification(harness: H
         matches!(error, PolicyError::AuditBroken { seq: 7, .. }),
         "{error}"
     );
-    harness.finish().await;
 }
 
 async fn a_tampered_prefix_is_not_pruned(harness: Harness) {
@@ -162,35 +105,11 @@ async fn a_tampered_prefix_is_not_pruned(harness: Harness) {
         matches!(error, PolicyError::AuditBroken { seq: 3, .. }),
         "{error}"
     );
-    harness.finish().await;
 }
 
-#[tokio::test]
-async fn prune_then_verify_reports_the_checked_range_on_sqlite() {
-    prune_then_verify_reports_the_checked_range(Harness::sqlite()).await;
-}
-
-#[tokio::test]
-async fn prune_then_verify_reports_the_checked_range_on_postgres() {
-    prune_then_verify_reports_the_checked_range(Harness::postgres().await).await;
-}
-
-#[tokio::test]
-async fn deleting_the_record_after_the_checkpoint_breaks_verification_on_sqlite() {
-    deleting_the_record_after_the_checkpoint_breaks_verification(Harness::sqlite()).await;
-}
-
-#[tokio::test]
-async fn deleting_the_record_after_the_checkpoint_breaks_verification_on_postgres() {
-    deleting_the_record_after_the_checkpoint_breaks_verification(Harness::postgres().await).await;
-}
-
-#[tokio::test]
-async fn a_tampered_prefix_is_not_pruned_on_sqlite() {
-    a_tampered_prefix_is_not_pruned(Harness::sqlite()).await;
-}
-
-#[tokio::test]
-async fn a_tampered_prefix_is_not_pruned_on_postgres() {
-    a_tampered_prefix_is_not_pruned(Harness::postgres().await).await;
-}
+convergio_tests::on_both_backends!(
+    crate::open;
+    prune_then_verify_reports_the_checked_range,
+    deleting_the_record_after_the_checkpoint_breaks_verification,
+    a_tampered_prefix_is_not_pruned,
+);

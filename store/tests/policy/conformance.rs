@@ -1,70 +1,15 @@
-//! Storage conformance: the same cases against SQLite and PostgreSQL
-//! (`CONVERGIO_TEST_POSTGRES_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/test`; a fresh database per test).
+//! Policy storage conformance: versions, activation, rollback, the audit
+//! chain's appends, queries and tamper detection, concurrent writers and
+//! the watcher, the same cases on SQLite and PostgreSQL.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convergio_policy::engine::{ADMIN_ONLY_POLICIES, EXAMPLE_POLICIES};
-use convergio_policy::{
-    connect, AuditEntry, AuditFilter, PolicyAdmin, PolicyEngine, PolicyError, PolicyWatcher, Store,
-};
+use convergio_policy::{AuditEntry, AuditFilter, PolicyError, PolicyWatcher};
 use convergio_schemas::{AuthMethod, Principal};
-use convergio_tests::postgres::TestDatabase;
 use serde_json::json;
 
-/// A fresh database; the temp dir (SQLite) or the PostgreSQL database lives
-/// as long as the harness, and goes with it even when the test panics.
-struct Harness {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    _database: Option<TestDatabase>,
-}
-
-impl Harness {
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/policy.db", dir.path().display());
-        Self {
-            url,
-            _dir: Some(dir),
-            _database: None,
-        }
-    }
-
-    async fn postgres() -> Self {
-        let database = TestDatabase::create("convergio_p").await;
-        Self {
-            url: database.url().to_owned(),
-            _dir: None,
-            _database: Some(database),
-        }
-    }
-
-    async fn store(&self) -> Arc<dyn Store> {
-        connect(&self.url).await.expect("store opens")
-    }
-
-    async fn admin(&self) -> PolicyAdmin {
-        let engine = Arc::new(PolicyEngine::with_defaults().expect("defaults"));
-        PolicyAdmin::new(engine, self.store().await)
-    }
-
-    /// Runs raw SQL against the database (to tamper with rows).
-    async fn execute(&self, sql: &str) -> u64 {
-        if self.url.starts_with("sqlite:") {
-            let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
-            let done = sqlx::query(sql).execute(&pool).await.expect("sql runs");
-            pool.close().await;
-            done.rows_affected()
-        } else {
-            let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
-            let done = sqlx::query(sql).execute(&pool).await.expect("sql runs");
-            pool.close().await;
-            done.rows_affected()
-        }
-    }
-}
+use crate::{member, Harness};
 
 fn root() -> Principal {
     Principal {
@@ -76,12 +21,7 @@ fn root() -> Principal {
 }
 
 fn entry(subject: &str, action: &str, decision: &str) -> AuditEntry {
-    let principal = Principal {
-        subject: subject.to_owned(),
-        org: Some("acme.example".to_owned()),
-        scopes: Vec::new(),
-        method: AuthMethod::Jwt,
-    };
+    let principal = member(subject);
     let mut entry = AuditEntry::change(
         None,
         &principal,
@@ -422,30 +362,8 @@ async fn watcher_picks_up_a_change_made_through_another_handle(harness: Harness)
     watcher.stop();
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(Harness::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(Harness::postgres().await).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+convergio_tests::on_both_backends!(
+    crate::open;
     put_activates_a_new_version_and_keeps_history,
     invalid_writes_leave_the_active_policy_unchanged,
     rollback_reactivates_old_text_as_a_new_version,
