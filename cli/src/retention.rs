@@ -13,7 +13,7 @@ use convergio_gateway::retention::{
     TaskRoutesRetention,
 };
 use convergio_policy::AuditLog;
-use convergio_runs::RunStore;
+use convergio_store::runs::RunStore;
 
 /// Finished durable runs, pruned through the run journal.
 struct RunsRetention(Arc<RunStore>);

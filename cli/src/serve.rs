@@ -29,6 +29,7 @@ use convergio_gateway::tls::{upstream_client_config, TlsAcceptor, UpstreamTlsFil
 use convergio_orchestrator::{ExecutorConfig, Limits as GraphLimits};
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
+use convergio_store::runs::{RunStore, RunStoreConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
@@ -78,6 +79,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = convergio_registry::connect(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    let db = convergio_store::Db::open(
+        &config.database_url,
+        &convergio_store::DbConfig {
+            max_connections: config.database_pool_size,
+        },
+    )
+    .await
+    .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
     // The organisation key signs served cards and makes cards this
     // organisation signed `verified` on registration.
     let signing_key = if config.federation.enabled {
@@ -109,17 +118,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let (policy, audit_writer, watcher) = start_policy(&config).await?;
     let lease_ttl = std::time::Duration::from_secs(config.graphs.lease_seconds);
-    let mut journal_config = convergio_runs::RunStoreConfig {
+    let mut journal_config = RunStoreConfig {
         lease_ttl,
         sqlite_full_sync: config.graphs.checkpoint_full_sync,
-        ..convergio_runs::RunStoreConfig::default()
+        ..RunStoreConfig::default()
     };
     if let Some(replica) = &config.graphs.replica_id {
         journal_config.replica.clone_from(replica);
     }
-    let journal = convergio_runs::connect(&config.database_url, journal_config)
-        .await
-        .with_context(|| format!("opening the run store {}", redact(&config.database_url)))?;
+    let journal = RunStore::open(db.clone(), journal_config);
     let pruner = if config.retention.enabled {
         Some(
             crate::retention::pruner(

@@ -1,7 +1,7 @@
 //! The orchestrator's error type: parsing, validation, dispatch and run
 //! failures, each mapped onto the shared [`ErrorKind`] table.
 
-use convergio_schemas::ErrorKind;
+use convergio_schemas::{ErrorKind, StorageError};
 
 use crate::validate::ValidationError;
 
@@ -120,12 +120,10 @@ pub enum OrchestratorError {
         /// What is wrong (step number, format version, decode error).
         message: String,
     },
-    /// The run store failed (database unreachable, I/O error).
-    #[error("run store failed: {message}")]
-    Storage {
-        /// What the backend said.
-        message: String,
-    },
+    /// The run store failed (database unreachable or busy, a stored graph
+    /// that does not decode); the storage error keeps its cause.
+    #[error("run store failed: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl From<Vec<ValidationError>> for OrchestratorError {
@@ -165,7 +163,7 @@ impl OrchestratorError {
             | Self::CorruptRun { .. } => ErrorKind::Conflict,
             Self::CheckpointNotFound { .. } => ErrorKind::NotFound,
             Self::InputUnused { .. } => ErrorKind::Conflict,
-            Self::Storage { .. } => ErrorKind::Unavailable,
+            Self::Storage(error) => error.kind(),
         }
     }
 

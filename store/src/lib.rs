@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod dialect;
 pub mod error;
+pub mod runs;
 
 use std::str::FromStr;
 use std::time::Duration;
