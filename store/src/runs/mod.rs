@@ -73,6 +73,23 @@
 //! Targets: G3 ≤ 1 MB per run (750 KB); G1 ≥ 500 runs/s on SQLite FULL.
 //! G3's latency is 1,000 sequential commits (one fsync each on FULL): a
 //! chain cannot share commits within one run, only across runs.
+//!
+//! The move onto the shared [`Db`] (issue #16), measured with
+//! `BENCH_DURABLE=only` on a fresh PostgreSQL database each time, on the
+//! same machine under other engineers' builds (load 12–17, so only large
+//! differences mean anything). Rows and bytes per run are unchanged.
+//!
+//! | backend | graph | before: runs/s, p50 | after: runs/s, p50 |
+//! |---|---|---|---|
+//! | SQLite FULL | G1 | 354, 42.8 ms | 709, 21.1 ms |
+//! | SQLite FULL | G2 | 12, 88.9 ms | 29, 39.8 ms |
+//! | SQLite FULL | G3 | <1, 7.1 s | <1, 2.8 s |
+//! | SQLite NORMAL | G1 | 499, 4.6 ms | 785, 1.3 ms |
+//! | SQLite NORMAL | G2 | 27, 30.4 ms | 35, 21.1 ms |
+//! | SQLite NORMAL | G3 | 1, 1.1 s | 2, 561 ms |
+//! | PostgreSQL | G1 | 188, 57.1 ms | 347, 22.7 ms |
+//! | PostgreSQL | G2 | 17, 79.9 ms | 36, 35.8 ms |
+//! | PostgreSQL | G3 | <1, 10.3 s | <1, 4.2 s |
 
 /// Runs `$body` once per backend, with `$pool` bound to that backend's sqlx
 /// pool and `$backend` to its [`Backend`](crate::Backend): a statement is
