@@ -13,7 +13,7 @@ use convergio_gateway::retention::{
 };
 use convergio_policy::AuditLog;
 use convergio_registry::retention::RetentionStore;
-use convergio_runs::RunStore;
+use convergio_store::runs::RunStore;
 
 /// Finished durable runs, pruned through the run journal.
 struct RunsRetention(Arc<RunStore>);

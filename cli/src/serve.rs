@@ -29,6 +29,7 @@ use convergio_gateway::tls::{upstream_client_config, TlsAcceptor, UpstreamTlsFil
 use convergio_orchestrator::{ExecutorConfig, Limits as GraphLimits};
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
+use convergio_store::runs::{RunStore, RunStoreConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
@@ -136,17 +137,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .build();
     let examples = register_examples(&registry, examples).await?;
     let lease_ttl = std::time::Duration::from_secs(config.graphs.lease_seconds);
-    let mut journal_config = convergio_runs::RunStoreConfig {
+    let mut journal_config = RunStoreConfig {
         lease_ttl,
         sqlite_full_sync: config.graphs.checkpoint_full_sync,
-        ..convergio_runs::RunStoreConfig::default()
+        ..RunStoreConfig::default()
     };
     if let Some(replica) = &config.graphs.replica_id {
         journal_config.replica.clone_from(replica);
     }
-    let journal = convergio_runs::connect(&config.database_url, journal_config)
-        .await
-        .with_context(|| format!("opening the run store {}", redact(&config.database_url)))?;
+    let journal = RunStore::open(db.clone(), journal_config);
     let pruner = config.retention.enabled.then(|| {
         crate::retention::pruner(
             &config.retention,

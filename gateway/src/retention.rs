@@ -4,8 +4,8 @@
 //! Kinds ([`RetentionKind`]): task routes and peer nonces (the registry's
 //! [`RetentionStore`]), audit records (the policy crate's chain, which
 //! keeps a checkpoint so `audit verify` still verifies), and finished
-//! durable runs (the runs crate; `convergio serve` plugs it in as a
-//! [`Prunable`], since this crate does not depend on it). No idempotency
+//! durable runs (the storage crate's run journal; `convergio serve` plugs
+//! it in as a [`Prunable`], since this crate does not depend on it). No idempotency
 //! records exist yet; run events are held in memory per replica, bounded
 //! by `GraphsConfig::max_retained_runs`, and stored as run steps, which go
 //! with their run.

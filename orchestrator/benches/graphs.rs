@@ -212,7 +212,7 @@ struct Plan<'a> {
     runs: usize,
     parallel: usize,
     latency_runs: usize,
-    stats: Option<&'a convergio_runs::WriteStats>,
+    stats: Option<&'a convergio_store::runs::WriteStats>,
 }
 
 async fn measure(
@@ -247,7 +247,7 @@ async fn measure_plan(
         latency_runs,
         stats,
     } = plan;
-    let written = |stats: Option<&convergio_runs::WriteStats>| {
+    let written = |stats: Option<&convergio_store::runs::WriteStats>| {
         stats.map(|stats| {
             (
                 stats.rows.load(std::sync::atomic::Ordering::Relaxed),
@@ -365,21 +365,21 @@ async fn checkpointed() {
         ("PostgreSQL", postgres, true),
     ];
     for (label, url, full_sync) in backends {
-        let store = match convergio_runs::connect(
-            &url,
-            convergio_runs::RunStoreConfig {
-                sqlite_full_sync: full_sync,
-                ..convergio_runs::RunStoreConfig::default()
-            },
-        )
-        .await
+        let db = match convergio_store::Db::open(&url, &convergio_store::DbConfig::default()).await
         {
-            Ok(store) => store,
+            Ok(db) => db,
             Err(error) => {
                 println!("-- checkpointed on {label}: skipped ({error})");
                 continue;
             }
         };
+        let store = convergio_store::runs::RunStore::open(
+            db,
+            convergio_store::runs::RunStoreConfig {
+                sqlite_full_sync: full_sync,
+                ..convergio_store::runs::RunStoreConfig::default()
+            },
+        );
         println!("-- checkpointed on {label} (a commit per step)");
         let executor = Executor::with_journal(
             Arc::new(Bench),

@@ -5,7 +5,7 @@
 //! A leaf module: it imports nothing from the crate, so parsing, validation
 //! and execution all use it without importing one another.
 
-use convergio_schemas::ErrorKind;
+use convergio_schemas::{ErrorKind, StorageError};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong in the orchestrator outside a running node.
@@ -123,12 +123,10 @@ pub enum OrchestratorError {
         /// What is wrong (step number, format version, decode error).
         message: String,
     },
-    /// The run store failed (database unreachable, I/O error).
-    #[error("run store failed: {message}")]
-    Storage {
-        /// What the backend said.
-        message: String,
-    },
+    /// The run store failed (database unreachable or busy, a stored graph
+    /// that does not decode); the storage error keeps its cause.
+    #[error("run store failed: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl From<Vec<ValidationError>> for OrchestratorError {
@@ -168,7 +166,7 @@ impl OrchestratorError {
             | Self::CorruptRun { .. } => ErrorKind::Conflict,
             Self::CheckpointNotFound { .. } => ErrorKind::NotFound,
             Self::InputUnused { .. } => ErrorKind::Conflict,
-            Self::Storage { .. } => ErrorKind::Unavailable,
+            Self::Storage(error) => error.kind(),
         }
     }
 

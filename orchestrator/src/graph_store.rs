@@ -7,7 +7,7 @@
 //! existing name adds a version instead of replacing it, so a run can name
 //! the exact version it ran. Who may store, read or run which
 //! organisation's graphs is policy's decision, made by the gateway before
-//! the store is asked; the store only keeps rows. `convergio-runs`
+//! the store is asked; the store only keeps rows. `convergio-store`
 //! implements it on SQLite and PostgreSQL, next to the run tables.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use convergio_schemas::{StorageError, StorageFailure};
 
 use crate::api::{GraphDocument, GraphSummary};
 use crate::error::OrchestratorError;
@@ -50,9 +51,10 @@ pub struct MemoryGraphStore {
 }
 
 fn poisoned() -> OrchestratorError {
-    OrchestratorError::Storage {
-        message: "the in-memory graph store's lock is poisoned".to_owned(),
-    }
+    OrchestratorError::Storage(StorageError::plain(
+        StorageFailure::Other,
+        "the in-memory graph store's lock is poisoned",
+    ))
 }
 
 #[async_trait]

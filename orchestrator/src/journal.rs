@@ -9,7 +9,7 @@
 //! copy of the whole [`RunState`] per step. Resuming replays the deltas over
 //! the run's first state ([`RunState::fresh`] + [`RunState::apply`]).
 //!
-//! The crate does no I/O: `convergio-runs` implements the journal on SQLite
+//! The crate does no I/O: `convergio-store` implements the journal on SQLite
 //! and PostgreSQL. Every row carries [`FORMAT_VERSION`]; a row of another
 //! version, or one that does not decode or does not fit the graph, is a
 //! [`OrchestratorError::CorruptRun`], never a silent restart.

@@ -224,7 +224,7 @@ async fn human_strategy_ends_the_run_waiting_for_a_human() {
     assert_eq!(result.status, RunStatus::WaitingForHuman);
     assert_eq!(result.state.waiting_node.as_deref(), Some("first"));
     // Without a journal the wait cannot be continued, and the error says so
-    // (runs/tests/journal.rs continues checkpointed ones, issue 8).
+    // (store/tests/runs/journal.rs continues checkpointed ones, issue 8).
     assert!(result
         .error
         .as_deref()

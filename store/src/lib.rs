@@ -22,6 +22,7 @@ pub mod dialect;
 pub mod error;
 pub mod policy;
 pub mod registry;
+pub mod runs;
 
 use std::str::FromStr;
 use std::time::Duration;
