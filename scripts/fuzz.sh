@@ -73,6 +73,8 @@ if [ ${#selected[@]} -eq 0 ]; then
 fi
 
 build_flags=(-s none --codegen-units 16 --target-dir "$out")
+# What bash's `time` prints: user and system CPU seconds.
+TIMEFORMAT='%3U %3S'
 triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
 summary=()
 failed=0
@@ -95,15 +97,24 @@ for entry in "${selected[@]}"; do
   status=0
   # The built binary is run directly (what `cargo fuzz run` does after
   # building), so fuzzing never waits on a build holding the target dir.
-  nice -n 19 "$out/$triple/release/$target" "$corpus" "$crate/fuzz/seeds/$target" \
-    -max_total_time="$seconds" -runs="$runs" -max_len="$max_len" -timeout=10 \
-    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
-    >"$log" 2>&1 || status=$?
+  # CPU seconds (user + system) are recorded beside wall seconds: at
+  # `nice -n 19` on a busy machine the fuzzer gets what others leave, so
+  # executions per CPU second is the figure that measures the target.
+  {
+    time nice -n 19 "$out/$triple/release/$target" "$corpus" "$crate/fuzz/seeds/$target" \
+      -max_total_time="$seconds" -runs="$runs" -max_len="$max_len" -timeout=10 \
+      -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
+      >"$log" 2>&1 || status=$?
+  } 2>"$log.cpu"
   executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   elapsed=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  cpu=$(tail -1 "$log.cpu" | awk '{ printf "%.1f", $1 + $2 }')
+  per_cpu=$(awk -v runs="${executions:-0}" -v cpu="${cpu:-0}" \
+    'BEGIN { if (cpu > 0) printf "%d", runs / cpu; else print "?" }')
   crashes=$(find "$artifacts" -type f | wc -l)
-  line="$name runs=${executions:-?} seconds=${elapsed:-?} exec_per_s=${rate:-?} crashes=$crashes"
+  line="$name runs=${executions:-?} seconds=${elapsed:-?} exec_per_s=${rate:-?}"
+  line+=" cpu_seconds=${cpu:-?} exec_per_cpu_s=$per_cpu crashes=$crashes"
   if [ "$status" -ne 0 ]; then
     line+=" exit=$status (see $log)"
     failed=1

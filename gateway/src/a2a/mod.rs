@@ -20,6 +20,16 @@ mod inbound;
 mod sse;
 pub mod translate;
 
+/// The request decoders, re-exported for the fuzz targets in `gateway/fuzz`
+/// only (cargo feature `fuzzing`): not an API, and free to change with them.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::inbound::{
+        client_version, decode_segments, parse_jsonrpc, parse_rest, query_pairs,
+    };
+}
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

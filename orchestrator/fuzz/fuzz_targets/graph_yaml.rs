@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         max_nodes: 16,
         max_edges: 64,
         max_subgraph_depth: 3,
+        ..Limits::default()
     };
     let _ = validate(&spec, &AnyAgent, &Limits::default());
     let _ = validate(&spec, &StaticCatalog::new(["echo", "a", "b"]), &small);
