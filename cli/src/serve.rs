@@ -165,8 +165,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
-        let federation =
-            start_federation(&config, &db, key.clone(), registry.clone(), card_keys.clone()).await?;
+        let federation = start_federation(
+            &config,
+            &db,
+            key.clone(),
+            registry.clone(),
+            card_keys.clone(),
+        )
+        .await?;
         authenticator = authenticator.with_peers(federation.clone());
         Some(federation)
     } else {

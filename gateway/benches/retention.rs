@@ -100,7 +100,9 @@ async fn run(calls: u64, window_calls: Option<u64>, pass_ms: u64) -> Outcome {
             .await
             .expect("registry"),
     );
-    let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(db.clone())));
+    let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(
+        db.clone(),
+    )));
     let retention: Arc<dyn RetentionStore> =
         Arc::new(convergio_store::registry::Retention::new(&db));
     let agent = AgentId::internal("echo").expect("valid id");

@@ -59,7 +59,9 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
             .await
             .expect("registry"),
     );
-    let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(db.clone())));
+    let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(
+        db.clone(),
+    )));
     for index in 0..5 {
         store
             .put_task_route(&route(&format!("old-{index}"), 120))

@@ -112,8 +112,6 @@ impl Db {
         }
     }
 
-    // Read by the stores as they move in (issue #16); the lint goes with them.
-    #[allow(dead_code)]
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -80,10 +80,7 @@ fn no_stubs_or_ignored_tests_in_the_tree() {
 fn dependency_boundaries_hold() {
     let rules: [(&str, &[&str]); 2] = [
         // SQL lives only in the storage crate (issue #16).
-        (
-            "sqlx",
-            &["store"],
-        ),
+        ("sqlx", &["store"]),
         // anyhow only at the binary's edge.
         ("anyhow", &["cli"]),
     ];
