@@ -83,7 +83,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     )
     .await
-    .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    .with_context(|| {
+        format!(
+            "opening the database {}",
+            convergio_store::redact(&config.database_url)
+        )
+    })?;
     let store = convergio_store::registry::AgentStore::open(&db)
         .await
         .context("opening the agent registry")?;
@@ -252,7 +257,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _pruner = pruner.map(|pruner| pruner.spawn());
     let scheme = if tls.is_some() { "https" } else { "http" };
     say!("convergio listening on {scheme}://{local}");
-    say!("  database     {}", redact(&config.database_url));
+    say!(
+        "  database     {}",
+        convergio_store::redact(&config.database_url)
+    );
     say!("  admin token  {token_source}");
     say!("  auth         {}", describe_auth(&config.security));
     say!(
@@ -656,20 +664,6 @@ fn init_logging(config: &Config) {
     };
 }
 
-/// Hides a password in a database URL before printing it.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -688,20 +682,5 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {},
         () = terminate => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_database_passwords() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/convergio"),
-            "postgres://app:***@db:5432/convergio"
-        );
-        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
-        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
     }
 }
