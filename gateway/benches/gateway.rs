@@ -170,15 +170,9 @@ async fn run_gateway_child() {
         "sqlite://{}?mode=rwc",
         child_dir().join("registry.db").display()
     );
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
+    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
     let registry = Registry::new(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry store"),
-        ),
+        agents,
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );
@@ -1008,15 +1002,9 @@ async fn federation_node(domain: &str, dir: &std::path::Path) -> (Arc<Federation
         dir.join(format!("{domain}.db")).display()
     );
     // Opening the database applies the migrations (peers, nonces).
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
     let registry = Registry::new(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry"),
-        ),
+        agents,
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );

@@ -143,15 +143,9 @@ fn main() {
             .unwrap_or(300);
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-        let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-            .await
-            .expect("the database opens");
+        let (_db, agents) = convergio_tests::db::agent_store(&url).await;
         let registry = Registry::new(
-            std::sync::Arc::new(
-                convergio_store::registry::AgentStore::open(&db)
-                    .await
-                    .expect("registry"),
-            ),
+            agents,
             RegistryConfig::default(),
             Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
         );

@@ -92,14 +92,8 @@ async fn run(calls: u64, window_calls: Option<u64>, pass_ms: u64) -> Outcome {
         "sqlite://{}?mode=rwc",
         dir.path().join("bench.db").display()
     );
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
-    let store: Arc<dyn Store> = Arc::new(
-        convergio_store::registry::AgentStore::open(&db)
-            .await
-            .expect("registry"),
-    );
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
+    let store: Arc<dyn Store> = agents;
     let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(
         db.clone(),
     )));

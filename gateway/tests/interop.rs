@@ -397,20 +397,10 @@ async fn a_card_signed_by_the_python_sdk_is_verified_by_the_registry() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
-    let registry = Registry::builder(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry"),
-        ),
-        RegistryConfig::default(),
-        Arc::new(AnyUpstream),
-    )
-    .org_keys(Arc::new(StaticOrgKeys::new().with_key("acme.example", key)))
-    .build();
+    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
+    let registry = Registry::builder(agents, RegistryConfig::default(), Arc::new(AnyUpstream))
+        .org_keys(Arc::new(StaticOrgKeys::new().with_key("acme.example", key)))
+        .build();
     let registration = |card: Value| Registration {
         name: None,
         org: Some("acme.example".to_owned()),

@@ -44,15 +44,9 @@ async fn a_failed_jwks_fetch_is_shown_with_its_retry_until_a_retry_succeeds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
     // Opening the database applies the migrations (peers, nonces).
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
     let registry = Registry::new(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry"),
-        ),
+        agents,
         RegistryConfig::default(),
         Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
     );

@@ -63,9 +63,7 @@ async fn test_identity(mut request: Request, next: Next) -> Response {
 async fn start(quotas: Option<QuotaConfig>) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
     let store = Arc::new(convergio_store::policy::PolicyStore::new(db.clone()));
     let admin = PolicyAdmin::new(
         Arc::new(PolicyEngine::with_defaults().expect("defaults")),
@@ -77,11 +75,7 @@ async fn start(quotas: Option<QuotaConfig>) -> App {
     // through the registry's change hook, upstreams checked by the same
     // allow list the A2A routes use.
     let registry = Registry::builder(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry"),
-        ),
+        agents,
         RegistryConfig {
             org_domain: ORG.to_owned(),
             ..RegistryConfig::default()

@@ -57,18 +57,8 @@ async fn weather(routes: &RegistryRoutes) -> Arc<RouteTarget> {
 async fn a_kept_route_never_outlives_the_record_it_came_from() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
-    let registry = Registry::new(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("store"),
-        ),
-        RegistryConfig::default(),
-        Arc::new(AnyUpstream),
-    );
+    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
+    let registry = Registry::new(agents, RegistryConfig::default(), Arc::new(AnyUpstream));
     let routes = RegistryRoutes::new(registry.clone());
     register(&registry, 1111, "first").await;
 

@@ -51,14 +51,8 @@ fn audit_entry(age_minutes: i64) -> AuditEntry {
 async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
-    let store: Arc<dyn Store> = Arc::new(
-        convergio_store::registry::AgentStore::open(&db)
-            .await
-            .expect("registry"),
-    );
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
+    let store: Arc<dyn Store> = agents;
     let audit = AuditLog::new(Arc::new(convergio_store::policy::PolicyStore::new(
         db.clone(),
     )));

@@ -45,18 +45,8 @@ struct App {
 async fn app(allow: AllowList) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
-    let registry = Registry::new(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry"),
-        ),
-        RegistryConfig::default(),
-        Arc::new(allow.clone()),
-    );
+    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
+    let registry = Registry::new(agents, RegistryConfig::default(), Arc::new(allow.clone()));
     let router = build_router(
         registry,
         AppConfig {
@@ -136,15 +126,9 @@ async fn a_registry_refuses_private_upstreams_from_construction_without_any_atta
     // no router is built, and the registry still refuses.
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
-        .await
-        .expect("the database opens");
+    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
     let registry = Registry::new(
-        Arc::new(
-            convergio_store::registry::AgentStore::open(&db)
-                .await
-                .expect("registry"),
-        ),
+        agents,
         RegistryConfig::default(),
         Arc::new(AllowList::none()),
     );

@@ -80,3 +80,20 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The database at `url` (opened and migrated) and the agent store on it:
+/// what a test or bench needs to build a `Registry`.
+pub async fn agent_store(
+    url: &str,
+) -> (
+    convergio_store::Db,
+    std::sync::Arc<convergio_store::registry::AgentStore>,
+) {
+    let db = convergio_store::Db::open(url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let agents = convergio_store::registry::AgentStore::open(&db)
+        .await
+        .expect("the agent store opens");
+    (db, std::sync::Arc::new(agents))
+}
