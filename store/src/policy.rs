@@ -28,6 +28,7 @@ use convergio_policy::audit::{
 use convergio_policy::store::audit_retention::prunable_prefix;
 use convergio_policy::store::{into_page, page_size, NewPolicyVersion};
 use convergio_policy::{PolicyError, PolicyVersion, Result, Store, StoredAuditRecord};
+use sqlx::Connection as _;
 
 use crate::{Db, DbResult, Pool};
 
@@ -125,12 +126,39 @@ macro_rules! locked {
             // SQLite has one write lock; BEGIN IMMEDIATE takes it before the
             // first read, so concurrent writers queue (busy timeout) instead
             // of failing when a deferred transaction upgrades its read lock.
+            //
+            // Policy versions and the audit chain keep the durability their
+            // own pool had before the shared one (SQLite's default FULL: a
+            // commit survives a power cut), so the connection is raised to
+            // FULL for the write and lowered again after it. A write that
+            // fails returns early and leaves its connection at FULL, which
+            // is only slower for the next user, never less safe.
             Pool::Sqlite(pool) => {
-                let mut $transaction = pool
-                    .begin_with("BEGIN IMMEDIATE")
+                let mut connection = pool
+                    .acquire()
                     .await
-                    .db("beginning a policy write")?;
-                $body
+                    .db("taking a connection for a policy write")?;
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut *connection)
+                    .await
+                    .db("asking SQLite for synchronous=FULL")?;
+                let value = {
+                    let mut $transaction = connection
+                        .begin_with("BEGIN IMMEDIATE")
+                        .await
+                        .db("beginning a policy write")?;
+                    $body
+                };
+                if let Err(error) = sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&mut *connection)
+                    .await
+                {
+                    // Never hand the other stores a connection in an unknown
+                    // state: close it, the pool opens a fresh one.
+                    tracing::warn!(error = %error, "restoring synchronous=NORMAL failed; closing the connection");
+                    connection.close_on_drop();
+                }
+                value
             }
             // PostgreSQL's row locks cannot cover "the next number" or "the
             // head": an advisory lock held until commit serialises the
@@ -446,4 +474,42 @@ fn decode_checkpoint(row: CheckpointRow) -> Result<AuditCheckpoint> {
         pruned_at: parse_at(&pruned_at)?,
         pruned,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbConfig;
+
+    /// The connection's `PRAGMA synchronous` (1 = NORMAL, 2 = FULL).
+    async fn synchronous(db: &Db) -> i64 {
+        let Pool::Sqlite(pool) = db.pool() else {
+            panic!("a SQLite database")
+        };
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .expect("the pragma reads")
+    }
+
+    #[tokio::test]
+    async fn a_policy_write_hands_its_connection_back_at_normal_sync() {
+        // In memory: one connection, so the pragma read is the writer's.
+        let db = Db::open("sqlite::memory:", &DbConfig::default())
+            .await
+            .expect("opens");
+        assert_eq!(synchronous(&db).await, 1);
+        let store = PolicyStore::new(db.clone());
+        let stored = store
+            .insert_active(&NewPolicyVersion {
+                text: "permit (principal, action, resource);".to_owned(),
+                author: "admin".to_owned(),
+                reason: "test".to_owned(),
+                created_at: Utc::now(),
+            })
+            .await
+            .expect("the version is stored");
+        assert_eq!(stored.version, 1);
+        assert_eq!(synchronous(&db).await, 1, "the shared pool stays NORMAL");
+    }
 }
