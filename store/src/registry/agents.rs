@@ -466,6 +466,25 @@ macro_rules! backend {
                     Ok(&mut self.builder)
                 }
 
+                /// Queues `(term, agent_pk)` rows for the side table `insert`
+                /// names, sorted and in multi-row chunks.
+                async fn insert_terms(
+                    &mut self,
+                    tx: &mut Tx,
+                    insert: &str,
+                    mut rows: Vec<(&'args str, i64)>,
+                ) -> Result<()> {
+                    rows.sort_unstable();
+                    for chunk in rows.chunks(BULK_CHUNK) {
+                        self.start(tx, insert, chunk.len() * 2)
+                            .await?
+                            .push_values(chunk, |mut row, (term, pk)| {
+                                row.push_bind(*term).push_bind(*pk);
+                            });
+                    }
+                    Ok(())
+                }
+
                 /// Runs every queued statement, in order.
                 async fn send(&mut self, tx: &mut Tx) -> Result<()> {
                     if self.statements == 0 {
@@ -506,32 +525,20 @@ macro_rules! backend {
                         }
                     }
                 }
-                let mut skills: Vec<(&str, i64)> = terms
+                let skills = terms
                     .iter()
                     .flat_map(|(pk, t)| t.skills.iter().map(move |s| (s.as_str(), *pk)))
                     .collect();
-                skills.sort_unstable();
-                for chunk in skills.chunks(BULK_CHUNK) {
-                    batch
-                        .start(tx, "INSERT INTO agent_skills (skill, agent_pk) ", chunk.len() * 2)
-                        .await?
-                        .push_values(chunk, |mut row, (skill, pk)| {
-                            row.push_bind(*skill).push_bind(*pk);
-                        });
-                }
-                let mut tags: Vec<(&str, i64)> = terms
+                batch
+                    .insert_terms(tx, "INSERT INTO agent_skills (skill, agent_pk) ", skills)
+                    .await?;
+                let tags = terms
                     .iter()
                     .flat_map(|(pk, t)| t.tags.iter().map(move |s| (s.as_str(), *pk)))
                     .collect();
-                tags.sort_unstable();
-                for chunk in tags.chunks(BULK_CHUNK) {
-                    batch
-                        .start(tx, "INSERT INTO agent_tags (tag, agent_pk) ", chunk.len() * 2)
-                        .await?
-                        .push_values(chunk, |mut row, (tag, pk)| {
-                            row.push_bind(*tag).push_bind(*pk);
-                        });
-                }
+                batch
+                    .insert_terms(tx, "INSERT INTO agent_tags (tag, agent_pk) ", tags)
+                    .await?;
                 let mut modes: Vec<(&str, &str, i64)> = terms
                     .iter()
                     .flat_map(|(pk, t)| {
