@@ -3,6 +3,8 @@
 //! SQLite binds by the same number).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use convergio_schemas::{StorageError, StorageFailure};
 
@@ -62,11 +64,30 @@ fn sqlite_placeholders(sql: &'static str) -> Cow<'static, str> {
     if !(0..bytes.len()).any(placeholder) {
         return Cow::Borrowed(sql);
     }
+    // Statements are `'static` text, so there are finitely many: each is
+    // rewritten once and kept for the process, instead of on every query of
+    // the hot path (a task route per proxied call).
+    static REWRITTEN: LazyLock<RwLock<HashMap<(usize, usize), &'static str>>> =
+        LazyLock::new(RwLock::default);
+    let key = (sql.as_ptr() as usize, sql.len());
+    if let Some(done) = REWRITTEN
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Cow::Borrowed(done);
+    }
     let mut out = String::with_capacity(sql.len());
     for (at, character) in sql.char_indices() {
         out.push(if placeholder(at) { '?' } else { character });
     }
-    Cow::Owned(out)
+    let done: &'static str = Box::leak(out.into_boxed_str());
+    let kept = *REWRITTEN
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key)
+        .or_insert(done);
+    Cow::Borrowed(kept)
 }
 
 #[cfg(test)]
@@ -82,6 +103,12 @@ mod tests {
         );
         assert_eq!(Backend::Postgres.sql("WHERE id = $1"), "WHERE id = $1");
         assert!(matches!(Backend::Sqlite.sql("SELECT 1"), Cow::Borrowed(_)));
+        // A rewritten statement is kept: the second call hands out the same text.
+        const STATEMENT: &str = "SELECT $1";
+        let first = Backend::Sqlite.sql(STATEMENT);
+        let second = Backend::Sqlite.sql(STATEMENT);
+        assert_eq!(first, "SELECT ?1");
+        assert!(std::ptr::eq(first.as_ref(), second.as_ref()));
     }
 
     #[test]
