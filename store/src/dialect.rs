@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(Backend::Postgres.sql("WHERE id = $1"), "WHERE id = $1");
         assert!(matches!(Backend::Sqlite.sql("SELECT 1"), Cow::Borrowed(_)));
         // A rewritten statement is kept: the second call hands out the same text.
-        const STATEMENT: &str = "SELECT $1";
+        static STATEMENT: &str = "SELECT $1";
         let first = Backend::Sqlite.sql(STATEMENT);
         let second = Backend::Sqlite.sql(STATEMENT);
         assert_eq!(first, "SELECT ?1");
