@@ -345,9 +345,9 @@ impl ConfigFile {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
+        serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
-            message: error.to_string(),
+            source,
         })
     }
 

@@ -18,12 +18,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML does not parse or has unknown or mistyped fields.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// serde_yaml's message, with line and column.
-        message: String,
+        /// serde_yaml's error, with line and column.
+        #[source]
+        source: serde_yaml::Error,
     },
     /// A value is out of range or malformed.
     #[error("invalid {field}: {message}")]

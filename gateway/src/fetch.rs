@@ -7,7 +7,7 @@
 
 /// Why fetching a document, or reading its body, failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FetchError {
+pub enum FetchError {
     /// The request failed, or the server answered an error status.
     #[error("fetching {what}")]
     Request {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use convergio_registry::UpstreamCheck;
+use convergio_registry::{UpstreamCheck, UpstreamRefusal};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
@@ -387,11 +387,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// The registration-time check the registry asks ([`UpstreamCheck`]).
 #[async_trait::async_trait]
 impl UpstreamCheck for AllowList {
-    async fn check(&self, url: &str) -> Result<(), String> {
-        let url = parse_url(url).map_err(|error| error.to_string())?;
-        check_url_resolved(&url, self)
-            .await
-            .map_err(|error| error.to_string())
+    async fn check(&self, url: &str) -> Result<(), UpstreamRefusal> {
+        let url = parse_url(url)?;
+        Ok(check_url_resolved(&url, self).await?)
     }
 }
 

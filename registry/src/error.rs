@@ -70,12 +70,13 @@ pub enum RegistryError {
     },
     /// An upstream URL points where the gateway may not connect (loopback,
     /// private, link-local or metadata addresses that are not allow-listed).
-    #[error("upstream {index} is refused: {reason}")]
+    #[error("upstream {index} is refused: {source}")]
     UpstreamRefused {
         /// Which entry of `upstreams`.
         index: usize,
-        /// Why, in plain words.
-        reason: String,
+        /// Why: the check's own error.
+        #[source]
+        source: crate::service::UpstreamRefusal,
     },
     /// The database failed (typed once by `convergio-store`, cause kept);
     /// the detail is logged, never shown to clients.
@@ -148,9 +149,9 @@ impl RegistryError {
                 pointer: "/card/signatures".to_owned(),
                 message: format!("does not verify: {reason}"),
             }],
-            Self::UpstreamRefused { index, reason } => vec![Violation {
+            Self::UpstreamRefused { index, source } => vec![Violation {
                 pointer: format!("/upstreams/{index}/url"),
-                message: reason.clone(),
+                message: source.to_string(),
             }],
             _ => Vec::new(),
         }

@@ -26,6 +26,6 @@ pub use error::{RegistryError, Result};
 pub use model::*;
 pub use service::{
     AnyUpstream, ChangeHook, NoOrgKeys, OrgKeys, Registry, RegistryBuilder, RegistryChange,
-    RegistryConfig, StaticOrgKeys, UpstreamCheck,
+    RegistryConfig, StaticOrgKeys, UpstreamCheck, UpstreamRefusal,
 };
 pub use store::{DiscoveryQuery, Page, Store};

@@ -117,6 +117,9 @@ impl OrgKeys for StaticOrgKeys {
     }
 }
 
+/// Why an [`UpstreamCheck`] refused a URL: the checker's own error type.
+pub type UpstreamRefusal = Box<dyn std::error::Error + Send + Sync>;
+
 /// Decides whether the gateway may connect to an upstream URL (the SSRF
 /// guard, implemented by the gateway). Asked for every upstream of every
 /// registration and update, except the server's own agents.
@@ -127,8 +130,9 @@ impl OrgKeys for StaticOrgKeys {
 /// one to accepted every address).
 #[async_trait::async_trait]
 pub trait UpstreamCheck: Send + Sync {
-    /// `Ok` when `url` may be an upstream; otherwise why not, in plain words.
-    async fn check(&self, url: &str) -> std::result::Result<(), String>;
+    /// `Ok` when `url` may be an upstream; otherwise why not (its message
+    /// is shown to the caller at the URL's pointer).
+    async fn check(&self, url: &str) -> std::result::Result<(), UpstreamRefusal>;
 }
 
 /// Accepts every upstream URL. For tools and tests that register only
@@ -139,7 +143,7 @@ pub struct AnyUpstream;
 
 #[async_trait::async_trait]
 impl UpstreamCheck for AnyUpstream {
-    async fn check(&self, _url: &str) -> std::result::Result<(), String> {
+    async fn check(&self, _url: &str) -> std::result::Result<(), UpstreamRefusal> {
         Ok(())
     }
 }
@@ -336,7 +340,7 @@ impl Registry {
             check
                 .check(&upstream.url)
                 .await
-                .map_err(|reason| RegistryError::UpstreamRefused { index, reason })?;
+                .map_err(|source| RegistryError::UpstreamRefused { index, source })?;
         }
         Ok(())
     }

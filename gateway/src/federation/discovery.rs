@@ -31,7 +31,7 @@ use convergio_schemas::{AgentId, AuthMethod, TrustLevel};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use super::{entry, storage_error, unix_now, Federation, PeerEntry};
+use super::{entry, storage_error, unix_now, Federation, PeerEntry, PeerError};
 use crate::layers::{ErrorShape, Failure};
 use crate::{GatewayError, Principal};
 
@@ -56,7 +56,7 @@ pub struct PeerListing {
     /// The peer's domain.
     pub peer: String,
     /// Its agents, already rewritten (ids, trust, provenance), or why not.
-    pub agents: Result<Vec<Value>, String>,
+    pub agents: Result<Vec<Value>, PeerError>,
     /// Whether the answer was a 304 on our cached copy.
     pub revalidated: bool,
 }
@@ -83,12 +83,12 @@ impl Federation {
         path_and_query: &str,
         if_none_match: Option<&str>,
         timeout: Duration,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, PeerError> {
         let url = format!(
             "{}{path_and_query}",
             peer.row.base_url.trim_end_matches('/')
         );
-        let url = super::check_peer_url(&url).map_err(|error| error.to_string())?;
+        let url = super::check_peer_url(&url).map_err(PeerError::Url)?;
         let claims = PeerCallClaims::new(
             &self.config.domain,
             &peer.row.domain,
@@ -107,15 +107,10 @@ impl Federation {
         if let Some(etag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
-        request.send().await.map_err(|error| {
-            if error.is_timeout() {
-                format!("no answer within {} ms", timeout.as_millis())
-            } else if error.is_connect() {
-                "unreachable".to_owned()
-            } else {
-                format!("request failed: {error}")
-            }
-        })
+        request
+            .send()
+            .await
+            .map_err(|error| PeerError::sending(error, timeout))
     }
 
     /// Asks every approved peer `query` (URL-encoded discovery filters) in
@@ -128,13 +123,11 @@ impl Federation {
             let (agents, revalidated) = match asked {
                 Ok(Ok((agents, revalidated))) => (Ok(agents), revalidated),
                 Ok(Err(reason)) => (Err(reason), false),
-                Err(_) => (
-                    Err(format!("no answer within {} ms", deadline.as_millis())),
-                    false,
-                ),
+                Err(_) => (Err(PeerError::Timeout(deadline)), false),
             };
             if let Err(reason) = &agents {
-                tracing::info!(peer = %peer.row.domain, %reason, "federated discovery: peer left out");
+                tracing::info!(peer = %peer.row.domain, reason = %reason.chain(),
+                    "federated discovery: peer left out");
             }
             PeerListing {
                 peer: peer.row.domain.clone(),
@@ -145,7 +138,11 @@ impl Federation {
         Ok(join_all(asks).await)
     }
 
-    async fn ask_peer(&self, peer: &PeerEntry, query: &str) -> Result<(Vec<Value>, bool), String> {
+    async fn ask_peer(
+        &self,
+        peer: &PeerEntry,
+        query: &str,
+    ) -> Result<(Vec<Value>, bool), PeerError> {
         let path = if query.is_empty() {
             "/v1/agents".to_owned()
         } else {
@@ -165,27 +162,24 @@ impl Federation {
         if status == reqwest::StatusCode::NOT_MODIFIED {
             return match cached {
                 Some(cached) => Ok((rewrite(peer, &cached.agents), true)),
-                None => Err("answered 304 to a query we never cached".to_owned()),
+                None => Err(PeerError::UnexpectedNotModified),
             };
         }
         if !status.is_success() {
-            return Err(format!("answered {}", status.as_u16()));
+            return Err(PeerError::Status(status.as_u16()));
         }
         let etag = response
             .headers()
             .get(header::ETAG)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES)
-            .await
-            .map_err(|error| crate::fetch::error_chain(&error))?;
-        let listing: Value =
-            serde_json::from_slice(&body).map_err(|_| "answered something not JSON".to_owned())?;
+        let body = crate::fetch::read_limited(response, MAX_PEER_LISTING_BYTES).await?;
+        let listing: Value = serde_json::from_slice(&body).map_err(PeerError::NotJson)?;
         let agents = listing
             .get("agents")
             .and_then(Value::as_array)
             .cloned()
-            .ok_or_else(|| "answered without an agents list".to_owned())?;
+            .ok_or(PeerError::Missing("an agents list"))?;
         let rewritten = rewrite(peer, &agents);
         match etag {
             Some(etag) => {
@@ -345,7 +339,11 @@ async fn merge(
                 }));
                 agents.extend(found);
             }
-            Err(reason) => partial.push(json!({"peer": listing.peer, "reason": reason})),
+            // The caller reads the reason without its cause chain (peer
+            // addresses and transport detail stay in the log).
+            Err(reason) => {
+                partial.push(json!({"peer": listing.peer, "reason": reason.to_string()}))
+            }
         }
     }
     let body = json!({

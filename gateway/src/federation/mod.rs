@@ -39,6 +39,7 @@
 pub mod api;
 pub mod card_keys;
 pub mod discovery;
+mod peer_error;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -63,6 +64,7 @@ use serde_json::{json, Value};
 use crate::layers::PeerVerifier;
 use crate::routes::{AgentFacts, Binding, RouteTarget, UpstreamInterface};
 use crate::{GatewayError, Principal};
+pub use peer_error::PeerError;
 
 /// How long a cached peer row is trusted: the cross-replica bound on a key
 /// approval or a peer removal taking effect.
@@ -469,7 +471,7 @@ impl Federation {
     /// Records a failed JWKS fetch of `domain` and schedules the next
     /// attempt; returns whether no failure was recorded before (the caller
     /// then starts the retry task).
-    fn jwks_failed(&self, domain: &str, error: String) -> bool {
+    fn jwks_failed(&self, domain: &str, error: &PeerError) -> bool {
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         let mut failures = self.jwks_failures();
         let attempts = failures
@@ -480,7 +482,7 @@ impl Federation {
         failures.insert(
             domain.to_owned(),
             JwksFetchFailure {
-                error,
+                error: error.chain(),
                 failed_at: now,
                 next_retry_at: now.saturating_add(
                     i64::try_from(wait.as_secs_f64().ceil() as u64).unwrap_or(i64::MAX),
@@ -608,7 +610,7 @@ impl Federation {
                 // The peer is still recorded, the failure shown with it and
                 // the fetch retried (or retried at once by `refresh`).
                 Err(error) => {
-                    tracing::warn!(peer = %domain, %error, "jwks fetch failed");
+                    tracing::warn!(peer = %domain, error = %error.chain(), "jwks fetch failed");
                     fetch_error = Some(error);
                 }
             }
@@ -636,7 +638,7 @@ impl Federation {
         tracing::info!(peer = %domain, "peer stored");
         match (fetch_error, &row.jwks_url) {
             (Some(error), Some(url)) => {
-                if self.jwks_failed(&domain, error) {
+                if self.jwks_failed(&domain, &error) {
                     self.spawn_jwks_retry(domain.clone(), url.clone());
                 }
             }
@@ -658,15 +660,15 @@ impl Federation {
             })?;
         let fetched = match self.fetch_jwks(&url).await {
             Ok(fetched) => fetched,
-            Err(detail) => {
+            Err(error) => {
                 // A retry task runs whenever a failure is recorded; a
                 // first failure starts one.
-                if self.jwks_failed(&row.domain, detail.clone()) {
+                if self.jwks_failed(&row.domain, &error) {
                     self.spawn_jwks_retry(row.domain.clone(), url.clone());
                 }
                 return Err(GatewayError::UpstreamUnreachable {
                     agent: format!("jwks of {domain}"),
-                    detail,
+                    detail: error.chain(),
                 });
             }
         };
@@ -730,14 +732,11 @@ impl Federation {
         Ok(self.view(row))
     }
 
-    async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, String> {
-        let url = check_peer_url(url).map_err(|error| error.to_string())?;
-        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES)
-            .await
-            .map_err(|error| crate::fetch::error_chain(&error))?;
-        let jwks: Value =
-            serde_json::from_slice(&bytes).map_err(|error| format!("the jwks: {error}"))?;
-        PeerPublicKey::from_jwks(&jwks).map_err(|error| error.to_string())
+    async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, PeerError> {
+        let url = check_peer_url(url).map_err(PeerError::Url)?;
+        let bytes = crate::fetch::jwks(&self.http, url, MAX_JWKS_BYTES).await?;
+        let jwks: Value = serde_json::from_slice(&bytes).map_err(PeerError::NotJson)?;
+        PeerPublicKey::from_jwks(&jwks).map_err(PeerError::Keys)
     }
 }
 

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::discovery::derived_trust;
-use super::{Federation, PeerEntry};
+use super::{Federation, PeerEntry, PeerError};
 use crate::fetch::{error_chain, read_limited};
 use crate::GatewayError;
 
@@ -78,9 +78,9 @@ impl Federation {
         let catalogue =
             self.catalogue(&peer)
                 .await
-                .map_err(|detail| GatewayError::UpstreamUnreachable {
+                .map_err(|error| GatewayError::UpstreamUnreachable {
                     agent: format!("catalogue of {domain}"),
-                    detail,
+                    detail: error.chain(),
                 })?;
         let report = apply(&self.registry, &peer, catalogue).await?;
         tracing::info!(peer = %domain, seen = report.seen, added = report.added,
@@ -118,7 +118,7 @@ impl Federation {
     }
 
     /// The peer's whole catalogue (its own agents, by name), or why not.
-    async fn catalogue(&self, peer: &PeerEntry) -> Result<BTreeMap<String, Value>, String> {
+    async fn catalogue(&self, peer: &PeerEntry) -> Result<BTreeMap<String, Value>, PeerError> {
         let mut agents = BTreeMap::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_SYNC_PAGES {
@@ -134,17 +134,14 @@ impl Federation {
                 .signed_get(peer, &path, None, SYNC_PAGE_TIMEOUT)
                 .await?;
             if !response.status().is_success() {
-                return Err(format!("answered {}", response.status().as_u16()));
+                return Err(PeerError::Status(response.status().as_u16()));
             }
-            let body = read_limited(response, MAX_SYNC_PAGE_BYTES)
-                .await
-                .map_err(|error| error_chain(&error))?;
-            let page: Value = serde_json::from_slice(&body)
-                .map_err(|_| "answered something not JSON".to_owned())?;
+            let body = read_limited(response, MAX_SYNC_PAGE_BYTES).await?;
+            let page: Value = serde_json::from_slice(&body).map_err(PeerError::NotJson)?;
             let items = page
                 .get("agents")
                 .and_then(Value::as_array)
-                .ok_or_else(|| "answered without an agents list".to_owned())?;
+                .ok_or(PeerError::Missing("an agents list"))?;
             for agent in items {
                 let own = agent
                     .get("org")
@@ -162,7 +159,7 @@ impl Federation {
                 return Ok(agents);
             }
         }
-        Err(format!("more than {MAX_SYNC_PAGES} pages"))
+        Err(PeerError::TooManyPages(MAX_SYNC_PAGES))
     }
 }
 
@@ -191,7 +188,7 @@ async fn apply(
             Ok(Some(Change::Added)) => report.added += 1,
             Ok(Some(Change::Updated)) => report.updated += 1,
             Ok(None) => {}
-            Err(problem) => report.problems.push(format!("{name}: {problem}")),
+            Err(problem) => report.problems.push(format!("{name}: {}", problem.chain())),
         }
         if let Ok(id) = AgentId::external(&peer.row.domain, name) {
             kept.insert(id);
@@ -201,7 +198,11 @@ async fn apply(
         if !kept.contains(&record.id) {
             match registry.deregister(&actor, &record.id, None).await {
                 Ok(_) => report.removed += 1,
-                Err(error) => report.problems.push(format!("{}: {error}", record.name)),
+                Err(error) => {
+                    report
+                        .problems
+                        .push(format!("{}: {}", record.name, error_chain(&error)))
+                }
             }
         }
     }
@@ -220,11 +221,11 @@ async fn upsert(
     peer: &PeerEntry,
     name: &str,
     agent: &Value,
-) -> Result<Option<Change>, String> {
+) -> Result<Option<Change>, PeerError> {
     let card = agent
         .get("card")
         .cloned()
-        .ok_or_else(|| "no card".to_owned())?;
+        .ok_or(PeerError::Missing("a card"))?;
     let role = agent
         .get("role")
         .and_then(|role| serde_json::from_value(role.clone()).ok());
@@ -246,24 +247,24 @@ async fn upsert(
         }]),
         trust: None,
     };
-    let id = AgentId::external(&peer.row.domain, name).map_err(|error| error.to_string())?;
+    let id = AgentId::external(&peer.row.domain, name).map_err(PeerError::Name)?;
     let existing = match registry.get(&id).await {
         Ok(record) => Some(record),
         Err(RegistryError::AgentNotFound { .. }) => None,
-        Err(error) => return Err(error.to_string()),
+        Err(error) => return Err(PeerError::registry("reading the agent", error)),
     };
     let (mut record, mut change) = match existing {
         None => {
             let record = registry
                 .register(actor, registration)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| PeerError::registry("registering", error))?;
             (record, Some(Change::Added))
         }
         Some(record) => {
             let wanted = registry
                 .planned_record(registration.clone())
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| PeerError::registry("checking the card", error))?;
             if record.card != wanted.card
                 || record.role != wanted.role
                 || record.upstreams != wanted.upstreams
@@ -271,7 +272,7 @@ async fn upsert(
                 let updated = registry
                     .update(actor, &id, record.version, registration)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| PeerError::registry("updating", error))?;
                 (updated, Some(Change::Updated))
             } else {
                 (record, None)
@@ -289,7 +290,7 @@ async fn upsert(
         record = registry
             .set_trust(actor, &id, trust, &reason, Some(record.version))
             .await
-            .map_err(|error| format!("trust {}: {error}", trust.as_str()))?;
+            .map_err(|error| PeerError::registry(format!("trust {}", trust.as_str()), error))?;
         if change.is_none() {
             change = Some(Change::Updated);
         }
