@@ -188,7 +188,7 @@ pub fn format_at(at: &DateTime<Utc>) -> String {
 pub fn parse_at(text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
-        .map_err(|error| PolicyError::Corrupt(format!("timestamp {text:?}: {error}")))
+        .map_err(|error| PolicyError::corrupt_because(format!("timestamp {text:?}"), error))
 }
 
 /// The canonical JSON of a record's content (everything but the hashes).

@@ -57,8 +57,14 @@ pub enum PolicyError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// Stored data that does not decode (a corrupted row).
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
+    #[error("corrupt stored data: {message}")]
+    Corrupt {
+        /// What could not be decoded.
+        message: String,
+        /// The decoder's error, when one failed.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// An audit record whose columns do not decode (its JSON or timestamp
     /// was edited); `verify` reports it as a broken chain at `seq`.
     #[error("corrupt audit record {seq}: {reason}")]
@@ -89,6 +95,26 @@ fn summarize(diagnostics: &[PolicyDiagnostic]) -> String {
 // === impl PolicyError ===
 
 impl PolicyError {
+    /// A [`PolicyError::Corrupt`] saying `message`.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::Corrupt {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`PolicyError::Corrupt`]: `message` says what, `source` is the
+    /// decoder's error.
+    pub fn corrupt_because(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Corrupt {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// The shared classification of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -98,7 +124,7 @@ impl PolicyError {
             Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::AuditBroken { .. } => ErrorKind::Conflict,
             Self::Storage(error) => error.kind(),
-            Self::Corrupt(_)
+            Self::Corrupt { .. }
             | Self::CorruptAuditRecord { .. }
             | Self::InvalidSchema { .. }
             | Self::Io { .. } => ErrorKind::Internal,

@@ -87,6 +87,9 @@ pub enum RegistryError {
     Corrupt {
         /// What could not be decoded.
         message: String,
+        /// The decoder's error, when one failed.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 
@@ -138,6 +141,19 @@ impl RegistryError {
     pub fn corrupt(message: impl Into<String>) -> Self {
         Self::Corrupt {
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`RegistryError::Corrupt`]: `message` says what, `source` is the
+    /// decoder's error.
+    pub fn corrupt_because(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Corrupt {
+            message: message.into(),
+            source: Some(Box::new(source)),
         }
     }
 

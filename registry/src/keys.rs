@@ -55,7 +55,6 @@ pub fn scopes_to_text(scopes: &[String]) -> String {
 
 /// Reads stored scopes; text that is not a JSON array of strings is corrupt.
 pub fn scopes_from_text(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|error| RegistryError::Corrupt {
-        message: format!("api key scopes: {error}"),
-    })
+    serde_json::from_str(text)
+        .map_err(|error| RegistryError::corrupt_because("api key scopes", error))
 }

@@ -87,7 +87,5 @@ pub fn keys_to_text(keys: &[PeerKeyRow]) -> String {
 
 /// Reads a peer's stored keys; text that does not decode is corrupt.
 pub fn keys_from_text(text: &str) -> Result<Vec<PeerKeyRow>> {
-    serde_json::from_str(text).map_err(|error| RegistryError::Corrupt {
-        message: format!("peer keys: {error}"),
-    })
+    serde_json::from_str(text).map_err(|error| RegistryError::corrupt_because("peer keys", error))
 }

@@ -273,7 +273,7 @@ impl Store for PolicyStore {
         self.append_audit_batch(std::slice::from_ref(entry))
             .await?
             .pop()
-            .ok_or_else(|| PolicyError::Corrupt("an append of one wrote nothing".to_owned()))
+            .ok_or_else(|| PolicyError::corrupt("an append of one wrote nothing"))
     }
 
     async fn append_audit_batch(&self, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>> {

@@ -204,7 +204,8 @@ impl StoredAuditRecord {
 
 /// `value` as a JSON column.
 fn json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|error| PolicyError::Corrupt(error.to_string()))
+    serde_json::to_string(value)
+        .map_err(|error| PolicyError::corrupt_because("cannot serialise", error))
 }
 
 /// The page size a filter asks for, clamped to `1..=MAX_AUDIT_PAGE`.

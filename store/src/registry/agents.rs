@@ -1298,7 +1298,7 @@ async fn load_text_index(pool: &sqlx::SqlitePool) -> Result<TextIndex> {
             .await
             .db("loading the text index")?;
         let stored: Vec<StoredAgent> = serde_json::from_str(&chunk).map_err(|error| {
-            RegistryError::corrupt(format!("text index rows after {after}: {error}"))
+            RegistryError::corrupt_because(format!("text index rows after {after}"), error)
         })?;
         let Some(last) = stored.iter().map(|agent| agent.0).max() else {
             break;

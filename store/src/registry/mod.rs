@@ -81,7 +81,7 @@ impl Stamps for sqlx::Sqlite {
             DateTime::parse_from_rfc3339(&text)
                 .map(|at| at.with_timezone(&Utc))
                 .map_err(|error| {
-                    RegistryError::corrupt(format!("stored timestamp {text:?}: {error}"))
+                    RegistryError::corrupt_because(format!("stored timestamp {text:?}"), error)
                 })
         })
         .transpose()
@@ -106,31 +106,31 @@ impl Stamps for sqlx::Postgres {
 /// Parses a stored agent id.
 pub(crate) fn parse_id(text: &str) -> Result<AgentId> {
     text.parse()
-        .map_err(|error| RegistryError::corrupt(format!("stored agent id {text:?}: {error}")))
+        .map_err(|error| RegistryError::corrupt_because(format!("stored agent id {text:?}"), error))
 }
 
 /// Parses a stored role.
 pub(crate) fn parse_role(text: &str) -> Result<AgentRole> {
     text.parse()
-        .map_err(|error| RegistryError::corrupt(format!("stored role: {error}")))
+        .map_err(|error| RegistryError::corrupt_because("stored role", error))
 }
 
 /// Parses a stored trust level.
 pub(crate) fn parse_trust(text: &str) -> Result<TrustLevel> {
     text.parse()
-        .map_err(|error| RegistryError::corrupt(format!("stored trust level: {error}")))
+        .map_err(|error| RegistryError::corrupt_because("stored trust level", error))
 }
 
 /// Parses a stored JSON column.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text)
-        .map_err(|error| RegistryError::corrupt(format!("stored {what}: {error}")))
+        .map_err(|error| RegistryError::corrupt_because(format!("stored {what}"), error))
 }
 
 /// Serialises a JSON column.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value)
-        .map_err(|error| RegistryError::corrupt(format!("cannot serialise: {error}")))
+        .map_err(|error| RegistryError::corrupt_because("cannot serialise", error))
 }
 
 /// A count read from the database as a `u64`.
