@@ -86,6 +86,24 @@ impl UpstreamClient {
         };
         guard.admit()
     }
+
+    /// Every upstream called so far, and whether its circuit is open or
+    /// half-open (`true`) or closed: read by `/metrics` at each scrape.
+    pub(crate) fn circuit_states(&self) -> Vec<(String, bool)> {
+        let Ok(guards) = self.guards.lock() else {
+            return Vec::new();
+        };
+        guards
+            .iter()
+            .map(|(agent, guard)| {
+                let open = guard
+                    .breaker
+                    .lock()
+                    .map_or(true, |breaker| !matches!(*breaker, Breaker::Closed { .. }));
+                (agent.clone(), open)
+            })
+            .collect()
+    }
 }
 
 /// A pool over `tls` for `https://` URLs (ALPN h2, then http/1.1) and plain
