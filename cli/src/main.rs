@@ -159,6 +159,9 @@ enum ConfigCommand {
         /// The YAML file.
         file: PathBuf,
     },
+    /// Print the config file's JSON Schema (derived from its types; checked
+    /// in at schemas/json/config.schema.json).
+    Schema,
 }
 
 fn main() -> ExitCode {
@@ -184,6 +187,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Probe { url } => probe(&url).await,
+        Command::Config(ConfigCommand::Schema) => {
+            say!("{}", config::json_schema_text());
+            Ok(())
+        }
         Command::Agents { server, command } => agents::run(&server.normalized(), command).await,
         Command::Keys { server, command } => keys::run(&server.normalized(), command).await,
         Command::Peers { server, command } => peers::run(&server.normalized(), command).await,

@@ -19,7 +19,7 @@ use crate::config_error::ConfigError;
 use crate::env;
 
 /// `auth:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Allow callers without credentials. Unset: only on a plaintext
@@ -34,7 +34,7 @@ pub struct AuthSection {
 }
 
 /// `auth.jwt:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSection {
     /// Required `iss`. CONVERGIO_JWT_ISSUER
@@ -64,7 +64,7 @@ pub struct JwtSection {
 }
 
 /// `auth.mtls:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MtlsSection {
     /// Turn verified client certificates into principals. Default true.
@@ -74,7 +74,7 @@ pub struct MtlsSection {
 }
 
 /// `tls:` section; plaintext when absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain. CONVERGIO_TLS_CERT_FILE
@@ -91,7 +91,7 @@ pub struct TlsSection {
 
 /// `tls.client_auth` values.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuthSetting {
@@ -107,7 +107,7 @@ pub enum ClientAuthSetting {
 /// One entry of `upstream_credentials:` (keyed by agent name): what the
 /// gateway presents to that agent, read at start. Secrets are never written
 /// in the config file, only where to read them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamCredentialSection {
     /// File holding a bearer token (trailing whitespace is trimmed).
@@ -133,7 +133,7 @@ pub struct UpstreamCredentialSection {
 }
 
 /// `server:` section: connection bounds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Time for a request head, the first byte or the TLS handshake. Default 10.

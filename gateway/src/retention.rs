@@ -79,7 +79,7 @@ impl RetentionKind {
 }
 
 /// The window of one kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KindRetention {
     /// Rows older than this many seconds are deleted (by last write for
@@ -102,7 +102,7 @@ impl KindRetention {
 }
 
 /// The `retention:` section of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Run the pruner in `convergio serve`. Default true.
