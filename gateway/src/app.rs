@@ -236,7 +236,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         let exposition = Arc::new(Exposition::new(
             config.metrics.clone(),
             executor.metrics(),
-            upstreams,
+            Box::new(upstreams),
             config.graphs.retention_metrics.clone(),
         ));
         let runs_api = RunsApi::new(

@@ -33,7 +33,6 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::a2a::UpstreamClient;
 use crate::retention::RetentionMetrics;
 
 /// Latency buckets of gateway requests, in seconds.
@@ -46,6 +45,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
 pub trait PoolUsage: Send + Sync + 'static {
     /// Connections lent out, and connections idle in the pool.
     fn connections(&self) -> (u32, u32);
+}
+
+/// Where the circuit gauge reads each upstream's breaker (the A2A client
+/// implements it; a trait, so this module does not import the client).
+pub trait CircuitStates: Send + Sync + std::fmt::Debug + 'static {
+    /// Every upstream called so far, and whether its circuit is open or
+    /// half-open (`true`) or closed.
+    fn circuit_states(&self) -> Vec<(String, bool)>;
 }
 
 /// What the scrape-time gauges read.
@@ -69,7 +76,7 @@ impl std::fmt::Debug for MetricSources {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
     agent: String,
     status: u16,
 }
@@ -77,7 +84,7 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,7 +160,7 @@ impl GatewayMetrics {
     pub fn record_request(
         &self,
         route: &'static str,
-        method: &str,
+        method: &axum::http::Method,
         agent: Option<&str>,
         status: u16,
         elapsed: Duration,
@@ -163,12 +170,9 @@ impl GatewayMetrics {
             Some(_) if status == 404 => OTHER.to_owned(),
             Some(name) => self.agent_label(name),
         };
-        let method = method.to_owned();
+        let method = method_label(method);
         self.latency
-            .get_or_create(&RouteLabels {
-                route,
-                method: method.clone(),
-            })
+            .get_or_create(&RouteLabels { route, method })
             .observe(elapsed.as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {
@@ -273,7 +277,7 @@ impl Exposition {
     pub(crate) fn new(
         gateway: Arc<GatewayMetrics>,
         executor: &convergio_orchestrator::Metrics,
-        upstreams: UpstreamClient,
+        upstreams: Box<dyn CircuitStates>,
         retention: Option<Arc<RetentionMetrics>>,
     ) -> Self {
         let mut registry = Registry::default();
@@ -299,7 +303,7 @@ impl Exposition {
 #[derive(Debug)]
 struct Scraped {
     gateway: Arc<GatewayMetrics>,
-    upstreams: UpstreamClient,
+    upstreams: Box<dyn CircuitStates>,
 }
 
 impl Collector for Scraped {
@@ -433,6 +437,24 @@ pub fn route_class(path: &str) -> &'static str {
         .map_or("other", |(_, class)| *class)
 }
 
+/// The method label: the standard methods by name, anything else `other`
+/// (a client may send any token as a method).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .find(|known| *known == method)
+    .map_or("other", |known| known.as_str())
+}
+
 /// The agent an A2A path names (`/agents/{name}/…`), if any.
 pub fn agent_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/agents/")?;
@@ -443,6 +465,7 @@ pub fn agent_of(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     #[test]
     fn route_classes_are_a_fixed_set() {
@@ -469,10 +492,12 @@ mod tests {
         let metrics = GatewayMetrics::new(2, MetricSources::default());
         for index in 0..10 {
             let agent = format!("agent-{index}");
-            metrics.record_request("a2a", "POST", Some(&agent), 200, Duration::ZERO);
+            metrics.record_request("a2a", &Method::POST, Some(&agent), 200, Duration::ZERO);
         }
         // Unknown agents (404) never take a place.
-        metrics.record_request("a2a", "POST", Some("nobody"), 404, Duration::ZERO);
+        metrics.record_request("a2a", &Method::POST, Some("nobody"), 404, Duration::ZERO);
+        let custom = Method::from_bytes(b"BREW").expect("a method token");
+        metrics.record_request("other", &custom, None, 405, Duration::ZERO);
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let mut text = String::new();
@@ -482,7 +507,9 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("convergio_http_requests_total{"))
             .collect();
-        assert_eq!(series.len(), 4, "{series:?}");
+        assert_eq!(series.len(), 5, "{series:?}");
+        assert!(text.contains("method=\"other\""), "{text}");
+        assert!(!text.contains("BREW"), "{text}");
         assert!(
             text.contains(
                 "convergio_http_requests_total{route=\"a2a\",method=\"POST\",agent=\"other\",status=\"200\"} 8"

@@ -123,20 +123,18 @@ impl Readiness {
     /// readiness turns false, then the listener stays open for `delay` so
     /// that probes see the `503` and traffic moves away before connections
     /// are refused.
-    pub fn drain_on(
+    pub async fn drain_on(
         self: Arc<Self>,
         signal: impl Future<Output = ()> + Send + 'static,
         delay: Duration,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            signal.await;
-            self.start_draining();
-            tracing::info!(
-                delay_ms = delay.as_millis() as u64,
-                "stopping: readiness is false, the listener closes after the shutdown delay"
-            );
-            tokio::time::sleep(delay).await;
-        }
+    ) {
+        signal.await;
+        self.start_draining();
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "stopping: readiness is false, the listener closes after the shutdown delay"
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -8,7 +8,7 @@
 //! agent names, get series of their own; later names share [`OTHER`].
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_LABELS: usize = 100;
 /// label too).
 #[derive(Debug, Default)]
 pub struct LabelFold {
-    admitted: Mutex<HashSet<String>>,
+    admitted: RwLock<HashSet<String>>,
     cap: usize,
 }
 
@@ -45,14 +45,24 @@ impl LabelFold {
     /// A fold admitting at most `cap` distinct names.
     pub fn new(cap: usize) -> Self {
         Self {
-            admitted: Mutex::new(HashSet::new()),
+            admitted: RwLock::new(HashSet::new()),
             cap,
         }
     }
 
     /// `name` when it is admitted or there is room for it, else [`OTHER`].
+    /// Names seen before take only the shared lock (every gateway request
+    /// naming an agent asks).
     pub fn label(&self, name: &str) -> String {
-        let Ok(mut admitted) = self.admitted.lock() else {
+        if let Ok(admitted) = self.admitted.read() {
+            if admitted.contains(name) {
+                return name.to_owned();
+            }
+            if admitted.len() >= self.cap {
+                return OTHER.to_owned();
+            }
+        }
+        let Ok(mut admitted) = self.admitted.write() else {
             return OTHER.to_owned();
         };
         if admitted.contains(name) {

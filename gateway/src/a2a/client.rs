@@ -86,10 +86,11 @@ impl UpstreamClient {
         };
         guard.admit()
     }
+}
 
-    /// Every upstream called so far, and whether its circuit is open or
-    /// half-open (`true`) or closed: read by `/metrics` at each scrape.
-    pub(crate) fn circuit_states(&self) -> Vec<(String, bool)> {
+/// Read by `/metrics` at each scrape.
+impl crate::metrics::CircuitStates for UpstreamClient {
+    fn circuit_states(&self) -> Vec<(String, bool)> {
         let Ok(guards) = self.guards.lock() else {
             return Vec::new();
         };

@@ -109,7 +109,7 @@ where
             let response = inner.call(request).await?;
             metrics.record_request(
                 route,
-                method.as_str(),
+                &method,
                 agent.as_deref(),
                 response.status().as_u16(),
                 started.elapsed(),
