@@ -52,6 +52,8 @@ cleanup() {
     buildah rm "$container" >/dev/null 2>&1 || true
   done
   rm -rf "$work" "$root/target/image"
+  # Earlier check images lose their tag to the new one: drop them.
+  buildah rmi --prune >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -73,7 +75,7 @@ buildah bud --quiet --isolation chroot \
   --build-arg RUNTIME_IMAGE="$base" --build-arg BINARY_FROM=prebuilt \
   -f "$root/deploy/Dockerfile" -t "$image" "$root" > "$work/build.log" 2>&1 ||
   { cat "$work/build.log" >&2; echo "image-check: build failed" >&2; exit 1; }
-size="$(buildah inspect --type image --format '{{.Docker.Size}}' "$image" 2>/dev/null || echo '?')"
+size="$(buildah images --format '{{.Size}}' "$image" 2>/dev/null | head -1)"
 user="$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$image")"
 [[ "$user" == "65532:65532" ]] || { echo "image-check: runs as '$user', not 65532:65532" >&2; exit 1; }
 
@@ -113,4 +115,4 @@ echo "image-check: a call through the gateway to echo completed"
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_pid=""
-echo "image-check: $image ($size bytes, user $user) built and served"
+echo "image-check: $image ($size, user $user) built and served"
