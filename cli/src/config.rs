@@ -23,7 +23,7 @@ pub const CONFIG_VERSION: u32 = 1;
 
 /// The config file, as written. Every field has a default, so an empty file
 /// (or no file) is a valid config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
     /// Config format version; must be 1.
@@ -73,7 +73,7 @@ pub struct ConfigFile {
 }
 
 /// Federation section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FederationSection {
     /// Publish the JWKS, accept signed calls from peers and route
@@ -132,7 +132,7 @@ pub struct FederationSettings {
 }
 
 /// Network section: the SSRF guard's allow-list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// CIDRs (`10.0.0.0/8`), addresses or exact `IP:PORT` sockets that
@@ -144,7 +144,7 @@ pub struct NetworkConfig {
 }
 
 /// Example agents section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExamplesConfig {
     /// Start the example agents on loopback and register them. Default true.
@@ -152,7 +152,7 @@ pub struct ExamplesConfig {
 }
 
 /// Limits section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest accepted request body. Default 1 MiB.
@@ -162,7 +162,7 @@ pub struct LimitsConfig {
 }
 
 /// Graphs section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphsConfig {
     /// Most nodes in one graph document. Default 10,000.
@@ -199,7 +199,7 @@ pub struct GraphsConfig {
 }
 
 /// Logging section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `EnvFilter` directive. Default `info`.
@@ -209,7 +209,7 @@ pub struct LogConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -336,6 +336,20 @@ impl Default for LogConfig {
             format: LogFormat::Text,
         }
     }
+}
+
+/// The JSON Schema (draft 2020-12) of the config file, derived from
+/// [`ConfigFile`]'s types: field docs become descriptions, defaults come from
+/// the `Default` impls, `deny_unknown_fields` closes every object.
+pub fn json_schema() -> schemars::Schema {
+    schemars::schema_for!(ConfigFile)
+}
+
+/// [`json_schema`] as pretty-printed JSON, as checked in at
+/// `schemas/json/config.schema.json` (no trailing newline).
+pub fn json_schema_text() -> String {
+    // A schema is JSON values only: serialising it cannot fail.
+    serde_json::to_string_pretty(&json_schema()).unwrap_or_default()
 }
 
 impl ConfigFile {

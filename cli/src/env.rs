@@ -75,11 +75,13 @@ pub const RETENTION_TASK_ROUTES_MAX_AGE: &str = "CONVERGIO_RETENTION_TASK_ROUTES
 pub const RETENTION_AUDIT_MAX_AGE: &str = "CONVERGIO_RETENTION_AUDIT_MAX_AGE_SECONDS";
 /// Finished durable runs older than this many seconds are pruned.
 pub const RETENTION_RUNS_MAX_AGE: &str = "CONVERGIO_RETENTION_RUNS_MAX_AGE_SECONDS";
+/// Seconds the listener keeps accepting after SIGTERM turned `/readyz` to 503.
+pub const SHUTDOWN_DELAY: &str = "CONVERGIO_SHUTDOWN_DELAY_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 35] = [
+pub const SERVER_KEYS: [&str; 36] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -101,6 +103,7 @@ pub const SERVER_KEYS: [&str; 35] = [
     TLS_CLIENT_CA_FILE,
     TLS_CLIENT_AUTH,
     MAX_CONNECTIONS,
+    SHUTDOWN_DELAY,
     GRAPH_MAX_NODES,
     REPLICA_ID,
     RUN_LEASE_SECONDS,

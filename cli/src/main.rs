@@ -26,6 +26,7 @@ mod graph;
 mod keys;
 mod peers;
 mod policy;
+mod probes;
 mod retention;
 mod security_config;
 mod serve;
@@ -100,6 +101,13 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Exit 0 when URL answers 2xx within two seconds (the container
+    /// image's HEALTHCHECK: the runtime image has no curl).
+    Probe {
+        /// What to ask.
+        #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
     /// Register, discover and manage agents on a running server.
     Agents {
         #[command(flatten)]
@@ -151,6 +159,9 @@ enum ConfigCommand {
         /// The YAML file.
         file: PathBuf,
     },
+    /// Print the config file's JSON Schema (derived from its types; checked
+    /// in at schemas/json/config.schema.json).
+    Schema,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +186,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+        Command::Probe { url } => probe(&url).await,
+        Command::Config(ConfigCommand::Schema) => {
+            say!("{}", config::json_schema_text());
+            Ok(())
+        }
         Command::Agents { server, command } => agents::run(&server.normalized(), command).await,
         Command::Keys { server, command } => keys::run(&server.normalized(), command).await,
         Command::Peers { server, command } => peers::run(&server.normalized(), command).await,
@@ -182,6 +198,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { server, command } => policy::run(&server.normalized(), command).await,
         Command::Audit { server, command } => audit::run(&server.normalized(), command).await,
     }
+}
+
+async fn probe(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?
+        .get(url)
+        .send()
+        .await?;
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(())
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {

@@ -19,7 +19,7 @@ use crate::config_error::ConfigError;
 use crate::env;
 
 /// `auth:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Allow callers without credentials. Unset: only on a plaintext
@@ -34,7 +34,7 @@ pub struct AuthSection {
 }
 
 /// `auth.jwt:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSection {
     /// Required `iss`. CONVERGIO_JWT_ISSUER
@@ -64,7 +64,7 @@ pub struct JwtSection {
 }
 
 /// `auth.mtls:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MtlsSection {
     /// Turn verified client certificates into principals. Default true.
@@ -74,7 +74,7 @@ pub struct MtlsSection {
 }
 
 /// `tls:` section; plaintext when absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain. CONVERGIO_TLS_CERT_FILE
@@ -90,7 +90,9 @@ pub struct TlsSection {
 }
 
 /// `tls.client_auth` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuthSetting {
     /// No client certificates.
@@ -105,7 +107,7 @@ pub enum ClientAuthSetting {
 /// One entry of `upstream_credentials:` (keyed by agent name): what the
 /// gateway presents to that agent, read at start. Secrets are never written
 /// in the config file, only where to read them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamCredentialSection {
     /// File holding a bearer token (trailing whitespace is trimmed).
@@ -131,7 +133,7 @@ pub struct UpstreamCredentialSection {
 }
 
 /// `server:` section: connection bounds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Time for a request head, the first byte or the TLS handshake. Default 10.
@@ -144,6 +146,10 @@ pub struct ServerSection {
     pub h2_max_concurrent_streams: u32,
     /// Seconds shutdown waits for in-flight requests. Default 30.
     pub drain_timeout_seconds: u64,
+    /// Seconds the listener keeps accepting after SIGTERM turned `/readyz`
+    /// to 503, so load balancers stop sending first. Default 0.
+    /// CONVERGIO_SHUTDOWN_DELAY_SECONDS
+    pub shutdown_delay_seconds: u64,
 }
 
 fn default_leeway() -> u64 {
@@ -191,6 +197,7 @@ impl Default for ServerSection {
             max_connections: defaults.max_connections,
             h2_max_concurrent_streams: defaults.h2_max_concurrent_streams,
             drain_timeout_seconds: defaults.drain_timeout.as_secs(),
+            shutdown_delay_seconds: defaults.shutdown_delay.as_secs(),
         }
     }
 }
@@ -284,6 +291,14 @@ pub fn apply_environment(
                 }
             };
         }
+    }
+    if let Some(value) = get(env::SHUTDOWN_DELAY) {
+        server.shutdown_delay_seconds = value.parse().map_err(|_| {
+            invalid(
+                env::SHUTDOWN_DELAY,
+                format!("expected a number of seconds, found {value:?}"),
+            )
+        })?;
     }
     if let Some(value) = get(env::MAX_CONNECTIONS) {
         server.max_connections = value.parse().map_err(|_| {
@@ -396,6 +411,7 @@ pub fn validate(
             max_connections: server.max_connections,
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
             drain_timeout: Duration::from_secs(server.drain_timeout_seconds),
+            shutdown_delay: Duration::from_secs(server.shutdown_delay_seconds),
         },
         upstream_credentials,
     })

@@ -2,10 +2,12 @@
 //! migrations), makes sure an admin token exists, loads the policy set (the
 //! embedded example on first start) and watches it, starts and registers
 //! the example agents, loads (or generates) the federation signing key and
-//! stores the configured peers, and serves the gateway until Ctrl-C or SIGTERM; then
-//! drains the audit queue.
+//! stores the configured peers, and serves the gateway until Ctrl-C or SIGTERM;
+//! then turns `/readyz` to 503, keeps accepting for `server.shutdown_delay_seconds`,
+//! closes the listener, drains in-flight requests and the audit queue.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ use convergio_gateway::federation::{Federation, FederationConfig};
 use convergio_gateway::layers::{
     ApiKeyVerifier, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
 };
+use convergio_gateway::metrics::{GatewayMetrics, MetricSources};
+use convergio_gateway::readiness::Readiness;
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::server::serve_with;
 use convergio_gateway::ssrf::AllowList;
@@ -121,7 +125,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let allow = upstream_allow(&config, &examples)?;
+    let example_sockets = example_sockets(&examples)?;
+    let allow = upstream_allow(&config, &example_sockets);
     // Every collaborator is a constructor argument (issue #16): the upstream
     // check (the SSRF guard, so a registration naming a private address is
     // refused), the organisation keys, and the audit of registry changes
@@ -160,6 +165,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     });
     let policy_version = policy.admin.engine().active_version();
+    let readiness = Arc::new(Readiness::new(crate::probes::checks(
+        &db,
+        policy.admin.engine().clone(),
+        example_sockets,
+    )));
+    let metrics = Arc::new(GatewayMetrics::new(
+        config.graphs.max_metric_labels,
+        MetricSources {
+            pool: Some(Arc::new(crate::probes::DatabasePool(db.clone()))),
+            audit: Some(policy.audit.clone()),
+        },
+    ));
 
     let api_keys = if config.security.api_keys {
         let store = Arc::new(convergio_store::registry::ApiKeys::new(&db));
@@ -241,6 +258,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             lease_keeper: Some((lease_ttl / 3, config.graphs.take_over_expired_runs)),
             policy: Some(policy),
             federation: federation.clone(),
+            readiness: readiness.clone(),
+            metrics,
         },
     );
 
@@ -289,12 +308,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             names.join(",")
         );
     }
+    // On the stop signal `/readyz` turns 503 first; the listener closes
+    // after `shutdown_delay`, then in-flight requests drain.
+    let shutdown = readiness.drain_on(shutdown_signal(), config.security.server.shutdown_delay);
     let served = serve_with(
         listener,
         router,
         config.security.server.clone(),
         tls,
-        shutdown_signal(),
+        shutdown,
     )
     .await;
     // The server has stopped and its in-flight requests are answered, so
@@ -595,21 +617,30 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
 /// The SSRF allow-list: the configured entries plus exactly the loopback
 /// sockets of the example agents this server started (nothing else on
 /// loopback becomes reachable by default).
-fn upstream_allow(
-    config: &Config,
-    examples: &[(ExampleAgent, RunningAgent)],
-) -> anyhow::Result<AllowList> {
+fn upstream_allow(config: &Config, example_sockets: &[(String, SocketAddr)]) -> AllowList {
     let mut allow = config.upstream_allow.clone();
-    for (_, agent) in examples {
-        let socket = agent
-            .base_url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .with_context(|| format!("example agent address {}", agent.base_url))?;
-        allow.allow_socket(socket);
+    for (_, socket) in example_sockets {
+        allow.allow_socket(*socket);
     }
-    Ok(allow)
+    allow
+}
+
+/// Each started example agent's name and loopback socket.
+fn example_sockets(
+    examples: &[(ExampleAgent, RunningAgent)],
+) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    examples
+        .iter()
+        .map(|(agent, running)| {
+            let socket = running
+                .base_url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .with_context(|| format!("example agent address {}", running.base_url))?;
+            Ok((agent.name().to_owned(), socket))
+        })
+        .collect()
 }
 
 /// Starts every example agent on a loopback port.

@@ -34,8 +34,10 @@ use crate::dispatch::GatewayDispatch;
 use crate::federation::api::federation_router;
 use crate::federation::Federation;
 use crate::layers::{
-    with_layers, with_layers_auth, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
+    with_layers_observed, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
+use crate::metrics::{Exposition, GatewayMetrics};
+use crate::readiness::Readiness;
 use crate::registry_routes::RegistryRoutes;
 use crate::runs_api::{runs_router, GraphsConfig, RunsApi};
 use crate::server::{serve_with, ServerConfig};
@@ -77,6 +79,12 @@ pub struct AppConfig {
     /// Federation (identity, peers, signed calls): mounts the JWKS and
     /// `/v1/peers`, and routes `external://` agents. `None`: off.
     pub federation: Option<Arc<Federation>>,
+    /// What `/readyz` checks, and the draining flag shutdown sets. The
+    /// default has no checks: ready until draining.
+    pub readiness: Arc<Readiness>,
+    /// The gateway's `/metrics` families (requests, upstreams, decisions,
+    /// streams) and what the scrape-time gauges read.
+    pub metrics: Arc<GatewayMetrics>,
 }
 
 /// The run journal handed to the executor (a newtype so the config stays
@@ -154,7 +162,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             None,
         ),
     };
-    let gate = Arc::new(gate);
+    let gate = Arc::new(gate.with_metrics(config.metrics.clone()));
     let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
@@ -172,16 +180,26 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         )),
         None => api,
     };
-    let a2a = a2a_router(
-        A2aState::new(routes.clone(), config.a2a)
-            .with_gatekeeper(gate.clone())
-            .with_federation(config.federation.clone()),
-    );
+    let a2a_state = A2aState::new(routes.clone(), config.a2a)
+        .with_gatekeeper(gate.clone())
+        .with_federation(config.federation.clone());
+    // `/metrics` reads each upstream's circuit from the same client.
+    let upstreams = a2a_state.client.clone();
+    let a2a = a2a_router(a2a_state);
     let graph_store = match config.graph_store {
         Some(GraphStoreHandle(store)) => store,
         None => Arc::new(MemoryGraphStore::default()),
     };
-    let health = Router::new().route("/healthz", get(|| async { "ok" }));
+    let readiness = config.readiness.clone();
+    let health = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.respond().await }
+            }),
+        );
     let mut router = health.merge(api).merge(a2a);
     if let Some(federation) = config.federation {
         router = router.merge(federation_router(federation));
@@ -215,13 +233,26 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             }
             None => Executor::new(dispatch, config.executor),
         };
-        let runs_api = RunsApi::new(executor.clone(), routes, gate, graph_store, config.graphs);
+        let exposition = Arc::new(Exposition::new(
+            config.metrics.clone(),
+            executor.metrics(),
+            Box::new(upstreams),
+            config.graphs.retention_metrics.clone(),
+        ));
+        let runs_api = RunsApi::new(
+            executor.clone(),
+            routes,
+            gate,
+            graph_store,
+            config.graphs,
+            exposition,
+        );
         let router = router.merge(runs_router(runs_api.clone()));
         built = Some((executor, runs_api));
-        match config.authenticator {
-            Some(authenticator) => with_layers_auth(router, &config.limits, authenticator),
-            None => with_layers(router, &config.limits),
-        }
+        let authenticator = config
+            .authenticator
+            .unwrap_or_else(|| Arc::new(Authenticator::off()));
+        with_layers_observed(router, &config.limits, authenticator, config.metrics)
     });
     let (executor, runs_api) = built.expect("Arc::new_cyclic runs its builder before returning");
     if let Some((every, take_over)) = config.lease_keeper {

@@ -216,6 +216,7 @@ pub struct PolicyGate {
     engine: Arc<PolicyEngine>,
     audit: Option<AuditSink>,
     quotas: Option<Arc<Quotas>>,
+    metrics: Option<Arc<crate::metrics::GatewayMetrics>>,
 }
 
 impl std::fmt::Debug for PolicyGate {
@@ -242,7 +243,14 @@ impl PolicyGate {
             engine,
             audit,
             quotas,
+            metrics: None,
         }
+    }
+
+    /// The same gate, counting decisions and quota refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::GatewayMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The engine.
@@ -263,12 +271,16 @@ impl PolicyGate {
         resource: &Resource,
         context: &RequestContext,
     ) -> Decision {
-        self.engine.authorize(&AuthzRequest {
+        let decision = self.engine.authorize(&AuthzRequest {
             principal,
             action,
             resource,
             context,
-        })
+        });
+        if let Some(metrics) = &self.metrics {
+            metrics.record_decision(action.as_str(), decision.allowed);
+        }
+        decision
     }
 
     /// Decides and records one request.
@@ -439,6 +451,9 @@ impl Gatekeeper for PolicyGate {
             return Ok(());
         };
         if let Err(retry_after) = quotas.check(call.principal, Some(&call.target.name)) {
+            if let Some(metrics) = &self.metrics {
+                metrics.record_quota_refusal(&call.target.name);
+            }
             let mut entry = AuditEntry::decision(
                 request_id.map(str::to_owned),
                 call.principal,

@@ -6,7 +6,8 @@
 //! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]); federation:
 //! identity, peers and signed calls ([`federation`]); and the SSRF guard on
 //! every upstream address ([`ssrf`]); the pruner that bounds the tables
-//! growing with every call ([`retention`]).
+//! growing with every call ([`retention`]); `/readyz` and the drain on
+//! shutdown ([`readiness`]); the `/metrics` families ([`metrics`]).
 
 pub mod a2a;
 pub mod api_keys;
@@ -18,6 +19,8 @@ pub mod error;
 pub mod federation;
 mod fetch;
 pub mod layers;
+pub mod metrics;
+pub mod readiness;
 mod registry_routes;
 pub mod retention;
 pub mod routes;

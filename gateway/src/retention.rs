@@ -79,7 +79,7 @@ impl RetentionKind {
 }
 
 /// The window of one kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KindRetention {
     /// Rows older than this many seconds are deleted (by last write for
@@ -102,7 +102,7 @@ impl KindRetention {
 }
 
 /// The `retention:` section of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Run the pruner in `convergio serve`. Default true.
@@ -306,44 +306,63 @@ impl RetentionMetrics {
     pub fn passes(&self) -> u64 {
         self.passes.load(Ordering::Relaxed)
     }
+}
 
-    /// Appends the retention metrics in the Prometheus text format, in the
-    /// style of the orchestrator's (`# HELP`, `# TYPE`, one line per series).
-    pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        out.push_str("# HELP convergio_retention_pruned_rows_total Rows deleted by retention, by kind.\n# TYPE convergio_retention_pruned_rows_total counter\n");
-        for kind in RetentionKind::ALL {
-            let _ = writeln!(
-                out,
-                "convergio_retention_pruned_rows_total{{kind=\"{}\"}} {}",
-                kind.as_str(),
-                self.pruned(kind)
-            );
+impl prometheus_client::collector::Collector for RetentionMetrics {
+    /// Rows pruned and failures per kind, passes, and the database's size
+    /// as of the last pass, read at each scrape.
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        for (name, help, values) in [
+            (
+                "convergio_retention_pruned_rows",
+                "Rows deleted by retention, by kind.",
+                &self.pruned,
+            ),
+            (
+                "convergio_retention_errors",
+                "Retention passes that failed, by kind.",
+                &self.errors,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for kind in RetentionKind::ALL {
+                let labels = [("kind", kind.as_str())];
+                ConstCounter::new(values[kind.index()].load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
-        out.push_str("# HELP convergio_retention_errors_total Retention passes that failed, by kind.\n# TYPE convergio_retention_errors_total counter\n");
-        for kind in RetentionKind::ALL {
-            let _ = writeln!(
-                out,
-                "convergio_retention_errors_total{{kind=\"{}\"}} {}",
-                kind.as_str(),
-                self.errors[kind.index()].load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP convergio_retention_passes_total Completed retention passes.\n# TYPE convergio_retention_passes_total counter\n");
-        let _ = writeln!(out, "convergio_retention_passes_total {}", self.passes());
+        ConstCounter::new(self.passes()).encode(encoder.encode_descriptor(
+            "convergio_retention_passes",
+            "Completed retention passes.",
+            None,
+            MetricType::Counter,
+        )?)?;
         let backend = self.backend.get().copied().unwrap_or("unknown");
-        out.push_str("# HELP convergio_database_size_bytes Bytes the database takes on disk, as of the last retention pass.\n# TYPE convergio_database_size_bytes gauge\n");
-        let _ = writeln!(
-            out,
-            "convergio_database_size_bytes{{backend=\"{backend}\"}} {}",
-            self.database_bytes()
-        );
-        out.push_str("# HELP convergio_database_free_bytes Free pages inside the database file, reused by later writes (SQLite).\n# TYPE convergio_database_free_bytes gauge\n");
-        let _ = writeln!(
-            out,
-            "convergio_database_free_bytes{{backend=\"{backend}\"}} {}",
-            self.free_bytes.load(Ordering::Relaxed)
-        );
+        let labels = [("backend", backend)];
+        for (name, help, bytes) in [
+            (
+                "convergio_database_size_bytes",
+                "Bytes the database takes on disk, as of the last retention pass.",
+                self.database_bytes(),
+            ),
+            (
+                "convergio_database_free_bytes",
+                "Free pages inside the database file, reused by later writes (SQLite).",
+                self.free_bytes.load(Ordering::Relaxed),
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -27,9 +27,10 @@
 //!   store so no replica resumes it. Status, result and trace of a checkpointed run are
 //!   read from the store when this replica does not hold it (after a
 //!   restart, or a run of another replica).
-//! - `GET /metrics`: the §8.2 metrics in the Prometheus text format, for
-//!   callers policy lets `read_metrics` (operators and administrators in
-//!   the shipped policies).
+//! - `GET /metrics`: the §8.2 metrics and the gateway's families
+//!   ([`crate::metrics`]) in the Prometheus text format, for callers policy
+//!   lets `read_metrics` (operators and administrators in the shipped
+//!   policies).
 //! - Validation treats an agent the caller may not `discover` as unknown,
 //!   so validating a graph reveals nothing the registry's discovery would
 //!   not.
@@ -80,6 +81,7 @@ use uuid::Uuid;
 
 use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
+use crate::metrics::Exposition;
 use crate::routes::RouteTable;
 
 /// Settings of the graph and run API.
@@ -99,7 +101,7 @@ pub struct GraphsConfig {
     pub compile_concurrency: usize,
     /// How long a document waits for a compile slot before 503 (default 10 s).
     pub compile_wait: std::time::Duration,
-    /// Retention's counters and the database size, appended to `/metrics`
+    /// Retention's counters and the database size, shown in `/metrics`
     /// when the server runs a pruner (issue 15).
     pub retention_metrics: Option<Arc<crate::retention::RetentionMetrics>>,
 }
@@ -127,6 +129,8 @@ pub struct RunsApi {
 }
 
 struct Inner {
+    /// Everything `/metrics` shows.
+    exposition: Arc<Exposition>,
     executor: Executor,
     /// Decides `run_graph` before a run starts (node calls are decided by
     /// the A2A handlers they pass through).
@@ -237,9 +241,11 @@ impl RunsApi {
         gate: Arc<dyn Gatekeeper>,
         graphs: Arc<dyn GraphStore>,
         config: GraphsConfig,
+        exposition: Arc<Exposition>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                exposition,
                 executor,
                 gate,
                 routes,
@@ -1291,11 +1297,7 @@ async fn metrics(State(api): State<RunsApi>, request: Request) -> Response {
         let refusal = ApiError::new(error.kind(), error.to_string());
         return respond(Err(refusal), request.request_id.clone());
     }
-    let mut text = api.inner.executor.metrics().render_prometheus();
-    if let Some(retention) = &api.inner.config.retention_metrics {
-        retention.render_prometheus(&mut text);
-    }
-    let mut response = text.into_response();
+    let mut response = api.inner.exposition.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

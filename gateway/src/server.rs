@@ -19,7 +19,9 @@
 //!   header lists are capped the same, with `h2_max_concurrent_streams`
 //!   streams per connection;
 //! - shutdown: the listener closes, in-flight connections drain for at most
-//!   `drain_timeout`.
+//!   `drain_timeout`; before that, `convergio serve` turns readiness false
+//!   and keeps accepting for `shutdown_delay`
+//!   ([`Readiness::drain_on`](crate::readiness::Readiness::drain_on)).
 //!
 //! Each request carries the peer address (`ConnectInfo<SocketAddr>`) and,
 //! on TLS connections with a verified client certificate, a
@@ -62,6 +64,11 @@ pub struct ServerConfig {
     pub h2_max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight connections (default 30 s).
     pub drain_timeout: Duration,
+    /// How long the listener keeps accepting after readiness turned false
+    /// on the stop signal (default 0; a few seconds behind a load balancer
+    /// or in Kubernetes). Applied by the shutdown future, see
+    /// [`Readiness::drain_on`](crate::readiness::Readiness::drain_on).
+    pub shutdown_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +79,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             h2_max_concurrent_streams: 128,
             drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The §8.2 metrics in a small in-crate registry, rendered in the Prometheus
-//! text format (the gateway serves it at `/metrics`).
+//! The §8.2 metrics as `prometheus-client` families (the gateway serves
+//! them at `/metrics` beside its own, see [`Metrics::register`]).
 //!
 //! A run is recorded once, when it ends, so a node call costs no lock.
 //!
@@ -7,9 +7,14 @@
 //! bounded (issue 15): the first `label_cap` distinct graph names, and
 //! agent names, get series of their own; later names share [`OTHER`].
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::run_state::{ExecutionStatus, RunState};
 
@@ -18,52 +23,6 @@ const DURATION_BUCKETS: [f64; 12] = [
 ];
 const COUNT_BUCKETS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0, 10000.0];
 
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(self.counts.iter_mut()) {
-            if value <= *bound {
-                *count += 1;
-            }
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let separator = if labels.is_empty() { "" } else { "," };
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
-}
-
 /// The label value every name beyond the cap is folded into.
 pub const OTHER: &str = "other";
 
@@ -71,55 +30,103 @@ pub const OTHER: &str = "other";
 /// default.
 pub const DEFAULT_MAX_LABELS: usize = 100;
 
-/// Names admitted as label values, at most `cap` of them.
+/// Names admitted as label values, at most `cap` of them: the fold every
+/// caller-chosen label in `/metrics` goes through (the gateway's `agent`
+/// label too).
 #[derive(Debug, Default)]
-struct Labels {
-    admitted: HashSet<String>,
+pub struct LabelFold {
+    admitted: RwLock<HashSet<String>>,
+    cap: usize,
 }
 
-impl Labels {
+// === impl LabelFold ===
+
+impl LabelFold {
+    /// A fold admitting at most `cap` distinct names.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            admitted: RwLock::new(HashSet::new()),
+            cap,
+        }
+    }
+
     /// `name` when it is admitted or there is room for it, else [`OTHER`].
-    fn label<'a>(&mut self, name: &'a str, cap: usize) -> &'a str {
-        if self.admitted.contains(name) {
-            return name;
+    /// Names seen before take only the shared lock (every gateway request
+    /// naming an agent asks).
+    pub fn label(&self, name: &str) -> String {
+        if let Ok(admitted) = self.admitted.read() {
+            if admitted.contains(name) {
+                return name.to_owned();
+            }
+            if admitted.len() >= self.cap {
+                return OTHER.to_owned();
+            }
         }
-        if self.admitted.len() < cap && name != OTHER {
-            self.admitted.insert(name.to_owned());
-            return name;
+        let Ok(mut admitted) = self.admitted.write() else {
+            return OTHER.to_owned();
+        };
+        if admitted.contains(name) {
+            return name.to_owned();
         }
-        OTHER
+        if admitted.len() < self.cap && name != OTHER {
+            admitted.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER.to_owned()
     }
 }
 
-#[derive(Debug, Default)]
-struct Registry {
-    graphs: Labels,
-    agents: Labels,
-    runs: BTreeMap<(String, &'static str), u64>,
-    agents_per_run: BTreeMap<String, Histogram>,
-    node_executions: BTreeMap<String, BTreeMap<&'static str, u64>>,
-    tokens_in: BTreeMap<String, u64>,
-    tokens_out: BTreeMap<String, u64>,
-    tool_calls: BTreeMap<String, u64>,
-    node_duration: BTreeMap<String, Histogram>,
-    checkpoints: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GraphStatus {
+    graph: String,
+    status: &'static str,
 }
 
-fn bump(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
-    match map.get_mut(key) {
-        Some(value) => *value += by,
-        None => {
-            map.insert(key.to_owned(), by);
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GraphLabel {
+    graph: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentStatus {
+    agent: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentDirection {
+    agent: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+fn count_histogram() -> Histogram {
+    Histogram::new(COUNT_BUCKETS)
 }
 
 /// Orchestrator metrics: runs, agents spawned per run, tokens and tool calls
 /// per agent, latency per node, success and failure counts, checkpoints.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Mutex<Registry>,
-    label_cap: usize,
+    graphs: LabelFold,
+    agents: LabelFold,
+    runs: Family<GraphStatus, Counter>,
+    agents_per_run: HistogramFamily<GraphLabel>,
+    node_executions: Family<AgentStatus, Counter>,
+    tokens: Family<AgentDirection, Counter>,
+    tool_calls: Family<AgentLabel, Counter>,
+    node_duration: HistogramFamily<AgentLabel>,
+    checkpoints: Counter,
 }
 
 impl Default for Metrics {
@@ -140,144 +147,122 @@ impl Metrics {
     /// `label_cap` agent names, series of their own.
     pub fn with_label_cap(label_cap: usize) -> Self {
         Self {
-            registry: Mutex::new(Registry::default()),
-            label_cap,
+            graphs: LabelFold::new(label_cap),
+            agents: LabelFold::new(label_cap),
+            runs: Family::default(),
+            agents_per_run: Family::new_with_constructor(count_histogram),
+            node_executions: Family::default(),
+            tokens: Family::default(),
+            tool_calls: Family::default(),
+            node_duration: Family::new_with_constructor(duration_histogram),
+            checkpoints: Counter::default(),
         }
     }
 
     /// Records a finished run.
     pub fn record_run(&self, state: &RunState) {
-        let Ok(mut registry) = self.registry.lock() else {
-            return;
-        };
-        let registry = &mut *registry;
-        let cap = self.label_cap;
-        let graph = registry.graphs.label(&state.graph_id, cap).to_owned();
-        *registry
-            .runs
-            .entry((graph.clone(), state.status.as_str()))
-            .or_insert(0) += 1;
+        let graph = self.graphs.label(&state.graph_id);
+        self.runs
+            .get_or_create(&GraphStatus {
+                graph: graph.clone(),
+                status: state.status.as_str(),
+            })
+            .inc();
         let spawned = state
             .executions
             .iter()
             .filter(|execution| execution.status != ExecutionStatus::Skipped)
             .count();
-        registry
-            .agents_per_run
-            .entry(graph)
-            .or_insert_with(|| Histogram::new(&COUNT_BUCKETS))
+        self.agents_per_run
+            .get_or_create(&GraphLabel { graph })
             .observe(spawned as f64);
         for execution in &state.executions {
-            let agent = registry.agents.label(&execution.agent, cap);
-            match registry.node_executions.get_mut(agent) {
-                Some(by_status) => *by_status.entry(execution.status.as_str()).or_insert(0) += 1,
-                None => {
-                    registry.node_executions.insert(
-                        agent.to_owned(),
-                        BTreeMap::from([(execution.status.as_str(), 1)]),
-                    );
-                }
+            let agent = self.agents.label(&execution.agent);
+            self.node_executions
+                .get_or_create(&AgentStatus {
+                    agent: agent.clone(),
+                    status: execution.status.as_str(),
+                })
+                .inc();
+            for (direction, count) in [
+                ("in", execution.usage.tokens_in),
+                ("out", execution.usage.tokens_out),
+            ] {
+                self.tokens
+                    .get_or_create(&AgentDirection {
+                        agent: agent.clone(),
+                        direction,
+                    })
+                    .inc_by(count);
             }
-            bump(&mut registry.tokens_in, agent, execution.usage.tokens_in);
-            bump(&mut registry.tokens_out, agent, execution.usage.tokens_out);
-            bump(&mut registry.tool_calls, agent, execution.usage.tool_calls);
+            let label = AgentLabel { agent };
+            self.tool_calls
+                .get_or_create(&label)
+                .inc_by(execution.usage.tool_calls);
             let seconds = (execution.end_time - execution.start_time)
                 .num_microseconds()
                 .unwrap_or(0)
                 .max(0) as f64
                 / 1e6;
-            match registry.node_duration.get_mut(agent) {
-                Some(histogram) => histogram.observe(seconds),
-                None => {
-                    let mut histogram = Histogram::new(&DURATION_BUCKETS);
-                    histogram.observe(seconds);
-                    registry.node_duration.insert(agent.to_owned(), histogram);
-                }
-            }
+            self.node_duration.get_or_create(&label).observe(seconds);
         }
     }
 
     /// Counts a checkpoint written (durable runs, issue 8).
     pub fn record_checkpoint(&self) {
-        if let Ok(mut registry) = self.registry.lock() {
-            registry.checkpoints += 1;
-        }
+        self.checkpoints.inc();
     }
 
-    /// The metrics in the Prometheus text exposition format.
+    /// Adds these families to `registry` (handles: later records show in
+    /// every registry they were added to). Counter names gain `_total` in
+    /// the exposition.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "convergio_graph_runs",
+            "Graph runs by final status",
+            self.runs.clone(),
+        );
+        registry.register(
+            "convergio_graph_agents_spawned",
+            "Agent calls per graph run",
+            self.agents_per_run.clone(),
+        );
+        registry.register(
+            "convergio_node_executions",
+            "Node executions by agent and outcome",
+            self.node_executions.clone(),
+        );
+        registry.register(
+            "convergio_agent_tokens",
+            "Tokens reported by agents",
+            self.tokens.clone(),
+        );
+        registry.register(
+            "convergio_agent_tool_calls",
+            "Tool calls reported by agents",
+            self.tool_calls.clone(),
+        );
+        registry.register(
+            "convergio_node_duration_seconds",
+            "Node latency by agent",
+            self.node_duration.clone(),
+        );
+        registry.register(
+            "convergio_checkpoints",
+            "Checkpoints written",
+            self.checkpoints.clone(),
+        );
+    }
+
+    /// These metrics alone in the Prometheus text format (0.0.4).
     pub fn render_prometheus(&self) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry);
         let mut out = String::new();
-        let Ok(registry) = self.registry.lock() else {
-            return out;
-        };
-        out.push_str("# HELP convergio_graph_runs_total Graph runs by final status.\n# TYPE convergio_graph_runs_total counter\n");
-        for ((graph, status), count) in &registry.runs {
-            let _ = writeln!(
-                out,
-                "convergio_graph_runs_total{{graph=\"{}\",status=\"{status}\"}} {count}",
-                escape(graph)
-            );
-        }
-        out.push_str("# HELP convergio_graph_agents_spawned Agent calls per graph run.\n# TYPE convergio_graph_agents_spawned histogram\n");
-        for (graph, histogram) in &registry.agents_per_run {
-            histogram.render(
-                &mut out,
-                "convergio_graph_agents_spawned",
-                &format!("graph=\"{}\"", escape(graph)),
-            );
-        }
-        out.push_str("# HELP convergio_node_executions_total Node executions by agent and outcome.\n# TYPE convergio_node_executions_total counter\n");
-        for (agent, by_status) in &registry.node_executions {
-            for (status, count) in by_status {
-                let _ = writeln!(
-                    out,
-                    "convergio_node_executions_total{{agent=\"{}\",status=\"{status}\"}} {count}",
-                    escape(agent)
-                );
-            }
-        }
-        out.push_str("# HELP convergio_agent_tokens_total Tokens reported by agents.\n# TYPE convergio_agent_tokens_total counter\n");
-        for (agent, count) in &registry.tokens_in {
-            let _ = writeln!(
-                out,
-                "convergio_agent_tokens_total{{agent=\"{}\",direction=\"in\"}} {count}",
-                escape(agent)
-            );
-        }
-        for (agent, count) in &registry.tokens_out {
-            let _ = writeln!(
-                out,
-                "convergio_agent_tokens_total{{agent=\"{}\",direction=\"out\"}} {count}",
-                escape(agent)
-            );
-        }
-        out.push_str("# HELP convergio_agent_tool_calls_total Tool calls reported by agents.\n# TYPE convergio_agent_tool_calls_total counter\n");
-        for (agent, count) in &registry.tool_calls {
-            let _ = writeln!(
-                out,
-                "convergio_agent_tool_calls_total{{agent=\"{}\"}} {count}",
-                escape(agent)
-            );
-        }
-        out.push_str("# HELP convergio_node_duration_seconds Node latency by agent.\n# TYPE convergio_node_duration_seconds histogram\n");
-        for (agent, histogram) in &registry.node_duration {
-            histogram.render(
-                &mut out,
-                "convergio_node_duration_seconds",
-                &format!("agent=\"{}\"", escape(agent)),
-            );
-        }
-        out.push_str("# HELP convergio_checkpoints_total Checkpoints written.\n# TYPE convergio_checkpoints_total counter\n");
-        let _ = writeln!(out, "convergio_checkpoints_total {}", registry.checkpoints);
+        // Writing to a `String` cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
         out
     }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ impl AuditSink {
         (AuditSink { sender }, AuditWriter { task, close })
     }
 
+    /// Entries queued and not yet written (the `/metrics` queue depth).
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
     /// Queues `entry` if there is room now, without waiting; hands it back
     /// (`Some`) when the queue is full, for the caller to wait with
     /// [`AuditSink::record`] off its own path. Callers that cannot await (a

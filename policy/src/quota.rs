@@ -18,7 +18,7 @@ use convergio_schemas::Principal;
 use serde::{Deserialize, Serialize};
 
 /// A token bucket's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained requests per second (the refill rate).
@@ -28,7 +28,7 @@ pub struct RateLimit {
 }
 
 /// Budgets per principal over a fixed window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Message tokens a principal may report per window.
@@ -40,7 +40,7 @@ pub struct Budget {
 }
 
 /// Quota configuration. Absent limits are not enforced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
     /// Requests per principal subject.

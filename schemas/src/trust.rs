@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 /// How far Convergio trusts an agent, lowest first. The order is meaningful:
 /// policies compare levels (`min_trust`), and raising a level has rules that
 /// the registry enforces (see ARCHITECTURE.md, "Trust ladder").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustLevel {
     /// Known to exist; nothing is vouched for. Quarantined by default policy.

@@ -66,6 +66,15 @@ pub struct Db {
     pool: Pool,
 }
 
+/// How many of the pool's open connections are lent out and how many wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections lent to a query or transaction.
+    pub in_use: u32,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+}
+
 /// The pool behind a [`Db`].
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
@@ -109,6 +118,45 @@ impl Db {
         match &self.pool {
             Pool::Sqlite(pool) => pool.close().await,
             Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// How many migrations this binary ships that the database has not
+    /// applied (0 once [`Db::open`] returned, unless the schema was rolled
+    /// back under a running replica); an error when the database does not
+    /// answer. `/readyz` asks this on every probe: one indexed count.
+    pub async fn pending_migrations(&self) -> Result<usize, StorageError> {
+        // Written once: `success` is a boolean column on both backends.
+        const APPLIED: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE";
+        let (applied, shipped): (i64, usize) = match &self.pool {
+            Pool::Sqlite(pool) => (
+                sqlx::query_scalar(APPLIED)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|error| typed("counting applied migrations", error))?,
+                SQLITE_MIGRATIONS.iter().count(),
+            ),
+            Pool::Postgres(pool) => (
+                sqlx::query_scalar(APPLIED)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|error| typed("counting applied migrations", error))?,
+                POSTGRES_MIGRATIONS.iter().count(),
+            ),
+        };
+        Ok(shipped.saturating_sub(usize::try_from(applied).unwrap_or(0)))
+    }
+
+    /// The pool's connections right now, for `/metrics`.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (size, idle) = match &self.pool {
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolUsage {
+            in_use: size - idle,
+            idle,
         }
     }
 
@@ -220,6 +268,11 @@ mod tests {
             .expect("opens");
         assert_eq!(db.backend(), Backend::Sqlite);
         assert_eq!(db.max_connections(), 1);
+        assert_eq!(db.pending_migrations().await.expect("answers"), 0);
+        // A connection goes back to the pool asynchronously after a query:
+        // the split may lag, the one connection is counted either way.
+        let usage = db.pool_usage();
+        assert_eq!(usage.in_use + usage.idle, 1, "{usage:?}");
         let Pool::Sqlite(pool) = db.pool() else {
             panic!("sqlite")
         };

@@ -88,6 +88,25 @@ impl UpstreamClient {
     }
 }
 
+/// Read by `/metrics` at each scrape.
+impl crate::metrics::CircuitStates for UpstreamClient {
+    fn circuit_states(&self) -> Vec<(String, bool)> {
+        let Ok(guards) = self.guards.lock() else {
+            return Vec::new();
+        };
+        guards
+            .iter()
+            .map(|(agent, guard)| {
+                let open = guard
+                    .breaker
+                    .lock()
+                    .map_or(true, |breaker| !matches!(*breaker, Breaker::Closed { .. }));
+                (agent.clone(), open)
+            })
+            .collect()
+    }
+}
+
 /// A pool over `tls` for `https://` URLs (ALPN h2, then http/1.1) and plain
 /// TCP for `http://`, every TCP connection through the SSRF guard (which
 /// sees the `https://` URI and its default port; TLS then runs over the

@@ -111,7 +111,7 @@ impl FederationConfig {
 }
 
 /// A peer as an administrator describes it (API body and config entry).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSpec {
     /// The peer's organisation domain.

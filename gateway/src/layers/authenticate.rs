@@ -282,12 +282,14 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
-/// Paths anyone may read without credentials: liveness, discovery cards and
-/// the API description. Everything else needs a principal.
+/// Paths anyone may read without credentials: liveness and readiness,
+/// discovery cards and the API description. Everything else needs a
+/// principal.
 pub fn is_public_path(path: &str) -> bool {
     if matches!(
         path,
         "/healthz"
+            | "/readyz"
             | "/v1/openapi.json"
             | "/.well-known/agent-card.json"
             | convergio_auth::org_key::JWKS_PATH
@@ -439,6 +441,7 @@ mod tests {
     fn public_paths_are_health_cards_and_openapi_only() {
         for path in [
             "/healthz",
+            "/readyz",
             "/v1/openapi.json",
             "/.well-known/agent-card.json",
             "/agents/echo/.well-known/agent-card.json",

@@ -1,5 +1,5 @@
 //! The gateway's request pipeline as tower layers, outermost first:
-//! [`TraceLayer`] → [`RescueLayer`] → [`LimitsLayer`] →
+//! [`TraceLayer`] → [`ObserveLayer`] (metrics) → [`RescueLayer`] → [`LimitsLayer`] →
 //! [`AuthenticateLayer`] → routing and forwarding (the axum router).
 //! Authorisation (the policy issue) slots in between `Authenticate` and the
 //! router. `AnonymousPrincipal` stays for tests that want no checks at all.
@@ -7,6 +7,7 @@
 mod authenticate;
 mod jwks;
 mod limits;
+mod observe;
 mod principal;
 mod rescue;
 mod trace;
@@ -24,6 +25,8 @@ pub use authenticate::{
 };
 pub(crate) use limits::is_length_limit;
 pub use limits::{BodyLimit, Limits, LimitsConfig, LimitsLayer};
+pub(crate) use observe::UpstreamFailed;
+pub use observe::{Observe, ObserveLayer};
 pub use principal::{AnonymousPrincipal, AnonymousPrincipalLayer};
 pub(crate) use rescue::{render_jsonrpc_error_value, render_rest_error_value};
 pub use rescue::{ErrorShape, Failure, Rescue, RescueLayer, WWW_AUTHENTICATE_CHALLENGE};
@@ -45,8 +48,20 @@ pub fn with_layers_auth(
     config: &LimitsConfig,
     authenticator: Arc<Authenticator>,
 ) -> Router {
+    with_layers_observed(router, config, authenticator, Arc::default())
+}
+
+/// [`with_layers_auth`], recording every request into `metrics` (the
+/// application's, so `/metrics` shows them).
+pub fn with_layers_observed(
+    router: Router,
+    config: &LimitsConfig,
+    authenticator: Arc<Authenticator>,
+    metrics: Arc<crate::metrics::GatewayMetrics>,
+) -> Router {
     let service = ServiceBuilder::new()
         .layer(TraceLayer::new())
+        .layer(ObserveLayer::new(metrics))
         .layer(RescueLayer::new())
         .layer(LimitsLayer::new(config.clone()))
         .layer(AuthenticateLayer::new(authenticator))

@@ -153,7 +153,12 @@ where
                 },
                 Err(error) => Arc::new(Failure::new(error.into(), shape)),
             };
-            Ok(render(&failure, request_id.as_ref()))
+            let mut response = render(&failure, request_id.as_ref());
+            // `Observe`, outside, counts upstream failures from this mark.
+            if let Some(failed) = super::UpstreamFailed::of(&failure.error) {
+                response.extensions_mut().insert(failed);
+            }
+            Ok(response)
         })
     }
 }
