@@ -29,10 +29,12 @@ use convergio_orchestrator::{Executor, ExecutorConfig, GraphStore, MemoryGraphSt
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
-use crate::authorize::PolicyGate;
+use crate::authorize::{CallBudget, PolicyGate};
 use crate::dispatch::GatewayDispatch;
 use crate::federation::api::federation_router;
 use crate::federation::Federation;
+use crate::model_agents::{model_agents_router, ModelAgents};
+use crate::secrets::{secrets_router, Secrets};
 use crate::layers::{
     with_layers, with_layers_auth, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
@@ -50,6 +52,13 @@ pub struct AppConfig {
     pub authenticator: Option<Arc<Authenticator>>,
     /// Stored API keys: mounts the `/v1/api-keys` admin API when set.
     pub api_keys: Option<Arc<StoredApiKeys>>,
+    /// Model agent declarations: mounts `/v1/model-agents` when set.
+    pub model_agents: Option<Arc<ModelAgents>>,
+    /// Organisations' sealed secrets: mounts `/v1/secrets` when set.
+    pub secrets: Option<Arc<Secrets>>,
+    /// Checked after policy and quotas before a message reaches its agent
+    /// (model agents' daily budgets); `None`: no such check.
+    pub call_budget: Option<CallBudgetHandle>,
     /// Request limits shared by every surface.
     pub limits: LimitsConfig,
     /// A2A routing settings.
@@ -89,6 +98,17 @@ impl std::fmt::Debug for JournalHandle {
         f.debug_struct("JournalHandle")
             .field("replica", &self.0.replica())
             .finish_non_exhaustive()
+    }
+}
+
+/// The call budget handed to the gatekeeper (a newtype so the config
+/// stays `Debug`).
+#[derive(Clone)]
+pub struct CallBudgetHandle(pub Arc<dyn CallBudget>);
+
+impl std::fmt::Debug for CallBudgetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallBudgetHandle").finish_non_exhaustive()
     }
 }
 
@@ -154,6 +174,10 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             None,
         ),
     };
+    let gate = match &config.call_budget {
+        Some(CallBudgetHandle(budget)) => gate.with_budget(budget.clone()),
+        None => gate,
+    };
     let gate = Arc::new(gate);
     let api = convergio_registry::api::guarded_router(
         registry,
@@ -188,6 +212,12 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     }
     if let Some(keys) = config.api_keys {
         router = router.merge(api_keys_router(keys));
+    }
+    if let Some(agents) = config.model_agents {
+        router = router.merge(model_agents_router(agents, gate.clone()));
+    }
+    if let Some(secrets) = config.secrets {
+        router = router.merge(secrets_router(secrets, gate.clone()));
     }
     if let Some(services) = config.policy {
         let policy = convergio_policy::router(PolicyApi {

@@ -6,7 +6,8 @@
 //! `/v1/graphs`, `/v1/runs` and `/metrics` API ([`runs_api`]); federation:
 //! identity, peers and signed calls ([`federation`]); and the SSRF guard on
 //! every upstream address ([`ssrf`]); the pruner that bounds the tables
-//! growing with every call ([`retention`]).
+//! growing with every call ([`retention`]); model agent declarations and
+//! organisations' sealed secrets over REST ([`model_agents`], [`secrets`]).
 
 pub mod a2a;
 pub mod api_keys;
@@ -18,10 +19,13 @@ pub mod error;
 pub mod federation;
 mod fetch;
 pub mod layers;
+pub mod model_agents;
+pub mod model_metrics;
 mod registry_routes;
 pub mod retention;
 pub mod routes;
 pub mod runs_api;
+pub mod secrets;
 pub mod server;
 pub mod ssrf;
 pub mod tls;

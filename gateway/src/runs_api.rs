@@ -102,6 +102,9 @@ pub struct GraphsConfig {
     /// Retention's counters and the database size, appended to `/metrics`
     /// when the server runs a pruner (issue 15).
     pub retention_metrics: Option<Arc<crate::retention::RetentionMetrics>>,
+    /// Model agents' usage, cost and budget refusals, appended to
+    /// `/metrics` when the server serves model agents (issue 17).
+    pub model_metrics: Option<Arc<crate::model_metrics::ModelUsageMetrics>>,
 }
 
 impl Default for GraphsConfig {
@@ -116,6 +119,7 @@ impl Default for GraphsConfig {
                 .unwrap_or(1),
             compile_wait: std::time::Duration::from_secs(10),
             retention_metrics: None,
+            model_metrics: None,
         }
     }
 }
@@ -1294,6 +1298,9 @@ async fn metrics(State(api): State<RunsApi>, request: Request) -> Response {
     let mut text = api.inner.executor.metrics().render_prometheus();
     if let Some(retention) = &api.inner.config.retention_metrics {
         retention.render_prometheus(&mut text);
+    }
+    if let Some(models) = &api.inner.config.model_metrics {
+        models.render_prometheus(&mut text);
     }
     let mut response = text.into_response();
     response.headers_mut().insert(
