@@ -58,6 +58,73 @@ use crate::models_config::{DailyBudget, ModelSettings, PriceTable};
 /// How long a REST write waits for the fleet to apply it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// What `serve` builds for model agents before the gateway exists: the
+/// store, secrets, key resolver, budgets, the REST service, and the channel
+/// the fleet (built after the gateway) reads its changes from.
+pub struct ModelWiring {
+    /// The model agents' tables.
+    pub store: Arc<convergio_store::models::ModelStore>,
+    /// Sealed secrets.
+    pub secrets: Arc<Secrets>,
+    /// Key references to keys.
+    pub keys: KeyResolver,
+    /// What this replica serves.
+    pub directory: Arc<ModelDirectory>,
+    /// Usage counters for `/metrics`.
+    pub metrics: Arc<ModelUsageMetrics>,
+    /// Daily budgets (also the gatekeeper's call budget).
+    pub budgets: Arc<DailyBudgets>,
+    /// The REST service (`/v1/model-agents`).
+    pub agents: Arc<ModelAgents>,
+    /// The validated `models:` settings.
+    pub settings: Arc<ModelSettings>,
+    /// Where the fleet reads changes made through the REST service.
+    pub changes: mpsc::Receiver<FleetChange>,
+}
+
+// === impl ModelWiring ===
+
+impl ModelWiring {
+    /// Everything but the fleet, over `db`.
+    pub fn new(config: &crate::config::Config, db: &convergio_store::Db) -> anyhow::Result<Self> {
+        let settings = Arc::new(config.models.clone());
+        let store = Arc::new(convergio_store::models::ModelStore::new(db));
+        let key = secrets_key(&settings, &config.data_dir)?;
+        let secrets = Arc::new(Secrets::new(
+            store.clone(),
+            Arc::new(key),
+            config.org_domain.clone(),
+        ));
+        let keys = KeyResolver::new(secrets.clone());
+        let directory = Arc::new(ModelDirectory::default());
+        let metrics = Arc::new(ModelUsageMetrics::default());
+        let budgets = Arc::new(DailyBudgets::new(
+            store.clone(),
+            settings.clone(),
+            metrics.clone(),
+            directory.clone(),
+        ));
+        let (sender, changes) = mpsc::channel(64);
+        let notifier = Arc::new(FleetNotifier::new(sender, directory.clone(), keys.clone()));
+        let agents = Arc::new(ModelAgents::new(
+            store.clone(),
+            notifier,
+            config.org_domain.clone(),
+        ));
+        Ok(Self {
+            store,
+            secrets,
+            keys,
+            directory,
+            metrics,
+            budgets,
+            agents,
+            settings,
+            changes,
+        })
+    }
+}
+
 // === keys ===
 
 /// Why a key could not be had. Names the reference, never a value.
@@ -179,7 +246,7 @@ pub fn secrets_key(settings: &ModelSettings, data_dir: &Path) -> anyhow::Result<
             .with_context(|| format!("the secrets key {}", path.display()));
     }
     let (key, text) = SecretsKey::generate().context("generating the secrets key")?;
-    crate::serve::write_private(&path, &text)?;
+    crate::data_dir::write_private(&path, &text)?;
     Ok(key)
 }
 
@@ -565,6 +632,7 @@ pub struct ModelFleet {
     factory: Arc<dyn AgentFactory>,
     directory: Arc<ModelDirectory>,
     pool: ListenerPool,
+    reserved: std::collections::HashSet<String>,
     served: HashMap<String, Served>,
 }
 
@@ -572,13 +640,15 @@ pub struct ModelFleet {
 
 impl ModelFleet {
     /// A fleet serving the declarations of `store`, registering them in
-    /// `registry`, built by `factory`, on `pool`'s listeners.
+    /// `registry`, built by `factory`, on `pool`'s listeners; `reserved`
+    /// names (this server's example agents) are never taken over.
     pub fn new(
         store: Arc<dyn ModelAgentStore>,
         registry: Registry,
         factory: Arc<dyn AgentFactory>,
         directory: Arc<ModelDirectory>,
         pool: ListenerPool,
+        reserved: std::collections::HashSet<String>,
     ) -> Self {
         Self {
             store,
@@ -586,6 +656,7 @@ impl ModelFleet {
             factory,
             directory,
             pool,
+            reserved,
             served: HashMap::new(),
         }
     }
@@ -740,8 +811,14 @@ impl ModelFleet {
         spec: &ModelAgentSpec,
     ) -> Result<(RunningAgent, SocketAddr), String> {
         let id = AgentId::internal(&row.name).map_err(|error| error.to_string())?;
+        if self.reserved.contains(&row.name) {
+            return Err(format!(
+                "{} is one of this server's example agents (serve with --no-examples to replace it)",
+                row.name
+            ));
+        }
         match self.registry.get(&id).await {
-            Ok(existing) if existing.org != row.org => {
+            Ok(existing) if existing.deleted_at.is_none() && existing.org != row.org => {
                 return Err(format!(
                     "the name {} is registered to {} already",
                     row.name, existing.org

@@ -15,7 +15,7 @@ use convergio_auth::{JwtConfig, MtlsConfig, OrgSigningKey};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
 use convergio_gateway::app::{
-    build_router, AppConfig, GraphStoreHandle, JournalHandle, PolicyServices,
+    build_router, AppConfig, CallBudgetHandle, GraphStoreHandle, JournalHandle, PolicyServices,
 };
 use convergio_gateway::federation::card_keys::FederationCardKeys;
 use convergio_gateway::federation::{Federation, FederationConfig};
@@ -33,8 +33,9 @@ use convergio_store::runs::{RunStore, RunStoreConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
-use crate::data_dir::SIGNING_KEY_FILE_NAME;
+use crate::data_dir::{write_private, SIGNING_KEY_FILE_NAME};
 use crate::env;
+use crate::model_serving::{ListenerPool, ModelWiring};
 use crate::security_config::SecuritySettings;
 
 /// Flags of `convergio serve`.
@@ -121,7 +122,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let allow = upstream_allow(&config, &examples)?;
+    // Model agents (issue 17) get loopback listeners bound now for the same
+    // reason: the allow list is fixed once the gateway is built.
+    let model_slots = ListenerPool::bind(config.models.max_agents).await?;
+    let allow = upstream_allow(&config, &examples, &model_slots.sockets()?)?;
     // Every collaborator is a constructor argument (issue #16): the upstream
     // check (the SSRF guard, so a registration naming a private address is
     // refused), the organisation keys, and the audit of registry changes
@@ -167,6 +171,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let models = ModelWiring::new(&config, &db)?;
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
@@ -206,6 +211,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         AppConfig {
             authenticator: Some(Arc::new(authenticator)),
             api_keys,
+            model_agents: Some(models.agents.clone()),
+            secrets: Some(models.secrets.clone()),
+            call_budget: Some(CallBudgetHandle(models.budgets.clone())),
             admin_token: Some(admin_token),
             a2a: A2aConfig {
                 upstream_credentials: upstream_credentials(&config.security)?,
@@ -226,6 +234,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 limits: graph_limits,
                 max_batch_inputs: config.graphs.max_batch_inputs,
                 retention_metrics: pruner.as_ref().map(|pruner| pruner.metrics()),
+                model_metrics: Some(models.metrics.clone()),
                 ..GraphsConfig::default()
             },
             executor: ExecutorConfig {
@@ -552,21 +561,6 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     Ok((token, format!("generated and stored in {}", path.display())))
 }
 
-/// Writes a secret readable only by the owner.
-fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
 
 /// The role each example agent plays in the design document's terms.
 fn example_role(agent: ExampleAgent) -> AgentRole {
@@ -593,13 +587,17 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
 }
 
 /// The SSRF allow-list: the configured entries plus exactly the loopback
-/// sockets of the example agents this server started (nothing else on
-/// loopback becomes reachable by default).
+/// sockets of the example agents this server started and of the model
+/// agents' slots (nothing else on loopback becomes reachable by default).
 fn upstream_allow(
     config: &Config,
     examples: &[(ExampleAgent, RunningAgent)],
+    model_slots: &[std::net::SocketAddr],
 ) -> anyhow::Result<AllowList> {
     let mut allow = config.upstream_allow.clone();
+    for socket in model_slots {
+        allow.allow_socket(*socket);
+    }
     for (_, agent) in examples {
         let socket = agent
             .base_url
