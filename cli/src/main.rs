@@ -25,6 +25,7 @@ mod env;
 mod graph;
 mod keys;
 mod model_agents;
+mod model_runtime;
 mod model_serving;
 mod models_config;
 mod peers;

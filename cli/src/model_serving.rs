@@ -53,7 +53,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::models_config::{DailyBudget, ModelSettings, PriceTable};
+use crate::models_config::{DailyBudget, ModelSettings};
 
 /// How long a REST write waits for the fleet to apply it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
@@ -312,11 +312,6 @@ impl DailyBudgets {
             metrics,
             directory,
         }
-    }
-
-    /// The price table.
-    pub fn prices(&self) -> &PriceTable {
-        &self.settings.prices
     }
 
     /// What `org`'s budget leaves today.

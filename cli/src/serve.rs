@@ -6,7 +6,7 @@
 //! drains the audit queue.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
 use crate::data_dir::{write_private, SIGNING_KEY_FILE_NAME};
 use crate::env;
-use crate::model_serving::{ListenerPool, ModelWiring};
+use crate::model_serving::{watch_agents_dir, ListenerPool, ModelFleet, ModelWiring};
 use crate::security_config::SecuritySettings;
 
 /// Flags of `convergio serve`.
@@ -206,6 +206,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_run_events: config.graphs.max_run_events,
         ..GraphLimits::default()
     };
+    let fleet_registry = registry.clone();
+    let fleet_allow = allow.clone();
     let router = build_router(
         registry,
         AppConfig {
@@ -253,6 +255,49 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
+    // Model agents' tool calls go through this same router, as each
+    // agent's principal, so the fleet is built now that it exists; it
+    // serves every stored declaration, then follows changes.
+    let tool_app = Arc::new(router.clone());
+    let runtime = crate::model_runtime::ModelRuntime::new(
+        models.keys.clone(),
+        models.store.clone(),
+        models.budgets.clone(),
+        fleet_registry.clone(),
+        Arc::new(crate::model_runtime::GatewayTools::new(
+            Arc::downgrade(&tool_app),
+            config.models.max_timeout,
+        )),
+        models.settings.clone(),
+        fleet_allow,
+    );
+    let reserved = ExampleAgent::ALL
+        .iter()
+        .filter(|_| !examples.is_empty())
+        .map(|agent| agent.name().to_owned())
+        .collect();
+    let fleet = ModelFleet::new(
+        models.store.clone(),
+        fleet_registry,
+        Arc::new(runtime),
+        models.directory.clone(),
+        model_slots,
+        reserved,
+    )
+    .spawn(models.changes, config.models.watch_interval);
+    let agents_dir = match &config.models.agents_dir {
+        Some(dir) => Some(
+            watch_agents_dir(
+                dir.clone(),
+                config.models.watch_interval,
+                models.agents.clone(),
+                config.org_domain.clone(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+
     // Periodic sync starts once the router is built; it is stopped before
     // the audit queue closes.
     let sync = match (&federation, config.federation.sync_interval_seconds) {
@@ -288,6 +333,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             federation.key().kid()
         );
     }
+    say!(
+        "  model agents http://{local}/v1/model-agents ({} loopback slots{})",
+        config.models.max_agents,
+        config
+            .models
+            .agents_dir
+            .as_ref()
+            .map(|dir| format!(", declarations from {}", dir.display()))
+            .unwrap_or_default()
+    );
     if let Some(version) = policy_version {
         say!("  policy       version {version} (convergio policy show)");
     }
@@ -315,6 +370,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sync) = sync {
         sync.abort();
     }
+    if let Some(agents_dir) = agents_dir {
+        agents_dir.abort();
+    }
+    // Dropping the fleet's task drops its running agents, which stops them.
+    fleet.abort();
+    drop(tool_app);
     let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
     if drain.await.is_err() {
         eprintln!("warning: the audit queue did not drain within 30 s");

@@ -204,7 +204,8 @@ impl SecretStore for ModelStore {
             .bind(row.updated_at)
             .execute(pool)
             .await
-            .db("storing a secret")?);
+            .db("storing a secret")?
+            .rows_affected());
         Ok(())
     }
 
@@ -335,7 +336,8 @@ impl UsageStore for ModelStore {
             .bind(to_i64(usage.cost_micros))
             .execute(pool)
             .await
-            .db("recording model usage")?);
+            .db("recording model usage")?
+            .rows_affected());
         Ok(())
     }
 
