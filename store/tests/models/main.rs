@@ -36,6 +36,22 @@ impl Harness {
         ModelStore::new(&db)
     }
 
+    async fn agents(&self) -> Arc<dyn ModelAgentStore> {
+        Arc::new(self.store().await)
+    }
+
+    async fn secrets(&self) -> Arc<dyn SecretStore> {
+        Arc::new(self.store().await)
+    }
+
+    async fn conversations(&self) -> Arc<dyn ConversationStore> {
+        Arc::new(self.store().await)
+    }
+
+    async fn usage(&self) -> Arc<dyn UsageStore> {
+        Arc::new(self.store().await)
+    }
+
     /// Every byte of every `secrets` row, as stored.
     async fn raw_secret_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -77,7 +93,7 @@ fn spec(name: &str, model: &str) -> serde_json::Value {
 }
 
 async fn declarations_are_versioned_and_owned_by_one_org(harness: Harness) {
-    let store = harness.store().await;
+    let store = harness.agents().await;
     let created = store
         .put("acme.example", "writer", &spec("writer", "m1"), 100)
         .await
@@ -126,7 +142,7 @@ async fn declarations_are_versioned_and_owned_by_one_org(harness: Harness) {
 }
 
 async fn secrets_are_stored_sealed_and_replaced(harness: Harness) {
-    let store = harness.store().await;
+    let store = harness.secrets().await;
     let (key, _) = SecretsKey::generate().expect("random works");
     let value = SecretValue::new("sk-model-decl-store-test-0123456789");
     let sealed = key.seal("acme.example", "openai", &value).expect("seals");
@@ -186,8 +202,8 @@ async fn secrets_are_stored_sealed_and_replaced(harness: Harness) {
 }
 
 async fn conversations_continue_on_another_replica(harness: Harness) {
-    let first = harness.store().await;
-    let second = harness.store().await;
+    let first = harness.conversations().await;
+    let second = harness.conversations().await;
     let key = ConversationKey {
         org: "acme.example",
         agent: "writer",
@@ -223,7 +239,7 @@ async fn conversations_continue_on_another_replica(harness: Harness) {
 }
 
 async fn usage_adds_up_under_concurrent_writers(harness: Harness) {
-    let store = Arc::new(harness.store().await);
+    let store = harness.usage().await;
     let mut writers = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
@@ -269,7 +285,7 @@ async fn usage_adds_up_under_concurrent_writers(harness: Harness) {
     assert_eq!(orgs, vec!["acme.example", "other.example"]);
 }
 
-convergio_tests::on_both_backends!(open;
+convergio_tests::on_both_backends!(crate::open;
     declarations_are_versioned_and_owned_by_one_org,
     secrets_are_stored_sealed_and_replaced,
     conversations_continue_on_another_replica,
