@@ -141,7 +141,12 @@ impl SecretsKey {
     }
 
     /// Seals `value` for the row `(org, name)`.
-    pub fn seal(&self, org: &str, name: &str, value: &SecretValue) -> Result<Sealed, SecretBoxError> {
+    pub fn seal(
+        &self,
+        org: &str,
+        name: &str,
+        value: &SecretValue,
+    ) -> Result<Sealed, SecretBoxError> {
         let mut nonce = [0_u8; NONCE_LEN];
         self.random
             .fill(&mut nonce)
@@ -161,7 +166,12 @@ impl SecretsKey {
     }
 
     /// Opens what [`SecretsKey::seal`] sealed for the row `(org, name)`.
-    pub fn open(&self, org: &str, name: &str, sealed: &Sealed) -> Result<SecretValue, SecretBoxError> {
+    pub fn open(
+        &self,
+        org: &str,
+        name: &str,
+        sealed: &Sealed,
+    ) -> Result<SecretValue, SecretBoxError> {
         let nonce: [u8; NONCE_LEN] = sealed
             .nonce
             .as_slice()
@@ -214,7 +224,12 @@ mod tests {
             );
         }
         let again = SecretsKey::from_base64(&format!(" {text}\n")).expect("the key reads back");
-        assert_eq!(again.open("acme.example", "openai", &sealed).expect("opens"), value);
+        assert_eq!(
+            again
+                .open("acme.example", "openai", &sealed)
+                .expect("opens"),
+            value
+        );
         let (other, _) = SecretsKey::generate().expect("random works");
         assert_eq!(
             other.open("acme.example", "openai", &sealed),

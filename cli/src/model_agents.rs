@@ -101,11 +101,7 @@ pub async fn run(server: &ServerArgs, command: ModelCommand) -> anyhow::Result<(
                 "MODEL",
                 "VER"
             );
-            for agent in answer.body["model_agents"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
+            for agent in answer.body["model_agents"].as_array().into_iter().flatten() {
                 say!(
                     "{:<24} {:<20} {:<10} {:<24} {:<4} {}",
                     text(&agent["name"]),
@@ -182,7 +178,10 @@ mod tests {
         for dir in [root.clone(), root.join("review")] {
             for entry in std::fs::read_dir(&dir).expect("the examples exist") {
                 let path = entry.expect("an entry").path();
-                if path.extension().is_some_and(|extension| extension == "yaml") {
+                if path
+                    .extension()
+                    .is_some_and(|extension| extension == "yaml")
+                {
                     let document = read_declaration(&path).expect("reads");
                     let spec = convergio_schemas::ModelAgentSpec::from_value(&document)
                         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
@@ -201,7 +200,10 @@ mod tests {
             "review_aggregator",
             "report_generator",
         ] {
-            assert!(checked.iter().any(|checked| checked == name), "{name} in {checked:?}");
+            assert!(
+                checked.iter().any(|checked| checked == name),
+                "{name} in {checked:?}"
+            );
         }
     }
 }

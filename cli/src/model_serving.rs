@@ -48,7 +48,9 @@ use convergio_gateway::model_metrics::ModelUsageMetrics;
 use convergio_gateway::secrets::Secrets;
 use convergio_registry::model_agents::{ModelAgentRow, ModelAgentStore, UsageStore, UsageTotals};
 use convergio_registry::{Actor, Registration, Registry, RegistryError};
-use convergio_schemas::{AgentId, AgentRole, KeyReference, ModelAgentSpec, Principal, ProviderKind};
+use convergio_schemas::{
+    AgentId, AgentRole, KeyReference, ModelAgentSpec, Principal, ProviderKind,
+};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -368,9 +370,9 @@ fn left(budget: DailyBudget, used: UsageTotals) -> Allowance {
         return Allowance::Tokens(0);
     }
     match budget.daily_tokens {
-        Some(tokens) => Allowance::Tokens(
-            tokens.saturating_sub(used.tokens_in.saturating_add(used.tokens_out)),
-        ),
+        Some(tokens) => {
+            Allowance::Tokens(tokens.saturating_sub(used.tokens_in.saturating_add(used.tokens_out)))
+        }
         None => Allowance::Unlimited,
     }
 }
@@ -739,7 +741,9 @@ impl ModelFleet {
             Ok(_) | Err(RegistryError::AgentNotFound { .. }) => {
                 tracing::info!(agent = %name, "model agent stopped");
             }
-            Err(error) => tracing::warn!(%error, agent = %name, "deregistering a model agent failed"),
+            Err(error) => {
+                tracing::warn!(%error, agent = %name, "deregistering a model agent failed")
+            }
         }
     }
 
@@ -827,9 +831,10 @@ impl ModelFleet {
             .build(&row.org, spec)
             .await
             .map_err(|error| format!("{error:#}"))?;
-        let listener = self.pool.take().ok_or_else(|| {
-            "every loopback slot is in use (models.max_agents)".to_owned()
-        })?;
+        let listener = self
+            .pool
+            .take()
+            .ok_or_else(|| "every loopback slot is in use (models.max_agents)".to_owned())?;
         let socket = listener
             .local_addr()
             .map_err(|error| format!("reading a loopback slot: {error}"))?;
@@ -934,8 +939,12 @@ async fn scan(dir: &Path, agents: &ModelAgents, org: &str, seen: &mut Seen) {
     for path in removed {
         if let Some((name, _)) = seen.remove(&path) {
             match agents.delete(org, &name).await {
-                Ok(_) => tracing::info!(file = %path.display(), agent = %name, "declaration file removed; agent deleted"),
-                Err(error) => tracing::warn!(file = %path.display(), %error, "deleting a model agent failed"),
+                Ok(_) => {
+                    tracing::info!(file = %path.display(), agent = %name, "declaration file removed; agent deleted")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "deleting a model agent failed")
+                }
             }
         }
     }
@@ -952,7 +961,10 @@ async fn scan(dir: &Path, agents: &ModelAgents, org: &str, seen: &mut Seen) {
                 tracing::warn!(file = %path.display(), %problem, "invalid model agent declaration skipped");
                 // Remember the text, so an unchanged invalid file is not
                 // reported again at every look.
-                let name = seen.get(&path).map(|(name, _)| name.clone()).unwrap_or_default();
+                let name = seen
+                    .get(&path)
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default();
                 seen.insert(path, (name, text));
             }
         }
@@ -962,8 +974,8 @@ async fn scan(dir: &Path, agents: &ModelAgents, org: &str, seen: &mut Seen) {
 /// Applies one file's declaration unless the store holds the same; returns
 /// the agent's name.
 async fn load_file(agents: &ModelAgents, org: &str, text: &str) -> Result<String, String> {
-    let document = crate::model_agents::declaration_from_text(text)
-        .map_err(|error| format!("{error:#}"))?;
+    let document =
+        crate::model_agents::declaration_from_text(text).map_err(|error| format!("{error:#}"))?;
     let spec = ModelAgentSpec::from_value(&document).map_err(|error| error.to_string())?;
     let stored = agents
         .get(&spec.name)
@@ -1033,8 +1045,14 @@ mod tests {
             scopes: Vec::new(),
             method: convergio_schemas::AuthMethod::ApiKey,
         };
-        assert_eq!(directory.payer("own", &caller).as_deref(), Some("acme.example"));
-        assert_eq!(directory.payer("byok", &caller).as_deref(), Some("other.example"));
+        assert_eq!(
+            directory.payer("own", &caller).as_deref(),
+            Some("acme.example")
+        );
+        assert_eq!(
+            directory.payer("byok", &caller).as_deref(),
+            Some("other.example")
+        );
         assert_eq!(directory.payer("echo", &caller), None);
     }
 }

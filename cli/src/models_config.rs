@@ -169,11 +169,7 @@ pub struct ModelSettings {
 impl ModelSettings {
     /// `org`'s daily budget: its own, else the default.
     pub fn budget_of(&self, org: &str) -> Option<DailyBudget> {
-        self.budgets
-            .orgs
-            .get(org)
-            .copied()
-            .or(self.budgets.default)
+        self.budgets.orgs.get(org).copied().or(self.budgets.default)
     }
 }
 
@@ -253,7 +249,11 @@ pub fn validate(
             ));
         }
     }
-    let budgets = section.budgets.default.iter().map(|budget| ("models.budgets.default".to_owned(), budget));
+    let budgets = section
+        .budgets
+        .default
+        .iter()
+        .map(|budget| ("models.budgets.default".to_owned(), budget));
     let orgs = section
         .budgets
         .orgs
@@ -275,7 +275,10 @@ pub fn validate(
         convergio_schemas::ids::check_org(org)
             .map_err(|error| invalid("models.budgets.orgs", error.to_string()))?;
     }
-    let secrets_key = match environment.get(env::SECRETS_KEY).filter(|value| !value.is_empty()) {
+    let secrets_key = match environment
+        .get(env::SECRETS_KEY)
+        .filter(|value| !value.is_empty())
+    {
         Some(text) => {
             // Checked now, so a bad key stops the start with the key's name
             // (never its value) instead of failing the first secret.
@@ -309,10 +312,11 @@ mod tests {
     use super::*;
 
     fn settings(yaml: &str, environment: &[(&str, &str)]) -> Result<ModelSettings, ConfigError> {
-        let section: ModelsSection = serde_yaml::from_str(yaml).map_err(|error| ConfigError::Invalid {
-            field: "yaml".to_owned(),
-            message: error.to_string(),
-        })?;
+        let section: ModelsSection =
+            serde_yaml::from_str(yaml).map_err(|error| ConfigError::Invalid {
+                field: "yaml".to_owned(),
+                message: error.to_string(),
+            })?;
         let environment: HashMap<String, String> = environment
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
@@ -336,7 +340,12 @@ mod tests {
                 .cost_micros(ProviderKind::Openai, "gpt-4o-mini", 1_000_000, 1_000_000),
             750_000
         );
-        assert_eq!(settings.prices.cost_micros(ProviderKind::Openai, "other", 10, 10), 0);
+        assert_eq!(
+            settings
+                .prices
+                .cost_micros(ProviderKind::Openai, "other", 10, 10),
+            0
+        );
         assert_eq!(
             settings.budget_of("acme.example"),
             Some(DailyBudget {
@@ -345,7 +354,9 @@ mod tests {
             })
         );
         assert_eq!(
-            settings.budget_of("other.example").and_then(|budget| budget.daily_tokens),
+            settings
+                .budget_of("other.example")
+                .and_then(|budget| budget.daily_tokens),
             Some(1000)
         );
         assert_eq!(settings.max_timeout.as_secs(), 600);
@@ -365,7 +376,10 @@ mod tests {
         .expect("valid");
         assert_eq!(settings.agents_dir, Some(PathBuf::from("/srv/agents")));
         assert_eq!(settings.max_timeout.as_secs(), 1200);
-        assert_eq!(settings.secrets_key.as_ref().map(SecretValue::expose), Some(key));
+        assert_eq!(
+            settings.secrets_key.as_ref().map(SecretValue::expose),
+            Some(key)
+        );
         assert!(!format!("{settings:?}").contains(key));
     }
 

@@ -36,7 +36,10 @@ pub enum SecretsCommand {
 }
 
 fn secret_path(name: &str) -> String {
-    format!("/v1/secrets/{}", utf8_percent_encode(name, NON_ALPHANUMERIC))
+    format!(
+        "/v1/secrets/{}",
+        utf8_percent_encode(name, NON_ALPHANUMERIC)
+    )
 }
 
 /// The value piped in: at most [`MAX_SECRET_BYTES`], one trailing line

@@ -622,7 +622,6 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     Ok((token, format!("generated and stored in {}", path.display())))
 }
 
-
 /// The role each example agent plays in the design document's terms.
 fn example_role(agent: ExampleAgent) -> AgentRole {
     match agent {

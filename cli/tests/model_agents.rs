@@ -34,7 +34,14 @@ fn runtime() -> tokio::runtime::Runtime {
 /// `convergio secrets set NAME` with `value` on stdin.
 fn set_secret(server: &Server, data_dir: &Path, name: &str, value: &str) {
     let mut child = Command::new(BINARY)
-        .args(["secrets", "set", name, "--server", &server.base, "--data-dir"])
+        .args([
+            "secrets",
+            "set",
+            name,
+            "--server",
+            &server.base,
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env_remove("CONVERGIO_ADMIN_TOKEN")
         .stdin(Stdio::piped())
@@ -129,7 +136,9 @@ async fn get_text(base: &str, path: &str, token: &str) -> String {
 #[test]
 fn a_model_agent_answers_through_the_gateway_and_never_shows_its_key() {
     let runtime = runtime();
-    let fake = runtime.block_on(FakeOpenAi::start()).expect("the fake starts");
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
     fake.require_key(SECRET);
     fake.set_fallback(FakeReply::text(
         "Bonjour le monde",
@@ -197,15 +206,26 @@ fn a_model_agent_answers_through_the_gateway_and_never_shows_its_key() {
             assert!(!text.contains(SECRET), "{path} shows the key");
         }
     });
-    let (ok, listed, _) = support::cli(Some((&server, data_dir.path())), &["agents", "model", "list"]);
-    assert!(ok && listed.contains("french") && listed.contains("available"), "{listed}");
+    let (ok, listed, _) = support::cli(
+        Some((&server, data_dir.path())),
+        &["agents", "model", "list"],
+    );
+    assert!(
+        ok && listed.contains("french") && listed.contains("available"),
+        "{listed}"
+    );
     drop(server);
     let logs = std::fs::read_to_string(&log).expect("the log");
-    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "logging ran at TRACE");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "logging ran at TRACE"
+    );
     assert!(!logs.contains(SECRET), "a log line holds the key");
     let database = std::fs::read(data_dir.path().join("convergio.db")).expect("the database");
     assert!(
-        !database.windows(SECRET.len()).any(|window| window == SECRET.as_bytes()),
+        !database
+            .windows(SECRET.len())
+            .any(|window| window == SECRET.as_bytes()),
         "the database file holds the key in clear"
     );
 }
@@ -213,7 +233,9 @@ fn a_model_agent_answers_through_the_gateway_and_never_shows_its_key() {
 #[test]
 fn a_spent_daily_budget_stops_calls_before_the_provider() {
     let runtime = runtime();
-    let fake = runtime.block_on(FakeOpenAi::start()).expect("the fake starts");
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
     fake.set_fallback(FakeReply::text(
         "ok",
         1,
@@ -249,7 +271,11 @@ fn a_spent_daily_budget_stops_calls_before_the_provider() {
             .expect("a Retry-After");
         assert!((1..=86_400).contains(&retry_after), "{retry_after}");
         assert!(body.to_string().contains("RATE_LIMITED"), "{body}");
-        assert_eq!(fake.requests().len(), 1, "the provider saw the refused call");
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "the provider saw the refused call"
+        );
     });
 }
 
@@ -257,7 +283,9 @@ fn a_spent_daily_budget_stops_calls_before_the_provider() {
 fn a_conversation_continues_on_another_replica_on_postgres() {
     let database = convergio_tests::postgres::TestDatabase::create_blocking("convergio_m");
     let runtime = runtime();
-    let fake = runtime.block_on(FakeOpenAi::start()).expect("the fake starts");
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
     fake.set_fallback(FakeReply::text(
         "Noted: the password is swordfish",
         1,
@@ -267,16 +295,33 @@ fn a_conversation_continues_on_another_replica_on_postgres() {
         },
     ));
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let replica = || start_with(data_dir.path(), &[("CONVERGIO_DATABASE_URL", database.url())]);
+    let replica = || {
+        start_with(
+            data_dir.path(),
+            &[("CONVERGIO_DATABASE_URL", database.url())],
+        )
+    };
     let first = replica();
     set_secret(&first, data_dir.path(), "openai", SECRET);
     apply(&first, data_dir.path(), "memory", &fake);
     // Started after the declaration: it serves it from the shared store.
     let second = replica();
     runtime.block_on(async {
-        let (status, _, body) = send(&first.base, "memory", "Remember: swordfish", Some("ctx-pg-1")).await;
+        let (status, _, body) = send(
+            &first.base,
+            "memory",
+            "Remember: swordfish",
+            Some("ctx-pg-1"),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
-        let (status, _, body) = send(&second.base, "memory", "What is the password?", Some("ctx-pg-1")).await;
+        let (status, _, body) = send(
+            &second.base,
+            "memory",
+            "What is the password?",
+            Some("ctx-pg-1"),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
     });
     let requests = fake.requests();
@@ -299,7 +344,9 @@ fn the_python_sdk_talks_to_a_model_agent_through_the_gateway() {
     assert!(status.success(), "scripts/interop-venv.sh failed");
     let python = root.join(".venv-interop/bin/python");
     let runtime = runtime();
-    let fake = runtime.block_on(FakeOpenAi::start()).expect("the fake starts");
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
     fake.set_fallback(FakeReply::text(
         "Hallo Welt aus dem Modell",
         4,
@@ -324,7 +371,10 @@ fn the_python_sdk_talks_to_a_model_agent_through_the_gateway() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{binding}: {stdout}\n{stderr}");
         for check in ["ok card", "ok blocking", "ok streaming"] {
-            assert!(stdout.contains(check), "{binding}: {check} missing from {stdout}");
+            assert!(
+                stdout.contains(check),
+                "{binding}: {check} missing from {stdout}"
+            );
         }
     }
 }

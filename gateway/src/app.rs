@@ -33,13 +33,13 @@ use crate::authorize::{CallBudget, PolicyGate};
 use crate::dispatch::GatewayDispatch;
 use crate::federation::api::federation_router;
 use crate::federation::Federation;
-use crate::model_agents::{model_agents_router, ModelAgents};
-use crate::secrets::{secrets_router, Secrets};
 use crate::layers::{
     with_layers, with_layers_auth, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
+use crate::model_agents::{model_agents_router, ModelAgents};
 use crate::registry_routes::RegistryRoutes;
 use crate::runs_api::{runs_router, GraphsConfig, RunsApi};
+use crate::secrets::{secrets_router, Secrets};
 use crate::server::{serve_with, ServerConfig};
 
 /// Settings of the whole application.

@@ -159,9 +159,9 @@ impl ModelAgents {
             .put(org, name, &spec.to_value(), chrono::Utc::now().timestamp())
             .await
             .map_err(|error| match error {
-                RegistryError::AgentExists { agent_id } => GatewayError::NameTaken {
-                    name: agent_id,
-                },
+                RegistryError::AgentExists { agent_id } => {
+                    GatewayError::NameTaken { name: agent_id }
+                }
                 other => storage_error(other),
             })?;
         tracing::info!(org = %row.org, agent = %row.name, version = row.version, "model agent declared");
@@ -186,11 +186,7 @@ impl ModelAgents {
 
     /// Deletes `org`'s agent `name` and tells the host; whether it existed.
     pub async fn delete(&self, org: &str, name: &str) -> Result<bool, GatewayError> {
-        let deleted = self
-            .store
-            .delete(org, name)
-            .await
-            .map_err(storage_error)?;
+        let deleted = self.store.delete(org, name).await.map_err(storage_error)?;
         if deleted {
             tracing::info!(org = %org, agent = %name, "model agent deleted");
             self.host.removed(org, name).await;

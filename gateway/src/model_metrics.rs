@@ -154,6 +154,9 @@ mod tests {
         }
         let mut text = String::new();
         metrics.render_prometheus(&mut text);
-        assert!(text.contains("convergio_model_calls_total{org=\"other\"} 5"), "{text}");
+        assert!(
+            text.contains("convergio_model_calls_total{org=\"other\"} 5"),
+            "{text}"
+        );
     }
 }

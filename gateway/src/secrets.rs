@@ -92,7 +92,12 @@ impl Secrets {
     }
 
     /// Seals and stores `value` as `org`'s secret `name`, replacing any.
-    pub async fn set(&self, org: &str, name: &str, value: &SecretValue) -> Result<(), GatewayError> {
+    pub async fn set(
+        &self,
+        org: &str,
+        name: &str,
+        value: &SecretValue,
+    ) -> Result<(), GatewayError> {
         check_secret_name(name).map_err(|error| GatewayError::InvalidParams {
             detail: error.to_string(),
         })?;
@@ -142,7 +147,11 @@ impl Secrets {
 
     /// `org`'s secret `name` in clear, read and opened now (so rotation
     /// takes effect on the next call); `None` when it is not set.
-    pub async fn resolve(&self, org: &str, name: &str) -> Result<Option<SecretValue>, GatewayError> {
+    pub async fn resolve(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<SecretValue>, GatewayError> {
         let Some(row) = self.store.get(org, name).await.map_err(storage_error)? else {
             return Ok(None);
         };
@@ -172,7 +181,10 @@ struct ApiState {
 pub fn secrets_router(secrets: Arc<Secrets>, gate: Arc<PolicyGate>) -> Router {
     Router::new()
         .route("/v1/secrets", get(list_handler))
-        .route("/v1/secrets/{name}", put(put_handler).delete(delete_handler))
+        .route(
+            "/v1/secrets/{name}",
+            put(put_handler).delete(delete_handler),
+        )
         .with_state(ApiState { secrets, gate })
 }
 
@@ -246,12 +258,7 @@ async fn delete_handler(
     request: axum::extract::Request,
 ) -> Result<Response, Failure> {
     let (_, org) = admitted(&state, request.extensions()).await?;
-    if state
-        .secrets
-        .delete(&org, &name)
-        .await
-        .map_err(problem)?
-    {
+    if state.secrets.delete(&org, &name).await.map_err(problem)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(problem(GatewayError::RouteNotFound {

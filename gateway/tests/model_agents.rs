@@ -42,10 +42,10 @@ struct RecordingHost {
 #[async_trait]
 impl ModelAgentHost for RecordingHost {
     async fn applied(&self, row: &ModelAgentRow, spec: &ModelAgentSpec) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push(format!("applied {} v{} {}", row.name, row.version, spec.model));
+        self.events.lock().expect("lock").push(format!(
+            "applied {} v{} {}",
+            row.name, row.version, spec.model
+        ));
     }
 
     async fn removed(&self, org: &str, name: &str) {
@@ -154,7 +154,8 @@ async fn start() -> App {
 }
 
 fn admin() -> String {
-    json!({"subject": "root", "org": null, "scopes": ["admin"], "method": "admin_token"}).to_string()
+    json!({"subject": "root", "org": null, "scopes": ["admin"], "method": "admin_token"})
+        .to_string()
 }
 
 fn member(org: &str, scopes: &[&str]) -> String {
@@ -245,17 +246,27 @@ async fn model_agents_and_secrets_over_rest() {
         .await;
     assert_eq!(updated.status, 200, "{}", updated.text);
     assert_eq!(updated.body["version"], json!(2));
-    assert_eq!(app.events(), vec!["applied writer v1 m1", "applied writer v2 m2"]);
-    let shown = app.call(get.clone(), "/v1/model-agents/writer", Some(&admin), None).await;
+    assert_eq!(
+        app.events(),
+        vec!["applied writer v1 m1", "applied writer v2 m2"]
+    );
+    let shown = app
+        .call(get.clone(), "/v1/model-agents/writer", Some(&admin), None)
+        .await;
     assert_eq!(shown.status, 200, "{}", shown.text);
     assert_eq!(shown.body["spec"]["model"], json!("m2"));
     app.put_agent("offline", &declaration("offline", "m"), Some(&admin))
         .await;
-    let listed = app.call(get.clone(), "/v1/model-agents", Some(&admin), None).await;
+    let listed = app
+        .call(get.clone(), "/v1/model-agents", Some(&admin), None)
+        .await;
     assert_eq!(listed.status, 200, "{}", listed.text);
     let rows = listed.body["model_agents"].as_array().expect("a list");
     assert_eq!(rows.len(), 2);
-    let offline = rows.iter().find(|row| row["name"] == "offline").expect("listed");
+    let offline = rows
+        .iter()
+        .find(|row| row["name"] == "offline")
+        .expect("listed");
     assert_eq!(offline["status"]["available"], json!(false));
     assert!(offline["status"]["reason"]
         .as_str()
@@ -280,11 +291,21 @@ async fn model_agents_and_secrets_over_rest() {
     assert_eq!(own.status, 201, "{}", own.text);
     let stranger = member("other.example", &["agents:write"]);
     let hidden = app
-        .call(get.clone(), "/v1/model-agents/writer", Some(&stranger), None)
+        .call(
+            get.clone(),
+            "/v1/model-agents/writer",
+            Some(&stranger),
+            None,
+        )
         .await;
     assert_eq!(hidden.status, 404, "{}", hidden.text);
     let hidden_delete = app
-        .call(delete.clone(), "/v1/model-agents/writer", Some(&stranger), None)
+        .call(
+            delete.clone(),
+            "/v1/model-agents/writer",
+            Some(&stranger),
+            None,
+        )
         .await;
     assert_eq!(hidden_delete.status, 404);
     let taken = app
@@ -312,17 +333,29 @@ async fn model_agents_and_secrets_over_rest() {
     assert_eq!(renamed.status, 400, "{}", renamed.text);
     assert!(renamed.text.contains("/name"), "{}", renamed.text);
     let malformed = app
-        .call(put.clone(), "/v1/model-agents/x", Some(&admin), Some("{".into()))
+        .call(
+            put.clone(),
+            "/v1/model-agents/x",
+            Some(&admin),
+            Some("{".into()),
+        )
         .await;
     assert_eq!(malformed.status, 400, "{}", malformed.text);
 
     // Delete.
     let deleted = app
-        .call(delete.clone(), "/v1/model-agents/writer", Some(&admin), None)
+        .call(
+            delete.clone(),
+            "/v1/model-agents/writer",
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(deleted.status, 204);
     assert!(app.events().contains(&format!("removed {ORG}/writer")));
-    let gone = app.call(get.clone(), "/v1/model-agents/writer", Some(&admin), None).await;
+    let gone = app
+        .call(get.clone(), "/v1/model-agents/writer", Some(&admin), None)
+        .await;
     assert_eq!(gone.status, 404);
 
     // Secrets: set answers 204 with no body; listing shows names only.
@@ -331,26 +364,52 @@ async fn model_agents_and_secrets_over_rest() {
         .await;
     assert_eq!(anonymous_set.status, 401);
     let set = app
-        .call(put.clone(), "/v1/secrets/openai", Some(&admin), Some(SECRET.into()))
+        .call(
+            put.clone(),
+            "/v1/secrets/openai",
+            Some(&admin),
+            Some(SECRET.into()),
+        )
         .await;
     assert_eq!(set.status, 204);
     assert!(set.text.is_empty());
-    let listed = app.call(get.clone(), "/v1/secrets", Some(&admin), None).await;
+    let listed = app
+        .call(get.clone(), "/v1/secrets", Some(&admin), None)
+        .await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.body["secrets"][0]["name"], json!("openai"));
     assert!(!listed.text.contains(SECRET));
     let bad_name = app
-        .call(put.clone(), "/v1/secrets/..", Some(&admin), Some(SECRET.into()))
+        .call(
+            put.clone(),
+            "/v1/secrets/..",
+            Some(&admin),
+            Some(SECRET.into()),
+        )
         .await;
-    assert!(bad_name.status == 400 || bad_name.status == 404, "{}", bad_name.status);
+    assert!(
+        bad_name.status == 400 || bad_name.status == 404,
+        "{}",
+        bad_name.status
+    );
     assert!(!bad_name.text.contains(SECRET));
     let member_secrets = app
-        .call(get.clone(), "/v1/secrets", Some(&member(ORG, &["secrets:write"])), None)
+        .call(
+            get.clone(),
+            "/v1/secrets",
+            Some(&member(ORG, &["secrets:write"])),
+            None,
+        )
         .await;
     assert_eq!(member_secrets.status, 200);
     assert_eq!(member_secrets.body["secrets"][0]["name"], json!("openai"));
     let other_secrets = app
-        .call(get.clone(), "/v1/secrets", Some(&member("other.example", &["secrets:write"])), None)
+        .call(
+            get.clone(),
+            "/v1/secrets",
+            Some(&member("other.example", &["secrets:write"])),
+            None,
+        )
         .await;
     assert_eq!(other_secrets.body["secrets"], json!([]));
     let resolved = app.secrets.resolve(ORG, "openai").await.expect("reads");
@@ -358,13 +417,26 @@ async fn model_agents_and_secrets_over_rest() {
 
     // Rotation: the next resolve sees the new value.
     let rotated = app
-        .call(put.clone(), "/v1/secrets/openai", Some(&admin), Some("sk-rotated-value".into()))
+        .call(
+            put.clone(),
+            "/v1/secrets/openai",
+            Some(&admin),
+            Some("sk-rotated-value".into()),
+        )
         .await;
     assert_eq!(rotated.status, 204);
     let resolved = app.secrets.resolve(ORG, "openai").await.expect("reads");
-    assert_eq!(resolved.as_ref().map(|value| value.expose()), Some("sk-rotated-value"));
+    assert_eq!(
+        resolved.as_ref().map(|value| value.expose()),
+        Some("sk-rotated-value")
+    );
     let put_back = app
-        .call(put.clone(), "/v1/secrets/openai", Some(&admin), Some(SECRET.into()))
+        .call(
+            put.clone(),
+            "/v1/secrets/openai",
+            Some(&admin),
+            Some(SECRET.into()),
+        )
         .await;
     assert_eq!(put_back.status, 204);
 
@@ -376,7 +448,9 @@ async fn model_agents_and_secrets_over_rest() {
         .call(delete.clone(), "/v1/secrets/openai", Some(&admin), None)
         .await;
     assert_eq!(removed.status, 204);
-    let removed_again = app.call(delete, "/v1/secrets/openai", Some(&admin), None).await;
+    let removed_again = app
+        .call(delete, "/v1/secrets/openai", Some(&admin), None)
+        .await;
     assert_eq!(removed_again.status, 404);
 
     // Every decision was audited, and no audit record or log line holds

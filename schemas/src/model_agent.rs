@@ -369,9 +369,18 @@ mod tests {
     #[test]
     fn key_references_follow_the_grammar() {
         for (text, expected) in [
-            ("env:OPENAI_API_KEY", Some(KeyReference::Env("OPENAI_API_KEY".into()))),
-            ("file:/run/keys/openai", Some(KeyReference::File("/run/keys/openai".into()))),
-            ("secret:openai-prod", Some(KeyReference::Secret("openai-prod".into()))),
+            (
+                "env:OPENAI_API_KEY",
+                Some(KeyReference::Env("OPENAI_API_KEY".into())),
+            ),
+            (
+                "file:/run/keys/openai",
+                Some(KeyReference::File("/run/keys/openai".into())),
+            ),
+            (
+                "secret:openai-prod",
+                Some(KeyReference::Secret("openai-prod".into())),
+            ),
             ("caller", Some(KeyReference::Caller)),
             ("env:1BAD", None),
             ("env:", None),
@@ -403,8 +412,18 @@ mod tests {
         document["skills"] = json!([{"id": "s"}]);
         document["extra"] = json!(1);
         let found = pointers(&document);
-        for pointer in ["/name", "/provider", "/api_key", "/temperature", "/skills/0", ""] {
-            assert!(found.iter().any(|found| found == pointer), "{pointer} in {found:?}");
+        for pointer in [
+            "/name",
+            "/provider",
+            "/api_key",
+            "/temperature",
+            "/skills/0",
+            "",
+        ] {
+            assert!(
+                found.iter().any(|found| found == pointer),
+                "{pointer} in {found:?}"
+            );
         }
     }
 
@@ -416,7 +435,9 @@ mod tests {
         let found = pointers(&document);
         assert!(found.contains(&"/tools/1".to_owned()), "{found:?}");
         assert!(
-            found.iter().any(|pointer| pointer.starts_with("/output_schema")),
+            found
+                .iter()
+                .any(|pointer| pointer.starts_with("/output_schema")),
             "{found:?}"
         );
         let mut document = minimal();

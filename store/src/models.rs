@@ -217,15 +217,15 @@ impl SecretStore for ModelStore {
             .fetch_optional(pool)
             .await
             .db("reading a secret")?);
-        Ok(
-            row.map(|(org, name, nonce, ciphertext, updated_at)| SealedSecretRow {
+        Ok(row.map(
+            |(org, name, nonce, ciphertext, updated_at)| SealedSecretRow {
                 org,
                 name,
                 nonce,
                 ciphertext,
                 updated_at,
-            }),
-        )
+            },
+        ))
     }
 
     async fn list(&self, org: &str) -> Result<Vec<SecretInfo>> {

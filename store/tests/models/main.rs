@@ -178,7 +178,11 @@ async fn secrets_are_stored_sealed_and_replaced(harness: Harness) {
         )
         .expect("opens");
     assert_eq!(opened, value);
-    assert!(store.get("other.example", "openai").await.expect("reads").is_none());
+    assert!(store
+        .get("other.example", "openai")
+        .await
+        .expect("reads")
+        .is_none());
     let rotated = key
         .seal("acme.example", "openai", &SecretValue::new("sk-rotated"))
         .expect("seals");
@@ -210,7 +214,13 @@ async fn conversations_continue_on_another_replica(harness: Harness) {
         context_id: "ctx-1",
     };
     first
-        .append(key, &[json!({"role": "user", "text": "one"}), json!({"role": "assistant", "text": "two"})])
+        .append(
+            key,
+            &[
+                json!({"role": "user", "text": "one"}),
+                json!({"role": "assistant", "text": "two"}),
+            ],
+        )
         .await
         .expect("appends");
     second
@@ -263,7 +273,10 @@ async fn usage_adds_up_under_concurrent_writers(harness: Harness) {
     for writer in writers {
         writer.await.expect("writer finishes");
     }
-    let day = store.day("acme.example", "2026-12-03").await.expect("reads");
+    let day = store
+        .day("acme.example", "2026-12-03")
+        .await
+        .expect("reads");
     assert_eq!(
         day,
         UsageTotals {
@@ -273,11 +286,22 @@ async fn usage_adds_up_under_concurrent_writers(harness: Harness) {
         }
     );
     assert_eq!(
-        store.day("acme.example", "2026-12-04").await.expect("reads"),
+        store
+            .day("acme.example", "2026-12-04")
+            .await
+            .expect("reads"),
         UsageTotals::default()
     );
     store
-        .add("other.example", "2026-12-03", UsageTotals { tokens_in: 1, tokens_out: 1, cost_micros: 1 })
+        .add(
+            "other.example",
+            "2026-12-03",
+            UsageTotals {
+                tokens_in: 1,
+                tokens_out: 1,
+                cost_micros: 1,
+            },
+        )
         .await
         .expect("adds");
     let all = store.all_on("2026-12-03").await.expect("reads");
