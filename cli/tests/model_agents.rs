@@ -64,6 +64,17 @@ fn set_secret(server: &Server, data_dir: &Path, name: &str, value: &str) {
 
 /// `convergio agents apply` of a declaration calling `fake`.
 fn apply(server: &Server, data_dir: &Path, name: &str, fake: &FakeProvider) -> String {
+    apply_with(server, data_dir, name, fake, "")
+}
+
+/// [`apply`] with `extra` lines of YAML appended to the declaration.
+fn apply_with(
+    server: &Server,
+    data_dir: &Path,
+    name: &str,
+    fake: &FakeProvider,
+    extra: &str,
+) -> String {
     let file = data_dir.join(format!("{name}.yaml"));
     std::fs::write(
         &file,
@@ -71,7 +82,7 @@ fn apply(server: &Server, data_dir: &Path, name: &str, fake: &FakeProvider) -> S
             "apiVersion: convergio/v1\nkind: ModelAgent\nname: {name}\n\
              description: Translates text\nprovider: openai\nmodel: fake-model\n\
              base_url: {}\napi_key: secret:openai\ninstructions: Translate into French.\n\
-             max_tokens: 64\n",
+             max_tokens: 64\n{extra}",
             fake.base_url()
         ),
     )
@@ -377,4 +388,66 @@ fn the_python_sdk_talks_to_a_model_agent_through_the_gateway() {
             );
         }
     }
+}
+
+#[test]
+fn a_tool_call_goes_through_the_gateway_and_policy_can_refuse_it() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let usage = Usage {
+        input_tokens: 1,
+        output_tokens: 1,
+    };
+    let turn = || {
+        [
+            FakeReply::tool_call("call-1", "echo", json!({"text": "ping"}), usage),
+            FakeReply::text("done", 1, usage),
+        ]
+    };
+    fake.push(turn());
+    fake.push(turn());
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply_with(
+        &server,
+        data_dir.path(),
+        "tooluser",
+        &fake,
+        "tools: [echo]\n",
+    );
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        let (status, _, body) = send(&server.base, "tooluser", "use the tool", None).await;
+        assert_eq!(status, 200, "{body}");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        let tools = requests[0].body["tools"].to_string();
+        assert!(tools.contains("echo"), "{tools}");
+        let answered = requests[1].body.to_string();
+        assert!(answered.contains("echo: ping"), "the tool's answer: {answered}");
+
+        // Policy now forbids model agents' calls: the tool call is refused
+        // and the model is told so.
+        let example = include_str!("../../policies/example.cedar");
+        let policies = format!(
+            "{example}\n@id(\"no-agent-tools\")\nforbid (principal, action == Action::\"send_message\", resource is Agent)\nwhen {{ principal.subject like \"agent:*\" }};\n"
+        );
+        let response = reqwest::Client::new()
+            .put(format!("{}/v1/policies", server.base))
+            .bearer_auth(&token)
+            .json(&json!({"policies": policies, "reason": "no tools for model agents"}))
+            .send()
+            .await
+            .expect("answers");
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+        let (status, _, body) = send(&server.base, "tooluser", "use the tool again", None).await;
+        assert_eq!(status, 200, "{body}");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 4);
+        let refused = requests[3].body.to_string();
+        assert!(refused.contains("refused"), "the refusal reached the model: {refused}");
+    });
 }
