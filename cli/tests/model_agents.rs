@@ -451,3 +451,52 @@ fn a_tool_call_goes_through_the_gateway_and_policy_can_refuse_it() {
         assert!(refused.contains("refused"), "the refusal reached the model: {refused}");
     });
 }
+
+#[test]
+fn the_declarations_directory_loads_valid_files_and_lists_missing_keys() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let agents_dir = data_dir.path().join("agents");
+    std::fs::create_dir(&agents_dir).expect("creates the directory");
+    std::fs::write(
+        agents_dir.join("offline.yaml"),
+        format!(
+            "apiVersion: convergio/v1\nkind: ModelAgent\nname: offline\nprovider: openai\n\
+             model: fake-model\nbase_url: {}\napi_key: env:CONVERGIO_TEST_UNSET_MODEL_KEY\n",
+            fake.base_url()
+        ),
+    )
+    .expect("writes a declaration");
+    std::fs::write(
+        agents_dir.join("broken.yaml"),
+        "apiVersion: convergio/v1\nkind: ModelAgent\nname: broken\nprovider: gemini\nmodel: m\n",
+    )
+    .expect("writes a bad declaration");
+    let server = start_with(
+        data_dir.path(),
+        &[(
+            "CONVERGIO_MODEL_AGENTS_DIR",
+            agents_dir.to_str().expect("utf-8"),
+        )],
+    );
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        let listed = get_text(&server.base, "/v1/model-agents", &token).await;
+        let listed: Value = serde_json::from_str(&listed).expect("json");
+        let agents = listed["model_agents"].as_array().expect("a list");
+        assert_eq!(agents.len(), 1, "{listed}");
+        assert_eq!(agents[0]["name"], json!("offline"));
+        assert_eq!(agents[0]["status"]["available"], json!(false));
+        let reason = agents[0]["status"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("env:CONVERGIO_TEST_UNSET_MODEL_KEY"),
+            "{reason}"
+        );
+        // Still serving: the example agents answer.
+        let (status, _, body) = send(&server.base, "echo", "still here", None).await;
+        assert_eq!(status, 200, "{body}");
+    });
+}
