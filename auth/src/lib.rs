@@ -4,7 +4,8 @@
 //! [`Principal`](convergio_schemas::Principal). Federation adds the
 //! organisation's signing key ([`org_key`]) and signed cross-organisation
 //! calls ([`peer_call`]). Also A2A agent card signatures (JCS + detached
-//! JWS), signed and verified.
+//! JWS), signed and verified. And [`secret_box`]: organisations' secrets
+//! sealed at rest (issue 17).
 //!
 //! Pure and synchronous: no sockets, no HTTP. Key sets are handed in (from a
 //! file, or fetched by the gateway), so the crate tests quickly and the
@@ -17,6 +18,7 @@ pub mod jwt;
 pub mod mtls;
 pub mod org_key;
 pub mod peer_call;
+pub mod secret_box;
 
 pub use api_key::{constant_time_eq, ApiKeyRecord, ApiKeys, IssuedApiKey};
 pub use api_key::{
@@ -30,3 +32,4 @@ pub use jwt::{Algorithm, JwtConfig, JwtVerifier, KeySet, VerifyingKey};
 pub use mtls::{principal_from_certificate, MtlsConfig};
 pub use org_key::{OrgSigningKey, PeerPublicKey};
 pub use peer_call::{sign_call, PeerCallClaims, ReceivedCall, UnverifiedCall};
+pub use secret_box::{SecretBoxError, SecretValue, SecretsKey};

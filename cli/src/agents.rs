@@ -62,6 +62,14 @@ pub enum AgentsCommand {
     /// Trust levels.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Create or update a model agent from its declaration (YAML, `kind: ModelAgent`).
+    Apply {
+        /// The declaration file.
+        file: PathBuf,
+    },
+    /// List, show and delete model agents.
+    #[command(subcommand)]
+    Model(crate::model_agents::ModelCommand),
 }
 
 /// Trust subcommands.
@@ -193,6 +201,8 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
                 say!("{id}: trust is now {level}");
             }
         }
+        AgentsCommand::Apply { file } => crate::model_agents::apply(server, &file).await?,
+        AgentsCommand::Model(command) => crate::model_agents::run(server, command).await?,
         AgentsCommand::Trust(TrustCommand::History { id }) => {
             let path = format!("{}/trust", agent_path(&id));
             let answer = about_agent(&client, &id, Method::GET, &path, None).await?;

@@ -70,6 +70,9 @@ pub struct ConfigFile {
     /// records, finished runs, peer nonces), and how the pruner runs.
     /// Defaults: 7, 90 and 30 days, nonces until their window ends.
     pub retention: convergio_gateway::retention::RetentionConfig,
+    /// Model agents (issue 17): declarations directory, prices, daily
+    /// budgets, the longest call (see `models_config.rs`).
+    pub models: crate::models_config::ModelsSection,
 }
 
 /// Federation section.
@@ -255,6 +258,8 @@ pub struct Config {
     pub upstream_allow: AllowList,
     /// Retention windows and the pruner's settings (validated).
     pub retention: convergio_gateway::retention::RetentionConfig,
+    /// Model agents: declarations, prices, budgets, the secrets key.
+    pub models: crate::models_config::ModelSettings,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -292,6 +297,7 @@ impl Default for ConfigFile {
             federation: FederationSection::default(),
             network: NetworkConfig::default(),
             retention: Default::default(),
+            models: Default::default(),
         }
     }
 }
@@ -507,6 +513,7 @@ impl Config {
                 .collect();
         }
         apply_retention_environment(&mut file.retention, environment)?;
+        crate::models_config::apply_environment(&mut file.models, environment)?;
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -516,10 +523,13 @@ impl Config {
         if overrides.no_examples {
             file.examples.enabled = false;
         }
-        Self::validate(file)
+        Self::validate(file, environment)
     }
 
-    fn validate(file: ConfigFile) -> Result<Self, ConfigError> {
+    fn validate(
+        file: ConfigFile,
+        environment: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let listen: SocketAddr = file.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -613,6 +623,7 @@ impl Config {
             .validate()
             .map_err(|message| invalid("retention", message))?;
         let quotas = check_quotas(file.quotas)?;
+        let models = crate::models_config::validate(file.models, environment)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
         let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
             .map_err(|error| invalid("network.allow_cidrs", error.to_string()))?;
@@ -634,6 +645,7 @@ impl Config {
             log_format: file.log.format,
             quotas,
             retention: file.retention,
+            models,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The data directory holds secrets: the admin token, the federation signing
-//! key, and the SQLite database with API key hashes, peers and the audit
+//! key, the key sealing organisations' secrets (`secrets.key`), and the SQLite database with API key hashes, peers and the audit
 //! chain. It is the owner's only (issue #14): the directory is created 0700
 //! and the files in it 0600, and a directory or file an older version left
 //! readable by others is tightened at start, with a warning saying so.
@@ -16,8 +16,11 @@ use anyhow::Context;
 /// The generated signing key's file in the data dir.
 pub const SIGNING_KEY_FILE_NAME: &str = "federation-key.pem";
 
+/// The generated key sealing secrets at rest (issue 17).
+pub const SECRETS_KEY_FILE_NAME: &str = "secrets.key";
+
 /// Files the server writes into the data directory besides the database.
-const SECRET_FILES: [&str; 2] = ["admin-token", SIGNING_KEY_FILE_NAME];
+const SECRET_FILES: [&str; 3] = ["admin-token", SIGNING_KEY_FILE_NAME, SECRETS_KEY_FILE_NAME];
 
 /// What SQLite adds beside a database file.
 const SQLITE_SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
@@ -50,6 +53,22 @@ fn sqlite_file(url: &str) -> Option<PathBuf> {
         return None;
     }
     Some(PathBuf::from(path))
+}
+
+/// Writes a secret readable only by the owner.
+pub fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(unix)]

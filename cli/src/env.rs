@@ -77,11 +77,18 @@ pub const RETENTION_AUDIT_MAX_AGE: &str = "CONVERGIO_RETENTION_AUDIT_MAX_AGE_SEC
 pub const RETENTION_RUNS_MAX_AGE: &str = "CONVERGIO_RETENTION_RUNS_MAX_AGE_SECONDS";
 /// Seconds the listener keeps accepting after SIGTERM turned `/readyz` to 503.
 pub const SHUTDOWN_DELAY: &str = "CONVERGIO_SHUTDOWN_DELAY_SECONDS";
+/// Directory of model agent declarations (`*.yaml`) `serve` loads and watches.
+pub const MODEL_AGENTS_DIR: &str = "CONVERGIO_MODEL_AGENTS_DIR";
+/// The longest any model agent may take, in seconds.
+pub const MODEL_MAX_TIMEOUT: &str = "CONVERGIO_MODEL_MAX_TIMEOUT_SECONDS";
+/// Base64 of the 32-byte key sealing secrets at rest (default: the data
+/// dir's `secrets.key`, created on first start).
+pub const SECRETS_KEY: &str = "CONVERGIO_SECRETS_KEY";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 36] = [
+pub const SERVER_KEYS: [&str; 39] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -118,4 +125,7 @@ pub const SERVER_KEYS: [&str; 36] = [
     RETENTION_TASK_ROUTES_MAX_AGE,
     RETENTION_AUDIT_MAX_AGE,
     RETENTION_RUNS_MAX_AGE,
+    MODEL_AGENTS_DIR,
+    MODEL_MAX_TIMEOUT,
+    SECRETS_KEY,
 ];

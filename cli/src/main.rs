@@ -24,10 +24,15 @@ mod data_dir;
 mod env;
 mod graph;
 mod keys;
+mod model_agents;
+mod model_runtime;
+mod model_serving;
+mod models_config;
 mod peers;
 mod policy;
 mod probes;
 mod retention;
+mod secrets;
 mod security_config;
 mod serve;
 
@@ -143,6 +148,13 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Set, list and delete this organisation's secrets (provider keys).
+    Secrets {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// List and verify the audit log.
     Audit {
         #[command(flatten)]
@@ -197,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Graph { server, command } => graph::run(&server.normalized(), command).await,
         Command::Policy { server, command } => policy::run(&server.normalized(), command).await,
         Command::Audit { server, command } => audit::run(&server.normalized(), command).await,
+        Command::Secrets { server, command } => secrets::run(&server.normalized(), command).await,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,7 +17,7 @@ use convergio_auth::{JwtConfig, MtlsConfig, OrgSigningKey};
 use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
 use convergio_gateway::api_keys::StoredApiKeys;
 use convergio_gateway::app::{
-    build_router, AppConfig, GraphStoreHandle, JournalHandle, PolicyServices,
+    build_router, AppConfig, CallBudgetHandle, GraphStoreHandle, JournalHandle, PolicyServices,
 };
 use convergio_gateway::federation::card_keys::FederationCardKeys;
 use convergio_gateway::federation::{Federation, FederationConfig};
@@ -37,8 +37,9 @@ use convergio_store::runs::{RunStore, RunStoreConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigFile, LogFormat, Overrides};
-use crate::data_dir::SIGNING_KEY_FILE_NAME;
+use crate::data_dir::{write_private, SIGNING_KEY_FILE_NAME};
 use crate::env;
+use crate::model_serving::{watch_agents_dir, ListenerPool, ModelFleet, ModelWiring};
 use crate::security_config::SecuritySettings;
 
 /// Flags of `convergio serve`.
@@ -126,7 +127,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Vec::new()
     };
     let example_sockets = example_sockets(&examples)?;
-    let allow = upstream_allow(&config, &example_sockets);
+    // Model agents (issue 17) get loopback listeners bound now for the same
+    // reason: the allow list is fixed once the gateway is built.
+    let model_slots = ListenerPool::bind(config.models.max_agents).await?;
+    let allow = upstream_allow(&config, &example_sockets, &model_slots.sockets()?);
     // Every collaborator is a constructor argument (issue #16): the upstream
     // check (the SSRF guard, so a registration naming a private address is
     // refused), the organisation keys, and the audit of registry changes
@@ -184,6 +188,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let models = ModelWiring::new(&config, &db)?;
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
@@ -218,11 +223,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_run_events: config.graphs.max_run_events,
         ..GraphLimits::default()
     };
+    let fleet_registry = registry.clone();
+    let fleet_allow = allow.clone();
     let router = build_router(
         registry,
         AppConfig {
             authenticator: Some(Arc::new(authenticator)),
             api_keys,
+            model_agents: Some(models.agents.clone()),
+            secrets: Some(models.secrets.clone()),
+            call_budget: Some(CallBudgetHandle(models.budgets.clone())),
             admin_token: Some(admin_token),
             a2a: A2aConfig {
                 upstream_credentials: upstream_credentials(&config.security)?,
@@ -243,6 +253,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 limits: graph_limits,
                 max_batch_inputs: config.graphs.max_batch_inputs,
                 retention_metrics: pruner.as_ref().map(|pruner| pruner.metrics()),
+                model_metrics: Some(models.metrics.clone()),
                 ..GraphsConfig::default()
             },
             executor: ExecutorConfig {
@@ -262,6 +273,49 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             metrics,
         },
     );
+
+    // Model agents' tool calls go through this same router, as each
+    // agent's principal, so the fleet is built now that it exists; it
+    // serves every stored declaration, then follows changes.
+    let tool_app = Arc::new(router.clone());
+    let runtime = crate::model_runtime::ModelRuntime::new(
+        models.keys.clone(),
+        models.store.clone(),
+        models.budgets.clone(),
+        fleet_registry.clone(),
+        Arc::new(crate::model_runtime::GatewayTools::new(
+            Arc::downgrade(&tool_app),
+            config.models.max_timeout,
+        )),
+        models.settings.clone(),
+        fleet_allow,
+    );
+    let reserved = ExampleAgent::ALL
+        .iter()
+        .filter(|_| !examples.is_empty())
+        .map(|agent| agent.name().to_owned())
+        .collect();
+    let fleet = ModelFleet::new(
+        models.store.clone(),
+        fleet_registry,
+        Arc::new(runtime),
+        models.directory.clone(),
+        model_slots,
+        reserved,
+    )
+    .spawn(models.changes, config.models.watch_interval);
+    let agents_dir = match &config.models.agents_dir {
+        Some(dir) => Some(
+            watch_agents_dir(
+                dir.clone(),
+                config.models.watch_interval,
+                models.agents.clone(),
+                config.org_domain.clone(),
+            )
+            .await,
+        ),
+        None => None,
+    };
 
     // Periodic sync starts once the router is built; it is stopped before
     // the audit queue closes.
@@ -298,6 +352,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             federation.key().kid()
         );
     }
+    say!(
+        "  model agents http://{local}/v1/model-agents ({} loopback slots{})",
+        config.models.max_agents,
+        config
+            .models
+            .agents_dir
+            .as_ref()
+            .map(|dir| format!(", declarations from {}", dir.display()))
+            .unwrap_or_default()
+    );
     if let Some(version) = policy_version {
         say!("  policy       version {version} (convergio policy show)");
     }
@@ -328,6 +392,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sync) = sync {
         sync.abort();
     }
+    if let Some(agents_dir) = agents_dir {
+        agents_dir.abort();
+    }
+    // Dropping the fleet's task drops its running agents, which stops them.
+    fleet.abort();
+    drop(tool_app);
     let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
     if drain.await.is_err() {
         eprintln!("warning: the audit queue did not drain within 30 s");
@@ -574,22 +644,6 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, String)> {
     Ok((token, format!("generated and stored in {}", path.display())))
 }
 
-/// Writes a secret readable only by the owner.
-fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// The role each example agent plays in the design document's terms.
 fn example_role(agent: ExampleAgent) -> AgentRole {
     match agent {
@@ -615,10 +669,17 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
 }
 
 /// The SSRF allow-list: the configured entries plus exactly the loopback
-/// sockets of the example agents this server started (nothing else on
-/// loopback becomes reachable by default).
-fn upstream_allow(config: &Config, example_sockets: &[(String, SocketAddr)]) -> AllowList {
+/// sockets of the example agents this server started and of the model
+/// agents' slots (nothing else on loopback becomes reachable by default).
+fn upstream_allow(
+    config: &Config,
+    example_sockets: &[(String, SocketAddr)],
+    model_slots: &[SocketAddr],
+) -> AllowList {
     let mut allow = config.upstream_allow.clone();
+    for socket in model_slots {
+        allow.allow_socket(*socket);
+    }
     for (_, socket) in example_sockets {
         allow.allow_socket(*socket);
     }

@@ -29,7 +29,7 @@ use convergio_orchestrator::{Executor, ExecutorConfig, GraphStore, MemoryGraphSt
 
 use crate::a2a::{a2a_router, A2aConfig, A2aState, RouteTable};
 use crate::api_keys::{api_keys_router, StoredApiKeys};
-use crate::authorize::PolicyGate;
+use crate::authorize::{CallBudget, PolicyGate};
 use crate::dispatch::GatewayDispatch;
 use crate::federation::api::federation_router;
 use crate::federation::Federation;
@@ -37,9 +37,11 @@ use crate::layers::{
     with_layers_observed, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
 use crate::metrics::{Exposition, GatewayMetrics};
+use crate::model_agents::{model_agents_router, ModelAgents};
 use crate::readiness::Readiness;
 use crate::registry_routes::RegistryRoutes;
 use crate::runs_api::{runs_router, GraphsConfig, RunsApi};
+use crate::secrets::{secrets_router, Secrets};
 use crate::server::{serve_with, ServerConfig};
 
 /// Settings of the whole application.
@@ -52,6 +54,13 @@ pub struct AppConfig {
     pub authenticator: Option<Arc<Authenticator>>,
     /// Stored API keys: mounts the `/v1/api-keys` admin API when set.
     pub api_keys: Option<Arc<StoredApiKeys>>,
+    /// Model agent declarations: mounts `/v1/model-agents` when set.
+    pub model_agents: Option<Arc<ModelAgents>>,
+    /// Organisations' sealed secrets: mounts `/v1/secrets` when set.
+    pub secrets: Option<Arc<Secrets>>,
+    /// Checked after policy and quotas before a message reaches its agent
+    /// (model agents' daily budgets); `None`: no such check.
+    pub call_budget: Option<CallBudgetHandle>,
     /// Request limits shared by every surface.
     pub limits: LimitsConfig,
     /// A2A routing settings.
@@ -97,6 +106,17 @@ impl std::fmt::Debug for JournalHandle {
         f.debug_struct("JournalHandle")
             .field("replica", &self.0.replica())
             .finish_non_exhaustive()
+    }
+}
+
+/// The call budget handed to the gatekeeper (a newtype so the config
+/// stays `Debug`).
+#[derive(Clone)]
+pub struct CallBudgetHandle(pub Arc<dyn CallBudget>);
+
+impl std::fmt::Debug for CallBudgetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallBudgetHandle").finish_non_exhaustive()
     }
 }
 
@@ -162,7 +182,12 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             None,
         ),
     };
-    let gate = Arc::new(gate.with_metrics(config.metrics.clone()));
+    let gate = gate.with_metrics(config.metrics.clone());
+    let gate = match &config.call_budget {
+        Some(CallBudgetHandle(budget)) => gate.with_budget(budget.clone()),
+        None => gate,
+    };
+    let gate = Arc::new(gate);
     let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
@@ -207,6 +232,12 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     if let Some(keys) = config.api_keys {
         router = router.merge(api_keys_router(keys));
     }
+    if let Some(agents) = config.model_agents {
+        router = router.merge(model_agents_router(agents, gate.clone()));
+    }
+    if let Some(secrets) = config.secrets {
+        router = router.merge(secrets_router(secrets, gate.clone()));
+    }
     if let Some(services) = config.policy {
         let policy = convergio_policy::router(PolicyApi {
             admin: services.admin,
@@ -238,6 +269,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             executor.metrics(),
             Box::new(upstreams),
             config.graphs.retention_metrics.clone(),
+            config.graphs.model_metrics.clone(),
         ));
         let runs_api = RunsApi::new(
             executor.clone(),

@@ -88,6 +88,16 @@ impl GraphAction {
     }
 }
 
+/// A budget checked before a message reaches its agent, after policy and
+/// quotas (model agents' daily budgets, issue 17): a spent one is the same
+/// 429 `RATE_LIMITED` with `Retry-After` as a spent quota, and the agent
+/// (and its provider) never sees the call.
+#[async_trait]
+pub trait CallBudget: Send + Sync + 'static {
+    /// `Err(retry_after_seconds)` when `principal` may not call `agent` now.
+    async fn check(&self, principal: &Principal, agent: &str) -> Result<(), u64>;
+}
+
 /// What the A2A handlers ask before anything reaches an upstream.
 #[async_trait]
 pub trait Gatekeeper: Send + Sync {
@@ -217,6 +227,7 @@ pub struct PolicyGate {
     audit: Option<AuditSink>,
     quotas: Option<Arc<Quotas>>,
     metrics: Option<Arc<crate::metrics::GatewayMetrics>>,
+    budget: Option<Arc<dyn CallBudget>>,
 }
 
 impl std::fmt::Debug for PolicyGate {
@@ -225,6 +236,7 @@ impl std::fmt::Debug for PolicyGate {
             .field("version", &self.engine.active_version())
             .field("audited", &self.audit.is_some())
             .field("quotas", &self.quotas.is_some())
+            .field("budget", &self.budget.is_some())
             .finish()
     }
 }
@@ -244,6 +256,7 @@ impl PolicyGate {
             audit,
             quotas,
             metrics: None,
+            budget: None,
         }
     }
 
@@ -253,9 +266,46 @@ impl PolicyGate {
         self
     }
 
+    /// The same gate, also checking `budget` before a message reaches its
+    /// agent.
+    pub fn with_budget(mut self, budget: Arc<dyn CallBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Arc<PolicyEngine> {
         &self.engine
+    }
+
+    /// Decides and records an organisation-level request of the REST
+    /// surfaces of issue 17 (`manage_model_agent`, `read_model_agent`,
+    /// `manage_secret`): the resource is the organisation `org`, which
+    /// policies see as `context.target_org`. Never records a body.
+    pub async fn decide_org(
+        &self,
+        principal: &Principal,
+        action: Action,
+        org: &str,
+        extensions: &Extensions,
+    ) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback: is_loopback(extensions),
+            ..RequestContext::default()
+        };
+        let request_id = extensions.get::<RequestId>().map(RequestId::as_str);
+        self.decide_recorded(
+            principal,
+            action,
+            &Resource::Org {
+                name: org.to_owned(),
+            },
+            &context,
+            request_id,
+        )
+        .await
+        .allowed
     }
 
     async fn record(&self, entry: AuditEntry) {
@@ -447,13 +497,25 @@ impl Gatekeeper for PolicyGate {
             // Card reads do not reach the upstream: no quota.
             return Ok(());
         }
-        let Some(quotas) = &self.quotas else {
-            return Ok(());
-        };
-        if let Err(retry_after) = quotas.check(call.principal, Some(&call.target.name)) {
+        let mut limited = self
+            .quotas
+            .as_ref()
+            .and_then(|quotas| quotas.check(call.principal, Some(&call.target.name)).err())
+            .map(|retry_after| retry_after.seconds());
+        if limited.is_some() {
             if let Some(metrics) = &self.metrics {
                 metrics.record_quota_refusal(&call.target.name);
             }
+        } else if matches!(action, Action::SendMessage | Action::Stream) {
+            if let Some(budget) = &self.budget {
+                limited = budget
+                    .check(call.principal, &call.target.name)
+                    .await
+                    .err()
+                    .map(|seconds| seconds.max(1));
+            }
+        }
+        if let Some(retry_after_seconds) = limited {
             let mut entry = AuditEntry::decision(
                 request_id.map(str::to_owned),
                 call.principal,
@@ -465,7 +527,7 @@ impl Gatekeeper for PolicyGate {
             entry.detail = context_detail(&context);
             self.record(entry).await;
             return Err(GatewayError::RateLimited {
-                retry_after_seconds: retry_after.seconds(),
+                retry_after_seconds,
             });
         }
         Ok(())

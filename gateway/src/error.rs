@@ -193,6 +193,12 @@ pub enum GatewayError {
         /// The colliding domain.
         domain: String,
     },
+    /// Another organisation declared a model agent of this name (issue 17).
+    #[error("the agent name {name} is taken")]
+    NameTaken {
+        /// The colliding name.
+        name: String,
+    },
     /// A bug or an unexpected failure; details go to logs only (`Rescue`
     /// logs the whole cause chain), the client reads
     /// [`INTERNAL_DETAIL`](convergio_schemas::problem::INTERNAL_DETAIL).
@@ -313,7 +319,7 @@ impl GatewayError {
             Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Self::ScopeRequired { .. } => ErrorKind::Forbidden,
             Self::Internal { .. } => ErrorKind::Internal,
-            Self::PeerExists { .. } => ErrorKind::Conflict,
+            Self::PeerExists { .. } | Self::NameTaken { .. } => ErrorKind::Conflict,
         }
     }
 
@@ -414,6 +420,7 @@ impl GatewayError {
             Self::UpstreamUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::PeerExists { .. } => "PEER_EXISTS",
+            Self::NameTaken { .. } => "NAME_TAKEN",
             _ => "INTERNAL",
         };
         let domain = match self {
@@ -651,6 +658,7 @@ mod tests {
                 detail: detail(),
             },
             GatewayError::PeerExists { domain: detail() },
+            GatewayError::NameTaken { name: detail() },
             GatewayError::internal_plain("d"),
             GatewayError::internal("d", std::io::Error::other("cause")),
         ];

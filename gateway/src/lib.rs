@@ -8,6 +8,8 @@
 //! every upstream address ([`ssrf`]); the pruner that bounds the tables
 //! growing with every call ([`retention`]); `/readyz` and the drain on
 //! shutdown ([`readiness`]); the `/metrics` families ([`metrics`]).
+//! growing with every call ([`retention`]); model agent declarations and
+//! organisations' sealed secrets over REST ([`model_agents`], [`secrets`]).
 
 pub mod a2a;
 pub mod api_keys;
@@ -20,11 +22,14 @@ pub mod federation;
 mod fetch;
 pub mod layers;
 pub mod metrics;
+pub mod model_agents;
+pub mod model_metrics;
 pub mod readiness;
 mod registry_routes;
 pub mod retention;
 pub mod routes;
 pub mod runs_api;
+pub mod secrets;
 pub mod server;
 pub mod ssrf;
 pub mod tls;

@@ -33,6 +33,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::model_metrics::ModelUsageMetrics;
 use crate::retention::RetentionMetrics;
 
 /// Latency buckets of gateway requests, in seconds.
@@ -279,12 +280,16 @@ impl Exposition {
         executor: &convergio_orchestrator::Metrics,
         upstreams: Box<dyn CircuitStates>,
         retention: Option<Arc<RetentionMetrics>>,
+        models: Option<Arc<ModelUsageMetrics>>,
     ) -> Self {
         let mut registry = Registry::default();
         executor.register(&mut registry);
         gateway.register(&mut registry);
         if let Some(retention) = retention {
             registry.register_collector(Box::new(retention));
+        }
+        if let Some(models) = models {
+            registry.register_collector(Box::new(models));
         }
         registry.register_collector(Box::new(Scraped { gateway, upstreams }));
         Self { registry }

@@ -104,6 +104,9 @@ pub struct GraphsConfig {
     /// Retention's counters and the database size, shown in `/metrics`
     /// when the server runs a pruner (issue 15).
     pub retention_metrics: Option<Arc<crate::retention::RetentionMetrics>>,
+    /// Model agents' usage, cost and budget refusals, appended to
+    /// `/metrics` when the server serves model agents (issue 17).
+    pub model_metrics: Option<Arc<crate::model_metrics::ModelUsageMetrics>>,
 }
 
 impl Default for GraphsConfig {
@@ -118,6 +121,7 @@ impl Default for GraphsConfig {
                 .unwrap_or(1),
             compile_wait: std::time::Duration::from_secs(10),
             retention_metrics: None,
+            model_metrics: None,
         }
     }
 }

@@ -84,13 +84,20 @@ pub enum Action {
     ReadGraph,
     /// Read the deployment's metrics (`/metrics`).
     ReadMetrics,
+    /// Create, update or delete an organisation's model agent declaration
+    /// (issue 17).
+    ManageModelAgent,
+    /// List or read an organisation's model agent declarations.
+    ReadModelAgent,
+    /// Set, list (names only) or delete an organisation's secrets.
+    ManageSecret,
 }
 
 // === impl Action ===
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 17] = [
         Self::Discover,
         Self::ReadCard,
         Self::SendMessage,
@@ -105,6 +112,9 @@ impl Action {
         Self::StoreGraph,
         Self::ReadGraph,
         Self::ReadMetrics,
+        Self::ManageModelAgent,
+        Self::ReadModelAgent,
+        Self::ManageSecret,
     ];
 
     /// The Cedar action id (and wire name).
@@ -124,6 +134,9 @@ impl Action {
             Self::StoreGraph => "store_graph",
             Self::ReadGraph => "read_graph",
             Self::ReadMetrics => "read_metrics",
+            Self::ManageModelAgent => "manage_model_agent",
+            Self::ReadModelAgent => "read_model_agent",
+            Self::ManageSecret => "manage_secret",
         }
     }
 

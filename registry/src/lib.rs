@@ -10,6 +10,8 @@
 //! - [`service`]: [`Registry`], the rules (validation, trust ladder, cache);
 //! - [`api`]: the axum router;
 //! - [`keys`]: stored API keys (hashed);
+//! - [`model_agents`]: model agent declarations, sealed secrets,
+//!   conversations and the usage ledger (issue 17);
 //! - [`peers`]: federation peers and accepted signed-call nonces;
 //! - [`retention`]: pruning of task routes and nonces, and the database's size.
 
@@ -17,6 +19,7 @@ pub mod api;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod model_agents;
 pub mod peers;
 pub mod retention;
 pub mod service;

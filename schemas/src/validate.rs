@@ -17,13 +17,20 @@ pub enum SchemaId {
     Envelope,
     /// An orchestrator graph document (`graph.schema.json`).
     Graph,
+    /// A model agent declaration (`model-agent.schema.json`, issue 17).
+    ModelAgent,
 }
 
 // === impl SchemaId ===
 
 impl SchemaId {
     /// Every schema.
-    pub const ALL: [SchemaId; 3] = [Self::AgentCard, Self::Envelope, Self::Graph];
+    pub const ALL: [SchemaId; 4] = [
+        Self::AgentCard,
+        Self::Envelope,
+        Self::Graph,
+        Self::ModelAgent,
+    ];
 
     /// The schema's file name under `schemas/json/`.
     pub fn file_name(self) -> &'static str {
@@ -31,6 +38,7 @@ impl SchemaId {
             Self::AgentCard => "agent-card.schema.json",
             Self::Envelope => "envelope.schema.json",
             Self::Graph => "graph.schema.json",
+            Self::ModelAgent => "model-agent.schema.json",
         }
     }
 
@@ -40,6 +48,7 @@ impl SchemaId {
             Self::AgentCard => include_str!("../json/agent-card.schema.json"),
             Self::Envelope => include_str!("../json/envelope.schema.json"),
             Self::Graph => include_str!("../json/graph.schema.json"),
+            Self::ModelAgent => include_str!("../json/model-agent.schema.json"),
         }
     }
 
@@ -47,10 +56,12 @@ impl SchemaId {
         static CARD: OnceLock<jsonschema::Validator> = OnceLock::new();
         static ENVELOPE: OnceLock<jsonschema::Validator> = OnceLock::new();
         static GRAPH: OnceLock<jsonschema::Validator> = OnceLock::new();
+        static MODEL_AGENT: OnceLock<jsonschema::Validator> = OnceLock::new();
         let cell = match self {
             Self::AgentCard => &CARD,
             Self::Envelope => &ENVELOPE,
             Self::Graph => &GRAPH,
+            Self::ModelAgent => &MODEL_AGENT,
         };
         cell.get_or_init(|| {
             let schema: Value = serde_json::from_str(self.text())

@@ -15,11 +15,13 @@
 //! of earlier releases (sqlx checks their checksums); 0008 (policy and audit)
 //! and 0009 (runs and stored graphs) are the DDL the policy and run stores
 //! used to apply themselves at every start, idempotent, so a database
-//! written by an earlier release gains nothing and loses nothing.
+//! written by an earlier release gains nothing and loses nothing. 0010
+//! adds the model agents' tables (issue 17, [`models`]).
 
 pub mod admin;
 pub mod dialect;
 pub mod error;
+pub mod models;
 pub mod policy;
 pub mod registry;
 pub mod runs;

@@ -107,6 +107,27 @@ fn dependency_boundaries_hold() {
             }
         }
     }
+    // Model agents build on the shared vocabulary and the A2A server core
+    // only: `models → {schemas, agents}` (ARCHITECTURE.md).
+    let manifest = std::fs::read_to_string(root.join("models/Cargo.toml"))
+        .expect("the models manifest is readable");
+    let dependencies = manifest
+        .split("[dev-dependencies]")
+        .next()
+        .unwrap_or_default();
+    for line in dependencies.lines() {
+        let name = line
+            .trim_start()
+            .split(['.', ' ', '='])
+            .next()
+            .unwrap_or("");
+        if name.starts_with("convergio-") {
+            assert!(
+                ["convergio-schemas", "convergio-agents"].contains(&name),
+                "models depends on {name}; it may use only schemas and agents"
+            );
+        }
+    }
 }
 
 /// Places no clone has: the `shared/` directory the project was developed

@@ -1,0 +1,423 @@
+//! The `convergio-models` runtime with this deployment's collaborators
+//! (issue 17): [`ModelRuntime`] builds each model agent's `ModelLogic` from
+//! its declaration, with
+//! - keys from [`KeyResolver`] (env, file, sealed secrets; per call),
+//! - conversations in the shared database (any replica continues a
+//!   context),
+//! - the daily budgets' allowance and usage ledger,
+//! - tool calls through the gateway's own router as the model agent's
+//!   principal ([`GatewayTools`]), so policy, quotas, the SSRF guard and
+//!   audit apply to every one.
+//!
+//! A declaration's `base_url` passes the same SSRF check as an agent's
+//! upstream (a provider on a private or loopback address must be on
+//! `network.allow_cidrs`), so a declaration cannot point the server's keys
+//! at its own metadata service.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Request};
+use axum::Router;
+use convergio_gateway::ssrf::AllowList;
+use convergio_models::{
+    ApiKey, ChatMessage, ClientSettings, Conversations, KeyError, KeySource, Meter,
+    ModelAgentConfig, ModelLogic, ToolCaller, ToolError, ToolInvocation, ToolSpec, UsageRecord,
+};
+use convergio_registry::model_agents::{ConversationKey, ConversationStore};
+use convergio_registry::{Registry, RegistryError};
+use convergio_schemas::a2a::{MEDIA_JSON, VERSION_1_0, VERSION_HEADER};
+use convergio_schemas::{
+    AgentId, AuthMethod, KeyReference, ModelAgentSpec, Principal, ProviderKind, StorageError,
+    StorageFailure,
+};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+use crate::model_serving::{AgentFactory, AgentParts, Allowance, DailyBudgets, KeyResolver};
+use crate::models_config::ModelSettings;
+
+/// The largest tool reply read.
+const MAX_TOOL_REPLY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Builds model agents' runtimes.
+pub struct ModelRuntime {
+    keys: KeyResolver,
+    conversations: Arc<dyn ConversationStore>,
+    budgets: Arc<DailyBudgets>,
+    registry: Registry,
+    tools: Arc<GatewayTools>,
+    settings: Arc<ModelSettings>,
+    allow: AllowList,
+}
+
+// === impl ModelRuntime ===
+
+impl ModelRuntime {
+    /// A runtime over these collaborators; `allow` is the SSRF allow-list
+    /// providers' addresses are checked against.
+    pub fn new(
+        keys: KeyResolver,
+        conversations: Arc<dyn ConversationStore>,
+        budgets: Arc<DailyBudgets>,
+        registry: Registry,
+        tools: Arc<GatewayTools>,
+        settings: Arc<ModelSettings>,
+        allow: AllowList,
+    ) -> Self {
+        Self {
+            keys,
+            conversations,
+            budgets,
+            registry,
+            tools,
+            settings,
+            allow,
+        }
+    }
+
+    /// The tool specs of `spec`'s tools, from their cards in the registry.
+    async fn tool_specs(&self, spec: &ModelAgentSpec) -> anyhow::Result<Vec<ToolSpec>> {
+        let mut tools = Vec::with_capacity(spec.tools.len());
+        for name in &spec.tools {
+            let id = AgentId::internal(name).context("a tool's name")?;
+            let record = self
+                .registry
+                .get(&id)
+                .await
+                .with_context(|| format!("the tool agent {name} is not registered"))?;
+            let mut tool = ToolSpec::from_card(&record.card);
+            // The model calls it by its gateway name, which is also what the
+            // tool caller routes on (a card's name may hold spaces).
+            tool.name = name.clone();
+            tools.push(tool);
+        }
+        Ok(tools)
+    }
+}
+
+fn provider_kind(provider: ProviderKind) -> convergio_models::ProviderKind {
+    match provider {
+        ProviderKind::Openai => convergio_models::ProviderKind::OpenAi,
+        ProviderKind::Anthropic => convergio_models::ProviderKind::Anthropic,
+    }
+}
+
+#[async_trait]
+impl AgentFactory for ModelRuntime {
+    async fn build(&self, org: &str, spec: &ModelAgentSpec) -> anyhow::Result<AgentParts> {
+        anyhow::ensure!(
+            spec.api_key != Some(KeyReference::Caller),
+            "api_key: caller needs the caller's organisation at call time, which model agents are not given yet; use secret:NAME"
+        );
+        let base_url = spec.effective_base_url();
+        let url = convergio_gateway::ssrf::parse_url(base_url)
+            .with_context(|| format!("base_url {base_url}"))?;
+        convergio_gateway::ssrf::check_url_resolved(&url, &self.allow)
+            .await
+            .with_context(|| format!("base_url {base_url} (network.allow_cidrs)"))?;
+        let timeout = spec
+            .timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(ModelAgentConfig::DEFAULT_TIMEOUT)
+            .min(self.settings.max_timeout);
+        let mut config = ModelAgentConfig::new(
+            spec.name.clone(),
+            org,
+            provider_kind(spec.provider),
+            spec.model.clone(),
+            base_url,
+            spec.api_key
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
+        if let Some(description) = &spec.description {
+            config.description.clone_from(description);
+        }
+        config.skills = spec
+            .skills
+            .iter()
+            .map(|skill| convergio_models::SkillSpec {
+                id: skill.id.clone(),
+                name: skill.name.clone(),
+                description: skill.description.clone(),
+                tags: skill.tags.clone(),
+                examples: Vec::new(),
+            })
+            .collect();
+        config.instructions.clone_from(&spec.instructions);
+        config.tools = self.tool_specs(spec).await?;
+        config.output_schema.clone_from(&spec.output_schema);
+        if let Some(max_tokens) = spec.max_tokens {
+            config.max_tokens = u64::from(max_tokens);
+        }
+        config.temperature = spec.temperature;
+        if let Some(max_tool_calls) = spec.max_tool_calls {
+            config.max_tool_calls = max_tool_calls;
+        }
+        config.timeout = timeout;
+        let provider = convergio_models::provider::client(
+            config.provider,
+            base_url,
+            ClientSettings {
+                call_timeout: timeout,
+                ..ClientSettings::default()
+            },
+        )
+        .context("the provider client")?;
+        let card_template = convergio_models::card(&config);
+        let logic = ModelLogic::new(
+            config,
+            provider,
+            Arc::new(StoreKeys {
+                keys: self.keys.clone(),
+                provider: spec.provider,
+            }),
+            Arc::new(StoreConversations {
+                store: self.conversations.clone(),
+                org: org.to_owned(),
+                limit: self.settings.max_history_messages,
+            }),
+            self.tools.clone(),
+            Arc::new(BudgetMeter {
+                budgets: self.budgets.clone(),
+            }),
+        )
+        .context("the model agent")?;
+        Ok(AgentParts {
+            logic: Arc::new(logic),
+            card_template,
+        })
+    }
+}
+
+/// A registry failure as the storage error the runtime's traits carry.
+fn storage(error: RegistryError) -> StorageError {
+    match error {
+        RegistryError::Storage(error) => error,
+        other => StorageError::plain(StorageFailure::Corrupt, other.to_string()),
+    }
+}
+
+/// [`KeySource`] over the key resolver.
+struct StoreKeys {
+    keys: KeyResolver,
+    provider: ProviderKind,
+}
+
+#[async_trait]
+impl KeySource for StoreKeys {
+    async fn key(&self, org: &str, reference: &str) -> Result<ApiKey, KeyError> {
+        let parsed: KeyReference = reference.parse().map_err(|_| KeyError::Unsupported {
+            reference: reference.to_owned(),
+        })?;
+        match self.keys.resolve(&parsed, self.provider, org, None).await {
+            Ok(value) => Ok(ApiKey::new(reference, value.expose())),
+            Err(error) => {
+                tracing::warn!(%error, "a model agent's key is not available");
+                Err(KeyError::Missing {
+                    reference: reference.to_owned(),
+                })
+            }
+        }
+    }
+}
+
+/// [`Conversations`] in the shared database, for one organisation's agent.
+struct StoreConversations {
+    store: Arc<dyn ConversationStore>,
+    org: String,
+    limit: u32,
+}
+
+#[async_trait]
+impl Conversations for StoreConversations {
+    async fn load(&self, agent: &str, context_id: &str) -> Result<Vec<ChatMessage>, StorageError> {
+        let key = ConversationKey {
+            org: &self.org,
+            agent,
+            context_id,
+        };
+        let values = self.store.load(key, self.limit).await.map_err(storage)?;
+        values
+            .into_iter()
+            .map(|value| {
+                serde_json::from_value(value).map_err(|error| {
+                    StorageError::plain(
+                        StorageFailure::Corrupt,
+                        format!("a stored conversation message: {error}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    async fn append(
+        &self,
+        agent: &str,
+        context_id: &str,
+        messages: &[ChatMessage],
+    ) -> Result<(), StorageError> {
+        let values = messages
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                StorageError::plain(StorageFailure::Other, format!("a message: {error}"))
+            })?;
+        let key = ConversationKey {
+            org: &self.org,
+            agent,
+            context_id,
+        };
+        self.store.append(key, &values).await.map_err(storage)
+    }
+}
+
+/// [`Meter`] over the daily budgets and usage ledger.
+struct BudgetMeter {
+    budgets: Arc<DailyBudgets>,
+}
+
+#[async_trait]
+impl Meter for BudgetMeter {
+    async fn allowance(&self, org: &str) -> Result<Option<u64>, StorageError> {
+        match self.budgets.allowance(org).await.map_err(storage)? {
+            Allowance::Unlimited => Ok(None),
+            Allowance::Tokens(left) => {
+                if left == 0 {
+                    self.budgets.refused(org);
+                }
+                Ok(Some(left))
+            }
+        }
+    }
+
+    async fn record(&self, record: &UsageRecord) -> Result<(), StorageError> {
+        let provider = match record.provider {
+            convergio_models::ProviderKind::OpenAi => ProviderKind::Openai,
+            convergio_models::ProviderKind::Anthropic => ProviderKind::Anthropic,
+        };
+        self.budgets
+            .record(
+                &record.org,
+                provider,
+                &record.model,
+                record.usage.input_tokens,
+                record.usage.output_tokens,
+            )
+            .await
+            .map(|_| ())
+            .map_err(storage)
+    }
+}
+
+/// [`ToolCaller`] through the gateway's own router: each tool call is a
+/// JSON-RPC `SendMessage` to `/agents/{tool}` made in-process as the model
+/// agent's principal (subject `agent:<name>`, its organisation), so it is
+/// authenticated, decided by policy, rate limited and audited like any
+/// other call.
+#[derive(Debug)]
+pub struct GatewayTools {
+    app: Weak<Router>,
+    timeout: Duration,
+}
+
+// === impl GatewayTools ===
+
+impl GatewayTools {
+    /// Tool calls through `app` (kept alive by `serve`), each bounded by
+    /// `timeout`.
+    pub fn new(app: Weak<Router>, timeout: Duration) -> Self {
+        Self { app, timeout }
+    }
+}
+
+#[async_trait]
+impl ToolCaller for GatewayTools {
+    async fn call(&self, invocation: ToolInvocation) -> Result<Value, ToolError> {
+        let failed = |reason: String| ToolError::Failed {
+            tool: invocation.tool.clone(),
+            reason,
+        };
+        let app = self
+            .app
+            .upgrade()
+            .map(|app| (*app).clone())
+            .ok_or_else(|| failed("the gateway is not serving".to_owned()))?;
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": format!("{}/{}", invocation.task_id, invocation.tool),
+            "method": "SendMessage",
+            "params": {
+                "message": invocation.message,
+                "configuration": {"returnImmediately": false},
+            },
+        });
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(format!(
+                "/agents/{}",
+                utf8_percent_encode(&invocation.tool, NON_ALPHANUMERIC)
+            ))
+            .header(header::CONTENT_TYPE, MEDIA_JSON)
+            .header(VERSION_HEADER, VERSION_1_0)
+            .body(Body::from(body.to_string()))
+            .map_err(|error| failed(format!("building the request: {error}")))?;
+        request.extensions_mut().insert(Principal {
+            subject: format!("agent:{}", invocation.agent),
+            org: Some(invocation.org.clone()),
+            scopes: Vec::new(),
+            method: AuthMethod::System,
+        });
+        let exchange = async {
+            let response = app
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {});
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), MAX_TOOL_REPLY_BYTES)
+                .await
+                .map_err(|error| failed(format!("reading the reply: {error}")))?;
+            Ok::<_, ToolError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| failed("the tool did not answer in time".to_owned()))??;
+        let reply: Value = serde_json::from_slice(&bytes)
+            .map_err(|error| failed(format!("the reply is not JSON: {error}")))?;
+        if let Some(result) = reply.get("result") {
+            return Ok(result.clone());
+        }
+        let message = reply
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("the call failed")
+            .to_owned();
+        let refused = matches!(status.as_u16(), 401 | 403 | 404 | 429)
+            || reply
+                .pointer("/error/data")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|detail| {
+                    matches!(
+                        detail.get("reason").and_then(Value::as_str),
+                        Some("PERMISSION_DENIED" | "RATE_LIMITED" | "AGENT_NOT_FOUND")
+                    )
+                });
+        if refused {
+            Err(ToolError::Refused {
+                tool: invocation.tool,
+                reason: message,
+            })
+        } else {
+            Err(failed(message))
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Model agents end to end (issue 17), with the real binary and the
+//! project's fake OpenAI-compatible provider on loopback (the provider is
+//! the outside internet; everything else is real):
+//! - `secrets set` (stdin) then `agents apply FILE.yaml`, then a call
+//!   through the gateway on JSON-RPC and HTTP+JSON answered by the fake,
+//!   with the sealed secret as the bearer key; the key appears in no log
+//!   line at TRACE, no audit record and no API answer;
+//! - a daily token budget stops a call with 429 and `Retry-After` before
+//!   the provider sees it;
+//! - a conversation continued by `contextId` on a second `serve` on the
+//!   same PostgreSQL database.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
+use convergio_models::Usage;
+use serde_json::{json, Value};
+use support::{admin_token, start_logged, start_with, Server, BINARY};
+
+const SECRET: &str = "sk-e2e-model-agent-key-4242424242";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// `convergio secrets set NAME` with `value` on stdin.
+fn set_secret(server: &Server, data_dir: &Path, name: &str, value: &str) {
+    let mut child = Command::new(BINARY)
+        .args([
+            "secrets",
+            "set",
+            name,
+            "--server",
+            &server.base,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{value}\n").as_bytes())
+        .expect("writes the secret");
+    let output = child.wait_with_output().expect("the CLI ends");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(value) && !stderr.contains(value));
+}
+
+/// `convergio agents apply` of a declaration calling `fake`.
+fn apply(server: &Server, data_dir: &Path, name: &str, fake: &FakeProvider) -> String {
+    apply_with(server, data_dir, name, fake, "")
+}
+
+/// [`apply`] with `extra` lines of YAML appended to the declaration.
+fn apply_with(
+    server: &Server,
+    data_dir: &Path,
+    name: &str,
+    fake: &FakeProvider,
+    extra: &str,
+) -> String {
+    let file = data_dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: convergio/v1\nkind: ModelAgent\nname: {name}\n\
+             description: Translates text\nprovider: openai\nmodel: fake-model\n\
+             base_url: {}\napi_key: secret:openai\ninstructions: Translate into French.\n\
+             max_tokens: 64\n{extra}",
+            fake.base_url()
+        ),
+    )
+    .expect("writes the declaration");
+    let (ok, stdout, stderr) = support::cli(
+        Some((server, data_dir)),
+        &["agents", "apply", file.to_str().expect("utf-8 path")],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    stdout
+}
+
+fn message(text: &str, context_id: Option<&str>) -> Value {
+    let mut message = json!({
+        "messageId": uuid::Uuid::new_v4().to_string(),
+        "role": "ROLE_USER",
+        "parts": [{"text": text}],
+    });
+    if let Some(context_id) = context_id {
+        message["contextId"] = json!(context_id);
+    }
+    message
+}
+
+/// A JSON-RPC `SendMessage` through the gateway: status, headers, body.
+async fn send(
+    base: &str,
+    agent: &str,
+    text: &str,
+    context_id: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/agents/{agent}"))
+        .header("A2A-Version", "1.0")
+        .json(&json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {"message": message(text, context_id), "configuration": {"returnImmediately": false}},
+        }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+async fn get_text(base: &str, path: &str, token: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("a body")
+}
+
+#[test]
+fn a_model_agent_answers_through_the_gateway_and_never_shows_its_key() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.require_key(SECRET);
+    fake.set_fallback(FakeReply::text(
+        "Bonjour le monde",
+        1,
+        Usage {
+            input_tokens: 12,
+            output_tokens: 5,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(
+        &config,
+        "models:\n  prices:\n    - { provider: openai, model: fake-model, input_per_million: 1000, output_per_million: 2000 }\n",
+    )
+    .expect("writes the config");
+    let log = data_dir.path().join("server.log");
+    let server = start_logged(
+        data_dir.path(),
+        &[],
+        &[
+            ("CONVERGIO_CONFIG", config.to_str().expect("utf-8")),
+            ("CONVERGIO_LOG", "trace"),
+        ],
+        &log,
+    );
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    let applied = apply(&server, data_dir.path(), "french", &fake);
+    assert!(applied.contains("created model agent french"), "{applied}");
+    assert!(applied.contains("available"), "{applied}");
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        // JSON-RPC, as an anonymous caller on this machine (the tour policy).
+        let (status, _, body) = send(&server.base, "french", "Hello world", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.to_string().contains("Bonjour le monde"), "{body}");
+        // HTTP+JSON.
+        let response = reqwest::Client::new()
+            .post(format!("{}/agents/french/message:send", server.base))
+            .header("A2A-Version", "1.0")
+            .json(&json!({"message": message("Hello again", None), "configuration": {"returnImmediately": false}}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status().as_u16(), 200);
+        let body: Value = response.json().await.expect("json");
+        assert!(body.to_string().contains("Bonjour le monde"), "{body}");
+        // The provider saw the sealed secret as the key, and our instructions.
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            requests[0].header("authorization"),
+            Some(format!("Bearer {SECRET}").as_str())
+        );
+        // Usage and cost reach /metrics.
+        let metrics = get_text(&server.base, "/metrics", &token).await;
+        assert!(
+            metrics.contains("convergio_model_tokens_total{org=\"convergio.local\",direction=\"in\"} 24"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("convergio_model_cost_total{org=\"convergio.local\"} 0.044"), "{metrics}");
+        // No answer of the API holds the key.
+        for path in ["/v1/model-agents", "/v1/model-agents/french", "/v1/secrets", "/v1/audit?limit=1000", "/v1/agents/french", "/metrics"] {
+            let text = get_text(&server.base, path, &token).await;
+            assert!(!text.contains(SECRET), "{path} shows the key");
+        }
+    });
+    let (ok, listed, _) = support::cli(
+        Some((&server, data_dir.path())),
+        &["agents", "model", "list"],
+    );
+    assert!(
+        ok && listed.contains("french") && listed.contains("available"),
+        "{listed}"
+    );
+    drop(server);
+    let logs = std::fs::read_to_string(&log).expect("the log");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "logging ran at TRACE"
+    );
+    assert!(!logs.contains(SECRET), "a log line holds the key");
+    let database = std::fs::read(data_dir.path().join("convergio.db")).expect("the database");
+    assert!(
+        !database
+            .windows(SECRET.len())
+            .any(|window| window == SECRET.as_bytes()),
+        "the database file holds the key in clear"
+    );
+}
+
+#[test]
+fn a_spent_daily_budget_stops_calls_before_the_provider() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "ok",
+        1,
+        Usage {
+            input_tokens: 30,
+            output_tokens: 10,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(
+        &config,
+        "models:\n  budgets:\n    default: { daily_tokens: 20 }\n",
+    )
+    .expect("writes the config");
+    let server = start_with(
+        data_dir.path(),
+        &[("CONVERGIO_CONFIG", config.to_str().expect("utf-8"))],
+    );
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply(&server, data_dir.path(), "budgeted", &fake);
+    runtime.block_on(async {
+        let (status, _, body) = send(&server.base, "budgeted", "first", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(fake.requests().len(), 1);
+        // The provider reported 40 tokens against a budget of 20: spent.
+        let (status, headers, body) = send(&server.base, "budgeted", "second", None).await;
+        assert_eq!(status, 429, "{body}");
+        let retry_after: u64 = headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .expect("a Retry-After");
+        assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+        assert!(body.to_string().contains("RATE_LIMITED"), "{body}");
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "the provider saw the refused call"
+        );
+    });
+}
+
+#[test]
+fn a_conversation_continues_on_another_replica_on_postgres() {
+    let database = convergio_tests::postgres::TestDatabase::create_blocking("convergio_m");
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "Noted: the password is swordfish",
+        1,
+        Usage {
+            input_tokens: 3,
+            output_tokens: 3,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let replica = || {
+        start_with(
+            data_dir.path(),
+            &[("CONVERGIO_DATABASE_URL", database.url())],
+        )
+    };
+    let first = replica();
+    set_secret(&first, data_dir.path(), "openai", SECRET);
+    apply(&first, data_dir.path(), "memory", &fake);
+    // Started after the declaration: it serves it from the shared store.
+    let second = replica();
+    runtime.block_on(async {
+        let (status, _, body) = send(
+            &first.base,
+            "memory",
+            "Remember: swordfish",
+            Some("ctx-pg-1"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) = send(
+            &second.base,
+            "memory",
+            "What is the password?",
+            Some("ctx-pg-1"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    });
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    let second_prompt = requests[1].body.to_string();
+    assert!(
+        second_prompt.contains("Remember: swordfish")
+            && second_prompt.contains("Noted: the password is swordfish"),
+        "the second replica did not send the first turn: {second_prompt}"
+    );
+}
+
+#[test]
+fn the_python_sdk_talks_to_a_model_agent_through_the_gateway() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new("bash")
+        .arg(root.join("scripts/interop-venv.sh"))
+        .status()
+        .expect("runs scripts/interop-venv.sh");
+    assert!(status.success(), "scripts/interop-venv.sh failed");
+    let python = root.join(".venv-interop/bin/python");
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "Hallo Welt aus dem Modell",
+        4,
+        Usage {
+            input_tokens: 2,
+            output_tokens: 4,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply(&server, data_dir.path(), "german", &fake);
+    for binding in ["JSONRPC", "HTTP+JSON"] {
+        let output = Command::new(&python)
+            .arg(root.join("interop/model_client.py"))
+            .arg(format!("{}/agents/german", server.base))
+            .arg(binding)
+            .arg("Hallo Welt aus dem Modell")
+            .output()
+            .expect("the SDK client runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{binding}: {stdout}\n{stderr}");
+        for check in ["ok card", "ok blocking", "ok streaming"] {
+            assert!(
+                stdout.contains(check),
+                "{binding}: {check} missing from {stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tool_call_goes_through_the_gateway_and_policy_can_refuse_it() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let usage = Usage {
+        input_tokens: 1,
+        output_tokens: 1,
+    };
+    let turn = || {
+        [
+            FakeReply::tool_call("call-1", "echo", json!({"text": "ping"}), usage),
+            FakeReply::text("done", 1, usage),
+        ]
+    };
+    fake.push(turn());
+    fake.push(turn());
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply_with(
+        &server,
+        data_dir.path(),
+        "tooluser",
+        &fake,
+        "tools: [echo]\n",
+    );
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        let (status, _, body) = send(&server.base, "tooluser", "use the tool", None).await;
+        assert_eq!(status, 200, "{body}");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        let tools = requests[0].body["tools"].to_string();
+        assert!(tools.contains("echo"), "{tools}");
+        let answered = requests[1].body.to_string();
+        assert!(answered.contains("echo: ping"), "the tool's answer: {answered}");
+
+        // Policy now forbids model agents' calls: the tool call is refused
+        // and the model is told so.
+        let example = include_str!("../../policies/example.cedar");
+        let policies = format!(
+            "{example}\n@id(\"no-agent-tools\")\nforbid (principal, action == Action::\"send_message\", resource is Agent)\nwhen {{ principal.subject like \"agent:*\" }};\n"
+        );
+        let response = reqwest::Client::new()
+            .put(format!("{}/v1/policies", server.base))
+            .bearer_auth(&token)
+            .json(&json!({"policies": policies, "reason": "no tools for model agents"}))
+            .send()
+            .await
+            .expect("answers");
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+        let (status, _, body) = send(&server.base, "tooluser", "use the tool again", None).await;
+        assert_eq!(status, 200, "{body}");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 4);
+        let refused = requests[3].body.to_string();
+        assert!(refused.contains("refused"), "the refusal reached the model: {refused}");
+    });
+}
+
+#[test]
+fn the_declarations_directory_loads_valid_files_and_lists_missing_keys() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let agents_dir = data_dir.path().join("agents");
+    std::fs::create_dir(&agents_dir).expect("creates the directory");
+    std::fs::write(
+        agents_dir.join("offline.yaml"),
+        format!(
+            "apiVersion: convergio/v1\nkind: ModelAgent\nname: offline\nprovider: openai\n\
+             model: fake-model\nbase_url: {}\napi_key: env:CONVERGIO_TEST_UNSET_MODEL_KEY\n",
+            fake.base_url()
+        ),
+    )
+    .expect("writes a declaration");
+    std::fs::write(
+        agents_dir.join("broken.yaml"),
+        "apiVersion: convergio/v1\nkind: ModelAgent\nname: broken\nprovider: gemini\nmodel: m\n",
+    )
+    .expect("writes a bad declaration");
+    let server = start_with(
+        data_dir.path(),
+        &[(
+            "CONVERGIO_MODEL_AGENTS_DIR",
+            agents_dir.to_str().expect("utf-8"),
+        )],
+    );
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        let listed = get_text(&server.base, "/v1/model-agents", &token).await;
+        let listed: Value = serde_json::from_str(&listed).expect("json");
+        let agents = listed["model_agents"].as_array().expect("a list");
+        assert_eq!(agents.len(), 1, "{listed}");
+        assert_eq!(agents[0]["name"], json!("offline"));
+        assert_eq!(agents[0]["status"]["available"], json!(false));
+        let reason = agents[0]["status"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("env:CONVERGIO_TEST_UNSET_MODEL_KEY"),
+            "{reason}"
+        );
+        // Still serving: the example agents answer.
+        let (status, _, body) = send(&server.base, "echo", "still here", None).await;
+        assert_eq!(status, 200, "{body}");
+    });
+}

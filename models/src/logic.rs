@@ -1,0 +1,447 @@
+//! [`ModelLogic`]: the [`AgentLogic`] of one model agent.
+//!
+//! One turn (one A2A message):
+//! 1. WORKING; the context's conversation is loaded ([`Conversations`]).
+//! 2. Before each provider call the organisation's allowance is read
+//!    ([`Meter`]): none left fails the task before the call; otherwise
+//!    `max_tokens` is capped at what is left. The key is resolved for every
+//!    call ([`KeySource`]), so a rotated key applies at once.
+//! 3. Text deltas become `artifactUpdate` events of one artifact
+//!    (`append`), flushed per chunk. The provider's usage is recorded.
+//! 4. Tool calls go to [`ToolCaller`] one by one (bounded by
+//!    `max_tool_calls` per turn) and their results back to the model.
+//! 5. The answer replaces the streamed artifact (`lastChunk`): the final
+//!    text, or with an output schema a data part that validates. The turn's
+//!    messages are appended to the conversation; the task's metadata gets
+//!    `usage` (`tokens_in`, `tokens_out`, `tool_calls`), `model`, `provider`.
+//!
+//! A cancel drops the provider call (closing its connection); the whole
+//! turn is bounded by the agent's timeout. Failures end the task FAILED with
+//! the error's message, which never holds the key.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use convergio_agents::logic::{data_parts, text_part, text_parts, usage};
+use convergio_agents::{AgentLogic, AgentsError, TaskContext};
+use convergio_schemas::a2a::TaskState;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::config::ModelAgentConfig;
+use crate::conversation::Conversations;
+use crate::error::{ModelError, ProviderError};
+use crate::key::KeySource;
+use crate::meter::{Meter, UsageRecord};
+use crate::provider::Provider;
+use crate::tools::{ToolCaller, ToolInvocation};
+use crate::types::{ChatEvent, ChatMessage, ChatRequest, ToolCall, Usage};
+
+/// Runs one model agent as an A2A agent.
+pub struct ModelLogic {
+    config: ModelAgentConfig,
+    provider: Arc<dyn Provider>,
+    keys: Arc<dyn KeySource>,
+    conversations: Arc<dyn Conversations>,
+    tools: Arc<dyn ToolCaller>,
+    meter: Arc<dyn Meter>,
+    output_validator: Option<jsonschema::Validator>,
+}
+
+/// What a turn has done so far (reported even when it fails).
+#[derive(Debug, Default)]
+struct Turn {
+    usage: Usage,
+    tool_calls: u32,
+    streamed: bool,
+}
+
+// === impl ModelLogic ===
+
+impl ModelLogic {
+    /// The logic of the agent `config` describes, calling `provider` with
+    /// keys from `keys`, keeping conversations in `conversations`, calling
+    /// tools through `tools` and metering with `meter`. Fails when the
+    /// output schema does not compile.
+    pub fn new(
+        config: ModelAgentConfig,
+        provider: Arc<dyn Provider>,
+        keys: Arc<dyn KeySource>,
+        conversations: Arc<dyn Conversations>,
+        tools: Arc<dyn ToolCaller>,
+        meter: Arc<dyn Meter>,
+    ) -> Result<Self, ModelError> {
+        let output_validator = config
+            .output_schema
+            .as_ref()
+            .map(|schema| {
+                jsonschema::validator_for(schema).map_err(|error| ModelError::OutputSchema {
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            config,
+            provider,
+            keys,
+            conversations,
+            tools,
+            meter,
+            output_validator,
+        })
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &ModelAgentConfig {
+        &self.config
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        let Some(schema) = &self.config.output_schema else {
+            return self.config.instructions.clone();
+        };
+        let rule = format!(
+            "Answer with one JSON value only (no prose, no code fence) that validates against this JSON Schema: {schema}"
+        );
+        Some(match &self.config.instructions {
+            Some(instructions) => format!("{instructions}\n\n{rule}"),
+            None => rule,
+        })
+    }
+
+    /// Runs the turn and returns the answer's parts.
+    async fn run(
+        &self,
+        message: &Value,
+        context: &TaskContext,
+        turn: &mut Turn,
+    ) -> Result<Vec<Value>, ModelError> {
+        let config = &self.config;
+        let history = self
+            .conversations
+            .load(&config.name, context.context_id())
+            .await?;
+        let mut said = vec![ChatMessage::user(message_text(message))];
+        let artifact_id = format!("{}-answer", context.task_id());
+        let answer = loop {
+            let max_tokens = match self.meter.allowance(&config.org).await? {
+                Some(0) => {
+                    return Err(ModelError::BudgetExhausted {
+                        org: config.org.clone(),
+                    })
+                }
+                Some(left) => left.min(config.max_tokens),
+                None => config.max_tokens,
+            };
+            let key = self.keys.key(&config.org, &config.api_key).await?;
+            let mut messages = Vec::with_capacity(history.len() + said.len());
+            messages.extend_from_slice(&history);
+            messages.extend_from_slice(&said);
+            let request = ChatRequest {
+                model: config.model.clone(),
+                system: self.system_prompt(),
+                messages,
+                tools: config.tools.clone(),
+                max_tokens,
+                temperature: config.temperature,
+                stream: true,
+                response_schema: config.output_schema.clone(),
+            };
+            let mut stream = self.provider.chat(request, &key).await?;
+            let mut text = String::new();
+            let mut calls = Vec::new();
+            let mut reported = None;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    ChatEvent::TextDelta(delta) => {
+                        context.artifact(
+                            json!({"artifactId": artifact_id, "name": "answer", "parts": [text_part(delta.as_str())]}),
+                            turn.streamed,
+                            false,
+                        )?;
+                        turn.streamed = true;
+                        text.push_str(&delta);
+                    }
+                    ChatEvent::ToolCall(call) => calls.push(call),
+                    ChatEvent::Done { usage, .. } => reported = Some(usage),
+                }
+            }
+            drop(stream);
+            let usage = reported.ok_or(ProviderError::StreamCut)?;
+            turn.usage = turn.usage.plus(usage);
+            self.meter
+                .record(&UsageRecord {
+                    org: config.org.clone(),
+                    agent: config.name.clone(),
+                    provider: self.provider.kind(),
+                    model: config.model.clone(),
+                    context_id: context.context_id().to_owned(),
+                    task_id: context.task_id().to_owned(),
+                    usage,
+                })
+                .await?;
+            said.push(ChatMessage::Assistant {
+                content: text.clone(),
+                tool_calls: calls.clone(),
+            });
+            if calls.is_empty() {
+                break text;
+            }
+            let made = turn.tool_calls.saturating_add(calls.len() as u32);
+            if made > config.max_tool_calls {
+                return Err(ModelError::TooManyToolCalls {
+                    max: config.max_tool_calls,
+                });
+            }
+            for call in calls {
+                turn.tool_calls += 1;
+                said.push(self.call_tool(call, context).await);
+            }
+        };
+        self.conversations
+            .append(&config.name, context.context_id(), &said)
+            .await?;
+        let parts = match &self.output_validator {
+            Some(validator) => vec![json!({"data": validated(validator, &answer)?})],
+            None => vec![text_part(answer)],
+        };
+        context.artifact(
+            json!({"artifactId": artifact_id, "name": "answer", "parts": parts}),
+            false,
+            true,
+        )?;
+        Ok(parts)
+    }
+
+    /// Calls one tool; failures become an error result the model reads.
+    async fn call_tool(&self, call: ToolCall, context: &TaskContext) -> ChatMessage {
+        let known = self.config.tools.iter().any(|tool| tool.name == call.name);
+        let (content, is_error) = if !known {
+            (format!("there is no tool named {:?}", call.name), true)
+        } else {
+            let invocation = ToolInvocation {
+                agent: self.config.name.clone(),
+                org: self.config.org.clone(),
+                tool: call.name.clone(),
+                task_id: context.task_id().to_owned(),
+                message: tool_message(&call.arguments),
+            };
+            match self.tools.call(invocation).await {
+                Ok(result) => tool_result_text(&result),
+                Err(error) => (error.to_string(), true),
+            }
+        };
+        tracing::info!(
+            agent = %self.config.name,
+            tool = %call.name,
+            task_id = %context.task_id(),
+            is_error,
+            "model agent called a tool"
+        );
+        ChatMessage::Tool {
+            call_id: call.id,
+            name: call.name,
+            content,
+            is_error,
+        }
+    }
+
+    fn metadata(&self, turn: &Turn) -> Value {
+        usage(
+            turn.usage.input_tokens,
+            turn.usage.output_tokens,
+            u64::from(turn.tool_calls),
+        )
+    }
+}
+
+#[async_trait]
+impl AgentLogic for ModelLogic {
+    async fn execute(&self, message: Value, context: TaskContext) -> Result<(), AgentsError> {
+        context.working()?;
+        let mut turn = Turn::default();
+        let outcome = tokio::select! {
+            biased;
+            () = context.canceled() => {
+                return Err(AgentsError::TaskClosed { task_id: context.task_id().to_owned() });
+            }
+            outcome = tokio::time::timeout(self.config.timeout, self.run(&message, &context, &mut turn)) => {
+                outcome.unwrap_or_else(|_| Err(ModelError::Timeout { seconds: self.config.timeout.as_secs_f64() }))
+            }
+        };
+        let usage = self.metadata(&turn);
+        context.set_metadata("usage", usage.clone())?;
+        context.set_metadata("model", json!(self.config.model))?;
+        context.set_metadata("provider", json!(self.provider.kind().name()))?;
+        let metadata = Some(json!({ "usage": usage }));
+        match outcome {
+            Ok(parts) => {
+                let reply = context.agent_message(parts, metadata);
+                context.status(TaskState::Completed, Some(reply))
+            }
+            Err(ModelError::Task(error)) => Err(error),
+            Err(error) => {
+                tracing::warn!(agent = %self.config.name, task_id = %context.task_id(), error = %error, "model agent turn failed");
+                let reply = context.agent_message(vec![text_part(error.to_string())], metadata);
+                context.status(TaskState::Failed, Some(reply))
+            }
+        }
+    }
+}
+
+/// The text the model reads for an A2A message: its text parts, then its
+/// data parts as JSON, one per line.
+fn message_text(message: &Value) -> String {
+    let mut lines: Vec<String> = text_parts(message).into_iter().map(str::to_owned).collect();
+    lines.extend(data_parts(message).into_iter().map(Value::to_string));
+    lines.join("\n")
+}
+
+/// The A2A message a tool call sends: its `text` as a text part and its
+/// `data` as a data part (arguments of another shape go whole as data).
+fn tool_message(arguments: &Value) -> Value {
+    let mut parts = Vec::new();
+    if let Some(text) = arguments.get("text").and_then(Value::as_str) {
+        parts.push(text_part(text));
+    }
+    if let Some(data) = arguments.get("data").filter(|data| !data.is_null()) {
+        parts.push(json!({ "data": data }));
+    }
+    if parts.is_empty() {
+        parts.push(json!({ "data": arguments }));
+    }
+    json!({
+        "messageId": uuid::Uuid::new_v4().to_string(),
+        "role": "ROLE_USER",
+        "parts": parts,
+    })
+}
+
+/// A `SendMessage` result as the model reads it: the artifacts' parts (or
+/// the status message's, or the direct message's) as text, and whether the
+/// task failed.
+fn tool_result_text(result: &Value) -> (String, bool) {
+    let render = |parts: &[Value]| -> Vec<String> {
+        parts
+            .iter()
+            .filter_map(|part| {
+                part.get("text")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| part.get("data").map(Value::to_string))
+            })
+            .collect()
+    };
+    let parts_of = |value: Option<&Value>| {
+        value
+            .and_then(|value| value.get("parts"))
+            .and_then(Value::as_array)
+            .map(|parts| render(parts))
+            .unwrap_or_default()
+    };
+    if let Some(task) = result.get("task") {
+        let state = task
+            .pointer("/status/state")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let failed = matches!(
+            state,
+            "TASK_STATE_FAILED" | "TASK_STATE_REJECTED" | "TASK_STATE_CANCELED"
+        );
+        let mut lines: Vec<String> = task
+            .get("artifacts")
+            .and_then(Value::as_array)
+            .map(|artifacts| artifacts.iter().flat_map(|a| parts_of(Some(a))).collect())
+            .unwrap_or_default();
+        if lines.is_empty() || failed {
+            lines.extend(parts_of(task.pointer("/status/message")));
+        }
+        return (lines.join("\n"), failed);
+    }
+    if let Some(message) = result.get("message") {
+        return (parts_of(Some(message)).join("\n"), false);
+    }
+    (result.to_string(), false)
+}
+
+/// The answer as JSON that validates (a surrounding code fence is allowed).
+fn validated(validator: &jsonschema::Validator, answer: &str) -> Result<Value, ModelError> {
+    let trimmed = answer.trim();
+    let unfenced = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|rest| rest.strip_suffix("```"))
+        .unwrap_or(trimmed)
+        .trim();
+    let value: Value =
+        serde_json::from_str(unfenced).map_err(|error| ModelError::OutputInvalid {
+            reason: format!("the answer is not JSON ({error})"),
+        })?;
+    let violations: Vec<String> = validator
+        .iter_errors(&value)
+        .take(3)
+        .map(|error| format!("{} {}", error.instance_path(), error))
+        .collect();
+    if violations.is_empty() {
+        Ok(value)
+    } else {
+        Err(ModelError::OutputInvalid {
+            reason: violations.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_messages_carry_text_and_data_parts() {
+        let message = tool_message(&json!({"text": "Paris", "data": {"unit": "C"}}));
+        assert_eq!(
+            message["parts"],
+            json!([{"text": "Paris"}, {"data": {"unit": "C"}}])
+        );
+        let message = tool_message(&json!({"city": "Paris"}));
+        assert_eq!(message["parts"], json!([{"data": {"city": "Paris"}}]));
+    }
+
+    #[test]
+    fn reads_tool_results_from_artifacts_status_or_message() {
+        let check = |result: Value, expected: (&str, bool)| {
+            let (text, failed) = tool_result_text(&result);
+            assert_eq!((text.as_str(), failed), expected, "{result}");
+        };
+        check(
+            json!({"task": {"status": {"state": "TASK_STATE_COMPLETED"}, "artifacts": [{"parts": [{"text": "sunny"}, {"data": {"c": 21}}]}]}}),
+            ("sunny\n{\"c\":21}", false),
+        );
+        check(
+            json!({"task": {"status": {"state": "TASK_STATE_FAILED", "message": {"parts": [{"text": "boom"}]}}}}),
+            ("boom", true),
+        );
+        check(
+            json!({"message": {"parts": [{"text": "hi"}]}}),
+            ("hi", false),
+        );
+    }
+
+    #[test]
+    fn validates_answers_inside_or_outside_a_code_fence() {
+        let validator = jsonschema::validator_for(&json!({
+            "type": "object", "required": ["bullets"],
+            "properties": {"bullets": {"type": "array"}}
+        }))
+        .expect("compiles");
+        assert!(validated(&validator, "```json\n{\"bullets\": []}\n```").is_ok());
+        assert!(validated(&validator, " {\"bullets\": [\"a\"]} ").is_ok());
+        assert!(matches!(
+            validated(&validator, "{\"points\": 1}"),
+            Err(ModelError::OutputInvalid { .. })
+        ));
+        assert!(matches!(
+            validated(&validator, "five bullets"),
+            Err(ModelError::OutputInvalid { .. })
+        ));
+    }
+}

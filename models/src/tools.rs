@@ -1,0 +1,46 @@
+//! [`ToolCaller`]: how a model agent calls the agents listed as its tools.
+//! The serve wiring implements it as an A2A `SendMessage` through the
+//! gateway's own pipeline, as the model agent's principal, so policy,
+//! quotas, the SSRF guard and audit apply to every tool call.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::ToolError;
+
+/// One tool call, as the model agent asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolInvocation {
+    /// The model agent making the call (its principal).
+    pub agent: String,
+    /// The organisation that owns the model agent.
+    pub org: String,
+    /// The tool agent to call.
+    pub tool: String,
+    /// The model agent's task, for traces.
+    pub task_id: String,
+    /// The A2A 1.0 message to send (`messageId`, `role`, `parts`).
+    pub message: Value,
+}
+
+/// Calls tool agents.
+#[async_trait]
+pub trait ToolCaller: Send + Sync + 'static {
+    /// Sends the invocation's message to its tool agent and returns the
+    /// `SendMessage` result (`{"task": …}` or `{"message": …}`).
+    async fn call(&self, invocation: ToolInvocation) -> Result<Value, ToolError>;
+}
+
+/// A tool caller for agents without tools: every call is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTools;
+
+#[async_trait]
+impl ToolCaller for NoTools {
+    async fn call(&self, invocation: ToolInvocation) -> Result<Value, ToolError> {
+        Err(ToolError::Refused {
+            tool: invocation.tool,
+            reason: "this agent has no tools".into(),
+        })
+    }
+}
