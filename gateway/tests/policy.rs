@@ -605,22 +605,22 @@ async fn upstream_causes_are_shown_only_to_callers_who_may_read_the_card() {
 #[tokio::test]
 async fn a_cached_allow_is_refused_right_after_a_trust_change_or_policy_activation() {
     let app = start(None).await;
-    app.agent("echo", TrustLevel::Verified, &["external"]).await;
-    // external-opt-in: another organisation reaches a verified agent that
-    // opted in. Asked twice, so the second answer comes from the cache.
+    app.agent("echo", TrustLevel::Trusted, &["external"]).await;
+    // external-opt-in: another organisation reaches an agent at or above
+    // verified that opted in. Asked twice, so the second answer comes from the cache.
     let outsider = user("eve", Some("other.example"), &[]);
     for _ in 0..2 {
         assert_eq!(app.rpc("echo", &outsider, None).await.status(), 200);
     }
     let id = convergio_schemas::AgentId::internal("echo").expect("name");
     app.registry
-        .set_trust(&Actor::admin(), &id, TrustLevel::Registered, "test", None)
+        .set_trust(&Actor::admin(), &id, TrustLevel::Untrusted, "test", None)
         .await
         .expect("trust");
     // Below verified the agent is invisible to other organisations.
     assert_eq!(app.rpc("echo", &outsider, None).await.status(), 404);
     app.registry
-        .set_trust(&Actor::admin(), &id, TrustLevel::Verified, "test", None)
+        .set_trust(&Actor::admin(), &id, TrustLevel::Trusted, "test", None)
         .await
         .expect("trust");
     for _ in 0..2 {
