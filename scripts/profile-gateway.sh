@@ -15,6 +15,7 @@
 # Usage: scripts/profile-gateway.sh            (SMALL=200, LARGE=1200)
 #        SMALL=100 LARGE=600 scripts/profile-gateway.sh
 #        BENCH_EXE=target/release/deps/gateway-… scripts/profile-gateway.sh
+#        REUSE=1 scripts/profile-gateway.sh     (analyse the last runs again)
 # Needs valgrind (Debian: apt-get install valgrind) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,9 @@ if [ -z "$exe" ] || [ ! -x "$exe" ]; then
 fi
 
 for count in "$SMALL" "$LARGE"; do
+  if [ -n "${REUSE:-}" ] && [ -s "$OUT/inclusive.$count.txt" ]; then
+    continue  # REUSE=1: analyse the runs already in $OUT again
+  fi
   echo "== $count calls under callgrind" >&2
   rm -f "$OUT/callgrind.$count"
   CONVERGIO_BENCH_ONLY=profile \
@@ -71,37 +75,30 @@ calls = large - small
 # must not call one another (or a stage would count twice).
 STAGES = [
     ("accept + HTTP/1 parse and encode (hyper server)",
-     [r"hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse",
-      r"hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode"]),
-    ("tower layers: trace, rescue, limits (own work)", []),
-    ("authenticate (API key)",
-     [r"convergio_gateway::layers::authenticate::Authenticator::authenticate::\{"]),
+     [r"<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::(parse|encode)$"]),
+    ("authenticate (API key: cache, SHA-256)",
+     [r"convergio_gateway::layers::authenticate::Authenticator::api_key::\{\{closure"]),
     ("decode the JSON-RPC request",
-     [r"convergio_gateway::a2a::inbound::parse_jsonrpc"]),
+     [r"^convergio_gateway::a2a::inbound::parse_jsonrpc$"]),
     ("route (registry lookup)",
-     [r"convergio_gateway::registry_routes::RegistryRoutes as convergio_gateway::routes::RouteTable>::resolve::\{"]),
+     [r"RegistryRoutes as convergio_gateway::routes::RouteTable>::resolve::\{\{closure"]),
     ("authorise: Cedar decision",
-     [r"convergio_policy::engine::PolicyEngine::authorize$"]),
+     [r"^convergio_policy::engine::PolicyEngine::authorize$"]),
     ("authorise: audit entry built and queued",
-     [r"convergio_policy::audit::AuditEntry::decision$",
-      r"convergio_gateway::authorize::context_detail$",
-      r"convergio_policy::audit_sink::AuditSink::record::\{"]),
+     [r"^convergio_policy::audit::AuditEntry::decision$",
+      r"^convergio_gateway::authorize::context_detail$",
+      r"^convergio_gateway::authorize::PolicyGate::record::\{\{closure"]),
     ("task ownership (task and context routes)",
-     [r"convergio_gateway::a2a::forward::RelayContext::remember::\{",
-      r"RouteTable>::claim_context::\{",
-      r"RouteTable>::task_route::\{"]),
+     [r"^convergio_gateway::a2a::forward::RelayContext::remember::\{\{closure"]),
     ("forward: encode the upstream request",
-     [r"convergio_gateway::a2a::forward::encode_upstream$"]),
-    ("forward: upstream connection (hyper client)",
-     [r"hyper_util::client::legacy::client::Client<.*>::send_request::\{",
-      r"hyper::proto::h1::dispatch::Dispatcher<hyper::proto::h1::dispatch::Client"]),
+     [r"^convergio_gateway::a2a::forward::encode_upstream$"]),
     ("upstream response: read, decode, re-encode",
-     [r"convergio_gateway::a2a::forward::read_capped::\{",
-      r"convergio_gateway::a2a::forward::decode_unary$",
-      r"convergio_gateway::a2a::forward::unary_response$"]),
+     [r"^convergio_gateway::a2a::forward::read_capped::\{\{closure",
+      r"^convergio_gateway::a2a::forward::decode_unary$",
+      r"^convergio_gateway::a2a::forward::unary_response$"]),
     ("audit writer: hash chain and SQLite commit",
-     [r"convergio_policy::audit_sink::write_all::\{"]),
-    ("metrics", [r"metrics::recorder", r"convergio_gateway::.*metrics::record"]),
+     [r"^convergio_policy::audit_sink::write_all::\{\{closure"]),
+    ("metrics", [r"^metrics::"]),
 ]
 
 line_pattern = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(.*?)\s*(?:\[[^\]]*\])?\s*$")
@@ -121,20 +118,35 @@ def read(path):
             costs[name] = costs.get(name, 0) + cost
     return costs, total
 
+def by_function(costs, inclusive):
+    # callgrind_annotate lists a function once per source file its code
+    # (inlined code included) comes from: a function's own cost is the sum
+    # over those lines, its inclusive cost the largest of them.
+    merged = {}
+    for name, cost in costs.items():
+        function = function_name(name)
+        if inclusive:
+            merged[function] = max(merged.get(function, 0), cost)
+        else:
+            merged[function] = merged.get(function, 0) + cost
+    return merged
+
 def per_call(kind):
     small_costs, small_total = read(f"{out}/{kind}.{small}.txt")
     large_costs, large_total = read(f"{out}/{kind}.{large}.txt")
+    small_costs = by_function(small_costs, kind == "inclusive")
+    large_costs = by_function(large_costs, kind == "inclusive")
     names = set(small_costs) | set(large_costs)
     diff = {name: (large_costs.get(name, 0) - small_costs.get(name, 0)) / calls for name in names}
     return diff, (large_total - small_total) / calls
-
-inclusive, total = per_call("inclusive")
-selfcost, _ = per_call("self")
 
 def function_name(name):
     # `file:function`: the file part ends at the first ':' not part of '::'.
     match = re.match(r"^(.*?[^:]):(?!:)(.*)$", name)
     return match.group(2) if match else name
+
+inclusive, total = per_call("inclusive")
+selfcost, _ = per_call("self")
 
 print(f"Instructions per proxied SendMessage (API key, shipped policies + audit), "
       f"{calls} calls ({large} - {small}); total {total:,.0f}")
@@ -142,17 +154,15 @@ print(f"{'stage':<48} {'instr/req':>12} {'share':>7}")
 counted = 0.0
 for stage, patterns in STAGES:
     owners = [name for name in inclusive
-              if any(re.search(pattern, function_name(name)) for pattern in patterns)]
+              if any(re.search(pattern, name) for pattern in patterns)]
     cost = sum(inclusive[name] for name in owners)
-    if not patterns:
-        continue
     counted += cost
     shown = f"{cost:12,.0f}" if owners else f"{'-':>12}"
     print(f"{stage:<48} {shown} {100 * cost / max(total, 1):6.1f}%")
 rest = total - counted
-print(f"{'everything else (runtime, allocator, layers)':<48} {rest:12,.0f} {100 * rest / max(total, 1):6.1f}%")
+print(f"{'everything else (runtime, layers, hyper I/O)':<48} {rest:12,.0f} {100 * rest / max(total, 1):6.1f}%")
 print()
 print("Top 20 functions by own instructions per request:")
 for name, cost in sorted(selfcost.items(), key=lambda item: -item[1])[:20]:
-    print(f"{cost:12,.0f}  {function_name(name)[:110]}")
+    print(f"{cost:12,.0f}  {name[:110]}")
 PYTHON

@@ -1344,8 +1344,9 @@ impl Nginx {
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n\
                client_body_temp_path {dir_text}/body;\n  proxy_temp_path {dir_text}/proxy;\n\
-               upstream bench {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n\
+               upstream bench {{ server 127.0.0.1:{upstream_port}; keepalive 64; \
+                 keepalive_requests 100000000; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 100000000;\n\
                  location = /agents/bench {{\n      proxy_pass http://bench/;\n\
                    proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
         );
