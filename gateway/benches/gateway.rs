@@ -62,6 +62,7 @@ use convergio_auth::{JwtConfig, KeySet, MtlsConfig};
 use convergio_gateway::a2a::{
     a2a_router, A2aConfig, A2aState, InMemoryRoutes, RouteTarget, SseParser,
 };
+use convergio_gateway::api_keys::{IssueRequest, StoredApiKeys};
 use convergio_gateway::layers::{
     with_layers_auth, AuthenticateConfig, Authenticator, JwksSource, JwtAuthConfig, LimitsConfig,
 };
@@ -89,6 +90,11 @@ const JWKS_ENV: &str = "CONVERGIO_BENCH_JWKS";
 const ONLY_ENV: &str = "CONVERGIO_BENCH_ONLY";
 const UPSTREAM_ENV: &str = "CONVERGIO_BENCH_UPSTREAM";
 const RUNTIME_ENV: &str = "CONVERGIO_BENCH_RUNTIME";
+/// Set in a child that must exit (cleanly) when its stdin closes.
+const EXIT_ON_EOF_ENV: &str = "CONVERGIO_BENCH_EXIT_ON_EOF";
+/// The organisation of the bench agent and of the API key and JWT callers,
+/// so the shipped `internal-same-org` policy admits them.
+const BENCH_ORG: &str = "convergio.local";
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const STREAMS: usize = 1000;
 const EVENTS_PER_STREAM: usize = 5;
@@ -170,7 +176,15 @@ async fn run_gateway_child() {
         "sqlite://{}?mode=rwc",
         child_dir().join("registry.db").display()
     );
-    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
+    if std::env::var(EXIT_ON_EOF_ENV).is_ok() {
+        // The profile's child ends cleanly (callgrind writes its counts at
+        // exit, not on SIGKILL) once the parent closes its stdin.
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
     let registry = Registry::new(
         agents,
         RegistryConfig::default(),
@@ -223,7 +237,30 @@ async fn run_gateway_child() {
         .await;
         return;
     }
+    let mut api_key = None;
     let (config, tls) = match auth.as_str() {
+        "api_key" => {
+            let keys = Arc::new(StoredApiKeys::new(Arc::new(
+                convergio_store::registry::ApiKeys::new(&db),
+            )));
+            let issued = keys
+                .issue(&IssueRequest {
+                    subject: "bench".to_owned(),
+                    org: Some(BENCH_ORG.to_owned()),
+                    scopes: Vec::new(),
+                    ttl_seconds: None,
+                })
+                .await
+                .expect("bench api key");
+            api_key = Some(issued.key);
+            (
+                AuthenticateConfig {
+                    api_keys: Some(keys),
+                    ..AuthenticateConfig::default()
+                },
+                None,
+            )
+        }
         "jwt" => {
             let jwks = std::env::var(JWKS_ENV).expect("jwks in the environment");
             let jwt = JwtAuthConfig::new(
@@ -261,7 +298,10 @@ async fn run_gateway_child() {
     };
     let authenticator = Authenticator::new(config).await.expect("authenticator");
     let app = with_layers_auth(router, &limits, Arc::new(authenticator));
-    println!("PORT {port}");
+    match api_key {
+        Some(key) => println!("PORT {port} KEY {key}"),
+        None => println!("PORT {port}"),
+    }
     let _ = serve_with(
         listener,
         app,
@@ -310,6 +350,8 @@ async fn upstream_handler(body: Bytes) -> Response<Body> {
 struct BenchChild {
     child: Child,
     port: u16,
+    /// The API key the child issued itself (auth mode `api_key`).
+    api_key: Option<String>,
 }
 
 impl BenchChild {
@@ -331,9 +373,26 @@ impl BenchChild {
     }
 
     fn spawn_role(role: &str, settings: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("own path"))
+        Self::spawn_wrapped(role, settings, &[])
+    }
+
+    /// The child run under `wrapper` (a command prefix such as `taskset -c
+    /// 1` or valgrind), when not empty. Its stdin is a pipe the parent holds
+    /// (closing it ends a child started with [`EXIT_ON_EOF_ENV`]).
+    fn spawn_wrapped(role: &str, settings: &[(&str, &str)], wrapper: &[String]) -> Self {
+        let own = std::env::current_exe().expect("own path");
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(own);
+                command
+            }
+            None => Command::new(own),
+        };
+        let mut child = command
             .env(ROLE_ENV, role)
             .envs(settings.iter().copied())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn the gateway child");
@@ -342,31 +401,41 @@ impl BenchChild {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the port line");
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|port| port.parse().ok())
-            .expect("PORT line");
-        Self { child, port }
+        // `PORT <port>`, then `KEY <api key>` when the child issued one.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let port = match words.as_slice() {
+            ["PORT", port, ..] => port.parse().ok(),
+            _ => None,
+        }
+        .expect("PORT line");
+        let api_key = match words.as_slice() {
+            [_, _, "KEY", key] => Some((*key).to_owned()),
+            _ => None,
+        };
+        Self {
+            child,
+            port,
+            api_key,
+        }
     }
 
-    fn stat(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default()
+    /// Closes the child's stdin and waits up to `bound` for it to exit;
+    /// whether it did.
+    fn close_and_wait(&mut self, bound: Duration) -> bool {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// utime + stime in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = self.stat();
-        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // Fields after the name start at field 3 (state); utime is 14, stime 15.
-        let ticks = |index: usize| {
-            fields
-                .get(index - 3)
-                .and_then(|field| field.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(14) + ticks(15)) / CLOCK_TICKS_PER_SECOND
+        cpu_seconds_of(self.child.id())
     }
 
     fn rss_megabytes(&self) -> f64 {
@@ -385,6 +454,21 @@ impl BenchChild {
             .map(|kilobytes| kilobytes / 1024.0)
             .unwrap_or(0.0)
     }
+}
+
+/// utime + stime of process `pid` in seconds.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields after the name start at field 3 (state); utime is 14, stime 15.
+    let ticks = |index: usize| {
+        fields
+            .get(index - 3)
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(14) + ticks(15)) / CLOCK_TICKS_PER_SECOND
 }
 
 impl Drop for BenchChild {
@@ -606,6 +690,14 @@ async fn run() {
         policy_on_off(&client(), &upstream_url).await;
         return;
     }
+    if std::env::var(ONLY_ENV).as_deref() == Ok("yardstick") {
+        yardstick(&upstream_url).await;
+        return;
+    }
+    if std::env::var(ONLY_ENV).as_deref() == Ok("profile") {
+        profile(&upstream_url).await;
+        return;
+    }
     let gateway = BenchChild::spawn(&upstream_url);
     let gateway_uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
     let client = client();
@@ -725,6 +817,7 @@ async fn run() {
     auth_modes(&upstream_url).await;
     policy_on_off(&client, &upstream_url).await;
     federation_cost(&client, &upstream_url).await;
+    yardstick(&upstream_url).await;
 }
 
 const BENCH_ISSUER: &str = "https://idp.bench.example";
@@ -751,7 +844,7 @@ fn jwt_material() -> (String, String) {
         .as_bytes());
     let claims = b64(
         json!({"iss": BENCH_ISSUER, "aud": BENCH_AUDIENCE, "sub": "bench",
-        "org": "bench.example", "exp": now + 3600})
+        "org": BENCH_ORG, "exp": now + 3600})
         .to_string()
         .as_bytes(),
     );
@@ -786,12 +879,31 @@ fn tls_client_config() -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// When a keep-alive connection stops sending.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// At this instant.
+    At(Instant),
+    /// After this many requests.
+    After(usize),
+}
+
 /// One keep-alive HTTP/1.1 connection sending SendMessage back to back.
 async fn connection_loop(
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
     bearer: Option<String>,
     deadline: Instant,
+) -> Vec<Option<Duration>> {
+    keep_alive_loop(port, tls, bearer, Stop::At(deadline)).await
+}
+
+/// One keep-alive HTTP/1.1 connection sending SendMessage until `stop`.
+async fn keep_alive_loop(
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    bearer: Option<String>,
+    stop: Stop,
 ) -> Vec<Option<Duration>> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -819,7 +931,10 @@ async fn connection_loop(
     };
     let body = send_body(3);
     let mut outcomes = Vec::new();
-    while Instant::now() < deadline {
+    while match stop {
+        Stop::At(deadline) => Instant::now() < deadline,
+        Stop::After(count) => outcomes.len() < count,
+    } {
         let started = Instant::now();
         let mut request = Request::post("/agents/bench")
             .header("host", "localhost")
@@ -1155,4 +1270,309 @@ async fn federation_cost(client: &HttpClient, upstream_url: &str) {
     );
     println!("  (the cross-org row also pays a second gateway hop: A forwards to B)");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ===================================================================
+// The yardstick (issue 25): nginx as a plain reverse proxy in front of the
+// same upstream, and Convergio's CPU per request as a ratio to it, with
+// policy off, anonymous + policy, API key + policy and JWT + policy, each
+// proxy pinned to the same core (`taskset`, when installed) and driven by
+// 32 keep-alive connections for 2 s. `CONVERGIO_BENCH_ONLY=yardstick` runs
+// just this part. nginx comes from Debian's `nginx-light`; without it the
+// ratios are skipped and the bench says so.
+//
+// And the profile (`CONVERGIO_BENCH_ONLY=profile`, run by
+// `scripts/profile-gateway.sh`): the API key + policy child under
+// `valgrind --tool=callgrind`, a fixed number of SendMessage calls, then a
+// clean exit so callgrind writes its counts.
+// ===================================================================
+
+/// How many requests the profile sends (`scripts/profile-gateway.sh` runs
+/// it twice with different counts and divides the difference).
+const PROFILE_REQUESTS_ENV: &str = "CONVERGIO_BENCH_PROFILE_REQUESTS";
+/// Where callgrind writes the profile's counts.
+const CALLGRIND_OUT_ENV: &str = "CONVERGIO_BENCH_CALLGRIND_OUT";
+
+/// `taskset -c <last cpu>` when `taskset` exists: the proxies of the
+/// yardstick share one core, the load generator and upstream the others.
+fn pin_wrapper() -> Vec<String> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let has_taskset = Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if has_taskset && cpus > 1 {
+        vec![
+            "taskset".to_owned(),
+            "-c".to_owned(),
+            (cpus - 1).to_string(),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
+/// nginx as a plain reverse proxy (one process: no master, no daemon).
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+// === impl Nginx ===
+
+impl Nginx {
+    /// Starts nginx on a free loopback port in front of `upstream_port`;
+    /// `None` when nginx is not installed or does not come up.
+    async fn start(upstream_port: u16, wrapper: &[String]) -> Option<Self> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())?;
+        let dir =
+            std::env::temp_dir().join(format!("convergio-bench-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            probe.local_addr().ok()?.port()
+        };
+        let dir_text = dir.display();
+        let config = format!(
+            "worker_processes 1;\nmaster_process off;\ndaemon off;\npid {dir_text}/nginx.pid;\n\
+             error_log {dir_text}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n\
+               client_body_temp_path {dir_text}/body;\n  proxy_temp_path {dir_text}/proxy;\n\
+               upstream bench {{ server 127.0.0.1:{upstream_port}; keepalive 64; \
+                 keepalive_requests 100000000; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 100000000;\n\
+                 location = /agents/bench {{\n      proxy_pass http://bench/;\n\
+                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        );
+        let config_path = dir.join("nginx.conf");
+        std::fs::write(&config_path, config).ok()?;
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let nginx = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(nginx);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// 32 keep-alive connections for 2 s against `port` (after a 300 ms warm
+/// up); the run and the CPU seconds `cpu` counted during it.
+async fn drive(port: u16, bearer: Option<String>, cpu: impl Fn() -> f64) -> (Run, f64) {
+    const CONNECTIONS: usize = 32;
+    let warm = Instant::now() + Duration::from_millis(300);
+    let _ = connection_loop(port, None, bearer.clone(), warm).await;
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    let mut workers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        workers.push(tokio::spawn(connection_loop(
+            port,
+            None,
+            bearer.clone(),
+            deadline,
+        )));
+    }
+    let mut outcomes = Vec::new();
+    for worker in workers {
+        outcomes.extend(worker.await.expect("worker"));
+    }
+    let run = Run::new(outcomes, started.elapsed());
+    let seconds = cpu() - cpu_before;
+    (run, seconds)
+}
+
+async fn yardstick(upstream_url: &str) {
+    let upstream_port: u16 = upstream_url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/')
+        .parse()
+        .expect("upstream port");
+    let wrapper = pin_wrapper();
+    let (jwks, token) = jwt_material();
+    println!();
+    println!(
+        "Yardstick: CPU per proxied SendMessage (1 KB), 32 keep-alive connections, 2 s each, {}",
+        if wrapper.is_empty() {
+            "proxies not pinned (no taskset)".to_owned()
+        } else {
+            format!("proxies pinned to CPU {}", wrapper[2])
+        }
+    );
+    println!(
+        "{:>24} | {:>8} {:>7} {:>7} | {:>10} | {:>8}",
+        "proxy", "req/s", "p50 us", "p99 us", "CPU us/req", "x nginx"
+    );
+    let row = |label: &str, run: &Run, cpu: f64, ratio: Option<f64>| {
+        println!(
+            "{label:>24} | {:>8.0} {:>7.0} {:>7.0} | {cpu:>10.1} | {:>8} | failed {}",
+            run.throughput(),
+            micros(run.percentile(0.5)),
+            micros(run.percentile(0.99)),
+            ratio.map_or("-".to_owned(), |ratio| format!("{ratio:.2}")),
+            run.failures
+        );
+    };
+    let per_request = |run: &Run, seconds: f64| seconds * 1e6 / run.latencies.len().max(1) as f64;
+    let nginx_cpu = match Nginx::start(upstream_port, &wrapper).await {
+        Some(nginx) => {
+            let pid = nginx.child.id();
+            let (run, seconds) = drive(nginx.port, None, || cpu_seconds_of(pid)).await;
+            let cpu = per_request(&run, seconds);
+            row("nginx (reverse proxy)", &run, cpu, Some(1.0));
+            Some(cpu)
+        }
+        None => {
+            println!("{:>24} | skipped: nginx is not installed (apt-get install nginx-light) or did not start", "nginx");
+            None
+        }
+    };
+    let modes = [
+        ("policy off", "", "off"),
+        ("anonymous + policy", "anonymous", "on"),
+        ("api key + policy", "api_key", "on"),
+        ("jwt + policy", "jwt", "on"),
+    ];
+    let mut figures = Vec::new();
+    for (label, auth, policy) in modes {
+        let gateway = BenchChild::spawn_wrapped(
+            "gateway",
+            &[
+                (UPSTREAM_ENV, upstream_url),
+                (AUTH_ENV, auth),
+                (POLICY_ENV, policy),
+                (JWKS_ENV, &jwks),
+            ],
+            &wrapper,
+        );
+        let bearer = match auth {
+            "api_key" => gateway.api_key.clone(),
+            "jwt" => Some(token.clone()),
+            _ => None,
+        };
+        let (run, seconds) = drive(gateway.port, bearer, || gateway.cpu_seconds()).await;
+        let cpu = per_request(&run, seconds);
+        let ratio = nginx_cpu.map(|nginx| cpu / nginx.max(1e-9));
+        row(&format!("convergio, {label}"), &run, cpu, ratio);
+        figures.push((label, cpu, ratio));
+    }
+    let off = figures.first().map_or(0.0, |(_, cpu, _)| *cpu);
+    let api_key = figures
+        .iter()
+        .find(|(label, ..)| *label == "api key + policy")
+        .map_or(0.0, |(_, cpu, _)| *cpu);
+    let ratios: Vec<String> = figures
+        .iter()
+        .map(|(label, cpu, ratio)| match ratio {
+            Some(ratio) => format!("{label} {cpu:.1} us = {ratio:.2}x"),
+            None => format!("{label} {cpu:.1} us"),
+        })
+        .collect();
+    println!(
+        "yardstick summary: nginx {} ; {} (target: api key + policy <= 4x nginx); api key + policy = {:.2}x policy off (target <= 1.25x)",
+        nginx_cpu.map_or("skipped".to_owned(), |cpu| format!("{cpu:.1} us")),
+        ratios.join(", "),
+        api_key / off.max(1e-9)
+    );
+}
+
+/// The profile's load: the API key + policy child under callgrind, a fixed
+/// number of calls over 8 keep-alive connections, then a clean exit.
+async fn profile(upstream_url: &str) {
+    const CONNECTIONS: usize = 8;
+    let requests: usize = std::env::var(PROFILE_REQUESTS_ENV)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(1000);
+    let out = std::env::var(CALLGRIND_OUT_ENV).unwrap_or_else(|_| {
+        std::env::temp_dir()
+            .join(format!("callgrind.convergio.{}", std::process::id()))
+            .display()
+            .to_string()
+    });
+    let wrapper = vec![
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={out}"),
+        // Instruction counts per function are all the script reads.
+        "--dump-instr=no".to_owned(),
+        "--quiet".to_owned(),
+    ];
+    let mut gateway = BenchChild::spawn_wrapped(
+        "gateway",
+        &[
+            (UPSTREAM_ENV, upstream_url),
+            (AUTH_ENV, "api_key"),
+            (POLICY_ENV, "on"),
+            (EXIT_ON_EOF_ENV, "1"),
+        ],
+        &wrapper,
+    );
+    let key = gateway.api_key.clone().expect("the child issued a key");
+    let mut workers = Vec::new();
+    for index in 0..CONNECTIONS {
+        // Spread `requests` over the connections exactly.
+        let count = requests / CONNECTIONS + usize::from(index < requests % CONNECTIONS);
+        workers.push(tokio::spawn(keep_alive_loop(
+            gateway.port,
+            None,
+            Some(key.clone()),
+            Stop::After(count),
+        )));
+    }
+    let mut outcomes = Vec::new();
+    for worker in workers {
+        outcomes.extend(worker.await.expect("worker"));
+    }
+    let failed = outcomes.iter().filter(|outcome| outcome.is_none()).count();
+    // The audit writer commits behind the calls (slowly, under callgrind):
+    // give it time to drain before the child exits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let exited =
+        tokio::task::spawn_blocking(move || gateway.close_and_wait(Duration::from_secs(120)))
+            .await
+            .unwrap_or(false);
+    println!(
+        "PROFILE requests {} failed {failed} exited {exited} out {out}",
+        outcomes.len() - failed
+    );
 }

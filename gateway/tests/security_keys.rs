@@ -162,3 +162,121 @@ async fn issued_keys_work_on_every_replica_until_revoked() {
         .expect("revoke again");
     assert_eq!(again.status(), 404);
 }
+
+/// Issue #25: decisions are cached, but a revoked key never reaches the
+/// decision: the call that was allowed a moment ago is refused at once.
+#[tokio::test]
+async fn a_cached_allow_ends_when_its_api_key_is_revoked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let db = convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let store = convergio_store::registry::AgentStore::open(&db)
+        .await
+        .expect("registry");
+    let registry = Registry::new(
+        Arc::new(store),
+        RegistryConfig::default(),
+        Arc::new(convergio_gateway::ssrf::AllowList::loopback()),
+    );
+    let fake = support::spawn_fake(support::FakeMode::V1JsonRpcOnly).await;
+    let mut card = fake.card();
+    card["name"] = json!("echo");
+    registry
+        .register(
+            &convergio_registry::Actor::admin(),
+            convergio_registry::Registration {
+                name: Some("echo".to_owned()),
+                org: None,
+                role: None,
+                card,
+                upstreams: None,
+                trust: None,
+            },
+        )
+        .await
+        .expect("register");
+    let admin = convergio_policy::PolicyAdmin::new(
+        Arc::new(convergio_policy::PolicyEngine::with_defaults().expect("defaults")),
+        Arc::new(convergio_store::policy::PolicyStore::new(db.clone())),
+    );
+    admin.bootstrap().await.expect("bootstrap");
+    let (audit, _writer) = convergio_policy::AuditSink::spawn(admin.audit().clone(), 64);
+    let keys = Arc::new(StoredApiKeys::new(Arc::new(
+        convergio_store::registry::ApiKeys::new(&db),
+    )));
+    let authenticator = Authenticator::new(AuthenticateConfig {
+        admin_token: Some(ADMIN.to_owned()),
+        api_keys: Some(keys.clone()),
+        ..AuthenticateConfig::default()
+    })
+    .await
+    .expect("authenticator");
+    let router = build_router(
+        registry,
+        AppConfig {
+            admin_token: Some(ADMIN.to_owned()),
+            authenticator: Some(Arc::new(authenticator)),
+            api_keys: Some(keys),
+            policy: Some(convergio_gateway::app::PolicyServices {
+                admin,
+                audit,
+                quotas: None,
+            }),
+            a2a: convergio_gateway::a2a::A2aConfig {
+                upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+                ..Default::default()
+            },
+            ..AppConfig::default()
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(serve_with(
+        listener,
+        router,
+        ServerConfig::default(),
+        None,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    // The registry's own organisation: internal-same-org admits the key.
+    let issued: Value = http
+        .post(format!("{base}/v1/api-keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"subject": "ci-bot", "org": RegistryConfig::default().org_domain}))
+        .send()
+        .await
+        .expect("issue")
+        .json()
+        .await
+        .expect("json");
+    let key = issued["key"].as_str().expect("key").to_owned();
+    let id = issued["id"].as_str().expect("id").to_owned();
+    let send = || {
+        http.post(format!("{base}/agents/echo"))
+            .header("x-api-key", &key)
+            .header("A2A-Version", "1.0")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                "params": support::send_params("hi")}))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(send().await.expect("send").status(), 200);
+    }
+    let revoked = http
+        .delete(format!("{base}/v1/api-keys/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(send().await.expect("send").status(), 401);
+    assert_eq!(
+        fake.state
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}

@@ -191,51 +191,98 @@ pub fn parse_at(text: &str) -> Result<DateTime<Utc>> {
         .map_err(|error| PolicyError::corrupt_because(format!("timestamp {text:?}"), error))
 }
 
-/// The canonical JSON of a record's content (everything but the hashes).
+/// The canonical JSON of a record's content (everything but the hashes):
+/// keys sorted at every level, no whitespace.
 pub fn canonical_json(seq: i64, entry: &AuditEntry) -> String {
-    let mut object = Map::new();
-    // Keys in sorted order; `canonical` sorts nested objects too.
-    object.insert("action".into(), Value::from(entry.action.clone()));
-    object.insert("at".into(), Value::from(format_at(&entry.at)));
-    object.insert("decision".into(), Value::from(entry.decision.clone()));
-    object.insert("determining".into(), Value::from(entry.determining.clone()));
-    object.insert("detail".into(), canonical(&entry.detail));
-    object.insert("method".into(), Value::from(entry.method.clone()));
-    object.insert("org".into(), Value::from(entry.org.clone()));
-    object.insert("request_id".into(), Value::from(entry.request_id.clone()));
-    object.insert("resource".into(), Value::from(entry.resource.clone()));
-    object.insert("seq".into(), Value::from(seq));
-    object.insert("subject".into(), Value::from(entry.subject.clone()));
-    Value::Object(object).to_string()
+    let mut out = Vec::with_capacity(384);
+    write_canonical_json(&mut out, seq, entry);
+    // serde_json writes UTF-8 only; the lossy branch cannot be taken.
+    String::from_utf8(out)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
-fn canonical(value: &Value) -> Value {
+/// Writes [`canonical_json`] into `out`, field by field (issue #25: the
+/// writer hashes every record, and building a JSON document of clones for
+/// each cost more than the hash). The output is byte for byte what
+/// serialising a sorted `serde_json` object gives, so stored hashes verify.
+fn write_canonical_json(out: &mut Vec<u8>, seq: i64, entry: &AuditEntry) {
+    out.extend_from_slice(b"{\"action\":");
+    write_json(out, entry.action.as_str());
+    out.extend_from_slice(b",\"at\":");
+    write_json(out, format_at(&entry.at).as_str());
+    out.extend_from_slice(b",\"decision\":");
+    write_json(out, entry.decision.as_str());
+    out.extend_from_slice(b",\"determining\":");
+    write_json(out, &entry.determining);
+    out.extend_from_slice(b",\"detail\":");
+    write_sorted(out, &entry.detail);
+    out.extend_from_slice(b",\"method\":");
+    write_json(out, entry.method.as_str());
+    out.extend_from_slice(b",\"org\":");
+    write_json(out, &entry.org);
+    out.extend_from_slice(b",\"request_id\":");
+    write_json(out, &entry.request_id);
+    out.extend_from_slice(b",\"resource\":");
+    write_json(out, entry.resource.as_str());
+    out.extend_from_slice(b",\"seq\":");
+    write_json(out, &seq);
+    out.extend_from_slice(b",\"subject\":");
+    write_json(out, entry.subject.as_str());
+    out.push(b'}');
+}
+
+/// Appends `value` as compact JSON. Strings, numbers, options of them and
+/// JSON values cannot fail to serialise, and a `Vec` cannot fail to grow.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _infallible = serde_json::to_writer(&mut *out, value);
+}
+
+/// Appends `value` with every object's keys sorted, recursively.
+fn write_sorted(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(object) => {
             let mut keys: Vec<&String> = object.keys().collect();
             keys.sort();
-            let mut sorted = Map::new();
-            for key in keys {
+            out.push(b'{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json(out, key.as_str());
+                out.push(b':');
                 if let Some(inner) = object.get(key) {
-                    sorted.insert(key.clone(), canonical(inner));
+                    write_sorted(out, inner);
                 }
             }
-            Value::Object(sorted)
+            out.push(b'}');
         }
-        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-        other => other.clone(),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_sorted(out, item);
+            }
+            out.push(b']');
+        }
+        scalar => write_json(out, scalar),
     }
 }
 
 /// `hex(SHA-256(prev_hash || canonical JSON))`.
 pub fn chain_hash(prev_hash: &str, seq: i64, entry: &AuditEntry) -> String {
-    let mut input = prev_hash.as_bytes().to_vec();
-    input.extend_from_slice(canonical_json(seq, entry).as_bytes());
-    digest(&SHA256, &input)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut input = Vec::with_capacity(prev_hash.len() + 384);
+    input.extend_from_slice(prev_hash.as_bytes());
+    write_canonical_json(&mut input, seq, entry);
+    let digest = digest(&SHA256, &input);
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// Truncates `at` to what storage keeps, so the hash computed before the
@@ -428,5 +475,86 @@ impl AuditLog {
             last_seq: expected_seq - 1,
             checkpoint,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The canonical form as it was first written (a sorted `serde_json`
+    /// object of clones): stored chains were hashed over this text.
+    fn reference_canonical_json(seq: i64, entry: &AuditEntry) -> String {
+        fn sorted(value: &Value) -> Value {
+            match value {
+                Value::Object(object) => {
+                    let mut keys: Vec<&String> = object.keys().collect();
+                    keys.sort();
+                    let mut out = Map::new();
+                    for key in keys {
+                        if let Some(inner) = object.get(key) {
+                            out.insert(key.clone(), sorted(inner));
+                        }
+                    }
+                    Value::Object(out)
+                }
+                Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+                other => other.clone(),
+            }
+        }
+        let mut object = Map::new();
+        object.insert("action".into(), Value::from(entry.action.clone()));
+        object.insert("at".into(), Value::from(format_at(&entry.at)));
+        object.insert("decision".into(), Value::from(entry.decision.clone()));
+        object.insert("determining".into(), Value::from(entry.determining.clone()));
+        object.insert("detail".into(), sorted(&entry.detail));
+        object.insert("method".into(), Value::from(entry.method.clone()));
+        object.insert("org".into(), Value::from(entry.org.clone()));
+        object.insert("request_id".into(), Value::from(entry.request_id.clone()));
+        object.insert("resource".into(), Value::from(entry.resource.clone()));
+        object.insert("seq".into(), Value::from(seq));
+        object.insert("subject".into(), Value::from(entry.subject.clone()));
+        Value::Object(object).to_string()
+    }
+
+    #[test]
+    fn canonical_json_is_unchanged_byte_for_byte() {
+        let at = parse_at("2026-12-03T23:59:59.123456Z").expect("time");
+        let plain = AuditEntry {
+            at,
+            request_id: Some("r-1".to_owned()),
+            subject: "alice".to_owned(),
+            org: Some("acme.example".to_owned()),
+            method: "jwt".to_owned(),
+            action: "send_message".to_owned(),
+            resource: "agent:convergio://agents/echo".to_owned(),
+            decision: "allow".to_owned(),
+            determining: vec!["internal-same-org".to_owned()],
+            detail: json!({"skill": "x", "a2a_method": "SendMessage"}),
+        };
+        let awkward = AuditEntry {
+            request_id: None,
+            org: None,
+            subject: "quote \" back \\ nl \n tab \t bell \u{7} é 漢 🦀".to_owned(),
+            determining: Vec::new(),
+            detail: json!({"z": [{"b": 1, "a": null}, 2.5, -3, true], "a": {"y": "\u{0}", "x": []},
+                "m": {}}),
+            ..plain.clone()
+        };
+        for (seq, entry) in [(1, &plain), (i64::MAX, &awkward), (-7, &awkward)] {
+            assert_eq!(
+                canonical_json(seq, entry),
+                reference_canonical_json(seq, entry)
+            );
+        }
+        let mut input = GENESIS_HASH.as_bytes().to_vec();
+        input.extend_from_slice(reference_canonical_json(1, &plain).as_bytes());
+        let expected: String = digest(&SHA256, &input)
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(chain_hash(GENESIS_HASH, 1, &plain), expected);
     }
 }

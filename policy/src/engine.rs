@@ -19,6 +19,11 @@
 //! matches it, and the answers are combined with Cedar's own rule: allow
 //! iff some permit is satisfied and no forbid is. `engine/tests.rs` checks
 //! the sliced and the whole-set decisions agree over generated requests.
+//!
+//! Why a cache: the gateway asks the same question on every call of the
+//! same caller to the same agent; each active set remembers its answers
+//! (`engine/decisions.rs` says what the key holds and why a policy, trust or key
+//! change can never be answered from it).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -36,6 +41,10 @@ use serde::{Deserialize, Serialize};
 /// Defined with the error that carries it (a leaf module); named here too.
 pub use crate::error::PolicyDiagnostic;
 use crate::error::{PolicyError, Result};
+
+mod decisions;
+
+use decisions::DecisionCache;
 
 /// The shipped Cedar schema (`policies/schema.cedarschema`).
 pub const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
@@ -163,7 +172,7 @@ impl FromStr for Action {
 }
 
 /// What a request acts on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Resource {
     /// One agent, with the attributes policies may look at.
@@ -221,7 +230,7 @@ impl Resource {
 }
 
 /// Per-request facts beyond principal, action and resource.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestContext {
     /// The A2A method (`SendMessage`, …), empty for REST administration.
@@ -274,6 +283,8 @@ struct ActiveSet {
     /// The whole set, for reference evaluation.
     full: PolicySet,
     by_action: Vec<ActionSlices>,
+    /// The answers given with this set (`decisions` module docs).
+    decisions: DecisionCache,
 }
 
 /// The policies that may match one action, sliced by scope key.
@@ -379,6 +390,7 @@ impl PolicyEngine {
             text: String::new(),
             full: PolicySet::new(),
             by_action: Action::ALL.iter().map(|_| ActionSlices::new()).collect(),
+            decisions: DecisionCache::new(false),
         };
         Ok(Self {
             validator: Validator::new(schema.clone()),
@@ -486,8 +498,22 @@ impl PolicyEngine {
         self.current().text.clone()
     }
 
-    /// Decides `request` against the active set.
+    /// Decides `request` against the active set: the answer the set gave
+    /// to the same question before, else a fresh evaluation (module docs).
     pub fn authorize(&self, request: &AuthzRequest<'_>) -> Decision {
+        let active = self.current();
+        let fingerprint = active.decisions.fingerprint(request);
+        if let Some(decision) = active.decisions.get(fingerprint, request) {
+            return decision;
+        }
+        let decision = self.decide(&active, request);
+        active.decisions.insert(fingerprint, request, &decision);
+        decision
+    }
+
+    /// Decides `request` against the active set without its cache: what
+    /// [`PolicyEngine::authorize`] must always agree with (tests, benches).
+    pub fn authorize_uncached(&self, request: &AuthzRequest<'_>) -> Decision {
         let active = self.current();
         self.decide(&active, request)
     }
@@ -555,6 +581,9 @@ impl PolicyEngine {
     fn index(&self, version: Option<i64>, text: &str, set: &PolicySet) -> ActiveSet {
         let mut by_action: Vec<ActionSlices> =
             Action::ALL.iter().map(|_| ActionSlices::new()).collect();
+        let uses_now = set
+            .policies()
+            .any(|policy| mentions_now(&policy.to_string()));
         for policy in set.policies() {
             let key = slice_key(policy);
             for action in Action::ALL {
@@ -568,6 +597,7 @@ impl PolicyEngine {
             text: text.to_owned(),
             full: set.clone(),
             by_action,
+            decisions: DecisionCache::new(uses_now),
         }
     }
 
@@ -825,6 +855,18 @@ impl PolicyEngine {
             .map_err(|error| error.to_string())?;
         Ok((cedar_request, entities))
     }
+}
+
+/// Whether `text` has the word `now` (as in `context.now` or
+/// `context["now"]`, and in comments or strings too: a mention too many
+/// only keeps `now` in the decision cache's key).
+fn mentions_now(text: &str) -> bool {
+    let is_word = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_';
+    text.match_indices("now").any(|(at, _)| {
+        let before = at.checked_sub(1).map(|index| text.as_bytes()[index]);
+        let after = text.as_bytes().get(at + 3).copied();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// The slice a policy belongs to (module docs).

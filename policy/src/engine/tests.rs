@@ -1,5 +1,6 @@
 //! Engine unit tests: validation diagnostics, the shipped policies' test
-//! coverage, the lock-out check and the per-action index.
+//! coverage, the lock-out check, the per-action index and the decision
+//! cache.
 
 use std::path::Path;
 
@@ -218,4 +219,128 @@ fn line_column_counts_characters() {
     assert_eq!(line_column("ab\ncd", 4), (2, 2));
     assert_eq!(line_column("é\nx", 3), (2, 1));
     assert_eq!(line_column("short", 99), (1, 6));
+}
+
+#[test]
+fn cached_decisions_agree_with_fresh_evaluation() {
+    let engine = engine();
+    let principals = [alice(), Principal::anonymous(), Principal::system()];
+    let resources = [
+        agent("acme.example", TrustLevel::Untrusted),
+        agent("acme.example", TrustLevel::Internal),
+        agent("other.example", TrustLevel::Verified),
+        Resource::Policy,
+    ];
+    let contexts = [
+        RequestContext::default(),
+        RequestContext {
+            loopback: true,
+            ..RequestContext::default()
+        },
+        RequestContext {
+            graph_run: Some("run".to_owned()),
+            ..RequestContext::default()
+        },
+    ];
+    // Twice over: the first pass fills the cache, the second answers from it.
+    for _ in 0..2 {
+        for principal in &principals {
+            for action in Action::ALL {
+                for resource in &resources {
+                    for context in &contexts {
+                        let request = AuthzRequest {
+                            principal,
+                            action,
+                            resource,
+                            context,
+                        };
+                        assert_eq!(
+                            engine.authorize(&request),
+                            engine.authorize_uncached(&request),
+                            "{principal:?} {action} {resource:?} {context:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(engine.current().decisions.len() > 0);
+}
+
+#[test]
+fn a_cached_allow_is_not_reused_after_activation_or_trust_change() {
+    let engine = engine();
+    let context = RequestContext::default();
+    let alice = alice();
+    let internal = agent("acme.example", TrustLevel::Internal);
+    let ask = |resource: &Resource| {
+        engine
+            .authorize(&AuthzRequest {
+                principal: &alice,
+                action: Action::SendMessage,
+                resource,
+                context: &context,
+            })
+            .allowed
+    };
+    let text = format!(
+        "{EXAMPLE_POLICIES}\n@id(\"no-untrusted\") forbid (principal, action, resource is Agent) \
+         when {{ resource.trust_rank < 1 }};"
+    );
+    engine.load(Some(2), &text).expect("valid");
+    assert!(ask(&internal));
+    assert!(ask(&internal), "answered from the cache");
+    // The same agent after a trust change is another resource: decided
+    // afresh, and the forbid on untrusted agents decides.
+    assert!(!ask(&agent("acme.example", TrustLevel::Untrusted)));
+    // An activation starts from an empty cache: the allow is gone at once.
+    engine.load(Some(3), ADMIN_ONLY_POLICIES).expect("valid");
+    assert_eq!(engine.current().decisions.len(), 0);
+    assert!(!ask(&internal));
+}
+
+#[test]
+fn decisions_depend_on_now_only_when_a_policy_mentions_it() {
+    let engine = engine();
+    let decide = |now: i64| {
+        engine
+            .authorize(&AuthzRequest {
+                principal: &alice(),
+                action: Action::SendMessage,
+                resource: &agent("acme.example", TrustLevel::Internal),
+                context: &RequestContext {
+                    now,
+                    ..RequestContext::default()
+                },
+            })
+            .allowed
+    };
+    assert!(decide(1));
+    assert!(decide(2));
+    assert_eq!(
+        engine.current().decisions.len(),
+        1,
+        "the shipped set never mentions now: one entry for both instants"
+    );
+    let text = format!(
+        "{EXAMPLE_POLICIES}\n@id(\"curfew\") forbid (principal, action, resource) \
+         when {{ context.now >= 100 }};"
+    );
+    engine.load(Some(2), &text).expect("valid");
+    assert!(decide(99));
+    assert!(!decide(100), "not the answer cached for 99");
+}
+
+#[test]
+fn only_the_word_now_counts_as_a_mention() {
+    let cases = [
+        ("when { context.now < 5 }", true),
+        ("when { context[\"now\"] < 5 }", true),
+        ("now", true),
+        ("// unknown to them", false),
+        ("nowhere snow", false),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(mentions_now(text), expected, "{text}");
+    }
 }
