@@ -71,6 +71,9 @@ impl ModelUsageMetrics {
     }
 }
 
+/// Reads one counter of an organisation.
+type Read = fn(&OrgCounters) -> u64;
+
 impl prometheus_client::collector::Collector for ModelUsageMetrics {
     /// Tokens, cost, calls and budget refusals by organisation, read at
     /// each scrape (the encoder adds the counters' `_total`).
@@ -104,7 +107,7 @@ impl prometheus_client::collector::Collector for ModelUsageMetrics {
             let cost = counters.cost_micros as f64 / 1_000_000.0;
             ConstCounter::new(cost).encode(family.encode_family(&[("org", org.as_str())])?)?;
         }
-        let counts: [(&str, &str, fn(&OrgCounters) -> u64); 2] = [
+        let counts: [(&str, &str, Read); 2] = [
             (
                 "convergio_model_calls",
                 "Model calls that reported usage, by organisation.",
