@@ -76,7 +76,7 @@ pub enum RegistryError {
         index: usize,
         /// Why: the check's own error.
         #[source]
-        source: crate::service::UpstreamRefusal,
+        source: UpstreamRefusal,
     },
     /// The database failed (typed once by `convergio-store`, cause kept);
     /// the detail is logged, never shown to clients.
@@ -92,6 +92,10 @@ pub enum RegistryError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
+
+/// Why an upstream check (`UpstreamCheck`) refused a URL: the checker's
+/// own error type.
+pub type UpstreamRefusal = Box<dyn std::error::Error + Send + Sync>;
 
 /// The registry's result type.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -25,10 +25,10 @@ pub mod retention;
 pub mod service;
 pub mod store;
 
-pub use error::{RegistryError, Result};
+pub use error::{RegistryError, Result, UpstreamRefusal};
 pub use model::*;
 pub use service::{
     AnyUpstream, ChangeHook, NoOrgKeys, OrgKeys, Registry, RegistryBuilder, RegistryChange,
-    RegistryConfig, StaticOrgKeys, UpstreamCheck, UpstreamRefusal,
+    RegistryConfig, StaticOrgKeys, UpstreamCheck,
 };
 pub use store::{DiscoveryQuery, Page, Store};

@@ -117,9 +117,6 @@ impl OrgKeys for StaticOrgKeys {
     }
 }
 
-/// Why an [`UpstreamCheck`] refused a URL: the checker's own error type.
-pub type UpstreamRefusal = Box<dyn std::error::Error + Send + Sync>;
-
 /// Decides whether the gateway may connect to an upstream URL (the SSRF
 /// guard, implemented by the gateway). Asked for every upstream of every
 /// registration and update, except the server's own agents.
@@ -132,7 +129,7 @@ pub type UpstreamRefusal = Box<dyn std::error::Error + Send + Sync>;
 pub trait UpstreamCheck: Send + Sync {
     /// `Ok` when `url` may be an upstream; otherwise why not (its message
     /// is shown to the caller at the URL's pointer).
-    async fn check(&self, url: &str) -> std::result::Result<(), UpstreamRefusal>;
+    async fn check(&self, url: &str) -> std::result::Result<(), crate::error::UpstreamRefusal>;
 }
 
 /// Accepts every upstream URL. For tools and tests that register only
@@ -143,7 +140,7 @@ pub struct AnyUpstream;
 
 #[async_trait::async_trait]
 impl UpstreamCheck for AnyUpstream {
-    async fn check(&self, _url: &str) -> std::result::Result<(), UpstreamRefusal> {
+    async fn check(&self, _url: &str) -> std::result::Result<(), crate::error::UpstreamRefusal> {
         Ok(())
     }
 }
