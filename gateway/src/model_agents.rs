@@ -289,20 +289,37 @@ async fn permitted_row(
     }
 }
 
+/// The caller's own organisation, when policy lets it do `action` there.
+async fn own_org_permitted(
+    state: &ApiState,
+    principal: &Principal,
+    extensions: &axum::http::Extensions,
+    action: Action,
+) -> Result<String, Failure> {
+    let org = state.agents.org_of(principal);
+    if state
+        .gate
+        .decide_org(principal, action, &org, extensions)
+        .await
+    {
+        Ok(org)
+    } else {
+        Err(refusal(principal, action, "model agents"))
+    }
+}
+
 async fn list_handler(
     State(state): State<ApiState>,
     request: axum::extract::Request,
 ) -> Result<Response, Failure> {
     let principal = principal_of(request.extensions());
-    let org = state.agents.org_of(&principal);
-    let action = Action::ReadModelAgent;
-    if !state
-        .gate
-        .decide_org(&principal, action, &org, request.extensions())
-        .await
-    {
-        return Err(refusal(&principal, action, "model agents"));
-    }
+    let org = own_org_permitted(
+        &state,
+        &principal,
+        request.extensions(),
+        Action::ReadModelAgent,
+    )
+    .await?;
     let views = state.agents.list(Some(&org)).await.map_err(problem)?;
     Ok(Json(serde_json::json!({ "model_agents": views })).into_response())
 }
@@ -330,15 +347,13 @@ async fn put_handler(
     request: axum::extract::Request,
 ) -> Result<Response, Failure> {
     let principal = principal_of(request.extensions());
-    let org = state.agents.org_of(&principal);
-    let action = Action::ManageModelAgent;
-    if !state
-        .gate
-        .decide_org(&principal, action, &org, request.extensions())
-        .await
-    {
-        return Err(refusal(&principal, action, "model agents"));
-    }
+    let org = own_org_permitted(
+        &state,
+        &principal,
+        request.extensions(),
+        Action::ManageModelAgent,
+    )
+    .await?;
     let body = axum::body::to_bytes(request.into_body(), usize::MAX)
         .await
         .map_err(|error| {
