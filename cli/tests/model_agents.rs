@@ -8,7 +8,8 @@
 //! - a daily token budget stops a call with 429 and `Retry-After` before
 //!   the provider sees it;
 //! - a conversation continued by `contextId` on a second `serve` on the
-//!   same PostgreSQL database.
+//!   same PostgreSQL database;
+//! - a streamed answer relayed through the gateway chunk by chunk.
 
 mod support;
 
@@ -498,5 +499,80 @@ fn the_declarations_directory_loads_valid_files_and_lists_missing_keys() {
         // Still serving: the example agents answer.
         let (status, _, body) = send(&server.base, "echo", "still here", None).await;
         assert_eq!(status, 200, "{body}");
+    });
+}
+
+/// Streaming through the gateway relays each provider chunk as its own
+/// artifact update as it comes, not once the answer is whole: with the
+/// provider pausing 700 ms between chunks, the first update reaches the
+/// client well before the last (the margin is several pauses, so a slow
+/// machine does not decide it).
+#[test]
+fn a_streamed_answer_reaches_the_client_chunk_by_chunk_through_the_gateway() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "un deux trois quatre",
+        4,
+        Usage {
+            input_tokens: 3,
+            output_tokens: 4,
+        },
+    ));
+    fake.set_chunk_delay(std::time::Duration::from_millis(700));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply(&server, data_dir.path(), "counter", &fake);
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/agents/counter/message:stream", server.base))
+            .header("A2A-Version", "1.0")
+            .json(&json!({"message": message("Count to four", None)}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status().as_u16(), 200);
+        let started = std::time::Instant::now();
+        let mut stream = convergio_tests::sse::EventStream::new(response);
+        let mut chunks = Vec::new();
+        while let Some(event) = stream.next().await {
+            if let Some(update) = event.get("artifactUpdate") {
+                let text: String = update["artifact"]["parts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|part| part["text"].as_str())
+                    .collect();
+                let appended = update["append"] == json!(true);
+                chunks.push((started.elapsed(), appended, text));
+            }
+        }
+        // Four chunks (the first starts the artifact, the others append to
+        // it), then the whole answer as the last chunk.
+        let texts: Vec<&str> = chunks.iter().map(|(_, _, text)| text.as_str()).collect();
+        let appending: Vec<bool> = chunks.iter().map(|(_, appended, _)| *appended).collect();
+        assert_eq!(
+            appending,
+            [false, true, true, true, false],
+            "one update per chunk: {texts:?}"
+        );
+        let appended: Vec<_> = chunks[..4]
+            .iter()
+            .map(|(at, _, text)| (*at, text.as_str()))
+            .collect();
+        let joined: String = appended.iter().map(|(_, text)| *text).collect();
+        assert_eq!(joined, "un deux trois quatre", "{texts:?}");
+        assert_eq!(texts.last(), Some(&"un deux trois quatre"), "{texts:?}");
+        let chunks = appended;
+        let (first, _) = chunks[0];
+        let (last, _) = chunks[chunks.len() - 1];
+        // Three pauses of 700 ms lie between the first chunk and the last.
+        assert!(
+            last.saturating_sub(first) >= std::time::Duration::from_millis(1400),
+            "the first chunk waited for the others: {chunks:?}"
+        );
     });
 }
