@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::authorize::PolicyGate;
-use crate::layers::{ErrorShape, Failure};
+use crate::layers::{BodyLimit, ErrorShape, Failure};
 use crate::{GatewayError, Principal};
 
 /// Whether a model agent can answer now.
@@ -354,13 +354,13 @@ async fn put_handler(
         Action::ManageModelAgent,
     )
     .await?;
-    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|BodyLimit(limit)| *limit);
+    let body = crate::a2a::read_body(request.into_body(), limit)
         .await
-        .map_err(|error| {
-            problem(GatewayError::MalformedJson {
-                detail: error.to_string(),
-            })
-        })?;
+        .map_err(problem)?;
     let document: Value = serde_json::from_slice(&body).map_err(|error| {
         problem(GatewayError::MalformedJson {
             detail: error.to_string(),

@@ -293,7 +293,8 @@ fn incoming(request: Request) -> (Incoming, Body) {
     (meta, body)
 }
 
-async fn read_body(body: Body, limit: Option<usize>) -> Result<Bytes, GatewayError> {
+/// Reads a request body; a body over the `Limits` layer's bound is a 413.
+pub(crate) async fn read_body(body: Body, limit: Option<usize>) -> Result<Bytes, GatewayError> {
     axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|error| {
