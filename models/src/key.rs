@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::error::KeyError;
+use reqwest::header::HeaderValue;
+
+use crate::error::{KeyError, ProviderError};
 
 /// A provider API key together with the reference it was read from.
 #[derive(Clone)]
@@ -36,9 +38,25 @@ impl ApiKey {
         &self.reference
     }
 
-    /// The key itself, for the request header only.
+    /// The key itself (tests only; requests take [`ApiKey::header`]).
+    #[cfg(test)]
     pub(crate) fn value(&self) -> &str {
         &self.value
+    }
+
+    /// The key as a request header's value, after `prefix` (`"Bearer "` or
+    /// nothing), marked sensitive so no HTTP layer prints it. A key that is
+    /// not a valid header value is refused by name, never quoted.
+    pub(crate) fn header(&self, prefix: &str) -> Result<HeaderValue, ProviderError> {
+        let mut header =
+            HeaderValue::from_str(&format!("{prefix}{}", self.value)).map_err(|_| {
+                ProviderError::KeyRefused {
+                    key_reference: self.reference.clone(),
+                    status: 0,
+                }
+            })?;
+        header.set_sensitive(true);
+        Ok(header)
     }
 
     /// `text` with every occurrence of the key replaced by `[redacted]`:

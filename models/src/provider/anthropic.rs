@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
-use reqwest::header::HeaderValue;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -58,12 +57,7 @@ impl Provider for AnthropicClient {
     async fn chat(&self, request: ChatRequest, key: &ApiKey) -> Result<ChatStream, ProviderError> {
         let deadline = Instant::now() + self.settings.call_timeout;
         let body = bytes::Bytes::from(request_body(&request).to_string());
-        let mut api_key =
-            HeaderValue::from_str(key.value()).map_err(|_| ProviderError::KeyRefused {
-                key_reference: key.reference().to_owned(),
-                status: 0,
-            })?;
-        api_key.set_sensitive(true);
+        let api_key = key.header("")?;
         let attempts = Attempts {
             base_url: &self.base_url,
             key,

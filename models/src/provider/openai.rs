@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -57,14 +57,7 @@ impl Provider for OpenAiClient {
     async fn chat(&self, request: ChatRequest, key: &ApiKey) -> Result<ChatStream, ProviderError> {
         let deadline = Instant::now() + self.settings.call_timeout;
         let body = bytes::Bytes::from(request_body(&request).to_string());
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", key.value())).map_err(|_| {
-                ProviderError::KeyRefused {
-                    key_reference: key.reference().to_owned(),
-                    status: 0,
-                }
-            })?;
-        authorization.set_sensitive(true);
+        let authorization = key.header("Bearer ")?;
         let attempts = Attempts {
             base_url: &self.base_url,
             key,
