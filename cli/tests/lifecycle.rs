@@ -11,25 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{admin_token, start_logged, Server};
+use support::{admin_get, count_audit, start_logged, Server};
 
 /// What the server printed when its audit queue did not drain.
 const DRAIN_WARNING: &str = "did not drain";
 
 /// Generous: a stop must not hang, but this is no timing target.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
-
-/// `GET path` as the administrator: status and JSON body.
-async fn admin_get(server: &Server, data_dir: &Path, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{}{path}", server.base))
-        .bearer_auth(admin_token(data_dir))
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json body"))
-}
 
 /// Sends SIGTERM off the runtime's threads and waits for the exit.
 async fn terminate(mut server: Server) -> support::Stopped {
@@ -58,26 +46,6 @@ async fn an_idle_server_stops_on_sigterm_without_waiting_for_the_audit_queue() {
         "stopped after {:?} with: {log}",
         stopped.took
     );
-}
-
-/// Counts the audit records of `principal` doing `action`, page by page.
-async fn count_audit(server: &Server, data_dir: &Path, principal: &str, action: &str) -> u64 {
-    let mut count = 0;
-    let mut after: Option<i64> = None;
-    loop {
-        let mut path = format!("/v1/audit?principal={principal}&action={action}&limit=500");
-        if let Some(after) = after {
-            path.push_str(&format!("&after={after}"));
-        }
-        let (status, page) = admin_get(server, data_dir, &path).await;
-        assert_eq!(status, 200, "{page}");
-        let records = page["records"].as_array().expect("records");
-        count += records.len() as u64;
-        match page["next"].as_i64() {
-            Some(next) if !records.is_empty() => after = Some(next),
-            _ => return count,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

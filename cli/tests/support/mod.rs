@@ -33,6 +33,38 @@ impl Drop for Server {
     }
 }
 
+/// A GET of `path` as the administrator: status and JSON body.
+pub async fn admin_get(server: &Server, data_dir: &Path, path: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(admin_token(data_dir))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
+}
+
+/// Counts the audit records of `principal` doing `action`, page by page.
+pub async fn count_audit(server: &Server, data_dir: &Path, principal: &str, action: &str) -> u64 {
+    let mut count = 0;
+    let mut after: Option<i64> = None;
+    loop {
+        let mut path = format!("/v1/audit?principal={principal}&action={action}&limit=500");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={after}"));
+        }
+        let (status, page) = admin_get(server, data_dir, &path).await;
+        assert_eq!(status, 200, "{page}");
+        let records = page["records"].as_array().expect("records");
+        count += records.len() as u64;
+        match page["next"].as_i64() {
+            Some(next) if !records.is_empty() => after = Some(next),
+            _ => return count,
+        }
+    }
+}
+
 /// The admin token `convergio serve` stored in `data_dir`.
 pub fn admin_token(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("admin-token"))
