@@ -2,19 +2,26 @@
 
 Serves JSON-RPC at `/` (with the SDK's 0.3 compat on the same endpoint),
 HTTP+JSON under `/rest`, and its card at `/.well-known/agent-card.json`, on
-127.0.0.1 and the port given on the command line. Behaviour by input text:
+127.0.0.1 and the port given on the command line. With a second port, it is
+a gRPC-only agent instead: the SDK's gRPC server (`lf.a2a.v1.A2AService`,
+cleartext HTTP/2) on that port, and a card (still served over HTTP on the
+first port) whose only interface is GRPC. Behaviour by input text:
 `message` answers with a single Message; `wait...` starts a task that works
 until it is canceled (or 60 s pass); anything else runs a task that streams
 a working status, an `echo: <text>` artifact and completes.
 
-Usage: python agent.py PORT
+Usage: python agent.py PORT [GRPC_PORT]
 """
 
 import asyncio
 import sys
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
+
+from a2a.server.request_handlers import GrpcHandler
+from a2a.types import a2a_pb2_grpc
 
 from a2a.helpers import new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -68,17 +75,36 @@ class EchoExecutor(AgentExecutor):
         await updater.cancel()
 
 
+async def serve(app: Starlette, port: int, grpc_port: int | None, handler) -> None:
+    if grpc_port is not None:
+        server = grpc.aio.server()
+        a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), server)
+        server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+        await server.start()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
 def main() -> None:
     port = int(sys.argv[1])
+    grpc_port = int(sys.argv[2]) if len(sys.argv) > 2 else None
     base = f"http://127.0.0.1:{port}"
+    if grpc_port is None:
+        interfaces = [
+            AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0"),
+            AgentInterface(url=f"{base}/rest", protocol_binding="HTTP+JSON", protocol_version="1.0"),
+        ]
+    else:
+        interfaces = [
+            AgentInterface(
+                url=f"127.0.0.1:{grpc_port}", protocol_binding="GRPC", protocol_version="1.0"
+            )
+        ]
     card = AgentCard(
         name="sdk-echo",
         description="a2a-sdk echo agent for Convergio interop tests",
         version="1.0.0",
-        supported_interfaces=[
-            AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0"),
-            AgentInterface(url=f"{base}/rest", protocol_binding="HTTP+JSON", protocol_version="1.0"),
-        ],
+        supported_interfaces=interfaces,
         capabilities=AgentCapabilities(streaming=True, push_notifications=False),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
@@ -94,7 +120,7 @@ def main() -> None:
     routes += create_rest_routes(handler, path_prefix="/rest")
     routes += create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)
     app = Starlette(routes=routes)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    asyncio.run(serve(app, port, grpc_port, handler))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ sends (task and message replies), get, list, cancel and subscribe. Prints one
 `ok <check>` line per passed check; any failure raises (non-zero exit).
 
 Usage: python client.py AGENT_URL BINDING [direct|refused]
-(BINDING: JSONRPC or HTTP+JSON; `direct` skips the card-rewrite check, for
+(BINDING: JSONRPC, HTTP+JSON or GRPC — the SDK's gRPC client, dialling the
+card's gRPC `host:port` in cleartext with the card's tenant; `direct` skips the card-rewrite check, for
 talking to the agent without the gateway while debugging; `refused` expects
 the first send to be refused and prints `ok refused <error>`)
 
@@ -19,7 +20,9 @@ import os
 import asyncio
 import sys
 import uuid
+from urllib.parse import urlparse
 
+import grpc
 import httpx
 
 from a2a.client import A2ACardResolver, ClientConfig, create_client
@@ -66,8 +69,21 @@ async def main() -> None:
 
     async with httpx.AsyncClient(timeout=20) as http:
         card = await A2ACardResolver(http, url).get_agent_card()
-    urls = {interface.url for interface in card.supported_interfaces}
-    assert direct or urls == {url}, f"card interfaces not rewritten to the gateway: {urls}"
+    urls = {
+        interface.url
+        for interface in card.supported_interfaces
+        if interface.protocol_binding != "GRPC"
+    }
+    # The gateway advertises the agent's base URL with its trailing slash
+    # (clients resolve the card relative to it).
+    assert direct or urls == {url.rstrip("/") + "/"}, f"card interfaces not rewritten to the gateway: {urls}"
+    grpc_urls = {
+        interface.url
+        for interface in card.supported_interfaces
+        if interface.protocol_binding == "GRPC"
+    }
+    # gRPC is dialled at the gateway's host:port; the tenant names the agent.
+    assert direct or grpc_urls == {urlparse(url).netloc}, f"gRPC interface: {grpc_urls}"
     assert not card.signatures, "rewritten card must not carry upstream signatures"
     ok("card")
 
@@ -88,18 +104,16 @@ async def main() -> None:
             return
         raise SystemExit("a call with a wrong token was not refused")
 
-    blocking = await create_client(
-        url,
-        ClientConfig(
-            streaming=False, supported_protocol_bindings=[binding], httpx_client=calls
-        ),
-    )
-    streaming = await create_client(
-        url,
-        ClientConfig(
-            streaming=True, supported_protocol_bindings=[binding], httpx_client=calls
-        ),
-    )
+    def config(streaming: bool) -> ClientConfig:
+        return ClientConfig(
+            streaming=streaming,
+            supported_protocol_bindings=[binding],
+            httpx_client=calls,
+            grpc_channel_factory=grpc.aio.insecure_channel,
+        )
+
+    blocking = await create_client(url, config(False))
+    streaming = await create_client(url, config(True))
 
 
     events = await collect(blocking, request("hello"))

@@ -60,8 +60,15 @@ async def main() -> None:
     calls = httpx.AsyncClient(timeout=60)
     async with httpx.AsyncClient(timeout=20) as http:
         card = await A2ACardResolver(http, url).get_agent_card()
-    urls = {interface.url for interface in card.supported_interfaces}
-    assert urls == {url}, f"card interfaces not rewritten to the gateway: {urls}"
+    # Every HTTP interface is the gateway's agent URL; gRPC is the gateway's
+    # host:port (the binding is checked by interop/client.py).
+    urls = {
+        interface.url
+        for interface in card.supported_interfaces
+        if interface.protocol_binding != "GRPC"
+    }
+    # The agent's base URL, with the trailing slash the gateway advertises.
+    assert urls == {url.rstrip("/") + "/"}, f"card interfaces not rewritten to the gateway: {urls}"
     ok("card")
 
     blocking = await create_client(

@@ -20,6 +20,7 @@ pub mod server;
 mod service;
 mod sse;
 pub mod tasks;
+pub mod trace_context;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use examples::debate::{self, Side};
 use examples::planning;
 use examples::support::{self, Queue};
 pub use logic::AgentLogic;
-pub use server::{spawn_logic, Dialects, RunningAgent, ServeOptions};
+pub use server::{spawn_logic, Dialects, GateToken, RunningAgent, ServeOptions};
 pub use tasks::TaskContext;
 
 /// The example agents this crate ships.

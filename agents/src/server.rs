@@ -6,12 +6,18 @@
 //! server on the given listener and returns a [`RunningAgent`]. Shutting it
 //! down (or dropping it) cancels every open task, which closes their event
 //! streams, and stops the server.
+//!
+//! A server given a [`GateToken`] answers only requests carrying it as a
+//! bearer token (the card stays public): `convergio serve` gates its model
+//! agents' loopback servers so that only its gateway — with policy, budgets
+//! and audit — can reach them, not any process on the machine.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -57,6 +63,64 @@ pub struct ServeOptions {
     /// `protocolVersion: "0.3"` in its card and answers 1.0 requests with
     /// VersionNotSupported (-32009), and the reverse for 1.0-only.
     pub dialects: Dialects,
+    /// When set, every request but the card's must carry
+    /// `Authorization: Bearer <token>`, else 401. Default none.
+    pub gate: Option<GateToken>,
+}
+
+/// The bearer token a gated server requires (never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct GateToken(Arc<str>);
+
+// === impl GateToken ===
+
+impl GateToken {
+    /// A gate requiring `token`.
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token, for the one client allowed to send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is the token, in time independent of where the
+    /// two differ (a hand-written loop: one comparison is not worth a crate).
+    fn admits(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        presented.len() == expected.len()
+            && presented
+                .iter()
+                .zip(expected)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for GateToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GateToken(<redacted>)")
+    }
+}
+
+/// Lets through only requests bearing the gate's token.
+async fn require_gate(State(gate): State<GateToken>, request: Request, next: Next) -> Response {
+    let admitted = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|presented| gate.admits(presented));
+    if admitted {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this agent answers only its gateway",
+        )
+            .into_response()
+    }
 }
 
 /// Shared state of one agent server.
@@ -229,11 +293,17 @@ pub async fn spawn_logic(
         card_body,
         card_etag,
     });
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", post(jsonrpc::handle))
+        .fallback(rest::handle);
+    if let Some(gate) = options.gate {
+        router = router.layer(middleware::from_fn_with_state(gate, require_gate));
+    }
+    // Added after the gate: the card stays public.
+    let router = router
         .route(a2a::WELL_KNOWN_CARD_PATH, get(serve_card))
-        .fallback(rest::handle)
-        .with_state(state);
+        .with_state(state)
+        .layer(middleware::from_fn(crate::trace_context::adopt));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         // Small JSON answers and SSE events must leave at once, not wait

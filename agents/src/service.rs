@@ -11,6 +11,7 @@ use convergio_schemas::a2a::{A2aError, TaskState};
 use futures_util::Stream;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::logic::AgentLogic;
 use crate::protocol::{
@@ -193,12 +194,15 @@ impl AgentService {
         let logic = Arc::clone(&self.logic);
         let store = Arc::clone(&self.store);
         let context = started.context.clone();
+        // The logic runs in the request's span (the caller's trace).
+        let span = tracing::Span::current();
         tokio::spawn(async move {
             let task_id = context.task_id().to_owned();
             let failure_context = context.clone();
             // The logic runs on its own tokio task so that a panic in it
             // still ends the task (FAILED) instead of leaving it WORKING.
-            let run = tokio::spawn(async move { logic.execute(message, context).await });
+            let run =
+                tokio::spawn(async move { logic.execute(message, context).await }.instrument(span));
             let (state, reason) = match run.await {
                 Ok(Ok(())) => (TaskState::Completed, None),
                 // A closed task was canceled (or ended) under the logic's

@@ -150,6 +150,7 @@ async fn v03_only_agent_lists_0_3_and_rejects_1_0_requests() {
             v1: false,
             v03: true,
         },
+        gate: None,
     };
     let agent = start_with(ExampleAgent::Echo, options).await;
     let card = agent.card();
@@ -201,6 +202,7 @@ async fn v1_only_agent_rejects_requests_without_a_version_header() {
             v1: true,
             v03: false,
         },
+        gate: None,
     };
     let agent = start_with(ExampleAgent::Echo, options).await;
     let rejected = rpc_v03(

@@ -32,6 +32,20 @@ pub enum AgentsCommand {
         #[arg(long)]
         role: Option<String>,
     },
+    /// Replace an agent's card (and role); its trust is kept. Applies only
+    /// if the agent is still at the version read first, or at `--version`.
+    Update {
+        /// Agent name or id.
+        id: String,
+        /// The new agent card (JSON).
+        card: PathBuf,
+        /// worker, supervisor, router, planner or critic.
+        #[arg(long)]
+        role: Option<String>,
+        /// Update only if the agent is at this version (412 otherwise).
+        #[arg(long)]
+        version: Option<i64>,
+    },
     /// List agents, optionally filtered.
     List(Filters),
     /// Free-text search, optionally filtered.
@@ -134,11 +148,7 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
             org,
             role,
         } => {
-            let text = std::fs::read_to_string(&card)
-                .with_context(|| format!("reading {}", card.display()))?;
-            let card_json: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", card.display()))?;
-            let mut body = json!({ "card": card_json });
+            let mut body = json!({ "card": read_card(&card)? });
             for (key, value) in [("name", name), ("org", org), ("role", role)] {
                 if let Some(value) = value {
                     body[key] = Value::String(value);
@@ -147,7 +157,31 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
             let answer = client
                 .send(Method::POST, "/v1/agents", Some(&body), None)
                 .await?;
-            print_agent(&answer.body, server.json);
+            print_agent(&answer.body, server.json, "registered");
+        }
+        AgentsCommand::Update {
+            id,
+            card,
+            role,
+            version,
+        } => {
+            let mut body = json!({ "card": read_card(&card)? });
+            if let Some(role) = role {
+                body["role"] = Value::String(role);
+            }
+            let path = agent_path(&id);
+            let current = about_agent(&client, &id, Method::GET, &path, None).await?;
+            let at = version.or(current.body["version"].as_i64()).unwrap_or(0);
+            let agent_id: convergio_schemas::AgentId = current.body["id"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .context("the server answered an agent without a valid id")?;
+            let etag = convergio_registry::model::etag_for(&agent_id, at);
+            let answer = client
+                .send(Method::PUT, &path, Some(&body), Some(&etag))
+                .await?;
+            print_agent(&answer.body, server.json, "updated");
         }
         AgentsCommand::List(filters) => {
             let answer = client
@@ -214,6 +248,13 @@ pub async fn run(server: &ServerArgs, command: AgentsCommand) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// An agent card file's JSON.
+fn read_card(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 /// A request about the agent `id`; a 404 adds the close names of agents
@@ -471,20 +512,17 @@ fn discovery_path(text: Option<&str>, filters: &Filters) -> String {
 }
 
 fn print_json(body: &Value) {
-    say!(
-        "{}",
-        serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string())
-    );
+    document!("{:#}", body);
 }
 
-fn print_agent(record: &Value, raw: bool) {
+fn print_agent(record: &Value, raw: bool, done: &str) {
     if raw {
         print_json(record);
         return;
     }
     let field = |key: &str| record.get(key).map(display).unwrap_or_default();
     say!(
-        "registered {} (version {}, trust {})",
+        "{done} {} (version {}, trust {})",
         field("id"),
         field("version"),
         field("trust")

@@ -135,7 +135,7 @@ pub async fn run(server: &ServerArgs, command: AuditCommand) -> anyhow::Result<(
             };
             let page = client.send(Method::GET, &path, None, None).await?.body;
             if server.json {
-                say!("{page}");
+                document!("{}", page);
                 return Ok(());
             }
             let records = page["records"].as_array().cloned().unwrap_or_default();
@@ -153,12 +153,14 @@ pub async fn run(server: &ServerArgs, command: AuditCommand) -> anyhow::Result<(
             Ok(())
         }
         AuditCommand::Verify => {
-            let verified = client
-                .send(Method::GET, "/v1/audit:verify", None, None)
-                .await?
-                .body;
+            let verified = crate::client::with_spinner(
+                "verifying the audit chain",
+                client.send(Method::GET, "/v1/audit:verify", None, None),
+            )
+            .await?
+            .body;
             if server.json {
-                say!("{verified}");
+                document!("{}", verified);
             } else {
                 say!("{}", describe_verified(&verified));
             }

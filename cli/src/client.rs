@@ -230,6 +230,50 @@ impl Client {
     }
 }
 
+/// Reads a `text/event-stream` response to its end, handing each event's
+/// `data` (its lines joined, parsed as JSON) to `each`; events without data
+/// or with data that is not JSON (keep-alives, comments) are skipped.
+pub async fn for_each_event(
+    response: reqwest::Response,
+    mut each: impl FnMut(Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let mut buffer = String::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.context("reading the event stream")?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let data: String = frame
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect::<Vec<_>>()
+                .join("\n");
+            if data.is_empty() {
+                continue;
+            }
+            if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                each(event)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Awaits `work` behind a spinner saying `message` on stderr; drawn only
+/// when stderr is a terminal (scripts and pipes see nothing), cleared when
+/// the work is done.
+pub async fn with_spinner<T>(message: &str, work: impl std::future::Future<Output = T>) -> T {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(message.to_owned());
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let done = work.await;
+    spinner.finish_and_clear();
+    done
+}
+
 /// Renders a problem document (or any error body) on one or more lines.
 pub fn describe_problem(status: StatusCode, body: &Value) -> String {
     let mut text = format!("{status}");

@@ -73,6 +73,39 @@ pub struct ConfigFile {
     /// Model agents (issue 17): declarations directory, prices, daily
     /// budgets, the longest call (see `models_config.rs`).
     pub models: crate::models_config::ModelsSection,
+    /// How long upstream calls may take (see `upstream_config.rs`).
+    pub upstream: crate::upstream_config::UpstreamSection,
+    /// Payload guardrails on every A2A call (issue 21): the plugin
+    /// sandbox's bounds and the guardrails with where each applies.
+    /// Default: none.
+    pub guardrails: convergio_plugins::GuardrailsConfig,
+    /// OpenTelemetry span export (issue 18, see `telemetry.rs`). Default:
+    /// off.
+    pub telemetry: crate::telemetry::TelemetrySection,
+    /// Hot reload (issue 22, see `reload.rs`): how often the config file
+    /// and the TLS and credential files it names are checked for changes.
+    pub reload: ReloadSection,
+}
+
+/// Reload section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSection {
+    /// Seconds between checks of the config file, the TLS certificate, key
+    /// and client CA, and the upstream credentials' files for changes; a
+    /// change is applied once the
+    /// files read the same twice in a row. 0 turns the check off (SIGHUP
+    /// still reloads). Default 1, at most 3600.
+    /// `CONVERGIO_RELOAD_WATCH_INTERVAL_SECONDS`.
+    pub watch_interval_seconds: u64,
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        Self {
+            watch_interval_seconds: 1,
+        }
+    }
 }
 
 /// Federation section.
@@ -96,6 +129,23 @@ pub struct FederationSection {
     /// registry as external agents; 0 (the default) turns periodic sync
     /// off (`convergio peers sync` still works).
     pub sync_interval_seconds: u64,
+    /// Most organisations a cross-organisation call may pass through,
+    /// this one included; a call over it, or returning to an organisation
+    /// already on its path, is refused. Default 4, at most 64.
+    pub max_hops: usize,
+    /// Most pages federated discovery reads from one peer for one query
+    /// (it follows each peer's `next_page_token`). Default 10, at most 100.
+    pub discovery_max_pages: usize,
+    /// Most agents federated discovery takes from one peer for one query.
+    /// Default 1000, at most 10000.
+    pub discovery_max_agents: usize,
+    /// Shortest time in seconds between two fetches of one peer's JWKS
+    /// caused by calls signed with a key we do not know. Default 30.
+    pub jwks_refetch_interval_seconds: u64,
+    /// Approve a key a peer rotated to when that refetch finds it, if an
+    /// administrator approved one of the peer's keys before. Default false:
+    /// the key is stored pending approval, as any key a peer supplies.
+    pub accept_rotated_keys: bool,
     /// Peers stored (replacing any with the same domain) at every start;
     /// keys listed are pinned (approved), keys from a `jwks_url` pending.
     pub peers: Vec<convergio_gateway::federation::PeerSpec>,
@@ -110,6 +160,14 @@ impl Default for FederationSection {
             clock_skew_seconds: 60,
             discovery_timeout_ms: 2000,
             sync_interval_seconds: 0,
+            max_hops: convergio_gateway::federation::hops::DEFAULT_MAX_HOPS,
+            discovery_max_pages:
+                convergio_gateway::federation::discovery::DEFAULT_DISCOVERY_MAX_PAGES,
+            discovery_max_agents:
+                convergio_gateway::federation::discovery::DEFAULT_DISCOVERY_MAX_AGENTS,
+            jwks_refetch_interval_seconds:
+                convergio_gateway::federation::DEFAULT_JWKS_REFETCH_INTERVAL.as_secs(),
+            accept_rotated_keys: false,
             peers: Vec::new(),
         }
     }
@@ -130,6 +188,16 @@ pub struct FederationSettings {
     pub discovery_timeout_ms: u64,
     /// Seconds between peer syncs; 0 is off.
     pub sync_interval_seconds: u64,
+    /// Most organisations on a call's path.
+    pub max_hops: usize,
+    /// Most pages read from one peer in federated discovery.
+    pub discovery_max_pages: usize,
+    /// Most agents taken from one peer in federated discovery.
+    pub discovery_max_agents: usize,
+    /// Seconds between JWKS refetches of one peer on unknown keys.
+    pub jwks_refetch_interval_seconds: u64,
+    /// Whether refetched rotated keys are approved.
+    pub accept_rotated_keys: bool,
     /// Configured peers.
     pub peers: Vec<convergio_gateway::federation::PeerSpec>,
 }
@@ -260,6 +328,14 @@ pub struct Config {
     pub retention: convergio_gateway::retention::RetentionConfig,
     /// Model agents: declarations, prices, budgets, the secrets key.
     pub models: crate::models_config::ModelSettings,
+    /// Upstream call bounds.
+    pub upstream: crate::upstream_config::UpstreamSettings,
+    /// Payload guardrails (names checked unique; built at start-up).
+    pub guardrails: convergio_plugins::GuardrailsConfig,
+    /// Span export (`None`: off).
+    pub otlp: Option<crate::telemetry::OtlpSettings>,
+    /// Seconds between checks of the config and TLS files; 0 is off.
+    pub reload_watch_interval_seconds: u64,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -298,6 +374,10 @@ impl Default for ConfigFile {
             network: NetworkConfig::default(),
             retention: Default::default(),
             models: Default::default(),
+            upstream: Default::default(),
+            guardrails: Default::default(),
+            telemetry: Default::default(),
+            reload: ReloadSection::default(),
         }
     }
 }
@@ -429,6 +509,20 @@ impl Config {
         if let Some(value) = get(env::LOG) {
             file.log.filter = value.clone();
         }
+        if let Some(value) = get(env::RELOAD_WATCH_INTERVAL) {
+            file.reload.watch_interval_seconds = value.parse().map_err(|_| {
+                invalid(
+                    env::RELOAD_WATCH_INTERVAL,
+                    format!("expected a number of seconds, found {value:?}"),
+                )
+            })?;
+        }
+        if file.reload.watch_interval_seconds > 3600 {
+            return Err(invalid(
+                "reload.watch_interval_seconds",
+                "must be at most 3600".to_owned(),
+            ));
+        }
         if let Some(value) = get(env::LOG_FORMAT) {
             file.log.format = match value.as_str() {
                 "text" => LogFormat::Text,
@@ -504,6 +598,14 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = get(env::FEDERATION_MAX_HOPS) {
+            file.federation.max_hops = value.parse().map_err(|_| {
+                invalid(
+                    env::FEDERATION_MAX_HOPS,
+                    format!("expected a number of hops, found {value:?}"),
+                )
+            })?;
+        }
         if let Some(value) = get(env::NETWORK_ALLOW_CIDRS) {
             file.network.allow_cidrs = value
                 .split(',')
@@ -514,6 +616,8 @@ impl Config {
         }
         apply_retention_environment(&mut file.retention, environment)?;
         crate::models_config::apply_environment(&mut file.models, environment)?;
+        crate::upstream_config::apply_environment(&mut file.upstream, environment)?;
+        crate::telemetry::apply_environment(&mut file.telemetry, environment)?;
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -623,8 +727,11 @@ impl Config {
             .validate()
             .map_err(|message| invalid("retention", message))?;
         let quotas = check_quotas(file.quotas)?;
+        check_guardrails(&file.guardrails)?;
         let models = crate::models_config::validate(file.models, environment)?;
+        let upstream = crate::upstream_config::validate(file.upstream, models.max_timeout)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
+        let otlp = crate::telemetry::validate(file.telemetry)?;
         let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
             .map_err(|error| invalid("network.allow_cidrs", error.to_string()))?;
         Ok(Self {
@@ -646,6 +753,10 @@ impl Config {
             quotas,
             retention: file.retention,
             models,
+            upstream,
+            guardrails: file.guardrails,
+            otlp,
+            reload_watch_interval_seconds: file.reload.watch_interval_seconds,
         })
     }
 }
@@ -709,6 +820,32 @@ fn check_federation(
             "must be at most 604800 (a week); 0 turns periodic sync off".to_owned(),
         ));
     }
+    if section.max_hops == 0 || section.max_hops > 64 {
+        return Err(invalid(
+            "federation.max_hops",
+            "must be between 1 and 64".to_owned(),
+        ));
+    }
+    if section.discovery_max_pages == 0 || section.discovery_max_pages > 100 {
+        return Err(invalid(
+            "federation.discovery_max_pages",
+            "must be between 1 and 100".to_owned(),
+        ));
+    }
+    if section.discovery_max_agents == 0 || section.discovery_max_agents > 10_000 {
+        return Err(invalid(
+            "federation.discovery_max_agents",
+            "must be between 1 and 10000".to_owned(),
+        ));
+    }
+    if section.jwks_refetch_interval_seconds == 0
+        || section.jwks_refetch_interval_seconds > 24 * 3600
+    {
+        return Err(invalid(
+            "federation.jwks_refetch_interval_seconds",
+            "must be between 1 and 86400".to_owned(),
+        ));
+    }
     for (index, peer) in section.peers.iter().enumerate() {
         let field = format!("federation.peers[{index}]");
         convergio_schemas::ids::check_org(&peer.domain)
@@ -737,8 +874,33 @@ fn check_federation(
         clock_skew_seconds: section.clock_skew_seconds,
         discovery_timeout_ms: section.discovery_timeout_ms,
         sync_interval_seconds: section.sync_interval_seconds,
+        max_hops: section.max_hops,
+        discovery_max_pages: section.discovery_max_pages,
+        discovery_max_agents: section.discovery_max_agents,
+        jwks_refetch_interval_seconds: section.jwks_refetch_interval_seconds,
+        accept_rotated_keys: section.accept_rotated_keys,
         peers: section.peers,
     })
+}
+
+/// Guardrail names are what errors and audit records show: present and unique.
+fn check_guardrails(guardrails: &convergio_plugins::GuardrailsConfig) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for rule in &guardrails.rules {
+        if rule.name.is_empty() || rule.name.len() > 128 {
+            return Err(invalid(
+                "guardrails.rules.name",
+                "must be 1 to 128 characters".to_owned(),
+            ));
+        }
+        if !seen.insert(rule.name.as_str()) {
+            return Err(invalid(
+                "guardrails.rules.name",
+                format!("{} is used twice", rule.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Validates the quotas section; `None` when it sets no limit.

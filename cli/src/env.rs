@@ -62,6 +62,8 @@ pub const FEDERATION_CLOCK_SKEW: &str = "CONVERGIO_FEDERATION_CLOCK_SKEW_SECONDS
 pub const FEDERATION_DISCOVERY_TIMEOUT: &str = "CONVERGIO_FEDERATION_DISCOVERY_TIMEOUT_MS";
 /// Seconds between syncs of every peer's catalogue (0: no periodic sync).
 pub const FEDERATION_SYNC_INTERVAL: &str = "CONVERGIO_FEDERATION_SYNC_INTERVAL_SECONDS";
+/// Most organisations a cross-organisation call may pass through.
+pub const FEDERATION_MAX_HOPS: &str = "CONVERGIO_FEDERATION_MAX_HOPS";
 /// Comma-separated CIDRs, addresses or `IP:PORT` sockets upstreams may
 /// resolve to although not public (the SSRF guard's allow-list).
 pub const NETWORK_ALLOW_CIDRS: &str = "CONVERGIO_NETWORK_ALLOW_CIDRS";
@@ -84,11 +86,28 @@ pub const MODEL_MAX_TIMEOUT: &str = "CONVERGIO_MODEL_MAX_TIMEOUT_SECONDS";
 /// Base64 of the 32-byte key sealing secrets at rest (default: the data
 /// dir's `secrets.key`, created on first start).
 pub const SECRETS_KEY: &str = "CONVERGIO_SECRETS_KEY";
+/// Seconds an upstream without its own bound may take (default 30).
+pub const UPSTREAM_TIMEOUT: &str = "CONVERGIO_UPSTREAM_TIMEOUT_SECONDS";
+/// No upstream call's bound exceeds this (default 900).
+pub const UPSTREAM_MAX_TIMEOUT: &str = "CONVERGIO_UPSTREAM_MAX_TIMEOUT_SECONDS";
+/// The OTLP/HTTP traces URL spans are exported to (default none: off).
+pub const OTLP_ENDPOINT: &str = "CONVERGIO_OTLP_ENDPOINT";
+/// Headers of every span export, as `name=value,name=value`.
+pub const OTLP_HEADERS: &str = "CONVERGIO_OTLP_HEADERS";
+/// The exported spans' `service.name` (default `convergio`).
+pub const OTLP_SERVICE_NAME: &str = "CONVERGIO_OTLP_SERVICE_NAME";
+/// Share of new traces exported, 0 to 1 (default 1).
+pub const OTLP_SAMPLE_RATIO: &str = "CONVERGIO_OTLP_SAMPLE_RATIO";
+/// Seconds between checks of the config and TLS files for a reload
+/// (default 1; 0: SIGHUP only).
+pub const RELOAD_WATCH_INTERVAL: &str = "CONVERGIO_RELOAD_WATCH_INTERVAL_SECONDS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
+/// The API key `convergio send` and `convergio tasks` call agents with.
+pub const API_KEY: &str = "CONVERGIO_API_KEY";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 39] = [
+pub const SERVER_KEYS: [&str; 47] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -119,6 +138,7 @@ pub const SERVER_KEYS: [&str; 39] = [
     FEDERATION_CLOCK_SKEW,
     FEDERATION_DISCOVERY_TIMEOUT,
     FEDERATION_SYNC_INTERVAL,
+    FEDERATION_MAX_HOPS,
     NETWORK_ALLOW_CIDRS,
     RETENTION_ENABLED,
     RETENTION_INTERVAL,
@@ -128,4 +148,11 @@ pub const SERVER_KEYS: [&str; 39] = [
     MODEL_AGENTS_DIR,
     MODEL_MAX_TIMEOUT,
     SECRETS_KEY,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_MAX_TIMEOUT,
+    OTLP_ENDPOINT,
+    OTLP_HEADERS,
+    OTLP_SERVICE_NAME,
+    OTLP_SAMPLE_RATIO,
+    RELOAD_WATCH_INTERVAL,
 ];

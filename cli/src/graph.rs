@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -35,16 +34,57 @@ pub enum GraphCommand {
         /// The graph document.
         file: PathBuf,
     },
-    /// Run a graph document on the server and print each node's outcome and the result.
-    Run {
+    /// Store a graph document on the server (validated; a new version of
+    /// your organisation's graph of that name).
+    Store {
         /// The graph document.
         file: PathBuf,
+    },
+    /// List the stored graphs you may read (latest versions).
+    Stored,
+    /// Show a stored graph: its summary and document.
+    Show {
+        /// The graph's name.
+        name: String,
+        /// An older version.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Another organisation's graph (if policy lets you read it).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Run a graph on the server and print each node's outcome and the result.
+    Run {
+        /// The graph document, or with --stored a stored graph's name.
+        file: PathBuf,
+        /// FILE names a stored graph.
+        #[arg(long)]
+        stored: bool,
         /// A graph input, `NAME=VALUE` or `NAME=@path` (repeatable).
         #[arg(long = "input", value_name = "NAME=VALUE")]
         inputs: Vec<String>,
         /// stream (live progress, the default), sync, or async (print the run id).
         #[arg(long, default_value = "stream")]
         mode: String,
+    },
+    /// Run a graph once per input, a few at a time, and print each run's outcome.
+    Batch {
+        /// The graph document, or with --stored a stored graph's name.
+        file: PathBuf,
+        /// FILE names a stored graph.
+        #[arg(long)]
+        stored: bool,
+        /// The inputs: a JSON array of objects, or JSON lines (one object per line).
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Runs at a time (the server's default otherwise).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Follow a run's events (replayed from its start, then live) until it ends.
+    Events {
+        /// The run id.
+        run: String,
     },
     /// List your runs, newest first (runs belong to the principal that started them).
     #[command(visible_alias = "runs")]
@@ -135,17 +175,10 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
     let client = Client::new(&server.server, server.token.clone(), &server.data_dir)?;
     match command {
         GraphCommand::Validate { file } => {
-            let text = read_document(&file)?;
-            let request = client
-                .request(Method::POST, "/v1/graphs:validate")
-                .header("content-type", "application/yaml")
-                .body(text);
-            let response = client
-                .execute(request, &format!("validating {}", file.display()))
-                .await?;
-            let summary: Value = response.json().await.context("reading the answer")?;
+            let summary =
+                post_document(&client, "/v1/graphs:validate", &file, "validating").await?;
             if server.json {
-                say!("{summary:#}");
+                document!("{:#}", summary);
             } else {
                 say!(
                     "{}: valid (graph {}, {} nodes, {} edges, agents: {})",
@@ -157,10 +190,142 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                 );
             }
         }
-        GraphCommand::Run { file, inputs, mode } => {
-            let text = read_document(&file)?;
+        GraphCommand::Run {
+            file,
+            stored,
+            inputs,
+            mode,
+        } => {
+            let graph = graph_of(&file, stored)?;
             let input = parse_inputs(&inputs)?;
-            run_graph(&client, server.json, text, input, &mode).await?;
+            run_graph(&client, server.json, graph, input, &mode).await?;
+        }
+        GraphCommand::Store { file } => {
+            let summary = post_document(&client, "/v1/graphs", &file, "storing").await?;
+            if server.json {
+                document!("{:#}", summary);
+            } else {
+                say!(
+                    "stored graph {} version {} ({} nodes, agents: {})",
+                    text_of(&summary["name"]),
+                    summary["version"],
+                    summary["nodes"],
+                    list_of(&summary["agents"])
+                );
+            }
+        }
+        GraphCommand::Stored => {
+            let answer = client.send(Method::GET, "/v1/graphs", None, None).await?;
+            if server.json {
+                document!("{:#}", answer.body);
+            } else {
+                say!(
+                    "{:<28} {:<20} {:>7} {:>5}  STORED",
+                    "NAME",
+                    "ORG",
+                    "VERSION",
+                    "NODES"
+                );
+                for graph in answer.body["graphs"].as_array().into_iter().flatten() {
+                    say!(
+                        "{:<28} {:<20} {:>7} {:>5}  {}",
+                        text_of(&graph["name"]),
+                        text_of(&graph["org"]),
+                        graph["version"],
+                        graph["nodes"],
+                        text_of(&graph["stored_at"])
+                    );
+                }
+            }
+        }
+        GraphCommand::Show { name, version, org } => {
+            let mut query = Vec::new();
+            if let Some(version) = version {
+                query.push(format!("version={version}"));
+            }
+            if let Some(org) = org {
+                query.push(format!(
+                    "org={}",
+                    utf8_percent_encode(&org, NON_ALPHANUMERIC)
+                ));
+            }
+            let mut path = format!(
+                "/v1/graphs/{}",
+                utf8_percent_encode(&name, NON_ALPHANUMERIC)
+            );
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            let answer = client.send(Method::GET, &path, None, None).await?;
+            if server.json {
+                document!("{:#}", answer.body);
+            } else {
+                let graph = &answer.body;
+                say!(
+                    "graph {} version {} of {} ({} nodes, {} edges, agents: {})",
+                    text_of(&graph["name"]),
+                    graph["version"],
+                    text_of(&graph["org"]),
+                    graph["nodes"],
+                    graph["edges"],
+                    list_of(&graph["agents"])
+                );
+                if let Some(source) = graph["source"].as_str() {
+                    say!("{}", source.trim_end());
+                }
+            }
+        }
+        GraphCommand::Batch {
+            file,
+            stored,
+            inputs,
+            concurrency,
+        } => {
+            let text = std::fs::read_to_string(&inputs)
+                .with_context(|| format!("reading {}", inputs.display()))?;
+            let inputs = batch_inputs(&text)
+                .with_context(|| format!("reading the inputs in {}", inputs.display()))?;
+            let mut body = json!({"mode": "batch", "inputs": inputs});
+            merge_graph(&mut body, graph_of(&file, stored)?);
+            if let Some(concurrency) = concurrency {
+                body["concurrency"] = json!(concurrency);
+            }
+            let answer = crate::client::with_spinner(
+                &format!(
+                    "running a batch of {}",
+                    body["inputs"].as_array().map_or(0, Vec::len)
+                ),
+                client.send(Method::POST, "/v1/runs", Some(&body), None),
+            )
+            .await?;
+            if server.json {
+                document!("{:#}", answer.body);
+            } else {
+                let outcome = &answer.body;
+                for item in outcome["results"].as_array().into_iter().flatten() {
+                    match item.get("run").filter(|run| !run.is_null()) {
+                        Some(run) => say!(
+                            "{:>4} run {} {}",
+                            item["index"],
+                            text_of(&run["run_id"]),
+                            text_of(&run["status"])
+                        ),
+                        None => say!("{:>4} error {}", item["index"], text_of(&item["error"])),
+                    }
+                }
+                say!(
+                    "{} succeeded, {} failed",
+                    outcome["succeeded"],
+                    outcome["failed"]
+                );
+            }
+        }
+        GraphCommand::Events { run } => {
+            let request = client.request(Method::GET, &run_path(&run, "/events"));
+            let response = client
+                .execute(request, &format!("following run {run}"))
+                .await?;
+            follow_stream(response, server.json).await?;
         }
         GraphCommand::List {
             status,
@@ -195,7 +360,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
             );
             let answer = client.send(Method::GET, &path, None, None).await?;
             if server.json {
-                say!("{:#}", answer.body);
+                document!("{:#}", answer.body);
             } else {
                 say!("{}", runs_table(&answer.body).trim_end());
             }
@@ -205,7 +370,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                 .send(Method::GET, &run_path(&run, ""), None, None)
                 .await?;
             if server.json {
-                say!("{:#}", answer.body);
+                document!("{:#}", answer.body);
             } else {
                 say!(
                     "run {}  graph {}  {}",
@@ -226,7 +391,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                 .send(Method::GET, &run_path(&run, "/trace"), None, None)
                 .await?;
             if server.json {
-                say!("{:#}", answer.body);
+                document!("{:#}", answer.body);
             } else {
                 say!("{}", trace_table(&answer.body).trim_end());
             }
@@ -266,7 +431,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                 }
             };
             if server.json {
-                say!("{:#}", answer.body);
+                document!("{:#}", answer.body);
             } else if let Some(list) = answer.body["checkpoints"].as_array() {
                 if list.is_empty() {
                     say!("run {run} has no named checkpoints");
@@ -311,7 +476,7 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
                 .send(Method::POST, &run_path(&run, ":cancel"), None, None)
                 .await?;
             if server.json {
-                say!("{:#}", answer.body);
+                document!("{:#}", answer.body);
             } else {
                 say!("run {run} cancelled");
             }
@@ -353,7 +518,7 @@ fn read_document(file: &Path) -> anyhow::Result<String> {
 }
 
 /// `NAME=VALUE` and `NAME=@path` pairs as the run input object.
-fn parse_inputs(inputs: &[String]) -> anyhow::Result<Value> {
+pub(crate) fn parse_inputs(inputs: &[String]) -> anyhow::Result<Value> {
     let mut object = Map::new();
     for pair in inputs {
         let Some((name, value)) = pair.split_once('=') else {
@@ -372,24 +537,87 @@ fn parse_inputs(inputs: &[String]) -> anyhow::Result<Value> {
     Ok(Value::Object(object))
 }
 
+/// POSTs the graph document in `file` to `path` as YAML; the answer.
+async fn post_document(
+    client: &Client,
+    path: &str,
+    file: &std::path::Path,
+    doing: &str,
+) -> anyhow::Result<Value> {
+    let request = client
+        .request(Method::POST, path)
+        .header("content-type", "application/yaml")
+        .body(read_document(file)?);
+    let response = client
+        .execute(request, &format!("{doing} {}", file.display()))
+        .await?;
+    response.json().await.context("reading the answer")
+}
+
+/// Which graph a run names: a document's text or a stored graph's name.
+enum GraphRef {
+    Document(String),
+    Stored(String),
+}
+
+fn graph_of(file: &std::path::Path, stored: bool) -> anyhow::Result<GraphRef> {
+    if stored {
+        Ok(GraphRef::Stored(file.to_string_lossy().into_owned()))
+    } else {
+        Ok(GraphRef::Document(read_document(file)?))
+    }
+}
+
+/// Names `graph` in a `POST /v1/runs` body.
+fn merge_graph(body: &mut Value, graph: GraphRef) {
+    match graph {
+        GraphRef::Document(text) => body["graph_yaml"] = Value::String(text),
+        GraphRef::Stored(name) => body["graph"] = Value::String(name),
+    }
+}
+
+/// Batch inputs: a JSON array of objects, or one JSON object per line.
+fn batch_inputs(text: &str) -> anyhow::Result<Vec<Value>> {
+    let inputs: Vec<Value> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).context("not a JSON array")?
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(index, line)| {
+                serde_json::from_str(line)
+                    .with_context(|| format!("line {} is not JSON", index + 1))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if let Some(index) = inputs.iter().position(|input| !input.is_object()) {
+        bail!("input {} is not a JSON object", index + 1);
+    }
+    if inputs.is_empty() {
+        bail!("no inputs");
+    }
+    Ok(inputs)
+}
+
 async fn run_graph(
     client: &Client,
     json_output: bool,
-    document: String,
+    graph: GraphRef,
     input: Value,
     mode: &str,
 ) -> anyhow::Result<()> {
     if !matches!(mode, "stream" | "sync" | "async") {
-        bail!("--mode must be stream, sync or async (batch runs take many inputs: use the API)");
+        bail!("--mode must be stream, sync or async (many inputs: `convergio graph batch`)");
     }
-    let body = json!({"graph_yaml": document, "mode": mode, "input": input});
+    let mut body = json!({"mode": mode, "input": input});
+    merge_graph(&mut body, graph);
     let request = client.request(Method::POST, "/v1/runs").json(&body);
     let response = client.execute(request, "starting the run").await?;
     match mode {
         "async" => {
             let accepted: Value = response.json().await.context("reading the answer")?;
             if json_output {
-                say!("{accepted:#}");
+                document!("{:#}", accepted);
             } else {
                 let run_id = text_of(&accepted["run_id"]);
                 say!("run {run_id} started");
@@ -422,31 +650,14 @@ async fn run_graph(
 /// Prints each event as it arrives; returns the run id.
 async fn follow_stream(response: reqwest::Response, json_output: bool) -> anyhow::Result<String> {
     let mut run_id = None;
-    let mut buffer = String::new();
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.context("reading the event stream")?;
-        buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let data: String = frame
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect::<Vec<_>>()
-                .join("\n");
-            if data.is_empty() {
-                continue;
-            }
-            let Ok(event) = serde_json::from_str::<Value>(&data) else {
-                continue;
-            };
-            if run_id.is_none() {
-                run_id = event["run_id"].as_str().map(str::to_owned);
-            }
-            print_event(&event, json_output);
+    crate::client::for_each_event(response, |event| {
+        if run_id.is_none() {
+            run_id = event["run_id"].as_str().map(str::to_owned);
         }
-    }
+        print_event(&event, json_output);
+        Ok(())
+    })
+    .await?;
     run_id.context("the event stream ended before the run said who it is")
 }
 
@@ -482,9 +693,9 @@ fn print_event(event: &Value, json_output: bool) {
 }
 
 /// Prints the run's output; a run that did not succeed is an error.
-fn print_result(outcome: &Value, json_output: bool) -> anyhow::Result<()> {
+pub(crate) fn print_result(outcome: &Value, json_output: bool) -> anyhow::Result<()> {
     if json_output {
-        say!("{outcome:#}");
+        document!("{:#}", outcome);
     } else {
         print_output(&outcome["output"]);
     }

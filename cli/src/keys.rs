@@ -53,7 +53,7 @@ pub async fn run(server: &ServerArgs, command: KeysCommand) -> anyhow::Result<()
                 .send(Method::POST, "/v1/api-keys", Some(&body), None)
                 .await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
             } else {
                 let key = answer.body["key"].as_str().unwrap_or_default();
                 say!("{key}");
@@ -79,7 +79,7 @@ pub async fn run(server: &ServerArgs, command: KeysCommand) -> anyhow::Result<()
         KeysCommand::List => {
             let answer = client.send(Method::GET, "/v1/api-keys", None, None).await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
                 return Ok(());
             }
             let keys = answer.body["keys"].as_array().cloned().unwrap_or_default();

@@ -15,6 +15,25 @@ macro_rules! say {
     }};
 }
 
+/// Prints a server document for scripts: with `--output yaml` as a YAML
+/// document (`---` first, so a stream of them is one YAML stream), else as
+/// JSON in `format` (`"{}"` one line, `"{:#}"` indented).
+#[macro_export]
+macro_rules! document {
+    ($format:literal, $value:expr) => {{
+        let value: &serde_json::Value = &$value;
+        if $crate::yaml_output() {
+            say!(
+                "---\n{}",
+                serde_yaml::to_string(value).unwrap_or_default().trim_end()
+            );
+        } else {
+            say!($format, value);
+        }
+    }};
+}
+
+mod a2a_calls;
 mod agents;
 mod audit;
 mod client;
@@ -23,18 +42,25 @@ mod config_error;
 mod data_dir;
 mod env;
 mod graph;
+mod guardrails;
 mod keys;
+mod memory;
+mod memory_wiring;
 mod model_agents;
 mod model_runtime;
 mod model_serving;
 mod models_config;
 mod peers;
+mod plan;
 mod policy;
 mod probes;
+mod reload;
 mod retention;
 mod secrets;
 mod security_config;
 mod serve;
+mod telemetry;
+mod upstream_config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,10 +96,11 @@ struct ServerArgs {
     /// Print raw JSON instead of tables (the same as `--output json`).
     #[arg(long, global = true)]
     json: bool,
-    /// `human`: tables and summaries; `json`: the server's documents as they are.
+    /// `table`: tables and summaries; `json`: the server's documents as
+    /// they are; `yaml`: the same documents as YAML.
     // Its own id: `graph input` has a positional named `output`.
     #[arg(long = "output", id = "output_format", value_enum,
-          default_value_t = OutputFormat::Human, global = true)]
+          default_value_t = OutputFormat::Table, global = true)]
     output_format: OutputFormat,
 }
 
@@ -81,9 +108,20 @@ struct ServerArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum OutputFormat {
     /// Tables and summaries for people.
-    Human,
+    #[value(alias = "human")]
+    Table,
     /// The server's JSON documents, unchanged, for scripts.
     Json,
+    /// The server's documents as YAML.
+    Yaml,
+}
+
+/// Whether `--output yaml` was given: set once, before the command runs.
+static YAML_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`document!`] prints YAML.
+pub fn yaml_output() -> bool {
+    YAML_OUTPUT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 // === impl ServerArgs ===
@@ -92,7 +130,10 @@ impl ServerArgs {
     /// The same arguments with `--output json` folded into `json`, the one
     /// flag the subcommands read.
     fn normalized(mut self) -> Self {
-        self.json |= self.output_format == OutputFormat::Json;
+        self.json |= matches!(self.output_format, OutputFormat::Json | OutputFormat::Yaml);
+        if self.output_format == OutputFormat::Yaml {
+            YAML_OUTPUT.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self
     }
 }
@@ -141,6 +182,20 @@ enum Command {
         #[command(subcommand)]
         command: graph::GraphCommand,
     },
+    /// Make a plan for a goal over the agents you may use; print it, run it.
+    Plan {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: plan::PlanArgs,
+    },
+    /// Show, run, approve or reject a stored plan.
+    Plans {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: plan::PlansCommand,
+    },
     /// Validate, test, apply and inspect Cedar policies.
     Policy {
         #[command(flatten)]
@@ -154,6 +209,50 @@ enum Command {
         server: ServerArgs,
         #[command(subcommand)]
         command: secrets::SecretsCommand,
+    },
+    /// Send a message to an agent through the gateway (A2A), and print
+    /// the task or stream its events.
+    Send {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: a2a_calls::SendArgs,
+    },
+    /// Post a design-document envelope (`/v1/envelope`) and print the answer.
+    Envelope {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: a2a_calls::EnvelopeArgs,
+    },
+    /// Print the server's OpenAPI document (`/v1/openapi.json`).
+    Openapi {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Get, list and cancel your A2A tasks at an agent through the gateway.
+    Tasks {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: a2a_calls::TasksCommand,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for convergio and every subcommand into DIR.
+    Man {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
+    /// Create, list and delete memory namespaces; write, read and search their items.
+    Memory {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: memory::MemoryCommand,
     },
     /// List and verify the audit log.
     Audit {
@@ -207,10 +306,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { server, command } => keys::run(&server.normalized(), command).await,
         Command::Peers { server, command } => peers::run(&server.normalized(), command).await,
         Command::Graph { server, command } => graph::run(&server.normalized(), command).await,
+        Command::Plan { server, args } => plan::run(&server.normalized(), args).await,
         Command::Policy { server, command } => policy::run(&server.normalized(), command).await,
         Command::Audit { server, command } => audit::run(&server.normalized(), command).await,
         Command::Secrets { server, command } => secrets::run(&server.normalized(), command).await,
+        Command::Plans { server, command } => plan::plans(&server.normalized(), command).await,
+        Command::Memory { server, command } => memory::run(&server.normalized(), command).await,
+        Command::Envelope { server, args } => a2a_calls::envelope(&server.normalized(), args).await,
+        Command::Openapi { server } => {
+            let server = server.normalized();
+            let client =
+                client::Client::new(&server.server, server.token.clone(), &server.data_dir)?;
+            let answer = client
+                .send(reqwest::Method::GET, "/v1/openapi.json", None, None)
+                .await?;
+            document!("{:#}", answer.body);
+            Ok(())
+        }
+        Command::Send { server, args } => a2a_calls::send(&server.normalized(), args).await,
+        Command::Tasks { server, command } => a2a_calls::tasks(&server.normalized(), command).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "convergio", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => write_man_pages(&dir),
     }
+}
+
+/// One roff page per command and subcommand (`convergio-agents-list.1`).
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(command, dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    say!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 async fn probe(url: &str) -> anyhow::Result<()> {

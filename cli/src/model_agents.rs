@@ -68,7 +68,7 @@ pub async fn apply(server: &ServerArgs, file: &Path) -> anyhow::Result<()> {
         .send(Method::PUT, &agent_path(&name), Some(&document), None)
         .await?;
     if server.json {
-        say!("{}", answer.body);
+        document!("{}", answer.body);
     } else {
         let version = answer.body["version"].as_i64().unwrap_or_default();
         let verb = if version == 1 { "created" } else { "updated" };
@@ -90,7 +90,7 @@ pub async fn run(server: &ServerArgs, command: ModelCommand) -> anyhow::Result<(
                 .send(Method::GET, "/v1/model-agents", None, None)
                 .await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
                 return Ok(());
             }
             say!(
@@ -118,7 +118,7 @@ pub async fn run(server: &ServerArgs, command: ModelCommand) -> anyhow::Result<(
                 .send(Method::GET, &agent_path(&name), None, None)
                 .await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
             } else {
                 say!("name      {}", text(&answer.body["name"]));
                 say!("org       {}", text(&answer.body["org"]));

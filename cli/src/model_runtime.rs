@@ -110,10 +110,6 @@ fn provider_kind(provider: ProviderKind) -> convergio_models::ProviderKind {
 #[async_trait]
 impl AgentFactory for ModelRuntime {
     async fn build(&self, org: &str, spec: &ModelAgentSpec) -> anyhow::Result<AgentParts> {
-        anyhow::ensure!(
-            spec.api_key != Some(KeyReference::Caller),
-            "api_key: caller needs the caller's organisation at call time, which model agents are not given yet; use secret:NAME"
-        );
         let base_url = spec.effective_base_url();
         let url = convergio_gateway::ssrf::parse_url(base_url)
             .with_context(|| format!("base_url {base_url}"))?;
@@ -166,6 +162,11 @@ impl AgentFactory for ModelRuntime {
             base_url,
             ClientSettings {
                 call_timeout: timeout,
+                // Every connection's addresses pass the SSRF guard, not
+                // only the check above (a name can resolve elsewhere later).
+                resolver: Some(convergio_models::provider::Resolver(Arc::new(
+                    convergio_gateway::ssrf::GuardedResolver(self.allow.clone()),
+                ))),
                 ..ClientSettings::default()
             },
         )
@@ -192,6 +193,7 @@ impl AgentFactory for ModelRuntime {
         Ok(AgentParts {
             logic: Arc::new(logic),
             card_template,
+            timeout,
         })
     }
 }
@@ -216,7 +218,13 @@ impl KeySource for StoreKeys {
         let parsed: KeyReference = reference.parse().map_err(|_| KeyError::Unsupported {
             reference: reference.to_owned(),
         })?;
-        match self.keys.resolve(&parsed, self.provider, org, None).await {
+        // For `caller`, `org` is the caller's (the logic's payer).
+        let caller_org = (parsed == KeyReference::Caller).then_some(org);
+        match self
+            .keys
+            .resolve(&parsed, self.provider, org, caller_org)
+            .await
+        {
             Ok(value) => Ok(ApiKey::new(reference, value.expose())),
             Err(error) => {
                 tracing::warn!(%error, "a model agent's key is not available");
@@ -298,7 +306,7 @@ impl Meter for BudgetMeter {
         }
     }
 
-    async fn record(&self, record: &UsageRecord) -> Result<(), StorageError> {
+    async fn record(&self, record: &UsageRecord) -> Result<u64, StorageError> {
         let provider = match record.provider {
             convergio_models::ProviderKind::OpenAi => ProviderKind::Openai,
             convergio_models::ProviderKind::Anthropic => ProviderKind::Anthropic,
@@ -312,7 +320,6 @@ impl Meter for BudgetMeter {
                 record.usage.output_tokens,
             )
             .await
-            .map(|_| ())
             .map_err(storage)
     }
 }

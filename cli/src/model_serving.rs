@@ -40,8 +40,9 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
-use convergio_agents::{RunningAgent, ServeOptions};
+use convergio_agents::{GateToken, RunningAgent, ServeOptions};
 use convergio_auth::{SecretValue, SecretsKey};
+use convergio_gateway::a2a::{AgentTimeouts, ModelSlots};
 use convergio_gateway::authorize::CallBudget;
 use convergio_gateway::model_agents::{AgentStatus, ModelAgentHost, ModelAgents};
 use convergio_gateway::model_metrics::ModelUsageMetrics;
@@ -559,7 +560,14 @@ pub struct AgentParts {
     pub logic: Arc<dyn convergio_agents::AgentLogic>,
     /// Its card, without `supportedInterfaces`.
     pub card_template: Value,
+    /// The longest one of its turns may take (the gateway waits a little
+    /// longer, so the agent's own timeout answers first).
+    pub timeout: Duration,
 }
+
+/// What the gateway adds to a model agent's own timeout before it gives up
+/// on the agent.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// Builds a model agent's runtime from its declaration (the `models`
 /// crate's `ModelLogic` with this deployment's collaborators).
@@ -570,10 +578,13 @@ pub trait AgentFactory: Send + Sync + 'static {
 }
 
 /// Loopback listeners bound at start, whose sockets the SSRF allow-list
-/// admits: one per model agent this replica may serve at once.
+/// admits: one per model agent this replica may serve at once. The agents
+/// on them answer only the pool's token, which only the gateway presents
+/// ([`ListenerPool::slots`]).
 #[derive(Debug)]
 pub struct ListenerPool {
     free: Vec<TcpListener>,
+    gate: GateToken,
 }
 
 // === impl ListenerPool ===
@@ -589,7 +600,25 @@ impl ListenerPool {
                     .context("binding a loopback port for a model agent")?,
             );
         }
-        Ok(Self { free })
+        // 244 random bits from the OS (UUID v4s), new at every start.
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        Ok(Self {
+            free,
+            gate: GateToken::new(token),
+        })
+    }
+
+    /// What the gateway needs to reach the pool's agents: their sockets
+    /// and the token they require.
+    pub fn slots(&self) -> anyhow::Result<ModelSlots> {
+        Ok(ModelSlots::new(
+            SecretValue::new(self.gate.expose()),
+            self.sockets()?,
+        ))
     }
 
     /// Every socket of the pool (for the allow-list).
@@ -630,6 +659,7 @@ pub struct ModelFleet {
     directory: Arc<ModelDirectory>,
     pool: ListenerPool,
     reserved: std::collections::HashSet<String>,
+    timeouts: AgentTimeouts,
     served: HashMap<String, Served>,
 }
 
@@ -638,7 +668,8 @@ pub struct ModelFleet {
 impl ModelFleet {
     /// A fleet serving the declarations of `store`, registering them in
     /// `registry`, built by `factory`, on `pool`'s listeners; `reserved`
-    /// names (this server's example agents) are never taken over.
+    /// names (this server's example agents) are never taken over; each
+    /// agent's timeout is set in the gateway's `timeouts` while it runs.
     pub fn new(
         store: Arc<dyn ModelAgentStore>,
         registry: Registry,
@@ -646,6 +677,7 @@ impl ModelFleet {
         directory: Arc<ModelDirectory>,
         pool: ListenerPool,
         reserved: std::collections::HashSet<String>,
+        timeouts: AgentTimeouts,
     ) -> Self {
         Self {
             store,
@@ -654,6 +686,7 @@ impl ModelFleet {
             directory,
             pool,
             reserved,
+            timeouts,
             served: HashMap::new(),
         }
     }
@@ -729,6 +762,7 @@ impl ModelFleet {
                 self.pool.give_back(socket).await;
             }
         }
+        self.timeouts.remove(name);
         self.directory.remove(name);
     }
 
@@ -831,6 +865,7 @@ impl ModelFleet {
             .build(&row.org, spec)
             .await
             .map_err(|error| format!("{error:#}"))?;
+        let timeout = parts.timeout;
         let listener = self
             .pool
             .take()
@@ -842,7 +877,10 @@ impl ModelFleet {
             parts.logic,
             parts.card_template,
             listener,
-            ServeOptions::default(),
+            ServeOptions {
+                gate: Some(self.pool.gate.clone()),
+                ..ServeOptions::default()
+            },
         )
         .await
         {
@@ -852,6 +890,8 @@ impl ModelFleet {
                 return Err(format!("starting the agent: {error}"));
             }
         };
+        // Set before the route exists, so no call waits the default.
+        self.timeouts.set(&row.name, timeout + TIMEOUT_MARGIN);
         let registered = self
             .registry
             .upsert_system(Registration {
@@ -864,6 +904,7 @@ impl ModelFleet {
             })
             .await;
         if let Err(error) = registered {
+            self.timeouts.remove(&row.name);
             running.shutdown().await;
             self.pool.give_back(socket).await;
             return Err(format!("registering the agent: {error}"));

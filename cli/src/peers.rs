@@ -114,7 +114,7 @@ pub async fn run(server: &ServerArgs, command: PeersCommand) -> anyhow::Result<(
         PeersCommand::List => {
             let answer = client.send(Method::GET, "/v1/peers", None, None).await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
                 return Ok(());
             }
             let peers = answer.body["peers"].as_array().cloned().unwrap_or_default();
@@ -163,9 +163,13 @@ pub async fn run(server: &ServerArgs, command: PeersCommand) -> anyhow::Result<(
                 "/v1/peers/{}:sync",
                 utf8_percent_encode(&domain, NON_ALPHANUMERIC)
             );
-            let answer = client.send(Method::POST, &path, None, None).await?;
+            let answer = crate::client::with_spinner(
+                &format!("syncing {domain}"),
+                client.send(Method::POST, &path, None, None),
+            )
+            .await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
                 return Ok(());
             }
             let report = &answer.body;
@@ -192,7 +196,7 @@ pub async fn run(server: &ServerArgs, command: PeersCommand) -> anyhow::Result<(
         }
     };
     if server.json {
-        say!("{}", answer.body);
+        document!("{}", answer.body);
     } else {
         print_peer(&answer.body);
     }

@@ -74,6 +74,8 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Reset to the shipped policy set (a new version; administrators only).
+    Reset,
     /// Show the active policy set (or a version) and the version history.
     Show {
         /// A version [default: the active one].
@@ -142,7 +144,7 @@ pub async fn run(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result<
                 .send(Method::POST, "/v1/policies:check", Some(&body), None)
                 .await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
             } else {
                 let decision = answer.body["decision"].as_str().unwrap_or("?");
                 let determining: Vec<&str> = answer.body["determining"]
@@ -175,6 +177,13 @@ pub async fn run(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result<
             print_version(&answer.body, server.json, "rolled back");
             Ok(())
         }
+        PolicyCommand::Reset => {
+            let answer = client(server)?
+                .send(Method::DELETE, "/v1/policies", None, None)
+                .await?;
+            print_version(&answer.body, server.json, "reset to the shipped set");
+            Ok(())
+        }
         PolicyCommand::Show { version } => {
             let client = client(server)?;
             let list = client
@@ -190,7 +199,7 @@ pub async fn run(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result<
                 .await?
                 .body;
             if server.json {
-                say!("{}", json!({"list": list, "version": stored}));
+                document!("{}", json!({"list": list, "version": stored}));
                 return Ok(());
             }
             say!("active version: {}", list["active"]);
@@ -295,7 +304,7 @@ async fn active_text(client: &Client) -> anyhow::Result<String> {
 
 fn print_version(body: &Value, raw: bool, verb: &str) {
     if raw {
-        say!("{body}");
+        document!("{}", body);
     } else {
         say!(
             "{verb}: version {} is active ({})",

@@ -1,15 +1,16 @@
 //! The retention pruner of `convergio serve` (issue 15): assembles
 //! `convergio_gateway::retention::Pruner` over this deployment's database
-//! (task routes, nonces, the audit chain, and finished durable runs, whose
-//! journal the gateway does not know, hence the adapter here).
+//! (task routes, nonces, the audit chain, stored peer call outcomes,
+//! expired memory items, and finished durable runs, whose journal the
+//! gateway does not know, hence the adapter here).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use convergio_gateway::retention::{
-    AuditRetention, NoncesRetention, Prunable, PruneError, Pruner, RetentionConfig, RetentionKind,
-    TaskRoutesRetention,
+    AuditRetention, MemoryRetention, NoncesRetention, PeerCallsRetention, Prunable, PruneError,
+    Pruner, RetentionConfig, RetentionKind, TaskRoutesRetention,
 };
 use convergio_policy::AuditLog;
 use convergio_registry::retention::RetentionStore;
@@ -49,6 +50,7 @@ pub fn pruner(
     db: &convergio_store::Db,
     audit: AuditLog,
     journal: Arc<RunStore>,
+    memory: Arc<convergio_memory::Memory>,
 ) -> Pruner {
     let store: Arc<dyn RetentionStore> = Arc::new(convergio_store::registry::Retention::new(db));
     Pruner::new(config.clone(), Some(store.clone()))
@@ -56,6 +58,10 @@ pub fn pruner(
         .with_target(Arc::new(NoncesRetention(store)))
         .with_target(Arc::new(AuditRetention(audit)))
         .with_target(Arc::new(RunsRetention(journal)))
+        .with_target(Arc::new(PeerCallsRetention(Arc::new(
+            convergio_store::registry::PeerCalls::new(db),
+        ))))
+        .with_target(Arc::new(MemoryRetention(memory)))
 }
 
 /// One line for the start-up banner.

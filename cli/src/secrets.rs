@@ -91,7 +91,7 @@ pub async fn run(server: &ServerArgs, command: SecretsCommand) -> anyhow::Result
         SecretsCommand::List => {
             let answer = client.send(Method::GET, "/v1/secrets", None, None).await?;
             if server.json {
-                say!("{}", answer.body);
+                document!("{}", answer.body);
                 return Ok(());
             }
             say!("{:<32} UPDATED", "NAME");

@@ -15,6 +15,8 @@ use convergio_gateway::server::ServerConfig;
 use convergio_gateway::tls::{ClientAuth, TlsConfig};
 use serde::{Deserialize, Serialize};
 
+use anyhow::Context as _;
+
 use crate::config_error::ConfigError;
 use crate::env;
 
@@ -433,6 +435,78 @@ fn parse_bool(field: &str, value: &str) -> Result<bool, ConfigError> {
             format!("expected true or false, found {other:?}"),
         )),
     }
+}
+
+/// Reads every configured upstream credential (files and environment) and
+/// TLS file, at start and at each reload; errors name the agent and the source, never the
+/// secret.
+pub fn load_upstream_credentials(
+    security: &SecuritySettings,
+) -> anyhow::Result<HashMap<String, convergio_gateway::a2a::UpstreamCredential>> {
+    let mut credentials = HashMap::new();
+    for (agent, section) in &security.upstream_credentials {
+        let bearer_token = match (&section.bearer_token_file, &section.bearer_token_env) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!(
+                            "reading the upstream credential of {agent} from {}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, Some(name)) => Some(std::env::var(name).with_context(|| {
+                format!("the upstream credential of {agent}: {name} is not set")
+            })?),
+            (None, None) => None,
+        };
+        anyhow::ensure!(
+            bearer_token.as_ref().is_none_or(|token| !token.is_empty()),
+            "the upstream credential of {agent} is empty"
+        );
+        let files = convergio_gateway::tls::UpstreamTlsFiles {
+            ca_file: section.ca_file.clone(),
+            client_cert_file: section.client_cert_file.clone(),
+            client_key_file: section.client_key_file.clone(),
+        };
+        let tls = if files == convergio_gateway::tls::UpstreamTlsFiles::default() {
+            None
+        } else {
+            Some(std::sync::Arc::new(
+                convergio_gateway::tls::upstream_client_config(&files)
+                    .with_context(|| format!("the upstream TLS settings of {agent}"))?,
+            ))
+        };
+        credentials.insert(
+            agent.clone(),
+            convergio_gateway::a2a::UpstreamCredential {
+                bearer_token,
+                tls,
+                forward_caller_authorization: section.forward_caller_authorization,
+            },
+        );
+    }
+    Ok(credentials)
+}
+
+/// The files the upstream credentials are read from (watched for reloads).
+pub fn upstream_credential_files(security: &SecuritySettings) -> Vec<PathBuf> {
+    security
+        .upstream_credentials
+        .values()
+        .flat_map(|section| {
+            [
+                &section.bearer_token_file,
+                &section.ca_file,
+                &section.client_cert_file,
+                &section.client_key_file,
+            ]
+        })
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! migrations), makes sure an admin token exists, loads the policy set (the
 //! embedded example on first start) and watches it, starts and registers
 //! the example agents, loads (or generates) the federation signing key and
-//! stores the configured peers, and serves the gateway until Ctrl-C or SIGTERM;
+//! stores the configured peers, and serves the gateway (reloading what can
+//! change live on SIGHUP or a changed file, `reload.rs`) until Ctrl-C or SIGTERM;
 //! then turns `/readyz` to 503, keeps accepting for `server.shutdown_delay_seconds`,
 //! closes the listener, drains in-flight requests and the audit queue.
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use convergio_agents::{ExampleAgent, RunningAgent, ServeOptions};
 use convergio_auth::{JwtConfig, MtlsConfig, OrgSigningKey};
-use convergio_gateway::a2a::{A2aConfig, UpstreamCredential};
+use convergio_gateway::a2a::{A2aConfig, AgentTimeouts, UpstreamCredentials};
 use convergio_gateway::api_keys::StoredApiKeys;
 use convergio_gateway::app::{
     build_router, AppConfig, CallBudgetHandle, GraphStoreHandle, JournalHandle, PolicyServices,
@@ -29,7 +30,7 @@ use convergio_gateway::readiness::Readiness;
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_gateway::server::serve_with;
 use convergio_gateway::ssrf::AllowList;
-use convergio_gateway::tls::{upstream_client_config, TlsAcceptor, UpstreamTlsFiles};
+use convergio_gateway::tls::TlsAcceptor;
 use convergio_orchestrator::{ExecutorConfig, Limits as GraphLimits};
 use convergio_registry::{Registration, Registry, RegistryConfig};
 use convergio_schemas::AgentRole;
@@ -72,7 +73,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         no_examples: args.no_examples,
     };
     let config = Config::resolve(file, &environment, &overrides)?;
-    init_logging(&config);
+    // A reload (issue 22) reads the same file with the same environment
+    // and flags.
+    let config_source = crate::reload::ConfigSource {
+        path: args.config.clone(),
+        environment,
+        overrides,
+    };
+    let telemetry = crate::telemetry::Telemetry::init(
+        &config.log_filter,
+        config.log_format == LogFormat::Json,
+        config.otlp.as_ref(),
+    )
+    .context("starting the span exporter")?;
 
     // Owner only (0700 directory, 0600 files), before the token, the key
     // or the database is written.
@@ -118,7 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(keys) => keys.clone(),
         None => Arc::new(convergio_registry::NoOrgKeys),
     };
-    let (policy, audit_writer, watcher) = start_policy(&config, db.clone()).await?;
+    let (policy, audit_writer, watcher, quotas) = start_policy(&config, db.clone()).await?;
     // The example agents listen before the registry exists: their loopback
     // sockets join the upstream allow list, which the registry is built with.
     let examples = if config.examples {
@@ -128,9 +141,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let example_sockets = example_sockets(&examples)?;
     // Model agents (issue 17) get loopback listeners bound now for the same
-    // reason: the allow list is fixed once the gateway is built.
+    // reason: these sockets are in the allow list for the process's life (a
+    // reload replaces only the configured entries).
     let model_slots = ListenerPool::bind(config.models.max_agents).await?;
-    let allow = upstream_allow(&config, &example_sockets, &model_slots.sockets()?);
+    let own_sockets: Vec<SocketAddr> = model_slots
+        .sockets()?
+        .into_iter()
+        .chain(example_sockets.iter().map(|(_, socket)| *socket))
+        .collect();
+    let allow = upstream_allow(&config, &own_sockets);
     // Every collaborator is a constructor argument (issue #16): the upstream
     // check (the SSRF guard, so a registration naming a private address is
     // refused), the organisation keys, and the audit of registry changes
@@ -160,14 +179,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         journal_config.replica.clone_from(replica);
     }
     let journal = RunStore::open(db.clone(), journal_config);
-    let pruner = config.retention.enabled.then(|| {
-        crate::retention::pruner(
-            &config.retention,
-            &db,
-            policy.admin.audit().clone(),
-            journal.clone(),
-        )
-    });
     let policy_version = policy.admin.engine().active_version();
     let readiness = Arc::new(Readiness::new(crate::probes::checks(
         &db,
@@ -189,6 +200,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let models = ModelWiring::new(&config, &db)?;
+    let memory =
+        crate::memory_wiring::memory_api(&config, &db, models.secrets.clone(), allow.clone())
+            .await?;
+    let pruner = config.retention.enabled.then(|| {
+        crate::retention::pruner(
+            &config.retention,
+            &db,
+            policy.admin.audit().clone(),
+            journal.clone(),
+            memory.memory.clone(),
+        )
+    });
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
@@ -225,6 +248,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let fleet_registry = registry.clone();
     let fleet_allow = allow.clone();
+    let upstream_credentials = UpstreamCredentials::new(
+        crate::security_config::load_upstream_credentials(&config.security)?,
+    );
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config_source,
+        config.clone(),
+        crate::reload::LivePieces {
+            tls: tls.clone(),
+            configured_allow: config.upstream_allow.clone(),
+            upstream_allow: allow.clone(),
+            own_sockets,
+            upstream_credentials: upstream_credentials.clone(),
+            quotas,
+            log_filter: telemetry.log_filter(),
+        },
+        metrics.clone(),
+    ));
+    // The config's per-agent bounds; the model fleet adds each model
+    // agent's own while it serves it.
+    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
     let router = build_router(
         registry,
         AppConfig {
@@ -232,10 +275,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             api_keys,
             model_agents: Some(models.agents.clone()),
             secrets: Some(models.secrets.clone()),
+            memory: Some(memory),
             call_budget: Some(CallBudgetHandle(models.budgets.clone())),
             admin_token: Some(admin_token),
             a2a: A2aConfig {
-                upstream_credentials: upstream_credentials(&config.security)?,
+                upstream_timeout: config.upstream.timeout,
+                max_upstream_timeout: config.upstream.max_timeout,
+                agent_timeouts: agent_timeouts.clone(),
+                model_slots: Some(model_slots.slots()?),
+                upstream_credentials: upstream_credentials.clone(),
                 upstream_allow: allow,
                 card_signer: signing_key.clone().map(|key| {
                     convergio_gateway::a2a::CardSignerHandle(
@@ -266,11 +314,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             journal: Some(JournalHandle(journal.clone())),
             // Stored graphs live beside the runs that name them (issue 14).
             graph_store: Some(GraphStoreHandle(journal)),
+            // Plans (issue 19) live in the same database.
+            plan_store: Some(convergio_gateway::app::PlanStoreHandle(Arc::new(
+                convergio_store::plans::SqlPlanStore::new(&db),
+            ))),
             lease_keeper: Some((lease_ttl / 3, config.graphs.take_over_expired_runs)),
             policy: Some(policy),
             federation: federation.clone(),
             readiness: readiness.clone(),
             metrics,
+            guardrails: crate::guardrails::build(&config.guardrails)?,
         },
     );
 
@@ -302,6 +355,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         models.directory.clone(),
         model_slots,
         reserved,
+        agent_timeouts,
     )
     .spawn(models.changes, config.models.watch_interval);
     let agents_dir = match &config.models.agents_dir {
@@ -329,6 +383,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // with the runtime.
     let _pruner = pruner.map(|pruner| pruner.spawn());
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // SIGHUP and changed files reload what can change live (issue 22);
+    // the SIGHUP handler is in place before the listening line is printed.
+    let reloads = reloader.spawn(
+        (config.reload_watch_interval_seconds > 0)
+            .then(|| std::time::Duration::from_secs(config.reload_watch_interval_seconds)),
+    );
+    // SIGTERM's handler too, so a stop right after start-up drains.
+    let stop_signal = shutdown_signal();
     say!("convergio listening on {scheme}://{local}");
     say!(
         "  database     {}",
@@ -374,7 +436,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // On the stop signal `/readyz` turns 503 first; the listener closes
     // after `shutdown_delay`, then in-flight requests drain.
-    let shutdown = readiness.drain_on(shutdown_signal(), config.security.server.shutdown_delay);
+    let shutdown = readiness.drain_on(stop_signal, config.security.server.shutdown_delay);
     let served = serve_with(
         listener,
         router,
@@ -389,6 +451,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // sinks are still held (the registry's change hook, federation), so the
     // writer is told to finish rather than left to wait for them.
     watcher.stop();
+    reloads.abort();
     if let Some(sync) = sync {
         sync.abort();
     }
@@ -402,6 +465,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if drain.await.is_err() {
         eprintln!("warning: the audit queue did not drain within 30 s");
     }
+    // Every request has answered: its spans are queued. Send them.
+    telemetry.shutdown().await;
     served.context("serving")?;
     for agent in examples {
         agent.shutdown().await;
@@ -430,13 +495,21 @@ async fn start_federation(
                     config.federation.discovery_timeout_ms,
                 ),
                 allow: config.upstream_allow.clone(),
+                max_hops: config.federation.max_hops,
+                discovery_max_pages: config.federation.discovery_max_pages,
+                discovery_max_agents: config.federation.discovery_max_agents,
+                jwks_refetch_interval: std::time::Duration::from_secs(
+                    config.federation.jwks_refetch_interval_seconds,
+                ),
+                accept_rotated_keys: config.federation.accept_rotated_keys,
             },
             key,
             store,
             registry,
             card_keys,
         )
-        .context("setting up federation")?,
+        .context("setting up federation")?
+        .with_call_outcomes(Arc::new(convergio_store::registry::PeerCalls::new(db))),
     );
     for peer in &config.federation.peers {
         federation
@@ -507,59 +580,6 @@ async fn build_authenticator(
     .context("setting up authentication")
 }
 
-/// Reads every configured upstream credential (files and environment) and
-/// TLS file once, at start; errors name the agent and the source, never the
-/// secret.
-fn upstream_credentials(
-    security: &SecuritySettings,
-) -> anyhow::Result<HashMap<String, UpstreamCredential>> {
-    let mut credentials = HashMap::new();
-    for (agent, section) in &security.upstream_credentials {
-        let bearer_token = match (&section.bearer_token_file, &section.bearer_token_env) {
-            (Some(path), _) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| {
-                        format!(
-                            "reading the upstream credential of {agent} from {}",
-                            path.display()
-                        )
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            (None, Some(name)) => Some(std::env::var(name).with_context(|| {
-                format!("the upstream credential of {agent}: {name} is not set")
-            })?),
-            (None, None) => None,
-        };
-        anyhow::ensure!(
-            bearer_token.as_ref().is_none_or(|token| !token.is_empty()),
-            "the upstream credential of {agent} is empty"
-        );
-        let files = UpstreamTlsFiles {
-            ca_file: section.ca_file.clone(),
-            client_cert_file: section.client_cert_file.clone(),
-            client_key_file: section.client_key_file.clone(),
-        };
-        let tls = if files == UpstreamTlsFiles::default() {
-            None
-        } else {
-            Some(Arc::new(upstream_client_config(&files).with_context(
-                || format!("the upstream TLS settings of {agent}"),
-            )?))
-        };
-        credentials.insert(
-            agent.clone(),
-            UpstreamCredential {
-                bearer_token,
-                tls,
-                forward_caller_authorization: section.forward_caller_authorization,
-            },
-        );
-    }
-    Ok(credentials)
-}
-
 /// One line saying which credentials are accepted.
 fn describe_auth(security: &SecuritySettings) -> String {
     let mut accepted = vec!["admin token"];
@@ -582,7 +602,8 @@ fn describe_auth(security: &SecuritySettings) -> String {
 
 /// Builds the policy store on `db`, loads the active set (storing the
 /// embedded example on first start), starts the watcher that keeps this
-/// replica on the active version, and the audit writer.
+/// replica on the active version, the audit writer, and the quota enforcer
+/// (also in the services; returned for reloads).
 async fn start_policy(
     config: &Config,
     db: convergio_store::Db,
@@ -590,6 +611,7 @@ async fn start_policy(
     PolicyServices,
     convergio_policy::AuditWriter,
     convergio_policy::PolicyWatcher,
+    Arc<convergio_policy::Quotas>,
 )> {
     let store = Arc::new(convergio_store::policy::PolicyStore::new(db));
     let engine = std::sync::Arc::new(
@@ -608,18 +630,20 @@ async fn start_policy(
         admin.audit().clone(),
         convergio_policy::DEFAULT_AUDIT_QUEUE,
     );
-    let quotas = config
-        .quotas
-        .clone()
-        .map(|quotas| std::sync::Arc::new(convergio_policy::Quotas::new(quotas)));
+    // Always an enforcer, without limits when none is configured, so a
+    // reload can set some (issue 22).
+    let quotas = std::sync::Arc::new(convergio_policy::Quotas::new(
+        config.quotas.clone().unwrap_or_default(),
+    ));
     Ok((
         PolicyServices {
             admin,
             audit,
-            quotas,
+            quotas: Some(quotas.clone()),
         },
         writer,
         watcher,
+        quotas,
     ))
 }
 
@@ -671,16 +695,11 @@ fn example_role(agent: ExampleAgent) -> AgentRole {
 /// The SSRF allow-list: the configured entries plus exactly the loopback
 /// sockets of the example agents this server started and of the model
 /// agents' slots (nothing else on loopback becomes reachable by default).
-fn upstream_allow(
-    config: &Config,
-    example_sockets: &[(String, SocketAddr)],
-    model_slots: &[SocketAddr],
-) -> AllowList {
+/// A list of its own (see [`AllowList`]): a reload replaces it and the
+/// configured one each.
+fn upstream_allow(config: &Config, own_sockets: &[SocketAddr]) -> AllowList {
     let mut allow = config.upstream_allow.clone();
-    for socket in model_slots {
-        allow.allow_socket(*socket);
-    }
-    for (_, socket) in example_sockets {
+    for socket in own_sockets {
         allow.allow_socket(*socket);
     }
     allow
@@ -743,36 +762,33 @@ async fn register_examples(
     Ok(running)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests running serve twice) is harmless.
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when the future is first polled: called before the
+/// listening line is printed, a signal sent the moment the server answers
+/// is never met by the default action (exit by signal, exit status not 0).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let wait = |stream: Option<tokio::signal::unix::Signal>| async move {
+            match stream {
+                Some(mut stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        async move {
+            tokio::select! {
+                () = wait(terminate) => {},
+                () = wait(interrupt) => {},
+            }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -4,7 +4,8 @@
 //! agent in this process (registered through the API) counts every call, so
 //! the test proves that nodes finished before the crash are not called
 //! again, that the node in flight is re-sent with the same A2A `messageId`,
-//! and that the result equals an uninterrupted run's. A second case pauses a
+//! and that the result equals an uninterrupted run's, and that nodes writing
+//! to memory wrote each output once (issue 20). A second case pauses a
 //! run for a human, restarts the server, and approves it with the CLI.
 
 mod support;
@@ -30,6 +31,19 @@ name: durable_chain
 nodes:
   - {id: a, agent: counter, inputs: [topic]}
   - {id: b, agent: counter, inputs: [a.output]}
+  - {id: c, agent: counter, inputs: [b.output]}
+edges:
+  - {from: a, to: b}
+  - {from: b, to: c}
+config: {checkpoint_enabled: true}
+"#;
+
+/// [`CHAIN`] whose nodes `a` and `b` write their outputs to memory.
+const REMEMBERING_CHAIN: &str = r#"
+name: durable_chain
+nodes:
+  - {id: a, agent: counter, inputs: [topic], memory: {write: [{namespace: notes}]}}
+  - {id: b, agent: counter, inputs: [a.output], memory: {write: [{namespace: notes}]}}
   - {id: c, agent: counter, inputs: [b.output]}
 edges:
   - {from: a, to: b}
@@ -205,7 +219,18 @@ fn sigkill_mid_run_then_resume_does_not_redo_finished_nodes() {
     assert_eq!(expected, json!("c(b(a(rust)))"));
     counter.calls.lock().expect("calls").clear();
 
-    // The run to crash: `b` hangs, so `a` is finished and committed.
+    // The run to crash: `b` hangs, so `a` is finished and committed. Its
+    // nodes write to memory (issue 20).
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .put(format!("{}/v1/memory/notes", server.base))
+            .bearer_auth(admin_token(data_dir.path()))
+            .json(&json!({"kind": "structured"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 201);
+    });
     let (hung_sender, hung) = std::sync::mpsc::channel();
     *counter.hung.lock().expect("hung") = Some(hung_sender);
     counter.armed.store(true, Ordering::SeqCst);
@@ -214,7 +239,7 @@ fn sigkill_mid_run_then_resume_does_not_redo_finished_nodes() {
             &server,
             data_dir.path(),
             "/v1/runs",
-            json!({"graph_yaml": CHAIN, "mode": "async", "input": input}),
+            json!({"graph_yaml": REMEMBERING_CHAIN, "mode": "async", "input": input}),
         )
         .await;
         assert_eq!(status, 202, "{accepted}");
@@ -255,6 +280,35 @@ fn sigkill_mid_run_then_resume_does_not_redo_finished_nodes() {
         .collect();
     assert_eq!(b_ids.len(), 2, "{calls:?}");
     assert_eq!(b_ids[0], b_ids[1], "the in-flight node keeps its messageId");
+
+    // Each writing node's output is in memory once, under its run, node and
+    // iteration: `a`, finished before the crash, was not written again
+    // (version 1), and `b` was written when it finished after the resume.
+    runtime.block_on(async {
+        let (status, listed) = get(&server, data_dir.path(), "/v1/memory/notes/items").await;
+        assert_eq!(status, 200, "{listed}");
+        let items: Vec<(String, i64, Value)> = listed["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| {
+                let key = item["key"].as_str().unwrap_or_default().to_owned();
+                (
+                    key,
+                    item["version"].as_i64().unwrap_or(0),
+                    item["value"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (format!("{run_id}.a.1"), 1, json!("a(rust)")),
+                (format!("{run_id}.b.1"), 1, json!("b(a(rust))")),
+            ],
+            "{listed}"
+        );
+    });
 
     runtime.block_on(async {
         let (status, outcome) = get(

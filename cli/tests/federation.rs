@@ -789,6 +789,102 @@ async fn federated_discovery_merges_b_allowed_agents_with_provenance_and_revalid
     assert_eq!(synced["trust"], "registered", "{synced}");
 }
 
+/// Registers at B an agent named `name` whose skills carry `tags`,
+/// trusted there.
+async fn register_at_b(fed: &Federated, name: &str, tags: &[&str]) {
+    let mut card = fed._partner.card();
+    card["name"] = json!(name);
+    for skill in card["skills"].as_array_mut().expect("skills") {
+        skill["tags"] = json!(tags);
+    }
+    let (status, registered) = post(
+        &fed.http,
+        &format!("{}/v1/agents", fed.b.base),
+        &fed.b_token,
+        &json!({"name": name, "card": card}),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let id = registered["id"].as_str().expect("agent id");
+    let trust = fed
+        .http
+        .put(format!("{}/v1/agents/{}/trust", fed.b.base, encoded(id)))
+        .bearer_auth(&fed.b_token)
+        .json(&json!({"level": "trusted", "reason": "federated discovery test"}))
+        .send()
+        .await
+        .expect("trust set");
+    assert!(trust.status().is_success(), "{}", trust.status());
+}
+
+/// Issue 18: federated discovery pages through each peer (B answers one
+/// agent per page here), and the caller's own policy filters what the
+/// peer let through.
+#[tokio::test]
+async fn federated_discovery_pages_through_a_peer_and_hides_what_the_caller_may_not_discover() {
+    let fed = federate(true).await;
+    register_at_b(&fed, "partner-two", &["external"]).await;
+    register_at_b(&fed, "partner-secret", &["external", "restricted"]).await;
+    let url = format!("{}/v1/agents?federated=true&page_size=1", fed.a.base);
+    let peer_ids = |listing: &Value| -> Vec<String> {
+        let mut found: Vec<String> = ids(listing)
+            .into_iter()
+            .filter(|id| id.starts_with("external://b.example/"))
+            .collect();
+        found.sort();
+        found
+    };
+    let (status, listing) = get(&fed.http, &url, &fed.a_token).await;
+    assert_eq!(status, 200, "{listing}");
+    // B's three opted-in agents, one page each: its second and third pages
+    // were read.
+    assert_eq!(
+        peer_ids(&listing),
+        [
+            "external://b.example/agents/partner-echo",
+            "external://b.example/agents/partner-secret",
+            "external://b.example/agents/partner-two",
+        ],
+        "{listing}"
+    );
+    assert_eq!(listing["peers"][0]["agents"], 3, "{listing}");
+    // Again: every page revalidated with its own ETag.
+    let (_, again) = get(&fed.http, &url, &fed.a_token).await;
+    assert_eq!(again["peers"][0]["cache"], "revalidated", "{again}");
+    assert_eq!(peer_ids(&again), peer_ids(&listing));
+
+    // A's policy now forbids discovering agents tagged `restricted`: B
+    // still lets A see it, but A's caller is not shown it.
+    let example = include_str!("../../policies/example.cedar");
+    let policies = format!(
+        "{example}\n@id(\"hide-restricted\")\nforbid (principal, action == Action::\"discover\", resource is Agent)\nwhen {{ resource.tags.contains(\"restricted\") }};\n"
+    );
+    let response = fed
+        .http
+        .put(format!("{}/v1/policies", fed.a.base))
+        .bearer_auth(&fed.a_token)
+        .json(&json!({"policies": policies, "reason": "hide restricted agents"}))
+        .send()
+        .await
+        .expect("answers");
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+    let (status, filtered) = get(&fed.http, &url, &fed.a_token).await;
+    assert_eq!(status, 200, "{filtered}");
+    assert_eq!(
+        peer_ids(&filtered),
+        [
+            "external://b.example/agents/partner-echo",
+            "external://b.example/agents/partner-two",
+        ],
+        "{filtered}"
+    );
+    assert_eq!(filtered["peers"][0]["agents"], 2, "{filtered}");
+}
+
 #[tokio::test]
 async fn federated_discovery_lists_down_and_slow_peers_as_partial() {
     let fed = federate_with(

@@ -30,6 +30,20 @@ async fn terminate(mut server: Server) -> support::Stopped {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_the_moment_the_server_says_it_listens_still_stops_it_cleanly() {
+    // The handler is installed before the listening line: a stop sent at
+    // once is a drain and exit 0, never the default action of the signal.
+    for _ in 0..3 {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let stderr = data_dir.path().join("stderr.log");
+        let server = start_logged(data_dir.path(), &["--no-examples"], &[], &stderr);
+        let stopped = terminate(server).await;
+        let log = std::fs::read_to_string(&stderr).expect("stderr log");
+        assert!(stopped.success, "exit status not 0; stderr: {log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_idle_server_stops_on_sigterm_without_waiting_for_the_audit_queue() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let stderr = data_dir.path().join("stderr.log");

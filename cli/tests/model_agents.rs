@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
 use convergio_models::Usage;
 use serde_json::{json, Value};
-use support::{admin_token, start_logged, start_with, Server, BINARY};
+use support::{admin_token, issue_key, start_logged, start_with, Server, BINARY};
 
 const SECRET: &str = "sk-e2e-model-agent-key-4242424242";
 
@@ -574,5 +574,198 @@ fn a_streamed_answer_reaches_the_client_chunk_by_chunk_through_the_gateway() {
             last.saturating_sub(first) >= std::time::Duration::from_millis(1400),
             "the first chunk waited for the others: {chunks:?}"
         );
+    });
+}
+
+#[test]
+fn a_slow_model_agent_outlives_the_default_bound_and_its_cost_reaches_the_trace() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "un deux trois",
+        3,
+        Usage {
+            input_tokens: 100,
+            output_tokens: 50,
+        },
+    ));
+    // About two seconds per answer: past the one-second request and
+    // default upstream bounds below, within the agent's own twenty.
+    fake.set_chunk_delay(std::time::Duration::from_millis(700));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(
+        &config,
+        "limits: {request_timeout_seconds: 1}\nupstream: {timeout_seconds: 1}\nmodels:\n  prices:\n    - {provider: openai, model: fake-model, input_per_million: 1000, output_per_million: 2000}\n",
+    )
+    .expect("writes the config");
+    let server = start_with(
+        data_dir.path(),
+        &[("CONVERGIO_CONFIG", config.to_str().expect("utf-8"))],
+    );
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply_with(
+        &server,
+        data_dir.path(),
+        "slowpoke",
+        &fake,
+        "timeout_seconds: 20\n",
+    );
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        let (status, _, body) = send(&server.base, "slowpoke", "Count", None).await;
+        assert_eq!(status, 200, "{body}");
+        let task = &body["result"]["task"];
+        assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{body}");
+        // 100 × 1000 + 50 × 2000 per million tokens: 0.2 per call.
+        let cost = task["metadata"]["usage"]["cost"].as_f64().expect("a cost");
+        assert!((cost - 0.2).abs() < 1e-9, "{body}");
+
+        // The same agent as a graph node: its reported cost is the trace's.
+        let run = support::run_to_end(
+            &server,
+            &token,
+            json!({
+                "graph_yaml": "name: priced\nnodes:\n  - {id: count, agent: slowpoke, inputs: [text]}\n",
+                "mode": "async",
+                "input": {"text": "Count"},
+            }),
+        )
+        .await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let run_id = run["run_id"].as_str().expect("a run id");
+        let trace: Value = reqwest::Client::new()
+            .get(format!("{}/v1/runs/{run_id}/trace", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("reads")
+            .json()
+            .await
+            .expect("json");
+        let total = trace["total_cost"].as_f64().expect("total_cost");
+        assert!((total - 0.2).abs() < 1e-9, "{trace}");
+        assert_eq!(trace["nodes"][0]["tokens_in"], 100, "{trace}");
+    });
+}
+
+/// A JSON-RPC `SendMessage` with an API key: the A2A answer.
+async fn send_as(base: &str, key: &str, agent: &str, text: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/agents/{agent}"))
+        .header("A2A-Version", "1.0")
+        .header("X-API-Key", key)
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+            "params": {"message": message(text, None), "configuration": {"returnImmediately": false}},
+        }))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[test]
+fn a_caller_pays_agent_uses_the_callers_own_key_and_only_the_gateway_reaches_it() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "bonjour",
+        1,
+        Usage {
+            input_tokens: 5,
+            output_tokens: 2,
+        },
+    ));
+    const B_KEY: &str = "sk-b-example-own-provider-key-777";
+    fake.require_key(B_KEY);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    // The deployment's agent, offered to other organisations (the
+    // `external` tag) and paid for by whoever calls it.
+    let file = data_dir.path().join("shared.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: convergio/v1\nkind: ModelAgent\nname: shared\nprovider: openai\n\
+             model: fake-model\nbase_url: {}\napi_key: caller\ninstructions: Translate.\n\
+             skills:\n  - {{id: translate, name: Translate, description: Translates, tags: [external]}}\n",
+            fake.base_url()
+        ),
+    )
+    .expect("writes the declaration");
+    let (ok, stdout, stderr) = support::cli(
+        Some((&server, data_dir.path())),
+        &["agents", "apply", file.to_str().expect("utf-8")],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let b_admin = issue_key(
+        &server,
+        data_dir.path(),
+        "ops@b.example",
+        "b.example",
+        &["secrets:write"],
+    );
+    let b_user = issue_key(&server, data_dir.path(), "ann@b.example", "b.example", &[]);
+    let c_user = issue_key(&server, data_dir.path(), "cy@c.example", "c.example", &[]);
+    runtime.block_on(async {
+        let stored = reqwest::Client::new()
+            .put(format!("{}/v1/secrets/openai", server.base))
+            .header("X-API-Key", &b_admin)
+            .body(B_KEY)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(stored.status(), 204, "{:?}", stored.text().await);
+
+        // b.example's caller: b.example's key reaches the provider.
+        let answer = send_as(&server.base, &b_user, "shared", "Hello").await;
+        assert_eq!(answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+        assert_eq!(fake.requests().len(), 1);
+        assert_eq!(fake.requests()[0].header("authorization"), Some(format!("Bearer {B_KEY}").as_str()));
+
+        // c.example keeps no key: the call fails naming the reference only.
+        let answer = send_as(&server.base, &c_user, "shared", "Hello").await;
+        assert_eq!(answer["result"]["task"]["status"]["state"], "TASK_STATE_FAILED", "{answer}");
+        assert!(!answer.to_string().contains(B_KEY), "{answer}");
+        assert_eq!(fake.requests().len(), 1, "c.example's call reached the provider");
+
+        // A client claiming b.example in the metadata is overruled by the
+        // gateway's stamp of its verified organisation.
+        let forged = reqwest::Client::new()
+            .post(format!("{}/agents/shared", server.base))
+            .header("A2A-Version", "1.0")
+            .header("X-API-Key", &c_user)
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "SendMessage",
+                "params": {"message": {"messageId": "forged-1", "role": "ROLE_USER",
+                    "parts": [{"text": "Hello"}], "metadata": {"convergio.caller.org": "b.example"}}}}))
+            .send()
+            .await
+            .expect("answers")
+            .json::<Value>()
+            .await
+            .expect("json");
+        assert_eq!(forged["result"]["task"]["status"]["state"], "TASK_STATE_FAILED", "{forged}");
+        assert_eq!(fake.requests().len(), 1, "the forged organisation was believed");
+
+        // The agent's own loopback server answers only the gateway.
+        let (_, record) = support::admin_get(&server, data_dir.path(), "/v1/agents/shared").await;
+        let slot = record["upstreams"][0]["url"].as_str().expect("an upstream").to_owned();
+        let direct = reqwest::Client::new()
+            .post(&slot)
+            .header("A2A-Version", "1.0")
+            .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "SendMessage",
+                "params": {"message": message("Hello", None)}}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(direct.status(), 401);
+        assert_eq!(fake.requests().len(), 1);
     });
 }

@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::{json, Value};
-use support::{admin_token, cli, start};
+use support::{admin_token, issue_key, start};
 
 const PIPELINE: &str = include_str!("../../examples/graphs/code_review_pipeline.yaml");
 
@@ -16,25 +14,6 @@ const PIPELINE: &str = include_str!("../../examples/graphs/code_review_pipeline.
 /// organisation's, which the gateway does not look up.
 const PARTNER: &str =
     "name: partner_review\nnodes:\n  - id: a\n    agent: external://partner.example/agents/reviewer\n";
-
-/// Issues a key through the CLI: the key.
-fn issue_key(server: &support::Server, data_dir: &Path, org: &str) -> String {
-    let (ok, stdout, stderr) = cli(
-        Some((server, data_dir)),
-        &[
-            "keys",
-            "issue",
-            "--subject",
-            "author",
-            "--org",
-            org,
-            "--scope",
-            "graphs:write",
-        ],
-    );
-    assert!(ok, "{stderr}");
-    stdout.lines().next().unwrap_or_default().trim().to_owned()
-}
 
 async fn call(
     method: reqwest::Method,
@@ -63,8 +42,20 @@ async fn stored_graphs_survive_a_restart_and_stay_with_their_organisation() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start(data_dir.path());
     let admin = admin_token(data_dir.path());
-    let acme = issue_key(&server, data_dir.path(), "acme.example");
-    let other = issue_key(&server, data_dir.path(), "other.example");
+    let acme = issue_key(
+        &server,
+        data_dir.path(),
+        "author",
+        "acme.example",
+        &["graphs:write"],
+    );
+    let other = issue_key(
+        &server,
+        data_dir.path(),
+        "author",
+        "other.example",
+        &["graphs:write"],
+    );
     let post = reqwest::Method::POST;
     let get = reqwest::Method::GET;
 

@@ -231,6 +231,15 @@ pub fn api_keys_router(keys: Arc<StoredApiKeys>) -> Router {
         .with_state(keys)
 }
 
+/// The OpenAPI description of these routes (merged into the gateway's
+/// document by [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_handler, issue_handler, revoke_handler),
+    tags((name = "api-keys", description = "API keys (administrators)"))
+)]
+pub(crate) struct ApiKeysApiDoc;
+
 /// Why `principal` may not manage keys, if it may not.
 fn admin_refusal(principal: &Principal) -> Option<Failure> {
     if principal.has_scope("admin") {
@@ -252,6 +261,17 @@ fn admin_refusal(principal: &Principal) -> Option<Failure> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "issueApiKey",
+    tag = "api-keys",
+    request_body(description = "`{subject, org?, scopes?, expires_at?}`", content((Object = "application/json"))),
+    responses(
+        (status = 201, description = "Issued; the key's value is shown this once.", body = Object),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn issue_handler(
     State(keys): State<Arc<StoredApiKeys>>,
     Extension(principal): Extension<Principal>,
@@ -280,6 +300,15 @@ async fn issue_handler(
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "listApiKeys",
+    tag = "api-keys",
+    responses(
+        (status = 200, description = "Every key (never its secret).", body = Object),
+    )
+)]
 async fn list_handler(
     State(keys): State<Arc<StoredApiKeys>>,
     Extension(principal): Extension<Principal>,
@@ -294,6 +323,19 @@ async fn list_handler(
     Ok(Json(serde_json::json!({ "keys": listed })).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "revokeApiKey",
+    tag = "api-keys",
+    params(
+        ("id" = String, Path, description = "The key's id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "No such key"),
+    )
+)]
 async fn revoke_handler(
     State(keys): State<Arc<StoredApiKeys>>,
     Extension(principal): Extension<Principal>,

@@ -36,8 +36,10 @@ use crate::federation::Federation;
 use crate::layers::{
     with_layers_observed, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
+use crate::memory_api::{memory_router, MemoryApi};
 use crate::metrics::{Exposition, GatewayMetrics};
 use crate::model_agents::{model_agents_router, ModelAgents};
+use crate::plans_api::{plans_router, PlansApi};
 use crate::readiness::Readiness;
 use crate::registry_routes::RegistryRoutes;
 use crate::runs_api::{runs_router, GraphsConfig, RunsApi};
@@ -58,6 +60,8 @@ pub struct AppConfig {
     pub model_agents: Option<Arc<ModelAgents>>,
     /// Organisations' sealed secrets: mounts `/v1/secrets` when set.
     pub secrets: Option<Arc<Secrets>>,
+    /// Memory namespaces (issue 20): mounts `/v1/memory` when set.
+    pub memory: Option<MemoryApi>,
     /// Checked after policy and quotas before a message reaches its agent
     /// (model agents' daily budgets); `None`: no such check.
     pub call_budget: Option<CallBudgetHandle>,
@@ -76,6 +80,9 @@ pub struct AppConfig {
     /// Where stored graphs are kept (`convergio serve`: the run store's
     /// `graphs` table); `None` keeps them in memory.
     pub graph_store: Option<GraphStoreHandle>,
+    /// Where plans are kept (issue 19; `convergio serve`: the `plans`
+    /// table); `None` keeps them in memory.
+    pub plan_store: Option<PlanStoreHandle>,
     /// How often leases are renewed and expired runs looked for, and
     /// whether they are taken over; `None` runs no keeper.
     pub lease_keeper: Option<(std::time::Duration, bool)>,
@@ -94,6 +101,8 @@ pub struct AppConfig {
     /// The gateway's `/metrics` families (requests, upstreams, decisions,
     /// streams) and what the scrape-time gauges read.
     pub metrics: Arc<GatewayMetrics>,
+    /// Payload guardrails on every A2A call (issue 21); default none.
+    pub guardrails: convergio_plugins::Guardrails,
 }
 
 /// The run journal handed to the executor (a newtype so the config stays
@@ -128,6 +137,17 @@ pub struct GraphStoreHandle(pub Arc<dyn GraphStore>);
 impl std::fmt::Debug for GraphStoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphStoreHandle").finish_non_exhaustive()
+    }
+}
+
+/// The plan store handed to the plan API (a newtype so the config stays
+/// `Debug`).
+#[derive(Clone)]
+pub struct PlanStoreHandle(pub Arc<dyn convergio_planner::PlanStore>);
+
+impl std::fmt::Debug for PlanStoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanStoreHandle").finish_non_exhaustive()
     }
 }
 
@@ -188,6 +208,11 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         None => gate,
     };
     let gate = Arc::new(gate);
+    let plan_registry = registry.clone();
+    let plan_store: Arc<dyn convergio_planner::PlanStore> = match config.plan_store {
+        Some(PlanStoreHandle(store)) => store,
+        None => Arc::new(convergio_planner::MemoryPlanStore::default()),
+    };
     let api = convergio_registry::api::guarded_router(
         registry,
         ApiConfig {
@@ -200,14 +225,15 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     // registry (through the guard, as any listing) and the peers at once.
     let api = match &config.federation {
         Some(federation) => api.layer(axum::middleware::from_fn_with_state(
-            federation.clone(),
+            crate::federation::discovery::DiscoveryState::new(federation.clone(), gate.clone()),
             crate::federation::discovery::federated_discovery,
         )),
         None => api,
     };
     let a2a_state = A2aState::new(routes.clone(), config.a2a)
         .with_gatekeeper(gate.clone())
-        .with_federation(config.federation.clone());
+        .with_federation(config.federation.clone())
+        .with_guardrails(config.guardrails.clone());
     // `/metrics` reads each upstream's circuit from the same client.
     let upstreams = a2a_state.client.clone();
     let a2a = a2a_router(a2a_state);
@@ -225,7 +251,19 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
                 async move { readiness.respond().await }
             }),
         );
-    let mut router = health.merge(api).merge(a2a);
+    let mounted = crate::openapi::MountedApis {
+        federation: config.federation.is_some(),
+        api_keys: config.api_keys.is_some(),
+        model_agents: config.model_agents.is_some(),
+        secrets: config.secrets.is_some(),
+        memory: config.memory.is_some(),
+        policy: config.policy.is_some(),
+    };
+    let mut router = health
+        .merge(crate::openapi::router(&crate::openapi::document(mounted)))
+        .merge(api)
+        .merge(a2a)
+        .merge(crate::console::console_router());
     if let Some(federation) = config.federation {
         router = router.merge(federation_router(federation));
     }
@@ -237,6 +275,9 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     }
     if let Some(secrets) = config.secrets {
         router = router.merge(secrets_router(secrets, gate.clone()));
+    }
+    if let Some(memory) = config.memory {
+        router = router.merge(memory_router(memory, gate.clone()));
     }
     if let Some(services) = config.policy {
         let policy = convergio_policy::router(PolicyApi {
@@ -258,6 +299,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let mut built = None;
     let app = Arc::new_cyclic(|app| {
         let dispatch = Arc::new(GatewayDispatch::new(app.clone()));
+        let plan_dispatch: Arc<dyn convergio_orchestrator::Dispatch> = dispatch.clone();
         let executor = match config.journal {
             Some(JournalHandle(journal)) => {
                 Executor::with_journal(dispatch, config.executor, journal)
@@ -271,6 +313,8 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             config.graphs.retention_metrics.clone(),
             config.graphs.model_metrics.clone(),
         ));
+        let plan_limits = config.graphs.limits;
+        let (plan_routes, plan_gate) = (routes.clone(), gate.clone());
         let runs_api = RunsApi::new(
             executor.clone(),
             routes,
@@ -279,7 +323,19 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             config.graphs,
             exposition,
         );
-        let router = router.merge(runs_router(runs_api.clone()));
+        let plans = PlansApi::new(
+            plan_registry,
+            plan_routes,
+            plan_gate,
+            plan_dispatch,
+            runs_router(runs_api.clone()),
+            plan_store,
+            plan_limits,
+        );
+        let router = router
+            .merge(runs_router(runs_api.clone()))
+            .merge(plans_router(plans))
+            .layer(axum::middleware::from_fn(v1_problems));
         built = Some((executor, runs_api));
         let authenticator = config
             .authenticator
@@ -303,6 +359,25 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         },
     ));
     (served, runs_api)
+}
+
+/// Every failure of the `/v1/…` API is a problem document, as its OpenAPI
+/// document says: an extractor's own rejection (a path segment that is not
+/// UTF-8 once decoded, a bad query) is plain text until it passes here. The
+/// A2A surfaces keep their own error shapes, and a handler's parked
+/// `Failure` (no content type yet) is left for `Rescue` to render.
+async fn v1_problems(request: Request, next: Next) -> Response {
+    let is_v1 = request.uri().path().starts_with("/v1/");
+    let response = next.run(request).await;
+    let is_plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/plain"));
+    if is_v1 && is_plain_text {
+        convergio_registry::api::ensure_problem(response).await
+    } else {
+        response
+    }
 }
 
 async fn admin_token_principal(

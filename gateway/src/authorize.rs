@@ -74,6 +74,8 @@ pub enum GraphAction {
     Read,
     /// Start a run of it (`run_graph`).
     Run,
+    /// Ask for a plan (`create_plan`, issue 19; the graph `plan`).
+    Plan,
 }
 
 // === impl GraphAction ===
@@ -84,6 +86,7 @@ impl GraphAction {
             Self::Store => Action::StoreGraph,
             Self::Read => Action::ReadGraph,
             Self::Run => Action::RunGraph,
+            Self::Plan => Action::CreatePlan,
         }
     }
 }
@@ -111,6 +114,10 @@ pub trait Gatekeeper: Send + Sync {
     /// cause of a failed upstream call (the card names the upstream
     /// anyway). Not recorded: it only decides how much an error says.
     fn may_read_card(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool;
+    /// Whether the caller may send `target` a message (`send_message`),
+    /// asked of a plan's every step before it runs (issue 19). Not
+    /// recorded: each call is decided and recorded again when it is made.
+    fn may_call(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool;
     /// Records a filtered listing.
     async fn record_listing(
         &self,
@@ -121,6 +128,17 @@ pub trait Gatekeeper: Send + Sync {
     );
     /// Sees a unary reply (budgets count the usage it reports).
     fn observe_reply(&self, principal: &Principal, result: &Value);
+    /// Records a guardrail's refusal of a payload to or from `agent`
+    /// (action `guardrail`, decision `deny`; `detail` names the guardrail,
+    /// its reason and the direction, never the payload).
+    async fn record_guardrail(
+        &self,
+        _principal: &Principal,
+        _agent: &str,
+        _request_id: Option<&RequestId>,
+        _detail: Value,
+    ) {
+    }
     /// Admits starting a run of the graph named `graph` (action
     /// `run_graph`), before any node is called. Records the decision.
     async fn admit_run(
@@ -168,6 +186,10 @@ impl Gatekeeper for OpenGate {
 
     // No policy to ask, so an upstream's address never leaves the gateway:
     // callers learn a failure's category only.
+    fn may_call(&self, _principal: &Principal, _target: &RouteTarget, _loopback: bool) -> bool {
+        true
+    }
+
     fn may_read_card(
         &self,
         _principal: &Principal,
@@ -280,7 +302,8 @@ impl PolicyGate {
 
     /// Decides and records an organisation-level request of the REST
     /// surfaces of issue 17 (`manage_model_agent`, `read_model_agent`,
-    /// `manage_secret`): the resource is the organisation `org`, which
+    /// `manage_secret`) and issue 20 (`read_memory`, `write_memory`,
+    /// `search_memory`): the resource is the organisation `org`, which
     /// policies see as `context.target_org`. Never records a body.
     pub async fn decide_org(
         &self,
@@ -548,6 +571,22 @@ impl Gatekeeper for PolicyGate {
         .allowed
     }
 
+    fn may_call(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool {
+        let context = RequestContext {
+            a2a_method: Some(Method::SendMessage.v1_name().to_owned()),
+            now: Utc::now().timestamp(),
+            loopback,
+            ..RequestContext::default()
+        };
+        self.evaluate(
+            principal,
+            Action::SendMessage,
+            &target_resource(target),
+            &context,
+        )
+        .allowed
+    }
+
     fn may_read_card(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool {
         let context = RequestContext {
             now: Utc::now().timestamp(),
@@ -577,6 +616,24 @@ impl Gatekeeper for PolicyGate {
             hidden,
         ))
         .await;
+    }
+
+    async fn record_guardrail(
+        &self,
+        principal: &Principal,
+        agent: &str,
+        request_id: Option<&RequestId>,
+        detail: Value,
+    ) {
+        let mut entry = AuditEntry::change(
+            request_id.map(|id| id.as_str().to_owned()),
+            principal,
+            "guardrail",
+            &format!("agent:{agent}"),
+            detail,
+        );
+        entry.decision = "deny".to_owned();
+        self.record(entry).await;
     }
 
     fn observe_reply(&self, principal: &Principal, result: &Value) {

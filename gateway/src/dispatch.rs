@@ -6,10 +6,14 @@
 //!
 //! - Internal agents (`name` or `convergio://agents/name`): a JSON-RPC
 //!   `SendMessage` (`returnImmediately: false`) to `POST /agents/{name}`.
-//! - `external://org/agents/x`: the design document's envelope to
-//!   `POST /v1/envelope`, the cross-organisation path; until federation is
-//!   configured it answers "federation not configured", which becomes
-//!   [`DispatchError::NotRoutable`].
+//! - `external://org/agents/x` (issue 18): the same JSON-RPC `SendMessage`
+//!   to `POST /external/{org}/agents/{x}`, the federation route, so the
+//!   node's message crosses losslessly (every part, its metadata with the
+//!   `convergio.*` keys, its `contextId`); this gateway's policy decides the
+//!   call out (the target's organisation is the peer), the federation layer
+//!   stamps the organisation path and signs the call, and the peer's policy
+//!   decides again. Without federation the answer is "federation not
+//!   configured", which becomes [`DispatchError::NotRoutable`].
 //!
 //! The request carries the run caller's [`Principal`] and a [`GraphCall`] as
 //! request extensions (extensions are not wire data, so no outside request
@@ -27,13 +31,18 @@
 
 use std::sync::Weak;
 
+use crate::a2a::CallDeadline;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::Router;
-use convergio_orchestrator::{AgentCall, AgentReply, Dispatch, DispatchError};
+use convergio_orchestrator::{
+    AgentCall, AgentReply, Dispatch, DispatchError, MemoryAction, MemoryOp,
+};
 use convergio_schemas::a2a::{MEDIA_JSON, VERSION_1_0, VERSION_HEADER};
 use convergio_schemas::{AgentId, GraphCall, Principal};
+
+use crate::federation::idempotency::IDEMPOTENCY_KEY;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -41,6 +50,10 @@ use tower::ServiceExt;
 /// Largest reply body the dispatcher reads (the gateway already caps
 /// upstream bodies; this bounds in-process ones too).
 const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
+
+/// A2A's `UnsupportedOperationError` code: what the federation route
+/// answers when federation is off.
+const UNSUPPORTED_OPERATION: i64 = -32004;
 
 /// The W3C trace context header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -78,20 +91,7 @@ impl Dispatch for GatewayDispatch {
         let app = self.app()?;
         let target = Target::of(&call.agent)?;
         let request = build_request(&call, &target)?;
-        let exchange = async {
-            let response = app
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|never| match never {});
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), MAX_REPLY_BYTES)
-                .await
-                .map_err(|error| DispatchError::Failed {
-                    message: format!("reading the reply failed: {error}"),
-                    retryable: true,
-                })?;
-            Ok::<_, DispatchError>((status, bytes))
-        };
+        let exchange = exchange(app, request);
         let (status, bytes) = match call.deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await
@@ -100,14 +100,133 @@ impl Dispatch for GatewayDispatch {
         };
         interpret(&call.agent, &target, status, &bytes)
     }
+
+    /// A node's memory search or write (issue 20), as in-process REST calls
+    /// to `/v1/memory` through the same router: the run caller's policy
+    /// decides `search_memory`/`write_memory` exactly as for a direct call.
+    /// A write to a vector namespace stores the output as a document (its
+    /// text, with the run, graph and node as metadata); to a structured one,
+    /// the output itself.
+    async fn memory(&self, op: MemoryOp) -> Result<Value, DispatchError> {
+        let app = self.app()?;
+        let namespace = encode(&op.namespace);
+        match &op.action {
+            MemoryAction::Search { query, top_k } => {
+                let body = json!({"query": query, "top_k": top_k});
+                let path = format!("/v1/memory/{namespace}:search");
+                let answer =
+                    memory_exchange(&app, memory_request(&op, "POST", &path, Some(body))?).await?;
+                Ok(answer
+                    .get("hits")
+                    .cloned()
+                    .unwrap_or(Value::Array(Vec::new())))
+            }
+            MemoryAction::Write { key, value } => {
+                let path = format!("/v1/memory/{namespace}");
+                let shown = memory_exchange(&app, memory_request(&op, "GET", &path, None)?).await?;
+                let document = if shown.get("kind").and_then(Value::as_str) == Some("vector") {
+                    let text = match value {
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    json!({"text": text, "metadata": {
+                        "run_id": op.run_id.to_string(),
+                        "graph_id": &*op.graph_id,
+                        "node_id": op.node_id,
+                    }})
+                } else {
+                    value.clone()
+                };
+                let path = format!("/v1/memory/{namespace}/items/{}", encode(key));
+                memory_exchange(&app, memory_request(&op, "PUT", &path, Some(document))?).await?;
+                Ok(Value::Null)
+            }
+        }
+    }
+}
+
+/// A path segment, percent-encoded.
+fn encode(segment: &str) -> String {
+    utf8_percent_encode(segment, NON_ALPHANUMERIC).to_string()
+}
+
+/// An in-process `/v1/memory` request as the run's caller.
+fn memory_request(
+    op: &MemoryOp,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Request<Body>, DispatchError> {
+    node_request(
+        method,
+        path,
+        body,
+        &NodeContext {
+            run_id: op.run_id,
+            graph_id: &op.graph_id,
+            node_id: &op.node_id,
+            caller: op.caller.as_deref(),
+            origin: op.origin,
+            traceparent: &op.traceparent,
+        },
+    )
+}
+
+/// Sends an in-process request through the router: the status and the
+/// body (at most [`MAX_REPLY_BYTES`]).
+async fn exchange(
+    app: Router,
+    request: Request<Body>,
+) -> Result<(StatusCode, bytes::Bytes), DispatchError> {
+    let response = app
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_REPLY_BYTES)
+        .await
+        .map_err(|error| DispatchError::Failed {
+            message: format!("reading the answer failed: {error}"),
+            retryable: true,
+        })?;
+    Ok((status, bytes))
+}
+
+/// Sends a memory request; its JSON answer, or the problem as a typed error.
+async fn memory_exchange(app: &Router, request: Request<Body>) -> Result<Value, DispatchError> {
+    let (status, bytes) = exchange(app.clone(), request).await?;
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = body
+        .get("detail")
+        .or_else(|| body.get("title"))
+        .and_then(Value::as_str)
+        .unwrap_or("refused")
+        .to_owned();
+    Err(match status.as_u16() {
+        401 | 403 => DispatchError::Denied { message },
+        408 | 504 => DispatchError::Timeout,
+        429 | 503 => DispatchError::Unavailable { message },
+        _ => DispatchError::Failed {
+            message: format!("{} {message}", status.as_u16()),
+            retryable: status.is_server_error(),
+        },
+    })
 }
 
 /// Where a node's agent is reached.
 enum Target {
     /// `/agents/{name}`.
     Internal(String),
-    /// The envelope endpoint, addressed to this agent id.
-    External(String),
+    /// `/external/{org}/agents/{name}`: another organisation's agent.
+    External {
+        /// The peer organisation's domain.
+        org: String,
+        /// The agent's name there.
+        name: String,
+    },
 }
 
 // === impl Target ===
@@ -119,52 +238,112 @@ impl Target {
         }
         match agent.parse::<AgentId>() {
             Ok(AgentId::Internal { name }) => Ok(Self::Internal(name)),
-            Ok(external @ AgentId::External { .. }) => Ok(Self::External(external.to_string())),
+            Ok(AgentId::External { org, name }) => Ok(Self::External { org, name }),
             Err(error) => Err(DispatchError::NotRoutable {
                 agent: agent.to_owned(),
                 reason: error.to_string(),
             }),
         }
     }
+
+    /// The path of the agent's JSON-RPC endpoint on this gateway.
+    fn path(&self) -> String {
+        match self {
+            Self::Internal(name) => format!("/agents/{}", encode(name)),
+            Self::External { org, name } => {
+                format!("/external/{}/agents/{}", encode(org), encode(name))
+            }
+        }
+    }
 }
 
 fn build_request(call: &AgentCall, target: &Target) -> Result<Request<Body>, DispatchError> {
-    let (uri, body) = match target {
-        Target::Internal(name) => {
-            let body = json!({
-                "jsonrpc": "2.0",
-                "id": format!("{}/{}", call.run_id, call.node_id),
-                "method": "SendMessage",
-                "params": {
-                    "message": call.message,
-                    "configuration": {"returnImmediately": false},
-                },
-            });
-            let uri = format!("/agents/{}", utf8_percent_encode(name, NON_ALPHANUMERIC));
-            (uri, body)
+    // The message goes as the node built it, whichever side of the
+    // organisation boundary its agent is on.
+    let mut body = json!({
+        "jsonrpc": "2.0",
+        "id": format!("{}/{}", call.run_id, call.node_id),
+        "method": "SendMessage",
+        "params": {
+            "message": call.message,
+            "configuration": {"returnImmediately": false},
+        },
+    });
+    if matches!(target, Target::External { .. }) {
+        // The peer answers a repeat of this key (the run resumed after a
+        // crash) with its first answer. The message id is the node call's
+        // run, node, iteration and attempt: the same when a resumed run
+        // makes the call again.
+        let key = call.message.get("messageId").cloned();
+        if let (Some(key), Some(metadata)) = (key, message_metadata(&mut body)) {
+            metadata.insert(IDEMPOTENCY_KEY.to_owned(), key);
         }
-        Target::External(to) => ("/v1/envelope".to_owned(), envelope(call, to)),
-    };
+    }
+    let mut request = node_request(
+        "POST",
+        &target.path(),
+        Some(body),
+        &NodeContext {
+            run_id: call.run_id,
+            graph_id: &call.graph_id,
+            node_id: &call.node_id,
+            caller: call.caller.as_deref(),
+            origin: call.origin,
+            traceparent: &call.traceparent,
+        },
+    )?;
+    let version = HeaderValue::from_static(VERSION_1_0);
+    request.headers_mut().insert(VERSION_HEADER, version);
+    let extensions = request.extensions_mut();
+    if let Some(deadline) = call.deadline {
+        // The node's timeout bounds the upstream call too, not the
+        // gateway's default (issue 17).
+        extensions.insert(CallDeadline(deadline.into()));
+    }
+    Ok(request)
+}
+
+/// Who and what an in-process request of a graph node is for.
+struct NodeContext<'a> {
+    run_id: uuid::Uuid,
+    graph_id: &'a str,
+    node_id: &'a str,
+    caller: Option<&'a Principal>,
+    origin: Option<std::net::IpAddr>,
+    traceparent: &'a str,
+}
+
+/// An in-process JSON request of a graph node: its trace context, and the
+/// run caller, where it connected from and the node as request extensions
+/// (not wire data, so no outside request can forge them).
+fn node_request(
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    context: &NodeContext<'_>,
+) -> Result<Request<Body>, DispatchError> {
     let mut request = Request::builder()
-        .method("POST")
-        .uri(uri)
+        .method(method)
+        .uri(path)
         .header(header::CONTENT_TYPE, MEDIA_JSON)
-        .header(VERSION_HEADER, VERSION_1_0)
-        .body(Body::from(body.to_string()))
+        .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
         .map_err(|error| DispatchError::Failed {
-            message: format!("cannot build the request: {error}"),
+            message: format!("cannot build the request to {path}: {error}"),
             retryable: false,
         })?;
-    if let Ok(traceparent) = HeaderValue::from_str(&call.traceparent) {
+    if let Ok(traceparent) = HeaderValue::from_str(context.traceparent) {
         request
             .headers_mut()
             .insert(TRACEPARENT_HEADER, traceparent);
     }
+    // With spans exported, the node's call is a child of the run's
+    // `invoke_workflow` span (same trace id as `call.traceparent`).
+    crate::telemetry::inject(&tracing::Span::current(), request.headers_mut());
     let extensions = request.extensions_mut();
-    if let Some(caller) = &call.caller {
-        extensions.insert(Principal::clone(caller));
+    if let Some(caller) = context.caller {
+        extensions.insert(caller.clone());
     }
-    if let Some(origin) = call.origin {
+    if let Some(origin) = context.origin {
         // The run caller's address stands in for the connection this
         // in-process request does not have (policy's `loopback` fact).
         extensions.insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
@@ -172,61 +351,20 @@ fn build_request(call: &AgentCall, target: &Target) -> Result<Request<Body>, Dis
         )));
     }
     extensions.insert(GraphCall {
-        run_id: call.run_id.to_string(),
-        graph: call.graph_id.to_string(),
-        node_id: call.node_id.clone(),
+        run_id: context.run_id.to_string(),
+        graph: context.graph_id.to_owned(),
+        node_id: context.node_id.to_owned(),
     });
     Ok(request)
 }
 
-/// The design document's envelope for a call to an external agent: the
-/// message's single part (or all its parts) as the payload.
-fn envelope(call: &AgentCall, to: &str) -> Value {
-    let parts = call
-        .message
-        .get("parts")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let payload = match parts {
-        [only] => only
-            .get("data")
-            .or_else(|| only.get("text"))
-            .cloned()
-            .unwrap_or_else(|| only.clone()),
-        many => Value::Array(many.to_vec()),
-    };
-    let sender: String = call
-        .graph_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect();
-    let id: String = call
-        .message
-        .get("messageId")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect();
-    let mut envelope = json!({
-        "protocol": "a2a/1.0",
-        "from": format!("convergio://agents/{}", if sender.is_empty() { "graph" } else { &sender }),
-        "to": to,
-        "action": format!("graph.{}", call.node_id),
-        "payload": payload,
-    });
-    if !id.is_empty() {
-        envelope["id"] = Value::String(id);
-    }
-    envelope
+/// The metadata object of the request's message, created when absent.
+fn message_metadata(body: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    let message = body.pointer_mut("/params/message")?.as_object_mut()?;
+    let metadata = message
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    metadata.as_object_mut()
 }
 
 /// Turns the gateway's answer into a reply or a typed dispatch error.
@@ -255,49 +393,34 @@ fn interpret(
             retryable: status.is_server_error(),
         },
     };
-    match target {
-        Target::Internal(_) => {
-            if let Some(result) = body.get("result") {
-                return Ok(AgentReply::from_response(result.clone()));
-            }
-            if !status.is_success() {
-                return Err(refused(message));
-            }
-            match body.pointer("/error/code").and_then(Value::as_i64) {
-                // The gateway hides why an upstream broke (unreachable,
-                // garbage, past its timeout); any of those may pass.
-                Some(-32006) | Some(-32603) => Err(DispatchError::Failed {
-                    message,
-                    retryable: true,
-                }),
-                Some(_) => Err(DispatchError::Failed {
-                    message,
-                    retryable: false,
-                }),
-                None => Err(DispatchError::Failed {
-                    message: "the gateway answered neither a result nor an error".into(),
-                    retryable: false,
-                }),
-            }
+    if let Some(result) = body.get("result") {
+        return Ok(AgentReply::from_response(result.clone()));
+    }
+    if !status.is_success() {
+        return Err(refused(message));
+    }
+    match body.pointer("/error/code").and_then(Value::as_i64) {
+        // Federation is off here: no peer's agent is reachable.
+        Some(UNSUPPORTED_OPERATION) if matches!(target, Target::External { .. }) => {
+            Err(DispatchError::NotRoutable {
+                agent: agent.to_owned(),
+                reason: message,
+            })
         }
-        Target::External(_) => {
-            if status.is_success() {
-                return match body.get("payload") {
-                    Some(payload) => Ok(AgentReply::from_response(payload.clone())),
-                    None => Err(DispatchError::Failed {
-                        message: "the envelope reply has no payload".into(),
-                        retryable: false,
-                    }),
-                };
-            }
-            if status == StatusCode::BAD_REQUEST {
-                return Err(DispatchError::NotRoutable {
-                    agent: agent.to_owned(),
-                    reason: message,
-                });
-            }
-            Err(refused(message))
-        }
+        // The gateway hides why an upstream broke (unreachable,
+        // garbage, past its timeout); any of those may pass.
+        Some(-32006) | Some(-32603) => Err(DispatchError::Failed {
+            message,
+            retryable: true,
+        }),
+        Some(_) => Err(DispatchError::Failed {
+            message,
+            retryable: false,
+        }),
+        None => Err(DispatchError::Failed {
+            message: "the gateway answered neither a result nor an error".into(),
+            retryable: false,
+        }),
     }
 }
 
@@ -312,10 +435,8 @@ mod tests {
             Target::of("convergio://agents/echo"),
             Ok(Target::Internal(name)) if name == "echo"
         ));
-        assert!(matches!(
-            Target::of("external://partner.example/agents/x"),
-            Ok(Target::External(to)) if to == "external://partner.example/agents/x"
-        ));
+        let external = Target::of("external://partner.example/agents/x").expect("routable");
+        assert_eq!(external.path(), "/external/partner%2Eexample/agents/x");
         assert!(matches!(
             Target::of("ftp://nowhere"),
             Err(DispatchError::NotRoutable { .. })
@@ -339,12 +460,15 @@ mod tests {
                 ..
             })
         ));
-        let external = Target::External("external://p.example/agents/x".into());
+        let external = Target::External {
+            org: "p.example".into(),
+            name: "x".into(),
+        };
         let refused = interpret(
             "external://p.example/agents/x",
             &external,
-            StatusCode::BAD_REQUEST,
-            br#"{"detail":"federation not configured"}"#,
+            StatusCode::OK,
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32004,"message":"federation not configured"}}"#,
         );
         assert!(matches!(refused, Err(DispatchError::NotRoutable { .. })));
     }

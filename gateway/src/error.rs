@@ -70,6 +70,15 @@ pub enum GatewayError {
         /// Why.
         detail: String,
     },
+    /// A push-notification config call to an agent whose card does not
+    /// offer `capabilities.pushNotifications`: the answer the agent itself
+    /// gives (A2A `PushNotificationNotSupportedError`), before the task is
+    /// looked up, so it says nothing about the task.
+    #[error("push notifications are not supported by agent {agent}")]
+    PushNotificationNotSupported {
+        /// The agent's gateway name.
+        agent: String,
+    },
     /// No registered agent has this gateway name (or the caller may not see it).
     #[error("agent not found: {agent}")]
     AgentNotFound {
@@ -146,6 +155,27 @@ pub enum GatewayError {
         /// The `to` address.
         to: String,
     },
+    /// A cross-organisation call would return to an organisation already
+    /// on its path (issue 18).
+    #[error(
+        "federation loop: the call to {org} would return to an organisation on its path {path}"
+    )]
+    FederationLoop {
+        /// The organisation reached again.
+        org: String,
+        /// The path so far, organisations joined by ` -> `.
+        path: String,
+    },
+    /// A cross-organisation call would take more hops than allowed.
+    #[error(
+        "federation hop limit: the call would take {hops} hops, over federation.max_hops {max}"
+    )]
+    FederationHopLimit {
+        /// Hops the call would take.
+        hops: usize,
+        /// The configured bound.
+        max: usize,
+    },
     /// The request body is over the configured limit.
     #[error("request body is over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -158,6 +188,14 @@ pub enum GatewayError {
     /// The gateway is at its concurrency limit and shed the request.
     #[error("gateway overloaded")]
     Overloaded,
+    /// A card or catalog asked for right under `/agents/`, with no agent
+    /// named: what a client asks when it resolves `.well-known/…` against
+    /// an agent's base URL given without its trailing slash.
+    #[error("no agent named in {path}: an agent's base URL is /agents/{{name}}/ with its trailing slash, and its card /agents/{{name}}/.well-known/agent-card.json")]
+    AgentNameMissing {
+        /// The request path.
+        path: String,
+    },
     /// No route for this path on the gateway.
     #[error("no route for {}", convergio_schemas::echo(.path))]
     RouteNotFound {
@@ -198,6 +236,19 @@ pub enum GatewayError {
     NameTaken {
         /// The colliding name.
         name: String,
+    },
+    /// A guardrail refused a payload (issue 21): the caller reads the
+    /// guardrail's name, its reason code and its message.
+    #[error("refused by guardrail {guardrail} ({reason}): {message}")]
+    GuardrailDenied {
+        /// The guardrail's configured name.
+        guardrail: String,
+        /// Its reason code (`CARD_NUMBER`, `GUARDRAIL_OUT_OF_FUEL`).
+        reason: String,
+        /// Its message (never the offending content).
+        message: String,
+        /// `request` or `response`.
+        direction: &'static str,
     },
     /// A bug or an unexpected failure; details go to logs only (`Rescue`
     /// logs the whole cause chain), the client reads
@@ -301,12 +352,16 @@ impl GatewayError {
             | Self::BadPath { .. }
             | Self::VersionNotSupported { .. }
             | Self::UnsupportedOperation { .. }
+            | Self::PushNotificationNotSupported { .. }
             | Self::FederationNotConfigured { .. } => ErrorKind::InvalidInput,
             Self::AgentNotFound { .. }
             | Self::TaskNotFound { .. }
             | Self::ContextNotFound { .. }
+            | Self::AgentNameMissing { .. }
             | Self::RouteNotFound { .. } => ErrorKind::NotFound,
-            Self::Forbidden { .. } => ErrorKind::Forbidden,
+            Self::Forbidden { .. }
+            | Self::FederationLoop { .. }
+            | Self::FederationHopLimit { .. } => ErrorKind::Forbidden,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::NoUsableInterface { .. }
             | Self::UpstreamUnreachable { .. }
@@ -320,6 +375,7 @@ impl GatewayError {
             Self::ScopeRequired { .. } => ErrorKind::Forbidden,
             Self::Internal { .. } => ErrorKind::Internal,
             Self::PeerExists { .. } | Self::NameTaken { .. } => ErrorKind::Conflict,
+            Self::GuardrailDenied { .. } => ErrorKind::Forbidden,
         }
     }
 
@@ -329,6 +385,9 @@ impl GatewayError {
             Self::VersionNotSupported { .. } => Some(A2aError::VersionNotSupported),
             Self::UnsupportedOperation { .. } | Self::FederationNotConfigured { .. } => {
                 Some(A2aError::UnsupportedOperation)
+            }
+            Self::PushNotificationNotSupported { .. } => {
+                Some(A2aError::PushNotificationNotSupported)
             }
             Self::TaskNotFound { .. } | Self::ContextNotFound { .. } => {
                 Some(A2aError::TaskNotFound)
@@ -372,7 +431,9 @@ impl GatewayError {
                 None if failure.code == a2a::JSONRPC_INTERNAL_ERROR => 500,
                 None => 400,
             },
-            Self::AgentNotFound { .. } | Self::RouteNotFound { .. } => 404,
+            Self::AgentNotFound { .. }
+            | Self::RouteNotFound { .. }
+            | Self::AgentNameMissing { .. } => 404,
             other => match other.a2a_error() {
                 Some(error) => error.http_status(),
                 None => other.kind().http_status(),
@@ -411,16 +472,20 @@ impl GatewayError {
             Self::InvalidParams { .. } | Self::SchemaViolation { .. } => "INVALID_PARAMS",
             Self::BadPath { .. } => "BAD_PATH",
             Self::AgentNotFound { .. } => "AGENT_NOT_FOUND",
-            Self::RouteNotFound { .. } => "ROUTE_NOT_FOUND",
+            Self::RouteNotFound { .. } | Self::AgentNameMissing { .. } => "ROUTE_NOT_FOUND",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
             Self::Unauthenticated { .. } => "UNAUTHENTICATED",
-            Self::Forbidden { .. } | Self::ScopeRequired { .. } => "PERMISSION_DENIED",
+            Self::Forbidden { .. }
+            | Self::ScopeRequired { .. }
+            | Self::FederationLoop { .. }
+            | Self::FederationHopLimit { .. } => "PERMISSION_DENIED",
             Self::UpstreamUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::PeerExists { .. } => "PEER_EXISTS",
             Self::NameTaken { .. } => "NAME_TAKEN",
+            Self::GuardrailDenied { .. } => "GUARDRAIL_DENIED",
             _ => "INTERNAL",
         };
         let domain = match self {
@@ -621,6 +686,7 @@ mod tests {
             GatewayError::BadPath { detail: detail() },
             GatewayError::VersionNotSupported { version: detail() },
             GatewayError::UnsupportedOperation { detail: detail() },
+            GatewayError::PushNotificationNotSupported { agent: agent() },
             GatewayError::AgentNotFound { agent: agent() },
             GatewayError::Forbidden {
                 agent: agent(),
@@ -647,10 +713,16 @@ mod tests {
                 detail: detail(),
             },
             GatewayError::FederationNotConfigured { to: detail() },
+            GatewayError::FederationLoop {
+                org: detail(),
+                path: detail(),
+            },
+            GatewayError::FederationHopLimit { hops: 5, max: 4 },
             GatewayError::PayloadTooLarge { limit: 1 },
             GatewayError::RequestTimeout,
             GatewayError::Overloaded,
             GatewayError::RouteNotFound { path: detail() },
+            GatewayError::AgentNameMissing { path: detail() },
             GatewayError::Unauthenticated { reason: detail() },
             GatewayError::ScopeRequired { detail: detail() },
             GatewayError::UpstreamUnavailable {

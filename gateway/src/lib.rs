@@ -7,23 +7,29 @@
 //! identity, peers and signed calls ([`federation`]); and the SSRF guard on
 //! every upstream address ([`ssrf`]); the pruner that bounds the tables
 //! growing with every call ([`retention`]); `/readyz` and the drain on
-//! shutdown ([`readiness`]); the `/metrics` families ([`metrics`]).
-//! growing with every call ([`retention`]); model agent declarations and
-//! organisations' sealed secrets over REST ([`model_agents`], [`secrets`]).
+//! shutdown ([`readiness`]); the `/metrics` families ([`metrics`]); model
+//! agent declarations and organisations' sealed secrets over REST
+//! ([`model_agents`], [`secrets`]);
+//! the web console at `/console/` ([`console`]).
 
 pub mod a2a;
 pub mod api_keys;
 pub mod app;
 pub mod authorize;
+pub mod console;
 pub mod dispatch;
 mod early_errors;
 pub mod error;
 pub mod federation;
 mod fetch;
+mod grpc_status;
 pub mod layers;
+pub mod memory_api;
 pub mod metrics;
 pub mod model_agents;
 pub mod model_metrics;
+pub mod openapi;
+pub mod plans_api;
 pub mod readiness;
 mod registry_routes;
 pub mod retention;
@@ -32,6 +38,7 @@ pub mod runs_api;
 pub mod secrets;
 pub mod server;
 pub mod ssrf;
+pub mod telemetry;
 pub mod tls;
 
 /// The caller's identity, shared with the other crates (defined in `convergio-schemas`).

@@ -5,7 +5,11 @@
 //!
 //! Recorded where they happen:
 //! - requests by route class, method, agent and status, and their latency
-//!   (the `Observe` layer, right inside `Trace`);
+//!   (the `Observe` layer, right inside `Trace`); a gRPC call's outcome is
+//!   its `grpc-status` (in the head of a trailers-only answer, else in the
+//!   trailers), counted under the HTTP status it corresponds to
+//!   ([`http_status_of_grpc`]) and by its code name in
+//!   `convergio_grpc_requests_total`;
 //! - upstream transport failures by agent and kind (`Rescue` marks the
 //!   response, `Observe` counts it);
 //! - policy decisions by action and outcome, quota refusals by agent (the
@@ -101,6 +105,16 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentLabel {
     agent: String,
 }
@@ -115,10 +129,12 @@ fn latency_histogram() -> Histogram {
 pub struct GatewayMetrics {
     agents: LabelFold,
     requests: Family<RequestLabels, Counter>,
+    grpc_requests: Family<GrpcLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     quota_refusals: Family<AgentLabel, Counter>,
+    config_reloads: Family<ReloadLabels, Counter>,
     sse_streams_open: Gauge,
     sources: MetricSources,
 }
@@ -141,10 +157,12 @@ impl GatewayMetrics {
         Self {
             agents: LabelFold::new(max_agent_labels),
             requests: Family::default(),
+            grpc_requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
             decisions: Family::default(),
             quota_refusals: Family::default(),
+            config_reloads: Family::default(),
             sse_streams_open: Gauge::default(),
             sources,
         }
@@ -185,6 +203,29 @@ impl GatewayMetrics {
             .inc();
     }
 
+    /// Counts one answered gRPC call by its `grpc-status` code (the
+    /// request itself is counted by [`GatewayMetrics::record_request`]
+    /// under [`http_status_of_grpc`] of the same code).
+    pub fn record_grpc_status(&self, code: i32) {
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                code: grpc_code_name(code),
+            })
+            .inc();
+    }
+
+    /// The gateway's own families in the text format (without the other
+    /// sources [`Exposition`] adds): for tests and tools that hold only
+    /// these metrics.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry);
+        let mut text = String::new();
+        // Writing to a `String` cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        text
+    }
+
     /// Counts an upstream transport failure of `kind` calling `agent`.
     pub fn record_upstream_error(&self, agent: &str, kind: &'static str) {
         self.upstream_errors
@@ -212,6 +253,15 @@ impl GatewayMetrics {
             .inc();
     }
 
+    /// Counts one configuration reload: applied whole (`ok`) or refused
+    /// whole (`refused`, the old configuration stays).
+    pub fn record_config_reload(&self, applied: bool) {
+        let result = if applied { "ok" } else { "refused" };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
     /// Counts an SSE stream open until the guard is dropped.
     pub fn sse_stream(&self) -> SseStreamGuard {
         self.sse_streams_open.inc();
@@ -224,6 +274,11 @@ impl GatewayMetrics {
             "convergio_http_requests",
             "Requests answered, by route class, method, agent and status",
             self.requests.clone(),
+        );
+        registry.register(
+            "convergio_grpc_requests",
+            "gRPC calls answered, by grpc-status code (also counted in convergio_http_requests_total under the matching HTTP status)",
+            self.grpc_requests.clone(),
         );
         registry.register(
             "convergio_http_request_duration_seconds",
@@ -244,6 +299,11 @@ impl GatewayMetrics {
             "convergio_quota_refusals",
             "Calls refused by a spent quota, by agent",
             self.quota_refusals.clone(),
+        );
+        registry.register(
+            "convergio_config_reloads",
+            "Configuration reloads (SIGHUP or a changed file), applied (ok) or refused whole",
+            self.config_reloads.clone(),
         );
         registry.register(
             "convergio_sse_streams_open",
@@ -422,8 +482,9 @@ pub fn route_class(path: &str) -> &'static str {
         "/a2a" | "/v1/envelope" => return "a2a",
         _ => {}
     }
-    let prefixes: [(&str, &'static str); 12] = [
+    let prefixes: [(&str, &'static str); 13] = [
         ("/agents/", "a2a"),
+        (crate::grpc_status::SERVICE_PATH, "a2a"),
         ("/a2a/", "a2a"),
         ("/external/", "a2a"),
         ("/.well-known/", "discovery"),
@@ -440,6 +501,54 @@ pub fn route_class(path: &str) -> &'static str {
         .iter()
         .find(|(prefix, _)| path.starts_with(prefix))
         .map_or("other", |(_, class)| *class)
+}
+
+/// The HTTP status a `grpc-status` code corresponds to (the mapping of
+/// `google/rpc/code.proto`; 499 for a cancelled call, as there). A code
+/// outside the table is an unknown error: 500.
+pub fn http_status_of_grpc(code: i32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    }
+}
+
+/// The name of a `grpc-status` code; a code outside the table is `UNKNOWN`.
+fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|index| NAMES.get(index))
+        .copied()
+        .unwrap_or("UNKNOWN")
 }
 
 /// The method label: the standard methods by name, anything else `other`
@@ -480,6 +589,7 @@ mod tests {
             ("/metrics", "metrics"),
             ("/agents/echo", "a2a"),
             ("/agents/echo/.well-known/agent-card.json", "a2a"),
+            ("/lf.a2a.v1.A2AService/GetTask", "a2a"),
             ("/v1/agents/echo/versions", "registry"),
             ("/v1/runs/1/events", "runs"),
             ("/v1/audit:verify", "audit"),
@@ -523,6 +633,25 @@ mod tests {
         );
         assert!(text.contains("agent=\"agent-1\""), "{text}");
         assert!(!text.contains("nobody"), "{text}");
+    }
+
+    #[test]
+    fn grpc_codes_map_to_their_http_statuses_and_names() {
+        for (code, status, name) in [
+            (0, 200, "OK"),
+            (1, 499, "CANCELLED"),
+            (3, 400, "INVALID_ARGUMENT"),
+            (5, 404, "NOT_FOUND"),
+            (9, 400, "FAILED_PRECONDITION"),
+            (13, 500, "INTERNAL"),
+            (14, 503, "UNAVAILABLE"),
+            (16, 401, "UNAUTHENTICATED"),
+            (99, 500, "UNKNOWN"),
+            (-1, 500, "UNKNOWN"),
+        ] {
+            assert_eq!(http_status_of_grpc(code), status, "{code}");
+            assert_eq!(grpc_code_name(code), name, "{code}");
+        }
     }
 
     #[test]

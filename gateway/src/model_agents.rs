@@ -237,6 +237,15 @@ pub fn model_agents_router(agents: Arc<ModelAgents>, gate: Arc<PolicyGate>) -> R
         .with_state(ApiState { agents, gate })
 }
 
+/// The OpenAPI description of these routes (merged into the gateway's
+/// document by [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_handler, get_handler, put_handler, delete_handler),
+    tags((name = "model-agents", description = "Language models declared as A2A agents"))
+)]
+pub(crate) struct ModelAgentsApiDoc;
+
 fn problem(error: GatewayError) -> Failure {
     Failure::new(error, ErrorShape::Problem)
 }
@@ -308,6 +317,15 @@ async fn own_org_permitted(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/model-agents",
+    operation_id = "listModelAgents",
+    tag = "model-agents",
+    responses(
+        (status = 200, description = "The model agents the caller may see.", body = Object),
+    )
+)]
 async fn list_handler(
     State(state): State<ApiState>,
     request: axum::extract::Request,
@@ -324,6 +342,19 @@ async fn list_handler(
     Ok(Json(serde_json::json!({ "model_agents": views })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/model-agents/{name}",
+    operation_id = "getModelAgent",
+    tag = "model-agents",
+    params(
+        ("name" = String, Path, description = "The model agent's name"),
+    ),
+    responses(
+        (status = 200, description = "The model agent's declaration.", body = Object),
+        (status = 404, description = "No such model agent"),
+    )
+)]
 async fn get_handler(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -341,6 +372,23 @@ async fn get_handler(
     Ok(Json(state.agents.view(row).await).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/model-agents/{name}",
+    operation_id = "putModelAgent",
+    tag = "model-agents",
+    params(
+        ("name" = String, Path, description = "The model agent's name"),
+    ),
+    request_body(description = "A model agent declaration (schemas/json/model-agent.schema.json)", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "Replaced.", body = Object),
+        (status = 201, description = "Created.", body = Object),
+        (status = 404, description = "No such model agent"),
+        (status = 409, description = "A conflict with the current state"),
+        (status = 415, description = "The body is not JSON or YAML"),
+    )
+)]
 async fn put_handler(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -379,6 +427,19 @@ async fn put_handler(
     Ok((status, Json(view)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/model-agents/{name}",
+    operation_id = "deleteModelAgent",
+    tag = "model-agents",
+    params(
+        ("name" = String, Path, description = "The model agent's name"),
+    ),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such model agent"),
+    )
+)]
 async fn delete_handler(
     State(state): State<ApiState>,
     Path(name): Path<String>,

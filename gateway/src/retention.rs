@@ -5,8 +5,9 @@
 //! [`RetentionStore`]), audit records (the policy crate's chain, which
 //! keeps a checkpoint so `audit verify` still verifies), and finished
 //! durable runs (the storage crate's run journal; `convergio serve` plugs
-//! it in as a [`Prunable`], since this crate does not depend on it). No idempotency
-//! records exist yet; run events are held in memory per replica, bounded
+//! it in as a [`Prunable`], since this crate does not depend on it), and the
+//! stored outcomes of idempotent peer calls (issue 18, the registry's
+//! `PeerCallStore`); run events are held in memory per replica, bounded
 //! by `GraphsConfig::max_retained_runs`, and stored as run steps, which go
 //! with their run.
 //!
@@ -41,6 +42,9 @@ pub struct PruneError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// How many kinds there are.
+const KINDS: usize = 6;
+
 /// What retention applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionKind {
@@ -52,15 +56,21 @@ pub enum RetentionKind {
     Runs,
     /// Nonces of accepted signed peer calls.
     Nonces,
+    /// Stored outcomes of idempotent calls from peer organisations.
+    PeerCalls,
+    /// Memory items past their namespace's TTL, with their chunks.
+    Memory,
 }
 
 impl RetentionKind {
     /// Every kind, in metric order.
-    pub const ALL: [RetentionKind; 4] = [
+    pub const ALL: [RetentionKind; KINDS] = [
         RetentionKind::TaskRoutes,
         RetentionKind::Audit,
         RetentionKind::Runs,
         RetentionKind::Nonces,
+        RetentionKind::PeerCalls,
+        RetentionKind::Memory,
     ];
 
     /// The metric label and config key.
@@ -70,6 +80,8 @@ impl RetentionKind {
             RetentionKind::Audit => "audit",
             RetentionKind::Runs => "runs",
             RetentionKind::Nonces => "nonces",
+            RetentionKind::PeerCalls => "peer_calls",
+            RetentionKind::Memory => "memory",
         }
     }
 
@@ -125,6 +137,15 @@ pub struct RetentionConfig {
     /// Peer nonces: deleted once their clock window ended, plus
     /// `max_age_seconds` (default 0).
     pub nonces: KindRetention,
+    /// Stored outcomes of idempotent peer calls: default 7 days since
+    /// stored. A peer repeating a key after that runs the agent again, so
+    /// keep it longer than a peer's runs may stay interrupted.
+    pub peer_calls: KindRetention,
+    /// Memory items past their namespace's `ttl_seconds` (reads already
+    /// skip them): deleted with their chunks `max_age_seconds` after they
+    /// expired (default 0). No row cap: a namespace has its own
+    /// `max_items`.
+    pub memory: KindRetention,
 }
 
 impl Default for RetentionConfig {
@@ -141,6 +162,11 @@ impl Default for RetentionConfig {
                 max_age_seconds: Some(0),
                 max_rows: None,
             },
+            peer_calls: KindRetention::days(7),
+            memory: KindRetention {
+                max_age_seconds: Some(0),
+                max_rows: None,
+            },
         }
     }
 }
@@ -153,6 +179,8 @@ impl RetentionConfig {
             RetentionKind::Audit => &self.audit,
             RetentionKind::Runs => &self.runs,
             RetentionKind::Nonces => &self.nonces,
+            RetentionKind::PeerCalls => &self.peer_calls,
+            RetentionKind::Memory => &self.memory,
         }
     }
 
@@ -171,6 +199,13 @@ impl RetentionConfig {
             return Err(
                 "retention.nonces.max_rows is not allowed: a nonce is kept while its clock \
                  window lasts, or its call could be replayed"
+                    .to_owned(),
+            );
+        }
+        if self.memory.max_rows.is_some() {
+            return Err(
+                "retention.memory.max_rows is not allowed: a memory namespace bounds its items \
+                 with its own retention.max_items"
                     .to_owned(),
             );
         }
@@ -253,6 +288,56 @@ impl Prunable for NoncesRetention {
     }
 }
 
+/// Outcomes of idempotent peer calls in the registry database.
+pub struct PeerCallsRetention(pub Arc<dyn convergio_registry::peer_calls::PeerCallStore>);
+
+#[async_trait]
+impl Prunable for PeerCallsRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::PeerCalls
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        self.0
+            .prune_outcomes(before.map(|before| before.timestamp()), limit)
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        self.0
+            .count_outcomes()
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+}
+
+/// Expired memory items: `before` is compared with each item's expiry.
+/// There is no row cap, so `count` reports 0 without reading.
+pub struct MemoryRetention(pub Arc<convergio_memory::Memory>);
+
+#[async_trait]
+impl Prunable for MemoryRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::Memory
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        // Without a cut-off nothing goes: only expiry removes memory.
+        let Some(before) = before else {
+            return Ok(0);
+        };
+        self.0
+            .prune_expired(before.timestamp(), limit)
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        Ok(0)
+    }
+}
+
 /// The audit chain.
 pub struct AuditRetention(pub AuditLog);
 
@@ -281,8 +366,8 @@ impl Prunable for AuditRetention {
 /// passes, and the database's size as of the last pass.
 #[derive(Debug, Default)]
 pub struct RetentionMetrics {
-    pruned: [AtomicU64; 4],
-    errors: [AtomicU64; 4],
+    pruned: [AtomicU64; KINDS],
+    errors: [AtomicU64; KINDS],
     passes: AtomicU64,
     database_bytes: AtomicU64,
     free_bytes: AtomicU64,
@@ -382,7 +467,7 @@ pub struct Pruner {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassReport {
     /// Rows deleted, per kind, in [`RetentionKind::ALL`] order.
-    pub pruned: [u64; 4],
+    pub pruned: [u64; KINDS],
     /// Bytes compaction gave back.
     pub released_bytes: u64,
     /// The database's size after the pass.
@@ -521,6 +606,8 @@ impl Pruner {
                         audit = report.pruned[1],
                         runs = report.pruned[2],
                         nonces = report.pruned[3],
+                        peer_calls = report.pruned[4],
+                        memory = report.pruned[5],
                         released_bytes = report.released_bytes,
                         database_bytes = report.database_bytes,
                         "retention pass"

@@ -24,17 +24,21 @@ pub enum Binding {
     JsonRpc,
     /// HTTP+JSON (REST).
     HttpJson,
+    /// gRPC (`lf.a2a.v1.A2AService`); upstream URLs are `http(s)://` or a
+    /// card's bare `host:port` (read as `http://host:port`).
+    Grpc,
 }
 
 // === impl Binding ===
 
 impl Binding {
-    /// Parses `AgentInterface.protocolBinding` (gRPC and custom URIs are not
+    /// Parses `AgentInterface.protocolBinding` (custom URIs are not
     /// forwarded by the gateway, so they map to `None`).
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "JSONRPC" => Some(Self::JsonRpc),
             "HTTP+JSON" => Some(Self::HttpJson),
+            "GRPC" => Some(Self::Grpc),
             _ => None,
         }
     }
@@ -44,6 +48,7 @@ impl Binding {
         match self {
             Self::JsonRpc => "JSONRPC",
             Self::HttpJson => "HTTP+JSON",
+            Self::Grpc => "GRPC",
         }
     }
 }
@@ -92,8 +97,8 @@ pub struct RouteTarget {
 impl RouteTarget {
     /// Builds a target from a registered card, reading `supportedInterfaces`
     /// (1.0) or `url`/`preferredTransport`/`additionalInterfaces` (0.3).
-    /// Interfaces the gateway cannot forward to (gRPC, non-HTTP(S) URLs) are
-    /// skipped.
+    /// Interfaces the gateway cannot forward to (0.3 gRPC and HTTP+JSON,
+    /// non-HTTP(S) URLs other than a gRPC `host:port`) are skipped.
     pub fn from_card(name: impl Into<String>, card: Value) -> Self {
         let mut interfaces = Vec::new();
         if let Some(list) = card.get("supportedInterfaces").and_then(Value::as_array) {
@@ -150,14 +155,16 @@ impl RouteTarget {
     }
 
     /// The interface to forward a call over: the client's binding when the
-    /// upstream offers it in 1.0, else JSON-RPC 1.0, else HTTP+JSON 1.0,
-    /// else a 0.3 interface (JSON-RPC preferred).
+    /// upstream offers it in 1.0 (so a call is translated only when the two
+    /// differ), else JSON-RPC 1.0, else HTTP+JSON 1.0, else JSON-RPC 0.3,
+    /// else gRPC 1.0.
     pub fn choose_interface(&self, client_binding: Binding) -> Option<&UpstreamInterface> {
         let order = [
             (client_binding, ProtocolVersion::V1_0),
             (Binding::JsonRpc, ProtocolVersion::V1_0),
             (Binding::HttpJson, ProtocolVersion::V1_0),
             (Binding::JsonRpc, ProtocolVersion::V0_3),
+            (Binding::Grpc, ProtocolVersion::V1_0),
         ];
         order.iter().find_map(|(binding, version)| {
             self.interfaces
@@ -185,17 +192,24 @@ fn push_interface(
     let (Some(url), Some(binding)) = (url, binding.and_then(Binding::parse)) else {
         return;
     };
-    // The HTTP+JSON 0.3 dialect (`/v1/...` paths) is not forwarded.
+    // The HTTP+JSON 0.3 dialect (`/v1/...` paths) and 0.3 gRPC (package
+    // `a2a.v1`) are not forwarded.
     let version = match version {
         "1.0" => ProtocolVersion::V1_0,
         "0.3" if binding == Binding::JsonRpc => ProtocolVersion::V0_3,
         _ => return,
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let url = if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_owned()
+    } else if binding == Binding::Grpc && !url.contains("://") && !url.contains('/') {
+        // A gRPC card names `host:port`: cleartext HTTP/2 (a TLS endpoint
+        // is written `https://host:port`).
+        format!("http://{url}")
+    } else {
         return;
-    }
+    };
     interfaces.push(UpstreamInterface {
-        url: url.to_owned(),
+        url,
         binding,
         version,
         tenant: tenant
@@ -400,10 +414,28 @@ mod tests {
                 {"url": "127.0.0.1:2", "protocolBinding": "GRPC", "protocolVersion": "1.0"}
             ]}),
         );
-        assert_eq!(v1.interfaces.len(), 2);
+        assert_eq!(v1.interfaces.len(), 3);
         assert_eq!(
             v1.choose_interface(Binding::HttpJson).map(|i| i.binding),
             Some(Binding::HttpJson)
+        );
+        // A gRPC client reaches the gRPC endpoint, read as h2c.
+        let grpc = v1.choose_interface(Binding::Grpc).expect("grpc");
+        assert_eq!(grpc.url, "http://127.0.0.1:2");
+        let grpc_only = RouteTarget::from_card(
+            "g",
+            json!({"supportedInterfaces": [
+                {"url": "127.0.0.1:2", "protocolBinding": "GRPC", "protocolVersion": "1.0"},
+                {"url": "127.0.0.1:2/x", "protocolBinding": "GRPC", "protocolVersion": "1.0"},
+                {"url": "127.0.0.1:2", "protocolBinding": "GRPC", "protocolVersion": "0.3"}
+            ]}),
+        );
+        assert_eq!(grpc_only.interfaces.len(), 1);
+        assert_eq!(
+            grpc_only
+                .choose_interface(Binding::JsonRpc)
+                .map(|i| i.binding),
+            Some(Binding::Grpc)
         );
         assert_eq!(
             v1.choose_interface(Binding::JsonRpc)

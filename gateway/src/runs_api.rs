@@ -3,8 +3,8 @@
 //! - `POST /v1/graphs` stores a graph document (YAML or JSON text) after
 //!   validating it, agents checked against the registry, as a new version
 //!   of the caller's organisation's graph of that name; `GET /v1/graphs`
-//!   lists the latest versions, `GET /v1/graphs/{name}` returns one
-//!   (`?version=N` an older one; `?org=` names another organisation's,
+//!   lists the latest versions, `GET /v1/graphs/{name}` returns one with
+//!   its source parsed as `spec` (`?version=N` an older one; `?org=` names another organisation's,
 //!   for callers policy lets read it), `POST /v1/graphs:validate`
 //!   validates without storing. Storing, reading and running are the
 //!   policy actions `store_graph`, `read_graph` and `run_graph` on the
@@ -77,6 +77,7 @@ use convergio_schemas::{AgentId, ErrorKind, Principal, Problem};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::authorize::{Gatekeeper, GraphAction};
@@ -488,15 +489,24 @@ impl RunsApi {
         input: Value,
         principal: &Principal,
         origin: Option<std::net::IpAddr>,
+        trace_id: Option<String>,
     ) -> Result<(Uuid, Arc<EventLog>), ApiError> {
         let options = RunOptions {
             caller: Some(principal.clone()),
             origin,
             source: Some(source),
+            trace_id,
         };
+        // The run's task lives in its `invoke_workflow` span, a child of
+        // this request's span (issue 18).
+        let span = crate::telemetry::invoke_workflow_span(
+            graph.name.as_ref(),
+            principal.org.as_deref().unwrap_or_default(),
+        );
         // The executor closes the stream only once the result is
         // retrievable by id.
-        let events = self.inner.executor.stream_with(graph, input, options)?;
+        let events = span.in_scope(|| self.inner.executor.stream_with(graph, input, options))?;
+        span.record("convergio.run_id", events.run_id.to_string());
         Ok(self.pump(events, principal.owner_key()))
     }
 }
@@ -620,6 +630,7 @@ impl Caller {
                 GraphAction::Store => "store_graph",
                 GraphAction::Read => "read_graph",
                 GraphAction::Run => "run_graph",
+                GraphAction::Plan => "create_plan",
             };
             ApiError::new(
                 ErrorKind::Forbidden,
@@ -630,6 +641,15 @@ impl Caller {
         }
     }
 }
+
+/// The OpenAPI description of these routes (merged into the gateway's
+/// document by [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(store_graph, validate_graph, list_graphs, get_graph, start_run, list_runs, run_status, run_action, list_checkpoints, name_checkpoint, run_result, run_events, run_trace),
+    tags((name = "runs", description = "Graphs of agents and their runs"))
+)]
+pub(crate) struct RunsApiDoc;
 
 fn unknown_graph(name: &str) -> ApiError {
     ApiError::new(ErrorKind::NotFound, format!("graph {name} not found"))
@@ -657,6 +677,18 @@ fn query<T: serde::de::DeserializeOwned + Default>(uri: &axum::http::Uri) -> Res
         .map_err(|error| ApiError::new(ErrorKind::InvalidInput, error.body_text()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/graphs",
+    operation_id = "storeGraph",
+    tag = "graphs",
+    request_body(description = "A graph document (YAML or JSON text)", content((String = "application/yaml"), (String = "application/json"), (String = "text/plain"))),
+    responses(
+        (status = 201, description = "Stored as a new version.", body = Object),
+        (status = 415, description = "Not a graph document media type"),
+        (status = 422, description = "The graph does not validate"),
+    )
+)]
 async fn store_graph(State(api): State<RunsApi>, request: Request) -> Response {
     let mut request = incoming(request);
     let body = std::mem::take(&mut request.body);
@@ -695,6 +727,18 @@ async fn store_graph(State(api): State<RunsApi>, request: Request) -> Response {
     respond(outcome.await, request.request_id.clone())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/graphs:validate",
+    operation_id = "validateGraph",
+    tag = "graphs",
+    request_body(description = "A graph document (YAML or JSON text)", content((String = "application/yaml"), (String = "application/json"), (String = "text/plain"))),
+    responses(
+        (status = 200, description = "Valid.", body = Object),
+        (status = 415, description = "Not a graph document media type"),
+        (status = 422, description = "The graph does not validate"),
+    )
+)]
 async fn validate_graph(State(api): State<RunsApi>, request: Request) -> Response {
     let mut request = incoming(request);
     let body = std::mem::take(&mut request.body);
@@ -710,6 +754,18 @@ async fn validate_graph(State(api): State<RunsApi>, request: Request) -> Respons
     respond(outcome.await, request.request_id.clone())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/graphs",
+    operation_id = "listGraphs",
+    tag = "graphs",
+    params(
+        ("org" = Option<String>, Query, description = "Another organisation's graphs (policy decides)"),
+    ),
+    responses(
+        (status = 200, description = "The latest version of every graph.", body = Object),
+    )
+)]
 async fn list_graphs(State(api): State<RunsApi>, request: Request) -> Response {
     let request = incoming(request);
     let caller = Caller::of(&request);
@@ -731,6 +787,21 @@ async fn list_graphs(State(api): State<RunsApi>, request: Request) -> Response {
     respond(outcome.await, request.request_id.clone())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/graphs/{name}",
+    operation_id = "getGraph",
+    tag = "graphs",
+    params(
+        ("name" = String, Path, description = "The graph's name"),
+        ("org" = Option<String>, Query, description = "Another organisation's graphs (policy decides)"),
+        ("version" = Option<u32>, Query, description = "An older version"),
+    ),
+    responses(
+        (status = 200, description = "The graph, its source parsed as `spec`.", body = Object),
+        (status = 404, description = "No such graph, or the caller may not read it"),
+    )
+)]
 async fn get_graph(
     State(api): State<RunsApi>,
     Path(name): Path<String>,
@@ -751,9 +822,24 @@ async fn get_graph(
             .get(&org, &name, asked.version)
             .await?
             .ok_or_else(|| unknown_graph(&name))?;
-        Ok(json_response(StatusCode::OK, &document))
+        Ok(json_response(StatusCode::OK, &with_spec(&document)))
     };
     respond(outcome.await, request.request_id.clone())
+}
+
+/// A stored graph's answer: the document plus `spec`, its source parsed
+/// (nodes, edges, config as JSON), so a client such as the web console can
+/// draw the graph without a YAML parser of its own. A source that no
+/// longer parses (it was validated when stored) is answered without it.
+fn with_spec(document: &convergio_orchestrator::api::GraphDocument) -> Value {
+    let mut answer = serde_json::to_value(document).unwrap_or(Value::Null);
+    let spec = parse_yaml(&document.source)
+        .ok()
+        .and_then(|spec| serde_json::to_value(spec).ok());
+    if let (Some(object), Some(spec)) = (answer.as_object_mut(), spec) {
+        object.insert("spec".to_owned(), spec);
+    }
+    answer
 }
 
 /// The query of `GET /v1/runs`.
@@ -796,6 +882,23 @@ fn rfc3339(field: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>, A
 
 /// `GET /v1/runs`: the caller's runs, newest first, from this replica's
 /// memory and from the run store (checkpointed runs of any replica).
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    params(
+        ("status" = Option<String>, Query, description = "Only runs in this status"),
+        ("graph" = Option<String>, Query, description = "Only runs of this graph"),
+        ("since" = Option<String>, Query, description = "Only runs started at or after this RFC 3339 time"),
+        ("until" = Option<String>, Query, description = "Only runs started before this RFC 3339 time"),
+        ("page_size" = Option<u32>, Query, description = "Runs per page (default 50, at most 500)"),
+        ("page_token" = Option<String>, Query, description = "The previous page's next_page_token"),
+    ),
+    responses(
+        (status = 200, description = "The caller's runs, newest first.", body = Object),
+    )
+)]
 async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
     let request = incoming(request);
     let uri = request.uri.clone();
@@ -898,7 +1001,36 @@ async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
     respond(outcome.await, request.request_id.clone())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/runs",
+    operation_id = "startRun",
+    tag = "runs",
+    request_body(description = "`{graph | graph_yaml, input?, mode?: sync|async|stream|batch, inputs?, checkpoint?}`", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "`sync`: the finished run; `batch`: one result per input.", body = Object),
+        (status = 202, description = "`async`: accepted; the run id.", body = Object),
+        (status = 404, description = "No such graph"),
+        (status = 409, description = "A conflict with the current state"),
+        (status = 415, description = "The body is not application/json"),
+        (status = 422, description = "The graph does not validate"),
+        (status = 502, description = "An agent answered badly"),
+        (status = 504, description = "The run took too long"),
+    )
+)]
 async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
+    // The run joins its caller's trace (issue 18): every node call and
+    // every hop to another organisation carries the same trace id. With
+    // spans exported it is this request's span's (which adopted the
+    // caller's `traceparent`), so the run's trace and the exported one
+    // agree even when the caller sent none.
+    let trace_id = crate::telemetry::trace_id(&tracing::Span::current()).or_else(|| {
+        request
+            .headers()
+            .get(crate::dispatch::TRACEPARENT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(convergio_orchestrator::trace::trace_id_of)
+    });
     let mut request = incoming(request);
     let body = std::mem::take(&mut request.body);
     let request_id = request.request_id.clone();
@@ -948,14 +1080,16 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             .unwrap_or_else(|| Value::Object(Default::default()));
         match start.mode {
             RunMode::Sync => {
-                let (run_id, log) = api.start_logged(graph, source, input, &principal, origin)?;
+                let (run_id, log) =
+                    api.start_logged(graph, source, input, &principal, origin, trace_id)?;
                 log.finished().await;
                 let result = api.inner.executor.result(run_id)?;
                 Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
             }
             RunMode::Async => {
                 let graph_id = graph.name.to_string();
-                let (run_id, _log) = api.start_logged(graph, source, input, &principal, origin)?;
+                let (run_id, _log) =
+                    api.start_logged(graph, source, input, &principal, origin, trace_id)?;
                 let accepted = RunAccepted {
                     run_id,
                     graph_id,
@@ -968,7 +1102,8 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                 Ok(response)
             }
             RunMode::Stream => {
-                let (run_id, log) = api.start_logged(graph, source, input, &principal, origin)?;
+                let (run_id, log) =
+                    api.start_logged(graph, source, input, &principal, origin, trace_id)?;
                 let mut response = sse_response(log);
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -994,11 +1129,14 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                     caller: Some(principal.clone()),
                     origin,
                     source: Some(source),
+                    trace_id,
                 };
+                let span = crate::telemetry::invoke_workflow_span(&graph_id, &org);
                 let results = api
                     .inner
                     .executor
                     .batch_with(graph, start.inputs, concurrency, options)
+                    .instrument(span)
                     .await;
                 let mut outcome = BatchOutcome {
                     graph_id,
@@ -1037,6 +1175,19 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
     respond(outcome.await, request_id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    operation_id = "getRun",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run's status.", body = Object),
+        (status = 404, description = "No such run"),
+    )
+)]
 async fn run_status(
     State(api): State<RunsApi>,
     Path(id): Path<String>,
@@ -1051,6 +1202,20 @@ async fn run_status(
     respond(outcome.await, request.request_id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/result",
+    operation_id = "getRunResult",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run's result.", body = Object),
+        (status = 404, description = "No such run"),
+        (status = 409, description = "The run has not finished"),
+    )
+)]
 async fn run_result(
     State(api): State<RunsApi>,
     Path(id): Path<String>,
@@ -1065,6 +1230,19 @@ async fn run_result(
     respond(outcome.await, request.request_id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/trace",
+    operation_id = "getRunTrace",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run's trace.", body = Object),
+        (status = 404, description = "No such run"),
+    )
+)]
 async fn run_trace(
     State(api): State<RunsApi>,
     Path(id): Path<String>,
@@ -1079,6 +1257,19 @@ async fn run_trace(
     respond(outcome.await, request.request_id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/events",
+    operation_id = "getRunEvents",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run's events as server-sent events, replayed then live.", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "No such run"),
+    )
+)]
 async fn run_events(
     State(api): State<RunsApi>,
     Path(id): Path<String>,
@@ -1125,6 +1316,23 @@ struct NameCheckpoint {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}",
+    operation_id = "actOnRun",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "`<run id>:cancel`, `:resume`, `:approve`, `:reject` or `:input`"),
+    ),
+    request_body(description = "The action's arguments (`checkpoint`, `input`, `reason`), if any", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "Done; the run.", body = Object),
+        (status = 202, description = "Accepted.", body = Object),
+        (status = 404, description = "No such run or action"),
+        (status = 409, description = "The run is not in a state that allows it"),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn run_action(
     State(api): State<RunsApi>,
     Path(target): Path<String>,
@@ -1250,6 +1458,19 @@ async fn run_action(
     respond(outcome.await, request_id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/checkpoints",
+    operation_id = "listCheckpoints",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run's checkpoints.", body = Object),
+        (status = 404, description = "No such run"),
+    )
+)]
 async fn list_checkpoints(
     State(api): State<RunsApi>,
     Path(id): Path<String>,
@@ -1267,6 +1488,22 @@ async fn list_checkpoints(
     respond(outcome.await, request.request_id)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/checkpoints",
+    operation_id = "nameCheckpoint",
+    tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+    ),
+    request_body(description = "`{name, step?}`", content((Object = "application/json"))),
+    responses(
+        (status = 201, description = "Named.", body = Object),
+        (status = 404, description = "No such run"),
+        (status = 409, description = "The name is taken"),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn name_checkpoint(
     State(api): State<RunsApi>,
     Path(id): Path<String>,

@@ -188,6 +188,15 @@ pub fn secrets_router(secrets: Arc<Secrets>, gate: Arc<PolicyGate>) -> Router {
         .with_state(ApiState { secrets, gate })
 }
 
+/// The OpenAPI description of these routes (merged into the gateway's
+/// document by [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_handler, put_handler, delete_handler),
+    tags((name = "secrets", description = "Organisation secrets, sealed at rest (model provider keys)"))
+)]
+pub(crate) struct SecretsApiDoc;
+
 fn problem(error: GatewayError) -> Failure {
     Failure::new(error, ErrorShape::Problem)
 }
@@ -211,6 +220,20 @@ async fn admitted(
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{name}",
+    operation_id = "putSecret",
+    tag = "secrets",
+    params(
+        ("name" = String, Path, description = "The secret's name"),
+    ),
+    request_body(description = "`{value}`: the secret value", content((Object = "application/json"))),
+    responses(
+        (status = 204, description = "Stored, sealed at rest."),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn put_handler(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -243,6 +266,15 @@ async fn put_handler(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/secrets",
+    operation_id = "listSecrets",
+    tag = "secrets",
+    responses(
+        (status = 200, description = "The names of the organisation's secrets (never their values).", body = Object),
+    )
+)]
 async fn list_handler(
     State(state): State<ApiState>,
     request: axum::extract::Request,
@@ -252,6 +284,19 @@ async fn list_handler(
     Ok(Json(serde_json::json!({ "org": org, "secrets": listed })).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{name}",
+    operation_id = "deleteSecret",
+    tag = "secrets",
+    params(
+        ("name" = String, Path, description = "The secret's name"),
+    ),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such secret"),
+    )
+)]
 async fn delete_handler(
     State(state): State<ApiState>,
     Path(name): Path<String>,

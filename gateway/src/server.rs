@@ -213,7 +213,7 @@ impl Connection {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let timeout = self.config.header_read_timeout;
-        let accepted = tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await;
+        let accepted = tokio::time::timeout(timeout, tls.accept(stream)).await;
         let stream = match accepted {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use convergio_registry::{UpstreamCheck, UpstreamRefusal};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -79,8 +80,20 @@ pub enum SsrfError {
 }
 
 /// Addresses the gateway may connect to although they are not public.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Clones share one live list: [`AllowList::replace`] on any of them (a
+/// configuration reload, issue 22) changes what every clone permits from
+/// its next check on. Building a list (`parse`, `allow_socket`,
+/// `allow_cidr`) gives the built value a list of its own, so a list built
+/// from a clone never changes the original.
+#[derive(Clone, Default)]
 pub struct AllowList {
+    entries: Arc<ArcSwap<AllowEntries>>,
+}
+
+/// One version of an allow-list's entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct AllowEntries {
     cidrs: Vec<IpNet>,
     sockets: Vec<SocketAddr>,
 }
@@ -106,7 +119,7 @@ impl AllowList {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut list = Self::none();
+        let mut list = AllowEntries::default();
         for entry in entries {
             let entry = entry.as_ref().trim();
             if let Ok(cidr) = IpNet::from_str(entry) {
@@ -121,22 +134,39 @@ impl AllowList {
                 });
             }
         }
-        Ok(list)
+        Ok(Self::of(list))
     }
 
-    /// Also allows exactly `socket`.
+    fn of(entries: AllowEntries) -> Self {
+        Self {
+            entries: Arc::new(ArcSwap::from_pointee(entries)),
+        }
+    }
+
+    /// Also allows exactly `socket` (this value only: see the type's doc).
     pub fn allow_socket(&mut self, socket: SocketAddr) {
-        self.sockets.push(socket);
+        let mut entries = AllowEntries::clone(&self.entries.load());
+        entries.sockets.push(socket);
+        *self = Self::of(entries);
     }
 
-    /// Also allows every address in `cidr`.
+    /// Also allows every address in `cidr` (this value only).
     pub fn allow_cidr(&mut self, cidr: IpNet) {
-        self.cidrs.push(cidr.trunc());
+        let mut entries = AllowEntries::clone(&self.entries.load());
+        entries.cidrs.push(cidr.trunc());
+        *self = Self::of(entries);
+    }
+
+    /// Makes this list, and every clone of it, permit exactly what `other`
+    /// permits now.
+    pub fn replace(&self, other: &AllowList) {
+        self.entries.store(other.entries.load_full());
     }
 
     /// Whether nothing is allowed beyond the public internet.
     pub fn is_empty(&self) -> bool {
-        self.cidrs.is_empty() && self.sockets.is_empty()
+        let entries = self.entries.load();
+        entries.cidrs.is_empty() && entries.sockets.is_empty()
     }
 
     /// Whether `socket` is allowed: public, or listed.
@@ -145,8 +175,9 @@ impl AllowList {
             return Ok(());
         };
         let ip = canonical(socket.ip());
-        let listed = self.cidrs.iter().any(|cidr| cidr.contains(&ip))
-            || self
+        let entries = self.entries.load();
+        let listed = entries.cidrs.iter().any(|cidr| cidr.contains(&ip))
+            || entries
                 .sockets
                 .iter()
                 .any(|allowed| canonical(allowed.ip()) == ip && allowed.port() == socket.port());
@@ -158,13 +189,32 @@ impl AllowList {
     }
 }
 
+impl PartialEq for AllowList {
+    fn eq(&self, other: &Self) -> bool {
+        *self.entries.load() == *other.entries.load()
+    }
+}
+
+impl Eq for AllowList {}
+
+impl fmt::Debug for AllowList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries = self.entries.load();
+        f.debug_struct("AllowList")
+            .field("cidrs", &entries.cidrs)
+            .field("sockets", &entries.sockets)
+            .finish()
+    }
+}
+
 impl fmt::Display for AllowList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let entries: Vec<String> = self
+        let listed = self.entries.load();
+        let entries: Vec<String> = listed
             .cidrs
             .iter()
             .map(ToString::to_string)
-            .chain(self.sockets.iter().map(ToString::to_string))
+            .chain(listed.sockets.iter().map(ToString::to_string))
             .collect();
         if entries.is_empty() {
             f.write_str("public addresses only")
@@ -530,6 +580,22 @@ mod tests {
             let parsed = parse_url(url).expect("url");
             assert_eq!(check_url(&parsed, &none), Ok(()), "{url}");
         }
+    }
+
+    #[test]
+    fn a_replaced_allow_list_reaches_every_clone_but_not_lists_built_from_it() {
+        let shared = AllowList::none();
+        let clone = shared.clone();
+        let mut built = shared.clone();
+        built.allow_socket("127.0.0.1:9101".parse().expect("socket"));
+        assert!(refused("http://10.1.2.3/", &clone));
+        shared.replace(&AllowList::parse(["10.0.0.0/8"]).expect("parses"));
+        assert!(!refused("http://10.1.2.3/", &clone), "the clone follows");
+        assert!(
+            refused("http://10.1.2.3/", &built),
+            "a built list is its own"
+        );
+        assert!(!refused("http://127.0.0.1:9101/", &built));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -47,15 +48,29 @@ pub struct TlsConfig {
     pub client_auth: ClientAuth,
 }
 
-/// A TLS acceptor ready for the listener.
+/// A TLS acceptor ready for the listener. Clones share one live server
+/// configuration: [`TlsAcceptor::replace`] (a reload, issue 22) gives every
+/// handshake from then on the new certificate, key and client CAs, while
+/// established connections keep the session they negotiated.
 #[derive(Clone)]
 pub struct TlsAcceptor {
-    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<ArcSwap<ServerConfig>>,
 }
+
+/// A loaded, checked listener configuration, not yet serving: built whole
+/// before anything is swapped, so a bad file changes nothing.
+#[derive(Clone)]
+pub struct TlsServerConfig(Arc<ServerConfig>);
 
 impl std::fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsAcceptor").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TlsServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServerConfig").finish_non_exhaustive()
     }
 }
 
@@ -65,6 +80,37 @@ impl TlsAcceptor {
     /// Reads the files and builds the rustls configuration. Errors name the
     /// file, never its content.
     pub fn from_config(config: &TlsConfig) -> Result<Self, GatewayError> {
+        Ok(Self::new(TlsServerConfig::load(config)?))
+    }
+
+    /// An acceptor serving `config`.
+    pub fn new(config: TlsServerConfig) -> Self {
+        Self {
+            config: Arc::new(ArcSwap::new(config.0)),
+        }
+    }
+
+    /// Serves `config` to every handshake that starts from now on.
+    pub fn replace(&self, config: TlsServerConfig) {
+        self.config.store(config.0);
+    }
+
+    /// Runs the server side of a handshake with the configuration current
+    /// when it starts.
+    pub(crate) fn accept<IO>(&self, stream: IO) -> tokio_rustls::Accept<IO>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        tokio_rustls::TlsAcceptor::from(self.config.load_full()).accept(stream)
+    }
+}
+
+// === impl TlsServerConfig ===
+
+impl TlsServerConfig {
+    /// Reads the files and builds the rustls configuration. Errors name the
+    /// file, never its content.
+    pub fn load(config: &TlsConfig) -> Result<Self, GatewayError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let chain = read_certificates(&config.cert_file)?;
         let key = PrivateKeyDer::from_pem_file(&config.key_file)
@@ -102,9 +148,7 @@ impl TlsAcceptor {
             .with_single_cert(chain, key)
             .map_err(|error| config_error(&config.cert_file, error))?;
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
-        })
+        Ok(Self(Arc::new(server_config)))
     }
 }
 

@@ -679,9 +679,18 @@ async fn agent_cards_are_rewritten_cached_and_revalidated() {
     let card: Value = response.json().await.expect("json");
     assert!(card.get("signatures").is_none());
     for interface in card["supportedInterfaces"].as_array().expect("interfaces") {
+        // gRPC is dialled at host:port, with the agent as its tenant.
+        let (url, tenant) = match interface["protocolBinding"].as_str() {
+            Some("GRPC") => (json!("a2a.example.com"), json!("echo")),
+            _ => (
+                json!("https://a2a.example.com/gw/agents/echo/"),
+                Value::Null,
+            ),
+        };
+        assert_eq!(interface["url"], url);
         assert_eq!(
-            interface["url"],
-            json!("https://a2a.example.com/gw/agents/echo")
+            interface.get("tenant").cloned().unwrap_or(Value::Null),
+            tenant
         );
     }
     assert!(

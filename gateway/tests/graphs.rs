@@ -391,6 +391,9 @@ async fn stored_graphs_are_listed_fetched_and_run_by_name() {
     let (status, document) = server.get("/v1/graphs/code_review_pipeline").await;
     assert_eq!(status, 200);
     assert_eq!(document["source"], PIPELINE);
+    // The source parsed, for clients that draw the graph (the console).
+    assert_eq!(document["spec"]["nodes"].as_array().map(Vec::len), Some(6));
+    assert_eq!(document["spec"]["edges"][0]["from"], "analyzer");
     let (status, outcome) = server
         .post(
             "/v1/runs",

@@ -47,13 +47,28 @@ impl Drop for SdkAgent {
 }
 
 async fn spawn_sdk_agent(python: &Path) -> SdkAgent {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    spawn_sdk_agent_with(python, false).await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("free port")
-        .port();
-    let child = Command::new(python)
+        .port()
+}
+
+/// The SDK agent; with `grpc_only`, its card offers only the SDK's gRPC
+/// server (on a second port; the card is still served over HTTP).
+async fn spawn_sdk_agent_with(python: &Path, grpc_only: bool) -> SdkAgent {
+    let port = free_port();
+    let mut command = Command::new(python);
+    command
         .arg(repo_root().join("interop/agent.py"))
-        .arg(port.to_string())
+        .arg(port.to_string());
+    if grpc_only {
+        command.arg(free_port().to_string());
+    }
+    let child = command
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -240,6 +255,42 @@ async fn the_python_sdk_works_through_the_gateway() {
         "{body}"
     );
     drop(agent);
+}
+
+/// Issue 24: the SDK's gRPC client (`a2a-sdk[grpc]`) talks gRPC through the
+/// gateway to a JSON-RPC agent and to a gRPC-only agent (the SDK's gRPC
+/// server), and the SDK's JSON-RPC and HTTP+JSON clients reach that
+/// gRPC-only agent: card, blocking and streaming sends, get, list, cancel
+/// and subscribe on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_speaks_grpc_through_the_gateway() {
+    let python = python().await;
+    let json_agent = spawn_sdk_agent(&python).await;
+    let grpc_agent = spawn_sdk_agent_with(&python, true).await;
+    let gateway = support::spawn_gateway_h2c_with(convergio_gateway::a2a::A2aConfig {
+        upstream_timeout: Duration::from_secs(20),
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+        ..Default::default()
+    })
+    .await;
+    for (name, agent) in [("sdk-echo", &json_agent), ("sdk-grpc", &grpc_agent)] {
+        let card: Value = gateway
+            .http
+            .get(format!("{}/.well-known/agent-card.json", agent.base_url))
+            .send()
+            .await
+            .expect("card")
+            .json()
+            .await
+            .expect("card json");
+        gateway.register(name, card);
+    }
+    run_sdk_client(&python, &gateway.url("/agents/sdk-echo"), "GRPC").await;
+    for binding in ["GRPC", "JSONRPC", "HTTP+JSON"] {
+        run_sdk_client(&python, &gateway.url("/agents/sdk-grpc"), binding).await;
+    }
+    drop(json_agent);
+    drop(grpc_agent);
 }
 
 /// Issue 4: the same SDK client through a gateway with authentication on —

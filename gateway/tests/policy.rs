@@ -689,3 +689,155 @@ async fn a_burst_of_calls_then_shutdown_leaves_every_decision_verifiable() {
         "{verified}"
     );
 }
+
+/// The identifiers' names in the AI Catalog at `path`, read as `principal`
+/// (`None`: anonymous): the status, and the sorted names.
+async fn catalog_names(app: &App, path: &str, principal: Option<&str>) -> (u16, Vec<String>) {
+    let mut request = app.http.get(format!("{}{path}", app.base));
+    if let Some(principal) = principal {
+        request = request.header("x-test-principal", principal);
+    }
+    let response = request.send().await.expect("catalog");
+    let status = response.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/ai-catalog+json"
+    );
+    let catalog: Value = response.json().await.expect("json");
+    assert_eq!(catalog["specVersion"], json!("1.0"));
+    let mut names: Vec<String> = catalog["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["type"], json!("application/a2a-agent-card+json"));
+            let identifier = entry["identifier"].as_str().expect("identifier");
+            let name = identifier.rsplit(':').next().expect("name").to_owned();
+            assert_eq!(
+                entry["url"],
+                json!(format!(
+                    "{}/agents/{name}/.well-known/agent-card.json",
+                    app.base
+                )),
+                "the card on the gateway"
+            );
+            name
+        })
+        .collect();
+    names.sort();
+    (status, names)
+}
+
+#[tokio::test]
+async fn the_ai_catalog_lists_what_each_caller_may_discover() {
+    let app = start(None).await;
+    app.agent("internal-one", TrustLevel::Internal, &["demo"])
+        .await;
+    app.agent("registered-one", TrustLevel::Registered, &["demo"])
+        .await;
+    app.agent("shared-one", TrustLevel::Trusted, &["external"])
+        .await;
+    let colleague = user("alice", Some(ORG), &[]);
+    let partner = user("bob", Some("partner.example"), &[]);
+
+    // Anonymous callers: internal agents only (policy anonymous-internal-cards).
+    assert_eq!(
+        catalog_names(&app, "/.well-known/ai-catalog.json", None).await,
+        (200, vec!["internal-one".to_owned()])
+    );
+    // The same organisation sees all its agents; a partner only the
+    // trusted one that opted in to external callers.
+    assert_eq!(
+        catalog_names(&app, "/.well-known/ai-catalog.json", Some(&colleague)).await,
+        (
+            200,
+            vec![
+                "internal-one".to_owned(),
+                "registered-one".to_owned(),
+                "shared-one".to_owned()
+            ]
+        )
+    );
+    assert_eq!(
+        catalog_names(&app, "/.well-known/ai-catalog.json", Some(&partner)).await,
+        (200, vec!["shared-one".to_owned()])
+    );
+    // The same filter as GET /v1/agents.
+    let listed: Value = app
+        .http
+        .get(format!("{}/v1/agents", app.base))
+        .header("x-test-principal", &partner)
+        .send()
+        .await
+        .expect("discover")
+        .json()
+        .await
+        .expect("json");
+    let listed: Vec<&str> = listed["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|agent| agent["name"].as_str())
+        .collect();
+    assert_eq!(listed, vec!["shared-one"]);
+
+    // Per organisation.
+    let own_org = format!("/.well-known/ai-catalog.json?org={ORG}");
+    assert_eq!(
+        catalog_names(&app, &own_org, Some(&colleague))
+            .await
+            .1
+            .len(),
+        3
+    );
+    assert_eq!(
+        catalog_names(
+            &app,
+            "/.well-known/ai-catalog.json?org=elsewhere.example",
+            Some(&colleague)
+        )
+        .await,
+        (200, Vec::new())
+    );
+
+    // Per tenant path: the agent's own base URL and the gateway interface's
+    // tenant; an agent the caller may not discover is an unknown one.
+    for prefix in ["/agents", "/a2a"] {
+        assert_eq!(
+            catalog_names(
+                &app,
+                &format!("{prefix}/internal-one/.well-known/ai-catalog.json"),
+                None
+            )
+            .await,
+            (200, vec!["internal-one".to_owned()]),
+            "{prefix}"
+        );
+        assert_eq!(
+            catalog_names(
+                &app,
+                &format!("{prefix}/registered-one/.well-known/ai-catalog.json"),
+                None
+            )
+            .await
+            .0,
+            404,
+            "{prefix}"
+        );
+        assert_eq!(
+            catalog_names(
+                &app,
+                &format!("{prefix}/registered-one/.well-known/ai-catalog.json"),
+                Some(&colleague)
+            )
+            .await,
+            (200, vec!["registered-one".to_owned()]),
+            "{prefix}"
+        );
+    }
+    // Listings are audited like the other discovery answers.
+    app.audit_records_with("discover").await;
+}

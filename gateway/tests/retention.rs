@@ -1,8 +1,9 @@
 //! The retention pruner (issue 15) over one SQLite database, as `convergio
 //! serve` runs it: a pass deletes task routes and audit records older than
-//! their windows in bounded batches, keeps younger ones, leaves the audit
-//! chain verifying from its checkpoint, and `/metrics` shows rows pruned
-//! per kind and the database's size.
+//! their windows in bounded batches (and stored peer call outcomes, issue
+//! 18), keeps younger ones, leaves the audit
+//! chain verifying from its checkpoint, expired memory items go (issue
+//! 20), and `/metrics` shows rows pruned per kind and the database's size.
 
 use std::sync::Arc;
 
@@ -11,17 +12,35 @@ use axum::http::Request;
 use chrono::{Duration, Utc};
 use convergio_gateway::app::{build_router, AppConfig};
 use convergio_gateway::retention::{
-    AuditRetention, KindRetention, Pruner, RetentionConfig, RetentionKind, TaskRoutesRetention,
+    AuditRetention, KindRetention, MemoryRetention, PeerCallsRetention, Pruner, RetentionConfig,
+    RetentionKind, TaskRoutesRetention,
 };
 use convergio_gateway::runs_api::GraphsConfig;
+use convergio_memory::embed::{EmbeddingKey, KeySource, ProviderEmbedders};
+use convergio_memory::{Memory, NamespaceSpec, Retention};
 use convergio_policy::{AuditEntry, AuditLog};
 use convergio_registry::model::TaskRoute;
+use convergio_registry::peer_calls::{PeerCallKey, PeerCallStore};
 use convergio_registry::retention::RetentionStore;
 use convergio_registry::{Registry, RegistryConfig, Store};
 use convergio_schemas::{AgentId, AuthMethod, Principal};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
+
+/// Structured memory embeds nothing: no keys are ever asked for.
+struct NoKeys;
+
+#[async_trait::async_trait]
+impl KeySource for NoKeys {
+    async fn secret(
+        &self,
+        _org: &str,
+        _name: &str,
+    ) -> convergio_memory::Result<Option<EmbeddingKey>> {
+        Ok(None)
+    }
+}
 
 fn route(task_id: &str, age_minutes: i64) -> TaskRoute {
     let at = Utc::now() - Duration::minutes(age_minutes);
@@ -68,6 +87,46 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
         .map(audit_entry)
         .collect();
     audit.append_batch(&entries).await.expect("append");
+    let peer_calls = Arc::new(convergio_store::registry::PeerCalls::new(&db));
+    for (key, age_minutes) in [("old", 120), ("young", 1)] {
+        let call = PeerCallKey {
+            peer: "a.example".to_owned(),
+            agent: "echo".to_owned(),
+            subject: "alice".to_owned(),
+            key: key.to_owned(),
+        };
+        let stored_at = (Utc::now() - Duration::minutes(age_minutes)).timestamp();
+        peer_calls
+            .remember_outcome(&call, &json!({"message": {}}), stored_at)
+            .await
+            .expect("stored");
+    }
+
+    // Memory: one item with a one-minute TTL, one without.
+    let memory = Arc::new(Memory::new(
+        Arc::new(convergio_store::memory::MemoryTables::new(&db)),
+        Arc::new(ProviderEmbedders::new(
+            Arc::new(NoKeys),
+            reqwest::Client::new(),
+        )),
+    ));
+    let minute = NamespaceSpec {
+        retention: Retention {
+            ttl_seconds: Some(60),
+            ..Retention::default()
+        },
+        ..NamespaceSpec::default()
+    };
+    for (name, spec) in [("minute", minute), ("kept", NamespaceSpec::default())] {
+        let namespace = memory
+            .create_namespace("acme.example", name, spec)
+            .await
+            .expect("namespace");
+        memory
+            .put(&namespace, "note", json!("remember"), None)
+            .await
+            .expect("item");
+    }
 
     let retention: Arc<dyn RetentionStore> =
         Arc::new(convergio_store::registry::Retention::new(&db));
@@ -79,23 +138,46 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
         batch_rows: 2,
         pause_ms: 0,
         task_routes: hour.clone(),
-        audit: hour,
+        audit: hour.clone(),
+        peer_calls: hour,
         ..RetentionConfig::default()
     };
+    // The pass runs two minutes from now: past the memory item's TTL,
+    // and moving no other row across its hour.
     let pruner = Pruner::new(config, Some(retention.clone()))
         .with_target(Arc::new(TaskRoutesRetention(retention.clone())))
-        .with_target(Arc::new(AuditRetention(audit.clone())));
+        .with_target(Arc::new(AuditRetention(audit.clone())))
+        .with_target(Arc::new(PeerCallsRetention(peer_calls.clone())))
+        .with_target(Arc::new(MemoryRetention(memory.clone())))
+        .with_clock(Arc::new(|| Utc::now() + Duration::minutes(2)));
     let metrics = pruner.metrics();
     let report = pruner.run_pass().await;
     assert_eq!(report.pruned[0], 5, "{report:?}");
     assert_eq!(report.pruned[1], 4, "{report:?}");
+    assert_eq!(report.pruned[4], 1, "{report:?}");
+    assert_eq!(report.pruned[5], 1, "{report:?}");
+    assert_eq!(
+        memory
+            .namespaces("acme.example")
+            .await
+            .expect("listed")
+            .len(),
+        2
+    );
+    let kept = memory.namespace("kept").await.expect("namespace");
+    assert!(memory.get(&kept, "note").await.is_ok(), "no TTL: kept");
+    assert_eq!(peer_calls.count_outcomes().await.expect("count"), 1);
     assert!(report.database_bytes > 0);
     assert!(store.get_task_route("old-0").await.expect("get").is_none());
     assert!(store.get_task_route("young").await.expect("get").is_some());
     let verified = audit.verify().await.expect("the chain verifies");
     assert_eq!((verified.first_seq, verified.last_seq), (5, 5));
     assert_eq!(metrics.pruned(RetentionKind::TaskRoutes), 5);
-    assert_eq!(pruner.run_pass().await.pruned, [0, 0, 0, 0], "nothing left");
+    assert_eq!(
+        pruner.run_pass().await.pruned,
+        [0, 0, 0, 0, 0, 0],
+        "nothing left"
+    );
 
     let registry = Registry::new(
         store,

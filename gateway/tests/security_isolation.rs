@@ -80,7 +80,12 @@ async fn another_principal_gets_the_unknown_task_answer_on_both_bindings() {
     let issuer = Issuer::new("key-1");
     let gateway = spawn_secure_gateway(SecureOptions::new(&issuer)).await;
     let fake = spawn_fake(FakeMode::V1).await;
-    gateway.gateway.register("echo", fake.card());
+    // An agent that takes push configs: one without them answers every
+    // push-config call PushNotificationNotSupported whatever the task, which
+    // is no answer about tasks (tests/a2a_completeness.rs).
+    let mut card = fake.card();
+    card["capabilities"]["pushNotifications"] = json!(true);
+    gateway.gateway.register("echo", card);
     let alice = Caller {
         token: issuer.token("alice", "acme.example"),
     };

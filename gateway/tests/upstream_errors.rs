@@ -41,6 +41,10 @@ impl Gatekeeper for CardReaders {
         principal.subject == CARD_READER
     }
 
+    fn may_call(&self, _principal: &Principal, _target: &RouteTarget, _loopback: bool) -> bool {
+        true
+    }
+
     async fn record_listing(
         &self,
         _principal: &Principal,
@@ -360,9 +364,10 @@ async fn a_broken_stream_ends_with_the_category_and_the_cause_for_card_readers()
 async fn a_card_without_a_usable_interface_says_so_and_grpc_beside_one_is_harmless() {
     let gateway = gateway(Duration::from_secs(5)).await;
     let fake = spawn_fake(FakeMode::V1JsonRpcOnly).await;
+    // gRPC 1.0 is forwarded (tests/grpc.rs); the 0.3 gRPC service is not.
     let mut grpc_only = fake.card();
     grpc_only["supportedInterfaces"] =
-        json!([{"url": "127.0.0.1:50051", "protocolBinding": "GRPC", "protocolVersion": "1.0"}]);
+        json!([{"url": "127.0.0.1:50051", "protocolBinding": "GRPC", "protocolVersion": "0.3"}]);
     gateway.register("grpc", grpc_only);
 
     let answer = gateway
@@ -372,7 +377,7 @@ async fn a_card_without_a_usable_interface_says_so_and_grpc_beside_one_is_harmle
         &answer["error"],
         "NO_USABLE_INTERFACE",
         "agent has no usable interface",
-        Some(&["GRPC 1.0 at 127.0.0.1:50051", "JSONRPC"]),
+        Some(&["GRPC 0.3 at 127.0.0.1:50051", "JSONRPC"]),
         "50051",
     );
     let answer = gateway

@@ -195,6 +195,11 @@ pub enum ModelError {
         /// The organisation.
         org: String,
     },
+    /// The agent uses its caller's key, and the call carries no caller
+    /// organisation (it did not come through the gateway, or the caller
+    /// belongs to none).
+    #[error("this agent uses its caller's own key (api_key: caller), and the caller has no organisation")]
+    NoCallerOrganisation,
     /// The model kept calling tools past `max_tool_calls`.
     #[error("the model asked for more than {max} tool calls")]
     TooManyToolCalls {
@@ -236,6 +241,7 @@ impl ModelError {
             Self::BudgetExhausted { .. } => ErrorKind::RateLimited,
             Self::TooManyToolCalls { .. } | Self::OutputInvalid { .. } => ErrorKind::BadUpstream,
             Self::OutputSchema { .. } => ErrorKind::InvalidInput,
+            Self::NoCallerOrganisation => ErrorKind::Forbidden,
             Self::Timeout { .. } => ErrorKind::UpstreamTimeout,
             Self::Task(error) => error.kind(),
         }

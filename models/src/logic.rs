@@ -13,18 +13,20 @@
 //! 5. The answer replaces the streamed artifact (`lastChunk`): the final
 //!    text, or with an output schema a data part that validates. The turn's
 //!    messages are appended to the conversation; the task's metadata gets
-//!    `usage` (`tokens_in`, `tokens_out`, `tool_calls`), `model`, `provider`.
+//!    `usage` (`tokens_in`, `tokens_out`, `tool_calls`, `cost` by the price
+//!    table), `model`, `provider`.
 //!
 //! A cancel drops the provider call (closing its connection); the whole
 //! turn is bounded by the agent's timeout. Failures end the task FAILED with
 //! the error's message, which never holds the key.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use convergio_agents::logic::{data_parts, text_part, text_parts, usage};
 use convergio_agents::{AgentLogic, AgentsError, TaskContext};
-use convergio_schemas::a2a::TaskState;
+use convergio_schemas::a2a::{TaskState, CALLER_ORG_METADATA};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -52,6 +54,8 @@ pub struct ModelLogic {
 #[derive(Debug, Default)]
 struct Turn {
     usage: Usage,
+    /// What the provider calls cost, in millionths (the meter's answer).
+    cost_micros: u64,
     tool_calls: u32,
     streamed: bool,
 }
@@ -123,17 +127,18 @@ impl ModelLogic {
             .await?;
         let mut said = vec![ChatMessage::user(message_text(message))];
         let artifact_id = format!("{}-answer", context.task_id());
+        let payer = payer(config, message)?;
         let answer = loop {
-            let max_tokens = match self.meter.allowance(&config.org).await? {
+            let max_tokens = match self.meter.allowance(payer).await? {
                 Some(0) => {
                     return Err(ModelError::BudgetExhausted {
-                        org: config.org.clone(),
+                        org: payer.to_owned(),
                     })
                 }
                 Some(left) => left.min(config.max_tokens),
                 None => config.max_tokens,
             };
-            let key = self.keys.key(&config.org, &config.api_key).await?;
+            let key = self.keys.key(payer, &config.api_key).await?;
             let mut messages = Vec::with_capacity(history.len() + said.len());
             messages.extend_from_slice(&history);
             messages.extend_from_slice(&said);
@@ -147,7 +152,27 @@ impl ModelLogic {
                 stream: true,
                 response_schema: config.output_schema.clone(),
             };
-            let mut stream = self.provider.chat(request, &key).await?;
+            // One `chat {model}` span per provider call (GenAI semantic
+            // conventions, issue 18); the provider request carries its
+            // `traceparent`.
+            let span = tracing::info_span!(
+                "chat",
+                otel.name = %format!("chat {}", config.model),
+                otel.kind = "client",
+                gen_ai.operation.name = "chat",
+                gen_ai.provider.name = self.provider.kind().name(),
+                gen_ai.request.model = %config.model,
+                gen_ai.request.max_tokens = max_tokens,
+                gen_ai.agent.name = %config.name,
+                gen_ai.conversation.id = %context.context_id(),
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+            );
+            let mut stream = self
+                .provider
+                .chat(request, &key)
+                .instrument(span.clone())
+                .await?;
             let mut text = String::new();
             let mut calls = Vec::new();
             let mut reported = None;
@@ -168,10 +193,14 @@ impl ModelLogic {
             }
             drop(stream);
             let usage = reported.ok_or(ProviderError::StreamCut)?;
+            span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+            drop(span);
             turn.usage = turn.usage.plus(usage);
-            self.meter
+            let cost_micros = self
+                .meter
                 .record(&UsageRecord {
-                    org: config.org.clone(),
+                    org: payer.to_owned(),
                     agent: config.name.clone(),
                     provider: self.provider.kind(),
                     model: config.model.clone(),
@@ -180,6 +209,7 @@ impl ModelLogic {
                     usage,
                 })
                 .await?;
+            turn.cost_micros = turn.cost_micros.saturating_add(cost_micros);
             said.push(ChatMessage::Assistant {
                 content: text.clone(),
                 tool_calls: calls.clone(),
@@ -247,12 +277,30 @@ impl ModelLogic {
     }
 
     fn metadata(&self, turn: &Turn) -> Value {
-        usage(
+        let mut usage = usage(
             turn.usage.input_tokens,
             turn.usage.output_tokens,
             u64::from(turn.tool_calls),
-        )
+        );
+        // In the price table's unit, as a graph's trace sums it.
+        usage["cost"] = json!(turn.cost_micros as f64 / 1_000_000.0);
+        usage
     }
+}
+
+/// The organisation whose key and budget a call uses: the agent's own, or
+/// for `api_key: caller` the caller's, as the gateway stamped it into the
+/// message (a gated agent is reachable only through the gateway).
+fn payer<'a>(config: &'a ModelAgentConfig, message: &'a Value) -> Result<&'a str, ModelError> {
+    if config.api_key != "caller" {
+        return Ok(&config.org);
+    }
+    message
+        .get("metadata")
+        .and_then(|metadata| metadata.get(CALLER_ORG_METADATA))
+        .and_then(Value::as_str)
+        .filter(|org| !org.is_empty())
+        .ok_or(ModelError::NoCallerOrganisation)
 }
 
 #[async_trait]
@@ -281,7 +329,7 @@ impl AgentLogic for ModelLogic {
             }
             Err(ModelError::Task(error)) => Err(error),
             Err(error) => {
-                tracing::warn!(agent = %self.config.name, task_id = %context.task_id(), error = %error, "model agent turn failed");
+                tracing::warn!(agent = %self.config.name, task_id = %context.task_id(), error = %convergio_schemas::problem::ErrorChain(&error), "model agent turn failed");
                 let reply = context.agent_message(vec![text_part(error.to_string())], metadata);
                 context.status(TaskState::Failed, Some(reply))
             }

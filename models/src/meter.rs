@@ -1,7 +1,9 @@
 //! [`Meter`]: token budgets and the usage ledger. A model agent asks for
 //! its organisation's allowance *before* each provider call (the request's
 //! `max_tokens` is capped at what is left; nothing left refuses the call)
-//! and records the provider's usage report after it.
+//! and records the provider's usage report after it; the record answers
+//! with what the call cost by the deployment's price table, which the
+//! agent reports in its answer's `usage` so a graph's trace can sum it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -36,8 +38,9 @@ pub trait Meter: Send + Sync + 'static {
     /// Tokens `org` may still spend, or `None` without a budget.
     async fn allowance(&self, org: &str) -> Result<Option<u64>, StorageError>;
 
-    /// Records one call's usage.
-    async fn record(&self, record: &UsageRecord) -> Result<(), StorageError>;
+    /// Records one call's usage; answers its cost in millionths of the
+    /// price table's unit (0 when the model is not priced).
+    async fn record(&self, record: &UsageRecord) -> Result<u64, StorageError>;
 }
 
 /// No budget and no ledger.
@@ -50,8 +53,8 @@ impl Meter for Unmetered {
         Ok(None)
     }
 
-    async fn record(&self, _record: &UsageRecord) -> Result<(), StorageError> {
-        Ok(())
+    async fn record(&self, _record: &UsageRecord) -> Result<u64, StorageError> {
+        Ok(0)
     }
 }
 
@@ -106,12 +109,12 @@ impl Meter for InMemoryMeter {
         Ok(Some(budget.saturating_sub(spent)))
     }
 
-    async fn record(&self, record: &UsageRecord) -> Result<(), StorageError> {
+    async fn record(&self, record: &UsageRecord) -> Result<u64, StorageError> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .records
             .push(record.clone());
-        Ok(())
+        Ok(0)
     }
 }

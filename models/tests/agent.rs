@@ -60,7 +60,7 @@ async fn answers_a_blocking_message_with_the_providers_usage() {
         );
         assert_eq!(
             task["metadata"]["usage"],
-            json!({"tokens_in": 11, "tokens_out": 5, "tool_calls": 0})
+            json!({"tokens_in": 11, "tokens_out": 5, "tool_calls": 0, "cost": 0.0})
         );
         assert_eq!(task["metadata"]["model"], "fake-model");
         assert_eq!(task["metadata"]["provider"], kind.name());
@@ -164,7 +164,7 @@ async fn calls_a_tool_agent_and_answers_with_its_result() {
         );
         assert_eq!(
             task["metadata"]["usage"],
-            json!({"tokens_in": 60, "tokens_out": 14, "tool_calls": 1})
+            json!({"tokens_in": 60, "tokens_out": 14, "tool_calls": 1, "cost": 0.0})
         );
         let invocations = tools.invocations();
         assert_eq!(invocations.len(), 1);

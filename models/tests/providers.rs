@@ -216,3 +216,96 @@ async fn an_unreachable_provider_is_a_connect_error() {
         .expect_err("unreachable");
     assert!(matches!(error, ProviderError::Connect { .. }), "{error:?}");
 }
+
+/// Resolves every name to `to`, or refuses every name (`None`), counting.
+struct FixedResolver {
+    to: Option<std::net::SocketAddr>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl reqwest::dns::Resolve for FixedResolver {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let to = self.to;
+        Box::pin(async move {
+            match to {
+                Some(address) => Ok(Box::new(std::iter::once(address)) as reqwest::dns::Addrs),
+                None => Err("refused by the guard".into()),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn every_connection_resolves_through_the_configured_resolver() {
+    let fake = fake(ProviderKind::OpenAi).await;
+    fake.set_fallback(FakeReply::text(
+        "ok",
+        1,
+        Usage {
+            input_tokens: 1,
+            output_tokens: 1,
+        },
+    ));
+    let port = url_port(fake.base_url());
+    // A name only the resolver knows: the answer proves it was asked.
+    let base_url = format!("http://provider.invalid:{port}/v1");
+    for (to, works) in [
+        (Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))), true),
+        (None, false),
+    ] {
+        let resolver = std::sync::Arc::new(FixedResolver {
+            to,
+            asked: Default::default(),
+        });
+        let settings = convergio_models::ClientSettings {
+            resolver: Some(provider::Resolver(resolver.clone())),
+            ..settings()
+        };
+        let client = provider::client(ProviderKind::OpenAi, &base_url, settings).expect("client");
+        let outcome = client.chat(request(false), &key()).await;
+        assert_eq!(outcome.is_ok(), works, "{:?}", outcome.err());
+        if let Err(error) = outcome {
+            assert!(matches!(error, ProviderError::Connect { .. }), "{error:?}");
+        }
+        assert!(resolver.asked.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_with_the_key() {
+    let fake = fake(ProviderKind::OpenAi).await;
+    let target = format!("{}/chat/completions", fake.base_url());
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let error = collect(
+        ProviderKind::OpenAi,
+        &format!("http://{address}/v1"),
+        request(false),
+    )
+    .await
+    .expect_err("a redirect is an error");
+    assert!(!matches!(error, ProviderError::Connect { .. }), "{error:?}");
+    assert!(fake.requests().is_empty(), "the redirect was followed");
+}
+
+fn url_port(base_url: &str) -> u16 {
+    base_url
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .expect("a port in the fake's URL")
+}

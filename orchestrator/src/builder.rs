@@ -102,6 +102,7 @@ fn node(id: &str, agent: Option<&str>) -> NodeSpec {
         rules: Vec::new(),
         default_route: None,
         subgraph: None,
+        memory: None,
     }
 }
 

@@ -27,6 +27,58 @@ pub trait Dispatch: Send + Sync {
     /// Calls `call.agent` with `call.message` (an A2A 1.0 `SendMessage`,
     /// blocking until the task is terminal or interrupted).
     async fn call(&self, call: AgentCall) -> Result<AgentReply, DispatchError>;
+
+    /// Searches or writes a memory namespace for a node's `memory:`, as the
+    /// run's caller (issue 20): a search answers its hits (an array), a
+    /// write `null`. A dispatcher without memory refuses both.
+    async fn memory(&self, op: MemoryOp) -> Result<Value, DispatchError> {
+        Err(DispatchError::NotRoutable {
+            agent: format!("memory namespace {}", op.namespace),
+            reason: "this dispatcher has no memory".to_owned(),
+        })
+    }
+}
+
+/// One memory operation of one node.
+#[derive(Debug, Clone)]
+pub struct MemoryOp {
+    /// The run.
+    pub run_id: Uuid,
+    /// The graph the run executes.
+    pub graph_id: Arc<str>,
+    /// The node.
+    pub node_id: String,
+    /// Who started the run (policy decides as for its agent calls).
+    pub caller: Option<Arc<Principal>>,
+    /// Where the caller connected from, when known.
+    pub origin: Option<std::net::IpAddr>,
+    /// W3C trace context of the node's call.
+    pub traceparent: String,
+    /// The namespace.
+    pub namespace: Arc<str>,
+    /// Search or write.
+    pub action: MemoryAction,
+}
+
+/// What a [`MemoryOp`] does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemoryAction {
+    /// The `top_k` items nearest `query`.
+    Search {
+        /// The query text.
+        query: String,
+        /// Hits wanted.
+        top_k: u32,
+    },
+    /// Writes `value` (the node's output) under `key`, which names the run,
+    /// node and iteration: a resumed run that calls the node again writes
+    /// the same key, never a second item.
+    Write {
+        /// The item's key.
+        key: String,
+        /// The node's output.
+        value: Value,
+    },
 }
 
 /// One call of one node.

@@ -31,7 +31,8 @@
 //!   that it counts as not taken, so an `otherwise` edge ends the loop.
 //! - `config.max_iterations` caps how often any node may run in one run;
 //!   reaching it ends the run with status `iteration_limit`.
-//! - `execution.max_tokens_per_run` and `max_tool_calls_per_run`: run budgets.
+//! - `execution.max_tokens_per_run`, `max_tool_calls_per_run` and
+//!   `max_cost_per_run`: run budgets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -133,6 +134,57 @@ pub struct NodeSpec {
     /// The name of the sub-graph to run (subgraph nodes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subgraph: Option<String>,
+    /// Memory the node reads before its call and writes after it
+    /// succeeds (agent and judge nodes; issue 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<NodeMemorySpec>,
+}
+
+/// A node's `memory:`: namespaces searched before the call (the hits
+/// arrive as a data part `{"memory": {namespace: [hits]}}` of the node's
+/// message) and namespaces its output is written to when it succeeds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeMemorySpec {
+    /// Searches, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<MemoryReadSpec>,
+    /// Writes, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<MemoryWriteSpec>,
+}
+
+/// One search of a vector namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryReadSpec {
+    /// The namespace searched.
+    pub namespace: String,
+    /// The query: an input reference (a graph input or `<node>.output`),
+    /// its value as text.
+    pub query: String,
+    /// Hits wanted, 1–100; default 5.
+    #[serde(default = "default_top_k")]
+    pub top_k: u32,
+}
+
+fn default_top_k() -> u32 {
+    5
+}
+
+/// One write of the node's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryWriteSpec {
+    /// The namespace written.
+    pub namespace: String,
+    /// What is written: only `output` (the node's output).
+    #[serde(default = "default_from")]
+    pub from: String,
+}
+
+fn default_from() -> String {
+    "output".to_owned()
 }
 
 /// The kinds of node.
@@ -336,6 +388,11 @@ pub struct ExecutionSpec {
     /// Tool calls the whole run may make (extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tool_calls_per_run: Option<u64>,
+    /// What the whole run may cost, in the price table's currency, summed
+    /// from the cost its agents report (extension). Agents that report no
+    /// cost count as free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_run: Option<f64>,
     /// Per-call timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_per_agent_seconds: Option<f64>,

@@ -42,14 +42,15 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::dispatch::{AgentCall, Dispatch, Usage};
+use crate::dispatch::{AgentCall, Dispatch, MemoryAction, MemoryOp, Usage};
 use crate::dsl::{lookup_path, Backoff, NodeKind, OnError, SimpleStrategy, When, WhenKeyword};
 use crate::error::{DispatchError, OrchestratorError};
 use crate::graph::{route, Graph, InputRef, Node};
 use crate::journal::{Checkpoint, NewRun, RunHeader, RunJournal, StepDelta, StoredRun};
-use crate::mapping::{build_message, reply_output};
+use crate::mapping::{build_message, push_data_part, reply_output};
 use crate::metrics::Metrics;
 use crate::trace::{child_traceparent, new_trace_id, PriceTable, Trace};
 use crate::validate::seconds;
@@ -120,6 +121,9 @@ pub struct RunOptions {
     /// The graph document, stored with a checkpointed run so that any
     /// replica can rebuild the graph to resume it.
     pub source: Option<String>,
+    /// The W3C trace id the run adopts (from its caller's `traceparent`,
+    /// read with [`crate::trace::trace_id_of`]); `None`: a new trace.
+    pub trace_id: Option<String>,
 }
 
 /// How a stored run continues.
@@ -347,7 +351,11 @@ impl Executor {
         if durable.is_some() {
             // A checkpointed run is kept by id and marked active, so a
             // concurrent resume cannot drive it twice.
-            let start = RunStart::Fresh { input, run_id };
+            let start = RunStart::Fresh {
+                input,
+                run_id,
+                trace_id: options.trace_id,
+            };
             let (_, join) = self.launch_run(graph, start, None, caller, options.origin, durable)?;
             return join.await.map_err(|_| OrchestratorError::RunLost {
                 run_id: run_id.to_string(),
@@ -356,7 +364,11 @@ impl Executor {
         let result = run_graph(
             self.inner.clone(),
             graph,
-            RunStart::Fresh { input, run_id },
+            RunStart::Fresh {
+                input,
+                run_id,
+                trace_id: options.trace_id,
+            },
             None,
             caller,
             options.origin,
@@ -428,13 +440,16 @@ impl Executor {
                 let options = options.clone();
                 async move {
                     let run_id = Uuid::nil();
-                    tokio::spawn(async move { executor.run_with(graph, input, options).await })
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(OrchestratorError::RunLost {
-                                run_id: run_id.to_string(),
-                            })
+                    tokio::spawn(
+                        async move { executor.run_with(graph, input, options).await }
+                            .in_current_span(),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(OrchestratorError::RunLost {
+                            run_id: run_id.to_string(),
                         })
+                    })
                 }
             })
             .buffered(concurrency.max(1))
@@ -471,7 +486,11 @@ impl Executor {
         let origin = options.origin;
         self.launch_run(
             graph,
-            RunStart::Fresh { input, run_id },
+            RunStart::Fresh {
+                input,
+                run_id,
+                trace_id: options.trace_id,
+            },
             events,
             caller,
             origin,
@@ -849,7 +868,7 @@ impl Executor {
         let header = RunHeader {
             run_id,
             graph_id: graph.name.to_string(),
-            trace_id: new_trace_id(),
+            trace_id: options.trace_id.clone().unwrap_or_else(new_trace_id),
             input: input.clone(),
             caller: options.caller.clone(),
             origin: options.origin,
@@ -906,24 +925,29 @@ impl Executor {
             finished_at: None,
         });
         let inner = self.inner.clone();
-        let join = tokio::spawn(async move {
-            // The event stream ends when every sender is gone: holding one
-            // until the result is stored means a consumer that saw the end
-            // can always fetch the result by id.
-            let keep_open = events.clone();
-            let durable_run = durable.is_some();
-            let result =
-                run_graph(inner.clone(), graph, start, events, caller, origin, durable).await;
-            inner.metrics.record_run(&result.state);
-            inner.runs.finish(&result, inner.config.max_retained_runs);
-            if durable_run {
-                if let Ok(mut active) = inner.active.lock() {
-                    active.remove(&run_id);
+        let join = tokio::spawn(
+            async move {
+                // The event stream ends when every sender is gone: holding one
+                // until the result is stored means a consumer that saw the end
+                // can always fetch the result by id.
+                let keep_open = events.clone();
+                let durable_run = durable.is_some();
+                let result =
+                    run_graph(inner.clone(), graph, start, events, caller, origin, durable).await;
+                inner.metrics.record_run(&result.state);
+                inner.runs.finish(&result, inner.config.max_retained_runs);
+                if durable_run {
+                    if let Ok(mut active) = inner.active.lock() {
+                        active.remove(&run_id);
+                    }
                 }
+                drop(keep_open);
+                result
             }
-            drop(keep_open);
-            result
-        });
+            // The run's span (the gateway's `invoke_workflow`, issue 18) is
+            // the parent of every node call's span.
+            .in_current_span(),
+        );
         Ok((run_id, join))
     }
 }
@@ -1004,7 +1028,12 @@ struct NodeOutcome {
 /// Where a run starts from.
 enum RunStart {
     /// A new run.
-    Fresh { input: Value, run_id: Uuid },
+    Fresh {
+        input: Value,
+        run_id: Uuid,
+        /// The trace adopted from the caller; `None`: a new one.
+        trace_id: Option<String>,
+    },
     /// A stored run replayed to its last step, continued as `action` says.
     Restored {
         state: Box<RunState>,
@@ -1073,11 +1102,16 @@ fn run_graph(
 ) -> Pin<Box<dyn Future<Output = RunResult> + Send>> {
     Box::pin(async move {
         let (mut run, action) = match start {
-            RunStart::Fresh { input, run_id } => {
+            RunStart::Fresh {
+                input,
+                run_id,
+                trace_id: adopted,
+            } => {
                 let trace_id = durable
                     .as_ref()
                     .and_then(|durable| durable.create.as_ref())
-                    .map(|create| create.header.trace_id.clone());
+                    .map(|create| create.header.trace_id.clone())
+                    .or(adopted);
                 let mut run = Run::new(inner, graph, input, run_id, events, caller, origin);
                 if let Some(trace_id) = trace_id {
                     run.state.trace_id = trace_id;
@@ -1670,6 +1704,8 @@ impl Run {
                 let caller = self.caller.clone();
                 let origin = self.origin;
                 let agent = format!("subgraph:{}", subgraph.name);
+                // A sub-graph's calls belong to the parent run's trace.
+                let trace_id = Some(self.state.trace_id.clone());
                 Some(Box::pin(async move {
                     let result = match check_input(&subgraph, &sub_input) {
                         Err(error) => Err((error.to_string(), false)),
@@ -1677,6 +1713,7 @@ impl Run {
                             let start = RunStart::Fresh {
                                 input: sub_input,
                                 run_id: Uuid::now_v7(),
+                                trace_id,
                             };
                             let result =
                                 run_graph(inner, subgraph, start, None, caller, origin, None).await;
@@ -1761,6 +1798,12 @@ impl Run {
             traceparent: child_traceparent(&self.state.trace_id),
             deadline: timeout.map(|timeout| Instant::now() + delay.unwrap_or_default() + timeout),
         };
+        let memory = NodeMemoryUse::of(
+            node,
+            &self.state,
+            &call,
+            format!("{}.{}.{iteration}", self.run_id_text, node.id),
+        );
         let dispatch = self.inner.dispatch.clone();
         Box::pin(async move {
             // Timers are boxed so that the node future stays small: glibc
@@ -1769,7 +1812,10 @@ impl Run {
             if let Some(delay) = delay {
                 Box::pin(tokio::time::sleep(delay)).await;
             }
-            let result = call_once(&*dispatch, call, timeout, &agent).await;
+            let result = match memory {
+                None => call_once(&*dispatch, call, timeout, &agent).await,
+                Some(memory) => Box::pin(memory.around(&*dispatch, call, timeout, &agent)).await,
+            };
             NodeOutcome {
                 node: index,
                 agent,
@@ -2148,22 +2194,134 @@ fn join_counters(node: &NodeState) -> (u32, u32, u32, u32, NodeStatus) {
 fn resolve_inputs<'g>(node: &'g Node, state: &RunState) -> Vec<(&'g str, Value)> {
     node.inputs
         .iter()
-        .map(|input| match input {
-            InputRef::WholeInput => ("input", state.input.clone()),
-            InputRef::Graph { name } => (
-                &**name,
-                state.input.get(&**name).cloned().unwrap_or(Value::Null),
-            ),
-            InputRef::Node { node, path, label } => {
-                let output = &state.nodes[*node as usize].output;
-                let value = match path {
-                    None => output.clone(),
-                    Some(path) => lookup_path(output, path).cloned().unwrap_or(Value::Null),
-                };
-                (&**label, value)
-            }
-        })
+        .map(|input| resolve_input(input, state))
         .collect()
+}
+
+/// One input's label and value.
+fn resolve_input<'g>(input: &'g InputRef, state: &RunState) -> (&'g str, Value) {
+    match input {
+        InputRef::WholeInput => ("input", state.input.clone()),
+        InputRef::Graph { name } => (
+            &**name,
+            state.input.get(&**name).cloned().unwrap_or(Value::Null),
+        ),
+        InputRef::Node { node, path, label } => {
+            let output = &state.nodes[*node as usize].output;
+            let value = match path {
+                None => output.clone(),
+                Some(path) => lookup_path(output, path).cloned().unwrap_or(Value::Null),
+            };
+            (&**label, value)
+        }
+    }
+}
+
+/// A node call's `memory:` (issue 20), its queries resolved: searched
+/// before the call, the hits added to the message as a data part; the
+/// output written after it succeeds, before the step is journaled, under a
+/// key of the run, node and iteration (a resumed run writes the same key).
+struct NodeMemoryUse {
+    /// Namespace, query text, hits wanted.
+    reads: Vec<(Arc<str>, String, u32)>,
+    writes: Vec<Arc<str>>,
+    /// The key the output is written under.
+    key: String,
+    /// Every operation's namespace-independent fields, from the call.
+    run_id: Uuid,
+    graph_id: Arc<str>,
+    node_id: String,
+    caller: Option<Arc<Principal>>,
+    origin: Option<std::net::IpAddr>,
+    traceparent: String,
+}
+
+// === impl NodeMemoryUse ===
+
+impl NodeMemoryUse {
+    fn of(node: &Node, state: &RunState, call: &AgentCall, key: String) -> Option<Box<Self>> {
+        if node.memory.reads.is_empty() && node.memory.writes.is_empty() {
+            return None;
+        }
+        let reads = node
+            .memory
+            .reads
+            .iter()
+            .map(|read| {
+                let query = match resolve_input(&read.query, state).1 {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                (read.namespace.clone(), query, read.top_k)
+            })
+            .collect();
+        Some(Box::new(Self {
+            reads,
+            writes: node.memory.writes.clone(),
+            key,
+            run_id: call.run_id,
+            graph_id: call.graph_id.clone(),
+            node_id: call.node_id.clone(),
+            caller: call.caller.clone(),
+            origin: call.origin,
+            traceparent: call.traceparent.clone(),
+        }))
+    }
+
+    fn op(&self, namespace: &Arc<str>, action: MemoryAction) -> MemoryOp {
+        MemoryOp {
+            run_id: self.run_id,
+            graph_id: self.graph_id.clone(),
+            node_id: self.node_id.clone(),
+            caller: self.caller.clone(),
+            origin: self.origin,
+            traceparent: self.traceparent.clone(),
+            namespace: namespace.clone(),
+            action,
+        }
+    }
+
+    async fn around(
+        self,
+        dispatch: &dyn Dispatch,
+        mut call: AgentCall,
+        timeout: Option<Duration>,
+        agent: &str,
+    ) -> Result<(Value, Usage), (String, bool)> {
+        let failed = |namespace: &str, error: DispatchError| {
+            let retryable = error.retryable();
+            (format!("memory `{namespace}`: {error}"), retryable)
+        };
+        if !self.reads.is_empty() {
+            let mut found = Map::with_capacity(self.reads.len());
+            for (namespace, query, top_k) in &self.reads {
+                let action = MemoryAction::Search {
+                    query: query.clone(),
+                    top_k: *top_k,
+                };
+                let hits = dispatch
+                    .memory(self.op(namespace, action))
+                    .await
+                    .map_err(|error| failed(namespace, error))?;
+                found.insert(namespace.to_string(), hits);
+            }
+            let mut data = Map::with_capacity(1);
+            data.insert("memory".to_owned(), Value::Object(found));
+            push_data_part(&mut call.message, Value::Object(data));
+        }
+        let (output, usage) = call_once(dispatch, call, timeout, agent).await?;
+        for namespace in &self.writes {
+            let action = MemoryAction::Write {
+                key: self.key.clone(),
+                value: output.clone(),
+            };
+            dispatch
+                .memory(self.op(namespace, action))
+                .await
+                .map_err(|error| failed(namespace, error))?;
+        }
+        Ok((output, usage))
+    }
 }
 
 /// Returns a budget error when usage passed a limit of the graph.
@@ -2203,6 +2361,14 @@ fn budget_error(
             return Some(format!(
                 "budget exceeded: the run made {} tool calls, over max_tool_calls_per_run {max}",
                 run_usage.tool_calls
+            ));
+        }
+    }
+    if let (Some(max), Some(spent)) = (execution.max_cost_per_run, run_usage.cost_micros) {
+        let spent = spent as f64 / 1_000_000.0;
+        if spent > max {
+            return Some(format!(
+                "budget exceeded: the run cost {spent}, over max_cost_per_run {max}"
             ));
         }
     }

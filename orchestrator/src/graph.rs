@@ -60,6 +60,28 @@ pub struct Node {
     pub default_route: Option<String>,
     /// The sub-graph a subgraph node runs.
     pub subgraph: Option<Arc<Graph>>,
+    /// Memory searched before the call and written after success.
+    pub memory: NodeMemory,
+}
+
+/// A validated node `memory:`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeMemory {
+    /// Searches: namespace, query reference, hits wanted.
+    pub reads: Vec<MemoryRead>,
+    /// Namespaces the output is written to.
+    pub writes: Vec<Arc<str>>,
+}
+
+/// One validated search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryRead {
+    /// The namespace.
+    pub namespace: Arc<str>,
+    /// Where the query text comes from.
+    pub query: InputRef,
+    /// Hits wanted (1–100).
+    pub top_k: u32,
 }
 
 /// Where a node input comes from.

@@ -38,7 +38,7 @@ pub mod trace;
 pub mod validate;
 
 pub use builder::GraphBuilder;
-pub use dispatch::{AgentCall, AgentReply, Dispatch, Usage};
+pub use dispatch::{AgentCall, AgentReply, Dispatch, MemoryAction, MemoryOp, Usage};
 pub use dsl::GraphSpec;
 pub use error::{DispatchError, OrchestratorError};
 pub use executor::{

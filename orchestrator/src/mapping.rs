@@ -90,6 +90,14 @@ pub fn build_message(
     Value::Object(message)
 }
 
+/// Appends a data part holding `data` to a message [`build_message`]
+/// built (a node's memory hits, `{"memory": {namespace: [hits]}}`).
+pub fn push_data_part(message: &mut Value, data: Value) {
+    if let Some(parts) = message.get_mut("parts").and_then(Value::as_array_mut) {
+        parts.push(single("data", data));
+    }
+}
+
 fn single(key: &str, value: Value) -> Value {
     let mut part = Map::with_capacity(1);
     part.insert(key.to_owned(), value);
@@ -220,9 +228,10 @@ fn parts_output<'p>(parts: impl Iterator<Item = &'p Value>) -> Value {
 /// Resources an agent reports using for one call.
 ///
 /// Convention: agents put `"usage": {"tokens_in": n, "tokens_out": n,
-/// "tool_calls": n}` in the `metadata` of their reply Message, or of the
-/// Task (task metadata wins over status-message metadata). Missing fields
-/// count as zero.
+/// "tool_calls": n, "cost": x}` in the `metadata` of their reply Message,
+/// or of the Task (task metadata wins over status-message metadata).
+/// Missing counts are zero; a missing `cost` leaves pricing to the run's
+/// price table (model agents report what their provider calls cost).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Prompt tokens.
@@ -231,6 +240,9 @@ pub struct Usage {
     pub tokens_out: u64,
     /// Tool invocations.
     pub tool_calls: u64,
+    /// The cost the agent reported, in millionths of the price unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<u64>,
 }
 
 // === impl Usage ===
@@ -241,6 +253,10 @@ impl Usage {
         self.tokens_in = self.tokens_in.saturating_add(other.tokens_in);
         self.tokens_out = self.tokens_out.saturating_add(other.tokens_out);
         self.tool_calls = self.tool_calls.saturating_add(other.tool_calls);
+        self.cost_micros = match (self.cost_micros, other.cost_micros) {
+            (None, None) => None,
+            (mine, theirs) => Some(mine.unwrap_or(0).saturating_add(theirs.unwrap_or(0))),
+        };
     }
 
     /// Tokens in and out.
@@ -271,10 +287,17 @@ pub fn reported_usage(response: &Value) -> Usage {
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
+    // A cost that is not a finite, non-negative number is ignored.
+    let cost_micros = usage
+        .and_then(|usage| usage.get("cost"))
+        .and_then(Value::as_f64)
+        .filter(|cost| cost.is_finite() && *cost >= 0.0)
+        .map(|cost| (cost * 1_000_000.0).round().min(u64::MAX as f64) as u64);
     Usage {
         tokens_in: field("tokens_in"),
         tokens_out: field("tokens_out"),
         tool_calls: field("tool_calls"),
+        cost_micros,
     }
 }
 
@@ -374,7 +397,8 @@ mod tests {
             Usage {
                 tokens_in: 10,
                 tokens_out: 5,
-                tool_calls: 2
+                tool_calls: 2,
+                cost_micros: None,
             }
         );
         assert_eq!(
@@ -382,5 +406,19 @@ mod tests {
             7
         );
         assert_eq!(reported_usage(&json!(null)), Usage::default());
+    }
+
+    #[test]
+    fn a_reported_cost_is_kept_and_summed_and_a_bad_one_ignored() {
+        let reply = |cost: Value| json!({"message": {"metadata": {"usage": {"tokens_in": 1, "cost": cost}}}});
+        let mut total = reported_usage(&reply(json!(0.0125)));
+        assert_eq!(total.cost_micros, Some(12_500));
+        total.add(reported_usage(&reply(json!(0.5))));
+        assert_eq!(total.cost_micros, Some(512_500));
+        total.add(Usage::default());
+        assert_eq!(total.cost_micros, Some(512_500));
+        for bad in [json!(-1.0), json!("3"), json!(null)] {
+            assert_eq!(reported_usage(&reply(bad)).cost_micros, None);
+        }
     }
 }

@@ -19,7 +19,8 @@ pub struct Trace {
     pub nodes: Vec<TraceNode>,
     /// Tokens in and out over the run.
     pub total_tokens: u64,
-    /// Cost from the configured [`PriceTable`].
+    /// The nodes' costs: what each agent reported, else the configured
+    /// [`PriceTable`].
     pub total_cost: f64,
     /// Wall time of the run.
     pub duration_ms: u64,
@@ -42,6 +43,9 @@ pub struct TraceNode {
     pub tokens_out: u64,
     /// Reported tool calls.
     pub tool_calls: u64,
+    /// What the call cost: the agent's report, else the price table.
+    #[serde(default)]
+    pub cost: f64,
     /// `success`, `failed`, `skipped` or `cancelled`.
     pub status: ExecutionStatus,
 }
@@ -89,11 +93,17 @@ impl Trace {
             .iter()
             .map(|execution| {
                 total_tokens = total_tokens.saturating_add(execution.usage.tokens());
-                total_cost += prices.cost(
-                    &execution.agent,
-                    execution.usage.tokens_in,
-                    execution.usage.tokens_out,
-                );
+                // What the agent reported (a model agent prices its own
+                // provider calls), else the run's price table.
+                let cost = match execution.usage.cost_micros {
+                    Some(micros) => micros as f64 / 1_000_000.0,
+                    None => prices.cost(
+                        &execution.agent,
+                        execution.usage.tokens_in,
+                        execution.usage.tokens_out,
+                    ),
+                };
+                total_cost += cost;
                 TraceNode {
                     node_id: execution.node_id.clone(),
                     agent: execution.agent.clone(),
@@ -102,6 +112,7 @@ impl Trace {
                     tokens_in: execution.usage.tokens_in,
                     tokens_out: execution.usage.tokens_out,
                     tool_calls: execution.usage.tool_calls,
+                    cost,
                     status: execution.status,
                 }
             })
@@ -129,9 +140,52 @@ pub fn child_traceparent(trace_id: &str) -> String {
     format!("00-{trace_id}-{:016x}-01", rand::random::<u64>().max(1))
 }
 
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2
+/// hex>`, neither id all zeros), lowercased; `None` for anything else, so
+/// a malformed header starts a new trace instead of failing the run.
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let fields: Vec<&str> = traceparent.trim().split('-').collect();
+    let [version, trace_id, parent_id, flags] = fields.as_slice() else {
+        return None;
+    };
+    let hex = |field: &str, len: usize| {
+        field.len() == len
+            && field.bytes().all(|byte| byte.is_ascii_hexdigit())
+            && field.bytes().any(|byte| byte != b'0')
+    };
+    let well_formed = *version == "00"
+        && hex(trace_id, 32)
+        && hex(parent_id, 16)
+        && flags.len() == 2
+        && flags.bytes().all(|byte| byte.is_ascii_hexdigit());
+    well_formed.then(|| trace_id.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_are_read_from_well_formed_traceparents_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let check = |header: &str, expected: Option<&str>| {
+            assert_eq!(trace_id_of(header).as_deref(), expected, "{header}");
+        };
+        check(&format!("00-{id}-00f067aa0ba902b7-01"), Some(id));
+        check(
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-00",
+            Some(id),
+        );
+        check(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            None,
+        );
+        check(&format!("00-{id}-0000000000000000-01"), None);
+        check(&format!("01-{id}-00f067aa0ba902b7-01"), None);
+        check(&format!("00-{id}-00f067aa0ba902b7"), None);
+        check("garbage", None);
+        assert_eq!(trace_id_of(&child_traceparent(id)).as_deref(), Some(id));
+    }
 
     #[test]
     fn traceparent_has_the_w3c_shape() {

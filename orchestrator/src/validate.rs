@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dsl::{GraphSpec, NodeKind, OnError, SimpleStrategy};
-use crate::graph::{Edge, Graph, InputRef, Node};
+use crate::dsl::{GraphSpec, NodeKind, NodeSpec, OnError, SimpleStrategy};
+use crate::graph::{Edge, Graph, InputRef, MemoryRead, Node, NodeMemory};
 use crate::source::SourceMap;
 
 /// The validation error types live in the crate's error module (which the
@@ -394,6 +394,7 @@ fn validate_inner(
                 ),
             }
         }
+        let memory = node_memory(node, kind, &index_of, &pointer, &mut graph_inputs, out);
         nodes.push(Node {
             id: Arc::from(node.id.as_str()),
             kind,
@@ -407,6 +408,7 @@ fn validate_inner(
             rules: node.rules.clone(),
             default_route: node.default_route.clone(),
             subgraph,
+            memory,
         });
     }
 
@@ -572,6 +574,99 @@ fn validate_inner(
         forward_in,
         back_in,
     })
+}
+
+/// The most hits one memory read of a node asks for (the memory API's bound).
+const MAX_MEMORY_TOP_K: u32 = 100;
+
+/// Checks a node's `memory:`: only nodes that call an agent have one, a
+/// query is an input reference, `top_k` is in range, a write takes the
+/// output. Namespaces are not looked up here: whether they exist and the
+/// caller may use them is decided at the call, by policy.
+fn node_memory(
+    node: &NodeSpec,
+    kind: NodeKind,
+    index_of: &HashMap<&str, u32>,
+    pointer: &str,
+    graph_inputs: &mut BTreeSet<String>,
+    out: &mut Collector<'_, '_>,
+) -> NodeMemory {
+    let mut memory = NodeMemory::default();
+    let Some(spec) = &node.memory else {
+        return memory;
+    };
+    let calls_an_agent = matches!(kind, NodeKind::Agent | NodeKind::Judge)
+        || (kind == NodeKind::Router && node.agent.is_some());
+    if !calls_an_agent {
+        out.push(
+            ValidationCode::InvalidNode,
+            format!("{pointer}/memory"),
+            format!(
+                "node `{}` calls no agent, so it cannot read or write memory",
+                node.id
+            ),
+        );
+        return memory;
+    }
+    for (index, read) in spec.read.iter().enumerate() {
+        let at = format!("{pointer}/memory/read/{index}");
+        if read.namespace.is_empty() {
+            out.push(
+                ValidationCode::InvalidNode,
+                format!("{at}/namespace"),
+                format!("node `{}`: a memory read needs a namespace", node.id),
+            );
+        }
+        if !(1..=MAX_MEMORY_TOP_K).contains(&read.top_k) {
+            out.push(
+                ValidationCode::InvalidNode,
+                format!("{at}/top_k"),
+                format!(
+                    "node `{}`: top_k must be between 1 and {MAX_MEMORY_TOP_K}, not {}",
+                    node.id, read.top_k
+                ),
+            );
+        }
+        match parse_reference(&read.query, index_of) {
+            Ok(query) => {
+                if let InputRef::Graph { name } = &query {
+                    graph_inputs.insert(name.to_string());
+                }
+                memory.reads.push(MemoryRead {
+                    namespace: Arc::from(read.namespace.as_str()),
+                    query,
+                    top_k: read.top_k,
+                });
+            }
+            Err(message) => out.push(
+                ValidationCode::UnknownInput,
+                format!("{at}/query"),
+                format!("node `{}`: memory query {message}", node.id),
+            ),
+        }
+    }
+    for (index, write) in spec.write.iter().enumerate() {
+        let at = format!("{pointer}/memory/write/{index}");
+        if write.namespace.is_empty() {
+            out.push(
+                ValidationCode::InvalidNode,
+                format!("{at}/namespace"),
+                format!("node `{}`: a memory write needs a namespace", node.id),
+            );
+        } else if write.from != "output" {
+            out.push(
+                ValidationCode::InvalidNode,
+                format!("{at}/from"),
+                format!(
+                    "node `{}`: a memory write takes `from: output`, not `{}`",
+                    node.id, write.from
+                ),
+            );
+        } else {
+            memory.writes.push(Arc::from(write.namespace.as_str()));
+        }
+    }
+    memory
 }
 
 /// Parses an input reference: `name` (graph input) or `node.output[.path]`.

@@ -294,6 +294,7 @@ async fn an_agent_over_its_token_budget_fails_its_node() {
                 tokens_in: 50,
                 tokens_out: 50,
                 tool_calls: 1,
+                cost_micros: None,
             },
         )
     }));
@@ -314,7 +315,8 @@ async fn an_agent_over_its_token_budget_fails_its_node() {
         Usage {
             tokens_in: 100,
             tokens_out: 100,
-            tool_calls: 2
+            tool_calls: 2,
+            cost_micros: None,
         }
     );
     assert_eq!(result.state.usage_by_agent["spender"].tokens(), 200);
@@ -330,6 +332,7 @@ async fn a_run_over_its_tool_call_budget_skips_a_skippable_node() {
                 tokens_in: 0,
                 tokens_out: 0,
                 tool_calls: 2,
+                cost_micros: None,
             },
         )
     }));
@@ -344,6 +347,39 @@ async fn a_run_over_its_tool_call_budget_skips_a_skippable_node() {
         .as_deref()
         .unwrap_or_default()
         .contains("budget exceeded"));
+}
+
+#[tokio::test]
+async fn a_run_over_its_cost_budget_stops_before_the_next_node() {
+    let yaml = "name: c\nnodes:\n  - {id: a, agent: pricey}\n  - {id: b, agent: pricey}\n  - {id: c, agent: pricey}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: c}\nexecution: {max_cost_per_run: 0.5}\n";
+    let agents = Arc::new(FakeAgents::new().agent("pricey", |_| {
+        text_reply_with_usage(
+            "spent",
+            Usage {
+                tokens_in: 10,
+                tokens_out: 10,
+                tool_calls: 0,
+                cost_micros: Some(300_000),
+            },
+        )
+    }));
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!("go"))
+        .await
+        .expect("run");
+    // 0.3 after `a`, 0.6 after `b`: over 0.5, so `c` never runs.
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.state.usage.cost_micros, Some(600_000));
+    assert_eq!(result.state.nodes[2].status, NodeStatus::Pending);
+    assert!(
+        result.state.nodes[1]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("over max_cost_per_run 0.5"),
+        "{:?}",
+        result.state.nodes[1]
+    );
 }
 
 #[tokio::test]
@@ -509,7 +545,7 @@ async fn batch_returns_one_isolated_result_per_input() {
 }
 
 #[tokio::test]
-async fn trace_costs_come_from_the_price_table_and_metrics_render() {
+async fn trace_costs_come_from_the_agents_report_else_the_price_table() {
     let agents = Arc::new(
         FakeAgents::new()
             .agent("flaky", |_| {
@@ -519,6 +555,7 @@ async fn trace_costs_come_from_the_price_table_and_metrics_render() {
                         tokens_in: 1000,
                         tokens_out: 2000,
                         tool_calls: 3,
+                        cost_micros: None,
                     },
                 )
             })
@@ -529,6 +566,7 @@ async fn trace_costs_come_from_the_price_table_and_metrics_render() {
                         tokens_in: 500,
                         tokens_out: 0,
                         tool_calls: 0,
+                        cost_micros: Some(250_000),
                     },
                 )
             }),
@@ -559,11 +597,14 @@ async fn trace_costs_come_from_the_price_table_and_metrics_render() {
         .await
         .expect("run");
     assert_eq!(result.trace.total_tokens, 3500);
+    // flaky by the default price; echo reported 0.25 itself, which wins
+    // over its own price (0.5).
     assert!(
-        (result.trace.total_cost - (0.01 + 0.04 + 0.5)).abs() < 1e-9,
+        (result.trace.total_cost - (0.01 + 0.04 + 0.25)).abs() < 1e-9,
         "{}",
         result.trace.total_cost
     );
+    assert!((result.trace.nodes[1].cost - 0.25).abs() < 1e-9);
     assert_eq!(result.trace.nodes[0].tool_calls, 3);
     let text = executor.metrics().render_prometheus();
     assert!(

@@ -38,7 +38,7 @@ pub struct PolicyApi {
 }
 
 /// `PUT /v1/policies` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutPolicies {
     /// The Cedar text.
@@ -49,7 +49,7 @@ pub struct PutPolicies {
 }
 
 /// `POST /v1/policies:rollback` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to make active again.
@@ -75,7 +75,7 @@ pub struct CheckRequest {
 }
 
 /// `POST /v1/policies:check` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckResponse {
     /// `allow` or `deny`.
     pub decision: String,
@@ -86,6 +86,24 @@ pub struct CheckResponse {
     /// The active version decided against.
     pub version: Option<i64>,
 }
+
+/// The OpenAPI description of the policy and audit routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        list_policies,
+        put_policies,
+        delete_policies,
+        get_policy,
+        rollback,
+        check,
+        query_audit,
+        verify_audit
+    ),
+    components(schemas(PutPolicies, RollbackRequest, CheckResponse)),
+    tags((name = "policy", description = "Cedar policy versions, decisions and the audit chain"))
+)]
+pub struct PolicyApiDoc;
 
 /// The policy and audit routes.
 pub fn router(state: PolicyApi) -> Router {
@@ -184,6 +202,8 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes, required: &[&str]) -> ApiResult
     serde_json::from_value(value).map_err(|error| invalid(error.to_string(), Vec::new()))
 }
 
+#[utoipa::path(get, path = "/v1/policies", operation_id = "listPolicies", tag = "policy",
+    responses((status = 200, description = "`{active, versions: [{version, author, reason, created_at, active}]}`", body = Object)))]
 async fn list_policies(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -213,6 +233,12 @@ async fn list_policies(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/policies/{version}", operation_id = "getPolicy", tag = "policy",
+    params(("version" = i64, Path, description = "A policy version")),
+    responses(
+        (status = 200, description = "The version with its Cedar text.", body = Object),
+        (status = 404, description = "No such version"),
+    ))]
 async fn get_policy(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -230,6 +256,12 @@ async fn get_policy(
     Ok(Json(json!(stored)))
 }
 
+#[utoipa::path(put, path = "/v1/policies", operation_id = "putPolicies", tag = "policy",
+    request_body(content((PutPolicies = "application/json"))),
+    responses(
+        (status = 201, description = "Stored and activated; the new version.", body = Object),
+        (status = 409, description = "The set would lock every administrator out"),
+    ))]
 async fn put_policies(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -250,6 +282,8 @@ async fn put_policies(
     Ok((StatusCode::CREATED, Json(json!(stored))).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/policies", operation_id = "resetPolicies", tag = "policy",
+    responses((status = 200, description = "The administrators-only set, activated as a new version.", body = Object)))]
 async fn delete_policies(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -265,6 +299,13 @@ async fn delete_policies(
     Ok(Json(json!(stored)))
 }
 
+#[utoipa::path(post, path = "/v1/policies:rollback", operation_id = "rollbackPolicies", tag = "policy",
+    request_body(content((RollbackRequest = "application/json"))),
+    responses(
+        (status = 200, description = "The version made active again.", body = Object),
+        (status = 404, description = "No such version"),
+        (status = 409, description = "The set would lock every administrator out"),
+    ))]
 async fn rollback(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -285,6 +326,9 @@ async fn rollback(
     Ok(Json(json!(stored)))
 }
 
+#[utoipa::path(post, path = "/v1/policies:check", operation_id = "checkPolicy", tag = "policy",
+    request_body(description = "`{principal, action, resource, context?}`: the decision to try", content((Object = "application/json"))),
+    responses((status = 200, description = "The decision under the active set.", body = CheckResponse)))]
 async fn check(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -312,6 +356,9 @@ async fn check(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/audit", operation_id = "queryAudit", tag = "policy",
+    params(AuditFilter),
+    responses((status = 200, description = "`{records, next}`: one page of audit records, oldest first.", body = Object)))]
 async fn query_audit(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,
@@ -328,6 +375,11 @@ async fn query_audit(
     Ok(Json(json!(page)))
 }
 
+#[utoipa::path(get, path = "/v1/audit:verify", operation_id = "verifyAudit", tag = "policy",
+    responses(
+        (status = 200, description = "`{records, head, from}`: the chain verifies.", body = Object),
+        (status = 409, description = "The chain does not verify"),
+    ))]
 async fn verify_audit(
     State(state): State<PolicyApi>,
     principal: Option<Extension<Principal>>,

@@ -67,8 +67,9 @@ pub struct AuditRecord {
 }
 
 /// Filters and cursor for an audit query.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// Only this principal subject.
     pub principal: Option<String>,

@@ -100,13 +100,23 @@ pub enum Action {
     ReadModelAgent,
     /// Set, list (names only) or delete an organisation's secrets.
     ManageSecret,
+    /// Ask for a plan for a goal (issue 19; the resource is the graph
+    /// `plan` of the caller's organisation). Running it is `run_graph`.
+    CreatePlan,
+    /// List an organisation's memory namespaces, read a namespace and its
+    /// items (issue 20).
+    ReadMemory,
+    /// Create or delete a memory namespace, put or delete its items.
+    WriteMemory,
+    /// Search a vector memory namespace.
+    SearchMemory,
 }
 
 // === impl Action ===
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 21] = [
         Self::Discover,
         Self::ReadCard,
         Self::SendMessage,
@@ -124,6 +134,10 @@ impl Action {
         Self::ManageModelAgent,
         Self::ReadModelAgent,
         Self::ManageSecret,
+        Self::CreatePlan,
+        Self::ReadMemory,
+        Self::WriteMemory,
+        Self::SearchMemory,
     ];
 
     /// The Cedar action id (and wire name).
@@ -146,6 +160,10 @@ impl Action {
             Self::ManageModelAgent => "manage_model_agent",
             Self::ReadModelAgent => "read_model_agent",
             Self::ManageSecret => "manage_secret",
+            Self::CreatePlan => "create_plan",
+            Self::ReadMemory => "read_memory",
+            Self::WriteMemory => "write_memory",
+            Self::SearchMemory => "search_memory",
         }
     }
 

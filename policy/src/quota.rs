@@ -125,14 +125,15 @@ enum Key {
 
 #[derive(Debug, Default)]
 struct State {
+    config: QuotaConfig,
     buckets: HashMap<Key, Bucket>,
     usage: HashMap<String, Usage>,
 }
 
-/// The per-replica quota enforcer.
+/// The per-replica quota enforcer. Its limits can be replaced while it
+/// runs ([`Quotas::reconfigure`], a configuration reload).
 #[derive(Debug)]
 pub struct Quotas {
-    config: QuotaConfig,
     state: Mutex<State>,
 }
 
@@ -145,9 +146,31 @@ impl Quotas {
     /// An enforcer for `config`.
     pub fn new(config: QuotaConfig) -> Self {
         Self {
-            config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                config,
+                ..State::default()
+            }),
         }
+    }
+
+    /// Enforces `config` from the next check on. What callers have used so
+    /// far is kept: a bucket holds at most the new burst when it is next
+    /// refilled, and reported usage still counts against the new budget.
+    pub fn reconfigure(&self, config: QuotaConfig) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.config = config;
+    }
+
+    /// The limits enforced now.
+    pub fn config(&self) -> QuotaConfig {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .config
+            .clone()
     }
 
     /// Takes one request token from each applicable bucket, or none if any
@@ -163,30 +186,31 @@ impl Quotas {
         agent: Option<&str>,
         now: Instant,
     ) -> Result<(), RetryAfter> {
-        let mut limited: Vec<(Key, RateLimit)> = Vec::with_capacity(3);
-        if let Some(limit) = self.config.per_principal {
-            limited.push((Key::Principal(principal.subject.clone()), limit));
-        }
-        if let (Some(limit), Some(org)) = (self.config.per_org, &principal.org) {
-            limited.push((Key::Org(org.clone()), limit));
-        }
-        if let (Some(limit), Some(agent)) = (self.config.per_agent, agent) {
-            limited.push((Key::Agent(agent.to_owned()), limit));
-        }
-        let replicas = f64::from(self.config.replicas.max(1));
-        let mut state = self
+        let mut guard = self
             .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        let state = &mut *guard;
+        let config = &state.config;
+        let mut limited: Vec<(Key, RateLimit)> = Vec::with_capacity(3);
+        if let Some(limit) = config.per_principal {
+            limited.push((Key::Principal(principal.subject.clone()), limit));
+        }
+        if let (Some(limit), Some(org)) = (config.per_org, &principal.org) {
+            limited.push((Key::Org(org.clone()), limit));
+        }
+        if let (Some(limit), Some(agent)) = (config.per_agent, agent) {
+            limited.push((Key::Agent(agent.to_owned()), limit));
+        }
+        let replicas = f64::from(config.replicas.max(1));
 
-        if let Some(budget) = self.config.budget {
+        if let Some(budget) = config.budget {
             if let Some(usage) = state.usage.get(&principal.subject) {
                 let window = Duration::from_secs(budget.window_seconds.max(1));
                 let elapsed = now.saturating_duration_since(usage.window_start);
                 let spent = usage.message_tokens
-                    >= budget.message_tokens / u64::from(self.config.replicas.max(1))
-                    || usage.tool_calls
-                        >= budget.tool_calls / u64::from(self.config.replicas.max(1));
+                    >= budget.message_tokens / u64::from(config.replicas.max(1))
+                    || usage.tool_calls >= budget.tool_calls / u64::from(config.replicas.max(1));
                 if elapsed < window && spent {
                     return Err(RetryAfter(window - elapsed));
                 }
@@ -194,7 +218,7 @@ impl Quotas {
         }
 
         if state.buckets.len() > MAX_TRACKED_KEYS {
-            forget_idle(&mut state.buckets, &self.config, now);
+            forget_idle(&mut state.buckets, &state.config, now);
         }
         let mut wait = Duration::ZERO;
         let mut refilled = Vec::with_capacity(limited.len());
@@ -245,14 +269,14 @@ impl Quotas {
         tool_calls: u64,
         now: Instant,
     ) {
-        let Some(budget) = self.config.budget else {
-            return;
-        };
-        let window = Duration::from_secs(budget.window_seconds.max(1));
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        let Some(budget) = state.config.budget else {
+            return;
+        };
+        let window = Duration::from_secs(budget.window_seconds.max(1));
         let usage = state
             .usage
             .entry(principal.subject.clone())
@@ -324,6 +348,21 @@ mod tests {
         assert!(quotas
             .check_at(&alice(), None, now + Duration::from_secs(1))
             .is_ok());
+    }
+
+    #[test]
+    fn reconfigured_limits_apply_to_the_next_check() {
+        let quotas = Quotas::new(QuotaConfig::default());
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert!(quotas.check_at(&alice(), None, now).is_ok(), "no limit yet");
+        }
+        quotas.reconfigure(limited(0.0, 1.0));
+        assert!(quotas.check_at(&alice(), None, now).is_ok());
+        assert!(quotas.check_at(&alice(), None, now).is_err(), "burst of 1");
+        quotas.reconfigure(QuotaConfig::default());
+        assert!(quotas.check_at(&alice(), None, now).is_ok(), "lifted");
+        assert_eq!(quotas.config(), QuotaConfig::default());
     }
 
     #[test]

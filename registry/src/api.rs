@@ -1,5 +1,7 @@
-//! The registry's REST API under `/v1/`, described by `registry/openapi.json`
-//! (served at `/v1/openapi.json`).
+//! The registry's REST API under `/v1/`, described by [`RegistryApiDoc`]
+//! (generated from the handlers' `#[utoipa::path]` attributes; the gateway
+//! serves it, merged with its other APIs, at `/v1/openapi.json`, and the
+//! registry's own [`router`] serves it alone).
 //!
 //! Every error is an `application/problem+json` document with a stable
 //! `type` ([`convergio_schemas::Problem`]). The handlers read bodies
@@ -47,21 +49,110 @@ use crate::model::{etag_for, Actor, AgentRecord, Registration};
 use crate::store::DiscoveryQuery;
 use crate::{Registry, RegistryError};
 
-/// The OpenAPI 3.1 document of this API.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+/// The OpenAPI description of the registry's routes (without
+/// `/v1/openapi.json` itself, which whoever serves the document adds).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        register,
+        discover,
+        get_agent,
+        update_agent,
+        delete_agent,
+        versions,
+        trust_history,
+        set_trust
+    ),
+    components(schemas(
+        AgentRecord,
+        Registration,
+        crate::model::Upstream,
+        Actor,
+        crate::model::TrustChange,
+        DiscoveryPage,
+        VersionList,
+        TrustHistory,
+        TrustRequest,
+        AgentRole,
+        TrustLevel
+    )),
+    tags((name = "agents", description = "Agent cards: registration, discovery, versions, trust"))
+)]
+pub struct RegistryApiDoc;
 
-/// Every routed (method, path), as in the OpenAPI document.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/agents"),
-    ("GET", "/v1/agents"),
-    ("GET", "/v1/agents/{id}"),
-    ("PUT", "/v1/agents/{id}"),
-    ("DELETE", "/v1/agents/{id}"),
-    ("GET", "/v1/agents/{id}/versions"),
-    ("GET", "/v1/agents/{id}/trust"),
-    ("PUT", "/v1/agents/{id}/trust"),
-    ("GET", "/v1/openapi.json"),
-];
+/// The registry alone's OpenAPI 3.1 document, as its [`router`] serves it at
+/// `/v1/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut document = <RegistryApiDoc as utoipa::OpenApi>::openapi();
+    document.info = utoipa::openapi::Info::new("Convergio registry", env!("CARGO_PKG_VERSION"));
+    document.paths.add_path_operation(
+        OPENAPI_PATH,
+        vec![utoipa::openapi::HttpMethod::Get],
+        openapi_operation(),
+    );
+    convergio_schemas::openapi::finish(&mut document);
+    document
+}
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The operation `GET /v1/openapi.json`: public, a JSON document.
+pub fn openapi_operation() -> utoipa::openapi::path::Operation {
+    use utoipa::openapi::path::OperationBuilder;
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
+    OperationBuilder::new()
+        .operation_id(Some("getOpenApi"))
+        .summary(Some("This OpenAPI 3.1 document"))
+        .tag("meta")
+        .security(utoipa::openapi::security::SecurityRequirement::default())
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The OpenAPI 3.1 document of this server's REST API.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new()))
+                        .build(),
+                ),
+        )
+        .build()
+}
+
+/// `{"agents": […], "next_page_token": …}`: one page of discovery.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DiscoveryPage {
+    /// The agents of this page. In a federated answer every item also has
+    /// `provenance` (`org`, `source`: `local` or `peer`, and for a peer's
+    /// agent `peer_trust` and `trust_at_peer`), and a peer's agent has the
+    /// id `external://<peer>/agents/<name>`.
+    pub agents: Vec<AgentRecord>,
+    /// Continues the (local) listing; `null` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// `{"agent_id", "versions"}`: every stored version of one agent, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VersionList {
+    /// The agent.
+    #[schema(value_type = String)]
+    pub agent_id: AgentId,
+    /// Its versions, oldest first.
+    pub versions: Vec<AgentRecord>,
+}
+
+/// `{"agent_id", "trust", "changes"}`: an agent's trust and how it got there.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TrustHistory {
+    /// The agent.
+    #[schema(value_type = String)]
+    pub agent_id: AgentId,
+    /// Its current level.
+    pub trust: TrustLevel,
+    /// Every change, oldest first.
+    pub changes: Vec<crate::model::TrustChange>,
+}
 
 /// Characters kept as they are when an id is put into a URL path segment.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -147,11 +238,13 @@ struct AppState {
 /// The registry API router, ready to be nested or served; writes need the
 /// bootstrap admin token and reads are open (no [`Guard`]).
 pub fn router(registry: Registry, config: ApiConfig) -> Router {
-    build(AppState {
+    let document = serde_json::to_string(&openapi_document()).unwrap_or_default();
+    let openapi = Router::new().route(OPENAPI_PATH, get(move || openapi(document.clone())));
+    openapi.merge(build(AppState {
         registry,
         config: Arc::new(config),
         guard: None,
-    })
+    }))
 }
 
 /// The registry API router with every route authorised by `guard`.
@@ -172,7 +265,6 @@ fn build(state: AppState) -> Router {
         )
         .route("/v1/agents/{id}/versions", get(versions))
         .route("/v1/agents/{id}/trust", get(trust_history).put(set_trust))
-        .route("/v1/openapi.json", get(openapi))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(ensure_problem))
@@ -564,6 +656,25 @@ fn if_match_version(headers: &HeaderMap, id: &AgentId) -> ApiResult<Option<Optio
 
 // --- handlers ---
 
+/// Registers an agent: a [`Registration`], or a bare A2A agent card.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    operation_id = "registerAgent",
+    tag = "agents",
+    request_body(
+        description = "A registration, or a bare A2A 1.0 agent card (then every default applies).",
+        content(
+            (Registration = "application/json"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Registered.", body = AgentRecord,
+            headers(("Location" = String, description = "The agent's URL"), ("ETag" = String, description = "The version's entity tag"))),
+        (status = 409, description = "An agent of that id exists already"),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -613,6 +724,23 @@ struct VersionParams {
     version: Option<String>,
 }
 
+/// One agent, at its current or an earlier version.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}",
+    operation_id = "getAgent",
+    tag = "agents",
+    params(
+        ("id" = String, Path, description = "The agent's name, or its full id percent-encoded"),
+        ("version" = Option<i64>, Query, description = "An earlier version (1 is the first)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer; 304 when unchanged"),
+    ),
+    responses(
+        (status = 200, description = "The agent.", body = AgentRecord, headers(("ETag" = String, description = "The version's entity tag"))),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 404, description = "No such agent or version, or the caller may not read it"),
+    )
+)]
 async fn get_agent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -678,6 +806,29 @@ async fn existing_write_actor(
     write_actor(state, headers, extensions, action, &target).await
 }
 
+/// Replaces an agent's registration (its card, upstreams, role).
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{id}",
+    operation_id = "updateAgent",
+    tag = "agents",
+    params(
+        ("id" = String, Path, description = "The agent's name, or its full id percent-encoded"),
+        ("If-Match" = String, Header, description = "The agent's current ETag (or `*`)"),
+    ),
+    request_body(
+        description = "A registration, or a bare A2A 1.0 agent card.",
+        content((Registration = "application/json"))
+    ),
+    responses(
+        (status = 200, description = "Updated.", body = AgentRecord),
+        (status = 404, description = "No such agent"),
+        (status = 409, description = "The write collides with another"),
+        (status = 412, description = "The ETag is not the current version's"),
+        (status = 415, description = "The body is not application/json"),
+        (status = 428, description = "If-Match is missing"),
+    )
+)]
 async fn update_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -709,6 +860,23 @@ async fn update_agent(
     Ok(record_response(StatusCode::OK, &record))
 }
 
+/// Deregisters an agent (soft: its history stays).
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    operation_id = "deregisterAgent",
+    tag = "agents",
+    params(
+        ("id" = String, Path, description = "The agent's name, or its full id percent-encoded"),
+        ("If-Match" = Option<String>, Header, description = "The agent's current ETag"),
+    ),
+    responses(
+        (status = 200, description = "Deregistered; the final version.", body = AgentRecord),
+        (status = 404, description = "No such agent"),
+        (status = 409, description = "The write collides with another"),
+        (status = 412, description = "The ETag is not the current version's"),
+    )
+)]
 async fn delete_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -723,6 +891,18 @@ async fn delete_agent(
     Ok(record_response(StatusCode::OK, &record))
 }
 
+/// Every version of an agent, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}/versions",
+    operation_id = "listAgentVersions",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's name, or its full id percent-encoded")),
+    responses(
+        (status = 200, description = "The versions.", body = VersionList),
+        (status = 404, description = "No such agent"),
+    )
+)]
 async fn versions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -736,17 +916,44 @@ async fn versions(
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({"agent_id": id, "versions": versions}),
+        &json!(VersionList {
+            agent_id: id,
+            versions
+        }),
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// `{"level", "reason"}`: a trust change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TrustBody {
+pub struct TrustRequest {
+    /// The new level.
+    #[schema(value_type = TrustLevel)]
     level: String,
+    /// Why (1 to 1000 characters).
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
+/// Changes an agent's trust level, recording who, when and why.
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{id}/trust",
+    operation_id = "setTrust",
+    tag = "agents",
+    params(
+        ("id" = String, Path, description = "The agent's name, or its full id percent-encoded"),
+        ("If-Match" = Option<String>, Header, description = "The agent's current ETag"),
+    ),
+    request_body(content((TrustRequest = "application/json"))),
+    responses(
+        (status = 200, description = "Changed; the new version.", body = AgentRecord),
+        (status = 404, description = "No such agent"),
+        (status = 409, description = "The write collides with another"),
+        (status = 412, description = "The ETag is not the current version's"),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn set_trust(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -759,7 +966,7 @@ async fn set_trust(
         existing_write_actor(&state, &headers, &extensions, GuardAction::SetTrust, &id).await?;
     let expected = if_match_version(&headers, &id)?.flatten();
     let value = read_json(&headers, body, state.config.max_body_bytes).await?;
-    let trust: TrustBody = from_body(value)?;
+    let trust: TrustRequest = from_body(value)?;
     let level = TrustLevel::from_str(&trust.level)
         .map_err(|error| ApiError::new(ErrorKind::InvalidInput, error.to_string()))?;
     let record = state
@@ -769,6 +976,18 @@ async fn set_trust(
     Ok(record_response(StatusCode::OK, &record))
 }
 
+/// An agent's trust level and every change of it.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}/trust",
+    operation_id = "getTrustHistory",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's name, or its full id percent-encoded")),
+    responses(
+        (status = 200, description = "The trust history.", body = TrustHistory),
+        (status = 404, description = "No such agent"),
+    )
+)]
 async fn trust_history(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -781,7 +1000,11 @@ async fn trust_history(
     let changes = state.registry.trust_history(&id).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"agent_id": id, "trust": record.trust, "changes": changes}),
+        &json!(TrustHistory {
+            agent_id: id,
+            trust: record.trust,
+            changes
+        }),
     ))
 }
 
@@ -817,6 +1040,31 @@ const MAX_SCANNED_PAGES: usize = 20;
 /// page's token. A page may be short (at most [`MAX_SCANNED_PAGES`] store
 /// pages are scanned per request); following the tokens lists exactly the
 /// visible agents, each once.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    operation_id = "discoverAgents",
+    tag = "agents",
+    params(
+        ("q" = Option<String>, Query, description = "Free text over name, description and skill names, descriptions and tags"),
+        ("skill" = Option<String>, Query, description = "A skill id or name (exact, case-insensitive)"),
+        ("tag" = Option<String>, Query, description = "A skill tag (exact, case-insensitive)"),
+        ("input_mode" = Option<String>, Query, description = "An accepted input media type (exact)"),
+        ("output_mode" = Option<String>, Query, description = "A produced output media type (exact)"),
+        ("role" = Option<AgentRole>, Query, description = "The agent role"),
+        ("org" = Option<String>, Query, description = "The owning organisation's domain"),
+        ("min_trust" = Option<TrustLevel>, Query, description = "The lowest acceptable trust level"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100; default 20"),
+        ("page_token" = Option<String>, Query, description = "The next_page_token of the previous page"),
+        ("include_deleted" = Option<bool>, Query, description = "Also list deregistered agents"),
+        ("federated" = Option<bool>, Query, description = "Also ask every approved federation peer (a gateway with federation only; otherwise 400). The answer then also has `partial` (peers that failed) and `peers` (peers that answered)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier page; 304 when unchanged"),
+    ),
+    responses(
+        (status = 200, description = "One page of agents.", body = DiscoveryPage, headers(("ETag" = String, description = "Entity tag of this page's bytes"))),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+    )
+)]
 async fn discover(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -876,7 +1124,10 @@ async fn discover(
         let page = state.registry.discover(&discovery).await?;
         return Ok(listing_response(
             &headers,
-            &json!({"agents": page.items, "next_page_token": page.next_page_token}),
+            &json!(DiscoveryPage {
+                agents: page.items,
+                next_page_token: page.next_page_token
+            }),
         ));
     };
     let caller = caller(&headers, &extensions, &state.config);
@@ -912,7 +1163,10 @@ async fn discover(
         .await;
     Ok(listing_response(
         &headers,
-        &json!({"agents": agents, "next_page_token": next_page_token}),
+        &json!(DiscoveryPage {
+            agents,
+            next_page_token
+        }),
     ))
 }
 
@@ -950,8 +1204,8 @@ fn listing_etag(body: &[u8]) -> String {
     format!("\"l-{:016x}-{:x}\"", hasher.finish(), body.len())
 }
 
-async fn openapi() -> Response {
-    let mut response = (StatusCode::OK, OPENAPI_JSON).into_response();
+async fn openapi(document: String) -> Response {
+    let mut response = (StatusCode::OK, document).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -972,8 +1226,9 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The rescue of last resort: an error response that is not a problem
-/// document yet (e.g. one made by axum itself) becomes one.
-async fn ensure_problem(response: Response) -> Response {
+/// document yet (e.g. one made by axum itself) becomes one. The gateway
+/// applies it to every `/v1/…` answer too.
+pub async fn ensure_problem(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -20,6 +20,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod model_agents;
+pub mod peer_calls;
 pub mod peers;
 pub mod retention;
 pub mod service;

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One registered agent, at one version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentRecord {
     /// `convergio://agents/<name>` or `external://<org>/agents/<name>`.
+    #[schema(value_type = String)]
     pub id: AgentId,
     /// The short name (the last part of the id).
     pub name: String,
@@ -20,7 +21,9 @@ pub struct AgentRecord {
     pub org: String,
     /// The agent's role in graphs.
     pub role: AgentRole,
-    /// The validated A2A 1.0 agent card, exactly as registered.
+    /// The validated A2A 1.0 agent card, exactly as registered (its schema
+    /// is `schemas/vendor`'s A2A `AgentCard`).
+    #[schema(value_type = Object)]
     pub card: Value,
     /// Where the gateway reaches the agent.
     pub upstreams: Vec<Upstream>,
@@ -37,7 +40,7 @@ pub struct AgentRecord {
 }
 
 /// One endpoint an agent is reached at (an A2A `AgentInterface`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// The endpoint URL (`host:port` for gRPC).
@@ -52,7 +55,7 @@ pub struct Upstream {
 }
 
 /// A request to register (or update) an agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// Short name; defaults to the card name, lower-cased, with characters
@@ -66,6 +69,7 @@ pub struct Registration {
     #[serde(default)]
     pub role: Option<AgentRole>,
     /// The A2A 1.0 agent card.
+    #[schema(value_type = Object)]
     pub card: Value,
     /// Explicit upstreams; default: the card's `supportedInterfaces`.
     #[serde(default)]
@@ -77,7 +81,7 @@ pub struct Registration {
 }
 
 /// Who makes a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     /// The principal's subject (`admin`, `system`, `anonymous`, a user id…).
     pub subject: String,
@@ -86,9 +90,10 @@ pub struct Actor {
 }
 
 /// One recorded change of an agent's trust level.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrustChange {
     /// The agent whose trust changed.
+    #[schema(value_type = String)]
     pub agent_id: AgentId,
     /// The level before the change.
     pub from: TrustLevel,

@@ -324,18 +324,18 @@ impl Registry {
             return Ok(());
         }
         for (index, upstream) in record.upstreams.iter().enumerate() {
-            // A gRPC upstream is kept but never connected to, so its
-            // address is nobody's risk, and refusing it would refuse an
-            // agent that is reachable over its other interfaces.
-            if !is_forwardable(
+            // An upstream that is kept but never connected to (0.3 gRPC)
+            // is nobody's risk, and refusing it would refuse an agent that
+            // is reachable over its other interfaces.
+            let Some(url) = connect_url(
                 &upstream.protocol_binding,
                 &upstream.protocol_version,
                 &upstream.url,
-            ) {
+            ) else {
                 continue;
-            }
+            };
             check
-                .check(&upstream.url)
+                .check(&url)
                 .await
                 .map_err(|source| RegistryError::UpstreamRefused { index, source })?;
         }
@@ -367,17 +367,67 @@ impl Registry {
     /// Registers a new agent (admins only). Its trust starts at `registered`.
     pub async fn register(&self, actor: &Actor, registration: Registration) -> Result<AgentRecord> {
         require_admin(actor, "registering an agent")?;
+        let record = self.new_record(actor, registration)?;
+        self.insert_new(actor, record, None).await
+    }
+
+    /// Registers a new agent straight at `level` (admins only; federation
+    /// sync gives a peer's agent its derived trust this way): the trust
+    /// change from `registered` is checked like [`Registry::set_trust`] and
+    /// stored with the record in one transaction, so no reader ever sees the
+    /// agent at `registered` first.
+    pub async fn register_at_trust(
+        &self,
+        actor: &Actor,
+        registration: Registration,
+        level: TrustLevel,
+        reason: &str,
+    ) -> Result<AgentRecord> {
+        require_admin(actor, "registering an agent")?;
+        let mut record = self.new_record(actor, registration)?;
+        let change = if record.trust == level {
+            None
+        } else {
+            let change = self.trust_change(actor, &record, level, reason)?;
+            record.trust = level;
+            Some(change)
+        };
+        self.insert_new(actor, record, change).await
+    }
+
+    /// The version-1 record `registration` describes, at the trust a new
+    /// registration starts at (raised to `verified` by its owner's signature).
+    fn new_record(&self, actor: &Actor, registration: Registration) -> Result<AgentRecord> {
         let trust = self.initial_trust(actor, &registration)?;
-        let record = self.build_record(registration, trust)?;
-        let record = self.with_signed_trust(record)?;
+        self.with_signed_trust(self.build_record(registration, trust)?)
+    }
+
+    /// Stores a new `record` (with `change`, its trust against where it
+    /// started, in the same transaction) and reports both.
+    async fn insert_new(
+        &self,
+        actor: &Actor,
+        record: AgentRecord,
+        change: Option<TrustChange>,
+    ) -> Result<AgentRecord> {
         self.check_upstream_urls(actor, &record).await?;
-        let result = self.inner.store.insert(&record).await;
+        let result = self
+            .inner
+            .store
+            .insert_with_trust_change(&record, change.as_ref())
+            .await;
         self.invalidate(&record.id);
         if let Ok(stored) = &result {
             self.report(|| RegistryChange::Registered {
                 actor: actor.clone(),
                 record: Box::new(stored.clone()),
             });
+            if let Some(change) = change {
+                self.report(|| RegistryChange::TrustChanged {
+                    change,
+                    version: stored.version,
+                });
+            }
         }
         result
     }
@@ -392,9 +442,7 @@ impl Registry {
         require_admin(actor, "registering agents")?;
         let mut records = Vec::with_capacity(registrations.len());
         for registration in registrations {
-            let trust = self.initial_trust(actor, &registration)?;
-            let record = self.build_record(registration, trust)?;
-            let record = self.with_signed_trust(record)?;
+            let record = self.new_record(actor, registration)?;
             self.check_upstream_urls(actor, &record).await?;
             records.push(record);
         }
@@ -637,42 +685,11 @@ impl Registry {
         expected_version: Option<i64>,
     ) -> Result<AgentRecord> {
         require_admin(actor, "changing trust")?;
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(RegistryError::invalid("a trust change needs a reason"));
-        }
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(RegistryError::invalid(format!(
-                "the reason is longer than {MAX_REASON_CHARS} characters"
-            )));
-        }
         let current = self.inner.store.get(id, None).await?;
         if current.is_deleted() {
             return Err(RegistryError::not_found(id));
         }
-        if level == TrustLevel::Internal && current.org != self.inner.config.org_domain {
-            return Err(RegistryError::forbidden(format!(
-                "internal trust is only for agents of {}, not {}",
-                self.inner.config.org_domain, current.org
-            )));
-        }
-        if level == TrustLevel::Verified {
-            if let Signed::NotVerified { why } =
-                self.signed_by_owner(&current.org, &current.card)?
-            {
-                return Err(RegistryError::Verification {
-                    message: format!("{id} cannot be verified: {why}"),
-                });
-            }
-        }
-        let change = TrustChange {
-            agent_id: id.clone(),
-            from: current.trust,
-            to: level,
-            actor: actor.clone(),
-            reason: reason.to_owned(),
-            at: model::now(),
-        };
+        let change = self.trust_change(actor, &current, level, reason)?;
         let result = self
             .inner
             .store
@@ -819,6 +836,49 @@ impl Registry {
         Ok(record)
     }
 
+    /// Checks moving `current` to `level` under the ladder rules (module
+    /// docs) and describes the change.
+    fn trust_change(
+        &self,
+        actor: &Actor,
+        current: &AgentRecord,
+        level: TrustLevel,
+        reason: &str,
+    ) -> Result<TrustChange> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(RegistryError::invalid("a trust change needs a reason"));
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(RegistryError::invalid(format!(
+                "the reason is longer than {MAX_REASON_CHARS} characters"
+            )));
+        }
+        if level == TrustLevel::Internal && current.org != self.inner.config.org_domain {
+            return Err(RegistryError::forbidden(format!(
+                "internal trust is only for agents of {}, not {}",
+                self.inner.config.org_domain, current.org
+            )));
+        }
+        if level == TrustLevel::Verified {
+            if let Signed::NotVerified { why } =
+                self.signed_by_owner(&current.org, &current.card)?
+            {
+                return Err(RegistryError::Verification {
+                    message: format!("{} cannot be verified: {why}", current.id),
+                });
+            }
+        }
+        Ok(TrustChange {
+            agent_id: current.id.clone(),
+            from: current.trust,
+            to: level,
+            actor: actor.clone(),
+            reason: reason.to_owned(),
+            at: model::now(),
+        })
+    }
+
     fn initial_trust(&self, actor: &Actor, registration: &Registration) -> Result<TrustLevel> {
         match registration.trust {
             None | Some(TrustLevel::Registered) => Ok(TrustLevel::Registered),
@@ -933,28 +993,40 @@ fn require_admin(actor: &Actor, what: &str) -> Result<()> {
     }
 }
 
-/// The `protocolBinding` values a registration may use: the two the
-/// gateway forwards, and gRPC, a standard A2A binding the gateway does not
-/// speak. A gRPC interface is kept in the card but never routed to (the
-/// served card drops it), so a card may list it beside a usable one.
+/// The `protocolBinding` values a registration may use: the three standard
+/// A2A bindings, all forwarded by the gateway (gRPC in 1.0, at `host:port`
+/// or an http(s) URL; a 0.3 gRPC interface is kept but never routed to).
 /// Anything else — a misspelling such as `JSON-RPC`, a custom binding URI —
 /// is refused: the gateway could never reach it, and the caller would only
 /// learn so from a failed call.
 pub const ACCEPTED_BINDINGS: [&str; 3] = ["JSONRPC", "HTTP+JSON", "GRPC"];
 
 /// The accepted bindings as an error message lists them.
-const ACCEPTED_BINDINGS_TEXT: &str =
-    "JSONRPC or HTTP+JSON (forwarded by the gateway), or GRPC (kept in the card, not forwarded)";
+const ACCEPTED_BINDINGS_TEXT: &str = "JSONRPC, HTTP+JSON or GRPC";
 
 /// Whether the gateway can forward to an upstream: JSON-RPC in A2A 1.0 or
-/// 0.3, or HTTP+JSON in 1.0, at an http(s) URL (the gateway's `Binding` and
+/// 0.3, or HTTP+JSON in 1.0, at an http(s) URL, or gRPC in 1.0 at an
+/// http(s) URL or a bare `host:port` (the gateway's `Binding` and
 /// `RouteTarget::from_card` make the same choice).
 fn is_forwardable(binding: &str, version: &str, url: &str) -> bool {
-    let speaks = matches!(
-        (binding, version),
-        ("JSONRPC", "1.0") | ("JSONRPC", "0.3") | ("HTTP+JSON", "1.0")
-    );
-    speaks && (url.starts_with("http://") || url.starts_with("https://"))
+    connect_url(binding, version, url).is_some()
+}
+
+/// The URL the gateway connects to for an upstream it forwards to (a gRPC
+/// `host:port` is read as `http://host:port`, cleartext HTTP/2), which the
+/// [`UpstreamCheck`] judges; `None` for one it never connects to.
+fn connect_url(binding: &str, version: &str, url: &str) -> Option<String> {
+    let http = url.starts_with("http://") || url.starts_with("https://");
+    match (binding, version) {
+        ("JSONRPC", "1.0") | ("JSONRPC", "0.3") | ("HTTP+JSON", "1.0") if http => {
+            Some(url.to_owned())
+        }
+        ("GRPC", "1.0") if http => Some(url.to_owned()),
+        ("GRPC", "1.0") if !url.is_empty() && !url.contains("://") && !url.contains('/') => {
+            Some(format!("http://{url}"))
+        }
+        _ => None,
+    }
 }
 
 /// Refuses bindings the gateway cannot speak, in the card's
@@ -1086,5 +1158,26 @@ fn check_upstreams(upstreams: &[Upstream]) -> Result<()> {
         Ok(())
     } else {
         Err(RegistryError::InvalidCard { violations })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_1_0_upstreams_are_judged_as_the_urls_the_gateway_dials() {
+        assert_eq!(
+            connect_url("GRPC", "1.0", "10.0.0.1:50051").as_deref(),
+            Some("http://10.0.0.1:50051")
+        );
+        assert_eq!(
+            connect_url("GRPC", "1.0", "https://a.example:443").as_deref(),
+            Some("https://a.example:443")
+        );
+        assert_eq!(connect_url("GRPC", "0.3", "a.example:443"), None);
+        assert_eq!(connect_url("GRPC", "1.0", "a.example:443/x"), None);
+        assert_eq!(connect_url("JSONRPC", "1.0", "a.example:443"), None);
+        assert!(is_forwardable("HTTP+JSON", "1.0", "http://a.example/rest"));
     }
 }

@@ -46,7 +46,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new agent. Fails with `AgentExists` if a live agent has the
     /// id; a deregistered id is registered again as its next version. Returns
     /// the record as stored.
-    async fn insert(&self, record: &AgentRecord) -> Result<AgentRecord>;
+    async fn insert(&self, record: &AgentRecord) -> Result<AgentRecord> {
+        self.insert_with_trust_change(record, None).await
+    }
+
+    /// [`Store::insert`], recording `trust_change` (the record's trust
+    /// against the level a registration starts at) in the same transaction,
+    /// so the agent is never readable at a trust it was not given.
+    async fn insert_with_trust_change(
+        &self,
+        record: &AgentRecord,
+        trust_change: Option<&TrustChange>,
+    ) -> Result<AgentRecord>;
 
     /// Reads an agent, live or deregistered, at its current version or at
     /// `version` from history.

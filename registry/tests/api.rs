@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use convergio_registry::api::{router, ApiConfig, ROUTES};
+use convergio_registry::api::{openapi_document, router, ApiConfig};
 use convergio_registry::{AnyUpstream, Registry, RegistryConfig};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ async fn harness() -> Harness {
             max_body_bytes: 64 * 1024,
         },
     );
-    let doc = serde_json::from_str(convergio_registry::api::OPENAPI_JSON).expect("openapi JSON");
+    let doc = serde_json::to_value(openapi_document()).expect("openapi JSON");
     Harness {
         router,
         doc,
@@ -698,6 +698,20 @@ async fn registration_refuses_names_that_are_not_one_plain_path_segment() {
     }
 }
 
+/// Every route of the registry's router, written out here to compare with
+/// the generated document (axum cannot list a router's routes).
+const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/agents"),
+    ("GET", "/v1/agents"),
+    ("GET", "/v1/agents/{id}"),
+    ("PUT", "/v1/agents/{id}"),
+    ("DELETE", "/v1/agents/{id}"),
+    ("GET", "/v1/agents/{id}/versions"),
+    ("GET", "/v1/agents/{id}/trust"),
+    ("PUT", "/v1/agents/{id}/trust"),
+    ("GET", "/v1/openapi.json"),
+];
+
 #[tokio::test]
 async fn openapi_document_lists_exactly_the_routed_paths_and_methods() {
     let h = harness().await;
@@ -829,10 +843,11 @@ async fn registration_refuses_bindings_the_gateway_cannot_speak() {
         "/upstreams/0/protocol_binding"
     );
 
-    // gRPC is legal A2A: kept beside a usable interface, refused alone.
+    // gRPC 0.3 is legal A2A but not forwarded: kept beside a usable
+    // interface, refused alone (gRPC 1.0 is forwarded, issue 24).
     let mut grpc_only = weather_card();
     grpc_only["supportedInterfaces"] = json!([
-        {"url": "weather.agents.example:443", "protocolBinding": "GRPC", "protocolVersion": "1.0"}
+        {"url": "weather.agents.example:443", "protocolBinding": "GRPC", "protocolVersion": "0.3"}
     ]);
     let reply = h
         .write(Method::POST, "/v1/agents", &[], &json!({"card": grpc_only}))

@@ -21,6 +21,7 @@ convergio_tests::on_both_backends!(
     soft_delete_hides_the_agent_but_keeps_its_history,
     deregistered_id_can_be_registered_again_as_next_version,
     trust_change_is_recorded_with_who_when_and_why,
+    a_record_inserted_at_a_given_trust_reads_back_with_its_change,
     unknown_ids_are_not_found,
     discovery_filters_combine_and_ignore_case,
     free_text_ranks_and_combines_with_filters,
@@ -220,6 +221,40 @@ async fn deregistered_id_can_be_registered_again_as_next_version(store: Arc<dyn 
     )
     .await;
     assert_eq!(found, vec![v1.id.to_string()]);
+}
+
+async fn a_record_inserted_at_a_given_trust_reads_back_with_its_change(store: Arc<dyn Store>) {
+    let mut synced = record("ledger", simple_card("Ledger"));
+    synced.trust = TrustLevel::Untrusted;
+    let change = admin_change(&synced.id, TrustLevel::Untrusted, "peer untrusted");
+    let stored = store
+        .insert_with_trust_change(&synced, Some(&change))
+        .await
+        .expect("insert");
+    assert_eq!((stored.version, stored.trust), (1, TrustLevel::Untrusted));
+    assert_eq!(
+        store.trust_history(&synced.id).await.expect("history"),
+        [change]
+    );
+
+    // A refused insert leaves no trust change behind.
+    let again = admin_change(&synced.id, TrustLevel::Trusted, "a second time");
+    let error = store
+        .insert_with_trust_change(&synced, Some(&again))
+        .await
+        .expect_err("the id is live");
+    assert!(
+        matches!(error, RegistryError::AgentExists { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        store
+            .trust_history(&synced.id)
+            .await
+            .expect("history")
+            .len(),
+        1
+    );
 }
 
 async fn trust_change_is_recorded_with_who_when_and_why(store: Arc<dyn Store>) {

@@ -90,6 +90,41 @@ async fn non_admins_cannot_write() {
 }
 
 #[tokio::test]
+async fn an_agent_registered_at_a_trust_is_never_read_below_or_above_it() {
+    let (registry, _backend) = registry().await;
+    let admin = Actor::admin();
+    let mut external = registration(simple_card("Ledger"));
+    external.org = Some("acme.example".into());
+    let error = registry
+        .register_at_trust(&admin, external.clone(), TrustLevel::Internal, "synced")
+        .await
+        .expect_err("internal for another org");
+    assert!(matches!(error, RegistryError::Forbidden { .. }));
+    let id: AgentId = "external://acme.example/agents/ledger".parse().expect("id");
+    assert!(matches!(
+        registry.get(&id).await,
+        Err(RegistryError::AgentNotFound { .. })
+    ));
+
+    let record = registry
+        .register_at_trust(&admin, external, TrustLevel::Untrusted, "peer untrusted")
+        .await
+        .expect("registered");
+    assert_eq!((record.version, record.trust), (1, TrustLevel::Untrusted));
+    assert_eq!(registry.versions(&id).await.expect("versions").len(), 1);
+    let history = registry.trust_history(&id).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].from, history[0].to, history[0].reason.as_str()),
+        (
+            TrustLevel::Registered,
+            TrustLevel::Untrusted,
+            "peer untrusted"
+        )
+    );
+}
+
+#[tokio::test]
 async fn trust_ladder_rules_are_enforced_and_recorded() {
     let (registry, _backend) = registry().await;
     let admin = Actor::admin();

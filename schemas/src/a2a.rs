@@ -22,6 +22,11 @@ pub const MEDIA_JSON: &str = "application/json";
 pub const MEDIA_SSE: &str = "text/event-stream";
 /// The well-known path of an agent card.
 pub const WELL_KNOWN_CARD_PATH: &str = "/.well-known/agent-card.json";
+/// Message metadata key where Convergio's gateway puts the verified
+/// caller's organisation for its own model agents (replacing any value a
+/// client sent); an `api_key: caller` agent pays with that organisation's
+/// key and budget.
+pub const CALLER_ORG_METADATA: &str = "convergio.caller.org";
 /// The ErrorInfo domain for A2A errors.
 pub const ERROR_DOMAIN: &str = "a2a-protocol.org";
 
@@ -125,6 +130,11 @@ impl A2aError {
     /// The error for a JSON-RPC code, if it is an A2A one.
     pub fn from_code(code: i64) -> Option<Self> {
         Self::ALL.into_iter().find(|error| error.code() == code)
+    }
+
+    /// The error an ErrorInfo `reason` names, if it is an A2A one.
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|error| error.reason() == reason)
     }
 
     /// The ErrorInfo `reason`.

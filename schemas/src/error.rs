@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// A kind decides the HTTP status, the problem `type` URI and the JSON-RPC
 /// code; the crate error decides the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request is well-formed JSON but breaks a schema or a rule.

@@ -12,6 +12,7 @@ pub mod card;
 pub mod error;
 pub mod ids;
 pub mod model_agent;
+pub mod openapi;
 pub mod principal;
 pub mod problem;
 pub mod storage;

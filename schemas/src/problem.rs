@@ -27,7 +27,7 @@ pub const VIOLATION_MESSAGE_LIMIT: usize = 500;
 pub const VIOLATIONS_LIMIT: usize = 50;
 
 /// One rule a request broke, located by a JSON pointer into the request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Violation {
     /// JSON pointer (RFC 6901) to the offending value; `""` is the whole body.
     pub pointer: String,
@@ -37,7 +37,7 @@ pub struct Violation {
 
 /// A problem document. `type` is stable per [`ErrorKind`]; `detail` says what
 /// happened to this request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem.
     #[serde(rename = "type")]

@@ -19,17 +19,20 @@ pub enum SchemaId {
     Graph,
     /// A model agent declaration (`model-agent.schema.json`, issue 17).
     ModelAgent,
+    /// A plan document (`plan.schema.json`, issue 19).
+    Plan,
 }
 
 // === impl SchemaId ===
 
 impl SchemaId {
     /// Every schema.
-    pub const ALL: [SchemaId; 4] = [
+    pub const ALL: [SchemaId; 5] = [
         Self::AgentCard,
         Self::Envelope,
         Self::Graph,
         Self::ModelAgent,
+        Self::Plan,
     ];
 
     /// The schema's file name under `schemas/json/`.
@@ -39,6 +42,7 @@ impl SchemaId {
             Self::Envelope => "envelope.schema.json",
             Self::Graph => "graph.schema.json",
             Self::ModelAgent => "model-agent.schema.json",
+            Self::Plan => "plan.schema.json",
         }
     }
 
@@ -49,6 +53,7 @@ impl SchemaId {
             Self::Envelope => include_str!("../json/envelope.schema.json"),
             Self::Graph => include_str!("../json/graph.schema.json"),
             Self::ModelAgent => include_str!("../json/model-agent.schema.json"),
+            Self::Plan => include_str!("../json/plan.schema.json"),
         }
     }
 
@@ -57,11 +62,13 @@ impl SchemaId {
         static ENVELOPE: OnceLock<jsonschema::Validator> = OnceLock::new();
         static GRAPH: OnceLock<jsonschema::Validator> = OnceLock::new();
         static MODEL_AGENT: OnceLock<jsonschema::Validator> = OnceLock::new();
+        static PLAN: OnceLock<jsonschema::Validator> = OnceLock::new();
         let cell = match self {
             Self::AgentCard => &CARD,
             Self::Envelope => &ENVELOPE,
             Self::Graph => &GRAPH,
             Self::ModelAgent => &MODEL_AGENT,
+            Self::Plan => &PLAN,
         };
         cell.get_or_init(|| {
             let schema: Value = serde_json::from_str(self.text())

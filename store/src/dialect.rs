@@ -20,6 +20,18 @@ pub enum Backend {
 // === impl Backend ===
 
 impl Backend {
+    /// How a write transaction starts. SQLite takes the write lock up
+    /// front: a deferred transaction that read first fails at once
+    /// (SQLITE_BUSY, "database is locked") when another connection of the
+    /// file (the audit writer, the registry) is writing, where `BEGIN
+    /// IMMEDIATE` waits its turn under the busy timeout.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
+        }
+    }
+
     /// The backend a URL names.
     pub fn of_url(url: &str) -> Result<Self, StorageError> {
         if url.starts_with("sqlite:") {

@@ -21,7 +21,9 @@
 pub mod admin;
 pub mod dialect;
 pub mod error;
+pub mod memory;
 pub mod models;
+pub mod plans;
 pub mod policy;
 pub mod registry;
 pub mod runs;

@@ -24,10 +24,9 @@ use convergio_registry::model_agents::{
 };
 use convergio_registry::{RegistryError, Result};
 use serde_json::Value;
-use sqlx::Connection as _;
 
 use crate::registry::on_pool;
-use crate::{Db, DbResult};
+use crate::{Backend, Db, DbResult};
 
 const PUT_AGENT: &str = "INSERT INTO model_agents (name, org, spec, version, updated_at) \
      VALUES ($1, $2, $3, 1, $4) \
@@ -57,6 +56,11 @@ const LOAD_MESSAGES: &str = "SELECT message FROM model_conversations \
      WHERE org = $1 AND agent = $2 AND context_id = $3 ORDER BY seq DESC LIMIT $4";
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM model_conversations \
      WHERE org = $1 AND agent = $2 AND context_id = $3";
+/// PostgreSQL: appenders of one conversation take turns (on every
+/// replica) until commit, so two never number their messages alike.
+/// SQLite's `BEGIN IMMEDIATE` already makes every writer take its turn.
+const LOCK_CONVERSATION: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0))";
 const INSERT_MESSAGE: &str = "INSERT INTO model_conversations \
      (org, agent, context_id, seq, message) VALUES ($1, $2, $3, $4, $5)";
 
@@ -289,14 +293,19 @@ impl ConversationStore for ModelStore {
         let last_sql = backend.sql(LAST_SEQ);
         let insert_sql = backend.sql(INSERT_MESSAGE);
         on_pool!(self.db, |pool| {
-            let mut connection = pool
-                .acquire()
-                .await
-                .db("taking a connection for a conversation")?;
-            let mut transaction = connection
-                .begin()
+            let mut transaction = pool
+                .begin_with(backend.begin_write())
                 .await
                 .db("beginning a conversation append")?;
+            if backend == Backend::Postgres {
+                sqlx::query(LOCK_CONVERSATION)
+                    .bind(key.org)
+                    .bind(key.agent)
+                    .bind(key.context_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .db("taking a conversation's append turn")?;
+            }
             let last: i64 = sqlx::query_scalar(&last_sql)
                 .bind(key.org)
                 .bind(key.agent)

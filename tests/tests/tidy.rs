@@ -107,25 +107,35 @@ fn dependency_boundaries_hold() {
             }
         }
     }
-    // Model agents build on the shared vocabulary and the A2A server core
-    // only: `models → {schemas, agents}` (ARCHITECTURE.md).
-    let manifest = std::fs::read_to_string(root.join("models/Cargo.toml"))
-        .expect("the models manifest is readable");
-    let dependencies = manifest
-        .split("[dev-dependencies]")
-        .next()
-        .unwrap_or_default();
-    for line in dependencies.lines() {
-        let name = line
-            .trim_start()
-            .split(['.', ' ', '='])
+    // The leaf crates build on a few workspace crates only
+    // (ARCHITECTURE.md, "Dependencies point one way").
+    let leaves: [(&str, &[&str]); 3] = [
+        // The planning layer: the shared vocabulary and the graph DSL.
+        ("planner", &["convergio-schemas", "convergio-orchestrator"]),
+        // Memory: the store implements its trait, the gateway serves it.
+        ("memory", &["convergio-schemas"]),
+        // Model agents: the A2A server core runs them.
+        ("models", &["convergio-schemas", "convergio-agents"]),
+    ];
+    for (leaf, allowed) in leaves {
+        let manifest = std::fs::read_to_string(root.join(leaf).join("Cargo.toml"))
+            .unwrap_or_else(|error| panic!("the {leaf} manifest is unreadable: {error}"));
+        let dependencies = manifest
+            .split("[dev-dependencies]")
             .next()
-            .unwrap_or("");
-        if name.starts_with("convergio-") {
-            assert!(
-                ["convergio-schemas", "convergio-agents"].contains(&name),
-                "models depends on {name}; it may use only schemas and agents"
-            );
+            .unwrap_or_default();
+        for line in dependencies.lines() {
+            let name = line
+                .trim_start()
+                .split(['.', ' ', '='])
+                .next()
+                .unwrap_or("");
+            if name.starts_with("convergio-") {
+                assert!(
+                    allowed.contains(&name),
+                    "{leaf} depends on {name}; it may use only {allowed:?}"
+                );
+            }
         }
     }
 }

@@ -33,6 +33,51 @@ impl Drop for Server {
     }
 }
 
+/// Starts a run (`POST /v1/runs` with `body`, whose mode should be
+/// `async`) as `token`, then polls it until it is neither pending nor
+/// running (a minute at most): the run's final summary.
+pub async fn run_to_end(
+    server: &Server,
+    token: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let accepted: serde_json::Value = client
+        .post(format!("{}/v1/runs", server.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the run starts")
+        .json()
+        .await
+        .expect("json");
+    let run_id = accepted["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run id: {accepted}"))
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let summary: serde_json::Value = client
+            .get(format!("{}/v1/runs/{run_id}", server.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the run is read")
+            .json()
+            .await
+            .expect("json");
+        if summary["status"] != "running" && summary["status"] != "pending" {
+            return summary;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never ended: {summary}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A GET of `path` as the administrator: status and JSON body.
 pub async fn admin_get(server: &Server, data_dir: &Path, path: &str) -> (u16, serde_json::Value) {
     let response = reqwest::Client::new()
@@ -140,6 +185,17 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sends SIGHUP (through `kill`, as an operator would): reload.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP failed");
+    }
+}
+
 /// [`start_with`] with extra `serve` flags and the server's stderr written
 /// to `stderr` (a file, so a chatty server never blocks on a full pipe).
 pub fn start_logged(
@@ -190,4 +246,30 @@ fn launch(data_dir: &Path, flags: &[&str], environment: &[(&str, &str)], stderr:
         base,
         _stdout: reader,
     }
+}
+
+/// `convergio keys issue` for `subject` of `org` with `scopes`: the key.
+pub fn issue_key(
+    server: &Server,
+    data_dir: &Path,
+    subject: &str,
+    org: &str,
+    scopes: &[&str],
+) -> String {
+    let mut args = vec![
+        "keys",
+        "issue",
+        "--subject",
+        subject,
+        "--org",
+        org,
+        "--json",
+    ];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let (ok, stdout, stderr) = cli(Some((server, data_dir)), &args);
+    assert!(ok, "{stdout}\n{stderr}");
+    let issued: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    issued["key"].as_str().expect("the key, once").to_owned()
 }

@@ -59,10 +59,13 @@ pub fn gateway_base(headers: &HeaderMap, config: &A2aConfig) -> String {
 }
 
 /// The upstream card as the gateway serves it at `agent_url`: every
-/// interface points at the gateway, which offers JSON-RPC and HTTP+JSON in
-/// 1.0 (it translates) and JSON-RPC in 0.3; upstream tenants and gRPC
-/// endpoints are internal and dropped; `signatures` is dropped.
-pub fn rewrite_card(card: &Value, agent_url: &str) -> Value {
+/// interface points at the gateway, which offers JSON-RPC, HTTP+JSON and
+/// gRPC in 1.0 (it translates) and JSON-RPC in 0.3, in the upstream's order
+/// of preference where it lists them; the gRPC interface is the gateway's
+/// `host:port` with the agent's gateway name (`tenant`) as its tenant, which
+/// gRPC clients copy into every request; upstream tenants and endpoints are
+/// internal and dropped; `signatures` is dropped.
+pub fn rewrite_card(card: &Value, agent_url: &str, tenant: &str) -> Value {
     let mut card = match card {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
@@ -84,7 +87,7 @@ pub fn rewrite_card(card: &Value, agent_url: &str) -> Value {
         .into_iter()
         .flatten()
     {
-        if let Some(binding @ ("JSONRPC" | "HTTP+JSON")) =
+        if let Some(binding @ ("JSONRPC" | "HTTP+JSON" | "GRPC")) =
             entry.get("protocolBinding").and_then(Value::as_str)
         {
             if !bindings.contains(&binding) {
@@ -92,19 +95,30 @@ pub fn rewrite_card(card: &Value, agent_url: &str) -> Value {
             }
         }
     }
-    for binding in ["JSONRPC", "HTTP+JSON"] {
+    for binding in ["JSONRPC", "HTTP+JSON", "GRPC"] {
         if !bindings.contains(&binding) {
             bindings.push(binding);
         }
     }
+    let grpc_url = grpc_authority(agent_url);
     let mut interfaces: Vec<Value> = bindings
         .into_iter()
-        .map(|binding| json!({"url": agent_url, "protocolBinding": binding, "protocolVersion": "1.0"}))
+        .map(|binding| match binding {
+            "GRPC" => json!({"url": grpc_url, "protocolBinding": binding, "protocolVersion": "1.0", "tenant": tenant}),
+            _ => json!({"url": agent_url, "protocolBinding": binding, "protocolVersion": "1.0"}),
+        })
         .collect();
     interfaces
         .push(json!({"url": agent_url, "protocolBinding": "JSONRPC", "protocolVersion": "0.3"}));
     card.insert("supportedInterfaces".into(), Value::Array(interfaces));
     Value::Object(card)
+}
+
+/// The `host:port` a gRPC client dials for `url` (gRPC interfaces carry no
+/// scheme or path; the gateway serves gRPC on the same listener).
+fn grpc_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// `card` signed by `signer` (its `signatures` replaced by one JWS of the
@@ -119,8 +133,9 @@ pub fn sign_served(card: Value, signer: Option<&CardSignerHandle>) -> Value {
 }
 
 /// The gateway's own card: Convergio as an A2A agent whose skills are the
-/// agents the caller may reach. Its interfaces are `{base}/a2a`, where the
-/// `tenant` field (or `/a2a/{tenant}/…` prefix) names the agent.
+/// agents the caller may reach. Its interfaces are `{base}/a2a` and gRPC on
+/// the gateway's `host:port`, where the `tenant` field (or `/a2a/{tenant}/…`
+/// prefix) names the agent.
 pub fn gateway_card(base: &str, config: &A2aConfig, agents: &[RouteTarget]) -> Value {
     let skills: Vec<Value> = agents
         .iter()
@@ -151,6 +166,7 @@ pub fn gateway_card(base: &str, config: &A2aConfig, agents: &[RouteTarget]) -> V
         "supportedInterfaces": [
             {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
             {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
+            {"url": grpc_authority(base), "protocolBinding": "GRPC", "protocolVersion": "1.0"},
         ],
         "capabilities": {"streaming": true, "pushNotifications": true},
         "defaultInputModes": ["text/plain", "application/json"],
@@ -165,7 +181,18 @@ pub fn card_response(
     request_headers: &HeaderMap,
     cache_control: &str,
 ) -> Response<Body> {
-    let bytes = card.to_string();
+    json_response(card, request_headers, cache_control, MEDIA_JSON)
+}
+
+/// Serves a discovery document (a card, a catalog) as `content_type` with
+/// `ETag`, `Cache-Control` and `304` revalidation.
+pub fn json_response(
+    document: &Value,
+    request_headers: &HeaderMap,
+    cache_control: &str,
+    content_type: &'static str,
+) -> Response<Body> {
+    let bytes = document.to_string();
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes.as_bytes());
     let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
     let etag = format!("\"{tag}\"");
@@ -187,7 +214,7 @@ pub fn card_response(
         let mut response = Response::new(Body::from(bytes));
         response
             .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_JSON));
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         response
     };
     let headers = response.headers_mut();
@@ -252,18 +279,25 @@ mod tests {
             ],
             "signatures": [{"protected": "x", "signature": "y"}]
         });
-        let served = rewrite_card(&card, "https://gw/agents/echo");
+        let served = rewrite_card(&card, "https://gw/agents/echo", "echo");
         assert!(served.get("signatures").is_none());
         assert_eq!(served["futureField"], json!({"kept": true}));
         let interfaces = served["supportedInterfaces"]
             .as_array()
             .expect("interfaces");
         assert_eq!(interfaces[0]["protocolBinding"], json!("HTTP+JSON"));
-        assert_eq!(interfaces[1]["protocolBinding"], json!("JSONRPC"));
-        assert!(interfaces
+        assert_eq!(interfaces[1]["protocolBinding"], json!("GRPC"));
+        assert_eq!(interfaces[1]["url"], json!("gw"));
+        assert_eq!(interfaces[1]["tenant"], json!("echo"));
+        assert_eq!(interfaces[2]["protocolBinding"], json!("JSONRPC"));
+        let http: Vec<&Value> = interfaces
+            .iter()
+            .filter(|entry| entry["protocolBinding"] != json!("GRPC"))
+            .collect();
+        assert!(http
             .iter()
             .all(|entry| entry["url"] == json!("https://gw/agents/echo")));
-        assert!(interfaces.iter().all(|entry| entry.get("tenant").is_none()));
+        assert!(http.iter().all(|entry| entry.get("tenant").is_none()));
         assert!(!served.to_string().contains("10.0.0.1"));
     }
 
@@ -280,7 +314,7 @@ mod tests {
         let card = json!({"name": "echo", "description": "d", "version": "1",
             "supportedInterfaces": [{"url": "http://10.0.0.1/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
             "signatures": [{"protected": "eA", "signature": "eA"}]});
-        let served = rewrite_card(&card, "https://gw/agents/echo");
+        let served = rewrite_card(&card, "https://gw/agents/echo", "echo");
         assert_eq!(sign_served(served.clone(), None), served);
         let handle = CardSignerHandle(Arc::new(signer));
         let signed = sign_served(served, Some(&handle));

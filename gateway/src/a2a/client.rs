@@ -1,6 +1,7 @@
 //! The pooled HTTP client the gateway forwards with (hyper-util legacy
 //! client, plain HTTP or HTTPS through rustls; an agent with TLS settings of
-//! its own — a CA bundle, a client certificate — gets a pool of its own;
+//! its own — a CA bundle, a client certificate — gets a pool of its own,
+//! rebuilt when a reload replaces the credentials;
 //! every pool connects through the SSRF guard's [`GuardedConnector`]),
 //! and the per-upstream guards every call passes:
 //! a concurrency bound (excess calls are refused at once with 503, never
@@ -19,6 +20,10 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use arc_swap::ArcSwap;
+
+use super::credentials::UpstreamCredentials;
+use super::UpstreamCredential;
 use crate::ssrf::{AllowList, GuardedConnector};
 
 /// One connection pool: plain HTTP, or HTTPS with one TLS configuration,
@@ -30,9 +35,65 @@ pub(crate) type HttpClient = Client<HttpsConnector<GuardedConnector>, Body>;
 pub struct UpstreamClient {
     /// Agents without TLS settings of their own: public web PKI roots.
     shared: HttpClient,
+    /// The same for gRPC upstreams: HTTP/2 only, so a plain `http://`
+    /// endpoint is spoken to in cleartext HTTP/2 (prior knowledge).
+    grpc_shared: HttpClient,
     /// Agents with their own CA bundle or client certificate.
-    per_agent: Arc<HashMap<String, HttpClient>>,
+    per_agent: Arc<AgentPools>,
     guards: Arc<Mutex<HashMap<String, Arc<UpstreamGuard>>>>,
+}
+
+/// The pools of agents with TLS settings of their own, rebuilt when the
+/// credential set they were built from is replaced (a reload).
+#[derive(Debug)]
+struct AgentPools {
+    credentials: UpstreamCredentials,
+    allow: AllowList,
+    built: ArcSwap<BuiltPools>,
+}
+
+/// One credential set's pools.
+#[derive(Debug)]
+struct BuiltPools {
+    from: Arc<HashMap<String, UpstreamCredential>>,
+    http: HashMap<String, HttpClient>,
+    grpc: HashMap<String, HttpClient>,
+}
+
+// === impl AgentPools ===
+
+impl AgentPools {
+    /// The pools of the credential set in force now.
+    fn current(&self) -> Arc<BuiltPools> {
+        let credentials = self.credentials.current();
+        let built = self.built.load_full();
+        if Arc::ptr_eq(&built.from, &credentials) {
+            return built;
+        }
+        // Replaced since: build this set's pools once (two callers racing
+        // here both build; either result is right).
+        let fresh = Arc::new(BuiltPools::new(credentials, &self.allow));
+        self.built.store(fresh.clone());
+        fresh
+    }
+}
+
+// === impl BuiltPools ===
+
+impl BuiltPools {
+    fn new(from: Arc<HashMap<String, UpstreamCredential>>, allow: &AllowList) -> Self {
+        let pools = |http2_only: bool| -> HashMap<String, HttpClient> {
+            from.iter()
+                .filter_map(|(agent, credential)| {
+                    let config = credential.tls.as_ref()?;
+                    let pool = pool(config.as_ref().clone(), allow.clone(), http2_only);
+                    Some((agent.clone(), pool))
+                })
+                .collect()
+        };
+        let (http, grpc) = (pools(false), pools(true));
+        Self { from, http, grpc }
+    }
 }
 
 // === impl UpstreamClient ===
@@ -42,33 +103,52 @@ impl UpstreamClient {
     /// PKI (Mozilla's roots) for `https://` upstreams, and connecting to
     /// public addresses only.
     pub fn new() -> Self {
-        Self::with_agent_tls(HashMap::new(), AllowList::none())
+        Self::with_credentials(UpstreamCredentials::default(), AllowList::none())
     }
 
-    /// Like [`UpstreamClient::new`], and the named agents are reached with
-    /// their own TLS configuration (CA bundle, client certificate), each in
-    /// a pool of its own so a client certificate is never presented to
-    /// another upstream. Every pool connects to public addresses and those
-    /// `allow` lists (names resolved and checked at connect time, see
+    /// Like [`UpstreamClient::new`], and the agents whose `credentials`
+    /// carry TLS settings of their own (CA bundle, client certificate) are
+    /// reached with them, each in a pool of its own so a client certificate
+    /// is never presented to another upstream; those pools follow the set
+    /// when it is replaced. Every pool connects to public addresses and
+    /// those `allow` lists (names resolved and checked at connect time, see
     /// `ssrf`).
-    pub fn with_agent_tls(
-        tls: HashMap<String, Arc<rustls::ClientConfig>>,
-        allow: AllowList,
-    ) -> Self {
-        let per_agent = tls
-            .into_iter()
-            .map(|(agent, config)| (agent, pool(config.as_ref().clone(), allow.clone())))
-            .collect();
+    pub fn with_credentials(credentials: UpstreamCredentials, allow: AllowList) -> Self {
+        let built = BuiltPools::new(credentials.current(), &allow);
         Self {
-            shared: pool(crate::tls::public_roots_client_config(), allow),
-            per_agent: Arc::new(per_agent),
+            shared: pool(
+                crate::tls::public_roots_client_config(),
+                allow.clone(),
+                false,
+            ),
+            grpc_shared: pool(
+                crate::tls::public_roots_client_config(),
+                allow.clone(),
+                true,
+            ),
+            per_agent: Arc::new(AgentPools {
+                credentials,
+                allow,
+                built: ArcSwap::from_pointee(built),
+            }),
             guards: Arc::default(),
         }
     }
 
     /// The pool calls to `agent` go through.
-    pub(crate) fn pool_for(&self, agent: &str) -> &HttpClient {
-        self.per_agent.get(agent).unwrap_or(&self.shared)
+    pub(crate) fn pool_for(&self, agent: &str) -> HttpClient {
+        match self.per_agent.current().http.get(agent) {
+            Some(pool) => pool.clone(),
+            None => self.shared.clone(),
+        }
+    }
+
+    /// The HTTP/2-only pool gRPC calls to `agent` go through.
+    pub(crate) fn grpc_pool_for(&self, agent: &str) -> HttpClient {
+        match self.per_agent.current().grpc.get(agent) {
+            Some(pool) => pool.clone(),
+            None => self.grpc_shared.clone(),
+        }
     }
 
     /// Admits one call to `agent`, or says why not.
@@ -110,18 +190,25 @@ impl crate::metrics::CircuitStates for UpstreamClient {
 /// A pool over `tls` for `https://` URLs (ALPN h2, then http/1.1) and plain
 /// TCP for `http://`, every TCP connection through the SSRF guard (which
 /// sees the `https://` URI and its default port; TLS then runs over the
-/// checked connection with the original host name for SNI).
-fn pool(tls: rustls::ClientConfig, allow: AllowList) -> HttpClient {
+/// checked connection with the original host name for SNI). `http2_only`
+/// (gRPC) offers only h2 and speaks HTTP/2 on plain TCP too.
+fn pool(tls: rustls::ClientConfig, allow: AllowList, http2_only: bool) -> HttpClient {
     let connector = GuardedConnector::new(allow);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(connector);
+        .https_or_http();
+    let connector = if http2_only {
+        builder.enable_http2().wrap_connector(connector)
+    } else {
+        builder
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector)
+    };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
+        .http2_only(http2_only)
         .build(connector)
 }
 

@@ -65,6 +65,25 @@ pub fn result_to_envelope(request: &Value, result: Value) -> Value {
     reply
 }
 
+/// The OpenAPI description of `POST /v1/envelope`.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(envelope_handler))]
+pub(crate) struct EnvelopeApiDoc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/envelope",
+    operation_id = "sendEnvelope",
+    tag = "a2a",
+    request_body(description = "A Convergio envelope (schemas/json/envelope.schema.json)", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "The reply envelope (`action` + `.result`).", body = Object),
+        (status = 404, description = "No such agent"),
+        (status = 415, description = "The body is not application/json"),
+        (status = 502, description = "The agent answered badly"),
+        (status = 504, description = "The agent did not answer in time"),
+    )
+)]
 pub(super) async fn envelope_handler(
     State(state): State<A2aState>,
     request: Request,
@@ -118,19 +137,11 @@ pub(super) async fn envelope_handler(
             id: Value::Null,
         },
     };
-    let reply = forward::forward(
-        &state,
-        &target,
-        &request.principal,
-        call,
-        &request.headers,
-        request.request_id.as_ref(),
-        request.loopback,
-    )
-    .await
-    .map_err(|error| {
-        super::upstream_failure(&state, &target, &request, error, ErrorShape::Problem)
-    })?;
+    let reply = forward::forward(&state, &target, call, &request)
+        .await
+        .map_err(|error| {
+            super::upstream_failure(&state, &target, &request, error, ErrorShape::Problem)
+        })?;
     let Reply::Unary(result) = reply else {
         return Err(fail(GatewayError::UpstreamInvalid {
             agent: name,

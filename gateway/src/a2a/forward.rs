@@ -25,10 +25,14 @@ use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
+use convergio_plugins::Direction;
+
 use super::client::GuardSettings;
-use super::inbound::{task_id_of, Call, ClientSide};
+use super::inbound::{context_id_of, task_id_of, Call, ClientSide};
+use super::model_slots::stamp_caller;
 use super::sse::{encode_event, SseParser};
-use super::{translate, A2aState};
+use super::timeouts::upstream_timeout;
+use super::{grpc, translate, A2aState, Incoming};
 use crate::error::UpstreamFailure;
 use crate::layers::{render_jsonrpc_error_value, render_rest_error_value, RequestId};
 use crate::routes::{Binding, RouteTarget, TaskRoute, UpstreamInterface};
@@ -53,18 +57,29 @@ pub(crate) enum Reply {
     Stream(Body),
 }
 
-/// Forwards `call` to `target` on behalf of `principal` (`loopback`: the
-/// caller connected from this machine, which policy may weigh when an error
-/// ending a relayed stream decides how much to say).
+/// Forwards `call` to `target` on behalf of `request`'s principal (when
+/// the caller connected from this machine, policy may weigh it when an
+/// error ending a relayed stream decides how much to say).
 pub(crate) async fn forward(
     state: &A2aState,
     target: &Arc<RouteTarget>,
-    principal: &Principal,
     mut call: Call,
-    headers: &HeaderMap,
-    request_id: Option<&RequestId>,
-    loopback: bool,
+    request: &Incoming,
 ) -> Result<Reply, GatewayError> {
+    let principal = &request.principal;
+    let headers = &request.headers;
+    let request_id = request.request_id.as_ref();
+    let loopback = request.loopback;
+    // An agent without push notifications answers every push-config call
+    // with PushNotificationNotSupported whatever the task (a2a-sdk checks
+    // the capability first too): give that answer, not the unknown-task one
+    // the ownership check below would give for a task the gateway has not
+    // seen. It depends on the card alone, so it tells nothing about tasks.
+    if is_push_config(call.method) && !offers_push_notifications(&target.card) {
+        return Err(GatewayError::PushNotificationNotSupported {
+            agent: target.name.clone(),
+        });
+    }
     // Ownership is checked before anything reaches the upstream: another
     // caller's task id gets exactly the unknown-task answer (spec §3.3.2).
     if let Some(task_id) = task_id_of(call.method, &call.params) {
@@ -96,6 +111,17 @@ pub(crate) async fn forward(
             });
         }
     }
+    // Guardrails see the request after the gatekeeper admitted it and
+    // before any byte reaches the upstream (issue 21).
+    let guard_call =
+        super::guard::GuardCall::new(&target.name, principal, &call.params, request_id);
+    if matches!(
+        call.method,
+        Method::SendMessage | Method::SendStreamingMessage
+    ) {
+        call.params =
+            super::guard::apply(state, &guard_call, Direction::Request, call.params).await?;
+    }
     // Whether a ListTasks answer can be the caller's whole result (see
     // `filter_list`): only a first page can.
     let first_page = call
@@ -124,6 +150,16 @@ pub(crate) async fn forward(
         ProtocolVersion::V0_3 => translate::request_to_v03(method, call.params)?,
     };
     let agent = target.name.clone();
+    // One of this process's model agents: it answers only our token, and
+    // learns the verified caller's organisation from us, never the client.
+    let slot = state
+        .config
+        .model_slots
+        .as_ref()
+        .filter(|slots| slots.serves(&interface.url));
+    if slot.is_some() {
+        stamp_caller(&mut params, principal.org.as_deref());
+    }
     let mut admission = state
         .client
         .admit(&agent, &guard_settings(&state.config))
@@ -136,7 +172,12 @@ pub(crate) async fn forward(
     } else {
         0
     };
-    let timeout = state.config.upstream_timeout;
+    let timeout = upstream_timeout(&state.config, &agent, request.call_deadline);
+    if let Some(deadline) = &request.deadline {
+        // The head may wait as long as the upstream may take, plus a
+        // moment to turn its silence into a 504 of our own.
+        deadline.extend_to(tokio::time::Instant::now() + timeout + Duration::from_secs(1));
+    }
     // A peer's agent gets a signed call: each attempt is signed afresh
     // (new nonce), so a retry is never a replay.
     let peer = state
@@ -159,7 +200,11 @@ pub(crate) async fn forward(
             request_id,
             &target.name,
         )?;
-        if let Some(value) = upstream_authorization(state, &agent, headers)? {
+        if let Some(slots) = slot {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, slots.authorization()?);
+        } else if let Some(value) = upstream_authorization(state, &agent, headers)? {
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
         if let Some((federation, audience)) = &peer {
@@ -167,7 +212,11 @@ pub(crate) async fn forward(
                 .sign_request(request, audience, &principal.subject)
                 .await?;
         }
-        match tokio::time::timeout(timeout, state.client.pool_for(&agent).request(request)).await {
+        let pool = match interface.binding {
+            Binding::Grpc => state.client.grpc_pool_for(&agent),
+            Binding::JsonRpc | Binding::HttpJson => state.client.pool_for(&agent),
+        };
+        match tokio::time::timeout(timeout, pool.request(request)).await {
             Err(_) => {
                 admission.failed();
                 return Err(GatewayError::UpstreamTimeout {
@@ -223,8 +272,25 @@ pub(crate) async fn forward(
         target: Arc::clone(target),
         loopback,
         upstream_url: interface.url,
+        guard_call: Arc::new(guard_call),
     };
-    if is_sse && response.status().is_success() {
+    if interface.binding == Binding::Grpc {
+        // A trailers-only answer (an error before any message) carries its
+        // status in the head.
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            if status.code() != tonic::Code::Ok {
+                admission.succeeded();
+                return Err(GatewayError::Upstream(Box::new(
+                    grpc::status::to_upstream_failure(&status),
+                )));
+            }
+        }
+    }
+    let relays = match interface.binding {
+        Binding::Grpc => method.is_streaming(),
+        Binding::JsonRpc | Binding::HttpJson => is_sse,
+    };
+    if relays && response.status().is_success() {
         admission.succeeded();
         // The stream holds its upstream slot for as long as it is relayed.
         let events = relay_stream(context, response.into_body()).map(move |event| {
@@ -234,7 +300,7 @@ pub(crate) async fn forward(
         return Ok(Reply::Stream(Body::from_stream(events)));
     }
     let status = response.status();
-    let body = match tokio::time::timeout(
+    let (body, trailers) = match tokio::time::timeout(
         timeout,
         read_capped(response.into_body(), state.config.max_upstream_body_bytes),
     )
@@ -257,7 +323,7 @@ pub(crate) async fn forward(
         }
         Ok(Ok(body)) => body,
     };
-    let result = decode_unary(&context, status, &body);
+    let result = decode_unary(&context, method, status, &body, trailers.as_ref());
     match &result {
         Err(GatewayError::UpstreamInvalid { .. }) => admission.failed(),
         _ => admission.succeeded(),
@@ -276,6 +342,8 @@ pub(crate) async fn forward(
         Method::ListTasks => context.filter_list(result, first_page).await?,
         _ => result,
     };
+    let result =
+        super::guard::apply(state, &context.guard_call, Direction::Response, result).await?;
     Ok(Reply::Unary(result))
 }
 
@@ -331,7 +399,7 @@ fn unusable_interfaces(card: &Value) -> String {
     };
     format!(
         "the card offers {offered}; the gateway forwards JSONRPC (1.0, 0.3) and HTTP+JSON (1.0) \
-         to http(s) urls"
+         to http(s) urls, and GRPC (1.0) to host:port or http(s) urls"
     )
 }
 
@@ -340,6 +408,31 @@ fn guard_settings(config: &super::A2aConfig) -> GuardSettings {
         concurrency: config.upstream_concurrency,
         breaker_failures: config.breaker_failures,
         breaker_cooldown: config.breaker_cooldown,
+    }
+}
+
+/// The four push-notification config methods.
+fn is_push_config(method: Method) -> bool {
+    matches!(
+        method,
+        Method::CreateTaskPushNotificationConfig
+            | Method::GetTaskPushNotificationConfig
+            | Method::ListTaskPushNotificationConfigs
+            | Method::DeleteTaskPushNotificationConfig
+    )
+}
+
+/// Whether a registered card (1.0 or 0.3: the capability has the same
+/// name in both) lets the agent take push-notification configs. A card
+/// without `capabilities` (a peer organisation's agent, whose card the
+/// peer's gateway holds) is not judged here: its own gateway answers.
+fn offers_push_notifications(card: &Value) -> bool {
+    match card.get("capabilities") {
+        Some(capabilities) => capabilities
+            .get("pushNotifications")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        None => true,
     }
 }
 
@@ -384,7 +477,9 @@ pub(crate) fn unary_response(client: &ClientSide, method: Method, result: Value)
             json!({"jsonrpc": "2.0", "id": client.id, "result": result}),
             MEDIA_JSON,
         ),
-        Binding::HttpJson => (result, MEDIA_A2A_JSON),
+        // A gRPC client's call is answered by `grpc::service` from the
+        // Reply itself; this arm only keeps the match whole.
+        Binding::HttpJson | Binding::Grpc => (result, MEDIA_A2A_JSON),
     };
     let mut response = Response::new(Body::from(body.to_string()));
     response
@@ -411,7 +506,9 @@ fn set_sse_headers(headers: &mut HeaderMap) {
 fn client_event_json(client: &ClientSide, event: Value) -> String {
     match client.binding {
         Binding::JsonRpc => json!({"jsonrpc": "2.0", "id": client.id, "result": event}).to_string(),
-        Binding::HttpJson => event.to_string(),
+        // gRPC clients get the bare StreamResponse, which `grpc::service`
+        // decodes into its message.
+        Binding::HttpJson | Binding::Grpc => event.to_string(),
     }
 }
 
@@ -452,7 +549,8 @@ fn upstream_authorization(
     agent: &str,
     headers: &HeaderMap,
 ) -> Result<Option<HeaderValue>, GatewayError> {
-    let Some(credential) = state.config.upstream_credentials.get(agent) else {
+    let credentials = state.config.upstream_credentials.current();
+    let Some(credential) = credentials.get(agent) else {
         return Ok(None);
     };
     let mut value = match &credential.bearer_token {
@@ -503,7 +601,7 @@ fn encode_upstream(
             (
                 HttpMethod::POST,
                 interface.url.clone(),
-                Some(body),
+                Some(Bytes::from(body.to_string())),
                 MEDIA_JSON,
             )
         }
@@ -571,7 +669,10 @@ fn encode_upstream(
                 }
             };
             let (query, body) = if with_body {
-                (String::new(), Some(Value::Object(fields)))
+                (
+                    String::new(),
+                    Some(Bytes::from(Value::Object(fields).to_string())),
+                )
             } else {
                 (encode_query(&fields), None)
             };
@@ -582,15 +683,27 @@ fn encode_upstream(
                 MEDIA_A2A_JSON,
             )
         }
+        Binding::Grpc => (
+            HttpMethod::POST,
+            grpc::upstream::method_url(&interface.url, method),
+            Some(grpc::upstream::encode_request(method, params)?),
+            grpc::upstream::CONTENT_TYPE,
+        ),
     };
-    let mut builder = Request::builder().method(http_method).uri(&uri).header(
-        header::ACCEPT,
-        if method.is_streaming() {
-            MEDIA_SSE
-        } else {
-            content_type
-        },
-    );
+    let mut builder = Request::builder().method(http_method).uri(&uri);
+    builder = if interface.binding == Binding::Grpc {
+        // gRPC over HTTP/2 needs `te: trailers`; the status comes in them.
+        builder.header(header::TE, "trailers")
+    } else {
+        builder.header(
+            header::ACCEPT,
+            if method.is_streaming() {
+                MEDIA_SSE
+            } else {
+                content_type
+            },
+        )
+    };
     if interface.version == ProtocolVersion::V1_0 {
         builder = builder.header(VERSION_HEADER, a2a::VERSION_1_0);
     }
@@ -617,10 +730,15 @@ fn encode_upstream(
             builder = builder.header(name, value.clone());
         }
     }
+    // With spans exported, the agent's parent is this call's span instead
+    // (same trace id, issue 18).
+    if let Some(headers) = builder.headers_mut() {
+        crate::telemetry::inject(&tracing::Span::current(), headers);
+    }
     let body = match body {
         Some(body) => {
             builder = builder.header(header::CONTENT_TYPE, content_type);
-            Body::from(body.to_string())
+            Body::from(body)
         }
         None => Body::empty(),
     };
@@ -632,12 +750,19 @@ fn encode_upstream(
         })
 }
 
-async fn read_capped(body: hyper::body::Incoming, cap: usize) -> Result<Bytes, String> {
+/// The whole upstream body, and its trailers (where gRPC puts its status).
+async fn read_capped(
+    body: hyper::body::Incoming,
+    cap: usize,
+) -> Result<(Bytes, Option<HeaderMap>), String> {
     let limited = http_body_util::Limited::new(body, cap);
     limited
         .collect()
         .await
-        .map(|collected| collected.to_bytes())
+        .map(|collected| {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        })
         .map_err(|error| format!("reading the upstream body failed: {error}"))
 }
 
@@ -659,6 +784,8 @@ struct RelayContext {
     loopback: bool,
     /// The upstream endpoint, for causes (only its `host:port` is shown).
     upstream_url: String,
+    /// What the guardrails select on, for each streamed event.
+    guard_call: Arc<super::guard::GuardCall>,
 }
 
 // === impl RelayContext ===
@@ -783,7 +910,7 @@ impl RelayContext {
                 Some(failure) => GatewayError::Upstream(Box::new(failure)),
                 None => self.invalid("stream event is not a JSON-RPC response"),
             })?,
-            Binding::HttpJson => match value.get("error") {
+            Binding::HttpJson | Binding::Grpc => match value.get("error") {
                 Some(_) => {
                     return Err(GatewayError::Upstream(Box::new(rest_failure(
                         StatusCode::BAD_REQUEST,
@@ -825,7 +952,10 @@ impl RelayContext {
                 self.request_id.as_ref(),
                 disclose,
             ),
-            Binding::HttpJson => render_rest_error_value(error, self.request_id.as_ref(), disclose),
+            // `grpc::service` turns an HTTP+JSON error event into a status.
+            Binding::HttpJson | Binding::Grpc => {
+                render_rest_error_value(error, self.request_id.as_ref(), disclose)
+            }
         };
         if error.is_internal() {
             tracing::warn!(
@@ -835,18 +965,6 @@ impl RelayContext {
             );
         }
         encode_event(&value.to_string())
-    }
-}
-
-/// The context a call names, for the calls that can write into one.
-fn context_id_of(method: Method, params: &Value) -> Option<&str> {
-    match method {
-        Method::SendMessage | Method::SendStreamingMessage => params
-            .get("message")?
-            .get("contextId")?
-            .as_str()
-            .filter(|context_id| !context_id.is_empty()),
-        _ => None,
     }
 }
 
@@ -884,6 +1002,8 @@ fn relay_stream(
     async_stream::stream! {
         let idle = context.state.config.stream_idle_timeout;
         let mut parser = SseParser::new();
+        let grpc = context.interface_binding == Binding::Grpc;
+        let mut frames = grpc::upstream::FrameDecoder::default();
         let mut seen = HashSet::new();
         let mut ended = false;
         let mut failure: Option<GatewayError> = None;
@@ -907,15 +1027,60 @@ fn relay_stream(
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
-            let Ok(data) = frame.into_data() else { continue };
-            for payload in parser.push(&data) {
-                match context.decode_event(&payload) {
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    // gRPC ends its stream with the status in trailers.
+                    let status = frame.into_trailers().ok().and_then(|trailers| {
+                        tonic::Status::from_header_map(&trailers)
+                    });
+                    if let Some(status) = status.filter(|status| status.code() != tonic::Code::Ok) {
+                        failure = Some(GatewayError::Upstream(Box::new(
+                            grpc::status::to_upstream_failure(&status),
+                        )));
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let decoded: Vec<Result<Value, GatewayError>> = if grpc {
+                match frames.push(&data) {
+                    Ok(messages) => messages
+                        .iter()
+                        .map(|message| {
+                            grpc::upstream::decode_event(message)
+                                .map_err(|detail| context.invalid(detail))
+                        })
+                        .collect(),
+                    Err(detail) => vec![Err(context.invalid(detail))],
+                }
+            } else {
+                parser
+                    .push(&data)
+                    .iter()
+                    .map(|payload| context.decode_event(payload))
+                    .collect()
+            };
+            for decoded in decoded {
+                match decoded {
                     Ok(event) => {
                         context.remember(&event, &mut seen).await;
                         // Budgets count what each streamed event reports,
                         // as they count a unary reply's.
                         context.state.gatekeeper.observe_reply(&context.principal, &event);
                         ended = ends_stream(&event);
+                        // Each event passes the guardrails before the caller
+                        // sees it; a refusal ends the stream with its error.
+                        let guarded = super::guard::apply(
+                            &context.state, &context.guard_call, Direction::Response, event,
+                        ).await;
+                        let event = match guarded {
+                            Ok(event) => event,
+                            Err(error) => {
+                                failure = Some(error);
+                                break 'frames;
+                            }
+                        };
                         yield Ok(context.encode_event(event));
                     }
                     Err(error) => {
@@ -970,11 +1135,7 @@ fn rest_failure(status: StatusCode, value: &Value) -> UpstreamFailure {
         .flatten()
         .find_map(|detail| detail.get("reason").and_then(Value::as_str));
     let code = reason
-        .and_then(|reason| {
-            A2aError::ALL
-                .into_iter()
-                .find(|error| error.reason() == reason)
-        })
+        .and_then(A2aError::from_reason)
         .map(A2aError::code)
         .unwrap_or(match status.as_u16() {
             404 => A2aError::TaskNotFound.code(),
@@ -994,10 +1155,37 @@ fn rest_failure(status: StatusCode, value: &Value) -> UpstreamFailure {
 
 fn decode_unary(
     context: &RelayContext,
+    method: Method,
     status: StatusCode,
     body: &[u8],
+    trailers: Option<&HeaderMap>,
 ) -> Result<Value, GatewayError> {
     match context.interface_binding {
+        Binding::Grpc => {
+            match trailers.and_then(tonic::Status::from_header_map) {
+                Some(grpc_status) if grpc_status.code() != tonic::Code::Ok => {
+                    return Err(GatewayError::Upstream(Box::new(
+                        grpc::status::to_upstream_failure(&grpc_status),
+                    )))
+                }
+                Some(_) => {}
+                None => return Err(context.invalid(format!("status {status} without grpc-status"))),
+            }
+            let mut frames = grpc::upstream::FrameDecoder::default();
+            let messages = frames
+                .push(body)
+                .map_err(|detail| context.invalid(detail))?;
+            match messages.as_slice() {
+                [message] if !frames.has_partial() => {
+                    grpc::upstream::decode_result(method, message)
+                        .map_err(|detail| context.invalid(detail))
+                }
+                _ => Err(context.invalid(format!(
+                    "expected one gRPC message, got {} ",
+                    messages.len()
+                ))),
+            }
+        }
         Binding::JsonRpc => {
             let value: Value = serde_json::from_slice(body).map_err(|error| {
                 context.invalid(format!("status {status}, body is not JSON: {error}"))

@@ -8,7 +8,7 @@ use convergio_schemas::a2a::{Method, ProtocolVersion, VERSION_HEADER};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
-use super::translate;
+use super::{protojson, translate};
 use crate::routes::Binding;
 use crate::GatewayError;
 
@@ -152,7 +152,12 @@ pub fn parse_jsonrpc(
     let params = match version {
         ProtocolVersion::V0_3 => translate::request_to_v1(method, params)
             .map_err(|error| Box::new((error, id.clone())))?,
-        ProtocolVersion::V1_0 => params,
+        ProtocolVersion::V1_0 => {
+            let mut params = params;
+            protojson::to_json_names(method, &mut params)
+                .map_err(|error| Box::new((error, id.clone())))?;
+            params
+        }
     };
     check_params(method, &params).map_err(|error| Box::new((error, id.clone())))?;
     Ok(Call {
@@ -256,6 +261,18 @@ pub fn task_id_of(method: Method, params: &Value) -> Option<&str> {
     }
 }
 
+/// The context a call names, for the calls that can write into one.
+pub fn context_id_of(method: Method, params: &Value) -> Option<&str> {
+    match method {
+        Method::SendMessage | Method::SendStreamingMessage => params
+            .get("message")?
+            .get("contextId")?
+            .as_str()
+            .filter(|context_id| !context_id.is_empty()),
+        _ => None,
+    }
+}
+
 /// Splits and strictly percent-decodes a raw path tail: a `%` not followed
 /// by two hex digits, or bytes that are not UTF-8, are a [`GatewayError::BadPath`].
 pub fn decode_segments(raw: &str) -> Result<Vec<String>, GatewayError> {
@@ -302,13 +319,15 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, GatewayError> {
         .collect()
 }
 
-/// Query parameters as typed JSON fields (camelCase names kept).
-fn query_object(query: Option<&str>) -> Result<Map<String, Value>, GatewayError> {
+/// Query parameters of `method` as typed JSON fields (camelCase names
+/// kept, the proto's original names turned into them).
+fn query_object(method: Method, query: Option<&str>) -> Result<Map<String, Value>, GatewayError> {
     let mut object = Map::new();
     for (key, value) in query.map(query_pairs).transpose()?.unwrap_or_default() {
         if key == VERSION_HEADER {
             continue;
         }
+        let key = protojson::query_name(method, &key).map_or(key, str::to_owned);
         let typed = match key.as_str() {
             "historyLength" | "pageSize" => match value.parse::<i64>() {
                 Ok(number) => Value::from(number),
@@ -334,12 +353,20 @@ fn query_object(query: Option<&str>) -> Result<Map<String, Value>, GatewayError>
     Ok(object)
 }
 
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+/// The body of `method` as its request's JSON fields (the proto's
+/// original names turned into JSON names).
+fn body_object(method: Method, body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => Ok(object),
+        Ok(mut value @ Value::Object(_)) => {
+            protojson::to_json_names(method, &mut value)?;
+            match value {
+                Value::Object(object) => Ok(object),
+                _ => Ok(Map::new()),
+            }
+        }
         Ok(_) => Err(GatewayError::InvalidParams {
             detail: "the body must be a JSON object".into(),
         }),
@@ -377,15 +404,15 @@ pub fn parse_rest(
     let mut params = Map::new();
     let method = match (http_method, route.as_slice()) {
         (&HttpMethod::POST, ["message:send"]) => {
-            params = body_object(body)?;
+            params = body_object(Method::SendMessage, body)?;
             Method::SendMessage
         }
         (&HttpMethod::POST, ["message:stream"]) => {
-            params = body_object(body)?;
+            params = body_object(Method::SendStreamingMessage, body)?;
             Method::SendStreamingMessage
         }
         (&HttpMethod::GET, ["tasks"]) => {
-            params = query_object(query)?;
+            params = query_object(Method::ListTasks, query)?;
             Method::ListTasks
         }
         (&HttpMethod::GET, ["extendedAgentCard"]) => Method::GetExtendedAgentCard,
@@ -396,11 +423,11 @@ pub fn parse_rest(
             };
             let method = match (http_method, verb) {
                 (&HttpMethod::GET, None) => {
-                    params = query_object(query)?;
+                    params = query_object(Method::GetTask, query)?;
                     Method::GetTask
                 }
                 (&HttpMethod::POST, Some("cancel")) => {
-                    params = body_object(body)?;
+                    params = body_object(Method::CancelTask, body)?;
                     Method::CancelTask
                 }
                 (&HttpMethod::GET | &HttpMethod::POST, Some("subscribe")) => {
@@ -414,11 +441,11 @@ pub fn parse_rest(
         (_, ["tasks", task_id, "pushNotificationConfigs"]) => {
             let method = match *http_method {
                 HttpMethod::POST => {
-                    params = body_object(body)?;
+                    params = body_object(Method::CreateTaskPushNotificationConfig, body)?;
                     Method::CreateTaskPushNotificationConfig
                 }
                 HttpMethod::GET => {
-                    params = query_object(query)?;
+                    params = query_object(Method::ListTaskPushNotificationConfigs, query)?;
                     Method::ListTaskPushNotificationConfigs
                 }
                 _ => return Err(not_found()),

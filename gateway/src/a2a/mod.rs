@@ -2,7 +2,9 @@
 //! `/agents/{name}/.well-known/agent-card.json`, JSON-RPC at
 //! `POST /agents/{name}`, HTTP+JSON under `/agents/{name}/…`; the gateway's
 //! own card at `/.well-known/agent-card.json` with its `/a2a` endpoints
-//! (agent chosen by tenant); `POST /v1/envelope`; and, with federation,
+//! (agent chosen by tenant); the AI Catalogs of what the caller may
+//! discover at `/.well-known/ai-catalog.json` and per agent ([`catalog`]);
+//! `POST /v1/envelope`; and, with federation,
 //! another organisation's agent `external://<domain>/agents/<name>` at
 //! `/external/<domain>/agents/<name>` (JSON-RPC and HTTP+JSON as above),
 //! forwarded to that peer's gateway as a signed call.
@@ -13,11 +15,20 @@
 //! a typed error and `%3A` colons match.
 
 mod card;
+mod catalog;
 mod client;
+mod credentials;
 mod envelope;
 mod forward;
+pub mod grpc;
+mod guard;
 mod inbound;
+mod model_slots;
+mod protojson;
 mod sse;
+
+pub(crate) use envelope::EnvelopeApiDoc;
+mod timeouts;
 pub mod translate;
 
 /// The request decoders, re-exported for the fuzz targets in `gateway/fuzz`
@@ -30,7 +41,6 @@ pub mod fuzzing {
     };
 }
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +53,10 @@ use axum::Router;
 use bytes::Bytes;
 use convergio_schemas::a2a::WELL_KNOWN_CARD_PATH;
 use serde_json::Value;
+use tracing::Instrument;
 
 pub use client::UpstreamClient;
+pub use credentials::UpstreamCredentials;
 pub use inbound::{Call, ClientSide};
 // The routing types live in the leaf module `crate::routes` (authorisation
 // and federation use them too, and a2a uses both); re-exported here, where
@@ -52,12 +64,14 @@ pub use inbound::{Call, ClientSide};
 pub use crate::routes::{
     AgentFacts, Binding, InMemoryRoutes, RouteTable, RouteTarget, TaskRoute, UpstreamInterface,
 };
+pub use model_slots::{ModelSlots, CALLER_ORG_KEY};
 pub use sse::SseParser;
+pub use timeouts::{AgentTimeouts, CallDeadline};
 
 use self::forward::Reply;
 use crate::authorize::{is_loopback, CallFacts, Gatekeeper, OpenGate};
 use crate::federation::Federation;
-use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestId};
+use crate::layers::{is_length_limit, BodyLimit, ErrorShape, Failure, RequestDeadline, RequestId};
 use crate::ssrf::AllowList;
 use crate::{GatewayError, Principal};
 use convergio_auth::CardSigner;
@@ -66,8 +80,16 @@ use convergio_schemas::GraphCall;
 /// Settings of A2A routing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct A2aConfig {
-    /// Bound on waiting for an upstream's response head and unary body (default 30 s).
+    /// Bound on waiting for an upstream's response head and unary body,
+    /// for agents without their own (default 30 s; see `timeouts.rs`).
     pub upstream_timeout: Duration,
+    /// No agent's or graph node's bound exceeds this (default 15 min).
+    pub max_upstream_timeout: Duration,
+    /// Agents' own bounds, by name (config and model agents). Default none.
+    pub agent_timeouts: AgentTimeouts,
+    /// This process's model agents' loopback sockets and their token
+    /// (`model_slots.rs`). Default none.
+    pub model_slots: Option<ModelSlots>,
     /// Bound on the silence between two events of a relayed stream (default 300 s).
     pub stream_idle_timeout: Duration,
     /// Largest unary upstream body accepted (default 16 MiB).
@@ -98,8 +120,9 @@ pub struct A2aConfig {
     /// SendMessage (the upstream de-duplicates by `messageId`) (default 2).
     pub upstream_retries: u32,
     /// Credentials the gateway presents to upstreams, by agent name (the
-    /// caller's own are never forwarded). Default none.
-    pub upstream_credentials: HashMap<String, UpstreamCredential>,
+    /// caller's own are never forwarded); a live set a reload replaces.
+    /// Default none.
+    pub upstream_credentials: UpstreamCredentials,
     /// Non-public addresses upstreams may resolve to (the SSRF guard,
     /// `ssrf.rs`). Default none: loopback, private, link-local and metadata
     /// addresses are refused at connect time.
@@ -176,6 +199,9 @@ impl Default for A2aConfig {
     fn default() -> Self {
         Self {
             upstream_timeout: forward::DEFAULT_UPSTREAM_TIMEOUT,
+            max_upstream_timeout: Duration::from_secs(15 * 60),
+            agent_timeouts: AgentTimeouts::default(),
+            model_slots: None,
             stream_idle_timeout: Duration::from_secs(300),
             max_upstream_body_bytes: 16 * 1024 * 1024,
             card_max_age: Duration::from_secs(300),
@@ -188,7 +214,7 @@ impl Default for A2aConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(10),
             upstream_retries: 2,
-            upstream_credentials: HashMap::new(),
+            upstream_credentials: UpstreamCredentials::default(),
             upstream_allow: AllowList::none(),
             card_signer: None,
         }
@@ -208,6 +234,8 @@ pub struct A2aState {
     pub gatekeeper: Arc<dyn Gatekeeper>,
     /// Peers and signing for `external://` agents; `None`: federation off.
     pub federation: Option<Arc<Federation>>,
+    /// Payload guardrails (issue 21); default none.
+    pub guardrails: convergio_plugins::Guardrails,
 }
 
 // === impl A2aState ===
@@ -218,20 +246,21 @@ impl A2aState {
     pub fn new(routes: Arc<dyn RouteTable>, config: A2aConfig) -> Self {
         Self {
             routes,
-            client: UpstreamClient::with_agent_tls(
-                config
-                    .upstream_credentials
-                    .iter()
-                    .filter_map(|(agent, credential)| {
-                        credential.tls.clone().map(|tls| (agent.clone(), tls))
-                    })
-                    .collect(),
+            client: UpstreamClient::with_credentials(
+                config.upstream_credentials.clone(),
                 config.upstream_allow.clone(),
             ),
             config: Arc::new(config),
             gatekeeper: Arc::new(OpenGate),
             federation: None,
+            guardrails: convergio_plugins::Guardrails::default(),
         }
+    }
+
+    /// The same state running `guardrails` on every payload.
+    pub fn with_guardrails(mut self, guardrails: convergio_plugins::Guardrails) -> Self {
+        self.guardrails = guardrails;
+        self
     }
 
     /// The same state routing `external://` agents through `federation`.
@@ -251,22 +280,30 @@ impl A2aState {
 pub fn a2a_router(state: A2aState) -> Router {
     Router::new()
         .route(WELL_KNOWN_CARD_PATH, get(gateway_card_handler))
+        .route(catalog::WELL_KNOWN_PATH, get(catalog_handler))
         .route("/v1/envelope", post(envelope::envelope_handler))
         .route("/agents/{*rest}", any(agents_handler))
         .route("/external/{*rest}", any(external_handler))
         .route("/a2a", post(gateway_jsonrpc_handler))
         .route("/a2a/{*rest}", any(gateway_rest_handler))
+        .route_service(
+            &format!("{}{{method}}", grpc::SERVICE_PATH),
+            grpc::server(state.clone()),
+        )
         .with_state(state)
 }
 
 /// Per-request values every handler needs (the body travels separately:
 /// it is not `Sync`, and these are borrowed across awaits).
+#[derive(Clone)]
 struct Incoming {
     principal: Principal,
     graph_call: Option<GraphCall>,
     loopback: bool,
     request_id: Option<RequestId>,
     body_limit: Option<usize>,
+    deadline: Option<RequestDeadline>,
+    call_deadline: Option<CallDeadline>,
     headers: HeaderMap,
     http_method: HttpMethod,
     path: String,
@@ -275,22 +312,45 @@ struct Incoming {
 
 fn incoming(request: Request) -> (Incoming, Body) {
     let (parts, body) = request.into_parts();
-    let meta = Incoming {
-        principal: parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or_else(Principal::anonymous),
-        graph_call: parts.extensions.get::<GraphCall>().cloned(),
-        loopback: is_loopback(&parts.extensions),
-        request_id: parts.extensions.get::<RequestId>().cloned(),
-        body_limit: parts.extensions.get::<BodyLimit>().map(|limit| limit.0),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers,
-        http_method: parts.method,
-    };
+    let meta = Incoming::from_parts(
+        &parts.extensions,
+        parts.headers,
+        parts.method,
+        parts.uri.path().to_owned(),
+        parts.uri.query().map(str::to_owned),
+    );
     (meta, body)
+}
+
+// === impl Incoming ===
+
+impl Incoming {
+    /// What the layers left in `extensions`, with the request line and
+    /// headers (gRPC metadata are the headers of a gRPC call).
+    fn from_parts(
+        extensions: &axum::http::Extensions,
+        headers: HeaderMap,
+        http_method: HttpMethod,
+        path: String,
+        query: Option<String>,
+    ) -> Self {
+        Self {
+            principal: extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_else(Principal::anonymous),
+            graph_call: extensions.get::<GraphCall>().cloned(),
+            loopback: is_loopback(extensions),
+            request_id: extensions.get::<RequestId>().cloned(),
+            body_limit: extensions.get::<BodyLimit>().map(|limit| limit.0),
+            deadline: extensions.get::<RequestDeadline>().cloned(),
+            call_deadline: extensions.get::<CallDeadline>().copied(),
+            path,
+            query,
+            headers,
+            http_method,
+        }
+    }
 }
 
 /// Reads a request body; a body over the `Limits` layer's bound is a 413.
@@ -367,7 +427,8 @@ async fn admit(
         .await
 }
 
-/// Authorises, forwards a decoded call and encodes the answer for the client.
+/// Authorises, forwards a decoded call and encodes the answer for the
+/// client.
 async fn run_call(
     state: &A2aState,
     target: &Arc<RouteTarget>,
@@ -376,28 +437,116 @@ async fn run_call(
 ) -> Result<Response, Failure> {
     let client = call.client.clone();
     let method = call.method;
+    match execute(state, target, call, request).await? {
+        Reply::Unary(result) => Ok(forward::unary_response(&client, method, result)),
+        Reply::Stream(body) => Ok(forward::stream_response(body)),
+    }
+}
+
+/// The pipeline every binding's call goes through after decoding: the
+/// gatekeeper (policy, quotas, audit), the organisation path, stored
+/// idempotent outcomes, then [`forward::forward`] (task ownership,
+/// guardrails, the upstream call), inside the call's `invoke_agent` span
+/// (issue 18).
+async fn execute(
+    state: &A2aState,
+    target: &Arc<RouteTarget>,
+    call: Call,
+    request: &Incoming,
+) -> Result<Reply, Failure> {
+    let span = crate::telemetry::invoke_agent_span(
+        &target.name,
+        target.facts.as_ref().map(|facts| facts.org.as_str()),
+        call.method.v1_name(),
+        inbound::task_id_of(call.method, &call.params),
+        inbound::context_id_of(call.method, &call.params),
+    );
+    let answered = execute_in_span(state, target, call, request)
+        .instrument(span.clone())
+        .await;
+    if answered.is_err() {
+        crate::telemetry::record_error(&span);
+    }
+    answered
+}
+
+async fn execute_in_span(
+    state: &A2aState,
+    target: &Arc<RouteTarget>,
+    mut call: Call,
+    request: &Incoming,
+) -> Result<Reply, Failure> {
+    let client = call.client.clone();
+    let method = call.method;
     let shape = shape_of(&client);
     admit(state, target, Some(method), &call.params, request)
         .await
         .map_err(|error| Failure::new(error, shape.clone()))?;
-    match forward::forward(
-        state,
-        target,
-        &request.principal,
-        call,
-        &request.headers,
-        request.request_id.as_ref(),
-        request.loopback,
-    )
-    .await
-    {
-        Ok(Reply::Unary(result)) => {
-            state.gatekeeper.observe_reply(&request.principal, &result);
-            Ok(forward::unary_response(&client, method, result))
+    if let Some(federation) = &state.federation {
+        // Admitted, and before any byte leaves: the organisation path.
+        federation
+            .stamp_hops(&request.principal, &target.name, method, &mut call.params)
+            .map_err(|error| Failure::new(error, shape.clone()))?;
+    }
+    let idempotent = match &state.federation {
+        Some(federation) => federation
+            .idempotent_call(&request.principal, &target.name, method, &call.params)
+            .map_err(|error| Failure::new(error, shape.clone()))?
+            .map(|key| (federation.clone(), key)),
+        None => None,
+    };
+    let forwarded = match idempotent {
+        None => forward::forward(state, target, call, request).await,
+        Some((federation, key)) => {
+            if let Some(stored) = federation
+                .stored_outcome(&key)
+                .await
+                .map_err(|error| Failure::new(error, shape.clone()))?
+            {
+                tracing::info!(peer = %key.peer, agent = %key.agent, "repeated idempotency key answered from its stored outcome");
+                return Ok(Reply::Unary(stored));
+            }
+            forward_detached(state, target, call, request, federation, key)
+                .await
+                .map_err(|error| Failure::new(error, shape.clone()))?
         }
-        Ok(Reply::Stream(body)) => Ok(forward::stream_response(body)),
+    };
+    match forwarded {
+        Ok(Reply::Unary(result)) => {
+            crate::telemetry::record_reply(&tracing::Span::current(), &result);
+            state.gatekeeper.observe_reply(&request.principal, &result);
+            Ok(Reply::Unary(result))
+        }
+        Ok(stream @ Reply::Stream(_)) => Ok(stream),
         Err(error) => Err(upstream_failure(state, target, request, error, shape)),
     }
+}
+
+/// Forwards an idempotent peer call on its own task, so the call ends (and
+/// its answer is stored under `key`) even when the caller goes away.
+async fn forward_detached(
+    state: &A2aState,
+    target: &Arc<RouteTarget>,
+    call: Call,
+    request: &Incoming,
+    federation: Arc<Federation>,
+    key: convergio_registry::peer_calls::PeerCallKey,
+) -> Result<Result<Reply, GatewayError>, GatewayError> {
+    let state = state.clone();
+    let target = Arc::clone(target);
+    let request = request.clone();
+    let task = tokio::spawn(
+        async move {
+            let reply = forward::forward(&state, &target, call, &request).await;
+            if let Ok(Reply::Unary(result)) = &reply {
+                federation.remember_outcome(&key, result).await;
+            }
+            reply
+        }
+        .in_current_span(),
+    );
+    task.await
+        .map_err(|error| GatewayError::internal("an idempotent peer call's task ended", error))
 }
 
 /// The failure of a forwarded call: the cause of a failed upstream call is
@@ -422,6 +571,7 @@ fn shape_of(client: &ClientSide) -> ErrorShape {
             id: client.id.clone(),
         },
         Binding::HttpJson => ErrorShape::A2aRest,
+        Binding::Grpc => ErrorShape::Grpc,
     }
 }
 
@@ -525,6 +675,16 @@ async fn agents_handler(
     if is_jsonrpc {
         return jsonrpc(&state, Some(name), None, request, body).await;
     }
+    if name == ".well-known" {
+        // `/agents/echo` + `.well-known/agent-card.json` resolved as a
+        // relative URL: say what the client's base URL lacks.
+        return Err(Failure::new(
+            GatewayError::AgentNameMissing {
+                path: request.path.clone(),
+            },
+            shape,
+        ));
+    }
     let target = resolve(&state, &name)
         .await
         .map_err(|error| Failure::new(error, shape.clone()))?;
@@ -537,10 +697,19 @@ async fn agents_handler(
             .await
             .map_err(|error| Failure::new(error, shape.clone()))?;
         let base = card::gateway_base(&request.headers, &state.config);
-        let served = card::rewrite_card(&target.card, &format!("{base}/agents/{name}"));
+        // The agent's URL ends with a slash: clients take an interface URL
+        // as the agent's base URL and resolve `.well-known/agent-card.json`
+        // relative to it (the JavaScript SDK does), which needs the slash;
+        // the endpoints answer with and without it alike.
+        let served = card::rewrite_card(&target.card, &format!("{base}/agents/{name}/"), &name);
         let served = card::sign_served(served, state.config.card_signer.as_ref());
         let cache = format!("public, max-age={}", state.config.card_max_age.as_secs());
         return Ok(card::card_response(&served, &request.headers, &cache));
+    }
+    if request.http_method == HttpMethod::GET && catalog::is_catalog_path(&segments) {
+        return catalog::tenant_catalog(&state, &target, &request)
+            .await
+            .map_err(|error| Failure::new(error, shape));
     }
     if segments.is_empty() {
         return Err(Failure::new(
@@ -634,22 +803,33 @@ async fn gateway_rest_handler(
     let name = segments.remove(0);
     let target = resolve(&state, &name)
         .await
-        .map_err(|error| Failure::new(error, shape))?;
+        .map_err(|error| Failure::new(error, shape.clone()))?;
+    if request.http_method == HttpMethod::GET && catalog::is_catalog_path(&segments) {
+        return catalog::tenant_catalog(&state, &target, &request)
+            .await
+            .map_err(|error| Failure::new(error, shape));
+    }
     rest(&state, &target, &segments, request, body).await
 }
 
-/// `GET /.well-known/agent-card.json`: the gateway's own card.
-async fn gateway_card_handler(
+/// `GET /.well-known/ai-catalog.json`: the agents the caller may discover.
+async fn catalog_handler(
     State(state): State<A2aState>,
     request: Request,
 ) -> Result<Response, Failure> {
     let (request, _body) = incoming(request);
-    let listed = state
-        .routes
-        .visible_agents(&request.principal)
+    catalog::host_catalog(&state, &request)
         .await
-        .map_err(|error| Failure::new(error, ErrorShape::Problem))?;
-    // Skills of agents the caller may not discover are not shown.
+        .map_err(|error| Failure::new(error, ErrorShape::Problem))
+}
+
+/// The agents `request`'s caller may discover, the listing audited like
+/// `GET /v1/agents` (how many shown, how many hidden).
+async fn discoverable(
+    state: &A2aState,
+    request: &Incoming,
+) -> Result<Vec<RouteTarget>, GatewayError> {
+    let listed = state.routes.visible_agents(&request.principal).await?;
     let total = listed.len();
     let agents: Vec<RouteTarget> = listed
         .into_iter()
@@ -668,6 +848,19 @@ async fn gateway_card_handler(
             total - agents.len(),
         )
         .await;
+    Ok(agents)
+}
+
+/// `GET /.well-known/agent-card.json`: the gateway's own card.
+async fn gateway_card_handler(
+    State(state): State<A2aState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (request, _body) = incoming(request);
+    // Skills of agents the caller may not discover are not shown.
+    let agents = discoverable(&state, &request)
+        .await
+        .map_err(|error| Failure::new(error, ErrorShape::Problem))?;
     let base = card::gateway_base(&request.headers, &state.config);
     let served = card::gateway_card(&base, &state.config, &agents);
     let served = card::sign_served(served, state.config.card_signer.as_ref());

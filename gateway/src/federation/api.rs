@@ -53,6 +53,15 @@ pub fn federation_router(federation: Arc<Federation>) -> Router {
         .with_state(federation)
 }
 
+/// The OpenAPI description of these routes (merged into the gateway's
+/// document by [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_handler, add_handler, show_handler, remove_handler, sync_handler, approve_handler, refresh_handler),
+    tags((name = "federation", description = "Federation peers: add, approve, refresh keys, sync agents"))
+)]
+pub(crate) struct FederationApiDoc;
+
 fn problem(error: GatewayError) -> Failure {
     Failure::new(error, ErrorShape::Problem)
 }
@@ -81,6 +90,15 @@ async fn jwks_handler(State(federation): State<Arc<Federation>>) -> Response {
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/peers",
+    operation_id = "listPeers",
+    tag = "federation",
+    responses(
+        (status = 200, description = "Every peer with its state and trust.", body = Object),
+    )
+)]
 async fn list_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,
@@ -90,6 +108,18 @@ async fn list_handler(
     Ok(Json(serde_json::json!({ "peers": peers })).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/peers",
+    operation_id = "addPeer",
+    tag = "federation",
+    request_body(description = "`{domain, trust?}`: the peer to add; its JWKS is fetched from its well-known URL", content((Object = "application/json"))),
+    responses(
+        (status = 201, description = "Added, pending approval.", body = Object),
+        (status = 409, description = "The peer exists already"),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
 async fn add_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,
@@ -105,6 +135,19 @@ async fn add_handler(
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/peers/{domain}",
+    operation_id = "getPeer",
+    tag = "federation",
+    params(
+        ("domain" = String, Path, description = "The peer organisation's domain"),
+    ),
+    responses(
+        (status = 200, description = "The peer.", body = Object),
+        (status = 404, description = "No such peer"),
+    )
+)]
 async fn show_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,
@@ -115,6 +158,19 @@ async fn show_handler(
     Ok(Json(peer).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/peers/{domain}",
+    operation_id = "removePeer",
+    tag = "federation",
+    params(
+        ("domain" = String, Path, description = "The peer organisation's domain"),
+    ),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such peer"),
+    )
+)]
 async fn remove_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,
@@ -127,6 +183,21 @@ async fn remove_handler(
 
 /// `POST /v1/peers/{domain}:sync` (the custom-method spelling: the path
 /// parameter carries the `:sync` suffix).
+#[utoipa::path(
+    post,
+    path = "/v1/peers/{domain}",
+    operation_id = "syncPeer",
+    tag = "federation",
+    params(
+        ("domain" = String, Path, description = "`<domain>:sync`"),
+    ),
+    responses(
+        (status = 200, description = "`{domain}:sync`: the peer's agents were synchronised; the outcome.", body = Object),
+        (status = 404, description = "No such peer or action"),
+        (status = 502, description = "The peer answered badly"),
+        (status = 504, description = "The peer did not answer in time"),
+    )
+)]
 async fn sync_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,
@@ -144,6 +215,19 @@ async fn sync_handler(
     Ok(Json(report).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/peers/{domain}/approve",
+    operation_id = "approvePeer",
+    tag = "federation",
+    params(
+        ("domain" = String, Path, description = "The peer organisation's domain"),
+    ),
+    responses(
+        (status = 200, description = "Approved.", body = Object),
+        (status = 404, description = "No such peer"),
+    )
+)]
 async fn approve_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,
@@ -167,6 +251,21 @@ async fn approve_handler(
     Ok(Json(peer).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/peers/{domain}/refresh",
+    operation_id = "refreshPeer",
+    tag = "federation",
+    params(
+        ("domain" = String, Path, description = "The peer organisation's domain"),
+    ),
+    responses(
+        (status = 200, description = "The peer's keys, fetched again.", body = Object),
+        (status = 404, description = "No such peer"),
+        (status = 502, description = "The peer answered badly"),
+        (status = 504, description = "The peer did not answer in time"),
+    )
+)]
 async fn refresh_handler(
     State(federation): State<Arc<Federation>>,
     Extension(principal): Extension<Principal>,

@@ -2,16 +2,22 @@
 //! this registry and every approved peer's registry the same question, in
 //! parallel, and merges the answers with their provenance.
 //!
-//! - Each peer gets one signed `GET /v1/agents?<same filters>` (no
-//!   `page_token`: its first page is merged), signed as this organisation
-//!   (subject [`DISCOVERY_SUBJECT`]), so the peer's own policy decides what
-//!   we may `discover` (the shipped `external-opt-in` policy: agents tagged
-//!   `external`, at least `verified`).
+//! - Each peer gets signed `GET /v1/agents?<same filters>` requests, page
+//!   after page (following its `next_page_token`, issue 18) up to
+//!   `federation.discovery_max_pages` pages and
+//!   `federation.discovery_max_agents` agents per peer, signed as this
+//!   organisation (subject [`DISCOVERY_SUBJECT`]), so the peer's own policy
+//!   decides what we may `discover` (the shipped `external-opt-in` policy:
+//!   agents tagged `external`, at least `verified`).
+//! - Then the caller's own policy decides what of it the caller sees: each
+//!   peer agent is asked `discover` as the caller, as local results are
+//!   (its organisation, trust as capped here, role and card tags), and one
+//!   it may not discover is left out.
 //! - Each peer has the federation's discovery deadline; one that fails or
 //!   misses it is listed in `partial` with the reason, never fatal.
-//! - Answers are cached per (peer, query) with the peer's `ETag`; the next
-//!   query sends `If-None-Match` and a 304 reuses the cached answer
-//!   (`"cache": "revalidated"` in `peers`).
+//! - Answers are cached per (peer, query, page) with the peer's `ETag`;
+//!   the next query sends `If-None-Match` and a 304 reuses the cached page
+//!   (`"cache": "revalidated"` in `peers` when every page was).
 //! - A peer's agent is shown as `external://<peer>/agents/<name>` (callable
 //!   through this gateway), its trust capped at the trust this deployment
 //!   gives the peer, its upstreams (the peer's internals) dropped; agents of
@@ -32,7 +38,9 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use super::{entry, storage_error, unix_now, Federation, PeerEntry, PeerError};
+use crate::authorize::{is_loopback, Gatekeeper};
 use crate::layers::{ErrorShape, Failure};
+use crate::routes::{AgentFacts, RouteTarget};
 use crate::{GatewayError, Principal};
 
 /// The subject our signed discovery and sync requests carry: the
@@ -43,11 +51,26 @@ const MAX_PEER_LISTING_BYTES: usize = 4 * 1024 * 1024;
 /// Largest local page the merge reads back.
 const MAX_LOCAL_LISTING_BYTES: usize = 64 * 1024 * 1024;
 
-/// A peer's cached discovery answer.
+/// Default of `federation.discovery_max_pages`: most pages read from one
+/// peer for one federated query.
+pub const DEFAULT_DISCOVERY_MAX_PAGES: usize = 10;
+/// Default of `federation.discovery_max_agents`: most agents taken from
+/// one peer for one federated query.
+pub const DEFAULT_DISCOVERY_MAX_AGENTS: usize = 1000;
+
+/// A peer's cached discovery page.
 #[derive(Debug)]
 pub(super) struct CachedListing {
     etag: String,
     agents: Vec<Value>,
+    next_page_token: Option<String>,
+}
+
+/// One page of a peer's answer, as it sent it.
+struct PeerPage {
+    agents: Vec<Value>,
+    next_page_token: Option<String>,
+    revalidated: bool,
 }
 
 /// What one peer contributed to a federated answer.
@@ -107,6 +130,10 @@ impl Federation {
         if let Some(etag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
+        // The peer's spans join this request's trace (issue 18).
+        if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+            request = request.header(crate::telemetry::TRACEPARENT, traceparent);
+        }
         request
             .send()
             .await
@@ -138,11 +165,37 @@ impl Federation {
         Ok(join_all(asks).await)
     }
 
+    /// Every page of `peer`'s answer to `query`, within the bounds; the
+    /// agents rewritten, and whether every page was a 304.
     async fn ask_peer(
         &self,
         peer: &PeerEntry,
         query: &str,
     ) -> Result<(Vec<Value>, bool), PeerError> {
+        let max_agents = self.config.discovery_max_agents;
+        let mut agents = Vec::new();
+        let mut revalidated = true;
+        let mut page_token: Option<String> = None;
+        for _ in 0..self.config.discovery_max_pages.max(1) {
+            let page_query = match &page_token {
+                None => query.to_owned(),
+                Some(token) => with_page_token(query, token),
+            };
+            let page = self.ask_page(peer, &page_query).await?;
+            revalidated &= page.revalidated;
+            let room = max_agents.saturating_sub(agents.len());
+            agents.extend(page.agents.into_iter().take(room));
+            page_token = page.next_page_token;
+            if page_token.is_none() || agents.len() >= max_agents {
+                break;
+            }
+        }
+        Ok((rewrite(peer, &agents), revalidated))
+    }
+
+    /// One page of `peer`'s answer (`query` names its page token, if any),
+    /// revalidated against the cached copy.
+    async fn ask_page(&self, peer: &PeerEntry, query: &str) -> Result<PeerPage, PeerError> {
         let path = if query.is_empty() {
             "/v1/agents".to_owned()
         } else {
@@ -161,7 +214,11 @@ impl Federation {
         let status = response.status();
         if status == reqwest::StatusCode::NOT_MODIFIED {
             return match cached {
-                Some(cached) => Ok((rewrite(peer, &cached.agents), true)),
+                Some(cached) => Ok(PeerPage {
+                    agents: cached.agents.clone(),
+                    next_page_token: cached.next_page_token.clone(),
+                    revalidated: true,
+                }),
                 None => Err(PeerError::UnexpectedNotModified),
             };
         }
@@ -180,17 +237,39 @@ impl Federation {
             .and_then(Value::as_array)
             .cloned()
             .ok_or(PeerError::Missing("an agents list"))?;
-        let rewritten = rewrite(peer, &agents);
+        let next_page_token = listing
+            .get("next_page_token")
+            .and_then(Value::as_str)
+            .filter(|token| !token.is_empty())
+            .map(str::to_owned);
         match etag {
             Some(etag) => {
                 self.listings
-                    .insert(key, Arc::new(CachedListing { etag, agents }))
+                    .insert(
+                        key,
+                        Arc::new(CachedListing {
+                            etag,
+                            agents: agents.clone(),
+                            next_page_token: next_page_token.clone(),
+                        }),
+                    )
                     .await
             }
             None => self.listings.invalidate(&key).await,
         }
-        Ok((rewritten, false))
+        Ok(PeerPage {
+            agents,
+            next_page_token,
+            revalidated: false,
+        })
     }
+}
+
+/// `query` asking for the page `token` names.
+fn with_page_token(query: &str, token: &str) -> String {
+    let mut serializer = url::form_urlencoded::Serializer::new(query.to_owned());
+    serializer.append_pair("page_token", token);
+    serializer.finish()
 }
 
 /// The trust a peer's agent gets here: what the peer gives it, capped at
@@ -232,10 +311,30 @@ fn rewrite(peer: &PeerEntry, agents: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// What federated discovery needs: the peers, and the caller's own policy
+/// to filter their answers with.
+#[derive(Clone)]
+pub struct DiscoveryState {
+    federation: Arc<Federation>,
+    gatekeeper: Arc<dyn Gatekeeper>,
+}
+
+// === impl DiscoveryState ===
+
+impl DiscoveryState {
+    /// Discovery over `federation`'s peers, filtered by `gatekeeper`.
+    pub fn new(federation: Arc<Federation>, gatekeeper: Arc<dyn Gatekeeper>) -> Self {
+        Self {
+            federation,
+            gatekeeper,
+        }
+    }
+}
+
 /// The middleware in front of the registry API that answers
 /// `GET /v1/agents?…&federated=true`; everything else passes through.
 pub async fn federated_discovery(
-    State(federation): State<Arc<Federation>>,
+    State(state): State<DiscoveryState>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -253,7 +352,7 @@ pub async fn federated_discovery(
         // `federated=false` and bad values are the registry's to answer.
         return next.run(request).await;
     }
-    match merge(&federation, pairs, request, next).await {
+    match merge(&state, pairs, request, next).await {
         Ok(response) => response,
         Err(error) => Failure::new(error, ErrorShape::Problem).into_response(),
     }
@@ -266,20 +365,21 @@ fn encode(pairs: &[(String, String)]) -> String {
 }
 
 async fn merge(
-    federation: &Federation,
+    state: &DiscoveryState,
     pairs: Vec<(String, String)>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
-    let anonymous = request
-        .extensions()
-        .get::<Principal>()
-        .is_none_or(|principal| principal.method == AuthMethod::Anonymous);
-    if anonymous {
-        return Err(GatewayError::Unauthenticated {
-            reason: "federated discovery needs credentials".to_owned(),
-        });
-    }
+    let federation = &state.federation;
+    let principal = match request.extensions().get::<Principal>() {
+        Some(principal) if principal.method != AuthMethod::Anonymous => principal.clone(),
+        _ => {
+            return Err(GatewayError::Unauthenticated {
+                reason: "federated discovery needs credentials".to_owned(),
+            })
+        }
+    };
+    let loopback = is_loopback(request.extensions());
     let local: Vec<(String, String)> = pairs
         .into_iter()
         .filter(|(name, _)| name != "federated")
@@ -332,6 +432,15 @@ async fn merge(
     for listing in peers {
         match listing.agents {
             Ok(found) => {
+                // The caller sees what its own policy lets it discover.
+                let found: Vec<Value> = found
+                    .into_iter()
+                    .filter(|agent| {
+                        listed_target(agent).is_some_and(|target| {
+                            state.gatekeeper.may_discover(&principal, &target, loopback)
+                        })
+                    })
+                    .collect();
                 answered.push(json!({
                     "peer": listing.peer,
                     "agents": found.len(),
@@ -364,6 +473,33 @@ async fn merge(
     Ok(response)
 }
 
+/// A rewritten peer agent as policy sees it: its external id, the peer's
+/// organisation, the trust capped here, its role and card (tags).
+fn listed_target(agent: &Value) -> Option<RouteTarget> {
+    let id = agent.get("id").and_then(Value::as_str)?;
+    let org = agent.get("org").and_then(Value::as_str)?;
+    let trust = agent
+        .get("trust")
+        .and_then(Value::as_str)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(TrustLevel::Untrusted);
+    let role = agent
+        .get("role")
+        .and_then(Value::as_str)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_default();
+    Some(RouteTarget {
+        name: id.to_owned(),
+        facts: Some(AgentFacts {
+            org: org.to_owned(),
+            trust,
+            role,
+        }),
+        interfaces: Vec::new(),
+        card: agent.get("card").cloned().unwrap_or(Value::Null),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +510,11 @@ mod tests {
         assert_eq!(derived_trust(Trusted, Verified), Verified);
         assert_eq!(derived_trust(Registered, Trusted), Registered);
         assert_eq!(derived_trust(Internal, Internal), Trusted);
+    }
+
+    #[test]
+    fn a_page_token_is_appended_encoded() {
+        assert_eq!(with_page_token("", "a b"), "page_token=a+b");
+        assert_eq!(with_page_token("tag=x", "t/1"), "tag=x&page_token=t%2F1");
     }
 }

@@ -13,6 +13,11 @@
 //!   happened and when it is retried (after 30 s, doubling up to an hour,
 //!   until it succeeds or the peer is removed); the peer document shows it
 //!   as `jwks_fetch_failure`, so `peers add` and `peers show` can say so.
+//!   A call signed with a key we do not know fetches the peer's JWKS again
+//!   (issue 18), at most once per `jwks_refetch_interval` per peer, so a
+//!   flood of unknown `kid`s costs one fetch; new keys are pending, or
+//!   approved when `accept_rotated_keys` is on and the peer already had an
+//!   approved key (an administrator's choice to follow its rotations).
 //! - Outbound: a call routed to `external://<domain>/agents/<name>` becomes
 //!   a [`RouteTarget`] on the peer's gateway (`<base>/agents/<name>`), and
 //!   `forward` signs each attempt ([`Federation::sign_request`]).
@@ -28,6 +33,11 @@
 //!   every approved peer, signed, in parallel, within a deadline, and
 //!   merges the answers with provenance; failures are `partial`, answers
 //!   are cached with the peer's `ETag`.
+//! - Graph nodes in other organisations (issue 18): every call to or from
+//!   a peer carries its organisation path ([`hops`]: loops and
+//!   `max_hops` refused on both sides), and a peer's node call with an
+//!   idempotency key is answered once ([`idempotency`]: a repeat gets the
+//!   stored outcome).
 //! - Sync ([`sync`]): each approved peer's catalogue is pulled into the
 //!   local registry as external agents, every `sync_interval` and on
 //!   `POST /v1/peers/{domain}:sync`.
@@ -39,6 +49,8 @@
 pub mod api;
 pub mod card_keys;
 pub mod discovery;
+pub mod hops;
+pub mod idempotency;
 mod peer_error;
 pub mod sync;
 
@@ -82,6 +94,10 @@ const MAX_SUBJECT_BYTES: usize = 256;
 const JWKS_RETRY_FIRST: Duration = Duration::from_secs(30);
 /// Longest wait between two JWKS fetch attempts.
 const JWKS_RETRY_MAX: Duration = Duration::from_secs(3600);
+/// Default shortest time between two fetches of one peer's JWKS caused by
+/// calls signed with a key we do not know (issue 18): a flood of unknown
+/// `kid`s costs the peer one fetch per window, not one per call.
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings of federation.
 #[derive(Debug, Clone)]
@@ -96,6 +112,23 @@ pub struct FederationConfig {
     /// Non-public addresses peer URLs may have (the SSRF guard's allow-list;
     /// default none: peers must be on public addresses).
     pub allow: crate::ssrf::AllowList,
+    /// Most organisations a call may pass through, this one included
+    /// (`federation.max_hops`, default [`hops::DEFAULT_MAX_HOPS`]).
+    pub max_hops: usize,
+    /// Most pages read from one peer in one federated discovery (default
+    /// [`discovery::DEFAULT_DISCOVERY_MAX_PAGES`]).
+    pub discovery_max_pages: usize,
+    /// Most agents taken from one peer in one federated discovery
+    /// (default [`discovery::DEFAULT_DISCOVERY_MAX_AGENTS`]).
+    pub discovery_max_agents: usize,
+    /// Shortest time between two JWKS refetches of one peer on an unknown
+    /// `kid` (default [`DEFAULT_JWKS_REFETCH_INTERVAL`]).
+    pub jwks_refetch_interval: Duration,
+    /// Whether a key a peer rotated to is approved when a refetch of its
+    /// JWKS (on a call signed with it) finds it, provided an administrator
+    /// approved one of the peer's keys before (`federation.
+    /// accept_rotated_keys`, default false: it waits for approval).
+    pub accept_rotated_keys: bool,
 }
 
 impl FederationConfig {
@@ -106,6 +139,11 @@ impl FederationConfig {
             clock_window: Duration::from_secs(60),
             discovery_timeout: Duration::from_secs(2),
             allow: crate::ssrf::AllowList::none(),
+            max_hops: hops::DEFAULT_MAX_HOPS,
+            discovery_max_pages: discovery::DEFAULT_DISCOVERY_MAX_PAGES,
+            discovery_max_agents: discovery::DEFAULT_DISCOVERY_MAX_AGENTS,
+            jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            accept_rotated_keys: false,
         }
     }
 }
@@ -193,6 +231,11 @@ pub struct Federation {
     /// The first wait before a retry ([`JWKS_RETRY_FIRST`] unless a test
     /// shortens it).
     jwks_retry_first: Duration,
+    /// Where idempotent peer calls' outcomes are kept ([`idempotency`]);
+    /// `None`: every call runs.
+    call_outcomes: Option<Arc<dyn convergio_registry::peer_calls::PeerCallStore>>,
+    /// When each peer's JWKS was last refetched on an unknown `kid`.
+    jwks_refetched: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -245,6 +288,8 @@ impl Federation {
             card_keys,
             jwks_failures: Mutex::new(HashMap::new()),
             jwks_retry_first: JWKS_RETRY_FIRST,
+            call_outcomes: None,
+            jwks_refetched: Mutex::new(HashMap::new()),
             config,
             key,
             store,
@@ -262,6 +307,29 @@ impl Federation {
     /// This organisation's domain.
     pub fn domain(&self) -> &str {
         &self.config.domain
+    }
+
+    /// Checks and stamps the organisation path of a call (see [`hops`]):
+    /// a verified peer's call is checked as received from it; a call to a
+    /// peer's agent gets this organisation appended; other calls are left
+    /// alone.
+    pub fn stamp_hops(
+        &self,
+        principal: &Principal,
+        target_name: &str,
+        method: convergio_schemas::a2a::Method,
+        params: &mut Value,
+    ) -> Result<(), GatewayError> {
+        let max = self.config.max_hops;
+        if principal.method == AuthMethod::Peer {
+            if let Some(peer) = &principal.org {
+                return hops::check_inbound(method, params, &self.config.domain, peer, max);
+            }
+        }
+        match peer_of(target_name) {
+            Some(to) => hops::stamp_outbound(method, params, &self.config.domain, &to, max),
+            None => Ok(()),
+        }
     }
 
     /// The signing key.
@@ -380,17 +448,22 @@ impl Federation {
             .ok_or(AuthError::UnknownPeer)?;
         let now = unix_now();
         let window = self.config.clock_window.as_secs().max(1);
-        let claims = call.verify(
-            &peer.approved,
-            &ReceivedCall {
-                method,
-                path_and_query,
-                body,
-                audience: &self.config.domain,
-                now,
-                window_seconds: window,
-            },
-        )?;
+        let received = ReceivedCall {
+            method,
+            path_and_query,
+            body,
+            audience: &self.config.domain,
+            now,
+            window_seconds: window,
+        };
+        // A key we do not know: the peer may have rotated it, so its JWKS
+        // is fetched again (rate-limited) before the call is verified.
+        let known = peer.approved.iter().any(|key| key.kid == call.kid());
+        let peer = match known {
+            true => peer,
+            false => self.refetch_keys(&peer, call.kid()).await.unwrap_or(peer),
+        };
+        let claims = call.verify(&peer.approved, &received)?;
         if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_BYTES {
             return Err(AuthError::malformed_claim("sub"));
         }
@@ -402,6 +475,71 @@ impl Federation {
             scopes: Vec::new(),
             method: AuthMethod::Peer,
         })
+    }
+
+    /// On a call signed with `kid`, unknown among `peer`'s approved keys:
+    /// fetches the peer's JWKS again, unless it was fetched for this reason
+    /// within `jwks_refetch_interval` or the peer has no JWKS URL. New keys
+    /// are stored pending, or approved when `accept_rotated_keys` is on and
+    /// the peer had an approved key (module docs: a peer is otherwise never
+    /// trusted from keys it supplies itself). The refreshed peer, when
+    /// `kid` is now approved.
+    async fn refetch_keys(&self, peer: &PeerEntry, kid: &str) -> Option<Arc<PeerEntry>> {
+        let url = peer.row.jwks_url.clone()?;
+        let domain = peer.row.domain.clone();
+        {
+            let mut refetched = self
+                .jwks_refetched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            let recent = refetched
+                .get(&domain)
+                .is_some_and(|at| now.duration_since(*at) < self.config.jwks_refetch_interval);
+            if recent {
+                return None;
+            }
+            refetched.insert(domain.clone(), now);
+        }
+        let fetched = match self.fetch_jwks(&url).await {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                tracing::warn!(peer = %domain, error = %error.chain(), "jwks refetch on an unknown kid failed");
+                return None;
+            }
+        };
+        let mut row = self.store.get(&domain).await.ok()??;
+        let had_approved = row
+            .keys
+            .iter()
+            .any(|key| key.state == PeerKeyState::Approved);
+        let state = if self.config.accept_rotated_keys && had_approved {
+            PeerKeyState::Approved
+        } else {
+            PeerKeyState::Pending
+        };
+        let before = row.keys.len();
+        for key in &fetched {
+            // Keys already known keep their state (an administrator's
+            // decision); only new ones are added.
+            if !row.keys.iter().any(|known| known.kid == key.kid) {
+                push_key(&mut row.keys, key, state);
+            }
+        }
+        let added = row.keys.len() - before;
+        tracing::info!(peer = %domain, %kid, added, state = ?state, "jwks refetched on an unknown kid");
+        if added > 0 {
+            if let Err(error) = self.save(row).await {
+                tracing::warn!(peer = %domain, %error, "storing refetched keys failed");
+                return None;
+            }
+        }
+        let refreshed = self.peer(&domain).await.ok()??;
+        refreshed
+            .approved
+            .iter()
+            .any(|key| key.kid == kid)
+            .then_some(refreshed)
     }
 
     async fn remember_nonce(&self, peer: &str, nonce: &str, until: u64) -> Result<(), AuthError> {

@@ -3,13 +3,15 @@
 //! local registry as external agents (`external://<peer>/agents/<name>`).
 //!
 //! - Every write goes through the [`Registry`] service's normal API
-//!   (`register`, `update`, `set_trust`, `deregister`), so its rules (card
+//!   (`register_at_trust`, `update`, `set_trust`, `deregister`), so its rules (card
 //!   schema, card-signature verification, audit of every change) apply to
 //!   synced agents as to any other. A sync first hands the registry's
 //!   card keys the peer's approved keys, so a card the peer organisation
 //!   signed verifies and starts `verified`.
 //! - Trust is derived: what the peer gives the agent, capped at the trust
-//!   this deployment gives the peer, never `internal`. A level the registry
+//!   this deployment gives the peer, never `internal`. A new agent is
+//!   stored at that trust in one transaction (never readable at another
+//!   level first). A level the registry
 //!   refuses (e.g. `verified` for a card whose signature does not verify)
 //!   is reported and the agent stays at `registered`.
 //! - An agent of the peer's that is gone from its catalogue is deregistered
@@ -253,12 +255,28 @@ async fn upsert(
         Err(RegistryError::AgentNotFound { .. }) => None,
         Err(error) => return Err(PeerError::registry("reading the agent", error)),
     };
+    let trust = derived_trust(at_peer, peer.trust);
+    let reason = format!(
+        "synced from {}: {} there, peer trusted as {}",
+        peer.row.domain,
+        at_peer.as_str(),
+        peer.trust.as_str()
+    );
     let (mut record, mut change) = match existing {
         None => {
-            let record = registry
-                .register(actor, registration)
+            let record = match registry
+                .register_at_trust(actor, registration.clone(), trust, &reason)
                 .await
-                .map_err(|error| PeerError::registry("registering", error))?;
+            {
+                // `verified` needs the owner's signature: unsigned, the
+                // agent starts lower, at `registered`, and the trust step
+                // below reports why.
+                Err(RegistryError::Verification { .. }) => {
+                    registry.register(actor, registration).await
+                }
+                other => other,
+            }
+            .map_err(|error| PeerError::registry("registering", error))?;
             (record, Some(Change::Added))
         }
         Some(record) => {
@@ -279,14 +297,7 @@ async fn upsert(
             }
         }
     };
-    let trust = derived_trust(at_peer, peer.trust);
     if record.trust != trust {
-        let reason = format!(
-            "synced from {}: {} there, peer trusted as {}",
-            peer.row.domain,
-            at_peer.as_str(),
-            peer.trust.as_str()
-        );
         record = registry
             .set_trust(actor, &id, trust, &reason, Some(record.version))
             .await

@@ -283,8 +283,9 @@ fn unix_now() -> u64 {
 }
 
 /// Paths anyone may read without credentials: liveness and readiness,
-/// discovery cards and the API description. Everything else needs a
-/// principal.
+/// discovery cards, the API description and the web console's static files
+/// (which hold no data: the console calls the API with the user's
+/// credentials). Everything else needs a principal.
 pub fn is_public_path(path: &str) -> bool {
     if matches!(
         path,
@@ -292,13 +293,25 @@ pub fn is_public_path(path: &str) -> bool {
             | "/readyz"
             | "/v1/openapi.json"
             | "/.well-known/agent-card.json"
+            | "/.well-known/ai-catalog.json"
             | convergio_auth::org_key::JWKS_PATH
     ) {
         return true;
     }
-    path.strip_prefix("/agents/")
-        .and_then(|rest| rest.strip_suffix("/.well-known/agent-card.json"))
-        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    if path == crate::console::CONSOLE_PATH || path.starts_with("/console/") {
+        return true;
+    }
+    // An agent's card, and the per-tenant catalogs (discovery documents an
+    // anonymous caller gets as far as policy lets it see).
+    let one_segment =
+        |rest: Option<&str>| rest.is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    let agents = path.strip_prefix("/agents/");
+    one_segment(agents.and_then(|rest| rest.strip_suffix("/.well-known/agent-card.json")))
+        || one_segment(agents.and_then(|rest| rest.strip_suffix("/.well-known/ai-catalog.json")))
+        || one_segment(
+            path.strip_prefix("/a2a/")
+                .and_then(|rest| rest.strip_suffix("/.well-known/ai-catalog.json")),
+        )
 }
 
 /// Layer producing [`Authenticate`].
@@ -438,14 +451,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn public_paths_are_health_cards_and_openapi_only() {
+    fn public_paths_are_health_cards_openapi_and_the_console_only() {
         for path in [
             "/healthz",
             "/readyz",
             "/v1/openapi.json",
             "/.well-known/agent-card.json",
             "/agents/echo/.well-known/agent-card.json",
+            "/.well-known/ai-catalog.json",
+            "/agents/echo/.well-known/ai-catalog.json",
+            "/a2a/echo/.well-known/ai-catalog.json",
             "/.well-known/jwks.json",
+            "/console",
+            "/console/",
+            "/console/js/app.js",
         ] {
             assert!(is_public_path(path), "{path}");
         }
@@ -454,8 +473,11 @@ mod tests {
             "/agents/echo/tasks/1",
             "/agents/a/b/.well-known/agent-card.json",
             "/agents//.well-known/agent-card.json",
+            "/agents/a/b/.well-known/ai-catalog.json",
+            "/a2a/.well-known/ai-catalog.json",
             "/v1/agents",
             "/a2a",
+            "/consoles",
         ] {
             assert!(!is_public_path(path), "{path}");
         }

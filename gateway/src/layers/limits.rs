@@ -7,8 +7,14 @@
 //! response head is ready, and sheds load beyond the concurrency limit
 //! instead of queueing. Streams hold no permit once their head is sent:
 //! long-lived SSE streams are bounded per upstream by later layers.
+//!
+//! The head's deadline is a [`RequestDeadline`] request extension that a
+//! route may push later, never earlier: forwarding to an agent whose
+//! configured timeout (or graph node's deadline) is longer than
+//! `request_timeout` extends it, so a model call may take minutes while
+//! every other request keeps the short bound (issue 17).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +23,7 @@ use axum::http::{Request, Response};
 use futures_util::future::BoxFuture;
 use http_body_util::Limited;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::GatewayError;
@@ -45,6 +52,34 @@ impl Default for LimitsConfig {
 /// The body limit in force, as a request extension for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimit(pub usize);
+
+/// When the response head of a request must be ready: set by `Limits`,
+/// pushed later (never earlier) by a route that knows it may take longer.
+/// A request extension, so no outside request can set it.
+#[derive(Debug, Clone)]
+pub struct RequestDeadline(Arc<Mutex<Instant>>);
+
+// === impl RequestDeadline ===
+
+impl RequestDeadline {
+    /// A deadline `after` from now.
+    pub fn after(after: Duration) -> Self {
+        Self(Arc::new(Mutex::new(Instant::now() + after)))
+    }
+
+    /// The deadline now.
+    pub fn at(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the deadline to `at` if that is later.
+    pub fn extend_to(&self, at: Instant) {
+        let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if at > *current {
+            *current = at;
+        }
+    }
+}
 
 /// Layer producing [`Limits`]; every service it makes shares one semaphore.
 #[derive(Debug, Clone)]
@@ -117,15 +152,26 @@ where
         let limit = self.config.max_body_bytes;
         let mut request = request.map(|body| Body::new(Limited::new(body, limit)));
         request.extensions_mut().insert(BodyLimit(limit));
-        let timeout = self.config.request_timeout;
+        let deadline = RequestDeadline::after(self.config.request_timeout);
+        request.extensions_mut().insert(deadline.clone());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let outcome = tokio::time::timeout(timeout, inner.call(request)).await;
+            let call = inner.call(request);
+            tokio::pin!(call);
+            let outcome = loop {
+                let at = deadline.at();
+                match tokio::time::timeout_at(at, &mut call).await {
+                    Ok(result) => break Some(result),
+                    // Pushed while we waited: wait for the new deadline.
+                    Err(_) if deadline.at() > at => continue,
+                    Err(_) => break None,
+                }
+            };
             drop(permit);
             match outcome {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(GatewayError::RequestTimeout),
+                Some(result) => result.map_err(Into::into),
+                None => Err(GatewayError::RequestTimeout),
             }
         })
     }

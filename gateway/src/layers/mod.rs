@@ -3,6 +3,17 @@
 //! [`AuthenticateLayer`] → routing and forwarding (the axum router).
 //! Authorisation (the policy issue) slots in between `Authenticate` and the
 //! router. `AnonymousPrincipal` stays for tests that want no checks at all.
+//!
+//! Why these are hand-written rather than `tower-http`'s (issue 22):
+//! `SetRequestId`/`PropagateRequestId` take any client id, where [`Trace`]
+//! accepts only short visible ASCII (no forged log lines) and parents the
+//! request span on `traceparent`; `TimeoutLayer` has one fixed deadline,
+//! where [`Limits`]' deadline is pushed later by the route (a model agent's
+//! minutes) and its errors become problem JSON in [`Rescue`];
+//! `RequestBodyLimitLayer` answers a bare 413, where the body cap here fails
+//! the read and each binding answers in its own error shape (JSON-RPC,
+//! HTTP+JSON problem, gRPC status); and `ConcurrencyLimit` queues where we
+//! shed. `tower-http` is therefore not a dependency.
 
 mod authenticate;
 mod jwks;
@@ -24,11 +35,11 @@ pub use authenticate::{
     API_KEY_HEADER,
 };
 pub(crate) use limits::is_length_limit;
-pub use limits::{BodyLimit, Limits, LimitsConfig, LimitsLayer};
+pub use limits::{BodyLimit, Limits, LimitsConfig, LimitsLayer, RequestDeadline};
 pub(crate) use observe::UpstreamFailed;
 pub use observe::{Observe, ObserveLayer};
 pub use principal::{AnonymousPrincipal, AnonymousPrincipalLayer};
-pub(crate) use rescue::{render_jsonrpc_error_value, render_rest_error_value};
+pub(crate) use rescue::{render_grpc_status, render_jsonrpc_error_value, render_rest_error_value};
 pub use rescue::{ErrorShape, Failure, Rescue, RescueLayer, WWW_AUTHENTICATE_CHALLENGE};
 pub use trace::{RequestId, Trace, TraceLayer, REQUEST_ID_HEADER};
 

@@ -2,7 +2,7 @@
 //! from `Trace`, so it runs right inside it; everything below may fail.
 //! Handlers return [`Failure`] (an error plus the shape the client expects);
 //! its `IntoResponse` only parks it in the response extensions, and `Rescue`
-//! renders it here: JSON-RPC error object, A2A HTTP+JSON error, or RFC 9457
+//! renders it here: JSON-RPC error object, A2A HTTP+JSON error, gRPC status, or RFC 9457
 //! problem+json (through `convergio_schemas::problem::http`, the renderer
 //! every REST surface shares). Errors of inner layers (overload, timeout) get the shape the
 //! request path implies. Internal details are logged with the request id and
@@ -40,6 +40,9 @@ pub enum ErrorShape {
     A2aRest,
     /// An RFC 9457 problem document (Convergio's own REST surfaces).
     Problem,
+    /// A gRPC status (trailers-only response) with the HTTP+JSON body's
+    /// code, message and ErrorInfo details (`crate::grpc_status`).
+    Grpc,
 }
 
 /// A handler's failure: the error and the shape to render it in.
@@ -165,6 +168,9 @@ where
 
 /// The error shape a path implies when no handler chose one.
 pub(crate) fn shape_for_path(method: &Method, path: &str) -> ErrorShape {
+    if path.starts_with(crate::grpc_status::SERVICE_PATH) {
+        return ErrorShape::Grpc;
+    }
     let agent_tail = path
         .strip_prefix("/agents/")
         .or_else(|| path.strip_prefix("/a2a/"));
@@ -214,6 +220,9 @@ fn render(failure: &Failure, request_id: Option<&RequestId>) -> Response<Body> {
             error.http_status(),
             &render_rest_error_value(error, request_id, failure.disclose_cause),
         ),
+        ErrorShape::Grpc => {
+            render_grpc_status(error, request_id, failure.disclose_cause).into_http::<Body>()
+        }
         ErrorShape::Problem => {
             let mut detail = error.public_message();
             if let (Some((_, _, cause)), true) = (error.upstream_problem(), failure.disclose_cause)
@@ -275,12 +284,26 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
 /// category, and its cause when `disclose_cause`.
 fn details(error: &GatewayError, request_id: Option<&RequestId>, disclose_cause: bool) -> Value {
     if let GatewayError::Upstream(failure) = error {
-        // The upstream's own details are relayed untouched.
-        return match &failure.details {
-            Value::Array(_) => failure.details.clone(),
-            Value::Null => json!([]),
-            other => json!([other]),
+        // The upstream's own details are relayed untouched; when they carry
+        // no ErrorInfo, the A2A one its code means is added, so every
+        // binding (gRPC reads only the details) names the same error.
+        let mut relayed = match &failure.details {
+            Value::Array(list) => list.clone(),
+            Value::Null => Vec::new(),
+            other => vec![other.clone()],
         };
+        let has_reason = relayed.iter().any(|detail| detail.get("reason").is_some());
+        if let (false, Some(a2a_error)) = (
+            has_reason,
+            convergio_schemas::a2a::A2aError::from_code(failure.code),
+        ) {
+            relayed.push(json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": a2a_error.reason(),
+                "domain": convergio_schemas::a2a::ERROR_DOMAIN,
+            }));
+        }
+        return Value::Array(relayed);
     }
     let (reason, domain) = error.reason();
     let mut metadata = serde_json::Map::new();
@@ -305,6 +328,21 @@ fn details(error: &GatewayError, request_id: Option<&RequestId>, disclose_cause:
             "reason": problem.reason(),
             "domain": crate::error::CONVERGIO_ERROR_DOMAIN,
             "metadata": metadata,
+        }));
+    }
+    if let GatewayError::GuardrailDenied {
+        guardrail,
+        reason,
+        direction,
+        ..
+    } = error
+    {
+        // Which guardrail refused and why, as a second ErrorInfo.
+        detail_list.push(json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": crate::error::CONVERGIO_ERROR_DOMAIN,
+            "metadata": {"guardrail": guardrail, "direction": direction},
         }));
     }
     if let GatewayError::SchemaViolation { violations } = error {
@@ -355,6 +393,16 @@ pub(crate) fn render_rest_error_value(
     })
 }
 
+/// The gRPC status for `error`: the HTTP+JSON body re-spelled, so both
+/// bindings carry the same code, message and details.
+pub(crate) fn render_grpc_status(
+    error: &GatewayError,
+    request_id: Option<&RequestId>,
+    disclose_cause: bool,
+) -> tonic::Status {
+    crate::grpc_status::from_rest_error(&render_rest_error_value(error, request_id, disclose_cause))
+}
+
 #[cfg(test)]
 mod tests {
     use convergio_schemas::ErrorKind;
@@ -381,6 +429,11 @@ mod tests {
                 ErrorShape::JsonRpc { id: Value::Null },
             ),
             (Method::GET, "/v1/agents", ErrorShape::Problem),
+            (
+                Method::POST,
+                "/lf.a2a.v1.A2AService/GetTask",
+                ErrorShape::Grpc,
+            ),
         ];
         for (method, path, shape) in cases {
             assert_eq!(shape_for_path(&method, path), shape, "{method} {path}");

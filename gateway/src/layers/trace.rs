@@ -1,8 +1,10 @@
 //! `Trace`: the outermost layer. Needs nothing; must run first so that every
 //! later layer (and every log line) sees the request id. It takes a sane
 //! incoming `x-request-id` or makes a UUIDv7, stores it as the [`RequestId`]
-//! extension, runs the inner service inside a `request` span and echoes the
-//! id on the response.
+//! extension, runs the inner service inside a `request` span (the server
+//! span: a well-formed `traceparent` is its parent when spans are exported,
+//! see [`crate::telemetry`]; its `trace_id` field is the exported trace id,
+//! else the caller's, else empty) and echoes the id on the response.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -88,12 +90,34 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let request_id = RequestId::from_header(request.headers().get(REQUEST_ID_HEADER));
+        let route = crate::metrics::route_class(request.uri().path());
+        // The server span of this request (issue 18): with OpenTelemetry
+        // export on, the caller's `traceparent` is its parent, so one trace
+        // crosses organisations; its trace id is on every log line below.
         let span = tracing::info_span!(
             "request",
+            otel.name = %format!("{} {route}", request.method()),
+            otel.kind = "server",
             request_id = %request_id.as_str(),
+            trace_id = tracing::field::Empty,
             method = %request.method(),
             path = %request.uri().path(),
+            http.response.status_code = tracing::field::Empty,
         );
+        crate::telemetry::adopt_parent(&span, request.headers());
+        // The exported span's trace id, else the caller's W3C trace id when
+        // it sent one, so log lines of one trace can be found across
+        // organisations.
+        let trace_id = crate::telemetry::trace_id(&span).or_else(|| {
+            request
+                .headers()
+                .get(crate::telemetry::TRACEPARENT)
+                .and_then(|value| value.to_str().ok())
+                .and_then(convergio_orchestrator::trace::trace_id_of)
+        });
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
         request.extensions_mut().insert(request_id.clone());
         // The clone that was made ready is the one called (tower's rule).
         let clone = self.inner.clone();
@@ -102,6 +126,8 @@ where
         Box::pin(
             async move {
                 let mut response = inner.call(request).await?;
+                tracing::Span::current()
+                    .record("http.response.status_code", response.status().as_u16());
                 if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }

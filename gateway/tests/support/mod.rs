@@ -26,6 +26,7 @@ use convergio_gateway::{with_layers, AuthMethod, Principal};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+pub mod grpc_fake;
 pub mod security;
 
 /// Which dialect and bindings the fake serves.
@@ -37,6 +38,8 @@ pub enum FakeMode {
     V1JsonRpcOnly,
     /// 0.3 JSON-RPC only (0.3 card).
     V03,
+    /// 1.0 gRPC only (`grpc_fake.rs`; `base_url` is `host:port`).
+    Grpc,
 }
 
 /// What the fake saw.
@@ -74,6 +77,14 @@ impl FakeAgent {
                 "name": "fake", "description": "fake upstream", "version": "1",
                 "supportedInterfaces": [
                     {"url": format!("{}/", self.base_url), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+                ],
+                "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
+                "skills": [{"id": "echo", "name": "echo", "description": "echoes", "tags": ["echo"]}]
+            }),
+            FakeMode::Grpc => json!({
+                "name": "fake", "description": "fake gRPC upstream", "version": "1",
+                "supportedInterfaces": [
+                    {"url": self.base_url, "protocolBinding": "GRPC", "protocolVersion": "1.0"}
                 ],
                 "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
                 "skills": [{"id": "echo", "name": "echo", "description": "echoes", "tags": ["echo"]}]
@@ -509,6 +520,67 @@ pub async fn spawn_gateway_gated(
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    Gateway {
+        base_url: format!("http://{address}"),
+        routes,
+        http,
+    }
+}
+
+/// The gateway under test on the product's accept loop (`server.rs`, which
+/// speaks HTTP/2 cleartext as well: gRPC needs it), admitting every call.
+pub async fn spawn_gateway_h2c() -> Gateway {
+    let config = A2aConfig {
+        upstream_timeout: Duration::from_millis(1500),
+        upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+        ..A2aConfig::default()
+    };
+    spawn_gateway_h2c_with(config).await
+}
+
+/// [`spawn_gateway_h2c`] with `config`.
+pub async fn spawn_gateway_h2c_with(config: A2aConfig) -> Gateway {
+    spawn_gateway_h2c_gated(config, Arc::new(convergio_gateway::authorize::OpenGate)).await
+}
+
+/// [`spawn_gateway_h2c`] with `config`, deciding calls with `gatekeeper`.
+pub async fn spawn_gateway_h2c_gated(
+    config: A2aConfig,
+    gatekeeper: Arc<dyn convergio_gateway::authorize::Gatekeeper>,
+) -> Gateway {
+    spawn_gateway_h2c_observed(config, gatekeeper, Arc::default()).await
+}
+
+/// [`spawn_gateway_h2c_gated`], recording every request into `metrics`.
+pub async fn spawn_gateway_h2c_observed(
+    config: A2aConfig,
+    gatekeeper: Arc<dyn convergio_gateway::authorize::Gatekeeper>,
+    metrics: Arc<convergio_gateway::metrics::GatewayMetrics>,
+) -> Gateway {
+    let routes = Arc::new(InMemoryRoutes::new());
+    let state = A2aState::new(routes.clone(), config).with_gatekeeper(gatekeeper);
+    let router = a2a_router(state).layer(middleware::from_fn(test_principal));
+    let app = convergio_gateway::layers::with_layers_observed(
+        router,
+        &LimitsConfig::default(),
+        Arc::new(convergio_gateway::layers::Authenticator::off()),
+        metrics,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let address: SocketAddr = listener.local_addr().expect("address");
+    tokio::spawn(convergio_gateway::server::serve_with(
+        listener,
+        app,
+        convergio_gateway::server::ServerConfig::default(),
+        None,
+        std::future::pending(),
+    ));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

@@ -65,14 +65,18 @@ impl Provider for AnthropicClient {
             deadline,
             stream: request.stream,
         };
+        // The current span is the model agent's `chat` span.
+        let traceparent = convergio_agents::trace_context::traceparent();
         let response = attempts
             .send(|| {
-                self.http
+                let request = self
+                    .http
                     .post(&self.url)
                     .header("x-api-key", api_key.clone())
                     .header("anthropic-version", ANTHROPIC_VERSION)
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body.clone());
+                super::with_traceparent(request, traceparent.as_deref())
             })
             .await?;
         if request.stream {

@@ -59,6 +59,32 @@ pub struct ClientSettings {
     pub first_backoff: Duration,
     /// The longest backoff, and the most of a `Retry-After` honoured.
     pub max_backoff: Duration,
+    /// Resolves the provider's host name at every connection (the gateway's
+    /// SSRF guard in `convergio serve`, so a name that later resolves to a
+    /// private address is refused). Default: the system resolver.
+    pub resolver: Option<Resolver>,
+}
+
+/// A DNS resolver for provider connections (compared by identity).
+#[derive(Clone)]
+pub struct Resolver(pub std::sync::Arc<dyn reqwest::dns::Resolve>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        self.0.resolve(name)
+    }
+}
+
+impl PartialEq for Resolver {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for ClientSettings {
@@ -70,6 +96,7 @@ impl Default for ClientSettings {
             max_attempts: 4,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            resolver: None,
         }
     }
 }
@@ -91,12 +118,29 @@ fn http_client(
     base_url: &str,
     settings: &ClientSettings,
 ) -> Result<reqwest::Client, ProviderError> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
-        .build()
-        .map_err(|source| ProviderError::Connect {
-            base_url: base_url.to_owned(),
-            source,
-        })
+        // Providers answer where they are asked; a redirect could lead the
+        // key to another host, or a request to an address never checked.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(resolver) = &settings.resolver {
+        builder = builder.dns_resolver(std::sync::Arc::new(resolver.clone()));
+    }
+    builder.build().map_err(|source| ProviderError::Connect {
+        base_url: base_url.to_owned(),
+        source,
+    })
+}
+
+/// `request` with the W3C `traceparent` of the calling span, when spans
+/// are exported (issue 18); the provider sees nothing else of ours.
+fn with_traceparent(
+    request: reqwest::RequestBuilder,
+    traceparent: Option<&str>,
+) -> reqwest::RequestBuilder {
+    match traceparent {
+        Some(value) => request.header(convergio_agents::trace_context::TRACEPARENT, value),
+        None => request,
+    }
 }

@@ -4,8 +4,9 @@
 //! in the last chunk; tool calls arrive as `delta.tool_calls` fragments,
 //! assembled here by their `index`.
 //!
-//! `max_tokens` (not `max_completion_tokens`) is sent: it is the name every
-//! local server (llama.cpp, Ollama, vLLM, LM Studio) reads.
+//! `max_tokens` is sent, the name every local server (llama.cpp, Ollama,
+//! vLLM, LM Studio) reads, except to OpenAI's reasoning models (`o1`, `o3`,
+//! `o4-mini`, `gpt-5`, …), which refuse it and read `max_completion_tokens`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -65,13 +66,17 @@ impl Provider for OpenAiClient {
             deadline,
             stream: request.stream,
         };
+        // The current span is the model agent's `chat` span.
+        let traceparent = convergio_agents::trace_context::traceparent();
         let response = attempts
             .send(|| {
-                self.http
+                let request = self
+                    .http
                     .post(&self.url)
                     .header(AUTHORIZATION, authorization.clone())
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body.clone());
+                super::with_traceparent(request, traceparent.as_deref())
             })
             .await?;
         if request.stream {
@@ -89,6 +94,17 @@ impl Provider for OpenAiClient {
 }
 
 /// The JSON body of a chat completions request.
+/// Whether `model` is one of OpenAI's reasoning models (any provider
+/// prefix such as `openai/` ignored), which take `max_completion_tokens`.
+fn is_reasoning_model(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    let series = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    };
+    ["o1", "o3", "o4"].into_iter().any(series) || name.starts_with("gpt-5")
+}
+
 pub(crate) fn request_body(request: &ChatRequest) -> Value {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if let Some(system) = &request.system {
@@ -124,9 +140,14 @@ pub(crate) fn request_body(request: &ChatRequest) -> Value {
     let mut body = json!({
         "model": request.model,
         "messages": messages,
-        "max_tokens": request.max_tokens,
         "stream": request.stream,
     });
+    let limit = if is_reasoning_model(&request.model) {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    body[limit] = json!(request.max_tokens);
     if request.stream {
         body["stream_options"] = json!({"include_usage": true});
     }
@@ -368,5 +389,38 @@ mod tests {
             .decode(data("{not json"), &mut VecDeque::new())
             .expect_err("refused");
         assert!(matches!(error, ProviderError::Malformed { .. }));
+    }
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens_and_the_rest_max_tokens() {
+        let body = |model: &str| {
+            request_body(&ChatRequest {
+                model: model.to_owned(),
+                system: None,
+                messages: Vec::new(),
+                tools: Vec::new(),
+                max_tokens: 64,
+                temperature: None,
+                stream: false,
+                response_schema: None,
+            })
+        };
+        for model in [
+            "o1",
+            "o3-mini",
+            "o4-mini-2025-04-16",
+            "openai/o3",
+            "gpt-5",
+            "gpt-5-mini",
+        ] {
+            let body = body(model);
+            assert_eq!(body["max_completion_tokens"], 64, "{model}");
+            assert!(body.get("max_tokens").is_none(), "{model}");
+        }
+        for model in ["gpt-4o-mini", "llama3.1:8b", "o1x", "omni", "qwen2.5-o1"] {
+            let body = body(model);
+            assert_eq!(body["max_tokens"], 64, "{model}");
+            assert!(body.get("max_completion_tokens").is_none(), "{model}");
+        }
     }
 }

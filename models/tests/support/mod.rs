@@ -39,6 +39,7 @@ pub fn settings() -> ClientSettings {
         max_attempts: 3,
         first_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_secs(2),
+        resolver: None,
     }
 }
 

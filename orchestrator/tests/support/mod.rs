@@ -143,9 +143,13 @@ pub fn data_reply(data: Value) -> Result<AgentReply, DispatchError> {
 
 /// A text reply reporting usage in its metadata.
 pub fn text_reply_with_usage(text: &str, usage: Usage) -> Result<AgentReply, DispatchError> {
+    let mut reported = json!({"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out, "tool_calls": usage.tool_calls});
+    if let Some(micros) = usage.cost_micros {
+        reported["cost"] = json!(micros as f64 / 1_000_000.0);
+    }
     Ok(AgentReply::from_response(
         json!({"message": {"messageId": "r", "role": "ROLE_AGENT", "parts": [{"text": text}],
-        "metadata": {"usage": {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out, "tool_calls": usage.tool_calls}}}}),
+        "metadata": {"usage": reported}}}),
     ))
 }
 

@@ -604,6 +604,7 @@ macro_rules! backend {
             pub(super) async fn insert(
                 pool: &DbPool,
                 record: &AgentRecord,
+                trust_change: Option<&TrustChange>,
             ) -> Result<Written> {
                 let values = row_values(record)?;
                 let mut tx = begin_write(pool).await?;
@@ -685,6 +686,9 @@ macro_rules! backend {
                         (written, read_row(&mut tx, tombstone.pk).await?)
                     }
                 };
+                if let Some(change) = trust_change {
+                    record_trust_change(&mut tx, change, change.from.as_str()).await?;
+                }
                 commit(tx).await?;
                 let [(pk, terms)] = written;
                 Ok(Written {
@@ -861,20 +865,9 @@ macro_rules! backend {
                 .execute(&mut *tx)
                 .await
                 .db("changing an agent's trust")?;
-                sqlx::query(&sql(
-                    "INSERT INTO trust_changes (agent_id, from_level, to_level, actor, is_admin, \
-                     reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                ))
-                .bind(id.to_string())
-                .bind(&live.trust)
-                .bind(change.to.as_str())
-                .bind(&change.actor.subject)
-                .bind(change.actor.is_admin)
-                .bind(&change.reason)
-                .bind(stamp(&change.at))
-                .execute(&mut *tx)
-                .await
-                .db("recording a trust change")?;
+                // The level the row held is the change's `from`, whatever the
+                // caller read before.
+                record_trust_change(&mut tx, change, &live.trust).await?;
                 let stored = read_row(&mut tx, live.pk).await?;
                 commit(tx).await?;
                 Ok(Written {
@@ -882,6 +875,28 @@ macro_rules! backend {
                     pk: live.pk,
                     terms: None,
                 })
+            }
+
+            async fn record_trust_change(
+                tx: &mut Tx,
+                change: &TrustChange,
+                from: &str,
+            ) -> Result<()> {
+                sqlx::query(&sql(
+                    "INSERT INTO trust_changes (agent_id, from_level, to_level, actor, is_admin, \
+                     reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ))
+                .bind(change.agent_id.to_string())
+                .bind(from)
+                .bind(change.to.as_str())
+                .bind(&change.actor.subject)
+                .bind(change.actor.is_admin)
+                .bind(&change.reason)
+                .bind(stamp(&change.at))
+                .execute(&mut **tx)
+                .await
+                .db("recording a trust change")?;
+                Ok(())
             }
 
             pub(super) async fn trust_history(
@@ -1455,8 +1470,12 @@ impl Store for AgentStore {
         }
     }
 
-    async fn insert(&self, record: &AgentRecord) -> Result<AgentRecord> {
-        let written = each!(self.insert(record))?;
+    async fn insert_with_trust_change(
+        &self,
+        record: &AgentRecord,
+        trust_change: Option<&TrustChange>,
+    ) -> Result<AgentRecord> {
+        let written = each!(self.insert(record, trust_change))?;
         self.index(written)
     }
 

@@ -1,6 +1,6 @@
 //! The registry's tables on either backend: [`AgentStore`] (agents, their
 //! history, trust changes, discovery side tables, task and context routes),
-//! [`ApiKeys`], [`Peers`] and [`Retention`], each implementing the trait the
+//! [`ApiKeys`], [`Peers`], [`PeerCalls`] and [`Retention`], each implementing the trait the
 //! registry crate defines and each built from the process's one [`Db`].
 //!
 //! Every statement is written once with `$N` placeholders. Code that only
@@ -17,6 +17,7 @@
 
 mod agents;
 mod keys;
+mod peer_calls;
 mod peers;
 mod retention;
 mod text_index;
@@ -28,6 +29,7 @@ use sqlx::Row;
 
 pub use agents::AgentStore;
 pub use keys::ApiKeys;
+pub use peer_calls::PeerCalls;
 pub use peers::Peers;
 pub use retention::{Retention, MAX_VACUUM_PAGES};
 

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    begin_write, encode, lease_until, now_ms, parse_time, Answer, Op, RunRow, RunStoreConfig,
-    StepRow, WriteStats,
+    encode, lease_until, now_ms, parse_time, Answer, Op, RunRow, RunStoreConfig, StepRow,
+    WriteStats,
 };
 use crate::{Backend, Db, DbResult};
 
@@ -173,7 +173,7 @@ async fn write_batch(
         }
         let written = async {
             let mut transaction = connection
-                .begin_with(begin_write(backend))
+                .begin_with(backend.begin_write())
                 .await
                 .db("starting a run journal transaction")?;
             let mut answers = Vec::with_capacity(batch.len());
@@ -382,7 +382,7 @@ pub(super) async fn name_checkpoint(
 ) -> Result<Checkpoint, OrchestratorError> {
     on_pool!(db, |pool, backend| {
         let mut transaction = pool
-            .begin_with(begin_write(backend))
+            .begin_with(backend.begin_write())
             .await
             .db("starting a checkpoint transaction")?;
         let seq: i64 = sqlx::query_scalar(&backend.sql("SELECT seq FROM runs WHERE run_id = $1"))

@@ -149,7 +149,7 @@ use convergio_schemas::{StorageError, StorageFailure};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{Backend, Db};
+use crate::Db;
 
 /// Settings of a run journal.
 #[derive(Debug, Clone)]
@@ -317,17 +317,6 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|time| time.with_timezone(&Utc))
-}
-
-/// How a write transaction starts.
-fn begin_write(backend: Backend) -> &'static str {
-    match backend {
-        // Take the write lock up front: a deferred transaction that read
-        // first fails at once (SQLITE_BUSY) when another connection of the
-        // file (the audit writer, the registry) is writing.
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        Backend::Postgres => "BEGIN",
-    }
 }
 
 #[async_trait]

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use convergio_orchestrator::OrchestratorError;
 use convergio_schemas::StorageError;
 
-use super::{begin_write, encode, RunStore};
+use super::{encode, RunStore};
 use crate::{Backend, DbResult};
 
 // === impl RunStore (retention) ===
@@ -28,7 +28,7 @@ impl RunStore {
         let limit = i64::from(limit);
         on_pool!(self.db, |pool, backend| {
             let mut transaction = pool
-                .begin_with(begin_write(backend))
+                .begin_with(backend.begin_write())
                 .await
                 .db("starting a run retention transaction")?;
             let sql = match backend {

@@ -3,7 +3,8 @@
 //! on both through `convergio_tests::on_both_backends!`: declarations
 //! (versions, one owner per name), sealed secrets (the stored bytes never
 //! hold the value), conversations by context shared by two pools (two
-//! replicas), and the usage ledger under concurrent writers.
+//! replicas) and appended to concurrently, and the usage ledger under
+//! concurrent writers.
 
 use std::sync::Arc;
 
@@ -248,6 +249,48 @@ async fn conversations_continue_on_another_replica(harness: Harness) {
     assert!(first.load(other_org, 100).await.expect("loads").is_empty());
 }
 
+async fn concurrent_appends_to_one_conversation_all_land_in_turn(harness: Harness) {
+    // Two replicas, eight appenders each of a question and its answer: a
+    // deferred SQLite transaction that read the last number first failed
+    // with "database is locked", and on PostgreSQL two appenders took the
+    // same number.
+    let replicas = [harness.conversations().await, harness.conversations().await];
+    let key = ConversationKey {
+        org: "acme.example",
+        agent: "writer",
+        context_id: "busy",
+    };
+    let mut appenders = Vec::new();
+    for turn in 0..8 {
+        let store = replicas[turn % 2].clone();
+        appenders.push(tokio::spawn(async move {
+            store
+                .append(
+                    key,
+                    &[
+                        json!({"role": "user", "text": format!("q{turn}")}),
+                        json!({"role": "assistant", "text": format!("a{turn}")}),
+                    ],
+                )
+                .await
+        }));
+    }
+    for appender in appenders {
+        appender.await.expect("appender finishes").expect("appends");
+    }
+    let loaded = replicas[0].load(key, 100).await.expect("loads");
+    assert_eq!(loaded.len(), 16);
+    // Each append's pair is adjacent: no interleaving.
+    for pair in loaded.chunks(2) {
+        let question = pair[0]["text"].as_str().expect("text");
+        assert_eq!(
+            pair[1]["text"],
+            json!(question.replace('q', "a")),
+            "{loaded:?}"
+        );
+    }
+}
+
 async fn usage_adds_up_under_concurrent_writers(harness: Harness) {
     let store = harness.usage().await;
     let mut writers = Vec::new();
@@ -313,5 +356,6 @@ convergio_tests::on_both_backends!(crate::open;
     declarations_are_versioned_and_owned_by_one_org,
     secrets_are_stored_sealed_and_replaced,
     conversations_continue_on_another_replica,
+    concurrent_appends_to_one_conversation_all_land_in_turn,
     usage_adds_up_under_concurrent_writers,
 );

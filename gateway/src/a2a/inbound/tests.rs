@@ -334,3 +334,13 @@ fn follow_ups_name_their_task() {
     );
     assert_eq!(task_id_of(Method::ListTasks, &json!({})), None);
 }
+
+#[test]
+fn messages_name_their_context_and_follow_ups_none() {
+    let send = json!({"message": {"taskId": "t1", "contextId": "c1"}});
+    assert_eq!(task_id_of(Method::SendMessage, &send), Some("t1"));
+    assert_eq!(context_id_of(Method::SendMessage, &send), Some("c1"));
+    let get = json!({"id": "t2"});
+    assert_eq!(task_id_of(Method::GetTask, &get), Some("t2"));
+    assert_eq!(context_id_of(Method::GetTask, &get), None);
+}

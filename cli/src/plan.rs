@@ -1,0 +1,229 @@
+//! `convergio plan "goal"` (issue 19): asks a running server for a plan
+//! (`POST /v1/plans`), prints it as a readable list and as the graph YAML
+//! it would run, and with `--execute` runs it (`POST
+//! /v1/plans/{id}:execute`, sync) and prints the result like `graph run`.
+//! With `--review` the run waits for a person instead: the plan id and the
+//! approve/reject routes are printed. The plan id goes to stderr, so stdout
+//! stays the plan (or the result). `convergio plans show|execute|approve|
+//! reject ID` work on a stored plan.
+
+use anyhow::Context;
+use convergio_planner::PlanDocument;
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use crate::client::Client;
+use crate::graph::{parse_inputs, print_result};
+use crate::ServerArgs;
+
+/// `convergio plan`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// What the plan should achieve.
+    goal: String,
+    /// Candidate agents (comma-separated or repeated); default: every agent
+    /// the caller may discover and call (narrow with --tag/--skill/--org).
+    #[arg(long, value_delimiter = ',')]
+    agents: Vec<String>,
+    /// Only candidates with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Only candidates with this skill.
+    #[arg(long)]
+    skill: Option<String>,
+    /// Only candidates of this organisation.
+    #[arg(long)]
+    org: Option<String>,
+    /// Most steps in the plan.
+    #[arg(long)]
+    max_steps: Option<u32>,
+    /// `builtin` (default) or a planner agent's name.
+    #[arg(long)]
+    planner: Option<String>,
+    /// A run input the first steps take (repeatable), e.g. `source_code`.
+    #[arg(long = "first-input", value_name = "NAME")]
+    first_inputs: Vec<String>,
+    /// Run the plan once made (sync) and print the result.
+    #[arg(long)]
+    execute: bool,
+    /// With --execute: wait for a person to approve, edit or reject the plan.
+    #[arg(long)]
+    review: bool,
+    /// A run input, `NAME=VALUE` or `NAME=@path` (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+}
+
+/// `convergio plans` subcommands: a stored plan, by id.
+#[derive(Debug, clap::Subcommand)]
+pub enum PlansCommand {
+    /// Show a plan (yours only) and the graph it runs.
+    Show {
+        /// The plan id.
+        id: String,
+        /// An older version.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Run a plan (sync) and print the result; with --review wait for a person.
+    Execute {
+        /// The plan id.
+        id: String,
+        /// Wait for a person to approve, edit or reject it.
+        #[arg(long)]
+        review: bool,
+        /// A run input, `NAME=VALUE` or `NAME=@path` (repeatable).
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+    },
+    /// Approve a plan awaiting review (optionally an edited plan document, JSON or YAML); it runs.
+    Approve {
+        /// The plan id.
+        id: String,
+        /// The edited plan document.
+        #[arg(long)]
+        plan: Option<std::path::PathBuf>,
+    },
+    /// Reject a plan awaiting review: it never runs.
+    Reject {
+        /// The plan id.
+        id: String,
+    },
+}
+
+/// Runs a `convergio plans` subcommand.
+pub async fn plans(server: &ServerArgs, command: PlansCommand) -> anyhow::Result<()> {
+    let client = Client::new(&server.server, server.token.clone(), &server.data_dir)?;
+    let path = |id: &str, action: &str| {
+        format!(
+            "/v1/plans/{}{action}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let (method, path, body) = match &command {
+        PlansCommand::Show { id, version } => {
+            let mut path = path(id, "");
+            if let Some(version) = version {
+                path.push_str(&format!("?version={version}"));
+            }
+            (Method::GET, path, None)
+        }
+        PlansCommand::Execute { id, review, inputs } => {
+            let input = parse_inputs(inputs)?;
+            let body = json!({"mode": "sync", "input": input, "review": review});
+            (Method::POST, path(id, ":execute"), Some(body))
+        }
+        PlansCommand::Approve { id, plan } => {
+            let body = match plan {
+                Some(file) => json!({"plan": crate::model_agents::read_declaration(file)?}),
+                None => json!({}),
+            };
+            (Method::POST, path(id, ":approve"), Some(body))
+        }
+        PlansCommand::Reject { id } => (Method::POST, path(id, ":reject"), Some(json!({}))),
+    };
+    let answer = client.send(method, &path, body.as_ref(), None).await?.body;
+    match command {
+        PlansCommand::Show { .. } | PlansCommand::Reject { .. } => {
+            if server.json {
+                document!("{:#}", answer);
+                return Ok(());
+            }
+            say!(
+                "plan {} version {}: {}",
+                answer["plan_id"].as_str().unwrap_or_default(),
+                answer["version"],
+                answer["status"].as_str().unwrap_or_default()
+            );
+            if let Ok(document) = serde_json::from_value::<PlanDocument>(answer["document"].clone())
+            {
+                say!("{}", document.readable());
+            }
+            Ok(())
+        }
+        PlansCommand::Execute {
+            review: true, id, ..
+        } => {
+            eprintln!("plan {id} awaits review: convergio plans approve|reject {id}");
+            if server.json {
+                document!("{:#}", answer);
+            }
+            Ok(())
+        }
+        PlansCommand::Execute { .. } | PlansCommand::Approve { .. } => {
+            eprintln!("run {}", answer["run_id"].as_str().unwrap_or_default());
+            print_result(&answer, server.json)
+        }
+    }
+}
+
+/// Makes (and optionally runs) a plan.
+pub async fn run(server: &ServerArgs, args: PlanArgs) -> anyhow::Result<()> {
+    let client = Client::new(&server.server, server.token.clone(), &server.data_dir)?;
+    let mut filter = Map::new();
+    for (key, value) in [
+        ("tag", &args.tag),
+        ("skill", &args.skill),
+        ("org", &args.org),
+    ] {
+        if let Some(value) = value {
+            filter.insert(key.to_owned(), Value::String(value.clone()));
+        }
+    }
+    let mut request = json!({"goal": args.goal, "constraints": {}});
+    if !args.agents.is_empty() {
+        request["agents"] = json!(args.agents);
+    }
+    if !filter.is_empty() {
+        request["filter"] = Value::Object(filter);
+    }
+    if let Some(max_steps) = args.max_steps {
+        request["constraints"]["max_steps"] = json!(max_steps);
+    }
+    if let Some(planner) = &args.planner {
+        request["planner"] = json!(planner);
+    }
+    if !args.first_inputs.is_empty() {
+        request["inputs"] = json!(args.first_inputs);
+    }
+    let stored = client
+        .send(Method::POST, "/v1/plans", Some(&request), None)
+        .await?
+        .body;
+    let plan_id = stored["plan_id"].as_str().unwrap_or_default().to_owned();
+    eprintln!("plan {plan_id} (version {})", stored["version"]);
+    if server.json {
+        document!("{:#}", stored);
+    } else {
+        let document: PlanDocument = serde_json::from_value(stored["document"].clone())
+            .context("the server's plan document does not decode")?;
+        say!("{}", document.readable());
+        say!("Graph:");
+        say!("{}", stored["graph_yaml"].as_str().unwrap_or_default());
+    }
+    if !args.execute {
+        return Ok(());
+    }
+    let input = parse_inputs(&args.inputs)?;
+    let execute = json!({"mode": "sync", "input": input, "review": args.review});
+    let answer = client
+        .send(
+            Method::POST,
+            &format!("/v1/plans/{plan_id}:execute"),
+            Some(&execute),
+            None,
+        )
+        .await?
+        .body;
+    if args.review {
+        eprintln!(
+            "plan {plan_id} awaits review: POST /v1/plans/{plan_id}:approve (optionally with an edited {{\"plan\": …}}) or :reject"
+        );
+        if server.json {
+            document!("{:#}", answer);
+        }
+        return Ok(());
+    }
+    eprintln!("run {}", answer["run_id"].as_str().unwrap_or_default());
+    print_result(&answer, server.json)
+}

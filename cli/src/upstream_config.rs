@@ -1,0 +1,192 @@
+//! The `upstream:` section of the configuration (issue 17): how long a call
+//! to an upstream agent may take. A model call may take minutes and a
+//! health probe should not, so the default bound can be replaced per agent;
+//! a graph node's `timeout_seconds` and a model agent's declared
+//! `timeout_seconds` replace it too, and nothing exceeds the maximum.
+//!
+//! ```yaml
+//! upstream:
+//!   timeout_seconds: 30            # agents without their own bound
+//!   max_timeout_seconds: 900       # no agent, model agent or node exceeds it
+//!   agent_timeouts:
+//!     report_generator: 300
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config_error::ConfigError;
+use crate::env;
+
+/// Longest bound accepted anywhere: a day.
+const CEILING_SECONDS: u64 = 86_400;
+
+/// The `upstream:` section as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// Seconds an agent without its own bound may take to answer (the
+    /// response head, or a whole unary answer). Default 30.
+    /// `CONVERGIO_UPSTREAM_TIMEOUT_SECONDS`.
+    pub timeout_seconds: u64,
+    /// No agent's, model agent's or graph node's bound exceeds this.
+    /// Default 900. `CONVERGIO_UPSTREAM_MAX_TIMEOUT_SECONDS`.
+    pub max_timeout_seconds: u64,
+    /// Agents' own bounds in seconds, by agent name. Default none.
+    pub agent_timeouts: BTreeMap<String, u64>,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 30,
+            max_timeout_seconds: 900,
+            agent_timeouts: BTreeMap::new(),
+        }
+    }
+}
+
+/// The validated section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSettings {
+    /// The default bound.
+    pub timeout: Duration,
+    /// The maximum bound.
+    pub max_timeout: Duration,
+    /// Agents' own bounds.
+    pub agent_timeouts: HashMap<String, Duration>,
+}
+
+/// Applies the `CONVERGIO_UPSTREAM_*` overrides to `section`.
+pub fn apply_environment(
+    section: &mut UpstreamSection,
+    environment: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let seconds = |key: &str| -> Result<Option<u64>, ConfigError> {
+        match environment.get(key).filter(|value| !value.is_empty()) {
+            None => Ok(None),
+            Some(value) => value.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                field: key.to_owned(),
+                message: format!("expected seconds, found {value:?}"),
+            }),
+        }
+    };
+    if let Some(value) = seconds(env::UPSTREAM_TIMEOUT)? {
+        section.timeout_seconds = value;
+    }
+    if let Some(value) = seconds(env::UPSTREAM_MAX_TIMEOUT)? {
+        section.max_timeout_seconds = value;
+    }
+    Ok(())
+}
+
+/// Validates the section; `model_max_timeout` is `models.max_timeout_seconds`,
+/// which must fit under the maximum (a model agent allowed longer would be
+/// cut by the gateway before its own timeout could answer).
+pub fn validate(
+    section: UpstreamSection,
+    model_max_timeout: Duration,
+) -> Result<UpstreamSettings, ConfigError> {
+    let invalid = |field: String, message: String| ConfigError::Invalid { field, message };
+    if section.max_timeout_seconds == 0 || section.max_timeout_seconds > CEILING_SECONDS {
+        return Err(invalid(
+            "upstream.max_timeout_seconds".to_owned(),
+            format!("must be between 1 and {CEILING_SECONDS}"),
+        ));
+    }
+    let within = |field: String, seconds: u64| {
+        if seconds == 0 || seconds > section.max_timeout_seconds {
+            Err(invalid(
+                field,
+                format!(
+                    "must be between 1 and upstream.max_timeout_seconds ({})",
+                    section.max_timeout_seconds
+                ),
+            ))
+        } else {
+            Ok(Duration::from_secs(seconds))
+        }
+    };
+    let timeout = within(
+        "upstream.timeout_seconds".to_owned(),
+        section.timeout_seconds,
+    )?;
+    let agent_timeouts = section
+        .agent_timeouts
+        .iter()
+        .map(|(agent, seconds)| {
+            let field = format!("upstream.agent_timeouts.{agent}");
+            Ok((agent.clone(), within(field, *seconds)?))
+        })
+        .collect::<Result<HashMap<_, _>, ConfigError>>()?;
+    if model_max_timeout.as_secs() > section.max_timeout_seconds {
+        return Err(invalid(
+            "models.max_timeout_seconds".to_owned(),
+            format!(
+                "{} exceeds upstream.max_timeout_seconds ({}): raise that too",
+                model_max_timeout.as_secs(),
+                section.max_timeout_seconds
+            ),
+        ));
+    }
+    Ok(UpstreamSettings {
+        timeout,
+        max_timeout: Duration::from_secs(section.max_timeout_seconds),
+        agent_timeouts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn the_defaults_validate() {
+        let settings = validate(UpstreamSection::default(), TEN_MINUTES).expect("valid");
+        assert_eq!(settings.timeout, Duration::from_secs(30));
+        assert_eq!(settings.max_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn an_agent_timeout_over_the_maximum_is_refused_by_name() {
+        let section = UpstreamSection {
+            agent_timeouts: BTreeMap::from([("slow".to_owned(), 901)]),
+            ..UpstreamSection::default()
+        };
+        let error = validate(section, TEN_MINUTES).expect_err("over the maximum");
+        assert!(
+            error.to_string().contains("upstream.agent_timeouts.slow"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_model_maximum_over_the_upstream_maximum_is_refused() {
+        let error = validate(UpstreamSection::default(), Duration::from_secs(1200))
+            .expect_err("models may not outlive the gateway's bound");
+        assert!(
+            error.to_string().contains("models.max_timeout_seconds"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_both_bounds() {
+        let mut section = UpstreamSection::default();
+        let environment = HashMap::from([
+            (env::UPSTREAM_TIMEOUT.to_owned(), "5".to_owned()),
+            (env::UPSTREAM_MAX_TIMEOUT.to_owned(), "60".to_owned()),
+        ]);
+        apply_environment(&mut section, &environment).expect("numbers");
+        assert_eq!(
+            (section.timeout_seconds, section.max_timeout_seconds),
+            (5, 60)
+        );
+        let bad = HashMap::from([(env::UPSTREAM_TIMEOUT.to_owned(), "soon".to_owned())]);
+        assert!(apply_environment(&mut section, &bad).is_err());
+    }
+}

@@ -1,0 +1,307 @@
+// Drives the web console in headless Chromium against a real `convergio
+// serve` (started by cli/tests/console.rs, which passes what it prepared in
+// CONSOLE_SCENARIO). Each step prints one JSON line; the last line is the
+// summary {"ok", "timings", "axe"}. Exits non-zero on the first failure.
+// Screenshots of every page go to CONSOLE_ARTIFACTS (not committed).
+//
+// Needs scripts/browser-env.sh: Debian's chromium and the npm packages of
+// package-lock.json under CONVERGIO_BROWSER_ENV.
+
+import { createRequire } from 'node:module';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const environment = process.env.CONVERGIO_BROWSER_ENV;
+const require = createRequire(join(environment, 'package.json'));
+const { chromium } = require('playwright-core');
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+const base = process.env.CONSOLE_BASE;
+const admin = process.env.CONSOLE_ADMIN_TOKEN;
+const artifacts = process.env.CONSOLE_ARTIFACTS;
+const scenario = JSON.parse(process.env.CONSOLE_SCENARIO || '{}');
+mkdirSync(artifacts, { recursive: true });
+rmSync(join(artifacts, 'failure.png'), { force: true });
+
+const timings = {};
+const axeReport = {};
+const violationsFound = [];
+const cspViolations = [];
+const pageErrors = [];
+
+function say(step, extra = {}) {
+  process.stdout.write(`${JSON.stringify({ step, ...extra })}\n`);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+});
+
+let page;
+
+async function axe(name) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const outcome = await axe.run(document, { resultTypes: ['violations'] });
+    return outcome.violations.map((violation) => ({ id: violation.id, impact: violation.impact, nodes: violation.nodes.length, help: violation.help, target: violation.nodes[0]?.target }));
+  });
+  axeReport[name] = result.map((violation) => `${violation.id}:${violation.impact}`);
+  const bad = result.filter((violation) => violation.impact === 'serious' || violation.impact === 'critical');
+  for (const violation of bad) violationsFound.push({ page: name, ...violation });
+}
+
+async function shot(name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
+
+async function visit(name) {
+  await shot(name);
+  await axe(name);
+  say(`page ${name}`, { axe: axeReport[name] });
+}
+
+async function signIn(token, kind) {
+  // A fresh start: no credential kept, the sign-in form loaded anew.
+  await page.goto(`${base}/console/#/sign-in`);
+  await page.evaluate(() => sessionStorage.clear());
+  await page.reload();
+  await page.getByLabel('Kind').selectOption(kind);
+  await page.getByLabel('Credential').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+async function run() {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  page = await context.newPage();
+  // The machine may be busy (a parallel test suite): generous waits, which
+  // end as soon as the awaited state shows.
+  page.setDefaultTimeout(90000);
+  page.on('console', (message) => {
+    const text = message.text();
+    if (message.type() === 'error' && /Content Security Policy/i.test(text)) cspViolations.push(text);
+  });
+  page.on('pageerror', (error) => pageErrors.push(String(error)));
+
+  // The page itself carries the strict policy.
+  const answer = await page.goto(`${base}/console/`);
+  const policy = answer.headers()['content-security-policy'] || '';
+  check(policy.includes("default-src 'self'") && policy.includes("frame-ancestors 'none'") && !policy.includes('unsafe-inline'), `weak CSP: ${policy}`);
+  await page.getByRole('heading', { name: /Sign in/ }).waitFor();
+  await visit('sign-in');
+
+  // A wrong credential: the API's own problem message, and no way in.
+  await signIn('not-a-real-token', 'jwt');
+  await page.locator('.problem').waitFor();
+  const refusedSignIn = await page.locator('.problem').innerText();
+  check(/401|unauthenticated/i.test(refusedSignIn), `sign-in refusal: ${refusedSignIn}`);
+  check((await page.evaluate(() => sessionStorage.length)) === 0, 'a refused credential was kept');
+  say('wrong credential refused', { problem: refusedSignIn });
+
+  // Sign in with the admin token; it is kept in session storage only.
+  await signIn(admin, 'admin');
+  await page.locator('table.agent-list tbody tr').first().waitFor();
+  check(!page.url().includes(admin), 'the credential is in the URL');
+  check((await context.cookies()).length === 0, 'the console set a cookie');
+  await visit('agents');
+
+  // Search by free text, then by skill.
+  await page.getByLabel('Free text').fill('security');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('table.agent-list tbody tr', { hasText: 'security_expert' }).waitFor();
+  check((await page.locator('table.agent-list tbody tr').count()) >= 1, 'free-text search found nothing');
+  say('searched by free text');
+  await page.getByLabel('Free text').fill('');
+  await page.getByLabel('Skill').fill('argue-for');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('table.agent-list tbody tr', { hasText: 'advocate' }).waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('table.agent-list tbody tr').length === 1);
+  say('searched by skill');
+
+  // Open a card; set its trust with a reason and see it in the history.
+  await page.getByRole('link', { name: 'advocate' }).click();
+  await page.getByRole('heading', { name: 'Skills' }).waitFor();
+  await page.locator('table', { hasText: 'argue-for' }).first().waitFor();
+  await page.getByRole('heading', { name: /Interfaces/ }).waitFor();
+  await page.locator('section', { hasText: 'Interfaces' }).locator('td', { hasText: '/agents/advocate' }).first().waitFor();
+  await visit('agent-card');
+  const reason = `console test: reviewed the advocate at ${Date.now()}`;
+  await page.getByLabel('New trust level').selectOption('trusted');
+  await page.getByLabel('Reason (required)').fill(reason);
+  await page.getByRole('button', { name: 'Set trust' }).click();
+  await page.locator('table.trust-history tbody tr', { hasText: reason }).waitFor();
+  check((await page.locator('#agent-trust').innerText()) === 'trusted', 'trust not shown as changed');
+  say('trust set with a reason');
+  await page.getByRole('form', { name: 'Compare versions' }).getByRole('button', { name: 'Diff' }).click();
+  await page.locator('.diff .add', { hasText: '"trust": "trusted"' }).waitFor();
+  say('versions compared');
+
+  // A card signed with the organisation's key: its signature verifies.
+  await page.goto(`${base}/console/#/agents/${encodeURIComponent(scenario.signed_agent)}`);
+  await page.locator('section', { hasText: 'Signatures' }).locator('td', { hasText: 'yes, with a key of' }).first().waitFor();
+  await visit('agent-signed');
+  say('signed card shown as verifying');
+
+  // The audit page shows the change, and the chain verifies.
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.locator('#chain-status').waitFor();
+  await page.getByLabel('Action').fill('set_trust');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.locator('table.audit-list tbody tr', { hasText: 'advocate' }).first().waitFor();
+  await visit('audit');
+  say('trust change audited');
+
+  // Policies: apply a change, see the diff, roll it back, dry-run check.
+  await page.getByRole('link', { name: 'Policies' }).click();
+  await page.locator('#active-version').waitFor();
+  const before = await page.locator('#active-version').innerText();
+  await page.getByRole('heading', { name: 'Apply a new set' }).waitFor();
+  const policies = page.getByLabel('Cedar policies');
+  const text = await policies.inputValue();
+  check(text.includes('permit'), 'the active set was not loaded');
+  const marker = `console test: a harmless change at ${Date.now()}`;
+  await policies.fill(`${text}\n// ${marker}\n`);
+  await page.locator('form.apply-policy').getByLabel('Reason (required)').fill('console test: apply');
+  await page.locator('form.apply-policy').getByRole('button', { name: 'Apply' }).click();
+  await page.waitForFunction((old) => document.querySelector('#active-version')?.textContent !== old, before);
+  const applied = await page.locator('#active-version').innerText();
+  await page.getByRole('form', { name: 'Compare policy versions' }).getByRole('button', { name: 'Diff' }).click();
+  await page.locator('.diff .add', { hasText: marker }).waitFor();
+  say('policy applied', { before, applied });
+  await page.locator('form.rollback').getByLabel('Version').selectOption(before.replace(/\D+/g, ''));
+  await page.locator('form.rollback').getByLabel('Reason (required)').fill('console test: roll back');
+  await page.locator('form.rollback').getByRole('button', { name: 'Roll back' }).click();
+  await page.waitForFunction((old) => document.querySelector('#active-version')?.textContent !== old, applied);
+  const rolledBack = await page.locator('#active-version').innerText();
+  check(!(await page.getByLabel('Cedar policies').inputValue()).includes(marker), 'the rollback did not restore the text');
+  say('policy rolled back', { rolledBack });
+  await page.getByRole('button', { name: 'Check' }).click();
+  await page.locator('#check-decision').waitFor();
+  say('dry-run checked', { decision: await page.locator('#check-decision').innerText() });
+  await visit('policies');
+
+  // Runs: start code_review_pipeline and watch all six nodes turn green.
+  await page.getByRole('link', { name: 'Runs', exact: true }).click();
+  await page.getByRole('button', { name: 'Start run' }).waitFor();
+  await page.getByLabel('Stored graph').selectOption('code_review_pipeline');
+  await page.getByLabel('Input (JSON)').fill(JSON.stringify({ source_code: 'import os\n\ndef run(cmd):\n    password = "hunter2"\n    os.system(cmd)\n' }));
+  await page.getByRole('button', { name: 'Start run' }).click();
+  await page.locator('svg g.node').first().waitFor();
+  check((await page.locator('svg g.node').count()) === 6, 'the pipeline is not drawn with six nodes');
+  await page.waitForFunction(() => document.querySelectorAll('svg g.node.status-succeeded').length === 6, null, { timeout: 60000 });
+  await page.locator('#run-status', { hasText: 'succeeded' }).waitFor();
+  await page.locator('svg g.node[data-node="reporter"]').click();
+  await page.locator('.node-details', { hasText: 'Output' }).locator('pre').last().waitFor();
+  await page.locator('.timeline table tbody tr').nth(5).waitFor();
+  await visit('run-graph');
+  say('pipeline ran, six nodes green');
+  await page.getByRole('link', { name: 'All runs' }).click();
+  await page.locator('table.run-list tbody tr').first().waitFor();
+  await visit('runs');
+
+  // A run waiting for a human: approve it from its page.
+  await page.goto(`${base}/console/#/runs/${scenario.waiting_run}`);
+  await page.locator('svg g.node.status-waiting_for_human').waitFor();
+  await visit('run-waiting');
+  await page.getByRole('button', { name: 'Approve' }).click();
+  await page.locator('#run-status', { hasText: 'succeeded' }).waitFor({ timeout: 60000 });
+  say('human approval given');
+  await page.goto(`${base}/console/#/runs/${scenario.reject_run}`);
+  await page.locator('svg g.node.status-waiting_for_human').waitFor();
+  await page.getByLabel('Reason').fill('console test: not this time');
+  await page.getByRole('button', { name: 'Reject' }).click();
+  await page.locator('#run-status', { hasText: 'failed' }).waitFor({ timeout: 60000 });
+  say('human rejection given');
+  await page.goto(`${base}/console/#/runs/${scenario.input_run}`);
+  await page.locator('svg g.node.status-waiting_for_human').waitFor();
+  await page.getByLabel('Node output (JSON)').fill(JSON.stringify('given by a human'));
+  await page.getByRole('button', { name: 'Give input' }).click();
+  await page.locator('#run-status', { hasText: 'succeeded' }).waitFor({ timeout: 60000 });
+  await page.locator('svg g.node[data-node="gate"]').click();
+  await page.locator('.node-details pre', { hasText: 'given by a human' }).first().waitFor();
+  say('human input given');
+
+  // The runs list, filtered by status.
+  await page.getByRole('link', { name: 'Runs', exact: true }).click();
+  await page.getByLabel('Status').selectOption('failed');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('table.run-list tbody tr')];
+    return rows.length >= 1 && rows.every((row) => row.textContent.includes('failed'));
+  });
+  say('runs filtered by status');
+
+  // Peers: the organisation, its key state and the last fetch's error.
+  await page.getByRole('link', { name: 'Peers' }).click();
+  await page.getByRole('heading', { name: scenario.peer }).waitFor();
+  const peerSection = page.locator('section', { has: page.getByRole('heading', { name: scenario.peer }) });
+  await peerSection.locator('dd .error', { hasText: 'fetching the jwks' }).waitFor();
+  await peerSection.getByRole('button', { name: 'Sync catalogue' }).click();
+  await page.locator('.problem, .peer-output pre').first().waitFor();
+  await visit('peers');
+  const mirror = page.locator('section', { has: page.getByRole('heading', { name: scenario.pending_peer }) });
+  await mirror.getByRole('button', { name: 'Approve 1 pending keys' }).click();
+  await page.locator('section', { has: page.getByRole('heading', { name: scenario.pending_peer }) }).locator('td', { hasText: 'approved' }).first().waitFor();
+  say('peers shown, a pending key approved');
+
+  // A refused action shows the API's own problem message.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  check((await page.evaluate(() => sessionStorage.length)) === 0, 'sign-out kept the credential');
+  await signIn(scenario.limited_key, 'api-key');
+  await page.locator('table.agent-list tbody tr').first().waitFor();
+  await page.goto(`${base}/console/#/agents/${encodeURIComponent('convergio://agents/echo')}`);
+  await page.getByLabel('New trust level').selectOption('trusted');
+  await page.getByLabel('Reason (required)').fill('not allowed');
+  await page.getByRole('button', { name: 'Set trust' }).click();
+  await page.locator('form.trust-form .problem').waitFor();
+  const refused = await page.locator('form.trust-form .problem').innerText();
+  check(/403|forbidden/i.test(refused) && refused.includes('may not change'), `refusal: ${refused}`);
+  await visit('refused');
+  say('refused action shows its problem', { problem: refused });
+  await page.getByRole('link', { name: 'Policies' }).click();
+  await page.locator('.problem').waitFor();
+  say('policies refused to a plain key', { problem: await page.locator('.problem').innerText() });
+
+  // Scale: the agent list among 10,000 agents, a 200-node run's graph.
+  await signIn(admin, 'admin');
+  await page.locator('table.agent-list tbody tr').first().waitFor();
+  if (scenario.many_agents) {
+    const started = Date.now();
+    await page.goto(`${base}/console/#/runs`);
+    await page.goto(`${base}/console/#/agents`);
+    await page.locator('table.agent-list tbody tr').nth(49).waitFor();
+    timings.agent_list_ms = Date.now() - started;
+    say('agent list among many', timings);
+  }
+  if (scenario.big_run) {
+    await page.goto(`${base}/console/#/runs`);
+    const started = Date.now();
+    await page.goto(`${base}/console/#/runs/${scenario.big_run}`);
+    await page.waitForFunction((count) => document.querySelectorAll('svg g.node').length >= count, scenario.big_run_nodes, { timeout: 60000 });
+    timings.run_graph_ms = Date.now() - started;
+    await shot('run-graph-200');
+    say('big run drawn', timings);
+  }
+  check(cspViolations.length === 0, `CSP violations: ${cspViolations.join(' | ')}`);
+  check(pageErrors.length === 0, `page errors: ${pageErrors.join(' | ')}`);
+  check(violationsFound.length === 0, `serious accessibility violations: ${JSON.stringify(violationsFound)}`);
+}
+
+let ok = true;
+let failure = null;
+try {
+  await run();
+} catch (error) {
+  ok = false;
+  failure = String(error && error.stack ? error.stack : error);
+  if (page) await page.screenshot({ path: join(artifacts, 'failure.png'), fullPage: true }).catch(() => {});
+}
+await browser.close();
+process.stdout.write(`${JSON.stringify({ ok, failure, timings, axe: axeReport, csp: cspViolations, errors: pageErrors })}\n`);
+process.exit(ok ? 0 : 1);

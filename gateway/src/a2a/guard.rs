@@ -1,0 +1,118 @@
+//! Guardrails on the A2A path (issue #21): [`GuardCall`] is what the
+//! configured [`Guardrails`] know about one call (agent, skill, caller), and
+//! [`apply`] runs them on one payload — the request's params after the
+//! gatekeeper admitted the call and before the upstream, a unary result or
+//! each streamed event before the caller. A refusal is audited (action
+//! `guardrail`) and becomes [`GatewayError::GuardrailDenied`].
+//!
+//! With no guardrail configured, or none selected for the call, a payload
+//! passes untouched without a copy. Chains with a sandboxed plugin run on
+//! tokio's blocking pool, so a plugin spinning to its deadline never holds
+//! an event-loop thread.
+
+use convergio_plugins::chain::Outcome;
+use convergio_plugins::{Direction, GuardFacts, Guardrails};
+use serde_json::{json, Value};
+
+use super::A2aState;
+use crate::layers::RequestId;
+use crate::{GatewayError, Principal};
+
+/// The facts of one call the guardrails select on, owned so a blocking
+/// thread can take them.
+#[derive(Debug, Clone)]
+pub(crate) struct GuardCall {
+    agent: String,
+    skill: Option<String>,
+    principal: Principal,
+    request_id: Option<RequestId>,
+}
+
+// === impl GuardCall ===
+
+impl GuardCall {
+    /// The facts of a call to `agent` by `principal` with 1.0 `params`.
+    pub(crate) fn new(
+        agent: &str,
+        principal: &Principal,
+        params: &Value,
+        request_id: Option<&RequestId>,
+    ) -> Self {
+        Self {
+            agent: agent.to_owned(),
+            skill: crate::authorize::message_skill(params),
+            principal: principal.clone(),
+            request_id: request_id.cloned(),
+        }
+    }
+
+    fn facts(&self, direction: Direction) -> GuardFacts<'_> {
+        GuardFacts {
+            direction,
+            agent: &self.agent,
+            skill: self.skill.as_deref(),
+            org: self.principal.org.as_deref(),
+            subject: &self.principal.subject,
+        }
+    }
+}
+
+/// Runs the guardrails selected for `call` and `direction` on `payload`:
+/// the payload to pass on (changed or not), or the refusal.
+pub(crate) async fn apply(
+    state: &A2aState,
+    call: &GuardCall,
+    direction: Direction,
+    payload: Value,
+) -> Result<Value, GatewayError> {
+    let guardrails: &Guardrails = &state.guardrails;
+    if guardrails.is_empty() || !guardrails.selects(&call.facts(direction)) {
+        return Ok(payload);
+    }
+    let (outcome, payload) = if guardrails.needs_blocking(&call.facts(direction)) {
+        let guardrails = guardrails.clone();
+        let owned = call.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = guardrails.check(&owned.facts(direction), &payload);
+            (outcome, payload)
+        })
+        .await
+        .map_err(|error| GatewayError::internal("running a guardrail plugin", error))?
+    } else {
+        (guardrails.check(&call.facts(direction), &payload), payload)
+    };
+    match outcome {
+        Outcome::Unchanged => Ok(payload),
+        Outcome::Modified(changed) => Ok(changed),
+        Outcome::Denied(denial) => {
+            if let Some(failure) = &denial.failure {
+                tracing::warn!(
+                    request_id = call.request_id.as_ref().map(RequestId::as_str).unwrap_or("-"),
+                    guardrail = %denial.guardrail,
+                    error = %failure,
+                    "a guardrail failed; the payload is refused"
+                );
+            }
+            state
+                .gatekeeper
+                .record_guardrail(
+                    &call.principal,
+                    &call.agent,
+                    call.request_id.as_ref(),
+                    json!({
+                        "guardrail": denial.guardrail,
+                        "reason": denial.reason,
+                        "direction": direction.as_str(),
+                        "skill": call.skill,
+                    }),
+                )
+                .await;
+            Err(GatewayError::GuardrailDenied {
+                guardrail: denial.guardrail,
+                reason: denial.reason,
+                message: denial.message,
+                direction: direction.as_str(),
+            })
+        }
+    }
+}

@@ -1,0 +1,886 @@
+//! The plan API (issue 19), mounted behind the same layers as every surface:
+//!
+//! - `POST /v1/plans` `{goal, agents | filter, constraints, planner, inputs}`
+//!   makes a plan (policy action `create_plan` on the graph `plan` of the
+//!   caller's organisation), validates it and stores it as version 1;
+//!   answers 201 with the stored plan (id, version, owner, status, the plan
+//!   document and the graph YAML it runs).
+//! - `GET /v1/plans/{id}` (`?version=N` an older version): its owner only;
+//!   anyone else gets the unknown-plan answer.
+//! - `POST /v1/plans/{id}:execute` `{mode, input, inputs, concurrency,
+//!   review}` validates the plan again (policy may have changed) and starts
+//!   a run of its graph through `POST /v1/runs` in-process, so every mode
+//!   and the `run_graph` decision are the runs API's own. With `review:
+//!   true` the plan waits instead (`awaiting_review`) until `POST
+//!   /v1/plans/{id}:approve` (optionally `{plan}`: an edited plan, validated
+//!   like a new one and stored as the next version, is what runs) or
+//!   `:reject` (the plan never runs).
+//!
+//! Candidates are the agents the caller may discover and call: the request's
+//! `agents`, or the registry's discovery with the request's `filter`. A plan
+//! is refused before anything runs when any step names an agent the caller
+//! may not discover or call; the problem lists each violation with its step.
+//!
+//! Decisions: review is a plan-level wait, not a graph node: the executor's
+//! human-in-the-loop path (`on_error: human`, `:approve|:reject|:input` on
+//! a run) pauses a *running* graph after a node failed, and cannot swap the
+//! graph it runs; approving an edited plan must run a different graph, so
+//! the wait happens before the run exists. Planner agents are called with
+//! the orchestrator's dispatcher, as the caller, so asking a planner passes
+//! the same pipeline as any node call.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use convergio_orchestrator::api::{RunMode, StartRun};
+use convergio_orchestrator::mapping::reply_output;
+use convergio_orchestrator::trace::{child_traceparent, new_trace_id};
+use convergio_orchestrator::{AgentCall, Dispatch, Limits};
+use convergio_planner::agent::{plan_with_agent, PlannerAgent, PLAN_SKILL};
+use convergio_planner::compile::{run_input, to_yaml};
+use convergio_planner::{
+    check_plan, deterministic, offending_steps, Access, AccessMap, CandidateCard, CandidateSkill,
+    Constraints, ExecutePlan, PlanDocument, PlanRequest, PlanStatus, PlanStore, PlannerError,
+    ReviewDecision, StoredPlan, ValidPlan,
+};
+use convergio_registry::{DiscoveryQuery, Registry};
+use convergio_schemas::validate::find_nul;
+use convergio_schemas::{problem, AgentId, ErrorKind, Principal, Problem, TrustLevel, Violation};
+use serde_json::Value;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::authorize::{Gatekeeper, GraphAction};
+use crate::layers::{is_length_limit, RequestId};
+use crate::routes::{RouteTable, RouteTarget};
+
+/// Most candidates gathered by discovery for one plan.
+const MAX_CANDIDATES: usize = 1_000;
+
+/// The state behind the plan routes. Cheap to clone.
+#[derive(Clone)]
+pub struct PlansApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    routes: Arc<dyn RouteTable>,
+    gate: Arc<dyn Gatekeeper>,
+    dispatch: Arc<dyn Dispatch>,
+    /// The runs API's routes, which `:execute` calls in-process.
+    runs: Router,
+    store: Arc<dyn PlanStore>,
+    limits: Limits,
+}
+
+// === impl PlansApi ===
+
+impl PlansApi {
+    /// The plan API: candidates from `registry` (resolved through `routes`,
+    /// decided by `gate`), planner agents called through `dispatch`, runs
+    /// started on `runs` (the runs API's router), plans kept in `store`.
+    pub fn new(
+        registry: Registry,
+        routes: Arc<dyn RouteTable>,
+        gate: Arc<dyn Gatekeeper>,
+        dispatch: Arc<dyn Dispatch>,
+        runs: Router,
+        store: Arc<dyn PlanStore>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                routes,
+                gate,
+                dispatch,
+                runs,
+                store,
+                limits,
+            }),
+        }
+    }
+
+    /// The caller's access to `target`.
+    fn access_of(&self, target: &RouteTarget, caller: &Caller) -> Access {
+        let gate = &self.inner.gate;
+        if !gate.may_discover(&caller.principal, target, caller.loopback) {
+            Access::Unknown
+        } else if !gate.may_call(&caller.principal, target, caller.loopback) {
+            Access::NotCallable
+        } else {
+            Access::Callable(
+                target
+                    .facts
+                    .as_ref()
+                    .map_or(TrustLevel::Registered, |facts| facts.trust),
+            )
+        }
+    }
+
+    /// The caller's access to one agent name (unknown when unregistered).
+    async fn access_by_name(
+        &self,
+        agent: &str,
+        caller: &Caller,
+    ) -> Result<(Access, Option<Arc<RouteTarget>>), ApiError> {
+        let name = match agent.parse::<AgentId>() {
+            Ok(AgentId::External { .. }) => return Ok((Access::External, None)),
+            Ok(AgentId::Internal { name }) => name,
+            Err(_) if !agent.contains("://") => agent.to_owned(),
+            Err(_) => return Ok((Access::Unknown, None)),
+        };
+        let found = self.inner.routes.resolve(&name).await.map_err(|error| {
+            tracing::warn!(error = %error, "agent lookup failed while checking a plan");
+            ApiError::new(ErrorKind::Unavailable, "the registry is unavailable")
+        })?;
+        Ok(match found {
+            Some(target) => (self.access_of(&target, caller), Some(target)),
+            None => (Access::Unknown, None),
+        })
+    }
+
+    /// Access for every agent `plan` names.
+    async fn access_for(
+        &self,
+        plan: &PlanDocument,
+        caller: &Caller,
+    ) -> Result<AccessMap, ApiError> {
+        let mut access = AccessMap::new();
+        let mut decided = std::collections::HashSet::new();
+        for step in &plan.steps {
+            // Each distinct agent is decided once, however many steps use it.
+            if decided.insert(step.agent.as_str()) {
+                let (found, _) = self.access_by_name(&step.agent, caller).await?;
+                access.insert(step.agent.clone(), found);
+            }
+        }
+        Ok(access)
+    }
+
+    /// The candidates a plan may use (callable ones) and the caller's
+    /// access to every agent looked at.
+    async fn candidates(
+        &self,
+        request: &PlanRequest,
+        caller: &Caller,
+    ) -> Result<(Vec<CandidateCard>, AccessMap), ApiError> {
+        let mut cards = Vec::new();
+        let mut access = AccessMap::new();
+        if !request.agents.is_empty() {
+            let mut unknown = Vec::new();
+            for agent in &request.agents {
+                let (found, target) = self.access_by_name(agent, caller).await?;
+                access.insert(agent.clone(), found);
+                match (found, target) {
+                    (Access::Callable(_), Some(target)) => cards.push(candidate(agent, &target)),
+                    (Access::External, _) => cards.push(CandidateCard {
+                        name: agent.clone(),
+                        ..CandidateCard::default()
+                    }),
+                    (Access::Unknown, _) => unknown.push(agent.clone()),
+                    _ => {}
+                }
+            }
+            if !unknown.is_empty() {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("unknown agents: {}", unknown.join(", ")),
+                ));
+            }
+            return Ok((cards, access));
+        }
+        let filter = request.filter.clone().unwrap_or_default();
+        let mut query = DiscoveryQuery {
+            skill: filter.skill,
+            tag: filter.tag,
+            org: filter.org,
+            min_trust: filter.min_trust.or(request.constraints.min_trust),
+            page_size: Some(100),
+            ..DiscoveryQuery::default()
+        };
+        let mut looked_at = 0;
+        loop {
+            let page = self
+                .inner
+                .registry
+                .discover(&query)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(error = %error, "discovery failed while planning");
+                    ApiError::new(ErrorKind::Unavailable, "the registry is unavailable")
+                })?;
+            for record in &page.items {
+                looked_at += 1;
+                let Some(target) = self.inner.routes.resolve(&record.name).await.ok().flatten()
+                else {
+                    continue;
+                };
+                let found = self.access_of(&target, caller);
+                if found == Access::Unknown {
+                    continue;
+                }
+                access.insert(record.name.clone(), found);
+                if matches!(found, Access::Callable(_)) {
+                    cards.push(candidate(&record.name, &target));
+                }
+            }
+            match page.next_page_token {
+                Some(token) if looked_at < MAX_CANDIDATES => query.page_token = Some(token),
+                _ => break,
+            }
+        }
+        Ok((cards, access))
+    }
+
+    /// Checks `plan` for `caller` with `access`.
+    fn check(
+        &self,
+        plan: &PlanDocument,
+        graph_name: &str,
+        constraints: &Constraints,
+        access: &AccessMap,
+    ) -> Result<ValidPlan, ApiError> {
+        check_plan(plan, graph_name, constraints, access, &self.inner.limits).map_err(
+            |violations| {
+                ApiError::from(PlannerError::Invalid {
+                    steps: offending_steps(plan, &violations),
+                    violations,
+                })
+            },
+        )
+    }
+
+    /// The latest (or `version`) of a plan `caller` owns.
+    async fn owned(
+        &self,
+        plan_id: &str,
+        version: Option<u32>,
+        caller: &Caller,
+    ) -> Result<StoredPlan, ApiError> {
+        let unknown = || {
+            ApiError::from(PlannerError::NotFound {
+                plan_id: plan_id.chars().take(64).collect(),
+            })
+        };
+        let id = Uuid::parse_str(plan_id).map_err(|_| unknown())?;
+        match self.inner.store.get(id, version).await? {
+            Some(plan) if plan.owner == caller.principal.owner_key() => Ok(plan),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Starts a run of `plan` through the runs API, as the caller, and
+    /// records it as the plan's next version.
+    async fn execute(
+        &self,
+        stored: StoredPlan,
+        execute: ExecutePlan,
+        caller: &Caller,
+        extensions: &axum::http::Extensions,
+    ) -> Result<Response, ApiError> {
+        // Policy and the registry may have changed since the plan was made:
+        // check again, before anything runs.
+        let access = self.access_for(&stored.document, caller).await?;
+        let valid = self.check(
+            &stored.document,
+            &stored.graph_name,
+            &stored.constraints,
+            &access,
+        )?;
+        let start = StartRun {
+            graph_yaml: Some(to_yaml(&valid.spec)),
+            mode: execute.mode,
+            input: Some(run_input(&stored.document, execute.input.clone())),
+            inputs: execute
+                .inputs
+                .iter()
+                .map(|input| run_input(&stored.document, Some(input.clone())))
+                .collect(),
+            concurrency: execute.concurrency,
+            ..StartRun::default()
+        };
+        if execute.mode != RunMode::Batch && !execute.inputs.is_empty() {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "inputs is for batch mode; use input",
+            ));
+        }
+        let body = serde_json::to_vec(&start)
+            .map_err(|_| ApiError::new(ErrorKind::Internal, problem::INTERNAL_DETAIL))?;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/runs")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|_| ApiError::new(ErrorKind::Internal, problem::INTERNAL_DETAIL))?;
+        // What the runs API reads of a request: who asks, from where, and
+        // the request id its audit records quote. Nothing else of this
+        // request (its route's path parameters) carries over.
+        if let Some(principal) = extensions.get::<Principal>() {
+            request.extensions_mut().insert(principal.clone());
+        }
+        if let Some(request_id) = extensions.get::<RequestId>() {
+            request.extensions_mut().insert(request_id.clone());
+        }
+        if let Some(origin) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+            request.extensions_mut().insert(*origin);
+        }
+        let response = match self.inner.runs.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if !response.status().is_success() {
+            return Ok(response);
+        }
+        let location_id = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|location| location.strip_prefix("/v1/runs/"))
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let (response, run_id) = match (location_id, execute.mode) {
+            (Some(id), _) => (response, Some(id)),
+            (None, RunMode::Sync) => {
+                let (parts, body) = response.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .map_err(|_| ApiError::new(ErrorKind::Internal, problem::INTERNAL_DETAIL))?;
+                let run_id = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|value| {
+                        value
+                            .get("run_id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .and_then(|id| Uuid::parse_str(&id).ok());
+                (Response::from_parts(parts, Body::from(bytes)), run_id)
+            }
+            (None, _) => (response, None),
+        };
+        let mut executed = stored;
+        executed.status = PlanStatus::Executed;
+        executed.pending_execution = None;
+        executed.run_id = run_id;
+        let executed = self.inner.store.put(&executed).await?;
+        let mut response = response;
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "/v1/plans/{}?version={}",
+            executed.plan_id, executed.version
+        )) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LOCATION, value);
+        }
+        Ok(response)
+    }
+}
+
+/// What a planner is told of a candidate.
+fn candidate(name: &str, target: &RouteTarget) -> CandidateCard {
+    let card = &target.card;
+    let strings = |value: Option<&Value>| -> Vec<String> {
+        value
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let skills = card
+        .get("skills")
+        .and_then(Value::as_array)
+        .map(|skills| {
+            skills
+                .iter()
+                .map(|skill| CandidateSkill {
+                    id: text(skill.get("id")),
+                    name: text(skill.get("name")),
+                    description: text(skill.get("description")),
+                    tags: strings(skill.get("tags")),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    CandidateCard {
+        name: name.to_owned(),
+        description: text(card.get("description")),
+        skills,
+        input_modes: strings(card.get("defaultInputModes")),
+        output_modes: strings(card.get("defaultOutputModes")),
+        role: target
+            .facts
+            .as_ref()
+            .map(|facts| facts.role)
+            .unwrap_or_default(),
+        trust: target
+            .facts
+            .as_ref()
+            .map_or(TrustLevel::Registered, |facts| facts.trust),
+        org: target.facts.as_ref().map(|facts| facts.org.clone()),
+    }
+}
+
+/// A planner agent called through the orchestrator's dispatcher, as the
+/// caller.
+struct DispatchPlanner {
+    dispatch: Arc<dyn Dispatch>,
+    principal: Arc<Principal>,
+    origin: Option<std::net::IpAddr>,
+    agent: String,
+    plan_id: Uuid,
+    graph_name: Arc<str>,
+}
+
+#[async_trait::async_trait]
+impl PlannerAgent for DispatchPlanner {
+    async fn ask(&self, message: Value) -> Result<Value, PlannerError> {
+        let call = AgentCall {
+            run_id: self.plan_id,
+            graph_id: self.graph_name.clone(),
+            caller: Some(self.principal.clone()),
+            origin: self.origin,
+            node_id: "planner".to_owned(),
+            agent: self.agent.clone(),
+            message,
+            traceparent: child_traceparent(&new_trace_id()),
+            deadline: None,
+        };
+        let reply =
+            self.dispatch
+                .call(call)
+                .await
+                .map_err(|error| PlannerError::PlannerFailed {
+                    message: error.to_string(),
+                })?;
+        reply_output(&reply.response).map_err(|error| PlannerError::PlannerFailed {
+            message: error.message,
+        })
+    }
+}
+
+/// The plan routes. Mount behind [`crate::layers::with_layers`].
+pub fn plans_router(api: PlansApi) -> Router {
+    Router::new()
+        .route("/v1/plans", axum::routing::post(create_plan))
+        .route("/v1/plans/{id}", get(get_plan).post(plan_action))
+        .with_state(api)
+}
+
+/// The OpenAPI description of these routes (merged into the gateway's
+/// document by [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create_plan, get_plan, plan_action),
+    tags((name = "plans", description = "Plans: from a goal to a validated, executable graph"))
+)]
+pub(crate) struct PlansApiDoc;
+
+/// Who asks, owned so a handler's future borrows nothing of the request.
+struct Caller {
+    principal: Principal,
+    loopback: bool,
+    origin: Option<std::net::IpAddr>,
+    request_id: Option<RequestId>,
+}
+
+// === impl Caller ===
+
+impl Caller {
+    fn of(extensions: &axum::http::Extensions) -> Self {
+        let origin = extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(address)| address.ip());
+        Self {
+            principal: extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_else(Principal::anonymous),
+            loopback: origin.is_some_and(|address| address.is_loopback()),
+            origin,
+            request_id: extensions.get::<RequestId>().cloned(),
+        }
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(body: Body, what: &str) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|error| {
+            if is_length_limit(&error) {
+                ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    "the request body is over the limit",
+                )
+            } else {
+                ApiError::new(
+                    ErrorKind::MalformedBody,
+                    format!("reading the request body failed: {error}"),
+                )
+            }
+        })?;
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        bytes::Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::new(ErrorKind::MalformedBody, format!("invalid {what}: {error}"))
+    })?;
+    if let Some(pointer) = find_nul(&value) {
+        return Err(ApiError::from_problem(
+            Problem::new(ErrorKind::InvalidInput, format!("invalid {what}")).with_violations(vec![
+                Violation {
+                    pointer,
+                    message: convergio_schemas::validate::NUL_MESSAGE.to_owned(),
+                },
+            ]),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|error| ApiError::new(ErrorKind::InvalidInput, format!("invalid {what}: {error}")))
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/plans",
+    operation_id = "createPlan",
+    tag = "plans",
+    request_body(description = "`{goal, inputs?, constraints?, planner?}`", content((Object = "application/json"))),
+    responses(
+        (status = 201, description = "The validated plan.", body = Object),
+        (status = 404, description = "An agent the caller may not use"),
+        (status = 415, description = "The body is not application/json"),
+        (status = 422, description = "The plan does not validate"),
+        (status = 502, description = "The planner agent answered badly"),
+        (status = 504, description = "The planner agent did not answer in time"),
+    )
+)]
+async fn create_plan(State(api): State<PlansApi>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let caller = Caller::of(&parts.extensions);
+    let outcome = async {
+        let asked: PlanRequest = read_json(body, "plan request").await?;
+        if asked.goal.trim().is_empty() {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "goal must not be empty",
+            ));
+        }
+        let org = caller.principal.org.clone().unwrap_or_default();
+        let allowed = api
+            .inner
+            .gate
+            .decide_graph(
+                &caller.principal,
+                GraphAction::Plan,
+                "plan",
+                &org,
+                caller.loopback,
+                caller.request_id.as_ref(),
+            )
+            .await;
+        if !allowed {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "forbidden: create_plan on graph:plan",
+            ));
+        }
+        let (candidates, access) = api.candidates(&asked, &caller).await?;
+        if candidates.is_empty() {
+            return Err(PlannerError::NoCandidates.into());
+        }
+        let plan_id = Uuid::new_v4();
+        let graph_name = format!("plan-{}", plan_id.simple());
+        let planner = asked
+            .planner
+            .clone()
+            .unwrap_or_else(|| "builtin".to_owned());
+        let valid = if planner == "builtin" {
+            let document =
+                deterministic::plan(&asked.goal, &candidates, &asked.inputs, &asked.constraints)?;
+            api.check(&document, &graph_name, &asked.constraints, &access)?
+        } else {
+            let (found, target) = api.access_by_name(&planner, &caller).await?;
+            let declares_plan = target.as_ref().is_some_and(|target| {
+                candidate(&planner, target)
+                    .skills
+                    .iter()
+                    .any(|skill| skill.id == PLAN_SKILL)
+            });
+            let why = match found {
+                Access::Callable(_) if declares_plan => None,
+                Access::Callable(_) => Some(format!("its card declares no `{PLAN_SKILL}` skill")),
+                Access::NotCallable => Some("policy does not let the caller call it".to_owned()),
+                Access::External => {
+                    Some("planners of other organisations are not supported yet".to_owned())
+                }
+                Access::Unknown => Some("no agent of that name is known to the caller".to_owned()),
+            };
+            if let Some(why) = why {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("planner {planner} cannot plan: {why}"),
+                ));
+            }
+            let agent = DispatchPlanner {
+                dispatch: api.inner.dispatch.clone(),
+                principal: Arc::new(caller.principal.clone()),
+                origin: caller.origin,
+                agent: planner.clone(),
+                plan_id,
+                graph_name: Arc::from(graph_name.as_str()),
+            };
+            let limits = api.inner.limits;
+            let constraints = asked.constraints.clone();
+            let name = graph_name.clone();
+            let check =
+                move |plan: &PlanDocument| check_plan(plan, &name, &constraints, &access, &limits);
+            plan_with_agent(&agent, &asked.goal, &asked.constraints, &candidates, &check)
+                .await?
+                .0
+        };
+        let stored = StoredPlan {
+            plan_id,
+            version: 0,
+            org,
+            owner: caller.principal.owner_key(),
+            status: PlanStatus::Proposed,
+            planner,
+            constraints: asked.constraints.clone(),
+            graph_yaml: to_yaml(&valid.spec),
+            document: valid.plan,
+            graph_name,
+            pending_execution: None,
+            run_id: None,
+            stored_at: chrono::Utc::now(),
+        };
+        let stored = api.inner.store.put(&stored).await?;
+        let mut response = json_response(StatusCode::CREATED, &stored);
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/plans/{}", stored.plan_id)) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        Ok(response)
+    };
+    respond(outcome.await, caller.request_id.clone())
+}
+
+/// The query of `GET /v1/plans/{id}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{id}",
+    operation_id = "getPlan",
+    tag = "plans",
+    params(
+        ("id" = String, Path, description = "The plan's id"),
+        ("version" = Option<u32>, Query, description = "An older version"),
+    ),
+    responses(
+        (status = 200, description = "The plan.", body = Object),
+        (status = 404, description = "No such plan"),
+    )
+)]
+async fn get_plan(
+    State(api): State<PlansApi>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let caller = Caller::of(&parts.extensions);
+    let outcome = async {
+        let query: PlanQuery = match parts.uri.query() {
+            None | Some("") => PlanQuery::default(),
+            Some(_) => axum::extract::Query::try_from_uri(&parts.uri)
+                .map(|axum::extract::Query(query)| query)
+                .map_err(|error| ApiError::new(ErrorKind::InvalidInput, error.body_text()))?,
+        };
+        let plan = api.owned(&id, query.version, &caller).await?;
+        Ok(json_response(StatusCode::OK, &plan))
+    };
+    respond(outcome.await, caller.request_id.clone())
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/plans/{id}",
+    operation_id = "actOnPlan",
+    tag = "plans",
+    params(
+        ("id" = String, Path, description = "`<plan id>:execute`, `:approve` or `:reject`"),
+    ),
+    request_body(description = "The action's arguments, if any", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "Done.", body = Object),
+        (status = 202, description = "Executing; waiting for a human.", body = Object),
+        (status = 404, description = "No such plan or action"),
+        (status = 409, description = "The plan is not in a state that allows it"),
+        (status = 415, description = "The body is not application/json"),
+    )
+)]
+async fn plan_action(
+    State(api): State<PlansApi>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let caller = Caller::of(&parts.extensions);
+    let outcome = async {
+        let Some((plan_id, action)) = id.rsplit_once(':') else {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                "use :execute, :approve or :reject",
+            ));
+        };
+        let stored = api.owned(plan_id, None, &caller).await?;
+        let wrong_state = |action: &str| {
+            ApiError::from(PlannerError::WrongState {
+                plan_id: stored.plan_id.to_string(),
+                status: stored.status.as_str().to_owned(),
+                action: action.to_owned(),
+            })
+        };
+        match action {
+            "execute" => {
+                let execute: ExecutePlan = read_json(body, "execute request").await?;
+                if matches!(
+                    stored.status,
+                    PlanStatus::AwaitingReview | PlanStatus::Rejected
+                ) {
+                    return Err(wrong_state("execute"));
+                }
+                if execute.review {
+                    // Validate now too: a plan that cannot run is not worth
+                    // a reviewer's time.
+                    let access = api.access_for(&stored.document, &caller).await?;
+                    api.check(
+                        &stored.document,
+                        &stored.graph_name,
+                        &stored.constraints,
+                        &access,
+                    )?;
+                    let mut waiting = stored.clone();
+                    waiting.status = PlanStatus::AwaitingReview;
+                    waiting.pending_execution = serde_json::to_value(ExecutePlan {
+                        review: false,
+                        ..execute
+                    })
+                    .ok();
+                    let waiting = api.inner.store.put(&waiting).await?;
+                    return Ok(json_response(StatusCode::ACCEPTED, &waiting));
+                }
+                api.execute(stored, execute, &caller, &parts.extensions)
+                    .await
+            }
+            "approve" => {
+                let decision: ReviewDecision = read_json(body, "review decision").await?;
+                if stored.status != PlanStatus::AwaitingReview {
+                    return Err(wrong_state("approve"));
+                }
+                let execute: ExecutePlan = stored
+                    .pending_execution
+                    .clone()
+                    .and_then(|value| serde_json::from_value(value).ok())
+                    .unwrap_or_default();
+                let mut approved = stored.clone();
+                if let Some(edited) = decision.plan {
+                    let access = api.access_for(&edited, &caller).await?;
+                    let valid =
+                        api.check(&edited, &stored.graph_name, &stored.constraints, &access)?;
+                    approved.graph_yaml = to_yaml(&valid.spec);
+                    approved.document = valid.plan;
+                    approved.planner = format!("{} (edited in review)", stored.planner);
+                    approved.status = PlanStatus::Proposed;
+                    approved.pending_execution = None;
+                    approved = api.inner.store.put(&approved).await?;
+                }
+                api.execute(approved, execute, &caller, &parts.extensions)
+                    .await
+            }
+            "reject" => {
+                let _decision: ReviewDecision = read_json(body, "review decision").await?;
+                if stored.status != PlanStatus::AwaitingReview {
+                    return Err(wrong_state("reject"));
+                }
+                let mut rejected = stored.clone();
+                rejected.status = PlanStatus::Rejected;
+                rejected.pending_execution = None;
+                let rejected = api.inner.store.put(&rejected).await?;
+                Ok(json_response(StatusCode::OK, &rejected))
+            }
+            _ => Err(ApiError::new(
+                ErrorKind::NotFound,
+                "use :execute, :approve or :reject",
+            )),
+        }
+    };
+    respond(outcome.await, caller.request_id.clone())
+}
+
+fn respond(outcome: Result<Response, ApiError>, request_id: Option<RequestId>) -> Response {
+    match outcome {
+        Ok(response) => response,
+        Err(mut error) => {
+            error.problem.request_id = request_id.map(|id| id.as_str().to_owned());
+            error.into_response()
+        }
+    }
+}
+
+/// A refused plan request, rendered as a problem document.
+#[derive(Debug)]
+struct ApiError {
+    problem: Box<Problem>,
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self::from_problem(Problem::new(kind, detail))
+    }
+
+    fn from_problem(problem: Problem) -> Self {
+        Self {
+            problem: Box::new(problem),
+        }
+    }
+}
+
+impl From<PlannerError> for ApiError {
+    fn from(error: PlannerError) -> Self {
+        // The one error path: internals are logged once and never shown.
+        let violations = error.violations().to_vec();
+        Self::from_problem(
+            problem::http::problem_for(&error, error.kind()).with_violations(violations),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        problem::http::respond(&self.problem, HeaderMap::new())
+    }
+}

@@ -1,0 +1,168 @@
+//! The vector index at scale (issue 20): `cargo bench -p convergio-memory
+//! --bench vectors` builds the HNSW index over `CONVERGIO_BENCH_VECTORS`
+//! (default 100,000) clustered vectors of 384 dimensions and prints the
+//! build time and the memory it took, incremental insert throughput, search
+//! latency p50/p99 at k=10 with and without a metadata filter (half the
+//! points match), and recall@10 against exact search. Figures only, no
+//! assertions: the recall floor is checked by `tests/recall.rs`.
+
+use std::time::{Duration, Instant};
+
+use convergio_memory::index::{matches, MetadataFilter, VectorIndex};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DIMENSIONS: usize = 384;
+const INCREMENTAL: usize = 5_000;
+const QUERIES: usize = 1_000;
+const RECALL_QUERIES: usize = 200;
+
+fn normalised(mut vector: Vec<f32>) -> Vec<f32> {
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-9);
+    vector.iter_mut().for_each(|v| *v /= norm);
+    vector
+}
+
+fn centres(count: usize, random: &mut StdRng) -> Vec<Vec<f32>> {
+    (0..count)
+        .map(|_| {
+            normalised(
+                (0..DIMENSIONS)
+                    .map(|_| random.gen_range(-1.0..1.0))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn around(centres: &[Vec<f32>], random: &mut StdRng) -> (Vec<f32>, Value) {
+    let centre = random.gen_range(0..centres.len());
+    let point = centres[centre]
+        .iter()
+        .map(|c| c + random.gen_range(-0.06..0.06))
+        .collect();
+    (normalised(point), json!({"group": centre % 2}))
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let at = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted.get(at).copied().unwrap_or_default()
+}
+
+fn exact(
+    points: &[(i64, Vec<f32>, Value)],
+    query: &[f32],
+    filter: Option<&MetadataFilter>,
+) -> Vec<i64> {
+    let mut scored: Vec<(f32, i64)> = points
+        .iter()
+        .filter(|(_, _, metadata)| filter.is_none_or(|filter| matches(metadata, filter)))
+        .map(|(id, vector, _)| (vector.iter().zip(query).map(|(a, b)| a * b).sum(), *id))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(10).map(|(_, id)| id).collect()
+}
+
+fn main() {
+    let count: usize = std::env::var("CONVERGIO_BENCH_VECTORS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(100_000);
+    let mut random = StdRng::seed_from_u64(20);
+    let topics = centres((count / 50).max(10), &mut random);
+    let points: Vec<(i64, Vec<f32>, Value)> = (0..count + INCREMENTAL)
+        .map(|id| {
+            let (vector, metadata) = around(&topics, &mut random);
+            (id as i64 + 1, vector, metadata)
+        })
+        .collect();
+    let queries: Vec<Vec<f32>> = (0..QUERIES)
+        .map(|_| around(&topics, &mut random).0)
+        .collect();
+    println!(
+        "vectors: {count} of {DIMENSIONS} dimensions, {} topics, {} threads",
+        topics.len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    let index = VectorIndex::new();
+    let before = rss_kib();
+    let started = Instant::now();
+    index.load("bench", DIMENSIONS, points[..count].to_vec());
+    let build = started.elapsed();
+    let after = rss_kib();
+    println!(
+        "build (parallel insert at start): {:.1} s, {:.0} vectors/s; RSS +{} MiB (vectors alone {} MiB)",
+        build.as_secs_f64(),
+        count as f64 / build.as_secs_f64(),
+        after.saturating_sub(before) / 1024,
+        count * DIMENSIONS * 4 / (1024 * 1024)
+    );
+
+    let started = Instant::now();
+    for (id, vector, metadata) in &points[count..] {
+        index.apply(
+            "bench",
+            DIMENSIONS,
+            &[(*id, vector.as_slice(), metadata)],
+            &[],
+        );
+    }
+    let incremental = started.elapsed();
+    println!(
+        "incremental insert (one writer, one at a time): {:.0} vectors/s",
+        INCREMENTAL as f64 / incremental.as_secs_f64()
+    );
+
+    let filter: MetadataFilter = json!({"group": 1}).as_object().cloned().unwrap_or_default();
+    for (label, filter) in [("no filter", None), ("filter (half match)", Some(&filter))] {
+        let mut latencies: Vec<Duration> = queries
+            .iter()
+            .map(|query| {
+                let started = Instant::now();
+                let hits = index.search("bench", query, 10, 40, filter);
+                let elapsed = started.elapsed();
+                assert!(!hits.is_empty());
+                elapsed
+            })
+            .collect();
+        latencies.sort();
+        let mut found = 0;
+        let mut wanted = 0;
+        for query in queries.iter().take(RECALL_QUERIES) {
+            let truth = exact(&points, query, filter);
+            let got: Vec<i64> = index
+                .search("bench", query, 10, 40, filter)
+                .into_iter()
+                .map(|hit| hit.id)
+                .collect();
+            wanted += truth.len();
+            found += truth.iter().filter(|id| got.contains(id)).count();
+        }
+        println!(
+            "search k=10, {label}: p50 {:.3} ms, p99 {:.3} ms; recall@10 {:.4} ({RECALL_QUERIES} queries vs exact)",
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            found as f64 / wanted as f64
+        );
+    }
+}

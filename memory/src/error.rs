@@ -1,0 +1,131 @@
+//! [`MemoryError`]: every way a memory call fails, each with the
+//! [`ErrorKind`] a client sees. A namespace the caller may not see is
+//! answered exactly as a missing one (`NamespaceNotFound`) by the gateway.
+//!
+//! **Invariant:** no error holds an embedding provider's key; provider
+//! failures quote at most a bounded piece of the provider's own answer.
+
+use convergio_schemas::{ErrorKind, StorageError};
+
+/// Why a memory call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// No such namespace (or one the caller may not see).
+    #[error("memory namespace {namespace} not found")]
+    NamespaceNotFound {
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// The name is taken (namespace names are unique in the deployment).
+    #[error("memory namespace {namespace} already exists")]
+    NamespaceExists {
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// No such item in the namespace (or it expired).
+    #[error("item {key} not found in memory namespace {namespace}")]
+    ItemNotFound {
+        /// The namespace.
+        namespace: String,
+        /// The item's key.
+        key: String,
+    },
+    /// The request or declaration is not acceptable.
+    #[error("{detail}")]
+    Invalid {
+        /// What is wrong, for the caller.
+        detail: String,
+    },
+    /// A structured record breaks the namespace's JSON Schema.
+    #[error("the record breaks the namespace's schema: {}", violations.join("; "))]
+    SchemaViolation {
+        /// Each violation, with its JSON pointer.
+        violations: Vec<String>,
+    },
+    /// A document or record is larger than the namespace allows.
+    #[error("the item is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The item's size in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The namespace holds as many items as its retention allows.
+    #[error("memory namespace {namespace} is full ({max_items} items)")]
+    NamespaceFull {
+        /// The namespace.
+        namespace: String,
+        /// Its bound.
+        max_items: u64,
+    },
+    /// `If-Match` named another version than the stored one.
+    #[error("item {key} changed: the stored version is not the one named")]
+    Stale {
+        /// The item's key.
+        key: String,
+    },
+    /// The operation does not apply to this kind of namespace.
+    #[error("memory namespace {namespace} is {kind}: {detail}")]
+    WrongKind {
+        /// The namespace.
+        namespace: String,
+        /// Its kind.
+        kind: &'static str,
+        /// What was asked.
+        detail: String,
+    },
+    /// The embedding provider failed or answered something unusable.
+    #[error("the embedding provider failed: {detail}")]
+    Embedding {
+        /// What went wrong, bounded, never a key.
+        detail: String,
+        /// Whether the provider could not be reached or timed out (502/504
+        /// rather than an unusable answer).
+        unavailable: bool,
+    },
+    /// The embedding key cannot be had (a missing secret).
+    #[error("the embedding key {reference} is not available")]
+    KeyUnavailable {
+        /// The key's reference (`secret:NAME`), never a value.
+        reference: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The crate's result.
+pub type Result<T, E = MemoryError> = std::result::Result<T, E>;
+
+// === impl MemoryError ===
+
+impl MemoryError {
+    /// An invalid request with `detail`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::Invalid {
+            detail: detail.into(),
+        }
+    }
+
+    /// How a client sees this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NamespaceNotFound { .. } | Self::ItemNotFound { .. } => ErrorKind::NotFound,
+            Self::NamespaceExists { .. } | Self::NamespaceFull { .. } => ErrorKind::Conflict,
+            Self::Invalid { .. } | Self::SchemaViolation { .. } | Self::WrongKind { .. } => {
+                ErrorKind::InvalidInput
+            }
+            Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Self::Stale { .. } => ErrorKind::PreconditionFailed,
+            Self::Embedding { unavailable, .. } => {
+                if *unavailable {
+                    ErrorKind::UpstreamTimeout
+                } else {
+                    ErrorKind::BadUpstream
+                }
+            }
+            Self::KeyUnavailable { .. } => ErrorKind::InvalidInput,
+            Self::Storage(error) => error.kind(),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The approximate nearest-neighbour index of vector namespaces: one HNSW
+//! graph per namespace (the `hnsw_rs` crate, cosine distance), keyed by
+//! chunk row id, with each live chunk's metadata beside it for filtering.
+//!
+//! Why `hnsw_rs`: it is maintained, inserts incrementally through `&self`
+//! (concurrent writers need no rebuild), searches with a filter applied
+//! during the graph walk (so a metadata filter still returns k hits where
+//! the graph allows), and is pure Rust. It cannot remove a point, so a
+//! replaced or deleted chunk becomes a tombstone: it leaves the live map
+//! and the filter skips it. Tombstones are dropped at the next start, when
+//! the graph is rebuilt from the rows.
+//!
+//! **Invariant:** derived, never the truth: built from the store's chunks
+//! ([`VectorIndex::load`]) and told of every committed write; a search's
+//! ids are read back from the store before they are answered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hnsw_rs::prelude::{DistCosine, FilterT, Hnsw};
+use serde_json::{Map, Value};
+
+/// Neighbours kept per point on upper layers (`M`); layer 0 keeps twice.
+pub const MAX_CONNECTIONS: usize = 24;
+/// Candidates considered while inserting.
+pub const EF_CONSTRUCTION: usize = 200;
+/// Layers at most.
+const MAX_LAYERS: usize = 16;
+/// The least candidate list while searching; `k` widens it.
+pub const EF_SEARCH: usize = 64;
+
+/// A metadata filter: every named top-level field must equal its value.
+pub type MetadataFilter = Map<String, Value>;
+
+/// Whether `metadata` satisfies `filter`.
+pub fn matches(metadata: &Value, filter: &MetadataFilter) -> bool {
+    filter
+        .iter()
+        .all(|(field, wanted)| metadata.get(field) == Some(wanted))
+}
+
+/// One namespace's graph and its live points.
+struct NamespaceIndex {
+    graph: Hnsw<'static, f32, DistCosine>,
+    /// Live chunk ids and their metadata; an id in the graph but not here
+    /// is a tombstone.
+    live: RwLock<HashMap<usize, Value>>,
+    dimensions: usize,
+}
+
+/// A hit: a chunk id and its cosine similarity (1 is the same direction).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    /// The chunk's row id.
+    pub id: i64,
+    /// Cosine similarity.
+    pub score: f32,
+}
+
+/// Every vector namespace's index.
+#[derive(Default)]
+pub struct VectorIndex {
+    namespaces: RwLock<HashMap<String, Arc<NamespaceIndex>>>,
+}
+
+impl std::fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.namespaces.read().map(|map| map.len()).unwrap_or(0);
+        f.debug_struct("VectorIndex")
+            .field("namespaces", &count)
+            .finish()
+    }
+}
+
+struct LiveFilter<'a> {
+    live: &'a HashMap<usize, Value>,
+    filter: Option<&'a MetadataFilter>,
+}
+
+impl FilterT for LiveFilter<'_> {
+    fn hnsw_filter(&self, id: &usize) -> bool {
+        match (self.live.get(id), self.filter) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(metadata), Some(filter)) => matches(metadata, filter),
+        }
+    }
+}
+
+fn to_id(id: i64) -> Option<usize> {
+    usize::try_from(id).ok()
+}
+
+// === impl NamespaceIndex ===
+
+impl NamespaceIndex {
+    fn new(dimensions: usize, capacity: usize) -> Self {
+        Self {
+            graph: Hnsw::new(
+                MAX_CONNECTIONS,
+                capacity.max(1_000),
+                MAX_LAYERS,
+                EF_CONSTRUCTION,
+                DistCosine {},
+            ),
+            live: RwLock::new(HashMap::with_capacity(capacity)),
+            dimensions,
+        }
+    }
+}
+
+// === impl VectorIndex ===
+
+impl VectorIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn namespace(&self, namespace: &str) -> Option<Arc<NamespaceIndex>> {
+        self.namespaces
+            .read()
+            .ok()
+            .and_then(|map| map.get(namespace).cloned())
+    }
+
+    /// (Re)builds `namespace`'s graph from `points` (chunk id, vector,
+    /// metadata), replacing any it had; inserts in parallel.
+    pub fn load(&self, namespace: &str, dimensions: usize, points: Vec<(i64, Vec<f32>, Value)>) {
+        let index = NamespaceIndex::new(dimensions, points.len());
+        let mut batch = Vec::with_capacity(points.len());
+        if let Ok(mut live) = index.live.write() {
+            for (id, vector, metadata) in &points {
+                if let (Some(id), true) = (to_id(*id), vector.len() == dimensions) {
+                    live.insert(id, metadata.clone());
+                    batch.push((vector, id));
+                }
+            }
+        }
+        index.graph.parallel_insert(&batch);
+        if let Ok(mut map) = self.namespaces.write() {
+            map.insert(namespace.to_owned(), Arc::new(index));
+        }
+    }
+
+    /// Adds points to `namespace` (creating its graph), and tombstones
+    /// `removed` ids: a committed write.
+    pub fn apply(
+        &self,
+        namespace: &str,
+        dimensions: usize,
+        added: &[(i64, &[f32], &Value)],
+        removed: &[i64],
+    ) {
+        let index = match self.namespace(namespace) {
+            Some(index) => index,
+            None => {
+                let Ok(mut map) = self.namespaces.write() else {
+                    return;
+                };
+                map.entry(namespace.to_owned())
+                    .or_insert_with(|| Arc::new(NamespaceIndex::new(dimensions, 0)))
+                    .clone()
+            }
+        };
+        if let Ok(mut live) = index.live.write() {
+            for id in removed.iter().filter_map(|id| to_id(*id)) {
+                live.remove(&id);
+            }
+        }
+        for (id, vector, metadata) in added {
+            let Some(id) = to_id(*id) else { continue };
+            if vector.len() != index.dimensions {
+                continue;
+            }
+            index.graph.insert_slice((vector, id));
+            if let Ok(mut live) = index.live.write() {
+                live.insert(id, (*metadata).clone());
+            }
+        }
+    }
+
+    /// Whether `namespace` has a graph in this process (built or loaded).
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.namespace(namespace).is_some()
+    }
+
+    /// Forgets `namespace` (deleted).
+    pub fn drop_namespace(&self, namespace: &str) {
+        if let Ok(mut map) = self.namespaces.write() {
+            map.remove(namespace);
+        }
+    }
+
+    /// Live points of `namespace`.
+    pub fn len(&self, namespace: &str) -> usize {
+        self.namespace(namespace)
+            .and_then(|index| index.live.read().ok().map(|live| live.len()))
+            .unwrap_or(0)
+    }
+
+    /// Whether `namespace` has no live point.
+    pub fn is_empty(&self, namespace: &str) -> bool {
+        self.len(namespace) == 0
+    }
+
+    /// The `k` live points nearest `query` that satisfy `filter`, nearest
+    /// first. `ef` widens the candidate list (at least [`EF_SEARCH`] and `k`).
+    pub fn search(
+        &self,
+        namespace: &str,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&MetadataFilter>,
+    ) -> Vec<Neighbour> {
+        let Some(index) = self.namespace(namespace) else {
+            return Vec::new();
+        };
+        if query.len() != index.dimensions || k == 0 {
+            return Vec::new();
+        }
+        let Ok(live) = index.live.read() else {
+            return Vec::new();
+        };
+        let live_filter = LiveFilter {
+            live: &live,
+            filter: filter.filter(|filter| !filter.is_empty()),
+        };
+        let ef = ef.max(EF_SEARCH).max(k);
+        index
+            .graph
+            .search_filter(query, k, ef, Some(&live_filter))
+            .into_iter()
+            .filter_map(|neighbour| {
+                let id = i64::try_from(neighbour.d_id).ok()?;
+                Some(Neighbour {
+                    id,
+                    score: 1.0 - neighbour.distance,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,443 @@
+//! [`Memory`]: the service behind `/v1/memory`. It checks items against
+//! their namespace (a structured record against its JSON Schema, a vector
+//! document's size and shape), chunks and embeds documents **before**
+//! anything is written (so a failing provider writes no row), writes
+//! through the [`MemoryStore`] in one transaction, and then tells the
+//! [`VectorIndex`]. Policy is decided by the caller (the gateway) before
+//! any method here runs; this service never sees a principal.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::chunk::chunk;
+use crate::embed::Embedders;
+use crate::index::{MetadataFilter, VectorIndex};
+use crate::namespace::{check_name, NamespaceKind, NamespaceSpec};
+use crate::store::{ItemRow, MemoryStore, NamespaceRow, NewChunk, PutItem, PutResult};
+use crate::{MemoryError, Result};
+
+/// The most hits one search returns.
+pub const MAX_TOP_K: usize = 100;
+/// The most items one listing returns.
+pub const MAX_PAGE: u32 = 500;
+
+/// A `:search` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// The text to search for.
+    pub query: String,
+    /// Hits wanted (1–100, default 10).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// Metadata fields every hit must have with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<MetadataFilter>,
+}
+
+fn default_top_k() -> usize {
+    10
+}
+
+/// One search hit: a chunk of a document, with its similarity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The document's key.
+    pub key: String,
+    /// The chunk's place in the document.
+    pub seq: u32,
+    /// Cosine similarity to the query (1 is the same direction).
+    pub score: f32,
+    /// The chunk's text.
+    pub text: String,
+    /// The document's metadata.
+    pub metadata: Value,
+}
+
+/// Memory namespaces, their items and their index.
+pub struct Memory {
+    store: Arc<dyn MemoryStore>,
+    embedders: Arc<dyn Embedders>,
+    index: Arc<VectorIndex>,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A vector document's parts: its text and its metadata object.
+fn document_parts(value: &Value) -> Result<(&str, Value)> {
+    let Some(object) = value.as_object() else {
+        return Err(MemoryError::invalid(
+            "a vector document is an object {\"text\": …, \"metadata\": {…}}",
+        ));
+    };
+    if let Some(field) = object
+        .keys()
+        .find(|field| !matches!(field.as_str(), "text" | "metadata"))
+    {
+        return Err(MemoryError::invalid(format!(
+            "a vector document has only text and metadata, not {field:?}"
+        )));
+    }
+    let text = object
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MemoryError::invalid("a vector document needs text (a string)"))?;
+    if text.trim().is_empty() {
+        return Err(MemoryError::invalid("a vector document's text is blank"));
+    }
+    let metadata = match object.get("metadata") {
+        None => Value::Object(Map::new()),
+        Some(Value::Object(map)) => Value::Object(map.clone()),
+        Some(_) => return Err(MemoryError::invalid("metadata must be an object")),
+    };
+    Ok((text, metadata))
+}
+
+// === impl Memory ===
+
+impl Memory {
+    /// The service over `store`, embedding with `embedders`.
+    pub fn new(store: Arc<dyn MemoryStore>, embedders: Arc<dyn Embedders>) -> Self {
+        Self {
+            store,
+            embedders,
+            index: Arc::new(VectorIndex::new()),
+        }
+    }
+
+    /// The index (benches and tests look at it).
+    pub fn index(&self) -> &Arc<VectorIndex> {
+        &self.index
+    }
+
+    /// Builds every vector namespace's index from the stored chunks (at
+    /// start); the number of chunks loaded.
+    pub async fn load_indexes(&self) -> Result<usize> {
+        let mut loaded = 0;
+        for row in self.store.namespaces(None).await? {
+            if row.spec.kind == NamespaceKind::Vector {
+                loaded += self.load_index(&row).await?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn load_index(&self, row: &NamespaceRow) -> Result<usize> {
+        let dimensions = row
+            .spec
+            .embedding
+            .as_ref()
+            .map_or(0, |spec| spec.dimensions());
+        let chunks = self.store.chunks(&row.name).await?;
+        let count = chunks.len();
+        let points = chunks
+            .into_iter()
+            .map(|chunk| (chunk.id, chunk.vector, chunk.metadata))
+            .collect();
+        let index = self.index.clone();
+        let name = row.name.clone();
+        tokio::task::spawn_blocking(move || index.load(&name, dimensions, points))
+            .await
+            .map_err(|error| MemoryError::invalid(format!("building the index: {error}")))?;
+        Ok(count)
+    }
+
+    /// Creates `org`'s namespace `name`.
+    pub async fn create_namespace(
+        &self,
+        org: &str,
+        name: &str,
+        spec: NamespaceSpec,
+    ) -> Result<NamespaceRow> {
+        check_name("a namespace name", name)?;
+        spec.check()?;
+        let row = NamespaceRow {
+            name: name.to_owned(),
+            org: org.to_owned(),
+            spec,
+            created_at: now(),
+        };
+        self.store.create_namespace(&row).await?;
+        tracing::info!(org = %org, namespace = %name, kind = row.spec.kind.as_str(), "memory namespace created");
+        Ok(row)
+    }
+
+    /// The namespace `name` (whoever owns it: the caller decides).
+    pub async fn namespace(&self, name: &str) -> Result<NamespaceRow> {
+        self.store
+            .namespace(name)
+            .await?
+            .ok_or_else(|| MemoryError::NamespaceNotFound {
+                namespace: name.to_owned(),
+            })
+    }
+
+    /// `org`'s namespaces.
+    pub async fn namespaces(&self, org: &str) -> Result<Vec<NamespaceRow>> {
+        self.store.namespaces(Some(org)).await
+    }
+
+    /// Deletes a namespace and everything in it.
+    pub async fn delete_namespace(&self, namespace: &NamespaceRow) -> Result<()> {
+        if self
+            .store
+            .delete_namespace(&namespace.name)
+            .await?
+            .is_none()
+        {
+            return Err(MemoryError::NamespaceNotFound {
+                namespace: namespace.name.clone(),
+            });
+        }
+        self.index.drop_namespace(&namespace.name);
+        tracing::info!(org = %namespace.org, namespace = %namespace.name, "memory namespace deleted");
+        Ok(())
+    }
+
+    /// Writes item `key`: a record checked against the schema, or a
+    /// document chunked and embedded before anything is stored.
+    pub async fn put(
+        &self,
+        namespace: &NamespaceRow,
+        key: &str,
+        value: Value,
+        expected_version: Option<i64>,
+    ) -> Result<PutResult> {
+        check_name("an item key", key)?;
+        let size = serde_json::to_vec(&value)
+            .map(|bytes| bytes.len())
+            .unwrap_or(usize::MAX);
+        let limit = namespace.spec.max_item_bytes();
+        if size > limit {
+            return Err(MemoryError::TooLarge { size, limit });
+        }
+        let spec = &namespace.spec;
+        let chunks = match spec.kind {
+            NamespaceKind::Structured => {
+                if let Some(schema) = &spec.schema {
+                    let validator = jsonschema::validator_for(schema).map_err(|error| {
+                        MemoryError::invalid(format!(
+                            "the namespace's schema does not compile: {error}"
+                        ))
+                    })?;
+                    let violations: Vec<String> = validator
+                        .iter_errors(&value)
+                        .map(|error| format!("{}: {error}", error.instance_path()))
+                        .collect();
+                    if !violations.is_empty() {
+                        return Err(MemoryError::SchemaViolation { violations });
+                    }
+                }
+                Vec::new()
+            }
+            NamespaceKind::Vector => self.embed_document(namespace, &value).await?,
+        };
+        let at = now();
+        let expires_at = spec
+            .retention
+            .ttl_seconds
+            .and_then(|ttl| i64::try_from(ttl).ok())
+            .map(|ttl| at.saturating_add(ttl));
+        let result = self
+            .store
+            .put_item(PutItem {
+                namespace: &namespace.name,
+                key,
+                value: &value,
+                expected_version,
+                at,
+                expires_at,
+                max_items: spec.retention.max_items,
+                chunks: &chunks,
+            })
+            .await?;
+        if spec.kind == NamespaceKind::Vector {
+            let added: Vec<(i64, &[f32], &Value)> = result
+                .chunk_ids
+                .iter()
+                .zip(&chunks)
+                .map(|(id, chunk)| (*id, chunk.vector.as_slice(), &chunk.metadata))
+                .collect();
+            self.ensure_index(namespace).await?;
+            self.index.apply(
+                &namespace.name,
+                chunks.first().map_or(0, |chunk| chunk.vector.len()),
+                &added,
+                &result.removed_chunk_ids,
+            );
+        }
+        Ok(result)
+    }
+
+    async fn embed_document(
+        &self,
+        namespace: &NamespaceRow,
+        value: &Value,
+    ) -> Result<Vec<NewChunk>> {
+        let (text, metadata) = document_parts(value)?;
+        let texts = chunk(text, namespace.spec.chunking());
+        let embedding = namespace.spec.embedding.as_ref().ok_or_else(|| {
+            MemoryError::invalid("the vector namespace has no embedding provider")
+        })?;
+        let embedder = self.embedders.embedder(&namespace.org, embedding).await?;
+        let vectors = embedder.embed(&texts).await?;
+        if vectors.len() != texts.len() {
+            return Err(MemoryError::Embedding {
+                detail: format!("{} vectors for {} texts", vectors.len(), texts.len()),
+                unavailable: false,
+            });
+        }
+        Ok(texts
+            .into_iter()
+            .zip(vectors)
+            .zip(0_u32..)
+            .map(|((text, vector), seq)| NewChunk {
+                seq,
+                text,
+                metadata: metadata.clone(),
+                vector,
+            })
+            .collect())
+    }
+
+    /// Loads a vector namespace's index the first time this process needs
+    /// it (a namespace created by another replica, or before any write).
+    async fn ensure_index(&self, namespace: &NamespaceRow) -> Result<()> {
+        if !self.index.contains(&namespace.name) {
+            self.load_index(namespace).await?;
+        }
+        Ok(())
+    }
+
+    /// Item `key`, unless missing or expired.
+    pub async fn get(&self, namespace: &NamespaceRow, key: &str) -> Result<ItemRow> {
+        self.store
+            .item(&namespace.name, key, now())
+            .await?
+            .ok_or_else(|| MemoryError::ItemNotFound {
+                namespace: namespace.name.clone(),
+                key: key.to_owned(),
+            })
+    }
+
+    /// Up to `limit` live items after `after`, by key.
+    pub async fn list(
+        &self,
+        namespace: &NamespaceRow,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ItemRow>> {
+        self.store
+            .items(&namespace.name, now(), after, limit.clamp(1, MAX_PAGE))
+            .await
+    }
+
+    /// Deletes item `key` (checking `expected_version` when given).
+    pub async fn delete(
+        &self,
+        namespace: &NamespaceRow,
+        key: &str,
+        expected_version: Option<i64>,
+    ) -> Result<()> {
+        let Some(removed) = self
+            .store
+            .delete_item(&namespace.name, key, expected_version)
+            .await?
+        else {
+            return Err(MemoryError::ItemNotFound {
+                namespace: namespace.name.clone(),
+                key: key.to_owned(),
+            });
+        };
+        if !removed.is_empty() {
+            self.index.apply(&namespace.name, 0, &[], &removed);
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` items that expired at or before `before`
+    /// (Unix seconds) with their chunks, and drops the chunks from the
+    /// index; how many items went. The retention pruner calls it.
+    pub async fn prune_expired(&self, before: i64, limit: u32) -> Result<u64> {
+        let pruned = self.store.prune_expired(before, limit).await?;
+        for item in &pruned {
+            // An index this process never loaded is built from the rows,
+            // which no longer hold these chunks.
+            if !item.chunk_ids.is_empty() && self.index.contains(&item.namespace) {
+                self.index.apply(&item.namespace, 0, &[], &item.chunk_ids);
+            }
+        }
+        Ok(pruned.len() as u64)
+    }
+
+    /// The `top_k` chunks nearest the query, filtered by metadata.
+    pub async fn search(
+        &self,
+        namespace: &NamespaceRow,
+        request: &SearchRequest,
+    ) -> Result<Vec<SearchHit>> {
+        let Some(embedding) = namespace.spec.embedding.as_ref() else {
+            return Err(MemoryError::WrongKind {
+                namespace: namespace.name.clone(),
+                kind: namespace.spec.kind.as_str(),
+                detail: "only vector namespaces are searched".to_owned(),
+            });
+        };
+        if request.top_k == 0 || request.top_k > MAX_TOP_K {
+            return Err(MemoryError::invalid(format!(
+                "top_k must be between 1 and {MAX_TOP_K}"
+            )));
+        }
+        if request.query.trim().is_empty() {
+            return Err(MemoryError::invalid("the query is blank"));
+        }
+        let embedder = self.embedders.embedder(&namespace.org, embedding).await?;
+        let mut vectors = embedder.embed(std::slice::from_ref(&request.query)).await?;
+        let query = vectors.pop().ok_or_else(|| MemoryError::Embedding {
+            detail: "no vector for the query".to_owned(),
+            unavailable: false,
+        })?;
+        self.ensure_index(namespace).await?;
+        let neighbours = self.index.search(
+            &namespace.name,
+            &query,
+            request.top_k,
+            request.top_k * 4,
+            request.filter.as_ref(),
+        );
+        let ids: Vec<i64> = neighbours.iter().map(|neighbour| neighbour.id).collect();
+        let rows = self
+            .store
+            .chunks_by_id(&namespace.name, &ids, now())
+            .await?;
+        // Answer in the index's order, only what the rows still hold.
+        Ok(neighbours
+            .iter()
+            .filter_map(|neighbour| {
+                let row = rows.iter().find(|row| row.id == neighbour.id)?;
+                Some(SearchHit {
+                    key: row.key.clone(),
+                    seq: row.seq,
+                    score: neighbour.score,
+                    text: row.text.clone(),
+                    metadata: row.metadata.clone(),
+                })
+            })
+            .collect())
+    }
+}

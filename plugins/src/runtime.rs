@@ -1,0 +1,428 @@
+//! The sandbox: one wasmtime [`Engine`] per process with the pooling
+//! instance allocator (a call takes a pre-allocated slot instead of mapping
+//! memory), and per call a fresh [`Store`] bounded four ways:
+//!
+//! - CPU: fuel (`SandboxLimits::fuel` WebAssembly operations per call);
+//! - wall clock: epoch interruption, a ticker thread advancing the epoch
+//!   every [`TICK`], the store's deadline `deadline / TICK` ticks away;
+//! - memory and tables: a [`ResourceLimiter`] refusing growth past the
+//!   limits (a refusal traps, so a memory bomb ends the call at once), under
+//!   the pool's own per-slot maximum;
+//! - stack: `max_wasm_stack`.
+//!
+//! A module may import only the `convergio` host functions ([`HOST_MODULE`]);
+//! anything else (WASI files, sockets, clocks, environment) is refused when
+//! the module is loaded, so there is no filesystem, network, environment or
+//! clock inside the sandbox. Each call instantiates afresh (cheap from the
+//! pool and a pre-linked [`InstancePre`]), so no state leaks between calls.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+
+use crate::PluginError;
+
+/// The one import module a plugin may use.
+pub const HOST_MODULE: &str = "convergio";
+
+/// The host functions of [`HOST_MODULE`] (ABI v1): `log(ptr, len)`.
+pub const HOST_FUNCTIONS: &[&str] = &["log"];
+
+/// The ABI version this runtime speaks (see the crate README).
+pub const ABI_VERSION: u32 = 1;
+
+/// How often the epoch advances: the wall-clock deadline's resolution.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Bounds on every plugin call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxLimits {
+    /// WebAssembly operations one call may execute (default 50 million,
+    /// tens of milliseconds of CPU).
+    pub fuel: u64,
+    /// Wall-clock bound on one call, in milliseconds (default 100).
+    pub deadline_ms: u64,
+    /// Largest linear memory of one instance, in bytes (default 16 MiB).
+    pub memory_bytes: usize,
+    /// Largest table of one instance, in elements (default 10 000).
+    pub table_elements: usize,
+    /// Largest WebAssembly stack, in bytes (default 512 KiB).
+    pub max_stack_bytes: usize,
+    /// Instances alive at once across all plugins (default 32): calls
+    /// beyond it are refused as unavailable.
+    pub max_instances: u32,
+    /// Largest answer a call may return, in bytes (default 4 MiB).
+    pub max_output_bytes: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            fuel: 50_000_000,
+            deadline_ms: 100,
+            memory_bytes: 16 * 1024 * 1024,
+            table_elements: 10_000,
+            max_stack_bytes: 512 * 1024,
+            max_instances: 32,
+            max_output_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The engine and its epoch ticker; cheap to clone.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    limits: Arc<SandboxLimits>,
+    _ticker: Arc<Ticker>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the epoch thread when the last runtime handle is dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled, checked, pre-linked module.
+#[derive(Clone)]
+pub struct LoadedModule {
+    name: String,
+    pre: InstancePre<CallState>,
+}
+
+impl std::fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModule")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl LoadedModule ===
+
+impl LoadedModule {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Per call state: the limiter, and whether it refused something.
+struct CallState {
+    limiter: Limiter,
+}
+
+struct Limiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            // An error (not `Ok(false)`) traps: a bomb stops here instead of
+            // spinning on `memory.grow` returning -1.
+            self.refused = true;
+            return Err(wasmtime::Error::msg("memory limit"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.refused = true;
+            return Err(wasmtime::Error::msg("table limit"));
+        }
+        Ok(true)
+    }
+}
+
+// === impl PluginRuntime ===
+
+impl PluginRuntime {
+    /// An engine enforcing `limits`, with its epoch ticker thread.
+    pub fn new(limits: SandboxLimits) -> Result<Self, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(limits.max_instances)
+            .total_memories(limits.max_instances)
+            .total_tables(limits.max_instances)
+            .total_component_instances(0)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(limits.memory_bytes)
+            .table_elements(limits.table_elements);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.max_stack_bytes)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|error| PluginError::Unavailable {
+            detail: format!("starting the WebAssembly engine failed: {error}"),
+        })?;
+        let mut linker = Linker::new(&engine);
+        // The one host function of ABI v1: a bounded debug log line.
+        linker
+            .func_wrap(
+                HOST_MODULE,
+                "log",
+                |mut caller: wasmtime::Caller<'_, CallState>, ptr: i32, len: i32| {
+                    let Some(wasmtime::Extern::Memory(memory)) = caller.get_export("memory") else {
+                        return;
+                    };
+                    let (Ok(start), Ok(len)) = (usize::try_from(ptr), usize::try_from(len)) else {
+                        return;
+                    };
+                    let end = start.saturating_add(len.min(1024));
+                    if let Some(bytes) = memory.data(&caller).get(start..end) {
+                        tracing::debug!(line = %String::from_utf8_lossy(bytes), "plugin log");
+                    }
+                },
+            )
+            .map_err(|error| PluginError::Unavailable {
+                detail: format!("defining the host functions failed: {error}"),
+            })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = engine.clone();
+        let stop_flag = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|error| PluginError::Unavailable {
+                detail: format!("starting the epoch thread failed: {error}"),
+            })?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            limits: Arc::new(limits),
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    /// The bounds every call gets.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// Compiles and checks a module: valid WebAssembly, imports only from
+    /// [`HOST_MODULE`], exports `memory`, `alloc` and `entry`.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        entry: &'static str,
+    ) -> Result<LoadedModule, PluginError> {
+        let module =
+            Module::new(&self.engine, bytes).map_err(|error| PluginError::InvalidModule {
+                plugin: name.to_owned(),
+                detail: format!("{error}"),
+            })?;
+        for import in module.imports() {
+            let known = import.module() == HOST_MODULE && HOST_FUNCTIONS.contains(&import.name());
+            if !known {
+                return Err(PluginError::ForbiddenImport {
+                    plugin: name.to_owned(),
+                    module: convergio_schemas::echo(import.module()).into_owned(),
+                    name: convergio_schemas::echo(import.name()).into_owned(),
+                });
+            }
+        }
+        for export in ["memory", "alloc", entry] {
+            if module.get_export(export).is_none() {
+                return Err(PluginError::MissingExport {
+                    plugin: name.to_owned(),
+                    export: match export {
+                        "memory" => "memory",
+                        "alloc" => "alloc",
+                        _ => entry,
+                    },
+                    detail: "no such export".into(),
+                });
+            }
+        }
+        let pre =
+            self.linker
+                .instantiate_pre(&module)
+                .map_err(|error| PluginError::InvalidModule {
+                    plugin: name.to_owned(),
+                    detail: format!("{error}"),
+                })?;
+        Ok(LoadedModule {
+            name: name.to_owned(),
+            pre,
+        })
+    }
+
+    /// Runs `entry(ptr, len) -> i64` of `module` on `input` (copied into
+    /// memory the module's `alloc` gave), returning the bytes at the packed
+    /// `(ptr << 32) | len` answer. Every bound of [`SandboxLimits`] holds.
+    pub fn call(
+        &self,
+        module: &LoadedModule,
+        entry: &'static str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        let limits = &self.limits;
+        let plugin = module.name.as_str();
+        let mut store = Store::new(
+            &self.engine,
+            CallState {
+                limiter: Limiter {
+                    memory_bytes: limits.memory_bytes,
+                    table_elements: limits.table_elements,
+                    refused: false,
+                },
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|error| PluginError::Unavailable {
+                detail: format!("setting fuel failed: {error}"),
+            })?;
+        let ticks = limits
+            .deadline_ms
+            .div_ceil(TICK.as_millis().max(1) as u64)
+            .max(1);
+        // One tick more: the deadline is never shorter than asked.
+        store.set_epoch_deadline(ticks + 1);
+        store.epoch_deadline_trap();
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| self.classify(plugin, &store, error))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| missing(plugin, "memory", "not a memory"))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "alloc")
+            .map_err(|error| missing(plugin, "alloc", &error.to_string()))?;
+        let run = instance
+            .get_typed_func::<(i32, i32), i64>(&mut store, entry)
+            .map_err(|error| missing(plugin, entry, &error.to_string()))?;
+        let length = i32::try_from(input.len()).map_err(|_| PluginError::BadOutput {
+            plugin: plugin.to_owned(),
+            detail: "input over 2 GiB".into(),
+        })?;
+        let pointer = alloc
+            .call(&mut store, length)
+            .map_err(|error| self.classify(plugin, &store, error))?;
+        memory
+            .write(&mut store, pointer as u32 as usize, input)
+            .map_err(|_| PluginError::BadOutput {
+                plugin: plugin.to_owned(),
+                detail: format!("alloc({length}) returned {pointer}, outside its memory"),
+            })?;
+        let packed = run
+            .call(&mut store, (pointer, length))
+            .map_err(|error| self.classify(plugin, &store, error))?;
+        let packed = packed as u64;
+        let (out_pointer, out_length) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        if out_length > limits.max_output_bytes {
+            return Err(PluginError::BadOutput {
+                plugin: plugin.to_owned(),
+                detail: format!(
+                    "answer of {out_length} bytes is over the limit of {}",
+                    limits.max_output_bytes
+                ),
+            });
+        }
+        memory
+            .data(&store)
+            .get(out_pointer..out_pointer.saturating_add(out_length))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| PluginError::BadOutput {
+                plugin: plugin.to_owned(),
+                detail: format!("answer at {out_pointer}+{out_length} is outside its memory"),
+            })
+    }
+
+    /// Turns a failed call into the bound it hit.
+    fn classify(
+        &self,
+        plugin: &str,
+        store: &Store<CallState>,
+        error: wasmtime::Error,
+    ) -> PluginError {
+        if store.data().limiter.refused {
+            return PluginError::MemoryLimit {
+                plugin: plugin.to_owned(),
+                limit_bytes: self.limits.memory_bytes,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
+                plugin: plugin.to_owned(),
+                fuel: self.limits.fuel,
+            },
+            Some(Trap::Interrupt) => PluginError::DeadlineExceeded {
+                plugin: plugin.to_owned(),
+                deadline_ms: self.limits.deadline_ms,
+            },
+            Some(Trap::StackOverflow) => PluginError::StackOverflow {
+                plugin: plugin.to_owned(),
+            },
+            Some(trap) => PluginError::Trap {
+                plugin: plugin.to_owned(),
+                detail: trap.to_string(),
+            },
+            None => {
+                let detail = format!("{error:#}");
+                // The pool is full: every instance slot is in use.
+                if detail.contains("maximum concurrent") || detail.contains("limit of") {
+                    PluginError::Unavailable { detail }
+                } else {
+                    PluginError::Trap {
+                        plugin: plugin.to_owned(),
+                        detail,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn missing(plugin: &str, export: &'static str, detail: &str) -> PluginError {
+    PluginError::MissingExport {
+        plugin: plugin.to_owned(),
+        export,
+        detail: detail.to_owned(),
+    }
+}
