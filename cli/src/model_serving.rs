@@ -585,6 +585,9 @@ pub trait AgentFactory: Send + Sync + 'static {
 pub struct ListenerPool {
     free: Vec<TcpListener>,
     gate: GateToken,
+    /// What the gateway reads: the sockets, the token and which agent runs
+    /// on which socket (kept current by the fleet).
+    slots: ModelSlots,
 }
 
 // === impl ListenerPool ===
@@ -606,19 +609,21 @@ impl ListenerPool {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
+        let sockets = free
+            .iter()
+            .map(|listener| listener.local_addr().context("reading a pool socket"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             free,
+            slots: ModelSlots::new(SecretValue::new(&token), sockets),
             gate: GateToken::new(token),
         })
     }
 
-    /// What the gateway needs to reach the pool's agents: their sockets
-    /// and the token they require.
-    pub fn slots(&self) -> anyhow::Result<ModelSlots> {
-        Ok(ModelSlots::new(
-            SecretValue::new(self.gate.expose()),
-            self.sockets()?,
-        ))
+    /// What the gateway needs to reach the pool's agents: their sockets,
+    /// the token they require and which agent runs where.
+    pub fn slots(&self) -> ModelSlots {
+        self.slots.clone()
     }
 
     /// Every socket of the pool (for the allow-list).
@@ -691,16 +696,17 @@ impl ModelFleet {
         }
     }
 
-    /// Serves every stored declaration now, then applies `changes` as they
+    /// Serves every stored declaration (before it returns, so a replica
+    /// that says it listens serves them), then applies `changes` as they
     /// come and reconciles with the store every `interval` until `changes`
     /// closes. Returns the task.
-    pub fn spawn(
+    pub async fn spawn(
         mut self,
         mut changes: mpsc::Receiver<FleetChange>,
         interval: Duration,
     ) -> tokio::task::JoinHandle<()> {
+        self.reconcile().await;
         tokio::spawn(async move {
-            self.reconcile().await;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -758,6 +764,7 @@ impl ModelFleet {
     async fn stop(&mut self, name: &str) {
         if let Some(served) = self.served.remove(name) {
             if let Some((agent, socket)) = served.agent {
+                self.pool.slots.unserve(name);
                 agent.shutdown().await;
                 self.pool.give_back(socket).await;
             }
@@ -909,6 +916,7 @@ impl ModelFleet {
             self.pool.give_back(socket).await;
             return Err(format!("registering the agent: {error}"));
         }
+        self.pool.slots.serve(&row.name, socket);
         Ok((running, socket))
     }
 }

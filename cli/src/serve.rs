@@ -282,7 +282,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 upstream_timeout: config.upstream.timeout,
                 max_upstream_timeout: config.upstream.max_timeout,
                 agent_timeouts: agent_timeouts.clone(),
-                model_slots: Some(model_slots.slots()?),
+                model_slots: Some(model_slots.slots()),
                 upstream_credentials: upstream_credentials.clone(),
                 upstream_allow: allow,
                 card_signer: signing_key.clone().map(|key| {
@@ -357,7 +357,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         reserved,
         agent_timeouts,
     )
-    .spawn(models.changes, config.models.watch_interval);
+    .spawn(models.changes, config.models.watch_interval)
+    .await;
     let agents_dir = match &config.models.agents_dir {
         Some(dir) => Some(
             watch_agents_dir(

@@ -316,7 +316,9 @@ fn a_conversation_continues_on_another_replica_on_postgres() {
     let first = replica();
     set_secret(&first, data_dir.path(), "openai", SECRET);
     apply(&first, data_dir.path(), "memory", &fake);
-    // Started after the declaration: it serves it from the shared store.
+    // Started after the declaration: it serves it from the shared store,
+    // and the shared card now names the second replica's loopback socket;
+    // each replica must still route the agent to its own copy.
     let second = replica();
     runtime.block_on(async {
         let (status, _, body) = send(
@@ -335,6 +337,7 @@ fn a_conversation_continues_on_another_replica_on_postgres() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
+        assert!(body.get("result").is_some(), "{body}");
     });
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);

@@ -129,13 +129,23 @@ pub(crate) async fn forward(
         .get("pageToken")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty);
-    let interface = target
+    let mut interface = target
         .choose_interface(call.client.binding)
         .ok_or_else(|| GatewayError::NoUsableInterface {
             agent: target.name.clone(),
             detail: unusable_interfaces(&target.card),
         })?
         .clone();
+    // A model agent this replica runs is reached on its own slot, not on
+    // the socket another replica sharing the registry wrote in the card.
+    if let Some(local) = state
+        .config
+        .model_slots
+        .as_ref()
+        .and_then(|slots| slots.local_url(&target.name, &interface.url))
+    {
+        interface.url = local;
+    }
     if let Value::Object(params) = &mut call.params {
         // The tenant the client copied from the rewritten card is the
         // upstream interface's; normalise it to the interface chosen.
