@@ -813,8 +813,11 @@ impl Federation {
         for key in fetched {
             push_key(&mut row.keys, &key, PeerKeyState::Pending);
         }
+        // The keys are stored before the failure is forgotten, so a reader
+        // never sees neither (a CI flake of `peer_jwks` showed that window).
+        self.store_row(&mut row).await?;
         self.jwks_failures().remove(&row.domain);
-        self.save(row).await
+        Ok(self.view(row))
     }
 
     /// Approves pending keys (those named, or all of them).
@@ -864,10 +867,16 @@ impl Federation {
     }
 
     async fn save(&self, mut row: PeerRow) -> Result<PeerView, GatewayError> {
-        row.updated_at = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-        self.store.put(&row).await.map_err(storage_error)?;
-        self.peers.invalidate(&row.domain).await;
+        self.store_row(&mut row).await?;
         Ok(self.view(row))
+    }
+
+    /// Stores `row` as updated now, and drops its cached copy.
+    async fn store_row(&self, row: &mut PeerRow) -> Result<(), GatewayError> {
+        row.updated_at = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        self.store.put(row).await.map_err(storage_error)?;
+        self.peers.invalidate(&row.domain).await;
+        Ok(())
     }
 
     async fn fetch_jwks(&self, url: &str) -> Result<Vec<PeerPublicKey>, PeerError> {
