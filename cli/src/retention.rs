@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use convergio_gateway::retention::{
     AuditRetention, MemoryRetention, NoncesRetention, PeerCallsRetention, Prunable, PruneError,
-    Pruner, RetentionConfig, RetentionKind, TaskRoutesRetention,
+    Pruner, RetentionConfig, RetentionKind, StreamEventsRetention, TaskRoutesRetention,
 };
 use convergio_policy::AuditLog;
 use convergio_registry::retention::RetentionStore;
@@ -62,6 +62,9 @@ pub fn pruner(
             convergio_store::registry::PeerCalls::new(db),
         ))))
         .with_target(Arc::new(MemoryRetention(memory)))
+        .with_target(Arc::new(StreamEventsRetention(Arc::new(
+            convergio_store::registry::StreamEvents::new(db),
+        ))))
 }
 
 /// One line for the start-up banner.

@@ -324,6 +324,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             readiness: readiness.clone(),
             metrics,
             guardrails: crate::guardrails::build(&config.guardrails)?,
+            // Streams are recorded beside the task routes, so a caller can
+            // resume on any replica (issue 24).
+            stream_log: Some(convergio_gateway::app::StreamLogHandle(Arc::new(
+                convergio_store::registry::StreamEvents::new(&db),
+            ))),
         },
     );
 

@@ -103,6 +103,20 @@ pub struct AppConfig {
     pub metrics: Arc<GatewayMetrics>,
     /// Payload guardrails on every A2A call (issue 21); default none.
     pub guardrails: convergio_plugins::Guardrails,
+    /// Where streams are recorded so a caller can resume them on any
+    /// replica (issue 24); `None`: not recorded.
+    pub stream_log: Option<StreamLogHandle>,
+}
+
+/// The stream event store handed to A2A routing (a newtype so the config
+/// stays `Debug`).
+#[derive(Clone)]
+pub struct StreamLogHandle(pub Arc<dyn convergio_registry::stream_events::StreamEventStore>);
+
+impl std::fmt::Debug for StreamLogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLogHandle").finish_non_exhaustive()
+    }
 }
 
 /// The run journal handed to the executor (a newtype so the config stays
@@ -234,6 +248,10 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         .with_gatekeeper(gate.clone())
         .with_federation(config.federation.clone())
         .with_guardrails(config.guardrails.clone());
+    let a2a_state = match config.stream_log {
+        Some(StreamLogHandle(log)) => a2a_state.with_stream_log(log),
+        None => a2a_state,
+    };
     // `/metrics` reads each upstream's circuit from the same client.
     let upstreams = a2a_state.client.clone();
     let a2a = a2a_router(a2a_state);

@@ -7,7 +7,8 @@
 //! durable runs (the storage crate's run journal; `convergio serve` plugs
 //! it in as a [`Prunable`], since this crate does not depend on it), and the
 //! stored outcomes of idempotent peer calls (issue 18, the registry's
-//! `PeerCallStore`); run events are held in memory per replica, bounded
+//! `PeerCallStore`), and the recorded events of tasks' streams (issue 24,
+//! its `StreamEventStore`); run events are held in memory per replica, bounded
 //! by `GraphsConfig::max_retained_runs`, and stored as run steps, which go
 //! with their run.
 //!
@@ -43,7 +44,7 @@ pub struct PruneError {
 }
 
 /// How many kinds there are.
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 /// What retention applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub enum RetentionKind {
     PeerCalls,
     /// Memory items past their namespace's TTL, with their chunks.
     Memory,
+    /// Recorded events of tasks' streams (for resumption).
+    StreamEvents,
 }
 
 impl RetentionKind {
@@ -71,6 +74,7 @@ impl RetentionKind {
         RetentionKind::Nonces,
         RetentionKind::PeerCalls,
         RetentionKind::Memory,
+        RetentionKind::StreamEvents,
     ];
 
     /// The metric label and config key.
@@ -82,6 +86,7 @@ impl RetentionKind {
             RetentionKind::Nonces => "nonces",
             RetentionKind::PeerCalls => "peer_calls",
             RetentionKind::Memory => "memory",
+            RetentionKind::StreamEvents => "stream_events",
         }
     }
 
@@ -146,6 +151,10 @@ pub struct RetentionConfig {
     /// expired (default 0). No row cap: a namespace has its own
     /// `max_items`.
     pub memory: KindRetention,
+    /// Recorded events of tasks' streams: default 1 day since recorded. A
+    /// caller resuming a stream (SSE `Last-Event-ID`) after that gets an
+    /// error naming what is no longer kept.
+    pub stream_events: KindRetention,
 }
 
 impl Default for RetentionConfig {
@@ -167,6 +176,7 @@ impl Default for RetentionConfig {
                 max_age_seconds: Some(0),
                 max_rows: None,
             },
+            stream_events: KindRetention::days(1),
         }
     }
 }
@@ -181,6 +191,7 @@ impl RetentionConfig {
             RetentionKind::Nonces => &self.nonces,
             RetentionKind::PeerCalls => &self.peer_calls,
             RetentionKind::Memory => &self.memory,
+            RetentionKind::StreamEvents => &self.stream_events,
         }
     }
 
@@ -307,6 +318,30 @@ impl Prunable for PeerCallsRetention {
     async fn count(&self) -> Result<u64, PruneError> {
         self.0
             .count_outcomes()
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+}
+
+/// Recorded stream events in the registry database.
+pub struct StreamEventsRetention(pub Arc<dyn convergio_registry::stream_events::StreamEventStore>);
+
+#[async_trait]
+impl Prunable for StreamEventsRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::StreamEvents
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        self.0
+            .prune_events(before.map(|before| before.timestamp()), limit)
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        self.0
+            .count_events()
             .await
             .map_err(|error| prune_error(self.kind(), error))
     }
@@ -608,6 +643,7 @@ impl Pruner {
                         nonces = report.pruned[3],
                         peer_calls = report.pruned[4],
                         memory = report.pruned[5],
+                        stream_events = report.pruned[6],
                         released_bytes = report.released_bytes,
                         database_bytes = report.database_bytes,
                         "retention pass"

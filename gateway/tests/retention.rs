@@ -13,7 +13,7 @@ use chrono::{Duration, Utc};
 use convergio_gateway::app::{build_router, AppConfig};
 use convergio_gateway::retention::{
     AuditRetention, KindRetention, MemoryRetention, PeerCallsRetention, Pruner, RetentionConfig,
-    RetentionKind, TaskRoutesRetention,
+    RetentionKind, StreamEventsRetention, TaskRoutesRetention,
 };
 use convergio_gateway::runs_api::GraphsConfig;
 use convergio_memory::embed::{EmbeddingKey, KeySource, ProviderEmbedders};
@@ -22,6 +22,7 @@ use convergio_policy::{AuditEntry, AuditLog};
 use convergio_registry::model::TaskRoute;
 use convergio_registry::peer_calls::{PeerCallKey, PeerCallStore};
 use convergio_registry::retention::RetentionStore;
+use convergio_registry::stream_events::StreamEventStore;
 use convergio_registry::{Registry, RegistryConfig, Store};
 use convergio_schemas::{AgentId, AuthMethod, Principal};
 use http_body_util::BodyExt;
@@ -102,6 +103,16 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
             .expect("stored");
     }
 
+    // Stream events: three of a task two hours ago, one of another now.
+    let stream_events = Arc::new(convergio_store::registry::StreamEvents::new(&db));
+    for (task, age_minutes) in [("old", 120), ("old", 120), ("old", 120), ("young", 1)] {
+        let at = (Utc::now() - Duration::minutes(age_minutes)).timestamp();
+        stream_events
+            .append_event(task, &json!({"statusUpdate": {"taskId": task}}), at)
+            .await
+            .expect("recorded");
+    }
+
     // Memory: one item with a one-minute TTL, one without.
     let memory = Arc::new(Memory::new(
         Arc::new(convergio_store::memory::MemoryTables::new(&db)),
@@ -139,7 +150,8 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
         pause_ms: 0,
         task_routes: hour.clone(),
         audit: hour.clone(),
-        peer_calls: hour,
+        peer_calls: hour.clone(),
+        stream_events: hour,
         ..RetentionConfig::default()
     };
     // The pass runs two minutes from now: past the memory item's TTL,
@@ -149,6 +161,7 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
         .with_target(Arc::new(AuditRetention(audit.clone())))
         .with_target(Arc::new(PeerCallsRetention(peer_calls.clone())))
         .with_target(Arc::new(MemoryRetention(memory.clone())))
+        .with_target(Arc::new(StreamEventsRetention(stream_events.clone())))
         .with_clock(Arc::new(|| Utc::now() + Duration::minutes(2)));
     let metrics = pruner.metrics();
     let report = pruner.run_pass().await;
@@ -156,6 +169,9 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
     assert_eq!(report.pruned[1], 4, "{report:?}");
     assert_eq!(report.pruned[4], 1, "{report:?}");
     assert_eq!(report.pruned[5], 1, "{report:?}");
+    assert_eq!(report.pruned[6], 3, "{report:?}");
+    assert_eq!(stream_events.count_events().await.expect("count"), 1);
+    assert_eq!(stream_events.last_seq("young").await.expect("last"), 1);
     assert_eq!(
         memory
             .namespaces("acme.example")
@@ -175,7 +191,7 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
     assert_eq!(metrics.pruned(RetentionKind::TaskRoutes), 5);
     assert_eq!(
         pruner.run_pass().await.pruned,
-        [0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0],
         "nothing left"
     );
 

@@ -25,6 +25,7 @@ pub mod peers;
 pub mod retention;
 pub mod service;
 pub mod store;
+pub mod stream_events;
 
 pub use error::{RegistryError, Result, UpstreamRefusal};
 pub use model::*;

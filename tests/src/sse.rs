@@ -45,11 +45,18 @@ impl EventStream {
     /// Events without data (comments, keep-alives) are skipped; `\r\n` line
     /// ends are read like `\n`.
     pub async fn next(&mut self) -> Option<Value> {
+        self.next_with_id().await.map(|(_, event)| event)
+    }
+
+    /// The next event's `id` (when it has one) and `data` as JSON, or
+    /// `None` when the stream ends.
+    pub async fn next_with_id(&mut self) -> Option<(Option<String>, Value)> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 if let Some(data) = data_of(&block) {
-                    return Some(serde_json::from_str(&data).expect("event data is JSON"));
+                    let event = serde_json::from_str(&data).expect("event data is JSON");
+                    return Some((id_of(&block), event));
                 }
                 continue;
             }
@@ -87,9 +94,17 @@ fn data_of(block: &str) -> Option<String> {
     (!data.is_empty()).then(|| data.join("\n"))
 }
 
+/// The `id` of one event block, if it has one.
+pub fn id_of(block: &str) -> Option<String> {
+    block.lines().find_map(|line| {
+        line.strip_prefix("id:")
+            .map(|value| value.strip_prefix(' ').unwrap_or(value).to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::data_of;
+    use super::{data_of, id_of};
 
     #[test]
     fn joins_data_lines_and_skips_comments() {
@@ -99,5 +114,11 @@ mod tests {
         );
         assert_eq!(data_of(": keep-alive\n\n"), None);
         assert_eq!(data_of("data:{}\n\n").as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn reads_an_events_id() {
+        assert_eq!(id_of("id: 7\ndata: {}\n\n").as_deref(), Some("7"));
+        assert_eq!(id_of("data: {}\n\n"), None);
     }
 }

@@ -4,8 +4,10 @@
 //! streams become InvalidAgentResponse), remember the task ids seen (task
 //! affinity), filter `ListTasks` to the caller's tasks, and encode for the
 //! client. Streams are relayed event by event as they arrive, one body frame
-//! per event (so hyper flushes each); dropping the client's body drops the
-//! upstream response and closes that connection.
+//! per event (so hyper flushes each). A `SendStreamingMessage` stream is
+//! recorded as it is relayed (`resume.rs`), and read to its end even after
+//! its caller left; any other stream's upstream response is dropped, and
+//! its connection closed, when the client's body is.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use axum::http::{
 };
 use bytes::Bytes;
 use convergio_schemas::a2a::{
-    self, A2aError, Method, ProtocolVersion, TaskState, EXTENSIONS_HEADER,
-    LEGACY_EXTENSIONS_HEADER, MEDIA_A2A_JSON, MEDIA_JSON, MEDIA_SSE, VERSION_HEADER,
+    self, A2aError, Method, ProtocolVersion, EXTENSIONS_HEADER, LEGACY_EXTENSIONS_HEADER,
+    MEDIA_A2A_JSON, MEDIA_JSON, MEDIA_SSE, VERSION_HEADER,
 };
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
@@ -30,6 +32,7 @@ use convergio_plugins::Direction;
 use super::client::GuardSettings;
 use super::inbound::{context_id_of, task_id_of, Call, ClientSide};
 use super::model_slots::stamp_caller;
+use super::resume::{self, ends_stream, Recorder, Replayed};
 use super::sse::{encode_event, SseParser};
 use super::timeouts::upstream_timeout;
 use super::{grpc, translate, A2aState, Incoming};
@@ -48,6 +51,9 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Largest SSE event the gateway buffers before calling the upstream broken.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Encoded events waiting for a slow client before the relay waits too.
+const RELAY_BUFFER: usize = 16;
 
 /// What the caller of [`forward`] gets back.
 pub(crate) enum Reply {
@@ -96,6 +102,12 @@ pub(crate) async fn forward(
             });
         }
     }
+    // A reconnecting subscriber (issue 24) is answered from the record.
+    let resume_from = match (call.method, &state.stream_log) {
+        (Method::SubscribeToTask, Some(_)) => resume::last_event_id(headers)?
+            .zip(task_id_of(call.method, &call.params).map(str::to_owned)),
+        _ => None,
+    };
     // Regression: issue #15, defect 4. A context belongs to the first
     // principal to use it at this agent; another caller naming it gets the
     // unknown-task answer before anything reaches the upstream, on every
@@ -169,6 +181,31 @@ pub(crate) async fn forward(
         .filter(|slots| slots.serves(&interface.url));
     if slot.is_some() {
         stamp_caller(&mut params, principal.org.as_deref());
+    }
+    let guard_call = Arc::new(guard_call);
+    if let (Some((after, task_id)), Some(log)) = (resume_from, &state.stream_log) {
+        let idle = state.config.stream_idle_timeout;
+        if let Some(replayed) =
+            resume::open(Arc::clone(log), task_id, after, agent.clone(), idle).await?
+        {
+            let context = RelayContext::new(
+                state,
+                target,
+                principal,
+                &call.client,
+                request_id,
+                loopback,
+                &interface,
+                guard_call,
+            );
+            let events = replayed.map(move |item| {
+                Ok::<_, std::io::Error>(match item {
+                    Replayed::Event { id, event } => context.encode_event(Some(id), event),
+                    Replayed::Failed(error) => context.encode_error(&error),
+                })
+            });
+            return Ok(Reply::Stream(Body::from_stream(events)));
+        }
     }
     let mut admission = state
         .client
@@ -270,20 +307,16 @@ pub(crate) async fn forward(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(MEDIA_SSE));
-    let context = RelayContext {
-        state: state.clone(),
-        agent: target.name.clone(),
-        owner: principal.owner_key(),
-        principal: principal.clone(),
-        interface_binding: interface.binding,
-        interface_version: interface.version,
-        client: call.client.clone(),
-        request_id: request_id.cloned(),
-        target: Arc::clone(target),
+    let context = RelayContext::new(
+        state,
+        target,
+        principal,
+        &call.client,
+        request_id,
         loopback,
-        upstream_url: interface.url,
-        guard_call: Arc::new(guard_call),
-    };
+        &interface,
+        guard_call,
+    );
     if interface.binding == Binding::Grpc {
         // A trailers-only answer (an error before any message) carries its
         // status in the head.
@@ -302,11 +335,13 @@ pub(crate) async fn forward(
     };
     if relays && response.status().is_success() {
         admission.succeeded();
-        // The stream holds its upstream slot for as long as it is relayed.
-        let events = relay_stream(context, response.into_body()).map(move |event| {
-            let _slot = &admission;
-            event
-        });
+        let recorder = Recorder::new(
+            state
+                .stream_log
+                .clone()
+                .filter(|_| method == Method::SendStreamingMessage),
+        );
+        let events = relay_stream(context, response.into_body(), recorder, admission);
         return Ok(Reply::Stream(Body::from_stream(events)));
     }
     let status = response.status();
@@ -478,7 +513,7 @@ pub(crate) fn unary_response(client: &ClientSide, method: Method, result: Value)
         // The upstream answered a stream request with one JSON result: give
         // the client the one-event stream it asked for.
         let event = client_event_json(client, result);
-        let mut response = Response::new(Body::from(encode_event(&event)));
+        let mut response = Response::new(Body::from(encode_event(None, &event)));
         set_sse_headers(response.headers_mut());
         return response;
     }
@@ -801,6 +836,33 @@ struct RelayContext {
 // === impl RelayContext ===
 
 impl RelayContext {
+    #[allow(clippy::too_many_arguments)] // the relay's whole context, once
+    fn new(
+        state: &A2aState,
+        target: &Arc<RouteTarget>,
+        principal: &Principal,
+        client: &ClientSide,
+        request_id: Option<&RequestId>,
+        loopback: bool,
+        interface: &UpstreamInterface,
+        guard_call: Arc<super::guard::GuardCall>,
+    ) -> Self {
+        Self {
+            state: state.clone(),
+            agent: target.name.clone(),
+            owner: principal.owner_key(),
+            principal: principal.clone(),
+            interface_binding: interface.binding,
+            interface_version: interface.version,
+            client: client.clone(),
+            request_id: request_id.cloned(),
+            target: Arc::clone(target),
+            loopback,
+            upstream_url: interface.url.clone(),
+            guard_call,
+        }
+    }
+
     fn invalid(&self, detail: impl Into<String>) -> GatewayError {
         GatewayError::UpstreamInvalid {
             agent: self.agent.clone(),
@@ -940,12 +1002,13 @@ impl RelayContext {
         Ok(event)
     }
 
-    fn encode_event(&self, event: Value) -> Bytes {
+    /// `event` encoded for the client, with its recorded id if it has one.
+    fn encode_event(&self, id: Option<u64>, event: Value) -> Bytes {
         let event = match self.client.version {
             ProtocolVersion::V1_0 => event,
             ProtocolVersion::V0_3 => translate::event_to_v03(event),
         };
-        encode_event(&client_event_json(&self.client, event))
+        encode_event(id, &client_event_json(&self.client, event))
     }
 
     fn encode_error(&self, error: &GatewayError) -> Bytes {
@@ -974,7 +1037,7 @@ impl RelayContext {
                 "stream ended with an error"
             );
         }
-        encode_event(&value.to_string())
+        encode_event(None, &value.to_string())
     }
 }
 
@@ -986,29 +1049,63 @@ fn context_id_in(value: &Value) -> Option<&str> {
         .filter(|context_id| !context_id.is_empty())
 }
 
-/// Whether an event ends a well-formed A2A stream.
-fn ends_stream(event: &Value) -> bool {
-    if event.get("message").is_some() {
-        return true;
-    }
-    let state = event
-        .get("task")
-        .and_then(|task| task.get("status"))
-        .or_else(|| {
-            event
-                .get("statusUpdate")
-                .and_then(|update| update.get("status"))
-        })
-        .and_then(|status| status.get("state"))
-        .and_then(Value::as_str)
-        .and_then(TaskState::parse);
-    state.is_some_and(|state| state.is_terminal() || state.is_interrupted())
-}
-
+/// Relays an upstream stream to the client from a task of its own, which
+/// holds the upstream slot (`admission`) while it reads. When the client
+/// goes away the task stops, unless the stream is being recorded: then it
+/// reads on to the end (bounded by the idle timeout), so a client that
+/// resumes gets every event.
 fn relay_stream(
     context: RelayContext,
-    mut body: hyper::body::Incoming,
+    body: hyper::body::Incoming,
+    recorder: Recorder,
+    admission: super::client::Admission,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(RELAY_BUFFER);
+    tokio::spawn(async move {
+        let _slot = admission;
+        let mut events = std::pin::pin!(relay_events(context, body, recorder));
+        let mut client = Some(sender);
+        let mut recording = false;
+        loop {
+            // A client that leaves is noticed at once, not at the next
+            // event (an upstream may be silent for minutes).
+            let next = match &client {
+                Some(to_client) => tokio::select! {
+                    next = events.next() => next,
+                    () = to_client.closed() => {
+                        client = None;
+                        if recording {
+                            continue;
+                        }
+                        break;
+                    }
+                },
+                None => events.next().await,
+            };
+            let Some((chunk, still_recording)) = next else {
+                break;
+            };
+            recording = still_recording;
+            if let Some(to_client) = &client {
+                if to_client.send(chunk).await.is_err() {
+                    client = None;
+                }
+            }
+            if client.is_none() && !recording {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok)
+}
+
+/// The client's chunks of an upstream stream, each with whether the
+/// stream is being recorded.
+fn relay_events(
+    context: RelayContext,
+    mut body: hyper::body::Incoming,
+    mut recorder: Recorder,
+) -> impl Stream<Item = (Bytes, bool)> + Send + 'static {
     async_stream::stream! {
         let idle = context.state.config.stream_idle_timeout;
         let mut parser = SseParser::new();
@@ -1091,7 +1188,10 @@ fn relay_stream(
                                 break 'frames;
                             }
                         };
-                        yield Ok(context.encode_event(event));
+                        // Recorded before it is sent: a client that saw
+                        // an id can always resume after it.
+                        let id = recorder.record(&event).await;
+                        yield (context.encode_event(id, event), recorder.is_recording());
                     }
                     Err(error) => {
                         failure = Some(error);
@@ -1108,7 +1208,8 @@ fn relay_stream(
             failure = Some(context.invalid("upstream closed the stream before a final state"));
         }
         if let Some(error) = failure {
-            yield Ok(context.encode_error(&error));
+            recorder.failed(&error).await;
+            yield (context.encode_error(&error), false);
         }
     }
 }

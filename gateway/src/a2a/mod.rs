@@ -7,7 +7,8 @@
 //! `POST /v1/envelope`; and, with federation,
 //! another organisation's agent `external://<domain>/agents/<name>` at
 //! `/external/<domain>/agents/<name>` (JSON-RPC and HTTP+JSON as above),
-//! forwarded to that peer's gateway as a signed call.
+//! forwarded to that peer's gateway as a signed call. Streams are recorded
+//! for resumption with `Last-Event-ID` ([`resume`]).
 //!
 //! Handlers decode the request ([`inbound`]), forward it ([`forward`]) and
 //! return [`Failure`]s that the `Rescue` layer renders. Paths are parsed from
@@ -25,6 +26,7 @@ mod guard;
 mod inbound;
 mod model_slots;
 mod protojson;
+mod resume;
 mod sse;
 
 pub(crate) use envelope::EnvelopeApiDoc;
@@ -64,7 +66,9 @@ pub use inbound::{Call, ClientSide};
 pub use crate::routes::{
     AgentFacts, Binding, InMemoryRoutes, RouteTable, RouteTarget, TaskRoute, UpstreamInterface,
 };
+pub use convergio_registry::stream_events::StreamEventStore;
 pub use model_slots::{ModelSlots, CALLER_ORG_KEY};
+pub use resume::LAST_EVENT_ID;
 pub use sse::SseParser;
 pub use timeouts::{AgentTimeouts, CallDeadline};
 
@@ -236,6 +240,9 @@ pub struct A2aState {
     pub federation: Option<Arc<Federation>>,
     /// Payload guardrails (issue 21); default none.
     pub guardrails: convergio_plugins::Guardrails,
+    /// Where streams are recorded for resumption (`resume.rs`); `None`
+    /// (the default): not recorded, `Last-Event-ID` ignored.
+    pub stream_log: Option<Arc<dyn StreamEventStore>>,
 }
 
 // === impl A2aState ===
@@ -254,7 +261,14 @@ impl A2aState {
             gatekeeper: Arc::new(OpenGate),
             federation: None,
             guardrails: convergio_plugins::Guardrails::default(),
+            stream_log: None,
         }
+    }
+
+    /// The same state recording streams in `log` for resumption.
+    pub fn with_stream_log(mut self, log: Arc<dyn StreamEventStore>) -> Self {
+        self.stream_log = Some(log);
+        self
     }
 
     /// The same state running `guardrails` on every payload.

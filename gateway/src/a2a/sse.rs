@@ -80,9 +80,16 @@ fn find_event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
     None
 }
 
-/// One SSE event carrying `json` (a single line: JSON has no raw newlines).
-pub fn encode_event(json: &str) -> Bytes {
-    let mut out = String::with_capacity(json.len() + 8);
+/// One SSE event carrying `json` (a single line: JSON has no raw
+/// newlines), with its `id:` when it has one (a recorded event's number,
+/// which a reconnecting client sends back as `Last-Event-ID`).
+pub fn encode_event(id: Option<u64>, json: &str) -> Bytes {
+    let mut out = String::with_capacity(json.len() + 32);
+    if let Some(id) = id {
+        out.push_str("id: ");
+        out.push_str(&id.to_string());
+        out.push('\n');
+    }
     out.push_str("data: ");
     out.push_str(json);
     out.push_str("\n\n");
@@ -103,6 +110,14 @@ mod tests {
         );
         assert_eq!(parser.push(b"event: x\ndata: a\ndata: b\n\n"), vec!["a\nb"]);
         assert_eq!(parser.pending(), 0);
+    }
+
+    #[test]
+    fn an_event_id_goes_before_its_data_and_parsers_skip_it() {
+        let encoded = encode_event(Some(42), "{}");
+        assert_eq!(&encoded[..], b"id: 42\ndata: {}\n\n");
+        assert_eq!(SseParser::new().push(&encoded), vec!["{}"]);
+        assert_eq!(&encode_event(None, "{}")[..], b"data: {}\n\n");
     }
 
     #[test]
