@@ -326,9 +326,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             guardrails: crate::guardrails::build(&config.guardrails)?,
             // Streams are recorded beside the task routes, so a caller can
             // resume on any replica (issue 24).
-            stream_log: Some(convergio_gateway::app::StreamLogHandle(Arc::new(
-                convergio_store::registry::StreamEvents::new(&db),
-            ))),
+            stream_log: config.upstream.resumable_streams.then(|| {
+                convergio_gateway::app::StreamLogHandle(Arc::new(
+                    convergio_store::registry::StreamEvents::new(&db),
+                ))
+            }),
         },
     );
 

@@ -10,7 +10,12 @@
 //!   max_timeout_seconds: 900       # no agent, model agent or node exceeds it
 //!   agent_timeouts:
 //!     report_generator: 300
+//!   resumable_streams: true        # record streams for Last-Event-ID
 //! ```
+//!
+//! `resumable_streams` also lives here: recording a stream (issue 24, the
+//! gateway's `resume.rs`) costs one database write per streamed event,
+//! which a deployment that never resumes may rather not pay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -36,6 +41,10 @@ pub struct UpstreamSection {
     pub max_timeout_seconds: u64,
     /// Agents' own bounds in seconds, by agent name. Default none.
     pub agent_timeouts: BTreeMap<String, u64>,
+    /// Record each `SendStreamingMessage` stream (one database write per
+    /// event) so a caller can resume it on any replica with
+    /// `Last-Event-ID`. Default true.
+    pub resumable_streams: bool,
 }
 
 impl Default for UpstreamSection {
@@ -44,6 +53,7 @@ impl Default for UpstreamSection {
             timeout_seconds: 30,
             max_timeout_seconds: 900,
             agent_timeouts: BTreeMap::new(),
+            resumable_streams: true,
         }
     }
 }
@@ -57,6 +67,8 @@ pub struct UpstreamSettings {
     pub max_timeout: Duration,
     /// Agents' own bounds.
     pub agent_timeouts: HashMap<String, Duration>,
+    /// Whether streams are recorded for resumption.
+    pub resumable_streams: bool,
 }
 
 /// Applies the `CONVERGIO_UPSTREAM_*` overrides to `section`.
@@ -135,6 +147,7 @@ pub fn validate(
         timeout,
         max_timeout: Duration::from_secs(section.max_timeout_seconds),
         agent_timeouts,
+        resumable_streams: section.resumable_streams,
     })
 }
 

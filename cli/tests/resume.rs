@@ -371,3 +371,49 @@ fn a_stream_cut_on_one_replica_resumes_on_another_with_every_missed_event_once()
     });
     assert_eq!(agent.calls("SubscribeToTask"), 1);
 }
+
+#[test]
+fn with_resumable_streams_off_nothing_is_recorded_and_the_agent_is_asked() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let agent = SlowAgent::new();
+    agent.release(4);
+    let address = runtime.block_on(spawn_agent(agent.clone()));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(&config, "upstream:\n  resumable_streams: false\n").expect("config");
+    let server = start_with(
+        data_dir.path(),
+        &[("CONVERGIO_CONFIG", config.to_str().expect("utf-8 path"))],
+    );
+    let card_file = data_dir.path().join("slow.json");
+    std::fs::write(&card_file, card(address).to_string()).expect("card written");
+    let card_path = card_file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = cli(
+        Some((&server, data_dir.path())),
+        &["agents", "register", card_path],
+    );
+    assert!(ok, "register: {stderr}");
+    let key = issue_key(&server, data_dir.path(), "ann", "convergio.local", &[]);
+    let caller = (&server, key.as_str());
+    runtime.block_on(async {
+        let params = json!({"message": {"role": "ROLE_USER", "messageId": "m1",
+            "contextId": CONTEXT, "parts": [{"text": "go"}]}});
+        let mut events = stream(caller, "SendStreamingMessage", params, None).await;
+        let mut count = 0;
+        while let Some((id, _)) = events.next_with_id().await {
+            assert_eq!(id, None, "no ids when nothing is recorded");
+            count += 1;
+        }
+        assert_eq!(count, 6);
+        error_code(caller, "SubscribeToTask", subscribe(), Some("1")).await;
+    });
+    assert_eq!(
+        agent.calls("SubscribeToTask"),
+        1,
+        "without a record the agent answers"
+    );
+}
