@@ -7,16 +7,22 @@ a gRPC-only agent instead: the SDK's gRPC server (`lf.a2a.v1.A2AService`,
 cleartext HTTP/2) on that port, and a card (still served over HTTP on the
 first port) whose only interface is GRPC. Behaviour by input text:
 `message` answers with a single Message; `wait...` starts a task that works
-until it is canceled (or 60 s pass); anything else runs a task that streams
+until it is canceled (or 60 s pass); `slow...` works for 3 s (time to
+register a push config) and completes; anything else runs a task that streams
 a working status, an `echo: <text>` artifact and completes.
 
-Usage: python agent.py PORT [GRPC_PORT]
+With `--push`, the card offers push notifications and the SDK's own
+push sender (`BasePushNotificationSender`, an in-memory config store)
+posts each task event to the configs the caller registered.
+
+Usage: python agent.py PORT [GRPC_PORT] [--push]
 """
 
 import asyncio
 import sys
 
 import grpc
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 
@@ -32,7 +38,12 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import (
+    BasePushNotificationSender,
+    InMemoryPushNotificationConfigStore,
+    InMemoryTaskStore,
+    TaskUpdater,
+)
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -67,6 +78,8 @@ class EchoExecutor(AgentExecutor):
         await updater.start_work()
         if text.startswith("wait"):
             await asyncio.sleep(60)
+        if text.startswith("slow"):
+            await asyncio.sleep(3)
         await updater.add_artifact([new_text_part(f"echo: {text}")], name="echo")
         await updater.complete()
 
@@ -86,8 +99,10 @@ async def serve(app: Starlette, port: int, grpc_port: int | None, handler) -> No
 
 
 def main() -> None:
-    port = int(sys.argv[1])
-    grpc_port = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    push = "--push" in sys.argv
+    args = [arg for arg in sys.argv[1:] if arg != "--push"]
+    port = int(args[0])
+    grpc_port = int(args[1]) if len(args) > 1 else None
     base = f"http://127.0.0.1:{port}"
     if grpc_port is None:
         interfaces = [
@@ -105,15 +120,22 @@ def main() -> None:
         description="a2a-sdk echo agent for Convergio interop tests",
         version="1.0.0",
         supported_interfaces=interfaces,
-        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=push),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[
             AgentSkill(id="echo", name="echo", description="echoes text", tags=["echo"])
         ],
     )
+    push_store = InMemoryPushNotificationConfigStore() if push else None
     handler = DefaultRequestHandler(
-        agent_executor=EchoExecutor(), task_store=InMemoryTaskStore(), agent_card=card
+        agent_executor=EchoExecutor(),
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
+        push_config_store=push_store,
+        push_sender=(
+            BasePushNotificationSender(httpx.AsyncClient(), push_store) if push else None
+        ),
     )
     routes = []
     routes += create_agent_card_routes(card)

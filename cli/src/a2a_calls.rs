@@ -105,6 +105,15 @@ pub enum TasksCommand {
         #[command(flatten)]
         call: CallArgs,
     },
+    /// The push notifications the gateway relayed for one of your tasks,
+    /// with where each stands (delivered, pending, dead).
+    Deliveries {
+        /// The task id.
+        id: String,
+        /// Call with this API key (`x-api-key`) instead of the admin token.
+        #[arg(long, env = env::API_KEY, hide_env_values = true)]
+        api_key: Option<String>,
+    },
 }
 
 /// What a path segment escapes: everything but RFC 3986's unreserved.
@@ -314,6 +323,9 @@ pub async fn envelope(server: &ServerArgs, args: EnvelopeArgs) -> anyhow::Result
 /// Runs a `convergio tasks` subcommand.
 pub async fn tasks(server: &ServerArgs, command: TasksCommand) -> anyhow::Result<()> {
     let (agent, call, operation) = match command {
+        TasksCommand::Deliveries { id, api_key } => {
+            return deliveries(server, &id, api_key.as_deref()).await;
+        }
         TasksCommand::Get {
             agent,
             id,
@@ -393,6 +405,42 @@ pub async fn tasks(server: &ServerArgs, command: TasksCommand) -> anyhow::Result
         }
     } else {
         print_task(&answer);
+    }
+    Ok(())
+}
+
+/// `convergio tasks deliveries`: `GET /v1/tasks/{id}/push-deliveries`.
+async fn deliveries(server: &ServerArgs, id: &str, api_key: Option<&str>) -> anyhow::Result<()> {
+    let client = Client::new(&server.server, server.token.clone(), &server.data_dir)?;
+    let path = format!("/v1/tasks/{}/push-deliveries", segment(id));
+    let request = match api_key {
+        Some(key) => client.request_with_key(Method::GET, &path, key),
+        None => client.request(Method::GET, &path),
+    };
+    let answer: Value = client
+        .execute(request, &format!("GET {path}"))
+        .await?
+        .json()
+        .await
+        .context("reading the deliveries")?;
+    if server.json {
+        document!("{}", answer);
+        return Ok(());
+    }
+    say!(
+        "{:<38} {:<10} {:>8}  LAST ERROR",
+        "DELIVERY",
+        "STATUS",
+        "ATTEMPTS"
+    );
+    for delivery in answer["deliveries"].as_array().into_iter().flatten() {
+        say!(
+            "{:<38} {:<10} {:>8}  {}",
+            delivery["id"].as_str().unwrap_or("-"),
+            delivery["status"].as_str().unwrap_or("-"),
+            delivery["attempts"],
+            delivery["lastError"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }

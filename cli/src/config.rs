@@ -75,6 +75,8 @@ pub struct ConfigFile {
     pub models: crate::models_config::ModelsSection,
     /// How long upstream calls may take (see `upstream_config.rs`).
     pub upstream: crate::upstream_config::UpstreamSection,
+    /// Push notifications relayed by the gateway (see `upstream_config.rs`).
+    pub push: crate::upstream_config::PushSection,
     /// Payload guardrails on every A2A call (issue 21): the plugin
     /// sandbox's bounds and the guardrails with where each applies.
     /// Default: none.
@@ -330,6 +332,8 @@ pub struct Config {
     pub models: crate::models_config::ModelSettings,
     /// Upstream call bounds.
     pub upstream: crate::upstream_config::UpstreamSettings,
+    /// Push notification relaying (validated).
+    pub push: crate::upstream_config::PushSection,
     /// Payload guardrails (names checked unique; built at start-up).
     pub guardrails: convergio_plugins::GuardrailsConfig,
     /// Span export (`None`: off).
@@ -375,6 +379,7 @@ impl Default for ConfigFile {
             retention: Default::default(),
             models: Default::default(),
             upstream: Default::default(),
+            push: Default::default(),
             guardrails: Default::default(),
             telemetry: Default::default(),
             reload: ReloadSection::default(),
@@ -730,6 +735,7 @@ impl Config {
         check_guardrails(&file.guardrails)?;
         let models = crate::models_config::validate(file.models, environment)?;
         let upstream = crate::upstream_config::validate(file.upstream, models.max_timeout)?;
+        crate::upstream_config::validate_push(&file.push)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
         let otlp = crate::telemetry::validate(file.telemetry)?;
         let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
@@ -754,6 +760,7 @@ impl Config {
             retention: file.retention,
             models,
             upstream,
+            push: file.push,
             guardrails: file.guardrails,
             otlp,
             reload_watch_interval_seconds: file.reload.watch_interval_seconds,

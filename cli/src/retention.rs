@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use convergio_gateway::retention::{
     AuditRetention, MemoryRetention, NoncesRetention, PeerCallsRetention, Prunable, PruneError,
-    Pruner, RetentionConfig, RetentionKind, StreamEventsRetention, TaskRoutesRetention,
+    Pruner, PushRetention, RetentionConfig, RetentionKind, StreamEventsRetention,
+    TaskRoutesRetention,
 };
 use convergio_policy::AuditLog;
 use convergio_registry::retention::RetentionStore;
@@ -64,6 +65,9 @@ pub fn pruner(
         .with_target(Arc::new(MemoryRetention(memory)))
         .with_target(Arc::new(StreamEventsRetention(Arc::new(
             convergio_store::registry::StreamEvents::new(db),
+        ))))
+        .with_target(Arc::new(PushRetention(Arc::new(
+            convergio_store::registry::PushTables::new(db),
         ))))
 }
 

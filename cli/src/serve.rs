@@ -248,6 +248,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let fleet_registry = registry.clone();
     let fleet_allow = allow.clone();
+    let push = push_service(&config, &db, local, tls.is_some(), &allow, &signing_key)?;
     let upstream_credentials = UpstreamCredentials::new(
         crate::security_config::load_upstream_credentials(&config.security)?,
     );
@@ -326,6 +327,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             guardrails: crate::guardrails::build(&config.guardrails)?,
             // Streams are recorded beside the task routes, so a caller can
             // resume on any replica (issue 24).
+            push,
             stream_log: config.upstream.resumable_streams.then(|| {
                 convergio_gateway::app::StreamLogHandle(Arc::new(
                     convergio_store::registry::StreamEvents::new(&db),
@@ -799,4 +801,47 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Push notifications through the gateway (issue 24), unless `push.enabled`
+/// is off: the webhook the agents are given is `push.webhook_base_url`, else
+/// this listener's address (loopback when it listens on every address).
+fn push_service(
+    config: &Config,
+    db: &convergio_store::Db,
+    local: SocketAddr,
+    tls: bool,
+    allow: &convergio_gateway::ssrf::AllowList,
+    signing_key: &Option<Arc<convergio_auth::org_key::OrgSigningKey>>,
+) -> anyhow::Result<Option<Arc<convergio_gateway::a2a::push::Push>>> {
+    if !config.push.enabled {
+        return Ok(None);
+    }
+    let webhook_base = match &config.push.webhook_base_url {
+        Some(base) => base.clone(),
+        None => {
+            let host = if local.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+            } else {
+                local
+            };
+            format!("{}://{host}", if tls { "https" } else { "http" })
+        }
+    };
+    let settings = convergio_gateway::a2a::push::PushSettings {
+        webhook_base,
+        max_attempts: config.push.max_attempts,
+        first_retry: std::time::Duration::from_millis(config.push.first_retry_ms),
+        ..Default::default()
+    };
+    let push = convergio_gateway::a2a::push::Push::new(
+        Arc::new(convergio_store::registry::PushTables::new(db)),
+        settings,
+        allow.clone(),
+        signing_key
+            .clone()
+            .map(|key| key as Arc<dyn convergio_auth::card_signature::CardSigner>),
+    )
+    .context("building the push notification client")?;
+    Ok(Some(Arc::new(push)))
 }

@@ -58,6 +58,66 @@ impl Default for UpstreamSection {
     }
 }
 
+/// The `push:` section (issue 24): notifications the agents post to the
+/// gateway's webhook, relayed to each caller's endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSection {
+    /// Keep callers' push configs at the gateway and relay the agents'
+    /// notifications to them (signed, retried, dead-lettered). Default
+    /// true; false passes push-config calls to the agents unchanged.
+    pub enabled: bool,
+    /// The gateway's base URL as the agents reach it; the webhook is
+    /// `{webhook_base_url}/push/{id}`. Default: the listen address.
+    pub webhook_base_url: Option<String>,
+    /// Attempts before a notification is dead-lettered, 1 to 100. Default 6.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry; each later one doubles it.
+    /// Default 1000.
+    pub first_retry_ms: u64,
+}
+
+impl Default for PushSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            webhook_base_url: None,
+            max_attempts: 6,
+            first_retry_ms: 1000,
+        }
+    }
+}
+
+/// Checks the `push:` section; the message names the field.
+pub fn validate_push(section: &PushSection) -> Result<(), ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        field: format!("push.{field}"),
+        message,
+    };
+    if !(1..=100).contains(&section.max_attempts) {
+        return Err(invalid(
+            "max_attempts",
+            "must be between 1 and 100".to_owned(),
+        ));
+    }
+    if !(1..=3_600_000).contains(&section.first_retry_ms) {
+        return Err(invalid(
+            "first_retry_ms",
+            "must be between 1 and 3600000".to_owned(),
+        ));
+    }
+    if let Some(base) = &section.webhook_base_url {
+        let scheme = base.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "http" | "https") || !base.contains("://") {
+            return Err(invalid(
+                "webhook_base_url",
+                format!("{base:?} is not an http(s) URL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The validated section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {

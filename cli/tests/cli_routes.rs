@@ -75,6 +75,11 @@ const COVERED: &[(&str, &str, &str)] = &[
     ("get", "/v1/audit", "audit list"),
     ("get", "/v1/audit:verify", "audit verify"),
     ("post", "/v1/envelope", "envelope"),
+    (
+        "get",
+        "/v1/tasks/{task_id}/push-deliveries",
+        "tasks deliveries",
+    ),
     ("get", "/v1/openapi.json", "openapi"),
 ];
 

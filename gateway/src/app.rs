@@ -106,6 +106,9 @@ pub struct AppConfig {
     /// Where streams are recorded so a caller can resume them on any
     /// replica (issue 24); `None`: not recorded.
     pub stream_log: Option<StreamLogHandle>,
+    /// Push notifications through the gateway (issue 24); `None`:
+    /// push-config calls go to the agents unchanged.
+    pub push: Option<Arc<crate::a2a::push::Push>>,
 }
 
 /// The stream event store handed to A2A routing (a newtype so the config
@@ -252,6 +255,11 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         Some(StreamLogHandle(log)) => a2a_state.with_stream_log(log),
         None => a2a_state,
     };
+    let push = config.push;
+    let a2a_state = match &push {
+        Some(push) => a2a_state.with_push(Arc::clone(push)),
+        None => a2a_state,
+    };
     // `/metrics` reads each upstream's circuit from the same client.
     let upstreams = a2a_state.client.clone();
     let a2a = a2a_router(a2a_state);
@@ -276,6 +284,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         secrets: config.secrets.is_some(),
         memory: config.memory.is_some(),
         policy: config.policy.is_some(),
+        push: push.is_some(),
     };
     let mut router = health
         .merge(crate::openapi::router(&crate::openapi::document(mounted)))
@@ -287,6 +296,13 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     }
     if let Some(keys) = config.api_keys {
         router = router.merge(api_keys_router(keys));
+    }
+    if let Some(push) = push {
+        router = router.merge(crate::a2a::push::push_router(crate::a2a::push::PushHook {
+            push,
+            gatekeeper: gate.clone(),
+            routes: routes.clone(),
+        }));
     }
     if let Some(agents) = config.model_agents {
         router = router.merge(model_agents_router(agents, gate.clone()));

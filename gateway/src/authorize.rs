@@ -139,6 +139,10 @@ pub trait Gatekeeper: Send + Sync {
         _detail: Value,
     ) {
     }
+    /// Records something the gateway did on no caller's request (a push
+    /// notification delivered or dead-lettered): `action` on `resource`
+    /// with its `outcome`; `detail` holds identifiers, never payloads.
+    async fn record_system(&self, _action: &str, _resource: &str, _outcome: &str, _detail: Value) {}
     /// Admits starting a run of the graph named `graph` (action
     /// `run_graph`), before any node is called. Records the decision.
     async fn admit_run(
@@ -615,6 +619,22 @@ impl Gatekeeper for PolicyGate {
             shown,
             hidden,
         ))
+        .await;
+    }
+
+    async fn record_system(&self, action: &str, resource: &str, outcome: &str, detail: Value) {
+        self.record(AuditEntry {
+            at: chrono::Utc::now(),
+            request_id: None,
+            subject: "convergio".to_owned(),
+            org: None,
+            method: "system".to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            decision: outcome.to_owned(),
+            determining: Vec::new(),
+            detail,
+        })
         .await;
     }
 

@@ -33,6 +33,8 @@ pub struct MountedApis {
     pub memory: bool,
     /// `/v1/policies`, `/v1/audit`.
     pub policy: bool,
+    /// `/v1/tasks/{task_id}/push-deliveries`.
+    pub push: bool,
 }
 
 // === impl MountedApis ===
@@ -46,6 +48,7 @@ impl MountedApis {
         secrets: true,
         memory: true,
         policy: true,
+        push: true,
     };
 }
 
@@ -68,6 +71,7 @@ pub fn document(mounted: MountedApis) -> OpenApi {
         (mounted.secrets, crate::secrets::SecretsApiDoc::openapi),
         (mounted.memory, crate::memory_api::MemoryApiDoc::openapi),
         (mounted.policy, convergio_policy::api::PolicyApiDoc::openapi),
+        (mounted.push, crate::a2a::push::PushApiDoc::openapi),
     ];
     for (on, api) in optional {
         if on {

@@ -44,7 +44,7 @@ pub struct PruneError {
 }
 
 /// How many kinds there are.
-const KINDS: usize = 7;
+const KINDS: usize = 8;
 
 /// What retention applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub enum RetentionKind {
     Memory,
     /// Recorded events of tasks' streams (for resumption).
     StreamEvents,
+    /// Relayed push notifications, then callers' push configs.
+    Push,
 }
 
 impl RetentionKind {
@@ -75,6 +77,7 @@ impl RetentionKind {
         RetentionKind::PeerCalls,
         RetentionKind::Memory,
         RetentionKind::StreamEvents,
+        RetentionKind::Push,
     ];
 
     /// The metric label and config key.
@@ -87,6 +90,7 @@ impl RetentionKind {
             RetentionKind::PeerCalls => "peer_calls",
             RetentionKind::Memory => "memory",
             RetentionKind::StreamEvents => "stream_events",
+            RetentionKind::Push => "push",
         }
     }
 
@@ -155,6 +159,9 @@ pub struct RetentionConfig {
     /// caller resuming a stream (SSE `Last-Event-ID`) after that gets an
     /// error naming what is no longer kept.
     pub stream_events: KindRetention,
+    /// Relayed push notifications (delivered or dead-lettered) and
+    /// callers' push configs: default 7 days since created, as task routes.
+    pub push: KindRetention,
 }
 
 impl Default for RetentionConfig {
@@ -177,6 +184,7 @@ impl Default for RetentionConfig {
                 max_rows: None,
             },
             stream_events: KindRetention::days(1),
+            push: KindRetention::days(7),
         }
     }
 }
@@ -192,6 +200,7 @@ impl RetentionConfig {
             RetentionKind::PeerCalls => &self.peer_calls,
             RetentionKind::Memory => &self.memory,
             RetentionKind::StreamEvents => &self.stream_events,
+            RetentionKind::Push => &self.push,
         }
     }
 
@@ -342,6 +351,30 @@ impl Prunable for StreamEventsRetention {
     async fn count(&self) -> Result<u64, PruneError> {
         self.0
             .count_events()
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+}
+
+/// Push deliveries and configs in the registry database.
+pub struct PushRetention(pub Arc<dyn convergio_registry::push::PushStore>);
+
+#[async_trait]
+impl Prunable for PushRetention {
+    fn kind(&self) -> RetentionKind {
+        RetentionKind::Push
+    }
+
+    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
+        self.0
+            .prune(before.map(|before| before.timestamp()), limit)
+            .await
+            .map_err(|error| prune_error(self.kind(), error))
+    }
+
+    async fn count(&self) -> Result<u64, PruneError> {
+        self.0
+            .count()
             .await
             .map_err(|error| prune_error(self.kind(), error))
     }
@@ -644,6 +677,7 @@ impl Pruner {
                         peer_calls = report.pruned[4],
                         memory = report.pruned[5],
                         stream_events = report.pruned[6],
+                        push = report.pruned[7],
                         released_bytes = report.released_bytes,
                         database_bytes = report.database_bytes,
                         "retention pass"

@@ -194,6 +194,7 @@ fn a_gateway_documents_only_the_apis_it_mounts() {
         secrets: false,
         memory: false,
         policy: false,
+        push: false,
     };
     let document = serde_json::to_value(document(bare)).expect("document JSON");
     let paths = document["paths"].as_object().expect("paths");
@@ -202,4 +203,5 @@ fn a_gateway_documents_only_the_apis_it_mounts() {
     assert!(paths.contains_key("/v1/openapi.json"));
     assert!(!paths.keys().any(|path| path.starts_with("/v1/memory")));
     assert!(!paths.keys().any(|path| path.starts_with("/v1/peers")));
+    assert!(!paths.keys().any(|path| path.contains("push-deliveries")));
 }

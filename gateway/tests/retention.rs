@@ -191,7 +191,7 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
     assert_eq!(metrics.pruned(RetentionKind::TaskRoutes), 5);
     assert_eq!(
         pruner.run_pass().await.pruned,
-        [0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0],
         "nothing left"
     );
 

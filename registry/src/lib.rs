@@ -22,6 +22,7 @@ pub mod model;
 pub mod model_agents;
 pub mod peer_calls;
 pub mod peers;
+pub mod push;
 pub mod retention;
 pub mod service;
 pub mod store;

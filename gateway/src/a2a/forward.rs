@@ -457,7 +457,7 @@ fn guard_settings(config: &super::A2aConfig) -> GuardSettings {
 }
 
 /// The four push-notification config methods.
-fn is_push_config(method: Method) -> bool {
+pub(super) fn is_push_config(method: Method) -> bool {
     matches!(
         method,
         Method::CreateTaskPushNotificationConfig
@@ -471,7 +471,7 @@ fn is_push_config(method: Method) -> bool {
 /// name in both) lets the agent take push-notification configs. A card
 /// without `capabilities` (a peer organisation's agent, whose card the
 /// peer's gateway holds) is not judged here: its own gateway answers.
-fn offers_push_notifications(card: &Value) -> bool {
+pub(super) fn offers_push_notifications(card: &Value) -> bool {
     match card.get("capabilities") {
         Some(capabilities) => capabilities
             .get("pushNotifications")

@@ -26,6 +26,7 @@ mod guard;
 mod inbound;
 mod model_slots;
 mod protojson;
+pub mod push;
 mod resume;
 mod sse;
 
@@ -243,6 +244,9 @@ pub struct A2aState {
     /// Where streams are recorded for resumption (`resume.rs`); `None`
     /// (the default): not recorded, `Last-Event-ID` ignored.
     pub stream_log: Option<Arc<dyn StreamEventStore>>,
+    /// Push notifications through the gateway (`push.rs`); `None` (the
+    /// default): push-config calls go to the agent unchanged.
+    pub push: Option<Arc<push::Push>>,
 }
 
 // === impl A2aState ===
@@ -262,7 +266,15 @@ impl A2aState {
             federation: None,
             guardrails: convergio_plugins::Guardrails::default(),
             stream_log: None,
+            push: None,
         }
+    }
+
+    /// The same state keeping callers' push configs and relaying the
+    /// agents' notifications through `push`.
+    pub fn with_push(mut self, push: Arc<push::Push>) -> Self {
+        self.push = Some(push);
+        self
     }
 
     /// The same state recording streams in `log` for resumption.
@@ -510,7 +522,12 @@ async fn execute_in_span(
         None => None,
     };
     let forwarded = match idempotent {
-        None => forward::forward(state, target, call, request).await,
+        None => match &state.push {
+            Some(push) if forward::is_push_config(method) => {
+                push::handle(state, push, target, call, request).await
+            }
+            _ => forward::forward(state, target, call, request).await,
+        },
         Some((federation, key)) => {
             if let Some(stored) = federation
                 .stored_outcome(&key)

@@ -301,6 +301,14 @@ pub fn is_public_path(path: &str) -> bool {
     if path == crate::console::CONSOLE_PATH || path.starts_with("/console/") {
         return true;
     }
+    // An agent's push notification: the webhook's own token authenticates
+    // it (`a2a/push.rs`).
+    if path
+        .strip_prefix("/push/")
+        .is_some_and(|hook| !hook.is_empty() && !hook.contains('/'))
+    {
+        return true;
+    }
     // An agent's card, and the per-tenant catalogs (discovery documents an
     // anonymous caller gets as far as policy lets it see).
     let one_segment =
@@ -465,6 +473,7 @@ mod tests {
             "/console",
             "/console/",
             "/console/js/app.js",
+            "/push/0123abcd",
         ] {
             assert!(is_public_path(path), "{path}");
         }
@@ -478,6 +487,8 @@ mod tests {
             "/v1/agents",
             "/a2a",
             "/consoles",
+            "/push/",
+            "/push/a/b",
         ] {
             assert!(!is_public_path(path), "{path}");
         }

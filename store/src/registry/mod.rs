@@ -1,6 +1,7 @@
 //! The registry's tables on either backend: [`AgentStore`] (agents, their
 //! history, trust changes, discovery side tables, task and context routes),
-//! [`ApiKeys`], [`Peers`], [`PeerCalls`], [`StreamEvents`] and [`Retention`], each implementing the trait the
+//! [`ApiKeys`], [`Peers`], [`PeerCalls`], [`PushTables`], [`StreamEvents`] and
+//! [`Retention`], each implementing the trait the
 //! registry crate defines and each built from the process's one [`Db`].
 //!
 //! Every statement is written once with `$N` placeholders. Code that only
@@ -19,6 +20,7 @@ mod agents;
 mod keys;
 mod peer_calls;
 mod peers;
+mod push;
 mod retention;
 mod stream_events;
 mod text_index;
@@ -32,6 +34,7 @@ pub use agents::AgentStore;
 pub use keys::ApiKeys;
 pub use peer_calls::PeerCalls;
 pub use peers::Peers;
+pub use push::PushTables;
 pub use retention::{Retention, MAX_VACUUM_PAGES};
 pub use stream_events::StreamEvents;
 
