@@ -832,7 +832,8 @@ fn push_service(
         webhook_base,
         max_attempts: config.push.max_attempts,
         first_retry: std::time::Duration::from_millis(config.push.first_retry_ms),
-        ..Default::default()
+        attempt_timeout: std::time::Duration::from_millis(config.push.attempt_timeout_ms),
+        sweep_interval: std::time::Duration::from_secs(config.push.sweep_interval_seconds),
     };
     let push = convergio_gateway::a2a::push::Push::new(
         Arc::new(convergio_store::registry::PushTables::new(db)),

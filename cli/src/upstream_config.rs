@@ -75,6 +75,11 @@ pub struct PushSection {
     /// Milliseconds before the first retry; each later one doubles it.
     /// Default 1000.
     pub first_retry_ms: u64,
+    /// Milliseconds one delivery attempt may take. Default 10000.
+    pub attempt_timeout_ms: u64,
+    /// Seconds between looks for deliveries a stopped replica left
+    /// overdue, which this replica then takes over. Default 30.
+    pub sweep_interval_seconds: u64,
 }
 
 impl Default for PushSection {
@@ -84,6 +89,8 @@ impl Default for PushSection {
             webhook_base_url: None,
             max_attempts: 6,
             first_retry_ms: 1000,
+            attempt_timeout_ms: 10_000,
+            sweep_interval_seconds: 30,
         }
     }
 }
@@ -104,6 +111,18 @@ pub fn validate_push(section: &PushSection) -> Result<(), ConfigError> {
         return Err(invalid(
             "first_retry_ms",
             "must be between 1 and 3600000".to_owned(),
+        ));
+    }
+    if !(1..=600_000).contains(&section.attempt_timeout_ms) {
+        return Err(invalid(
+            "attempt_timeout_ms",
+            "must be between 1 and 600000".to_owned(),
+        ));
+    }
+    if !(1..=86_400).contains(&section.sweep_interval_seconds) {
+        return Err(invalid(
+            "sweep_interval_seconds",
+            "must be between 1 and 86400".to_owned(),
         ));
     }
     if let Some(base) = &section.webhook_base_url {

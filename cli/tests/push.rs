@@ -3,7 +3,8 @@
 //! gateway's webhook, and the gateway delivers to a caller-side receiver
 //! on loopback — with the caller's token and the gateway's signature,
 //! which verifies with the gateway's JWKS. A receiver that is down is
-//! retried and dead-lettered, visibly; a receiver URL on a private address
+//! retried and dead-lettered, visibly; a delivery a killed replica left
+//! pending is taken over by another; a receiver URL on a private address
 //! is refused without the allow-list; configs are the caller's own.
 
 mod support;
@@ -154,8 +155,21 @@ async fn eventually(what: &str, mut ready: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[test]
-fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
+/// An SDK agent with push, a receiver, and `convergio serve` (with
+/// `config` as its config file) where the agent is registered.
+struct Fixture {
+    _agent: SdkAgent,
+    runtime: tokio::runtime::Runtime,
+    receiver: Receiver,
+    hook: String,
+    data_dir: tempfile::TempDir,
+    config: PathBuf,
+    server: Server,
+    ann: String,
+    bob: String,
+}
+
+fn fixture(config: &str) -> Fixture {
     let agent = sdk_agent();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -165,12 +179,9 @@ fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
     let receiver = Receiver::default();
     let hook = runtime.block_on(spawn_receiver(receiver.clone()));
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let config = data_dir.path().join("convergio.yaml");
-    std::fs::write(&config, "push:\n  max_attempts: 3\n  first_retry_ms: 100\n").expect("config");
-    let server = start_with(
-        data_dir.path(),
-        &[("CONVERGIO_CONFIG", config.to_str().expect("utf-8 path"))],
-    );
+    let config_file = data_dir.path().join("convergio.yaml");
+    std::fs::write(&config_file, config).expect("config");
+    let server = serve(data_dir.path(), &config_file);
     let card: Value = runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -201,7 +212,39 @@ fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
     assert!(ok, "register: {stderr}");
     let ann = issue_key(&server, data_dir.path(), "ann", "convergio.local", &[]);
     let bob = issue_key(&server, data_dir.path(), "bob", "convergio.local", &[]);
+    Fixture {
+        _agent: agent,
+        runtime,
+        receiver,
+        hook,
+        data_dir,
+        config: config_file,
+        server,
+        ann,
+        bob,
+    }
+}
 
+fn serve(data_dir: &Path, config: &Path) -> Server {
+    start_with(
+        data_dir,
+        &[("CONVERGIO_CONFIG", config.to_str().expect("utf-8 path"))],
+    )
+}
+
+#[test]
+fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
+    let Fixture {
+        _agent,
+        runtime,
+        receiver,
+        hook,
+        data_dir,
+        server,
+        ann,
+        bob,
+        ..
+    } = fixture("push:\n  max_attempts: 3\n  first_retry_ms: 100\n");
     let second_task = runtime.block_on(async {
         // A receiver on a private address that is not allow-listed is
         // refused before anything reaches the agent.
@@ -367,4 +410,71 @@ fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_delivery_left_pending_by_a_killed_replica_is_taken_over_and_delivered() {
+    let mut fixture = fixture(
+        "push:\n  max_attempts: 20\n  first_retry_ms: 2000\n  attempt_timeout_ms: 500\n  \
+         sweep_interval_seconds: 1\n",
+    );
+    fixture.receiver.down.store(true, Ordering::SeqCst);
+    let task = fixture.runtime.block_on(async {
+        let (server, ann, hook) = (&fixture.server, fixture.ann.as_str(), fixture.hook.as_str());
+        let task = slow_task(server, ann, "slow three").await;
+        let created = rpc(
+            server,
+            ann,
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": task, "url": hook, "token": "caller-token"}),
+        )
+        .await;
+        assert!(created.get("result").is_some(), "{created}");
+        // The completion was tried once and waits for its retry.
+        let task_ref = task.as_str();
+        eventually("a failed attempt at the completion", async || {
+            deliveries(server, ann, task_ref)
+                .await
+                .iter()
+                .any(|delivery| {
+                    delivery["notification"]
+                        .to_string()
+                        .contains("TASK_STATE_COMPLETED")
+                        && delivery["attempts"].as_u64() >= Some(1)
+                        && delivery["status"] == "pending"
+                })
+        })
+        .await;
+        task
+    });
+    // A second replica starts on the same database and the first dies
+    // between attempts; the receiver comes back; the second finds the
+    // overdue delivery, claims it and finishes it.
+    let killed = std::mem::replace(
+        &mut fixture.server,
+        serve(fixture.data_dir.path(), &fixture.config),
+    );
+    killed.kill();
+    fixture.receiver.down.store(false, Ordering::SeqCst);
+    fixture.runtime.block_on(async {
+        let (server, ann, task) = (&fixture.server, fixture.ann.as_str(), task.as_str());
+        let receiver = fixture.receiver.clone();
+        eventually(
+            "the completion is delivered after the takeover",
+            async || {
+                receiver
+                    .posts()
+                    .iter()
+                    .any(|(_, body)| body.to_string().contains("TASK_STATE_COMPLETED"))
+            },
+        )
+        .await;
+        eventually("every delivery of the task ends delivered", async || {
+            deliveries(server, ann, task)
+                .await
+                .iter()
+                .all(|delivery| delivery["status"] == "delivered")
+        })
+        .await;
+    });
 }

@@ -298,11 +298,14 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         router = router.merge(api_keys_router(keys));
     }
     if let Some(push) = push {
-        router = router.merge(crate::a2a::push::push_router(crate::a2a::push::PushHook {
+        let hook = crate::a2a::push::PushHook {
             push,
             gatekeeper: gate.clone(),
             routes: routes.clone(),
-        }));
+        };
+        // Deliveries a stopped replica left overdue are taken over.
+        crate::a2a::push::spawn_sweeper(hook.clone());
+        router = router.merge(crate::a2a::push::push_router(hook));
     }
     if let Some(agents) = config.model_agents {
         router = router.merge(model_agents_router(agents, gate.clone()));

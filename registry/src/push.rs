@@ -84,6 +84,9 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made.
     pub attempts: u32,
+    /// Unix seconds when the next attempt is due (or the current one
+    /// began); long past, a pending delivery was left by a stopped replica.
+    pub next_at: i64,
     /// The last attempt's failure.
     pub last_error: Option<String>,
     /// Unix seconds.
@@ -108,15 +111,23 @@ pub trait PushStore: Send + Sync + 'static {
     async fn delete_config(&self, task_id: &str, id: &str) -> Result<bool>;
     /// Stores a new delivery.
     async fn insert_delivery(&self, delivery: &Delivery) -> Result<()>;
-    /// Records an attempt's outcome.
+    /// Records an attempt's outcome and when the next one is due.
     async fn update_delivery(
         &self,
         id: &str,
         status: DeliveryStatus,
         attempts: u32,
         last_error: Option<&str>,
+        next_at: i64,
         updated_at: i64,
     ) -> Result<()>;
+    /// Up to `limit` pending deliveries whose next attempt was due before
+    /// `before` (left by a replica that stopped), oldest first.
+    async fn orphaned(&self, before: i64, limit: u32) -> Result<Vec<Delivery>>;
+    /// Takes over `delivery` (still pending, its `next_at` unchanged since
+    /// it was read) by moving its next attempt to `next_at`; `Ok(false)`
+    /// when another replica took it first.
+    async fn claim(&self, delivery: &Delivery, next_at: i64) -> Result<bool>;
     /// The deliveries of `task_id`, oldest first.
     async fn deliveries(&self, task_id: &str) -> Result<Vec<Delivery>>;
     /// Deletes up to `limit` of the oldest deliveries, then configs,

@@ -73,17 +73,30 @@ async fn configs_and_deliveries_round_trip(backend: support::Backend) {
         payload: json!({"statusUpdate": {"taskId": "t1"}}),
         status: DeliveryStatus::Pending,
         attempts: 0,
+        next_at: 100,
         last_error: None,
         created_at: 100,
         updated_at: 100,
     };
     push.insert_delivery(&delivery).await.expect("delivery");
-    push.update_delivery("d1", DeliveryStatus::Pending, 1, Some("503"), 101)
+    push.update_delivery("d1", DeliveryStatus::Pending, 1, Some("503"), 102, 101)
         .await
         .expect("attempt");
-    push.update_delivery("d1", DeliveryStatus::Dead, 2, Some("503 again"), 103)
+    // Overdue: another replica may take it over, once.
+    assert!(push.orphaned(102, 10).await.expect("orphans").is_empty());
+    let orphans = push.orphaned(103, 10).await.expect("orphans");
+    assert_eq!(orphans.len(), 1);
+    assert!(push.claim(&orphans[0], 110).await.expect("claim"));
+    assert!(!push.claim(&orphans[0], 111).await.expect("claim again"));
+    assert!(push.orphaned(103, 10).await.expect("orphans").is_empty());
+    push.update_delivery("d1", DeliveryStatus::Dead, 2, Some("503 again"), 110, 103)
         .await
         .expect("dead");
+    assert!(push
+        .orphaned(i64::MAX, 10)
+        .await
+        .expect("orphans")
+        .is_empty());
     let stored = push.deliveries("t1").await.expect("deliveries");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].status, DeliveryStatus::Dead);

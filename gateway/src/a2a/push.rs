@@ -21,6 +21,10 @@
 //!   with exponential backoff up to `max_attempts`, then dead-lettered;
 //!   each outcome is stored (the caller reads `GET
 //!   /v1/tasks/{task_id}/push-deliveries`) and audited.
+//! - Nothing is lost when a replica stops: a pending delivery records when
+//!   its next attempt is due, and every replica sweeps for ones long
+//!   overdue (due more than an attempt's timeout and a margin ago), claims
+//!   each with a conditional update (one replica wins) and carries on.
 //!
 //! Not covered: a push config given inline in `SendMessage`'s
 //! configuration goes to the agent unchanged (its task id is not known
@@ -70,6 +74,8 @@ pub struct PushSettings {
     pub first_retry: Duration,
     /// Bound on one delivery attempt.
     pub attempt_timeout: Duration,
+    /// How often this replica looks for deliveries another left overdue.
+    pub sweep_interval: Duration,
 }
 
 impl Default for PushSettings {
@@ -79,6 +85,7 @@ impl Default for PushSettings {
             max_attempts: 6,
             first_retry: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(30),
         }
     }
 }
@@ -441,6 +448,7 @@ async fn webhook(
         payload,
         status: DeliveryStatus::Pending,
         attempts: 0,
+        next_at: at,
         last_error: None,
         created_at: at,
         updated_at: at,
@@ -471,9 +479,11 @@ async fn deliver(hook: PushHook, config: PushConfig, mut delivery: Delivery) {
             Err(error) if last => (DeliveryStatus::Dead, Some(error.as_str())),
             Err(error) => (DeliveryStatus::Pending, Some(error.as_str())),
         };
+        let at = now();
+        let next_at = at.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX));
         if let Err(error) = push
             .store
-            .update_delivery(&delivery.id, status, delivery.attempts, error, now())
+            .update_delivery(&delivery.id, status, delivery.attempts, error, next_at, at)
             .await
         {
             tracing::warn!(%error, delivery = %delivery.id, "recording a push attempt failed");
@@ -504,6 +514,74 @@ async fn deliver(hook: PushHook, config: PushConfig, mut delivery: Delivery) {
             }),
         )
         .await;
+}
+
+/// Every `sweep_interval`, takes over the deliveries other replicas left
+/// overdue (see the module doc). Ends when the runtime does.
+pub fn spawn_sweeper(hook: PushHook) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(hook.push.settings.sweep_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            sweep(&hook).await;
+        }
+    })
+}
+
+/// One sweep: claims and resumes the overdue pending deliveries.
+async fn sweep(hook: &PushHook) {
+    let push = &hook.push;
+    let grace = push.settings.attempt_timeout + Duration::from_secs(1);
+    let before = now().saturating_sub(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+    let orphans = match push.store.orphaned(before, 100).await {
+        Ok(orphans) => orphans,
+        Err(error) => {
+            tracing::warn!(%error, "looking for overdue push deliveries failed");
+            return;
+        }
+    };
+    for delivery in orphans {
+        match push.store.claim(&delivery, now()).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, delivery = %delivery.id, "claiming a push delivery failed");
+                continue;
+            }
+        }
+        match push
+            .store
+            .config(&delivery.task_id, &delivery.config_id)
+            .await
+        {
+            Ok(Some(config)) => {
+                tracing::info!(delivery = %delivery.id, attempts = delivery.attempts, "resuming an overdue push delivery");
+                tokio::spawn(deliver(hook.clone(), config, delivery));
+            }
+            Ok(None) => {
+                // Its config was deleted: nobody wants it any more.
+                let at = now();
+                let gone = push
+                    .store
+                    .update_delivery(
+                        &delivery.id,
+                        DeliveryStatus::Dead,
+                        delivery.attempts,
+                        Some("its push config was deleted"),
+                        at,
+                        at,
+                    )
+                    .await;
+                if let Err(error) = gone {
+                    tracing::warn!(%error, delivery = %delivery.id, "dead-lettering a push delivery failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, delivery = %delivery.id, "reading a push config failed");
+            }
+        }
+    }
 }
 
 // === impl Push (delivery) ===

@@ -2,7 +2,9 @@
 -- config of a task, owned like the task; the agent is given the gateway's
 -- webhook (hook, hook_token) instead of the caller's URL. Each
 -- notification the agent posts is a delivery, retried until delivered or
--- dead-lettered. Times are Unix seconds.
+-- dead-lettered; a pending one whose attempt is long overdue was left by a
+-- replica that stopped, and another replica claims it. Times are Unix
+-- seconds.
 CREATE TABLE push_configs (
     task_id     TEXT   NOT NULL,
     id          TEXT   NOT NULL,
@@ -22,8 +24,10 @@ CREATE TABLE push_deliveries (
     payload     TEXT   NOT NULL, -- JSON: an A2A 1.0 StreamResponse
     status      TEXT   NOT NULL, -- pending | delivered | dead
     attempts    INTEGER NOT NULL,
+    next_at     INTEGER NOT NULL, -- when the next attempt is due (or began)
     last_error  TEXT,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 );
 CREATE INDEX push_deliveries_task ON push_deliveries (task_id, created_at);
+CREATE INDEX push_deliveries_due ON push_deliveries (status, next_at);

@@ -26,9 +26,24 @@ const CONFIG_OF_HOOK: &str = concat!(
     config_columns!(),
     " FROM push_configs WHERE hook = $1"
 );
-const DELIVERIES_OF_TASK: &str = "SELECT id, task_id, config_id, owner, payload, status, \
-     attempts, last_error, created_at, updated_at FROM push_deliveries WHERE task_id = $1 \
-     ORDER BY created_at, id";
+/// The columns of a delivery, in the order [`delivery_of`] reads them.
+macro_rules! delivery_columns {
+    () => {
+        "id, task_id, config_id, owner, payload, status, attempts, next_at, last_error, \
+         created_at, updated_at"
+    };
+}
+
+const DELIVERIES_OF_TASK: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM push_deliveries WHERE task_id = $1 ORDER BY created_at, id"
+);
+const ORPHANED: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM push_deliveries WHERE status = 'pending' AND next_at < $1 ORDER BY next_at LIMIT $2"
+);
 
 type ConfigRow = (String, String, String, String, String, String, String, i64);
 type DeliveryRow = (
@@ -38,6 +53,7 @@ type DeliveryRow = (
     String,
     String,
     String,
+    i64,
     i64,
     Option<String>,
     i64,
@@ -89,8 +105,19 @@ fn config_of(row: ConfigRow) -> Result<PushConfig> {
 }
 
 fn delivery_of(row: DeliveryRow) -> Result<Delivery> {
-    let (id, task_id, config_id, owner, payload, status, attempts, last_error, created, updated) =
-        row;
+    let (
+        id,
+        task_id,
+        config_id,
+        owner,
+        payload,
+        status,
+        attempts,
+        next_at,
+        last_error,
+        created,
+        updated,
+    ) = row;
     Ok(Delivery {
         status: DeliveryStatus::parse(&status).ok_or_else(|| {
             RegistryError::corrupt(format!("a stored push delivery's status is {status:?}"))
@@ -101,6 +128,7 @@ fn delivery_of(row: DeliveryRow) -> Result<Delivery> {
         owner,
         payload: json(&payload, "a stored push notification is not JSON")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_at,
         last_error,
         created_at: created,
         updated_at: updated,
@@ -169,8 +197,8 @@ impl PushStore for PushTables {
     async fn insert_delivery(&self, delivery: &Delivery) -> Result<()> {
         let statement = self.db.backend().sql(
             "INSERT INTO push_deliveries (id, task_id, config_id, owner, payload, status, \
-             attempts, last_error, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             attempts, next_at, last_error, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         );
         on_pool!(self.db, |pool| sqlx::query(&statement)
             .bind(&delivery.id)
@@ -180,6 +208,7 @@ impl PushStore for PushTables {
             .bind(delivery.payload.to_string())
             .bind(delivery.status.as_str())
             .bind(i64::from(delivery.attempts))
+            .bind(delivery.next_at)
             .bind(&delivery.last_error)
             .bind(delivery.created_at)
             .bind(delivery.updated_at)
@@ -196,23 +225,52 @@ impl PushStore for PushTables {
         status: DeliveryStatus,
         attempts: u32,
         last_error: Option<&str>,
+        next_at: i64,
         updated_at: i64,
     ) -> Result<()> {
         let statement = self.db.backend().sql(
             "UPDATE push_deliveries SET status = $2, attempts = $3, last_error = $4, \
-             updated_at = $5 WHERE id = $1",
+             next_at = $5, updated_at = $6 WHERE id = $1",
         );
         on_pool!(self.db, |pool| sqlx::query(&statement)
             .bind(id)
             .bind(status.as_str())
             .bind(i64::from(attempts))
             .bind(last_error)
+            .bind(next_at)
             .bind(updated_at)
             .execute(pool)
             .await
             .db("recording a push delivery attempt")?
             .rows_affected());
         Ok(())
+    }
+
+    async fn orphaned(&self, before: i64, limit: u32) -> Result<Vec<Delivery>> {
+        let statement = self.db.backend().sql(ORPHANED);
+        let rows: Vec<DeliveryRow> = on_pool!(self.db, |pool| sqlx::query_as(&statement)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .db("reading overdue push deliveries")?);
+        rows.into_iter().map(delivery_of).collect()
+    }
+
+    async fn claim(&self, delivery: &Delivery, next_at: i64) -> Result<bool> {
+        let statement = self.db.backend().sql(
+            "UPDATE push_deliveries SET next_at = $3 \
+             WHERE id = $1 AND next_at = $2 AND status = 'pending'",
+        );
+        let claimed = on_pool!(self.db, |pool| sqlx::query(&statement)
+            .bind(&delivery.id)
+            .bind(delivery.next_at)
+            .bind(next_at)
+            .execute(pool)
+            .await
+            .db("claiming a push delivery")?
+            .rows_affected());
+        Ok(claimed > 0)
     }
 
     async fn prune(&self, before: Option<i64>, limit: u32) -> Result<u64> {
