@@ -442,3 +442,64 @@ fn a_failed_step_is_replanned_from_the_failure_point_and_spent_replans_end_the_r
         assert_eq!(status, 400, "{problem}");
     });
 }
+
+#[test]
+fn the_builtin_planner_moves_a_failed_step_to_the_closest_agent() {
+    let runtime = runtime();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let data = data_dir.path();
+    let log = data.join("server.log");
+    let server = start_logged(data, &[], &[], &log);
+    runtime.block_on(async {
+        let agents = start_agents(&server, data).await;
+        let request = json!({
+            "goal": GOAL,
+            "agents": ["fetcher", "analyser", "backup_analyser", "reporter"],
+        });
+        let (status, made) = post(&server, data, "/v1/plans", &request).await;
+        assert_eq!(status, 201, "{made}");
+        let plan_id = made["plan_id"].as_str().expect("a plan id").to_owned();
+        // The plan that runs is fixed by review: fetch → analyse on the
+        // failing analyser → report.
+        let (status, waiting) = post(
+            &server,
+            data,
+            &format!("/v1/plans/{plan_id}:execute"),
+            &json!({"input": {"topic": "rust"}, "review": true, "replan": {"max_replans": 2}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{waiting}");
+        let (status, outcome) = post(
+            &server,
+            data,
+            &format!("/v1/plans/{plan_id}:approve"),
+            &json!({"plan": first_plan("analyser")}),
+        )
+        .await;
+        assert_eq!(status, 200, "{outcome}");
+        assert_eq!(outcome["status"], "succeeded", "{outcome}");
+        let revisions = outcome["trace"]["revisions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(revisions.len(), 1, "{outcome}");
+        assert_eq!(revisions[0]["planner"], "builtin", "{outcome}");
+        assert_eq!(revisions[0]["diff"]["changed"], json!(["analyse"]));
+        assert_eq!(revisions[0]["diff"]["kept"], json!(["fetch"]));
+        assert_eq!(agents.fetcher.count(), 1, "fetch ran once");
+        assert_eq!(agents.backup.count(), 1);
+        assert_eq!(agents.reporter.count(), 1);
+        let (_, latest) = get(&server, data, &format!("/v1/plans/{plan_id}")).await;
+        assert_eq!(latest["planner"], "builtin (re-plan 1)", "{latest}");
+        assert_eq!(latest["document"]["steps"][1]["agent"], "backup_analyser");
+        assert!(
+            latest["document"]["rationale"]
+                .as_array()
+                .and_then(|lines| lines.last())
+                .and_then(Value::as_str)
+                .is_some_and(|why| why.contains("backup_analyser takes it over")
+                    || why.contains("`backup_analyser` takes it over")),
+            "{latest}"
+        );
+    });
+}

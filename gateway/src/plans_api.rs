@@ -404,11 +404,25 @@ impl PlansApi {
             }
             (None, _) => (response, None),
         };
-        let mut executed = stored;
-        executed.status = PlanStatus::Executed;
-        executed.pending_execution = None;
-        executed.run_id = run_id;
-        let executed = self.inner.store.put(&executed).await?;
+        // A sync run that re-planned stored its new plans as later
+        // versions already (executed, with the run): they stay the latest.
+        let latest = self.inner.store.get(stored.plan_id, None).await?;
+        let executed = match latest {
+            Some(latest)
+                if latest.version > stored.version
+                    && run_id.is_some()
+                    && latest.run_id == run_id =>
+            {
+                latest
+            }
+            _ => {
+                let mut executed = stored;
+                executed.status = PlanStatus::Executed;
+                executed.pending_execution = None;
+                executed.run_id = run_id;
+                self.inner.store.put(&executed).await?
+            }
+        };
         let mut response = response;
         if let Ok(value) = HeaderValue::from_str(&format!(
             "/v1/plans/{}?version={}",
