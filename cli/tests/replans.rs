@@ -14,7 +14,15 @@
 //! - spent re-plans: the new plan fails too and the run ends
 //!   `replans_exhausted` with the finished step's output readable.
 //!
-//! A crash between a failure and its re-plan is tested in-process on both
+//! - the built-in planner: the failed step moves to the agent closest to
+//!   the failed one (`backup_analyser`), the plan approved in review being
+//!   the one that ran;
+//! - SIGKILL of `convergio serve` while the planner is being asked (the
+//!   failure is journaled), then a restart and `:resume`: the planner is
+//!   asked again from the same failure point, and the run ends as an
+//!   uninterrupted one, no agent called twice.
+//!
+//! Crashes before and after a re-plan are also tested in-process on both
 //! backends (`store/tests/runs/replan.rs`).
 
 mod support;
@@ -502,4 +510,106 @@ fn the_builtin_planner_moves_a_failed_step_to_the_closest_agent() {
             "{latest}"
         );
     });
+}
+
+/// The same replica name across restarts, so a resume takes the run's
+/// lease at once.
+const REPLICA: [(&str, &str); 1] = [("CONVERGIO_REPLICA_ID", "replan-test")];
+
+#[test]
+fn sigkill_between_a_failure_and_its_replan_then_resume_gives_the_same_outcome() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let data = data_dir.path();
+    let server = start_logged(data, &[], &REPLICA, &data.join("server.log"));
+    set_secret(&server, data, "sk-replan-test-000000000");
+    apply_planner(&server, data, &fake);
+    let agents = runtime.block_on(start_agents(&server, data));
+    let (run_id, asked) = runtime.block_on(async {
+        let plan_id = make_plan(&server, data, &fake, &first_plan("analyser")).await;
+        // The planner never answers the re-plan in this process.
+        fake.push([FakeReply::Hang { chunks: Vec::new() }]);
+        let before = fake.requests().len();
+        let (status, accepted) = post(
+            &server,
+            data,
+            &format!("/v1/plans/{plan_id}:execute"),
+            &json!({"mode": "async", "input": {"topic": "rust"}, "replan": {"max_replans": 1}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{accepted}");
+        let run_id = accepted["run_id"].as_str().expect("a run id").to_owned();
+        // The planner is asked only after the failure is journaled.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while fake.requests().len() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the planner was never asked"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        (run_id, fake.requests()[before].body.to_string())
+    });
+    assert!(
+        asked.contains("replan") && asked.contains("out of order"),
+        "{asked}"
+    );
+    server.kill();
+    let failed_calls = agents.analyser.count();
+    assert_eq!(agents.fetcher.count(), 1);
+    assert_eq!(agents.backup.count(), 0);
+
+    // Same data dir, same replica: the run is still running; resumed, it
+    // asks the planner again from the same failure point and ends as an
+    // uninterrupted run does.
+    let server = start_logged(data, &[], &REPLICA, &data.join("server-2.log"));
+    runtime.block_on(async {
+        let (status, summary) = get(&server, data, &format!("/v1/runs/{run_id}")).await;
+        assert_eq!(status, 200, "{summary}");
+        assert_eq!(summary["status"], "running", "{summary}");
+        fake.push([answer(&second_plan("fetcher", "backup_analyser"))]);
+        let before = fake.requests().len();
+        let (status, _, text) = send(
+            &server,
+            data,
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run_id}:resume"),
+            Some(&json!({})),
+        )
+        .await;
+        assert!(status < 300, "{status} {text}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let result = loop {
+            let (status, result) = get(&server, data, &format!("/v1/runs/{run_id}/result")).await;
+            if status == 200 && result["status"] != "running" {
+                break result;
+            }
+            assert!(std::time::Instant::now() < deadline, "{result}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(result["status"], "succeeded", "{result}");
+        assert!(
+            result["output"].as_str().is_some_and(|output| output
+                .starts_with("reporter/report(backup_analyser/analyse2(fetcher/fetch(")),
+            "{result}"
+        );
+        let asked_again = fake.requests()[before].body.to_string();
+        assert!(
+            asked_again.contains("out of order") && asked_again.contains("fetcher/fetch("),
+            "{asked_again}"
+        );
+        assert_eq!(
+            result["trace"]["revisions"][0]["diff"]["kept"],
+            json!(["fetch"])
+        );
+    });
+    // Nothing that ran before the crash ran again: not the finished
+    // `fetch`, not the failed `analyse`.
+    assert_eq!(agents.fetcher.count(), 1);
+    assert_eq!(agents.analyser.count(), failed_calls);
+    assert_eq!(agents.backup.count(), 1);
+    assert_eq!(agents.reporter.count(), 1);
 }
