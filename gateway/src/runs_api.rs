@@ -483,23 +483,14 @@ impl RunsApi {
     }
 
     /// Starts a streaming run whose events a pump task logs.
+    /// `options.caller` is `principal`.
     fn start_logged(
         &self,
         graph: Arc<Graph>,
-        source: String,
         input: Value,
         principal: &Principal,
-        origin: Option<std::net::IpAddr>,
-        trace_id: Option<String>,
-        replan: Option<ReplanSettings>,
+        options: RunOptions,
     ) -> Result<(Uuid, Arc<EventLog>), ApiError> {
-        let options = RunOptions {
-            caller: Some(principal.clone()),
-            origin,
-            source: Some(source),
-            trace_id,
-            replan,
-        };
         // The run's task lives in its `invoke_workflow` span, a child of
         // this request's span (issue 18).
         let span = crate::telemetry::invoke_workflow_span(
@@ -1044,6 +1035,13 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
     let principal = request.principal.clone();
     let origin = request.origin;
     let replan = request.replan.clone();
+    let run_options = |source: String| RunOptions {
+        caller: Some(principal.clone()),
+        origin,
+        source: Some(source),
+        trace_id: trace_id.clone(),
+        replan: replan.clone(),
+    };
     let caller = Caller::of(&request);
     let outcome = async {
         let text = read_text(body).await?;
@@ -1089,7 +1087,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
         match start.mode {
             RunMode::Sync => {
                 let (run_id, log) =
-                    api.start_logged(graph, source, input, &principal, origin, trace_id, replan)?;
+                    api.start_logged(graph, input, &principal, run_options(source))?;
                 log.finished().await;
                 let result = api.inner.executor.result(run_id)?;
                 Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
@@ -1097,7 +1095,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             RunMode::Async => {
                 let graph_id = graph.name.to_string();
                 let (run_id, _log) =
-                    api.start_logged(graph, source, input, &principal, origin, trace_id, replan)?;
+                    api.start_logged(graph, input, &principal, run_options(source))?;
                 let accepted = RunAccepted {
                     run_id,
                     graph_id,
@@ -1111,7 +1109,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             }
             RunMode::Stream => {
                 let (run_id, log) =
-                    api.start_logged(graph, source, input, &principal, origin, trace_id, replan)?;
+                    api.start_logged(graph, input, &principal, run_options(source))?;
                 let mut response = sse_response(log);
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -1133,13 +1131,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                     .unwrap_or(api.inner.config.default_batch_concurrency)
                     .max(1);
                 let graph_id = graph.name.to_string();
-                let options = RunOptions {
-                    caller: Some(principal.clone()),
-                    origin,
-                    source: Some(source),
-                    trace_id,
-                    replan,
-                };
+                let options = run_options(source);
                 let span = crate::telemetry::invoke_workflow_span(&graph_id, &org);
                 let results = api
                     .inner

@@ -2280,6 +2280,20 @@ impl Run {
             return;
         }
         self.commit(None).await;
+        // Reported once committed, like every step.
+        if self.state.status == RunStatus::Running && self.wants_events() {
+            if let Some(summary) = self.state.revisions.last() {
+                let event = RunEvent::PlanRevised {
+                    run_id: self.state.run_id,
+                    number,
+                    failed_node: summary.failed.node_id.clone(),
+                    error: summary.failed.error.clone(),
+                    planner: summary.planner.clone(),
+                    diff: summary.diff.clone(),
+                };
+                self.emit(event);
+            }
+        }
     }
 
     /// Moves the run onto `revision`'s graph: nodes that finished keep
@@ -2397,7 +2411,7 @@ impl Run {
             .collect();
         let summary = RevisionSummary {
             number,
-            failed: failed.clone(),
+            failed,
             planner: revision.planner.clone(),
             diff: diff(&old, &new, kept.into_iter().map(|(_, id)| id).collect()),
             plan: revision.plan,
@@ -2419,16 +2433,6 @@ impl Run {
             }));
         }
         self.mark_agent(&planner);
-        if self.wants_events() {
-            self.emit(RunEvent::PlanRevised {
-                run_id: self.state.run_id,
-                number,
-                failed_node: failed.node_id,
-                error: failed.error,
-                planner: summary.planner.clone(),
-                diff: summary.diff.clone(),
-            });
-        }
         self.state.revisions.push(summary);
         Ok(())
     }
