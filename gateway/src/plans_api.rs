@@ -14,7 +14,13 @@
 //!   true` the plan waits instead (`awaiting_review`) until `POST
 //!   /v1/plans/{id}:approve` (optionally `{plan}`: an edited plan, validated
 //!   like a new one and stored as the next version, is what runs) or
-//!   `:reject` (the plan never runs).
+//!   `:reject` (the plan never runs). With `replan: {max_replans: N}` the
+//!   run is checkpointed and re-plans (§9.2): a step failing after its
+//!   error strategy makes the executor ask [`PlanReplanner`], which asks
+//!   the plan's own planner from the failure point, keeps the finished
+//!   steps, checks the new plan for the run's caller like the first one and
+//!   stores it as the plan's next version; the settings reach the runs API
+//!   as a request extension, so no client can set them on `POST /v1/runs`.
 //!
 //! Candidates are the agents the caller may discover and call: the request's
 //! `agents`, or the registry's discovery with the request's `filter`. A plan

@@ -909,7 +909,7 @@ async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
                 serde_json::from_value::<RunStatus>(Value::String(text.clone())).map_err(|_| {
                     ApiError::new(
                         ErrorKind::InvalidInput,
-                        format!("unknown status {text:?}; use running, succeeded, failed, budget_exceeded, iteration_limit, waiting_for_human or cancelled"),
+                        format!("unknown status {text:?}; use running, succeeded, failed, timed_out, iteration_limit, waiting_for_human, cancelled, replans_exhausted or replan_failed"),
                     )
                 })
             })

@@ -65,6 +65,20 @@ edges:
 config: {checkpoint_enabled: true, max_iterations: 1}
 "#;
 
+/// [`SECOND`] with a token budget the planner's usage alone passes.
+const SECOND_OVER_BUDGET: &str = r#"
+name: plan-r
+nodes:
+  - {id: fetch, agent: worker, inputs: [topic]}
+  - {id: analyse2, agent: worker, inputs: [fetch.output]}
+  - {id: report, agent: worker, inputs: [analyse2.output]}
+edges:
+  - {from: fetch, to: analyse2}
+  - {from: analyse2, to: report}
+config: {checkpoint_enabled: true, max_iterations: 1}
+execution: {max_tokens_per_run: 5}
+"#;
+
 /// What the planner of these tests reports using per re-plan.
 const PLANNER_TOKENS: u64 = 7;
 
@@ -446,6 +460,26 @@ async fn spent_replans_end_the_run_with_its_partial_results(harness: Harness) {
         result.error
     );
     assert_eq!(result.output, json!({"fetch": "fetch(rust)"}));
+
+    // Planning counts against the run's budgets: a re-plan whose usage
+    // passes the token budget ends the run.
+    let planner = Planner::new(vec![Ok(SECOND_OVER_BUDGET)]);
+    let agents = Arc::new(Agents::default());
+    let executor = self::executor(agents.clone(), harness.store("replica-c").await, planner);
+    let events = executor
+        .stream_with(graph(FIRST), json!({"topic": "rust"}), options(3))
+        .expect("run starts");
+    let (_, result) = finish(&executor, events).await;
+    assert_eq!(result.status, RunStatus::ReplanFailed);
+    assert!(
+        result
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("budget exceeded")),
+        "{:?}",
+        result.error
+    );
+    assert_eq!(agents.count("analyse2"), 0, "nothing of the new plan ran");
 }
 
 /// Starts a run in a process that dies once `planner` (or the agents) hang:
