@@ -3,7 +3,8 @@
 //! it would run, and with `--execute` runs it (`POST
 //! /v1/plans/{id}:execute`, sync) and prints the result like `graph run`.
 //! With `--review` the run waits for a person instead: the plan id and the
-//! approve/reject routes are printed. The plan id goes to stderr, so stdout
+//! approve/reject routes are printed; with `--replan N` a failed step makes
+//! the planner plan again from that point, at most N times (§9.2). The plan id goes to stderr, so stdout
 //! stays the plan (or the result). `convergio plans show|execute|approve|
 //! reject ID` work on a stored plan.
 
@@ -49,6 +50,10 @@ pub struct PlanArgs {
     /// With --execute: wait for a person to approve, edit or reject the plan.
     #[arg(long)]
     review: bool,
+    /// With --execute: when a step fails, ask the planner for a new plan
+    /// from that point, at most N times (§9.2).
+    #[arg(long, value_name = "N")]
+    replan: Option<u32>,
     /// A run input, `NAME=VALUE` or `NAME=@path` (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     inputs: Vec<String>,
@@ -72,6 +77,10 @@ pub enum PlansCommand {
         /// Wait for a person to approve, edit or reject it.
         #[arg(long)]
         review: bool,
+        /// When a step fails, ask the planner for a new plan from that
+        /// point, at most N times.
+        #[arg(long, value_name = "N")]
+        replan: Option<u32>,
         /// A run input, `NAME=VALUE` or `NAME=@path` (repeatable).
         #[arg(long = "input", value_name = "NAME=VALUE")]
         inputs: Vec<String>,
@@ -108,9 +117,14 @@ pub async fn plans(server: &ServerArgs, command: PlansCommand) -> anyhow::Result
             }
             (Method::GET, path, None)
         }
-        PlansCommand::Execute { id, review, inputs } => {
+        PlansCommand::Execute {
+            id,
+            review,
+            replan,
+            inputs,
+        } => {
             let input = parse_inputs(inputs)?;
-            let body = json!({"mode": "sync", "input": input, "review": review});
+            let body = execute_body(input, *review, *replan);
             (Method::POST, path(id, ":execute"), Some(body))
         }
         PlansCommand::Approve { id, plan } => {
@@ -205,7 +219,7 @@ pub async fn run(server: &ServerArgs, args: PlanArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = parse_inputs(&args.inputs)?;
-    let execute = json!({"mode": "sync", "input": input, "review": args.review});
+    let execute = execute_body(input, args.review, args.replan);
     let answer = client
         .send(
             Method::POST,
@@ -226,4 +240,13 @@ pub async fn run(server: &ServerArgs, args: PlanArgs) -> anyhow::Result<()> {
     }
     eprintln!("run {}", answer["run_id"].as_str().unwrap_or_default());
     print_result(&answer, server.json)
+}
+
+/// The body of `POST /v1/plans/{id}:execute` (sync).
+fn execute_body(input: Value, review: bool, replan: Option<u32>) -> Value {
+    let mut body = json!({"mode": "sync", "input": input, "review": review});
+    if let Some(max_replans) = replan {
+        body["replan"] = json!({"max_replans": max_replans});
+    }
+    body
 }

@@ -39,7 +39,7 @@ use crate::layers::{
 use crate::memory_api::{memory_router, MemoryApi};
 use crate::metrics::{Exposition, GatewayMetrics};
 use crate::model_agents::{model_agents_router, ModelAgents};
-use crate::plans_api::{plans_router, PlansApi};
+use crate::plans_api::{plans_router, PlanReplanner, Planning, PlansApi};
 use crate::readiness::Readiness;
 use crate::registry_routes::RegistryRoutes;
 use crate::runs_api::{runs_router, GraphsConfig, RunsApi};
@@ -337,12 +337,21 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     let app = Arc::new_cyclic(|app| {
         let dispatch = Arc::new(GatewayDispatch::new(app.clone()));
         let plan_dispatch: Arc<dyn convergio_orchestrator::Dispatch> = dispatch.clone();
-        let executor = match config.journal {
-            Some(JournalHandle(journal)) => {
-                Executor::with_journal(dispatch, config.executor, journal)
-            }
-            None => Executor::new(dispatch, config.executor),
-        };
+        let plan_limits = config.graphs.limits;
+        let planning = Planning::new(
+            plan_registry,
+            routes.clone(),
+            gate.clone(),
+            plan_dispatch,
+            plan_store,
+            plan_limits,
+        );
+        // Runs started from a plan with `replan` ask the plan's planner
+        // again when a step fails (§9.2).
+        let replanner: Arc<dyn convergio_orchestrator::Replanner> =
+            Arc::new(PlanReplanner::new(planning.clone()));
+        let journal = config.journal.map(|JournalHandle(journal)| journal);
+        let executor = Executor::with_parts(dispatch, config.executor, journal, Some(replanner));
         let exposition = Arc::new(Exposition::new(
             config.metrics.clone(),
             executor.metrics(),
@@ -350,8 +359,6 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             config.graphs.retention_metrics.clone(),
             config.graphs.model_metrics.clone(),
         ));
-        let plan_limits = config.graphs.limits;
-        let (plan_routes, plan_gate) = (routes.clone(), gate.clone());
         let runs_api = RunsApi::new(
             executor.clone(),
             routes,
@@ -360,15 +367,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             config.graphs,
             exposition,
         );
-        let plans = PlansApi::new(
-            plan_registry,
-            plan_routes,
-            plan_gate,
-            plan_dispatch,
-            runs_router(runs_api.clone()),
-            plan_store,
-            plan_limits,
-        );
+        let plans = PlansApi::new(planning, runs_router(runs_api.clone()));
         let router = router
             .merge(runs_router(runs_api.clone()))
             .merge(plans_router(plans))

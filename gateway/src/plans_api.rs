@@ -14,7 +14,13 @@
 //!   true` the plan waits instead (`awaiting_review`) until `POST
 //!   /v1/plans/{id}:approve` (optionally `{plan}`: an edited plan, validated
 //!   like a new one and stored as the next version, is what runs) or
-//!   `:reject` (the plan never runs).
+//!   `:reject` (the plan never runs). With `replan: {max_replans: N}` the
+//!   run is checkpointed and re-plans (§9.2): a step failing after its
+//!   error strategy makes the executor ask [`PlanReplanner`], which asks
+//!   the plan's own planner from the failure point, keeps the finished
+//!   steps, checks the new plan for the run's caller like the first one and
+//!   stores it as the plan's next version; the settings reach the runs API
+//!   as a request extension, so no client can set them on `POST /v1/runs`.
 //!
 //! Candidates are the agents the caller may discover and call: the request's
 //! `agents`, or the registry's discovery with the request's `filter`. A plan
@@ -40,13 +46,16 @@ use axum::Router;
 use convergio_orchestrator::api::{RunMode, StartRun};
 use convergio_orchestrator::mapping::reply_output;
 use convergio_orchestrator::trace::{child_traceparent, new_trace_id};
-use convergio_orchestrator::{AgentCall, Dispatch, Limits};
-use convergio_planner::agent::{plan_with_agent, PlannerAgent, PLAN_SKILL};
+use convergio_orchestrator::{
+    AgentCall, Dispatch, Limits, ReplanRequest, ReplanSettings, Replanner, Revision, Usage,
+};
+use convergio_planner::agent::{plan_with_agent, replan_with_agent, PlannerAgent, PLAN_SKILL};
 use convergio_planner::compile::{run_input, to_yaml};
+use convergio_planner::replan::{keep_completed, CompletedPlanStep, FailedPlanStep, ReplanContext};
 use convergio_planner::{
     check_plan, deterministic, offending_steps, Access, AccessMap, CandidateCard, CandidateSkill,
     Constraints, ExecutePlan, PlanDocument, PlanRequest, PlanStatus, PlanStore, PlannerError,
-    ReviewDecision, StoredPlan, ValidPlan,
+    ReviewDecision, StoredPlan, ValidPlan, MAX_REPLANS,
 };
 use convergio_registry::{DiscoveryQuery, Registry};
 use convergio_schemas::validate::find_nul;
@@ -65,16 +74,18 @@ const MAX_CANDIDATES: usize = 1_000;
 /// The state behind the plan routes. Cheap to clone.
 #[derive(Clone)]
 pub struct PlansApi {
-    inner: Arc<Inner>,
+    inner: Arc<Planning>,
+    /// The runs API's routes, which `:execute` calls in-process.
+    runs: Router,
 }
 
-struct Inner {
+/// What making, checking and re-making plans needs: shared by the plan
+/// routes and the executor's [`PlanReplanner`].
+pub struct Planning {
     registry: Registry,
     routes: Arc<dyn RouteTable>,
     gate: Arc<dyn Gatekeeper>,
     dispatch: Arc<dyn Dispatch>,
-    /// The runs API's routes, which `:execute` calls in-process.
-    runs: Router,
     store: Arc<dyn PlanStore>,
     limits: Limits,
 }
@@ -82,34 +93,51 @@ struct Inner {
 // === impl PlansApi ===
 
 impl PlansApi {
-    /// The plan API: candidates from `registry` (resolved through `routes`,
-    /// decided by `gate`), planner agents called through `dispatch`, runs
-    /// started on `runs` (the runs API's router), plans kept in `store`.
+    /// The plan API over `planning`, starting runs on `runs` (the runs
+    /// API's router).
+    pub fn new(planning: Arc<Planning>, runs: Router) -> Self {
+        Self {
+            inner: planning,
+            runs,
+        }
+    }
+}
+
+impl std::ops::Deref for PlansApi {
+    type Target = Planning;
+
+    fn deref(&self) -> &Planning {
+        &self.inner
+    }
+}
+
+// === impl Planning ===
+
+impl Planning {
+    /// Candidates from `registry` (resolved through `routes`, decided by
+    /// `gate`), planner agents called through `dispatch`, plans kept in
+    /// `store`, graphs held to `limits`.
     pub fn new(
         registry: Registry,
         routes: Arc<dyn RouteTable>,
         gate: Arc<dyn Gatekeeper>,
         dispatch: Arc<dyn Dispatch>,
-        runs: Router,
         store: Arc<dyn PlanStore>,
         limits: Limits,
-    ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                registry,
-                routes,
-                gate,
-                dispatch,
-                runs,
-                store,
-                limits,
-            }),
-        }
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            routes,
+            gate,
+            dispatch,
+            store,
+            limits,
+        })
     }
 
     /// The caller's access to `target`.
     fn access_of(&self, target: &RouteTarget, caller: &Caller) -> Access {
-        let gate = &self.inner.gate;
+        let gate = &self.gate;
         if !gate.may_discover(&caller.principal, target, caller.loopback) {
             Access::Unknown
         } else if !gate.may_call(&caller.principal, target, caller.loopback) {
@@ -136,7 +164,7 @@ impl PlansApi {
             Err(_) if !agent.contains("://") => agent.to_owned(),
             Err(_) => return Ok((Access::Unknown, None)),
         };
-        let found = self.inner.routes.resolve(&name).await.map_err(|error| {
+        let found = self.routes.resolve(&name).await.map_err(|error| {
             tracing::warn!(error = %error, "agent lookup failed while checking a plan");
             ApiError::new(ErrorKind::Unavailable, "the registry is unavailable")
         })?;
@@ -207,19 +235,13 @@ impl PlansApi {
         };
         let mut looked_at = 0;
         loop {
-            let page = self
-                .inner
-                .registry
-                .discover(&query)
-                .await
-                .map_err(|error| {
-                    tracing::warn!(error = %error, "discovery failed while planning");
-                    ApiError::new(ErrorKind::Unavailable, "the registry is unavailable")
-                })?;
+            let page = self.registry.discover(&query).await.map_err(|error| {
+                tracing::warn!(error = %error, "discovery failed while planning");
+                ApiError::new(ErrorKind::Unavailable, "the registry is unavailable")
+            })?;
             for record in &page.items {
                 looked_at += 1;
-                let Some(target) = self.inner.routes.resolve(&record.name).await.ok().flatten()
-                else {
+                let Some(target) = self.routes.resolve(&record.name).await.ok().flatten() else {
                     continue;
                 };
                 let found = self.access_of(&target, caller);
@@ -247,14 +269,12 @@ impl PlansApi {
         constraints: &Constraints,
         access: &AccessMap,
     ) -> Result<ValidPlan, ApiError> {
-        check_plan(plan, graph_name, constraints, access, &self.inner.limits).map_err(
-            |violations| {
-                ApiError::from(PlannerError::Invalid {
-                    steps: offending_steps(plan, &violations),
-                    violations,
-                })
-            },
-        )
+        check_plan(plan, graph_name, constraints, access, &self.limits).map_err(|violations| {
+            ApiError::from(PlannerError::Invalid {
+                steps: offending_steps(plan, &violations),
+                violations,
+            })
+        })
     }
 
     /// The latest (or `version`) of a plan `caller` owns.
@@ -270,12 +290,14 @@ impl PlansApi {
             })
         };
         let id = Uuid::parse_str(plan_id).map_err(|_| unknown())?;
-        match self.inner.store.get(id, version).await? {
+        match self.store.get(id, version).await? {
             Some(plan) if plan.owner == caller.principal.owner_key() => Ok(plan),
             _ => Err(unknown()),
         }
     }
+}
 
+impl PlansApi {
     /// Starts a run of `plan` through the runs API, as the caller, and
     /// records it as the plan's next version.
     async fn execute(
@@ -294,8 +316,25 @@ impl PlansApi {
             &stored.constraints,
             &access,
         )?;
+        let replan = match execute.replan {
+            Some(options) if options.max_replans == 0 || options.max_replans > MAX_REPLANS => {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("replan.max_replans is 1 to {MAX_REPLANS}"),
+                ))
+            }
+            Some(options) => Some(ReplanSettings {
+                max_replans: options.max_replans,
+                plan: plan_reference(stored.plan_id, stored.version),
+            }),
+            None => None,
+        };
+        let mut spec = valid.spec;
+        // A run that re-plans is checkpointed, so that a crash between a
+        // failure and its re-plan resumes where it was.
+        spec.config.checkpoint_enabled |= replan.is_some();
         let start = StartRun {
-            graph_yaml: Some(to_yaml(&valid.spec)),
+            graph_yaml: Some(to_yaml(&spec)),
             mode: execute.mode,
             input: Some(run_input(&stored.document, execute.input.clone())),
             inputs: execute
@@ -332,7 +371,13 @@ impl PlansApi {
         if let Some(origin) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
             request.extensions_mut().insert(*origin);
         }
-        let response = match self.inner.runs.clone().oneshot(request).await {
+        // Only this in-process request can carry re-plan settings: the
+        // runs API reads them from the request's extensions, which no
+        // client can set.
+        if let Some(replan) = replan {
+            request.extensions_mut().insert(replan);
+        }
+        let response = match self.runs.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
@@ -365,11 +410,25 @@ impl PlansApi {
             }
             (None, _) => (response, None),
         };
-        let mut executed = stored;
-        executed.status = PlanStatus::Executed;
-        executed.pending_execution = None;
-        executed.run_id = run_id;
-        let executed = self.inner.store.put(&executed).await?;
+        // A sync run that re-planned stored its new plans as later
+        // versions already (executed, with the run): they stay the latest.
+        let latest = self.inner.store.get(stored.plan_id, None).await?;
+        let executed = match latest {
+            Some(latest)
+                if latest.version > stored.version
+                    && run_id.is_some()
+                    && latest.run_id == run_id =>
+            {
+                latest
+            }
+            _ => {
+                let mut executed = stored;
+                executed.status = PlanStatus::Executed;
+                executed.pending_execution = None;
+                executed.run_id = run_id;
+                self.inner.store.put(&executed).await?
+            }
+        };
         let mut response = response;
         if let Ok(value) = HeaderValue::from_str(&format!(
             "/v1/plans/{}?version={}",
@@ -442,6 +501,8 @@ struct DispatchPlanner {
     agent: String,
     plan_id: Uuid,
     graph_name: Arc<str>,
+    /// What the planner reported using, over every answer.
+    usage: std::sync::Mutex<Usage>,
 }
 
 #[async_trait::async_trait]
@@ -465,8 +526,221 @@ impl PlannerAgent for DispatchPlanner {
                 .map_err(|error| PlannerError::PlannerFailed {
                     message: error.to_string(),
                 })?;
+        if let Ok(mut usage) = self.usage.lock() {
+            usage.add(reply.usage);
+        }
         reply_output(&reply.response).map_err(|error| PlannerError::PlannerFailed {
             message: error.message,
+        })
+    }
+}
+
+/// What a run's re-plan settings say about its plan: the id and version
+/// the run is on.
+fn plan_reference(plan_id: Uuid, version: u32) -> Value {
+    serde_json::json!({"plan_id": plan_id, "version": version})
+}
+
+/// The planner's name without what `:approve` and re-plans add to it.
+fn planner_of(stored: &StoredPlan) -> &str {
+    stored
+        .planner
+        .split_once(" (")
+        .map_or(stored.planner.as_str(), |(name, _)| name)
+}
+
+/// The executor's [`Replanner`] (§9.2): asks a plan's own planner (the
+/// built-in one or its planner agent, as the run's caller) for a new plan
+/// from the failure point, keeps the finished steps, checks the new plan
+/// for the caller exactly like the first one (schema, constraints, policy,
+/// graph rules), stores it as the plan's next version and hands the
+/// executor its graph.
+pub struct PlanReplanner {
+    planning: Arc<Planning>,
+}
+
+// === impl PlanReplanner ===
+
+impl PlanReplanner {
+    /// A replanner over `planning`.
+    pub fn new(planning: Arc<Planning>) -> Self {
+        Self { planning }
+    }
+
+    async fn revise(&self, request: ReplanRequest) -> Result<Revision, ApiError> {
+        let planning = &self.planning;
+        let reference = |key: &str| request.plan.get(key).cloned().unwrap_or(Value::Null);
+        let plan_id: Uuid = serde_json::from_value(reference("plan_id"))
+            .map_err(|_| ApiError::new(ErrorKind::Internal, "the run names no plan"))?;
+        let version: u32 = serde_json::from_value(reference("version"))
+            .map_err(|_| ApiError::new(ErrorKind::Internal, "the run names no plan version"))?;
+        let principal = request
+            .caller
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous);
+        let caller = Caller {
+            loopback: request.origin.is_some_and(|address| address.is_loopback()),
+            origin: request.origin,
+            principal,
+            request_id: None,
+        };
+        let stored = planning
+            .owned(&plan_id.to_string(), Some(version), &caller)
+            .await?;
+        let previous = stored.document.clone();
+        // The candidates: the agents the plan considered and used, as the
+        // caller may use them now.
+        let mut names: Vec<String> = previous
+            .candidates
+            .iter()
+            .map(|considered| considered.agent.clone())
+            .chain(previous.steps.iter().map(|step| step.agent.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let asked = PlanRequest {
+            goal: previous.goal.clone(),
+            agents: names,
+            constraints: stored.constraints.clone(),
+            ..PlanRequest::default()
+        };
+        let (candidates, access) = planning.candidates(&asked, &caller).await?;
+        let step_agent = |id: &str| {
+            previous
+                .steps
+                .iter()
+                .find(|step| step.id == id)
+                .map(|step| step.agent.clone())
+                .unwrap_or_default()
+        };
+        let context = ReplanContext {
+            number: request.number,
+            current_plan: previous.clone(),
+            failed: FailedPlanStep {
+                id: request.failed.node_id.clone(),
+                agent: request
+                    .failed
+                    .agent
+                    .clone()
+                    .unwrap_or_else(|| step_agent(&request.failed.node_id)),
+                error: request.failed.error.clone(),
+            },
+            completed: request
+                .completed
+                .iter()
+                .map(|step| CompletedPlanStep {
+                    id: step.node_id.clone(),
+                    agent: step
+                        .agent
+                        .clone()
+                        .unwrap_or_else(|| step_agent(&step.node_id)),
+                    output: step.output.clone(),
+                })
+                .collect(),
+        };
+        let completed: Vec<String> = context
+            .completed
+            .iter()
+            .map(|step| step.id.clone())
+            .collect();
+        let limits = planning.limits;
+        let constraints = stored.constraints.clone();
+        let name = stored.graph_name.clone();
+        let check = move |plan: &PlanDocument| {
+            let merged = keep_completed(&previous, plan, &completed)?;
+            check_plan(&merged, &name, &constraints, &access, &limits)
+        };
+        let planner = planner_of(&stored).to_owned();
+        let (valid, usage) = if planner == "builtin" {
+            // Agents that failed in earlier re-plans of this plan are not
+            // chosen again.
+            let failed_before: Vec<String> = stored
+                .document
+                .candidates
+                .iter()
+                .filter(|considered| considered.reason.starts_with("failed in re-plan"))
+                .map(|considered| considered.agent.clone())
+                .collect();
+            let document = convergio_planner::replan::deterministic(
+                &context,
+                &candidates,
+                &stored.constraints,
+                &failed_before,
+            )?;
+            let valid = check(&document).map_err(|violations| {
+                ApiError::from(PlannerError::Invalid {
+                    steps: offending_steps(&document, &violations),
+                    violations,
+                })
+            })?;
+            (valid, Usage::default())
+        } else {
+            let agent = DispatchPlanner {
+                dispatch: planning.dispatch.clone(),
+                principal: Arc::new(caller.principal.clone()),
+                origin: caller.origin,
+                agent: planner.clone(),
+                plan_id,
+                graph_name: Arc::from(stored.graph_name.as_str()),
+                usage: std::sync::Mutex::new(Usage::default()),
+            };
+            let data = serde_json::to_value(&context)
+                .map_err(|_| ApiError::new(ErrorKind::Internal, problem::INTERNAL_DETAIL))?;
+            let valid = replan_with_agent(
+                &agent,
+                &stored.document.goal,
+                &stored.constraints,
+                &candidates,
+                &data,
+                &check,
+            )
+            .await?
+            .0;
+            let usage = agent.usage.lock().map(|usage| *usage).unwrap_or_default();
+            (valid, usage)
+        };
+        let ValidPlan {
+            plan,
+            mut spec,
+            mut graph,
+        } = valid;
+        // The run is checkpointed; its new graph says so too.
+        spec.config.checkpoint_enabled = true;
+        graph.config.checkpoint_enabled = true;
+        let source = to_yaml(&spec);
+        let input = run_input(&plan, Some(request.input.clone()));
+        let revised = StoredPlan {
+            status: PlanStatus::Executed,
+            planner: format!("{planner} (re-plan {})", request.number),
+            graph_yaml: source.clone(),
+            document: plan,
+            pending_execution: None,
+            run_id: Some(request.run_id),
+            ..stored
+        };
+        let revised = planning.store.put(&revised).await?;
+        Ok(Revision {
+            source,
+            graph: Arc::new(graph),
+            input: (input != request.input).then_some(input),
+            plan: plan_reference(revised.plan_id, revised.version),
+            planner,
+            usage,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Replanner for PlanReplanner {
+    async fn replan(&self, request: ReplanRequest) -> Result<Revision, String> {
+        self.revise(request).await.map_err(|error| {
+            let problem = &error.problem;
+            let mut text = problem.detail.clone();
+            for violation in &problem.violations {
+                text.push_str(&format!("; {}: {}", violation.pointer, violation.message));
+            }
+            text
         })
     }
 }
@@ -646,6 +920,7 @@ async fn create_plan(State(api): State<PlansApi>, request: Request) -> Response 
                 agent: planner.clone(),
                 plan_id,
                 graph_name: Arc::from(graph_name.as_str()),
+                usage: std::sync::Mutex::new(Usage::default()),
             };
             let limits = api.inner.limits;
             let constraints = asked.constraints.clone();

@@ -70,7 +70,8 @@ use convergio_orchestrator::api::{
 };
 use convergio_orchestrator::{
     parse_yaml, validate, Continue, Executor, Graph, GraphStore, Limits, OrchestratorError,
-    RunEvent, RunEvents, RunFilter, RunOptions, RunStatus, RunSummary, StaticCatalog,
+    ReplanSettings, RunEvent, RunEvents, RunFilter, RunOptions, RunStatus, RunSummary,
+    StaticCatalog,
 };
 use convergio_schemas::problem;
 use convergio_schemas::{AgentId, ErrorKind, Principal, Problem};
@@ -482,21 +483,14 @@ impl RunsApi {
     }
 
     /// Starts a streaming run whose events a pump task logs.
+    /// `options.caller` is `principal`.
     fn start_logged(
         &self,
         graph: Arc<Graph>,
-        source: String,
         input: Value,
         principal: &Principal,
-        origin: Option<std::net::IpAddr>,
-        trace_id: Option<String>,
+        options: RunOptions,
     ) -> Result<(Uuid, Arc<EventLog>), ApiError> {
-        let options = RunOptions {
-            caller: Some(principal.clone()),
-            origin,
-            source: Some(source),
-            trace_id,
-        };
         // The run's task lives in its `invoke_workflow` span, a child of
         // this request's span (issue 18).
         let span = crate::telemetry::invoke_workflow_span(
@@ -539,6 +533,9 @@ struct Incoming {
     origin: Option<std::net::IpAddr>,
     uri: axum::http::Uri,
     body: Body,
+    /// How the run re-plans: set only in-process, by the plan API's
+    /// `:execute` (a request extension no client can send).
+    replan: Option<ReplanSettings>,
 }
 
 fn incoming(request: Request) -> Incoming {
@@ -554,6 +551,7 @@ fn incoming(request: Request) -> Incoming {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|axum::extract::ConnectInfo(address)| address.ip()),
+        replan: parts.extensions.get::<ReplanSettings>().cloned(),
         uri: parts.uri,
         body,
     }
@@ -911,7 +909,7 @@ async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
                 serde_json::from_value::<RunStatus>(Value::String(text.clone())).map_err(|_| {
                     ApiError::new(
                         ErrorKind::InvalidInput,
-                        format!("unknown status {text:?}; use running, succeeded, failed, budget_exceeded, iteration_limit, waiting_for_human or cancelled"),
+                        format!("unknown status {text:?}; use running, succeeded, failed, timed_out, iteration_limit, waiting_for_human, cancelled, replans_exhausted or replan_failed"),
                     )
                 })
             })
@@ -1036,6 +1034,14 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
     let request_id = request.request_id.clone();
     let principal = request.principal.clone();
     let origin = request.origin;
+    let replan = request.replan.clone();
+    let run_options = |source: String| RunOptions {
+        caller: Some(principal.clone()),
+        origin,
+        source: Some(source),
+        trace_id: trace_id.clone(),
+        replan: replan.clone(),
+    };
     let caller = Caller::of(&request);
     let outcome = async {
         let text = read_text(body).await?;
@@ -1081,7 +1087,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
         match start.mode {
             RunMode::Sync => {
                 let (run_id, log) =
-                    api.start_logged(graph, source, input, &principal, origin, trace_id)?;
+                    api.start_logged(graph, input, &principal, run_options(source))?;
                 log.finished().await;
                 let result = api.inner.executor.result(run_id)?;
                 Ok(json_response(StatusCode::OK, &RunOutcome::from(&result)))
@@ -1089,7 +1095,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             RunMode::Async => {
                 let graph_id = graph.name.to_string();
                 let (run_id, _log) =
-                    api.start_logged(graph, source, input, &principal, origin, trace_id)?;
+                    api.start_logged(graph, input, &principal, run_options(source))?;
                 let accepted = RunAccepted {
                     run_id,
                     graph_id,
@@ -1103,7 +1109,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
             }
             RunMode::Stream => {
                 let (run_id, log) =
-                    api.start_logged(graph, source, input, &principal, origin, trace_id)?;
+                    api.start_logged(graph, input, &principal, run_options(source))?;
                 let mut response = sse_response(log);
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -1125,12 +1131,7 @@ async fn start_run(State(api): State<RunsApi>, request: Request) -> Response {
                     .unwrap_or(api.inner.config.default_batch_concurrency)
                     .max(1);
                 let graph_id = graph.name.to_string();
-                let options = RunOptions {
-                    caller: Some(principal.clone()),
-                    origin,
-                    source: Some(source),
-                    trace_id,
-                };
+                let options = run_options(source);
                 let span = crate::telemetry::invoke_workflow_span(&graph_id, &org);
                 let results = api
                     .inner

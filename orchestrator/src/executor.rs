@@ -49,9 +49,15 @@ use crate::dispatch::{AgentCall, Dispatch, MemoryAction, MemoryOp, Usage};
 use crate::dsl::{lookup_path, Backoff, NodeKind, OnError, SimpleStrategy, When, WhenKeyword};
 use crate::error::{DispatchError, OrchestratorError};
 use crate::graph::{route, Graph, InputRef, Node};
-use crate::journal::{Checkpoint, NewRun, RunHeader, RunJournal, StepDelta, StoredRun};
+use crate::journal::{
+    Checkpoint, NewRun, PlanRevision, RunHeader, RunJournal, StepDelta, StoredRun,
+};
 use crate::mapping::{build_message, push_data_part, reply_output};
 use crate::metrics::Metrics;
+use crate::replan::{
+    diff, CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision,
+    RevisionSummary,
+};
 use crate::trace::{child_traceparent, new_trace_id, PriceTable, Trace};
 use crate::validate::seconds;
 
@@ -124,6 +130,9 @@ pub struct RunOptions {
     /// The W3C trace id the run adopts (from its caller's `traceparent`,
     /// read with [`crate::trace::trace_id_of`]); `None`: a new trace.
     pub trace_id: Option<String>,
+    /// Re-plan from a failed node instead of failing (§9.2); needs an
+    /// executor with a replanner.
+    pub replan: Option<ReplanSettings>,
 }
 
 /// How a stored run continues.
@@ -238,6 +247,8 @@ struct Inner {
     journal: Option<Arc<dyn RunJournal>>,
     /// Checkpointed runs this process is driving.
     active: Mutex<HashSet<Uuid>>,
+    /// Asks for new plans for runs that re-plan (§9.2).
+    replanner: Option<Arc<dyn Replanner>>,
     /// A cancel signal per run this process is driving.
     cancels: Mutex<HashMap<Uuid, watch::Sender<bool>>>,
 }
@@ -288,7 +299,7 @@ impl Stream for RunEvents {
 impl Executor {
     /// An executor calling agents through `dispatch`.
     pub fn new(dispatch: Arc<dyn Dispatch>, config: ExecutorConfig) -> Self {
-        Self::build(dispatch, config, None)
+        Self::build(dispatch, config, None, None)
     }
 
     /// An executor that journals checkpointed runs to `journal`.
@@ -297,13 +308,26 @@ impl Executor {
         config: ExecutorConfig,
         journal: Arc<dyn RunJournal>,
     ) -> Self {
-        Self::build(dispatch, config, Some(journal))
+        Self::build(dispatch, config, Some(journal), None)
+    }
+
+    /// An executor with every collaborator: an optional journal for
+    /// checkpointed runs and an optional replanner for runs started with
+    /// [`RunOptions::replan`] (without one, such a run fails like any).
+    pub fn with_parts(
+        dispatch: Arc<dyn Dispatch>,
+        config: ExecutorConfig,
+        journal: Option<Arc<dyn RunJournal>>,
+        replanner: Option<Arc<dyn Replanner>>,
+    ) -> Self {
+        Self::build(dispatch, config, journal, replanner)
     }
 
     fn build(
         dispatch: Arc<dyn Dispatch>,
         config: ExecutorConfig,
         journal: Option<Arc<dyn RunJournal>>,
+        replanner: Option<Arc<dyn Replanner>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -314,6 +338,7 @@ impl Executor {
                 journal,
                 active: Mutex::new(HashSet::new()),
                 cancels: Mutex::new(HashMap::new()),
+                replanner,
             }),
         }
     }
@@ -355,6 +380,7 @@ impl Executor {
                 input,
                 run_id,
                 trace_id: options.trace_id,
+                replan: options.replan,
             };
             let (_, join) = self.launch_run(graph, start, None, caller, options.origin, durable)?;
             return join.await.map_err(|_| OrchestratorError::RunLost {
@@ -368,6 +394,7 @@ impl Executor {
                 input,
                 run_id,
                 trace_id: options.trace_id,
+                replan: options.replan,
             },
             None,
             caller,
@@ -490,6 +517,7 @@ impl Executor {
                 input,
                 run_id,
                 trace_id: options.trace_id,
+                replan: options.replan,
             },
             events,
             caller,
@@ -515,19 +543,57 @@ impl Executor {
             .unwrap_or(false)
     }
 
-    /// Rebuilds a stored run's graph from its stored document.
+    /// Rebuilds the graph a stored run is on: its stored document, or the
+    /// document of its last re-plan (§9.2).
     pub fn stored_graph(&self, stored: &StoredRun) -> Result<Arc<Graph>, OrchestratorError> {
+        match stored
+            .steps
+            .iter()
+            .rev()
+            .find_map(|step| step.revision.as_ref())
+        {
+            Some(revision) => self.compile_stored(stored, &revision.source),
+            None => self.compile_stored(stored, &stored.source),
+        }
+    }
+
+    /// The graph a stored run started on and the one it is on now (the
+    /// same unless it re-planned); `graph` stands for both when given.
+    fn stored_graphs(
+        &self,
+        stored: &StoredRun,
+        graph: Option<Arc<Graph>>,
+    ) -> Result<(Arc<Graph>, Arc<Graph>), OrchestratorError> {
+        if let Some(graph) = graph {
+            return Ok((graph.clone(), graph));
+        }
+        let first = self.compile_stored(stored, &stored.source)?;
+        let revised = stored.steps.iter().any(|step| step.revision.is_some());
+        let current = if revised {
+            self.stored_graph(stored)?
+        } else {
+            first.clone()
+        };
+        Ok((first, current))
+    }
+
+    /// Compiles one of a stored run's graph documents.
+    fn compile_stored(
+        &self,
+        stored: &StoredRun,
+        source: &str,
+    ) -> Result<Arc<Graph>, OrchestratorError> {
         let corrupt = |message: String| OrchestratorError::CorruptRun {
             run_id: stored.header.run_id.to_string(),
             message,
         };
-        if stored.source.is_empty() {
+        if source.is_empty() {
             return Err(corrupt(
                 "no graph document is stored with it (a graph built in Rust must be handed in again)"
                     .to_owned(),
             ));
         }
-        let spec = crate::source::parse_yaml(&stored.source)
+        let spec = crate::source::parse_yaml(source)
             .map_err(|error| corrupt(format!("its graph document does not parse: {error}")))?;
         let graph = crate::validate::validate(
             &spec,
@@ -551,11 +617,8 @@ impl Executor {
     ) -> Result<(StoredRun, Arc<Graph>, RunState), OrchestratorError> {
         let journal = self.journal_or(run_id)?;
         let stored = journal.load(run_id, None).await?;
-        let graph = match graph {
-            Some(graph) => graph,
-            None => self.stored_graph(&stored)?,
-        };
-        let mut state = RunState::replay(&graph, &stored)?;
+        let (first, graph) = self.stored_graphs(&stored, graph)?;
+        let mut state = RunState::replay(&first, &stored)?;
         // A cancel is written on the run row, not as a step (the replica
         // driving it may be elsewhere): the row's status wins.
         if stored.status == RunStatus::Cancelled {
@@ -673,10 +736,7 @@ impl Executor {
                 name: name.to_owned(),
             })?;
         let stored = journal.load(run_id, Some(checkpoint.seq)).await?;
-        let graph = match graph {
-            Some(graph) => graph,
-            None => self.stored_graph(&stored)?,
-        };
+        let (first, graph) = self.stored_graphs(&stored, graph)?;
         let new_run_id = Uuid::now_v7();
         let mut header = stored.header.clone();
         header.run_id = new_run_id;
@@ -693,7 +753,7 @@ impl Executor {
             header: header.clone(),
             ..stored
         };
-        let mut state = RunState::replay(&graph, &copy)?;
+        let mut state = RunState::replay(&first, &copy)?;
         // Nodes that ran before the checkpoint keep their outputs, so a new
         // input matters only if a node still to run reads it; otherwise the
         // run would silently repeat the old result (issue 14).
@@ -873,6 +933,7 @@ impl Executor {
             caller: options.caller.clone(),
             origin: options.origin,
             started_at: Utc::now(),
+            replan: options.replan.clone(),
         };
         let owner = options
             .caller
@@ -1033,6 +1094,8 @@ enum RunStart {
         run_id: Uuid,
         /// The trace adopted from the caller; `None`: a new one.
         trace_id: Option<String>,
+        /// How it re-plans, if it does.
+        replan: Option<ReplanSettings>,
     },
     /// A stored run replayed to its last step, continued as `action` says.
     Restored {
@@ -1066,6 +1129,8 @@ struct Durable {
     agents: Vec<String>,
     executions_saved: usize,
     input_changed: bool,
+    /// The re-plan the next step records.
+    revision: Option<Box<PlanRevision>>,
     /// Set once the journal failed: nothing more is written, and the run
     /// stays resumable from its last committed step.
     failed: bool,
@@ -1086,6 +1151,7 @@ impl Durable {
             agents: Vec::new(),
             executions_saved: 0,
             input_changed: false,
+            revision: None,
             failed: false,
         }
     }
@@ -1106,6 +1172,7 @@ fn run_graph(
                 input,
                 run_id,
                 trace_id: adopted,
+                replan,
             } => {
                 let trace_id = durable
                     .as_ref()
@@ -1116,6 +1183,7 @@ fn run_graph(
                 if let Some(trace_id) = trace_id {
                     run.state.trace_id = trace_id;
                 }
+                run.state.replan = replan;
                 (run, None)
             }
             RunStart::Restored { state, action } => {
@@ -1147,7 +1215,18 @@ fn run_graph(
             run.continue_with(action);
             run.commit(None).await;
         }
-        run.drive().await;
+        // A failed node of a run that re-plans leaves a re-plan pending
+        // (checkpointed); the run continues on the new graph, or ends.
+        loop {
+            run.drive().await;
+            if run.state.pending_replan.is_none() || run.state.status != RunStatus::Running {
+                break;
+            }
+            run.replan().await;
+            if run.state.status != RunStatus::Running {
+                break;
+            }
+        }
         if let Ok(mut cancels) = run.inner.cancels.lock() {
             cancels.remove(&run_id);
         }
@@ -1178,6 +1257,9 @@ struct Run {
     durable: Option<Durable>,
     /// Becomes `true` when the run is cancelled.
     cancelled: Option<watch::Receiver<bool>>,
+    /// When the run's total timeout passes, set by its first drive here
+    /// (re-plans and the graphs after them share it).
+    deadline: Option<tokio::time::Instant>,
 }
 
 // === impl Run ===
@@ -1219,6 +1301,9 @@ impl Run {
             finished_at: None,
             error: None,
             waiting_node: None,
+            replan: None,
+            pending_replan: None,
+            revisions: Vec::new(),
         };
         Self::restore(inner, graph, state, events, caller, origin)
     }
@@ -1252,6 +1337,7 @@ impl Run {
             origin,
             durable: None,
             cancelled: None,
+            deadline: None,
         }
     }
 
@@ -1390,6 +1476,8 @@ impl Run {
             waiting_node: state.waiting_node.clone(),
             input,
             output,
+            pending_replan: state.pending_replan.clone(),
+            revision: durable.revision.take(),
         })
     }
 
@@ -1474,8 +1562,19 @@ impl Run {
         .into_iter()
         .flatten()
         .min();
-        // One timer for the whole run, polled alongside the nodes.
-        let mut deadline = total_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
+        // One timer for the whole run, polled alongside the nodes; a run
+        // that re-planned keeps the deadline it had.
+        if self.deadline.is_none() {
+            self.deadline = total_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        }
+        let mut deadline = self
+            .deadline
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
+        if self.state.pending_replan.is_some() {
+            // A restored run whose failure was checkpointed before its
+            // re-plan: nothing runs until the re-plan.
+            return;
+        }
         let mut cancelled = self.cancelled.take();
         let mut in_flight: FuturesUnordered<NodeFuture> = FuturesUnordered::new();
         // A restored run re-sends the calls that were in flight at its last
@@ -1497,7 +1596,10 @@ impl Run {
             {
                 self.end(RunStatus::Cancelled, Some(CANCELLED.to_owned()));
             }
-            while in_flight.len() < max_in_flight && self.state.status == RunStatus::Running {
+            while in_flight.len() < max_in_flight
+                && self.state.status == RunStatus::Running
+                && self.state.pending_replan.is_none()
+            {
                 let Some(node) = self.ready.pop_front() else {
                     break;
                 };
@@ -1505,7 +1607,10 @@ impl Run {
                     in_flight.push(future);
                 }
             }
-            if self.state.status != RunStatus::Running || in_flight.is_empty() {
+            if self.state.status != RunStatus::Running
+                || self.state.pending_replan.is_some()
+                || in_flight.is_empty()
+            {
                 break;
             }
             let timer = async {
@@ -1545,7 +1650,8 @@ impl Run {
                 // Outcomes already at hand join this step, so one commit
                 // covers them (fan-outs); then the step is made durable
                 // before any node it readied starts.
-                while self.state.status == RunStatus::Running {
+                while self.state.status == RunStatus::Running && self.state.pending_replan.is_none()
+                {
                     match futures_util::FutureExt::now_or_never(in_flight.next()) {
                         Some(Some(outcome)) => self.handle(outcome, &mut in_flight),
                         _ => break,
@@ -1556,7 +1662,9 @@ impl Run {
         }
         // Dropping the futures cancels the calls still in flight.
         drop(in_flight);
-        self.end(RunStatus::Succeeded, None);
+        if self.state.pending_replan.is_none() {
+            self.end(RunStatus::Succeeded, None);
+        }
         for index in 0..self.state.nodes.len() {
             if self.state.nodes[index].status == NodeStatus::Running {
                 self.state.nodes[index].status = NodeStatus::Cancelled;
@@ -1714,6 +1822,7 @@ impl Run {
                                 input: sub_input,
                                 run_id: Uuid::now_v7(),
                                 trace_id,
+                                replan: None,
                             };
                             let result =
                                 run_graph(inner, subgraph, start, None, caller, origin, None).await;
@@ -1761,13 +1870,17 @@ impl Run {
         let node = &graph.nodes[index as usize];
         let node_state = &self.state.nodes[index as usize];
         let iteration = node_state.runs;
+        // After a re-plan, a step of the same id is a new call: its message
+        // id names the revision, so an agent that de-duplicates does not
+        // answer with the failed call's outcome.
+        let run_text = match self.state.revisions.len() {
+            0 => self.run_id_text.clone(),
+            revision => format!("{}/r{revision}", self.run_id_text),
+        };
         let message_id = if fallback {
-            format!("{}/{}/{iteration}/fallback", self.run_id_text, node.id)
+            format!("{run_text}/{}/{iteration}/fallback", node.id)
         } else {
-            format!(
-                "{}/{}/{iteration}/{}",
-                self.run_id_text, node.id, node_state.attempt
-            )
+            format!("{run_text}/{}/{iteration}/{}", node.id, node_state.attempt)
         };
         let mut metadata = Map::with_capacity(4);
         metadata.insert("convergio.run_id".to_owned(), self.run_id_value.clone());
@@ -1875,6 +1988,9 @@ impl Run {
             (OnError::Fallback { .. }, false) => "fallback",
             (OnError::Simple(SimpleStrategy::Skip), _) => "skip",
             (OnError::Simple(SimpleStrategy::Human), _) => "human",
+            // The node's own strategy is spent: a run that re-plans asks
+            // for a new plan instead of failing (§9.2).
+            _ if self.state.replan.is_some() && self.inner.replanner.is_some() => "replan",
             _ => "abort",
         };
         self.state.nodes[index].error = Some(error.clone());
@@ -1960,6 +2076,21 @@ impl Run {
                     self.state.waiting_node = Some(node.id.to_string());
                 }
             }
+            (_, "replan") => {
+                self.record_execution(
+                    index,
+                    &outcome.agent,
+                    usage,
+                    ExecutionStatus::Failed,
+                    Some(error.clone()),
+                );
+                self.fail_node(index, outcome.started);
+                self.state.pending_replan = Some(FailedStep {
+                    node_id: node.id.to_string(),
+                    agent: Some(outcome.agent.clone()),
+                    error,
+                });
+            }
             _ => {
                 self.record_execution(
                     index,
@@ -2014,7 +2145,6 @@ impl Run {
 
     /// Records a node's output and resolves the edges leaving it.
     fn complete(&mut self, index: u32, output: Value, status: NodeStatus, started: Instant) {
-        let graph = self.graph.clone();
         self.mark_node(index);
         if self.wants_events() {
             let node_id = self.state.nodes[index as usize].node_id.clone();
@@ -2032,6 +2162,20 @@ impl Run {
                 duration_ms: started.elapsed().as_millis() as u64,
             });
         }
+        self.resolve_out_edges(index, &output);
+        let node_state = &mut self.state.nodes[index as usize];
+        node_state.status = status;
+        node_state.output = output;
+        if std::mem::take(&mut node_state.rerun) {
+            self.ready.push_back(index);
+        }
+        self.propagate();
+    }
+
+    /// Decides every edge leaving node `index` on its `output` and queues
+    /// the signals.
+    fn resolve_out_edges(&mut self, index: u32, output: &Value) {
+        let graph = self.graph.clone();
         // Decide every edge before signalling, so `otherwise` sees the others.
         let mut conditional_taken = false;
         for &edge_index in &graph.out_edges[index as usize] {
@@ -2039,7 +2183,7 @@ impl Run {
             let taken = match &edge.when {
                 Some(When::Keyword(WhenKeyword::Otherwise)) => continue,
                 Some(When::Test(condition)) => {
-                    let taken = condition.holds(&output) && self.within_limit(edge_index);
+                    let taken = condition.holds(output) && self.within_limit(edge_index);
                     conditional_taken |= taken;
                     taken
                 }
@@ -2056,13 +2200,241 @@ impl Run {
                 self.take(edge_index, taken);
             }
         }
-        let node_state = &mut self.state.nodes[index as usize];
-        node_state.status = status;
-        node_state.output = output;
-        if std::mem::take(&mut node_state.rerun) {
-            self.ready.push_back(index);
+    }
+
+    /// Asks the replanner for a new graph from the pending failure and
+    /// continues on it, or ends the run: `replans_exhausted` when
+    /// `max_replans` are spent, `replan_failed` when no valid graph came,
+    /// `timed_out` when the run's time ran out meanwhile. The new graph is
+    /// committed as one step before any of its nodes starts.
+    async fn replan(&mut self) {
+        let Some(failed) = self.state.pending_replan.take() else {
+            return;
+        };
+        let failure = format!("node `{}` failed: {}", failed.node_id, failed.error);
+        let (Some(settings), Some(replanner)) =
+            (self.state.replan.clone(), self.inner.replanner.clone())
+        else {
+            self.end(RunStatus::Failed, Some(failure));
+            return;
+        };
+        let number = self.state.revisions.len() as u32 + 1;
+        if number > settings.max_replans {
+            self.end(
+                RunStatus::ReplansExhausted,
+                Some(format!(
+                    "{failure}; no re-plan left (max_replans {} spent)",
+                    settings.max_replans
+                )),
+            );
+            return;
+        }
+        let completed = self
+            .state
+            .nodes
+            .iter()
+            .zip(&self.graph.nodes)
+            .filter(|(state, _)| state.status == NodeStatus::Succeeded)
+            .map(|(state, node)| CompletedStep {
+                node_id: state.node_id.clone(),
+                agent: node.agent.as_deref().map(str::to_owned),
+                output: state.output.clone(),
+            })
+            .collect();
+        let request = ReplanRequest {
+            run_id: self.state.run_id,
+            number,
+            plan: self
+                .state
+                .revisions
+                .last()
+                .map_or_else(|| settings.plan.clone(), |last| last.plan.clone()),
+            caller: self.caller.clone(),
+            origin: self.origin,
+            failed: failed.clone(),
+            completed,
+            input: self.state.input.clone(),
+        };
+        let asked = replanner.replan(request);
+        let answer = match self.deadline {
+            Some(at) => match tokio::time::timeout_at(at, asked).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.end(
+                        RunStatus::TimedOut,
+                        Some(format!(
+                            "{failure}; the run's time ran out while re-planning"
+                        )),
+                    );
+                    return;
+                }
+            },
+            None => asked.await,
+        };
+        let outcome = answer.and_then(|revision| self.apply_revision(revision, failed, number));
+        if let Err(why) = outcome {
+            self.end(
+                RunStatus::ReplanFailed,
+                Some(format!("{failure}; re-plan {number} failed: {why}")),
+            );
+            return;
+        }
+        self.commit(None).await;
+        // Reported once committed, like every step.
+        if self.state.status == RunStatus::Running && self.wants_events() {
+            if let Some(summary) = self.state.revisions.last() {
+                let event = RunEvent::PlanRevised {
+                    run_id: self.state.run_id,
+                    number,
+                    failed_node: summary.failed.node_id.clone(),
+                    error: summary.failed.error.clone(),
+                    planner: summary.planner.clone(),
+                    diff: summary.diff.clone(),
+                };
+                self.emit(event);
+            }
+        }
+    }
+
+    /// Moves the run onto `revision`'s graph: nodes that finished keep
+    /// their state and output (they must be in the new graph, with the same
+    /// agent, after finished nodes only), every other node starts afresh,
+    /// and the finished nodes' edges are signalled again to ready the rest.
+    fn apply_revision(
+        &mut self,
+        revision: Revision,
+        failed: FailedStep,
+        number: u32,
+    ) -> Result<(), String> {
+        let old = self.graph.clone();
+        let new = revision.graph.clone();
+        let finished: HashMap<&str, (usize, Option<&str>)> = self
+            .state
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.status == NodeStatus::Succeeded)
+            .map(|(index, state)| {
+                (
+                    state.node_id.as_str(),
+                    (index, old.nodes[index].agent.as_deref()),
+                )
+            })
+            .collect();
+        for (id, (_, agent)) in &finished {
+            let Some(index) = new.node_index(id) else {
+                return Err(format!("the new plan drops step `{id}`, which already ran"));
+            };
+            if new.nodes[index as usize].agent.as_deref() != *agent {
+                return Err(format!(
+                    "the new plan changes the agent of step `{id}`, which already ran"
+                ));
+            }
+            if let Some(edge) = new.edges.iter().find(|edge| {
+                edge.to == index && !finished.contains_key(&*new.nodes[edge.from as usize].id)
+            }) {
+                return Err(format!(
+                    "the new plan makes step `{id}`, which already ran, wait for step `{}`",
+                    new.nodes[edge.from as usize].id
+                ));
+            }
+        }
+        let input = revision
+            .input
+            .clone()
+            .unwrap_or_else(|| self.state.input.clone());
+        check_input(&new, &input).map_err(|error| error.to_string())?;
+        // The usage of planning counts against the run's budgets.
+        let planner = format!("planner:{}", revision.planner);
+        self.state.usage.add(revision.usage);
+        let planner_usage = self
+            .state
+            .usage_by_agent
+            .entry(planner.clone())
+            .or_default();
+        planner_usage.add(revision.usage);
+        let planner_usage = *planner_usage;
+        if let Some(error) = budget_error(&new, &planner, planner_usage, self.state.usage) {
+            return Err(error);
+        }
+        let mut kept: Vec<(u32, String)> = Vec::with_capacity(finished.len());
+        let nodes = new
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| match finished.get(&*node.id) {
+                Some((old_index, _)) => {
+                    kept.push((index as u32, node.id.to_string()));
+                    let mut state = self.state.nodes[*old_index].clone();
+                    state.forward_resolved = 0;
+                    state.forward_taken = 0;
+                    state.back_resolved = 0;
+                    state.back_taken = 0;
+                    state.rerun = false;
+                    state
+                }
+                None => NodeState::pending(node.id.to_string()),
+            })
+            .collect();
+        drop(finished);
+        // The new layout, then the finished nodes' edges signalled again.
+        self.graph = new.clone();
+        self.graph_id_value = Value::String(new.name.to_string());
+        self.state.nodes = nodes;
+        self.state.edge_traversals = vec![0; new.edges.len()];
+        if revision.input.is_some() {
+            self.state.input = input;
+        }
+        self.ready.clear();
+        self.signals.clear();
+        if let Some(durable) = &mut self.durable {
+            durable.node_dirty = vec![false; new.nodes.len()];
+            durable.nodes.clear();
+            durable.edge_dirty = vec![false; new.edges.len()];
+            durable.edges.clear();
+            durable.input_changed |= revision.input.is_some();
+        }
+        for (index, _) in &kept {
+            let output = self.state.nodes[*index as usize].output.clone();
+            self.resolve_out_edges(*index, &output);
         }
         self.propagate();
+        let mut ready: Vec<u32> = new.entries.clone();
+        ready.extend(self.ready.drain(..));
+        let mut seen = HashSet::new();
+        self.ready = ready
+            .into_iter()
+            .filter(|index| {
+                self.state.nodes[*index as usize].status == NodeStatus::Pending
+                    && seen.insert(*index)
+            })
+            .collect();
+        let summary = RevisionSummary {
+            number,
+            failed,
+            planner: revision.planner.clone(),
+            diff: diff(&old, &new, kept.into_iter().map(|(_, id)| id).collect()),
+            plan: revision.plan,
+            usage: revision.usage,
+            at: Utc::now(),
+        };
+        if let Some(durable) = &mut self.durable {
+            // The step records the whole layout: the changes the signals
+            // made are in it.
+            durable.nodes.clear();
+            durable.node_dirty.fill(false);
+            durable.edges.clear();
+            durable.edge_dirty.fill(false);
+            durable.revision = Some(Box::new(PlanRevision {
+                summary: summary.clone(),
+                source: revision.source,
+                nodes: self.state.nodes.clone(),
+                edges: self.state.edge_traversals.clone(),
+            }));
+        }
+        self.mark_agent(&planner);
+        self.state.revisions.push(summary);
+        Ok(())
     }
 
     fn within_limit(&self, edge_index: u32) -> bool {
@@ -2137,6 +2509,20 @@ impl Run {
                 NodeStatus::Succeeded | NodeStatus::Skipped
             )
         };
+        if matches!(
+            self.state.status,
+            RunStatus::ReplansExhausted | RunStatus::ReplanFailed
+        ) {
+            // The partial results: every node that finished, by id.
+            return Value::Object(
+                self.state
+                    .nodes
+                    .iter()
+                    .filter(|node| node.status == NodeStatus::Succeeded)
+                    .map(|node| (node.node_id.clone(), node.output.clone()))
+                    .collect(),
+            );
+        }
         if self.state.status == RunStatus::Succeeded
             || self.state.status == RunStatus::IterationLimit
         {

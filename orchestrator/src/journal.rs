@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::dispatch::Usage;
 use crate::error::OrchestratorError;
 use crate::graph::Graph;
+use crate::replan::{FailedStep, ReplanSettings, RevisionSummary};
 use crate::run_state::{NodeExecution, NodeState, NodeStatus, RunState, RunStatus};
 
 /// The format of stored run rows and step deltas this build writes and reads.
@@ -52,6 +53,9 @@ pub struct RunHeader {
     pub origin: Option<std::net::IpAddr>,
     /// Start time.
     pub started_at: DateTime<Utc>,
+    /// How the run re-plans when a node fails (runs started from a plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<ReplanSettings>,
 }
 
 /// A run row to create.
@@ -108,6 +112,26 @@ pub struct StepDelta {
     /// The run's output, on the step that ended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// The failure waiting for its re-plan, after the step (§9.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_replan: Option<FailedStep>,
+    /// The re-plan this step made: the run continues on a new graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Box<PlanRevision>>,
+}
+
+/// A re-plan as the journal keeps it, in the step that made it: the new
+/// graph document and the run's whole new node and edge layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRevision {
+    /// What the trace shows of it.
+    pub summary: RevisionSummary,
+    /// The new graph document.
+    pub source: String,
+    /// Every node's state in the new graph's order.
+    pub nodes: Vec<NodeState>,
+    /// Every edge's traversal count in the new graph's order.
+    pub edges: Vec<u32>,
 }
 
 /// A named checkpoint: a step of a run a resume can start from.
@@ -249,6 +273,9 @@ impl RunState {
             finished_at: None,
             error: None,
             waiting_node: None,
+            replan: header.replan.clone(),
+            pending_replan: None,
+            revisions: Vec::new(),
         }
     }
 
@@ -272,12 +299,18 @@ impl RunState {
     }
 
     /// Applies one step; a delta that does not fit the graph is refused
-    /// before anything changes.
+    /// before anything changes. A step that re-planned replaces the node
+    /// and edge layout first: later steps fit the new graph.
     pub fn apply(&mut self, delta: &StepDelta) -> Result<(), OrchestratorError> {
         let corrupt = |message: String| OrchestratorError::CorruptRun {
             run_id: self.run_id.to_string(),
             message: format!("step {}: {message}", delta.seq),
         };
+        if let Some(revision) = &delta.revision {
+            self.nodes.clone_from(&revision.nodes);
+            self.edge_traversals.clone_from(&revision.edges);
+            self.revisions.push(revision.summary.clone());
+        }
         for (index, node) in &delta.nodes {
             match self.nodes.get(*index as usize) {
                 Some(existing) if existing.node_id == node.node_id => {}
@@ -322,6 +355,7 @@ impl RunState {
         if let Some(input) = &delta.input {
             self.input = input.clone();
         }
+        self.pending_replan.clone_from(&delta.pending_replan);
         Ok(())
     }
 }

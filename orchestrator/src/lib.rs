@@ -18,7 +18,7 @@
 //! [`validate`](mod@validate), [`builder`], [`graph`] (the index-based
 //! validated graph), [`mapping`] (inputs → A2A message → output),
 //! [`executor`], [`run_state`] (the serialisable state of a run), [`journal`] (durable runs: the store interface and step
-//! deltas), [`graph_store`] (stored graph documents, versioned per
+//! deltas), [`replan`] (§9.2: a new plan from a failure point), [`graph_store`] (stored graph documents, versioned per
 //! organisation), [`trace`], [`metrics`].
 
 pub mod api;
@@ -32,6 +32,7 @@ pub mod graph_store;
 pub mod journal;
 pub mod mapping;
 pub mod metrics;
+pub mod replan;
 pub mod run_state;
 pub mod source;
 pub mod trace;
@@ -50,6 +51,9 @@ pub use journal::{
     Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
 };
 pub use metrics::Metrics;
+pub use replan::{
+    CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision, StepDiff,
+};
 pub use run_state::{NodeStatus, RunEvent, RunState, RunStatus, RunSummary};
 pub use source::{check_nesting, parse_yaml, MAX_NESTING_DEPTH};
 pub use trace::{Price, PriceTable, Trace};

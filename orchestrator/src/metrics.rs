@@ -285,6 +285,7 @@ mod tests {
             caller: None,
             origin: None,
             started_at: chrono::Utc::now(),
+            replan: None,
         };
         let mut state = RunState::fresh(&graph, &header);
         state.status = crate::RunStatus::Succeeded;

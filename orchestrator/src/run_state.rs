@@ -16,6 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::dispatch::Usage;
+use crate::replan::{FailedStep, ReplanSettings, RevisionSummary, StepDiff};
 
 /// How a run ended (or that it has not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,6 +37,13 @@ pub enum RunStatus {
     /// Its owner cancelled it (`POST /v1/runs/{id}:cancel`); it is never
     /// resumed.
     Cancelled,
+    /// A node failed and the run had made its `max_replans` re-plans
+    /// (§9.2); the outputs of the nodes that finished are its output.
+    ReplansExhausted,
+    /// A node failed and asking for a new plan failed (the planner erred,
+    /// its plans stayed invalid, or re-planning passed a budget); the
+    /// outputs of the nodes that finished are its output.
+    ReplanFailed,
 }
 
 // === impl RunStatus ===
@@ -51,6 +59,8 @@ impl RunStatus {
             Self::IterationLimit => "iteration_limit",
             Self::WaitingForHuman => "waiting_for_human",
             Self::Cancelled => "cancelled",
+            Self::ReplansExhausted => "replans_exhausted",
+            Self::ReplanFailed => "replan_failed",
         }
     }
 }
@@ -205,6 +215,21 @@ pub enum RunEvent {
         /// Its wall time.
         duration_ms: u64,
     },
+    /// A node failed and the run continues on a new plan (§9.2).
+    PlanRevised {
+        /// The run.
+        run_id: Uuid,
+        /// Which re-plan (1-based).
+        number: u32,
+        /// The node whose failure asked for it.
+        failed_node: String,
+        /// Its error.
+        error: String,
+        /// Who planned.
+        planner: String,
+        /// The step ids added, removed, changed and kept.
+        diff: StepDiff,
+    },
     /// The run ended.
     RunFinished {
         /// The run.
@@ -256,6 +281,15 @@ pub struct RunState {
     /// The node waiting for a human decision (status `waiting_for_human`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_node: Option<String>,
+    /// How the run re-plans when a node fails (runs started from a plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<ReplanSettings>,
+    /// A node failed and the run waits for its re-plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_replan: Option<FailedStep>,
+    /// The re-plans made, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionSummary>,
 }
 
 /// A summary of a run, for status lookups.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::replan::RevisionSummary;
 use crate::run_state::{ExecutionStatus, RunState};
 
 /// The trace every run produces (design document §8.1, field for field).
@@ -24,6 +25,10 @@ pub struct Trace {
     pub total_cost: f64,
     /// Wall time of the run.
     pub duration_ms: u64,
+    /// The re-plans the run made (§9.2), oldest first; their planners'
+    /// usage is in the totals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionSummary>,
 }
 
 /// One node execution in a [`Trace`].
@@ -117,6 +122,17 @@ impl Trace {
                 }
             })
             .collect();
+        for revision in &state.revisions {
+            total_tokens = total_tokens.saturating_add(revision.usage.tokens());
+            total_cost += match revision.usage.cost_micros {
+                Some(micros) => micros as f64 / 1_000_000.0,
+                None => prices.cost(
+                    &revision.planner,
+                    revision.usage.tokens_in,
+                    revision.usage.tokens_out,
+                ),
+            };
+        }
         let end = state.finished_at.unwrap_or_else(Utc::now);
         let duration_ms = (end - state.started_at).num_milliseconds().max(0) as u64;
         Self {
@@ -126,6 +142,7 @@ impl Trace {
             total_tokens,
             total_cost,
             duration_ms,
+            revisions: state.revisions.clone(),
         }
     }
 }

@@ -34,12 +34,15 @@ pub trait PlannerAgent: Send + Sync {
 }
 
 /// The message asking for a plan; with `feedback`, the previous answer and
-/// what was wrong with it.
+/// what was wrong with it; with `replan`, the failure point of a run (the
+/// current plan, the steps that finished with their outputs, the step that
+/// failed and its error: see [`crate::replan::ReplanContext`]).
 pub fn planning_message(
     goal: &str,
     constraints: &Constraints,
     candidates: &[CandidateCard],
     feedback: Option<(&Value, &[Violation])>,
+    replan: Option<&Value>,
 ) -> Value {
     let cards: Vec<Value> = candidates
         .iter()
@@ -74,6 +77,15 @@ pub fn planning_message(
          \"candidates\": [{\"agent\", \"selected\", \"reason\"}]}. Steps that do not depend on \
          each other run in parallel.",
     );
+    if let Some(replan) = replan {
+        data.insert("replan".to_owned(), replan.clone());
+        text.push_str(
+            " A step of the current plan (replan.current_plan) failed (replan.failed). Plan again \
+             from that point: keep every step in replan.completed exactly as it is (same id, \
+             agent and inputs; they ran and are not run again), and replace or add the steps \
+             that have not run.",
+        );
+    }
     if let Some((previous, violations)) = feedback {
         data.insert("previous_plan".to_owned(), previous.clone());
         data.insert(
@@ -141,6 +153,31 @@ pub async fn plan_with_agent(
     candidates: &[CandidateCard],
     check: &(dyn Fn(&PlanDocument) -> Result<ValidPlan, Vec<Violation>> + Send + Sync),
 ) -> Result<(ValidPlan, u32), PlannerError> {
+    ask_until_valid(agent, goal, constraints, candidates, None, check).await
+}
+
+/// Asks `agent` for a new plan from a run's failure point (`replan`, a
+/// serialised [`crate::replan::ReplanContext`]), with the same feedback
+/// rounds as [`plan_with_agent`].
+pub async fn replan_with_agent(
+    agent: &dyn PlannerAgent,
+    goal: &str,
+    constraints: &Constraints,
+    candidates: &[CandidateCard],
+    replan: &Value,
+    check: &(dyn Fn(&PlanDocument) -> Result<ValidPlan, Vec<Violation>> + Send + Sync),
+) -> Result<(ValidPlan, u32), PlannerError> {
+    ask_until_valid(agent, goal, constraints, candidates, Some(replan), check).await
+}
+
+async fn ask_until_valid(
+    agent: &dyn PlannerAgent,
+    goal: &str,
+    constraints: &Constraints,
+    candidates: &[CandidateCard],
+    replan: Option<&Value>,
+    check: &(dyn Fn(&PlanDocument) -> Result<ValidPlan, Vec<Violation>> + Send + Sync),
+) -> Result<(ValidPlan, u32), PlannerError> {
     let mut feedback: Option<(Value, Vec<Violation>)> = None;
     let mut attempts = 0;
     loop {
@@ -152,6 +189,7 @@ pub async fn plan_with_agent(
             feedback
                 .as_ref()
                 .map(|(previous, violations)| (previous, violations.as_slice())),
+            replan,
         );
         let output = agent.ask(message).await?;
         let outcome = read_answer(&output).and_then(|value| {

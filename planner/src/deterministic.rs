@@ -119,7 +119,7 @@ impl Stage {
 
 /// Lowercased words of `text` (split on anything not alphanumeric), with a
 /// plural `s` dropped.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
         .map(|word| stem(&word.to_lowercase()))
@@ -134,7 +134,7 @@ fn stem(word: &str) -> String {
 }
 
 /// A candidate's matching vocabulary.
-fn vocabulary(card: &CandidateCard) -> BTreeSet<String> {
+pub(crate) fn vocabulary(card: &CandidateCard) -> BTreeSet<String> {
     let mut vocabulary: BTreeSet<String> = words(&card.name).collect();
     for skill in &card.skills {
         vocabulary.extend(words(&skill.id));
@@ -147,7 +147,7 @@ fn vocabulary(card: &CandidateCard) -> BTreeSet<String> {
 }
 
 /// Why a candidate may not be planned with, if it may not.
-fn ineligible(card: &CandidateCard, constraints: &Constraints) -> Option<String> {
+pub(crate) fn ineligible(card: &CandidateCard, constraints: &Constraints) -> Option<String> {
     if card.role == AgentRole::Planner {
         return Some("a planner, not a worker".to_owned());
     }

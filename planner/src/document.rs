@@ -61,6 +61,22 @@ pub struct ExecutePlan {
     /// plan before the run starts.
     #[serde(default)]
     pub review: bool,
+    /// Re-plan from a failed step instead of failing (§9.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<ReplanOptions>,
+}
+
+/// The most re-plans one run may ask for.
+pub const MAX_REPLANS: u32 = 10;
+
+/// `replan` of an execute request: when a step fails after its error
+/// strategy is spent, the planner is asked for a new plan from that point,
+/// at most `max_replans` times per run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplanOptions {
+    /// The most re-plans (1 to [`MAX_REPLANS`]).
+    pub max_replans: u32,
 }
 
 /// `POST /v1/plans/{id}:approve`: optionally, the edited plan to run

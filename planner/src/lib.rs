@@ -8,7 +8,8 @@
 //! constraints, policy for the caller (only agents the caller may discover
 //! and call) and the graph rules of a stored graph, before anything runs.
 //! [`compile`] turns it into the graph a run executes; [`store`] keeps
-//! plans versioned and owned.
+//! plans versioned and owned; [`replan`] plans again from a run's failure
+//! point (§9.2).
 //!
 //! ```text
 //! PlanRequest ─▶ deterministic::plan | agent::plan_with_agent ─▶ PlanDocument
@@ -25,6 +26,7 @@ pub mod compile;
 pub mod deterministic;
 pub mod document;
 pub mod error;
+pub mod replan;
 pub mod store;
 
 pub use check::{
@@ -32,7 +34,7 @@ pub use check::{
 };
 pub use document::{
     CandidateCard, CandidateFilter, CandidateSkill, Considered, Constraints, ExecutePlan,
-    PlanDocument, PlanRequest, PlanStep, ReviewDecision,
+    PlanDocument, PlanRequest, PlanStep, ReplanOptions, ReviewDecision, MAX_REPLANS,
 };
 pub use error::PlannerError;
 pub use store::{MemoryPlanStore, PlanStatus, PlanStore, StoredPlan};

@@ -5,5 +5,6 @@
 
 mod journal;
 mod raw;
+mod replan;
 mod retention;
 mod rows;

@@ -8,7 +8,7 @@ import { api, follow, get } from '../api.js';
 import { layeredLayout } from '../layout.js';
 import { attempt, field, formValues, h, json, messageArea, replace, routeHref, section, select, svg, table, time } from '../ui.js';
 
-const RUN_STATUSES = ['running', 'succeeded', 'failed', 'timed_out', 'iteration_limit', 'waiting_for_human', 'cancelled'];
+const RUN_STATUSES = ['running', 'succeeded', 'failed', 'timed_out', 'iteration_limit', 'waiting_for_human', 'cancelled', 'replans_exhausted', 'replan_failed'];
 
 export async function render(main, route) {
   if (route.rest.length && route.rest[0]) return renderRun(main, route.rest[0], route);
