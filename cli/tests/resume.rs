@@ -11,6 +11,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -199,14 +200,29 @@ fn summary(id: Option<String>, event: &Value) -> (String, String) {
     (id.unwrap_or_default(), text)
 }
 
-#[test]
-fn a_stream_cut_on_one_replica_resumes_on_another_with_every_missed_event_once() {
-    let database = convergio_tests::postgres::TestDatabase::create_blocking("convergio_resume");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// Registers the slow agent at `address` through `server` and issues a
+/// key to a member of the organisation: the key.
+fn register_slow(server: &Server, data_dir: &Path, address: SocketAddr) -> String {
+    let card_file = data_dir.join("slow.json");
+    std::fs::write(&card_file, card(address).to_string()).expect("card written");
+    let card_path = card_file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = cli(Some((server, data_dir)), &["agents", "register", card_path]);
+    assert!(ok, "register: {stderr}");
+    issue_key(server, data_dir, "ann", "convergio.local", &[])
+}
+
+#[test]
+fn a_stream_cut_on_one_replica_resumes_on_another_with_every_missed_event_once() {
+    let database = convergio_tests::postgres::TestDatabase::create_blocking("convergio_resume");
+    let runtime = runtime();
     let agent = SlowAgent::new();
     let address = runtime.block_on(spawn_agent(agent.clone()));
     let data_dir = tempfile::tempdir().expect("temp dir");
@@ -218,29 +234,8 @@ fn a_stream_cut_on_one_replica_resumes_on_another_with_every_missed_event_once()
     };
     let first = replica();
     let second = replica();
-    let card_file = data_dir.path().join("slow.json");
-    std::fs::write(&card_file, card(address).to_string()).expect("card written");
-    let card_path = card_file.to_str().expect("utf-8 path");
-    let (ok, _, stderr) = cli(
-        Some((&first, data_dir.path())),
-        &["agents", "register", card_path],
-    );
-    assert!(ok, "register: {stderr}");
-    let (ok, _, stderr) = cli(
-        Some((&first, data_dir.path())),
-        &[
-            "agents",
-            "trust",
-            "set",
-            "slow",
-            "trusted",
-            "--reason",
-            "test agent",
-        ],
-    );
-    assert!(ok, "trust: {stderr}");
     // A member of the organisation; the key works on both replicas.
-    let key = issue_key(&first, data_dir.path(), "ann", "convergio.local", &[]);
+    let key = register_slow(&first, data_dir.path(), address);
     let (first, second) = ((&first, key.as_str()), (&second, key.as_str()));
 
     runtime.block_on(async {
@@ -374,11 +369,7 @@ fn a_stream_cut_on_one_replica_resumes_on_another_with_every_missed_event_once()
 
 #[test]
 fn with_resumable_streams_off_nothing_is_recorded_and_the_agent_is_asked() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let agent = SlowAgent::new();
     agent.release(4);
     let address = runtime.block_on(spawn_agent(agent.clone()));
@@ -389,15 +380,7 @@ fn with_resumable_streams_off_nothing_is_recorded_and_the_agent_is_asked() {
         data_dir.path(),
         &[("CONVERGIO_CONFIG", config.to_str().expect("utf-8 path"))],
     );
-    let card_file = data_dir.path().join("slow.json");
-    std::fs::write(&card_file, card(address).to_string()).expect("card written");
-    let card_path = card_file.to_str().expect("utf-8 path");
-    let (ok, _, stderr) = cli(
-        Some((&server, data_dir.path())),
-        &["agents", "register", card_path],
-    );
-    assert!(ok, "register: {stderr}");
-    let key = issue_key(&server, data_dir.path(), "ann", "convergio.local", &[]);
+    let key = register_slow(&server, data_dir.path(), address);
     let caller = (&server, key.as_str());
     runtime.block_on(async {
         let params = json!({"message": {"role": "ROLE_USER", "messageId": "m1",

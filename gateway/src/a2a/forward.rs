@@ -182,22 +182,21 @@ pub(crate) async fn forward(
     if slot.is_some() {
         stamp_caller(&mut params, principal.org.as_deref());
     }
-    let guard_call = Arc::new(guard_call);
+    let context = RelayContext::new(
+        state,
+        target,
+        principal,
+        &call.client,
+        request_id,
+        loopback,
+        &interface,
+        Arc::new(guard_call),
+    );
     if let (Some((after, task_id)), Some(log)) = (resume_from, &state.stream_log) {
         let idle = state.config.stream_idle_timeout;
         if let Some(replayed) =
             resume::open(Arc::clone(log), task_id, after, agent.clone(), idle).await?
         {
-            let context = RelayContext::new(
-                state,
-                target,
-                principal,
-                &call.client,
-                request_id,
-                loopback,
-                &interface,
-                guard_call,
-            );
             let events = replayed.map(move |item| {
                 Ok::<_, std::io::Error>(match item {
                     Replayed::Event { id, event } => context.encode_event(Some(id), event),
@@ -307,16 +306,6 @@ pub(crate) async fn forward(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(MEDIA_SSE));
-    let context = RelayContext::new(
-        state,
-        target,
-        principal,
-        &call.client,
-        request_id,
-        loopback,
-        &interface,
-        guard_call,
-    );
     if interface.binding == Binding::Grpc {
         // A trailers-only answer (an error before any message) carries its
         // status in the head.
