@@ -344,6 +344,44 @@ fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
             "{shown:?}"
         );
 
+        // A config given inline with the message: kept at the gateway,
+        // bound to the new task by its first notification, delivered with
+        // its own token.
+        let answer = rpc(
+            &server,
+            &ann,
+            "SendMessage",
+            json!({"message": {"role": "ROLE_USER", "messageId": "inline",
+                               "parts": [{"text": "slow inline"}]},
+                   "configuration": {"returnImmediately": true,
+                       "taskPushNotificationConfig": {"url": hook, "token": "inline-token"}}}),
+        )
+        .await;
+        let inline_task = answer["result"]["task"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no task: {answer}"))
+            .to_owned();
+        let (receiver_now, inline_ref) = (receiver.clone(), inline_task.as_str());
+        eventually("the inline config's completion is delivered", async || {
+            receiver_now.posts().iter().any(|(headers, body)| {
+                headers["x-a2a-notification-token"] == "inline-token"
+                    && body.to_string().contains(inline_ref)
+                    && body.to_string().contains("TASK_STATE_COMPLETED")
+            })
+        })
+        .await;
+        let listed = rpc(
+            &server,
+            &ann,
+            "ListTaskPushNotificationConfigs",
+            json!({"taskId": inline_task}),
+        )
+        .await;
+        assert_eq!(
+            listed["result"]["configs"][0]["token"], "inline-token",
+            "{listed}"
+        );
+
         // A receiver that is down: retried (3 attempts), then dead-lettered,
         // and the caller sees it.
         receiver.down.store(true, Ordering::SeqCst);

@@ -107,6 +107,10 @@ pub trait PushStore: Send + Sync + 'static {
     async fn config_by_hook(&self, hook: &str) -> Result<Option<PushConfig>>;
     /// Every config of `task_id`, by id.
     async fn configs(&self, task_id: &str) -> Result<Vec<PushConfig>>;
+    /// Gives the config of webhook `hook`, stored before its task was
+    /// known (under `placeholder`), its task; `Ok(false)` when it has one
+    /// already.
+    async fn bind_task(&self, hook: &str, placeholder: &str, task_id: &str) -> Result<bool>;
     /// Deletes the config `id` of `task_id`; `Ok(false)` when there was none.
     async fn delete_config(&self, task_id: &str, id: &str) -> Result<bool>;
     /// Stores a new delivery.

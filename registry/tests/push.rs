@@ -64,6 +64,22 @@ async fn configs_and_deliveries_round_trip(backend: support::Backend) {
     assert!(push.delete_config("t1", "b").await.expect("delete"));
     assert!(!push.delete_config("t1", "b").await.expect("delete again"));
     assert!(push.config("t1", "b").await.expect("get").is_none());
+    // A config stored before its task was known gets it once.
+    assert!(push
+        .insert_config(&config("?h5", "c", "h5"))
+        .await
+        .expect("insert"));
+    assert!(push.bind_task("h5", "?h5", "t3").await.expect("bind"));
+    assert!(!push.bind_task("h5", "?h5", "t4").await.expect("bind again"));
+    assert_eq!(
+        push.config_by_hook("h5")
+            .await
+            .expect("hook")
+            .expect("found")
+            .task_id,
+        "t3"
+    );
+    assert!(push.delete_config("t3", "c").await.expect("delete"));
 
     let delivery = Delivery {
         id: "d1".to_owned(),

@@ -523,7 +523,10 @@ async fn execute_in_span(
     };
     let forwarded = match idempotent {
         None => match &state.push {
-            Some(push) if forward::is_push_config(method) => {
+            Some(push)
+                if forward::is_push_config(method)
+                    || push::has_inline_config(method, &call.params) =>
+            {
                 push::handle(state, push, target, call, request).await
             }
             _ => forward::forward(state, target, call, request).await,

@@ -26,9 +26,13 @@
 //!   overdue (due more than an attempt's timeout and a margin ago), claims
 //!   each with a conditional update (one replica wins) and carries on.
 //!
-//! Not covered: a push config given inline in `SendMessage`'s
-//! configuration goes to the agent unchanged (its task id is not known
-//! until the agent answers).
+//! - A config given inline in `SendMessage`'s (or the streaming call's)
+//!   `configuration.taskPushNotificationConfig` is kept the same way. A new
+//!   task's id is not known yet, so the config is stored under a
+//!   placeholder and bound to the task the first notification names, once
+//!   the gateway knows that task as the caller's (it waits a moment for the
+//!   route the answer creates); a notification naming another caller's
+//!   task, or another task than its config's, is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +50,7 @@ use convergio_schemas::a2a::Method;
 use serde_json::{json, Value};
 
 use super::forward::{self, Reply};
+use super::resume::task_id_in;
 use super::{A2aState, Incoming};
 use crate::authorize::Gatekeeper;
 use crate::layers::{ErrorShape, Failure};
@@ -61,6 +66,11 @@ pub const SIGNATURE_HEADER: &str = "x-convergio-signature";
 
 /// Largest notification the webhook accepts.
 const MAX_NOTIFICATION_BYTES: usize = 1024 * 1024;
+
+/// How long the webhook waits for the route of a task that an inline
+/// config's first notification names (the agent may post before the
+/// gateway has read its answer).
+const ROUTE_WAIT: Duration = Duration::from_secs(5);
 
 /// How push delivery behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +181,69 @@ fn view(config: &PushConfig) -> Value {
     shown
 }
 
+/// Whether `call` is a message carrying an inline push config.
+pub(super) fn has_inline_config(method: Method, params: &Value) -> bool {
+    matches!(method, Method::SendMessage | Method::SendStreamingMessage)
+        && params["configuration"]["taskPushNotificationConfig"]["url"].is_string()
+}
+
+/// Points a push config (`params`, an object) at the gateway's webhook of
+/// `config` instead of the caller's endpoint.
+fn point_at_gateway(params: &mut Value, push: &Push, config: &PushConfig) {
+    if let Value::Object(params) = params {
+        params.insert(
+            "url".into(),
+            Value::from(format!(
+                "{}/push/{}",
+                push.settings.webhook_base.trim_end_matches('/'),
+                config.hook
+            )),
+        );
+        params.insert("token".into(), Value::from(config.hook_token.as_str()));
+        params.remove("authentication");
+    }
+}
+
+/// A message with an inline push config: the config is kept at the
+/// gateway (bound to its task by the first notification when the task is
+/// new), and the agent is given the webhook.
+async fn handle_inline(
+    state: &A2aState,
+    push: &Push,
+    target: &Arc<RouteTarget>,
+    mut call: super::Call,
+    request: &Incoming,
+) -> Result<Reply, GatewayError> {
+    if !forward::offers_push_notifications(&target.card) {
+        return forward::forward(state, target, call, request).await;
+    }
+    let known_task = call.params["message"]["taskId"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    let inline = &call.params["configuration"]["taskPushNotificationConfig"];
+    let id = inline["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    let owner = request.principal.owner_key();
+    let config = push
+        .prepare(known_task.as_deref(), id, &target.name, &owner, inline)
+        .await?;
+    point_at_gateway(
+        &mut call.params["configuration"]["taskPushNotificationConfig"],
+        push,
+        &config,
+    );
+    let forwarded = forward::forward(state, target, call, request).await;
+    if forwarded.is_err() {
+        if let Err(cleanup) = push.store.delete_config(&config.task_id, &config.id).await {
+            tracing::warn!(%cleanup, "an inline push config of a refused message stays stored");
+        }
+    }
+    forwarded
+}
+
 /// A push-config call to `target` by `request`'s principal, with the
 /// gateway in between.
 pub(super) async fn handle(
@@ -180,6 +253,9 @@ pub(super) async fn handle(
     mut call: super::Call,
     request: &Incoming,
 ) -> Result<Reply, GatewayError> {
+    if has_inline_config(call.method, &call.params) {
+        return handle_inline(state, push, target, call, request).await;
+    }
     if !forward::offers_push_notifications(&target.card) {
         // The agent's own answer (-32003), given by the forwarder.
         return forward::forward(state, target, call, request).await;
@@ -205,20 +281,15 @@ pub(super) async fn handle(
     match call.method {
         Method::CreateTaskPushNotificationConfig => {
             let config = push
-                .prepare(&task_id, config_id, &target.name, &owner, &call.params)
+                .prepare(
+                    Some(&task_id),
+                    config_id,
+                    &target.name,
+                    &owner,
+                    &call.params,
+                )
                 .await?;
-            if let Value::Object(params) = &mut call.params {
-                params.insert(
-                    "url".into(),
-                    Value::from(format!(
-                        "{}/push/{}",
-                        push.settings.webhook_base.trim_end_matches('/'),
-                        config.hook
-                    )),
-                );
-                params.insert("token".into(), Value::from(config.hook_token.as_str()));
-                params.remove("authentication");
-            }
+            point_at_gateway(&mut call.params, push, &config);
             match forward::forward(state, target, call, request).await {
                 Ok(_) => Ok(Reply::Unary(view(&config))),
                 Err(error) => {
@@ -269,10 +340,12 @@ pub(super) async fn handle(
 // === impl Push (configs) ===
 
 impl Push {
-    /// Checks and stores the caller's config of `params`.
+    /// Checks and stores the caller's config of `params`, for `task_id`
+    /// (`None`: a task not created yet; a placeholder until the first
+    /// notification binds it).
     async fn prepare(
         &self,
-        task_id: &str,
+        task_id: Option<&str>,
         id: Option<String>,
         agent: &str,
         owner: &str,
@@ -295,20 +368,21 @@ impl Push {
                 kept.insert(key.to_owned(), value.clone());
             }
         }
+        let hook = uuid::Uuid::new_v4().simple().to_string();
         let config = PushConfig {
-            task_id: task_id.to_owned(),
+            task_id: task_id.map_or_else(|| placeholder(&hook), str::to_owned),
             id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             agent: agent.to_owned(),
             owner: owner.to_owned(),
             config: Value::Object(kept),
-            hook: uuid::Uuid::new_v4().simple().to_string(),
+            hook,
             hook_token: random_token(),
             created_at: now(),
         };
         if !self.store.insert_config(&config).await.map_err(storage)? {
             return Err(invalid(format!(
-                "task {task_id} has a push config {} already",
-                config.id
+                "task {} has a push config {} already",
+                config.task_id, config.id
             )));
         }
         Ok(config)
@@ -439,6 +513,10 @@ async fn webhook(
             )
         }
     };
+    let config = match bind(&hook, config, &payload).await {
+        Ok(config) => config,
+        Err((status, reason)) => return refused(status, reason),
+    };
     let at = now();
     let delivery = Delivery {
         id: uuid::Uuid::new_v4().to_string(),
@@ -459,6 +537,73 @@ async fn webhook(
     }
     tokio::spawn(deliver(hook, config, delivery));
     StatusCode::ACCEPTED.into_response()
+}
+
+/// The task id an inline config is stored under until its task is known
+/// (no A2A task id starts with `?`: it is not a URL path character).
+fn placeholder(hook: &str) -> String {
+    format!("?{hook}")
+}
+
+/// The config of `hook` bound to the task `payload` names, when that task
+/// is the config owner's at its agent (waiting [`ROUTE_WAIT`] at most for
+/// the gateway to learn the task); a refusal's status and reason otherwise.
+async fn bind(
+    hook: &PushHook,
+    mut config: PushConfig,
+    payload: &Value,
+) -> Result<PushConfig, (StatusCode, &'static str)> {
+    let named =
+        task_id_in(payload).ok_or((StatusCode::BAD_REQUEST, "the notification names no task"))?;
+    if config.task_id == named {
+        return Ok(config);
+    }
+    if config.task_id != placeholder(&config.hook) {
+        return Err((StatusCode::FORBIDDEN, "the notification names another task"));
+    }
+    let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+    let route = loop {
+        match hook.routes.task_route(named).await {
+            Ok(Some(route)) => break route,
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(None) => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    "the notification names an unknown task",
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading a task route for a push notification failed");
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "the task routes failed"));
+            }
+        }
+    };
+    if route.owner != config.owner || route.agent != config.agent {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "the notification names another caller's task",
+        ));
+    }
+    let unbound = config.task_id.clone();
+    match hook
+        .push
+        .store
+        .bind_task(&config.hook, &unbound, named)
+        .await
+    {
+        Ok(_) => {
+            // Bound now, or by a notification that arrived first: either
+            // way the task is the one named.
+            config.task_id = named.to_owned();
+            Ok(config)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "binding a push config to its task failed");
+            Err((StatusCode::SERVICE_UNAVAILABLE, "the push store failed"))
+        }
+    }
 }
 
 /// Whether `a` and `b` are equal, in time independent of where they differ.

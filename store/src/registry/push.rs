@@ -179,6 +179,22 @@ impl PushStore for PushTables {
         self.configs_where(CONFIGS_OF_TASK, task_id).await
     }
 
+    async fn bind_task(&self, hook: &str, placeholder: &str, task_id: &str) -> Result<bool> {
+        let statement = self
+            .db
+            .backend()
+            .sql("UPDATE push_configs SET task_id = $3 WHERE hook = $1 AND task_id = $2");
+        let bound = on_pool!(self.db, |pool| sqlx::query(&statement)
+            .bind(hook)
+            .bind(placeholder)
+            .bind(task_id)
+            .execute(pool)
+            .await
+            .db("binding a push config to its task")?
+            .rows_affected());
+        Ok(bound > 0)
+    }
+
     async fn delete_config(&self, task_id: &str, id: &str) -> Result<bool> {
         let statement = self
             .db
