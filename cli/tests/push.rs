@@ -290,6 +290,56 @@ fn an_sdk_agents_notifications_reach_the_caller_through_the_gateway_signed() {
         )
         .await;
         assert_eq!(got["result"]["token"], "caller-token", "{got}");
+        // What the agent was given instead: the gateway's webhook, with a
+        // token of the gateway's (asked of the agent directly).
+        let at_agent: Value = reqwest::Client::new()
+            .post(format!("{}/", _agent.base))
+            .header("A2A-Version", "1.0")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "GetTaskPushNotificationConfig",
+                          "params": {"taskId": task, "id": "mine"}}),
+            )
+            .send()
+            .await
+            .expect("the agent answers")
+            .json()
+            .await
+            .expect("json");
+        let webhook = at_agent["result"]["url"]
+            .as_str()
+            .expect("a url")
+            .to_owned();
+        assert!(
+            webhook.starts_with(&format!("{}/push/", server.base)),
+            "{at_agent}"
+        );
+        assert_ne!(at_agent["result"]["token"], "caller-token");
+        let post = |token: &str, body: Value| {
+            reqwest::Client::new()
+                .post(&webhook)
+                .header("X-A2A-Notification-Token", token)
+                .json(&body)
+                .send()
+        };
+        let forged = post("forged", json!({"statusUpdate": {"taskId": task}}))
+            .await
+            .expect("answers");
+        assert_eq!(forged.status(), 401);
+        let token = at_agent["result"]["token"].as_str().expect("token");
+        let other = post(token, json!({"statusUpdate": {"taskId": "someone-elses"}}))
+            .await
+            .expect("answers");
+        assert_eq!(other.status(), 403);
+        assert!(other.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|value| value.starts_with("application/problem+json")));
+        let unknown = reqwest::Client::new()
+            .post(format!("{}/push/nosuchhook", server.base))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(unknown.status(), 404);
         // Another caller sees no such task.
         let theirs = rpc(
             &server,

@@ -200,6 +200,8 @@ fn point_at_gateway(params: &mut Value, push: &Push, config: &PushConfig) {
             )),
         );
         params.insert("token".into(), Value::from(config.hook_token.as_str()));
+        // The same id at the agent, so a deletion reaches the right one.
+        params.insert("id".into(), Value::from(config.id.as_str()));
         params.remove("authentication");
     }
 }
@@ -469,54 +471,54 @@ async fn deliveries_handler(
     Ok(Json(json!({ "deliveries": shown })).into_response())
 }
 
-/// `POST /push/{hook}`: an agent's notification for a caller.
+/// `POST /push/{hook}`: an agent's notification for a caller. Refusals
+/// are problem documents (the agent's sender logs them).
 async fn webhook(
     State(hook): State<PushHook>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let refused = |status: StatusCode, detail: &str| {
-        (
-            status,
-            Json(json!({"title": detail, "status": status.as_u16()})),
-        )
-            .into_response()
-    };
-    let config = match hook.push.store.config_by_hook(&id).await {
-        Ok(Some(config)) => config,
-        Ok(None) => return refused(StatusCode::NOT_FOUND, "no such push webhook"),
-        Err(error) => {
-            tracing::warn!(%error, "reading a push webhook failed");
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "the push store failed");
-        }
-    };
+) -> Result<Response, Failure> {
+    let fail = |error| Failure::new(error, ErrorShape::Problem);
+    let config = hook
+        .push
+        .store
+        .config_by_hook(&id)
+        .await
+        .map_err(|error| fail(storage(error)))?
+        .ok_or_else(|| {
+            fail(GatewayError::RouteNotFound {
+                path: format!("/push/{id}"),
+            })
+        })?;
     let presented = headers
         .get(TOKEN_HEADER)
         .map(|value| value.as_bytes())
         .unwrap_or_default();
     if !constant_time_eq(presented, config.hook_token.as_bytes()) {
-        return refused(StatusCode::UNAUTHORIZED, "the notification token is wrong");
+        return Err(fail(GatewayError::Unauthenticated {
+            reason: "a push notification with a wrong token".to_owned(),
+        }));
     }
     if body.len() > MAX_NOTIFICATION_BYTES {
-        return refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the notification is too large",
-        );
+        return Err(fail(GatewayError::PayloadTooLarge {
+            limit: MAX_NOTIFICATION_BYTES,
+        }));
     }
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(payload @ Value::Object(_)) => payload,
-        _ => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "the notification is not a JSON object",
-            )
+        Ok(_) => {
+            return Err(fail(GatewayError::MalformedJson {
+                detail: "a notification is a JSON object".to_owned(),
+            }))
+        }
+        Err(error) => {
+            return Err(fail(GatewayError::MalformedJson {
+                detail: error.to_string(),
+            }))
         }
     };
-    let config = match bind(&hook, config, &payload).await {
-        Ok(config) => config,
-        Err((status, reason)) => return refused(status, reason),
-    };
+    let config = bind(&hook, config, &payload).await.map_err(fail)?;
     let at = now();
     let delivery = Delivery {
         id: uuid::Uuid::new_v4().to_string(),
@@ -531,12 +533,13 @@ async fn webhook(
         created_at: at,
         updated_at: at,
     };
-    if let Err(error) = hook.push.store.insert_delivery(&delivery).await {
-        tracing::warn!(%error, "storing a push notification failed");
-        return refused(StatusCode::SERVICE_UNAVAILABLE, "the push store failed");
-    }
+    hook.push
+        .store
+        .insert_delivery(&delivery)
+        .await
+        .map_err(|error| fail(storage(error)))?;
     tokio::spawn(deliver(hook, config, delivery));
-    StatusCode::ACCEPTED.into_response()
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// The task id an inline config is stored under until its task is known
@@ -547,63 +550,46 @@ fn placeholder(hook: &str) -> String {
 
 /// The config of `hook` bound to the task `payload` names, when that task
 /// is the config owner's at its agent (waiting [`ROUTE_WAIT`] at most for
-/// the gateway to learn the task); a refusal's status and reason otherwise.
+/// the gateway to learn the task).
 async fn bind(
     hook: &PushHook,
     mut config: PushConfig,
     payload: &Value,
-) -> Result<PushConfig, (StatusCode, &'static str)> {
-    let named =
-        task_id_in(payload).ok_or((StatusCode::BAD_REQUEST, "the notification names no task"))?;
+) -> Result<PushConfig, GatewayError> {
+    let refused = || GatewayError::Forbidden {
+        agent: config.agent.clone(),
+        action: "push (the notification names a task that is not its config's)".to_owned(),
+    };
+    let named = task_id_in(payload).ok_or_else(|| invalid("the notification names no task"))?;
     if config.task_id == named {
         return Ok(config);
     }
     if config.task_id != placeholder(&config.hook) {
-        return Err((StatusCode::FORBIDDEN, "the notification names another task"));
+        return Err(refused());
     }
     let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
     let route = loop {
-        match hook.routes.task_route(named).await {
-            Ok(Some(route)) => break route,
-            Ok(None) if tokio::time::Instant::now() < deadline => {
+        match hook.routes.task_route(named).await? {
+            Some(route) => break route,
+            None if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Ok(None) => {
-                return Err((
-                    StatusCode::FORBIDDEN,
-                    "the notification names an unknown task",
-                ))
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading a task route for a push notification failed");
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "the task routes failed"));
-            }
+            None => return Err(refused()),
         }
     };
     if route.owner != config.owner || route.agent != config.agent {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the notification names another caller's task",
-        ));
+        return Err(refused());
     }
     let unbound = config.task_id.clone();
-    match hook
-        .push
+    // Bound now, or by a notification that arrived first: either way the
+    // task is the one named.
+    hook.push
         .store
         .bind_task(&config.hook, &unbound, named)
         .await
-    {
-        Ok(_) => {
-            // Bound now, or by a notification that arrived first: either
-            // way the task is the one named.
-            config.task_id = named.to_owned();
-            Ok(config)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "binding a push config to its task failed");
-            Err((StatusCode::SERVICE_UNAVAILABLE, "the push store failed"))
-        }
-    }
+        .map_err(storage)?;
+    config.task_id = named.to_owned();
+    Ok(config)
 }
 
 /// Whether `a` and `b` are equal, in time independent of where they differ.
