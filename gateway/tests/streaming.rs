@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use convergio_agents::{ExampleAgent, ServeOptions};
-use convergio_gateway::a2a::SseParser;
+use convergio_gateway::a2a::{A2aConfig, SseParser, StreamEventStore};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -188,5 +188,71 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
     tokio::time::timeout(Duration::from_secs(10), dropped)
         .await
         .expect("the upstream stream is dropped once the client is gone")
+        .expect("signal sent");
+}
+
+/// Issue 24: a recorded stream is read on after its caller leaves (so a
+/// resume gets every event), but not forever: once the caller has been
+/// gone `max_upstream_timeout`, the upstream is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_stream_outlives_its_caller_for_a_bounded_time() {
+    let place = convergio_tests::db::TestPlace::sqlite();
+    let db = convergio_store::Db::open(place.url(), &convergio_store::DbConfig::default())
+        .await
+        .expect("the database opens");
+    let log = Arc::new(convergio_store::registry::StreamEvents::new(&db));
+    let (dropped_sender, mut dropped) = oneshot::channel();
+    let upstream = spawn_endless_upstream(Arc::new(Mutex::new(vec![dropped_sender]))).await;
+    let gateway = support::spawn_gateway_recording(
+        A2aConfig {
+            upstream_timeout: Duration::from_millis(1500),
+            max_upstream_timeout: Duration::from_secs(2),
+            upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
+            ..A2aConfig::default()
+        },
+        log.clone(),
+    )
+    .await;
+    gateway.register(
+        "endless",
+        json!({"name": "endless", "description": "never finishes", "version": "1",
+               "supportedInterfaces": [{"url": upstream, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+               "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
+               "defaultOutputModes": ["text/plain"], "skills": []}),
+    );
+    let response = gateway
+        .http
+        .post(gateway.url("/agents/endless"))
+        .header("A2A-Version", "1.0")
+        .header("x-test-subject", "alice")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage",
+                      "params": support::send_params("forever")}),
+        )
+        .send()
+        .await
+        .expect("stream");
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = body.next().await.expect("an event").expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.starts_with("id: 1\n"),
+        "the event carries its id: {seen:?}"
+    );
+    assert_eq!(log.last_seq("endless").await.expect("recorded"), 1);
+    drop(body);
+    drop(gateway);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut dropped)
+            .await
+            .is_err(),
+        "a recorded stream is read on after its caller left"
+    );
+    tokio::time::timeout(Duration::from_secs(10), dropped)
+        .await
+        .expect("the upstream is dropped once the caller has been gone the bound")
         .expect("signal sent");
 }

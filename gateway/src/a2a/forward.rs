@@ -1041,8 +1041,9 @@ fn context_id_in(value: &Value) -> Option<&str> {
 /// Relays an upstream stream to the client from a task of its own, which
 /// holds the upstream slot (`admission`) while it reads. When the client
 /// goes away the task stops, unless the stream is being recorded: then it
-/// reads on to the end (bounded by the idle timeout), so a client that
-/// resumes gets every event.
+/// reads on to the end (bounded by the idle timeout between events, and by
+/// `max_upstream_timeout` in all once the client left, so streams nobody
+/// listens to cannot pile up), so a client that resumes gets every event.
 fn relay_stream(
     context: RelayContext,
     body: hyper::body::Incoming,
@@ -1050,8 +1051,10 @@ fn relay_stream(
     admission: super::client::Admission,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(RELAY_BUFFER);
+    let unattended = context.state.config.max_upstream_timeout;
     tokio::spawn(async move {
         let _slot = admission;
+        let mut left_at: Option<tokio::time::Instant> = None;
         let mut events = std::pin::pin!(relay_events(context, body, recorder));
         let mut client = Some(sender);
         let mut recording = false;
@@ -1069,7 +1072,20 @@ fn relay_stream(
                         break;
                     }
                 },
-                None => events.next().await,
+                None => {
+                    let until =
+                        *left_at.get_or_insert_with(|| tokio::time::Instant::now() + unattended);
+                    match tokio::time::timeout_at(until, events.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::warn!(
+                                "stopped recording a stream its caller left {} s ago",
+                                unattended.as_secs()
+                            );
+                            break;
+                        }
+                    }
+                }
             };
             let Some((chunk, still_recording)) = next else {
                 break;

@@ -507,8 +507,28 @@ pub async fn spawn_gateway_gated(
     limits: LimitsConfig,
     gatekeeper: Arc<dyn convergio_gateway::authorize::Gatekeeper>,
 ) -> Gateway {
+    spawn_gateway_from(config, limits, |state| state.with_gatekeeper(gatekeeper)).await
+}
+
+/// The gateway under test, recording streams in `log` (resumable streams).
+pub async fn spawn_gateway_recording(
+    config: A2aConfig,
+    log: Arc<dyn convergio_gateway::a2a::StreamEventStore>,
+) -> Gateway {
+    spawn_gateway_from(config, LimitsConfig::default(), |state| {
+        state.with_stream_log(log)
+    })
+    .await
+}
+
+/// The gateway under test, its A2A state finished by `finish`.
+async fn spawn_gateway_from(
+    config: A2aConfig,
+    limits: LimitsConfig,
+    finish: impl FnOnce(A2aState) -> A2aState,
+) -> Gateway {
     let routes = Arc::new(InMemoryRoutes::new());
-    let state = A2aState::new(routes.clone(), config).with_gatekeeper(gatekeeper);
+    let state = finish(A2aState::new(routes.clone(), config));
     let router = a2a_router(state)
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(test_principal));
