@@ -209,6 +209,12 @@ impl FakeProvider {
             .route(path, post(handle))
             .with_state(Arc::clone(&state));
         let server = tokio::spawn(async move {
+            // Each streamed chunk leaves at once, as a provider's would,
+            // not held by Nagle's algorithm until the peer's delayed ACK
+            // (which put 40 ms stalls into the overhead bench's direct runs).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, router).await;
         });
         Ok(Self {
