@@ -502,6 +502,63 @@ fn the_declarations_directory_loads_valid_files_and_lists_missing_keys() {
         // Still serving: the example agents answer.
         let (status, _, body) = send(&server.base, "echo", "still here", None).await;
         assert_eq!(status, 200, "{body}");
+
+        // The directory is watched: a new file declares an agent, a changed
+        // one makes a new version, a removed one deletes its agent.
+        let declaration = |name: &str, model: &str| {
+            format!(
+                "apiVersion: convergio/v1\nkind: ModelAgent\nname: {name}\nprovider: openai\n\
+                 model: {model}\nbase_url: {}\napi_key: env:CONVERGIO_TEST_UNSET_MODEL_KEY\n",
+                fake.base_url()
+            )
+        };
+        let listing = || async {
+            let listed = get_text(&server.base, "/v1/model-agents", &token).await;
+            let listed: Value = serde_json::from_str(&listed).expect("json");
+            listed["model_agents"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|agent| {
+                    (
+                        agent["name"].as_str().unwrap_or_default().to_owned(),
+                        agent["version"].as_i64().unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let until = |wanted: Vec<(&'static str, i64)>| async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let now: Vec<(String, i64)> = listing().await;
+                let matches = now.len() == wanted.len()
+                    && wanted
+                        .iter()
+                        .all(|(name, version)| now.contains(&((*name).to_owned(), *version)));
+                if matches {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never {wanted:?}: {now:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        std::fs::write(
+            agents_dir.join("added.yaml"),
+            declaration("added", "fake-model"),
+        )
+        .expect("adds a declaration");
+        until(vec![("offline", 1), ("added", 1)]).await;
+        std::fs::write(
+            agents_dir.join("offline.yaml"),
+            declaration("offline", "other-model"),
+        )
+        .expect("changes a declaration");
+        until(vec![("offline", 2), ("added", 1)]).await;
+        std::fs::remove_file(agents_dir.join("added.yaml")).expect("removes a declaration");
+        until(vec![("offline", 2)]).await;
     });
 }
 
@@ -770,5 +827,122 @@ fn a_caller_pays_agent_uses_the_callers_own_key_and_only_the_gateway_reaches_it(
             .expect("answers");
         assert_eq!(direct.status(), 401);
         assert_eq!(fake.requests().len(), 1);
+    });
+}
+
+/// A JSON-RPC call to `agent` through the gateway (anonymous, from
+/// loopback): the answer.
+async fn call(base: &str, agent: &str, method: &str, params: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/agents/{agent}"))
+        .header("A2A-Version", "1.0")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// A model agent through the gateway beyond sending: it answers a gRPC
+/// client; a task started without waiting is listed, cancelled while the
+/// provider is still answering, and read back cancelled; discovery finds
+/// the agent.
+#[test]
+fn a_model_agents_task_is_listed_cancelled_and_found_through_the_gateway() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "one two three four five six seven eight",
+        8,
+        Usage {
+            input_tokens: 3,
+            output_tokens: 8,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply(&server, data_dir.path(), "slowpoke", &fake);
+    runtime.block_on(async {
+        use convergio_gateway::a2a::grpc::proto::{self as pb, part, Message, Part, Role};
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let mut grpc = pb::a2a_service_client::A2aServiceClient::with_origin(
+            http,
+            server.base.parse().expect("uri"),
+        );
+        let answer = grpc
+            .send_message(tonic::Request::new(pb::SendMessageRequest {
+                tenant: "slowpoke".into(),
+                message: Some(Message {
+                    message_id: "grpc-1".into(),
+                    role: Role::User.into(),
+                    parts: vec![Part {
+                        content: Some(part::Content::Text("count".into())),
+                        ..Part::default()
+                    }],
+                    ..Message::default()
+                }),
+                ..pb::SendMessageRequest::default()
+            }))
+            .await
+            .expect("a gRPC answer")
+            .into_inner();
+        let text = serde_json::to_string(&answer).expect("json");
+        assert!(text.contains("one two three"), "{text}");
+    });
+    fake.set_chunk_delay(std::time::Duration::from_millis(500));
+    runtime.block_on(async {
+        let started = call(
+            &server.base,
+            "slowpoke",
+            "SendMessage",
+            json!({"message": message("count slowly", None),
+                   "configuration": {"returnImmediately": true}}),
+        )
+        .await;
+        let task = started["result"]["task"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no task: {started}"))
+            .to_owned();
+        let listed = call(&server.base, "slowpoke", "ListTasks", json!({})).await;
+        let ids: Vec<&str> = listed["result"]["tasks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tasks: {listed}"))
+            .iter()
+            .filter_map(|task| task["id"].as_str())
+            .collect();
+        assert!(ids.contains(&task.as_str()), "{listed}");
+        let cancelled = call(&server.base, "slowpoke", "CancelTask", json!({"id": task})).await;
+        assert_eq!(
+            cancelled["result"]["status"]["state"], "TASK_STATE_CANCELED",
+            "{cancelled}"
+        );
+        let read = call(&server.base, "slowpoke", "GetTask", json!({"id": task})).await;
+        assert_eq!(
+            read["result"]["status"]["state"], "TASK_STATE_CANCELED",
+            "{read}"
+        );
+        let found: Value = reqwest::get(format!("{}/v1/agents?q=slowpoke", server.base))
+            .await
+            .expect("discovery answers")
+            .json()
+            .await
+            .expect("json");
+        let items = found["agents"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{found}"));
+        assert!(
+            items
+                .iter()
+                .any(|item| item.to_string().contains("convergio://agents/slowpoke")),
+            "{found}"
+        );
     });
 }
