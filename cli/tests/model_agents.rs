@@ -946,3 +946,75 @@ fn a_model_agents_task_is_listed_cancelled_and_found_through_the_gateway() {
         );
     });
 }
+
+/// Key rotation without a restart: the provider starts accepting only a
+/// new key, the old one is refused (a clear error naming the reference,
+/// never a key), and once `secrets set` stores the new key the very next
+/// call uses it.
+#[test]
+fn a_rotated_secret_is_used_by_the_next_call_without_a_restart() {
+    const ROTATED: &str = "sk-e2e-rotated-key-7373737373";
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.require_key(SECRET);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply(&server, data_dir.path(), "rotating", &fake);
+    runtime.block_on(async {
+        let answer = call(
+            &server.base,
+            "rotating",
+            "SendMessage",
+            json!({"message": message("before", None)}),
+        )
+        .await;
+        assert_eq!(
+            answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+        // The provider rotates first: the stored key is refused now.
+        fake.require_key(ROTATED);
+        let refused = call(
+            &server.base,
+            "rotating",
+            "SendMessage",
+            json!({"message": message("between", None)}),
+        )
+        .await;
+        let shown = refused.to_string();
+        assert!(
+            !shown.contains(SECRET) && !shown.contains(ROTATED),
+            "{shown}"
+        );
+        assert!(
+            refused.get("error").is_some()
+                || refused["result"]["task"]["status"]["state"] == "TASK_STATE_FAILED",
+            "{refused}"
+        );
+    });
+    set_secret(&server, data_dir.path(), "openai", ROTATED);
+    runtime.block_on(async {
+        let answer = call(
+            &server.base,
+            "rotating",
+            "SendMessage",
+            json!({"message": message("after", None)}),
+        )
+        .await;
+        assert_eq!(
+            answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+    });
+    let last = fake.requests().pop().expect("the provider was called");
+    assert_eq!(
+        last.headers
+            .iter()
+            .find(|(name, _)| name == "authorization")
+            .map(|(_, value)| value.as_str()),
+        Some(format!("Bearer {ROTATED}").as_str())
+    );
+}
