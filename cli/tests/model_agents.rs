@@ -713,20 +713,14 @@ fn a_slow_model_agent_outlives_the_default_bound_and_its_cost_reaches_the_trace(
 
 /// A JSON-RPC `SendMessage` with an API key: the A2A answer.
 async fn send_as(base: &str, key: &str, agent: &str, text: &str) -> Value {
-    reqwest::Client::new()
-        .post(format!("{base}/agents/{agent}"))
-        .header("A2A-Version", "1.0")
-        .header("X-API-Key", key)
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
-            "params": {"message": message(text, None), "configuration": {"returnImmediately": false}},
-        }))
-        .send()
-        .await
-        .expect("the gateway answers")
-        .json()
-        .await
-        .expect("json")
+    call_as(
+        base,
+        Some(key),
+        agent,
+        "SendMessage",
+        json!({"message": message(text, None), "configuration": {"returnImmediately": false}}),
+    )
+    .await
 }
 
 #[test]
@@ -833,10 +827,19 @@ fn a_caller_pays_agent_uses_the_callers_own_key_and_only_the_gateway_reaches_it(
 /// A JSON-RPC call to `agent` through the gateway (anonymous, from
 /// loopback): the answer.
 async fn call(base: &str, agent: &str, method: &str, params: Value) -> Value {
-    reqwest::Client::new()
+    call_as(base, None, agent, method, params).await
+}
+
+/// [`call`] as the holder of `key`, when given.
+async fn call_as(base: &str, key: Option<&str>, agent: &str, method: &str, params: Value) -> Value {
+    let mut request = reqwest::Client::new()
         .post(format!("{base}/agents/{agent}"))
         .header("A2A-Version", "1.0")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+    if let Some(key) = key {
+        request = request.header("X-API-Key", key);
+    }
+    request
         .send()
         .await
         .expect("the gateway answers")

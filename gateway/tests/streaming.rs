@@ -135,12 +135,8 @@ async fn spawn_endless_upstream(signals: Arc<Mutex<Vec<oneshot::Sender<()>>>>) -
     format!("http://{address}/")
 }
 
-#[tokio::test]
-async fn a_client_that_goes_away_cancels_the_upstream_stream() {
-    let (dropped_sender, dropped) = oneshot::channel();
-    let signals = Arc::new(Mutex::new(vec![dropped_sender]));
-    let upstream = spawn_endless_upstream(signals).await;
-    let gateway = spawn_gateway().await;
+/// Registers the endless `upstream` on `gateway` and opens a stream to it.
+async fn stream_endless(gateway: &support::Gateway, upstream: &str) -> reqwest::Response {
     gateway.register(
         "endless",
         json!({"name": "endless", "description": "never finishes", "version": "1",
@@ -148,8 +144,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
                "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
                "defaultOutputModes": ["text/plain"], "skills": []}),
     );
-
-    let response = gateway
+    gateway
         .http
         .post(gateway.url("/agents/endless"))
         .header("A2A-Version", "1.0")
@@ -160,7 +155,16 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
         )
         .send()
         .await
-        .expect("stream");
+        .expect("stream")
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_stream() {
+    let (dropped_sender, dropped) = oneshot::channel();
+    let signals = Arc::new(Mutex::new(vec![dropped_sender]));
+    let upstream = spawn_endless_upstream(signals).await;
+    let gateway = spawn_gateway().await;
+    let response = stream_endless(&gateway, &upstream).await;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // Read until the first event has been relayed, so the upstream stream
     // is known to be live end to end.
@@ -213,25 +217,7 @@ async fn a_recorded_stream_outlives_its_caller_for_a_bounded_time() {
         log.clone(),
     )
     .await;
-    gateway.register(
-        "endless",
-        json!({"name": "endless", "description": "never finishes", "version": "1",
-               "supportedInterfaces": [{"url": upstream, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
-               "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
-               "defaultOutputModes": ["text/plain"], "skills": []}),
-    );
-    let response = gateway
-        .http
-        .post(gateway.url("/agents/endless"))
-        .header("A2A-Version", "1.0")
-        .header("x-test-subject", "alice")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage",
-                      "params": support::send_params("forever")}),
-        )
-        .send()
-        .await
-        .expect("stream");
+    let response = stream_endless(&gateway, &upstream).await;
     let mut body = response.bytes_stream();
     let mut seen = String::new();
     while !seen.contains("\n\n") {
