@@ -195,6 +195,10 @@ pub enum ModelError {
         /// The organisation.
         org: String,
     },
+    /// The caller's cap (a graph run's budget, `convergio.maxTokens`) has
+    /// nothing left.
+    #[error("the caller's token budget for this message is spent")]
+    CallerBudgetSpent,
     /// The agent uses its caller's key, and the call carries no caller
     /// organisation (it did not come through the gateway, or the caller
     /// belongs to none).
@@ -238,7 +242,7 @@ impl ModelError {
             Self::Provider(error) => error.kind(),
             Self::Key(error) => error.kind(),
             Self::Storage(error) => error.kind(),
-            Self::BudgetExhausted { .. } => ErrorKind::RateLimited,
+            Self::BudgetExhausted { .. } | Self::CallerBudgetSpent => ErrorKind::RateLimited,
             Self::TooManyToolCalls { .. } | Self::OutputInvalid { .. } => ErrorKind::BadUpstream,
             Self::OutputSchema { .. } => ErrorKind::InvalidInput,
             Self::NoCallerOrganisation => ErrorKind::Forbidden,

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use async_trait::async_trait;
 use convergio_agents::logic::{data_parts, text_part, text_parts, usage};
 use convergio_agents::{AgentLogic, AgentsError, TaskContext};
-use convergio_schemas::a2a::{TaskState, CALLER_ORG_METADATA};
+use convergio_schemas::a2a::{TaskState, CALLER_ORG_METADATA, MAX_TOKENS_METADATA};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -128,6 +128,12 @@ impl ModelLogic {
         let mut said = vec![ChatMessage::user(message_text(message))];
         let artifact_id = format!("{}-answer", context.task_id());
         let payer = payer(config, message)?;
+        // The caller's cap (a graph run's budget left) bounds every
+        // provider call of this turn.
+        let caller_cap = message["metadata"][MAX_TOKENS_METADATA].as_u64();
+        if caller_cap == Some(0) {
+            return Err(ModelError::CallerBudgetSpent);
+        }
         let answer = loop {
             let max_tokens = match self.meter.allowance(payer).await? {
                 Some(0) => {
@@ -138,6 +144,7 @@ impl ModelLogic {
                 Some(left) => left.min(config.max_tokens),
                 None => config.max_tokens,
             };
+            let max_tokens = caller_cap.map_or(max_tokens, |cap| cap.min(max_tokens));
             let key = self.keys.key(payer, &config.api_key).await?;
             let mut messages = Vec::with_capacity(history.len() + said.len());
             messages.extend_from_slice(&history);

@@ -292,6 +292,39 @@ async fn caps_max_tokens_at_the_budget_and_refuses_before_the_call_when_spent() 
     }
 }
 
+/// The caller's cap in `convergio.maxTokens` (what a graph run's budget
+/// has left) bounds the provider call below the agent's own `max_tokens`,
+/// and at 0 the agent refuses before calling its provider.
+#[tokio::test]
+async fn the_callers_token_cap_bounds_the_call_and_zero_refuses_it() {
+    for kind in KINDS {
+        let fake = fake(kind).await;
+        let agent = serve(config(&fake, kind), Parts::default()).await;
+        let capped = |text: &str, cap: u64| {
+            let mut message = user_message(text, None);
+            message["metadata"] = json!({"convergio.maxTokens": cap});
+            json!({ "message": message })
+        };
+        let answer = rpc(&agent.base_url, "SendMessage", capped("Short", 7)).await;
+        assert_eq!(
+            state(&answer["result"]["task"]),
+            "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+        let refused = rpc(&agent.base_url, "SendMessage", capped("Nothing left", 0)).await;
+        let task = &refused["result"]["task"];
+        assert_eq!(state(task), "TASK_STATE_FAILED", "{kind}: {refused}");
+        assert!(status_text(task).contains("budget"), "{refused}");
+        let requests = fake.requests();
+        assert_eq!(
+            requests.len(),
+            1,
+            "{kind}: a spent cap never reaches the provider"
+        );
+        assert_eq!(requests[0].body["max_tokens"], 7);
+    }
+}
+
 #[tokio::test]
 async fn a_refused_key_fails_the_task_naming_the_reference_never_the_key() {
     for kind in KINDS {

@@ -36,6 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use convergio_schemas::a2a::MAX_TOKENS_METADATA;
 use convergio_schemas::Principal;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::Stream;
@@ -1890,6 +1891,9 @@ impl Run {
         );
         metadata.insert("convergio.graph_id".to_owned(), self.graph_id_value.clone());
         metadata.insert("convergio.iteration".to_owned(), Value::from(iteration));
+        if let Some(left) = tokens_left(&graph, &agent, &self.state) {
+            metadata.insert(MAX_TOKENS_METADATA.to_owned(), Value::from(left));
+        }
         let whole_input = matches!(node.inputs.as_slice(), [InputRef::WholeInput]);
         let message = build_message(
             message_id,
@@ -2707,6 +2711,28 @@ impl NodeMemoryUse {
                 .map_err(|error| failed(namespace, error))?;
         }
         Ok((output, usage))
+    }
+}
+
+/// What the graph's token budgets leave for a call to `agent` now, if it
+/// has any: the smaller of the run's and the agent's remainders. A model
+/// agent caps its answer at it (`convergio.maxTokens`), so a budget stops
+/// an answer before it is paid for, not only after.
+fn tokens_left(graph: &Graph, agent: &str, state: &RunState) -> Option<u64> {
+    let execution = &graph.execution;
+    let run = execution
+        .max_tokens_per_run
+        .map(|max| max.saturating_sub(state.usage.tokens()));
+    let per_agent = execution.max_tokens_per_agent.map(|max| {
+        let used = state
+            .usage_by_agent
+            .get(agent)
+            .map_or(0, |usage| usage.tokens());
+        max.saturating_sub(used)
+    });
+    match (run, per_agent) {
+        (Some(run), Some(per_agent)) => Some(run.min(per_agent)),
+        (left, None) | (None, left) => left,
     }
 }
 

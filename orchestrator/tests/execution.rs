@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use convergio_orchestrator::{
-    DispatchError, Executor, ExecutorConfig, NodeStatus, OrchestratorError, Price, PriceTable,
-    RunEvent, RunStatus, Usage,
+    AgentCall, DispatchError, Executor, ExecutorConfig, NodeStatus, OrchestratorError, Price,
+    PriceTable, RunEvent, RunStatus, Usage,
 };
 use futures_util::StreamExt;
 use serde_json::json;
@@ -320,6 +320,52 @@ async fn an_agent_over_its_token_budget_fails_its_node() {
         }
     );
     assert_eq!(result.state.usage_by_agent["spender"].tokens(), 200);
+}
+
+/// Token budgets reach the agent before it answers: each call carries
+/// what the run's and the agent's budgets leave (`convergio.maxTokens`),
+/// so a model agent caps its answer instead of overspending.
+#[tokio::test]
+async fn each_call_carries_what_the_token_budgets_leave() {
+    let yaml = "name: b\nnodes:\n  - {id: a, agent: spender}\n  - {id: b, agent: spender}\n  - {id: c, agent: other}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: c}\nexecution: {max_tokens_per_run: 500, max_tokens_per_agent: 300}\n";
+    let reply = |_: &AgentCall| {
+        text_reply_with_usage(
+            "spent",
+            Usage {
+                tokens_in: 60,
+                tokens_out: 40,
+                tool_calls: 0,
+                cost_micros: None,
+            },
+        )
+    };
+    let agents = Arc::new(
+        FakeAgents::new()
+            .agent("spender", reply)
+            .agent("other", reply),
+    );
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!("go"))
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::Succeeded);
+    let cap = |call: &AgentCall| call.message["metadata"]["convergio.maxTokens"].as_u64();
+    let spender: Vec<Option<u64>> = agents.calls_to("spender").iter().map(cap).collect();
+    // The agent's 300 bounds its calls: 300, then 200 after its first 100.
+    assert_eq!(spender, [Some(300), Some(200)]);
+    // After 200 tokens, the run has 300 left, as has the other agent.
+    let other: Vec<Option<u64>> = agents.calls_to("other").iter().map(cap).collect();
+    assert_eq!(other, [Some(300)]);
+    // Without budgets, no cap is sent.
+    let free = Arc::new(FakeAgents::new().agent("spender", reply));
+    executor(free.clone())
+        .run(
+            graph("name: f\nnodes:\n  - {id: a, agent: spender}\n"),
+            json!("go"),
+        )
+        .await
+        .expect("run");
+    assert_eq!(cap(&free.calls_to("spender")[0]), None);
 }
 
 #[tokio::test]

@@ -27,6 +27,11 @@ pub const WELL_KNOWN_CARD_PATH: &str = "/.well-known/agent-card.json";
 /// client sent); an `api_key: caller` agent pays with that organisation's
 /// key and budget.
 pub const CALLER_ORG_METADATA: &str = "convergio.caller.org";
+/// Message metadata key with the most tokens the answer may use: a graph
+/// run's executor sets what the run's token budgets have left. Only ever a
+/// cap: a model agent uses the smallest of it and its own limits, and
+/// refuses at 0 before calling its provider.
+pub const MAX_TOKENS_METADATA: &str = "convergio.maxTokens";
 /// The ErrorInfo domain for A2A errors.
 pub const ERROR_DOMAIN: &str = "a2a-protocol.org";
 
