@@ -88,6 +88,12 @@ pub struct Planning {
     dispatch: Arc<dyn Dispatch>,
     store: Arc<dyn PlanStore>,
     limits: Limits,
+    /// Held by `:execute` from starting an async or streamed run until it
+    /// has stored the executed version, and by a re-plan while it stores
+    /// its version: a step failing at once cannot have its re-plan stored
+    /// before the version it revises (the executed one would then become
+    /// the latest again).
+    recording: tokio::sync::Mutex<()>,
 }
 
 // === impl PlansApi ===
@@ -132,6 +138,7 @@ impl Planning {
             dispatch,
             store,
             limits,
+            recording: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -377,6 +384,13 @@ impl PlansApi {
         if let Some(replan) = replan {
             request.extensions_mut().insert(replan);
         }
+        // A sync or batch run ends before the answer (its re-plans are
+        // recorded meanwhile, and the check below keeps them); the others
+        // answer at once, so their re-plans wait for this record.
+        let _recording = match execute.mode {
+            RunMode::Async | RunMode::Stream => Some(self.recording.lock().await),
+            RunMode::Sync | RunMode::Batch => None,
+        };
         let response = match self.runs.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -719,7 +733,10 @@ impl PlanReplanner {
             run_id: Some(request.run_id),
             ..stored
         };
-        let revised = planning.store.put(&revised).await?;
+        let revised = {
+            let _recording = planning.recording.lock().await;
+            planning.store.put(&revised).await?
+        };
         Ok(Revision {
             source,
             graph: Arc::new(graph),
