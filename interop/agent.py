@@ -7,7 +7,7 @@ a gRPC-only agent instead: the SDK's gRPC server (`lf.a2a.v1.A2AService`,
 cleartext HTTP/2) on that port, and a card (still served over HTTP on the
 first port) whose only interface is GRPC. Behaviour by input text:
 `message` answers with a single Message; `wait...` starts a task that works
-until it is canceled (or 60 s pass); `slow...` works for 3 s (time to
+until it is canceled (or 60 s pass); `slow...` works for 5 s (time to
 register a push config) and completes; anything else runs a task that streams
 a working status, an `echo: <text>` artifact and completes.
 
@@ -79,7 +79,7 @@ class EchoExecutor(AgentExecutor):
         if text.startswith("wait"):
             await asyncio.sleep(60)
         if text.startswith("slow"):
-            await asyncio.sleep(3)
+            await asyncio.sleep(5)
         await updater.add_artifact([new_text_part(f"echo: {text}")], name="echo")
         await updater.complete()
 

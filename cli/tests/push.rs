@@ -114,7 +114,7 @@ async fn rpc(server: &Server, key: &str, method: &str, params: Value) -> Value {
         .expect("a JSON answer")
 }
 
-/// Starts a `slow` task (it works for 3 s) and returns its id.
+/// Starts a `slow` task (it works for 5 s) and returns its id.
 async fn slow_task(server: &Server, key: &str, text: &str) -> String {
     let answer = rpc(
         server,
