@@ -1,6 +1,6 @@
 //! Push notifications through the gateway (issue 24): the [`PushStore`]
 //! trait over the `push_configs` and `push_deliveries` tables of migration
-//! 0017, implemented on both backends by `convergio-store` (`PushTables`).
+//! 0016, implemented on both backends by `convergio-store` (`PushTables`).
 //!
 //! A caller's push config is kept here, owned by the caller like its task;
 //! the agent is given the gateway's webhook (`hook`, a random id, and

@@ -1,4 +1,4 @@
-//! Push configs and deliveries (issue 24, migration 0017) on SQLite and
+//! Push configs and deliveries (issue 24, migration 0016) on SQLite and
 //! PostgreSQL alike: a task's config ids are unique, a webhook finds its
 //! config, deletes are exact, and a delivery's attempts and end state are
 //! kept in order.

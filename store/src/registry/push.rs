@@ -1,5 +1,5 @@
 //! [`PushTables`]: the `push_configs` and `push_deliveries` tables
-//! (migration 0017) on either backend, one statement per operation.
+//! (migration 0016) on either backend, one statement per operation.
 
 use async_trait::async_trait;
 use convergio_registry::push::{Delivery, DeliveryStatus, PushConfig, PushStore};
