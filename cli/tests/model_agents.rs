@@ -13,14 +13,13 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
 use convergio_models::Usage;
 use serde_json::{json, Value};
-use support::{admin_token, issue_key, start_logged, start_with, Server, BINARY};
+use support::{admin_token, issue_key, set_secret, start_logged, start_with, Server};
 
 const SECRET: &str = "sk-e2e-model-agent-key-4242424242";
 
@@ -30,37 +29,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
-}
-
-/// `convergio secrets set NAME` with `value` on stdin.
-fn set_secret(server: &Server, data_dir: &Path, name: &str, value: &str) {
-    let mut child = Command::new(BINARY)
-        .args([
-            "secrets",
-            "set",
-            name,
-            "--server",
-            &server.base,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the CLI runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{value}\n").as_bytes())
-        .expect("writes the secret");
-    let output = child.wait_with_output().expect("the CLI ends");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(!stdout.contains(value) && !stderr.contains(value));
 }
 
 /// `convergio agents apply` of a declaration calling `fake`.

@@ -15,14 +15,12 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
 use convergio_models::Usage;
 use serde_json::{json, Value};
-use support::{start, start_logged, Server, BINARY};
+use support::{set_secret, start, start_logged, Server};
 
 const GOAL: &str = "review this code for security and style problems and write a report";
 const CODE: &str = "import os\ndef run(cmd):\n    password = \"hunter2\"\n    os.system(cmd)\n";
@@ -217,34 +215,6 @@ fn review_waits_runs_the_edited_plan_and_a_rejected_plan_never_runs() {
     });
 }
 
-/// `convergio secrets set openai` with `value` on stdin.
-fn set_secret(server: &Server, data_dir: &Path, value: &str) {
-    let mut child = Command::new(BINARY)
-        .args([
-            "secrets",
-            "set",
-            "openai",
-            "--server",
-            &server.base,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the CLI runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{value}\n").as_bytes())
-        .expect("writes the secret");
-    let output = child.wait_with_output().expect("the CLI ends");
-    assert!(output.status.success(), "{output:?}");
-}
-
 /// The shipped planner declaration, pointed at the fake provider.
 fn apply_planner(server: &Server, data_dir: &Path, fake: &FakeProvider) {
     let shipped = std::fs::read_to_string(
@@ -295,7 +265,12 @@ fn a_model_agent_planner_is_corrected_refused_and_its_valid_plan_runs() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let log = data_dir.path().join("server.log");
     let server = start_logged(data_dir.path(), &[], &[], &log);
-    set_secret(&server, data_dir.path(), "sk-plan-test-0000000000");
+    set_secret(
+        &server,
+        data_dir.path(),
+        "openai",
+        "sk-plan-test-0000000000",
+    );
     apply_planner(&server, data_dir.path(), &fake);
     runtime.block_on(async {
         let request = json!({

@@ -27,9 +27,7 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -40,7 +38,7 @@ use convergio_agents::{
 use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
 use convergio_models::Usage;
 use serde_json::{json, Value};
-use support::{admin_token, start_logged, Server, BINARY};
+use support::{admin_token, set_secret, start_logged, Server};
 
 const GOAL: &str = "fetch the data, analyse it and report";
 
@@ -185,34 +183,6 @@ async fn get(server: &Server, data_dir: &Path, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// `convergio secrets set openai` with `value` on stdin.
-fn set_secret(server: &Server, data_dir: &Path, value: &str) {
-    let mut child = Command::new(BINARY)
-        .args([
-            "secrets",
-            "set",
-            "openai",
-            "--server",
-            &server.base,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env_remove("CONVERGIO_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the CLI runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{value}\n").as_bytes())
-        .expect("writes the secret");
-    let output = child.wait_with_output().expect("the CLI ends");
-    assert!(output.status.success(), "{output:?}");
-}
-
 /// The shipped planner declaration, pointed at the fake provider.
 fn apply_planner(server: &Server, data_dir: &Path, fake: &FakeProvider) {
     let shipped = std::fs::read_to_string(
@@ -311,7 +281,7 @@ fn a_failed_step_is_replanned_from_the_failure_point_and_spent_replans_end_the_r
     let data = data_dir.path();
     let log = data.join("server.log");
     let server = start_logged(data, &[], &[], &log);
-    set_secret(&server, data, "sk-replan-test-000000000");
+    set_secret(&server, data, "openai", "sk-replan-test-000000000");
     apply_planner(&server, data, &fake);
     runtime.block_on(async {
         let agents = start_agents(&server, data).await;
@@ -525,7 +495,7 @@ fn sigkill_between_a_failure_and_its_replan_then_resume_gives_the_same_outcome()
     let data_dir = tempfile::tempdir().expect("temp dir");
     let data = data_dir.path();
     let server = start_logged(data, &[], &REPLICA, &data.join("server.log"));
-    set_secret(&server, data, "sk-replan-test-000000000");
+    set_secret(&server, data, "openai", "sk-replan-test-000000000");
     apply_planner(&server, data, &fake);
     let agents = runtime.block_on(start_agents(&server, data));
     let (run_id, asked) = runtime.block_on(async {

@@ -2,7 +2,7 @@
 //! on a loopback port, started on a data dir and killed on drop.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -272,4 +272,35 @@ pub fn issue_key(
     assert!(ok, "{stdout}\n{stderr}");
     let issued: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     issued["key"].as_str().expect("the key, once").to_owned()
+}
+
+/// `convergio secrets set NAME` with `value` on stdin (never echoed).
+pub fn set_secret(server: &Server, data_dir: &Path, name: &str, value: &str) {
+    let mut child = std::process::Command::new(BINARY)
+        .args([
+            "secrets",
+            "set",
+            name,
+            "--server",
+            &server.base,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("CONVERGIO_ADMIN_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{value}\n").as_bytes())
+        .expect("writes the secret");
+    let output = child.wait_with_output().expect("the CLI ends");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(value) && !stderr.contains(value));
 }
