@@ -111,13 +111,35 @@ async function run() {
   check((await context.cookies()).length === 0, 'the console set a cookie');
   await visit('agents');
 
-  // Search by free text, then by skill.
+  // Search by free text, tag, role and trust, then by skill.
   await page.getByLabel('Free text').fill('security');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('table.agent-list tbody tr', { hasText: 'security_expert' }).waitFor();
   check((await page.locator('table.agent-list tbody tr').count()) >= 1, 'free-text search found nothing');
   say('searched by free text');
   await page.getByLabel('Free text').fill('');
+  // Tag, role and minimum trust narrow the list; every row shown matches.
+  const rowsAll = (text) => page.waitForFunction((wanted) => {
+    const rows = [...document.querySelectorAll('table.agent-list tbody tr')];
+    return rows.length > 0 && rows.every((row) => row.innerText.includes(wanted));
+  }, text);
+  await page.getByLabel('Skill').fill('');
+  await page.getByLabel('Tag').fill('diagnostics');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('table.agent-list tbody tr', { hasText: 'echo' }).first().waitFor();
+  say('searched by tag');
+  await page.getByLabel('Tag').fill('');
+  await page.getByLabel('Role').selectOption('critic');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('table.agent-list tbody tr', { hasText: 'security_expert' }).first().waitFor();
+  await rowsAll('critic');
+  say('searched by role');
+  await page.getByLabel('Minimum trust').selectOption('internal');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await rowsAll('internal');
+  say('searched by role and minimum trust');
+  await page.getByLabel('Role').selectOption('');
+  await page.getByLabel('Minimum trust').selectOption('');
   await page.getByLabel('Skill').fill('argue-for');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('table.agent-list tbody tr', { hasText: 'advocate' }).waitFor();
@@ -151,6 +173,7 @@ async function run() {
   // The audit page shows the change, and the chain verifies.
   await page.getByRole('link', { name: 'Audit' }).click();
   await page.locator('#chain-status').waitFor();
+  check((await page.locator('#chain-status').innerText()).includes('The chain verifies'), 'the audit chain is not shown verifying');
   await page.getByLabel('Action').fill('set_trust');
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.locator('table.audit-list tbody tr', { hasText: 'advocate' }).first().waitFor();
@@ -183,7 +206,10 @@ async function run() {
   say('policy rolled back', { rolledBack });
   await page.getByRole('button', { name: 'Check' }).click();
   await page.locator('#check-decision').waitFor();
-  say('dry-run checked', { decision: await page.locator('#check-decision').innerText() });
+  const decision = await page.locator('#check-decision').innerText();
+  check(/^Decision: (allow|deny) \(version /.test(decision), `the dry-run shows no decision: ${decision}`);
+  check(await page.getByText(/^Determined by: /).isVisible(), 'the dry-run names no determining policy');
+  say('dry-run checked', { decision });
   await visit('policies');
 
   // Runs: start code_review_pipeline and watch all six nodes turn green.
