@@ -989,3 +989,62 @@ fn a_rotated_secret_is_used_by_the_next_call_without_a_restart() {
         Some(format!("Bearer {ROTATED}").as_str())
     );
 }
+
+/// An Anthropic-backed model agent answers through the gateway too (the
+/// other tests use the OpenAI fake): the Messages API is called with the
+/// organisation's key in `x-api-key`, and the answer is the task's artifact.
+#[test]
+fn an_anthropic_model_agent_answers_through_the_gateway() {
+    const ANTHROPIC: &str = "sk-ant-e2e-0000000000000000";
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(convergio_models::fake::FakeAnthropic::start())
+        .expect("the fake starts");
+    fake.require_key(ANTHROPIC);
+    fake.set_fallback(FakeReply::text(
+        "Bonjour le monde",
+        2,
+        Usage {
+            input_tokens: 4,
+            output_tokens: 3,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "anthropic", ANTHROPIC);
+    let file = data_dir.path().join("claude.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: convergio/v1\nkind: ModelAgent\nname: claude\nprovider: anthropic\n\
+             model: fake-model\nbase_url: {}\napi_key: secret:anthropic\nmax_tokens: 64\n",
+            fake.base_url()
+        ),
+    )
+    .expect("writes the declaration");
+    let (ok, stdout, stderr) = support::cli(
+        Some((&server, data_dir.path())),
+        &["agents", "apply", file.to_str().expect("utf-8 path")],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    runtime.block_on(async {
+        let answer = call(
+            &server.base,
+            "claude",
+            "SendMessage",
+            json!({"message": message("Hello world", None)}),
+        )
+        .await;
+        let task = &answer["result"]["task"];
+        assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+        assert!(task.to_string().contains("Bonjour le monde"), "{answer}");
+        assert!(!answer.to_string().contains(ANTHROPIC));
+    });
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1/messages");
+    assert!(requests[0]
+        .headers
+        .iter()
+        .any(|(name, value)| name == "x-api-key" && value == ANTHROPIC));
+}
