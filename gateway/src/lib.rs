@@ -13,6 +13,7 @@
 //! the web console at `/console/` ([`console`]).
 
 pub mod a2a;
+mod api_error;
 pub mod api_keys;
 pub mod app;
 pub mod authorize;

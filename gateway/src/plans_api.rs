@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -64,6 +64,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+use crate::api_error::{respond, ApiError};
 use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
 use crate::routes::{RouteTable, RouteTarget};
@@ -1131,36 +1132,6 @@ async fn plan_action(
     respond(outcome.await, caller.request_id.clone())
 }
 
-fn respond(outcome: Result<Response, ApiError>, request_id: Option<RequestId>) -> Response {
-    match outcome {
-        Ok(response) => response,
-        Err(mut error) => {
-            error.problem.request_id = request_id.map(|id| id.as_str().to_owned());
-            error.into_response()
-        }
-    }
-}
-
-/// A refused plan request, rendered as a problem document.
-#[derive(Debug)]
-struct ApiError {
-    problem: Box<Problem>,
-}
-
-// === impl ApiError ===
-
-impl ApiError {
-    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self::from_problem(Problem::new(kind, detail))
-    }
-
-    fn from_problem(problem: Problem) -> Self {
-        Self {
-            problem: Box::new(problem),
-        }
-    }
-}
-
 impl From<PlannerError> for ApiError {
     fn from(error: PlannerError) -> Self {
         // The one error path: internals are logged once and never shown.
@@ -1168,11 +1139,5 @@ impl From<PlannerError> for ApiError {
         Self::from_problem(
             problem::http::problem_for(&error, error.kind()).with_violations(violations),
         )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        problem::http::respond(&self.problem, HeaderMap::new())
     }
 }

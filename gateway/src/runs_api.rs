@@ -57,7 +57,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::extract::Query;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -74,13 +74,14 @@ use convergio_orchestrator::{
     StaticCatalog,
 };
 use convergio_schemas::problem;
-use convergio_schemas::{AgentId, ErrorKind, Principal, Problem};
+use convergio_schemas::{AgentId, ErrorKind, Principal};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::api_error::{respond, ApiError};
 use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
 use crate::metrics::Exposition;
@@ -1577,37 +1578,7 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response 
     response
 }
 
-fn respond(outcome: Result<Response, ApiError>, request_id: Option<RequestId>) -> Response {
-    match outcome {
-        Ok(response) => response,
-        Err(mut error) => {
-            error.problem.request_id = request_id.map(|id| id.as_str().to_owned());
-            error.into_response()
-        }
-    }
-}
-
-/// A refused graph or run request, rendered as a problem document.
-#[derive(Debug)]
-struct ApiError {
-    problem: Box<Problem>,
-}
-
-// === impl ApiError ===
-
 impl ApiError {
-    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self {
-            problem: Box::new(Problem::new(kind, detail)),
-        }
-    }
-
-    fn from_problem(problem: Problem) -> Self {
-        Self {
-            problem: Box::new(problem),
-        }
-    }
-
     fn poisoned() -> Self {
         // A panic elsewhere poisoned the lock; its message was logged then.
         tracing::error!("a graph or run index lock is poisoned");
@@ -1624,15 +1595,10 @@ impl From<OrchestratorError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        problem::http::respond(&self.problem, HeaderMap::new())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convergio_schemas::Problem;
 
     #[tokio::test]
     async fn an_internal_failure_renders_the_one_problem_shape_without_its_cause() {

@@ -1,0 +1,54 @@
+//! The refusal of a graph, run or plan API request (`runs_api.rs`,
+//! `plans_api.rs`): a problem document rendered by `convergio_schemas`'
+//! one REST renderer, with the request id added by [`respond`]. Each API
+//! converts its own crate's errors into it (`From` impls beside them).
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use convergio_schemas::problem::{self, Problem};
+use convergio_schemas::ErrorKind;
+
+use crate::layers::RequestId;
+
+/// A refused request, rendered as a problem document.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) problem: Box<Problem>,
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    /// A refusal of `kind` saying `detail`.
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self::from_problem(Problem::new(kind, detail))
+    }
+
+    /// A refusal rendering `problem`.
+    pub(crate) fn from_problem(problem: Problem) -> Self {
+        Self {
+            problem: Box::new(problem),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        problem::http::respond(&self.problem, HeaderMap::new())
+    }
+}
+
+/// The answer to a request whose handler came to `outcome`; a refusal
+/// names `request_id`.
+pub(crate) fn respond(
+    outcome: Result<Response, ApiError>,
+    request_id: Option<RequestId>,
+) -> Response {
+    match outcome {
+        Ok(response) => response,
+        Err(mut error) => {
+            error.problem.request_id = request_id.map(|id| id.as_str().to_owned());
+            error.into_response()
+        }
+    }
+}
