@@ -308,77 +308,65 @@ impl Prunable for NoncesRetention {
     }
 }
 
-/// Outcomes of idempotent peer calls in the registry database.
-pub struct PeerCallsRetention(pub Arc<dyn convergio_registry::peer_calls::PeerCallStore>);
+/// A [`Prunable`] over a registry store whose rows carry Unix seconds:
+/// `$name(Arc<dyn $store>)` of kind `$kind`, pruning with `$prune` and
+/// counting with `$count`.
+macro_rules! unix_seconds_prunable {
+    ($(#[$doc:meta])* $name:ident, $store:ty, $kind:ident, $prune:ident, $count:ident) => {
+        $(#[$doc])*
+        pub struct $name(pub Arc<$store>);
 
-#[async_trait]
-impl Prunable for PeerCallsRetention {
-    fn kind(&self) -> RetentionKind {
-        RetentionKind::PeerCalls
-    }
+        #[async_trait]
+        impl Prunable for $name {
+            fn kind(&self) -> RetentionKind {
+                RetentionKind::$kind
+            }
 
-    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
-        self.0
-            .prune_outcomes(before.map(|before| before.timestamp()), limit)
-            .await
-            .map_err(|error| prune_error(self.kind(), error))
-    }
+            async fn prune(
+                &self,
+                before: Option<DateTime<Utc>>,
+                limit: u32,
+            ) -> Result<u64, PruneError> {
+                self.0
+                    .$prune(before.map(|before| before.timestamp()), limit)
+                    .await
+                    .map_err(|error| prune_error(self.kind(), error))
+            }
 
-    async fn count(&self) -> Result<u64, PruneError> {
-        self.0
-            .count_outcomes()
-            .await
-            .map_err(|error| prune_error(self.kind(), error))
-    }
+            async fn count(&self) -> Result<u64, PruneError> {
+                self.0
+                    .$count()
+                    .await
+                    .map_err(|error| prune_error(self.kind(), error))
+            }
+        }
+    };
 }
 
-/// Recorded stream events in the registry database.
-pub struct StreamEventsRetention(pub Arc<dyn convergio_registry::stream_events::StreamEventStore>);
-
-#[async_trait]
-impl Prunable for StreamEventsRetention {
-    fn kind(&self) -> RetentionKind {
-        RetentionKind::StreamEvents
-    }
-
-    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
-        self.0
-            .prune_events(before.map(|before| before.timestamp()), limit)
-            .await
-            .map_err(|error| prune_error(self.kind(), error))
-    }
-
-    async fn count(&self) -> Result<u64, PruneError> {
-        self.0
-            .count_events()
-            .await
-            .map_err(|error| prune_error(self.kind(), error))
-    }
-}
-
-/// Push deliveries and configs in the registry database.
-pub struct PushRetention(pub Arc<dyn convergio_registry::push::PushStore>);
-
-#[async_trait]
-impl Prunable for PushRetention {
-    fn kind(&self) -> RetentionKind {
-        RetentionKind::Push
-    }
-
-    async fn prune(&self, before: Option<DateTime<Utc>>, limit: u32) -> Result<u64, PruneError> {
-        self.0
-            .prune(before.map(|before| before.timestamp()), limit)
-            .await
-            .map_err(|error| prune_error(self.kind(), error))
-    }
-
-    async fn count(&self) -> Result<u64, PruneError> {
-        self.0
-            .count()
-            .await
-            .map_err(|error| prune_error(self.kind(), error))
-    }
-}
+unix_seconds_prunable!(
+    /// Outcomes of idempotent peer calls in the registry database.
+    PeerCallsRetention,
+    dyn convergio_registry::peer_calls::PeerCallStore,
+    PeerCalls,
+    prune_outcomes,
+    count_outcomes
+);
+unix_seconds_prunable!(
+    /// Recorded stream events in the registry database.
+    StreamEventsRetention,
+    dyn convergio_registry::stream_events::StreamEventStore,
+    StreamEvents,
+    prune_events,
+    count_events
+);
+unix_seconds_prunable!(
+    /// Push deliveries and configs in the registry database.
+    PushRetention,
+    dyn convergio_registry::push::PushStore,
+    Push,
+    prune,
+    count
+);
 
 /// Expired memory items: `before` is compared with each item's expiry.
 /// There is no row cap, so `count` reports 0 without reading.
