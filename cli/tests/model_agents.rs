@@ -9,7 +9,8 @@
 //!   the provider sees it;
 //! - a conversation continued by `contextId` on a second `serve` on the
 //!   same PostgreSQL database;
-//! - a streamed answer relayed through the gateway chunk by chunk.
+//! - a streamed answer relayed through the gateway chunk by chunk;
+//! - the shipped reviewer set running `code_review_pipeline`.
 
 mod support;
 
@@ -1047,4 +1048,118 @@ fn an_anthropic_model_agent_answers_through_the_gateway() {
         .headers
         .iter()
         .any(|(name, value)| name == "x-api-key" && value == ANTHROPIC));
+}
+
+/// The reviewer set shipped in `examples/agents/review/` (the files as they
+/// are, only `base_url` pointed from a local Ollama at the fake) loaded from
+/// `models.agents_dir`, and `examples/graphs/code_review_pipeline.yaml` run
+/// on them: six model agents, each answered by the provider with the
+/// model its file names, the run's trace carrying their usage.
+#[test]
+fn the_example_reviewer_set_runs_code_review_pipeline_on_model_agents() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    fake.set_fallback(FakeReply::text(
+        "reviewed: no findings",
+        2,
+        Usage {
+            input_tokens: 20,
+            output_tokens: 5,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let agents_dir = data_dir.path().join("review");
+    std::fs::create_dir(&agents_dir).expect("creates the agents dir");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files = 0;
+    for entry in std::fs::read_dir(examples.join("agents/review")).expect("the examples") {
+        let path = entry.expect("an entry").path();
+        let text = std::fs::read_to_string(&path).expect("reads a declaration");
+        let text = text.replace("http://127.0.0.1:11434/v1", fake.base_url());
+        assert!(text.contains(fake.base_url()), "{}", path.display());
+        std::fs::write(agents_dir.join(path.file_name().expect("a name")), text)
+            .expect("copies a declaration");
+        files += 1;
+    }
+    assert_eq!(files, 6, "the reviewer set is six agents");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(
+        &config,
+        format!("models:\n  agents_dir: {}\n", agents_dir.display()),
+    )
+    .expect("writes the config");
+    let server = support::start_logged(
+        data_dir.path(),
+        &["--no-examples", "--config", config.to_str().expect("utf-8")],
+        &[],
+        &data_dir.path().join("stderr.log"),
+    );
+    let token = admin_token(data_dir.path());
+    let graph = std::fs::read_to_string(examples.join("graphs/code_review_pipeline.yaml"))
+        .expect("the example graph");
+    runtime.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let listed: Value =
+                serde_json::from_str(&get_text(&server.base, "/v1/model-agents", &token).await)
+                    .expect("json");
+            let available = listed["model_agents"]
+                .as_array()
+                .or_else(|| listed.as_array())
+                .map_or(0, |agents| {
+                    agents
+                        .iter()
+                        .filter(|agent| agent["status"]["available"] == true)
+                        .count()
+                });
+            if available == 6 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{listed}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let run = support::run_to_end(
+            &server,
+            &token,
+            json!({
+                "graph_yaml": graph,
+                "mode": "async",
+                "input": {"source_code": "fn main() { let password = \"hunter2\"; }"},
+            }),
+        )
+        .await;
+        let run_id = run["run_id"].as_str().expect("a run id");
+        let trace: Value = serde_json::from_str(
+            &get_text(&server.base, &format!("/v1/runs/{run_id}/trace"), &token).await,
+        )
+        .expect("json");
+        let result = get_text(&server.base, &format!("/v1/runs/{run_id}/result"), &token).await;
+        assert_eq!(run["status"], "succeeded", "{run}\n{trace}\n{result}");
+        let nodes = trace["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 6, "{trace}");
+        for node in nodes {
+            assert_eq!(node["status"], "success", "{node}");
+            assert_eq!(node["tokens_in"], 20, "{node}");
+        }
+        assert_eq!(trace["total_tokens"], 150, "{trace}");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 6);
+        for request in &requests {
+            assert_eq!(
+                request.body["model"], "qwen2.5-coder:7b",
+                "{}",
+                request.body
+            );
+            // The files name no key: a local server gets none.
+            assert_eq!(request.header("authorization"), None);
+        }
+        // Each specialist spoke with its own instructions.
+        let prompts: String = requests
+            .iter()
+            .map(|request| request.body.to_string())
+            .collect();
+        assert!(prompts.contains("security flaws"), "{prompts}");
+    });
 }

@@ -45,7 +45,9 @@ pub struct ModelAgentConfig {
     pub model: String,
     /// The provider's base URL.
     pub base_url: String,
-    /// The API key reference (`env:NAME`, `file:PATH`, `secret:NAME`).
+    /// The API key reference (`env:NAME`, `file:PATH`, `secret:NAME`);
+    /// empty for a provider that takes no key (a local server): its
+    /// requests then carry no key header.
     pub api_key: String,
     /// The system prompt.
     pub instructions: Option<String>,

@@ -33,6 +33,15 @@ impl ApiKey {
         }
     }
 
+    /// No key: for a provider that takes none (a local llama.cpp, Ollama
+    /// or vLLM server). Requests carry no key header.
+    pub fn none() -> Self {
+        Self {
+            reference: "none".to_owned(),
+            value: String::new(),
+        }
+    }
+
     /// Where the key came from; safe to print.
     pub fn reference(&self) -> &str {
         &self.reference
@@ -45,9 +54,13 @@ impl ApiKey {
     }
 
     /// The key as a request header's value, after `prefix` (`"Bearer "` or
-    /// nothing), marked sensitive so no HTTP layer prints it. A key that is
-    /// not a valid header value is refused by name, never quoted.
-    pub(crate) fn header(&self, prefix: &str) -> Result<HeaderValue, ProviderError> {
+    /// nothing), marked sensitive so no HTTP layer prints it; `None` for
+    /// [`ApiKey::none`]. A key that is not a valid header value is refused
+    /// by name, never quoted.
+    pub(crate) fn header(&self, prefix: &str) -> Result<Option<HeaderValue>, ProviderError> {
+        if self.value.is_empty() {
+            return Ok(None);
+        }
         let mut header =
             HeaderValue::from_str(&format!("{prefix}{}", self.value)).map_err(|_| {
                 ProviderError::KeyRefused {
@@ -56,7 +69,7 @@ impl ApiKey {
                 }
             })?;
         header.set_sensitive(true);
-        Ok(header)
+        Ok(Some(header))
     }
 
     /// `text` with every occurrence of the key replaced by `[redacted]`:

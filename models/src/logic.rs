@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use crate::config::ModelAgentConfig;
 use crate::conversation::Conversations;
 use crate::error::{ModelError, ProviderError};
-use crate::key::KeySource;
+use crate::key::{ApiKey, KeySource};
 use crate::meter::{Meter, UsageRecord};
 use crate::provider::Provider;
 use crate::tools::{ToolCaller, ToolInvocation};
@@ -145,7 +145,11 @@ impl ModelLogic {
                 None => config.max_tokens,
             };
             let max_tokens = caller_cap.map_or(max_tokens, |cap| cap.min(max_tokens));
-            let key = self.keys.key(payer, &config.api_key).await?;
+            let key = if config.api_key.is_empty() {
+                ApiKey::none()
+            } else {
+                self.keys.key(payer, &config.api_key).await?
+            };
             let mut messages = Vec::with_capacity(history.len() + said.len());
             messages.extend_from_slice(&history);
             messages.extend_from_slice(&said);

@@ -69,13 +69,15 @@ impl Provider for AnthropicClient {
         let traceparent = convergio_agents::trace_context::traceparent();
         let response = attempts
             .send(|| {
-                let request = self
+                let mut request = self
                     .http
                     .post(&self.url)
-                    .header("x-api-key", api_key.clone())
                     .header("anthropic-version", ANTHROPIC_VERSION)
                     .header("content-type", "application/json")
                     .body(body.clone());
+                if let Some(api_key) = &api_key {
+                    request = request.header("x-api-key", api_key.clone());
+                }
                 super::with_traceparent(request, traceparent.as_deref())
             })
             .await?;

@@ -70,12 +70,14 @@ impl Provider for OpenAiClient {
         let traceparent = convergio_agents::trace_context::traceparent();
         let response = attempts
             .send(|| {
-                let request = self
+                let mut request = self
                     .http
                     .post(&self.url)
-                    .header(AUTHORIZATION, authorization.clone())
                     .header("content-type", "application/json")
                     .body(body.clone());
+                if let Some(authorization) = &authorization {
+                    request = request.header(AUTHORIZATION, authorization.clone());
+                }
                 super::with_traceparent(request, traceparent.as_deref())
             })
             .await?;
