@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request};
 use axum::Router;
+use convergio_gateway::layers::REQUEST_ID_HEADER;
 use convergio_gateway::ssrf::AllowList;
 use convergio_models::{
     ApiKey, ChatMessage, ClientSettings, Conversations, KeyError, KeySource, Meter,
@@ -374,6 +375,7 @@ impl ToolCaller for GatewayTools {
             ))
             .header(header::CONTENT_TYPE, MEDIA_JSON)
             .header(VERSION_HEADER, VERSION_1_0)
+            .header(REQUEST_ID_HEADER, &invocation.request_id)
             .body(Body::from(body.to_string()))
             .map_err(|error| failed(format!("building the request: {error}")))?;
         request.extensions_mut().insert(Principal {

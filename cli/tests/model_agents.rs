@@ -10,6 +10,8 @@
 //! - a conversation continued by `contextId` on a second `serve` on the
 //!   same PostgreSQL database;
 //! - a streamed answer relayed through the gateway chunk by chunk;
+//! - a graph node's tool calls listed in the run's trace, each decided by
+//!   policy, quotas and the SSRF guard and audited;
 //! - the shipped reviewer set running `code_review_pipeline`.
 
 mod support;
@@ -1048,6 +1050,158 @@ fn an_anthropic_model_agent_answers_through_the_gateway() {
         .headers
         .iter()
         .any(|(name, value)| name == "x-api-key" && value == ANTHROPIC));
+}
+
+/// A model agent as a graph node whose tool calls meet the gateway's
+/// pipeline: the first call to `echo` is allowed and audited under the
+/// model agent's principal; the second is refused by the per-agent quota;
+/// the call to `vault`, whose address the SSRF allow-list no longer admits,
+/// is stopped by the guard (callers read it as unreachable, the log says
+/// why). The run's trace lists all three on the node,
+/// each with its outcome, and the allowed one with the request id its
+/// audit record carries.
+#[test]
+fn a_graph_nodes_tool_calls_are_in_its_trace_under_quota_ssrf_and_audit() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let usage = Usage {
+        input_tokens: 1,
+        output_tokens: 1,
+    };
+    fake.push([
+        FakeReply::tool_call("call-1", "echo", json!({"text": "ping"}), usage),
+        FakeReply::tool_call("call-2", "echo", json!({"text": "again"}), usage),
+        FakeReply::tool_call("call-3", "vault", json!({"text": "open"}), usage),
+        FakeReply::text("done", 1, usage),
+    ]);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    let settings = "reload: {watch_interval_seconds: 0}\nquotas:\n  per_agent: {per_second: 0.001, burst: 1}\n";
+    std::fs::write(
+        &config,
+        format!("{settings}network: {{allow_cidrs: [127.0.0.0/8]}}\n"),
+    )
+    .expect("writes the config");
+    let server = support::start_logged(
+        data_dir.path(),
+        &["--config", config.to_str().expect("utf-8")],
+        &[("CONVERGIO_NETWORK_ALLOW_CIDRS", "")],
+        &data_dir.path().join("stderr.log"),
+    );
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    let token = admin_token(data_dir.path());
+    runtime.block_on(async {
+        // `vault` runs on loopback, admitted by the allow-list at first.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let vault = convergio_agents::spawn(
+            convergio_agents::ExampleAgent::Echo,
+            listener,
+            convergio_agents::ServeOptions::default(),
+        )
+        .await
+        .expect("the vault agent starts");
+        let mut card = vault.card();
+        card["name"] = json!("vault");
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/agents", server.base))
+            .bearer_auth(&token)
+            .json(&card)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        // A model agent's tools must exist when it is declared.
+        apply_with(
+            &server,
+            data_dir.path(),
+            "tooluser",
+            &fake,
+            "tools: [echo, vault]\n",
+        );
+        // Then loopback leaves the allow-list (the example agents' own
+        // sockets stay admitted).
+        std::fs::write(
+            &config,
+            format!("{settings}network: {{allow_cidrs: [10.0.0.0/8]}}\n"),
+        )
+        .expect("rewrites the config");
+        server.hangup();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !get_text(&server.base, "/metrics", &token)
+            .await
+            .contains("convergio_config_reloads_total{result=\"ok\"} 1")
+        {
+            assert!(std::time::Instant::now() < deadline, "the reload never applied");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+
+        let run = support::run_to_end(
+            &server,
+            &token,
+            json!({
+                "graph_yaml": "name: tooled\nnodes:\n  - {id: ask, agent: tooluser, inputs: [text]}\n",
+                "mode": "async",
+                "input": {"text": "use your tools"},
+            }),
+        )
+        .await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let run_id = run["run_id"].as_str().expect("a run id");
+        let trace: Value = serde_json::from_str(
+            &get_text(&server.base, &format!("/v1/runs/{run_id}/trace"), &token).await,
+        )
+        .expect("json");
+        let node = &trace["nodes"][0];
+        assert_eq!(node["tool_calls"], 3, "{trace}");
+        let tools = node["tools"].as_array().expect("the node's tool calls");
+        let outcomes: Vec<(&str, &str)> = tools
+            .iter()
+            .map(|call| {
+                (
+                    call["tool"].as_str().unwrap_or(""),
+                    call["outcome"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("echo", "completed"), ("echo", "refused"), ("vault", "failed")],
+            "{trace}"
+        );
+        assert!(tools[0]["task_id"].is_string(), "{trace}");
+        let request_id = tools[0]["request_id"].as_str().expect("a request id");
+
+        // What the model was told of each refusal.
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 4);
+        let told = |index: usize| requests[index].body["messages"].to_string();
+        assert!(told(1).contains("echo: ping"), "{}", told(1));
+        assert!(told(2).to_lowercase().contains("rate"), "{}", told(2));
+        // The guard's refusal reads as unreachable to callers; its reason
+        // is in the gateway's log only.
+        assert!(told(3).contains("unreachable"), "{}", told(3));
+        let log = std::fs::read_to_string(data_dir.path().join("stderr.log")).expect("the log");
+        assert!(log.contains("not allow-listed"), "{log}");
+
+        // The allowed call is audited under the model agent's principal,
+        // with the request id the trace names.
+        let audit: Value = serde_json::from_str(
+            &get_text(&server.base, "/v1/audit?principal=agent:tooluser&limit=500", &token).await,
+        )
+        .expect("json");
+        let records = audit["records"].as_array().expect("records");
+        let allowed = records
+            .iter()
+            .find(|record| record["request_id"] == request_id)
+            .unwrap_or_else(|| panic!("no audit record with {request_id}: {audit}"));
+        assert_eq!(allowed["action"], "send_message", "{allowed}");
+        assert_eq!(allowed["decision"], "allow", "{allowed}");
+        vault.shutdown().await;
+    });
 }
 
 /// The reviewer set shipped in `examples/agents/review/` (the files as they

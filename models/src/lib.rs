@@ -32,7 +32,7 @@ pub use key::{ApiKey, EnvKeys, KeySource};
 pub use logic::ModelLogic;
 pub use meter::{InMemoryMeter, Meter, Unmetered, UsageRecord};
 pub use provider::{AnthropicClient, ChatStream, ClientSettings, OpenAiClient, Provider};
-pub use tools::{NoTools, ToolCaller, ToolInvocation};
+pub use tools::{NoTools, ToolCallRecord, ToolCaller, ToolInvocation, ToolOutcome};
 pub use types::{
     ChatEvent, ChatMessage, ChatRequest, ProviderKind, StopReason, ToolCall, ToolSpec, Usage,
 };

@@ -26,17 +26,19 @@ use tracing::Instrument;
 use async_trait::async_trait;
 use convergio_agents::logic::{data_parts, text_part, text_parts, usage};
 use convergio_agents::{AgentLogic, AgentsError, TaskContext};
-use convergio_schemas::a2a::{TaskState, CALLER_ORG_METADATA, MAX_TOKENS_METADATA};
+use convergio_schemas::a2a::{
+    TaskState, CALLER_ORG_METADATA, MAX_TOKENS_METADATA, TOOL_CALLS_METADATA,
+};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::config::ModelAgentConfig;
 use crate::conversation::Conversations;
-use crate::error::{ModelError, ProviderError};
+use crate::error::{ModelError, ProviderError, ToolError};
 use crate::key::{ApiKey, KeySource};
 use crate::meter::{Meter, UsageRecord};
 use crate::provider::Provider;
-use crate::tools::{ToolCaller, ToolInvocation};
+use crate::tools::{ToolCallRecord, ToolCaller, ToolInvocation, ToolOutcome};
 use crate::types::{ChatEvent, ChatMessage, ChatRequest, ToolCall, Usage};
 
 /// Runs one model agent as an A2A agent.
@@ -57,6 +59,8 @@ struct Turn {
     /// What the provider calls cost, in millionths (the meter's answer).
     cost_micros: u64,
     tool_calls: u32,
+    /// Each tool call, for the task's `toolCalls` metadata.
+    tools: Vec<ToolCallRecord>,
     streamed: bool,
 }
 
@@ -236,7 +240,9 @@ impl ModelLogic {
             }
             for call in calls {
                 turn.tool_calls += 1;
-                said.push(self.call_tool(call, context).await);
+                let (message, record) = self.call_tool(call, context).await;
+                said.push(message);
+                turn.tools.push(record);
             }
         };
         self.conversations
@@ -255,36 +261,67 @@ impl ModelLogic {
     }
 
     /// Calls one tool; failures become an error result the model reads.
-    async fn call_tool(&self, call: ToolCall, context: &TaskContext) -> ChatMessage {
+    /// Returns what the model reads and the call's record for the trace.
+    async fn call_tool(
+        &self,
+        call: ToolCall,
+        context: &TaskContext,
+    ) -> (ChatMessage, ToolCallRecord) {
+        let started = std::time::Instant::now();
         let known = self.config.tools.iter().any(|tool| tool.name == call.name);
+        let mut record = ToolCallRecord {
+            tool: call.name.clone(),
+            outcome: ToolOutcome::UnknownTool,
+            task_id: None,
+            request_id: None,
+            duration_ms: 0,
+        };
         let (content, is_error) = if !known {
             (format!("there is no tool named {:?}", call.name), true)
         } else {
+            let request_id = uuid::Uuid::now_v7().to_string();
+            record.request_id = Some(request_id.clone());
             let invocation = ToolInvocation {
                 agent: self.config.name.clone(),
                 org: self.config.org.clone(),
                 tool: call.name.clone(),
                 task_id: context.task_id().to_owned(),
+                request_id,
                 message: tool_message(&call.arguments),
             };
             match self.tools.call(invocation).await {
-                Ok(result) => tool_result_text(&result),
-                Err(error) => (error.to_string(), true),
+                Ok(result) => {
+                    record.outcome = ToolOutcome::Completed;
+                    record.task_id = result
+                        .pointer("/task/id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    tool_result_text(&result)
+                }
+                Err(error) => {
+                    record.outcome = match error {
+                        ToolError::Refused { .. } => ToolOutcome::Refused,
+                        ToolError::Failed { .. } => ToolOutcome::Failed,
+                    };
+                    (error.to_string(), true)
+                }
             }
         };
+        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
             agent = %self.config.name,
             tool = %call.name,
             task_id = %context.task_id(),
-            is_error,
+            outcome = ?record.outcome,
             "model agent called a tool"
         );
-        ChatMessage::Tool {
+        let message = ChatMessage::Tool {
             call_id: call.id,
             name: call.name,
             content,
             is_error,
-        }
+        };
+        (message, record)
     }
 
     fn metadata(&self, turn: &Turn) -> Value {
@@ -332,6 +369,9 @@ impl AgentLogic for ModelLogic {
         context.set_metadata("usage", usage.clone())?;
         context.set_metadata("model", json!(self.config.model))?;
         context.set_metadata("provider", json!(self.provider.kind().name()))?;
+        if !turn.tools.is_empty() {
+            context.set_metadata(TOOL_CALLS_METADATA, json!(turn.tools))?;
+        }
         let metadata = Some(json!({ "usage": usage }));
         match outcome {
             Ok(parts) => {

@@ -4,6 +4,7 @@
 //! quotas, the SSRF guard and audit apply to every tool call.
 
 use async_trait::async_trait;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ToolError;
@@ -19,6 +20,9 @@ pub struct ToolInvocation {
     pub tool: String,
     /// The model agent's task, for traces.
     pub task_id: String,
+    /// The request id the call is made with (`x-request-id`), so the run's
+    /// trace and the gateway's audit record of the call name the same one.
+    pub request_id: String,
     /// The A2A 1.0 message to send (`messageId`, `role`, `parts`).
     pub message: Value,
 }
@@ -43,4 +47,37 @@ impl ToolCaller for NoTools {
             reason: "this agent has no tools".into(),
         })
     }
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolOutcome {
+    /// The tool agent answered (its task may still have failed: the model
+    /// reads that from the answer).
+    Completed,
+    /// The call was made and failed.
+    Failed,
+    /// Policy, a quota, the SSRF guard or discovery refused it.
+    Refused,
+    /// The model asked for a tool the agent does not have.
+    UnknownTool,
+}
+
+/// One tool call of a turn, as the task's `toolCalls` metadata reports it
+/// (a graph's run trace lists them under the node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCallRecord {
+    /// The tool agent.
+    pub tool: String,
+    /// How it ended.
+    pub outcome: ToolOutcome,
+    /// The tool agent's task, when it answered with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The request id the call was made with (absent for an unknown tool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Wall time of the call.
+    pub duration_ms: u64,
 }

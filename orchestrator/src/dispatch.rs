@@ -15,7 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::DispatchError;
-use crate::mapping::reported_usage;
+use crate::mapping::{reported_tool_calls, reported_usage, ToolCallReport};
 
 /// What an agent reports using; defined beside the reply format it is read
 /// from ([`crate::mapping`]), named here as part of the call contract.
@@ -116,15 +116,22 @@ pub struct AgentReply {
     pub response: Value,
     /// What the agent reported using (see [`Usage`]).
     pub usage: Usage,
+    /// The tool calls the agent reported making for this answer.
+    pub tools: Vec<ToolCallReport>,
 }
 
 // === impl AgentReply ===
 
 impl AgentReply {
     /// Wraps a `SendMessage` result, reading the usage the agent reported in
-    /// `metadata.usage` of the message or task.
+    /// `metadata.usage` of the message or task, and its tool calls.
     pub fn from_response(response: Value) -> Self {
         let usage = reported_usage(&response);
-        Self { response, usage }
+        let tools = reported_tool_calls(&response);
+        Self {
+            response,
+            usage,
+            tools,
+        }
     }
 }

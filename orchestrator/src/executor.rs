@@ -53,7 +53,7 @@ use crate::graph::{route, Graph, InputRef, Node};
 use crate::journal::{
     Checkpoint, NewRun, PlanRevision, RunHeader, RunJournal, StepDelta, StoredRun,
 };
-use crate::mapping::{build_message, push_data_part, reply_output};
+use crate::mapping::{build_message, push_data_part, reply_output, ToolCallReport};
 use crate::metrics::Metrics;
 use crate::replan::{
     diff, CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision,
@@ -1084,7 +1084,7 @@ struct NodeOutcome {
     calls: u32,
     started: Instant,
     /// The output, or the error and whether a retry may help.
-    result: Result<(Value, Usage), (String, bool)>,
+    result: Result<(Value, Usage, Vec<ToolCallReport>), (String, bool)>,
 }
 
 /// Where a run starts from.
@@ -1379,6 +1379,7 @@ impl Run {
                     start_time: now,
                     end_time: now,
                     usage: Usage::default(),
+                    tools: Vec::new(),
                     status: ExecutionStatus::Success,
                     error: None,
                 });
@@ -1770,7 +1771,7 @@ impl Run {
                     ),
                 };
                 let result = route(&node.rules, node.default_route.as_deref(), &value)
-                    .map(|label| (Value::String(label), Usage::default()))
+                    .map(|label| (Value::String(label), Usage::default(), Vec::new()))
                     .ok_or_else(|| {
                         (
                             "no router rule matched and no default_route is set".to_owned(),
@@ -1828,7 +1829,9 @@ impl Run {
                             let result =
                                 run_graph(inner, subgraph, start, None, caller, origin, None).await;
                             match result.status {
-                                RunStatus::Succeeded => Ok((result.output, result.state.usage)),
+                                RunStatus::Succeeded => {
+                                    Ok((result.output, result.state.usage, Vec::new()))
+                                }
                                 status => Err((
                                     format!(
                                         "sub-graph ended {}: {}",
@@ -1951,8 +1954,11 @@ impl Run {
         self.mark_node(outcome.node);
         self.mark_agent(&outcome.agent);
         self.state.nodes[index].attempts += outcome.calls;
+        // The tool calls the agent reported, recorded with the execution.
+        let mut tools = Vec::new();
         let result = match outcome.result {
-            Ok((output, usage)) => {
+            Ok((output, usage, reported)) => {
+                tools = reported;
                 self.state.nodes[index].usage.add(usage);
                 self.state.usage.add(usage);
                 let agent_usage = match self.state.usage_by_agent.get_mut(&outcome.agent) {
@@ -1975,7 +1981,14 @@ impl Run {
         };
         let (error, retryable, usage) = match result {
             Ok((output, usage)) => {
-                self.record_execution(index, &outcome.agent, usage, ExecutionStatus::Success, None);
+                self.record_execution(
+                    index,
+                    &outcome.agent,
+                    usage,
+                    tools,
+                    ExecutionStatus::Success,
+                    None,
+                );
                 self.complete(outcome.node, output, NodeStatus::Succeeded, outcome.started);
                 return;
             }
@@ -2029,6 +2042,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
+                    std::mem::take(&mut tools),
                     ExecutionStatus::Failed,
                     Some(error),
                 );
@@ -2045,6 +2059,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
+                    std::mem::take(&mut tools),
                     ExecutionStatus::Skipped,
                     Some(error),
                 );
@@ -2060,6 +2075,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
+                    std::mem::take(&mut tools),
                     ExecutionStatus::Failed,
                     Some(error.clone()),
                 );
@@ -2085,6 +2101,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
+                    std::mem::take(&mut tools),
                     ExecutionStatus::Failed,
                     Some(error.clone()),
                 );
@@ -2100,6 +2117,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
+                    std::mem::take(&mut tools),
                     ExecutionStatus::Failed,
                     Some(error.clone()),
                 );
@@ -2117,6 +2135,7 @@ impl Run {
         index: usize,
         agent: &str,
         usage: Usage,
+        tools: Vec<ToolCallReport>,
         status: ExecutionStatus,
         error: Option<String>,
     ) {
@@ -2130,6 +2149,7 @@ impl Run {
             start_time: node_state.started_at.unwrap_or(end_time),
             end_time,
             usage,
+            tools,
             status,
             error,
         });
@@ -2677,7 +2697,7 @@ impl NodeMemoryUse {
         mut call: AgentCall,
         timeout: Option<Duration>,
         agent: &str,
-    ) -> Result<(Value, Usage), (String, bool)> {
+    ) -> Result<(Value, Usage, Vec<ToolCallReport>), (String, bool)> {
         let failed = |namespace: &str, error: DispatchError| {
             let retryable = error.retryable();
             (format!("memory `{namespace}`: {error}"), retryable)
@@ -2699,7 +2719,7 @@ impl NodeMemoryUse {
             data.insert("memory".to_owned(), Value::Object(found));
             push_data_part(&mut call.message, Value::Object(data));
         }
-        let (output, usage) = call_once(dispatch, call, timeout, agent).await?;
+        let (output, usage, tools) = call_once(dispatch, call, timeout, agent).await?;
         for namespace in &self.writes {
             let action = MemoryAction::Write {
                 key: self.key.clone(),
@@ -2710,7 +2730,7 @@ impl NodeMemoryUse {
                 .await
                 .map_err(|error| failed(namespace, error))?;
         }
-        Ok((output, usage))
+        Ok((output, usage, tools))
     }
 }
 
@@ -2794,7 +2814,7 @@ async fn call_once(
     call: AgentCall,
     timeout: Option<Duration>,
     agent: &str,
-) -> Result<(Value, Usage), (String, bool)> {
+) -> Result<(Value, Usage, Vec<ToolCallReport>), (String, bool)> {
     let reply = match timeout {
         Some(timeout) => match Box::pin(tokio::time::timeout(timeout, dispatch.call(call))).await {
             Ok(reply) => reply,
@@ -2804,7 +2824,7 @@ async fn call_once(
     };
     match reply {
         Ok(reply) => match reply_output(&reply.response) {
-            Ok(output) => Ok((output, reply.usage)),
+            Ok(output) => Ok((output, reply.usage, reply.tools)),
             Err(error) => Err((
                 format!("agent `{agent}` answered badly: {}", error.message),
                 error.retryable,

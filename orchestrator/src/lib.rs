@@ -50,6 +50,7 @@ pub use graph_store::{GraphStore, MemoryGraphStore};
 pub use journal::{
     Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
 };
+pub use mapping::ToolCallReport;
 pub use metrics::Metrics;
 pub use replan::{
     CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision, StepDiff,

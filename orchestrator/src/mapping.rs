@@ -40,7 +40,7 @@
 //! Agents report usage in `metadata.usage = {"tokens_in", "tokens_out",
 //! "tool_calls"}` on the reply message or task; see [`crate::Usage`].
 
-use convergio_schemas::a2a::TaskState;
+use convergio_schemas::a2a::{TaskState, TOOL_CALLS_METADATA};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -301,10 +301,87 @@ pub fn reported_usage(response: &Value) -> Usage {
     }
 }
 
+/// The most tool calls kept for one node execution: an agent's report is
+/// untrusted input and lands in the run's journal.
+pub const MAX_REPORTED_TOOL_CALLS: usize = 64;
+
+/// The longest text kept for a reported tool call's names and ids.
+const MAX_REPORTED_TEXT: usize = 200;
+
+/// One tool call an agent reports having made for its answer
+/// (`convergio.toolCalls` in its task metadata; Convergio's model agents
+/// write it). Listed under the node in the run's trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallReport {
+    /// The tool agent called.
+    pub tool: String,
+    /// `completed`, `failed`, `refused` or `unknown_tool`.
+    pub outcome: String,
+    /// The tool agent's task, when it answered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The request id of the call (the gateway's audit record names it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Wall time of the call.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// Reads the tool calls an agent reported (task metadata, then the status
+/// message's), keeping well-formed entries only, at most
+/// [`MAX_REPORTED_TOOL_CALLS`], texts cut at 200 characters.
+pub fn reported_tool_calls(response: &Value) -> Vec<ToolCallReport> {
+    let Some((object, _)) = unwrap_response(response) else {
+        return Vec::new();
+    };
+    let calls = object
+        .get("metadata")
+        .and_then(|metadata| metadata.get(TOOL_CALLS_METADATA))
+        .or_else(|| {
+            object
+                .pointer("/status/message/metadata")
+                .and_then(|metadata| metadata.get(TOOL_CALLS_METADATA))
+        })
+        .and_then(Value::as_array);
+    let cut = |text: String| text.chars().take(MAX_REPORTED_TEXT).collect::<String>();
+    calls
+        .into_iter()
+        .flatten()
+        .filter_map(|call| serde_json::from_value::<ToolCallReport>(call.clone()).ok())
+        .take(MAX_REPORTED_TOOL_CALLS)
+        .map(|call| ToolCallReport {
+            tool: cut(call.tool),
+            outcome: cut(call.outcome),
+            task_id: call.task_id.map(cut),
+            request_id: call.request_id.map(cut),
+            duration_ms: call.duration_ms,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn reported_tool_calls_are_read_bounded_and_malformed_ones_dropped() {
+        let reply = json!({"task": {"metadata": {"convergio.toolCalls": [
+            {"tool": "echo", "outcome": "completed", "task_id": "t1", "request_id": "r1", "duration_ms": 4},
+            {"tool": 7},
+            {"tool": "x".repeat(500), "outcome": "refused"},
+        ]}}});
+        let calls = reported_tool_calls(&reply);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].task_id.as_deref(), Some("t1"));
+        assert_eq!(calls[1].tool.len(), MAX_REPORTED_TEXT);
+        assert_eq!(calls[1].duration_ms, 0);
+        let many = json!({"task": {"metadata": {"convergio.toolCalls":
+            vec![json!({"tool": "t", "outcome": "completed"}); 100]}}});
+        assert_eq!(reported_tool_calls(&many).len(), MAX_REPORTED_TOOL_CALLS);
+        assert!(reported_tool_calls(&json!({"message": {"parts": []}})).is_empty());
+    }
 
     fn message(whole: bool, inputs: Vec<(&str, Value)>) -> Value {
         build_message("m".to_owned(), Map::new(), whole, inputs)

@@ -16,6 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::dispatch::Usage;
+use crate::mapping::ToolCallReport;
 use crate::replan::{FailedStep, ReplanSettings, RevisionSummary, StepDiff};
 
 /// How a run ended (or that it has not).
@@ -163,6 +164,9 @@ pub struct NodeExecution {
     pub end_time: DateTime<Utc>,
     /// Reported usage.
     pub usage: Usage,
+    /// The tool calls the agent reported making.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolCallReport>,
     /// Outcome.
     pub status: ExecutionStatus,
     /// Error text for failed and skipped executions.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::mapping::ToolCallReport;
 use crate::replan::RevisionSummary;
 use crate::run_state::{ExecutionStatus, RunState};
 
@@ -48,6 +49,10 @@ pub struct TraceNode {
     pub tokens_out: u64,
     /// Reported tool calls.
     pub tool_calls: u64,
+    /// Each tool call, as the agent reported it (Convergio's model agents
+    /// do), in the order made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolCallReport>,
     /// What the call cost: the agent's report, else the price table.
     #[serde(default)]
     pub cost: f64,
@@ -117,6 +122,7 @@ impl Trace {
                     tokens_in: execution.usage.tokens_in,
                     tokens_out: execution.usage.tokens_out,
                     tool_calls: execution.usage.tool_calls,
+                    tools: execution.tools.clone(),
                     cost,
                     status: execution.status,
                 }

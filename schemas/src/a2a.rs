@@ -32,6 +32,11 @@ pub const CALLER_ORG_METADATA: &str = "convergio.caller.org";
 /// cap: a model agent uses the smallest of it and its own limits, and
 /// refuses at 0 before calling its provider.
 pub const MAX_TOKENS_METADATA: &str = "convergio.maxTokens";
+/// Task metadata key where an agent lists the tool calls its answer made:
+/// `[{"tool", "outcome", "task_id"?, "request_id"?, "duration_ms"}]`, with
+/// `outcome` one of `completed`, `failed`, `refused`, `unknown_tool`. A
+/// graph's run trace lists them under the node that called the agent.
+pub const TOOL_CALLS_METADATA: &str = "convergio.toolCalls";
 /// The ErrorInfo domain for A2A errors.
 pub const ERROR_DOMAIN: &str = "a2a-protocol.org";
 
