@@ -12,7 +12,9 @@
 //! - a streamed answer relayed through the gateway chunk by chunk;
 //! - a graph node's tool calls listed in the run's trace, each decided by
 //!   policy, quotas and the SSRF guard and audited;
-//! - the shipped reviewer set running `code_review_pipeline`.
+//! - the shipped reviewer set running `code_review_pipeline`;
+//! - provider trouble (429, cut or malformed streams, a refused key, a
+//!   hang) failing tasks quickly while the gateway stays healthy.
 
 mod support;
 
@@ -1315,5 +1317,132 @@ fn the_example_reviewer_set_runs_code_review_pipeline_on_model_agents() {
             .map(|request| request.body.to_string())
             .collect();
         assert!(prompts.contains("security flaws"), "{prompts}");
+    });
+}
+
+/// A provider in trouble, seen through the gateway: a 429 is retried after
+/// its `Retry-After` and answered; a cut stream, a malformed event and a
+/// refused key each end the task FAILED at once with an error naming the
+/// trouble (the key by its reference, never its value); a provider that
+/// hangs ends it FAILED at the agent's timeout, while the gateway answers
+/// health checks and other calls throughout.
+#[test]
+fn provider_trouble_fails_tasks_quickly_through_a_gateway_that_stays_healthy() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    let usage = Usage {
+        input_tokens: 3,
+        output_tokens: 2,
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_with(data_dir.path(), &[]);
+    set_secret(&server, data_dir.path(), "openai", SECRET);
+    apply_with(
+        &server,
+        data_dir.path(),
+        "fragile",
+        &fake,
+        "timeout_seconds: 3\n",
+    );
+    let failed_with = |body: &Value| -> String {
+        let task = &body["result"]["task"];
+        assert_eq!(task["status"]["state"], "TASK_STATE_FAILED", "{body}");
+        task["status"]["message"].to_string()
+    };
+    runtime.block_on(async {
+        // 429 with Retry-After: 1, then an answer.
+        fake.push([
+            FakeReply::Status {
+                status: 429,
+                retry_after: Some("1".to_owned()),
+            },
+            FakeReply::text("bonjour", 1, usage),
+        ]);
+        let started = std::time::Instant::now();
+        let (status, _, body) = send(&server.base, "fragile", "hello", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{body}"
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+        assert_eq!(fake.requests().len(), 2, "one retry");
+
+        // A cut stream, a malformed event, a refused key: FAILED at once.
+        for (reply, says) in [
+            (
+                FakeReply::Cut {
+                    chunks: vec!["bon".to_owned()],
+                },
+                "cut",
+            ),
+            (FakeReply::Malformed, "malformed"),
+            (
+                FakeReply::Status {
+                    status: 401,
+                    retry_after: None,
+                },
+                "secret:openai",
+            ),
+        ] {
+            fake.push([reply]);
+            let started = std::time::Instant::now();
+            let (status, _, body) = send(&server.base, "fragile", "hello", None).await;
+            assert_eq!(status, 200, "{body}");
+            let message = failed_with(&body);
+            assert!(message.contains(says), "{says}: {message}");
+            assert!(!body.to_string().contains(SECRET), "{body}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{says}"
+            );
+        }
+
+        // A provider that hangs: FAILED at the agent's three seconds, the
+        // gateway healthy and answering others meanwhile.
+        fake.push([FakeReply::Hang {
+            chunks: vec!["bo".to_owned()],
+        }]);
+        let dropped_before = fake.disconnects();
+        let started = std::time::Instant::now();
+        let hanging = tokio::spawn({
+            let base = server.base.clone();
+            async move { send(&base, "fragile", "hello", None).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        for _ in 0..5 {
+            let asked = std::time::Instant::now();
+            let health = reqwest::get(format!("{}/healthz", server.base))
+                .await
+                .expect("health answers");
+            assert_eq!(health.status(), 200);
+            let (status, _, body) = send(&server.base, "echo", "still here", None).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(asked.elapsed() < std::time::Duration::from_secs(1));
+        }
+        let (status, _, body) = hanging.await.expect("the hanging call ends");
+        assert_eq!(status, 200, "{body}");
+        let message = failed_with(&body);
+        assert!(
+            message.contains("3.0 s") || message.contains("3 s"),
+            "{message}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(2900)
+                && took < std::time::Duration::from_secs(8),
+            "{took:?}"
+        );
+        // The provider's connection was dropped, not left hanging.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while fake.disconnects() == dropped_before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hung call was never closed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     });
 }
