@@ -154,6 +154,7 @@ impl AgentFactory for ModelRuntime {
             config.max_tokens = u64::from(max_tokens);
         }
         config.temperature = spec.temperature;
+        config.history_max_tokens = spec.history_max_tokens;
         if let Some(max_tool_calls) = spec.max_tool_calls {
             config.max_tool_calls = max_tool_calls;
         }

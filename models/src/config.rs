@@ -63,6 +63,10 @@ pub struct ModelAgentConfig {
     pub max_tool_calls: u32,
     /// The longest one turn may take, tool calls included.
     pub timeout: Duration,
+    /// The most tokens of earlier turns sent with each call (the
+    /// conversation window, see [`crate::window`]); `None` sends every
+    /// stored turn.
+    pub history_max_tokens: Option<u32>,
 }
 
 // === impl ModelAgentConfig ===
@@ -105,6 +109,7 @@ impl ModelAgentConfig {
             temperature: None,
             max_tool_calls: Self::DEFAULT_MAX_TOOL_CALLS,
             timeout: Self::DEFAULT_TIMEOUT,
+            history_max_tokens: None,
         }
     }
 }

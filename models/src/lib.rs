@@ -24,6 +24,7 @@ pub mod meter;
 pub mod provider;
 pub mod tools;
 pub mod types;
+pub mod window;
 
 pub use config::{card, ModelAgentConfig, SkillSpec};
 pub use conversation::{Conversations, InMemoryConversations};

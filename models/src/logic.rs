@@ -1,7 +1,8 @@
 //! [`ModelLogic`]: the [`AgentLogic`] of one model agent.
 //!
 //! One turn (one A2A message):
-//! 1. WORKING; the context's conversation is loaded ([`Conversations`]).
+//! 1. WORKING; the context's conversation is loaded ([`Conversations`])
+//!    and trimmed to the agent's token window ([`crate::window`]).
 //! 2. Before each provider call the organisation's allowance is read
 //!    ([`Meter`]): none left fails the task before the call; otherwise
 //!    `max_tokens` is capped at what is left. The key is resolved for every
@@ -40,6 +41,7 @@ use crate::meter::{Meter, UsageRecord};
 use crate::provider::Provider;
 use crate::tools::{ToolCallRecord, ToolCaller, ToolInvocation, ToolOutcome};
 use crate::types::{ChatEvent, ChatMessage, ChatRequest, ToolCall, Usage};
+use crate::window::TokenCounter;
 
 /// Runs one model agent as an A2A agent.
 pub struct ModelLogic {
@@ -125,10 +127,14 @@ impl ModelLogic {
         turn: &mut Turn,
     ) -> Result<Vec<Value>, ModelError> {
         let config = &self.config;
-        let history = self
+        let mut history = self
             .conversations
             .load(&config.name, context.context_id())
             .await?;
+        if let Some(window) = config.history_max_tokens {
+            let counter = TokenCounter::for_model(self.provider.kind(), &config.model);
+            history = crate::window::trim(history, window as usize, counter);
+        }
         let mut said = vec![ChatMessage::user(message_text(message))];
         let artifact_id = format!("{}-answer", context.task_id());
         let payer = payer(config, message)?;

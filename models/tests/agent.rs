@@ -525,3 +525,44 @@ async fn an_output_schema_answer_is_a_validated_data_part() {
         "{bad}"
     );
 }
+
+#[tokio::test]
+async fn earlier_turns_are_trimmed_to_the_token_window_oldest_first() {
+    use convergio_models::window::{TokenCounter, MESSAGE_OVERHEAD};
+    for kind in KINDS {
+        let fake = fake(kind).await;
+        let answers = ["First answer.", "Second answer.", "Third answer."];
+        fake.push(answers.map(|answer| FakeReply::text(answer, 1, usage(5, 3))));
+        // The window holds exactly the last earlier turn (question and
+        // answer) of the model's encoding, not the one before.
+        let counter = TokenCounter::for_model(kind, "fake-model");
+        let window = counter.text("Second question?")
+            + counter.text("Second answer.")
+            + 2 * MESSAGE_OVERHEAD;
+        let mut config = config(&fake, kind);
+        config.history_max_tokens = Some(window as u32);
+        let agent = serve(config, Parts::default()).await;
+        let context_id = format!("ctx-{}", uuid::Uuid::new_v4());
+        for question in ["First question?", "Second question?", "Third question?"] {
+            let answer = send(&agent.base_url, question, Some(&context_id)).await;
+            assert_eq!(state(&answer), "TASK_STATE_COMPLETED", "{answer}");
+        }
+        let requests = fake.requests();
+        let texts = request_texts(kind, &requests[1].body);
+        assert!(
+            texts.contains(&"First answer.".to_owned()),
+            "{kind}: {texts:?}"
+        );
+        let texts = request_texts(kind, &requests[2].body);
+        assert!(
+            !texts.iter().any(|text| text.starts_with("First")),
+            "{kind}: the oldest turn left the window: {texts:?}"
+        );
+        for kept in ["Second question?", "Second answer.", "Third question?"] {
+            assert!(
+                texts.contains(&kept.to_owned()),
+                "{kind}: {kept} in {texts:?}"
+            );
+        }
+    }
+}

@@ -219,6 +219,10 @@ pub struct ModelAgentSpec {
     /// The whole call's bound, in seconds (capped by the server's maximum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The conversation window: the most tokens of a context's earlier
+    /// turns sent with each call (oldest whole turns dropped first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_max_tokens: Option<u32>,
 }
 
 /// Why a document is not a valid model agent declaration.
