@@ -6,6 +6,8 @@
 //! `schemas` crate keeps the wire types every crate shares (cards, A2A,
 //! problems).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -105,6 +107,9 @@ pub struct RunOutcome {
     pub error: Option<String>,
     /// The §8.1 trace.
     pub trace: Trace,
+    /// The run's shared state at its end, when the graph declares one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<String, Value>,
 }
 
 impl From<&RunResult> for RunOutcome {
@@ -116,6 +121,7 @@ impl From<&RunResult> for RunOutcome {
             output: result.output.clone(),
             error: result.error.clone(),
             trace: result.trace.clone(),
+            state: result.state.shared.clone(),
         }
     }
 }

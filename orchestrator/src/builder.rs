@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use crate::dsl::{
     Condition, EdgeSpec, ExecutionSpec, GraphConfig, GraphSpec, NodeKind, NodeSpec, OnError,
-    OneOrMany, RouteRule, When,
+    OneOrMany, Reducer, RouteRule, StateKeySpec, When,
 };
 use crate::graph::Graph;
 use crate::validate::{validate, AgentCatalog, Limits, ValidationError};
@@ -81,6 +81,7 @@ impl Graph {
                 config: GraphConfig::default(),
                 execution: ExecutionSpec::default(),
                 subgraphs: BTreeMap::new(),
+                state: BTreeMap::new(),
                 source: None,
             },
             groups: BTreeMap::new(),
@@ -103,6 +104,7 @@ fn node(id: &str, agent: Option<&str>) -> NodeSpec {
         default_route: None,
         subgraph: None,
         memory: None,
+        update_state: BTreeMap::new(),
     }
 }
 
@@ -208,6 +210,28 @@ impl GraphBuilder {
     pub fn on_error(mut self, on_error: OnError) -> Self {
         for last in self.last_nodes() {
             last.on_error = Some(on_error.clone());
+        }
+        self
+    }
+
+    /// Declares shared state key `key` with `reducer` (issue 20); nodes
+    /// read it as input `state.<key>`.
+    pub fn state(mut self, key: &str, reducer: Reducer) -> Self {
+        self.spec.state.insert(
+            key.to_owned(),
+            StateKeySpec {
+                reducer,
+                initial: None,
+            },
+        );
+        self
+    }
+
+    /// Makes the nodes the last `add_*` call added update state `key` from
+    /// `from` (`output` or `output.<path>`) when they succeed.
+    pub fn update_state(mut self, key: &str, from: &str) -> Self {
+        for last in self.last_nodes() {
+            last.update_state.insert(key.to_owned(), from.to_owned());
         }
         self
     }

@@ -33,6 +33,13 @@
 //!   reaching it ends the run with status `iteration_limit`.
 //! - `execution.max_tokens_per_run`, `max_tool_calls_per_run` and
 //!   `max_cost_per_run`: run budgets.
+//! - `state: {key: {reducer: last|append|merge, initial}}`: the run's
+//!   shared state (issue 20). Nodes read a key as input `state.<key>` and
+//!   update keys when they succeed (`update_state: {key: output[.path]}`),
+//!   all of a node's updates or none (an update that does not fit its
+//!   reducer fails the node); the changes are part of the node's
+//!   checkpointed step, so a resume applies none twice. The result shows
+//!   the final state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -66,6 +73,10 @@ pub struct GraphSpec {
     /// Named sub-graphs that `subgraph` nodes run (extension).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub subgraphs: BTreeMap<String, GraphSpec>,
+    /// The run's shared state (issue 20): keys nodes read as inputs
+    /// (`state.<key>`) and update from outputs (`update_state`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<String, StateKeySpec>,
     /// The source text, kept to point validation errors at lines.
     #[serde(skip)]
     pub source: Option<Arc<str>>,
@@ -138,6 +149,71 @@ pub struct NodeSpec {
     /// succeeds (agent and judge nodes; issue 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<NodeMemorySpec>,
+    /// State keys this node updates when it succeeds: key → `output` or
+    /// `output.<path>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub update_state: BTreeMap<String, String>,
+}
+
+/// One key of a run's shared state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateKeySpec {
+    /// How updates combine with the value.
+    #[serde(default)]
+    pub reducer: Reducer,
+    /// The value before any update (default: `null`, `[]` or `{}` by reducer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<Value>,
+}
+
+/// How a shared state key combines an update with its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reducer {
+    /// The newest update replaces the value.
+    #[default]
+    Last,
+    /// The value is a list; an update adds its value (each element of a list).
+    Append,
+    /// The value is an object; an update's keys replace its keys.
+    Merge,
+}
+
+// === impl Reducer ===
+
+impl Reducer {
+    /// The value before any update.
+    pub fn empty(self) -> Value {
+        match self {
+            Self::Last => Value::Null,
+            Self::Append => Value::Array(Vec::new()),
+            Self::Merge => Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    /// `current` after `update`, or why the update does not fit.
+    pub fn reduce(self, current: &mut Value, update: Value) -> Result<(), String> {
+        match self {
+            Self::Last => *current = update,
+            Self::Append => {
+                let Value::Array(items) = current else {
+                    return Err("an append key's value is not a list".to_owned());
+                };
+                match update {
+                    Value::Array(more) => items.extend(more),
+                    one => items.push(one),
+                }
+            }
+            Self::Merge => {
+                let (Value::Object(fields), Value::Object(update)) = (&mut *current, update) else {
+                    return Err("a merge key takes an object".to_owned());
+                };
+                fields.extend(update);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A node's `memory:`: namespaces searched before the call (the hits

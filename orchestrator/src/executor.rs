@@ -47,7 +47,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::dispatch::{AgentCall, Dispatch, MemoryAction, MemoryOp, Usage};
-use crate::dsl::{lookup_path, Backoff, NodeKind, OnError, SimpleStrategy, When, WhenKeyword};
+use crate::dsl::{
+    lookup_path, Backoff, NodeKind, OnError, Reducer, SimpleStrategy, When, WhenKeyword,
+};
 use crate::error::{DispatchError, OrchestratorError};
 use crate::graph::{route, Graph, InputRef, Node};
 use crate::journal::{
@@ -1130,6 +1132,8 @@ struct Durable {
     agents: Vec<String>,
     executions_saved: usize,
     input_changed: bool,
+    /// Shared state keys changed since the last step.
+    shared: Vec<String>,
     /// The re-plan the next step records.
     revision: Option<Box<PlanRevision>>,
     /// Set once the journal failed: nothing more is written, and the run
@@ -1152,6 +1156,7 @@ impl Durable {
             agents: Vec::new(),
             executions_saved: 0,
             input_changed: false,
+            shared: Vec::new(),
             revision: None,
             failed: false,
         }
@@ -1305,6 +1310,7 @@ impl Run {
             replan: None,
             pending_replan: None,
             revisions: Vec::new(),
+            shared: graph.initial_state(),
         };
         Self::restore(inner, graph, state, events, caller, origin)
     }
@@ -1464,12 +1470,21 @@ impl Run {
             .unwrap_or_default();
         durable.executions_saved = state.executions.len();
         let input = std::mem::take(&mut durable.input_changed).then(|| state.input.clone());
+        let shared = durable
+            .shared
+            .drain(..)
+            .map(|key| {
+                let value = state.shared.get(&key).cloned().unwrap_or(Value::Null);
+                (key, value)
+            })
+            .collect();
         Some(StepDelta {
             seq: durable.seq,
             nodes,
             edges,
             ready: self.ready.iter().copied().collect(),
             usage: state.usage,
+            shared,
             agent_usage,
             executions,
             status: state.status,
@@ -1804,6 +1819,9 @@ impl Run {
                         InputRef::Graph { name } => {
                             sub_input.insert(name.to_string(), value);
                         }
+                        InputRef::State { label, .. } => {
+                            sub_input.insert(label.to_string(), value);
+                        }
                         InputRef::Node { node, .. } => {
                             sub_input.insert(graph.nodes[*node as usize].id.to_string(), value);
                         }
@@ -1974,7 +1992,11 @@ impl Run {
                 match budget_error(&graph, &outcome.agent, agent_usage, self.state.usage) {
                     // Budget errors are final: retrying would only spend more.
                     Some(error) => Err((error, false, usage)),
-                    None => Ok((output, usage)),
+                    // So are outputs that do not fit the state they update.
+                    None => match self.update_shared(&graph, index, &output) {
+                        Ok(()) => Ok((output, usage)),
+                        Err(error) => Err((error, false, usage)),
+                    },
                 }
             }
             Err((error, retryable)) => Err((error, retryable, Usage::default())),
@@ -2128,6 +2150,46 @@ impl Run {
                 );
             }
         }
+    }
+
+    /// Applies a successful node's `update_state` through the keys'
+    /// reducers, all of them or none; the changes go in the node's step.
+    fn update_shared(&mut self, graph: &Graph, index: usize, output: &Value) -> Result<(), String> {
+        let node = &graph.nodes[index];
+        let mut changed = Vec::with_capacity(node.update_state.len());
+        for update in &node.update_state {
+            let value = match &update.path {
+                None => output.clone(),
+                Some(path) => lookup_path(output, path).cloned().unwrap_or(Value::Null),
+            };
+            let reducer = graph
+                .state
+                .get(&*update.key)
+                .map_or(Reducer::Last, |spec| spec.reducer);
+            let mut current = changed
+                .iter()
+                .rev()
+                .find(|(key, _)| key == &*update.key)
+                .map(|(_, value): &(String, Value)| value.clone())
+                .or_else(|| self.state.shared.get(&*update.key).cloned())
+                .unwrap_or_else(|| reducer.empty());
+            reducer.reduce(&mut current, value).map_err(|reason| {
+                format!(
+                    "node `{}` could not update state `{}`: {reason}",
+                    node.id, update.key
+                )
+            })?;
+            changed.push((update.key.to_string(), current));
+        }
+        for (key, value) in changed {
+            if let Some(durable) = &mut self.durable {
+                if !durable.shared.contains(&key) {
+                    durable.shared.push(key.clone());
+                }
+            }
+            self.state.shared.insert(key, value);
+        }
+        Ok(())
     }
 
     fn record_execution(
@@ -2615,6 +2677,10 @@ fn resolve_input<'g>(input: &'g InputRef, state: &RunState) -> (&'g str, Value) 
         InputRef::Graph { name } => (
             &**name,
             state.input.get(&**name).cloned().unwrap_or(Value::Null),
+        ),
+        InputRef::State { key, label } => (
+            &**label,
+            state.shared.get(&**key).cloned().unwrap_or(Value::Null),
         ),
         InputRef::Node { node, path, label } => {
             let output = &state.nodes[*node as usize].output;

@@ -6,10 +6,13 @@
 //! every index is in range, every back edge closes a bounded cycle, and every
 //! node is reachable from an entry.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dsl::{Condition, ExecutionSpec, GraphConfig, NodeKind, OnError, RouteRule, When};
+use crate::dsl::{
+    Condition, ExecutionSpec, GraphConfig, NodeKind, OnError, RouteRule, StateKeySpec, When,
+};
 
 /// A validated graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +35,8 @@ pub struct Graph {
     pub execution: ExecutionSpec,
     /// Graph input names some node references.
     pub graph_inputs: Vec<String>,
+    /// The run's shared state keys and their reducers (issue 20).
+    pub state: BTreeMap<String, StateKeySpec>,
     pub(crate) out_edges: Vec<Vec<u32>>,
     pub(crate) forward_in: Vec<u32>,
     pub(crate) back_in: Vec<u32>,
@@ -62,6 +67,8 @@ pub struct Node {
     pub subgraph: Option<Arc<Graph>>,
     /// Memory searched before the call and written after success.
     pub memory: NodeMemory,
+    /// Shared state keys it updates when it succeeds (issue 20).
+    pub update_state: Vec<StateUpdate>,
 }
 
 /// A validated node `memory:`.
@@ -84,6 +91,32 @@ pub struct MemoryRead {
     pub top_k: u32,
 }
 
+// === impl Graph (shared state) ===
+
+impl Graph {
+    /// The shared state before any update: each key's `initial`, else the
+    /// reducer's empty value.
+    pub fn initial_state(&self) -> BTreeMap<String, serde_json::Value> {
+        self.state
+            .iter()
+            .map(|(key, spec)| {
+                let value = spec.initial.clone().unwrap_or_else(|| spec.reducer.empty());
+                (key.clone(), value)
+            })
+            .collect()
+    }
+}
+
+/// One `update_state` entry of a node: the key and where in the output
+/// its update is (`None`: the whole output).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateUpdate {
+    /// The state key.
+    pub key: Arc<str>,
+    /// A dot path inside the output.
+    pub path: Option<String>,
+}
+
 /// Where a node input comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputRef {
@@ -93,6 +126,13 @@ pub enum InputRef {
     Graph {
         /// The field name.
         name: Arc<str>,
+    },
+    /// A key of the run's shared state (`state.notes`).
+    State {
+        /// The key.
+        key: Arc<str>,
+        /// The reference as written; the key in the message's data part.
+        label: Arc<str>,
     },
     /// Another node's output (`analyzer.output`, or `router.output.label`).
     Node {

@@ -89,6 +89,9 @@ pub struct StepDelta {
     pub ready: Vec<u32>,
     /// The run's usage after the step.
     pub usage: Usage,
+    /// Shared state keys that changed in the step, with their new values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<(String, Value)>,
     /// Per-agent usage that changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_usage: Vec<(String, Usage)>,
@@ -276,6 +279,7 @@ impl RunState {
             replan: header.replan.clone(),
             pending_replan: None,
             revisions: Vec::new(),
+            shared: graph.initial_state(),
         }
     }
 
@@ -356,6 +360,9 @@ impl RunState {
             self.input = input.clone();
         }
         self.pending_replan.clone_from(&delta.pending_replan);
+        for (key, value) in &delta.shared {
+            self.shared.insert(key.clone(), value.clone());
+        }
         Ok(())
     }
 }

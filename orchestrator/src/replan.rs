@@ -157,6 +157,7 @@ fn shape(graph: &Graph, id: &str) -> Option<(Option<String>, Vec<String>, BTreeS
         .map(|input| match input {
             InputRef::WholeInput => "input".to_owned(),
             InputRef::Graph { name } => name.to_string(),
+            InputRef::State { label, .. } => label.to_string(),
             InputRef::Node { label, .. } => label.to_string(),
         })
         .collect();

@@ -294,6 +294,9 @@ pub struct RunState {
     /// The re-plans made, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revisions: Vec<RevisionSummary>,
+    /// The run's shared state (issue 20), by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared: BTreeMap<String, Value>,
 }
 
 /// A summary of a run, for status lookups.

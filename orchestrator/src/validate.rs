@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dsl::{GraphSpec, NodeKind, NodeSpec, OnError, SimpleStrategy};
-use crate::graph::{Edge, Graph, InputRef, MemoryRead, Node, NodeMemory};
+use crate::dsl::{GraphSpec, NodeKind, NodeSpec, OnError, Reducer, SimpleStrategy, StateKeySpec};
+use crate::graph::{Edge, Graph, InputRef, MemoryRead, Node, NodeMemory, StateUpdate};
 use crate::source::SourceMap;
 
 /// The validation error types live in the crate's error module (which the
@@ -223,6 +223,7 @@ fn validate_inner(
     for (index, node) in spec.nodes.iter().enumerate().rev() {
         index_of.insert(node.id.as_str(), index as u32);
     }
+    check_state(spec, &index_of, prefix, out);
 
     // Groups.
     let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -380,7 +381,7 @@ fn validate_inner(
         };
         let mut inputs = Vec::with_capacity(node.inputs.len());
         for (input_index, reference) in node.inputs.iter().enumerate() {
-            match parse_reference(reference, &index_of) {
+            match parse_reference(reference, &index_of, &spec.state) {
                 Ok(input) => {
                     if let InputRef::Graph { name } = &input {
                         graph_inputs.insert(name.to_string());
@@ -395,6 +396,7 @@ fn validate_inner(
             }
         }
         let memory = node_memory(node, kind, &index_of, &pointer, &mut graph_inputs, out);
+        let update_state = node_state_updates(node, &spec.state, &pointer, out);
         nodes.push(Node {
             id: Arc::from(node.id.as_str()),
             kind,
@@ -409,6 +411,7 @@ fn validate_inner(
             default_route: node.default_route.clone(),
             subgraph,
             memory,
+            update_state,
         });
     }
 
@@ -570,6 +573,7 @@ fn validate_inner(
         config: spec.config.clone(),
         execution: spec.execution.clone(),
         graph_inputs: graph_inputs.into_iter().collect(),
+        state: spec.state.clone(),
         out_edges,
         forward_in,
         back_in,
@@ -627,7 +631,7 @@ fn node_memory(
                 ),
             );
         }
-        match parse_reference(&read.query, index_of) {
+        match parse_reference(&read.query, index_of, &BTreeMap::new()) {
             Ok(query) => {
                 if let InputRef::Graph { name } = &query {
                     graph_inputs.insert(name.to_string());
@@ -669,8 +673,121 @@ fn node_memory(
     memory
 }
 
-/// Parses an input reference: `name` (graph input) or `node.output[.path]`.
-fn parse_reference(reference: &str, index_of: &HashMap<&str, u32>) -> Result<InputRef, String> {
+/// Checks the shared state's declaration (issue 20): `state` is no node's
+/// id when the graph declares state, and each key's initial value fits its
+/// reducer.
+fn check_state(
+    spec: &GraphSpec,
+    index_of: &HashMap<&str, u32>,
+    prefix: &str,
+    out: &mut Collector<'_, '_>,
+) {
+    if spec.state.is_empty() {
+        return;
+    }
+    if let Some(index) = index_of.get(STATE_PREFIX) {
+        out.push(
+            ValidationCode::InvalidNode,
+            format!("{prefix}/nodes/{index}/id"),
+            "node id `state` is reserved when the graph declares `state:`".to_owned(),
+        );
+    }
+    for (key, declared) in &spec.state {
+        let fits = match (declared.reducer, &declared.initial) {
+            (_, None) | (Reducer::Last, Some(_)) => true,
+            (Reducer::Append, Some(initial)) => initial.is_array(),
+            (Reducer::Merge, Some(initial)) => initial.is_object(),
+        };
+        if !fits {
+            out.push(
+                ValidationCode::InvalidNode,
+                format!("{prefix}/state/{key}/initial"),
+                format!(
+                    "state key `{key}`: an {} key's initial value must be a {}",
+                    if declared.reducer == Reducer::Append {
+                        "append"
+                    } else {
+                        "merge"
+                    },
+                    if declared.reducer == Reducer::Append {
+                        "list"
+                    } else {
+                        "object"
+                    },
+                ),
+            );
+        }
+    }
+}
+
+/// Checks a node's `update_state`: each key is declared, each source is
+/// `output` or `output.<path>`.
+fn node_state_updates(
+    node: &NodeSpec,
+    state: &BTreeMap<String, StateKeySpec>,
+    pointer: &str,
+    out: &mut Collector<'_, '_>,
+) -> Vec<StateUpdate> {
+    let mut updates = Vec::with_capacity(node.update_state.len());
+    for (key, from) in &node.update_state {
+        let at = format!("{pointer}/update_state/{key}");
+        if !state.contains_key(key) {
+            out.push(
+                ValidationCode::InvalidNode,
+                at,
+                format!(
+                    "node `{}` updates state key `{key}`, which `state:` does not declare",
+                    node.id
+                ),
+            );
+            continue;
+        }
+        let path = match from.split_once('.') {
+            None if from == "output" => None,
+            Some(("output", path)) if !path.is_empty() => Some(path.to_owned()),
+            _ => {
+                out.push(
+                    ValidationCode::InvalidNode,
+                    at,
+                    format!("node `{}`: state key `{key}` is updated from `output` or `output.<path>`, not `{from}`", node.id),
+                );
+                continue;
+            }
+        };
+        updates.push(StateUpdate {
+            key: Arc::from(key.as_str()),
+            path,
+        });
+    }
+    updates
+}
+
+/// The reference prefix of shared state keys (`state.notes`).
+const STATE_PREFIX: &str = "state";
+
+/// Parses an input reference: `name` (graph input), `state.<key>` (when
+/// the graph declares state) or `node.output[.path]`.
+fn parse_reference(
+    reference: &str,
+    index_of: &HashMap<&str, u32>,
+    state: &BTreeMap<String, StateKeySpec>,
+) -> Result<InputRef, String> {
+    if let Some(key) = reference
+        .strip_prefix(STATE_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .filter(|_| !state.is_empty())
+    {
+        return if state.contains_key(key) {
+            Ok(InputRef::State {
+                key: Arc::from(key),
+                label: Arc::from(reference),
+            })
+        } else {
+            Err(format!(
+                "input `{reference}` names state key `{key}`, which `state:` does not declare"
+            ))
+        };
+    }
     match reference.split_once('.') {
         None if !reference.is_empty() => Ok(InputRef::Graph {
             name: Arc::from(reference),

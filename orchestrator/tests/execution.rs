@@ -691,3 +691,59 @@ async fn absurd_timeouts_are_capped_instead_of_overflowing() {
     assert_eq!(result.status, RunStatus::Succeeded);
     assert_eq!(result.output, json!("fine"));
 }
+
+#[tokio::test]
+async fn shared_state_reducers_combine_parallel_updates_and_a_misfit_fails_the_node() {
+    let yaml = "name: shared\nstate:\n  notes: {reducer: append}\n  facts: {reducer: merge, initial: {seed: 0}}\n  last: {}\nnodes:\n  - {id: a, agent: data, inputs: [text], update_state: {notes: output.note, facts: output.facts, last: output.note}}\n  - {id: b, agent: data, inputs: [text], update_state: {notes: output.note, facts: output.facts, last: output.note}}\n  - {id: c, agent: echo, inputs: [state.notes, state.facts]}\nedges:\n  - {from: [a, b], to: c}\n";
+    let agents = Arc::new(
+        FakeAgents::new()
+            .agent("data", |call| {
+                let node = call.node_id.clone();
+                data_reply(json!({"note": [node.clone()], "facts": {node: true}}))
+            })
+            .agent("echo", |call| {
+                text_reply(&call.message["parts"].to_string())
+            }),
+    );
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!({"text": "go"}))
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.error);
+    let shared = &result.state.shared;
+    let mut notes: Vec<&str> = shared["notes"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|note| note.as_str())
+        .collect();
+    notes.sort_unstable();
+    assert_eq!(notes, ["a", "b"], "a list update adds each element");
+    assert_eq!(shared["facts"], json!({"seed": 0, "a": true, "b": true}));
+    assert!(shared["last"] == json!(["a"]) || shared["last"] == json!(["b"]));
+    let c = result.state.nodes[2]
+        .output
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert!(c.contains("state.notes") && c.contains("seed"), "{c}");
+
+    // A merge key given a non-object fails the node, with nothing applied.
+    // (`notes` is reduced first: keys go in order.)
+    let misfit = "name: misfit\nstate:\n  zfacts: {reducer: merge}\n  notes: {reducer: append}\nnodes:\n  - {id: a, agent: echo, inputs: [text], update_state: {notes: output, zfacts: output}}\n";
+    let result = executor(agents)
+        .run(graph(misfit), json!({"text": "go"}))
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::Failed);
+    let error = result.error.unwrap_or_default();
+    assert!(
+        error.contains("could not update state `zfacts`: a merge key takes an object"),
+        "{error}"
+    );
+    assert_eq!(
+        result.state.shared["notes"],
+        json!([]),
+        "all updates or none"
+    );
+}

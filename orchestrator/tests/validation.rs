@@ -286,3 +286,35 @@ fn a_ten_thousand_node_chain_validates_without_deep_recursion() {
         ValidationCode::TooLarge
     );
 }
+
+#[test]
+fn shared_state_references_and_updates_are_checked() {
+    let yaml = "name: s\nstate:\n  notes: {reducer: append, initial: {}}\n  best: {}\nnodes:\n  - {id: state, agent: a}\n  - {id: b, agent: a, inputs: [state.missing, state.best], update_state: {nope: output, best: output.x}}\n";
+    let spec = parse_yaml(yaml).expect("schema-valid");
+    let errors = validate(&spec, &AnyAgent, &Limits::default()).expect_err("invalid");
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let expect = [
+        "node id `state` is reserved",
+        "an append key's initial value must be a list",
+        "state key `missing`, which `state:` does not declare",
+        "updates state key `nope`, which `state:` does not declare",
+    ];
+    for expected in expect {
+        assert!(
+            messages.iter().any(|message| message.contains(expected)),
+            "{expected} in {messages:?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{messages:?}");
+    // The schema refuses a source other than the output.
+    let bad = "name: s\nstate: {k: {}}\nnodes:\n  - {id: b, agent: a, update_state: {k: input}}\n";
+    assert!(parse_yaml(bad).is_err());
+    // The builder declares the same.
+    let built = Graph::new("s")
+        .state("notes", convergio_orchestrator::dsl::Reducer::Append)
+        .add_node("b", "a")
+        .update_state("notes", "output")
+        .build(&AnyAgent, &Limits::default())
+        .expect("valid");
+    assert_eq!(built.nodes[0].update_state.len(), 1);
+}

@@ -27,6 +27,7 @@ pub fn to_graph(plan: &PlanDocument, name: &str, constraints: &Constraints) -> G
             default_route: None,
             subgraph: None,
             memory: None,
+            update_state: Default::default(),
         })
         .collect();
     let mut edges = Vec::new();
@@ -65,6 +66,7 @@ pub fn to_graph(plan: &PlanDocument, name: &str, constraints: &Constraints) -> G
             ..ExecutionSpec::default()
         },
         subgraphs: Default::default(),
+        state: Default::default(),
         source: None,
     }
 }

@@ -50,6 +50,21 @@ edges:
 config: {checkpoint_enabled: true}
 "#;
 
+const SHARED: &str = r#"
+name: shared
+state:
+  notes: {reducer: append}
+nodes:
+  - {id: a, agent: worker, inputs: [topic], update_state: {notes: output}}
+  - {id: x, agent: worker, inputs: [a.output], update_state: {notes: output}}
+  - {id: y, agent: worker, inputs: [a.output], update_state: {notes: output}}
+  - {id: z, agent: worker, inputs: [state.notes]}
+edges:
+  - {from: a, to: [x, y]}
+  - {from: [x, y], to: z}
+config: {checkpoint_enabled: true}
+"#;
+
 const HUMAN: &str = r#"
 name: reviewed
 nodes:
@@ -368,6 +383,39 @@ async fn fan_out_crash_keeps_the_finished_branch(harness: Harness) {
             assert_eq!(*old, message_id, "{node} re-sent with its message id");
         }
     }
+}
+
+/// Shared state (issue 20) is part of each node's step: a crash while `y`
+/// runs and a resume leave every node's update in the state exactly once.
+async fn shared_state_survives_a_crash_without_duplicate_updates(harness: Harness) {
+    let (run_id, _) = crash_at(&harness, SHARED, "y").await;
+    let store = harness.store("replica-a").await;
+    let agents = Arc::new(Agents::default());
+    let executor = executor(agents.clone(), store);
+    let events = executor
+        .continue_stream(run_id, Continue::Resume, None, None)
+        .await
+        .expect("the run resumes");
+    let result = finish(&executor, events).await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.error);
+    let mut notes: Vec<String> = result.state.shared["notes"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|note| note.as_str().unwrap_or_default().to_owned())
+        .collect();
+    notes.sort();
+    assert_eq!(notes, ["a(rust)", "x(a(rust))", "y(a(rust))"]);
+    // `z` read the whole list, as a data part.
+    let z = result.state.nodes[3]
+        .output
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for note in &notes {
+        assert!(z.contains(note.as_str()), "{z}");
+    }
+    assert_eq!(agents.count("a"), 0, "a finished before the crash");
 }
 
 async fn humans_approve_input_and_reject(harness: Harness) {
@@ -918,6 +966,7 @@ convergio_tests::on_both_backends!(
     replay_rebuilds_the_final_state,
     crash_mid_run_resumes_without_calling_finished_nodes_again,
     fan_out_crash_keeps_the_finished_branch,
+    shared_state_survives_a_crash_without_duplicate_updates,
     humans_approve_input_and_reject,
     named_checkpoints_resume_as_new_runs,
     bad_rows_and_requests_are_refused_without_changes,
