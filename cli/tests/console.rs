@@ -688,6 +688,9 @@ fn the_console_walks_the_issue_scenario_in_headless_chromium() {
             ("CONVERGIO_JWT_ISSUER", JWT_ISSUER),
             ("CONVERGIO_JWT_AUDIENCE", JWT_AUDIENCE),
             ("CONVERGIO_JWKS_FILE", jwks_path),
+            // The partner answers federated discovery on a machine that
+            // may be busy with a parallel suite: more than the 2 s default.
+            ("CONVERGIO_FEDERATION_DISCOVERY_TIMEOUT_MS", "30000"),
         ],
     );
     let mut scenario = runtime.block_on(prepare(
