@@ -730,7 +730,7 @@ fn print_output(output: &Value) {
 
 /// Lays out `rows` under `header` in columns as wide as their widest cell
 /// (counted in characters); columns listed in `right` are right-aligned.
-fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
     for row in rows {
         for (column, cell) in row.iter().enumerate() {
@@ -865,7 +865,7 @@ fn runs_table(list: &Value) -> String {
     text
 }
 
-fn text_of(value: &Value) -> String {
+pub(crate) fn text_of(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Null => "-".to_owned(),

@@ -6,7 +6,7 @@
 //! approve/reject routes are printed; with `--replan N` a failed step makes
 //! the planner plan again from that point, at most N times (§9.2). The plan id goes to stderr, so stdout
 //! stays the plan (or the result). `convergio plans show|execute|approve|
-//! reject ID` work on a stored plan.
+//! reject ID` work on a stored plan; `convergio plans list` lists yours.
 
 use anyhow::Context;
 use convergio_planner::PlanDocument;
@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use crate::client::Client;
-use crate::graph::{parse_inputs, print_result};
+use crate::graph::{parse_inputs, print_result, table, text_of};
 use crate::ServerArgs;
 
 /// `convergio plan`'s arguments.
@@ -59,9 +59,21 @@ pub struct PlanArgs {
     inputs: Vec<String>,
 }
 
-/// `convergio plans` subcommands: a stored plan, by id.
+/// `convergio plans` subcommands: your plans, or a stored plan by id.
 #[derive(Debug, clap::Subcommand)]
 pub enum PlansCommand {
+    /// List your plans, newest first (the latest version of each).
+    List {
+        /// Only plans in this status (proposed, awaiting_review, rejected, executed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Plans per page.
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// The page after the one that printed this token.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
     /// Show a plan (yours only) and the graph it runs.
     Show {
         /// The plan id.
@@ -110,6 +122,25 @@ pub async fn plans(server: &ServerArgs, command: PlansCommand) -> anyhow::Result
         )
     };
     let (method, path, body) = match &command {
+        PlansCommand::List {
+            status,
+            page_size,
+            page_token,
+        } => {
+            let mut query = format!("page_size={page_size}");
+            for (name, value) in [("status", status), ("page_token", page_token)] {
+                if let Some(value) = value {
+                    query.push_str(&format!(
+                        "&{name}={}",
+                        percent_encoding::utf8_percent_encode(
+                            value,
+                            percent_encoding::NON_ALPHANUMERIC
+                        )
+                    ));
+                }
+            }
+            (Method::GET, format!("/v1/plans?{query}"), None)
+        }
         PlansCommand::Show { id, version } => {
             let mut path = path(id, "");
             if let Some(version) = version {
@@ -138,6 +169,14 @@ pub async fn plans(server: &ServerArgs, command: PlansCommand) -> anyhow::Result
     };
     let answer = client.send(method, &path, body.as_ref(), None).await?.body;
     match command {
+        PlansCommand::List { .. } => {
+            if server.json {
+                document!("{:#}", answer);
+            } else {
+                say!("{}", plans_table(&answer).trim_end());
+            }
+            Ok(())
+        }
         PlansCommand::Show { .. } | PlansCommand::Reject { .. } => {
             if server.json {
                 document!("{:#}", answer);
@@ -169,6 +208,37 @@ pub async fn plans(server: &ServerArgs, command: PlansCommand) -> anyhow::Result
             print_result(&answer, server.json)
         }
     }
+}
+
+/// `GET /v1/plans` as a table, with the next page's command when there is one.
+fn plans_table(list: &Value) -> String {
+    let plans = list["plans"].as_array().cloned().unwrap_or_default();
+    if plans.is_empty() {
+        return "no plans\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = plans
+        .iter()
+        .map(|plan| {
+            vec![
+                text_of(&plan["plan_id"]),
+                text_of(&plan["version"]),
+                text_of(&plan["status"]),
+                text_of(&plan["stored_at"]),
+                text_of(&plan["document"]["goal"]),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        &["PLAN", "VERSION", "STATUS", "STORED", "GOAL"],
+        &rows,
+        &[1],
+    );
+    if let Some(token) = list["next_page_token"].as_str() {
+        text.push_str(&format!(
+            "more: convergio plans list --page-token {token}\n"
+        ));
+    }
+    text
 }
 
 /// Makes (and optionally runs) a plan.

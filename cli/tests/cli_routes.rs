@@ -64,6 +64,7 @@ const COVERED: &[(&str, &str, &str)] = &[
     ("get", "/v1/runs/{id}/checkpoints", "graph checkpoints"),
     ("post", "/v1/runs/{id}/checkpoints", "graph checkpoints"),
     ("post", "/v1/plans", "plan"),
+    ("get", "/v1/plans", "plans list"),
     ("get", "/v1/plans/{id}", "plans show"),
     ("post", "/v1/plans/{id}", "plans execute"),
     ("get", "/v1/policies", "policy show"),

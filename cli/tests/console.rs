@@ -9,6 +9,14 @@
 //! green, approve a run waiting for a human, and see a refused action's
 //! problem message; an accessibility check on every page; and the time to
 //! first render of the agent list and of the 200-node run's graph, printed.
+//! Beyond the issue's list it also shows: the agents filtered by mode,
+//! organisation and federated (a second `convergio serve`, a peer
+//! organisation), a failed run resumed from a named checkpoint with one
+//! button, a node seen `running` live (held by an agent the script
+//! releases) before it turns `succeeded`, signing in with a bearer JWT the
+//! server verifies (and what that principal may not see or do), and the
+//! plans (make, review, approve, reject) and memory (namespaces, items,
+//! search) pages.
 //!
 //! `scripts/browser-env.sh` installs what the browser needs (Debian's
 //! chromium, the pinned npm packages); screenshots go to
@@ -23,12 +31,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use convergio_agents::logic::text_parts;
 use convergio_agents::{
     spawn_logic, AgentLogic, AgentsError, RunningAgent, ServeOptions, TaskContext,
 };
+use convergio_tests::embeddings::FakeEmbeddings;
 use serde_json::{json, Value};
 use support::{admin_token, start_with, Server};
+use tokio::sync::Semaphore;
 
 /// Agents registered for the scale check.
 const MANY_AGENTS: usize = 10_000;
@@ -80,6 +92,104 @@ impl AgentLogic for Flaky {
             reason: "fails once, for the console test".to_owned(),
         })
     }
+}
+
+/// A graph whose middle node calls the held agent, checkpointed: a run
+/// fails there once, and resuming it from a checkpoint named before lets
+/// it finish.
+const HELD_GATE: &str = r#"
+name: held_gate
+description: A node that waits until it is released, and fails once
+nodes:
+  - {id: first, agent: echo, inputs: [topic]}
+  - {id: hold, agent: held, inputs: [first.output]}
+  - {id: last, agent: echo, inputs: [hold.output]}
+edges:
+  - {from: first, to: hold}
+  - {from: hold, to: last}
+config: {checkpoint_enabled: true}
+"#;
+
+/// The text that releases one held call (sent to the held agent itself).
+const RELEASE: &str = "release";
+
+/// Holds every call until it is released (a `release` message, or
+/// [`Held::release`]), then fails the first call with each text and
+/// answers every later one. While a call is held its node is `running`,
+/// for as long as the test needs to see it so; no timing is involved.
+struct Held {
+    /// A permit per call that entered (the test waits on these).
+    entered: Semaphore,
+    /// A permit per release.
+    released: Semaphore,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            entered: Semaphore::new(0),
+            released: Semaphore::new(0),
+            seen: Mutex::default(),
+        }
+    }
+}
+
+// === impl Held ===
+
+impl Held {
+    fn release(&self) {
+        self.released.add_permits(1);
+    }
+}
+
+#[async_trait]
+impl AgentLogic for Held {
+    async fn reply(&self, message: &Value) -> Option<Value> {
+        let text = text_parts(message).join(",");
+        if text == RELEASE {
+            self.release();
+            return Some(json!({"parts": [{"text": "released"}]}));
+        }
+        self.entered.add_permits(1);
+        self.released.acquire().await.ok()?.forget();
+        let first_time = self.seen.lock().expect("seen texts").insert(text.clone());
+        if first_time {
+            return None;
+        }
+        Some(json!({"parts": [{"text": format!("held({text})")}]}))
+    }
+
+    async fn execute(&self, _message: Value, _context: TaskContext) -> Result<(), AgentsError> {
+        Err(AgentsError::Logic {
+            reason: "fails once after its release, for the console test".to_owned(),
+        })
+    }
+}
+
+/// The issuer of the console's JWT and its audience.
+const JWT_ISSUER: &str = "https://idp.console.test";
+const JWT_AUDIENCE: &str = "convergio-console";
+
+/// An EdDSA JWT for `subject` of `org` with `scope`, signed by `key`, valid
+/// for an hour.
+fn mint_jwt(key: &convergio_auth::OrgSigningKey, subject: &str, org: &str, scope: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let header = json!({"alg": "EdDSA", "kid": key.kid(), "typ": "JWT"});
+    let claims = json!({
+        "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": subject, "org": org,
+        "scope": scope, "exp": now + 3600, "nbf": now - 5,
+    });
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key.sign(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 fn card(name: &str, skill: &str) -> Value {
@@ -163,8 +273,201 @@ fn large_graph() -> String {
     yaml
 }
 
+/// Names a checkpoint of a `held_gate` run while its held node waits, then
+/// lets the run fail there: the browser resumes it from the checkpoint.
+async fn failed_run_with_checkpoint(api: &Api<'_>, held: &Held) -> Value {
+    let (status, accepted) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/runs",
+            Some(json!({"graph": "held_gate", "mode": "async", "input": {"topic": "resume-me"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_owned();
+    // `first` has finished (and its step is committed) once `hold` calls.
+    held.entered.acquire().await.expect("entered").forget();
+    let (status, checkpoint) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run_id}/checkpoints"),
+            Some(json!({"name": "before-hold"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{checkpoint}");
+    held.release();
+    // The event stream ends when the run does.
+    let events = api
+        .client
+        .get(format!("{}/v1/runs/{run_id}/events", api.server.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("the events")
+        .text()
+        .await
+        .expect("to their end");
+    assert!(events.contains("run_finished"), "{events}");
+    let (status, summary) = api
+        .send(reqwest::Method::GET, &format!("/v1/runs/{run_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["status"], "failed", "{summary}");
+    json!(run_id)
+}
+
+/// A second organisation, `partner.example`, whose `partner-echo` opted in
+/// to federation (tag `external`, trusted), peered both ways with the
+/// console's server: a federated search finds it.
+async fn federate(
+    server: &Server,
+    data_dir: &Path,
+    partner: &Server,
+    partner_dir: &Path,
+    echo: &RunningAgent,
+) {
+    let client = reqwest::Client::new();
+    let (token, partner_token) = (admin_token(data_dir), admin_token(partner_dir));
+    let mut card = echo.card();
+    card["name"] = json!("partner-echo");
+    for skill in card["skills"].as_array_mut().expect("skills") {
+        skill["tags"] = json!(["external"]);
+    }
+    let partner_api = Api {
+        server: partner,
+        token: partner_token,
+        client: client.clone(),
+    };
+    let (status, registered) = partner_api
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "partner-echo", "card": card})),
+        )
+        .await;
+    assert_eq!(status, 201, "{registered}");
+    let id = registered["id"].as_str().expect("agent id");
+    let (status, trusted) = partner_api
+        .send(
+            reqwest::Method::PUT,
+            &format!(
+                "/v1/agents/{}/trust",
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            Some(json!({"level": "trusted", "reason": "console test partner"})),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{trusted}");
+    // The partner learns this server's key from its JWKS and approves it.
+    let (status, peer) = partner_api
+        .send(
+            reqwest::Method::POST,
+            "/v1/peers",
+            Some(json!({"domain": "convergio.local", "url": server.base,
+                        "jwks_url": format!("{}/.well-known/jwks.json", server.base)})),
+        )
+        .await;
+    assert_eq!(status, 201, "{peer}");
+    let (status, peer) = partner_api
+        .send(
+            reqwest::Method::POST,
+            "/v1/peers/convergio.local/approve",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{peer}");
+    // This server pins the partner's key, read from its JWKS.
+    let jwks: Value = client
+        .get(format!("{}/.well-known/jwks.json", partner.base))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
+    let api = Api {
+        server,
+        token,
+        client,
+    };
+    let (status, peer) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/peers",
+            Some(json!({"domain": "partner.example", "url": partner.base, "keys": jwks["keys"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{peer}");
+}
+
+/// Memory to browse: a structured namespace with a record and a vector
+/// namespace (embedded by the fake provider) with two documents.
+async fn memory(api: &Api<'_>, embeddings: &FakeEmbeddings) {
+    let stored = api
+        .client
+        .put(format!("{}/v1/secrets/embeddings", api.server.base))
+        .bearer_auth(&api.token)
+        .body(EMBEDDING_KEY)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(stored.status(), 204);
+    for (path, body) in [
+        ("/v1/memory/profiles", json!({"kind": "structured"})),
+        (
+            "/v1/memory/profiles/items/ann",
+            json!({"name": "Ann", "team": "console"}),
+        ),
+        (
+            "/v1/memory/kb",
+            json!({"kind": "vector", "embedding": {"provider": "openai",
+                "base_url": embeddings.base_url, "model": "bag",
+                "api_key": "secret:embeddings", "dimensions": 32}}),
+        ),
+        (
+            "/v1/memory/kb/items/pets",
+            json!({"text": "the kitten sleeps on the sofa"}),
+        ),
+        (
+            "/v1/memory/kb/items/tax",
+            json!({"text": "quarterly tax filing is due"}),
+        ),
+    ] {
+        let (status, answer) = api.send(reqwest::Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 201, "{path}: {answer}");
+    }
+}
+
+/// The fake embedding provider's key, kept as the organisation's secret.
+const EMBEDDING_KEY: &str = "sk-console-memory-test";
+
+/// Agents that only the mode and organisation filters tell apart.
+async fn distinct_agents(api: &Api<'_>, flaky_card: &Value) {
+    let mut pdf = flaky_card.clone();
+    pdf["name"] = json!("pdf-reader");
+    pdf["defaultInputModes"] = json!(["application/pdf"]);
+    pdf["defaultOutputModes"] = json!(["text/csv"]);
+    let mut outsider = flaky_card.clone();
+    outsider["name"] = json!("outsider");
+    for body in [
+        json!({"name": "pdf-reader", "card": pdf}),
+        json!({"name": "outsider", "org": "elsewhere.example", "card": outsider}),
+    ] {
+        let (status, registered) = api
+            .send(reqwest::Method::POST, "/v1/agents", Some(body))
+            .await;
+        assert_eq!(status, 201, "{registered}");
+    }
+}
+
 /// What the browser script gets: run ids, the plain key, the peer.
-async fn prepare(server: &Server, data_dir: &Path, flaky: &RunningAgent) -> Value {
+async fn prepare(
+    server: &Server,
+    data_dir: &Path,
+    flaky: &RunningAgent,
+    held: (&RunningAgent, &Held),
+    embeddings: &FakeEmbeddings,
+) -> Value {
     let api = Api {
         server,
         token: admin_token(data_dir),
@@ -186,6 +489,17 @@ async fn prepare(server: &Server, data_dir: &Path, flaky: &RunningAgent) -> Valu
             .expect("the example pipeline");
     api.store_graph(&pipeline).await;
     api.store_graph(HUMAN_GATE).await;
+    let (held_agent, held_logic) = held;
+    let mut held_card = held_agent.card();
+    held_card["name"] = json!("held");
+    let (status, body) = api
+        .send(reqwest::Method::POST, "/v1/agents", Some(held_card))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    api.store_graph(HELD_GATE).await;
+    let failed_run = failed_run_with_checkpoint(&api, held_logic).await;
+    distinct_agents(&api, &flaky_card).await;
+    memory(&api, embeddings).await;
     // Three runs waiting for a human: to approve, reject and answer.
     let mut waiting = Vec::new();
     for topic in ["approve-me", "reject-me", "answer-me"] {
@@ -304,6 +618,9 @@ async fn prepare(server: &Server, data_dir: &Path, flaky: &RunningAgent) -> Valu
     assert_eq!(large["status"], "succeeded", "{large}");
 
     json!({
+        "failed_run": failed_run,
+        "held_url": held_agent.base_url,
+        "release": RELEASE,
         "waiting_run": waiting[0],
         "reject_run": waiting[1],
         "input_run": waiting[2],
@@ -344,8 +661,68 @@ fn the_console_walks_the_issue_scenario_in_headless_chromium() {
         .await
         .expect("the flaky agent starts")
     });
-    let server = start_with(data_dir.path(), &[("CONVERGIO_REPLICA_ID", "console-test")]);
-    let scenario = runtime.block_on(prepare(&server, data_dir.path(), &flaky));
+    let held = Arc::new(Held::default());
+    let held_agent = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        spawn_logic(
+            held.clone(),
+            card("held", "hold-then-answer"),
+            listener,
+            ServeOptions::default(),
+        )
+        .await
+        .expect("the held agent starts")
+    });
+    let embeddings = runtime.block_on(FakeEmbeddings::start(EMBEDDING_KEY, 32));
+    // Bearer JWTs of a test issuer, its key set in the data dir.
+    let issuer = convergio_auth::OrgSigningKey::generate().expect("an issuer key");
+    let jwks_file = data_dir.path().join("issuer-jwks.json");
+    std::fs::write(&jwks_file, issuer.jwks().to_string()).expect("writes the jwks");
+    let jwks_path = jwks_file.to_str().expect("a utf-8 path");
+    let server = start_with(
+        data_dir.path(),
+        &[
+            ("CONVERGIO_REPLICA_ID", "console-test"),
+            ("CONVERGIO_JWT_ISSUER", JWT_ISSUER),
+            ("CONVERGIO_JWT_AUDIENCE", JWT_AUDIENCE),
+            ("CONVERGIO_JWKS_FILE", jwks_path),
+            // The partner answers federated discovery on a machine that
+            // may be busy with a parallel suite: more than the 2 s default.
+            ("CONVERGIO_FEDERATION_DISCOVERY_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let mut scenario = runtime.block_on(prepare(
+        &server,
+        data_dir.path(),
+        &flaky,
+        (&held_agent, held.as_ref()),
+        &embeddings,
+    ));
+    // A second organisation for federated discovery.
+    let partner_dir = tempfile::tempdir().expect("temp dir");
+    let partner = start_with(
+        partner_dir.path(),
+        &[
+            ("CONVERGIO_ORG_DOMAIN", "partner.example"),
+            ("CONVERGIO_EXAMPLES", "false"),
+        ],
+    );
+    runtime.block_on(federate(
+        &server,
+        data_dir.path(),
+        &partner,
+        partner_dir.path(),
+        &flaky,
+    ));
+    // A member of this organisation who may read memory, and nothing more.
+    scenario["jwt"] = json!(mint_jwt(
+        &issuer,
+        "jwt-reader",
+        "convergio.local",
+        "memory:read"
+    ));
 
     let artifacts = root.join("target/console-artifacts");
     let browser_env = std::env::var("CONVERGIO_BROWSER_ENV")
@@ -387,5 +764,7 @@ fn the_console_walks_the_issue_scenario_in_headless_chromium() {
         timings["run_graph_ms"],
     );
     drop(server);
+    drop(partner);
     runtime.block_on(flaky.shutdown());
+    runtime.block_on(held_agent.shutdown());
 }

@@ -356,7 +356,7 @@ fn plan_id_of(stderr: &str) -> String {
 }
 
 #[test]
-fn stored_plans_are_shown_reviewed_approved_and_rejected_from_the_cli() {
+fn stored_plans_are_listed_shown_reviewed_approved_and_rejected_from_the_cli() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start(data_dir.path());
     let at = Some((&server, data_dir.path()));
@@ -408,6 +408,26 @@ fn stored_plans_are_shown_reviewed_approved_and_rejected_from_the_cli() {
     let (ok, out, err) = support::cli(at, &["plans", "approve", &second]);
     assert!(ok, "{err}");
     assert!(out.contains("# Code review report"), "{out}");
+
+    // Listed newest first; by status; one per page with the next page's command.
+    let (ok, out, err) = support::cli(at, &["plans", "list"]);
+    assert!(ok, "{err}");
+    let listed: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, [second.as_str(), first.as_str()], "{out}");
+    let (ok, out, err) = support::cli(at, &["plans", "list", "--status", "rejected"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&first) && !out.contains(&second), "{out}");
+    let (ok, out, err) = support::cli(at, &["plans", "list", "--page-size", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&second)
+            && out.contains(&format!("more: convergio plans list --page-token {second}")),
+        "{out}"
+    );
 
     let (ok, _, err) = support::cli(at, &["plans", "show", "no-such-plan"]);
     assert!(!ok);

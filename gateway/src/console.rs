@@ -77,6 +77,8 @@ pub const ASSETS: &[Asset] = &[
     asset!("js/layout.js", JS),
     asset!("js/pages/agents.js", JS),
     asset!("js/pages/runs.js", JS),
+    asset!("js/pages/plans.js", JS),
+    asset!("js/pages/memory.js", JS),
     asset!("js/pages/audit.js", JS),
     asset!("js/pages/policies.js", JS),
     asset!("js/pages/peers.js", JS),

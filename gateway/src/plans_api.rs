@@ -6,7 +6,10 @@
 //!   answers 201 with the stored plan (id, version, owner, status, the plan
 //!   document and the graph YAML it runs).
 //! - `GET /v1/plans/{id}` (`?version=N` an older version): its owner only;
-//!   anyone else gets the unknown-plan answer.
+//!   anyone else gets the unknown-plan answer. `GET /v1/plans` lists the
+//!   caller's own plans (the latest version of each), newest first (plan
+//!   ids are UUIDv7), filtered by `status`, paged by `page_size` and
+//!   `page_token`.
 //! - `POST /v1/plans/{id}:execute` `{mode, input, inputs, concurrency,
 //!   review}` validates the plan again (policy may have changed) and starts
 //!   a run of its graph through `POST /v1/runs` in-process, so every mode
@@ -54,8 +57,8 @@ use convergio_planner::compile::{run_input, to_yaml};
 use convergio_planner::replan::{keep_completed, CompletedPlanStep, FailedPlanStep, ReplanContext};
 use convergio_planner::{
     check_plan, deterministic, offending_steps, Access, AccessMap, CandidateCard, CandidateSkill,
-    Constraints, ExecutePlan, PlanDocument, PlanRequest, PlanStatus, PlanStore, PlannerError,
-    ReviewDecision, StoredPlan, ValidPlan, MAX_REPLANS,
+    Constraints, ExecutePlan, PlanDocument, PlanFilter, PlanRequest, PlanStatus, PlanStore,
+    PlannerError, ReviewDecision, StoredPlan, ValidPlan, MAX_REPLANS,
 };
 use convergio_registry::{DiscoveryQuery, Registry};
 use convergio_schemas::validate::find_nul;
@@ -766,7 +769,7 @@ impl Replanner for PlanReplanner {
 /// The plan routes. Mount behind [`crate::layers::with_layers`].
 pub fn plans_router(api: PlansApi) -> Router {
     Router::new()
-        .route("/v1/plans", axum::routing::post(create_plan))
+        .route("/v1/plans", get(list_plans).post(create_plan))
         .route("/v1/plans/{id}", get(get_plan).post(plan_action))
         .with_state(api)
 }
@@ -775,7 +778,7 @@ pub fn plans_router(api: PlansApi) -> Router {
 /// document by [`crate::openapi`]).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(create_plan, get_plan, plan_action),
+    paths(create_plan, list_plans, get_plan, plan_action),
     tags((name = "plans", description = "Plans: from a goal to a validated, executable graph"))
 )]
 pub(crate) struct PlansApiDoc;
@@ -898,7 +901,8 @@ async fn create_plan(State(api): State<PlansApi>, request: Request) -> Response 
         if candidates.is_empty() {
             return Err(PlannerError::NoCandidates.into());
         }
-        let plan_id = Uuid::new_v4();
+        // UUIDv7: id order is creation order, which listings page by.
+        let plan_id = Uuid::now_v7();
         let graph_name = format!("plan-{}", plan_id.simple());
         let planner = asked
             .planner
@@ -970,6 +974,104 @@ async fn create_plan(State(api): State<PlansApi>, request: Request) -> Response 
             response.headers_mut().insert(header::LOCATION, location);
         }
         Ok(response)
+    };
+    respond(outcome.await, caller.request_id.clone())
+}
+
+/// The query of `GET /v1/plans`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlansQuery {
+    /// Only plans whose latest version is in this status.
+    #[serde(default)]
+    status: Option<String>,
+    /// Plans per page (default 50, at most 500).
+    #[serde(default)]
+    page_size: Option<u32>,
+    /// The previous page's `next_page_token`.
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+/// `GET /v1/plans`: the caller's plans, newest first. Like a plan itself,
+/// a listing is its owner's only, so it needs no decision beyond who asks.
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    operation_id = "listPlans",
+    tag = "plans",
+    params(
+        ("status" = Option<String>, Query, description = "Only plans in this status: proposed, awaiting_review, rejected or executed"),
+        ("page_size" = Option<u32>, Query, description = "Plans per page (default 50, at most 500)"),
+        ("page_token" = Option<String>, Query, description = "The previous page's next_page_token"),
+    ),
+    responses(
+        (status = 200, description = "`{plans, next_page_token?}`: the caller's plans (latest versions), newest first.", body = Object),
+        (status = 400, description = "A bad filter or page token"),
+    )
+)]
+async fn list_plans(State(api): State<PlansApi>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let caller = Caller::of(&parts.extensions);
+    let outcome = async {
+        let query: PlansQuery = match parts.uri.query() {
+            None | Some("") => PlansQuery::default(),
+            Some(_) => axum::extract::Query::try_from_uri(&parts.uri)
+                .map(|axum::extract::Query(query)| query)
+                .map_err(|error| ApiError::new(ErrorKind::InvalidInput, error.body_text()))?,
+        };
+        let status = query
+            .status
+            .map(|text| {
+                serde_json::from_value::<PlanStatus>(Value::String(text.clone())).map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "unknown status {:?}; use proposed, awaiting_review, rejected or executed",
+                            convergio_schemas::echo(&text)
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let page_size = query.page_size.unwrap_or(50);
+        if !(1..=500).contains(&page_size) {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "page_size is 1 to 500",
+            ));
+        }
+        let before = query
+            .page_token
+            .map(|token| {
+                Uuid::parse_str(&token).map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::InvalidInput,
+                        "page_token is not one this server gave",
+                    )
+                })
+            })
+            .transpose()?;
+        let mut plans = api
+            .inner
+            .store
+            .list(&PlanFilter {
+                owner: caller.principal.owner_key(),
+                status,
+                before,
+                limit: page_size + 1,
+            })
+            .await?;
+        let next_page_token = if plans.len() > page_size as usize {
+            plans.truncate(page_size as usize);
+            plans.last().map(|plan| plan.plan_id.to_string())
+        } else {
+            None
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "plans": plans, "next_page_token": next_page_token }),
+        ))
     };
     respond(outcome.await, caller.request_id.clone())
 }

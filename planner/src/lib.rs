@@ -37,4 +37,4 @@ pub use document::{
     PlanDocument, PlanRequest, PlanStep, ReplanOptions, ReviewDecision, MAX_REPLANS,
 };
 pub use error::PlannerError;
-pub use store::{MemoryPlanStore, PlanStatus, PlanStore, StoredPlan};
+pub use store::{MemoryPlanStore, PlanFilter, PlanStatus, PlanStore, StoredPlan};

@@ -84,6 +84,21 @@ pub struct StoredPlan {
     pub stored_at: DateTime<Utc>,
 }
 
+/// Which plans [`PlanStore::list`] returns: one owner's, the latest
+/// version of each, newest first (plan ids are UUIDv7, so id order is
+/// creation order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanFilter {
+    /// Only plans of this owner ([`convergio_schemas::Principal::owner_key`]).
+    pub owner: String,
+    /// Only plans whose latest version is in this status.
+    pub status: Option<PlanStatus>,
+    /// Only plans older than this one (the paging cursor).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// Versioned plans.
 #[async_trait]
 pub trait PlanStore: Send + Sync + 'static {
@@ -97,6 +112,9 @@ pub trait PlanStore: Send + Sync + 'static {
         plan_id: Uuid,
         version: Option<u32>,
     ) -> Result<Option<StoredPlan>, PlannerError>;
+
+    /// The latest version of each plan `filter` selects, newest first.
+    async fn list(&self, filter: &PlanFilter) -> Result<Vec<StoredPlan>, PlannerError>;
 }
 
 /// Plans kept in memory (per process, lost on restart).
@@ -140,6 +158,22 @@ impl PlanStore for MemoryPlanStore {
                 .find(|plan| plan.version == version)
                 .cloned(),
         })
+    }
+
+    async fn list(&self, filter: &PlanFilter) -> Result<Vec<StoredPlan>, PlannerError> {
+        let plans = self.plans.lock().map_err(|_| poisoned())?;
+        Ok(plans
+            .iter()
+            .rev()
+            .filter(|(plan_id, _)| filter.before.is_none_or(|before| **plan_id < before))
+            .filter_map(|(_, versions)| versions.last())
+            .filter(|plan| {
+                plan.owner == filter.owner
+                    && filter.status.is_none_or(|status| plan.status == status)
+            })
+            .take(filter.limit as usize)
+            .cloned()
+            .collect())
     }
 }
 
@@ -197,5 +231,53 @@ mod tests {
             .ok()
             .flatten()
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn lists_an_owners_latest_versions_newest_first() {
+        let store = MemoryPlanStore::default();
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        for id in &ids {
+            store.put(&sample_plan(*id, "alice")).await.ok();
+        }
+        store.put(&sample_plan(Uuid::now_v7(), "bob")).await.ok();
+        let mut rejected = sample_plan(ids[1], "alice");
+        rejected.status = PlanStatus::Rejected;
+        store.put(&rejected).await.ok();
+        let listed = |filter: PlanFilter| {
+            let store = &store;
+            async move {
+                store
+                    .list(&filter)
+                    .await
+                    .map(|plans| {
+                        plans
+                            .iter()
+                            .map(|plan| (plan.plan_id, plan.version))
+                            .collect::<Vec<_>>()
+                    })
+                    .ok()
+            }
+        };
+        let alice = PlanFilter {
+            owner: "alice".to_owned(),
+            limit: 10,
+            ..PlanFilter::default()
+        };
+        assert_eq!(
+            listed(alice.clone()).await,
+            Some(vec![(ids[2], 1), (ids[1], 2), (ids[0], 1)])
+        );
+        let page = PlanFilter {
+            before: Some(ids[2]),
+            limit: 1,
+            ..alice.clone()
+        };
+        assert_eq!(listed(page).await, Some(vec![(ids[1], 2)]));
+        let status = PlanFilter {
+            status: Some(PlanStatus::Proposed),
+            ..alice
+        };
+        assert_eq!(listed(status).await, Some(vec![(ids[2], 1), (ids[0], 1)]));
     }
 }

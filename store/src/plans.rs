@@ -4,11 +4,12 @@
 //! columns, for lookups and retention later) and the JSON of the whole
 //! [`StoredPlan`], with a format number. A row of another format, or one
 //! whose body does not decode, is a corrupt [`StorageError`], never a
-//! default.
+//! default. A listing reads one owner's plans by the `plans_owner` index,
+//! the latest version of each, newest first by id (plan ids are UUIDv7).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use convergio_planner::{PlanStore, PlannerError, StoredPlan};
+use convergio_planner::{PlanFilter, PlanStore, PlannerError, StoredPlan};
 use convergio_schemas::{StorageError, StorageFailure};
 use sqlx::Row;
 use uuid::Uuid;
@@ -169,6 +170,41 @@ impl PlanStore for SqlPlanStore {
                     &row.try_get::<String, _>("stored_at").db("reading a plan")?,
                 )?)),
             }
+        })?;
+        Ok(found)
+    }
+
+    async fn list(&self, filter: &PlanFilter) -> Result<Vec<StoredPlan>, PlannerError> {
+        let found = on_pool!(self.db, |pool, backend| {
+            // The latest version of each of the owner's plans: the row no
+            // later version of the same plan follows.
+            let rows = sqlx::query(&backend.sql(
+                "SELECT plan_id, version, format, body, stored_at FROM plans AS p \
+                 WHERE owner = $1 AND ($2 IS NULL OR plan_id < $2) \
+                 AND NOT EXISTS (SELECT 1 FROM plans AS later \
+                     WHERE later.plan_id = p.plan_id AND later.version > p.version) \
+                 AND ($3 IS NULL OR status = $3) \
+                 ORDER BY plan_id DESC LIMIT $4",
+            ))
+            .bind(&filter.owner)
+            .bind(filter.before.map(|id| id.to_string()))
+            .bind(filter.status.map(|status| status.as_str()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(pool)
+            .await
+            .db("listing plans")?;
+            rows.iter()
+                .map(|row| {
+                    let plan_id: String = row.try_get("plan_id").db("listing plans")?;
+                    decode(
+                        &plan_id,
+                        row.try_get("version").db("listing plans")?,
+                        row.try_get("format").db("listing plans")?,
+                        &row.try_get::<String, _>("body").db("listing plans")?,
+                        &row.try_get::<String, _>("stored_at").db("listing plans")?,
+                    )
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
         })?;
         Ok(found)
     }

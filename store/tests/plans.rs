@@ -1,13 +1,14 @@
 //! Stored plans (issue 19) on SQLite and PostgreSQL
 //! (`CONVERGIO_TEST_POSTGRES_URL`, a fresh database per test), each case
 //! run on both through `convergio_tests::on_both_backends!`: every change
-//! is a new version, older versions stay readable, and two replicas
-//! writing one plan at once get distinct versions.
+//! is a new version, older versions stay readable, two replicas writing
+//! one plan at once get distinct versions, and a listing shows one owner's
+//! latest versions, newest first, paged and filtered by status.
 
 use std::sync::Arc;
 
 use convergio_planner::store::sample_plan;
-use convergio_planner::{PlanStatus, PlanStore};
+use convergio_planner::{PlanFilter, PlanStatus, PlanStore};
 use convergio_store::plans::SqlPlanStore;
 use convergio_store::{Db, DbConfig};
 use uuid::Uuid;
@@ -73,7 +74,70 @@ async fn two_replicas_get_distinct_versions(url: String) {
     assert_eq!(versions, (1..=8).collect::<Vec<u32>>());
 }
 
+async fn an_owners_latest_versions_are_listed_newest_first(url: String) {
+    let plans = store(&url).await;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for id in &ids {
+        plans.put(&sample_plan(*id, "alice")).await.expect("stored");
+    }
+    plans
+        .put(&sample_plan(Uuid::now_v7(), "bob"))
+        .await
+        .expect("stored");
+    let mut rejected = sample_plan(ids[1], "alice");
+    rejected.status = PlanStatus::Rejected;
+    plans.put(&rejected).await.expect("stored");
+    let listed = |filter: PlanFilter| {
+        let plans = plans.clone();
+        async move {
+            plans
+                .list(&filter)
+                .await
+                .expect("listed")
+                .iter()
+                .map(|plan| (plan.plan_id, plan.version, plan.status))
+                .collect::<Vec<_>>()
+        }
+    };
+    let alice = PlanFilter {
+        owner: "alice".to_owned(),
+        limit: 10,
+        ..PlanFilter::default()
+    };
+    let (proposed, rejected) = (PlanStatus::Proposed, PlanStatus::Rejected);
+    assert_eq!(
+        listed(alice.clone()).await,
+        [
+            (ids[2], 1, proposed),
+            (ids[1], 2, rejected),
+            (ids[0], 1, proposed)
+        ]
+    );
+    let second_page = PlanFilter {
+        before: Some(ids[2]),
+        limit: 1,
+        ..alice.clone()
+    };
+    assert_eq!(listed(second_page).await, [(ids[1], 2, rejected)]);
+    // The status of the latest version decides, not of an older one.
+    let only_proposed = PlanFilter {
+        status: Some(proposed),
+        ..alice
+    };
+    assert_eq!(
+        listed(only_proposed).await,
+        [(ids[2], 1, proposed), (ids[0], 1, proposed)]
+    );
+    let nobody = PlanFilter {
+        owner: "carol".to_owned(),
+        limit: 10,
+        ..PlanFilter::default()
+    };
+    assert!(listed(nobody).await.is_empty());
+}
+
 convergio_tests::on_both_backends!(crate::open;
     plans_are_versioned_and_read_back,
     two_replicas_get_distinct_versions,
+    an_owners_latest_versions_are_listed_newest_first,
 );

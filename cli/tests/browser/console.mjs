@@ -10,6 +10,7 @@
 import { createRequire } from 'node:module';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 
 const environment = process.env.CONVERGIO_BROWSER_ENV;
 const require = createRequire(join(environment, 'package.json'));
@@ -140,6 +141,36 @@ async function run() {
   say('searched by role and minimum trust');
   await page.getByLabel('Role').selectOption('');
   await page.getByLabel('Minimum trust').selectOption('');
+  // Input mode, output mode and organisation: exactly the agents that match.
+  const searchFor = async (label, value, names) => {
+    await page.getByLabel(label, { exact: true }).fill(value);
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.waitForFunction((wanted) => {
+      const count = document.querySelector('.results .count')?.textContent || '';
+      const rows = [...document.querySelectorAll('table.agent-list tbody tr')].map((row) => row.cells[0].textContent.trim());
+      return count.startsWith(`${wanted.length} agents`) && rows.length === wanted.length && wanted.every((name) => rows.includes(name));
+    }, names);
+    await page.getByLabel(label, { exact: true }).fill('');
+  };
+  await searchFor('Input mode', 'application/pdf', ['pdf-reader']);
+  say('searched by input mode');
+  await searchFor('Output mode', 'text/csv', ['pdf-reader']);
+  say('searched by output mode');
+  await searchFor('Organisation', 'elsewhere.example', ['outsider']);
+  say('searched by organisation');
+  // Tag `external`: nothing here; asking the peers too finds the partner's agent.
+  await searchFor('Tag', 'external', []);
+  await page.getByLabel('Tag', { exact: true }).fill('external');
+  await page.getByLabel('Federated (ask peers too)').check();
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('table.agent-list tbody tr', { hasText: 'partner-echo' }).locator('td', { hasText: 'peer partner.example' }).waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll('table.agent-list tbody tr')].every((row) => row.textContent.includes('partner.example')));
+  const federationNote = await page.locator('.federation-note').innerText();
+  check(federationNote.includes('partner.example'), `federated answer: ${federationNote}`);
+  await visit('agents-federated');
+  say('searched federated', { note: federationNote });
+  await page.getByLabel('Federated (ask peers too)').uncheck();
+  await page.getByLabel('Tag', { exact: true }).fill('');
   await page.getByLabel('Skill').fill('argue-for');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('table.agent-list tbody tr', { hasText: 'advocate' }).waitFor();
@@ -253,6 +284,38 @@ async function run() {
   await page.locator('.node-details pre', { hasText: 'given by a human' }).first().waitFor();
   say('human input given');
 
+  // A run that failed at its held node after the checkpoint `before-hold`:
+  // one button resumes it, and the new run is followed live — the held
+  // node is shown running (its agent holds the call until this script
+  // releases it), then succeeded.
+  await page.goto(`${base}/console/#/runs/${scenario.failed_run}`);
+  await page.locator('#run-status', { hasText: 'failed' }).waitFor();
+  await page.locator('svg g.node.status-failed[data-node="hold"]').waitFor();
+  await page.getByRole('button', { name: 'Resume from before-hold' }).click();
+  await page.waitForFunction((old) => /^#\/runs\/[0-9a-f-]+$/.test(location.hash) && !location.hash.includes(old), scenario.failed_run);
+  const resumedRun = page.url().split('/').pop();
+  await page.locator('svg g.node.status-running[data-node="hold"]').waitFor();
+  check((await page.locator('#run-status').innerText()) === 'running', 'the resumed run is not shown running');
+  // Every class the held node takes from now on, as it happens.
+  await page.evaluate(() => {
+    const node = document.querySelector('svg g.node[data-node="hold"]');
+    window.holdClasses = [node.getAttribute('class')];
+    new MutationObserver(() => window.holdClasses.push(node.getAttribute('class'))).observe(node, { attributes: true, attributeFilter: ['class'] });
+  });
+  await visit('run-live');
+  const released = await fetch(scenario.held_url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'A2A-Version': '1.0' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: scenario.release }] } } }),
+  });
+  check(released.ok, `the release was refused: ${released.status}`);
+  await page.locator('svg g.node.status-succeeded[data-node="hold"]').waitFor();
+  await page.locator('#run-status', { hasText: 'succeeded' }).waitFor({ timeout: 60000 });
+  await page.waitForFunction(() => document.querySelectorAll('svg g.node.status-succeeded').length === 3);
+  const holdClasses = await page.evaluate(() => window.holdClasses);
+  check(holdClasses[0].includes('status-running') && holdClasses.at(-1).includes('status-succeeded'), `the held node's colours: ${holdClasses.join(' → ')}`);
+  say('resumed from a checkpoint; the held node was running, then succeeded', { run: resumedRun, classes: holdClasses });
+
   // The runs list, filtered by status.
   await page.getByRole('link', { name: 'Runs', exact: true }).click();
   await page.getByLabel('Status').selectOption('failed');
@@ -276,6 +339,66 @@ async function run() {
   await page.locator('section', { has: page.getByRole('heading', { name: scenario.pending_peer }) }).locator('td', { hasText: 'approved' }).first().waitFor();
   say('peers shown, a pending key approved');
 
+  // Plans: make one from a goal, execute it after a review, approve it and
+  // see its run finish; make another and reject it.
+  const makePlan = async () => {
+    await page.getByRole('link', { name: 'Plans' }).click();
+    await page.getByLabel('Goal').fill('review this code for security and style problems and write a report');
+    await page.getByLabel('Candidates with tag').fill('code-review');
+    await page.getByLabel('Graph inputs').fill('source_code');
+    await page.getByRole('button', { name: 'Make plan' }).click();
+    await page.locator('table.plan-steps tbody tr').first().waitFor();
+    await page.locator('#plan-status', { hasText: 'proposed' }).waitFor();
+    await page.getByLabel('Run input (JSON)').fill(JSON.stringify({ source_code: 'import os\n\ndef run(cmd):\n    password = "hunter2"\n    os.system(cmd)\n' }));
+    await page.getByLabel('Wait for a review before it runs').check();
+    await page.getByRole('button', { name: 'Execute' }).click();
+    await page.locator('#plan-status', { hasText: 'awaiting_review' }).waitFor();
+  };
+  await makePlan();
+  const steps = await page.locator('table.plan-steps tbody tr').count();
+  check(steps >= 2, `the plan has ${steps} steps`);
+  await visit('plan-review');
+  await page.getByLabel('Comment').fill('console test: looks right');
+  await page.getByRole('button', { name: 'Approve plan' }).click();
+  await page.locator('#plan-status', { hasText: 'executed' }).waitFor();
+  await page.locator('#plan-run').click();
+  await page.locator('#run-status', { hasText: 'succeeded' }).waitFor({ timeout: 60000 });
+  say('plan approved and run', { steps });
+  await makePlan();
+  await page.getByLabel('Comment').fill('console test: not now');
+  await page.getByRole('button', { name: 'Reject plan' }).click();
+  await page.locator('#plan-status', { hasText: 'rejected' }).waitFor();
+  say('plan rejected');
+  await page.getByRole('link', { name: 'All plans' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('table.plan-list tbody tr').length === 2);
+  await page.getByLabel('Status').selectOption('rejected');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('table.plan-list tbody tr')];
+    return rows.length === 1 && rows[0].textContent.includes('rejected');
+  });
+  await visit('plans');
+  say('plans listed and filtered');
+
+  // Memory: the namespaces, one namespace's items, a similarity search.
+  await page.getByRole('link', { name: 'Memory' }).click();
+  await page.locator('table.namespace-list tbody tr', { hasText: 'profiles' }).waitFor();
+  await page.locator('table.namespace-list tbody tr', { hasText: 'vector' }).waitFor();
+  await visit('memory');
+  await page.getByRole('link', { name: 'profiles', exact: true }).click();
+  await page.locator('table.item-list tbody tr', { hasText: 'Ann' }).waitFor();
+  await page.getByRole('link', { name: 'All namespaces' }).click();
+  await page.getByRole('link', { name: 'kb', exact: true }).click();
+  await page.locator('table.item-list tbody tr', { hasText: 'pets' }).waitFor();
+  await page.locator('table.item-list tbody tr', { hasText: 'tax' }).waitFor();
+  await page.getByLabel('Query').fill('where does the kitten sleep');
+  await page.getByLabel('Top k').fill('1');
+  await page.getByRole('button', { name: 'Search memory' }).click();
+  await page.locator('table.hit-list tbody tr', { hasText: 'kitten sleeps on the sofa' }).waitFor();
+  check((await page.locator('table.hit-list tbody tr').count()) === 1, 'top_k 1 showed more than one hit');
+  await visit('memory-namespace');
+  say('memory browsed and searched');
+
   // A refused action shows the API's own problem message.
   await page.getByRole('button', { name: 'Sign out' }).click();
   check((await page.evaluate(() => sessionStorage.length)) === 0, 'sign-out kept the credential');
@@ -291,8 +414,27 @@ async function run() {
   await visit('refused');
   say('refused action shows its problem', { problem: refused });
   await page.getByRole('link', { name: 'Policies' }).click();
-  await page.locator('.problem').waitFor();
+  // The policies page's own refusal, not the card page's left behind.
+  await page.locator('.problem', { hasText: 'administer_policy' }).waitFor();
   say('policies refused to a plain key', { problem: await page.locator('.problem').innerText() });
+
+  // A bearer JWT of the configured issuer: a member of this organisation
+  // with `memory:read`. It sees this organisation's agents (not another
+  // organisation's), may read memory, and is refused the policies.
+  await signIn(scenario.jwt, 'jwt');
+  await page.locator('table.agent-list tbody tr').first().waitFor();
+  check((await page.locator('#who').innerText()).includes('a JWT'), 'not shown as signed in with a JWT');
+  await page.getByLabel('Organisation').fill('elsewhere.example');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('.results .count', { hasText: /^0 agents/ }).waitFor();
+  await page.getByRole('link', { name: 'Memory' }).click();
+  await page.locator('table.namespace-list tbody tr', { hasText: 'kb' }).waitFor();
+  await page.getByRole('link', { name: 'Policies' }).click();
+  await page.locator('.problem', { hasText: 'administer_policy' }).waitFor();
+  const jwtRefusal = await page.locator('.problem').innerText();
+  check(/403|forbidden/i.test(jwtRefusal), `the JWT's refusal: ${jwtRefusal}`);
+  await visit('jwt-refused');
+  say('signed in with a JWT', { problem: jwtRefusal });
 
   // Scale: the agent list among 10,000 agents, a 200-node run's graph.
   await signIn(admin, 'admin');

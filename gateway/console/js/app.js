@@ -1,8 +1,8 @@
 // The console's shell: sign-in, navigation and the page table. Pages are
 // ES modules under pages/, each exporting `render(main, route)`; routes are
 // hashes (`#/agents`, `#/runs/<id>`), so the server serves one page and a
-// reload keeps the place. Later issues add their pages (plans, memory,
-// plugins) with one entry in PAGES.
+// reload keeps the place. A new page (plugins, say) is one entry in PAGES
+// and one module under pages/.
 
 import { api, credential, credentialKind, setCredential } from './api.js';
 import { field, h, problemBox, replace, select } from './ui.js';
@@ -11,6 +11,8 @@ import { field, h, problemBox, replace, select } from './ui.js';
 export const PAGES = [
   { name: 'agents', title: 'Agents', load: () => import('./pages/agents.js') },
   { name: 'runs', title: 'Runs', load: () => import('./pages/runs.js') },
+  { name: 'plans', title: 'Plans', load: () => import('./pages/plans.js') },
+  { name: 'memory', title: 'Memory', load: () => import('./pages/memory.js') },
   { name: 'audit', title: 'Audit', load: () => import('./pages/audit.js') },
   { name: 'policies', title: 'Policies', load: () => import('./pages/policies.js') },
   { name: 'peers', title: 'Peers', load: () => import('./pages/peers.js') },

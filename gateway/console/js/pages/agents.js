@@ -47,10 +47,14 @@ async function renderSearch(main) {
     if (!listing) return;
     pageToken = listing.next_page_token || null;
     const rows = listing.agents || [];
+    // A federated answer says where each agent came from and which peers
+    // did not answer.
+    const federated = Array.isArray(listing.peers) || Array.isArray(listing.partial);
     const list = table(
       [
-        ['Name', (agent) => h('a', { href: routeHref('agents', agent.id) }, agent.name)],
+        ['Name', (agent) => (agent.provenance?.source === 'peer' ? agent.name : h('a', { href: routeHref('agents', agent.id) }, agent.name))],
         ['Organisation', (agent) => agent.org],
+        ...(federated ? [['Source', (agent) => (agent.provenance?.source === 'peer' ? `peer ${agent.provenance.org}` : 'local')]] : []),
         ['Role', (agent) => agent.role],
         ['Trust', (agent) => h('span', { class: `trust trust-${agent.trust}` }, agent.trust)],
         ['Skills', (agent) => (agent.card?.skills || []).map((skill) => skill.name || skill.id).join(', ')],
@@ -61,7 +65,14 @@ async function renderSearch(main) {
     );
     list.classList.add('agent-list');
     const more = pageToken ? h('button', { type: 'button', class: 'more', onclick: () => search(true) }, 'Next page') : null;
-    replace(results, h('p', { class: 'count' }, `${rows.length} agents${pageToken ? ' (more on the next page)' : ''}`), list, more);
+    const partial = (listing.partial || []).map((peer) => (typeof peer === 'string' ? peer : peer.peer || peer.domain || JSON.stringify(peer)));
+    replace(
+      results,
+      h('p', { class: 'count' }, `${rows.length} agents${pageToken ? ' (more on the next page)' : ''}`),
+      federated ? h('p', { class: 'federation-note' }, `Peers that answered: ${(listing.peers || []).map((peer) => peer.peer).join(', ') || 'none'}.`, partial.length ? ` Peers that did not: ${partial.join(', ')}.` : '') : null,
+      list,
+      more,
+    );
   };
   form.addEventListener('submit', (event) => {
     event.preventDefault();

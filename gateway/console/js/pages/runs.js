@@ -231,7 +231,16 @@ async function renderRun(main, runId, route) {
     const latest = await attempt(messageArea(), () => api('GET', `/v1/runs/${encodeURIComponent(runId)}`));
     if (latest) state.summary = { ...state.summary, ...latest };
     paint();
-    await drawTimeline(timeline, runId);
+    const trace = await drawTimeline(timeline, runId);
+    // Nodes a resumed run took over from its checkpoint have no live
+    // events: their final state is the trace's.
+    for (const node of trace?.nodes || []) {
+      const known = state.nodes.get(node.node_id);
+      if (known && (known.status === 'pending' || known.status === 'running')) {
+        known.status = node.status === 'success' ? 'succeeded' : node.status;
+        recolour(node.node_id);
+      }
+    }
     await drawCheckpoints(checkpointsArea, runId);
   };
   await drawTimeline(timeline, runId);
@@ -363,7 +372,7 @@ async function drawTimeline(target, runId) {
   const trace = await attempt(messageArea(), () => api('GET', `/v1/runs/${encodeURIComponent(runId)}/trace`));
   if (!trace || !(trace.nodes || []).length) {
     replace(target, h('p', {}, 'No finished nodes yet.'));
-    return;
+    return trace;
   }
   const starts = trace.nodes.map((node) => Date.parse(node.start_time));
   const ends = trace.nodes.map((node) => Date.parse(node.end_time));
@@ -387,6 +396,7 @@ async function drawTimeline(target, runId) {
       rows,
     ),
   );
+  return trace;
 }
 
 async function drawCheckpoints(target, runId) {
