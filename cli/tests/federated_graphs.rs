@@ -11,6 +11,8 @@
 //! - A's policy refusing the call out, and B's refusing A, each fail the
 //!   node that made the call.
 //! - Loops and the hop limit are refused by the sender and the receiver.
+//! - A run's token budget, spent by what B's agent reports using, stops
+//!   the next remote node before it is called.
 //! - A repeated idempotency key gets the stored answer; SIGKILL of A while
 //!   B runs a remote node, restart, resume: B's agent ran once.
 
@@ -65,7 +67,18 @@ impl AgentLogic for Recorder {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         self.finished.fetch_add(1, Ordering::SeqCst);
-        Some(json!({"parts": message["parts"].clone()}))
+        // `tokens:<n>` asks it to report using n tokens, as a model would.
+        let tokens = text_parts(message)
+            .iter()
+            .flat_map(|text| text.split_whitespace())
+            .find_map(|word| word.strip_prefix("tokens:")?.parse::<u64>().ok());
+        match tokens {
+            Some(tokens) => Some(json!({
+                "parts": message["parts"].clone(),
+                "metadata": {"usage": {"tokens_in": tokens, "tokens_out": 0}},
+            })),
+            None => Some(json!({"parts": message["parts"].clone()})),
+        }
     }
 
     async fn execute(&self, _message: Value, _context: TaskContext) -> Result<(), AgentsError> {
@@ -623,5 +636,32 @@ async fn sigkill_of_a_during_a_remote_node_then_resume_runs_it_once() {
     assert!(
         b_log.contains("repeated idempotency key answered from its stored outcome"),
         "{b_log}"
+    );
+}
+
+/// A run's token budget caps what it spends through another organisation:
+/// B's agent reports its usage in its answer, A counts it, and once the
+/// budget is spent the next remote node is not called at all.
+#[tokio::test]
+async fn a_budget_spent_through_another_organisation_stops_the_next_remote_call() {
+    let fed = federate(None).await;
+    let graph = "name: budgeted\nnodes:\n  - {id: first, agent: external://b.example/agents/recorder, inputs: [text]}\n  - {id: second, agent: external://b.example/agents/recorder, inputs: [text]}\nedges:\n  - {from: first, to: second}\nexecution: {max_tokens_per_run: 50}\n";
+    let (status, outcome) = run(&fed, graph, "sync", json!({"text": "tokens:50"})).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["status"], "failed", "{outcome:#}");
+    assert!(
+        outcome["error"].to_string().contains("no tokens left"),
+        "{outcome:#}"
+    );
+    assert_eq!(
+        fed.recorder.calls(),
+        1,
+        "the second remote node was not called"
+    );
+    assert_eq!(outcome["trace"]["nodes"][0]["tokens_in"], 50, "{outcome:#}");
+    // The first call carried what the budget left: all of it.
+    assert_eq!(
+        fed.recorder.messages()[0]["metadata"]["convergio.maxTokens"],
+        50
     );
 }

@@ -1889,6 +1889,19 @@ impl Run {
         started: Instant,
     ) -> NodeFuture {
         let graph = self.graph.clone();
+        // A spent budget stops the call before it is made: an agent,
+        // local or in another organisation, may spend whatever it is given.
+        if let Some(error) = spent_before_call(&graph, &agent, &self.state) {
+            let outcome = NodeOutcome {
+                node: index,
+                agent,
+                fallback,
+                calls: 0,
+                started,
+                result: Err((error, false)),
+            };
+            return Box::pin(std::future::ready(outcome));
+        }
         let node = &graph.nodes[index as usize];
         let node_state = &self.state.nodes[index as usize];
         let iteration = node_state.runs;
@@ -2820,6 +2833,22 @@ fn tokens_left(graph: &Graph, agent: &str, state: &RunState) -> Option<u64> {
         (Some(run), Some(per_agent)) => Some(run.min(per_agent)),
         (left, None) | (None, left) => left,
     }
+}
+
+/// Why a call to `agent` may not start: a token budget with nothing left
+/// (the run's or the agent's), or a run cost budget already reached.
+fn spent_before_call(graph: &Graph, agent: &str, state: &RunState) -> Option<String> {
+    if tokens_left(graph, agent, state) == Some(0) {
+        return Some(format!(
+            "budget exceeded: no tokens left for agent `{agent}` (the run used {}), so it was not called",
+            state.usage.tokens()
+        ));
+    }
+    let max = graph.execution.max_cost_per_run?;
+    let spent = state.usage.cost_micros? as f64 / 1_000_000.0;
+    (spent >= max).then(|| {
+        format!("budget exceeded: the run cost {spent}, reaching max_cost_per_run {max}, so agent `{agent}` was not called")
+    })
 }
 
 /// Returns a budget error when usage passed a limit of the graph.

@@ -747,3 +747,54 @@ async fn shared_state_reducers_combine_parallel_updates_and_a_misfit_fails_the_n
         "all updates or none"
     );
 }
+
+#[tokio::test]
+async fn a_spent_budget_stops_the_next_call_before_it_is_made() {
+    let yaml = "name: b\nnodes:\n  - {id: a, agent: spender}\n  - {id: b, agent: spender}\nedges:\n  - {from: a, to: b}\nexecution: {max_tokens_per_run: 100}\n";
+    let agents = Arc::new(FakeAgents::new().agent("spender", |_| {
+        text_reply_with_usage(
+            "spent",
+            Usage {
+                tokens_in: 60,
+                tokens_out: 40,
+                tool_calls: 0,
+                cost_micros: Some(500_000),
+            },
+        )
+    }));
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!("go"))
+        .await
+        .expect("run");
+    // Exactly the budget: not over it, yet nothing is left for `b`.
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(agents.calls_to("spender").len(), 1);
+    let error = result.error.unwrap_or_default();
+    assert!(
+        error.contains("no tokens left for agent `spender`"),
+        "{error}"
+    );
+    // A cost budget reached stops the next call the same way.
+    let yaml = "name: c\nnodes:\n  - {id: a, agent: spender}\n  - {id: b, agent: spender}\nedges:\n  - {from: a, to: b}\nexecution: {max_cost_per_run: 0.5}\n";
+    let agents = Arc::new(FakeAgents::new().agent("spender", |_| {
+        text_reply_with_usage(
+            "spent",
+            Usage {
+                tokens_in: 1,
+                tokens_out: 1,
+                tool_calls: 0,
+                cost_micros: Some(500_000),
+            },
+        )
+    }));
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!("go"))
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(agents.calls_to("spender").len(), 1);
+    assert!(result
+        .error
+        .unwrap_or_default()
+        .contains("max_cost_per_run"));
+}
