@@ -143,7 +143,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Model agents (issue 17) get loopback listeners bound now for the same
     // reason: these sockets are in the allow list for the process's life (a
     // reload replaces only the configured entries).
-    let model_slots = ListenerPool::bind(config.models.max_agents).await?;
+    // Graph agents (issue 18) run on slots of the same pool, split off
+    // below, so the gateway reaches both kinds the same way.
+    let mut model_slots =
+        ListenerPool::bind(config.models.max_agents + crate::graph_agents::GRAPH_AGENT_SLOTS)
+            .await?;
     let own_sockets: Vec<SocketAddr> = model_slots
         .sockets()?
         .into_iter()
@@ -179,6 +183,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         journal_config.replica.clone_from(replica);
     }
     let journal = RunStore::open(db.clone(), journal_config);
+    // The config's per-agent bounds; the model and graph fleets add each
+    // of their agents' own while they serve it.
+    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
+    let graph_app: crate::graph_agents::AppCell = Arc::default();
+    let graph_fleet = Arc::new(crate::graph_agents::GraphFleet::new(
+        crate::graph_agents::GraphFleetParts {
+            pool: model_slots.split_off(crate::graph_agents::GRAPH_AGENT_SLOTS),
+            store: journal.clone(),
+            graphs: journal.clone(),
+            registry: registry.clone(),
+            timeouts: agent_timeouts.clone(),
+            reserved: ExampleAgent::ALL
+                .iter()
+                .filter(|_| !examples.is_empty())
+                .map(|agent| agent.name().to_owned())
+                .collect(),
+            app: graph_app.clone(),
+            run_timeout: std::time::Duration::from_secs(config.graphs.max_run_seconds),
+        },
+    ));
+    let graph_agents = Arc::new(convergio_gateway::graph_agents_api::GraphAgents::new(
+        journal.clone(),
+        journal.clone(),
+        graph_fleet.clone(),
+    ));
     let policy_version = policy.admin.engine().active_version();
     let readiness = Arc::new(Readiness::new(crate::probes::checks(
         &db,
@@ -266,15 +295,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         metrics.clone(),
     ));
-    // The config's per-agent bounds; the model fleet adds each model
-    // agent's own while it serves it.
-    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
     let router = build_router(
         registry,
         AppConfig {
             authenticator: Some(Arc::new(authenticator)),
             api_keys,
             model_agents: Some(models.agents.clone()),
+            graph_agents: Some(graph_agents),
             secrets: Some(models.secrets.clone()),
             memory: Some(memory),
             call_budget: Some(CallBudgetHandle(models.budgets.clone())),
@@ -340,6 +367,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // agent's principal, so the fleet is built now that it exists; it
     // serves every stored declaration, then follows changes.
     let tool_app = Arc::new(router.clone());
+    // Graph agents' runs go through the same router, as each agent's
+    // principal; they are served once it exists.
+    let _ = graph_app.set(Arc::downgrade(&tool_app));
+    let graph_fleet = graph_fleet.spawn(config.models.watch_interval).await;
     let runtime = crate::model_runtime::ModelRuntime::new(
         models.keys.clone(),
         models.store.clone(),
@@ -470,6 +501,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Dropping the fleet's task drops its running agents, which stops them.
     fleet.abort();
+    graph_fleet.abort();
     drop(tool_app);
     let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
     if drain.await.is_err() {

@@ -1,0 +1,812 @@
+//! Stored graphs served as A2A agents in `convergio serve` (issue 18).
+//!
+//! - [`GraphLogic`]: the [`AgentLogic`] of one published graph. A message
+//!   starts a run of the graph through the gateway's own `POST /v1/runs`
+//!   (stream mode), made in-process as the graph agent's principal, so the
+//!   run is decided by policy (`read_graph`, `run_graph`), bounded by the
+//!   server's ceilings, journaled and traced like any other, and each node's
+//!   call is decided again. The message becomes the run's input (a text part
+//!   is input `text`, a data part holding an object gives the inputs by
+//!   name); each node event becomes a `TASK_STATE_WORKING` status update
+//!   whose message names the node and its state in text and metadata
+//!   (`convergio.node_id`, `convergio.node_state`); the run's output ends
+//!   the task as an artifact, with its usage in the task's
+//!   `metadata.usage` (`tokens_in`, `tokens_out`, `tool_calls`, `cost`, as
+//!   a calling graph's node reads it). A failed run fails the task with the
+//!   run's reason; a cancelled task cancels the run. The task's metadata
+//!   carries the run's id (`convergio.run_id`) from its first update on.
+//! - [`GraphFleet`]: the REST surface's [`GraphAgentHost`]. Each published
+//!   graph runs on a loopback slot split off the model agents' pool (same
+//!   token, so only the gateway reaches it), is registered as an `internal`
+//!   agent of its organisation with a generated card (one skill describing
+//!   the graph, its nodes and its inputs), and is reconciled with the store
+//!   every interval, so a publication made through another replica is
+//!   served here too.
+//!
+//! Whose run: the graph agent's own principal (subject `agent:<name>`, its
+//! organisation, scope `graphs:run`, method `system`), not the caller's.
+//! The agent's server never sees the caller's credentials (the gateway
+//! keeps them), and a caller from another organisation is a federation
+//! peer, which may never start a run here (`peers-call-only`); the caller's
+//! right to call the agent is decided by the gateway before the message
+//! reaches it, and publishing (decided as `store_graph`) is the
+//! organisation's consent that whoever may call the agent runs the graph.
+//! The run is owned by that principal.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use convergio_agents::logic::{data_part, data_parts, text_part, text_parts};
+use convergio_agents::{AgentLogic, AgentsError, RunningAgent, ServeOptions, TaskContext};
+use convergio_gateway::a2a::AgentTimeouts;
+use convergio_gateway::graph_agents_api::GraphAgentHost;
+use convergio_gateway::model_agents::AgentStatus;
+use convergio_orchestrator::{
+    parse_yaml, validate, GraphAgentRow, GraphAgentStore, GraphStore, Limits, StaticCatalog,
+};
+use convergio_registry::{Actor, Registration, Registry, RegistryError};
+use convergio_schemas::a2a::{TaskState, MEDIA_JSON};
+use convergio_schemas::{AgentId, AgentRole, AuthMethod, GraphAgentSpec, Principal};
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::Mutex;
+use tower::ServiceExt as _;
+
+use crate::model_serving::ListenerPool;
+
+/// Loopback slots kept for graph agents, besides `models.max_agents`.
+pub const GRAPH_AGENT_SLOTS: usize = 16;
+
+/// What the gateway adds to a graph agent's run ceiling before it gives up
+/// on the agent (so the run's own limit answers first).
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The largest run result read.
+const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The gateway's router, set once `serve` has built it (the graph agents'
+/// host is needed to build it, and their runs go through it).
+pub type AppCell = Arc<OnceLock<Weak<Router>>>;
+
+/// The logic of one published graph.
+pub struct GraphLogic {
+    graph: String,
+    graph_version: Option<u32>,
+    principal: Principal,
+    app: AppCell,
+}
+
+/// An in-process answer: status, `Location`, body.
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    body: Body,
+}
+
+fn logic(reason: impl Into<String>) -> AgentsError {
+    AgentsError::Logic {
+        reason: reason.into(),
+    }
+}
+
+// === impl GraphLogic ===
+
+impl GraphLogic {
+    /// The agent `name` of `org` running `spec`'s graph through `app`.
+    pub fn new(name: &str, org: &str, spec: &GraphAgentSpec, app: AppCell) -> Self {
+        Self {
+            graph: spec.graph.clone(),
+            graph_version: spec.graph_version,
+            principal: Principal {
+                subject: format!("agent:{name}"),
+                org: Some(org.to_owned()),
+                scopes: vec!["graphs:run".to_owned()],
+                method: AuthMethod::System,
+            },
+            app,
+        }
+    }
+
+    /// One request through the gateway's router, as the agent's principal.
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, AgentsError> {
+        let app = self
+            .app
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|app| (*app).clone())
+            .ok_or_else(|| logic("the gateway is not serving"))?;
+        let body = body.map_or_else(Body::empty, |body| Body::from(body.to_string()));
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, MEDIA_JSON)
+            .body(body)
+            .map_err(|error| logic(format!("building a request: {error}")))?;
+        request.extensions_mut().insert(self.principal.clone());
+        let response = app
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok(Answer {
+            status: response.status(),
+            location,
+            body: response.into_body(),
+        })
+    }
+
+    /// A JSON answer's body.
+    async fn json(answer: Answer) -> Result<Value, AgentsError> {
+        let bytes = axum::body::to_bytes(answer.body, MAX_RESULT_BYTES)
+            .await
+            .map_err(|error| logic(format!("reading an answer: {error}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|error| logic(format!("an answer is not JSON: {error}")))
+    }
+
+    /// Cancels the run (the task was cancelled); a failure is only logged,
+    /// as the task is over whatever the run does.
+    async fn cancel_run(&self, run_id: &str) {
+        match self
+            .call(Method::POST, &format!("/v1/runs/{run_id}:cancel"), None)
+            .await
+        {
+            Ok(answer) if answer.status.is_success() => {
+                tracing::info!(run_id = %run_id, "graph agent task cancelled; its run is cancelled");
+            }
+            Ok(answer) => {
+                tracing::warn!(run_id = %run_id, status = %answer.status, "cancelling a graph agent's run was refused");
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %run_id, %error, "cancelling a graph agent's run failed")
+            }
+        }
+    }
+
+    /// Relays the run's node events as WORKING updates until its stream
+    /// ends; `TaskClosed` as soon as the task is cancelled.
+    async fn follow(&self, body: Body, context: &TaskContext) -> Result<(), AgentsError> {
+        let mut events = body.into_data_stream();
+        let mut buffer = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                chunk = events.next() => chunk,
+                () = context.canceled() => {
+                    return Err(AgentsError::TaskClosed { task_id: context.task_id().to_owned() });
+                }
+            };
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            let chunk =
+                chunk.map_err(|error| logic(format!("reading the run's events: {error}")))?;
+            buffer.extend_from_slice(&chunk);
+            for event in take_events(&mut buffer) {
+                if let Some((text, metadata)) = node_update(&event) {
+                    let update = context.agent_message(vec![text_part(text)], Some(metadata));
+                    context.status(TaskState::Working, Some(update))?;
+                }
+            }
+        }
+    }
+}
+
+/// The run input a message means: its data parts' objects merged, and its
+/// text parts (joined by newlines) as `text`.
+pub fn run_input(message: &Value) -> Value {
+    let mut input = Map::new();
+    for data in data_parts(message) {
+        if let Value::Object(fields) = data {
+            input.extend(fields.clone());
+        }
+    }
+    let texts = text_parts(message);
+    if !texts.is_empty() {
+        input.insert("text".to_owned(), Value::from(texts.join("\n")));
+    }
+    Value::Object(input)
+}
+
+/// The status message of one run event, if it is a node event.
+fn node_update(event: &Value) -> Option<(String, Value)> {
+    let kind = event.get("type").and_then(Value::as_str)?;
+    let node = event.get("node_id").and_then(Value::as_str)?.to_owned();
+    let (state, text, mut metadata) = match kind {
+        "node_started" => {
+            let agent = event.get("agent").and_then(Value::as_str);
+            (
+                "started".to_owned(),
+                match agent {
+                    Some(agent) => format!("node {node} started ({agent})"),
+                    None => format!("node {node} started"),
+                },
+                json!({"convergio.agent": agent}),
+            )
+        }
+        "node_finished" => {
+            let status = event
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("finished")
+                .to_owned();
+            (
+                status.clone(),
+                format!("node {node} {status}"),
+                json!({"convergio.duration_ms": event.get("duration_ms")}),
+            )
+        }
+        "node_error" => {
+            let error = event.get("error").and_then(Value::as_str).unwrap_or("");
+            (
+                "error".to_owned(),
+                format!("node {node} failed: {error}"),
+                json!({"convergio.next": event.get("action")}),
+            )
+        }
+        _ => return None,
+    };
+    metadata["convergio.node_id"] = Value::from(node);
+    metadata["convergio.node_state"] = Value::from(state);
+    Some((text, metadata))
+}
+
+/// The usage a run's trace reports, as `metadata.usage`.
+fn run_usage(outcome: &Value) -> Value {
+    let nodes = outcome
+        .pointer("/trace/nodes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let sum = |field: &str| -> u64 {
+        nodes
+            .iter()
+            .filter_map(|node| node.get(field).and_then(Value::as_u64))
+            .sum()
+    };
+    json!({
+        "tokens_in": sum("tokens_in"),
+        "tokens_out": sum("tokens_out"),
+        "tool_calls": sum("tool_calls"),
+        "cost": outcome.pointer("/trace/total_cost").and_then(Value::as_f64).unwrap_or(0.0),
+    })
+}
+
+/// The run's output as the parts of the answer's artifact: a string as a
+/// text part, anything else as a data part holding it (A2A 1.0 data parts
+/// hold any JSON value), so a calling graph's node reads it back unchanged.
+fn output_parts(output: &Value) -> Vec<Value> {
+    match output {
+        Value::String(text) => vec![text_part(text.clone())],
+        other => vec![data_part(other.clone())],
+    }
+}
+
+/// Takes every complete server-sent event off the front of `buffer`: the
+/// JSON of each one's `data` lines.
+fn take_events(buffer: &mut Vec<u8>) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
+        let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+        let text = String::from_utf8_lossy(&frame);
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|data| data.strip_prefix(' ').unwrap_or(data))
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        if let Ok(event) = serde_json::from_str(&data.join("\n")) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[async_trait]
+impl AgentLogic for GraphLogic {
+    async fn execute(&self, message: Value, context: TaskContext) -> Result<(), AgentsError> {
+        let mut start = json!({
+            "graph": self.graph,
+            "mode": "stream",
+            "input": run_input(&message),
+        });
+        if let Some(version) = self.graph_version {
+            start["graph_version"] = json!(version);
+        }
+        let answer = self.call(Method::POST, "/v1/runs", Some(&start)).await?;
+        if !answer.status.is_success() {
+            let problem = Self::json(answer).await.unwrap_or(Value::Null);
+            let detail = problem
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("the run could not start");
+            let reply = context.agent_message(
+                vec![text_part(format!(
+                    "the graph {} did not start: {detail}",
+                    self.graph
+                ))],
+                None,
+            );
+            return context.status(TaskState::Failed, Some(reply));
+        }
+        let run_id = answer
+            .location
+            .as_deref()
+            .and_then(|location| location.rsplit('/').next())
+            .ok_or_else(|| logic("the run's answer names no run"))?
+            .to_owned();
+        let followed = match context
+            .set_metadata("convergio.run_id", json!(run_id))
+            .and_then(|()| context.working())
+        {
+            Ok(()) => self.follow(answer.body, &context).await,
+            Err(error) => Err(error),
+        };
+        // A task cancelled at any point cancels its run.
+        if context.is_canceled() {
+            self.cancel_run(&run_id).await;
+        }
+        followed?;
+        let answer = self
+            .call(Method::GET, &format!("/v1/runs/{run_id}/result"), None)
+            .await?;
+        let outcome = Self::json(answer).await?;
+        let usage = run_usage(&outcome);
+        context.set_metadata("usage", usage.clone())?;
+        let metadata = json!({"usage": usage, "convergio.run_id": run_id});
+        if outcome.get("status").and_then(Value::as_str) == Some("succeeded") {
+            let output = outcome.get("output").cloned().unwrap_or(Value::Null);
+            context.artifact(
+                json!({
+                    "artifactId": format!("{}-result", context.task_id()),
+                    "name": self.graph,
+                    "parts": output_parts(&output),
+                    "metadata": {"convergio.run_id": run_id},
+                }),
+                false,
+                true,
+            )?;
+            let done = context.agent_message(
+                vec![text_part(format!("the graph {} succeeded", self.graph))],
+                Some(metadata),
+            );
+            return context.status(TaskState::Completed, Some(done));
+        }
+        let status = outcome
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("failed");
+        let error = outcome
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        let reply = context.agent_message(
+            vec![text_part(format!(
+                "the run {run_id} of the graph {} {status}: {error}",
+                self.graph
+            ))],
+            Some(metadata),
+        );
+        context.status(TaskState::Failed, Some(reply))
+    }
+}
+
+/// The card of `name`, publishing `spec`'s graph of `org` whose document
+/// is `source` (described by `description` when the publication has none).
+pub fn card(
+    name: &str,
+    org: &str,
+    spec: &GraphAgentSpec,
+    description: Option<&str>,
+    source: &str,
+    version: i64,
+) -> Value {
+    let (nodes, inputs) = match parse_yaml(source) {
+        Ok(parsed) => {
+            let catalog = StaticCatalog::new(parsed.agent_names());
+            match validate(&parsed, &catalog, &Limits::default()) {
+                Ok(graph) => (
+                    graph
+                        .nodes
+                        .iter()
+                        .map(|node| node.id.to_string())
+                        .collect::<Vec<_>>(),
+                    graph.graph_inputs.clone(),
+                ),
+                Err(_) => (Vec::new(), Vec::new()),
+            }
+        }
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    let graph = &spec.graph;
+    let description = spec
+        .description
+        .clone()
+        .or_else(|| description.map(str::to_owned))
+        .unwrap_or_else(|| format!("The graph {graph} of {org}, published as an agent."));
+    let input_text = if inputs.is_empty() {
+        "It declares no named inputs; the whole message is its input.".to_owned()
+    } else {
+        format!("Inputs: {}.", inputs.join(", "))
+    };
+    let mut tags = vec!["graph".to_owned()];
+    tags.extend(spec.tags.iter().cloned());
+    json!({
+        "name": name,
+        "description": description,
+        "version": format!("1.0.{version}"),
+        "provider": {"organization": org, "url": format!("https://{org}")},
+        "capabilities": {"streaming": true, "pushNotifications": false, "extendedAgentCard": false},
+        "defaultInputModes": ["text/plain", "application/json"],
+        "defaultOutputModes": ["application/json", "text/plain"],
+        "skills": [{
+            "id": format!("graph-{graph}"),
+            "name": graph,
+            "description": format!(
+                "Runs the graph {graph} (nodes: {}) and answers with its output. {input_text} A text part is input `text`; a data part's object gives the inputs by name. Node progress streams as working status updates.",
+                nodes.join(", ")
+            ),
+            "tags": tags,
+            "examples": [],
+            "inputModes": ["text/plain", "application/json"],
+            "outputModes": ["application/json", "text/plain"],
+        }],
+    })
+}
+
+/// One publication as this replica serves it.
+struct Served {
+    version: i64,
+    agent: Option<(RunningAgent, SocketAddr)>,
+    problem: Option<String>,
+}
+
+struct FleetState {
+    pool: ListenerPool,
+    served: HashMap<String, Served>,
+}
+
+/// Serves every published graph of the store on this replica.
+pub struct GraphFleet {
+    state: Mutex<FleetState>,
+    store: Arc<dyn GraphAgentStore>,
+    graphs: Arc<dyn GraphStore>,
+    registry: Registry,
+    timeouts: AgentTimeouts,
+    reserved: HashSet<String>,
+    app: AppCell,
+    run_timeout: Duration,
+}
+
+impl std::fmt::Debug for GraphFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphFleet").finish_non_exhaustive()
+    }
+}
+
+/// What a graph fleet is built from.
+pub struct GraphFleetParts {
+    /// Its loopback slots.
+    pub pool: ListenerPool,
+    /// The publications.
+    pub store: Arc<dyn GraphAgentStore>,
+    /// The stored graphs.
+    pub graphs: Arc<dyn GraphStore>,
+    /// Where the agents are registered.
+    pub registry: Registry,
+    /// The gateway's per-agent timeouts (each graph agent's is set).
+    pub timeouts: AgentTimeouts,
+    /// Names no publication may take (the example agents').
+    pub reserved: HashSet<String>,
+    /// The gateway's router, once built.
+    pub app: AppCell,
+    /// The server's run ceiling (`graphs.max_run_seconds`).
+    pub run_timeout: Duration,
+}
+
+// === impl GraphFleet ===
+
+impl GraphFleet {
+    /// A fleet serving nothing yet.
+    pub fn new(parts: GraphFleetParts) -> Self {
+        Self {
+            state: Mutex::new(FleetState {
+                pool: parts.pool,
+                served: HashMap::new(),
+            }),
+            store: parts.store,
+            graphs: parts.graphs,
+            registry: parts.registry,
+            timeouts: parts.timeouts,
+            reserved: parts.reserved,
+            app: parts.app,
+            run_timeout: parts.run_timeout,
+        }
+    }
+
+    /// Serves every stored publication now, then reconciles with the store
+    /// every `interval` (a publication made or withdrawn through another
+    /// replica). Call once the router is in the app cell.
+    pub async fn spawn(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.reconcile().await;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                self.reconcile().await;
+            }
+        })
+    }
+
+    /// Brings what runs here in line with the store.
+    pub async fn reconcile(&self) {
+        let rows = match self.store.list_graph_agents(None).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "listing graph agents failed; retrying at the next interval");
+                return;
+            }
+        };
+        let stored: HashMap<String, GraphAgentRow> = rows
+            .into_iter()
+            .map(|row| (row.name.clone(), row))
+            .collect();
+        let mut state = self.state.lock().await;
+        let gone: Vec<String> = state
+            .served
+            .keys()
+            .filter(|name| !stored.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove(&mut state, &name).await;
+        }
+        for (name, row) in stored {
+            let current = state.served.get(&name).map(|served| served.version);
+            if current != Some(row.version) {
+                self.apply(&mut state, &row).await;
+            }
+        }
+    }
+
+    async fn stop(&self, state: &mut FleetState, name: &str) {
+        if let Some(served) = state.served.remove(name) {
+            if let Some((agent, socket)) = served.agent {
+                state.pool.slots().unserve(name);
+                agent.shutdown().await;
+                state.pool.give_back(socket).await;
+            }
+        }
+        self.timeouts.remove(name);
+    }
+
+    async fn remove(&self, state: &mut FleetState, name: &str) {
+        self.stop(state, name).await;
+        let Ok(id) = AgentId::internal(name) else {
+            return;
+        };
+        match self.registry.deregister(&Actor::system(), &id, None).await {
+            Ok(_) | Err(RegistryError::AgentNotFound { .. }) => {
+                tracing::info!(agent = %name, "graph agent stopped");
+            }
+            Err(error) => {
+                tracing::warn!(%error, agent = %name, "deregistering a graph agent failed")
+            }
+        }
+    }
+
+    /// (Re)starts `row`'s agent; a failure leaves it listed with the reason.
+    async fn apply(&self, state: &mut FleetState, row: &GraphAgentRow) {
+        self.stop(state, &row.name).await;
+        let (agent, problem) = match self.start(state, row).await {
+            Ok(started) => {
+                tracing::info!(agent = %row.name, org = %row.org, version = row.version, "graph agent serving");
+                (Some(started), None)
+            }
+            Err(problem) => {
+                tracing::warn!(agent = %row.name, org = %row.org, %problem, "graph agent not served");
+                (None, Some(problem))
+            }
+        };
+        state.served.insert(
+            row.name.clone(),
+            Served {
+                version: row.version,
+                agent,
+                problem,
+            },
+        );
+    }
+
+    async fn start(
+        &self,
+        state: &mut FleetState,
+        row: &GraphAgentRow,
+    ) -> Result<(RunningAgent, SocketAddr), String> {
+        let spec = GraphAgentSpec::from_value(&row.spec).map_err(|error| error.to_string())?;
+        let id = AgentId::internal(&row.name).map_err(|error| error.to_string())?;
+        if self.reserved.contains(&row.name) {
+            return Err(format!(
+                "{} is one of this server's example agents",
+                row.name
+            ));
+        }
+        match self.registry.get(&id).await {
+            Ok(existing) if existing.deleted_at.is_none() && existing.org != row.org => {
+                return Err(format!(
+                    "the name {} is registered to {} already",
+                    row.name, existing.org
+                ));
+            }
+            Ok(_) | Err(RegistryError::AgentNotFound { .. }) => {}
+            Err(error) => return Err(format!("reading the registry: {error}")),
+        }
+        let document = self
+            .graphs
+            .get(&row.org, &spec.graph, spec.graph_version)
+            .await
+            .map_err(|error| format!("reading the graph {}: {error}", spec.graph))?
+            .ok_or_else(|| format!("{} has no stored graph {}", row.org, spec.graph))?;
+        let card_template = card(
+            &row.name,
+            &row.org,
+            &spec,
+            document.summary.description.as_deref(),
+            &document.source,
+            row.version,
+        );
+        let listener = state
+            .pool
+            .take()
+            .ok_or_else(|| "every loopback slot for graph agents is in use".to_owned())?;
+        let socket = listener
+            .local_addr()
+            .map_err(|error| format!("reading a loopback slot: {error}"))?;
+        let logic = GraphLogic::new(&row.name, &row.org, &spec, self.app.clone());
+        let running = match convergio_agents::spawn_logic(
+            Arc::new(logic),
+            card_template,
+            listener,
+            ServeOptions {
+                gate: Some(state.pool.gate()),
+                ..ServeOptions::default()
+            },
+        )
+        .await
+        {
+            Ok(running) => running,
+            Err(error) => {
+                state.pool.give_back(socket).await;
+                return Err(format!("starting the agent: {error}"));
+            }
+        };
+        // Set before the route exists, so no call waits the default.
+        self.timeouts
+            .set(&row.name, self.run_timeout + TIMEOUT_MARGIN);
+        let registered = self
+            .registry
+            .upsert_system(Registration {
+                name: Some(row.name.clone()),
+                org: Some(row.org.clone()),
+                role: Some(AgentRole::Supervisor),
+                card: running.card(),
+                upstreams: None,
+                trust: None,
+            })
+            .await;
+        if let Err(error) = registered {
+            self.timeouts.remove(&row.name);
+            running.shutdown().await;
+            state.pool.give_back(socket).await;
+            return Err(format!("registering the agent: {error}"));
+        }
+        state.pool.slots().serve(&row.name, socket);
+        Ok((running, socket))
+    }
+}
+
+#[async_trait]
+impl GraphAgentHost for GraphFleet {
+    async fn applied(&self, row: &GraphAgentRow) {
+        let mut state = self.state.lock().await;
+        self.apply(&mut state, row).await;
+    }
+
+    async fn removed(&self, _org: &str, name: &str) {
+        let mut state = self.state.lock().await;
+        self.remove(&mut state, name).await;
+    }
+
+    async fn status(&self, row: &GraphAgentRow) -> AgentStatus {
+        let state = self.state.lock().await;
+        match state.served.get(&row.name) {
+            None => AgentStatus::unavailable("not started on this replica yet"),
+            Some(served) if served.version != row.version => {
+                AgentStatus::unavailable("the new version is starting")
+            }
+            Some(Served {
+                problem: Some(problem),
+                ..
+            }) => AgentStatus::unavailable(problem.clone()),
+            Some(_) => AgentStatus::available(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_becomes_the_runs_input() {
+        let message = json!({"parts": [
+            {"text": "first"},
+            {"data": {"topic": "rust", "depth": 2}},
+            {"text": "second"},
+            {"data": [1, 2]},
+        ]});
+        assert_eq!(
+            run_input(&message),
+            json!({"topic": "rust", "depth": 2, "text": "first\nsecond"})
+        );
+        assert_eq!(run_input(&json!({"parts": []})), json!({}));
+    }
+
+    #[test]
+    fn node_events_become_status_messages_and_others_do_not() {
+        let (text, metadata) = node_update(&json!({
+            "type": "node_finished", "run_id": "r", "node_id": "a",
+            "status": "succeeded", "duration_ms": 3
+        }))
+        .expect("a node event");
+        assert_eq!(text, "node a succeeded");
+        assert_eq!(metadata["convergio.node_id"], "a");
+        assert_eq!(metadata["convergio.node_state"], "succeeded");
+        assert!(node_update(&json!({"type": "run_finished", "run_id": "r"})).is_none());
+    }
+
+    #[test]
+    fn server_sent_events_are_read_whole_across_chunks() {
+        let mut buffer = b"event: node_started\ndata: {\"type\":\"node_started\"}\n\n: keep\n\nevent: x\ndata: {\"ty".to_vec();
+        let events = take_events(&mut buffer);
+        assert_eq!(events, vec![json!({"type": "node_started"})]);
+        buffer.extend_from_slice(b"pe\":\"run_finished\"}\n\n");
+        assert_eq!(
+            take_events(&mut buffer),
+            vec![json!({"type": "run_finished"})]
+        );
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn usage_sums_the_nodes_and_keeps_the_cost() {
+        let outcome = json!({"trace": {"total_cost": 0.5, "nodes": [
+            {"tokens_in": 2, "tokens_out": 3, "tool_calls": 0},
+            {"tokens_in": 5, "tokens_out": 7, "tool_calls": 1},
+        ]}});
+        assert_eq!(
+            run_usage(&outcome),
+            json!({"tokens_in": 7, "tokens_out": 10, "tool_calls": 1, "cost": 0.5})
+        );
+        assert_eq!(output_parts(&json!("hi")), vec![text_part("hi")]);
+        assert_eq!(output_parts(&json!([1])), vec![data_part(json!([1]))]);
+    }
+}
