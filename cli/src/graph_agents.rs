@@ -31,7 +31,8 @@
 //! right to call the agent is decided by the gateway before the message
 //! reaches it, and publishing (decided as `store_graph`) is the
 //! organisation's consent that whoever may call the agent runs the graph.
-//! The run is owned by that principal.
+//! The run is owned by that principal, and joins the caller's trace when
+//! spans are exported (the task runs in the agent server's request span).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -127,10 +128,17 @@ impl GraphLogic {
             .map(|app| (*app).clone())
             .ok_or_else(|| logic("the gateway is not serving"))?;
         let body = body.map_or_else(Body::empty, |body| Body::from(body.to_string()));
-        let mut request = Request::builder()
+        let mut builder = Request::builder()
             .method(method)
             .uri(uri)
-            .header(header::CONTENT_TYPE, MEDIA_JSON)
+            .header(header::CONTENT_TYPE, MEDIA_JSON);
+        // The task runs in the agent server's request span, whose parent is
+        // the caller's: the run joins the caller's trace (when spans are
+        // exported; without the exporter there is no span context to pass).
+        if let Some(traceparent) = convergio_agents::trace_context::traceparent() {
+            builder = builder.header(convergio_agents::trace_context::TRACEPARENT, traceparent);
+        }
+        let mut request = builder
             .body(body)
             .map_err(|error| logic(format!("building a request: {error}")))?;
         request.extensions_mut().insert(self.principal.clone());

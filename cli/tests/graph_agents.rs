@@ -312,6 +312,22 @@ async fn a_published_graph_answers_streams_fails_and_is_cancelled_with_its_run()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The CLI lists it for its organisation; the administrator token, of
+    // no organisation, cannot publish.
+    let (ok, listed, stderr) = support::cli(
+        Some((&org.server, org.dir.path())),
+        &["graph", "agents", "--token", &org.publisher],
+    );
+    assert!(
+        ok && listed.contains(AGENT) && listed.contains("twice"),
+        "{listed}\n{stderr}"
+    );
+    let (ok, _, stderr) = support::cli(
+        Some((&org.server, org.dir.path())),
+        &["graph", "publish", "other-agent", "--graph", "twice"],
+    );
+    assert!(!ok && stderr.contains("organisation"), "{stderr}");
+
     // Withdrawn, it no longer answers.
     let response = http
         .delete(format!("{}/v1/graph-agents/{AGENT}", org.server.base))
