@@ -51,6 +51,7 @@ use convergio_gateway::model_agents::AgentStatus;
 use convergio_orchestrator::{
     parse_yaml, validate, GraphAgentRow, GraphAgentStore, GraphStore, Limits, StaticCatalog,
 };
+use convergio_registry::model_agents::ModelAgentStore;
 use convergio_registry::{Actor, Registration, Registry, RegistryError};
 use convergio_schemas::a2a::{TaskState, MEDIA_JSON};
 use convergio_schemas::{AgentId, AgentRole, AuthMethod, GraphAgentSpec, Principal};
@@ -498,6 +499,7 @@ pub struct GraphFleet {
     registry: Registry,
     timeouts: AgentTimeouts,
     reserved: HashSet<String>,
+    model_agents: Arc<dyn ModelAgentStore>,
     app: AppCell,
     run_timeout: Duration,
 }
@@ -522,6 +524,8 @@ pub struct GraphFleetParts {
     pub timeouts: AgentTimeouts,
     /// Names no publication may take (the example agents').
     pub reserved: HashSet<String>,
+    /// Model agent declarations, whose names a publication may not take.
+    pub model_agents: Arc<dyn ModelAgentStore>,
     /// The gateway's router, once built.
     pub app: AppCell,
     /// The server's run ceiling (`graphs.max_run_seconds`).
@@ -543,6 +547,7 @@ impl GraphFleet {
             registry: parts.registry,
             timeouts: parts.timeouts,
             reserved: parts.reserved,
+            model_agents: parts.model_agents,
             app: parts.app,
             run_timeout: parts.run_timeout,
         }
@@ -656,6 +661,13 @@ impl GraphFleet {
                 "{} is one of this server's example agents",
                 row.name
             ));
+        }
+        // A model agent of the same organisation would share the registry
+        // entry and the slot table's row: the declaration keeps its name.
+        match self.model_agents.get(&row.name).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(format!("{} is a model agent's name", row.name)),
+            Err(error) => return Err(format!("reading the model agents: {error}")),
         }
         match self.registry.get(&id).await {
             Ok(existing) if existing.deleted_at.is_none() && existing.org != row.org => {

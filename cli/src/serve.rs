@@ -183,31 +183,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         journal_config.replica.clone_from(replica);
     }
     let journal = RunStore::open(db.clone(), journal_config);
-    // The config's per-agent bounds; the model and graph fleets add each
-    // of their agents' own while they serve it.
-    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
-    let graph_app: crate::graph_agents::AppCell = Arc::default();
-    let graph_fleet = Arc::new(crate::graph_agents::GraphFleet::new(
-        crate::graph_agents::GraphFleetParts {
-            pool: model_slots.split_off(crate::graph_agents::GRAPH_AGENT_SLOTS),
-            store: journal.clone(),
-            graphs: journal.clone(),
-            registry: registry.clone(),
-            timeouts: agent_timeouts.clone(),
-            reserved: ExampleAgent::ALL
-                .iter()
-                .filter(|_| !examples.is_empty())
-                .map(|agent| agent.name().to_owned())
-                .collect(),
-            app: graph_app.clone(),
-            run_timeout: std::time::Duration::from_secs(config.graphs.max_run_seconds),
-        },
-    ));
-    let graph_agents = Arc::new(convergio_gateway::graph_agents_api::GraphAgents::new(
-        journal.clone(),
-        journal.clone(),
-        graph_fleet.clone(),
-    ));
     let policy_version = policy.admin.engine().active_version();
     let readiness = Arc::new(Readiness::new(crate::probes::checks(
         &db,
@@ -229,6 +204,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let models = ModelWiring::new(&config, &db)?;
+    // The config's per-agent bounds; the model and graph fleets add each
+    // of their agents' own while they serve it.
+    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
+    let graph_app: crate::graph_agents::AppCell = Arc::default();
+    let graph_fleet = Arc::new(crate::graph_agents::GraphFleet::new(
+        crate::graph_agents::GraphFleetParts {
+            pool: model_slots.split_off(crate::graph_agents::GRAPH_AGENT_SLOTS),
+            store: journal.clone(),
+            graphs: journal.clone(),
+            registry: registry.clone(),
+            timeouts: agent_timeouts.clone(),
+            reserved: ExampleAgent::ALL
+                .iter()
+                .filter(|_| !examples.is_empty())
+                .map(|agent| agent.name().to_owned())
+                .collect(),
+            model_agents: models.store.clone(),
+            app: graph_app.clone(),
+            run_timeout: std::time::Duration::from_secs(config.graphs.max_run_seconds),
+        },
+    ));
+    let graph_agents = Arc::new(convergio_gateway::graph_agents_api::GraphAgents::new(
+        journal.clone(),
+        journal.clone(),
+        graph_fleet.clone(),
+    ));
     let memory =
         crate::memory_wiring::memory_api(&config, &db, models.secrets.clone(), allow.clone())
             .await?;

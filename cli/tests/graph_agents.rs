@@ -328,6 +328,36 @@ async fn a_published_graph_answers_streams_fails_and_is_cancelled_with_its_run()
     );
     assert!(!ok && stderr.contains("organisation"), "{stderr}");
 
+    // A model agent's name stays the model agent's: the publication is
+    // kept but not served, and says why.
+    let response = http
+        .put(format!("{}/v1/model-agents/modelled", org.server.base))
+        .bearer_auth(admin_token(org.dir.path()))
+        .json(
+            &json!({"apiVersion": "convergio/v1", "kind": "ModelAgent", "name": "modelled",
+                      "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9",
+                      "api_key": "env:CONVERGIO_TEST_UNSET_MODEL_KEY"}),
+        )
+        .send()
+        .await
+        .expect("declared");
+    assert!(response.status().is_success(), "{}", response.status());
+    let response = http
+        .put(format!("{}/v1/graph-agents/modelled", org.server.base))
+        .bearer_auth(&org.publisher)
+        .json(&json!({"graph": "twice"}))
+        .send()
+        .await
+        .expect("published");
+    let view: Value = response.json().await.expect("json");
+    assert_eq!(view["status"]["available"], false, "{view}");
+    assert!(
+        view["status"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("model agent")),
+        "{view}"
+    );
+
     // Withdrawn, it no longer answers.
     let response = http
         .delete(format!("{}/v1/graph-agents/{AGENT}", org.server.base))
