@@ -15,13 +15,23 @@
 //!   a calling graph's node reads it). A failed run fails the task with the
 //!   run's reason; a cancelled task cancels the run. The task's metadata
 //!   carries the run's id (`convergio.run_id`) from its first update on.
-//! - [`GraphFleet`]: the REST surface's [`GraphAgentHost`]. Each published
-//!   graph runs on a loopback slot split off the model agents' pool (same
-//!   token, so only the gateway reaches it), is registered as an `internal`
-//!   agent of its organisation with a generated card (one skill describing
-//!   the graph, its nodes and its inputs), and is reconciled with the store
-//!   every interval, so a publication made through another replica is
-//!   served here too.
+//! - [`GraphDirectory`]: which graph agents this replica serves, and why
+//!   one cannot answer (written by the fleet, read by the REST host).
+//! - [`GraphNotifier`]: the REST surface's [`GraphAgentHost`]; it hands
+//!   each change to the fleet over a channel and waits for it to be
+//!   applied.
+//! - [`GraphFleet`]: one task that owns the running graph agents. Each
+//!   published graph runs on a loopback slot split off the model agents'
+//!   pool (`graphs.max_agents` of them; same token, so only the gateway
+//!   reaches it), is registered as an `internal` agent of its organisation
+//!   with a generated card (one skill describing the graph, its nodes and
+//!   its inputs), and is reconciled with the store every interval, so a
+//!   publication made through another replica is served here too.
+//!
+//! The fleet is built after the gateway's router, with the router as a
+//! constructor argument (the agents' runs go through it), which is why the
+//! REST host, which the router holds, reaches the fleet through a channel
+//! rather than owning it.
 //!
 //! Whose run: the graph agent's own principal (subject `agent:<name>`, its
 //! organisation, scope `graphs:run`, method `system`), not the caller's.
@@ -36,7 +46,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,13 +67,10 @@ use convergio_schemas::a2a::{TaskState, MEDIA_JSON};
 use convergio_schemas::{AgentId, AgentRole, AuthMethod, GraphAgentSpec, Principal};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt as _;
 
 use crate::model_serving::ListenerPool;
-
-/// Loopback slots kept for graph agents, besides `models.max_agents`.
-pub const GRAPH_AGENT_SLOTS: usize = 16;
 
 /// What the gateway adds to a graph agent's run ceiling before it gives up
 /// on the agent (so the run's own limit answers first).
@@ -72,16 +79,17 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 /// The largest run result read.
 const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
-/// The gateway's router, set once `serve` has built it (the graph agents'
-/// host is needed to build it, and their runs go through it).
-pub type AppCell = Arc<OnceLock<Weak<Router>>>;
+/// How long a REST write waits for the fleet to apply it.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// The logic of one published graph.
 pub struct GraphLogic {
     graph: String,
     graph_version: Option<u32>,
     principal: Principal,
-    app: AppCell,
+    /// Weak: the router holds the REST host that feeds the fleet that
+    /// holds this logic.
+    app: Weak<Router>,
 }
 
 /// An in-process answer: status, `Location`, body.
@@ -101,7 +109,7 @@ fn logic(reason: impl Into<String>) -> AgentsError {
 
 impl GraphLogic {
     /// The agent `name` of `org` running `spec`'s graph through `app`.
-    pub fn new(name: &str, org: &str, spec: &GraphAgentSpec, app: AppCell) -> Self {
+    pub fn new(name: &str, org: &str, spec: &GraphAgentSpec, app: Weak<Router>) -> Self {
         Self {
             graph: spec.graph.clone(),
             graph_version: spec.graph_version,
@@ -124,8 +132,7 @@ impl GraphLogic {
     ) -> Result<Answer, AgentsError> {
         let app = self
             .app
-            .get()
-            .and_then(Weak::upgrade)
+            .upgrade()
             .map(|app| (*app).clone())
             .ok_or_else(|| logic("the gateway is not serving"))?;
         let body = body.map_or_else(Body::empty, |body| Body::from(body.to_string()));
@@ -479,28 +486,147 @@ pub fn card(
     })
 }
 
+// === the directory ===
+
+/// One publication as this replica serves it, as the REST host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// The publication's version being served.
+    pub version: i64,
+    /// Why it cannot answer, if it cannot (no free slot, name taken…).
+    pub problem: Option<String>,
+}
+
+/// The graph agents this replica serves (written by the fleet, read by the
+/// REST host).
+#[derive(Debug, Default)]
+pub struct GraphDirectory {
+    entries: RwLock<HashMap<String, DirectoryEntry>>,
+}
+
+// === impl GraphDirectory ===
+
+impl GraphDirectory {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, DirectoryEntry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, DirectoryEntry>> {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The entry of `name`.
+    pub fn get(&self, name: &str) -> Option<DirectoryEntry> {
+        self.read().get(name).cloned()
+    }
+
+    fn set(&self, name: &str, entry: DirectoryEntry) {
+        self.write().insert(name.to_owned(), entry);
+    }
+
+    fn remove(&self, name: &str) {
+        self.write().remove(name);
+    }
+}
+
+// === the REST host ===
+
+/// A change for the graph fleet, with the channel to say it is done.
+#[derive(Debug)]
+pub enum GraphChange {
+    /// A publication was created or updated.
+    Applied(GraphAgentRow, oneshot::Sender<()>),
+    /// A publication was deleted.
+    Removed(String, oneshot::Sender<()>),
+}
+
+/// The REST surface's [`GraphAgentHost`]: hands each change to the fleet
+/// (built after the router) and waits for it to be applied; answers status
+/// from the directory the fleet keeps.
+pub struct GraphNotifier {
+    changes: mpsc::Sender<GraphChange>,
+    directory: Arc<GraphDirectory>,
+}
+
+impl std::fmt::Debug for GraphNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphNotifier").finish_non_exhaustive()
+    }
+}
+
+// === impl GraphNotifier ===
+
+impl GraphNotifier {
+    /// A host sending to `changes`, reading status from `directory`.
+    pub fn new(changes: mpsc::Sender<GraphChange>, directory: Arc<GraphDirectory>) -> Self {
+        Self { changes, directory }
+    }
+
+    async fn send(&self, change: GraphChange, done: oneshot::Receiver<()>) {
+        if self.changes.send(change).await.is_err() {
+            tracing::warn!("the graph agent fleet has stopped; the change is stored only");
+            return;
+        }
+        if tokio::time::timeout(APPLY_WAIT, done).await.is_err() {
+            tracing::warn!("the graph agent fleet did not apply a change within 10 s");
+        }
+    }
+}
+
+#[async_trait]
+impl GraphAgentHost for GraphNotifier {
+    async fn applied(&self, row: &GraphAgentRow) {
+        let (done, wait) = oneshot::channel();
+        self.send(GraphChange::Applied(row.clone(), done), wait)
+            .await;
+    }
+
+    async fn removed(&self, _org: &str, name: &str) {
+        let (done, wait) = oneshot::channel();
+        self.send(GraphChange::Removed(name.to_owned(), done), wait)
+            .await;
+    }
+
+    async fn status(&self, row: &GraphAgentRow) -> AgentStatus {
+        match self.directory.get(&row.name) {
+            None => AgentStatus::unavailable("not started on this replica yet"),
+            Some(entry) if entry.version != row.version => {
+                AgentStatus::unavailable("the new version is starting")
+            }
+            Some(DirectoryEntry {
+                problem: Some(problem),
+                ..
+            }) => AgentStatus::unavailable(problem),
+            Some(_) => AgentStatus::available(),
+        }
+    }
+}
+
+// === the fleet ===
+
 /// One publication as this replica serves it.
 struct Served {
     version: i64,
     agent: Option<(RunningAgent, SocketAddr)>,
-    problem: Option<String>,
 }
 
-struct FleetState {
+/// Owns the graph agents this replica serves (one task, like the model
+/// agents' fleet).
+pub struct GraphFleet {
     pool: ListenerPool,
     served: HashMap<String, Served>,
-}
-
-/// Serves every published graph of the store on this replica.
-pub struct GraphFleet {
-    state: Mutex<FleetState>,
+    directory: Arc<GraphDirectory>,
     store: Arc<dyn GraphAgentStore>,
     graphs: Arc<dyn GraphStore>,
     registry: Registry,
     timeouts: AgentTimeouts,
     reserved: HashSet<String>,
     model_agents: Arc<dyn ModelAgentStore>,
-    app: AppCell,
+    app: Weak<Router>,
     run_timeout: Duration,
 }
 
@@ -512,8 +638,10 @@ impl std::fmt::Debug for GraphFleet {
 
 /// What a graph fleet is built from.
 pub struct GraphFleetParts {
-    /// Its loopback slots.
+    /// Its loopback slots (`graphs.max_agents`).
     pub pool: ListenerPool,
+    /// Where it says what it serves (the REST host reads it).
+    pub directory: Arc<GraphDirectory>,
     /// The publications.
     pub store: Arc<dyn GraphAgentStore>,
     /// The stored graphs.
@@ -526,8 +654,9 @@ pub struct GraphFleetParts {
     pub reserved: HashSet<String>,
     /// Model agent declarations, whose names a publication may not take.
     pub model_agents: Arc<dyn ModelAgentStore>,
-    /// The gateway's router, once built.
-    pub app: AppCell,
+    /// The gateway's router, which the agents' runs go through (weak: the
+    /// router owns the REST host that feeds this fleet).
+    pub app: Weak<Router>,
     /// The server's run ceiling (`graphs.max_run_seconds`).
     pub run_timeout: Duration,
 }
@@ -538,10 +667,9 @@ impl GraphFleet {
     /// A fleet serving nothing yet.
     pub fn new(parts: GraphFleetParts) -> Self {
         Self {
-            state: Mutex::new(FleetState {
-                pool: parts.pool,
-                served: HashMap::new(),
-            }),
+            pool: parts.pool,
+            served: HashMap::new(),
+            directory: parts.directory,
             store: parts.store,
             graphs: parts.graphs,
             registry: parts.registry,
@@ -553,24 +681,46 @@ impl GraphFleet {
         }
     }
 
-    /// Serves every stored publication now, then reconciles with the store
-    /// every `interval` (a publication made or withdrawn through another
-    /// replica). Call once the router is in the app cell.
-    pub async fn spawn(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Serves every stored publication (before it returns, so a replica
+    /// that says it listens serves them), then applies `changes` as they
+    /// come and reconciles with the store every `interval` (a publication
+    /// made or withdrawn through another replica) until `changes` closes.
+    /// Returns the task.
+    pub async fn spawn(
+        mut self,
+        mut changes: mpsc::Receiver<GraphChange>,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         self.reconcile().await;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
-                tick.tick().await;
-                self.reconcile().await;
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Some(GraphChange::Applied(row, done)) => {
+                            self.apply(&row).await;
+                            let _ = done.send(());
+                        }
+                        Some(GraphChange::Removed(name, done)) => {
+                            self.remove(&name).await;
+                            let _ = done.send(());
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => self.reconcile().await,
+                }
+            }
+            let names: Vec<String> = self.served.keys().cloned().collect();
+            for name in names {
+                self.stop(&name).await;
             }
         })
     }
 
     /// Brings what runs here in line with the store.
-    pub async fn reconcile(&self) {
+    async fn reconcile(&mut self) {
         let rows = match self.store.list_graph_agents(None).await {
             Ok(rows) => rows,
             Err(error) => {
@@ -582,37 +732,37 @@ impl GraphFleet {
             .into_iter()
             .map(|row| (row.name.clone(), row))
             .collect();
-        let mut state = self.state.lock().await;
-        let gone: Vec<String> = state
+        let gone: Vec<String> = self
             .served
             .keys()
             .filter(|name| !stored.contains_key(*name))
             .cloned()
             .collect();
         for name in gone {
-            self.remove(&mut state, &name).await;
+            self.remove(&name).await;
         }
         for (name, row) in stored {
-            let current = state.served.get(&name).map(|served| served.version);
+            let current = self.served.get(&name).map(|served| served.version);
             if current != Some(row.version) {
-                self.apply(&mut state, &row).await;
+                self.apply(&row).await;
             }
         }
     }
 
-    async fn stop(&self, state: &mut FleetState, name: &str) {
-        if let Some(served) = state.served.remove(name) {
+    async fn stop(&mut self, name: &str) {
+        if let Some(served) = self.served.remove(name) {
             if let Some((agent, socket)) = served.agent {
-                state.pool.slots().unserve(name);
+                self.pool.slots().unserve(name);
                 agent.shutdown().await;
-                state.pool.give_back(socket).await;
+                self.pool.give_back(socket).await;
             }
         }
         self.timeouts.remove(name);
+        self.directory.remove(name);
     }
 
-    async fn remove(&self, state: &mut FleetState, name: &str) {
-        self.stop(state, name).await;
+    async fn remove(&mut self, name: &str) {
+        self.stop(name).await;
         let Ok(id) = AgentId::internal(name) else {
             return;
         };
@@ -627,9 +777,9 @@ impl GraphFleet {
     }
 
     /// (Re)starts `row`'s agent; a failure leaves it listed with the reason.
-    async fn apply(&self, state: &mut FleetState, row: &GraphAgentRow) {
-        self.stop(state, &row.name).await;
-        let (agent, problem) = match self.start(state, row).await {
+    async fn apply(&mut self, row: &GraphAgentRow) {
+        self.stop(&row.name).await;
+        let (agent, problem) = match self.start(row).await {
             Ok(started) => {
                 tracing::info!(agent = %row.name, org = %row.org, version = row.version, "graph agent serving");
                 (Some(started), None)
@@ -639,21 +789,23 @@ impl GraphFleet {
                 (None, Some(problem))
             }
         };
-        state.served.insert(
+        self.served.insert(
             row.name.clone(),
             Served {
                 version: row.version,
                 agent,
+            },
+        );
+        self.directory.set(
+            &row.name,
+            DirectoryEntry {
+                version: row.version,
                 problem,
             },
         );
     }
 
-    async fn start(
-        &self,
-        state: &mut FleetState,
-        row: &GraphAgentRow,
-    ) -> Result<(RunningAgent, SocketAddr), String> {
+    async fn start(&mut self, row: &GraphAgentRow) -> Result<(RunningAgent, SocketAddr), String> {
         let spec = GraphAgentSpec::from_value(&row.spec).map_err(|error| error.to_string())?;
         let id = AgentId::internal(&row.name).map_err(|error| error.to_string())?;
         if self.reserved.contains(&row.name) {
@@ -693,10 +845,9 @@ impl GraphFleet {
             &document.source,
             row.version,
         );
-        let listener = state
-            .pool
-            .take()
-            .ok_or_else(|| "every loopback slot for graph agents is in use".to_owned())?;
+        let listener = self.pool.take().ok_or_else(|| {
+            "every loopback slot for graph agents is in use (graphs.max_agents)".to_owned()
+        })?;
         let socket = listener
             .local_addr()
             .map_err(|error| format!("reading a loopback slot: {error}"))?;
@@ -706,7 +857,7 @@ impl GraphFleet {
             card_template,
             listener,
             ServeOptions {
-                gate: Some(state.pool.gate()),
+                gate: Some(self.pool.gate()),
                 ..ServeOptions::default()
             },
         )
@@ -714,7 +865,7 @@ impl GraphFleet {
         {
             Ok(running) => running,
             Err(error) => {
-                state.pool.give_back(socket).await;
+                self.pool.give_back(socket).await;
                 return Err(format!("starting the agent: {error}"));
             }
         };
@@ -735,39 +886,11 @@ impl GraphFleet {
         if let Err(error) = registered {
             self.timeouts.remove(&row.name);
             running.shutdown().await;
-            state.pool.give_back(socket).await;
+            self.pool.give_back(socket).await;
             return Err(format!("registering the agent: {error}"));
         }
-        state.pool.slots().serve(&row.name, socket);
+        self.pool.slots().serve(&row.name, socket);
         Ok((running, socket))
-    }
-}
-
-#[async_trait]
-impl GraphAgentHost for GraphFleet {
-    async fn applied(&self, row: &GraphAgentRow) {
-        let mut state = self.state.lock().await;
-        self.apply(&mut state, row).await;
-    }
-
-    async fn removed(&self, _org: &str, name: &str) {
-        let mut state = self.state.lock().await;
-        self.remove(&mut state, name).await;
-    }
-
-    async fn status(&self, row: &GraphAgentRow) -> AgentStatus {
-        let state = self.state.lock().await;
-        match state.served.get(&row.name) {
-            None => AgentStatus::unavailable("not started on this replica yet"),
-            Some(served) if served.version != row.version => {
-                AgentStatus::unavailable("the new version is starting")
-            }
-            Some(Served {
-                problem: Some(problem),
-                ..
-            }) => AgentStatus::unavailable(problem.clone()),
-            Some(_) => AgentStatus::available(),
-        }
     }
 }
 
@@ -814,6 +937,60 @@ mod tests {
             vec![json!({"type": "run_finished"})]
         );
         assert!(buffer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_notifier_waits_for_the_fleet_and_reads_its_directory() {
+        let directory = Arc::new(GraphDirectory::default());
+        let (sender, mut changes) = mpsc::channel(4);
+        let notifier = GraphNotifier::new(sender, directory.clone());
+        let row = GraphAgentRow {
+            org: "acme.example".to_owned(),
+            name: "twice".to_owned(),
+            spec: json!({"graph": "twice"}),
+            version: 2,
+            updated_at: 0,
+        };
+        assert!(!notifier.status(&row).await.available);
+        // A stand-in for the fleet's task: it records what it applied.
+        let fleet_directory = directory.clone();
+        let fleet = tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                match change {
+                    GraphChange::Applied(row, done) => {
+                        fleet_directory.set(
+                            &row.name,
+                            DirectoryEntry {
+                                version: row.version,
+                                problem: None,
+                            },
+                        );
+                        let _ = done.send(());
+                    }
+                    GraphChange::Removed(name, done) => {
+                        fleet_directory.remove(&name);
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        // Applied: answered once the fleet has applied it.
+        notifier.applied(&row).await;
+        assert!(notifier.status(&row).await.available);
+        let newer = GraphAgentRow {
+            version: 3,
+            ..row.clone()
+        };
+        assert_eq!(
+            notifier.status(&newer).await.reason.as_deref(),
+            Some("the new version is starting")
+        );
+        notifier.removed("acme.example", "twice").await;
+        assert!(directory.get("twice").is_none());
+        drop(notifier);
+        fleet
+            .await
+            .expect("the stand-in fleet ends with the channel");
     }
 
     #[test]
