@@ -269,6 +269,10 @@ pub struct GraphsConfig {
     /// Distinct graph names, and agent names, with `/metrics` series of
     /// their own; later ones share `other`. Default 100.
     pub max_metric_labels: usize,
+    /// Loopback slots bound at start for graphs published as agents: the
+    /// most this replica serves at once (0: none). Default 16, at most
+    /// 1,024.
+    pub max_agents: usize,
 }
 
 /// Logging section.
@@ -416,6 +420,7 @@ impl Default for GraphsConfig {
             max_run_seconds: 3_600,
             max_run_events: 10_000,
             max_metric_labels: 100,
+            max_agents: 16,
         }
     }
 }
@@ -711,6 +716,12 @@ impl Config {
                 "max_run_iterations and max_run_events must be at least 1".to_owned(),
             ));
         }
+        if file.graphs.max_agents > 1024 {
+            return Err(invalid(
+                "graphs.max_agents",
+                "must be at most 1024".to_owned(),
+            ));
+        }
         if file.graphs.lease_seconds == 0 || file.graphs.lease_seconds > 3600 {
             return Err(invalid(
                 "graphs.lease_seconds",
@@ -994,6 +1005,9 @@ mod tests {
         assert_eq!(config.org_domain, "convergio.local");
         assert!(config.examples);
         assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.graphs.max_agents, 16);
+        let none = resolve("graphs:\n  max_agents: 0\n", &[]).expect("no graph agents is valid");
+        assert_eq!(none.graphs.max_agents, 0);
     }
 
     #[test]
@@ -1116,6 +1130,7 @@ mod tests {
             ),
             ("database_url: mysql://x\n", &[], "database_url"),
             ("database_pool_size: 0\n", &[], "database_pool_size"),
+            ("graphs:\n  max_agents: 2000\n", &[], "graphs.max_agents"),
             (
                 "",
                 &[(env::DATABASE_POOL_SIZE, "many")],

@@ -14,6 +14,10 @@
 //! `checkpoints` lists or names checkpoints, and `approve`, `reject` and
 //! `input` decide a run waiting for a human; each follows the continued run
 //! live like `run`. `cancel` stops a run for good (issue 15).
+//!
+//! Graphs as agents (issue 18): `publish` makes a stored graph an A2A agent
+//! at `/agents/NAME`; `agents`, `agent` and `unpublish` list, show and
+//! withdraw them.
 
 use std::path::{Path, PathBuf};
 
@@ -167,6 +171,37 @@ pub enum GraphCommand {
     Cancel {
         /// The run id.
         run: String,
+    },
+    /// Publish a stored graph as an A2A agent at /agents/NAME (issue 18):
+    /// a message to it runs the graph and answers with its output.
+    Publish {
+        /// The agent's name.
+        name: String,
+        /// The stored graph (of your organisation).
+        #[arg(long)]
+        graph: String,
+        /// A fixed version of the graph (default: the latest at each call).
+        #[arg(long)]
+        graph_version: Option<u32>,
+        /// The card's description (default: the graph's).
+        #[arg(long)]
+        description: Option<String>,
+        /// A tag of the card's skill (repeatable; `external` opts in other
+        /// organisations under the shipped policies).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// List your organisation's graphs published as agents.
+    Agents,
+    /// Show a graph published as an agent, and whether it answers.
+    Agent {
+        /// The agent's name.
+        name: String,
+    },
+    /// Withdraw a graph published as an agent: it stops answering.
+    Unpublish {
+        /// The agent's name.
+        name: String,
     },
 }
 
@@ -470,6 +505,80 @@ pub async fn run(server: &ServerArgs, command: GraphCommand) -> anyhow::Result<(
             let output = serde_json::from_str::<Value>(&output).unwrap_or(Value::String(output));
             let body = json!({"mode": "stream", "output": output});
             continue_run(&client, server.json, &run, "input", body).await?;
+        }
+        GraphCommand::Publish {
+            name,
+            graph,
+            graph_version,
+            description,
+            tags,
+        } => {
+            let mut body = json!({"graph": graph});
+            if let Some(version) = graph_version {
+                body["graph_version"] = json!(version);
+            }
+            if let Some(description) = description {
+                body["description"] = json!(description);
+            }
+            if !tags.is_empty() {
+                body["tags"] = json!(tags);
+            }
+            let answer = client
+                .send(Method::PUT, &graph_agent_path(&name), Some(&body), None)
+                .await?;
+            if server.json {
+                document!("{:#}", answer.body);
+            } else {
+                say!(
+                    "graph {graph} published as the agent {} (version {}{})",
+                    text_of(&answer.body["name"]),
+                    answer.body["version"],
+                    availability(&answer.body["status"])
+                );
+            }
+        }
+        GraphCommand::Agents => {
+            let answer = client
+                .send(Method::GET, "/v1/graph-agents", None, None)
+                .await?;
+            if server.json {
+                document!("{:#}", answer.body);
+            } else {
+                say!("{:<28} {:<28} {:>7}  STATUS", "NAME", "GRAPH", "VERSION");
+                for agent in answer.body["graph_agents"].as_array().into_iter().flatten() {
+                    say!(
+                        "{:<28} {:<28} {:>7}  {}",
+                        text_of(&agent["name"]),
+                        text_of(&agent["spec"]["graph"]),
+                        agent["version"],
+                        availability(&agent["status"]).trim_start_matches(", ")
+                    );
+                }
+            }
+        }
+        GraphCommand::Agent { name } => {
+            let answer = client
+                .send(Method::GET, &graph_agent_path(&name), None, None)
+                .await?;
+            if server.json {
+                document!("{:#}", answer.body);
+            } else {
+                let agent = &answer.body;
+                say!(
+                    "agent {} of {}: graph {} (version {}{})",
+                    text_of(&agent["name"]),
+                    text_of(&agent["org"]),
+                    text_of(&agent["spec"]["graph"]),
+                    agent["version"],
+                    availability(&agent["status"])
+                );
+            }
+        }
+        GraphCommand::Unpublish { name } => {
+            client
+                .send(Method::DELETE, &graph_agent_path(&name), None, None)
+                .await?;
+            say!("agent {name} withdrawn");
         }
         GraphCommand::Cancel { run } => {
             let answer = client
@@ -878,6 +987,23 @@ fn list_of(value: &Value) -> String {
         .as_array()
         .map(|items| items.iter().map(text_of).collect::<Vec<_>>().join(", "))
         .unwrap_or_default()
+}
+
+/// `/v1/graph-agents/{name}`, the name percent-encoded.
+fn graph_agent_path(name: &str) -> String {
+    format!(
+        "/v1/graph-agents/{}",
+        utf8_percent_encode(name, NON_ALPHANUMERIC)
+    )
+}
+
+/// `, answering` or `, not answering: why` from a status object.
+fn availability(status: &Value) -> String {
+    if status["available"].as_bool() == Some(true) {
+        ", answering".to_owned()
+    } else {
+        format!(", not answering: {}", text_of(&status["reason"]))
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ mod config_error;
 mod data_dir;
 mod env;
 mod graph;
+mod graph_agents;
 mod guardrails;
 mod keys;
 mod memory;

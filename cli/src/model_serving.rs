@@ -634,13 +634,33 @@ impl ListenerPool {
             .collect()
     }
 
-    fn take(&mut self) -> Option<TcpListener> {
+    /// Moves `count` of the free listeners (fewer if there are not as
+    /// many) into a pool of their own that shares this one's token and its
+    /// table of who serves where: graph agents (issue 18) run on the same
+    /// gated loopback slots as model agents, so the gateway reaches both
+    /// the same way.
+    pub fn split_off(&mut self, count: usize) -> ListenerPool {
+        let at = self.free.len().saturating_sub(count);
+        ListenerPool {
+            free: self.free.split_off(at),
+            gate: self.gate.clone(),
+            slots: self.slots.clone(),
+        }
+    }
+
+    /// The token the pool's agents require.
+    pub(crate) fn gate(&self) -> GateToken {
+        self.gate.clone()
+    }
+
+    /// A free listener, if any.
+    pub(crate) fn take(&mut self) -> Option<TcpListener> {
         self.free.pop()
     }
 
     /// Binds `socket` again after its agent stopped (the allow-list admits
     /// that socket and no other).
-    async fn give_back(&mut self, socket: SocketAddr) {
+    pub(crate) async fn give_back(&mut self, socket: SocketAddr) {
         match TcpListener::bind(socket).await {
             Ok(listener) => self.free.push(listener),
             Err(error) => {

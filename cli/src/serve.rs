@@ -143,12 +143,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Model agents (issue 17) get loopback listeners bound now for the same
     // reason: these sockets are in the allow list for the process's life (a
     // reload replaces only the configured entries).
-    let model_slots = ListenerPool::bind(config.models.max_agents).await?;
+    // Graph agents (issue 18) run on `graphs.max_agents` slots of the same
+    // pool, so the gateway reaches both kinds the same way.
+    let mut model_slots =
+        ListenerPool::bind(config.models.max_agents + config.graphs.max_agents).await?;
     let own_sockets: Vec<SocketAddr> = model_slots
         .sockets()?
         .into_iter()
         .chain(example_sockets.iter().map(|(_, socket)| *socket))
         .collect();
+    // Split off once every socket of the pool is in the allow list.
+    let graph_slots = model_slots.split_off(config.graphs.max_agents);
     let allow = upstream_allow(&config, &own_sockets);
     // Every collaborator is a constructor argument (issue #16): the upstream
     // check (the SSRF guard, so a registration naming a private address is
@@ -200,6 +205,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let models = ModelWiring::new(&config, &db)?;
+    // The config's per-agent bounds; the model and graph fleets add each
+    // of their agents' own while they serve it.
+    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
+    // Graph agents' runs go through the router, so their fleet is built
+    // after it; the REST host hands it changes over this channel.
+    let graph_directory = Arc::new(crate::graph_agents::GraphDirectory::default());
+    let (graph_changes_to, graph_changes) = tokio::sync::mpsc::channel(64);
+    let graph_agents = Arc::new(convergio_gateway::graph_agents_api::GraphAgents::new(
+        journal.clone(),
+        journal.clone(),
+        Arc::new(crate::graph_agents::GraphNotifier::new(
+            graph_changes_to,
+            graph_directory.clone(),
+        )),
+    ));
     let memory =
         crate::memory_wiring::memory_api(&config, &db, models.secrets.clone(), allow.clone())
             .await?;
@@ -266,15 +286,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         metrics.clone(),
     ));
-    // The config's per-agent bounds; the model fleet adds each model
-    // agent's own while it serves it.
-    let agent_timeouts = AgentTimeouts::from_map(config.upstream.agent_timeouts.clone());
     let router = build_router(
         registry,
         AppConfig {
             authenticator: Some(Arc::new(authenticator)),
             api_keys,
             model_agents: Some(models.agents.clone()),
+            graph_agents: Some(graph_agents),
             secrets: Some(models.secrets.clone()),
             memory: Some(memory),
             call_budget: Some(CallBudgetHandle(models.budgets.clone())),
@@ -314,7 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             journal: Some(JournalHandle(journal.clone())),
             // Stored graphs live beside the runs that name them (issue 14).
-            graph_store: Some(GraphStoreHandle(journal)),
+            graph_store: Some(GraphStoreHandle(journal.clone())),
             // Plans (issue 19) live in the same database.
             plan_store: Some(convergio_gateway::app::PlanStoreHandle(Arc::new(
                 convergio_store::plans::SqlPlanStore::new(&db),
@@ -340,6 +358,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // agent's principal, so the fleet is built now that it exists; it
     // serves every stored declaration, then follows changes.
     let tool_app = Arc::new(router.clone());
+    // Neither fleet takes over the example agents' names.
+    let reserved: std::collections::HashSet<String> = ExampleAgent::ALL
+        .iter()
+        .filter(|_| !examples.is_empty())
+        .map(|agent| agent.name().to_owned())
+        .collect();
+    // Graph agents' runs go through the same router, as each agent's
+    // principal: their fleet is built now too, serves every stored
+    // publication, then follows changes.
+    let graph_fleet = crate::graph_agents::GraphFleet::new(crate::graph_agents::GraphFleetParts {
+        pool: graph_slots,
+        directory: graph_directory,
+        store: journal.clone(),
+        graphs: journal.clone(),
+        registry: fleet_registry.clone(),
+        timeouts: agent_timeouts.clone(),
+        reserved: reserved.clone(),
+        model_agents: models.store.clone(),
+        app: Arc::downgrade(&tool_app),
+        run_timeout: std::time::Duration::from_secs(config.graphs.max_run_seconds),
+    })
+    .spawn(graph_changes, config.models.watch_interval)
+    .await;
     let runtime = crate::model_runtime::ModelRuntime::new(
         models.keys.clone(),
         models.store.clone(),
@@ -352,11 +393,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         models.settings.clone(),
         fleet_allow,
     );
-    let reserved = ExampleAgent::ALL
-        .iter()
-        .filter(|_| !examples.is_empty())
-        .map(|agent| agent.name().to_owned())
-        .collect();
     let fleet = ModelFleet::new(
         models.store.clone(),
         fleet_registry,
@@ -470,6 +506,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Dropping the fleet's task drops its running agents, which stops them.
     fleet.abort();
+    graph_fleet.abort();
     drop(tool_app);
     let drain = tokio::time::timeout(std::time::Duration::from_secs(30), audit_writer.finish());
     if drain.await.is_err() {

@@ -33,6 +33,7 @@ use crate::authorize::{CallBudget, PolicyGate};
 use crate::dispatch::GatewayDispatch;
 use crate::federation::api::federation_router;
 use crate::federation::Federation;
+use crate::graph_agents_api::{graph_agents_router, GraphAgents};
 use crate::layers::{
     with_layers_observed, Authenticator, LimitsConfig, RequestId, REQUEST_ID_HEADER,
 };
@@ -58,6 +59,9 @@ pub struct AppConfig {
     pub api_keys: Option<Arc<StoredApiKeys>>,
     /// Model agent declarations: mounts `/v1/model-agents` when set.
     pub model_agents: Option<Arc<ModelAgents>>,
+    /// Stored graphs published as agents (issue 18): mounts
+    /// `/v1/graph-agents` when set.
+    pub graph_agents: Option<Arc<GraphAgents>>,
     /// Organisations' sealed secrets: mounts `/v1/secrets` when set.
     pub secrets: Option<Arc<Secrets>>,
     /// Memory namespaces (issue 20): mounts `/v1/memory` when set.
@@ -281,6 +285,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         federation: config.federation.is_some(),
         api_keys: config.api_keys.is_some(),
         model_agents: config.model_agents.is_some(),
+        graph_agents: config.graph_agents.is_some(),
         secrets: config.secrets.is_some(),
         memory: config.memory.is_some(),
         policy: config.policy.is_some(),
@@ -309,6 +314,9 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     }
     if let Some(agents) = config.model_agents {
         router = router.merge(model_agents_router(agents, gate.clone()));
+    }
+    if let Some(agents) = config.graph_agents {
+        router = router.merge(graph_agents_router(agents, gate.clone()));
     }
     if let Some(secrets) = config.secrets {
         router = router.merge(secrets_router(secrets, gate.clone()));

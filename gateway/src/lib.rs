@@ -9,7 +9,8 @@
 //! growing with every call ([`retention`]); `/readyz` and the drain on
 //! shutdown ([`readiness`]); the `/metrics` families ([`metrics`]); model
 //! agent declarations and organisations' sealed secrets over REST
-//! ([`model_agents`], [`secrets`]);
+//! ([`model_agents`], [`secrets`]); stored graphs published as agents
+//! ([`graph_agents_api`]);
 //! the web console at `/console/` ([`console`]).
 
 pub mod a2a;
@@ -23,6 +24,7 @@ mod early_errors;
 pub mod error;
 pub mod federation;
 mod fetch;
+pub mod graph_agents_api;
 mod grpc_status;
 pub mod layers;
 pub mod memory_api;

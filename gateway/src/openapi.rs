@@ -27,6 +27,8 @@ pub struct MountedApis {
     pub api_keys: bool,
     /// `/v1/model-agents`.
     pub model_agents: bool,
+    /// `/v1/graph-agents`.
+    pub graph_agents: bool,
     /// `/v1/secrets`.
     pub secrets: bool,
     /// `/v1/memory`.
@@ -45,6 +47,7 @@ impl MountedApis {
         federation: true,
         api_keys: true,
         model_agents: true,
+        graph_agents: true,
         secrets: true,
         memory: true,
         policy: true,
@@ -67,6 +70,10 @@ pub fn document(mounted: MountedApis) -> OpenApi {
         (
             mounted.model_agents,
             crate::model_agents::ModelAgentsApiDoc::openapi,
+        ),
+        (
+            mounted.graph_agents,
+            crate::graph_agents_api::GraphAgentsApiDoc::openapi,
         ),
         (mounted.secrets, crate::secrets::SecretsApiDoc::openapi),
         (mounted.memory, crate::memory_api::MemoryApiDoc::openapi),

@@ -191,6 +191,7 @@ fn a_gateway_documents_only_the_apis_it_mounts() {
         federation: false,
         api_keys: false,
         model_agents: false,
+        graph_agents: false,
         secrets: false,
         memory: false,
         policy: false,

@@ -20,6 +20,52 @@ use convergio_schemas::{StorageError, StorageFailure};
 use crate::api::{GraphDocument, GraphSummary};
 use crate::error::OrchestratorError;
 
+/// A stored graph published as an A2A agent (issue 18): the agent's name
+/// (unique across organisations, like every agent's `/agents/{name}`), its
+/// organisation and the publication document, versioned per write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphAgentRow {
+    /// The publishing organisation.
+    pub org: String,
+    /// The agent's name.
+    pub name: String,
+    /// The checked publication document (JSON).
+    pub spec: serde_json::Value,
+    /// 1 on creation, one more on every update.
+    pub version: i64,
+    /// Last write, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// Graphs published as agents. Who may publish or read which
+/// organisation's is policy's decision, made by the gateway first.
+#[async_trait]
+pub trait GraphAgentStore: Send + Sync + 'static {
+    /// Creates `org`'s publication `name` (version 1) or replaces it
+    /// (version + 1); `None`, writing nothing, when another organisation
+    /// holds the name.
+    async fn put_graph_agent(
+        &self,
+        org: &str,
+        name: &str,
+        spec: &serde_json::Value,
+        at: i64,
+    ) -> Result<Option<GraphAgentRow>, OrchestratorError>;
+
+    /// The publication `name`, whoever made it.
+    async fn get_graph_agent(&self, name: &str)
+        -> Result<Option<GraphAgentRow>, OrchestratorError>;
+
+    /// `org`'s publications (every one for `None`), by name.
+    async fn list_graph_agents(
+        &self,
+        org: Option<&str>,
+    ) -> Result<Vec<GraphAgentRow>, OrchestratorError>;
+
+    /// Deletes `org`'s publication `name`; whether it existed.
+    async fn delete_graph_agent(&self, org: &str, name: &str) -> Result<bool, OrchestratorError>;
+}
+
 /// Versioned graph documents, per organisation.
 #[async_trait]
 pub trait GraphStore: Send + Sync + 'static {

@@ -19,7 +19,7 @@
 //! validated graph), [`mapping`] (inputs → A2A message → output),
 //! [`executor`], [`run_state`] (the serialisable state of a run), [`journal`] (durable runs: the store interface and step
 //! deltas), [`replan`] (§9.2: a new plan from a failure point), [`graph_store`] (stored graph documents, versioned per
-//! organisation), [`trace`], [`metrics`].
+//! organisation, and graphs published as agents), [`trace`], [`metrics`].
 
 pub mod api;
 pub mod builder;
@@ -46,7 +46,7 @@ pub use executor::{
     Continue, Executor, ExecutorConfig, RunEvents, RunHandle, RunOptions, RunResult,
 };
 pub use graph::Graph;
-pub use graph_store::{GraphStore, MemoryGraphStore};
+pub use graph_store::{GraphAgentRow, GraphAgentStore, GraphStore, MemoryGraphStore};
 pub use journal::{
     Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
 };

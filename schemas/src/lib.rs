@@ -10,6 +10,7 @@ pub mod a2a;
 pub mod bounds;
 pub mod card;
 pub mod error;
+pub mod graph_agent;
 pub mod ids;
 pub mod model_agent;
 pub mod openapi;
@@ -21,6 +22,7 @@ pub mod validate;
 
 pub use card::AgentCard;
 pub use error::ErrorKind;
+pub use graph_agent::{GraphAgentError, GraphAgentSpec};
 pub use ids::{AgentId, AgentIdError};
 pub use model_agent::{KeyReference, ModelAgentError, ModelAgentSpec, ProviderKind};
 pub use principal::{AuthMethod, GraphCall, Principal};

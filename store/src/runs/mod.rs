@@ -12,6 +12,7 @@
 //! | `run_steps` | step | the JSON `StepDelta` (what the step changed), format version |
 //! | `run_checkpoints` | named checkpoint | name → step, `created_at` |
 //! | `graphs` | version of an organisation's graph | the JSON `GraphSummary`, the document, `stored_at` |
+//! | `graph_agents` (0017) | graph published as an agent | name, organisation, the JSON publication, version, `updated_at` |
 //!
 //! Invariants:
 //!
@@ -130,6 +131,7 @@ macro_rules! in_json_ids {
     };
 }
 
+mod graph_agents;
 mod graphs;
 mod journal;
 mod retention;
@@ -142,8 +144,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use convergio_orchestrator::api::{GraphDocument, GraphSummary};
 use convergio_orchestrator::{
-    Checkpoint, GraphStore, NewRun, OrchestratorError, RunFilter, RunJournal, RunListing,
-    StepDelta, StoredRun,
+    Checkpoint, GraphAgentRow, GraphAgentStore, GraphStore, NewRun, OrchestratorError, RunFilter,
+    RunJournal, RunListing, StepDelta, StoredRun,
 };
 use convergio_schemas::{StorageError, StorageFailure};
 use tokio::sync::{mpsc, oneshot};
@@ -402,6 +404,45 @@ impl GraphStore for RunStore {
 
     async fn list(&self, org: &str) -> Result<Vec<GraphSummary>, OrchestratorError> {
         graphs::list(&self.db, org)
+            .await
+            .map_err(OrchestratorError::from)
+    }
+}
+
+#[async_trait]
+impl GraphAgentStore for RunStore {
+    async fn put_graph_agent(
+        &self,
+        org: &str,
+        name: &str,
+        spec: &serde_json::Value,
+        at: i64,
+    ) -> Result<Option<GraphAgentRow>, OrchestratorError> {
+        graph_agents::put(&self.db, org, name, spec, at)
+            .await
+            .map_err(OrchestratorError::from)
+    }
+
+    async fn get_graph_agent(
+        &self,
+        name: &str,
+    ) -> Result<Option<GraphAgentRow>, OrchestratorError> {
+        graph_agents::get(&self.db, name)
+            .await
+            .map_err(OrchestratorError::from)
+    }
+
+    async fn list_graph_agents(
+        &self,
+        org: Option<&str>,
+    ) -> Result<Vec<GraphAgentRow>, OrchestratorError> {
+        graph_agents::list(&self.db, org)
+            .await
+            .map_err(OrchestratorError::from)
+    }
+
+    async fn delete_graph_agent(&self, org: &str, name: &str) -> Result<bool, OrchestratorError> {
+        graph_agents::delete(&self.db, org, name)
             .await
             .map_err(OrchestratorError::from)
     }
