@@ -2,11 +2,14 @@
 //! `plans_api.rs`): a problem document rendered by `convergio_schemas`'
 //! one REST renderer, with the request id added by [`respond`]. Each API
 //! converts its own crate's errors into it (`From` impls beside them).
+//! Also the paging both APIs' listings share ([`page`]).
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use convergio_schemas::problem::{self, Problem};
 use convergio_schemas::ErrorKind;
+
+use uuid::Uuid;
 
 use crate::layers::RequestId;
 
@@ -51,4 +54,30 @@ pub(crate) fn respond(
             error.into_response()
         }
     }
+}
+
+/// A listing's page size (default 50, 1 to 500) and cursor (the id of the
+/// previous page's last item; ids are UUIDv7, so id order is time order).
+pub(crate) fn page(
+    page_size: Option<u32>,
+    page_token: Option<String>,
+) -> Result<(u32, Option<Uuid>), ApiError> {
+    let page_size = page_size.unwrap_or(50);
+    if !(1..=500).contains(&page_size) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            "page_size is 1 to 500",
+        ));
+    }
+    let before = page_token
+        .map(|token| {
+            Uuid::parse_str(&token).map_err(|_| {
+                ApiError::new(
+                    ErrorKind::InvalidInput,
+                    "page_token is not one this server gave",
+                )
+            })
+        })
+        .transpose()?;
+    Ok((page_size, before))
 }

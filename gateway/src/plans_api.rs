@@ -67,7 +67,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::api_error::{respond, ApiError};
+use crate::api_error::{page, respond, ApiError};
 use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
 use crate::routes::{RouteTable, RouteTarget};
@@ -1034,24 +1034,7 @@ async fn list_plans(State(api): State<PlansApi>, request: Request) -> Response {
                 })
             })
             .transpose()?;
-        let page_size = query.page_size.unwrap_or(50);
-        if !(1..=500).contains(&page_size) {
-            return Err(ApiError::new(
-                ErrorKind::InvalidInput,
-                "page_size is 1 to 500",
-            ));
-        }
-        let before = query
-            .page_token
-            .map(|token| {
-                Uuid::parse_str(&token).map_err(|_| {
-                    ApiError::new(
-                        ErrorKind::InvalidInput,
-                        "page_token is not one this server gave",
-                    )
-                })
-            })
-            .transpose()?;
+        let (page_size, before) = page(query.page_size, query.page_token)?;
         let mut plans = api
             .inner
             .store

@@ -81,7 +81,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::api_error::{respond, ApiError};
+use crate::api_error::{page, respond, ApiError};
 use crate::authorize::{Gatekeeper, GraphAction};
 use crate::layers::{is_length_limit, RequestId};
 use crate::metrics::Exposition;
@@ -915,24 +915,7 @@ async fn list_runs(State(api): State<RunsApi>, request: Request) -> Response {
                 })
             })
             .transpose()?;
-        let page_size = asked.page_size.unwrap_or(50);
-        if !(1..=500).contains(&page_size) {
-            return Err(ApiError::new(
-                ErrorKind::InvalidInput,
-                "page_size is 1 to 500",
-            ));
-        }
-        let before = asked
-            .page_token
-            .map(|token| {
-                Uuid::parse_str(&token).map_err(|_| {
-                    ApiError::new(
-                        ErrorKind::InvalidInput,
-                        "page_token is not one this server gave",
-                    )
-                })
-            })
-            .transpose()?;
+        let (page_size, before) = page(asked.page_size, asked.page_token)?;
         let filter = RunFilter {
             owner,
             status,
