@@ -13,6 +13,7 @@
 //! - Loops and the hop limit are refused by the sender and the receiver.
 //! - A run's token budget, spent by what B's agent reports using, stops
 //!   the next remote node before it is called.
+//! - B's timing of a call is in A's trace only when B's policy shares it.
 //! - A repeated idempotency key gets the stored answer; SIGKILL of A while
 //!   B runs a remote node, restart, resume: B's agent ran once.
 
@@ -663,5 +664,58 @@ async fn a_budget_spent_through_another_organisation_stops_the_next_remote_call(
     assert_eq!(
         fed.recorder.messages()[0]["metadata"]["convergio.maxTokens"],
         50
+    );
+}
+
+/// B tells A how long it took to answer a call only when B's policy lets
+/// A see it (`share_timings`): A's run trace then shows the remote side's
+/// time on the node.
+#[tokio::test]
+async fn the_remote_sides_timing_is_in_the_trace_when_its_policy_shares_it() {
+    let fed = federate(None).await;
+    let graph = "name: timed\nnodes:\n  - {id: remote, agent: external://b.example/agents/recorder, inputs: [text]}\n";
+    // B's shipped policy shares no timing.
+    let (status, outcome) = run(&fed, graph, "sync", json!({"text": "sleep:150"})).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["status"], "succeeded", "{outcome:#}");
+    assert!(
+        outcome["trace"]["nodes"][0].get("remote").is_none(),
+        "{outcome:#}"
+    );
+
+    let b_token = admin_token(fed._b_dir.path());
+    let example = include_str!("../../policies/example.cedar");
+    let policies = format!(
+        "{example}\n@id(\"share-timings-with-a\")\npermit (principal, action == Action::\"share_timings\", resource is Agent)\nwhen {{ context.caller_org == \"a.example\" }};\n"
+    );
+    let response = fed
+        .http
+        .put(format!("{}/v1/policies", fed.b.base))
+        .bearer_auth(&b_token)
+        .json(&json!({"policies": policies, "reason": "a.example may see our timings"}))
+        .send()
+        .await
+        .expect("answers");
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+    let (status, outcome) = run(&fed, graph, "sync", json!({"text": "sleep:150"})).await;
+    assert_eq!(status, 200, "{outcome}");
+    let node = &outcome["trace"]["nodes"][0];
+    assert_eq!(node["remote"]["org"], "b.example", "{outcome:#}");
+    let remote_ms = node["remote"]["duration_ms"].as_u64().expect("a duration");
+    assert!(
+        remote_ms >= 150,
+        "B's time holds its agent's 150 ms: {remote_ms}"
+    );
+    let node_ms = chrono::DateTime::parse_from_rfc3339(node["end_time"].as_str().expect("end"))
+        .expect("a time")
+        - chrono::DateTime::parse_from_rfc3339(node["start_time"].as_str().expect("start"))
+            .expect("a time");
+    assert!(
+        node_ms.num_milliseconds() as u64 >= remote_ms,
+        "the node's own time includes B's: {node_ms} {remote_ms}"
     );
 }

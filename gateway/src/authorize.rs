@@ -118,6 +118,17 @@ pub trait Gatekeeper: Send + Sync {
     /// asked of a plan's every step before it runs (issue 19). Not
     /// recorded: each call is decided and recorded again when it is made.
     fn may_call(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool;
+    /// Whether another organisation calling `target` may see how long this
+    /// deployment took to answer (`share_timings`, issue 18). Not recorded:
+    /// it only adds a figure to an answer already decided. Default: no.
+    fn may_share_timings(
+        &self,
+        _principal: &Principal,
+        _target: &RouteTarget,
+        _loopback: bool,
+    ) -> bool {
+        false
+    }
     /// Records a filtered listing.
     async fn record_listing(
         &self,
@@ -360,6 +371,23 @@ impl PolicyGate {
         decision
     }
 
+    /// Whether `principal` may do `action` to `target` now, unrecorded.
+    fn may(
+        &self,
+        principal: &Principal,
+        action: Action,
+        target: &RouteTarget,
+        loopback: bool,
+    ) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback,
+            ..RequestContext::default()
+        };
+        self.evaluate(principal, action, &target_resource(target), &context)
+            .allowed
+    }
+
     /// Decides and records one request.
     async fn decide_recorded(
         &self,
@@ -592,18 +620,16 @@ impl Gatekeeper for PolicyGate {
     }
 
     fn may_read_card(&self, principal: &Principal, target: &RouteTarget, loopback: bool) -> bool {
-        let context = RequestContext {
-            now: Utc::now().timestamp(),
-            loopback,
-            ..RequestContext::default()
-        };
-        self.evaluate(
-            principal,
-            Action::ReadCard,
-            &target_resource(target),
-            &context,
-        )
-        .allowed
+        self.may(principal, Action::ReadCard, target, loopback)
+    }
+
+    fn may_share_timings(
+        &self,
+        principal: &Principal,
+        target: &RouteTarget,
+        loopback: bool,
+    ) -> bool {
+        self.may(principal, Action::ShareTimings, target, loopback)
     }
 
     async fn record_listing(

@@ -62,7 +62,7 @@ fn reply(value: Value) -> Result<AgentReply, DispatchError> {
     Ok(AgentReply {
         response: Value::Object(response),
         usage: Usage::default(),
-        tools: Vec::new(),
+        report: Default::default(),
     })
 }
 

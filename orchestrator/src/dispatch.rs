@@ -15,7 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::DispatchError;
-use crate::mapping::{reported_tool_calls, reported_usage, ToolCallReport};
+use crate::mapping::{reported, reported_usage, NodeReport};
 
 /// What an agent reports using; defined beside the reply format it is read
 /// from ([`crate::mapping`]), named here as part of the call contract.
@@ -116,8 +116,8 @@ pub struct AgentReply {
     pub response: Value,
     /// What the agent reported using (see [`Usage`]).
     pub usage: Usage,
-    /// The tool calls the agent reported making for this answer.
-    pub tools: Vec<ToolCallReport>,
+    /// The tool calls and remote timing the agent reported.
+    pub report: NodeReport,
 }
 
 // === impl AgentReply ===
@@ -127,11 +127,11 @@ impl AgentReply {
     /// `metadata.usage` of the message or task, and its tool calls.
     pub fn from_response(response: Value) -> Self {
         let usage = reported_usage(&response);
-        let tools = reported_tool_calls(&response);
+        let report = reported(&response);
         Self {
             response,
             usage,
-            tools,
+            report,
         }
     }
 }

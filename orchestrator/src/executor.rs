@@ -55,7 +55,7 @@ use crate::graph::{route, Graph, InputRef, Node};
 use crate::journal::{
     Checkpoint, NewRun, PlanRevision, RunHeader, RunJournal, StepDelta, StoredRun,
 };
-use crate::mapping::{build_message, push_data_part, reply_output, ToolCallReport};
+use crate::mapping::{build_message, push_data_part, reply_output, NodeReport};
 use crate::metrics::Metrics;
 use crate::replan::{
     diff, CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision,
@@ -1086,7 +1086,7 @@ struct NodeOutcome {
     calls: u32,
     started: Instant,
     /// The output, or the error and whether a retry may help.
-    result: Result<(Value, Usage, Vec<ToolCallReport>), (String, bool)>,
+    result: Result<(Value, Usage, NodeReport), (String, bool)>,
 }
 
 /// Where a run starts from.
@@ -1386,6 +1386,7 @@ impl Run {
                     end_time: now,
                     usage: Usage::default(),
                     tools: Vec::new(),
+                    remote: None,
                     status: ExecutionStatus::Success,
                     error: None,
                 });
@@ -1786,7 +1787,13 @@ impl Run {
                     ),
                 };
                 let result = route(&node.rules, node.default_route.as_deref(), &value)
-                    .map(|label| (Value::String(label), Usage::default(), Vec::new()))
+                    .map(|label| {
+                        (
+                            Value::String(label),
+                            Usage::default(),
+                            NodeReport::default(),
+                        )
+                    })
                     .ok_or_else(|| {
                         (
                             "no router rule matched and no default_route is set".to_owned(),
@@ -1848,7 +1855,7 @@ impl Run {
                                 run_graph(inner, subgraph, start, None, caller, origin, None).await;
                             match result.status {
                                 RunStatus::Succeeded => {
-                                    Ok((result.output, result.state.usage, Vec::new()))
+                                    Ok((result.output, result.state.usage, NodeReport::default()))
                                 }
                                 status => Err((
                                     format!(
@@ -1986,10 +1993,10 @@ impl Run {
         self.mark_agent(&outcome.agent);
         self.state.nodes[index].attempts += outcome.calls;
         // The tool calls the agent reported, recorded with the execution.
-        let mut tools = Vec::new();
+        let mut report = NodeReport::default();
         let result = match outcome.result {
             Ok((output, usage, reported)) => {
-                tools = reported;
+                report = reported;
                 self.state.nodes[index].usage.add(usage);
                 self.state.usage.add(usage);
                 let agent_usage = match self.state.usage_by_agent.get_mut(&outcome.agent) {
@@ -2020,7 +2027,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
-                    tools,
+                    report,
                     ExecutionStatus::Success,
                     None,
                 );
@@ -2077,7 +2084,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
-                    std::mem::take(&mut tools),
+                    std::mem::take(&mut report),
                     ExecutionStatus::Failed,
                     Some(error),
                 );
@@ -2094,7 +2101,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
-                    std::mem::take(&mut tools),
+                    std::mem::take(&mut report),
                     ExecutionStatus::Skipped,
                     Some(error),
                 );
@@ -2110,7 +2117,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
-                    std::mem::take(&mut tools),
+                    std::mem::take(&mut report),
                     ExecutionStatus::Failed,
                     Some(error.clone()),
                 );
@@ -2136,7 +2143,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
-                    std::mem::take(&mut tools),
+                    std::mem::take(&mut report),
                     ExecutionStatus::Failed,
                     Some(error.clone()),
                 );
@@ -2152,7 +2159,7 @@ impl Run {
                     index,
                     &outcome.agent,
                     usage,
-                    std::mem::take(&mut tools),
+                    std::mem::take(&mut report),
                     ExecutionStatus::Failed,
                     Some(error.clone()),
                 );
@@ -2210,7 +2217,7 @@ impl Run {
         index: usize,
         agent: &str,
         usage: Usage,
-        tools: Vec<ToolCallReport>,
+        report: NodeReport,
         status: ExecutionStatus,
         error: Option<String>,
     ) {
@@ -2224,7 +2231,8 @@ impl Run {
             start_time: node_state.started_at.unwrap_or(end_time),
             end_time,
             usage,
-            tools,
+            tools: report.tools,
+            remote: report.remote,
             status,
             error,
         });
@@ -2776,7 +2784,7 @@ impl NodeMemoryUse {
         mut call: AgentCall,
         timeout: Option<Duration>,
         agent: &str,
-    ) -> Result<(Value, Usage, Vec<ToolCallReport>), (String, bool)> {
+    ) -> Result<(Value, Usage, NodeReport), (String, bool)> {
         let failed = |namespace: &str, error: DispatchError| {
             let retryable = error.retryable();
             (format!("memory `{namespace}`: {error}"), retryable)
@@ -2798,7 +2806,7 @@ impl NodeMemoryUse {
             data.insert("memory".to_owned(), Value::Object(found));
             push_data_part(&mut call.message, Value::Object(data));
         }
-        let (output, usage, tools) = call_once(dispatch, call, timeout, agent).await?;
+        let (output, usage, report) = call_once(dispatch, call, timeout, agent).await?;
         for namespace in &self.writes {
             let action = MemoryAction::Write {
                 key: self.key.clone(),
@@ -2809,7 +2817,7 @@ impl NodeMemoryUse {
                 .await
                 .map_err(|error| failed(namespace, error))?;
         }
-        Ok((output, usage, tools))
+        Ok((output, usage, report))
     }
 }
 
@@ -2909,7 +2917,7 @@ async fn call_once(
     call: AgentCall,
     timeout: Option<Duration>,
     agent: &str,
-) -> Result<(Value, Usage, Vec<ToolCallReport>), (String, bool)> {
+) -> Result<(Value, Usage, NodeReport), (String, bool)> {
     let reply = match timeout {
         Some(timeout) => match Box::pin(tokio::time::timeout(timeout, dispatch.call(call))).await {
             Ok(reply) => reply,
@@ -2919,7 +2927,7 @@ async fn call_once(
     };
     match reply {
         Ok(reply) => match reply_output(&reply.response) {
-            Ok(output) => Ok((output, reply.usage, reply.tools)),
+            Ok(output) => Ok((output, reply.usage, reply.report)),
             Err(error) => Err((
                 format!("agent `{agent}` answered badly: {}", error.message),
                 error.retryable,

@@ -50,7 +50,7 @@ pub use graph_store::{GraphAgentRow, GraphAgentStore, GraphStore, MemoryGraphSto
 pub use journal::{
     Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
 };
-pub use mapping::ToolCallReport;
+pub use mapping::{NodeReport, RemoteTiming, ToolCallReport};
 pub use metrics::Metrics;
 pub use replan::{
     CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision, StepDiff,

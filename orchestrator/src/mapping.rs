@@ -40,7 +40,7 @@
 //! Agents report usage in `metadata.usage = {"tokens_in", "tokens_out",
 //! "tool_calls"}` on the reply message or task; see [`crate::Usage`].
 
-use convergio_schemas::a2a::{TaskState, TOOL_CALLS_METADATA};
+use convergio_schemas::a2a::{TaskState, REMOTE_TIMING_METADATA, TOOL_CALLS_METADATA};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -301,6 +301,55 @@ pub fn reported_usage(response: &Value) -> Usage {
     }
 }
 
+/// What an agent reported about how it answered, besides its usage: the
+/// tool calls it made, and (for an agent in another organisation whose
+/// policy shares them) the remote side's timing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The tool calls, in the order made.
+    pub tools: Vec<ToolCallReport>,
+    /// The remote side's timing of the call.
+    pub remote: Option<RemoteTiming>,
+}
+
+/// How long another organisation's gateway took to answer a call (from its
+/// receiving the call to its answer), as it reported it
+/// (`convergio.remote` in the answer's metadata, issue 18).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteTiming {
+    /// The organisation that answered.
+    pub org: String,
+    /// Its time for the call, agent included.
+    pub duration_ms: u64,
+}
+
+/// Reads an answer's [`NodeReport`].
+pub fn reported(response: &Value) -> NodeReport {
+    NodeReport {
+        tools: reported_tool_calls(response),
+        remote: reported_remote(response),
+    }
+}
+
+/// Reads the remote side's timing (task metadata, then the message's or
+/// the status message's); an organisation name is cut at 200 characters.
+fn reported_remote(response: &Value) -> Option<RemoteTiming> {
+    let (object, _) = unwrap_response(response)?;
+    let timing = object
+        .get("metadata")
+        .and_then(|metadata| metadata.get(REMOTE_TIMING_METADATA))
+        .or_else(|| {
+            object
+                .pointer("/status/message/metadata")
+                .and_then(|metadata| metadata.get(REMOTE_TIMING_METADATA))
+        })?;
+    let timing: RemoteTiming = serde_json::from_value(timing.clone()).ok()?;
+    Some(RemoteTiming {
+        org: timing.org.chars().take(MAX_REPORTED_TEXT).collect(),
+        duration_ms: timing.duration_ms,
+    })
+}
+
 /// The most tool calls kept for one node execution: an agent's report is
 /// untrusted input and lands in the run's journal.
 pub const MAX_REPORTED_TOOL_CALLS: usize = 64;
@@ -364,6 +413,19 @@ pub fn reported_tool_calls(response: &Value) -> Vec<ToolCallReport> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_remote_timing_is_read_from_task_or_message_metadata() {
+        let timing = json!({"org": "b.example", "duration_ms": 12});
+        let task = json!({"task": {"metadata": {"convergio.remote": timing}}});
+        let message = json!({"message": {"metadata": {"convergio.remote": timing}}});
+        for reply in [task, message] {
+            let remote = reported(&reply).remote.expect("a timing");
+            assert_eq!((remote.org.as_str(), remote.duration_ms), ("b.example", 12));
+        }
+        let bad = json!({"message": {"metadata": {"convergio.remote": {"org": 1}}}});
+        assert_eq!(reported(&bad).remote, None);
+    }
 
     #[test]
     fn reported_tool_calls_are_read_bounded_and_malformed_ones_dropped() {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::dispatch::Usage;
-use crate::mapping::ToolCallReport;
+use crate::mapping::{RemoteTiming, ToolCallReport};
 use crate::replan::{FailedStep, ReplanSettings, RevisionSummary, StepDiff};
 
 /// How a run ended (or that it has not).
@@ -167,6 +167,9 @@ pub struct NodeExecution {
     /// The tool calls the agent reported making.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolCallReport>,
+    /// Another organisation's timing of the call, when it shared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteTiming>,
     /// Outcome.
     pub status: ExecutionStatus,
     /// Error text for failed and skipped executions.

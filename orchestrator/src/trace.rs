@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::mapping::ToolCallReport;
+use crate::mapping::{RemoteTiming, ToolCallReport};
 use crate::replan::RevisionSummary;
 use crate::run_state::{ExecutionStatus, RunState};
 
@@ -53,6 +53,11 @@ pub struct TraceNode {
     /// do), in the order made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolCallReport>,
+    /// For a node in another organisation that shares its timings: how
+    /// long it took there (the rest of the node's time is the way there
+    /// and back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteTiming>,
     /// What the call cost: the agent's report, else the price table.
     #[serde(default)]
     pub cost: f64,
@@ -123,6 +128,7 @@ impl Trace {
                     tokens_out: execution.usage.tokens_out,
                     tool_calls: execution.usage.tool_calls,
                     tools: execution.tools.clone(),
+                    remote: execution.remote.clone(),
                     cost,
                     status: execution.status,
                 }

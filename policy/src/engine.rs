@@ -110,13 +110,17 @@ pub enum Action {
     WriteMemory,
     /// Search a vector memory namespace.
     SearchMemory,
+    /// See this deployment's timing of a call it answered for another
+    /// organisation (the caller's run trace shows it, issue 18); decided
+    /// with the agent called as the resource.
+    ShareTimings,
 }
 
 // === impl Action ===
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Self::Discover,
         Self::ReadCard,
         Self::SendMessage,
@@ -138,6 +142,7 @@ impl Action {
         Self::ReadMemory,
         Self::WriteMemory,
         Self::SearchMemory,
+        Self::ShareTimings,
     ];
 
     /// The Cedar action id (and wire name).
@@ -164,6 +169,7 @@ impl Action {
             Self::ReadMemory => "read_memory",
             Self::WriteMemory => "write_memory",
             Self::SearchMemory => "search_memory",
+            Self::ShareTimings => "share_timings",
         }
     }
 

@@ -37,6 +37,11 @@ pub const MAX_TOKENS_METADATA: &str = "convergio.maxTokens";
 /// `outcome` one of `completed`, `failed`, `refused`, `unknown_tool`. A
 /// graph's run trace lists them under the node that called the agent.
 pub const TOOL_CALLS_METADATA: &str = "convergio.toolCalls";
+/// Answer metadata key where a gateway that answered another
+/// organisation's call puts its own timing of it, when its policy lets
+/// that organisation see it (`share_timings`): `{"org", "duration_ms"}`.
+/// The caller's run trace shows it on the remote node.
+pub const REMOTE_TIMING_METADATA: &str = "convergio.remote";
 /// The ErrorInfo domain for A2A errors.
 pub const ERROR_DOMAIN: &str = "a2a-protocol.org";
 

@@ -54,7 +54,7 @@ use axum::response::Response;
 use axum::routing::{any, get, post};
 use axum::Router;
 use bytes::Bytes;
-use convergio_schemas::a2a::WELL_KNOWN_CARD_PATH;
+use convergio_schemas::a2a::{REMOTE_TIMING_METADATA, WELL_KNOWN_CARD_PATH};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -502,6 +502,7 @@ async fn execute_in_span(
     mut call: Call,
     request: &Incoming,
 ) -> Result<Reply, Failure> {
+    let started = std::time::Instant::now();
     let client = call.client.clone();
     let method = call.method;
     let shape = shape_of(&client);
@@ -546,13 +547,60 @@ async fn execute_in_span(
         }
     };
     match forwarded {
-        Ok(Reply::Unary(result)) => {
+        Ok(Reply::Unary(mut result)) => {
             crate::telemetry::record_reply(&tracing::Span::current(), &result);
             state.gatekeeper.observe_reply(&request.principal, &result);
+            share_timing(state, target, request, started, &mut result);
             Ok(Reply::Unary(result))
         }
         Ok(stream @ Reply::Stream(_)) => Ok(stream),
         Err(error) => Err(upstream_failure(state, target, request, error, shape)),
+    }
+}
+
+/// Adds this deployment's timing of the call to the answer's metadata
+/// (`convergio.remote`) when the caller is another organisation that
+/// policy lets see it (`share_timings`), so its run trace shows how long
+/// the agent took here.
+fn share_timing(
+    state: &A2aState,
+    target: &RouteTarget,
+    request: &Incoming,
+    started: std::time::Instant,
+    result: &mut Value,
+) {
+    let Some(federation) = &state.federation else {
+        return;
+    };
+    let from_elsewhere = request
+        .principal
+        .org
+        .as_deref()
+        .is_some_and(|org| org != federation.domain());
+    if !from_elsewhere
+        || !state
+            .gatekeeper
+            .may_share_timings(&request.principal, target, request.loopback)
+    {
+        return;
+    }
+    let kind = if result.get("task").is_some() {
+        "task"
+    } else {
+        "message"
+    };
+    let Some(answer) = result.get_mut(kind).and_then(Value::as_object_mut) else {
+        return;
+    };
+    let metadata = answer
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Some(metadata) = metadata.as_object_mut() {
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metadata.insert(
+            REMOTE_TIMING_METADATA.to_owned(),
+            serde_json::json!({"org": federation.domain(), "duration_ms": duration_ms}),
+        );
     }
 }
 
