@@ -1992,7 +1992,8 @@ impl Run {
         self.mark_node(outcome.node);
         self.mark_agent(&outcome.agent);
         self.state.nodes[index].attempts += outcome.calls;
-        // The tool calls the agent reported, recorded with the execution.
+        // What the agent reported (tool calls, a remote timing), recorded
+        // with the execution.
         let mut report = NodeReport::default();
         let result = match outcome.result {
             Ok((output, usage, reported)) => {
