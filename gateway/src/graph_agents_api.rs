@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::authorize::{Gatekeeper, GraphAction, PolicyGate};
-use crate::layers::{BodyLimit, ErrorShape, Failure, RequestId};
+use crate::layers::{ErrorShape, Failure, RequestId};
 use crate::model_agents::{principal_of, AgentStatus};
 use crate::{GatewayError, Principal};
 
@@ -409,18 +409,7 @@ async fn put_handler(
             detail: "publishing a graph needs a caller of an organisation (the agent's runs belong to it)".to_owned(),
         }));
     };
-    let limit = request
-        .extensions()
-        .get::<BodyLimit>()
-        .map(|BodyLimit(limit)| *limit);
-    let body = crate::a2a::read_body(request.into_body(), limit)
-        .await
-        .map_err(problem)?;
-    let document: Value = serde_json::from_slice(&body).map_err(|error| {
-        problem(GatewayError::MalformedJson {
-            detail: error.to_string(),
-        })
-    })?;
+    let document = crate::a2a::read_json_body(request).await.map_err(problem)?;
     let graph = document
         .get("graph")
         .and_then(Value::as_str)

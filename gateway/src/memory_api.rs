@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::authorize::PolicyGate;
-use crate::layers::{BodyLimit, ErrorShape, Failure};
+use crate::layers::{ErrorShape, Failure};
 use crate::model_agents::{principal_of, refusal, rfc3339};
 use crate::secrets::Secrets;
 use crate::ssrf::{check_url_resolved, parse_url, AllowList};
@@ -181,18 +181,9 @@ impl ApiState {
 }
 
 async fn read_json(request: axum::extract::Request) -> Result<Value, Response> {
-    let limit = request
-        .extensions()
-        .get::<BodyLimit>()
-        .map(|BodyLimit(limit)| *limit);
-    let body = crate::a2a::read_body(request.into_body(), limit)
+    crate::a2a::read_json_body(request)
         .await
-        .map_err(gateway_failed)?;
-    serde_json::from_slice(&body).map_err(|error| {
-        gateway_failed(GatewayError::MalformedJson {
-            detail: error.to_string(),
-        })
-    })
+        .map_err(gateway_failed)
 }
 
 fn namespace_view(row: &NamespaceRow) -> Value {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::authorize::PolicyGate;
-use crate::layers::{BodyLimit, ErrorShape, Failure};
+use crate::layers::{ErrorShape, Failure};
 use crate::{GatewayError, Principal};
 
 /// Whether a model agent can answer now.
@@ -402,18 +402,7 @@ async fn put_handler(
         Action::ManageModelAgent,
     )
     .await?;
-    let limit = request
-        .extensions()
-        .get::<BodyLimit>()
-        .map(|BodyLimit(limit)| *limit);
-    let body = crate::a2a::read_body(request.into_body(), limit)
-        .await
-        .map_err(problem)?;
-    let document: Value = serde_json::from_slice(&body).map_err(|error| {
-        problem(GatewayError::MalformedJson {
-            detail: error.to_string(),
-        })
-    })?;
+    let document = crate::a2a::read_json_body(request).await.map_err(problem)?;
     let view = state
         .agents
         .put(&org, &name, &document)

@@ -396,6 +396,19 @@ pub(crate) async fn read_body(body: Body, limit: Option<usize>) -> Result<Bytes,
         })
 }
 
+/// Reads a REST request's JSON body under the `Limits` layer's bound (a
+/// 413 over it, `MalformedJson` when it is not JSON).
+pub(crate) async fn read_json_body(request: axum::extract::Request) -> Result<Value, GatewayError> {
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|BodyLimit(limit)| *limit);
+    let body = read_body(request.into_body(), limit).await?;
+    serde_json::from_slice(&body).map_err(|error| GatewayError::MalformedJson {
+        detail: error.to_string(),
+    })
+}
+
 /// The route to another organisation's agent, through its peer gateway.
 /// A peer's own call never goes on to another organisation: this gateway
 /// would sign it with its key, lending its standing to the peer (a
