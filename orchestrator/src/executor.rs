@@ -2187,12 +2187,12 @@ impl Run {
                 .state
                 .get(&*update.key)
                 .map_or(Reducer::Last, |spec| spec.reducer);
-            let mut current = changed
-                .iter()
-                .rev()
-                .find(|(key, _)| key == &*update.key)
-                .map(|(_, value): &(String, Value)| value.clone())
-                .or_else(|| self.state.shared.get(&*update.key).cloned())
+            // A node names each key once (`update_state` is a map).
+            let mut current = self
+                .state
+                .shared
+                .get(&*update.key)
+                .cloned()
                 .unwrap_or_else(|| reducer.empty());
             reducer.reduce(&mut current, value).map_err(|reason| {
                 format!(

@@ -265,22 +265,24 @@ impl Usage {
     }
 }
 
+/// What a reply's metadata holds under `key`: the task's (or the message's)
+/// own metadata first, then its status message's.
+fn reported_metadata<'a>(response: &'a Value, key: &str) -> Option<&'a Value> {
+    let (object, _) = unwrap_response(response)?;
+    object
+        .get("metadata")
+        .and_then(|metadata| metadata.get(key))
+        .or_else(|| {
+            object
+                .pointer("/status/message/metadata")
+                .and_then(|metadata| metadata.get(key))
+        })
+}
+
 /// Reads `metadata.usage` from a reply (task metadata first, then the
 /// message's, then the task status message's).
 pub fn reported_usage(response: &Value) -> Usage {
-    let Some((object, _)) = unwrap_response(response) else {
-        return Usage::default();
-    };
-    let usage = object
-        .get("metadata")
-        .and_then(|metadata| metadata.get("usage"))
-        .or_else(|| {
-            object
-                .get("status")
-                .and_then(|status| status.get("message"))
-                .and_then(|message| message.get("metadata"))
-                .and_then(|metadata| metadata.get("usage"))
-        });
+    let usage = reported_metadata(response, "usage");
     let field = |name: &str| {
         usage
             .and_then(|usage| usage.get(name))
@@ -334,15 +336,7 @@ pub fn reported(response: &Value) -> NodeReport {
 /// Reads the remote side's timing (task metadata, then the message's or
 /// the status message's); an organisation name is cut at 200 characters.
 fn reported_remote(response: &Value) -> Option<RemoteTiming> {
-    let (object, _) = unwrap_response(response)?;
-    let timing = object
-        .get("metadata")
-        .and_then(|metadata| metadata.get(REMOTE_TIMING_METADATA))
-        .or_else(|| {
-            object
-                .pointer("/status/message/metadata")
-                .and_then(|metadata| metadata.get(REMOTE_TIMING_METADATA))
-        })?;
+    let timing = reported_metadata(response, REMOTE_TIMING_METADATA)?;
     let timing: RemoteTiming = serde_json::from_value(timing.clone()).ok()?;
     Some(RemoteTiming {
         org: timing.org.chars().take(MAX_REPORTED_TEXT).collect(),
@@ -381,18 +375,7 @@ pub struct ToolCallReport {
 /// message's), keeping well-formed entries only, at most
 /// [`MAX_REPORTED_TOOL_CALLS`], texts cut at 200 characters.
 pub fn reported_tool_calls(response: &Value) -> Vec<ToolCallReport> {
-    let Some((object, _)) = unwrap_response(response) else {
-        return Vec::new();
-    };
-    let calls = object
-        .get("metadata")
-        .and_then(|metadata| metadata.get(TOOL_CALLS_METADATA))
-        .or_else(|| {
-            object
-                .pointer("/status/message/metadata")
-                .and_then(|metadata| metadata.get(TOOL_CALLS_METADATA))
-        })
-        .and_then(Value::as_array);
+    let calls = reported_metadata(response, TOOL_CALLS_METADATA).and_then(Value::as_array);
     let cut = |text: String| text.chars().take(MAX_REPORTED_TEXT).collect::<String>();
     calls
         .into_iter()
