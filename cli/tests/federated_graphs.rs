@@ -14,6 +14,8 @@
 //! - A run's token budget, spent by what B's agent reports using, stops
 //!   the next remote node before it is called.
 //! - B's timing of a call is in A's trace only when B's policy shares it.
+//! - A streaming node's remote agent streams: its events reach the run's
+//!   event stream in order, and the folded answer is the node's output.
 //! - A repeated idempotency key gets the stored answer; SIGKILL of A while
 //!   B runs a remote node, restart, resume: B's agent ran once.
 
@@ -31,6 +33,7 @@ use convergio_agents::{
 };
 use convergio_auth::peer_call::{sign_call, PeerCallClaims, SIGNATURE_HEADER};
 use convergio_auth::OrgSigningKey;
+use convergio_schemas::a2a::TaskState;
 use serde_json::{json, Value};
 use support::{admin_token, start_logged, start_with, Server};
 
@@ -53,6 +56,14 @@ impl Recorder {
     }
 }
 
+/// The `<name>:<n>` word of a message's text parts.
+fn hook(message: &Value, name: &str) -> Option<u64> {
+    text_parts(message)
+        .iter()
+        .flat_map(|text| text.split_whitespace())
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix(':')?.parse().ok())
+}
+
 #[async_trait]
 impl AgentLogic for Recorder {
     async fn reply(&self, message: &Value) -> Option<Value> {
@@ -60,6 +71,10 @@ impl AgentLogic for Recorder {
             .lock()
             .expect("messages")
             .push(message.clone());
+        // `chunks:<n>` asks for a task that streams n artifact chunks.
+        if hook(message, "chunks").is_some() {
+            return None;
+        }
         let sleep = text_parts(message)
             .iter()
             .flat_map(|text| text.split_whitespace())
@@ -82,10 +97,20 @@ impl AgentLogic for Recorder {
         }
     }
 
-    async fn execute(&self, _message: Value, _context: TaskContext) -> Result<(), AgentsError> {
-        Err(AgentsError::Logic {
-            reason: "the recorder answers directly".to_owned(),
-        })
+    async fn execute(&self, message: Value, context: TaskContext) -> Result<(), AgentsError> {
+        let chunks = hook(&message, "chunks").unwrap_or(1);
+        context.working()?;
+        for chunk in 1..=chunks {
+            context.sleep(Duration::from_millis(20)).await?;
+            context.artifact(
+                json!({"artifactId": "chunks", "parts": [{"text": format!("chunk {chunk}")}]}),
+                chunk > 1,
+                chunk == chunks,
+            )?;
+        }
+        context.set_metadata("usage", json!({"tokens_in": 5, "tokens_out": chunks}))?;
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        context.status(TaskState::Completed, None)
     }
 }
 
@@ -95,7 +120,7 @@ fn card(name: &str, tags: &[&str]) -> Value {
         "description": "Records what reaches it (federated graphs test).",
         "version": "1.0.0",
         "provider": {"organization": "Convergio tests", "url": "https://convergio.dev/tests"},
-        "capabilities": {"streaming": false},
+        "capabilities": {"streaming": true},
         "defaultInputModes": ["text/plain"],
         "defaultOutputModes": ["text/plain"],
         "skills": [{"id": "record", "name": "Record", "description": "Answers its input.", "tags": tags}]
@@ -393,6 +418,139 @@ async fn a_remote_node_gets_the_whole_message_with_path_key_and_trace() {
     assert_eq!(fed.recorder.calls(), 2);
 }
 
+/// The `data` of each SSE event of `body`, by event name.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = Some(value.trim().to_owned());
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(value.trim()).ok();
+                }
+            }
+            Some((name?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_streaming_remote_nodes_events_reach_the_runs_stream_in_order() {
+    let fed = federate(None).await;
+    // `remote` streams three chunks from B; `after` gets them whole.
+    let graph = "name: streamed\nnodes:\n  - id: remote\n    agent: external://b.example/agents/recorder\n    inputs: [text]\n    stream: true\n  - id: after\n    agent: external://b.example/agents/recorder\n    inputs: [remote.output]\nedges:\n  - {from: remote, to: after}\n";
+    let input = json!({"text": "chunks:3"});
+
+    let response = fed
+        .http
+        .post(format!("{}/v1/runs", fed.a().base))
+        .bearer_auth(&fed.a_token)
+        .json(&json!({"graph_yaml": graph, "mode": "stream", "input": input}))
+        .send()
+        .await
+        .expect("run answered");
+    assert_eq!(response.status(), 200);
+    let events = sse_events(&response.text().await.expect("events"));
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    // B's events, in the order B's agent made them, all before the node
+    // finished: the task, working, each chunk, completed.
+    let updates: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "node_update")
+        .map(|(_, event)| event)
+        .collect();
+    assert!(
+        updates.iter().all(|update| update["node_id"] == "remote"),
+        "{updates:#?}"
+    );
+    let chunks: Vec<&str> = updates
+        .iter()
+        .filter_map(|update| update.pointer("/event/artifactUpdate/artifact/parts/0/text"))
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(chunks, ["chunk 1", "chunk 2", "chunk 3"], "{updates:#?}");
+    let appended: Vec<bool> = updates
+        .iter()
+        .filter_map(|update| update.pointer("/event/artifactUpdate"))
+        .map(|update| update["append"] == true)
+        .collect();
+    assert_eq!(appended, [false, true, true]);
+    assert_eq!(
+        updates
+            .last()
+            .and_then(|update| update.pointer("/event/statusUpdate/status/state")),
+        Some(&json!("TASK_STATE_COMPLETED")),
+        "{updates:#?}"
+    );
+    let position = |wanted: &dyn Fn(&(String, Value)) -> bool| {
+        events.iter().position(wanted).expect("the event is there")
+    };
+    let last_update = position(&|(name, _)| name == "node_update") + updates.len() - 1;
+    let remote_finished =
+        position(&|(name, event)| name == "node_finished" && event["node_id"] == "remote");
+    assert!(last_update < remote_finished, "{names:?}");
+    assert_eq!(names.last(), Some(&"run_finished"), "{names:?}");
+    let finished = &events.last().expect("run_finished").1;
+    assert_eq!(finished["status"], "succeeded", "{events:#?}");
+
+    // Sync and async modes stream the call too; the folded answer is the
+    // node's output (the next node got the three chunks), and the usage B
+    // reported on its last status update is in the trace.
+    for mode in ["sync", "async"] {
+        let (status, outcome) = run(&fed, graph, mode, input.clone()).await;
+        assert!(status == 200 || status == 202, "{outcome}");
+        let run_id = outcome["run_id"].as_str().expect("run id").to_owned();
+        let mut outcome = outcome;
+        for _ in 0..200 {
+            if outcome["status"] == "succeeded" || outcome["status"] == "failed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            outcome = run_status(&fed, &run_id).await;
+        }
+        assert_eq!(outcome["status"], "succeeded", "{mode}: {outcome:#}");
+        let (status, trace) = get(
+            &fed.http,
+            &format!("{}/v1/runs/{run_id}/trace", fed.a().base),
+            &fed.a_token,
+        )
+        .await;
+        assert_eq!(status, 200, "{trace}");
+        let remote = trace["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|node| node["node_id"] == "remote"))
+            .expect("the remote node's trace");
+        assert_eq!(remote["tokens_in"], 5, "{remote:#}");
+        assert_eq!(remote["tokens_out"], 3, "{remote:#}");
+        let after = fed
+            .recorder
+            .messages()
+            .last()
+            .cloned()
+            .expect("after's call");
+        assert_eq!(
+            text_parts(&after),
+            ["chunk 1\nchunk 2\nchunk 3"],
+            "{mode}: {after:#}"
+        );
+    }
+    assert_eq!(fed.recorder.calls(), 6);
+
+    // B refusing a streaming node fails that node, as for a blocking one.
+    let refused = "name: refused_stream\nnodes:\n  - id: remote\n    agent: external://b.example/agents/private\n    inputs: [text]\n    stream: true\n";
+    let (status, outcome) = run(&fed, refused, "sync", input).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["status"], "failed", "{outcome:#}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("external://b.example/agents/private"),
+        "{error}"
+    );
+    assert_eq!(fed.recorder.calls(), 6);
+}
+
 #[tokio::test]
 async fn each_side_policy_refusal_fails_the_node_that_called() {
     // B's policy: `private` did not opt in, so A's call is refused by B.
@@ -588,8 +746,21 @@ async fn run_status(fed: &Federated, run_id: &str) -> Value {
 
 #[tokio::test]
 async fn sigkill_of_a_during_a_remote_node_then_resume_runs_it_once() {
+    kill_a_mid_call_then_resume(CHECKPOINTED, json!("sleep:1500 durable"), "durable").await;
+}
+
+#[tokio::test]
+async fn sigkill_of_a_during_a_streaming_remote_node_then_resume_runs_it_once() {
+    let graph = CHECKPOINTED.replace("agents/recorder\n", "agents/recorder\n    stream: true\n");
+    kill_a_mid_call_then_resume(&graph, json!("chunks:60 durable"), "chunk 60").await;
+}
+
+/// Starts `graph` at A, kills A while B's agent runs its remote node,
+/// restarts and resumes A: the run succeeds with `expected` in its result,
+/// and B's agent ran once (B answered the repeat from its stored outcome).
+async fn kill_a_mid_call_then_resume(graph: &str, input: Value, expected: &str) {
     let mut fed = federate(None).await;
-    let (status, accepted) = run(&fed, CHECKPOINTED, "async", json!("sleep:1500 durable")).await;
+    let (status, accepted) = run(&fed, graph, "async", input).await;
     assert_eq!(status, 202, "{accepted}");
     let run_id = accepted["run_id"].as_str().expect("run id").to_owned();
 
@@ -629,7 +800,7 @@ async fn sigkill_of_a_during_a_remote_node_then_resume_runs_it_once() {
         &fed.a_token,
     )
     .await;
-    assert!(result.to_string().contains("durable"), "{result}");
+    assert!(result.to_string().contains(expected), "{result}");
     // The resumed run repeated the call with the same key; B answered it
     // from the stored outcome: its agent ran once.
     assert_eq!(recorder.calls(), 1, "{:#?}", recorder.messages());

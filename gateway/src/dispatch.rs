@@ -15,6 +15,12 @@
 //!   decides again. Without federation the answer is "federation not
 //!   configured", which becomes [`DispatchError::NotRoutable`].
 //!
+//! - A streaming node (`stream: true`): the same request as
+//!   `SendStreamingMessage`; the event stream is read as it comes, each
+//!   event handed to the run's event stream, and the stream folded
+//!   ([`StreamFold`]) is the reply. Across organisations the peer keeps the
+//!   folded outcome under the call's idempotency key, as for a blocking call.
+//!
 //! The request carries the run caller's [`Principal`] and a [`GraphCall`] as
 //! request extensions (extensions are not wire data, so no outside request
 //! can forge them), the W3C `traceparent` header, and is abandoned at the
@@ -37,12 +43,14 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::Router;
 use convergio_orchestrator::{
-    AgentCall, AgentReply, Dispatch, DispatchError, MemoryAction, MemoryOp,
+    AgentCall, AgentReply, Dispatch, DispatchError, MemoryAction, MemoryOp, NodeUpdates, StreamFold,
 };
-use convergio_schemas::a2a::{MEDIA_JSON, VERSION_1_0, VERSION_HEADER};
+use convergio_schemas::a2a::{MEDIA_JSON, MEDIA_SSE, VERSION_1_0, VERSION_HEADER};
 use convergio_schemas::{AgentId, GraphCall, Principal};
 
+use crate::a2a::sse::SseParser;
 use crate::federation::idempotency::IDEMPOTENCY_KEY;
+use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -91,14 +99,22 @@ impl Dispatch for GatewayDispatch {
         let app = self.app()?;
         let target = Target::of(&call.agent)?;
         let request = build_request(&call, &target)?;
-        let exchange = exchange(app, request);
-        let (status, bytes) = match call.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
-                .await
-                .map_err(|_| DispatchError::Timeout)??,
-            None => exchange.await?,
+        let agent = call.agent.as_str();
+        let reply = async {
+            match call.stream.clone() {
+                Some(updates) => stream_exchange(app, request, updates, agent, &target).await,
+                None => {
+                    let (status, bytes) = exchange(app, request).await?;
+                    interpret(agent, &target, status, &bytes)
+                }
+            }
         };
-        interpret(&call.agent, &target, status, &bytes)
+        match call.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), reply)
+                .await
+                .map_err(|_| DispatchError::Timeout)?,
+            None => reply.await,
+        }
     }
 
     /// A node's memory search or write (issue 20), as in-process REST calls
@@ -192,6 +208,74 @@ async fn exchange(
     Ok((status, bytes))
 }
 
+/// Sends a streaming node's `SendStreamingMessage` through the router and
+/// reads its event stream as it comes (issue 18): each event goes to
+/// `updates`, in order, and the reply is the stream folded into the answer
+/// a blocking call gives. A refusal before the stream (a JSON answer) or an
+/// error event in it becomes the typed error a blocking call would get.
+async fn stream_exchange(
+    app: Router,
+    request: Request<Body>,
+    mut updates: NodeUpdates,
+    agent: &str,
+    target: &Target,
+) -> Result<AgentReply, DispatchError> {
+    let response = app
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let status = response.status();
+    let is_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(MEDIA_SSE));
+    if !is_stream {
+        let bytes = axum::body::to_bytes(response.into_body(), MAX_REPLY_BYTES)
+            .await
+            .map_err(|error| DispatchError::Failed {
+                message: format!("reading the answer failed: {error}"),
+                retryable: true,
+            })?;
+        return interpret(agent, target, status, &bytes);
+    }
+    let mut body = response.into_body().into_data_stream();
+    let mut parser = SseParser::new();
+    let mut fold = StreamFold::new();
+    let mut read = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| DispatchError::Failed {
+            message: format!("reading the stream failed: {error}"),
+            retryable: true,
+        })?;
+        read += chunk.len();
+        if read > MAX_REPLY_BYTES {
+            return Err(DispatchError::Failed {
+                message: format!("the stream passed {MAX_REPLY_BYTES} bytes"),
+                retryable: false,
+            });
+        }
+        for data in parser.push(&chunk) {
+            let frame: Value =
+                serde_json::from_str(&data).map_err(|error| DispatchError::Failed {
+                    message: format!("a stream event is not JSON: {error}"),
+                    retryable: false,
+                })?;
+            let Some(event) = frame.get("result") else {
+                return interpret_body(agent, target, status, &frame);
+            };
+            updates.send(event);
+            fold.push(event);
+        }
+    }
+    fold.finish()
+        .map(AgentReply::from_response)
+        .ok_or_else(|| DispatchError::Failed {
+            message: "the stream ended without a message or a task".into(),
+            retryable: true,
+        })
+}
+
 /// Sends a memory request; its JSON answer, or the problem as a typed error.
 async fn memory_exchange(app: &Router, request: Request<Body>) -> Result<Value, DispatchError> {
     let (status, bytes) = exchange(app.clone(), request).await?;
@@ -260,15 +344,25 @@ impl Target {
 fn build_request(call: &AgentCall, target: &Target) -> Result<Request<Body>, DispatchError> {
     // The message goes as the node built it, whichever side of the
     // organisation boundary its agent is on.
-    let mut body = json!({
-        "jsonrpc": "2.0",
-        "id": format!("{}/{}", call.run_id, call.node_id),
-        "method": "SendMessage",
-        "params": {
-            "message": call.message,
-            "configuration": {"returnImmediately": false},
-        },
-    });
+    // A streaming node's events come as they are made; a blocking call
+    // waits for the task to end.
+    let mut body = match call.stream {
+        Some(_) => json!({
+            "jsonrpc": "2.0",
+            "id": format!("{}/{}", call.run_id, call.node_id),
+            "method": "SendStreamingMessage",
+            "params": {"message": call.message},
+        }),
+        None => json!({
+            "jsonrpc": "2.0",
+            "id": format!("{}/{}", call.run_id, call.node_id),
+            "method": "SendMessage",
+            "params": {
+                "message": call.message,
+                "configuration": {"returnImmediately": false},
+            },
+        }),
+    };
     if matches!(target, Target::External { .. }) {
         // The peer answers a repeat of this key (the run resumed after a
         // crash) with its first answer. The message id is the node call's
@@ -294,6 +388,10 @@ fn build_request(call: &AgentCall, target: &Target) -> Result<Request<Body>, Dis
     )?;
     let version = HeaderValue::from_static(VERSION_1_0);
     request.headers_mut().insert(VERSION_HEADER, version);
+    if call.stream.is_some() {
+        let accept = HeaderValue::from_static(MEDIA_SSE);
+        request.headers_mut().insert(header::ACCEPT, accept);
+    }
     let extensions = request.extensions_mut();
     if let Some(deadline) = call.deadline {
         // The node's timeout bounds the upstream call too, not the
@@ -375,6 +473,16 @@ fn interpret(
     bytes: &[u8],
 ) -> Result<AgentReply, DispatchError> {
     let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    interpret_body(agent, target, status, &body)
+}
+
+/// [`interpret`] of a parsed answer.
+fn interpret_body(
+    agent: &str,
+    target: &Target,
+    status: StatusCode,
+    body: &Value,
+) -> Result<AgentReply, DispatchError> {
     let message = body
         .pointer("/error/message")
         .or_else(|| body.get("detail"))

@@ -536,6 +536,7 @@ impl PlannerAgent for DispatchPlanner {
             message,
             traceparent: child_traceparent(&new_trace_id()),
             deadline: None,
+            stream: None,
         };
         let reply =
             self.dispatch

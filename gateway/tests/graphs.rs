@@ -346,6 +346,68 @@ async fn stream_mode_sends_every_node_event_then_the_end() {
 }
 
 #[tokio::test]
+async fn a_streaming_node_passes_its_agents_events_on_in_order() {
+    let server = start(GraphsConfig::default()).await;
+    // `echo` streams a task; `recorder` answers the stream request with one
+    // JSON result, which reaches the run as a one-event stream.
+    let graph = "name: streamed\nnodes:\n  - {id: echo, agent: echo, inputs: [text], stream: true}\n  - {id: rec, agent: recorder, inputs: [echo.output], stream: true}\nedges:\n  - {from: echo, to: rec}\n";
+    let response = server
+        .http
+        .post(format!("{}/v1/runs", server.base))
+        .json(&json!({"graph_yaml": graph, "mode": "stream", "input": {"text": "hello"}}))
+        .send()
+        .await
+        .expect("the stream answers");
+    let events = server.events(response).await;
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|event| match event["type"].as_str() {
+            Some("node_update") => {
+                let kind = event["event"]
+                    .as_object()
+                    .and_then(|event| event.keys().next().cloned())
+                    .unwrap_or_default();
+                format!("{}:{kind}", event["node_id"].as_str().unwrap_or_default())
+            }
+            Some(kind) => format!("{}:{kind}", event["node_id"].as_str().unwrap_or("run")),
+            None => "?".to_owned(),
+        })
+        .collect();
+    // Each node's agent events come between its start and its end, in the
+    // order the agent made them.
+    let echo: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .skip_while(|kind| *kind != "echo:node_started")
+        .take_while(|kind| *kind != "echo:node_finished")
+        .filter(|kind| !kind.ends_with("node_output"))
+        .collect();
+    assert_eq!(echo.first(), Some(&"echo:node_started"), "{kinds:?}");
+    assert_eq!(echo.get(1), Some(&"echo:task"), "{kinds:?}");
+    assert!(echo.contains(&"echo:artifactUpdate"), "{kinds:?}");
+    assert_eq!(echo.last(), Some(&"echo:statusUpdate"), "{kinds:?}");
+    let rec: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .filter(|kind| kind.starts_with("rec:") && !kind.contains("node_"))
+        .collect();
+    assert_eq!(rec, ["rec:message"], "{kinds:?}");
+    let echoed = events
+        .iter()
+        .find_map(|event| event.pointer("/event/artifactUpdate/artifact/parts/0/text"))
+        .expect("echo's artifact");
+    assert_eq!(echoed, "echo: hello");
+    let outputs: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["type"] == "node_output")
+        .map(|event| &event["output"])
+        .collect();
+    assert_eq!(outputs, [&json!("echo: hello"), &json!("recorded")]);
+    let last = events.last().expect("events");
+    assert_eq!(last["status"], "succeeded", "{events:#?}");
+}
+
+#[tokio::test]
 async fn batch_mode_isolates_a_bad_input() {
     let server = start(GraphsConfig::default()).await;
     let (status, batch) = server

@@ -105,6 +105,7 @@ fn node(id: &str, agent: Option<&str>) -> NodeSpec {
         subgraph: None,
         memory: None,
         update_state: BTreeMap::new(),
+        stream: false,
     }
 }
 
@@ -232,6 +233,15 @@ impl GraphBuilder {
     pub fn update_state(mut self, key: &str, from: &str) -> Self {
         for last in self.last_nodes() {
             last.update_state.insert(key.to_owned(), from.to_owned());
+        }
+        self
+    }
+
+    /// Makes the nodes the last `add_*` call added call their agent with
+    /// `SendStreamingMessage`, its events reaching the run's event stream.
+    pub fn stream(mut self) -> Self {
+        for last in self.last_nodes() {
+            last.stream = true;
         }
         self
     }

@@ -14,8 +14,11 @@ use convergio_schemas::Principal;
 use serde_json::Value;
 use uuid::Uuid;
 
+use tokio::sync::mpsc;
+
 use crate::error::DispatchError;
 use crate::mapping::{reported, reported_usage, NodeReport};
+use crate::run_state::RunEvent;
 
 /// What an agent reports using; defined beside the reply format it is read
 /// from ([`crate::mapping`]), named here as part of the call contract.
@@ -106,6 +109,67 @@ pub struct AgentCall {
     pub traceparent: String,
     /// When the executor stops waiting for this call.
     pub deadline: Option<Instant>,
+    /// `Some` for a streaming node (`stream: true`): call the agent with
+    /// `SendStreamingMessage`, hand each event to these updates and answer
+    /// with the stream folded ([`crate::mapping::StreamFold`]). A
+    /// dispatcher that cannot stream may ignore it and call blocking.
+    pub stream: Option<NodeUpdates>,
+}
+
+/// Where a streaming node's events go: the run's live event stream, as
+/// [`RunEvent::NodeUpdate`]s, when the run has one. At most
+/// [`NodeUpdates::MAX_PER_CALL`] events of one call are passed on, so a
+/// chatty agent cannot flood the run's event log; the answer still holds
+/// everything the agent streamed.
+#[derive(Debug, Clone)]
+pub struct NodeUpdates {
+    run_id: Uuid,
+    node_id: String,
+    iteration: u32,
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
+    sent: usize,
+}
+
+// === impl NodeUpdates ===
+
+impl NodeUpdates {
+    /// Events of one call passed on to the run's stream, at most.
+    pub const MAX_PER_CALL: usize = 1_000;
+
+    /// Updates of `node_id`'s run number `iteration`, sent to `events`
+    /// (`None`: the run has no live stream, and updates go nowhere).
+    pub fn new(
+        run_id: Uuid,
+        node_id: String,
+        iteration: u32,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+    ) -> Self {
+        Self {
+            run_id,
+            node_id,
+            iteration,
+            events,
+            sent: 0,
+        }
+    }
+
+    /// Passes one streamed event on.
+    pub fn send(&mut self, event: &Value) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        if self.sent >= Self::MAX_PER_CALL {
+            return;
+        }
+        self.sent += 1;
+        // A stream consumer that went away does not stop the call.
+        let _ = events.send(RunEvent::NodeUpdate {
+            run_id: self.run_id,
+            node_id: self.node_id.clone(),
+            iteration: self.iteration,
+            event: event.clone(),
+        });
+    }
 }
 
 /// An agent's answer.

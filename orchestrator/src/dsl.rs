@@ -40,6 +40,10 @@
 //!   reducer fails the node); the changes are part of the node's
 //!   checkpointed step, so a resume applies none twice. The result shows
 //!   the final state.
+//! - node `stream: true` (issue 18): the agent, local or in another
+//!   organisation, is called with `SendStreamingMessage`; each event it
+//!   streams reaches the run's event stream as a `node_update`, in order,
+//!   and the stream folded is the node's answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -153,6 +157,10 @@ pub struct NodeSpec {
     /// `output.<path>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub update_state: BTreeMap<String, String>,
+    /// Call the agent with `SendStreamingMessage`: each event it streams
+    /// reaches the run's event stream as a `node_update` (issue 18).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// One key of a run's shared state.

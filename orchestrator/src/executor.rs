@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::dispatch::{AgentCall, Dispatch, MemoryAction, MemoryOp, Usage};
+use crate::dispatch::{AgentCall, Dispatch, MemoryAction, MemoryOp, NodeUpdates, Usage};
 use crate::dsl::{
     lookup_path, Backoff, NodeKind, OnError, Reducer, SimpleStrategy, When, WhenKeyword,
 };
@@ -1955,6 +1955,14 @@ impl Run {
             message,
             traceparent: child_traceparent(&self.state.trace_id),
             deadline: timeout.map(|timeout| Instant::now() + delay.unwrap_or_default() + timeout),
+            stream: node.stream.then(|| {
+                NodeUpdates::new(
+                    self.state.run_id,
+                    node.id.to_string(),
+                    iteration,
+                    self.events.clone(),
+                )
+            }),
         };
         let memory = NodeMemoryUse::of(
             node,

@@ -69,6 +69,8 @@ pub struct Node {
     pub memory: NodeMemory,
     /// Shared state keys it updates when it succeeds (issue 20).
     pub update_state: Vec<StateUpdate>,
+    /// Its agent is called with `SendStreamingMessage` (issue 18).
+    pub stream: bool,
 }
 
 /// A validated node `memory:`.

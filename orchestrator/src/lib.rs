@@ -39,7 +39,7 @@ pub mod trace;
 pub mod validate;
 
 pub use builder::GraphBuilder;
-pub use dispatch::{AgentCall, AgentReply, Dispatch, MemoryAction, MemoryOp, Usage};
+pub use dispatch::{AgentCall, AgentReply, Dispatch, MemoryAction, MemoryOp, NodeUpdates, Usage};
 pub use dsl::GraphSpec;
 pub use error::{DispatchError, OrchestratorError};
 pub use executor::{
@@ -50,7 +50,7 @@ pub use graph_store::{GraphAgentRow, GraphAgentStore, GraphStore, MemoryGraphSto
 pub use journal::{
     Checkpoint, NewRun, RunFilter, RunHeader, RunJournal, RunListing, StepDelta, StoredRun,
 };
-pub use mapping::{NodeReport, RemoteTiming, ToolCallReport};
+pub use mapping::{NodeReport, RemoteTiming, StreamFold, ToolCallReport};
 pub use metrics::Metrics;
 pub use replan::{
     CompletedStep, FailedStep, ReplanRequest, ReplanSettings, Replanner, Revision, StepDiff,

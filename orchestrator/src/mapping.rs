@@ -104,6 +104,101 @@ fn single(key: &str, value: Value) -> Value {
     Value::Object(part)
 }
 
+/// Folds an A2A 1.0 event stream (`StreamResponse`s, in order) into the
+/// answer a blocking `SendMessage` would have given (issue 18): the direct
+/// message, or the task with its last status, its metadata merged update by
+/// update and its artifacts put together chunk by chunk (`append` joins the
+/// parts of the artifact with the same `artifactId`, otherwise the artifact
+/// replaces it).
+#[derive(Debug, Default)]
+pub struct StreamFold {
+    message: Option<Value>,
+    task: Option<Map<String, Value>>,
+}
+
+// === impl StreamFold ===
+
+impl StreamFold {
+    /// An empty fold.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next event; events of an unknown kind are ignored.
+    pub fn push(&mut self, event: &Value) {
+        if let Some(message) = event.get("message") {
+            self.message = Some(message.clone());
+        } else if let Some(Value::Object(task)) = event.get("task") {
+            self.task = Some(task.clone());
+        } else if let Some(Value::Object(update)) = event.get("statusUpdate") {
+            let task = self.task_of(update);
+            if let Some(status) = update.get("status") {
+                task.insert("status".to_owned(), status.clone());
+            }
+            if let Some(Value::Object(metadata)) = update.get("metadata") {
+                let merged = task
+                    .entry("metadata")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(merged) = merged {
+                    merged.extend(metadata.clone());
+                }
+            }
+        } else if let Some(Value::Object(update)) = event.get("artifactUpdate") {
+            let append = update.get("append").and_then(Value::as_bool) == Some(true);
+            let Some(artifact) = update.get("artifact").cloned() else {
+                return;
+            };
+            let task = self.task_of(update);
+            let artifacts = task
+                .entry("artifacts")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            let Value::Array(artifacts) = artifacts else {
+                return;
+            };
+            let id = artifact.get("artifactId");
+            match artifacts
+                .iter_mut()
+                .find(|known| known.get("artifactId") == id)
+            {
+                Some(known) if append => {
+                    let parts = artifact.get("parts").and_then(Value::as_array);
+                    if let (Some(Value::Array(known)), Some(parts)) =
+                        (known.get_mut("parts"), parts)
+                    {
+                        known.extend(parts.iter().cloned());
+                    }
+                }
+                Some(known) => *known = artifact,
+                None => artifacts.push(artifact),
+            }
+        }
+    }
+
+    /// The answer so far: `{"message": …}` or `{"task": …}`, or `None`
+    /// when no event carried either.
+    pub fn finish(self) -> Option<Value> {
+        if let Some(message) = self.message {
+            return Some(serde_json::json!({ "message": message }));
+        }
+        self.task
+            .map(|task| serde_json::json!({ "task": Value::Object(task) }))
+    }
+
+    /// The task an update belongs to, started from the update's ids when
+    /// no `task` event came first.
+    fn task_of(&mut self, update: &Map<String, Value>) -> &mut Map<String, Value> {
+        self.task.get_or_insert_with(|| {
+            let mut task = Map::new();
+            for (from, to) in [("taskId", "id"), ("contextId", "contextId")] {
+                if let Some(value) = update.get(from) {
+                    task.insert(to.to_owned(), value.clone());
+                }
+            }
+            task
+        })
+    }
+}
+
 /// Why a reply could not become an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyError {
@@ -396,6 +491,52 @@ pub fn reported_tool_calls(response: &Value) -> Vec<ToolCallReport> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stream_folds_into_the_answer_a_blocking_call_gives() {
+        let events = [
+            json!({"task": {"id": "t1", "contextId": "c1", "status": {"state": "TASK_STATE_SUBMITTED"}}}),
+            json!({"statusUpdate": {"taskId": "t1", "contextId": "c1", "status": {"state": "TASK_STATE_WORKING"}}}),
+            json!({"artifactUpdate": {"taskId": "t1", "artifact": {"artifactId": "a", "parts": [{"text": "one "}]}}}),
+            json!({"artifactUpdate": {"taskId": "t1", "append": true, "artifact": {"artifactId": "a", "parts": [{"text": "two"}]}}}),
+            json!({"artifactUpdate": {"taskId": "t1", "artifact": {"artifactId": "b", "parts": [{"data": {"n": 1}}]}}}),
+            json!({"artifactUpdate": {"taskId": "t1", "artifact": {"artifactId": "b", "parts": [{"data": {"n": 2}}]}}}),
+            json!({"statusUpdate": {"taskId": "t1", "status": {"state": "TASK_STATE_COMPLETED"},
+                                    "metadata": {"usage": {"tokens_in": 3, "tokens_out": 4}}}}),
+            json!({"somethingNew": {}}),
+        ];
+        let mut fold = StreamFold::new();
+        for event in &events {
+            fold.push(event);
+        }
+        let answer = fold.finish().expect("an answer");
+        let task = &answer["task"];
+        assert_eq!(task["id"], "t1");
+        assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED");
+        assert_eq!(
+            task["artifacts"][0]["parts"],
+            json!([{"text": "one "}, {"text": "two"}])
+        );
+        assert_eq!(task["artifacts"][1]["parts"], json!([{"data": {"n": 2}}]));
+        assert_eq!(reported_usage(&answer).tokens(), 7);
+        assert_eq!(
+            reply_output(&answer).expect("output"),
+            json!(["one ", "two", {"n": 2}])
+        );
+
+        // Updates without a `task` event start one from their ids; a direct
+        // message is the answer; nothing at all is no answer.
+        let mut fold = StreamFold::new();
+        fold.push(&events[4]);
+        assert_eq!(fold.finish().expect("a task")["task"]["id"], "t1");
+        let mut fold = StreamFold::new();
+        fold.push(&json!({"message": {"parts": [{"text": "hi"}]}}));
+        assert_eq!(
+            reply_output(&fold.finish().expect("a message")).expect("output"),
+            json!("hi")
+        );
+        assert_eq!(StreamFold::new().finish(), None);
+    }
 
     #[test]
     fn a_remote_timing_is_read_from_task_or_message_metadata() {

@@ -200,6 +200,20 @@ pub enum RunEvent {
         /// The output.
         output: Value,
     },
+    /// An event a streaming node's agent streamed (issue 18): an A2A 1.0
+    /// `StreamResponse` (`task`, `statusUpdate`, `artifactUpdate` or
+    /// `message`), in the order the agent sent them. Live only: sent to the
+    /// run's event stream, not kept in the run's state.
+    NodeUpdate {
+        /// The run.
+        run_id: Uuid,
+        /// The node.
+        node_id: String,
+        /// Which run of the node (1-based).
+        iteration: u32,
+        /// The agent's event.
+        event: Value,
+    },
     /// A call failed.
     NodeError {
         /// The run.

@@ -412,6 +412,7 @@ fn validate_inner(
             subgraph,
             memory,
             update_state,
+            stream: node_streams(node, kind, &pointer, out),
         });
     }
 
@@ -587,6 +588,34 @@ const MAX_MEMORY_TOP_K: u32 = 100;
 /// query is an input reference, `top_k` is in range, a write takes the
 /// output. Namespaces are not looked up here: whether they exist and the
 /// caller may use them is decided at the call, by policy.
+/// Whether a node streams its agent's answer: only a node that calls an
+/// agent can.
+fn node_streams(
+    node: &NodeSpec,
+    kind: NodeKind,
+    pointer: &str,
+    out: &mut Collector<'_, '_>,
+) -> bool {
+    if node.stream && !calls_an_agent(node, kind) {
+        out.push(
+            ValidationCode::InvalidNode,
+            format!("{pointer}/stream"),
+            format!(
+                "node `{}` calls no agent, so it has nothing to stream",
+                node.id
+            ),
+        );
+        return false;
+    }
+    node.stream
+}
+
+/// Whether a node of `kind` calls its agent.
+fn calls_an_agent(node: &NodeSpec, kind: NodeKind) -> bool {
+    matches!(kind, NodeKind::Agent | NodeKind::Judge)
+        || (kind == NodeKind::Router && node.agent.is_some())
+}
+
 fn node_memory(
     node: &NodeSpec,
     kind: NodeKind,
@@ -599,9 +628,7 @@ fn node_memory(
     let Some(spec) = &node.memory else {
         return memory;
     };
-    let calls_an_agent = matches!(kind, NodeKind::Agent | NodeKind::Judge)
-        || (kind == NodeKind::Router && node.agent.is_some());
-    if !calls_an_agent {
+    if !calls_an_agent(node, kind) {
         out.push(
             ValidationCode::InvalidNode,
             format!("{pointer}/memory"),

@@ -318,3 +318,24 @@ fn shared_state_references_and_updates_are_checked() {
         .expect("valid");
     assert_eq!(built.nodes[0].update_state.len(), 1);
 }
+
+#[test]
+fn only_a_node_that_calls_an_agent_may_stream() {
+    let yaml = "name: s\nnodes:\n  - {id: a, agent: a, stream: true}\n  - {id: r, kind: router, rules: [{when: {path: x, equals: 1}, route: a}], default_route: a, stream: true}\nedges:\n  - {from: a, to: r}\n";
+    let spec = parse_yaml(yaml).expect("schema-valid");
+    let errors = validate(&spec, &AnyAgent, &Limits::default()).expect_err("invalid");
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("node `r` calls no agent, so it has nothing to stream"),
+        "{messages:?}"
+    );
+    // The schema refuses a non-boolean; the builder declares the same.
+    assert!(parse_yaml("name: s\nnodes:\n  - {id: a, agent: a, stream: yes please}\n").is_err());
+    let built = Graph::new("s")
+        .add_node("a", "a")
+        .stream()
+        .build(&AnyAgent, &Limits::default())
+        .expect("valid");
+    assert!(built.nodes[0].stream);
+}

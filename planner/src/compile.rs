@@ -28,6 +28,7 @@ pub fn to_graph(plan: &PlanDocument, name: &str, constraints: &Constraints) -> G
             subgraph: None,
             memory: None,
             update_state: Default::default(),
+            stream: false,
         })
         .collect();
     let mut edges = Vec::new();

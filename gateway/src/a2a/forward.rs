@@ -69,8 +69,31 @@ pub(crate) enum Reply {
 pub(crate) async fn forward(
     state: &A2aState,
     target: &Arc<RouteTarget>,
+    call: Call,
+    request: &Incoming,
+) -> Result<Reply, GatewayError> {
+    forward_keeping(state, target, call, request, None).await
+}
+
+/// The outcome of an idempotent peer call, to be kept (issue 18): where,
+/// and under which key.
+#[derive(Clone)]
+pub(crate) struct KeptOutcome {
+    pub(crate) federation: Arc<crate::federation::Federation>,
+    pub(crate) key: convergio_registry::peer_calls::PeerCallKey,
+}
+
+/// [`forward`], keeping a relayed stream's outcome in `keep`: the events
+/// the caller was sent, folded into the answer a blocking call gives, once
+/// the stream ended in a final state. Such a stream is read to its end
+/// even after its caller left, so a peer that crashed mid-call and repeats
+/// its key gets the outcome instead of a second run of the agent.
+pub(crate) async fn forward_keeping(
+    state: &A2aState,
+    target: &Arc<RouteTarget>,
     mut call: Call,
     request: &Incoming,
+    keep: Option<KeptOutcome>,
 ) -> Result<Reply, GatewayError> {
     let principal = &request.principal;
     let headers = &request.headers;
@@ -191,6 +214,7 @@ pub(crate) async fn forward(
         loopback,
         &interface,
         Arc::new(guard_call),
+        keep,
     );
     if let (Some((after, task_id)), Some(log)) = (resume_from, &state.stream_log) {
         let idle = state.config.stream_idle_timeout;
@@ -820,6 +844,8 @@ struct RelayContext {
     upstream_url: String,
     /// What the guardrails select on, for each streamed event.
     guard_call: Arc<super::guard::GuardCall>,
+    /// Where an idempotent peer call's outcome is kept.
+    keep: Option<KeptOutcome>,
 }
 
 // === impl RelayContext ===
@@ -835,6 +861,7 @@ impl RelayContext {
         loopback: bool,
         interface: &UpstreamInterface,
         guard_call: Arc<super::guard::GuardCall>,
+        keep: Option<KeptOutcome>,
     ) -> Self {
         Self {
             state: state.clone(),
@@ -849,6 +876,7 @@ impl RelayContext {
             loopback,
             upstream_url: interface.url.clone(),
             guard_call,
+            keep,
         }
     }
 
@@ -1119,6 +1147,10 @@ fn relay_events(
         let mut seen = HashSet::new();
         let mut ended = false;
         let mut failure: Option<GatewayError> = None;
+        // An idempotent call's stream is read to its end and its outcome
+        // kept, whether or not its caller stays.
+        let keeps = context.keep.is_some();
+        let mut outcome = keeps.then(convergio_orchestrator::StreamFold::new);
         'frames: loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
@@ -1196,7 +1228,10 @@ fn relay_events(
                         // Recorded before it is sent: a client that saw
                         // an id can always resume after it.
                         let id = recorder.record(&event).await;
-                        yield (context.encode_event(id, event), recorder.is_recording());
+                        if let Some(outcome) = &mut outcome {
+                            outcome.push(&event);
+                        }
+                        yield (context.encode_event(id, event), keeps || recorder.is_recording());
                     }
                     Err(error) => {
                         failure = Some(error);
@@ -1215,6 +1250,10 @@ fn relay_events(
         if let Some(error) = failure {
             recorder.failed(&error).await;
             yield (context.encode_error(&error), false);
+        } else if let (Some(keep), Some(outcome)) =
+            (&context.keep, outcome.and_then(convergio_orchestrator::StreamFold::finish))
+        {
+            keep.federation.remember_outcome(&keep.key, &outcome).await;
         }
     }
 }

@@ -28,7 +28,7 @@ mod model_slots;
 mod protojson;
 pub mod push;
 mod resume;
-mod sse;
+pub(crate) mod sse;
 
 pub(crate) use envelope::EnvelopeApiDoc;
 mod timeouts;
@@ -632,7 +632,12 @@ async fn forward_detached(
     let request = request.clone();
     let task = tokio::spawn(
         async move {
-            let reply = forward::forward(&state, &target, call, &request).await;
+            // A stream's outcome is kept by its relay, at its end.
+            let keep = forward::KeptOutcome {
+                federation: Arc::clone(&federation),
+                key: key.clone(),
+            };
+            let reply = forward::forward_keeping(&state, &target, call, &request, Some(keep)).await;
             if let Ok(Reply::Unary(result)) = &reply {
                 federation.remember_outcome(&key, result).await;
             }

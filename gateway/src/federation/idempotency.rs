@@ -9,8 +9,11 @@
 //!
 //! Keys are scoped by the verified peer, the agent and the asserted
 //! subject, so no other caller can read an outcome by guessing its key.
-//! Only blocking `SendMessage` answers are stored, and only answers (a
-//! call that failed in the gateway stores nothing, so it can be repeated).
+//! `SendMessage` answers are stored, and `SendStreamingMessage` streams
+//! that reached a final state, folded into the answer a blocking call gives
+//! (a repeat of a streamed call gets that answer as a one-event stream).
+//! Only answers are stored (a call that failed in the gateway, or a stream
+//! that broke, stores nothing, so it can be repeated).
 //! Two calls with the same key at once both run (the first stored answer
 //! wins); the peer repeats a key only after its own run was interrupted.
 
@@ -40,7 +43,8 @@ impl Federation {
     }
 
     /// The stored-outcome key of a call, when it is idempotent: a verified
-    /// peer's `SendMessage` to `target_name` carrying a key.
+    /// peer's `SendMessage` or `SendStreamingMessage` to `target_name`
+    /// carrying a key.
     pub fn idempotent_call(
         &self,
         principal: &Principal,
@@ -48,7 +52,9 @@ impl Federation {
         method: Method,
         params: &Value,
     ) -> Result<Option<PeerCallKey>, GatewayError> {
-        if self.call_outcomes.is_none() || method != Method::SendMessage {
+        if self.call_outcomes.is_none()
+            || !matches!(method, Method::SendMessage | Method::SendStreamingMessage)
+        {
             return Ok(None);
         }
         let (AuthMethod::Peer, Some(peer)) = (principal.method, &principal.org) else {
