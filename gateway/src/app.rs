@@ -241,6 +241,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
             max_body_bytes: config.limits.max_body_bytes,
         },
         gate.clone(),
+        Arc::new(crate::a2a::card::ServedCards::new(&config.a2a)),
     );
     // Federated discovery wraps the registry's listing: it asks the local
     // registry (through the guard, as any listing) and the peers at once.

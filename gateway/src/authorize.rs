@@ -692,6 +692,25 @@ impl Gatekeeper for PolicyGate {
     }
 }
 
+impl PolicyGate {
+    /// Whether policy allows `action` on a registry request's agent,
+    /// without recording the decision.
+    fn allows_unrecorded(&self, action: Action, request: GuardRequest<'_>) -> bool {
+        let context = RequestContext {
+            now: Utc::now().timestamp(),
+            loopback: is_loopback(request.extensions),
+            ..RequestContext::default()
+        };
+        self.evaluate(
+            request.caller,
+            action,
+            &record_resource(request.target),
+            &context,
+        )
+        .allowed
+    }
+}
+
 #[async_trait]
 impl Guard for PolicyGate {
     async fn decide(&self, request: GuardRequest<'_>) -> bool {
@@ -713,18 +732,11 @@ impl Guard for PolicyGate {
     }
 
     fn may_discover(&self, request: GuardRequest<'_>) -> bool {
-        let context = RequestContext {
-            now: Utc::now().timestamp(),
-            loopback: is_loopback(request.extensions),
-            ..RequestContext::default()
-        };
-        self.evaluate(
-            request.caller,
-            Action::Discover,
-            &record_resource(request.target),
-            &context,
-        )
-        .allowed
+        self.allows_unrecorded(Action::Discover, request)
+    }
+
+    fn may_see_upstreams(&self, request: GuardRequest<'_>) -> bool {
+        self.allows_unrecorded(Action::UpdateAgent, request)
     }
 
     async fn record_listing(

@@ -455,6 +455,69 @@ async fn discovery_lists_only_what_the_caller_may_discover_across_pages() {
 }
 
 #[tokio::test]
+async fn only_those_who_may_update_an_agent_see_where_it_lives() {
+    let app = start(None).await;
+    app.agent("inside", TrustLevel::Internal, &["external"])
+        .await;
+    let upstream = app.fake.card()["supportedInterfaces"][0]["url"]
+        .as_str()
+        .expect("the fake's url")
+        .to_owned();
+    let get = |path: &str, principal: Option<String>| {
+        let mut request = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .header("host", "gw.example:8443");
+        if let Some(principal) = principal {
+            request = request.header("x-test-principal", principal);
+        }
+        let path = path.to_owned();
+        async move {
+            let response = request.send().await.expect("answer");
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    // Anonymous callers and other organisations' readers discover and read
+    // the agent as the gateway serves it: no upstream, no internal address.
+    let outsider = user("eve", Some("other.example"), &["agents:read"]);
+    for principal in [None, Some(outsider)] {
+        let listing = get("/v1/agents", principal.clone()).await;
+        let record = get("/v1/agents/inside", principal.clone()).await;
+        let versions = get("/v1/agents/inside/versions", principal).await;
+        for shown in [&listing["agents"][0], &record, &versions["versions"][0]] {
+            let text = shown.to_string();
+            assert!(!text.contains(&upstream), "{shown:#}");
+            assert_eq!(shown["upstreams"], json!([]), "{shown:#}");
+            assert_eq!(
+                shown["card"]["supportedInterfaces"][0]["url"],
+                "http://gw.example:8443/agents/inside/",
+                "{shown:#}"
+            );
+        }
+    }
+    // Whoever may update it (the administrator, a writer of its own
+    // organisation) sees the record as registered.
+    let writer = user("olga", Some(ORG), &["agents:write"]);
+    let record = get("/v1/agents/inside", Some(writer)).await;
+    assert_eq!(
+        record["upstreams"][0]["url"],
+        upstream.as_str(),
+        "{record:#}"
+    );
+    let record = app.admin_get("/v1/agents/inside").await;
+    assert_eq!(
+        record["upstreams"][0]["url"],
+        upstream.as_str(),
+        "{record:#}"
+    );
+    assert_eq!(
+        record["card"]["supportedInterfaces"][0]["url"],
+        upstream.as_str()
+    );
+}
+
+#[tokio::test]
 async fn registry_writes_follow_policy_and_changes_are_audited() {
     let app = start(None).await;
     let card = {

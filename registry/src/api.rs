@@ -23,6 +23,13 @@
 //! writes need `register_agent`, `update_agent` or `set_trust`. The caller is
 //! the `Principal` request extension, or the bootstrap administrator when the
 //! bearer token is the admin token (so that path keeps working).
+//!
+//! Only a caller who may `update_agent` an agent sees how the gateway
+//! reaches it: its `upstreams` and its card as registered. Everyone else
+//! gets no upstreams and the card as [`CardView`] shows it (the gateway's
+//! view: every interface pointing at the gateway, unless the card's owner
+//! signed it as it is), so discovering or reading an agent reveals no
+//! internal address its owner did not sign.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -217,6 +224,10 @@ pub trait Guard: Send + Sync {
     /// Whether the caller may discover `request.target`, without recording
     /// it (discovery filters many agents per request).
     fn may_discover(&self, request: GuardRequest<'_>) -> bool;
+    /// Whether the caller may see how the gateway reaches
+    /// `request.target` (its upstreams and its card as registered), without
+    /// recording it: whether it may update the agent.
+    fn may_see_upstreams(&self, request: GuardRequest<'_>) -> bool;
     /// Records that a discovery page was filtered: `shown` agents listed,
     /// `hidden` left out.
     async fn record_listing(
@@ -228,11 +239,61 @@ pub trait Guard: Send + Sync {
     );
 }
 
+/// The card of an agent as the gateway serves it to callers (interfaces
+/// pointing at the gateway for this request's host), implemented outside
+/// the registry like [`Guard`].
+pub trait CardView: Send + Sync {
+    /// `record`'s card as served for a request with `headers`.
+    fn served_card(&self, record: &AgentRecord, headers: &HeaderMap) -> Value;
+}
+
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
     config: Arc<ApiConfig>,
-    guard: Option<Arc<dyn Guard>>,
+    guard: Option<Guarded>,
+}
+
+/// The authorisation of a guarded router, and how it shows agents to those
+/// who may not see their upstreams.
+#[derive(Clone)]
+struct Guarded {
+    guard: Arc<dyn Guard>,
+    cards: Arc<dyn CardView>,
+}
+
+// === impl Guarded ===
+
+impl std::ops::Deref for Guarded {
+    type Target = dyn Guard;
+
+    fn deref(&self) -> &Self::Target {
+        self.guard.as_ref()
+    }
+}
+
+impl Guarded {
+    /// `record` as `caller` may see it: whole for whoever may update the
+    /// agent; otherwise its card as served and no upstreams.
+    fn shown(
+        &self,
+        caller: &Principal,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        mut record: AgentRecord,
+    ) -> AgentRecord {
+        let whole = self.guard.may_see_upstreams(GuardRequest {
+            caller,
+            action: GuardAction::UpdateAgent,
+            target: &record,
+            extensions,
+        });
+        if !whole {
+            record.card = self.cards.served_card(&record, headers);
+            record.upstreams = Vec::new();
+        }
+        record
+    }
 }
 
 /// The registry API router, ready to be nested or served; writes need the
@@ -247,12 +308,18 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
     }))
 }
 
-/// The registry API router with every route authorised by `guard`.
-pub fn guarded_router(registry: Registry, config: ApiConfig, guard: Arc<dyn Guard>) -> Router {
+/// The registry API router with every route authorised by `guard`, agents
+/// shown to those who may not update them as `cards` serves them.
+pub fn guarded_router(
+    registry: Registry,
+    config: ApiConfig,
+    guard: Arc<dyn Guard>,
+    cards: Arc<dyn CardView>,
+) -> Router {
     build(AppState {
         registry,
         config: Arc::new(config),
-        guard: Some(guard),
+        guard: Some(Guarded { guard, cards }),
     })
 }
 
@@ -481,30 +548,34 @@ async fn write_actor(
 }
 
 /// Refuses a read the guard does not allow with the same 404 an unknown
-/// agent gets, so existence does not leak.
-async fn require_read(
+/// agent gets, so existence does not leak; otherwise `records` as the
+/// caller may see them ([`Guarded::shown`]). `records` are versions of one
+/// agent, newest last, which decides.
+async fn readable(
     state: &AppState,
     headers: &HeaderMap,
     extensions: &Extensions,
-    record: &AgentRecord,
-) -> ApiResult<()> {
-    let Some(guard) = &state.guard else {
-        return Ok(());
+    records: Vec<AgentRecord>,
+) -> ApiResult<Vec<AgentRecord>> {
+    let (Some(guard), Some(newest)) = (&state.guard, records.last()) else {
+        return Ok(records);
     };
     let caller = caller(headers, extensions, &state.config);
     let allowed = guard
         .decide(GuardRequest {
             caller: &caller,
             action: GuardAction::ReadCard,
-            target: record,
+            target: newest,
             extensions,
         })
         .await;
-    if allowed {
-        Ok(())
-    } else {
-        Err(RegistryError::not_found(&record.id).into())
+    if !allowed {
+        return Err(RegistryError::not_found(&newest.id).into());
     }
+    Ok(records
+        .into_iter()
+        .map(|record| guard.shown(&caller, headers, extensions, record))
+        .collect())
 }
 
 /// Reads a JSON body: checks the content type and the size limit, then parses.
@@ -762,7 +833,12 @@ async fn get_agent(
         })
         .transpose()?;
     let record = state.registry.get_version(&id, version).await?;
-    require_read(&state, &headers, &extensions, &record).await?;
+    let Some(record) = readable(&state, &headers, &extensions, vec![record])
+        .await?
+        .pop()
+    else {
+        return Err(RegistryError::not_found(&id).into());
+    };
     if not_modified(&headers, &record.etag()) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(etag) = HeaderValue::from_str(&record.etag()) {
@@ -911,9 +987,7 @@ async fn versions(
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
     let versions = state.registry.versions(&id).await?;
-    if let Some(newest) = versions.last() {
-        require_read(&state, &headers, &extensions, newest).await?;
-    }
+    let versions = readable(&state, &headers, &extensions, versions).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!(VersionList {
@@ -996,13 +1070,14 @@ async fn trust_history(
 ) -> ApiResult {
     let id = agent_id(&state.registry, path)?;
     let record = state.registry.store().get(&id, None).await?;
-    require_read(&state, &headers, &extensions, &record).await?;
+    let trust = record.trust;
+    readable(&state, &headers, &extensions, vec![record]).await?;
     let changes = state.registry.trust_history(&id).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!(TrustHistory {
             agent_id: id,
-            trust: record.trust,
+            trust,
             changes
         }),
     ))
@@ -1147,7 +1222,7 @@ async fn discover(
                 extensions: &extensions,
             });
             if visible {
-                agents.push(record);
+                agents.push(guard.shown(&caller, &headers, &extensions, record));
             } else {
                 hidden += 1;
             }

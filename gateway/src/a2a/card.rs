@@ -23,6 +23,11 @@ use crate::routes::RouteTarget;
 /// header over http. Values with characters outside a URL authority or path
 /// are ignored, so a header cannot inject text into a card.
 pub fn gateway_base(headers: &HeaderMap, config: &A2aConfig) -> String {
+    base_url(headers, config.trust_forwarded_headers)
+}
+
+/// [`gateway_base`], given whether forwarded headers are trusted.
+fn base_url(headers: &HeaderMap, forwarded: bool) -> String {
     let first = |name: &str| -> Option<String> {
         let value = headers.get(name)?.to_str().ok()?;
         let first = value.split(',').next()?.trim();
@@ -32,7 +37,6 @@ pub fn gateway_base(headers: &HeaderMap, config: &A2aConfig) -> String {
         text.bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]_".contains(&byte))
     };
-    let forwarded = config.trust_forwarded_headers;
     let proto = forwarded
         .then(|| first("x-forwarded-proto"))
         .flatten()
@@ -112,6 +116,46 @@ pub fn rewrite_card(card: &Value, agent_url: &str, tenant: &str) -> Value {
         .push(json!({"url": agent_url, "protocolBinding": "JSONRPC", "protocolVersion": "0.3"}));
     card.insert("supportedInterfaces".into(), Value::Array(interfaces));
     Value::Object(card)
+}
+
+/// Registry records' cards for callers who may not see how the gateway
+/// reaches an agent (`GET /v1/agents` and the record routes; see
+/// [`convergio_registry::api::CardView`]): an unsigned card with its
+/// interfaces pointing at the gateway, as `/agents/{name}` serves it but
+/// not re-signed (a gateway signature would read, to a peer syncing the
+/// listing, as the organisation vouching for a card nobody signed); a card
+/// its owner signed as it is, since the signature covers its interfaces
+/// and the signer chose what they say.
+#[derive(Debug, Clone)]
+pub struct ServedCards {
+    trust_forwarded_headers: bool,
+}
+
+// === impl ServedCards ===
+
+impl ServedCards {
+    /// Cards pointing at the gateway as `config` serves it.
+    pub fn new(config: &A2aConfig) -> Self {
+        Self {
+            trust_forwarded_headers: config.trust_forwarded_headers,
+        }
+    }
+}
+
+impl convergio_registry::api::CardView for ServedCards {
+    fn served_card(&self, record: &convergio_registry::AgentRecord, headers: &HeaderMap) -> Value {
+        if record.card.get("signatures").is_some() {
+            return record.card.clone();
+        }
+        let base = base_url(headers, self.trust_forwarded_headers);
+        let url = match &record.id {
+            convergio_schemas::AgentId::External { org, name } => {
+                format!("{base}/external/{org}/agents/{name}/")
+            }
+            convergio_schemas::AgentId::Internal { name } => format!("{base}/agents/{name}/"),
+        };
+        rewrite_card(&record.card, &url, &record.name)
+    }
 }
 
 /// The `host:port` a gRPC client dials for `url` (gRPC interfaces carry no

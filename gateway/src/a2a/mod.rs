@@ -15,7 +15,7 @@
 //! the raw URI here (not by axum extractors) so that bad percent-encoding is
 //! a typed error and `%3A` colons match.
 
-mod card;
+pub(crate) mod card;
 mod catalog;
 mod client;
 mod credentials;
