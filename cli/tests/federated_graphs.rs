@@ -259,7 +259,7 @@ async fn federate(b_trust: Option<&str>) -> Federated {
             ("CONVERGIO_EXAMPLES", "false"),
             (
                 "CONVERGIO_LOG",
-                "warn,convergio_gateway::layers::trace=debug,convergio_gateway::a2a=info",
+                "warn,convergio_gateway::layers::trace=debug,convergio_gateway::a2a=info,convergio_gateway::federation::idempotency=debug",
             ),
         ],
         &b_log,
@@ -773,6 +773,11 @@ async fn kill_a_mid_call_then_resume(graph: &str, input: Value, expected: &str) 
     // B finishes the call although its caller went away, and keeps the answer.
     wait_for("the remote agent to finish", || {
         recorder.finished.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let b_log = fed.b_log.clone();
+    wait_for("B to keep the outcome", || {
+        std::fs::read_to_string(&b_log).is_ok_and(|log| log.contains("kept a peer call's outcome"))
     })
     .await;
 

@@ -101,8 +101,13 @@ impl Federation {
             return;
         };
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-        if let Err(error) = store.remember_outcome(key, outcome, now).await {
-            tracing::warn!(peer = %key.peer, agent = %key.agent, %error, "storing a peer call outcome failed");
+        match store.remember_outcome(key, outcome, now).await {
+            Ok(first) => {
+                tracing::debug!(peer = %key.peer, agent = %key.agent, first, "kept a peer call's outcome")
+            }
+            Err(error) => {
+                tracing::warn!(peer = %key.peer, agent = %key.agent, %error, "storing a peer call outcome failed")
+            }
         }
     }
 }
