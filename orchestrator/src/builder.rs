@@ -106,6 +106,8 @@ fn node(id: &str, agent: Option<&str>) -> NodeSpec {
         memory: None,
         update_state: BTreeMap::new(),
         stream: false,
+        publish: None,
+        wait_for_event: None,
     }
 }
 
@@ -242,6 +244,28 @@ impl GraphBuilder {
     pub fn stream(mut self) -> Self {
         for last in self.last_nodes() {
             last.stream = true;
+        }
+        self
+    }
+
+    /// Makes the nodes the last `add_*` call added publish their output to
+    /// the run's `topic` when they succeed.
+    pub fn publish(mut self, topic: &str) -> Self {
+        for last in self.last_nodes() {
+            last.publish = Some(topic.to_owned());
+        }
+        self
+    }
+
+    /// Makes the nodes the last `add_*` call added wait up to
+    /// `timeout_seconds` for an event on the run's `topic` before calling
+    /// their agent.
+    pub fn wait_for_event(mut self, topic: &str, timeout_seconds: f64) -> Self {
+        for last in self.last_nodes() {
+            last.wait_for_event = Some(crate::dsl::WaitForEventSpec {
+                topic: topic.to_owned(),
+                timeout_seconds,
+            });
         }
         self
     }

@@ -44,6 +44,13 @@
 //!   organisation, is called with `SendStreamingMessage`; each event it
 //!   streams reaches the run's event stream as a `node_update`, in order,
 //!   and the stream folded is the node's answer.
+//! - node `publish: <topic>` and `wait_for_event: {topic, timeout_seconds}`
+//!   (issue 20): a node that succeeds publishes its output to a topic of
+//!   the run; a node waiting for the topic calls its agent once it has an
+//!   event (the latest), which arrives as a data part `{"event": {topic:
+//!   …}}`, or fails after its timeout. Waiting holds a place among the
+//!   run's `max_concurrent_agents`. Events are kept in the run's state as
+//!   `event:<topic>`, checkpointed with the publishing node's step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -161,6 +168,25 @@ pub struct NodeSpec {
     /// reaches the run's event stream as a `node_update` (issue 18).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// A topic of the run this node publishes its output to when it
+    /// succeeds (issue 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<String>,
+    /// A topic this node waits for before calling its agent; the event
+    /// arrives as a data part `{"event": {"<topic>": …}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_event: Option<WaitForEventSpec>,
+}
+
+/// A node's `wait_for_event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForEventSpec {
+    /// The topic.
+    pub topic: String,
+    /// How long the node waits before it fails (its `on_error` decides
+    /// what follows).
+    pub timeout_seconds: f64,
 }
 
 /// One key of a run's shared state.

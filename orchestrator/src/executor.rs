@@ -51,7 +51,7 @@ use crate::dsl::{
     lookup_path, Backoff, NodeKind, OnError, Reducer, SimpleStrategy, When, WhenKeyword,
 };
 use crate::error::{DispatchError, OrchestratorError};
-use crate::graph::{route, Graph, InputRef, Node};
+use crate::graph::{event_key, route, EventWait, Graph, InputRef, Node};
 use crate::journal::{
     Checkpoint, NewRun, PlanRevision, RunHeader, RunJournal, StepDelta, StoredRun,
 };
@@ -1266,6 +1266,9 @@ struct Run {
     /// When the run's total timeout passes, set by its first drive here
     /// (re-plans and the graphs after them share it).
     deadline: Option<tokio::time::Instant>,
+    /// The latest event of each topic (issue 20), for nodes waiting for
+    /// one; the run's state keeps them as `event:<topic>` keys.
+    published: watch::Sender<BTreeMap<String, Value>>,
 }
 
 // === impl Run ===
@@ -1330,6 +1333,13 @@ impl Run {
         let run_id_value = Value::String(run_id_text.clone());
         let graph_id_value = Value::String(graph.name.to_string());
         let caller = caller.or_else(|| state.caller.clone().map(Arc::new));
+        let published = state
+            .shared
+            .iter()
+            .filter_map(|(key, value)| {
+                Some((key.strip_prefix("event:")?.to_owned(), value.clone()))
+            })
+            .collect();
         Self {
             inner,
             graph,
@@ -1345,6 +1355,7 @@ impl Run {
             durable: None,
             cancelled: None,
             deadline: None,
+            published: watch::Sender::new(published),
         }
     }
 
@@ -1971,12 +1982,38 @@ impl Run {
             format!("{}.{}.{iteration}", self.run_id_text, node.id),
         );
         let dispatch = self.inner.dispatch.clone();
+        let wait = node
+            .wait_for_event
+            .clone()
+            .map(|wait| (wait, node.id.clone(), self.published.subscribe()));
         Box::pin(async move {
             // Timers are boxed so that the node future stays small: glibc
             // consolidates its free lists on every allocation of 1 KiB or
             // more, which dominated wide fan-outs when timers were inline.
             if let Some(delay) = delay {
                 Box::pin(tokio::time::sleep(delay)).await;
+            }
+            let mut call = call;
+            if let Some((wait, node_id, published)) = wait {
+                match Box::pin(event_for(wait, &node_id, published)).await {
+                    Ok(part) => {
+                        if let Some(Value::Array(parts)) = call.message.get_mut("parts") {
+                            parts.push(part);
+                        }
+                        // The call's own timeout starts once it is made.
+                        call.deadline = timeout.map(|timeout| Instant::now() + timeout);
+                    }
+                    Err(error) => {
+                        return NodeOutcome {
+                            node: index,
+                            agent,
+                            fallback,
+                            calls: 0,
+                            started,
+                            result: Err((error, false)),
+                        }
+                    }
+                }
             }
             let result = match memory {
                 None => call_once(&*dispatch, call, timeout, &agent).await,
@@ -2209,6 +2246,14 @@ impl Run {
                 )
             })?;
             changed.push((update.key.to_string(), current));
+        }
+        // The node's event goes with its state updates: all or none, in the
+        // same checkpointed step.
+        if let Some(topic) = &node.publish {
+            changed.push((event_key(topic), output.clone()));
+            self.published.send_modify(|published| {
+                published.insert(topic.to_string(), output.clone());
+            });
         }
         for (key, value) in changed {
             if let Some(durable) = &mut self.durable {
@@ -2917,6 +2962,34 @@ fn budget_error(
         }
     }
     None
+}
+
+/// Waits for an event on `wait`'s topic: the data part it arrives as, or
+/// why the node stops waiting.
+async fn event_for(
+    wait: EventWait,
+    node_id: &str,
+    mut published: watch::Receiver<BTreeMap<String, Value>>,
+) -> Result<Value, String> {
+    let topic = &*wait.topic;
+    let waited = tokio::time::timeout(
+        wait.timeout,
+        published.wait_for(|published| published.contains_key(topic)),
+    )
+    .await;
+    match waited {
+        Ok(Ok(published)) => {
+            let event = published.get(topic).cloned().unwrap_or(Value::Null);
+            Ok(serde_json::json!({"data": {"event": {topic: event}}}))
+        }
+        Ok(Err(_)) => Err(format!(
+            "node `{node_id}` stopped waiting for event `{topic}`: the run ended"
+        )),
+        Err(_) => Err(format!(
+            "node `{node_id}` waited {}s for event `{topic}`; none was published",
+            wait.timeout.as_secs_f64()
+        )),
+    }
 }
 
 /// Makes one call and maps its reply to the node's output, or to an error

@@ -71,6 +71,24 @@ pub struct Node {
     pub update_state: Vec<StateUpdate>,
     /// Its agent is called with `SendStreamingMessage` (issue 18).
     pub stream: bool,
+    /// The run topic its output is published to when it succeeds.
+    pub publish: Option<Arc<str>>,
+    /// The run topic it waits for before calling its agent.
+    pub wait_for_event: Option<EventWait>,
+}
+
+/// A node's validated `wait_for_event`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventWait {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// How long the node waits.
+    pub timeout: Duration,
+}
+
+/// The shared-state key holding a topic's latest event.
+pub fn event_key(topic: &str) -> String {
+    format!("event:{topic}")
 }
 
 /// A validated node `memory:`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::dsl::{GraphSpec, NodeKind, NodeSpec, OnError, Reducer, SimpleStrategy, StateKeySpec};
-use crate::graph::{Edge, Graph, InputRef, MemoryRead, Node, NodeMemory, StateUpdate};
+use crate::graph::{Edge, EventWait, Graph, InputRef, MemoryRead, Node, NodeMemory, StateUpdate};
 use crate::source::SourceMap;
 
 /// The validation error types live in the crate's error module (which the
@@ -413,6 +413,8 @@ fn validate_inner(
             memory,
             update_state,
             stream: node_streams(node, kind, &pointer, out),
+            publish: node.publish.as_deref().map(Arc::from),
+            wait_for_event: node_event_wait(spec, node, kind, &pointer, out),
         });
     }
 
@@ -608,6 +610,57 @@ fn node_streams(
         return false;
     }
     node.stream
+}
+
+/// A node's `wait_for_event`: only a node that calls an agent waits, for a
+/// topic another node publishes.
+fn node_event_wait(
+    spec: &GraphSpec,
+    node: &NodeSpec,
+    kind: NodeKind,
+    pointer: &str,
+    out: &mut Collector<'_, '_>,
+) -> Option<EventWait> {
+    let wait = node.wait_for_event.as_ref()?;
+    let at = format!("{pointer}/wait_for_event");
+    if !calls_an_agent(node, kind) {
+        out.push(
+            ValidationCode::InvalidNode,
+            at,
+            format!(
+                "node `{}` calls no agent, so it cannot wait for an event",
+                node.id
+            ),
+        );
+        return None;
+    }
+    let published = spec
+        .nodes
+        .iter()
+        .any(|other| other.id != node.id && other.publish.as_deref() == Some(wait.topic.as_str()));
+    if !published {
+        out.push(
+            ValidationCode::InvalidNode,
+            format!("{at}/topic"),
+            format!(
+                "node `{}` waits for event `{}`, which no other node publishes",
+                node.id, wait.topic
+            ),
+        );
+        return None;
+    }
+    let Some(timeout) = seconds(Some(wait.timeout_seconds)) else {
+        out.push(
+            ValidationCode::InvalidNode,
+            format!("{at}/timeout_seconds"),
+            format!("node `{}`: timeout_seconds must be above 0", node.id),
+        );
+        return None;
+    };
+    Some(EventWait {
+        topic: Arc::from(wait.topic.as_str()),
+        timeout,
+    })
 }
 
 /// Whether a node of `kind` calls its agent.

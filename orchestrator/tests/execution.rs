@@ -798,3 +798,81 @@ async fn a_spent_budget_stops_the_next_call_before_it_is_made() {
         .unwrap_or_default()
         .contains("max_cost_per_run"));
 }
+
+#[tokio::test]
+async fn an_event_published_by_one_node_releases_another_or_its_timeout_fails_it() {
+    // `waiter` is ready at once, beside `publisher`, but calls its agent
+    // only once `publisher` (slow) published its output on `ready`.
+    let yaml = "name: events\nnodes:\n  - {id: publisher, agent: slow, inputs: [text], publish: ready}\n  - {id: waiter, agent: echo, inputs: [text], wait_for_event: {topic: ready, timeout_seconds: 30}}\n  - {id: end, agent: echo, inputs: [waiter.output]}\nedges:\n  - {from: waiter, to: end}\n";
+    let agents = Arc::new(
+        FakeAgents::new()
+            .slow_agent("slow", 50, |_| data_reply(json!({"go": true})))
+            .agent("echo", |call| {
+                text_reply(&call.message["parts"].to_string())
+            }),
+    );
+    let result = executor(agents.clone())
+        .run(graph(yaml), json!({"text": "hi"}))
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.error);
+    let order: Vec<&str> = result
+        .state
+        .executions
+        .iter()
+        .map(|execution| execution.node_id.as_str())
+        .collect();
+    assert_eq!(order, ["publisher", "waiter", "end"]);
+    let waiter = agents.calls_to("echo")[0].message["parts"].clone();
+    assert!(
+        waiter
+            .as_array()
+            .expect("parts")
+            .iter()
+            .any(|part| part["data"] == json!({"event": {"ready": {"go": true}}})),
+        "{waiter:#}"
+    );
+    // The event is in the run's state, so a resume sees it too.
+    assert_eq!(result.state.shared["event:ready"], json!({"go": true}));
+
+    // Nobody publishes in time: the waiter fails after its timeout, without
+    // calling its agent, and its strategy (skip) decides what follows.
+    let late = "name: late\nnodes:\n  - {id: publisher, agent: hang, publish: ready}\n  - {id: waiter, agent: echo, inputs: [text], on_error: skip, wait_for_event: {topic: ready, timeout_seconds: 0.2}}\nexecution: {timeout_per_agent_seconds: 1}\nconfig: {timeout_seconds: 2}\n";
+    let agents = Arc::new(
+        FakeAgents::new()
+            .hanging_agent("hang")
+            .agent("echo", |_| text_reply("called")),
+    );
+    let result = executor(agents.clone())
+        .run(graph(late), json!({"text": "hi"}))
+        .await
+        .expect("run");
+    let waiter = result
+        .state
+        .executions
+        .iter()
+        .find(|execution| execution.node_id == "waiter")
+        .expect("the waiter's execution");
+    let error = waiter.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("waited 0.2s for event `ready`; none was published"),
+        "{error}"
+    );
+    assert!(agents.calls_to("echo").is_empty());
+
+    // A topic nobody publishes, or a node that calls no agent waiting, is
+    // refused when the graph is validated.
+    let orphan = "name: o\nnodes:\n  - {id: w, agent: echo, wait_for_event: {topic: never, timeout_seconds: 1}}\n";
+    let errors = convergio_orchestrator::validate(
+        &convergio_orchestrator::parse_yaml(orphan).expect("schema-valid"),
+        &convergio_orchestrator::AnyAgent,
+        &convergio_orchestrator::Limits::default(),
+    )
+    .expect_err("invalid");
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.to_string().contains("which no other node publishes")),
+        "{errors:?}"
+    );
+}

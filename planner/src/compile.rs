@@ -29,6 +29,8 @@ pub fn to_graph(plan: &PlanDocument, name: &str, constraints: &Constraints) -> G
             memory: None,
             update_state: Default::default(),
             stream: false,
+            publish: None,
+            wait_for_event: None,
         })
         .collect();
     let mut edges = Vec::new();
