@@ -13,7 +13,12 @@
 //!       check: { redact: { detect: [email, secret] } }
 //!     - name: keywords
 //!       check: { wasm: { file: plugins/examples/keyword-guardrail.wasm } }
+//!     - name: house-rules
+//!       check: { plugin: { name: house-rules } }
 //! ```
+//!
+//! And the `plugins:` section ([`PluginsConfig`]): the bound on an uploaded
+//! module and how often each replica looks for a stored plugin's new version.
 
 use std::path::PathBuf;
 
@@ -82,4 +87,35 @@ pub enum CheckSpec {
         /// The `.wasm` file.
         file: PathBuf,
     },
+    /// A guardrail plugin stored in the registry (`convergio plugins add`):
+    /// its newest version runs, followed without a restart.
+    Plugin {
+        /// The stored plugin's name.
+        name: String,
+    },
+}
+
+/// The `plugins:` section: stored plugins (issue 21).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// The largest module an upload may carry, in bytes (default 8 MiB):
+    /// `POST /v1/plugins/{name}` answers 413 above it.
+    pub max_module_bytes: usize,
+    /// How often every replica polls the newest version of each stored
+    /// plugin it runs, in seconds (default 1).
+    pub watch_interval_seconds: u64,
+    /// Plugin agents one replica serves at once (default 8): each takes a
+    /// loopback slot bound at start-up.
+    pub max_agents: usize,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_module_bytes: 8 * 1024 * 1024,
+            watch_interval_seconds: 1,
+            max_agents: 8,
+        }
+    }
 }
