@@ -1043,6 +1043,33 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_guardrails_and_plugins_sections_parse_and_are_checked() {
+        // The README's map form (`check: {redact: …}`), which serde_yaml
+        // reads as an enum only through the plugins crate's own reader.
+        let config = resolve(
+            "guardrails:\n  rules:\n    - name: pii\n      check: { redact: { detect: [email] } }\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\nplugins:\n  max_module_bytes: 4096\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(config.guardrails.rules.len(), 2);
+        assert_eq!(
+            config.guardrails.rules[1].check,
+            convergio_plugins::config::CheckSpec::Plugin {
+                name: "words".to_owned()
+            }
+        );
+        assert_eq!(config.plugins.max_module_bytes, 4096);
+        assert_eq!(config.plugins.watch_interval_seconds, 1);
+        for bad in [
+            "plugins:\n  max_module_bytes: 10\n",
+            "plugins:\n  watch_interval_seconds: 0\n",
+            "guardrails:\n  rules:\n    - name: x\n      check: { nothing: {} }\n",
+        ] {
+            assert!(resolve(bad, &[]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn network_allow_list_comes_from_file_or_environment_and_is_checked() {
         let none = resolve("", &[]).expect("defaults");
         assert!(none.upstream_allow.is_empty(), "no default allow-list");

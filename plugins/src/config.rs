@@ -45,6 +45,7 @@ pub struct GuardrailSpec {
     /// The name shown in errors and audit records.
     pub name: String,
     /// What it checks.
+    #[serde(deserialize_with = "check_from_map")]
     pub check: CheckSpec,
     /// `request`, `response` or both (empty: both).
     #[serde(default)]
@@ -58,6 +59,18 @@ pub struct GuardrailSpec {
     /// Caller organisations it applies to (empty: every caller).
     #[serde(default)]
     pub orgs: Vec<String>,
+}
+
+/// Reads a [`CheckSpec`] written as a one-key map (`{redact: {…}}`) from
+/// any format: serde_yaml 0.9 reads an externally tagged enum only from a
+/// YAML tag (`!redact`), so the documented map form is read as a JSON value
+/// first.
+fn check_from_map<'de, D>(deserializer: D) -> Result<CheckSpec, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// What a guardrail checks.
