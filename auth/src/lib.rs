@@ -5,7 +5,8 @@
 //! organisation's signing key ([`org_key`]) and signed cross-organisation
 //! calls ([`peer_call`]). Also A2A agent card signatures (JCS + detached
 //! JWS), signed and verified. And [`secret_box`]: organisations' secrets
-//! sealed at rest (issue 17).
+//! sealed at rest (issue 17). And [`plugin_signature`]: WebAssembly plugins
+//! signed like cards, over their SHA-256 (issue 21).
 //!
 //! Pure and synchronous: no sockets, no HTTP. Key sets are handed in (from a
 //! file, or fetched by the gateway), so the crate tests quickly and the
@@ -18,6 +19,7 @@ pub mod jwt;
 pub mod mtls;
 pub mod org_key;
 pub mod peer_call;
+pub mod plugin_signature;
 pub mod secret_box;
 
 pub use api_key::{constant_time_eq, ApiKeyRecord, ApiKeys, IssuedApiKey};

@@ -81,6 +81,9 @@ pub struct ConfigFile {
     /// sandbox's bounds and the guardrails with where each applies.
     /// Default: none.
     pub guardrails: convergio_plugins::GuardrailsConfig,
+    /// Stored plugins (issue 21): the bound on an uploaded module and how
+    /// often each replica looks for new versions.
+    pub plugins: convergio_plugins::PluginsConfig,
     /// OpenTelemetry span export (issue 18, see `telemetry.rs`). Default:
     /// off.
     pub telemetry: crate::telemetry::TelemetrySection,
@@ -340,6 +343,8 @@ pub struct Config {
     pub push: crate::upstream_config::PushSection,
     /// Payload guardrails (names checked unique; built at start-up).
     pub guardrails: convergio_plugins::GuardrailsConfig,
+    /// Stored plugins (validated).
+    pub plugins: convergio_plugins::PluginsConfig,
     /// Span export (`None`: off).
     pub otlp: Option<crate::telemetry::OtlpSettings>,
     /// Seconds between checks of the config and TLS files; 0 is off.
@@ -385,6 +390,7 @@ impl Default for ConfigFile {
             upstream: Default::default(),
             push: Default::default(),
             guardrails: Default::default(),
+            plugins: Default::default(),
             telemetry: Default::default(),
             reload: ReloadSection::default(),
         }
@@ -744,6 +750,7 @@ impl Config {
             .map_err(|message| invalid("retention", message))?;
         let quotas = check_quotas(file.quotas)?;
         check_guardrails(&file.guardrails)?;
+        check_plugins(&file.plugins)?;
         let models = crate::models_config::validate(file.models, environment)?;
         let upstream = crate::upstream_config::validate(file.upstream, models.max_timeout)?;
         crate::upstream_config::validate_push(&file.push)?;
@@ -773,6 +780,7 @@ impl Config {
             upstream,
             push: file.push,
             guardrails: file.guardrails,
+            plugins: file.plugins,
             otlp,
             reload_watch_interval_seconds: file.reload.watch_interval_seconds,
         })
@@ -901,6 +909,30 @@ fn check_federation(
     })
 }
 
+/// A module bound of at least 1 KiB, at most 1024 plugin agents and a
+/// watch interval of 1 s to 1 h.
+fn check_plugins(plugins: &convergio_plugins::PluginsConfig) -> Result<(), ConfigError> {
+    if plugins.max_module_bytes < 1024 {
+        return Err(invalid(
+            "plugins.max_module_bytes",
+            "must be at least 1024".to_owned(),
+        ));
+    }
+    if plugins.max_agents > 1024 {
+        return Err(invalid(
+            "plugins.max_agents",
+            "must be at most 1024".to_owned(),
+        ));
+    }
+    if !(1..=3600).contains(&plugins.watch_interval_seconds) {
+        return Err(invalid(
+            "plugins.watch_interval_seconds",
+            "must be 1 to 3600".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Guardrail names are what errors and audit records show: present and unique.
 fn check_guardrails(guardrails: &convergio_plugins::GuardrailsConfig) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
@@ -1008,6 +1040,33 @@ mod tests {
         assert_eq!(config.graphs.max_agents, 16);
         let none = resolve("graphs:\n  max_agents: 0\n", &[]).expect("no graph agents is valid");
         assert_eq!(none.graphs.max_agents, 0);
+    }
+
+    #[test]
+    fn the_documented_guardrails_and_plugins_sections_parse_and_are_checked() {
+        // The README's map form (`check: {redact: …}`), which serde_yaml
+        // reads as an enum only through the plugins crate's own reader.
+        let config = resolve(
+            "guardrails:\n  rules:\n    - name: pii\n      check: { redact: { detect: [email] } }\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\nplugins:\n  max_module_bytes: 4096\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(config.guardrails.rules.len(), 2);
+        assert_eq!(
+            config.guardrails.rules[1].check,
+            convergio_plugins::config::CheckSpec::Plugin {
+                name: "words".to_owned()
+            }
+        );
+        assert_eq!(config.plugins.max_module_bytes, 4096);
+        assert_eq!(config.plugins.watch_interval_seconds, 1);
+        for bad in [
+            "plugins:\n  max_module_bytes: 10\n",
+            "plugins:\n  watch_interval_seconds: 0\n",
+            "guardrails:\n  rules:\n    - name: x\n      check: { nothing: {} }\n",
+        ] {
+            assert!(resolve(bad, &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]

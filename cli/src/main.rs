@@ -53,6 +53,8 @@ mod model_serving;
 mod models_config;
 mod peers;
 mod plan;
+mod plugin_agents;
+mod plugins;
 mod policy;
 mod probes;
 mod reload;
@@ -204,6 +206,13 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Upload, list, show, remove and sign WebAssembly plugins.
+    Plugins {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
+    },
     /// Set, list and delete this organisation's secrets (provider keys).
     Secrets {
         #[command(flatten)]
@@ -311,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { server, command } => policy::run(&server.normalized(), command).await,
         Command::Audit { server, command } => audit::run(&server.normalized(), command).await,
         Command::Secrets { server, command } => secrets::run(&server.normalized(), command).await,
+        Command::Plugins { server, command } => plugins::run(&server.normalized(), command).await,
         Command::Plans { server, command } => plan::plans(&server.normalized(), command).await,
         Command::Memory { server, command } => memory::run(&server.normalized(), command).await,
         Command::Envelope { server, args } => a2a_calls::envelope(&server.normalized(), args).await,

@@ -335,6 +335,7 @@ fn needs_restart(current: &Config, next: &Config) -> Vec<&'static str> {
     check("models", current.models == next.models);
     check("upstream", current.upstream == next.upstream);
     check("guardrails", current.guardrails == next.guardrails);
+    check("plugins", current.plugins == next.plugins);
     check("telemetry", current.otlp == next.otlp);
     check(
         "reload",

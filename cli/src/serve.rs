@@ -145,8 +145,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // reload replaces only the configured entries).
     // Graph agents (issue 18) run on `graphs.max_agents` slots of the same
     // pool, so the gateway reaches both kinds the same way.
-    let mut model_slots =
-        ListenerPool::bind(config.models.max_agents + config.graphs.max_agents).await?;
+    // Plugin agents (issue 21) take `plugins.max_agents` more.
+    let mut model_slots = ListenerPool::bind(
+        config.models.max_agents + config.graphs.max_agents + config.plugins.max_agents,
+    )
+    .await?;
     let own_sockets: Vec<SocketAddr> = model_slots
         .sockets()?
         .into_iter()
@@ -154,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .collect();
     // Split off once every socket of the pool is in the allow list.
     let graph_slots = model_slots.split_off(config.graphs.max_agents);
+    let plugin_slots = model_slots.split_off(config.plugins.max_agents);
     let allow = upstream_allow(&config, &own_sockets);
     // Every collaborator is a constructor argument (issue #16): the upstream
     // check (the SSRF guard, so a registration naming a private address is
@@ -168,7 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         Arc::new(allow.clone()),
     )
-    .org_keys(org_keys)
+    .org_keys(org_keys.clone())
     .change_hook(Arc::new(convergio_gateway::authorize::AuditChanges::new(
         policy.audit.clone(),
     )))
@@ -232,6 +236,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             memory.memory.clone(),
         )
     });
+    // Stored plugins (issue 21): uploads are compiled by the runtime the
+    // guardrails run on, and signatures verified with the keys that verify
+    // cards.
+    let (guardrails, plugin_runtime) = crate::guardrails::build(&config.guardrails)?;
+    let plugin_store: Arc<dyn convergio_registry::plugins::PluginStore> =
+        Arc::new(convergio_store::plugins::SqlPluginStore::new(&db));
+    let plugins = Arc::new(convergio_gateway::plugins_api::Plugins::new(
+        plugin_store.clone(),
+        plugin_runtime.clone(),
+        org_keys,
+        config.org_domain.clone(),
+    ));
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
@@ -267,6 +283,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..GraphLimits::default()
     };
     let fleet_registry = registry.clone();
+    let plugin_registry = registry.clone();
     let fleet_allow = allow.clone();
     let push = push_service(&config, &db, local, tls.is_some(), &allow, &signing_key)?;
     let upstream_credentials = UpstreamCredentials::new(
@@ -293,6 +310,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             api_keys,
             model_agents: Some(models.agents.clone()),
             graph_agents: Some(graph_agents),
+            plugins: Some(plugins),
             secrets: Some(models.secrets.clone()),
             memory: Some(memory),
             call_budget: Some(CallBudgetHandle(models.budgets.clone())),
@@ -314,6 +332,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             limits: LimitsConfig {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
+                // Modules are a few MiB: uploads have their own bound.
+                route_body_bytes: vec![(
+                    convergio_gateway::plugins_api::PLUGINS_PREFIX.to_owned(),
+                    config.plugins.max_module_bytes,
+                )],
                 ..LimitsConfig::default()
             },
             graphs: GraphsConfig {
@@ -342,7 +365,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             federation: federation.clone(),
             readiness: readiness.clone(),
             metrics,
-            guardrails: crate::guardrails::build(&config.guardrails)?,
+            guardrails: guardrails.clone(),
             // Streams are recorded beside the task routes, so a caller can
             // resume on any replica (issue 24).
             push,
@@ -358,7 +381,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // agent's principal, so the fleet is built now that it exists; it
     // serves every stored declaration, then follows changes.
     let tool_app = Arc::new(router.clone());
-    // Neither fleet takes over the example agents' names.
+    // No fleet takes over the example agents' names.
     let reserved: std::collections::HashSet<String> = ExampleAgent::ALL
         .iter()
         .filter(|_| !examples.is_empty())
@@ -380,6 +403,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         run_timeout: std::time::Duration::from_secs(config.graphs.max_run_seconds),
     })
     .spawn(graph_changes, config.models.watch_interval)
+    .await;
+    // Stored plugin agents are served (and followed) like graph agents.
+    crate::plugin_agents::PluginFleet::new(crate::plugin_agents::PluginFleetParts {
+        pool: plugin_slots,
+        store: plugin_store.clone(),
+        runtime: plugin_runtime.clone(),
+        registry: plugin_registry,
+        timeouts: agent_timeouts.clone(),
+        reserved: reserved.clone(),
+    })
+    .spawn(std::time::Duration::from_secs(
+        config.plugins.watch_interval_seconds,
+    ))
     .await;
     let runtime = crate::model_runtime::ModelRuntime::new(
         models.keys.clone(),
@@ -416,6 +452,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+
+    // Guardrail rules naming stored plugins get their newest version
+    // before the first call, then follow new ones on every replica.
+    crate::guardrails::follow_stored(
+        &guardrails,
+        plugin_store,
+        plugin_runtime,
+        std::time::Duration::from_secs(config.plugins.watch_interval_seconds),
+    )
+    .await;
 
     // Periodic sync starts once the router is built; it is stopped before
     // the audit queue closes.

@@ -62,6 +62,8 @@ pub struct AppConfig {
     /// Stored graphs published as agents (issue 18): mounts
     /// `/v1/graph-agents` when set.
     pub graph_agents: Option<Arc<GraphAgents>>,
+    /// Stored WebAssembly plugins (issue 21): mounts `/v1/plugins` when set.
+    pub plugins: Option<Arc<crate::plugins_api::Plugins>>,
     /// Organisations' sealed secrets: mounts `/v1/secrets` when set.
     pub secrets: Option<Arc<Secrets>>,
     /// Memory namespaces (issue 20): mounts `/v1/memory` when set.
@@ -287,6 +289,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         api_keys: config.api_keys.is_some(),
         model_agents: config.model_agents.is_some(),
         graph_agents: config.graph_agents.is_some(),
+        plugins: config.plugins.is_some(),
         secrets: config.secrets.is_some(),
         memory: config.memory.is_some(),
         policy: config.policy.is_some(),
@@ -318,6 +321,9 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     }
     if let Some(agents) = config.graph_agents {
         router = router.merge(graph_agents_router(agents, gate.clone()));
+    }
+    if let Some(plugins) = config.plugins {
+        router = router.merge(crate::plugins_api::plugins_router(plugins, gate.clone()));
     }
     if let Some(secrets) = config.secrets {
         router = router.merge(secrets_router(secrets, gate.clone()));

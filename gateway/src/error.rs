@@ -250,6 +250,18 @@ pub enum GatewayError {
         /// `request` or `response`.
         direction: &'static str,
     },
+    /// An uploaded plugin was refused (issue 21): it does not compile,
+    /// imports what the sandbox does not provide, lacks an export its kind
+    /// needs, or its signature fails. Nothing was stored; 422.
+    #[error("plugin refused ({reason}): {detail}")]
+    PluginRefused {
+        /// A stable code (`INVALID_MODULE`, `FORBIDDEN_IMPORT`,
+        /// `MISSING_EXPORT`, `SIGNATURE_INVALID`, `SIGNATURE_UNVERIFIABLE`,
+        /// `KIND_MISMATCH`).
+        reason: &'static str,
+        /// What is wrong, for people.
+        detail: String,
+    },
     /// A bug or an unexpected failure; details go to logs only (`Rescue`
     /// logs the whole cause chain), the client reads
     /// [`INTERNAL_DETAIL`](convergio_schemas::problem::INTERNAL_DETAIL).
@@ -353,7 +365,8 @@ impl GatewayError {
             | Self::VersionNotSupported { .. }
             | Self::UnsupportedOperation { .. }
             | Self::PushNotificationNotSupported { .. }
-            | Self::FederationNotConfigured { .. } => ErrorKind::InvalidInput,
+            | Self::FederationNotConfigured { .. }
+            | Self::PluginRefused { .. } => ErrorKind::InvalidInput,
             Self::AgentNotFound { .. }
             | Self::TaskNotFound { .. }
             | Self::ContextNotFound { .. }
@@ -434,6 +447,9 @@ impl GatewayError {
             Self::AgentNotFound { .. }
             | Self::RouteNotFound { .. }
             | Self::AgentNameMissing { .. } => 404,
+            // Well-formed (a module) but unusable: 422, so a client tells
+            // a refused module from a malformed request.
+            Self::PluginRefused { .. } => 422,
             other => match other.a2a_error() {
                 Some(error) => error.http_status(),
                 None => other.kind().http_status(),
@@ -447,7 +463,7 @@ impl GatewayError {
             return error.grpc_status();
         }
         match self.http_status() {
-            400 => "INVALID_ARGUMENT",
+            400 | 422 => "INVALID_ARGUMENT",
             401 => "UNAUTHENTICATED",
             403 => "PERMISSION_DENIED",
             404 => "NOT_FOUND",
@@ -486,6 +502,7 @@ impl GatewayError {
             Self::PeerExists { .. } => "PEER_EXISTS",
             Self::NameTaken { .. } => "NAME_TAKEN",
             Self::GuardrailDenied { .. } => "GUARDRAIL_DENIED",
+            Self::PluginRefused { reason, .. } => *reason,
             _ => "INTERNAL",
         };
         let domain = match self {

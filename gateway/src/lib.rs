@@ -33,6 +33,7 @@ pub mod model_agents;
 pub mod model_metrics;
 pub mod openapi;
 pub mod plans_api;
+pub mod plugins_api;
 pub mod readiness;
 mod registry_routes;
 pub mod retention;

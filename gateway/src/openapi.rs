@@ -29,6 +29,8 @@ pub struct MountedApis {
     pub model_agents: bool,
     /// `/v1/graph-agents`.
     pub graph_agents: bool,
+    /// `/v1/plugins`.
+    pub plugins: bool,
     /// `/v1/secrets`.
     pub secrets: bool,
     /// `/v1/memory`.
@@ -48,6 +50,7 @@ impl MountedApis {
         api_keys: true,
         model_agents: true,
         graph_agents: true,
+        plugins: true,
         secrets: true,
         memory: true,
         policy: true,
@@ -75,6 +78,7 @@ pub fn document(mounted: MountedApis) -> OpenApi {
             mounted.graph_agents,
             crate::graph_agents_api::GraphAgentsApiDoc::openapi,
         ),
+        (mounted.plugins, crate::plugins_api::PluginsApiDoc::openapi),
         (mounted.secrets, crate::secrets::SecretsApiDoc::openapi),
         (mounted.memory, crate::memory_api::MemoryApiDoc::openapi),
         (mounted.policy, convergio_policy::api::PolicyApiDoc::openapi),

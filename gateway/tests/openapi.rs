@@ -192,6 +192,7 @@ fn a_gateway_documents_only_the_apis_it_mounts() {
         api_keys: false,
         model_agents: false,
         graph_agents: false,
+        plugins: false,
         secrets: false,
         memory: false,
         policy: false,

@@ -10,6 +10,7 @@ use crate::builtin::{MediaTypes, PartSize, Redact};
 use crate::config::{CheckSpec, GuardrailsConfig};
 use crate::guardrail::{Direction, GuardFacts, Guardrail, Verdict};
 use crate::runtime::PluginRuntime;
+use crate::stored::StoredGuardrail;
 use crate::wasm_guardrail::WasmGuardrail;
 use crate::PluginError;
 
@@ -50,6 +51,9 @@ struct Rule {
 #[derive(Clone, Default)]
 pub struct Guardrails {
     rules: Arc<Vec<Rule>>,
+    /// The rules running stored plugins, which the serving process keeps
+    /// at each plugin's newest version.
+    stored: Arc<Vec<Arc<StoredGuardrail>>>,
 }
 
 impl std::fmt::Debug for Guardrails {
@@ -100,6 +104,7 @@ impl Guardrails {
                     })
                     .collect(),
             ),
+            stored: Arc::default(),
         }
     }
 
@@ -110,6 +115,7 @@ impl Guardrails {
         runtime: Option<&PluginRuntime>,
     ) -> Result<Self, PluginError> {
         let mut rules = Vec::with_capacity(config.rules.len());
+        let mut stored = Vec::new();
         for spec in &config.rules {
             let guardrail: Arc<dyn Guardrail> = match &spec.check {
                 CheckSpec::PartSize { max_bytes } => {
@@ -134,6 +140,11 @@ impl Guardrails {
                     })?;
                     Arc::new(WasmGuardrail::load(runtime, &spec.name, &bytes)?)
                 }
+                CheckSpec::Plugin { name } => {
+                    let guardrail = Arc::new(StoredGuardrail::new(spec.name.clone(), name.clone()));
+                    stored.push(guardrail.clone());
+                    guardrail
+                }
             };
             rules.push((
                 Selector {
@@ -145,7 +156,16 @@ impl Guardrails {
                 guardrail,
             ));
         }
-        Ok(Self::new(rules))
+        Ok(Self {
+            stored: Arc::new(stored),
+            ..Self::new(rules)
+        })
+    }
+
+    /// The rules running stored plugins (`check: {plugin: …}`), for the
+    /// serving process to install each plugin's newest version in.
+    pub fn stored_plugins(&self) -> &[Arc<StoredGuardrail>] {
+        &self.stored
     }
 
     /// Whether no guardrail is configured at all.

@@ -13,7 +13,12 @@
 //!       check: { redact: { detect: [email, secret] } }
 //!     - name: keywords
 //!       check: { wasm: { file: plugins/examples/keyword-guardrail.wasm } }
+//!     - name: house-rules
+//!       check: { plugin: { name: house-rules } }
 //! ```
+//!
+//! And the `plugins:` section ([`PluginsConfig`]): the bound on an uploaded
+//! module and how often each replica looks for a stored plugin's new version.
 
 use std::path::PathBuf;
 
@@ -40,6 +45,7 @@ pub struct GuardrailSpec {
     /// The name shown in errors and audit records.
     pub name: String,
     /// What it checks.
+    #[serde(deserialize_with = "check_from_map")]
     pub check: CheckSpec,
     /// `request`, `response` or both (empty: both).
     #[serde(default)]
@@ -53,6 +59,18 @@ pub struct GuardrailSpec {
     /// Caller organisations it applies to (empty: every caller).
     #[serde(default)]
     pub orgs: Vec<String>,
+}
+
+/// Reads a [`CheckSpec`] written as a one-key map (`{redact: {…}}`) from
+/// any format: serde_yaml 0.9 reads an externally tagged enum only from a
+/// YAML tag (`!redact`), so the documented map form is read as a JSON value
+/// first.
+fn check_from_map<'de, D>(deserializer: D) -> Result<CheckSpec, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// What a guardrail checks.
@@ -82,4 +100,35 @@ pub enum CheckSpec {
         /// The `.wasm` file.
         file: PathBuf,
     },
+    /// A guardrail plugin stored in the registry (`convergio plugins add`):
+    /// its newest version runs, followed without a restart.
+    Plugin {
+        /// The stored plugin's name.
+        name: String,
+    },
+}
+
+/// The `plugins:` section: stored plugins (issue 21).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// The largest module an upload may carry, in bytes (default 8 MiB):
+    /// `POST /v1/plugins/{name}` answers 413 above it.
+    pub max_module_bytes: usize,
+    /// How often every replica polls the newest version of each stored
+    /// plugin it runs, in seconds (default 1).
+    pub watch_interval_seconds: u64,
+    /// Plugin agents one replica serves at once (default 8): each takes a
+    /// loopback slot bound at start-up.
+    pub max_agents: usize,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_module_bytes: 8 * 1024 * 1024,
+            watch_interval_seconds: 1,
+            max_agents: 8,
+        }
+    }
 }

@@ -34,6 +34,9 @@ pub const HOST_MODULE: &str = "convergio";
 /// The host functions of [`HOST_MODULE`] (ABI v1): `log(ptr, len)`.
 pub const HOST_FUNCTIONS: &[&str] = &["log"];
 
+/// The export a plugin agent runs (agent ABI v1, see the crate README).
+pub const AGENT_EXPORT: &str = "handle";
+
 /// The ABI version this runtime speaks (see the crate README).
 pub const ABI_VERSION: u32 = 1;
 
@@ -125,6 +128,11 @@ impl LoadedModule {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the module exports `name`.
+    pub fn exports(&self, name: &str) -> bool {
+        self.pre.module().get_export(name).is_some()
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`keys`]: stored API keys (hashed);
 //! - [`model_agents`]: model agent declarations, sealed secrets,
 //!   conversations and the usage ledger (issue 17);
+//! - [`plugins`]: stored, versioned WebAssembly plugins (issue 21);
 //! - [`peers`]: federation peers and accepted signed-call nonces;
 //! - [`retention`]: pruning of task routes and nonces, and the database's size.
 
@@ -22,6 +23,7 @@ pub mod model;
 pub mod model_agents;
 pub mod peer_calls;
 pub mod peers;
+pub mod plugins;
 pub mod push;
 pub mod retention;
 pub mod service;

@@ -16,7 +16,8 @@
 //! and 0009 (runs and stored graphs) are the DDL the policy and run stores
 //! used to apply themselves at every start, idempotent, so a database
 //! written by an earlier release gains nothing and loses nothing. 0010
-//! adds the model agents' tables (issue 17, [`models`]).
+//! adds the model agents' tables (issue 17, [`models`]); 0018 the stored
+//! plugins' (issue 21, [`plugins`]).
 
 pub mod admin;
 pub mod dialect;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod memory;
 pub mod models;
 pub mod plans;
+pub mod plugins;
 pub mod policy;
 pub mod registry;
 pub mod runs;

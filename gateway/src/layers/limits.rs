@@ -37,6 +37,22 @@ pub struct LimitsConfig {
     pub request_timeout: Duration,
     /// Requests in flight before new ones are shed with 503 (default 1024).
     pub max_concurrency: usize,
+    /// Routes whose bodies have their own bound instead of
+    /// `max_body_bytes`: a path prefix and its bound (uploaded plugins,
+    /// a few MiB). The first matching prefix wins.
+    pub route_body_bytes: Vec<(String, usize)>,
+}
+
+// === impl LimitsConfig ===
+
+impl LimitsConfig {
+    /// The body bound for a request to `path`.
+    pub fn body_limit(&self, path: &str) -> usize {
+        self.route_body_bytes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map_or(self.max_body_bytes, |(_, limit)| *limit)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -45,6 +61,7 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             max_concurrency: 1024,
+            route_body_bytes: Vec::new(),
         }
     }
 }
@@ -149,7 +166,7 @@ where
             Ok(permit) => permit,
             Err(_) => return Box::pin(async { Err(GatewayError::Overloaded) }),
         };
-        let limit = self.config.max_body_bytes;
+        let limit = self.config.body_limit(request.uri().path());
         let mut request = request.map(|body| Body::new(Limited::new(body, limit)));
         request.extensions_mut().insert(BodyLimit(limit));
         let deadline = RequestDeadline::after(self.config.request_timeout);

@@ -1,0 +1,543 @@
+//! Stored plugins through the real binary (issue 21): two `convergio serve`
+//! replicas on one PostgreSQL database, a guardrail rule naming a stored
+//! plugin. Uploading v1 (denies "foo") makes both replicas deny "foo";
+//! uploading v2 (denies "bar") switches both without a restart; a module
+//! that imports what the sandbox does not provide and a signed module
+//! changed after signing are refused with a clear error, nothing stored.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{admin_get, cli, start_logged, Server};
+
+/// A guardrail plugin (ABI v1) refusing payloads that contain `needle`
+/// (lowercase ASCII letters, compared without case) with `reason`.
+fn keyword_guardrail(needle: &str, reason: &str) -> Vec<u8> {
+    let allow = r#"{"verdict":"allow"}"#;
+    let deny = format!(
+        r#"{{"verdict":"deny","reason":"{reason}","message":"the payload says {needle}"}}"#
+    );
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+    let n = needle.len();
+    let text = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 4096))
+  (data (i32.const 0) "{allow}")
+  (data (i32.const 256) "{deny}")
+  (data (i32.const 2048) "{needle}")
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $ptr i32) (local $end i32) (local $have i32)
+    (local.set $ptr (global.get $next))
+    (local.set $end (i32.add (local.get $ptr) (local.get $len)))
+    (local.set $have (i32.mul (memory.size) (i32.const 65536)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (i32.sub (local.get $end) (local.get $have)) (i32.const 16)) (i32.const 1))) (i32.const 0))
+        (then unreachable))))
+    (global.set $next (local.get $end))
+    (local.get $ptr))
+  (func (export "guard") (param $ptr i32) (param $len i32) (result i64)
+    (local $i i32) (local $j i32) (local $last i32)
+    (if (i32.lt_u (local.get $len) (i32.const {n})) (then (return (i64.const {allow_len}))))
+    (local.set $last (i32.sub (i32.add (local.get $ptr) (local.get $len)) (i32.const {n})))
+    (local.set $i (local.get $ptr))
+    (block $done
+      (loop $outer
+        (br_if $done (i32.gt_u (local.get $i) (local.get $last)))
+        (local.set $j (i32.const 0))
+        (block $mismatch
+          (loop $inner
+            (br_if $mismatch (i32.ne
+              (i32.or (i32.load8_u (i32.add (local.get $i) (local.get $j))) (i32.const 32))
+              (i32.load8_u (i32.add (i32.const 2048) (local.get $j)))))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (if (i32.eq (local.get $j) (i32.const {n}))
+              (then (return (i64.or (i64.shl (i64.const 256) (i64.const 32)) (i64.const {deny_len})))))
+            (br $inner)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $outer)))
+    (i64.const {allow_len})))"#,
+        allow = escape(allow),
+        deny = escape(&deny),
+        allow_len = allow.len(),
+        deny_len = deny.len(),
+    );
+    wat::parse_str(text).expect("the WAT compiles")
+}
+
+/// A JSON-RPC `SendMessage` of `text` to the example `echo` agent.
+async fn send(server: &Server, text: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/agents/echo", server.base))
+        .header("A2A-Version", "1.0")
+        .json(&json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {"message": {
+                "messageId": uuid::Uuid::new_v4().to_string(),
+                "role": "ROLE_USER",
+                "parts": [{"text": text}],
+            }},
+        }))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("a JSON-RPC answer")
+}
+
+/// The guardrail reason `answer` was refused with, if it was.
+fn refused_reason(answer: &Value) -> Option<String> {
+    answer["error"]["data"]
+        .as_array()?
+        .iter()
+        .find(|detail| detail["metadata"].get("guardrail").is_some())
+        .and_then(|detail| detail["reason"].as_str())
+        .map(str::to_owned)
+}
+
+/// Waits (up to 15 s) until `server` refuses `denied` with `reason` and
+/// passes `allowed`.
+async fn until_guarded(server: &Server, denied: &str, reason: &str, allowed: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let refusal = send(server, denied).await;
+        let pass = send(server, allowed).await;
+        if refused_reason(&refusal).as_deref() == Some(reason) && pass.get("result").is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never switched: {refusal}\n{pass}",
+            server.base
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn add(
+    server: &Server,
+    data_dir: &Path,
+    file: &Path,
+    signature: Option<&Path>,
+) -> (bool, String, String) {
+    let mut args = vec![
+        "plugins",
+        "add",
+        file.to_str().expect("utf-8"),
+        "--name",
+        "words",
+        "--kind",
+        "guardrail",
+    ];
+    if let Some(signature) = signature {
+        args.extend(["--signature", signature.to_str().expect("utf-8")]);
+    }
+    cli(Some((server, data_dir)), &args)
+}
+
+#[test]
+fn a_new_guardrail_version_replaces_the_old_on_two_replicas_without_restart() {
+    let database = convergio_tests::postgres::TestDatabase::create_blocking("convergio_p");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(
+        &config,
+        "guardrails:\n  rules:\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\n",
+    )
+    .expect("writes the config");
+    let config_flag = config.to_str().expect("utf-8").to_owned();
+    let replica = |log: &str| {
+        start_logged(
+            data_dir.path(),
+            &["--config", &config_flag],
+            &[("CONVERGIO_DATABASE_URL", database.url())],
+            &data_dir.path().join(log),
+        )
+    };
+    let first = replica("first.log");
+    let second = replica("second.log");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let modules = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = modules.path().join(name);
+        std::fs::write(&path, bytes).expect("writes the module");
+        path
+    };
+    runtime.block_on(async {
+        // No version yet: the rule fails closed.
+        let answer = send(&first, "hello").await;
+        assert_eq!(
+            refused_reason(&answer).as_deref(),
+            Some("GUARDRAIL_UNAVAILABLE"),
+            "{answer}"
+        );
+
+        let v1 = write("v1.wasm", &keyword_guardrail("foo", "SAYS_FOO"));
+        let (ok, stdout, stderr) = add(&first, data_dir.path(), &v1, None);
+        assert!(ok, "{stdout}\n{stderr}");
+        assert!(stdout.contains("version 1"), "{stdout}");
+        until_guarded(&first, "say foo", "SAYS_FOO", "say bar").await;
+        until_guarded(&second, "say foo", "SAYS_FOO", "say bar").await;
+
+        // v2, uploaded through the second replica, signed with the
+        // organisation's key: both replicas switch without a restart.
+        let v2 = write("v2.wasm", &keyword_guardrail("bar", "SAYS_BAR"));
+        let (ok, signature, stderr) = cli(
+            Some((&second, data_dir.path())),
+            &["plugins", "sign", v2.to_str().expect("utf-8")],
+        );
+        assert!(ok, "{stderr}");
+        let signature_file = write("v2.sig", signature.as_bytes());
+        let (ok, stdout, stderr) = add(&second, data_dir.path(), &v2, Some(&signature_file));
+        assert!(ok, "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("version 2") && stdout.contains("signed"),
+            "{stdout}"
+        );
+        until_guarded(&first, "say bar", "SAYS_BAR", "say foo").await;
+        until_guarded(&second, "say bar", "SAYS_BAR", "say foo").await;
+
+        // The same signature on a module changed after signing: refused.
+        let tampered = write("tampered.wasm", &keyword_guardrail("baz", "SAYS_BAZ"));
+        let (ok, stdout, stderr) = add(&first, data_dir.path(), &tampered, Some(&signature_file));
+        assert!(!ok, "{stdout}");
+        assert!(
+            stderr.contains("422") && stderr.contains("does not verify"),
+            "{stderr}"
+        );
+        // A module importing a file system call: refused at upload.
+        let forbidden = write(
+            "forbidden.wasm",
+            &wat::parse_str(
+                r#"(module
+                  (import "wasi_snapshot_preview1" "path_open" (func (param i32) (result i32)))
+                  (memory (export "memory") 1)
+                  (func (export "alloc") (param i32) (result i32) (i32.const 0))
+                  (func (export "guard") (param i32 i32) (result i64) (i64.const 0)))"#,
+            )
+            .expect("the WAT compiles"),
+        );
+        let (ok, _, stderr) = add(&first, data_dir.path(), &forbidden, None);
+        assert!(!ok);
+        assert!(stderr.contains("wasi_snapshot_preview1"), "{stderr}");
+
+        let (status, shown) = admin_get(&first, data_dir.path(), "/v1/plugins/words").await;
+        assert_eq!(status, 200, "{shown}");
+        let versions = shown["versions"].as_array().expect("versions");
+        assert_eq!(versions.len(), 2, "nothing refused was stored: {shown}");
+        assert_eq!(shown["kind"], "guardrail");
+        assert_eq!(versions[0]["signed"], false);
+        assert_eq!(versions[1]["signed"], true);
+        assert_eq!(
+            versions[1]["sha256"].as_str().map(str::len),
+            Some(64),
+            "{shown}"
+        );
+
+        // The stored module downloads as uploaded.
+        let token = support::admin_token(data_dir.path());
+        let downloaded = reqwest::Client::new()
+            .get(format!("{}/v1/plugins/words/versions/2", second.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answers")
+            .bytes()
+            .await
+            .expect("the module");
+        assert_eq!(&downloaded[..], &std::fs::read(&v2).expect("reads")[..]);
+
+        // Removed: both replicas' rule fails closed again.
+        let (ok, stdout, stderr) = cli(
+            Some((&first, data_dir.path())),
+            &["plugins", "remove", "words"],
+        );
+        assert!(ok, "{stdout}\n{stderr}");
+        for server in [&first, &second] {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let answer = send(server, "hello").await;
+                if refused_reason(&answer).as_deref() == Some("GUARDRAIL_UNAVAILABLE") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "still installed: {answer}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+}
+
+#[test]
+fn uploads_are_bounded_and_listed() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(&config, "plugins:\n  max_module_bytes: 4096\n").expect("writes the config");
+    let server = start_logged(
+        data_dir.path(),
+        &["--no-examples", "--config", config.to_str().expect("utf-8")],
+        &[],
+        &data_dir.path().join("server.log"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let token = support::admin_token(data_dir.path());
+        let client = reqwest::Client::new();
+        let big = vec![0_u8; 8192];
+        let response = client
+            .post(format!("{}/v1/plugins/big?kind=guardrail", server.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/wasm")
+            .body(big)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 413);
+        let response = client
+            .post(format!("{}/v1/plugins/junk?kind=agent", server.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/wasm")
+            .body(b"not a module".to_vec())
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.expect("a problem");
+        assert_eq!(problem["status"], 422, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("INVALID_MODULE")),
+            "{problem}"
+        );
+        let (status, listed) = admin_get(&server, data_dir.path(), "/v1/plugins").await;
+        assert_eq!(status, 200);
+        assert_eq!(listed["plugins"], json!([]), "{listed}");
+    });
+}
+
+/// A plugin agent (agent ABI v1) answering "hello from wasm"; a message
+/// saying "trap" makes it trap, one saying "spin" makes it loop forever.
+/// It declares itself through `describe`.
+fn hello_agent() -> Vec<u8> {
+    let answer = r#"{"parts":[{"text":"hello from wasm"}]}"#;
+    let declaration = r#"{"description":"Says hello from WebAssembly.","skills":[{"id":"hello","name":"hello","description":"Answers hello","tags":["plugin","demo"]}]}"#;
+    let escape = |text: &str| text.replace('"', "\\\"");
+    let text = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 4096))
+  (data (i32.const 0) "{answer}")
+  (data (i32.const 512) "{declaration}")
+  (data (i32.const 2048) "trap")
+  (data (i32.const 2064) "spin")
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $ptr i32) (local $end i32) (local $have i32)
+    (local.set $ptr (global.get $next))
+    (local.set $end (i32.add (local.get $ptr) (local.get $len)))
+    (local.set $have (i32.mul (memory.size) (i32.const 65536)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (i32.sub (local.get $end) (local.get $have)) (i32.const 16)) (i32.const 1))) (i32.const 0))
+        (then unreachable))))
+    (global.set $next (local.get $end))
+    (local.get $ptr))
+  ;; Whether the 4 bytes at $needle occur in [$ptr, $ptr + $len).
+  (func $contains (param $ptr i32) (param $len i32) (param $needle i32) (result i32)
+    (local $i i32) (local $last i32)
+    (if (i32.lt_u (local.get $len) (i32.const 4)) (then (return (i32.const 0))))
+    (local.set $last (i32.sub (i32.add (local.get $ptr) (local.get $len)) (i32.const 4)))
+    (local.set $i (local.get $ptr))
+    (block $done
+      (loop $scan
+        (br_if $done (i32.gt_u (local.get $i) (local.get $last)))
+        (if (i32.eq (i32.load (local.get $i)) (i32.load (local.get $needle)))
+          (then (return (i32.const 1))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $scan)))
+    (i32.const 0))
+  (func (export "handle") (param $ptr i32) (param $len i32) (result i64)
+    (if (call $contains (local.get $ptr) (local.get $len) (i32.const 2048)) (then unreachable))
+    (if (call $contains (local.get $ptr) (local.get $len) (i32.const 2064))
+      (then (loop $forever (br $forever))))
+    (i64.const {answer_len}))
+  (func (export "describe") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 512) (i64.const 32)) (i64.const {declaration_len}))))"#,
+        answer = escape(answer),
+        declaration = escape(declaration),
+        answer_len = answer.len(),
+        declaration_len = declaration.len(),
+    );
+    wat::parse_str(text).expect("the WAT compiles")
+}
+
+/// A JSON-RPC `SendMessage` of `text` to `agent`, as the administrator.
+async fn send_to(server: &Server, token: &str, agent: &str, text: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/agents/{agent}", server.base))
+        .bearer_auth(token)
+        .header("A2A-Version", "1.0")
+        .json(&json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {"message": {
+                "messageId": uuid::Uuid::new_v4().to_string(),
+                "role": "ROLE_USER",
+                "parts": [{"text": text}],
+            }, "configuration": {"returnImmediately": false}},
+        }))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("a JSON-RPC answer")
+}
+
+/// Uploads the hello agent and waits (up to 15 s) until the gateway
+/// serves its card.
+async fn serve_hello(server: &Server, data_dir: &Path, modules: &Path) {
+    let file = modules.join("hello.wasm");
+    std::fs::write(&file, hello_agent()).expect("writes the module");
+    let (ok, stdout, stderr) = cli(
+        Some((server, data_dir)),
+        &[
+            "plugins",
+            "add",
+            file.to_str().expect("utf-8"),
+            "--name",
+            "hello",
+            "--kind",
+            "agent",
+        ],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = reqwest::get(format!(
+            "{}/agents/hello/.well-known/agent-card.json",
+            server.base
+        ))
+        .await
+        .expect("answers");
+        if response.status() == 200 {
+            let card: Value = response.json().await.expect("a card");
+            assert_eq!(
+                card["description"], "Says hello from WebAssembly.",
+                "{card}"
+            );
+            assert_eq!(card["skills"][0]["id"], "hello", "{card}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the plugin agent is never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_plugin_agent_answers_the_python_sdk_and_runs_as_a_graph_node() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts/interop-venv.sh"))
+        .status()
+        .expect("runs scripts/interop-venv.sh");
+    assert!(status.success(), "scripts/interop-venv.sh failed");
+    let python = root.join(".venv-interop/bin/python");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let modules = tempfile::tempdir().expect("temp dir");
+    let server = support::start(data_dir.path());
+    let token = support::admin_token(data_dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(serve_hello(&server, data_dir.path(), modules.path()));
+    // The same SDK client as the model agents' (interop/model_client.py):
+    // card, blocking and streaming sends, on both HTTP bindings.
+    for binding in ["JSONRPC", "HTTP+JSON"] {
+        let output = std::process::Command::new(&python)
+            .arg(root.join("interop/model_client.py"))
+            .arg(format!("{}/agents/hello", server.base))
+            .arg(binding)
+            .arg("hello from wasm")
+            .output()
+            .expect("the SDK client runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{binding}: {stdout}\n{stderr}");
+        for check in ["ok card", "ok blocking", "ok streaming"] {
+            assert!(
+                stdout.contains(check),
+                "{binding}: {check} missing from {stdout}"
+            );
+        }
+    }
+    runtime.block_on(async {
+        // Discoverable like any agent.
+        let (status, listed) = admin_get(&server, data_dir.path(), "/v1/agents?q=hello").await;
+        assert_eq!(status, 200);
+        assert!(listed.to_string().contains("\"hello\""), "{listed}");
+        // A node of a graph.
+        let run = support::run_to_end(
+            &server,
+            &token,
+            json!({
+                "graph_yaml": "name: greet\nnodes:\n  - {id: greet, agent: hello, inputs: [text]}\n",
+                "mode": "async",
+                "input": {"text": "hi"},
+            }),
+        )
+        .await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let run_id = run["run_id"].as_str().expect("a run id");
+        let (status, result) =
+            admin_get(&server, data_dir.path(), &format!("/v1/runs/{run_id}/result")).await;
+        assert_eq!(status, 200, "{result}");
+        assert!(result.to_string().contains("hello from wasm"), "{result}");
+    });
+}
+
+#[test]
+fn a_trapping_or_spinning_plugin_agent_fails_its_task_and_the_gateway_keeps_serving() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let modules = tempfile::tempdir().expect("temp dir");
+    let server = support::start(data_dir.path());
+    let token = support::admin_token(data_dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        serve_hello(&server, data_dir.path(), modules.path()).await;
+        for (text, code) in [("please trap", "TRAP"), ("please spin", "")] {
+            let answer = send_to(&server, &token, "hello", text).await;
+            let task = &answer["result"]["task"];
+            assert_eq!(task["status"]["state"], "TASK_STATE_FAILED", "{answer}");
+            let said = task["status"]["message"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(said.contains("the plugin agent hello failed"), "{answer}");
+            let failure = task["status"]["message"]["metadata"]["convergio.plugin_error"]
+                .as_str()
+                .unwrap_or_default();
+            if code.is_empty() {
+                assert!(
+                    failure == "OUT_OF_FUEL" || failure == "DEADLINE_EXCEEDED",
+                    "{answer}"
+                );
+            } else {
+                assert_eq!(failure, code, "{answer}");
+            }
+        }
+        // The gateway, the agent and the other agents go on.
+        let answer = send_to(&server, &token, "hello", "hi").await;
+        assert_eq!(
+            answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+        let echoed = send_to(&server, &token, "echo", "still here").await;
+        assert!(echoed.to_string().contains("still here"), "{echoed}");
+    });
+}
