@@ -49,6 +49,17 @@ pub enum PluginsCommand {
         /// The plugin's name.
         name: String,
     },
+    /// Write one version's module to a file (checked against its SHA-256).
+    Download {
+        /// The plugin's name.
+        name: String,
+        /// The version (default: the newest).
+        #[arg(long)]
+        version: Option<i64>,
+        /// Where to write the module.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Remove a plugin with every version.
     Remove {
         /// The plugin's name.
@@ -187,6 +198,41 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
                     version["uploaded_at"].as_str().unwrap_or("-")
                 );
             }
+        }
+        PluginsCommand::Download { name, version, out } => {
+            let shown = client
+                .send(Method::GET, &plugin_path(&name), None, None)
+                .await?;
+            let versions = shown.body["versions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let wanted = versions
+                .iter()
+                .rev()
+                .find(|known| version.is_none_or(|version| known["version"] == version))
+                .with_context(|| match version {
+                    Some(version) => format!("plugin {name} has no version {version}"),
+                    None => format!("plugin {name} has no version"),
+                })?;
+            let number = wanted["version"].as_i64().unwrap_or_default();
+            let path = format!("{}/versions/{number}", plugin_path(&name));
+            let response = client
+                .execute(client.request(Method::GET, &path), &format!("GET {path}"))
+                .await?;
+            let module = response.bytes().await.context("reading the module")?;
+            let sha256 = convergio_auth::plugin_signature::module_sha256(&module);
+            anyhow::ensure!(
+                wanted["sha256"].as_str() == Some(sha256.as_str()),
+                "the module downloaded does not match its SHA-256 {}",
+                wanted["sha256"]
+            );
+            std::fs::write(&out, &module).with_context(|| format!("writing {}", out.display()))?;
+            say!(
+                "wrote plugin {name} version {number} ({} bytes, sha256 {sha256}) to {}",
+                module.len(),
+                out.display()
+            );
         }
         PluginsCommand::Remove { name } => {
             client

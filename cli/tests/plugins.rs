@@ -252,6 +252,27 @@ fn a_new_guardrail_version_replaces_the_old_on_two_replicas_without_restart() {
             .await
             .expect("the module");
         assert_eq!(&downloaded[..], &std::fs::read(&v2).expect("reads")[..]);
+        // And through the CLI, checked against its SHA-256.
+        let out = data_dir.path().join("downloaded-v1.wasm");
+        let out_arg = out.to_str().expect("a UTF-8 path");
+        let (ok, stdout, stderr) = cli(
+            Some((&second, data_dir.path())),
+            &[
+                "plugins",
+                "download",
+                "words",
+                "--version",
+                "1",
+                "--out",
+                out_arg,
+            ],
+        );
+        assert!(ok, "{stdout}\n{stderr}");
+        assert!(stdout.contains("version 1"), "{stdout}");
+        assert_eq!(
+            std::fs::read(&out).expect("written"),
+            std::fs::read(&v1).expect("reads")
+        );
 
         // Removed: both replicas' rule fails closed again.
         let (ok, stdout, stderr) = cli(

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dispatch::Usage;
 use crate::graph::{Graph, InputRef};
+use crate::mapping::Usage;
 
 /// How a run re-plans; stored with the run so that a resumed run re-plans
 /// the same way.

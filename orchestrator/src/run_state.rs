@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dispatch::Usage;
-use crate::mapping::{RemoteTiming, ToolCallReport};
+use crate::mapping::{RemoteTiming, ToolCallReport, Usage};
 use crate::replan::{FailedStep, ReplanSettings, RevisionSummary, StepDiff};
 
 /// How a run ended (or that it has not).
