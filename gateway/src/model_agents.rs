@@ -285,35 +285,84 @@ async fn permitted_row(
         .await
         .map_err(problem)?
         .ok_or_else(|| not_found(name))?;
-    if state
-        .gate
-        .decide_org(principal, action, &row.org, extensions)
-        .await
-    {
-        Ok(row)
-    } else if row.org == state.agents.org_of(principal) {
-        Err(refusal(principal, action, "model agents"))
-    } else {
-        Err(not_found(name))
-    }
+    let own = state.agents.org_of(principal);
+    let decision = Decision {
+        gate: &state.gate,
+        principal,
+        extensions,
+        action,
+        what: "model agents",
+    };
+    decision
+        .on_owned(&row.org, &own, || not_found(name))
+        .await?;
+    Ok(row)
 }
 
 /// The caller's own organisation, when policy lets it do `action` there.
 async fn own_org_permitted(
     state: &ApiState,
     principal: &Principal,
-    extensions: &axum::http::Extensions,
+    extensions: &Extensions,
     action: Action,
 ) -> Result<String, Failure> {
-    let org = state.agents.org_of(principal);
-    if state
-        .gate
-        .decide_org(principal, action, &org, extensions)
-        .await
-    {
-        Ok(org)
-    } else {
-        Err(refusal(principal, action, "model agents"))
+    let decision = Decision {
+        gate: &state.gate,
+        principal,
+        extensions,
+        action,
+        what: "model agents",
+    };
+    decision.on_own(state.agents.org_of(principal)).await
+}
+
+/// One policy question of an organisation-owned REST resource (model
+/// agents, plugins): who asks to do what, on which kind of thing.
+pub(crate) struct Decision<'a> {
+    pub(crate) gate: &'a PolicyGate,
+    pub(crate) principal: &'a Principal,
+    pub(crate) extensions: &'a Extensions,
+    pub(crate) action: Action,
+    /// The kind of thing, for the refusal (`model agents`).
+    pub(crate) what: &'static str,
+}
+
+// === impl Decision ===
+
+impl Decision<'_> {
+    /// Allowed on something `owner` owns; refused (401 or 403) when that is
+    /// the caller's own organisation `own`; otherwise `hidden`: another
+    /// organisation's thing it may not touch is answered as unknown.
+    pub(crate) async fn on_owned(
+        &self,
+        owner: &str,
+        own: &str,
+        hidden: impl FnOnce() -> Failure,
+    ) -> Result<(), Failure> {
+        if self
+            .gate
+            .decide_org(self.principal, self.action, owner, self.extensions)
+            .await
+        {
+            Ok(())
+        } else if owner == own {
+            Err(refusal(self.principal, self.action, self.what))
+        } else {
+            Err(hidden())
+        }
+    }
+
+    /// The caller's own organisation `org`, when allowed there.
+    pub(crate) async fn on_own(&self, org: String) -> Result<String, Failure> {
+        if self
+            .gate
+            .decide_org(self.principal, self.action, &org, self.extensions)
+            .await
+        {
+            Ok(org)
+        } else {
+            Err(refusal(self.principal, self.action, self.what))
+        }
     }
 }
 

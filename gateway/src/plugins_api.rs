@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authorize::PolicyGate;
 use crate::layers::{BodyLimit, ErrorShape, Failure};
-use crate::model_agents::{principal_of, refusal, rfc3339};
+use crate::model_agents::{principal_of, rfc3339, Decision};
 use crate::{GatewayError, Principal};
 
 /// The request header carrying an upload's signature.
@@ -362,17 +362,11 @@ async fn permitted_row(
         .await
         .map_err(problem)?
         .ok_or_else(|| not_found(name))?;
-    if state
-        .gate
-        .decide_org(principal, action, &row.org, extensions)
-        .await
-    {
-        Ok(row)
-    } else if row.org == state.plugins.org_of(principal) {
-        Err(refusal(principal, action, "plugins"))
-    } else {
-        Err(not_found(name))
-    }
+    let own = state.plugins.org_of(principal);
+    decision(state, principal, extensions, action)
+        .on_owned(&row.org, &own, || not_found(name))
+        .await?;
+    Ok(row)
 }
 
 /// The caller's own organisation, when policy lets it do `action` there.
@@ -382,15 +376,23 @@ async fn own_org_permitted(
     extensions: &Extensions,
     action: Action,
 ) -> Result<String, Failure> {
-    let org = state.plugins.org_of(principal);
-    if state
-        .gate
-        .decide_org(principal, action, &org, extensions)
+    decision(state, principal, extensions, action)
+        .on_own(state.plugins.org_of(principal))
         .await
-    {
-        Ok(org)
-    } else {
-        Err(refusal(principal, action, "plugins"))
+}
+
+fn decision<'a>(
+    state: &'a ApiState,
+    principal: &'a Principal,
+    extensions: &'a Extensions,
+    action: Action,
+) -> Decision<'a> {
+    Decision {
+        gate: &state.gate,
+        principal,
+        extensions,
+        action,
+        what: "plugins",
     }
 }
 
