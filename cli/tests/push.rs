@@ -181,7 +181,9 @@ fn fixture(config: &str) -> Fixture {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config_file = data_dir.path().join("convergio.yaml");
     std::fs::write(&config_file, config).expect("config");
-    let server = serve(data_dir.path(), &config_file);
+    // The SDK agent answers before `serve` starts: the port it was given
+    // was free when picked but is bound only once Python is up, and the
+    // example agents `serve` starts bind ephemeral ports too (one took it).
     let card: Value = runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -199,6 +201,7 @@ fn fixture(config: &str) -> Fixture {
         }
     });
     assert_eq!(card["capabilities"]["pushNotifications"], true, "{card}");
+    let server = serve(data_dir.path(), &config_file);
     let card_file = data_dir.path().join("sdk-echo.json");
     std::fs::write(&card_file, card.to_string()).expect("card written");
     let (ok, _, stderr) = cli(
