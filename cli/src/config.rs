@@ -90,6 +90,9 @@ pub struct ConfigFile {
     /// Hot reload (issue 22, see `reload.rs`): how often the config file
     /// and the TLS and credential files it names are checked for changes.
     pub reload: ReloadSection,
+    /// Memory (issue 20, see `memory_config.rs`): the local embedding
+    /// models vector namespaces may name. Default: none.
+    pub memory: crate::memory_config::MemorySection,
 }
 
 /// Reload section.
@@ -349,6 +352,8 @@ pub struct Config {
     pub otlp: Option<crate::telemetry::OtlpSettings>,
     /// Seconds between checks of the config and TLS files; 0 is off.
     pub reload_watch_interval_seconds: u64,
+    /// Memory: the local embedding models (directories checked).
+    pub memory: crate::memory_config::MemorySection,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -393,6 +398,7 @@ impl Default for ConfigFile {
             plugins: Default::default(),
             telemetry: Default::default(),
             reload: ReloadSection::default(),
+            memory: Default::default(),
         }
     }
 }
@@ -634,6 +640,7 @@ impl Config {
         crate::models_config::apply_environment(&mut file.models, environment)?;
         crate::upstream_config::apply_environment(&mut file.upstream, environment)?;
         crate::telemetry::apply_environment(&mut file.telemetry, environment)?;
+        crate::memory_config::apply_environment(&mut file.memory, environment)?;
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
         }
@@ -756,6 +763,7 @@ impl Config {
         crate::upstream_config::validate_push(&file.push)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
         let otlp = crate::telemetry::validate(file.telemetry)?;
+        let memory = crate::memory_config::validate(file.memory)?;
         let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
             .map_err(|error| invalid("network.allow_cidrs", error.to_string()))?;
         Ok(Self {
@@ -783,6 +791,7 @@ impl Config {
             plugins: file.plugins,
             otlp,
             reload_watch_interval_seconds: file.reload.watch_interval_seconds,
+            memory,
         })
     }
 }

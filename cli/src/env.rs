@@ -101,13 +101,15 @@ pub const OTLP_SAMPLE_RATIO: &str = "CONVERGIO_OTLP_SAMPLE_RATIO";
 /// Seconds between checks of the config and TLS files for a reload
 /// (default 1; 0: SIGHUP only).
 pub const RELOAD_WATCH_INTERVAL: &str = "CONVERGIO_RELOAD_WATCH_INTERVAL_SECONDS";
+/// Local embedding models as `name=directory,name=directory` (memory).
+pub const MEMORY_LOCAL_MODELS: &str = "CONVERGIO_MEMORY_LOCAL_MODELS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 /// The API key `convergio send` and `convergio tasks` call agents with.
 pub const API_KEY: &str = "CONVERGIO_API_KEY";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 47] = [
+pub const SERVER_KEYS: [&str; 48] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -155,4 +157,5 @@ pub const SERVER_KEYS: [&str; 47] = [
     OTLP_SERVICE_NAME,
     OTLP_SAMPLE_RATIO,
     RELOAD_WATCH_INTERVAL,
+    MEMORY_LOCAL_MODELS,
 ];

@@ -46,6 +46,7 @@ mod graph_agents;
 mod guardrails;
 mod keys;
 mod memory;
+mod memory_config;
 mod memory_wiring;
 mod model_agents;
 mod model_runtime;

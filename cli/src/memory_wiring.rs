@@ -1,7 +1,9 @@
 //! `convergio serve`'s memory (issue 20): the service over the process's
 //! database, embedding through OpenAI-compatible providers with each
-//! organisation's own keys (its sealed secrets), every vector namespace's
-//! index built from the stored chunks before the listener answers.
+//! organisation's own keys (its sealed secrets) or the configured local
+//! models (`memory.local_models`, each loaded on first use), every vector
+//! namespace's index built from the stored chunks before the listener
+//! answers.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use convergio_gateway::memory_api::{MemoryApi, SecretKeys};
 use convergio_gateway::secrets::Secrets;
 use convergio_gateway::ssrf::AllowList;
 use convergio_memory::embed::ProviderEmbedders;
+use convergio_memory::local::LocalModels;
 use convergio_memory::Memory;
 
 /// The memory API's wiring; `allow` is what a provider's `base_url` may
@@ -24,7 +27,8 @@ pub async fn memory_api(
         .timeout(convergio_memory::embed::PROVIDER_TIMEOUT)
         .build()
         .context("building the embedding providers' client")?;
-    let embedders = ProviderEmbedders::new(Arc::new(SecretKeys(secrets)), http);
+    let local = LocalModels::new(config.memory.local_models.clone());
+    let embedders = ProviderEmbedders::new(Arc::new(SecretKeys(secrets)), http, Arc::new(local));
     let memory = Arc::new(Memory::new(
         Arc::new(convergio_store::memory::MemoryTables::new(db)),
         Arc::new(embedders),

@@ -337,6 +337,7 @@ fn needs_restart(current: &Config, next: &Config) -> Vec<&'static str> {
     check("guardrails", current.guardrails == next.guardrails);
     check("plugins", current.plugins == next.plugins);
     check("telemetry", current.otlp == next.otlp);
+    check("memory", current.memory == next.memory);
     check(
         "reload",
         current.reload_watch_interval_seconds == next.reload_watch_interval_seconds,

@@ -9,7 +9,10 @@
 //! namespace is answered exactly as a missing one for every verb; records
 //! breaking the schema are 400 with pointers; `If-Match` is honoured (412
 //! when stale); documents are embedded with the organisation's own key
-//! (BYOK, from `/v1/secrets`) and a failing provider writes nothing.
+//! (BYOK, from `/v1/secrets`) and a failing provider writes nothing; a
+//! namespace on the local all-MiniLM-L6-v2 model (`CONVERGIO_TEST_MINILM_DIR`,
+//! from `scripts/minilm-model.sh`) ranks by meaning, and one naming a model
+//! the deployment does not have is refused (400).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use convergio_gateway::memory_api::{MemoryApi, SecretKeys};
 use convergio_gateway::secrets::Secrets;
 use convergio_gateway::ssrf::AllowList;
 use convergio_memory::embed::ProviderEmbedders;
+use convergio_memory::local::LocalModels;
 use convergio_memory::Memory;
 use convergio_policy::{AuditSink, PolicyAdmin, PolicyEngine};
 use convergio_registry::{Registry, RegistryConfig};
@@ -58,6 +62,10 @@ struct App {
 }
 
 async fn start() -> App {
+    start_with(LocalModels::none()).await
+}
+
+async fn start_with(local: LocalModels) -> App {
     let provider = FakeEmbeddings::start(KEY, DIMENSIONS).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -91,6 +99,7 @@ async fn start() -> App {
     let embedders = ProviderEmbedders::new(
         Arc::new(SecretKeys(secrets.clone())),
         reqwest::Client::new(),
+        Arc::new(local),
     );
     let memory = Arc::new(Memory::new(
         Arc::new(MemoryTables::new(&db)),
@@ -564,4 +573,86 @@ async fn vector_memory_embeds_with_the_orgs_key_and_searches() {
         "{}",
         refused.text
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_model_namespace_ranks_by_meaning_and_an_unknown_model_is_refused() {
+    let Some(directory) = std::env::var_os("CONVERGIO_TEST_MINILM_DIR") else {
+        panic!(
+            "CONVERGIO_TEST_MINILM_DIR is not set: run scripts/minilm-model.sh and export the \
+             directory it prints (scripts/test.sh does both)"
+        );
+    };
+    let app = start_with(LocalModels::new(std::collections::BTreeMap::from([(
+        "all-minilm-l6-v2".to_owned(),
+        std::path::PathBuf::from(directory),
+    )])))
+    .await;
+    let (put, post) = (reqwest::Method::PUT, reqwest::Method::POST);
+    let writer = member(ORG, &["memory:write"]);
+    let unknown = app
+        .call(
+            put.clone(),
+            "/v1/memory/elsewhere",
+            Some(&writer),
+            Some(json!({"kind": "vector",
+                        "embedding": {"provider": "local", "model": "no-such-model"}})),
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, 400, "{}", unknown.text);
+    assert!(unknown.text.contains("no-such-model"), "{}", unknown.text);
+
+    let created = app
+        .call(
+            put.clone(),
+            "/v1/memory/local-notes",
+            Some(&writer),
+            Some(json!({"kind": "vector",
+                        "embedding": {"provider": "local", "model": "all-minilm-l6-v2"}})),
+            None,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    for (key, text) in [
+        ("tax", "quarterly tax filing"),
+        ("cat", "a kitten sleeps on the sofa"),
+        ("car", "changing the oil of a diesel engine"),
+    ] {
+        let stored = app
+            .call(
+                put.clone(),
+                &format!("/v1/memory/local-notes/items/{key}"),
+                Some(&writer),
+                Some(json!({"text": text, "metadata": {"source": "test"}})),
+                None,
+            )
+            .await;
+        assert_eq!(stored.status, 201, "{}", stored.text);
+    }
+    let found = app
+        .call(
+            post,
+            "/v1/memory/local-notes:search",
+            Some(&writer),
+            Some(json!({"query": "cat resting on a couch", "top_k": 3})),
+            None,
+        )
+        .await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    let keys: Vec<&str> = found.body["hits"]
+        .as_array()
+        .map(|hits| hits.iter().filter_map(|hit| hit["key"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(keys.first(), Some(&"cat"), "{}", found.text);
+    let score = |key: &str| {
+        found.body["hits"]
+            .as_array()
+            .and_then(|hits| hits.iter().find(|hit| hit["key"] == json!(key)))
+            .and_then(|hit| hit["score"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    assert!(score("cat") > score("tax") + 0.3, "{}", found.text);
+    // The provider of the other tests was never called.
+    assert!(app.provider.authorizations().is_empty());
 }

@@ -119,6 +119,7 @@ async fn a_pass_prunes_old_rows_in_batches_and_metrics_show_it() {
         Arc::new(ProviderEmbedders::new(
             Arc::new(NoKeys),
             reqwest::Client::new(),
+            Arc::new(convergio_memory::local::LocalModels::none()),
         )),
     ));
     let minute = NamespaceSpec {

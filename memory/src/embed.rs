@@ -3,7 +3,9 @@
 //! with the organisation's own key (BYOK), read per call through a
 //! [`KeySource`] (the gateway's sealed `/v1/secrets`), so a rotated key is
 //! used on the next call on every replica. [`Embedders`] picks the
-//! embedder of a namespace's declaration.
+//! embedder of a namespace's declaration: [`ProviderEmbedders`] the
+//! OpenAI-compatible provider or one of the deployment's local models
+//! ([`crate::local::LocalModels`], run in-process).
 //!
 //! **Invariant:** a key's value reaches only the `Authorization` header;
 //! [`EmbeddingKey`] never prints itself, and provider errors quote a
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::local::LocalModels;
 use crate::namespace::EmbeddingSpec;
 use crate::{MemoryError, Result};
 
@@ -70,28 +73,48 @@ pub trait Embedder: Send + Sync {
 pub trait Embedders: Send + Sync + 'static {
     /// The embedder `spec` names, with `org`'s key.
     async fn embedder(&self, org: &str, spec: &EmbeddingSpec) -> Result<Arc<dyn Embedder>>;
+
+    /// Whether a namespace may be created with `spec` (a local model the
+    /// deployment does not configure may not); nothing to check by default.
+    async fn check(&self, spec: &EmbeddingSpec) -> Result<()> {
+        let _ = spec;
+        Ok(())
+    }
 }
 
 /// The providers of [`EmbeddingSpec`], keys read from `keys`, requests
-/// sent by `http` (the gateway hands its SSRF-guarded client).
+/// sent by `http` (the gateway hands its SSRF-guarded client), local models
+/// from `local`.
 pub struct ProviderEmbedders {
     keys: Arc<dyn KeySource>,
     http: reqwest::Client,
+    local: Arc<LocalModels>,
 }
 
 // === impl ProviderEmbedders ===
 
 impl ProviderEmbedders {
-    /// Providers with keys from `keys`, calls through `http`.
-    pub fn new(keys: Arc<dyn KeySource>, http: reqwest::Client) -> Self {
-        Self { keys, http }
+    /// Providers with keys from `keys`, calls through `http`, the local
+    /// models `local`.
+    pub fn new(keys: Arc<dyn KeySource>, http: reqwest::Client, local: Arc<LocalModels>) -> Self {
+        Self { keys, http, local }
     }
 }
 
 #[async_trait]
 impl Embedders for ProviderEmbedders {
+    async fn check(&self, spec: &EmbeddingSpec) -> Result<()> {
+        match spec {
+            EmbeddingSpec::Openai { .. } => Ok(()),
+            // Loading it now answers a broken model directory at creation
+            // rather than at the first write (a model loads once anyway).
+            EmbeddingSpec::Local { model } => self.local.model(model).await.map(|_| ()),
+        }
+    }
+
     async fn embedder(&self, org: &str, spec: &EmbeddingSpec) -> Result<Arc<dyn Embedder>> {
         match spec {
+            EmbeddingSpec::Local { model } => Ok(Arc::new(self.local.embedder(model).await?)),
             EmbeddingSpec::Openai {
                 base_url,
                 model,

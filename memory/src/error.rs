@@ -89,6 +89,23 @@ pub enum MemoryError {
         /// The key's reference (`secret:NAME`), never a value.
         reference: String,
     },
+    /// A namespace names a local embedding model the deployment does not
+    /// configure (`memory.local_models`).
+    #[error("no local embedding model {model:?} is configured (memory.local_models)")]
+    UnknownLocalModel {
+        /// The name asked for.
+        model: String,
+    },
+    /// A configured local embedding model could not be loaded or run (a
+    /// deployment problem: the client sees a 500, the log the cause).
+    #[error("the local embedding model {model:?} failed")]
+    LocalModel {
+        /// The model's configured name.
+        model: String,
+        /// Why.
+        #[source]
+        source: crate::local::LocalModelError,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -124,7 +141,8 @@ impl MemoryError {
                     ErrorKind::BadUpstream
                 }
             }
-            Self::KeyUnavailable { .. } => ErrorKind::InvalidInput,
+            Self::KeyUnavailable { .. } | Self::UnknownLocalModel { .. } => ErrorKind::InvalidInput,
+            Self::LocalModel { .. } => ErrorKind::Internal,
             Self::Storage(error) => error.kind(),
         }
     }

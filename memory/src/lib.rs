@@ -20,6 +20,7 @@ pub mod chunk;
 pub mod embed;
 pub mod error;
 pub mod index;
+pub mod local;
 pub mod namespace;
 pub mod service;
 pub mod store;

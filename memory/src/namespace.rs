@@ -90,16 +90,57 @@ pub enum EmbeddingSpec {
         /// The vectors' dimensions.
         dimensions: usize,
     },
+    /// A model run in-process (`convergio-memory`'s `local` module), named
+    /// as the deployment configures it (`memory.local_models`); its
+    /// dimensions are the model's own.
+    Local {
+        /// The configured model's name (`all-minilm-l6-v2`).
+        model: String,
+    },
 }
 
 // === impl EmbeddingSpec ===
 
 impl EmbeddingSpec {
-    /// The vectors' dimensions.
-    pub fn dimensions(&self) -> usize {
+    /// The vectors' dimensions when the declaration states them (a local
+    /// model's come from its files).
+    pub fn dimensions(&self) -> Option<usize> {
         match self {
-            Self::Openai { dimensions, .. } => *dimensions,
+            Self::Openai { dimensions, .. } => Some(*dimensions),
+            Self::Local { .. } => None,
         }
+    }
+
+    fn check(&self) -> Result<()> {
+        match self {
+            Self::Openai {
+                base_url,
+                api_key,
+                dimensions,
+                model,
+            } => {
+                if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+                    return Err(MemoryError::invalid(
+                        "embedding.base_url must be an http(s) URL",
+                    ));
+                }
+                if model.is_empty() {
+                    return Err(MemoryError::invalid("embedding.model must not be empty"));
+                }
+                if !api_key.starts_with("secret:") || api_key.len() <= "secret:".len() {
+                    return Err(MemoryError::invalid(
+                        "embedding.api_key must name a secret: secret:NAME",
+                    ));
+                }
+                if *dimensions == 0 || *dimensions > 8_192 {
+                    return Err(MemoryError::invalid(
+                        "embedding.dimensions must be between 1 and 8192",
+                    ));
+                }
+            }
+            Self::Local { model } => check_name("embedding.model", model)?,
+        }
+        Ok(())
     }
 }
 
@@ -160,30 +201,7 @@ impl NamespaceSpec {
                         "a vector namespace needs an embedding provider",
                     ));
                 };
-                let EmbeddingSpec::Openai {
-                    base_url,
-                    api_key,
-                    dimensions,
-                    model,
-                } = embedding;
-                if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-                    return Err(MemoryError::invalid(
-                        "embedding.base_url must be an http(s) URL",
-                    ));
-                }
-                if model.is_empty() {
-                    return Err(MemoryError::invalid("embedding.model must not be empty"));
-                }
-                if !api_key.starts_with("secret:") || api_key.len() <= "secret:".len() {
-                    return Err(MemoryError::invalid(
-                        "embedding.api_key must name a secret: secret:NAME",
-                    ));
-                }
-                if *dimensions == 0 || *dimensions > 8_192 {
-                    return Err(MemoryError::invalid(
-                        "embedding.dimensions must be between 1 and 8192",
-                    ));
-                }
+                embedding.check()?;
                 let chunking = self.chunking();
                 if chunking.size == 0 || chunking.size > MAX_CHUNK_CHARS {
                     return Err(MemoryError::invalid(format!(

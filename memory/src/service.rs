@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::chunk::chunk;
 use crate::embed::Embedders;
 use crate::index::{MetadataFilter, VectorIndex};
-use crate::namespace::{check_name, NamespaceKind, NamespaceSpec};
+use crate::namespace::{check_name, EmbeddingSpec, NamespaceKind, NamespaceSpec};
 use crate::store::{ItemRow, MemoryStore, NamespaceRow, NewChunk, PutItem, PutResult};
 use crate::{MemoryError, Result};
 
@@ -138,13 +138,20 @@ impl Memory {
     }
 
     async fn load_index(&self, row: &NamespaceRow) -> Result<usize> {
-        let dimensions = row
+        let chunks = self.store.chunks(&row.name).await?;
+        let count = chunks.len();
+        // A local model's dimensions are its own: every stored chunk has
+        // them. An empty namespace of one gets its graph from its first
+        // write, which knows them.
+        let Some(dimensions) = row
             .spec
             .embedding
             .as_ref()
-            .map_or(0, |spec| spec.dimensions());
-        let chunks = self.store.chunks(&row.name).await?;
-        let count = chunks.len();
+            .and_then(EmbeddingSpec::dimensions)
+            .or_else(|| chunks.first().map(|chunk| chunk.vector.len()))
+        else {
+            return Ok(0);
+        };
         let points = chunks
             .into_iter()
             .map(|chunk| (chunk.id, chunk.vector, chunk.metadata))
@@ -166,6 +173,9 @@ impl Memory {
     ) -> Result<NamespaceRow> {
         check_name("a namespace name", name)?;
         spec.check()?;
+        if let Some(embedding) = &spec.embedding {
+            self.embedders.check(embedding).await?;
+        }
         let row = NamespaceRow {
             name: name.to_owned(),
             org: org.to_owned(),

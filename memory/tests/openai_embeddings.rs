@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use convergio_memory::embed::{Embedders, EmbeddingKey, KeySource, ProviderEmbedders};
+use convergio_memory::local::LocalModels;
 use convergio_memory::{EmbeddingSpec, MemoryError};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -105,7 +106,11 @@ fn spec(base_url: &str, model: &str, dimensions: usize) -> EmbeddingSpec {
 #[tokio::test]
 async fn embeds_through_an_openai_compatible_provider_with_the_orgs_key() {
     let (base, seen) = fake_provider().await;
-    let providers = ProviderEmbedders::new(Arc::new(Keys), reqwest::Client::new());
+    let providers = ProviderEmbedders::new(
+        Arc::new(Keys),
+        reqwest::Client::new(),
+        Arc::new(LocalModels::none()),
+    );
     let embedder = providers
         .embedder("acme.example", &spec(&base, "embed-small", 3))
         .await
@@ -130,7 +135,11 @@ async fn embeds_through_an_openai_compatible_provider_with_the_orgs_key() {
 #[tokio::test]
 async fn a_missing_key_refusing_or_broken_provider_is_a_typed_error_without_the_key() {
     let (base, _) = fake_provider().await;
-    let providers = ProviderEmbedders::new(Arc::new(Keys), reqwest::Client::new());
+    let providers = ProviderEmbedders::new(
+        Arc::new(Keys),
+        reqwest::Client::new(),
+        Arc::new(LocalModels::none()),
+    );
     let missing = providers
         .embedder("other.example", &spec(&base, "embed-small", 3))
         .await

@@ -70,7 +70,9 @@ impl Embedders for TestEmbedders {
         _org: &str,
         spec: &EmbeddingSpec,
     ) -> convergio_memory::Result<Arc<dyn Embedder>> {
-        let EmbeddingSpec::Openai { model, .. } = spec;
+        let model = match spec {
+            EmbeddingSpec::Openai { model, .. } | EmbeddingSpec::Local { model } => model,
+        };
         if model == "fail" {
             Ok(Arc::new(Failing))
         } else {
