@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::local::LocalModels;
+use crate::local::{LocalEmbedder, LocalModels};
 use crate::namespace::EmbeddingSpec;
 use crate::{MemoryError, Result};
 
@@ -249,5 +249,16 @@ impl Embedder for OpenAiEmbedder {
 
     fn dimensions(&self) -> usize {
         self.dimensions
+    }
+}
+
+#[async_trait]
+impl Embedder for LocalEmbedder {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        LocalEmbedder::embed(self, texts).await
+    }
+
+    fn dimensions(&self) -> usize {
+        LocalEmbedder::dimensions(self)
     }
 }

@@ -5,6 +5,8 @@
 //! **Invariant:** no error holds an embedding provider's key; provider
 //! failures quote at most a bounded piece of the provider's own answer.
 
+use std::path::PathBuf;
+
 use convergio_schemas::{ErrorKind, StorageError};
 
 /// Why a memory call failed.
@@ -104,7 +106,7 @@ pub enum MemoryError {
         model: String,
         /// Why.
         #[source]
-        source: crate::local::LocalModelError,
+        source: LocalModelError,
     },
     /// The database failed.
     #[error(transparent)]
@@ -146,4 +148,63 @@ impl MemoryError {
             Self::Storage(error) => error.kind(),
         }
     }
+}
+
+/// Why a local model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalModelError {
+    /// The configured directory does not exist.
+    #[error("model directory {path} does not exist")]
+    MissingDirectory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A file the model needs is not in its directory.
+    #[error("model file {path} is missing")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file does not describe what the model needs.
+    #[error("{path} is not a usable model description")]
+    Description {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The model is not of a kind this runtime runs.
+    #[error("{path}: {detail}")]
+    Unsupported {
+        /// The file that says so.
+        path: PathBuf,
+        /// What is not supported.
+        detail: String,
+    },
+    /// `tokenizer.json` could not be loaded or a text not tokenized.
+    #[error("tokenizer: {detail}")]
+    Tokenizer {
+        /// The tokenizer's own message.
+        detail: String,
+    },
+    /// The weights do not fit the declared shape, or inference failed.
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The blocking task loading or running the model panicked or was
+    /// cancelled.
+    #[error("the model's task failed: {detail}")]
+    Task {
+        /// The join error.
+        detail: String,
+    },
 }

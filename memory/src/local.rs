@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
@@ -32,70 +31,11 @@ use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use tokio::sync::OnceCell;
 
-use crate::embed::Embedder;
+pub use crate::error::LocalModelError;
 use crate::{MemoryError, Result};
 
 /// Texts per forward pass.
 pub const LOCAL_BATCH: usize = 32;
-
-/// Why a local model could not be loaded or run.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalModelError {
-    /// The configured directory does not exist.
-    #[error("model directory {path} does not exist")]
-    MissingDirectory {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// A file the model needs is not in its directory.
-    #[error("model file {path} is missing")]
-    MissingFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A file could not be read.
-    #[error("reading {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A JSON file does not describe what the model needs.
-    #[error("{path} is not a usable model description")]
-    Description {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The model is not of a kind this runtime runs.
-    #[error("{path}: {detail}")]
-    Unsupported {
-        /// The file that says so.
-        path: PathBuf,
-        /// What is not supported.
-        detail: String,
-    },
-    /// `tokenizer.json` could not be loaded or a text not tokenized.
-    #[error("tokenizer: {detail}")]
-    Tokenizer {
-        /// The tokenizer's own message.
-        detail: String,
-    },
-    /// The weights do not fit the declared shape, or inference failed.
-    #[error("model: {0}")]
-    Candle(#[from] candle_core::Error),
-    /// The blocking task loading or running the model panicked or was
-    /// cancelled.
-    #[error("the model's task failed: {detail}")]
-    Task {
-        /// The join error.
-        detail: String,
-    },
-}
 
 /// `config.json`'s fields this runtime reads besides the BERT shape.
 #[derive(Deserialize)]
@@ -356,7 +296,8 @@ impl LocalModel {
     }
 }
 
-/// A loaded model as an [`Embedder`]: inference on the blocking pool.
+/// A loaded model, named: inference on the blocking pool (`embed.rs`
+/// makes it an `Embedder`).
 #[derive(Debug, Clone)]
 pub struct LocalEmbedder {
     name: String,
@@ -373,11 +314,9 @@ impl LocalEmbedder {
             model,
         }
     }
-}
 
-#[async_trait]
-impl Embedder for LocalEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    /// One vector per text, in order, computed on tokio's blocking pool.
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let model = self.model.clone();
         let texts = texts.to_vec();
         let name = self.name.clone();
@@ -395,7 +334,8 @@ impl Embedder for LocalEmbedder {
             })
     }
 
-    fn dimensions(&self) -> usize {
+    /// The vectors' dimensions.
+    pub fn dimensions(&self) -> usize {
         self.model.dimensions()
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use convergio_memory::embed::{Embedder, Embedders, EmbeddingKey, KeySource, ProviderEmbedders};
+use convergio_memory::embed::{Embedders, EmbeddingKey, KeySource, ProviderEmbedders};
 use convergio_memory::local::{LocalModelError, LocalModels};
 use convergio_memory::{EmbeddingSpec, MemoryError, NamespaceSpec};
 use convergio_schemas::ErrorKind;
