@@ -69,7 +69,9 @@ async fn applied_policy_denies_a_call_and_rollback_restores_it() {
         &strict,
         "@id(\"admin-all\") permit (principal, action, resource) when { context.scopes.contains(\"admin\") };\n\
          @id(\"anonymous-internal-cards\") permit (principal, action in [Action::\"discover\", Action::\"read_card\"], resource is Agent)\n\
-         when { context.auth_method == \"anonymous\" && resource.trust == \"internal\" };\n",
+         when { context.auth_method == \"anonymous\" && resource.trust == \"internal\" };\n\
+         @id(\"acme-strict-pii\") permit (principal, action == Action::\"apply_guardrail\", resource is Agent)\n\
+         when { context has guardrail && context.guardrail == \"strict-pii\" && context.caller_org == \"acme.example\" };\n",
     )
     .expect("write");
     let strict_path = strict.to_str().expect("utf-8");
@@ -115,6 +117,34 @@ async fn applied_policy_denies_a_call_and_rollback_restores_it() {
     );
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("deny"), "{stdout}");
+
+    // Where a guardrail rule left to policy (`by_policy`) runs is a policy
+    // decision like any other, shown by `policy check` (issue 21).
+    for (principal, expected) in [
+        ("alice@acme.example", "allow"),
+        ("bob@other.example", "deny"),
+    ] {
+        let (ok, stdout, stderr) = cli(
+            at,
+            &[
+                "policy",
+                "check",
+                "--principal",
+                principal,
+                "--action",
+                "apply_guardrail",
+                "--resource",
+                echo,
+                "--context",
+                r#"{"guardrail":"strict-pii","direction":"response"}"#,
+            ],
+        );
+        assert!(ok, "{stderr}");
+        assert!(stdout.starts_with(expected), "{principal}: {stdout}");
+        if expected == "allow" {
+            assert!(stdout.contains("acme-strict-pii"), "{stdout}");
+        }
+    }
 
     let (ok, stdout, stderr) = cli(at, &["policy", "show"]);
     assert!(ok, "{stderr}");

@@ -101,6 +101,22 @@ pub trait CallBudget: Send + Sync + 'static {
     async fn check(&self, principal: &Principal, agent: &str) -> Result<(), u64>;
 }
 
+/// What [`Gatekeeper::may_apply_guardrail`] asks about: one guardrail rule
+/// left to policy, on one payload's way, of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardQuestion<'a> {
+    /// The rule's name (`context.guardrail`).
+    pub guardrail: &'a str,
+    /// `request` or `response` (`context.direction`).
+    pub direction: &'a str,
+    /// The A2A method (`context.a2a_method`).
+    pub method: &'a str,
+    /// The message's skill, if it names one.
+    pub skill: Option<&'a str>,
+    /// Whether the caller connected from this machine.
+    pub loopback: bool,
+}
+
 /// What the A2A handlers ask before anything reaches an upstream.
 #[async_trait]
 pub trait Gatekeeper: Send + Sync {
@@ -126,6 +142,18 @@ pub trait Gatekeeper: Send + Sync {
         _principal: &Principal,
         _target: &RouteTarget,
         _loopback: bool,
+    ) -> bool {
+        false
+    }
+    /// Whether policy switches on the guardrail rule `guard.guardrail`
+    /// (configured `by_policy`) for this call to `target` in
+    /// `guard.direction` (`apply_guardrail`, issue 21). Not recorded: what
+    /// the guardrail then refuses is. Default: no.
+    fn may_apply_guardrail(
+        &self,
+        _principal: &Principal,
+        _target: &RouteTarget,
+        _guard: &GuardQuestion<'_>,
     ) -> bool {
         false
     }
@@ -430,6 +458,7 @@ impl Gatekeeper for PolicyGate {
             graph_run: None,
             now: Utc::now().timestamp(),
             loopback,
+            ..RequestContext::default()
         };
         let decision = self
             .decide_recorded(
@@ -518,6 +547,7 @@ impl Gatekeeper for PolicyGate {
             graph_run: call.graph_call.map(|graph| graph.run_id.clone()),
             now: Utc::now().timestamp(),
             loopback: call.loopback,
+            ..RequestContext::default()
         };
         let request_id = call.request_id.map(RequestId::as_str);
         let decision = self
@@ -630,6 +660,30 @@ impl Gatekeeper for PolicyGate {
         loopback: bool,
     ) -> bool {
         self.may(principal, Action::ShareTimings, target, loopback)
+    }
+
+    fn may_apply_guardrail(
+        &self,
+        principal: &Principal,
+        target: &RouteTarget,
+        guard: &GuardQuestion<'_>,
+    ) -> bool {
+        let context = RequestContext {
+            a2a_method: Some(guard.method.to_owned()),
+            skill: guard.skill.map(str::to_owned),
+            guardrail: Some(guard.guardrail.to_owned()),
+            direction: Some(guard.direction.to_owned()),
+            now: Utc::now().timestamp(),
+            loopback: guard.loopback,
+            ..RequestContext::default()
+        };
+        self.evaluate(
+            principal,
+            Action::ApplyGuardrail,
+            &target_resource(target),
+            &context,
+        )
+        .allowed
     }
 
     async fn record_listing(

@@ -1,7 +1,7 @@
 //! Guardrails on the gateway path (issue 21): a card number denied before
 //! the upstream, an e-mail address redacted in a streamed artifact (the
 //! caller sees exactly the changed stream), a guardrail on for one
-//! organisation only, the example WebAssembly guardrail on the path, every
+//! organisation only (by configuration, and by Cedar policy), the example WebAssembly guardrail on the path, every
 //! refusal audited, and a hostile plugin on one agent while another agent's
 //! traffic keeps its latency.
 
@@ -15,7 +15,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use convergio_gateway::a2a::{a2a_router, A2aConfig, A2aState, InMemoryRoutes, RouteTarget};
-use convergio_gateway::authorize::{CallFacts, Gatekeeper, GraphAction, OpenGate};
+use convergio_gateway::authorize::{CallFacts, Gatekeeper, GraphAction, OpenGate, PolicyGate};
 use convergio_gateway::layers::{LimitsConfig, RequestId};
 use convergio_gateway::{with_layers, AuthMethod, GatewayError, Principal};
 use convergio_plugins::builtin::{Detector, Redact, RedactAction};
@@ -23,6 +23,7 @@ use convergio_plugins::chain::Selector;
 use convergio_plugins::{
     Direction, Guardrail, Guardrails, PluginRuntime, SandboxLimits, WasmGuardrail,
 };
+use convergio_policy::PolicyEngine;
 use serde_json::{json, Value};
 use support::{send_params, spawn_fake, FakeMode};
 use tokio::net::TcpListener;
@@ -146,15 +147,25 @@ struct Gateway {
 
 impl Gateway {
     async fn spawn(guardrails: Guardrails) -> Self {
+        let gate = Arc::new(RecordingGate::default());
+        Self::spawn_deciding(guardrails, gate.clone(), gate).await
+    }
+
+    /// A gateway deciding with `gatekeeper` (`gate` keeps the refusals of
+    /// the tests that read them).
+    async fn spawn_deciding(
+        guardrails: Guardrails,
+        gatekeeper: Arc<dyn Gatekeeper>,
+        gate: Arc<RecordingGate>,
+    ) -> Self {
         let config = A2aConfig {
             upstream_timeout: Duration::from_secs(5),
             upstream_allow: convergio_gateway::ssrf::AllowList::loopback(),
             ..A2aConfig::default()
         };
         let routes = Arc::new(InMemoryRoutes::new());
-        let gate = Arc::new(RecordingGate::default());
         let state = A2aState::new(routes.clone(), config)
-            .with_gatekeeper(gate.clone())
+            .with_gatekeeper(gatekeeper)
             .with_guardrails(guardrails);
         let app = with_layers(
             a2a_router(state).layer(middleware::from_fn(test_principal)),
@@ -345,6 +356,58 @@ async fn a_guardrail_can_be_on_for_one_organisation_only() {
     assert!(other.get("result").is_some(), "{other}");
     let nobody = gateway.rpc("echo", None, text).await;
     assert!(nobody.get("result").is_some(), "{nobody}");
+}
+
+/// Issue 21: Cedar decides where a rule configured `by_policy` runs. The
+/// policy permits `apply_guardrail` for the rule on requests of
+/// acme.example's callers only; the rule's own lists select every call.
+#[tokio::test]
+async fn policy_switches_a_guardrail_on_for_one_organisation_only() {
+    let engine = Arc::new(PolicyEngine::with_defaults().expect("defaults"));
+    engine
+        .load(
+            Some(2),
+            r#"@id("callers") permit (principal, action in [Action::"send_message", Action::"stream", Action::"read_card", Action::"discover"], resource is Agent);
+@id("acme-no-cards")
+permit (principal, action == Action::"apply_guardrail", resource is Agent)
+when { context has guardrail && context.guardrail == "no-cards" && context has direction && context.direction == "request" && context.caller_org == "acme.example" };
+"#,
+        )
+        .expect("policy loads");
+    let no_cards = Redact::new("no-cards", &[Detector::Card], RedactAction::Deny).expect("valid");
+    let gateway = Gateway::spawn_deciding(
+        Guardrails::new(vec![rule(
+            Selector {
+                by_policy: true,
+                ..Selector::default()
+            },
+            no_cards,
+        )]),
+        Arc::new(PolicyGate::new(engine, None, None)),
+        Arc::new(RecordingGate::default()),
+    )
+    .await;
+    let fake = spawn_fake(FakeMode::V1).await;
+    gateway
+        .routes
+        .insert(RouteTarget::from_card("echo", fake.card()));
+    let text = "card 5555 5555 5555 4444";
+
+    let acme = gateway.rpc("echo", Some("acme.example"), text).await;
+    assert_eq!(guardrail_info(&acme)["reason"], "CARD_NUMBER", "{acme}");
+    assert_eq!(guardrail_info(&acme)["metadata"]["guardrail"], "no-cards");
+    let other = gateway.rpc("echo", Some("other.example"), text).await;
+    assert!(other.get("result").is_some(), "{other}");
+    let nobody = gateway.rpc("echo", None, text).await;
+    assert!(nobody.get("result").is_some(), "{nobody}");
+    // A streamed call is a request like any other: refused the same way.
+    let streamed = gateway
+        .send("echo", Some("acme.example"), "SendStreamingMessage", text)
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(streamed.contains("CARD_NUMBER"), "{streamed}");
 }
 
 #[tokio::test]

@@ -64,6 +64,7 @@ fn facts(direction: Direction) -> GuardFacts<'static> {
         skill: None,
         org: Some("acme.example"),
         subject: "alice",
+        switched_on: &[],
     }
 }
 

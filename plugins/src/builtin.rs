@@ -420,6 +420,7 @@ mod tests {
             skill: None,
             org: None,
             subject: "alice",
+            switched_on: &[],
         }
     }
 

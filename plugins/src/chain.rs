@@ -25,6 +25,8 @@ pub struct Selector {
     pub skills: Vec<String>,
     /// Caller organisations; a rule with orgs never matches a caller without one.
     pub orgs: Vec<String>,
+    /// Also needs policy to switch the rule on ([`GuardFacts::switched_on`]).
+    pub by_policy: bool,
 }
 
 // === impl Selector ===
@@ -45,6 +47,21 @@ impl Selector {
 struct Rule {
     selector: Selector,
     guardrail: Arc<dyn Guardrail>,
+}
+
+// === impl Rule ===
+
+impl Rule {
+    /// Whether the rule runs on a call with `facts`: its lists select the
+    /// call and, for a `by_policy` rule, policy switched it on.
+    fn applies(&self, facts: &GuardFacts<'_>) -> bool {
+        self.selector.matches(facts)
+            && (!self.selector.by_policy
+                || facts
+                    .switched_on
+                    .iter()
+                    .any(|name| name == self.guardrail.name()))
+    }
 }
 
 /// The configured guardrails.
@@ -152,6 +169,7 @@ impl Guardrails {
                     agents: spec.agents.clone(),
                     skills: spec.skills.clone(),
                     orgs: spec.orgs.clone(),
+                    by_policy: spec.by_policy,
                 },
                 guardrail,
             ));
@@ -175,7 +193,18 @@ impl Guardrails {
 
     /// Whether any guardrail applies to a call with `facts`.
     pub fn selects(&self, facts: &GuardFacts<'_>) -> bool {
-        self.rules.iter().any(|rule| rule.selector.matches(facts))
+        self.rules.iter().any(|rule| rule.applies(facts))
+    }
+
+    /// The `by_policy` rules whose lists select a call with `facts`: the
+    /// ones the gateway asks policy about (`apply_guardrail`) before it
+    /// runs the chain. Empty, at no cost, when no rule is left to policy.
+    pub fn left_to_policy<'a>(&'a self, facts: &GuardFacts<'_>) -> Vec<&'a str> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.selector.by_policy && rule.selector.matches(facts))
+            .map(|rule| rule.guardrail.name())
+            .collect()
     }
 
     /// Whether a selected guardrail is a sandboxed plugin (the gateway then
@@ -183,14 +212,14 @@ impl Guardrails {
     pub fn needs_blocking(&self, facts: &GuardFacts<'_>) -> bool {
         self.rules
             .iter()
-            .any(|rule| rule.selector.matches(facts) && rule.guardrail.is_sandboxed())
+            .any(|rule| rule.applies(facts) && rule.guardrail.is_sandboxed())
     }
 
     /// The names of the guardrails selected for `facts`, in order.
     pub fn selected(&self, facts: &GuardFacts<'_>) -> Vec<String> {
         self.rules
             .iter()
-            .filter(|rule| rule.selector.matches(facts))
+            .filter(|rule| rule.applies(facts))
             .map(|rule| rule.guardrail.name().to_owned())
             .collect()
     }
@@ -199,7 +228,7 @@ impl Guardrails {
     pub fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Outcome {
         let mut current: Option<Value> = None;
         for rule in self.rules.iter() {
-            if !rule.selector.matches(facts) {
+            if !rule.applies(facts) {
                 continue;
             }
             let seen = current.as_ref().unwrap_or(payload);
@@ -245,11 +274,13 @@ mod tests {
                  "directions": ["request"], "orgs": ["acme.example"]},
                 {"name": "pii", "check": {"redact": {"detect": ["email", "secret"]}}},
                 {"name": "size", "check": {"part_size": {"max_bytes": 65536}}},
-                {"name": "mime", "check": {"media_types": {"allow": ["text/*"]}}}
+                {"name": "mime", "check": {"media_types": {"allow": ["text/*"]}}},
+                {"name": "strict", "check": {"redact": {"detect": ["email"], "action": "deny"}},
+                 "by_policy": true, "directions": ["response"]}
             ]
         }"#;
         let config: GuardrailsConfig = serde_json::from_str(text)?;
-        assert_eq!(config.rules.len(), 4);
+        assert_eq!(config.rules.len(), 5);
         assert_eq!(config.sandbox, SandboxLimits::default());
         let guardrails = Guardrails::from_config(&config, None)?;
         let facts = GuardFacts {
@@ -258,11 +289,34 @@ mod tests {
             skill: None,
             org: Some("acme.example"),
             subject: "alice",
+            switched_on: &[],
         };
         assert_eq!(
             guardrails.selected(&facts),
             ["no-cards", "pii", "size", "mime"]
         );
+        assert!(guardrails.left_to_policy(&facts).is_empty());
+        // A rule left to policy runs only where its lists select the call
+        // and policy switched it on.
+        let response = GuardFacts {
+            direction: Direction::Response,
+            ..facts
+        };
+        assert_eq!(guardrails.left_to_policy(&response), ["strict"]);
+        assert_eq!(guardrails.selected(&response), ["pii", "size", "mime"]);
+        let switched = ["strict".to_owned()];
+        let on = GuardFacts {
+            switched_on: &switched,
+            ..response
+        };
+        assert_eq!(guardrails.selected(&on), ["pii", "size", "mime", "strict"]);
+        let request_on = GuardFacts {
+            switched_on: &switched,
+            ..facts
+        };
+        assert!(!guardrails
+            .selected(&request_on)
+            .contains(&"strict".to_owned()));
         let other = GuardFacts {
             org: Some("other.example"),
             ..facts

@@ -15,6 +15,9 @@
 //!       check: { wasm: { file: plugins/examples/keyword-guardrail.wasm } }
 //!     - name: house-rules
 //!       check: { plugin: { name: house-rules } }
+//!     - name: strict-pii               # where policy permits apply_guardrail
+//!       check: { redact: { detect: [email], action: deny } }
+//!       by_policy: true
 //! ```
 //!
 //! And the `plugins:` section ([`PluginsConfig`]): the bound on an uploaded
@@ -59,6 +62,12 @@ pub struct GuardrailSpec {
     /// Caller organisations it applies to (empty: every caller).
     #[serde(default)]
     pub orgs: Vec<String>,
+    /// Run only where Cedar policy also switches it on: the gateway asks
+    /// `apply_guardrail` on the agent called, with this rule's name in
+    /// `context.guardrail` and the direction in `context.direction`
+    /// (default: false, the lists above decide alone).
+    #[serde(default)]
+    pub by_policy: bool,
 }
 
 /// Reads a [`CheckSpec`] written as a one-key map (`{redact: {…}}`) from

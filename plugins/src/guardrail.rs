@@ -43,6 +43,10 @@ pub struct GuardFacts<'a> {
     pub org: Option<&'a str>,
     /// The caller's subject.
     pub subject: &'a str,
+    /// The names of the `by_policy` rules policy switched on for this call
+    /// and direction (the gateway asks `apply_guardrail` before running the
+    /// chain); empty when none is.
+    pub switched_on: &'a [String],
 }
 
 /// A guardrail's answer about one payload.

@@ -30,6 +30,7 @@ fn facts() -> GuardFacts<'static> {
         skill: None,
         org: Some("acme.example"),
         subject: "alice",
+        switched_on: &[],
     }
 }
 

@@ -42,6 +42,7 @@ fn facts() -> GuardFacts<'static> {
         skill: None,
         org: None,
         subject: "alice",
+        switched_on: &[],
     }
 }
 

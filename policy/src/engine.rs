@@ -114,13 +114,18 @@ pub enum Action {
     /// organisation (the caller's run trace shows it, issue 18); decided
     /// with the agent called as the resource.
     ShareTimings,
+    /// Run a guardrail rule the configuration leaves to policy
+    /// (`by_policy: true`, issue 21) on a call to an agent: decided with
+    /// the agent called as the resource and the rule in `context.guardrail`,
+    /// the payload's way in `context.direction`. Not recorded.
+    ApplyGuardrail,
 }
 
 // === impl Action ===
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Self::Discover,
         Self::ReadCard,
         Self::SendMessage,
@@ -143,6 +148,7 @@ impl Action {
         Self::WriteMemory,
         Self::SearchMemory,
         Self::ShareTimings,
+        Self::ApplyGuardrail,
     ];
 
     /// The Cedar action id (and wire name).
@@ -170,6 +176,7 @@ impl Action {
             Self::WriteMemory => "write_memory",
             Self::SearchMemory => "search_memory",
             Self::ShareTimings => "share_timings",
+            Self::ApplyGuardrail => "apply_guardrail",
         }
     }
 
@@ -272,6 +279,13 @@ pub struct RequestContext {
     /// Whether the caller connected from a loopback address (this machine).
     #[serde(default)]
     pub loopback: bool,
+    /// The guardrail rule asked about (`apply_guardrail`).
+    #[serde(default)]
+    pub guardrail: Option<String>,
+    /// The way the payload travels (`request` or `response`;
+    /// `apply_guardrail`).
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 /// One authorisation question.
@@ -860,11 +874,17 @@ impl PolicyEngine {
                 RestrictedExpression::new_string(skill.clone()),
             ));
         }
-        if let Some(graph_run) = &context.graph_run {
-            pairs.push((
-                "graph_run".to_owned(),
-                RestrictedExpression::new_string(graph_run.clone()),
-            ));
+        for (name, value) in [
+            ("graph_run", &context.graph_run),
+            ("guardrail", &context.guardrail),
+            ("direction", &context.direction),
+        ] {
+            if let Some(value) = value {
+                pairs.push((
+                    name.to_owned(),
+                    RestrictedExpression::new_string(value.clone()),
+                ));
+            }
         }
         let cedar_context = Context::from_pairs(pairs).map_err(|error| error.to_string())?;
         let cedar_request = Request::new(

@@ -148,8 +148,7 @@ pub(crate) async fn forward_keeping(
     }
     // Guardrails see the request after the gatekeeper admitted it and
     // before any byte reaches the upstream (issue 21).
-    let guard_call =
-        super::guard::GuardCall::new(&target.name, principal, &call.params, request_id);
+    let guard_call = super::guard::GuardCall::new(state, target, &call, request);
     if matches!(
         call.method,
         Method::SendMessage | Method::SendStreamingMessage

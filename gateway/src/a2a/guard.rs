@@ -14,8 +14,11 @@ use convergio_plugins::chain::Outcome;
 use convergio_plugins::{Direction, GuardFacts, Guardrails};
 use serde_json::{json, Value};
 
-use super::A2aState;
+use super::inbound::Call;
+use super::{A2aState, Incoming};
+use crate::authorize::GuardQuestion;
 use crate::layers::RequestId;
+use crate::routes::RouteTarget;
 use crate::{GatewayError, Principal};
 
 /// The facts of one call the guardrails select on, owned so a blocking
@@ -26,24 +29,52 @@ pub(crate) struct GuardCall {
     skill: Option<String>,
     principal: Principal,
     request_id: Option<RequestId>,
+    /// The `by_policy` rules policy switched on, for requests and for
+    /// responses: asked once per call, not per streamed event.
+    switched_on: [Vec<String>; 2],
 }
 
 // === impl GuardCall ===
 
 impl GuardCall {
-    /// The facts of a call to `agent` by `principal` with 1.0 `params`.
+    /// The facts of `call` to `target` by `request`'s principal, with the
+    /// guardrail rules left to policy decided (`apply_guardrail`).
     pub(crate) fn new(
-        agent: &str,
-        principal: &Principal,
-        params: &Value,
-        request_id: Option<&RequestId>,
+        state: &A2aState,
+        target: &RouteTarget,
+        call: &Call,
+        request: &Incoming,
     ) -> Self {
-        Self {
-            agent: agent.to_owned(),
-            skill: crate::authorize::message_skill(params),
-            principal: principal.clone(),
-            request_id: request_id.cloned(),
+        let mut guard = Self {
+            agent: target.name.clone(),
+            skill: crate::authorize::message_skill(&call.params),
+            principal: request.principal.clone(),
+            request_id: request.request_id.clone(),
+            switched_on: Default::default(),
+        };
+        for direction in [Direction::Request, Direction::Response] {
+            let switched: Vec<String> = state
+                .guardrails
+                .left_to_policy(&guard.facts(direction))
+                .into_iter()
+                .filter(|guardrail| {
+                    state.gatekeeper.may_apply_guardrail(
+                        &guard.principal,
+                        target,
+                        &GuardQuestion {
+                            guardrail,
+                            direction: direction.as_str(),
+                            method: call.method.v1_name(),
+                            skill: guard.skill.as_deref(),
+                            loopback: request.loopback,
+                        },
+                    )
+                })
+                .map(str::to_owned)
+                .collect();
+            guard.switched_on[slot(direction)] = switched;
         }
+        guard
     }
 
     fn facts(&self, direction: Direction) -> GuardFacts<'_> {
@@ -53,7 +84,16 @@ impl GuardCall {
             skill: self.skill.as_deref(),
             org: self.principal.org.as_deref(),
             subject: &self.principal.subject,
+            switched_on: &self.switched_on[slot(direction)],
         }
+    }
+}
+
+/// Where [`GuardCall::switched_on`] keeps `direction`'s rules.
+fn slot(direction: Direction) -> usize {
+    match direction {
+        Direction::Request => 0,
+        Direction::Response => 1,
     }
 }
 
