@@ -945,7 +945,10 @@ fn check_plugins(plugins: &convergio_plugins::PluginsConfig) -> Result<(), Confi
         ));
     }
     for (key, bytes) in [
-        ("plugins.agent_calls.max_request_bytes", calls.max_request_bytes),
+        (
+            "plugins.agent_calls.max_request_bytes",
+            calls.max_request_bytes,
+        ),
         ("plugins.agent_calls.max_reply_bytes", calls.max_reply_bytes),
     ] {
         if !(1024..=64 * 1024 * 1024).contains(&bytes) {

@@ -27,7 +27,8 @@ pub struct GatewayCall {
     pub caller: String,
     /// The calling agent's organisation.
     pub org: String,
-    /// The agent called.
+    /// The agent called: a name (`echo`) or an id (`convergio://agents/echo`,
+    /// `external://b.example/agents/echo`).
     pub agent: String,
     /// The JSON-RPC id.
     pub rpc_id: String,
@@ -53,6 +54,23 @@ pub enum GatewayCallError {
     Timeout,
 }
 
+/// The gateway path of `agent`: a name (`echo`) or an id
+/// (`convergio://agents/echo`, `external://b.example/agents/echo`, another
+/// organisation's agent registered here).
+fn agent_path(agent: &str) -> String {
+    let segment = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+    if let Some(name) = agent.strip_prefix("convergio://agents/") {
+        return format!("/agents/{}", segment(name));
+    }
+    if let Some((org, name)) = agent
+        .strip_prefix("external://")
+        .and_then(|rest| rest.split_once("/agents/"))
+    {
+        return format!("/external/{}/agents/{}", segment(org), segment(name));
+    }
+    format!("/agents/{}", segment(agent))
+}
+
 /// Makes `call` through `app`, answering the JSON-RPC result (a Task or a
 /// Message).
 pub async fn call(app: &Weak<Router>, call: GatewayCall) -> Result<Value, GatewayCallError> {
@@ -72,10 +90,7 @@ pub async fn call(app: &Weak<Router>, call: GatewayCall) -> Result<Value, Gatewa
     });
     let mut request = Request::builder()
         .method("POST")
-        .uri(format!(
-            "/agents/{}",
-            utf8_percent_encode(&call.agent, NON_ALPHANUMERIC)
-        ))
+        .uri(agent_path(&call.agent))
         .header(header::CONTENT_TYPE, MEDIA_JSON)
         .header(VERSION_HEADER, VERSION_1_0)
         .header(REQUEST_ID_HEADER, &call.request_id)
@@ -128,5 +143,25 @@ pub async fn call(app: &Weak<Router>, call: GatewayCall) -> Result<Value, Gatewa
         Err(GatewayCallError::Refused(message))
     } else {
         Err(failed(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ids_become_gateway_paths() {
+        for (agent, path) in [
+            ("echo", "/agents/echo"),
+            ("convergio://agents/echo", "/agents/echo"),
+            (
+                "external://b.example/agents/vault",
+                "/external/b%2Eexample/agents/vault",
+            ),
+            ("a/b", "/agents/a%2Fb"),
+        ] {
+            assert_eq!(agent_path(agent), path, "{agent}");
+        }
     }
 }

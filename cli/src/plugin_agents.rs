@@ -72,7 +72,12 @@ pub struct PluginAgentCaller {
 impl PluginAgentCaller {
     /// Calls of the plugin agent `plugin` of `org` through `app`, spawned
     /// on `runtime`.
-    pub fn new(app: Weak<Router>, runtime: tokio::runtime::Handle, plugin: &str, org: &str) -> Self {
+    pub fn new(
+        app: Weak<Router>,
+        runtime: tokio::runtime::Handle,
+        plugin: &str,
+        org: &str,
+    ) -> Self {
         Self {
             app,
             runtime,

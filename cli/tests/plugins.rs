@@ -576,8 +576,15 @@ fn calling_agent(request: &str) -> Vec<u8> {
 }
 
 /// Uploads `module` as the plugin agent `name` with `token` (into that
-/// caller's organisation) and waits (up to 15 s) until the gateway serves it.
-async fn serve_agent(server: &Server, token: &str, admin: &str, name: &str, module: Vec<u8>) {
+/// caller's organisation) and waits (up to 15 s) until the gateway serves it
+/// (`log`: the server's, shown if it never does).
+async fn serve_agent(
+    server: &Server,
+    log: &Path,
+    (token, admin): (&str, &str),
+    name: &str,
+    module: Vec<u8>,
+) {
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{}/v1/plugins/{name}?kind=agent", server.base))
@@ -602,7 +609,11 @@ async fn serve_agent(server: &Server, token: &str, admin: &str, name: &str, modu
         if response.status() == 200 {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} is never served");
+        assert!(
+            Instant::now() < deadline,
+            "{name} is never served: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -632,6 +643,7 @@ async fn audit_of(server: &Server, data_dir: &Path, principal: &str) -> Vec<Valu
 /// plugin's principal"; "a module that calls an agent it may not — gives
 /// a clear error within its bounds, is audited, and the gateway keeps
 /// serving other traffic".
+
 #[test]
 fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
     let data_dir = tempfile::tempdir().expect("temp dir");
@@ -644,28 +656,22 @@ fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
         "guardrails:\n  sandbox: { fuel: 100000000000, deadline_ms: 5000 }\nplugins:\n  agent_calls: { timeout_ms: 1500 }\n",
     )
     .expect("writes the config");
+    let log = data_dir.path().join("server.log");
     let server = start_logged(
         data_dir.path(),
         &["--config", config.to_str().expect("utf-8")],
         &[],
-        &data_dir.path().join("server.log"),
+        &log,
     );
     let token = support::admin_token(data_dir.path());
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let outsider_key = support::issue_key(
-        &server,
-        data_dir.path(),
-        "mallory",
-        "other.example",
-        &["agents:write"],
-    );
     runtime.block_on(async {
         // `relay` (this deployment's organisation) calls echo and answers
         // what it got.
         serve_agent(
             &server,
-            &token,
-            &token,
+            &log,
+            (&token, &token),
             "relay",
             calling_agent(r#"{"agent":"echo","text":"ping from wasm"}"#),
         )
@@ -686,29 +692,52 @@ fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
             "{records:?}"
         );
 
-        // `outsider`, the same module uploaded by another organisation:
-        // policy does not let `agent:outsider` of other.example call this
-        // deployment's echo. The plugin reads REFUSED, the refusal is
-        // audited, and the gateway answers others meanwhile.
+        // `prober` calls echo, which a policy forbids `agent:prober` (an
+        // administrator keeping a plugin agent away from an agent). The
+        // plugin reads REFUSED, the refusal is audited as a deny, and the
+        // gateway answers others meanwhile.
+        let policy = data_dir.path().join("no-probing.cedar");
+        std::fs::write(
+            &policy,
+            format!(
+                "{}\n@id(\"no-probing\")\nforbid (principal, action in [Action::\"send_message\", Action::\"stream\"], resource == Agent::\"convergio://agents/echo\")\nwhen {{ principal.subject == \"agent:prober\" }};\n",
+                include_str!("../../policies/example.cedar")
+            ),
+        )
+        .expect("writes the policy");
+        let (ok, stdout, stderr) = cli(
+            Some((&server, data_dir.path())),
+            &[
+                "policy",
+                "apply",
+                policy.to_str().expect("utf-8"),
+                "--reason",
+                "prober may not call echo",
+            ],
+        );
+        assert!(ok, "{stdout}\n{stderr}");
         serve_agent(
             &server,
-            &outsider_key,
-            &token,
-            "outsider",
+            &log,
+            (&token, &token),
+            "prober",
             calling_agent(r#"{"agent":"echo","text":"let me in"}"#),
         )
         .await;
         let started = Instant::now();
-        let answer = send_to(&server, &token, "outsider", "go").await;
+        let answer = send_to(&server, &token, "prober", "go").await;
         let refused_in = started.elapsed();
         let reply = called(&answer);
         assert_eq!(reply["error"]["code"], "REFUSED", "{answer}");
         assert!(refused_in < Duration::from_secs(5), "{refused_in:?}");
-        let records = audit_of(&server, data_dir.path(), "agent:outsider").await;
+        let echoed = send_to(&server, &token, "echo", "after the refusal").await;
+        assert!(echoed.to_string().contains("after the refusal"), "{echoed}");
+        let records = audit_of(&server, data_dir.path(), "agent:prober").await;
         assert!(
             records.iter().any(|record| record["decision"] == "deny"
+                && record["action"] == "send_message"
                 && record["resource"].to_string().contains("echo")
-                && record["org"] == "other.example"),
+                && record["determining"].to_string().contains("no-probing")),
             "the refusal is audited: {records:?}"
         );
 
@@ -718,8 +747,8 @@ fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
         serve_hello(&server, data_dir.path(), modules.path()).await;
         serve_agent(
             &server,
-            &token,
-            &token,
+            &log,
+            (&token, &token),
             "waiter",
             calling_agent(r#"{"agent":"hello","text":"please spin"}"#),
         )

@@ -260,6 +260,22 @@ struct WireCall {
 /// The longest agent name a call may carry.
 const MAX_AGENT_NAME: usize = 256;
 
+/// Whether `agent` names an agent the gateway routes: a name (`echo`),
+/// `convergio://agents/<name>`, or `external://<org>/agents/<name>` (another
+/// organisation's agent registered here).
+fn is_agent_reference(agent: &str) -> bool {
+    let plain = |text: &str| !text.is_empty() && !text.contains('/') && !text.contains("://");
+    if let Some(name) = agent.strip_prefix("convergio://agents/") {
+        return plain(name);
+    }
+    if let Some(rest) = agent.strip_prefix("external://") {
+        return rest
+            .split_once("/agents/")
+            .is_some_and(|(org, name)| plain(org) && plain(name));
+    }
+    plain(agent)
+}
+
 /// Reads a request: the agent and the A2A message to send it (a `text`
 /// becomes a user message; a message without `messageId` gets one).
 fn parse(request: &[u8], task_id: &str, index: u32) -> Result<(String, Value), String> {
@@ -269,6 +285,12 @@ fn parse(request: &[u8], task_id: &str, index: u32) -> Result<(String, Value), S
     if wire.agent.is_empty() || wire.agent.len() > MAX_AGENT_NAME {
         return Err(format!(
             "the agent name must be 1 to {MAX_AGENT_NAME} bytes"
+        ));
+    }
+    if !is_agent_reference(&wire.agent) {
+        return Err(format!(
+            "{:?} is not an agent name, convergio://agents/<name> or external://<org>/agents/<name>",
+            wire.agent
         ));
     }
     let message_id = format!("{task_id}-call-{index}");
@@ -334,6 +356,24 @@ mod tests {
         );
         check(r#"{"agent":"echo","message":[]}"#, Err("must be an object"));
         check(r#"{"agent":"","text":"a"}"#, Err("1 to 256"));
+        check(
+            r#"{"agent":"external://b.example/agents/vault","text":"a"}"#,
+            Ok((
+                "external://b.example/agents/vault",
+                json!({"messageId": "t1-call-2", "role": "ROLE_USER", "parts": [{"text": "a"}]}),
+            )),
+        );
+        for bad in [
+            "a/b",
+            "http://x",
+            "external://b.example/vault",
+            "convergio://agents/",
+        ] {
+            check(
+                &format!(r#"{{"agent":"{bad}","text":"a"}}"#),
+                Err("is not an agent name"),
+            );
+        }
         check(r#"{"agent":"echo","text":"a","x":1}"#, Err("not {"));
         check("not json", Err("not {"));
     }

@@ -561,7 +561,9 @@ fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> wasmtime:
         .typed::<i32, i32>(&*caller)?;
     let pointer = alloc.call(&mut *caller, length)?;
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return Err(wasmtime::Error::msg("call_agent: the module exports no memory"));
+        return Err(wasmtime::Error::msg(
+            "call_agent: the module exports no memory",
+        ));
     };
     memory
         .write(&mut *caller, pointer as u32 as usize, &bytes)

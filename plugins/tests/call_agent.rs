@@ -21,7 +21,10 @@ const CALLING_AGENT: &str = include_str!("fixtures/calling-agent.wat");
 /// holding `request` at 0, `times` times.
 fn calling_agent_at(request: &str, ptr: i64, len: i64, times: u32) -> Vec<u8> {
     let text = CALLING_AGENT
-        .replace("REQUEST", &request.replace('\\', "\\\\").replace('"', "\\\""))
+        .replace(
+            "REQUEST",
+            &request.replace('\\', "\\\\").replace('"', "\\\""),
+        )
         .replace("REQ_PTR", &ptr.to_string())
         .replace("REQ_LEN", &len.to_string())
         .replace("TIMES", &times.to_string());
@@ -41,7 +44,9 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(answer: impl Fn(&AgentCall) -> Result<Value, AgentCallError> + Send + Sync + 'static) -> Arc<Self> {
+    fn new(
+        answer: impl Fn(&AgentCall) -> Result<Value, AgentCallError> + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Self {
             calls: Mutex::new(Vec::new()),
             answer: Box::new(answer),
@@ -86,7 +91,9 @@ fn run(
 }
 
 fn echo_reply(call: &AgentCall) -> Result<Value, AgentCallError> {
-    Ok(json!({"message": {"role": "ROLE_AGENT", "messageId": "r1", "parts": call.message["parts"].clone()}}))
+    Ok(
+        json!({"message": {"role": "ROLE_AGENT", "messageId": "r1", "parts": call.message["parts"].clone()}}),
+    )
 }
 
 #[test]
@@ -160,10 +167,19 @@ fn bad_pointers_and_requests_are_answered_bad_request_never_a_panic() {
     check(calling_agent_at(request, -1, 10, 1), "negative pointer");
     check(calling_agent_at(request, 0, -5, 1), "negative pointer");
     check(calling_agent_at(request, 65_000, 1_000, 1), "outside");
-    check(calling_agent_at(request, 0, 5_000, 1), "over the limit of 4096");
+    check(
+        calling_agent_at(request, 0, 5_000, 1),
+        "over the limit of 4096",
+    );
     check(calling_agent("not json", 1), "not {");
-    check(calling_agent(r#"{"agent":"echo"}"#, 1), "either a message or a text");
-    check(calling_agent(r#"{"text":"hi"}"#, 1), "missing field `agent`");
+    check(
+        calling_agent(r#"{"agent":"echo"}"#, 1),
+        "either a message or a text",
+    );
+    check(
+        calling_agent(r#"{"text":"hi"}"#, 1),
+        "missing field `agent`",
+    );
 }
 
 #[test]
@@ -189,7 +205,10 @@ fn calls_past_the_per_message_bound_are_refused() {
         .iter()
         .map(|call| call.message["messageId"].clone())
         .collect();
-    assert_eq!(ids, [json!("t1-call-0"), json!("t1-call-1"), json!("t1-call-2")]);
+    assert_eq!(
+        ids,
+        [json!("t1-call-0"), json!("t1-call-1"), json!("t1-call-2")]
+    );
 }
 
 #[test]
@@ -220,8 +239,13 @@ fn waiting_for_agents_is_not_charged_to_the_deadline_and_the_budget_bounds_it() 
     // is not interrupted.
     let started = Instant::now();
     let recorder = slow();
-    let answer = run(&runtime, &module, recorder.clone(), AgentCallLimits::default())
-        .expect("waiting is not charged to the deadline");
+    let answer = run(
+        &runtime,
+        &module,
+        recorder.clone(),
+        AgentCallLimits::default(),
+    )
+    .expect("waiting is not charged to the deadline");
     assert!(answer.get("result").is_some(), "{answer}");
     assert_eq!(recorder.calls().len(), 3);
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -246,7 +270,11 @@ fn waiting_for_agents_is_not_charged_to_the_deadline_and_the_budget_bounds_it() 
     let calls = recorder.calls();
     assert_eq!(calls.len(), 2, "the third call is never made");
     assert_eq!(calls[0].timeout, Duration::from_millis(150));
-    assert!(calls[1].timeout <= Duration::from_millis(50), "{:?}", calls[1].timeout);
+    assert!(
+        calls[1].timeout <= Duration::from_millis(50),
+        "{:?}",
+        calls[1].timeout
+    );
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 
     // The deadline still bounds the module's own running time.
@@ -286,7 +314,10 @@ fn a_guardrail_importing_call_agent_is_refused_when_loaded() {
     .expect("the WAT compiles");
     let error = WasmGuardrail::load(&runtime, "nosy", &guardrail).expect_err("refused");
     assert_eq!(error.code(), "FORBIDDEN_IMPORT", "{error}");
-    assert!(error.to_string().contains("convergio::call_agent"), "{error}");
+    assert!(
+        error.to_string().contains("convergio::call_agent"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -323,5 +354,8 @@ fn an_alloc_pointing_outside_memory_traps_clearly() {
     let recorder = Recorder::new(echo_reply);
     let error = run(&runtime, &module, recorder, AgentCallLimits::default()).expect_err("traps");
     assert_eq!(error.code(), "TRAP", "{error}");
-    assert!(error.to_string().contains("outside the module's memory"), "{error}");
+    assert!(
+        error.to_string().contains("outside the module's memory"),
+        "{error}"
+    );
 }

@@ -5,8 +5,8 @@
 
 use convergio_plugins::guardrail::{Direction, GuardFacts, Guardrail, Verdict};
 use convergio_plugins::{
-    AgentAnswer, AgentCalling, Guardrails, GuardrailsConfig, PluginError, PluginRuntime, SandboxLimits,
-    WasmAgent, WasmGuardrail,
+    AgentAnswer, AgentCalling, Guardrails, GuardrailsConfig, PluginError, PluginRuntime,
+    SandboxLimits, WasmAgent, WasmGuardrail,
 };
 use serde_json::{json, Value};
 
@@ -126,7 +126,13 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
     assert_eq!(agent.declaration()["description"], "d");
 
     for bad in [r#"{"parts":[1]}"#, r#"{"nothing":true}"#, "not json"] {
-        let agent = WasmAgent::load(&runtime, "bad", &answering(&["handle"], bad), AgentCalling::none()).expect("loads");
+        let agent = WasmAgent::load(
+            &runtime,
+            "bad",
+            &answering(&["handle"], bad),
+            AgentCalling::none(),
+        )
+        .expect("loads");
         let error = agent
             .handle(&message, "c1", "t1")
             .expect_err("a bad answer");
