@@ -918,8 +918,9 @@ fn check_federation(
     })
 }
 
-/// A module bound of at least 1 KiB, at most 1024 plugin agents and a
-/// watch interval of 1 s to 1 h.
+/// A module bound of at least 1 KiB, at most 1024 plugin agents, a
+/// watch interval of 1 s to 1 h, and agent calls bounded (at most 1024 per
+/// message, a budget of 1 ms to 1 h, sizes of 1 KiB to 64 MiB).
 fn check_plugins(plugins: &convergio_plugins::PluginsConfig) -> Result<(), ConfigError> {
     if plugins.max_module_bytes < 1024 {
         return Err(invalid(
@@ -938,6 +939,30 @@ fn check_plugins(plugins: &convergio_plugins::PluginsConfig) -> Result<(), Confi
             "plugins.watch_interval_seconds",
             "must be 1 to 3600".to_owned(),
         ));
+    }
+    let calls = &plugins.agent_calls;
+    if calls.max_calls > 1024 {
+        return Err(invalid(
+            "plugins.agent_calls.max_calls",
+            "must be at most 1024".to_owned(),
+        ));
+    }
+    if !(1..=3_600_000).contains(&calls.timeout_ms) {
+        return Err(invalid(
+            "plugins.agent_calls.timeout_ms",
+            "must be 1 to 3600000".to_owned(),
+        ));
+    }
+    for (key, bytes) in [
+        (
+            "plugins.agent_calls.max_request_bytes",
+            calls.max_request_bytes,
+        ),
+        ("plugins.agent_calls.max_reply_bytes", calls.max_reply_bytes),
+    ] {
+        if !(1024..=64 * 1024 * 1024).contains(&bytes) {
+            return Err(invalid(key, "must be 1024 to 67108864".to_owned()));
+        }
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ mod config;
 mod config_error;
 mod data_dir;
 mod env;
+mod gateway_call;
 mod graph;
 mod graph_agents;
 mod guardrails;

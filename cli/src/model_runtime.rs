@@ -19,10 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{header, Request};
 use axum::Router;
-use convergio_gateway::layers::REQUEST_ID_HEADER;
 use convergio_gateway::ssrf::AllowList;
 use convergio_models::{
     ApiKey, ChatMessage, ClientSettings, Conversations, KeyError, KeySource, Meter,
@@ -30,15 +27,12 @@ use convergio_models::{
 };
 use convergio_registry::model_agents::{ConversationKey, ConversationStore};
 use convergio_registry::{Registry, RegistryError};
-use convergio_schemas::a2a::{MEDIA_JSON, VERSION_1_0, VERSION_HEADER};
 use convergio_schemas::{
-    AgentId, AuthMethod, KeyReference, ModelAgentSpec, Principal, ProviderKind, StorageError,
-    StorageFailure,
+    AgentId, KeyReference, ModelAgentSpec, ProviderKind, StorageError, StorageFailure,
 };
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use serde_json::{json, Value};
-use tower::ServiceExt as _;
+use serde_json::Value;
 
+use crate::gateway_call::{GatewayCall, GatewayCallError};
 use crate::model_serving::{AgentFactory, AgentParts, Allowance, DailyBudgets, KeyResolver};
 use crate::models_config::ModelSettings;
 
@@ -326,11 +320,11 @@ impl Meter for BudgetMeter {
     }
 }
 
-/// [`ToolCaller`] through the gateway's own router: each tool call is a
-/// JSON-RPC `SendMessage` to `/agents/{tool}` made in-process as the model
-/// agent's principal (subject `agent:<name>`, its organisation), so it is
-/// authenticated, decided by policy, rate limited and audited like any
-/// other call.
+/// [`ToolCaller`] through the gateway's own router ([`crate::gateway_call`]):
+/// each tool call is a JSON-RPC `SendMessage` to `/agents/{tool}` made
+/// in-process as the model agent's principal (subject `agent:<name>`, its
+/// organisation), so it is authenticated, decided by policy, rate limited
+/// and audited like any other call.
 #[derive(Debug)]
 pub struct GatewayTools {
     app: Weak<Router>,
@@ -350,84 +344,30 @@ impl GatewayTools {
 #[async_trait]
 impl ToolCaller for GatewayTools {
     async fn call(&self, invocation: ToolInvocation) -> Result<Value, ToolError> {
-        let failed = |reason: String| ToolError::Failed {
-            tool: invocation.tool.clone(),
-            reason,
+        let call = GatewayCall {
+            caller: invocation.agent,
+            org: invocation.org,
+            agent: invocation.tool.clone(),
+            rpc_id: format!("{}/{}", invocation.task_id, invocation.tool),
+            request_id: invocation.request_id,
+            message: invocation.message,
+            timeout: self.timeout,
+            max_reply_bytes: MAX_TOOL_REPLY_BYTES,
         };
-        let app = self
-            .app
-            .upgrade()
-            .map(|app| (*app).clone())
-            .ok_or_else(|| failed("the gateway is not serving".to_owned()))?;
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": format!("{}/{}", invocation.task_id, invocation.tool),
-            "method": "SendMessage",
-            "params": {
-                "message": invocation.message,
-                "configuration": {"returnImmediately": false},
-            },
-        });
-        let mut request = Request::builder()
-            .method("POST")
-            .uri(format!(
-                "/agents/{}",
-                utf8_percent_encode(&invocation.tool, NON_ALPHANUMERIC)
-            ))
-            .header(header::CONTENT_TYPE, MEDIA_JSON)
-            .header(VERSION_HEADER, VERSION_1_0)
-            .header(REQUEST_ID_HEADER, &invocation.request_id)
-            .body(Body::from(body.to_string()))
-            .map_err(|error| failed(format!("building the request: {error}")))?;
-        request.extensions_mut().insert(Principal {
-            subject: format!("agent:{}", invocation.agent),
-            org: Some(invocation.org.clone()),
-            scopes: Vec::new(),
-            method: AuthMethod::System,
-        });
-        let exchange = async {
-            let response = app
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|never| match never {});
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), MAX_TOOL_REPLY_BYTES)
-                .await
-                .map_err(|error| failed(format!("reading the reply: {error}")))?;
-            Ok::<_, ToolError>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| failed("the tool did not answer in time".to_owned()))??;
-        let reply: Value = serde_json::from_slice(&bytes)
-            .map_err(|error| failed(format!("the reply is not JSON: {error}")))?;
-        if let Some(result) = reply.get("result") {
-            return Ok(result.clone());
-        }
-        let message = reply
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .unwrap_or("the call failed")
-            .to_owned();
-        let refused = matches!(status.as_u16(), 401 | 403 | 404 | 429)
-            || reply
-                .pointer("/error/data")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|detail| {
-                    matches!(
-                        detail.get("reason").and_then(Value::as_str),
-                        Some("PERMISSION_DENIED" | "RATE_LIMITED" | "AGENT_NOT_FOUND")
-                    )
-                });
-        if refused {
-            Err(ToolError::Refused {
+        match crate::gateway_call::call(&self.app, call).await {
+            Ok(result) => Ok(result),
+            Err(GatewayCallError::Refused(reason)) => Err(ToolError::Refused {
                 tool: invocation.tool,
-                reason: message,
-            })
-        } else {
-            Err(failed(message))
+                reason,
+            }),
+            Err(GatewayCallError::Failed(reason)) => Err(ToolError::Failed {
+                tool: invocation.tool,
+                reason,
+            }),
+            Err(GatewayCallError::Timeout) => Err(ToolError::Failed {
+                tool: invocation.tool,
+                reason: "the tool did not answer in time".to_owned(),
+            }),
         }
     }
 }

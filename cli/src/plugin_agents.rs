@@ -20,25 +20,112 @@
 //!   plugin is stopped and deregistered, on every replica. Calls reach it
 //!   through the gateway like any agent's: discovered, decided by policy,
 //!   audited, usable as a graph node.
+//! - [`PluginAgentCaller`]: what a plugin agent's `call_agent` calls go
+//!   through: the gateway's own router ([`crate::gateway_call`]), in
+//!   process, as the principal `agent:<plugin>` of the plugin's
+//!   organisation, so policy, quotas, the SSRF guard, guardrails and audit
+//!   apply to each. The module runs on a blocking thread; each call is
+//!   spawned on the runtime and the thread waits for its answer on a
+//!   channel (never `block_on`, which would panic if a plugin were ever run
+//!   on an event-loop thread), bounded by what is left of the message's
+//!   budget (`plugins.agent_calls`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::Router;
 use convergio_agents::logic::text_part;
 use convergio_agents::{AgentLogic, AgentsError, RunningAgent, ServeOptions, TaskContext};
 use convergio_auth::plugin_signature::module_sha256;
 use convergio_gateway::a2a::AgentTimeouts;
-use convergio_plugins::{AgentAnswer, PluginRuntime, WasmAgent};
+use convergio_plugins::{
+    AgentAnswer, AgentCall, AgentCallError, AgentCallLimits, AgentCaller, AgentCalling,
+    PluginRuntime, WasmAgent,
+};
 use convergio_registry::plugins::{PluginKind, PluginStore};
 use convergio_registry::{Actor, Registration, Registry, RegistryError};
 use convergio_schemas::a2a::TaskState;
 use convergio_schemas::{AgentId, AgentRole};
 use serde_json::{json, Value};
 
+use crate::gateway_call::{GatewayCall, GatewayCallError};
 use crate::model_serving::ListenerPool;
+
+/// Extra time the waiting thread gives a call's own timeout before it
+/// gives up on the spawned task (the task's timeout normally answers first).
+const CALL_GRACE: Duration = Duration::from_millis(250);
+
+/// [`AgentCaller`] of one plugin agent: calls through the gateway's router
+/// as `agent:<plugin>` of its organisation.
+pub struct PluginAgentCaller {
+    app: Weak<Router>,
+    runtime: tokio::runtime::Handle,
+    plugin: String,
+    org: String,
+}
+
+// === impl PluginAgentCaller ===
+
+impl PluginAgentCaller {
+    /// Calls of the plugin agent `plugin` of `org` through `app`, spawned
+    /// on `runtime`.
+    pub fn new(
+        app: Weak<Router>,
+        runtime: tokio::runtime::Handle,
+        plugin: &str,
+        org: &str,
+    ) -> Self {
+        Self {
+            app,
+            runtime,
+            plugin: plugin.to_owned(),
+            org: org.to_owned(),
+        }
+    }
+}
+
+impl AgentCaller for PluginAgentCaller {
+    fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError> {
+        let timeout = call.timeout;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let request = GatewayCall {
+            caller: self.plugin.clone(),
+            org: self.org.clone(),
+            agent: call.agent.clone(),
+            rpc_id: format!("{}/{}", call.task_id, call.agent),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            message: call.message,
+            timeout,
+            max_reply_bytes: call.max_reply_bytes,
+        };
+        let app = self.app.clone();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let task = self.runtime.spawn(async move {
+            // The receiver may have given up: nothing to tell then.
+            let _ = sender.send(crate::gateway_call::call(&app, request).await);
+        });
+        let outcome = match receiver.recv_timeout(timeout + CALL_GRACE) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                task.abort();
+                Err(GatewayCallError::Timeout)
+            }
+        };
+        let (plugin, agent) = (&self.plugin, &call.agent);
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(GatewayCallError::Refused(reason)) => {
+                tracing::info!(%plugin, %agent, %reason, "a plugin agent's call was refused");
+                Err(AgentCallError::Refused { reason })
+            }
+            Err(GatewayCallError::Failed(reason)) => Err(AgentCallError::Failed { reason }),
+            Err(GatewayCallError::Timeout) => Err(AgentCallError::Timeout { timeout_ms }),
+        }
+    }
+}
 
 /// The logic of one plugin agent: its newest installed version.
 pub struct PluginLogic {
@@ -195,6 +282,10 @@ pub struct PluginFleetParts {
     pub timeouts: AgentTimeouts,
     /// Names no plugin agent may take (the example agents').
     pub reserved: HashSet<String>,
+    /// The gateway's router, which plugin agents' calls go through.
+    pub app: Weak<Router>,
+    /// Bounds on each message's calls (`plugins.agent_calls`).
+    pub agent_calls: AgentCallLimits,
 }
 
 /// Owns the plugin agents this replica serves (one task).
@@ -329,11 +420,21 @@ impl PluginFleet {
         }
         let runtime = self.parts.runtime.clone();
         let plugin = name.to_owned();
-        let agent =
-            tokio::task::spawn_blocking(move || WasmAgent::load(&runtime, &plugin, &module))
-                .await
-                .map_err(|error| format!("compiling the module: {error}"))?
-                .map_err(|error| format!("loading the module: {error}"))?;
+        let calling = AgentCalling::new(
+            Arc::new(PluginAgentCaller::new(
+                self.parts.app.clone(),
+                tokio::runtime::Handle::current(),
+                name,
+                org,
+            )),
+            self.parts.agent_calls.clone(),
+        );
+        let agent = tokio::task::spawn_blocking(move || {
+            WasmAgent::load(&runtime, &plugin, &module, calling)
+        })
+        .await
+        .map_err(|error| format!("compiling the module: {error}"))?
+        .map_err(|error| format!("loading the module: {error}"))?;
         let card_template = card(name, org, declaration, version);
         if let Some(served) = self.served.get_mut(name) {
             served.logic.replace(agent);
@@ -371,9 +472,11 @@ impl PluginFleet {
                 return Err(format!("starting the agent: {error}"));
             }
         };
-        // The sandbox's deadline bounds every call; the gateway's bound
-        // only has to outlast it.
-        let deadline = Duration::from_millis(self.parts.runtime.limits().deadline_ms);
+        // The sandbox's deadline bounds the module's own running time and
+        // the calls' budget the time it waits for agents; the gateway's
+        // bound only has to outlast both.
+        let deadline = Duration::from_millis(self.parts.runtime.limits().deadline_ms)
+            + Duration::from_millis(self.parts.agent_calls.timeout_ms);
         self.parts
             .timeouts
             .set(name, deadline + Duration::from_secs(5));

@@ -412,6 +412,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry: plugin_registry,
         timeouts: agent_timeouts.clone(),
         reserved: reserved.clone(),
+        // Plugin agents' `call_agent` goes through this same router, as
+        // each plugin's principal.
+        app: Arc::downgrade(&tool_app),
+        agent_calls: config.plugins.agent_calls.clone(),
     })
     .spawn(std::time::Duration::from_secs(
         config.plugins.watch_interval_seconds,

@@ -562,3 +562,284 @@ fn a_trapping_or_spinning_plugin_agent_fails_its_task_and_the_gateway_keeps_serv
         assert!(echoed.to_string().contains("still here"), "{echoed}");
     });
 }
+
+/// The calling agent of the plugins crate's tests
+/// (`plugins/tests/fixtures/calling-agent.wat`) making the call `request`
+/// once and answering `{"parts":[{"data": <what call_agent answered>}]}`.
+fn calling_agent(request: &str) -> Vec<u8> {
+    let text = include_str!("../../plugins/tests/fixtures/calling-agent.wat")
+        .replace("REQUEST", &request.replace('"', "\\\""))
+        .replace("REQ_PTR", "0")
+        .replace("REQ_LEN", &request.len().to_string())
+        .replace("TIMES", "1");
+    wat::parse_str(text).expect("the WAT compiles")
+}
+
+/// Uploads `module` as the plugin agent `name` with `token` (into that
+/// caller's organisation) and waits (up to 15 s) until the gateway serves it
+/// (`log`: the server's, shown if it never does).
+async fn serve_agent(
+    server: &Server,
+    log: &Path,
+    (token, admin): (&str, &str),
+    name: &str,
+    module: Vec<u8>,
+) {
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/plugins/{name}?kind=agent", server.base))
+        .bearer_auth(token)
+        .header("content-type", "application/wasm")
+        .body(module)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = client
+            .get(format!(
+                "{}/agents/{name}/.well-known/agent-card.json",
+                server.base
+            ))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("answers");
+        if response.status() == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is never served: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the calling agent's task answered: its data part (the answer
+/// `call_agent` gave it).
+fn called(answer: &Value) -> Value {
+    let task = &answer["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+    task["status"]["message"]["parts"][0]["data"].clone()
+}
+
+/// The audit records of `principal`.
+async fn audit_of(server: &Server, data_dir: &Path, principal: &str) -> Vec<Value> {
+    let (status, page) = admin_get(
+        server,
+        data_dir,
+        &format!("/v1/audit?principal={principal}&limit=500"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    page["records"].as_array().cloned().unwrap_or_default()
+}
+
+/// Issue 21: "a plugin can call agents only through a host function that
+/// goes through the gateway's pipeline (policy, SSRF guard, audit) as the
+/// plugin's principal"; "a module that calls an agent it may not — gives
+/// a clear error within its bounds, is audited, and the gateway keeps
+/// serving other traffic".
+
+#[test]
+fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let modules = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("convergio.yaml");
+    // Plugins may run 5 s (the callee spinning below does), and a message's
+    // calls share 1.5 s.
+    std::fs::write(
+        &config,
+        "guardrails:\n  sandbox: { fuel: 100000000000, deadline_ms: 5000 }\nplugins:\n  agent_calls: { timeout_ms: 1500 }\n",
+    )
+    .expect("writes the config");
+    let log = data_dir.path().join("server.log");
+    let server = start_logged(
+        data_dir.path(),
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+        &log,
+    );
+    let token = support::admin_token(data_dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        // `relay` (this deployment's organisation) calls echo and answers
+        // what it got.
+        serve_agent(
+            &server,
+            &log,
+            (&token, &token),
+            "relay",
+            calling_agent(r#"{"agent":"echo","text":"ping from wasm"}"#),
+        )
+        .await;
+        let answer = send_to(&server, &token, "relay", "go").await;
+        let reply = called(&answer);
+        assert!(
+            reply["result"].to_string().contains("ping from wasm"),
+            "echo's reply reaches the plugin: {answer}"
+        );
+        // The inner call is audited as the plugin's principal.
+        let records = audit_of(&server, data_dir.path(), "agent:relay").await;
+        assert!(
+            records.iter().any(|record| record["action"] == "send_message"
+                && record["decision"] == "allow"
+                && record["resource"].to_string().contains("echo")
+                && record["org"] == "convergio.local"),
+            "{records:?}"
+        );
+
+        // `prober` calls echo, which a policy forbids `agent:prober` (an
+        // administrator keeping a plugin agent away from an agent). The
+        // plugin reads REFUSED, the refusal is audited as a deny, and the
+        // gateway answers others meanwhile.
+        let policy = data_dir.path().join("no-probing.cedar");
+        std::fs::write(
+            &policy,
+            format!(
+                "{}\n@id(\"no-probing\")\nforbid (principal, action in [Action::\"send_message\", Action::\"stream\"], resource == Agent::\"convergio://agents/echo\")\nwhen {{ principal.subject == \"agent:prober\" }};\n",
+                include_str!("../../policies/example.cedar")
+            ),
+        )
+        .expect("writes the policy");
+        let (ok, stdout, stderr) = cli(
+            Some((&server, data_dir.path())),
+            &[
+                "policy",
+                "apply",
+                policy.to_str().expect("utf-8"),
+                "--reason",
+                "prober may not call echo",
+            ],
+        );
+        assert!(ok, "{stdout}\n{stderr}");
+        serve_agent(
+            &server,
+            &log,
+            (&token, &token),
+            "prober",
+            calling_agent(r#"{"agent":"echo","text":"let me in"}"#),
+        )
+        .await;
+        let started = Instant::now();
+        let answer = send_to(&server, &token, "prober", "go").await;
+        let refused_in = started.elapsed();
+        let reply = called(&answer);
+        assert_eq!(reply["error"]["code"], "REFUSED", "{answer}");
+        assert!(refused_in < Duration::from_secs(5), "{refused_in:?}");
+        let echoed = send_to(&server, &token, "echo", "after the refusal").await;
+        assert!(echoed.to_string().contains("after the refusal"), "{echoed}");
+        let records = audit_of(&server, data_dir.path(), "agent:prober").await;
+        assert!(
+            records.iter().any(|record| record["decision"] == "deny"
+                && record["action"] == "send_message"
+                && record["resource"].to_string().contains("echo")
+                && record["determining"].to_string().contains("no-probing")),
+            "the refusal is audited: {records:?}"
+        );
+
+        // `waiter` calls the hello agent asking it to spin (it would for
+        // 5 s): the call times out at the 1.5 s budget, while echo keeps
+        // answering promptly.
+        serve_hello(&server, data_dir.path(), modules.path()).await;
+        serve_agent(
+            &server,
+            &log,
+            (&token, &token),
+            "waiter",
+            calling_agent(r#"{"agent":"hello","text":"please spin"}"#),
+        )
+        .await;
+        let waiting = {
+            let base = server.base.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer: Value = reqwest::Client::new()
+                    .post(format!("{base}/agents/waiter"))
+                    .bearer_auth(&token)
+                    .header("A2A-Version", "1.0")
+                    .json(&json!({
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "SendMessage",
+                        "params": {"message": {
+                            "messageId": uuid::Uuid::new_v4().to_string(),
+                            "role": "ROLE_USER",
+                            "parts": [{"text": "go"}],
+                        }, "configuration": {"returnImmediately": false}},
+                    }))
+                    .send()
+                    .await
+                    .expect("the gateway answers")
+                    .json()
+                    .await
+                    .expect("a JSON-RPC answer");
+                (answer, started.elapsed())
+            })
+        };
+        let mut slowest = Duration::ZERO;
+        for round in 0..5 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let started = Instant::now();
+            let echoed = send_to(&server, &token, "echo", &format!("round {round}")).await;
+            slowest = slowest.max(started.elapsed());
+            assert!(echoed.to_string().contains("round"), "{echoed}");
+        }
+        let (answer, took) = waiting.await.expect("the waiting call ends");
+        let reply = called(&answer);
+        assert_eq!(reply["error"]["code"], "TIMEOUT", "{answer}");
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+            "bounded by the 1.5 s budget, not the callee's 5 s: {took:?}"
+        );
+        assert!(
+            slowest < Duration::from_secs(1),
+            "echo answered within {slowest:?} while the plugin waited"
+        );
+        println!("call_agent: refused in {refused_in:?}, timed out in {took:?}, slowest echo meanwhile {slowest:?}");
+    });
+}
+
+/// A guardrail may not call agents: a module importing `call_agent` is
+/// refused at upload as a guardrail (it is allowed as an agent).
+#[test]
+fn a_guardrail_importing_call_agent_is_refused_at_upload() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_logged(
+        data_dir.path(),
+        &["--no-examples"],
+        &[],
+        &data_dir.path().join("server.log"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let token = support::admin_token(data_dir.path());
+        let module = wat::parse_str(
+            r#"(module
+              (import "convergio" "call_agent" (func (param i32 i32) (result i64)))
+              (memory (export "memory") 1)
+              (func (export "alloc") (param i32) (result i32) (i32.const 0))
+              (func (export "guard") (param i32 i32) (result i64) (i64.const 0)))"#,
+        )
+        .expect("the WAT compiles");
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/plugins/nosy?kind=guardrail", server.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/wasm")
+            .body(module)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.expect("a problem");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("FORBIDDEN_IMPORT") && detail.contains("convergio::call_agent"),
+            "{problem}"
+        );
+    });
+}

@@ -28,7 +28,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use convergio_auth::card_signature::CardCheck;
 use convergio_auth::plugin_signature::{module_sha256, verify_module};
-use convergio_plugins::{PluginRuntime, WasmAgent, WasmGuardrail};
+use convergio_plugins::{AgentCalling, PluginRuntime, WasmAgent, WasmGuardrail};
 use convergio_policy::Action;
 use convergio_registry::plugins::{
     NewPluginVersion, PluginKind, PluginRow, PluginStore, PluginVersionRow,
@@ -192,7 +192,7 @@ impl Plugins {
         let module = upload.module.to_vec();
         let kind = upload.kind;
         let declaration = tokio::task::spawn_blocking(move || match kind {
-            PluginKind::Agent => WasmAgent::load(&runtime, &name, &module)
+            PluginKind::Agent => WasmAgent::load(&runtime, &name, &module, AgentCalling::none())
                 .map(|agent| Some(agent.declaration().clone())),
             PluginKind::Guardrail => WasmGuardrail::load(&runtime, &name, &module).map(|_| None),
         })

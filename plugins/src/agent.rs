@@ -8,12 +8,18 @@
 //! declaration (`{"description": …, "skills": [{"id", "name",
 //! "description", "tags"}]}`), read once when a version is loaded; without
 //! it the agent is described by its name.
+//!
+//! A plugin agent may import `convergio.call_agent` to call other agents
+//! while it handles a message ([`crate::calls`]): the calls go through the
+//! [`AgentCalling`] it was loaded with. `describe` never may (its calls are
+//! refused).
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::calls::{AgentCalling, InvocationCalls};
 use crate::runtime::{LoadedModule, PluginRuntime, ABI_VERSION, AGENT_EXPORT};
 use crate::PluginError;
 
@@ -58,6 +64,7 @@ pub struct WasmAgent {
     runtime: PluginRuntime,
     module: Arc<LoadedModule>,
     declaration: Value,
+    calling: AgentCalling,
 }
 
 // === impl WasmAgent ===
@@ -65,7 +72,14 @@ pub struct WasmAgent {
 impl WasmAgent {
     /// Compiles and checks `bytes` as the agent `name`, reading its
     /// declaration when it exports `describe` (an empty object otherwise).
-    pub fn load(runtime: &PluginRuntime, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
+    /// Its `call_agent` calls go through `calling` ([`AgentCalling::none`]:
+    /// every call refused).
+    pub fn load(
+        runtime: &PluginRuntime,
+        name: &str,
+        bytes: &[u8],
+        calling: AgentCalling,
+    ) -> Result<Self, PluginError> {
         let module = runtime.load(name, bytes, AGENT_EXPORT)?;
         let declaration = if module.exports(DESCRIBE_EXPORT) {
             let output = runtime.call(&module, DESCRIBE_EXPORT, br#"{"abi":1}"#)?;
@@ -89,6 +103,7 @@ impl WasmAgent {
             runtime: runtime.clone(),
             module: Arc::new(module),
             declaration,
+            calling,
         })
     }
 
@@ -114,7 +129,10 @@ impl WasmAgent {
             plugin: self.name.clone(),
             detail: format!("encoding the input failed: {error}"),
         })?;
-        let output = self.runtime.call(&self.module, AGENT_EXPORT, &input)?;
+        let calls = InvocationCalls::new(self.calling.clone(), task_id);
+        let output = self
+            .runtime
+            .call_with(&self.module, AGENT_EXPORT, &input, Some(calls))?;
         let bad = |detail: String| PluginError::BadOutput {
             plugin: self.name.clone(),
             detail,

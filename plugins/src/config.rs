@@ -21,13 +21,15 @@
 //! ```
 //!
 //! And the `plugins:` section ([`PluginsConfig`]): the bound on an uploaded
-//! module and how often each replica looks for a stored plugin's new version.
+//! module, how often each replica looks for a stored plugin's new version,
+//! and the bounds on plugin agents' calls to other agents.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::builtin::{Detector, RedactAction};
+use crate::calls::AgentCallLimits;
 use crate::guardrail::Direction;
 use crate::runtime::SandboxLimits;
 
@@ -130,6 +132,9 @@ pub struct PluginsConfig {
     /// Plugin agents one replica serves at once (default 8): each takes a
     /// loopback slot bound at start-up.
     pub max_agents: usize,
+    /// Bounds on the agent calls (`call_agent`) one plugin agent message
+    /// makes: count, shared wall-clock budget, request and reply sizes.
+    pub agent_calls: AgentCallLimits,
 }
 
 impl Default for PluginsConfig {
@@ -138,6 +143,7 @@ impl Default for PluginsConfig {
             max_module_bytes: 8 * 1024 * 1024,
             watch_interval_seconds: 1,
             max_agents: 8,
+            agent_calls: AgentCallLimits::default(),
         }
     }
 }

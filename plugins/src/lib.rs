@@ -10,6 +10,9 @@
 //! - [`wasm_guardrail`]: a guardrail that is a plugin (ABI v1, see README);
 //! - [`agent`]: a plugin agent (agent ABI v1): an A2A message in, parts
 //!   or an error out;
+//! - [`calls`]: a plugin agent calling other agents (`call_agent`) through
+//!   an [`AgentCaller`] the serving process provides, within
+//!   [`AgentCallLimits`];
 //! - [`stored`]: a guardrail running a plugin stored in the registry, its
 //!   module swapped atomically when a new version is installed;
 //! - [`config`] and [`chain`]: the `guardrails:` configuration section and
@@ -20,6 +23,7 @@
 
 pub mod agent;
 pub mod builtin;
+pub mod calls;
 pub mod chain;
 pub mod config;
 pub mod error;
@@ -29,6 +33,9 @@ pub mod stored;
 pub mod wasm_guardrail;
 
 pub use agent::{AgentAnswer, WasmAgent};
+pub use calls::{
+    AgentCall, AgentCallError, AgentCallLimits, AgentCaller, AgentCalling, NoAgentCalls,
+};
 pub use chain::{Guardrails, Outcome};
 pub use config::{GuardrailSpec, GuardrailsConfig, PluginsConfig};
 pub use error::PluginError;

@@ -10,29 +10,40 @@
 //!   the pool's own per-slot maximum;
 //! - stack: `max_wasm_stack`.
 //!
-//! A module may import only the `convergio` host functions ([`HOST_MODULE`]);
+//! A module may import only the `convergio` host functions ([`HOST_MODULE`])
+//! of its kind: `log` for every plugin, and `call_agent` for plugin agents
+//! only (a guardrail importing it is refused when loaded, `ForbiddenImport`);
 //! anything else (WASI files, sockets, clocks, environment) is refused when
 //! the module is loaded, so there is no filesystem, network, environment or
-//! clock inside the sandbox. Each call instantiates afresh (cheap from the
+//! clock inside the sandbox. `call_agent` hands the call to the plugin
+//! agent's [`crate::calls::AgentCaller`]; the time it waits is not charged to
+//! the deadline (its own budget bounds it, see [`crate::calls`]). Each call instantiates afresh (cheap from the
 //! pool and a pre-linked [`InstancePre`]), so no state leaks between calls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    AsContextMut, Caller, Config, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker,
+    Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
 
+use crate::calls::{self, InvocationCalls, CALL_AGENT_IMPORT};
 use crate::PluginError;
 
 /// The one import module a plugin may use.
 pub const HOST_MODULE: &str = "convergio";
 
-/// The host functions of [`HOST_MODULE`] (ABI v1): `log(ptr, len)`.
+/// The host functions of [`HOST_MODULE`] every plugin may import (ABI v1):
+/// `log(ptr, len)`.
 pub const HOST_FUNCTIONS: &[&str] = &["log"];
+
+/// The host functions a plugin agent may import (agent ABI v1): `log` and
+/// `call_agent(ptr, len) -> i64`.
+pub const AGENT_HOST_FUNCTIONS: &[&str] = &["log", CALL_AGENT_IMPORT];
 
 /// The export a plugin agent runs (agent ABI v1, see the crate README).
 pub const AGENT_EXPORT: &str = "handle";
@@ -136,9 +147,12 @@ impl LoadedModule {
     }
 }
 
-/// Per call state: the limiter, and whether it refused something.
+/// Per call state: the limiter (and whether it refused something), the
+/// agent calls the invocation may make, and when its own running time ends.
 struct CallState {
     limiter: Limiter,
+    calls: Option<InvocationCalls>,
+    run_until: Instant,
 }
 
 struct Limiter {
@@ -222,6 +236,20 @@ impl PluginRuntime {
             .map_err(|error| PluginError::Unavailable {
                 detail: format!("defining the host functions failed: {error}"),
             })?;
+        // Plugin agents' one way out: a call through their caller (the
+        // gateway's pipeline, as the plugin's principal).
+        linker
+            .func_wrap(
+                HOST_MODULE,
+                CALL_AGENT_IMPORT,
+                |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<i64> {
+                    let answer = call_agent(&mut caller, ptr, len);
+                    write_answer(&mut caller, &answer)
+                },
+            )
+            .map_err(|error| PluginError::Unavailable {
+                detail: format!("defining the host functions failed: {error}"),
+            })?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticking = engine.clone();
         let stop_flag = Arc::clone(&stop);
@@ -250,7 +278,9 @@ impl PluginRuntime {
     }
 
     /// Compiles and checks a module: valid WebAssembly, imports only from
-    /// [`HOST_MODULE`], exports `memory`, `alloc` and `entry`.
+    /// [`HOST_MODULE`] (the functions of its kind: [`AGENT_HOST_FUNCTIONS`]
+    /// when `entry` is [`AGENT_EXPORT`], [`HOST_FUNCTIONS`] otherwise),
+    /// exports `memory`, `alloc` and `entry`.
     pub fn load(
         &self,
         name: &str,
@@ -262,8 +292,13 @@ impl PluginRuntime {
                 plugin: name.to_owned(),
                 detail: format!("{error}"),
             })?;
+        let allowed = if entry == AGENT_EXPORT {
+            AGENT_HOST_FUNCTIONS
+        } else {
+            HOST_FUNCTIONS
+        };
         for import in module.imports() {
-            let known = import.module() == HOST_MODULE && HOST_FUNCTIONS.contains(&import.name());
+            let known = import.module() == HOST_MODULE && allowed.contains(&import.name());
             if !known {
                 return Err(PluginError::ForbiddenImport {
                     plugin: name.to_owned(),
@@ -301,11 +336,23 @@ impl PluginRuntime {
     /// Runs `entry(ptr, len) -> i64` of `module` on `input` (copied into
     /// memory the module's `alloc` gave), returning the bytes at the packed
     /// `(ptr << 32) | len` answer. Every bound of [`SandboxLimits`] holds.
+    /// The module may not call agents (`call_agent` answers `REFUSED`).
     pub fn call(
         &self,
         module: &LoadedModule,
         entry: &'static str,
         input: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        self.call_with(module, entry, input, None)
+    }
+
+    /// [`Self::call`], the module's `call_agent` making `calls`.
+    pub(crate) fn call_with(
+        &self,
+        module: &LoadedModule,
+        entry: &'static str,
+        input: &[u8],
+        calls: Option<InvocationCalls>,
     ) -> Result<Vec<u8>, PluginError> {
         let limits = &self.limits;
         let plugin = module.name.as_str();
@@ -317,6 +364,8 @@ impl PluginRuntime {
                     table_elements: limits.table_elements,
                     refused: false,
                 },
+                calls,
+                run_until: after(Duration::from_millis(limits.deadline_ms)),
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -325,12 +374,8 @@ impl PluginRuntime {
             .map_err(|error| PluginError::Unavailable {
                 detail: format!("setting fuel failed: {error}"),
             })?;
-        let ticks = limits
-            .deadline_ms
-            .div_ceil(TICK.as_millis().max(1) as u64)
-            .max(1);
         // One tick more: the deadline is never shorter than asked.
-        store.set_epoch_deadline(ticks + 1);
+        store.set_epoch_deadline(ticks(Duration::from_millis(limits.deadline_ms)) + 1);
         store.epoch_deadline_trap();
         let instance = module
             .pre
@@ -425,6 +470,109 @@ impl PluginRuntime {
             }
         }
     }
+}
+
+/// `duration` from now (a deadline too far to represent is a day away:
+/// the epoch deadline, not this, is what interrupts).
+fn after(duration: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
+/// The epoch ticks covering `duration` (at least one).
+fn ticks(duration: Duration) -> u64 {
+    let tick = TICK.as_millis().max(1);
+    u64::try_from(duration.as_millis().div_ceil(tick))
+        .unwrap_or(u64::MAX / 2)
+        .max(1)
+}
+
+/// `call_agent(ptr, len)`: reads the request from the module's memory and
+/// makes the call, answering what the module reads. Bad pointers and
+/// lengths are `BAD_REQUEST` answers. The time spent waiting is given back
+/// to the module's own deadline: it had `run_left` when the call started
+/// and has it again when the call returns.
+fn call_agent(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> Value {
+    let Some(max_request_bytes) = caller
+        .data()
+        .calls
+        .as_ref()
+        .map(InvocationCalls::max_request_bytes)
+    else {
+        return calls::error("REFUSED", "calling agents is not available here");
+    };
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return calls::error("BAD_REQUEST", "the module exports no memory");
+    };
+    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
+        return calls::error(
+            "BAD_REQUEST",
+            &format!("the request at {ptr}+{len} has a negative pointer or length"),
+        );
+    };
+    let (start, length) = (start as usize, length as usize);
+    if length > max_request_bytes {
+        return calls::error(
+            "BAD_REQUEST",
+            &format!("the request of {length} bytes is over the limit of {max_request_bytes}"),
+        );
+    }
+    let Some(request) = memory
+        .data(&*caller)
+        .get(start..start.saturating_add(length))
+        .map(<[u8]>::to_vec)
+    else {
+        return calls::error(
+            "BAD_REQUEST",
+            &format!("the request at {start}+{length} is outside the module's memory"),
+        );
+    };
+    let run_left = caller
+        .data()
+        .run_until
+        .saturating_duration_since(Instant::now());
+    let Some(mut invocation) = caller.data_mut().calls.take() else {
+        return calls::error("REFUSED", "calling agents is not available here");
+    };
+    let answer = invocation.call(&request);
+    let state = caller.data_mut();
+    state.calls = Some(invocation);
+    state.run_until = after(run_left);
+    caller
+        .as_context_mut()
+        .set_epoch_deadline(ticks(run_left) + 1);
+    answer
+}
+
+/// Writes `answer` into memory the module's `alloc` gives, answering the
+/// packed `(ptr << 32) | len`. A module whose `alloc` fails or points
+/// outside its memory traps (a clear `Trap`, never a panic).
+fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> wasmtime::Result<i64> {
+    let bytes = serde_json::to_vec(answer)
+        .map_err(|error| wasmtime::Error::msg(format!("call_agent: encoding: {error}")))?;
+    let length = i32::try_from(bytes.len())
+        .map_err(|_| wasmtime::Error::msg("call_agent: the answer is over 2 GiB"))?;
+    let alloc = caller
+        .get_export("alloc")
+        .and_then(Extern::into_func)
+        .ok_or_else(|| wasmtime::Error::msg("call_agent: the module exports no alloc"))?
+        .typed::<i32, i32>(&*caller)?;
+    let pointer = alloc.call(&mut *caller, length)?;
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Err(wasmtime::Error::msg(
+            "call_agent: the module exports no memory",
+        ));
+    };
+    memory
+        .write(&mut *caller, pointer as u32 as usize, &bytes)
+        .map_err(|_| {
+            wasmtime::Error::msg(format!(
+                "call_agent: alloc({length}) returned {pointer}, outside the module's memory"
+            ))
+        })?;
+    Ok((i64::from(pointer as u32) << 32) | i64::from(length))
 }
 
 fn missing(plugin: &str, export: &'static str, detail: &str) -> PluginError {

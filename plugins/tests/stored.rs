@@ -5,8 +5,8 @@
 
 use convergio_plugins::guardrail::{Direction, GuardFacts, Guardrail, Verdict};
 use convergio_plugins::{
-    AgentAnswer, Guardrails, GuardrailsConfig, PluginError, PluginRuntime, SandboxLimits,
-    WasmAgent, WasmGuardrail,
+    AgentAnswer, AgentCalling, Guardrails, GuardrailsConfig, PluginError, PluginRuntime,
+    SandboxLimits, WasmAgent, WasmGuardrail,
 };
 use serde_json::{json, Value};
 
@@ -102,7 +102,7 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
     let message = json!({"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hi"}]});
 
     let parts = answering(&["handle"], r#"{"parts":[{"text":"hello"}]}"#);
-    let agent = WasmAgent::load(&runtime, "hello", &parts).expect("loads");
+    let agent = WasmAgent::load(&runtime, "hello", &parts, AgentCalling::none()).expect("loads");
     assert_eq!(agent.declaration(), &json!({}));
     assert_eq!(
         agent.handle(&message, "c1", "t1").expect("answers"),
@@ -113,7 +113,7 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
         &["handle"],
         r#"{"error":{"code":"NOPE","message":"not today"}}"#,
     );
-    let agent = WasmAgent::load(&runtime, "no", &declined).expect("loads");
+    let agent = WasmAgent::load(&runtime, "no", &declined, AgentCalling::none()).expect("loads");
     assert_eq!(
         agent.handle(&message, "c1", "t1").expect("answers"),
         AgentAnswer::Error {
@@ -123,11 +123,17 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
     );
 
     let described = answering(&["handle", "describe"], r#"{"description":"d","parts":[]}"#);
-    let agent = WasmAgent::load(&runtime, "both", &described).expect("loads");
+    let agent = WasmAgent::load(&runtime, "both", &described, AgentCalling::none()).expect("loads");
     assert_eq!(agent.declaration()["description"], "d");
 
     for bad in [r#"{"parts":[1]}"#, r#"{"nothing":true}"#, "not json"] {
-        let agent = WasmAgent::load(&runtime, "bad", &answering(&["handle"], bad)).expect("loads");
+        let agent = WasmAgent::load(
+            &runtime,
+            "bad",
+            &answering(&["handle"], bad),
+            AgentCalling::none(),
+        )
+        .expect("loads");
         let error = agent
             .handle(&message, "c1", "t1")
             .expect_err("a bad answer");
@@ -138,12 +144,12 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
     }
     let not_an_object = answering(&["handle", "describe"], "[1]");
     assert!(matches!(
-        WasmAgent::load(&runtime, "bad", &not_an_object),
+        WasmAgent::load(&runtime, "bad", &not_an_object, AgentCalling::none()),
         Err(PluginError::BadOutput { .. })
     ));
     let guard_only = answering(&["guard"], r#"{"verdict":"allow"}"#);
     assert!(matches!(
-        WasmAgent::load(&runtime, "guard", &guard_only),
+        WasmAgent::load(&runtime, "guard", &guard_only, AgentCalling::none()),
         Err(PluginError::MissingExport {
             export: "handle",
             ..
