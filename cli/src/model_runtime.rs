@@ -7,7 +7,11 @@
 //! - the daily budgets' allowance and usage ledger,
 //! - tool calls through the gateway's own router as the model agent's
 //!   principal ([`GatewayTools`]), so policy, quotas, the SSRF guard and
-//!   audit apply to every one.
+//!   audit apply to every one;
+//! - memory searches (`memory.search`, issue 20) through the same router
+//!   as the same principal (`POST /v1/memory/{ns}:search`), so policy
+//!   decides which namespaces an agent recalls: its own, and its
+//!   organisation's shared knowledge under the example policies.
 //!
 //! A declaration's `base_url` passes the same SSRF check as an agent's
 //! upstream (a provider on a private or loopback address must be on
@@ -26,7 +30,8 @@ use convergio_gateway::layers::REQUEST_ID_HEADER;
 use convergio_gateway::ssrf::AllowList;
 use convergio_models::{
     ApiKey, ChatMessage, ClientSettings, Conversations, KeyError, KeySource, Meter,
-    ModelAgentConfig, ModelLogic, ToolCaller, ToolError, ToolInvocation, ToolSpec, UsageRecord,
+    ModelAgentConfig, ModelLogic, Recall, RecallError, RecallQuery, RecallSearch, ToolCaller,
+    ToolError, ToolInvocation, ToolSpec, UsageRecord,
 };
 use convergio_registry::model_agents::{ConversationKey, ConversationStore};
 use convergio_registry::{Registry, RegistryError};
@@ -44,6 +49,9 @@ use crate::models_config::ModelSettings;
 
 /// The largest tool reply read.
 const MAX_TOOL_REPLY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest memory search answer read (100 hits of bounded chunks).
+const MAX_RECALL_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Builds model agents' runtimes.
 pub struct ModelRuntime {
@@ -155,6 +163,19 @@ impl AgentFactory for ModelRuntime {
         }
         config.temperature = spec.temperature;
         config.history_max_tokens = spec.history_max_tokens;
+        if let Some(memory) = &spec.memory {
+            config.memory_search = memory
+                .search
+                .iter()
+                .map(|search| RecallSearch {
+                    namespace: search.namespace.clone(),
+                    top_k: search.top_k(),
+                })
+                .collect();
+            if let Some(max_chars) = memory.max_chars {
+                config.memory_max_chars = max_chars as usize;
+            }
+        }
         if let Some(max_tool_calls) = spec.max_tool_calls {
             config.max_tool_calls = max_tool_calls;
         }
@@ -190,6 +211,7 @@ impl AgentFactory for ModelRuntime {
             Arc::new(BudgetMeter {
                 budgets: self.budgets.clone(),
             }),
+            self.tools.clone(),
         )
         .context("the model agent")?;
         Ok(AgentParts {
@@ -330,7 +352,8 @@ impl Meter for BudgetMeter {
 /// JSON-RPC `SendMessage` to `/agents/{tool}` made in-process as the model
 /// agent's principal (subject `agent:<name>`, its organisation), so it is
 /// authenticated, decided by policy, rate limited and audited like any
-/// other call.
+/// other call. It is also the agent's [`Recall`]: a memory search is
+/// `POST /v1/memory/{ns}:search` made the same way.
 #[derive(Debug)]
 pub struct GatewayTools {
     app: Weak<Router>,
@@ -379,12 +402,9 @@ impl ToolCaller for GatewayTools {
             .header(REQUEST_ID_HEADER, &invocation.request_id)
             .body(Body::from(body.to_string()))
             .map_err(|error| failed(format!("building the request: {error}")))?;
-        request.extensions_mut().insert(Principal {
-            subject: format!("agent:{}", invocation.agent),
-            org: Some(invocation.org.clone()),
-            scopes: Vec::new(),
-            method: AuthMethod::System,
-        });
+        request
+            .extensions_mut()
+            .insert(agent_principal(&invocation.agent, &invocation.org));
         let exchange = async {
             let response = app
                 .oneshot(request)
@@ -428,6 +448,83 @@ impl ToolCaller for GatewayTools {
             })
         } else {
             Err(failed(message))
+        }
+    }
+}
+
+/// The principal a model agent acts as: subject `agent:<name>` of its
+/// organisation, authenticated by the server itself, with no scopes
+/// (policy's `context.caller_agent` is `name`).
+fn agent_principal(agent: &str, org: &str) -> Principal {
+    Principal {
+        subject: format!("agent:{agent}"),
+        org: Some(org.to_owned()),
+        scopes: Vec::new(),
+        method: AuthMethod::System,
+    }
+}
+
+#[async_trait]
+impl Recall for GatewayTools {
+    async fn search(&self, query: RecallQuery) -> Result<Vec<String>, RecallError> {
+        let namespace = query.namespace.clone();
+        let failed = |reason: String| RecallError::Failed {
+            namespace: namespace.clone(),
+            reason,
+        };
+        let app = self
+            .app
+            .upgrade()
+            .map(|app| (*app).clone())
+            .ok_or_else(|| failed("the gateway is not serving".to_owned()))?;
+        let body = json!({"query": query.query, "top_k": query.top_k});
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(format!(
+                "/v1/memory/{}:search",
+                utf8_percent_encode(&query.namespace, NON_ALPHANUMERIC)
+            ))
+            .header(header::CONTENT_TYPE, MEDIA_JSON)
+            .body(Body::from(body.to_string()))
+            .map_err(|error| failed(format!("building the request: {error}")))?;
+        request
+            .extensions_mut()
+            .insert(agent_principal(&query.agent, &query.org));
+        let exchange = async {
+            let response = app
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {});
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), MAX_RECALL_REPLY_BYTES)
+                .await
+                .map_err(|error| failed(format!("reading the answer: {error}")))?;
+            Ok::<_, RecallError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| failed("the search did not answer in time".to_owned()))??;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(answer["hits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|hit| hit["text"].as_str().map(str::to_owned))
+                .collect());
+        }
+        let reason = format!(
+            "{} {}",
+            status.as_u16(),
+            answer["detail"]
+                .as_str()
+                .or_else(|| answer["title"].as_str())
+                .unwrap_or("refused")
+        );
+        if matches!(status.as_u16(), 401 | 403 | 404 | 429) {
+            Err(RecallError::Refused { namespace, reason })
+        } else {
+            Err(failed(reason))
         }
     }
 }

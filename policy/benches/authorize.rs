@@ -69,6 +69,7 @@ fn measure(engine: &PolicyEngine, indexed: bool) -> (Duration, Duration, usize) 
         graph_run: None,
         now: 1_767_225_600,
         loopback: false,
+        namespace_agent: None,
     };
     let mut samples = Vec::with_capacity(ITERATIONS);
     let mut allowed = 0;
