@@ -476,7 +476,7 @@ async fn a_graph_node_uses_an_agents_memory_only_when_it_calls_that_agent() {
         &token,
         post,
         "/v1/runs",
-        Some(sync(graph("weather"))),
+        Some(sync(graph("summarizer"))),
     )
     .await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -484,7 +484,7 @@ async fn a_graph_node_uses_an_agents_memory_only_when_it_calls_that_agent() {
     assert!(
         error.contains("memory `echo-kb`")
             && error.contains(
-                "memory namespace echo-kb is the memory of agent echo; node ask calls weather"
+                "memory namespace echo-kb is the memory of agent echo; node ask calls summarizer"
             ),
         "{run}"
     );
