@@ -11,7 +11,8 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, Request};
+use axum::body::Bytes;
+use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use convergio_gateway::layers::REQUEST_ID_HEADER;
 use convergio_schemas::a2a::{MEDIA_JSON, VERSION_1_0, VERSION_HEADER};
@@ -71,38 +72,34 @@ fn agent_path(agent: &str) -> String {
     format!("/agents/{}", segment(agent))
 }
 
-/// Makes `call` through `app`, answering the JSON-RPC result (a Task or a
-/// Message).
-pub async fn call(app: &Weak<Router>, call: GatewayCall) -> Result<Value, GatewayCallError> {
+/// The principal an agent of this deployment acts as: subject
+/// `agent:<agent>` of `org`, authenticated by the server itself, with no
+/// scopes (policy's `context.caller_agent` is `agent`).
+pub fn agent_principal(agent: &str, org: &str) -> Principal {
+    Principal {
+        subject: format!("agent:{agent}"),
+        org: Some(org.to_owned()),
+        scopes: Vec::new(),
+        method: AuthMethod::System,
+    }
+}
+
+/// Sends `request` through `app` as `principal`, answering the status and
+/// at most `max_reply_bytes` of the body within `timeout`. Every in-process
+/// call of an agent (A2A calls, memory searches) goes through here.
+pub async fn exchange(
+    app: &Weak<Router>,
+    mut request: Request<Body>,
+    principal: Principal,
+    timeout: Duration,
+    max_reply_bytes: usize,
+) -> Result<(StatusCode, Bytes), GatewayCallError> {
     let failed = GatewayCallError::Failed;
     let app = app
         .upgrade()
         .map(|app| (*app).clone())
         .ok_or_else(|| failed("the gateway is not serving".to_owned()))?;
-    let body = json!({
-        "jsonrpc": "2.0",
-        "id": call.rpc_id,
-        "method": "SendMessage",
-        "params": {
-            "message": call.message,
-            "configuration": {"returnImmediately": false},
-        },
-    });
-    let mut request = Request::builder()
-        .method("POST")
-        .uri(agent_path(&call.agent))
-        .header(header::CONTENT_TYPE, MEDIA_JSON)
-        .header(VERSION_HEADER, VERSION_1_0)
-        .header(REQUEST_ID_HEADER, &call.request_id)
-        .body(Body::from(body.to_string()))
-        .map_err(|error| failed(format!("building the request: {error}")))?;
-    request.extensions_mut().insert(Principal {
-        subject: format!("agent:{}", call.caller),
-        org: Some(call.org.clone()),
-        scopes: Vec::new(),
-        method: AuthMethod::System,
-    });
-    let max_reply_bytes = call.max_reply_bytes;
+    request.extensions_mut().insert(principal);
     let exchange = async {
         let response = app
             .oneshot(request)
@@ -114,9 +111,40 @@ pub async fn call(app: &Weak<Router>, call: GatewayCall) -> Result<Value, Gatewa
             .map_err(|error| failed(format!("reading the reply: {error}")))?;
         Ok::<_, GatewayCallError>((status, bytes))
     };
-    let (status, bytes) = tokio::time::timeout(call.timeout, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| GatewayCallError::Timeout)??;
+        .map_err(|_| GatewayCallError::Timeout)?
+}
+
+/// Makes `call` through `app`, answering the JSON-RPC result (a Task or a
+/// Message).
+pub async fn call(app: &Weak<Router>, call: GatewayCall) -> Result<Value, GatewayCallError> {
+    let failed = GatewayCallError::Failed;
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": call.rpc_id,
+        "method": "SendMessage",
+        "params": {
+            "message": call.message,
+            "configuration": {"returnImmediately": false},
+        },
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri(agent_path(&call.agent))
+        .header(header::CONTENT_TYPE, MEDIA_JSON)
+        .header(VERSION_HEADER, VERSION_1_0)
+        .header(REQUEST_ID_HEADER, &call.request_id)
+        .body(Body::from(body.to_string()))
+        .map_err(|error| failed(format!("building the request: {error}")))?;
+    let (status, bytes) = exchange(
+        app,
+        request,
+        agent_principal(&call.caller, &call.org),
+        call.timeout,
+        call.max_reply_bytes,
+    )
+    .await?;
     let reply: Value = serde_json::from_slice(&bytes)
         .map_err(|error| failed(format!("the reply is not JSON: {error}")))?;
     if let Some(result) = reply.get("result") {

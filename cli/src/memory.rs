@@ -19,10 +19,15 @@ use crate::ServerArgs;
 /// Memory subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MemoryCommand {
-    /// List your organisation's namespaces.
-    List,
+    /// List your organisation's namespaces, with their scopes.
+    List {
+        /// Only the namespaces scoped to this agent (its memory).
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Create a namespace from its declaration (YAML or JSON: kind,
-    /// retention, schema or chunking and embedding).
+    /// scope (`global` or `{agent: NAME}`), retention, schema or chunking
+    /// and embedding).
     Create {
         /// The namespace's name.
         namespace: String,
@@ -85,6 +90,14 @@ pub enum MemoryCommand {
     },
 }
 
+/// A namespace's scope as a cell: `global` or `agent:NAME`.
+fn scope_text(scope: &Value) -> String {
+    match scope["agent"].as_str() {
+        Some(agent) => format!("agent:{agent}"),
+        None => scope.as_str().unwrap_or("global").to_owned(),
+    }
+}
+
 fn segment(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
@@ -107,7 +120,13 @@ fn value_of(given: &str) -> anyhow::Result<Value> {
 pub async fn run(server: &ServerArgs, command: MemoryCommand) -> anyhow::Result<()> {
     let client = Client::new(&server.server, server.token.clone(), &server.data_dir)?;
     let (method, path, body) = match &command {
-        MemoryCommand::List => (Method::GET, "/v1/memory".to_owned(), None),
+        MemoryCommand::List { agent } => {
+            let path = match agent {
+                Some(agent) => format!("/v1/memory?agent={}", segment(agent)),
+                None => "/v1/memory".to_owned(),
+            };
+            (Method::GET, path, None)
+        }
         MemoryCommand::Create { namespace, file } => (
             Method::PUT,
             format!("/v1/memory/{}", segment(namespace)),
@@ -167,13 +186,14 @@ pub async fn run(server: &ServerArgs, command: MemoryCommand) -> anyhow::Result<
         return Ok(());
     }
     match command {
-        MemoryCommand::List => {
-            say!("{:<32} {:<10} CREATED", "NAMESPACE", "KIND");
+        MemoryCommand::List { .. } => {
+            say!("{:<32} {:<10} {:<24} CREATED", "NAMESPACE", "KIND", "SCOPE");
             for namespace in answer["namespaces"].as_array().into_iter().flatten() {
                 say!(
-                    "{:<32} {:<10} {}",
+                    "{:<32} {:<10} {:<24} {}",
                     text(&namespace["name"]),
                     text(&namespace["kind"]),
+                    scope_text(&namespace["scope"]),
                     text(&namespace["created_at"])
                 );
             }

@@ -7,7 +7,11 @@
 //! - the daily budgets' allowance and usage ledger,
 //! - tool calls through the gateway's own router as the model agent's
 //!   principal ([`GatewayTools`]), so policy, quotas, the SSRF guard and
-//!   audit apply to every one.
+//!   audit apply to every one;
+//! - memory searches (`memory.search`, issue 20) through the same router
+//!   as the same principal (`POST /v1/memory/{ns}:search`), so policy
+//!   decides which namespaces an agent recalls: its own, and its
+//!   organisation's shared knowledge under the example policies.
 //!
 //! A declaration's `base_url` passes the same SSRF check as an agent's
 //! upstream (a provider on a private or loopback address must be on
@@ -19,25 +23,33 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Request};
 use axum::Router;
 use convergio_gateway::ssrf::AllowList;
 use convergio_models::{
     ApiKey, ChatMessage, ClientSettings, Conversations, KeyError, KeySource, Meter,
-    ModelAgentConfig, ModelLogic, ToolCaller, ToolError, ToolInvocation, ToolSpec, UsageRecord,
+    ModelAgentConfig, ModelLogic, Recall, RecallError, RecallQuery, RecallSearch, ToolCaller,
+    ToolError, ToolInvocation, ToolSpec, UsageRecord,
 };
 use convergio_registry::model_agents::{ConversationKey, ConversationStore};
 use convergio_registry::{Registry, RegistryError};
+use convergio_schemas::a2a::MEDIA_JSON;
 use convergio_schemas::{
     AgentId, KeyReference, ModelAgentSpec, ProviderKind, StorageError, StorageFailure,
 };
-use serde_json::Value;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
 
-use crate::gateway_call::{GatewayCall, GatewayCallError};
+use crate::gateway_call::{self, GatewayCall, GatewayCallError};
 use crate::model_serving::{AgentFactory, AgentParts, Allowance, DailyBudgets, KeyResolver};
 use crate::models_config::ModelSettings;
 
 /// The largest tool reply read.
 const MAX_TOOL_REPLY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest memory search answer read (100 hits of bounded chunks).
+const MAX_RECALL_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Builds model agents' runtimes.
 pub struct ModelRuntime {
@@ -149,6 +161,19 @@ impl AgentFactory for ModelRuntime {
         }
         config.temperature = spec.temperature;
         config.history_max_tokens = spec.history_max_tokens;
+        if let Some(memory) = &spec.memory {
+            config.memory_search = memory
+                .search
+                .iter()
+                .map(|search| RecallSearch {
+                    namespace: search.namespace.clone(),
+                    top_k: search.top_k(),
+                })
+                .collect();
+            if let Some(max_chars) = memory.max_chars {
+                config.memory_max_chars = max_chars as usize;
+            }
+        }
         if let Some(max_tool_calls) = spec.max_tool_calls {
             config.max_tool_calls = max_tool_calls;
         }
@@ -184,6 +209,7 @@ impl AgentFactory for ModelRuntime {
             Arc::new(BudgetMeter {
                 budgets: self.budgets.clone(),
             }),
+            self.tools.clone(),
         )
         .context("the model agent")?;
         Ok(AgentParts {
@@ -368,6 +394,61 @@ impl ToolCaller for GatewayTools {
                 tool: invocation.tool,
                 reason: "the tool did not answer in time".to_owned(),
             }),
+        }
+    }
+}
+
+#[async_trait]
+impl Recall for GatewayTools {
+    async fn search(&self, query: RecallQuery) -> Result<Vec<String>, RecallError> {
+        let namespace = query.namespace.clone();
+        let failed = |reason: String| RecallError::Failed {
+            namespace: namespace.clone(),
+            reason,
+        };
+        let body = json!({"query": query.query, "top_k": query.top_k});
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!(
+                "/v1/memory/{}:search",
+                utf8_percent_encode(&query.namespace, NON_ALPHANUMERIC)
+            ))
+            .header(header::CONTENT_TYPE, MEDIA_JSON)
+            .body(Body::from(body.to_string()))
+            .map_err(|error| failed(format!("building the request: {error}")))?;
+        let (status, bytes) = gateway_call::exchange(
+            &self.app,
+            request,
+            gateway_call::agent_principal(&query.agent, &query.org),
+            self.timeout,
+            MAX_RECALL_REPLY_BYTES,
+        )
+        .await
+        .map_err(|error| match error {
+            GatewayCallError::Timeout => failed("the search did not answer in time".to_owned()),
+            GatewayCallError::Refused(reason) | GatewayCallError::Failed(reason) => failed(reason),
+        })?;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(answer["hits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|hit| hit["text"].as_str().map(str::to_owned))
+                .collect());
+        }
+        let reason = format!(
+            "{} {}",
+            status.as_u16(),
+            answer["detail"]
+                .as_str()
+                .or_else(|| answer["title"].as_str())
+                .unwrap_or("refused")
+        );
+        if matches!(status.as_u16(), 401 | 403 | 404 | 429) {
+            Err(RecallError::Refused { namespace, reason })
+        } else {
+            Err(failed(reason))
         }
     }
 }

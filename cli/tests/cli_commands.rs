@@ -246,6 +246,11 @@ async fn the_cli_manages_memory_namespaces_items_and_search() {
     let (ok, out, _) = cli(at, &["memory", "list"]);
     assert!(ok);
     assert!(out.contains("notes") && out.contains("vector"), "{out}");
+    assert!(out.contains("global"), "the scope column: {out}");
+    // Only an agent's own namespaces (none here: every one is global).
+    let (ok, out, err) = cli(at, &["memory", "list", "--agent", "echo"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("notes") && !out.contains("kb"), "{out}");
 
     let (ok, _, err) = cli(at, &["memory", "forget", "notes", "first"]);
     assert!(ok, "{err}");

@@ -5,9 +5,15 @@
 //! nodes read and write memory (`memory:` on a node) as their run's
 //! caller: what they find reaches the agent, what they write is keyed by
 //! run, node and iteration, and a caller policy keeps out finds nothing.
+//! Agent and global contexts: a model agent recalls its own namespace and
+//! its organisation's shared one before answering (the provider's request
+//! holds the hits), never another agent's; a graph node may use an agent's
+//! namespace only when it calls that agent.
 
 mod support;
 
+use convergio_models::fake::{FakeOpenAi, FakeReply};
+use convergio_models::Usage;
 use convergio_tests::embeddings::FakeEmbeddings;
 use serde_json::{json, Value};
 use support::{admin_token, issue_key, run_to_end, start};
@@ -276,4 +282,210 @@ async fn a_bad_node_memory_declaration_is_refused_before_the_run() {
         assert_eq!(status, 400, "{memory}: {body}");
         assert!(body.contains(pointer), "{memory}: {body}");
     }
+}
+
+/// Stores the embedding key and creates vector namespace `name` of `scope`
+/// holding `texts` (keys `d0`, `d1`, …).
+async fn vector_namespace(
+    base: &str,
+    token: &str,
+    provider: &FakeEmbeddings,
+    name: &str,
+    scope: Value,
+    texts: &[&str],
+) {
+    let declaration = json!({"kind": "vector", "scope": scope,
+        "embedding": {"provider": "openai", "base_url": provider.base_url, "model": "bag",
+                      "api_key": "secret:embeddings", "dimensions": 32}});
+    let path = format!("/v1/memory/{name}");
+    let (status, body) = call(base, token, reqwest::Method::PUT, &path, Some(declaration)).await;
+    assert_eq!(status, 201, "{body}");
+    for (index, text) in texts.iter().enumerate() {
+        let path = format!("/v1/memory/{name}/items/d{index}");
+        let document = Some(json!({"text": text}));
+        let (status, body) = call(base, token, reqwest::Method::PUT, &path, document).await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+async fn store_embedding_key(base: &str, token: &str) {
+    let stored = reqwest::Client::new()
+        .put(format!("{base}/v1/secrets/embeddings"))
+        .bearer_auth(token)
+        .body(EMBEDDING_KEY)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(stored.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_agent_recalls_its_own_and_shared_memory_before_answering() {
+    let provider = FakeEmbeddings::start(EMBEDDING_KEY, 32).await;
+    let model = FakeOpenAi::start().await.expect("the fake starts");
+    model.set_fallback(FakeReply::text(
+        "On the sofa.",
+        1,
+        Usage {
+            input_tokens: 10,
+            output_tokens: 3,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start(data_dir.path());
+    let token = admin_token(data_dir.path());
+    store_embedding_key(&server.base, &token).await;
+    // The agent is declared first: its namespace's scope must name it.
+    let file = data_dir.path().join("scribe.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: convergio/v1\nkind: ModelAgent\nname: scribe\nprovider: openai\n\
+             model: fake-model\nbase_url: {}\ninstructions: Answer briefly.\nmax_tokens: 64\n\
+             memory:\n  search:\n    - {{namespace: scribe-notes, top_k: 1}}\n\
+             \x20   - {{namespace: house-style, top_k: 1}}\n    - {{namespace: echo-notes}}\n",
+            model.base_url()
+        ),
+    )
+    .expect("writes the declaration");
+    let (ok, stdout, stderr) = support::cli(
+        Some((&server, data_dir.path())),
+        &["agents", "apply", file.to_str().expect("utf-8 path")],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    vector_namespace(
+        &server.base,
+        &token,
+        &provider,
+        "scribe-notes",
+        json!({"agent": "scribe"}),
+        &[
+            "the kitten sleeps on the sofa",
+            "quarterly tax filing is due",
+        ],
+    )
+    .await;
+    vector_namespace(
+        &server.base,
+        &token,
+        &provider,
+        "house-style",
+        json!("global"),
+        &["a kitten is always called a cat here"],
+    )
+    .await;
+    // Another agent's memory: scribe's search of it is refused by policy.
+    vector_namespace(
+        &server.base,
+        &token,
+        &provider,
+        "echo-notes",
+        json!({"agent": "echo"}),
+        &["echo keeps the kitten plans"],
+    )
+    .await;
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/agents/scribe", server.base))
+        .bearer_auth(&token)
+        .header("A2A-Version", "1.0")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+            "params": {"message": {"messageId": "m1", "role": "ROLE_USER",
+                                   "parts": [{"text": "where does the kitten sleep"}]},
+                       "configuration": {"returnImmediately": false}},
+        }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.expect("json");
+    let task = &answer["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 1);
+    let system = requests[0].body["messages"][0].clone();
+    assert_eq!(system["role"], "system", "{system}");
+    let system = system["content"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        system.starts_with(
+            "Answer briefly.\n\nRelevant memory:\n- [scribe-notes] the kitten sleeps on the sofa\n- [house-style] a kitten is always called a cat here"
+        ),
+        "{system}"
+    );
+    assert!(!system.contains("quarterly"), "top_k 1: {system}");
+    assert!(
+        !system.contains("echo keeps"),
+        "another agent's memory: {system}"
+    );
+    let memory = &task["metadata"]["memory"];
+    assert_eq!(
+        memory[0],
+        json!({"namespace": "scribe-notes", "hits": 1}),
+        "{memory}"
+    );
+    assert_eq!(
+        memory[1],
+        json!({"namespace": "house-style", "hits": 1}),
+        "{memory}"
+    );
+    assert_eq!(memory[2]["hits"], json!(0), "{memory}");
+    let refusal = memory[2]["error"].as_str().unwrap_or_default();
+    assert!(
+        refusal.contains("echo-notes was refused") && refusal.contains("403"),
+        "{memory}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graph_node_uses_an_agents_memory_only_when_it_calls_that_agent() {
+    let provider = FakeEmbeddings::start(EMBEDDING_KEY, 32).await;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start(data_dir.path());
+    let token = admin_token(data_dir.path());
+    store_embedding_key(&server.base, &token).await;
+    vector_namespace(
+        &server.base,
+        &token,
+        &provider,
+        "echo-kb",
+        json!({"agent": "echo"}),
+        &["the kitten sleeps on the sofa"],
+    )
+    .await;
+    let graph = |agent: &str| {
+        format!("name: recall\nnodes:\n  - id: ask\n    agent: {agent}\n    inputs: [question]\n    memory:\n      read: [{{namespace: echo-kb, query: question, top_k: 1}}]\n")
+    };
+    let sync = |graph: String| json!({"graph_yaml": graph, "mode": "sync", "input": {"question": "where does the kitten sleep"}});
+    let post = reqwest::Method::POST;
+    let (_, run) = call(
+        &server.base,
+        &token,
+        post.clone(),
+        "/v1/runs",
+        Some(sync(graph("echo"))),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(
+        run.to_string().contains("kitten sleeps on the sofa"),
+        "echo got its memory: {run}"
+    );
+    let (_, run) = call(
+        &server.base,
+        &token,
+        post,
+        "/v1/runs",
+        Some(sync(graph("summarizer"))),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("memory `echo-kb`")
+            && error.contains(
+                "memory namespace echo-kb is the memory of agent echo; node ask calls summarizer"
+            ),
+        "{run}"
+    );
 }

@@ -232,6 +232,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
     };
     let gate = Arc::new(gate);
     let plan_registry = registry.clone();
+    let memory_registry = registry.clone();
     let plan_store: Arc<dyn convergio_planner::PlanStore> = match config.plan_store {
         Some(PlanStoreHandle(store)) => store,
         None => Arc::new(convergio_planner::MemoryPlanStore::default()),
@@ -329,7 +330,7 @@ pub fn build_app(registry: Registry, config: AppConfig) -> (Router, RunsApi) {
         router = router.merge(secrets_router(secrets, gate.clone()));
     }
     if let Some(memory) = config.memory {
-        router = router.merge(memory_router(memory, gate.clone()));
+        router = router.merge(memory_router(memory, gate.clone(), memory_registry));
     }
     if let Some(services) = config.policy {
         let policy = convergio_policy::router(PolicyApi {

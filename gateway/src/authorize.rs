@@ -355,9 +355,27 @@ impl PolicyGate {
         org: &str,
         extensions: &Extensions,
     ) -> bool {
+        self.decide_memory(principal, action, org, None, extensions)
+            .await
+    }
+
+    /// [`PolicyGate::decide_org`] for a memory decision (issue 20) that
+    /// may be about one namespace: `namespace_agent` is its scope (the
+    /// agent whose memory it is, `""` for the organisation's shared
+    /// knowledge), which policies see as `context.namespace_agent`; `None`
+    /// when the decision is about no one namespace.
+    pub async fn decide_memory(
+        &self,
+        principal: &Principal,
+        action: Action,
+        org: &str,
+        namespace_agent: Option<&str>,
+        extensions: &Extensions,
+    ) -> bool {
         let context = RequestContext {
             now: Utc::now().timestamp(),
             loopback: is_loopback(extensions),
+            namespace_agent: namespace_agent.map(str::to_owned),
             ..RequestContext::default()
         };
         let request_id = extensions.get::<RequestId>().map(RequestId::as_str);
@@ -1032,6 +1050,9 @@ fn context_detail(context: &RequestContext) -> Value {
     }
     if let Some(run) = &context.graph_run {
         detail.insert("graph_run".into(), Value::from(run.as_str()));
+    }
+    if let Some(agent) = &context.namespace_agent {
+        detail.insert("namespace_agent".into(), Value::from(agent.as_str()));
     }
     Value::Object(detail)
 }

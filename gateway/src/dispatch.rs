@@ -119,7 +119,9 @@ impl Dispatch for GatewayDispatch {
 
     /// A node's memory search or write (issue 20), as in-process REST calls
     /// to `/v1/memory` through the same router: the run caller's policy
-    /// decides `search_memory`/`write_memory` exactly as for a direct call.
+    /// decides `search_memory`/`write_memory` exactly as for a direct call,
+    /// and the request's [`GraphCall`] names the node's agent, so a
+    /// namespace scoped to another agent is refused.
     /// A write to a vector namespace stores the output as a document (its
     /// text, with the run, graph and node as metadata); to a structured one,
     /// the output itself.
@@ -173,6 +175,10 @@ fn memory_request(
     path: &str,
     body: Option<Value>,
 ) -> Result<Request<Body>, DispatchError> {
+    // The node's agent, so an agent-scoped namespace is used only by a
+    // node calling that agent (the memory API checks it). An agent id that
+    // does not parse names no agent here.
+    let target = Target::of(&op.agent).ok();
     node_request(
         method,
         path,
@@ -181,6 +187,7 @@ fn memory_request(
             run_id: op.run_id,
             graph_id: &op.graph_id,
             node_id: &op.node_id,
+            agent: target.as_ref().and_then(Target::internal_name),
             caller: op.caller.as_deref(),
             origin: op.origin,
             traceparent: &op.traceparent,
@@ -330,6 +337,14 @@ impl Target {
         }
     }
 
+    /// The agent's name here, unless it is another organisation's.
+    fn internal_name(&self) -> Option<&str> {
+        match self {
+            Self::Internal(name) => Some(name),
+            Self::External { .. } => None,
+        }
+    }
+
     /// The path of the agent's JSON-RPC endpoint on this gateway.
     fn path(&self) -> String {
         match self {
@@ -381,6 +396,7 @@ fn build_request(call: &AgentCall, target: &Target) -> Result<Request<Body>, Dis
             run_id: call.run_id,
             graph_id: &call.graph_id,
             node_id: &call.node_id,
+            agent: target.internal_name(),
             caller: call.caller.as_deref(),
             origin: call.origin,
             traceparent: &call.traceparent,
@@ -406,6 +422,8 @@ struct NodeContext<'a> {
     run_id: uuid::Uuid,
     graph_id: &'a str,
     node_id: &'a str,
+    /// The node's agent by its name here (`None`: another organisation's).
+    agent: Option<&'a str>,
     caller: Option<&'a Principal>,
     origin: Option<std::net::IpAddr>,
     traceparent: &'a str,
@@ -452,6 +470,7 @@ fn node_request(
         run_id: context.run_id.to_string(),
         graph: context.graph_id.to_owned(),
         node_id: context.node_id.to_owned(),
+        agent: context.agent.map(str::to_owned),
     });
     Ok(request)
 }

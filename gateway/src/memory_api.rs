@@ -13,6 +13,18 @@
 //! Items carry an `ETag` naming their version; `PUT` and `DELETE` honour
 //! `If-Match` (412 when stale), like agent cards.
 //!
+//! Agent and global contexts: a namespace's `scope` is its organisation's
+//! shared knowledge (`global`) or one agent's own memory (`{"agent":
+//! NAME}`, an agent of the same organisation in the registry, checked at
+//! creation: 400 otherwise; creating is decided for the organisation, like
+//! listing). Every decision about one namespace carries its
+//! scope as `context.namespace_agent` (`""` when global); listing carries
+//! none, unless `?agent=NAME` lists that agent's namespaces only (then it
+//! carries `NAME`, so an agent may list its own). A graph node's request
+//! (a [`GraphCall`] extension) may use an agent-scoped namespace only when
+//! the node calls that agent: anything else is 403 naming both, whatever
+//! policy says about the run's caller.
+//!
 //! [`SecretKeys`] hands the memory crate's embedding providers the
 //! organisation's own keys from `/v1/secrets` (BYOK), read per call.
 
@@ -29,8 +41,9 @@ use convergio_memory::embed::{EmbeddingKey, KeySource};
 use convergio_memory::store::{ItemRow, NamespaceRow};
 use convergio_memory::{EmbeddingSpec, Memory, MemoryError, NamespaceSpec, SearchRequest};
 use convergio_policy::Action;
+use convergio_registry::Registry;
 use convergio_schemas::problem::http::{problem_for, respond};
-use convergio_schemas::{StorageError, StorageFailure};
+use convergio_schemas::{AgentId, GraphCall, StorageError, StorageFailure};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -83,12 +96,14 @@ pub struct MemoryApi {
 struct ApiState {
     memory: Arc<Memory>,
     gate: Arc<PolicyGate>,
+    registry: Registry,
     default_org: String,
     allow: AllowList,
 }
 
-/// The memory routes, decided by `gate`. Mount behind `Authenticate`.
-pub fn memory_router(api: MemoryApi, gate: Arc<PolicyGate>) -> Router {
+/// The memory routes, decided by `gate`; `registry` says which agents an
+/// agent-scoped namespace may name. Mount behind `Authenticate`.
+pub fn memory_router(api: MemoryApi, gate: Arc<PolicyGate>, registry: Registry) -> Router {
     Router::new()
         .route("/v1/memory", get(list_namespaces))
         .route(
@@ -106,6 +121,7 @@ pub fn memory_router(api: MemoryApi, gate: Arc<PolicyGate>) -> Router {
         .with_state(ApiState {
             memory: api.memory,
             gate,
+            registry,
             default_org: api.default_org,
             allow: api.allow,
         })
@@ -151,11 +167,33 @@ impl ApiState {
             Err(MemoryError::NamespaceNotFound { .. }) => return Err(not_found(name)),
             Err(error) => return Err(failed(error)),
         };
+        let scope_agent = row.spec.scope.agent();
         if self
             .gate
-            .decide_org(&principal, action, &row.org, extensions)
+            .decide_memory(
+                &principal,
+                action,
+                &row.org,
+                Some(scope_agent.unwrap_or_default()),
+                extensions,
+            )
             .await
         {
+            // Checked after policy, so a namespace the caller may not see
+            // is still answered as missing, never named.
+            if let (Some(agent), Some(node)) = (scope_agent, extensions.get::<GraphCall>()) {
+                if node.agent.as_deref() != Some(agent) {
+                    return Err(failed(MemoryError::OtherAgentsMemory {
+                        namespace: row.name.clone(),
+                        agent: agent.to_owned(),
+                        node: node.node_id.clone(),
+                        node_agent: node
+                            .agent
+                            .clone()
+                            .unwrap_or_else(|| "another organisation's agent".to_owned()),
+                    }));
+                }
+            }
             Ok(row)
         } else if row.org == self.org_of(&principal) {
             Err(refusal(&principal, action, "memory").into_response())
@@ -164,13 +202,19 @@ impl ApiState {
         }
     }
 
-    /// The caller's own organisation, when policy lets it do `action` there.
-    async fn own_org(&self, extensions: &Extensions, action: Action) -> Result<String, Response> {
+    /// The caller's own organisation, when policy lets it do `action`
+    /// there (about namespaces of scope `namespace_agent`, when given).
+    async fn own_org(
+        &self,
+        extensions: &Extensions,
+        action: Action,
+        namespace_agent: Option<&str>,
+    ) -> Result<String, Response> {
         let principal = principal_of(extensions);
         let org = self.org_of(&principal);
         if self
             .gate
-            .decide_org(&principal, action, &org, extensions)
+            .decide_memory(&principal, action, &org, namespace_agent, extensions)
             .await
         {
             Ok(org)
@@ -186,11 +230,28 @@ async fn read_json(request: axum::extract::Request) -> Result<Value, Response> {
         .map_err(gateway_failed)
 }
 
+/// Whether `agent` is a live agent of `org` in the registry (a namespace
+/// scoped to it may be created).
+async fn is_agent_of(registry: &Registry, agent: &str, org: &str) -> Result<bool, Response> {
+    let Ok(id) = AgentId::internal(agent) else {
+        return Ok(false);
+    };
+    match registry.get_shared(&id).await {
+        Ok(record) => Ok(record.org == org && record.deleted_at.is_none()),
+        Err(convergio_registry::RegistryError::AgentNotFound { .. }) => Ok(false),
+        Err(error) => {
+            let kind = error.kind();
+            Err(respond(&problem_for(&error, kind), HeaderMap::new()))
+        }
+    }
+}
+
 fn namespace_view(row: &NamespaceRow) -> Value {
     json!({
         "name": row.name,
         "org": row.org,
         "kind": row.spec.kind.as_str(),
+        "scope": scope_view(row),
         "created_at": rfc3339(row.created_at),
         "spec": row.spec,
     })
@@ -204,6 +265,14 @@ fn item_view(row: &ItemRow) -> Value {
         "expires_at": row.expires_at.map(rfc3339),
         "value": row.value,
     })
+}
+
+/// A namespace's scope as shown: `"global"` or `{"agent": NAME}`.
+fn scope_view(row: &NamespaceRow) -> Value {
+    match row.spec.scope.agent() {
+        Some(agent) => json!({ "agent": agent }),
+        None => json!("global"),
+    }
 }
 
 /// An item's ETag: its namespace, key and version.
@@ -235,23 +304,50 @@ fn if_match(headers: &HeaderMap, namespace: &str, key: &str) -> Result<Option<i6
         .ok_or_else(|| MemoryError::invalid("If-Match must be an ETag this item was served with"))
 }
 
+/// `?agent=NAME` of a namespace listing.
+#[derive(Debug, Deserialize)]
+struct ListFilter {
+    agent: Option<String>,
+}
+
+/// A query string axum refuses, as a problem like every other failure.
+fn bad_query(rejection: &QueryRejection) -> Response {
+    respond(
+        &convergio_schemas::Problem::new(
+            convergio_schemas::ErrorKind::InvalidInput,
+            rejection.body_text(),
+        ),
+        HeaderMap::new(),
+    )
+}
+
 #[utoipa::path(
     get,
     path = "/v1/memory",
     operation_id = "listMemoryNamespaces",
     tag = "memory",
+    params(
+        ("agent" = Option<String>, Query, description = "Only the namespaces scoped to this agent (its memory)"),
+    ),
     responses(
-        (status = 200, description = "The caller's organisation's namespaces.", body = Object),
+        (status = 200, description = "The caller's organisation's namespaces, each with its scope (`global` or `{agent}`).", body = Object),
     )
 )]
 async fn list_namespaces(
     State(state): State<ApiState>,
+    filter: Result<Query<ListFilter>, QueryRejection>,
     request: axum::extract::Request,
 ) -> Result<Response, Response> {
+    let Query(filter) = filter.map_err(|rejection| bad_query(&rejection))?;
+    let agent = filter.agent.as_deref();
     let org = state
-        .own_org(request.extensions(), Action::ReadMemory)
+        .own_org(request.extensions(), Action::ReadMemory, agent)
         .await?;
-    let rows = state.memory.namespaces(&org).await.map_err(failed)?;
+    let rows = match agent {
+        Some(agent) => state.memory.agent_namespaces(&org, agent).await,
+        None => state.memory.namespaces(&org).await,
+    }
+    .map_err(failed)?;
     let views: Vec<Value> = rows.iter().map(namespace_view).collect();
     Ok(Json(json!({ "org": org, "namespaces": views })).into_response())
 }
@@ -264,9 +360,10 @@ async fn list_namespaces(
     params(
         ("namespace" = String, Path, description = "The namespace"),
     ),
-    request_body(description = "A namespace spec (`embedding`, `chunking`, `ttl_seconds`, …)", content((Object = "application/json"))),
+    request_body(description = "A namespace spec (`kind`, `scope`: `global` or `{agent}`, `schema`, `embedding`, `chunking`, `retention`)", content((Object = "application/json"))),
     responses(
         (status = 201, description = "Created.", body = Object),
+        (status = 400, description = "The declaration is invalid, or its scope names no agent of the organisation"),
         (status = 404, description = "No such namespace"),
         (status = 409, description = "The namespace exists already"),
         (status = 415, description = "The body is not application/json"),
@@ -277,11 +374,21 @@ async fn create_namespace(
     Path(namespace): Path<String>,
     request: axum::extract::Request,
 ) -> Result<Response, Response> {
+    // Creating is decided for the organisation, before the body is read,
+    // whatever the scope (no `namespace_agent`): under the example
+    // policies members with memory:write create namespaces, agents do not.
     let org = state
-        .own_org(request.extensions(), Action::WriteMemory)
+        .own_org(request.extensions(), Action::WriteMemory, None)
         .await?;
     let document = read_json(request).await?;
     let spec = NamespaceSpec::from_value(document).map_err(failed)?;
+    if let Some(agent) = spec.scope.agent() {
+        if !is_agent_of(&state.registry, agent, &org).await? {
+            return Err(failed(MemoryError::invalid(format!(
+                "scope.agent: {agent} is not an agent of {org}"
+            ))));
+        }
+    }
     if let Some(EmbeddingSpec::Openai { base_url, .. }) = &spec.embedding {
         let checked = match parse_url(base_url) {
             Ok(url) => check_url_resolved(&url, &state.allow).await,
@@ -426,15 +533,7 @@ async fn list_items(
 ) -> Result<Response, Response> {
     // axum's own rejection is plain text; a bad query is a problem like
     // every other failure (schemathesis found `?limit=-1`).
-    let Query(page) = page.map_err(|rejection| {
-        respond(
-            &convergio_schemas::Problem::new(
-                convergio_schemas::ErrorKind::InvalidInput,
-                rejection.body_text(),
-            ),
-            HeaderMap::new(),
-        )
-    })?;
+    let Query(page) = page.map_err(|rejection| bad_query(&rejection))?;
     let row = state
         .permitted(request.extensions(), Action::ReadMemory, &namespace)
         .await?;

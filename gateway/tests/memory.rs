@@ -13,6 +13,11 @@
 //! namespace on the local all-MiniLM-L6-v2 model (`CONVERGIO_TEST_MINILM_DIR`,
 //! from `scripts/minilm-model.sh`) ranks by meaning, and one naming a model
 //! the deployment does not have is refused (400).
+//! Agent and global contexts: a namespace scoped to one agent is that
+//! agent's (it reads and writes it as principal `agent:NAME`; another agent
+//! of the organisation is refused, another organisation finds nothing),
+//! the organisation's global namespaces are readable by its agents, and a
+//! scope naming no agent of the organisation is refused at creation.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +34,7 @@ use convergio_memory::embed::ProviderEmbedders;
 use convergio_memory::local::LocalModels;
 use convergio_memory::Memory;
 use convergio_policy::{AuditSink, PolicyAdmin, PolicyEngine};
-use convergio_registry::{Registry, RegistryConfig};
+use convergio_registry::{Actor, Registration, Registry, RegistryConfig};
 use convergio_schemas::Principal;
 use convergio_store::memory::MemoryTables;
 use convergio_store::models::ModelStore;
@@ -83,9 +88,27 @@ async fn start_with(local: LocalModels) -> App {
             org_domain: ORG.to_owned(),
             ..RegistryConfig::default()
         },
-        Arc::new(AllowList::none()),
+        // The test's agents name a loopback address nothing serves: they
+        // are never called, only named by namespaces' scopes.
+        Arc::new(AllowList::loopback()),
     )
     .build();
+    for (name, org) in [("writer", ORG), ("critic", ORG), ("outsider", OTHER)] {
+        registry
+            .register(
+                &Actor::admin(),
+                Registration {
+                    name: Some(name.to_owned()),
+                    org: Some(org.to_owned()),
+                    role: None,
+                    card: agent_card(name),
+                    upstreams: None,
+                    trust: None,
+                },
+            )
+            .await
+            .expect("registered");
+    }
     let (key, _) = SecretsKey::generate().expect("random works");
     let secrets = Arc::new(Secrets::new(
         Arc::new(ModelStore::new(&db)),
@@ -132,6 +155,24 @@ async fn start_with(local: LocalModels) -> App {
         http: reqwest::Client::new(),
         _dir: dir,
     }
+}
+
+/// A card for an agent that is named, never called.
+fn agent_card(name: &str) -> Value {
+    json!({
+        "name": name, "description": "named by memory scopes", "version": "1",
+        "supportedInterfaces": [
+            {"url": "http://127.0.0.1:9/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        ],
+        "capabilities": {}, "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
+        "skills": [{"id": "s", "name": "s", "description": "s", "tags": ["t"]}]
+    })
+}
+
+/// The server acting as one of `org`'s agents (a model or graph agent).
+fn agent(name: &str, org: &str) -> String {
+    json!({"subject": format!("agent:{name}"), "org": org, "scopes": [], "method": "system"})
+        .to_string()
 }
 
 fn member(org: &str, scopes: &[&str]) -> String {
@@ -655,4 +696,241 @@ async fn a_local_model_namespace_ranks_by_meaning_and_an_unknown_model_is_refuse
     assert!(score("cat") > score("tax") + 0.3, "{}", found.text);
     // The provider of the other tests was never called.
     assert!(app.provider.authorizations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_memory_is_its_agents_and_global_memory_is_shared() {
+    let app = start().await;
+    let (put, get) = (reqwest::Method::PUT, reqwest::Method::GET);
+    let writer_member = member(ORG, &["memory:write"]);
+    let reader_member = member(ORG, &["memory:read"]);
+    let writer = agent("writer", ORG);
+    let critic = agent("critic", ORG);
+    let outsider = agent("outsider", OTHER);
+    let structured = |scope: Value| json!({"kind": "structured", "scope": scope});
+
+    // Members create the writer's memory and the organisation's shared one.
+    let created = app
+        .call(
+            put.clone(),
+            "/v1/memory/writer-notes",
+            Some(&writer_member),
+            Some(structured(json!({"agent": "writer"}))),
+            None,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["scope"], json!({"agent": "writer"}));
+    assert_eq!(created.body["spec"]["scope"], json!({"agent": "writer"}));
+    let shared = app
+        .call(
+            put.clone(),
+            "/v1/memory/shared",
+            Some(&writer_member),
+            Some(structured(json!("global"))),
+            None,
+        )
+        .await;
+    assert_eq!(shared.status, 201, "{}", shared.text);
+    assert_eq!(shared.body["scope"], json!("global"));
+    // A scope naming no agent of the organisation is refused, clearly.
+    for (agent_name, namespace) in [("ghost", "ghost-notes"), ("outsider", "outsider-notes")] {
+        let refused = app
+            .call(
+                put.clone(),
+                &format!("/v1/memory/{namespace}"),
+                Some(&writer_member),
+                Some(structured(json!({"agent": agent_name}))),
+                None,
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+        assert!(
+            refused.text.contains(&format!(
+                "scope.agent: {agent_name} is not an agent of {ORG}"
+            )),
+            "{}",
+            refused.text
+        );
+    }
+
+    // The writer reads and writes its own memory.
+    let written = app
+        .call(
+            put.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&writer),
+            Some(json!({"tone": "dry"})),
+            None,
+        )
+        .await;
+    assert_eq!(written.status, 201, "{}", written.text);
+    let read = app
+        .call(
+            get.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&writer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.body["value"], json!({"tone": "dry"}));
+
+    // Another agent of the organisation may not, either way (403).
+    let peeked = app
+        .call(
+            get.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&critic),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(peeked.status, 403, "{}", peeked.text);
+    let scribbled = app
+        .call(
+            put.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&critic),
+            Some(json!({"tone": "harsh"})),
+            None,
+        )
+        .await;
+    assert_eq!(scribbled.status, 403, "{}", scribbled.text);
+    // A client credential whose subject merely looks like the agent is no agent.
+    let spoofed = json!({"subject": "agent:writer", "org": ORG, "scopes": [], "method": "api_key"})
+        .to_string();
+    let spoof = app
+        .call(
+            get.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&spoofed),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(spoof.status, 403, "{}", spoof.text);
+    // Another organisation finds nothing: its agent and its members.
+    for stranger in [&outsider, &member(OTHER, &["memory:write"])] {
+        for path in [
+            "/v1/memory/writer-notes",
+            "/v1/memory/writer-notes/items/style",
+        ] {
+            let hidden = app
+                .call(get.clone(), path, Some(stranger), None, None)
+                .await;
+            assert_eq!(hidden.status, 404, "{path}: {}", hidden.text);
+        }
+    }
+
+    // The shared knowledge: members write it, every agent of the
+    // organisation reads it, no agent writes it.
+    let fact = app
+        .call(
+            put.clone(),
+            "/v1/memory/shared/items/motto",
+            Some(&writer_member),
+            Some(json!({"text": "measure twice"})),
+            None,
+        )
+        .await;
+    assert_eq!(fact.status, 201, "{}", fact.text);
+    for reader in [&writer, &critic] {
+        let known = app
+            .call(
+                get.clone(),
+                "/v1/memory/shared/items/motto",
+                Some(reader),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(known.status, 200, "{}", known.text);
+    }
+    let overwritten = app
+        .call(
+            put.clone(),
+            "/v1/memory/shared/items/motto",
+            Some(&critic),
+            Some(json!({"text": "cut once"})),
+            None,
+        )
+        .await;
+    assert_eq!(overwritten.status, 403, "{}", overwritten.text);
+    let foreign = app
+        .call(
+            get.clone(),
+            "/v1/memory/shared/items/motto",
+            Some(&outsider),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(foreign.status, 404, "{}", foreign.text);
+
+    // Members with memory:read read an agent's memory (administration)
+    // and may not write it.
+    let audited = app
+        .call(
+            get.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&reader_member),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(audited.status, 200, "{}", audited.text);
+    let meddled = app
+        .call(
+            put.clone(),
+            "/v1/memory/writer-notes/items/style",
+            Some(&reader_member),
+            Some(json!({"tone": "wet"})),
+            None,
+        )
+        .await;
+    assert_eq!(meddled.status, 403, "{}", meddled.text);
+
+    // Listing: members see both with their scopes; an agent lists its own
+    // (`?agent=`), never another's nor the whole organisation's.
+    let listed = app
+        .call(get.clone(), "/v1/memory", Some(&reader_member), None, None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let scopes: Vec<(Value, Value)> = listed.body["namespaces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|view| (view["name"].clone(), view["scope"].clone()))
+        .collect();
+    assert_eq!(
+        scopes,
+        vec![
+            (json!("shared"), json!("global")),
+            (json!("writer-notes"), json!({"agent": "writer"}))
+        ]
+    );
+    let own = app
+        .call(
+            get.clone(),
+            "/v1/memory?agent=writer",
+            Some(&writer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(
+        own.body["namespaces"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        own.text
+    );
+    assert_eq!(own.body["namespaces"][0]["name"], json!("writer-notes"));
+    for path in ["/v1/memory?agent=writer", "/v1/memory"] {
+        let refused = app.call(get.clone(), path, Some(&critic), None, None).await;
+        assert_eq!(refused.status, 403, "{path}: {}", refused.text);
+    }
 }

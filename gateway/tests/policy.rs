@@ -55,6 +55,7 @@ async fn test_identity(mut request: Request, next: Next) -> Response {
             run_id,
             graph: "review".to_owned(),
             node_id: "n1".to_owned(),
+            agent: None,
         });
     }
     next.run(request).await

@@ -76,6 +76,20 @@ pub enum MemoryError {
         /// What was asked.
         detail: String,
     },
+    /// A graph node used a namespace scoped to an agent it does not call.
+    #[error(
+        "memory namespace {namespace} is the memory of agent {agent}; node {node} calls {node_agent}, so it may not use it"
+    )]
+    OtherAgentsMemory {
+        /// The namespace.
+        namespace: String,
+        /// The agent whose memory it is.
+        agent: String,
+        /// The node.
+        node: String,
+        /// The agent the node calls (or what stands for it).
+        node_agent: String,
+    },
     /// The embedding provider failed or answered something unusable.
     #[error("the embedding provider failed: {detail}")]
     Embedding {
@@ -135,6 +149,7 @@ impl MemoryError {
                 ErrorKind::InvalidInput
             }
             Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Self::OtherAgentsMemory { .. } => ErrorKind::Forbidden,
             Self::Stale { .. } => ErrorKind::PreconditionFailed,
             Self::Embedding { unavailable, .. } => {
                 if *unavailable {

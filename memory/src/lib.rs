@@ -2,7 +2,8 @@
 //! organisation, of kind `structured` (records checked against the
 //! namespace's JSON Schema, optimistic concurrency by version) or `vector`
 //! (documents chunked, embedded and searched by similarity with a metadata
-//! filter), each with a retention (TTL and an item bound).
+//! filter), each with a retention (TTL and an item bound), and a scope:
+//! the organisation's shared knowledge or one agent's own memory.
 //!
 //! The crate does no SQL and serves no HTTP: it defines the storage trait
 //! ([`MemoryStore`], implemented by `convergio-store`), the embedding
@@ -26,6 +27,8 @@ pub mod service;
 pub mod store;
 
 pub use error::{MemoryError, Result};
-pub use namespace::{Chunking, EmbeddingSpec, NamespaceKind, NamespaceSpec, Retention};
+pub use namespace::{
+    Chunking, EmbeddingSpec, NamespaceKind, NamespaceScope, NamespaceSpec, Retention,
+};
 pub use service::{Memory, SearchHit, SearchRequest};
 pub use store::{ChunkRow, ItemRow, MemoryStore, NamespaceRow, NewChunk, PrunedItem, PutItem};

@@ -1,7 +1,9 @@
 //! A namespace's declaration: its kind, retention, and for vector memory
 //! its chunking and embedding provider; for structured memory its JSON
-//! Schema. [`NamespaceSpec::check`] is the one place a declaration is
-//! judged, so the API, the CLI and stored rows read back agree.
+//! Schema; and its scope: the organisation's shared knowledge (`global`)
+//! or one agent's own memory (`{"agent": NAME}`). [`NamespaceSpec::check`]
+//! is the one place a declaration is judged, so the API, the CLI and stored
+//! rows read back agree.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,6 +36,37 @@ impl NamespaceKind {
         match self {
             Self::Structured => "structured",
             Self::Vector => "vector",
+        }
+    }
+}
+
+/// Whose memory a namespace is: its organisation's shared knowledge, or
+/// one agent's own (an agent of the same organisation). On the wire
+/// `"global"` or `{"agent": "NAME"}`; absent means global.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceScope {
+    /// The organisation's shared knowledge: its members (and, under the
+    /// example policies, its agents for reading) use it.
+    #[default]
+    Global,
+    /// The memory of the agent named here (`/agents/{name}`).
+    Agent(String),
+}
+
+// === impl NamespaceScope ===
+
+impl NamespaceScope {
+    /// Whether this is the organisation's shared knowledge.
+    pub fn is_global(&self) -> bool {
+        matches!(self, Self::Global)
+    }
+
+    /// The agent whose memory this is, if any.
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Self::Global => None,
+            Self::Agent(name) => Some(name),
         }
     }
 }
@@ -150,6 +183,9 @@ impl EmbeddingSpec {
 pub struct NamespaceSpec {
     /// What it holds.
     pub kind: NamespaceKind,
+    /// Whose memory it is (default: the organisation's shared knowledge).
+    #[serde(default, skip_serializing_if = "NamespaceScope::is_global")]
+    pub scope: NamespaceScope,
     /// Retention of its items.
     #[serde(default)]
     pub retention: Retention,
@@ -179,6 +215,10 @@ impl NamespaceSpec {
     /// Whether the declaration is usable: a schema that compiles, fields
     /// that fit the kind, chunking with an overlap below the size.
     pub fn check(&self) -> Result<()> {
+        if let Some(agent) = self.scope.agent() {
+            convergio_schemas::ids::check_name(agent)
+                .map_err(|error| MemoryError::invalid(format!("scope.agent: {error}")))?;
+        }
         match self.kind {
             NamespaceKind::Structured => {
                 if self.chunking.is_some() || self.embedding.is_some() {
@@ -251,5 +291,48 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
         Err(MemoryError::invalid(format!(
             "{what} must be 1-{MAX_NAME_BYTES} ASCII letters, digits, '-', '_' or '.', not starting with '.'"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_scope_is_global_by_default_or_names_an_agent() {
+        for (document, expected) in [
+            (json!({"kind": "structured"}), NamespaceScope::Global),
+            (
+                json!({"kind": "structured", "scope": "global"}),
+                NamespaceScope::Global,
+            ),
+            (
+                json!({"kind": "structured", "scope": {"agent": "writer"}}),
+                NamespaceScope::Agent("writer".to_owned()),
+            ),
+        ] {
+            let spec = NamespaceSpec::from_value(document.clone()).expect("valid");
+            assert_eq!(spec.scope, expected, "{document}");
+            let again = NamespaceSpec::from_value(serde_json::to_value(&spec).expect("json"))
+                .expect("round trip");
+            assert_eq!(again, spec);
+        }
+        // A global namespace's stored declaration is what it was before
+        // scopes existed.
+        let spec = NamespaceSpec::from_value(json!({"kind": "structured", "scope": "global"}))
+            .expect("valid");
+        assert_eq!(
+            serde_json::to_value(&spec).expect("json"),
+            json!({"kind": "structured", "retention": {}})
+        );
+        for bad in [
+            json!({"kind": "structured", "scope": {"agent": "../x"}}),
+            json!({"kind": "structured", "scope": {"agent": ""}}),
+            json!({"kind": "structured", "scope": "agent"}),
+            json!({"kind": "structured", "scope": {"org": "x"}}),
+        ] {
+            assert!(NamespaceSpec::from_value(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

@@ -183,7 +183,7 @@ impl Memory {
             created_at: now(),
         };
         self.store.create_namespace(&row).await?;
-        tracing::info!(org = %org, namespace = %name, kind = row.spec.kind.as_str(), "memory namespace created");
+        tracing::info!(org = %org, namespace = %name, kind = row.spec.kind.as_str(), agent = row.spec.scope.agent().unwrap_or_default(), "memory namespace created");
         Ok(row)
     }
 
@@ -200,6 +200,11 @@ impl Memory {
     /// `org`'s namespaces.
     pub async fn namespaces(&self, org: &str) -> Result<Vec<NamespaceRow>> {
         self.store.namespaces(Some(org)).await
+    }
+
+    /// The namespaces of `org` scoped to its agent `agent`, by name.
+    pub async fn agent_namespaces(&self, org: &str, agent: &str) -> Result<Vec<NamespaceRow>> {
+        self.store.agent_namespaces(org, agent).await
     }
 
     /// Deletes a namespace and everything in it.

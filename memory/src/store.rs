@@ -130,6 +130,8 @@ pub trait MemoryStore: Send + Sync + 'static {
     async fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>>;
     /// The namespaces of `org`, or of every organisation, by name.
     async fn namespaces(&self, org: Option<&str>) -> Result<Vec<NamespaceRow>>;
+    /// The namespaces of `org` scoped to the agent `agent`, by name.
+    async fn agent_namespaces(&self, org: &str, agent: &str) -> Result<Vec<NamespaceRow>>;
     /// Deletes a namespace with all its items and chunks; the removed
     /// chunk ids, or `None` when there was no such namespace.
     async fn delete_namespace(&self, name: &str) -> Result<Option<Vec<i64>>>;

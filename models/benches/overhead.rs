@@ -15,7 +15,8 @@ use convergio_agents::{spawn_logic, RunningAgent, ServeOptions};
 use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
 use convergio_models::{
     card, provider, ApiKey, ChatMessage, ChatRequest, ClientSettings, EnvKeys,
-    InMemoryConversations, ModelAgentConfig, ModelLogic, NoTools, ProviderKind, Unmetered, Usage,
+    InMemoryConversations, ModelAgentConfig, ModelLogic, NoRecall, NoTools, ProviderKind,
+    Unmetered, Usage,
 };
 use futures_util::StreamExt;
 use serde_json::json;
@@ -78,6 +79,7 @@ async fn serve_agent(fake: &FakeProvider) -> RunningAgent {
         Arc::new(InMemoryConversations::default()),
         Arc::new(NoTools),
         Arc::new(Unmetered),
+        Arc::new(NoRecall),
     )
     .expect("logic");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

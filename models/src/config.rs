@@ -67,6 +67,11 @@ pub struct ModelAgentConfig {
     /// conversation window, see [`crate::window`]); `None` sends every
     /// stored turn.
     pub history_max_tokens: Option<u32>,
+    /// Memory namespaces searched with the user's text before each turn
+    /// (see [`crate::recall`]); empty: none.
+    pub memory_search: Vec<crate::recall::RecallSearch>,
+    /// The bound on the recalled paragraph, in characters.
+    pub memory_max_chars: usize,
 }
 
 // === impl ModelAgentConfig ===
@@ -110,6 +115,8 @@ impl ModelAgentConfig {
             max_tool_calls: Self::DEFAULT_MAX_TOOL_CALLS,
             timeout: Self::DEFAULT_TIMEOUT,
             history_max_tokens: None,
+            memory_search: Vec::new(),
+            memory_max_chars: crate::recall::DEFAULT_RECALL_CHARS,
         }
     }
 }

@@ -177,6 +177,28 @@ pub enum ToolError {
     },
 }
 
+/// Why a memory search of a model agent gave nothing (the turn goes on
+/// without it; see [`crate::recall`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RecallError {
+    /// Policy refused the search, or the namespace is not the agent's to see.
+    #[error("searching memory {namespace} was refused: {reason}")]
+    Refused {
+        /// The namespace.
+        namespace: String,
+        /// Why, as the gateway said it.
+        reason: String,
+    },
+    /// The search was made and failed.
+    #[error("searching memory {namespace} failed: {reason}")]
+    Failed {
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
+    },
+}
+
 /// Why a model agent's turn failed (the task ends FAILED with this message).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

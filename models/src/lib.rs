@@ -8,7 +8,8 @@
 //!   [`EnvKeys`]; `secret:` in the store);
 //! - [`Conversations`]: each context's messages, so any replica continues it;
 //! - [`ToolCaller`]: tool agents called through the gateway as the agent;
-//! - [`Meter`]: the organisation's token allowance and usage ledger.
+//! - [`Meter`]: the organisation's token allowance and usage ledger;
+//! - [`Recall`]: memory namespaces searched before each turn, as the agent.
 //!
 //! [`card`] builds the agent's card template from its [`ModelAgentConfig`].
 //! With feature `fake`, [`fake`] has loopback fake providers for tests.
@@ -22,17 +23,19 @@ pub mod key;
 pub mod logic;
 pub mod meter;
 pub mod provider;
+pub mod recall;
 pub mod tools;
 pub mod types;
 pub mod window;
 
 pub use config::{card, ModelAgentConfig, SkillSpec};
 pub use conversation::{Conversations, InMemoryConversations};
-pub use error::{KeyError, ModelError, ProviderError, ToolError};
+pub use error::{KeyError, ModelError, ProviderError, RecallError, ToolError};
 pub use key::{ApiKey, EnvKeys, KeySource};
 pub use logic::ModelLogic;
 pub use meter::{InMemoryMeter, Meter, Unmetered, UsageRecord};
 pub use provider::{AnthropicClient, ChatStream, ClientSettings, OpenAiClient, Provider};
+pub use recall::{NoRecall, Recall, RecallQuery, RecallRecord, RecallSearch};
 pub use tools::{NoTools, ToolCallRecord, ToolCaller, ToolInvocation, ToolOutcome};
 pub use types::{
     ChatEvent, ChatMessage, ChatRequest, ProviderKind, StopReason, ToolCall, ToolSpec, Usage,

@@ -2,7 +2,12 @@
 //!
 //! One turn (one A2A message):
 //! 1. WORKING; the context's conversation is loaded ([`Conversations`])
-//!    and trimmed to the agent's token window ([`crate::window`]).
+//!    and trimmed to the agent's token window ([`crate::window`]). The
+//!    agent's memory namespaces are searched with the user's text
+//!    ([`Recall`], once per turn: every provider call of the turn shares
+//!    the query) and the hits join the system prompt as one bounded
+//!    paragraph; a refused or failing search is logged and reported in the
+//!    task's `memory` metadata, and the turn goes on without it.
 //! 2. Before each provider call the organisation's allowance is read
 //!    ([`Meter`]): none left fails the task before the call; otherwise
 //!    `max_tokens` is capped at what is left. The key is resolved for every
@@ -39,6 +44,7 @@ use crate::error::{ModelError, ProviderError, ToolError};
 use crate::key::{ApiKey, KeySource};
 use crate::meter::{Meter, UsageRecord};
 use crate::provider::Provider;
+use crate::recall::{recalled_prompt, Recall, RecallQuery, RecallRecord};
 use crate::tools::{ToolCallRecord, ToolCaller, ToolInvocation, ToolOutcome};
 use crate::types::{ChatEvent, ChatMessage, ChatRequest, ToolCall, Usage};
 use crate::window::TokenCounter;
@@ -51,6 +57,7 @@ pub struct ModelLogic {
     conversations: Arc<dyn Conversations>,
     tools: Arc<dyn ToolCaller>,
     meter: Arc<dyn Meter>,
+    recall: Arc<dyn Recall>,
     output_validator: Option<jsonschema::Validator>,
 }
 
@@ -63,6 +70,8 @@ struct Turn {
     tool_calls: u32,
     /// Each tool call, for the task's `toolCalls` metadata.
     tools: Vec<ToolCallRecord>,
+    /// Each memory search, for the task's `memory` metadata.
+    memory: Vec<RecallRecord>,
     streamed: bool,
 }
 
@@ -71,8 +80,8 @@ struct Turn {
 impl ModelLogic {
     /// The logic of the agent `config` describes, calling `provider` with
     /// keys from `keys`, keeping conversations in `conversations`, calling
-    /// tools through `tools` and metering with `meter`. Fails when the
-    /// output schema does not compile.
+    /// tools through `tools`, metering with `meter` and searching its memory
+    /// through `recall`. Fails when the output schema does not compile.
     pub fn new(
         config: ModelAgentConfig,
         provider: Arc<dyn Provider>,
@@ -80,6 +89,7 @@ impl ModelLogic {
         conversations: Arc<dyn Conversations>,
         tools: Arc<dyn ToolCaller>,
         meter: Arc<dyn Meter>,
+        recall: Arc<dyn Recall>,
     ) -> Result<Self, ModelError> {
         let output_validator = config
             .output_schema
@@ -97,6 +107,7 @@ impl ModelLogic {
             conversations,
             tools,
             meter,
+            recall,
             output_validator,
         })
     }
@@ -119,6 +130,54 @@ impl ModelLogic {
         })
     }
 
+    /// The system prompt with what the agent's memory holds about `query`
+    /// (module docs); each search's outcome is recorded in `turn`.
+    async fn system_with_memory(&self, query: &str, turn: &mut Turn) -> Option<String> {
+        let system = self.system_prompt();
+        let config = &self.config;
+        if config.memory_search.is_empty() || query.trim().is_empty() {
+            return system;
+        }
+        let searches = config.memory_search.iter().map(|search| {
+            self.recall.search(RecallQuery {
+                agent: config.name.clone(),
+                org: config.org.clone(),
+                namespace: search.namespace.clone(),
+                query: query.to_owned(),
+                top_k: search.top_k,
+            })
+        });
+        let outcomes = futures_util::future::join_all(searches).await;
+        let mut hits = Vec::with_capacity(outcomes.len());
+        for (search, outcome) in config.memory_search.iter().zip(outcomes) {
+            match outcome {
+                Ok(texts) => {
+                    turn.memory.push(RecallRecord {
+                        namespace: search.namespace.clone(),
+                        hits: texts.len(),
+                        error: None,
+                    });
+                    hits.push((search.namespace.clone(), texts));
+                }
+                Err(error) => {
+                    tracing::warn!(agent = %config.name, namespace = %search.namespace, %error, "a model agent's memory search gave nothing");
+                    turn.memory.push(RecallRecord {
+                        namespace: search.namespace.clone(),
+                        hits: 0,
+                        error: Some(error.to_string()),
+                    });
+                }
+            }
+        }
+        let Some(recalled) = recalled_prompt(&hits, config.memory_max_chars) else {
+            return system;
+        };
+        Some(match system {
+            Some(system) => format!("{system}\n\n{recalled}"),
+            None => recalled,
+        })
+    }
+
     /// Runs the turn and returns the answer's parts.
     async fn run(
         &self,
@@ -135,7 +194,9 @@ impl ModelLogic {
             let counter = TokenCounter::for_model(self.provider.kind(), &config.model);
             history = crate::window::trim(history, window as usize, counter);
         }
-        let mut said = vec![ChatMessage::user(message_text(message))];
+        let user_text = message_text(message);
+        let system = self.system_with_memory(&user_text, turn).await;
+        let mut said = vec![ChatMessage::user(user_text)];
         let artifact_id = format!("{}-answer", context.task_id());
         let payer = payer(config, message)?;
         // The caller's cap (a graph run's budget left) bounds every
@@ -165,7 +226,7 @@ impl ModelLogic {
             messages.extend_from_slice(&said);
             let request = ChatRequest {
                 model: config.model.clone(),
-                system: self.system_prompt(),
+                system: system.clone(),
                 messages,
                 tools: config.tools.clone(),
                 max_tokens,
@@ -377,6 +438,9 @@ impl AgentLogic for ModelLogic {
         context.set_metadata("provider", json!(self.provider.kind().name()))?;
         if !turn.tools.is_empty() {
             context.set_metadata(TOOL_CALLS_METADATA, json!(turn.tools))?;
+        }
+        if !turn.memory.is_empty() {
+            context.set_metadata("memory", json!(turn.memory))?;
         }
         let metadata = Some(json!({ "usage": usage }));
         match outcome {

@@ -566,3 +566,85 @@ async fn earlier_turns_are_trimmed_to_the_token_window_oldest_first() {
         }
     }
 }
+
+/// Memory for the recall test: `notes` holds one text, `closed` is
+/// refused, as policy refuses another agent's namespace.
+#[derive(Default)]
+struct ScriptedRecall {
+    queries: std::sync::Mutex<Vec<convergio_models::RecallQuery>>,
+}
+
+#[async_trait::async_trait]
+impl convergio_models::Recall for ScriptedRecall {
+    async fn search(
+        &self,
+        query: convergio_models::RecallQuery,
+    ) -> Result<Vec<String>, convergio_models::RecallError> {
+        self.queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(query.clone());
+        match query.namespace.as_str() {
+            "notes" => Ok(vec!["the kitten sleeps on the sofa".to_owned()]),
+            _ => Err(convergio_models::RecallError::Refused {
+                namespace: query.namespace,
+                reason: "forbidden: search_memory on memory".to_owned(),
+            }),
+        }
+    }
+}
+
+#[tokio::test]
+async fn recalled_memory_joins_the_system_prompt_and_a_refused_search_is_only_reported() {
+    for kind in KINDS {
+        let fake = fake(kind).await;
+        fake.push([FakeReply::text("On the sofa.", 1, usage(9, 3))]);
+        let mut config = config(&fake, kind);
+        config.memory_search = vec![
+            convergio_models::RecallSearch {
+                namespace: "notes".into(),
+                top_k: 3,
+            },
+            convergio_models::RecallSearch {
+                namespace: "closed".into(),
+                top_k: 3,
+            },
+        ];
+        let recall = Arc::new(ScriptedRecall::default());
+        let parts = Parts {
+            recall: recall.clone(),
+            ..Parts::default()
+        };
+        let agent = serve(config, parts).await;
+        let task = send(&agent.base_url, "Where does the kitten sleep?", None).await;
+        assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{kind}: {task}");
+        let requests = fake.requests();
+        let system = match kind {
+            ProviderKind::OpenAi => requests[0].body["messages"][0]["content"].clone(),
+            ProviderKind::Anthropic => requests[0].body["system"].clone(),
+        };
+        let system = system.as_str().unwrap_or_default().to_owned();
+        assert!(
+            system.starts_with("You are a helpful test assistant.\n\nRelevant memory:\n- [notes] the kitten sleeps on the sofa"),
+            "{kind}: {system}"
+        );
+        assert!(!system.contains("closed"), "{kind}: {system}");
+        assert_eq!(
+            task["metadata"]["memory"],
+            json!([{"namespace": "notes", "hits": 1},
+                   {"namespace": "closed", "hits": 0,
+                    "error": "searching memory closed was refused: forbidden: search_memory on memory"}]),
+            "{kind}"
+        );
+        let queries = recall
+            .queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(queries.len(), 2);
+        assert_eq!(queries[0].agent, "assistant");
+        assert_eq!(queries[0].org, "acme");
+        assert_eq!(queries[0].query, "Where does the kitten sleep?");
+        assert_eq!(queries[0].top_k, 3);
+    }
+}

@@ -51,6 +51,9 @@ pub struct MemoryOp {
     pub graph_id: Arc<str>,
     /// The node.
     pub node_id: String,
+    /// The agent the node calls, as the graph names it: a namespace scoped
+    /// to one agent (issue 20) is used only by nodes calling that agent.
+    pub agent: String,
     /// Who started the run (policy decides as for its agent calls).
     pub caller: Option<Arc<Principal>>,
     /// Where the caller connected from, when known.

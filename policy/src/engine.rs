@@ -286,6 +286,11 @@ pub struct RequestContext {
     /// `apply_guardrail`).
     #[serde(default)]
     pub direction: Option<String>,
+    /// A memory decision's namespace scope (issue 20): the agent whose
+    /// memory it is, `""` for the organisation's shared knowledge; `None`
+    /// when the decision is about no one namespace.
+    #[serde(default)]
+    pub namespace_agent: Option<String>,
 }
 
 /// One authorisation question.
@@ -886,6 +891,18 @@ impl PolicyEngine {
                 ));
             }
         }
+        pairs.push((
+            "caller_agent".to_owned(),
+            RestrictedExpression::new_string(
+                caller_agent(principal).unwrap_or_default().to_owned(),
+            ),
+        ));
+        if let Some(namespace_agent) = &context.namespace_agent {
+            pairs.push((
+                "namespace_agent".to_owned(),
+                RestrictedExpression::new_string(namespace_agent.clone()),
+            ));
+        }
         let cedar_context = Context::from_pairs(pairs).map_err(|error| error.to_string())?;
         let cedar_request = Request::new(
             principal_uid,
@@ -899,6 +916,20 @@ impl PolicyEngine {
             .map_err(|error| error.to_string())?;
         Ok((cedar_request, entities))
     }
+}
+
+/// The agent an agent principal acts for: `NAME` of subject `agent:NAME`
+/// when the server itself authenticated it (`AuthMethod::System`: model and
+/// graph agents calling as themselves). No credential a client presents
+/// yields one, whatever its subject says.
+pub fn caller_agent(principal: &Principal) -> Option<&str> {
+    if principal.method != AuthMethod::System {
+        return None;
+    }
+    principal
+        .subject
+        .strip_prefix("agent:")
+        .filter(|name| !name.is_empty())
 }
 
 /// Whether `text` has the word `now` (as in `context.now` or

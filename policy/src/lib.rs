@@ -25,7 +25,8 @@ pub use audit::{
 };
 pub use audit_sink::{AuditSink, AuditWriter, DEFAULT_AUDIT_QUEUE};
 pub use engine::{
-    Action, AuthzRequest, Decision, PolicyDiagnostic, PolicyEngine, RequestContext, Resource,
+    caller_agent, Action, AuthzRequest, Decision, PolicyDiagnostic, PolicyEngine, RequestContext,
+    Resource,
 };
 pub use error::{PolicyError, Result};
 pub use quota::{QuotaConfig, Quotas, RetryAfter};

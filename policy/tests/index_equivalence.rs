@@ -123,6 +123,7 @@ fn random_request(generator: &mut Generator) -> (Principal, Action, Resource, Re
         graph_run: (generator.next() % 4 == 0).then(|| "run-1".to_owned()),
         now: 1_767_225_600,
         loopback: generator.next() % 2 == 0,
+        namespace_agent: (generator.next() % 3 == 0).then(|| format!("a{}", generator.next() % 2)),
         ..RequestContext::default()
     };
     (principal, action, resource, context)

@@ -24,7 +24,9 @@ pub use card::AgentCard;
 pub use error::ErrorKind;
 pub use graph_agent::{GraphAgentError, GraphAgentSpec};
 pub use ids::{AgentId, AgentIdError};
-pub use model_agent::{KeyReference, ModelAgentError, ModelAgentSpec, ProviderKind};
+pub use model_agent::{
+    KeyReference, MemorySearchSpec, ModelAgentError, ModelAgentSpec, ModelMemorySpec, ProviderKind,
+};
 pub use principal::{AuthMethod, GraphCall, Principal};
 pub use problem::{clip, echo, Problem, Violation};
 pub use storage::{StorageError, StorageFailure};

@@ -171,6 +171,43 @@ pub struct SkillSpec {
     pub tags: Vec<String>,
 }
 
+/// One memory namespace a model agent searches before it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySearchSpec {
+    /// The vector namespace (the agent's own, or its organisation's shared
+    /// knowledge when policy lets the agent read it); the JSON Schema holds
+    /// it to the namespace name rule.
+    pub namespace: String,
+    /// Hits wanted (1–20, default [`MemorySearchSpec::DEFAULT_TOP_K`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+}
+
+// === impl MemorySearchSpec ===
+
+impl MemorySearchSpec {
+    /// Hits wanted when `top_k` is not given.
+    pub const DEFAULT_TOP_K: u32 = 5;
+
+    /// The hits wanted.
+    pub fn top_k(&self) -> u32 {
+        self.top_k.unwrap_or(Self::DEFAULT_TOP_K)
+    }
+}
+
+/// A model agent's memory (issue 20): what it recalls before each turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMemorySpec {
+    /// Vector namespaces searched with the user's text, as the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<MemorySearchSpec>,
+    /// The bound on what is recalled, in characters (default 4,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chars: Option<u32>,
+}
+
 /// A checked model agent declaration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +260,9 @@ pub struct ModelAgentSpec {
     /// turns sent with each call (oldest whole turns dropped first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_max_tokens: Option<u32>,
+    /// Memory searched before each turn (issue 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ModelMemorySpec>,
 }
 
 /// Why a document is not a valid model agent declaration.
@@ -357,7 +397,8 @@ mod tests {
             "tools": ["weather"],
             "output_schema": {"type": "object"},
             "max_tokens": 1024,
-            "temperature": 0.2
+            "temperature": 0.2,
+            "memory": {"search": [{"namespace": "summarizer-notes", "top_k": 3}], "max_chars": 2000}
         });
         let spec = ModelAgentSpec::from_value(&document).expect("valid");
         assert_eq!(
@@ -365,6 +406,9 @@ mod tests {
             Some(KeyReference::Env("OPENAI_API_KEY".to_owned()))
         );
         assert_eq!(spec.tools, vec!["weather".to_owned()]);
+        let memory = spec.memory.clone().expect("memory");
+        assert_eq!(memory.search[0].namespace, "summarizer-notes");
+        assert_eq!(memory.search[0].top_k(), 3);
         assert_eq!(spec.to_value(), document);
         let minimal = ModelAgentSpec::from_value(&minimal()).expect("valid");
         assert_eq!(minimal.effective_base_url(), "https://api.openai.com/v1");
@@ -415,6 +459,7 @@ mod tests {
         document["temperature"] = json!(7);
         document["skills"] = json!([{"id": "s"}]);
         document["extra"] = json!(1);
+        document["memory"] = json!({"search": [{"namespace": "ok"}, {"namespace": ".hidden"}]});
         let found = pointers(&document);
         for pointer in [
             "/name",
@@ -422,6 +467,7 @@ mod tests {
             "/api_key",
             "/temperature",
             "/skills/0",
+            "/memory/search/1/namespace",
             "",
         ] {
             assert!(

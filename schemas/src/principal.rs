@@ -89,4 +89,9 @@ pub struct GraphCall {
     pub graph: String,
     /// The node making the call.
     pub node_id: String,
+    /// The agent the node calls, by its name here (`None` for another
+    /// organisation's agent): a node may use an agent-scoped memory
+    /// namespace (issue 20) only when it calls that agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }

@@ -17,7 +17,8 @@
 //! used to apply themselves at every start, idempotent, so a database
 //! written by an earlier release gains nothing and loses nothing. 0010
 //! adds the model agents' tables (issue 17, [`models`]); 0018 the stored
-//! plugins' (issue 21, [`plugins`]).
+//! plugins' (issue 21, [`plugins`]); 0019 a memory namespace's agent
+//! scope (issue 20, [`memory`]).
 
 pub mod admin;
 pub mod dialect;

@@ -1,4 +1,4 @@
-//! Memory's tables (migration 0013, issue 20) on either backend: the
+//! Memory's tables (migrations 0013, 0014 and 0019, issue 20) on either backend: the
 //! memory crate's [`MemoryStore`] over the process's one [`Db`]. Every
 //! statement is written once with `$N` placeholders; the one built at run
 //! time (a search's `IN` list) numbers its placeholders per backend.
@@ -11,6 +11,8 @@
 //! - an item's chunks are replaced with it, in the same transaction, and
 //!   deleted with it; chunk ids come from the database and are never
 //!   reused, so the index can tombstone an id for good;
+//! - a namespace's `agent` column is its declaration's scope, written
+//!   together; a row where they disagree does not decode (an error);
 //! - a vector is stored as its `f32`s, little-endian; one whose length is
 //!   not a multiple of four does not decode (an error, never a default).
 
@@ -25,14 +27,17 @@ use serde_json::Value;
 use crate::registry::on_pool;
 use crate::{Backend, Db, DbResult};
 
-const CREATE_NAMESPACE: &str = "INSERT INTO memory_namespaces (name, org, kind, spec, created_at) \
-     VALUES ($1, $2, $3, $4, $5)";
+const CREATE_NAMESPACE: &str = "INSERT INTO memory_namespaces \
+     (name, org, kind, spec, created_at, agent) VALUES ($1, $2, $3, $4, $5, $6)";
 const GET_NAMESPACE: &str =
-    "SELECT name, org, spec, created_at FROM memory_namespaces WHERE name = $1";
+    "SELECT name, org, spec, created_at, agent FROM memory_namespaces WHERE name = $1";
 const LIST_NAMESPACES: &str =
-    "SELECT name, org, spec, created_at FROM memory_namespaces ORDER BY name";
-const LIST_ORG_NAMESPACES: &str = "SELECT name, org, spec, created_at FROM memory_namespaces \
-     WHERE org = $1 ORDER BY name";
+    "SELECT name, org, spec, created_at, agent FROM memory_namespaces ORDER BY name";
+const LIST_ORG_NAMESPACES: &str = "SELECT name, org, spec, created_at, agent \
+     FROM memory_namespaces WHERE org = $1 ORDER BY name";
+/// By `memory_namespaces_by_agent` (migration 0019).
+const LIST_AGENT_NAMESPACES: &str = "SELECT name, org, spec, created_at, agent \
+     FROM memory_namespaces WHERE org = $1 AND agent = $2 ORDER BY name";
 /// Takes the namespace's row lock (PostgreSQL) or the write lock (SQLite)
 /// for the rest of the transaction, and says whether it exists.
 const LOCK_NAMESPACE: &str = "UPDATE memory_namespaces SET name = name WHERE name = $1";
@@ -80,7 +85,7 @@ const CHUNKS_BY_ID: &str = "SELECT c.id, c.namespace, c.key, c.seq, c.text, c.me
      WHERE c.namespace = $1 AND (i.expires_at IS NULL OR i.expires_at > $2) AND c.id IN ";
 
 /// A `memory_namespaces` row as read.
-type NamespaceTuple = (String, String, String, i64);
+type NamespaceTuple = (String, String, String, i64, Option<String>);
 /// A `memory_items` row as read.
 type ItemTuple = (String, String, String, i64, i64, Option<i64>);
 /// A `memory_chunks` row as read.
@@ -131,9 +136,14 @@ fn json_text(value: &Value, what: &str) -> Result<String> {
 }
 
 fn decode_namespace(row: NamespaceTuple) -> Result<NamespaceRow> {
-    let (name, org, spec, created_at) = row;
+    let (name, org, spec, created_at, agent) = row;
     let spec: NamespaceSpec = serde_json::from_str(&spec)
         .map_err(|error| corrupt(format!("stored memory namespace {name}: {error}")))?;
+    if spec.scope.agent() != agent.as_deref() {
+        return Err(corrupt(format!(
+            "stored memory namespace {name}: its agent column and its declaration's scope differ"
+        )));
+    }
     Ok(NamespaceRow {
         name,
         org,
@@ -205,6 +215,7 @@ impl MemoryStore for MemoryTables {
             .bind(row.spec.kind.as_str())
             .bind(&spec)
             .bind(row.created_at)
+            .bind(row.spec.scope.agent())
             .execute(pool)
             .await
             .map(|_| ())
@@ -245,6 +256,17 @@ impl MemoryStore for MemoryTables {
                 .await
                 .db("listing memory namespaces")?),
         };
+        rows.into_iter().map(decode_namespace).collect()
+    }
+
+    async fn agent_namespaces(&self, org: &str, agent: &str) -> Result<Vec<NamespaceRow>> {
+        let sql = self.db.backend().sql(LIST_AGENT_NAMESPACES);
+        let rows: Vec<NamespaceTuple> = on_pool!(self.db, |pool| sqlx::query_as(&sql)
+            .bind(org)
+            .bind(agent)
+            .fetch_all(pool)
+            .await
+            .db("listing an agent's memory namespaces")?);
         rows.into_iter().map(decode_namespace).collect()
     }
 

@@ -13,7 +13,8 @@ use convergio_agents::{spawn_logic, RunningAgent, ServeOptions};
 use convergio_models::fake::{FakeProvider, FakeRequest};
 use convergio_models::{
     card, provider, ClientSettings, Conversations, EnvKeys, InMemoryConversations, Meter,
-    ModelAgentConfig, ModelLogic, ProviderKind, ToolCaller, ToolError, ToolInvocation, Unmetered,
+    ModelAgentConfig, ModelLogic, NoRecall, ProviderKind, Recall, ToolCaller, ToolError,
+    ToolInvocation, Unmetered,
 };
 use convergio_tests::sse::EventStream;
 use serde_json::{json, Value};
@@ -78,6 +79,7 @@ pub struct Parts {
     pub conversations: Arc<dyn Conversations>,
     pub tools: Arc<dyn ToolCaller>,
     pub meter: Arc<dyn Meter>,
+    pub recall: Arc<dyn Recall>,
 }
 
 impl Default for Parts {
@@ -87,6 +89,7 @@ impl Default for Parts {
             conversations: Arc::new(InMemoryConversations::default()),
             tools: Arc::new(ScriptedTools::default()),
             meter: Arc::new(Unmetered),
+            recall: Arc::new(NoRecall),
         }
     }
 }
@@ -103,6 +106,7 @@ pub async fn serve(config: ModelAgentConfig, parts: Parts) -> RunningAgent {
         parts.conversations,
         parts.tools,
         parts.meter,
+        parts.recall,
     )
     .expect("logic");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

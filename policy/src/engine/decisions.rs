@@ -75,6 +75,7 @@ impl DecisionCache {
         context.skill.hash(&mut hasher);
         context.graph_run.hash(&mut hasher);
         context.loopback.hash(&mut hasher);
+        context.namespace_agent.hash(&mut hasher);
         if self.uses_now {
             context.now.hash(&mut hasher);
         }
@@ -129,6 +130,7 @@ impl DecisionCache {
             && cached.context.skill == context.skill
             && cached.context.graph_run == context.graph_run
             && cached.context.loopback == context.loopback
+            && cached.context.namespace_agent == context.namespace_agent
             && (!self.uses_now || cached.context.now == context.now)
     }
 }

@@ -241,6 +241,14 @@ fn cached_decisions_agree_with_fresh_evaluation() {
             graph_run: Some("run".to_owned()),
             ..RequestContext::default()
         },
+        RequestContext {
+            namespace_agent: Some("writer".to_owned()),
+            ..RequestContext::default()
+        },
+        RequestContext {
+            namespace_agent: Some(String::new()),
+            ..RequestContext::default()
+        },
     ];
     // Twice over: the first pass fills the cache, the second answers from it.
     for _ in 0..2 {

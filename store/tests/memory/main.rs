@@ -7,15 +7,16 @@
 //! documents chunked, embedded (a deterministic bag-of-words embedder
 //! written here, the outside providers being tested in the memory crate)
 //! and searched with a metadata filter, a failing embedder that writes
-//! nothing, and a second replica that rebuilds its index from the rows.
+//! nothing, a second replica that rebuilds its index from the rows, and a
+//! namespace's scope (global or one agent's) read back and listed by agent.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use convergio_memory::embed::{Embedder, Embedders};
 use convergio_memory::{
-    Chunking, EmbeddingSpec, Memory, MemoryError, MemoryStore, NamespaceKind, NamespaceSpec,
-    Retention, SearchRequest,
+    Chunking, EmbeddingSpec, Memory, MemoryError, MemoryStore, NamespaceKind, NamespaceScope,
+    NamespaceSpec, Retention, SearchRequest,
 };
 use convergio_store::memory::MemoryTables;
 use convergio_store::{Db, DbConfig};
@@ -169,6 +170,50 @@ async fn namespaces_are_owned_and_unique(harness: Harness) {
     assert!(matches!(bad, Err(MemoryError::Invalid { .. })), "{bad:?}");
     memory.delete_namespace(&stored).await.expect("deleted");
     assert!(memory.namespace("profiles").await.is_err());
+}
+
+async fn a_namespaces_scope_round_trips_and_lists_by_agent(harness: Harness) {
+    let memory = harness.memory().await;
+    let scoped = |agent: &str| NamespaceSpec {
+        scope: NamespaceScope::Agent(agent.to_owned()),
+        ..profile_spec()
+    };
+    for (org, name, spec) in [
+        (ORG, "shared", profile_spec()),
+        (ORG, "writer-notes", scoped("writer")),
+        (ORG, "writer-facts", scoped("writer")),
+        (ORG, "critic-notes", scoped("critic")),
+        ("other.example", "their-writer", scoped("writer")),
+    ] {
+        memory
+            .create_namespace(org, name, spec)
+            .await
+            .expect("created");
+    }
+    // Read back by a fresh store (no cache in between).
+    let fresh = Memory::new(harness.tables().await, Arc::new(TestEmbedders));
+    let stored = fresh.namespace("writer-notes").await.expect("stored");
+    assert_eq!(stored.spec, scoped("writer"));
+    assert_eq!(stored.spec.scope.agent(), Some("writer"));
+    let shared = fresh.namespace("shared").await.expect("stored");
+    assert_eq!(shared.spec.scope, NamespaceScope::Global);
+    let names = |rows: Vec<convergio_memory::NamespaceRow>| {
+        rows.into_iter().map(|row| row.name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(fresh.agent_namespaces(ORG, "writer").await.expect("listed")),
+        vec!["writer-facts".to_owned(), "writer-notes".to_owned()]
+    );
+    assert_eq!(
+        names(fresh.agent_namespaces(ORG, "critic").await.expect("listed")),
+        vec!["critic-notes".to_owned()]
+    );
+    assert!(fresh
+        .agent_namespaces(ORG, "nobody")
+        .await
+        .expect("listed")
+        .is_empty());
+    assert_eq!(fresh.namespaces(ORG).await.expect("listed").len(), 4);
 }
 
 async fn structured_records_follow_schema_and_versions(harness: Harness) {
@@ -565,6 +610,7 @@ async fn a_failing_embedder_writes_nothing(harness: Harness) {
 
 convergio_tests::on_both_backends!(crate::open;
     namespaces_are_owned_and_unique,
+    a_namespaces_scope_round_trips_and_lists_by_agent,
     structured_records_follow_schema_and_versions,
     expired_items_are_gone,
     the_pruner_deletes_expired_items_with_their_chunks,
