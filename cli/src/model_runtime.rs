@@ -161,6 +161,7 @@ impl AgentFactory for ModelRuntime {
         }
         config.temperature = spec.temperature;
         config.history_max_tokens = spec.history_max_tokens;
+        config.history_summary_agent = spec.history_summary_agent.clone();
         if let Some(memory) = &spec.memory {
             config.memory_search = memory
                 .search

@@ -67,6 +67,9 @@ pub struct ModelAgentConfig {
     /// conversation window, see [`crate::window`]); `None` sends every
     /// stored turn.
     pub history_max_tokens: Option<u32>,
+    /// The agent that summarises the turns the window leaves out (see
+    /// [`crate::window::transcript`]); `None`: they are only dropped.
+    pub history_summary_agent: Option<String>,
     /// Memory namespaces searched with the user's text before each turn
     /// (see [`crate::recall`]); empty: none.
     pub memory_search: Vec<crate::recall::RecallSearch>,
@@ -115,6 +118,7 @@ impl ModelAgentConfig {
             max_tool_calls: Self::DEFAULT_MAX_TOOL_CALLS,
             timeout: Self::DEFAULT_TIMEOUT,
             history_max_tokens: None,
+            history_summary_agent: None,
             memory_search: Vec::new(),
             memory_max_chars: crate::recall::DEFAULT_RECALL_CHARS,
         }

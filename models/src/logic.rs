@@ -178,6 +178,44 @@ impl ModelLogic {
         })
     }
 
+    /// What `summariser` makes of the earlier turns the window left out,
+    /// asked as this agent through its tool caller (policy, quota and audit
+    /// apply), as a paragraph for the system prompt. A refused or failing
+    /// summary is logged and the turn goes on without it.
+    async fn summarise(
+        &self,
+        summariser: &str,
+        dropped: &[ChatMessage],
+        context: &TaskContext,
+    ) -> Option<String> {
+        let text = format!(
+            "Summarise this earlier part of a conversation in a few sentences, keeping names, numbers and decisions:\n\n{}",
+            crate::window::transcript(dropped, crate::window::MAX_TRANSCRIPT_CHARS)
+        );
+        let invocation = ToolInvocation {
+            agent: self.config.name.clone(),
+            org: self.config.org.clone(),
+            tool: summariser.to_owned(),
+            task_id: context.task_id().to_owned(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            message: tool_message(&json!({ "text": text })),
+        };
+        let failure = match self.tools.call(invocation).await {
+            Ok(result) => match tool_result_text(&result) {
+                (summary, false) if !summary.trim().is_empty() => {
+                    return Some(format!(
+                        "Summary of the earlier conversation:\n{}",
+                        summary.trim()
+                    ))
+                }
+                (answer, _) => format!("no usable summary: {answer}"),
+            },
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(agent = %self.config.name, summariser, reason = %failure, "the earlier turns were dropped without a summary");
+        None
+    }
+
     /// Runs the turn and returns the answer's parts.
     async fn run(
         &self,
@@ -190,12 +228,25 @@ impl ModelLogic {
             .conversations
             .load(&config.name, context.context_id())
             .await?;
+        let mut earlier = None;
         if let Some(window) = config.history_max_tokens {
             let counter = TokenCounter::for_model(self.provider.kind(), &config.model);
-            history = crate::window::trim(history, window as usize, counter);
+            let kept = crate::window::trim(history.clone(), window as usize, counter);
+            let dropped = history.len() - kept.len();
+            if let (Some(summariser), true) = (&config.history_summary_agent, dropped > 0) {
+                earlier = self
+                    .summarise(summariser, &history[..dropped], context)
+                    .await;
+            }
+            history = kept;
         }
         let user_text = message_text(message);
         let system = self.system_with_memory(&user_text, turn).await;
+        let system = match (system, earlier) {
+            (system, None) => system,
+            (None, Some(summary)) => Some(summary),
+            (Some(system), Some(summary)) => Some(format!("{system}\n\n{summary}")),
+        };
         let mut said = vec![ChatMessage::user(user_text)];
         let artifact_id = format!("{}-answer", context.task_id());
         let payer = payer(config, message)?;

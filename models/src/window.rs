@@ -112,10 +112,56 @@ pub fn trim(
     history
 }
 
+/// The most characters of a transcript sent to a summary agent: the
+/// newest end of what fell out of the window is kept.
+pub const MAX_TRANSCRIPT_CHARS: usize = 32_000;
+
+/// `messages` as a plain transcript for a summary agent (`user: …`,
+/// `assistant: …`, `tool NAME: …`, one per line), at most `max_chars`
+/// characters, cut from the oldest end.
+pub fn transcript(messages: &[ChatMessage], max_chars: usize) -> String {
+    let lines: Vec<String> = messages
+        .iter()
+        .map(|message| match message {
+            ChatMessage::User { content } => format!("user: {content}"),
+            ChatMessage::Assistant { content, .. } => format!("assistant: {content}"),
+            ChatMessage::Tool { name, content, .. } => format!("tool {name}: {content}"),
+        })
+        .collect();
+    let text = lines.join("\n");
+    let count = text.chars().count();
+    if count <= max_chars {
+        return text;
+    }
+    text.chars().skip(count - max_chars).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::ToolCall;
+
+    #[test]
+    fn a_transcript_names_each_speaker_and_keeps_the_newest_end() {
+        let messages = [
+            ChatMessage::user("What is the capital of France?"),
+            ChatMessage::Assistant {
+                content: "Paris.".into(),
+                tool_calls: Vec::new(),
+            },
+            ChatMessage::Tool {
+                call_id: "c1".into(),
+                name: "weather".into(),
+                content: "12 C".into(),
+                is_error: false,
+            },
+        ];
+        assert_eq!(
+            transcript(&messages, 1_000),
+            "user: What is the capital of France?\nassistant: Paris.\ntool weather: 12 C"
+        );
+        assert_eq!(transcript(&messages, 7), "r: 12 C");
+    }
 
     fn turn(user: &str, answer: &str) -> Vec<ChatMessage> {
         vec![ChatMessage::user(user), ChatMessage::assistant(answer)]

@@ -567,6 +567,71 @@ async fn earlier_turns_are_trimmed_to_the_token_window_oldest_first() {
     }
 }
 
+/// Issue 20: what falls out of the window is summarised by the agent the
+/// declaration names, asked as the model agent through its tool caller;
+/// the summary joins the system prompt. A refused summary only drops the
+/// turns, as before.
+#[tokio::test]
+async fn turns_falling_out_of_the_window_are_summarised_by_the_named_agent() {
+    use convergio_models::window::{TokenCounter, MESSAGE_OVERHEAD};
+    for kind in KINDS {
+        for refused in [false, true] {
+            let fake = fake(kind).await;
+            let answers = ["First answer.", "Second answer.", "Third answer."];
+            fake.push(answers.map(|answer| FakeReply::text(answer, 1, usage(5, 3))));
+            let counter = TokenCounter::for_model(kind, "fake-model");
+            let window = counter.text("Second question?")
+                + counter.text("Second answer.")
+                + 2 * MESSAGE_OVERHEAD;
+            let mut config = config(&fake, kind);
+            config.history_max_tokens = Some(window as u32);
+            config.history_summary_agent = Some("summariser".into());
+            let tools = Arc::new(ScriptedTools {
+                refuse: refused,
+                ..ScriptedTools::answering("The user first asked about France.")
+            });
+            let parts = Parts {
+                tools: tools.clone(),
+                ..Parts::default()
+            };
+            let agent = serve(config, parts).await;
+            let context_id = format!("ctx-{}", uuid::Uuid::new_v4());
+            for question in ["First question?", "Second question?", "Third question?"] {
+                let answer = send(&agent.base_url, question, Some(&context_id)).await;
+                assert_eq!(state(&answer), "TASK_STATE_COMPLETED", "{answer}");
+            }
+            // Only the third turn dropped anything: one summary, of the
+            // first turn, asked as the model agent.
+            let invocations = tools.invocations();
+            assert_eq!(invocations.len(), 1, "{kind}: {invocations:?}");
+            assert_eq!(invocations[0].tool, "summariser");
+            assert_eq!(invocations[0].agent, "assistant");
+            let asked = invocations[0].message["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                asked.ends_with("user: First question?\nassistant: First answer."),
+                "{kind}: {asked}"
+            );
+            let requests = fake.requests();
+            let system = match kind {
+                ProviderKind::OpenAi => requests[2].body["messages"][0]["content"].clone(),
+                ProviderKind::Anthropic => requests[2].body["system"].clone(),
+            };
+            let system = system.as_str().unwrap_or_default();
+            let summarised = system.contains(
+                "Summary of the earlier conversation:\nThe user first asked about France.",
+            );
+            assert_eq!(summarised, !refused, "{kind}: {system}");
+            let texts = request_texts(kind, &requests[2].body);
+            assert!(
+                !texts.iter().any(|text| text.starts_with("First")),
+                "{kind}: {texts:?}"
+            );
+        }
+    }
+}
+
 /// Memory for the recall test: `notes` holds one text, `closed` is
 /// refused, as policy refuses another agent's namespace.
 #[derive(Default)]

@@ -260,6 +260,11 @@ pub struct ModelAgentSpec {
     /// turns sent with each call (oldest whole turns dropped first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_max_tokens: Option<u32>,
+    /// An agent (by name) that summarises the earlier turns the window
+    /// leaves out; its summary goes with the call (needs
+    /// `history_max_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_summary_agent: Option<String>,
     /// Memory searched before each turn (issue 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ModelMemorySpec>,
@@ -325,6 +330,26 @@ impl ModelAgentSpec {
                 violations.push(Violation {
                     pointer: format!("/tools/{index}"),
                     message: "an agent may not list itself as a tool".to_owned(),
+                });
+            }
+        }
+        if let Some(summariser) = &spec.history_summary_agent {
+            if let Err(error) = check_name(summariser) {
+                violations.push(Violation {
+                    pointer: "/history_summary_agent".to_owned(),
+                    message: error.to_string(),
+                });
+            }
+            if *summariser == spec.name {
+                violations.push(Violation {
+                    pointer: "/history_summary_agent".to_owned(),
+                    message: "an agent may not summarise its own conversations".to_owned(),
+                });
+            }
+            if spec.history_max_tokens.is_none() {
+                violations.push(Violation {
+                    pointer: "/history_summary_agent".to_owned(),
+                    message: "a summary agent needs history_max_tokens (nothing falls out of an unbounded window)".to_owned(),
                 });
             }
         }
@@ -496,6 +521,15 @@ mod tests {
         let mut document = minimal();
         document["kind"] = json!("Agent");
         assert_eq!(pointers(&document), vec!["/kind".to_owned()]);
+        // A summary agent needs a window to summarise what falls out of.
+        let mut document = minimal();
+        document["history_summary_agent"] = json!("summariser");
+        assert_eq!(
+            pointers(&document),
+            vec!["/history_summary_agent".to_owned()]
+        );
+        document["history_max_tokens"] = json!(2000);
+        assert!(ModelAgentSpec::from_value(&document).is_ok());
     }
 
     #[test]
