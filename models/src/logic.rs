@@ -231,14 +231,15 @@ impl ModelLogic {
         let mut earlier = None;
         if let Some(window) = config.history_max_tokens {
             let counter = TokenCounter::for_model(self.provider.kind(), &config.model);
-            let kept = crate::window::trim(history.clone(), window as usize, counter);
-            let dropped = history.len() - kept.len();
-            if let (Some(summariser), true) = (&config.history_summary_agent, dropped > 0) {
-                earlier = self
-                    .summarise(summariser, &history[..dropped], context)
-                    .await;
+            let start = crate::window::window_start(&history, window as usize, counter);
+            if let Some(summariser) = config
+                .history_summary_agent
+                .as_deref()
+                .filter(|_| start > 0)
+            {
+                earlier = self.summarise(summariser, &history[..start], context).await;
             }
-            history = kept;
+            history.drain(..start);
         }
         let user_text = message_text(message);
         let system = self.system_with_memory(&user_text, turn).await;

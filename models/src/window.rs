@@ -89,10 +89,18 @@ impl TokenCounter {
 /// The newest whole turns of `history` whose tokens fit in `max_tokens`,
 /// oldest first (see the module's doc).
 pub fn trim(
-    history: Vec<ChatMessage>,
+    mut history: Vec<ChatMessage>,
     max_tokens: usize,
     counter: TokenCounter,
 ) -> Vec<ChatMessage> {
+    let kept = window_start(&history, max_tokens, counter);
+    history.drain(..kept);
+    history
+}
+
+/// Where the window of `history` starts: the messages before this index
+/// fall out of it ([`trim`] drops them; a summary agent is sent them).
+pub fn window_start(history: &[ChatMessage], max_tokens: usize, counter: TokenCounter) -> usize {
     let mut kept = history.len();
     let mut used = 0usize;
     let mut turn_tokens = 0usize;
@@ -107,9 +115,7 @@ pub fn trim(
             kept = index;
         }
     }
-    let mut history = history;
-    history.drain(..kept);
-    history
+    kept
 }
 
 /// The most characters of a transcript sent to a summary agent: the
