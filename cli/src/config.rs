@@ -91,7 +91,8 @@ pub struct ConfigFile {
     /// and the TLS and credential files it names are checked for changes.
     pub reload: ReloadSection,
     /// Memory (issue 20, see `memory_config.rs`): the local embedding
-    /// models vector namespaces may name. Default: none.
+    /// models vector namespaces may name (default: none), and how often
+    /// the vector index follows other replicas' writes (default 1000 ms).
     pub memory: crate::memory_config::MemorySection,
 }
 

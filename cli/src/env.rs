@@ -103,13 +103,16 @@ pub const OTLP_SAMPLE_RATIO: &str = "CONVERGIO_OTLP_SAMPLE_RATIO";
 pub const RELOAD_WATCH_INTERVAL: &str = "CONVERGIO_RELOAD_WATCH_INTERVAL_SECONDS";
 /// Local embedding models as `name=directory,name=directory` (memory).
 pub const MEMORY_LOCAL_MODELS: &str = "CONVERGIO_MEMORY_LOCAL_MODELS";
+/// Milliseconds between catch-ups of the vector index with other
+/// replicas' writes (default 1000; 0: never).
+pub const MEMORY_FOLLOW_INTERVAL: &str = "CONVERGIO_MEMORY_FOLLOW_INTERVAL_MS";
 /// The server client commands talk to.
 pub const SERVER: &str = "CONVERGIO_SERVER";
 /// The API key `convergio send` and `convergio tasks` call agents with.
 pub const API_KEY: &str = "CONVERGIO_API_KEY";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 48] = [
+pub const SERVER_KEYS: [&str; 49] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -158,4 +161,5 @@ pub const SERVER_KEYS: [&str; 48] = [
     OTLP_SAMPLE_RATIO,
     RELOAD_WATCH_INTERVAL,
     MEMORY_LOCAL_MODELS,
+    MEMORY_FOLLOW_INTERVAL,
 ];

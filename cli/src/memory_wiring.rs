@@ -3,7 +3,8 @@
 //! organisation's own keys (its sealed secrets) or the configured local
 //! models (`memory.local_models`, each loaded on first use), every vector
 //! namespace's index built from the stored chunks before the listener
-//! answers.
+//! answers (then following other replicas' writes every
+//! `memory.follow_interval_ms`, started by `serve.rs`).
 
 use std::sync::Arc;
 

@@ -227,6 +227,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let memory =
         crate::memory_wiring::memory_api(&config, &db, models.secrets.clone(), allow.clone())
             .await?;
+    let memory_follower = memory.memory.clone();
     let pruner = config.retention.enabled.then(|| {
         crate::retention::pruner(
             &config.retention,
@@ -478,6 +479,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The pruner's first pass runs now, then every interval; the task ends
     // with the runtime.
     let _pruner = pruner.map(|pruner| pruner.spawn());
+    // The memory index follows other replicas' writes from here on (its
+    // build at start saw everything committed before); the task ends with
+    // the runtime.
+    let _memory_follower = memory_follower.follow(config.memory.follow_interval());
     let scheme = if tls.is_some() { "https" } else { "http" };
     // SIGHUP and changed files reload what can change live (issue 22);
     // the SIGHUP handler is in place before the listening line is printed.

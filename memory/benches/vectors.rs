@@ -113,7 +113,7 @@ fn main() {
     let index = VectorIndex::new();
     let before = rss_kib();
     let started = Instant::now();
-    index.load("bench", DIMENSIONS, points[..count].to_vec());
+    index.load("bench", DIMENSIONS, None, points[..count].to_vec());
     let build = started.elapsed();
     let after = rss_kib();
     println!(
@@ -131,6 +131,7 @@ fn main() {
             DIMENSIONS,
             &[(*id, vector.as_slice(), metadata)],
             &[],
+            None,
         );
     }
     let incremental = started.elapsed();

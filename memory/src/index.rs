@@ -10,15 +10,31 @@
 //! and the filter skips it. Tombstones are dropped at the next start, when
 //! the graph is rebuilt from the rows.
 //!
+//! Each namespace's graph remembers the namespace revision it reflects
+//! (see `store.rs`): a load records the revision read before the chunks,
+//! this process's own write advances it only when it made exactly the next
+//! one, and following the other replicas ([`VectorIndex::follow`]) raises
+//! it after applying their changes. Applying a change twice, or an add
+//! after the remove of the same chunk, is harmless: chunk ids are never
+//! reused, and an id the graph has seen (live or tombstoned) is never
+//! inserted again.
+//!
 //! **Invariant:** derived, never the truth: built from the store's chunks
 //! ([`VectorIndex::load`]) and told of every committed write; a search's
 //! ids are read back from the store before they are answered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hnsw_rs::prelude::{Distance, FilterT, Hnsw};
 use serde_json::{Map, Value};
+
+use crate::store::Revision;
+
+/// A graph's revision when it does not know one (made by a write before
+/// any load): the next catch-up rebuilds it.
+const UNKNOWN_REVISION: i64 = -1;
 
 /// Neighbours kept per point on upper layers (`M`); layer 0 keeps twice.
 pub const MAX_CONNECTIONS: usize = 24;
@@ -82,13 +98,27 @@ fn unit(vector: &[f32]) -> Vec<f32> {
     }
 }
 
+/// Which chunk ids a graph holds.
+#[derive(Default)]
+struct Points {
+    /// Live chunk ids and their metadata.
+    live: HashMap<usize, Value>,
+    /// Removed ids (tombstones, and removals that arrived before their
+    /// add): never inserted again.
+    dead: HashSet<usize>,
+}
+
 /// One namespace's graph and its live points.
 struct NamespaceIndex {
     graph: Hnsw<'static, f32, UnitCosine>,
-    /// Live chunk ids and their metadata; an id in the graph but not here
-    /// is a tombstone.
-    live: RwLock<HashMap<usize, Value>>,
+    points: RwLock<Points>,
     dimensions: usize,
+    /// The namespace's creation this graph was loaded for (`None`: made by
+    /// a write, never loaded).
+    created_at: Option<i64>,
+    /// The namespace revision the graph reflects ([`UNKNOWN_REVISION`]
+    /// when made by a write, never loaded).
+    revision: AtomicI64,
 }
 
 /// A hit: a chunk id and its cosine similarity (1 is the same direction).
@@ -137,7 +167,7 @@ fn to_id(id: i64) -> Option<usize> {
 // === impl NamespaceIndex ===
 
 impl NamespaceIndex {
-    fn new(dimensions: usize, capacity: usize) -> Self {
+    fn new(dimensions: usize, capacity: usize, at: Option<Revision>) -> Self {
         Self {
             graph: Hnsw::new(
                 MAX_CONNECTIONS,
@@ -146,8 +176,55 @@ impl NamespaceIndex {
                 EF_CONSTRUCTION,
                 UnitCosine,
             ),
-            live: RwLock::new(HashMap::with_capacity(capacity)),
+            points: RwLock::new(Points {
+                live: HashMap::with_capacity(capacity),
+                dead: HashSet::new(),
+            }),
             dimensions,
+            created_at: at.map(|at| at.created_at),
+            revision: AtomicI64::new(at.map_or(UNKNOWN_REVISION, |at| at.revision)),
+        }
+    }
+
+    /// Tombstones `removed`, then inserts the `added` points the graph has
+    /// never seen (live or removed).
+    fn apply(&self, added: &[(i64, &[f32], &Value)], removed: &[i64]) {
+        if let Ok(mut points) = self.points.write() {
+            for id in removed.iter().filter_map(|id| to_id(*id)) {
+                points.live.remove(&id);
+                points.dead.insert(id);
+            }
+        }
+        for (id, vector, metadata) in added {
+            let Some(id) = to_id(*id) else { continue };
+            if vector.len() != self.dimensions {
+                continue;
+            }
+            // Claimed under the lock, so two appliers of one change never
+            // both insert it; a search meanwhile skips an id that is live
+            // but not yet in the graph (it only asks about graph points).
+            let fresh = self.points.write().is_ok_and(|mut points| {
+                if points.live.contains_key(&id) || points.dead.contains(&id) {
+                    false
+                } else {
+                    points.live.insert(id, (*metadata).clone());
+                    true
+                }
+            });
+            if fresh {
+                self.graph.insert_slice((&unit(vector), id));
+            }
+        }
+    }
+
+    fn at(&self) -> Option<Revision> {
+        let revision = self.revision.load(Ordering::Acquire);
+        match (self.created_at, revision) {
+            (Some(created_at), revision) if revision != UNKNOWN_REVISION => Some(Revision {
+                created_at,
+                revision,
+            }),
+            _ => None,
         }
     }
 }
@@ -168,14 +245,22 @@ impl VectorIndex {
     }
 
     /// (Re)builds `namespace`'s graph from `points` (chunk id, vector,
-    /// metadata), replacing any it had; inserts in parallel.
-    pub fn load(&self, namespace: &str, dimensions: usize, points: Vec<(i64, Vec<f32>, Value)>) {
-        let index = NamespaceIndex::new(dimensions, points.len());
+    /// metadata), replacing any it had; inserts in parallel. `at` is the
+    /// namespace's revision read **before** the points, so the changes
+    /// after it cover everything the points may lack.
+    pub fn load(
+        &self,
+        namespace: &str,
+        dimensions: usize,
+        at: Option<Revision>,
+        points: Vec<(i64, Vec<f32>, Value)>,
+    ) {
+        let index = NamespaceIndex::new(dimensions, points.len(), at);
         let mut units = Vec::with_capacity(points.len());
-        if let Ok(mut live) = index.live.write() {
+        if let Ok(mut stored) = index.points.write() {
             for (id, vector, metadata) in &points {
                 if let (Some(id), true) = (to_id(*id), vector.len() == dimensions) {
-                    live.insert(id, metadata.clone());
+                    stored.live.insert(id, metadata.clone());
                     units.push((unit(vector), id));
                 }
             }
@@ -188,41 +273,78 @@ impl VectorIndex {
         }
     }
 
-    /// Adds points to `namespace` (creating its graph), and tombstones
-    /// `removed` ids: a committed write.
+    /// A committed write of this process: adds points to `namespace`, and
+    /// tombstones `removed` ids. A namespace without a graph gets one only
+    /// when points are added (its revision unknown, so the next catch-up
+    /// rebuilds it). The graph's revision advances to `revision` only when
+    /// that is exactly the next one; otherwise a write of another replica
+    /// came between, and the catch-up applies both.
     pub fn apply(
         &self,
         namespace: &str,
         dimensions: usize,
         added: &[(i64, &[f32], &Value)],
         removed: &[i64],
+        revision: Option<i64>,
     ) {
         let index = match self.namespace(namespace) {
             Some(index) => index,
+            None if added.is_empty() => return,
             None => {
                 let Ok(mut map) = self.namespaces.write() else {
                     return;
                 };
                 map.entry(namespace.to_owned())
-                    .or_insert_with(|| Arc::new(NamespaceIndex::new(dimensions, 0)))
+                    .or_insert_with(|| Arc::new(NamespaceIndex::new(dimensions, 0, None)))
                     .clone()
             }
         };
-        if let Ok(mut live) = index.live.write() {
-            for id in removed.iter().filter_map(|id| to_id(*id)) {
-                live.remove(&id);
-            }
+        index.apply(added, removed);
+        if let Some(revision) = revision.filter(|revision| *revision > 0) {
+            // Fails, harmlessly, unless the graph was exactly one behind.
+            let _ = index.revision.compare_exchange(
+                revision - 1,
+                revision,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
-        for (id, vector, metadata) in added {
-            let Some(id) = to_id(*id) else { continue };
-            if vector.len() != index.dimensions {
-                continue;
-            }
-            index.graph.insert_slice((&unit(vector), id));
-            if let Ok(mut live) = index.live.write() {
-                live.insert(id, (*metadata).clone());
-            }
-        }
+    }
+
+    /// Other replicas' changes to `namespace` up to `revision`, applied to
+    /// its graph, whose revision then becomes at least `revision`; false
+    /// when this process has no graph of it.
+    pub fn follow(
+        &self,
+        namespace: &str,
+        added: &[(i64, &[f32], &Value)],
+        removed: &[i64],
+        revision: i64,
+    ) -> bool {
+        let Some(index) = self.namespace(namespace) else {
+            return false;
+        };
+        index.apply(added, removed);
+        index.revision.fetch_max(revision, Ordering::AcqRel);
+        true
+    }
+
+    /// Every namespace with a graph here and the revision it reflects
+    /// (`None`: unknown, rebuild it).
+    pub fn revisions(&self) -> Vec<(String, Option<Revision>)> {
+        self.namespaces
+            .read()
+            .map(|map| {
+                map.iter()
+                    .map(|(name, index)| (name.clone(), index.at()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The dimensions of `namespace`'s graph, if it has one.
+    pub fn dimensions(&self, namespace: &str) -> Option<usize> {
+        self.namespace(namespace).map(|index| index.dimensions)
     }
 
     /// Whether `namespace` has a graph in this process (built or loaded).
@@ -240,7 +362,7 @@ impl VectorIndex {
     /// Live points of `namespace`.
     pub fn len(&self, namespace: &str) -> usize {
         self.namespace(namespace)
-            .and_then(|index| index.live.read().ok().map(|live| live.len()))
+            .and_then(|index| index.points.read().ok().map(|points| points.live.len()))
             .unwrap_or(0)
     }
 
@@ -265,11 +387,11 @@ impl VectorIndex {
         if query.len() != index.dimensions || k == 0 {
             return Vec::new();
         }
-        let Ok(live) = index.live.read() else {
+        let Ok(points) = index.points.read() else {
             return Vec::new();
         };
         let live_filter = LiveFilter {
-            live: &live,
+            live: &points.live,
             filter: filter.filter(|filter| !filter.is_empty()),
         };
         let ef = ef.max(EF_SEARCH).max(k);
@@ -313,5 +435,60 @@ mod tests {
         }
         assert_eq!(unit(&[0.0, 0.0]), vec![0.0, 0.0]);
         assert_eq!(UnitCosine.eval(&[0.0, 0.0], &unit(&[3.0, 4.0])), 1.0);
+    }
+
+    /// Issue 20: own writes and other replicas' changes may reach a graph
+    /// twice and out of order; each chunk is inserted once, a removal
+    /// wins over an add that arrives after it, and the revision moves
+    /// only forward (an own write only when it is exactly the next one).
+    #[test]
+    fn changes_apply_once_in_any_order() {
+        let index = VectorIndex::new();
+        let metadata = Value::Null;
+        let (east, north) = (vec![1.0, 0.0], vec![0.0, 1.0]);
+        let at = |revision| {
+            Some(Revision {
+                created_at: 7,
+                revision,
+            })
+        };
+        index.load("ns", 2, at(3), vec![(1, east.clone(), metadata.clone())]);
+        assert!(index.follow("ns", &[], &[2], 4));
+        assert!(index.follow("ns", &[(2, &north, &metadata)], &[], 4));
+        assert_eq!(index.len("ns"), 1, "removed before its add arrived");
+        index.apply("ns", 2, &[(3, &north, &metadata)], &[], Some(5));
+        assert!(index.follow("ns", &[(3, &north, &metadata)], &[], 5));
+        let ids: Vec<i64> = index
+            .search("ns", &north, 10, 10, None)
+            .iter()
+            .map(|hit| hit.id)
+            .collect();
+        assert_eq!(ids, vec![3, 1], "one point per chunk");
+        assert_eq!(index.revisions(), vec![("ns".to_owned(), at(5))]);
+        index.apply("ns", 2, &[], &[1], Some(7));
+        assert_eq!(
+            index.revisions(),
+            vec![("ns".to_owned(), at(5))],
+            "6 is missing"
+        );
+        assert!(index.follow("ns", &[], &[], 4));
+        assert_eq!(
+            index.revisions(),
+            vec![("ns".to_owned(), at(5))],
+            "never back"
+        );
+
+        // A removal for a namespace without a graph makes none; an add
+        // makes one whose revision is unknown (the next catch-up rebuilds).
+        index.apply("other", 2, &[], &[9], Some(1));
+        assert!(!index.contains("other"));
+        assert!(!index.follow("other", &[], &[9], 1));
+        index.apply("other", 2, &[(9, &east, &metadata)], &[], Some(1));
+        assert_eq!(index.dimensions("other"), Some(2));
+        let other = index
+            .revisions()
+            .into_iter()
+            .find(|(name, _)| name == "other");
+        assert_eq!(other, Some(("other".to_owned(), None)));
     }
 }

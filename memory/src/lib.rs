@@ -12,10 +12,14 @@
 //! `/v1/memory` and decides every call by policy before it gets here.
 //!
 //! **Invariant:** the rows are the truth, the index is derived: it is built
-//! from the stored chunks at start and follows every write of this process
-//! after its commit; a search reads the rows it returns back from the store,
-//! so a chunk the index still names but the store no longer holds is never
-//! answered.
+//! from the stored chunks at start (or first use) and follows every write —
+//! this process's after its commit, other processes' on the same database
+//! (replicas on one PostgreSQL, two on one SQLite file) through
+//! [`Memory::follow_changes`], by each namespace's revision and the chunk
+//! change records every write leaves (see [`store`]), rebuilding from the
+//! rows when those are no longer all retained; a search reads the rows it
+//! returns back from the store, so a chunk the index still names but the
+//! store no longer holds is never answered.
 
 pub mod chunk;
 pub mod embed;
@@ -30,5 +34,8 @@ pub use error::{MemoryError, Result};
 pub use namespace::{
     Chunking, EmbeddingSpec, NamespaceKind, NamespaceScope, NamespaceSpec, Retention,
 };
-pub use service::{Memory, SearchHit, SearchRequest};
-pub use store::{ChunkRow, ItemRow, MemoryStore, NamespaceRow, NewChunk, PrunedItem, PutItem};
+pub use service::{FollowReport, Memory, SearchHit, SearchRequest, CHANGE_RETENTION};
+pub use store::{
+    ChangeOp, ChunkChange, ChunkRow, ItemRow, MemoryStore, NamespaceRow, NewChunk, PrunedItem,
+    PutItem, RemovedItem, Revision,
+};

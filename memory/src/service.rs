@@ -5,8 +5,17 @@
 //! through the [`MemoryStore`] in one transaction, and then tells the
 //! [`VectorIndex`]. Policy is decided by the caller (the gateway) before
 //! any method here runs; this service never sees a principal.
+//!
+//! Other processes writing to the same database (replicas on one
+//! PostgreSQL, or two on one SQLite file) are followed by
+//! [`Memory::follow_changes`], run every `memory.follow_interval_ms` by
+//! [`Memory::follow`]: each loaded namespace whose stored revision moved
+//! gets the chunk changes after the revision its graph reflects, or is
+//! rebuilt from the rows when those changes are no longer all retained.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,8 +24,19 @@ use crate::chunk::chunk;
 use crate::embed::Embedders;
 use crate::index::{MetadataFilter, VectorIndex};
 use crate::namespace::{check_name, EmbeddingSpec, NamespaceKind, NamespaceSpec};
-use crate::store::{ItemRow, MemoryStore, NamespaceRow, NewChunk, PutItem, PutResult};
+use crate::store::{
+    ChangeOp, ItemRow, MemoryStore, NamespaceRow, NewChunk, PutItem, PutResult, Revision,
+};
 use crate::{MemoryError, Result};
+
+/// How long the store keeps a chunk change record: a replica that has not
+/// caught up for longer rebuilds the namespaces that changed meanwhile.
+pub const CHANGE_RETENTION: Duration = Duration::from_secs(3_600);
+/// How often [`Memory::follow`] prunes change records past
+/// [`CHANGE_RETENTION`].
+const CHANGE_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Added chunks read back per query while following (one placeholder each).
+const FOLLOW_BATCH: usize = 500;
 
 /// The most hits one search returns.
 pub const MAX_TOP_K: usize = 100;
@@ -54,6 +74,21 @@ pub struct SearchHit {
     pub text: String,
     /// The document's metadata.
     pub metadata: Value,
+}
+
+/// What one [`Memory::follow_changes`] did, by namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowReport {
+    /// Namespaces brought up to date by applying their changes.
+    pub followed: usize,
+    /// Namespaces rebuilt from the rows (changes no longer all retained,
+    /// a namespace recreated under the same name, or a graph made by a
+    /// write before any load).
+    pub rebuilt: usize,
+    /// Namespaces deleted elsewhere, whose graphs were dropped.
+    pub dropped: usize,
+    /// Namespaces that failed (logged; tried again next time).
+    pub failed: usize,
 }
 
 /// Memory namespaces, their items and their index.
@@ -138,6 +173,10 @@ impl Memory {
     }
 
     async fn load_index(&self, row: &NamespaceRow) -> Result<usize> {
+        // The revision before the chunks: whatever commits in between is
+        // both in the chunks and in the changes after it, and applying a
+        // change twice is harmless.
+        let at = self.store.revision(&row.name).await?;
         let chunks = self.store.chunks(&row.name).await?;
         let count = chunks.len();
         // A local model's dimensions are its own: every stored chunk has
@@ -150,6 +189,7 @@ impl Memory {
             .and_then(EmbeddingSpec::dimensions)
             .or_else(|| chunks.first().map(|chunk| chunk.vector.len()))
         else {
+            self.index.drop_namespace(&row.name);
             return Ok(0);
         };
         let points = chunks
@@ -158,7 +198,7 @@ impl Memory {
             .collect();
         let index = self.index.clone();
         let name = row.name.clone();
-        tokio::task::spawn_blocking(move || index.load(&name, dimensions, points))
+        tokio::task::spawn_blocking(move || index.load(&name, dimensions, at, points))
             .await
             .map_err(|error| MemoryError::invalid(format!("building the index: {error}")))?;
         Ok(count)
@@ -294,6 +334,7 @@ impl Memory {
                 chunks.first().map_or(0, |chunk| chunk.vector.len()),
                 &added,
                 &result.removed_chunk_ids,
+                result.revision,
             );
         }
         Ok(result)
@@ -379,8 +420,14 @@ impl Memory {
                 key: key.to_owned(),
             });
         };
-        if !removed.is_empty() {
-            self.index.apply(&namespace.name, 0, &[], &removed);
+        if !removed.chunk_ids.is_empty() {
+            self.index.apply(
+                &namespace.name,
+                0,
+                &[],
+                &removed.chunk_ids,
+                removed.revision,
+            );
         }
         Ok(())
     }
@@ -392,12 +439,165 @@ impl Memory {
         let pruned = self.store.prune_expired(before, limit).await?;
         for item in &pruned {
             // An index this process never loaded is built from the rows,
-            // which no longer hold these chunks.
-            if !item.chunk_ids.is_empty() && self.index.contains(&item.namespace) {
-                self.index.apply(&item.namespace, 0, &[], &item.chunk_ids);
+            // which no longer hold these chunks (`apply` makes no graph
+            // for removals alone).
+            if !item.chunk_ids.is_empty() {
+                self.index
+                    .apply(&item.namespace, 0, &[], &item.chunk_ids, item.revision);
             }
         }
         Ok(pruned.len() as u64)
+    }
+
+    /// Brings every namespace graph of this process up to the stored
+    /// revisions: the writes other processes committed since are applied
+    /// (or the namespace is rebuilt from the rows), and a namespace
+    /// deleted elsewhere is dropped. One query when nothing moved.
+    pub async fn follow_changes(&self) -> Result<FollowReport> {
+        let mut report = FollowReport::default();
+        // Ours before the store's: a stored revision read after ours is
+        // never behind it (revisions only grow), except for a namespace
+        // recreated, which is rebuilt.
+        let ours = self.index.revisions();
+        if ours.is_empty() {
+            return Ok(report);
+        }
+        let stored: HashMap<String, Revision> = self.store.revisions().await?.into_iter().collect();
+        for (name, at) in ours {
+            let Some(now) = stored.get(&name).copied() else {
+                self.index.drop_namespace(&name);
+                report.dropped += 1;
+                continue;
+            };
+            let outcome = match at {
+                Some(at) if at == now => continue,
+                Some(at) if at.created_at == now.created_at && at.revision < now.revision => {
+                    match self.apply_changes(&name, at.revision, now.revision).await {
+                        Ok(true) => Ok(&mut report.followed),
+                        Ok(false) => self.rebuild(&name).await.map(|()| &mut report.rebuilt),
+                        Err(error) => Err(error),
+                    }
+                }
+                _ => self.rebuild(&name).await.map(|()| &mut report.rebuilt),
+            };
+            match outcome {
+                Ok(counter) => *counter += 1,
+                Err(error) => {
+                    tracing::warn!(namespace = %name, %error, "following a memory namespace failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Applies `namespace`'s changes `after+1..=upto` to its graph; false
+    /// when they are not all retained (a revision without changes) or do
+    /// not fit the graph, so it must be rebuilt.
+    async fn apply_changes(&self, namespace: &str, after: i64, upto: i64) -> Result<bool> {
+        let changes = self.store.changes(namespace, after, upto).await?;
+        // Every revision of the range has at least one change (a
+        // transaction that changes no chunk raises none), so a missing
+        // one was pruned.
+        let mut last = after;
+        for change in &changes {
+            if change.revision == last + 1 {
+                last += 1;
+            } else if change.revision != last {
+                return Ok(false);
+            }
+        }
+        if last != upto {
+            return Ok(false);
+        }
+        let Some(dimensions) = self.index.dimensions(namespace) else {
+            return Ok(true);
+        };
+        let ids = |op: ChangeOp| -> Vec<i64> {
+            changes
+                .iter()
+                .filter(|change| change.op == op)
+                .map(|change| change.chunk_id)
+                .collect()
+        };
+        let (added_ids, removed) = (ids(ChangeOp::Add), ids(ChangeOp::Remove));
+        let mut rows = Vec::with_capacity(added_ids.len());
+        for batch in added_ids.chunks(FOLLOW_BATCH) {
+            // Expired or not, as a build reads them; a chunk removed since
+            // is not there, and its remove is among the changes.
+            rows.extend(self.store.chunks_by_id(namespace, batch, i64::MIN).await?);
+        }
+        if rows.iter().any(|row| row.vector.len() != dimensions) {
+            return Ok(false);
+        }
+        // Inserting into the graph is CPU work: off the async threads.
+        let index = self.index.clone();
+        let name = namespace.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let added: Vec<(i64, &[f32], &Value)> = rows
+                .iter()
+                .map(|row| (row.id, row.vector.as_slice(), &row.metadata))
+                .collect();
+            index.follow(&name, &added, &removed, upto);
+        })
+        .await
+        .map_err(|error| MemoryError::invalid(format!("following the index: {error}")))?;
+        Ok(true)
+    }
+
+    /// Rebuilds `namespace`'s graph from the rows (dropped if the
+    /// namespace is gone).
+    async fn rebuild(&self, namespace: &str) -> Result<()> {
+        match self.store.namespace(namespace).await? {
+            Some(row) if row.spec.kind == NamespaceKind::Vector => {
+                self.load_index(&row).await?;
+            }
+            _ => self.index.drop_namespace(namespace),
+        }
+        Ok(())
+    }
+
+    /// Deletes chunk change records older than `before` (Unix seconds);
+    /// how many went.
+    pub async fn prune_changes(&self, before: i64) -> Result<u64> {
+        self.store.prune_changes(before).await
+    }
+
+    /// Follows other processes' writes every `interval` (`None`: never),
+    /// and prunes change records older than [`CHANGE_RETENTION`] every
+    /// minute either way; the task runs until it is aborted or the runtime
+    /// ends. A failing pass is logged and tried again at the next tick.
+    pub fn follow(self: Arc<Self>, interval: Option<Duration>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval.unwrap_or(CHANGE_PRUNE_EVERY));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pruned_at: Option<Instant> = None;
+            loop {
+                ticker.tick().await;
+                if interval.is_some() {
+                    match self.follow_changes().await {
+                        Ok(report) if report == FollowReport::default() => {}
+                        Ok(report) => tracing::debug!(
+                            followed = report.followed,
+                            rebuilt = report.rebuilt,
+                            dropped = report.dropped,
+                            failed = report.failed,
+                            "memory index followed other replicas' writes"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "following memory changes failed");
+                        }
+                    }
+                }
+                if pruned_at.is_none_or(|at| at.elapsed() >= CHANGE_PRUNE_EVERY) {
+                    pruned_at = Some(Instant::now());
+                    let retention = i64::try_from(CHANGE_RETENTION.as_secs()).unwrap_or(i64::MAX);
+                    if let Err(error) = self.prune_changes(now().saturating_sub(retention)).await {
+                        tracing::warn!(%error, "pruning memory change records failed");
+                    }
+                }
+            }
+        })
     }
 
     /// The `top_k` chunks nearest the query, filtered by metadata.

@@ -6,6 +6,15 @@
 //! **Invariant:** [`MemoryStore::put_item`] is one transaction: the item,
 //! its version check, its item bound and all its chunks are written
 //! together or not at all.
+//!
+//! **Invariant:** every transaction that adds or removes chunks of a
+//! namespace (a write, a deletion, a prune) also raises the namespace's
+//! revision by one and records each chunk added or removed under the new
+//! revision ([`ChunkChange`]); the namespace's row is locked from the
+//! transaction's first statement to its commit, so one namespace's
+//! revisions commit in order and the changes after any revision a reader
+//! saw have no gaps — until old ones are pruned, which a reader notices
+//! (a revision without changes) and answers by rebuilding from the rows.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -109,6 +118,18 @@ pub struct PutResult {
     pub chunk_ids: Vec<i64>,
     /// The ids of the chunks the write replaced.
     pub removed_chunk_ids: Vec<i64>,
+    /// The namespace's revision the write made, when it added or removed
+    /// chunks (`None`: a structured record, nothing for the index).
+    pub revision: Option<i64>,
+}
+
+/// What deleting an item removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedItem {
+    /// The ids of the item's chunks.
+    pub chunk_ids: Vec<i64>,
+    /// The namespace's revision the deletion made, when it removed chunks.
+    pub revision: Option<i64>,
 }
 
 /// What pruning removed of one expired item: its namespace and the ids of
@@ -119,6 +140,38 @@ pub struct PrunedItem {
     pub namespace: String,
     /// The ids of the chunks deleted with it.
     pub chunk_ids: Vec<i64>,
+    /// The namespace's revision the deletion made, when it removed chunks.
+    pub revision: Option<i64>,
+}
+
+/// A vector namespace's place in its history: which namespace of that name
+/// (its creation) and how many chunk-changing transactions it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    /// The namespace's creation, Unix seconds.
+    pub created_at: i64,
+    /// Raised by one by every transaction that adds or removes its chunks.
+    pub revision: i64,
+}
+
+/// What a change did to a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// The chunk was stored.
+    Add,
+    /// The chunk was deleted.
+    Remove,
+}
+
+/// One chunk added or removed by the transaction that made `revision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkChange {
+    /// The namespace's revision the transaction made.
+    pub revision: i64,
+    /// The chunk's row id.
+    pub chunk_id: i64,
+    /// Added or removed.
+    pub op: ChangeOp,
 }
 
 /// Memory's tables.
@@ -150,14 +203,14 @@ pub trait MemoryStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ItemRow>>;
-    /// Deletes an item (checking `expected_version` when given); the
-    /// removed chunk ids, or `None` when there was no such item.
+    /// Deletes an item (checking `expected_version` when given); what it
+    /// removed, or `None` when there was no such item.
     async fn delete_item(
         &self,
         namespace: &str,
         key: &str,
         expected_version: Option<i64>,
-    ) -> Result<Option<Vec<i64>>>;
+    ) -> Result<Option<RemovedItem>>;
     /// Deletes up to `limit` items that expired at or before `before`
     /// (Unix seconds), oldest expiry first, each with its chunks, in one
     /// transaction; an item rewritten meanwhile (live again) stays.
@@ -165,6 +218,18 @@ pub trait MemoryStore: Send + Sync + 'static {
     /// Every chunk of `namespace` (the index is built from them).
     async fn chunks(&self, namespace: &str) -> Result<Vec<ChunkRow>>;
     /// The chunks among `ids` that are still stored and whose item is live
-    /// at `now` (a search's answers, read back from the truth).
+    /// at `now` (a search's answers, read back from the truth; `i64::MIN`:
+    /// every stored chunk among them, as an index build reads them).
     async fn chunks_by_id(&self, namespace: &str, ids: &[i64], now: i64) -> Result<Vec<ChunkRow>>;
+    /// Every vector namespace's revision, by name (one query: a replica
+    /// following the others asks it every interval).
+    async fn revisions(&self) -> Result<Vec<(String, Revision)>>;
+    /// The vector namespace `name`'s revision, if it exists.
+    async fn revision(&self, name: &str) -> Result<Option<Revision>>;
+    /// The chunk changes of `namespace` with revisions in `after+1..=upto`,
+    /// by revision (those still retained: see [`MemoryStore::prune_changes`]).
+    async fn changes(&self, namespace: &str, after: i64, upto: i64) -> Result<Vec<ChunkChange>>;
+    /// Deletes change records made before `before` (Unix seconds); how
+    /// many went.
+    async fn prune_changes(&self, before: i64) -> Result<u64>;
 }

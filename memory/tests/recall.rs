@@ -93,9 +93,15 @@ fn recall_at_10_beats_0_95_against_exact_search() {
     let index = VectorIndex::new();
     // Half loaded at start, half inserted one by one as writes would.
     let (loaded, written) = points.split_at(1_000);
-    index.load("ns", DIMENSIONS, loaded.to_vec());
+    index.load("ns", DIMENSIONS, None, loaded.to_vec());
     for (id, vector, metadata) in written {
-        index.apply("ns", DIMENSIONS, &[(*id, vector.as_slice(), metadata)], &[]);
+        index.apply(
+            "ns",
+            DIMENSIONS,
+            &[(*id, vector.as_slice(), metadata)],
+            &[],
+            None,
+        );
     }
     assert_eq!(index.len("ns"), 2_000);
     let queries: Vec<Vec<f32>> = clustered(50, 100, 7 + 1)
@@ -115,7 +121,7 @@ fn recall_at_10_beats_0_95_against_exact_search() {
 
     // Tombstones are never answered, and recall holds over what is left.
     let removed: Vec<i64> = points.iter().step_by(10).map(|(id, _, _)| *id).collect();
-    index.apply("ns", DIMENSIONS, &[], &removed);
+    index.apply("ns", DIMENSIONS, &[], &removed, None);
     let left: Vec<(i64, Vec<f32>, Value)> = points
         .iter()
         .filter(|(id, _, _)| !removed.contains(id))

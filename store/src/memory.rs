@@ -1,4 +1,4 @@
-//! Memory's tables (migrations 0013, 0014 and 0019, issue 20) on either backend: the
+//! Memory's tables (migrations 0013, 0014, 0019 and 0020, issue 20) on either backend: the
 //! memory crate's [`MemoryStore`] over the process's one [`Db`]. Every
 //! statement is written once with `$N` placeholders; the one built at run
 //! time (a search's `IN` list) numbers its placeholders per backend.
@@ -11,6 +11,11 @@
 //! - an item's chunks are replaced with it, in the same transaction, and
 //!   deleted with it; chunk ids come from the database and are never
 //!   reused, so the index can tombstone an id for good;
+//! - every transaction that adds or removes chunks raises its namespace's
+//!   revision (`BUMP_REVISION`) and records each chunk added or removed
+//!   under the new revision (`memory_chunk_changes`), so another replica's
+//!   index follows by reading the changes after the revision it reflects
+//!   (see `BUMP_REVISION` for why those have no gaps);
 //! - a namespace's `agent` column is its declaration's scope, written
 //!   together; a row where they disagree does not decode (an error);
 //! - a vector is stored as its `f32`s, little-endian; one whose length is
@@ -18,7 +23,8 @@
 
 use async_trait::async_trait;
 use convergio_memory::store::{
-    ChunkRow, ItemRow, MemoryStore, NamespaceRow, PrunedItem, PutItem, PutResult,
+    ChangeOp, ChunkChange, ChunkRow, ItemRow, MemoryStore, NamespaceRow, PrunedItem, PutItem,
+    PutResult, RemovedItem, Revision,
 };
 use convergio_memory::{MemoryError, NamespaceSpec, Result};
 use convergio_schemas::{StorageError, StorageFailure};
@@ -27,8 +33,13 @@ use serde_json::Value;
 use crate::registry::on_pool;
 use crate::{Backend, Db, DbResult};
 
+/// A new namespace starts one revision past the highest its name recorded
+/// (an earlier namespace of that name, deleted): that revision has no
+/// changes, so a replica still holding the earlier one's index finds a gap
+/// and rebuilds instead of applying the new one's changes to it.
 const CREATE_NAMESPACE: &str = "INSERT INTO memory_namespaces \
-     (name, org, kind, spec, created_at, agent) VALUES ($1, $2, $3, $4, $5, $6)";
+     (name, org, kind, spec, created_at, agent, revision) VALUES ($1, $2, $3, $4, $5, $6, \
+     COALESCE((SELECT MAX(revision) FROM memory_chunk_changes WHERE namespace = $1), 0) + 1)";
 const GET_NAMESPACE: &str =
     "SELECT name, org, spec, created_at, agent FROM memory_namespaces WHERE name = $1";
 const LIST_NAMESPACES: &str =
@@ -45,6 +56,33 @@ const DELETE_NAMESPACE: &str = "DELETE FROM memory_namespaces WHERE name = $1";
 const DELETE_NAMESPACE_ITEMS: &str = "DELETE FROM memory_items WHERE namespace = $1";
 const NAMESPACE_CHUNK_IDS: &str = "SELECT id FROM memory_chunks WHERE namespace = $1";
 const DELETE_NAMESPACE_CHUNKS: &str = "DELETE FROM memory_chunks WHERE namespace = $1";
+
+/// Raises the namespace's revision in a transaction that adds or removes
+/// its chunks, and returns the new one. The namespace's row is already
+/// locked by `LOCK_NAMESPACE` (PostgreSQL's row lock, SQLite's write lock)
+/// and stays locked until the commit, so two transactions of one namespace
+/// never overlap: the one that made revision R commits before the one that
+/// makes R+1 can read R. Revisions therefore become visible in order, and
+/// a reader that saw revision R and later sees S finds every change of
+/// R+1..=S committed (no gaps), unless pruned by age.
+const BUMP_REVISION: &str =
+    "UPDATE memory_namespaces SET revision = revision + 1 WHERE name = $1 RETURNING revision";
+/// Records every chunk the item has now as added, or (before they are
+/// deleted) as removed, under revision `$3`.
+const RECORD_ITEM_CHUNKS: &str = "INSERT INTO memory_chunk_changes \
+     (namespace, revision, chunk_id, op, changed_at) \
+     SELECT namespace, $3, id, $4, $5 FROM memory_chunks WHERE namespace = $1 AND key = $2";
+const VECTOR_REVISIONS: &str = "SELECT name, created_at, revision FROM memory_namespaces \
+     WHERE kind = 'vector' ORDER BY name";
+const VECTOR_REVISION: &str =
+    "SELECT created_at, revision FROM memory_namespaces WHERE name = $1 AND kind = 'vector'";
+/// By the primary key (namespace, revision, chunk_id).
+const CHANGES_AFTER: &str = "SELECT revision, chunk_id, op FROM memory_chunk_changes \
+     WHERE namespace = $1 AND revision > $2 AND revision <= $3 ORDER BY revision, chunk_id";
+/// By `memory_chunk_changes_by_age`.
+const PRUNE_CHANGES: &str = "DELETE FROM memory_chunk_changes WHERE changed_at < $1";
+const OP_ADD: &str = "add";
+const OP_REMOVE: &str = "remove";
 
 const ITEM_STATE: &str =
     "SELECT version, expires_at FROM memory_items WHERE namespace = $1 AND key = $2";
@@ -68,8 +106,6 @@ const EXPIRED_ITEMS: &str = "SELECT namespace, key FROM memory_items \
 /// meanwhile wins.
 const DELETE_EXPIRED_ITEM: &str = "DELETE FROM memory_items WHERE namespace = $1 AND key = $2 \
      AND expires_at IS NOT NULL AND expires_at <= $3";
-const DELETE_ITEM_CHUNKS_RETURNING: &str =
-    "DELETE FROM memory_chunks WHERE namespace = $1 AND key = $2 RETURNING id";
 
 const GET_ITEM: &str = "SELECT namespace, key, value, version, updated_at, expires_at \
      FROM memory_items WHERE namespace = $1 AND key = $2 \
@@ -182,6 +218,23 @@ fn decode_chunk(row: ChunkTuple) -> Result<ChunkRow> {
         metadata,
         vector,
     })
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn decode_op(namespace: &str, revision: i64, op: &str) -> Result<ChangeOp> {
+    match op {
+        OP_ADD => Ok(ChangeOp::Add),
+        OP_REMOVE => Ok(ChangeOp::Remove),
+        other => Err(corrupt(format!(
+            "stored memory change of {namespace} at revision {revision}: unknown op {other:?}"
+        ))),
+    }
 }
 
 fn is_live(expires_at: Option<i64>, now: i64) -> bool {
@@ -337,6 +390,8 @@ impl MemoryStore for MemoryTables {
         let ids_sql = backend.sql(ITEM_CHUNK_IDS);
         let delete_chunks_sql = backend.sql(DELETE_ITEM_CHUNKS);
         let chunk_sql = backend.sql(INSERT_CHUNK);
+        let bump_sql = backend.sql(BUMP_REVISION);
+        let record_sql = backend.sql(RECORD_ITEM_CHUNKS);
         on_pool!(self.db, |pool| {
             let mut transaction = pool
                 .begin_with(backend.begin_write())
@@ -440,7 +495,27 @@ impl MemoryStore for MemoryTables {
                 .fetch_all(&mut *transaction)
                 .await
                 .db("listing an item's chunks")?;
-            if !removed_chunk_ids.is_empty() {
+            let revision: Option<i64> = if removed_chunk_ids.is_empty() && chunks.is_empty() {
+                None
+            } else {
+                Some(
+                    sqlx::query_scalar(&bump_sql)
+                        .bind(put.namespace)
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .db("raising a namespace's revision")?,
+                )
+            };
+            if let (Some(revision), false) = (revision, removed_chunk_ids.is_empty()) {
+                sqlx::query(&record_sql)
+                    .bind(put.namespace)
+                    .bind(put.key)
+                    .bind(revision)
+                    .bind(OP_REMOVE)
+                    .bind(put.at)
+                    .execute(&mut *transaction)
+                    .await
+                    .db("recording an item's removed chunks")?;
                 sqlx::query(&delete_chunks_sql)
                     .bind(put.namespace)
                     .bind(put.key)
@@ -462,12 +537,24 @@ impl MemoryStore for MemoryTables {
                     .db("inserting a chunk")?;
                 chunk_ids.push(id);
             }
+            if let (Some(revision), false) = (revision, chunk_ids.is_empty()) {
+                sqlx::query(&record_sql)
+                    .bind(put.namespace)
+                    .bind(put.key)
+                    .bind(revision)
+                    .bind(OP_ADD)
+                    .bind(put.at)
+                    .execute(&mut *transaction)
+                    .await
+                    .db("recording an item's added chunks")?;
+            }
             transaction.commit().await.db("committing an item write")?;
             Ok(PutResult {
                 version,
                 created: live.is_none(),
                 chunk_ids,
                 removed_chunk_ids,
+                revision,
             })
         })
     }
@@ -508,17 +595,16 @@ impl MemoryStore for MemoryTables {
         namespace: &str,
         key: &str,
         expected_version: Option<i64>,
-    ) -> Result<Option<Vec<i64>>> {
+    ) -> Result<Option<RemovedItem>> {
         let backend = self.db.backend();
         let lock = backend.sql(LOCK_NAMESPACE);
+        let bump_sql = backend.sql(BUMP_REVISION);
+        let record_sql = backend.sql(RECORD_ITEM_CHUNKS);
         let state_sql = backend.sql(ITEM_STATE);
         let ids_sql = backend.sql(ITEM_CHUNK_IDS);
         let delete_chunks_sql = backend.sql(DELETE_ITEM_CHUNKS);
         let delete_sql = backend.sql(DELETE_ITEM);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let now = unix_now();
         on_pool!(self.db, |pool| {
             let mut transaction = pool
                 .begin_with(backend.begin_write())
@@ -558,6 +644,25 @@ impl MemoryStore for MemoryTables {
                 .fetch_all(&mut *transaction)
                 .await
                 .db("listing an item's chunks")?;
+            let revision: Option<i64> = if removed.is_empty() {
+                None
+            } else {
+                let revision: i64 = sqlx::query_scalar(&bump_sql)
+                    .bind(namespace)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .db("raising a namespace's revision")?;
+                sqlx::query(&record_sql)
+                    .bind(namespace)
+                    .bind(key)
+                    .bind(revision)
+                    .bind(OP_REMOVE)
+                    .bind(now)
+                    .execute(&mut *transaction)
+                    .await
+                    .db("recording an item's removed chunks")?;
+                Some(revision)
+            };
             for sql in [&delete_chunks_sql, &delete_sql] {
                 sqlx::query(sql)
                     .bind(namespace)
@@ -570,9 +675,13 @@ impl MemoryStore for MemoryTables {
                 .commit()
                 .await
                 .db("committing an item deletion")?;
-            // An expired item is gone for the caller: deleted, but not found.
+            // An expired item is gone for the caller: deleted, but not found
+            // (its chunks leave the index with the other replicas' changes).
             if is_live(expires_at, now) {
-                Ok(Some(removed))
+                Ok(Some(RemovedItem {
+                    chunk_ids: removed,
+                    revision,
+                }))
             } else {
                 Ok(None)
             }
@@ -583,7 +692,12 @@ impl MemoryStore for MemoryTables {
         let backend = self.db.backend();
         let expired_sql = backend.sql(EXPIRED_ITEMS);
         let delete_sql = backend.sql(DELETE_EXPIRED_ITEM);
-        let chunks_sql = backend.sql(DELETE_ITEM_CHUNKS_RETURNING);
+        let lock = backend.sql(LOCK_NAMESPACE);
+        let ids_sql = backend.sql(ITEM_CHUNK_IDS);
+        let chunks_sql = backend.sql(DELETE_ITEM_CHUNKS);
+        let bump_sql = backend.sql(BUMP_REVISION);
+        let record_sql = backend.sql(RECORD_ITEM_CHUNKS);
+        let now = unix_now();
         on_pool!(self.db, |pool| {
             let mut transaction = pool
                 .begin_with(backend.begin_write())
@@ -597,6 +711,15 @@ impl MemoryStore for MemoryTables {
                 .db("finding expired memory items")?;
             let mut pruned = Vec::with_capacity(expired.len());
             for (namespace, key) in expired {
+                // The namespace's row first, as every write takes it: its
+                // revision is raised below, and taking it after the item's
+                // row would deadlock with a write holding it and waiting
+                // for the item.
+                sqlx::query(&lock)
+                    .bind(&namespace)
+                    .execute(&mut *transaction)
+                    .await
+                    .db("locking a memory namespace")?;
                 let deleted = sqlx::query(&delete_sql)
                     .bind(&namespace)
                     .bind(&key)
@@ -608,15 +731,41 @@ impl MemoryStore for MemoryTables {
                 if deleted == 0 {
                     continue;
                 }
-                let chunk_ids: Vec<i64> = sqlx::query_scalar(&chunks_sql)
+                let chunk_ids: Vec<i64> = sqlx::query_scalar(&ids_sql)
                     .bind(&namespace)
                     .bind(&key)
                     .fetch_all(&mut *transaction)
                     .await
-                    .db("deleting an expired item's chunks")?;
+                    .db("listing an expired item's chunks")?;
+                let revision: Option<i64> = if chunk_ids.is_empty() {
+                    None
+                } else {
+                    let revision: i64 = sqlx::query_scalar(&bump_sql)
+                        .bind(&namespace)
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .db("raising a namespace's revision")?;
+                    sqlx::query(&record_sql)
+                        .bind(&namespace)
+                        .bind(&key)
+                        .bind(revision)
+                        .bind(OP_REMOVE)
+                        .bind(now)
+                        .execute(&mut *transaction)
+                        .await
+                        .db("recording an expired item's chunks")?;
+                    sqlx::query(&chunks_sql)
+                        .bind(&namespace)
+                        .bind(&key)
+                        .execute(&mut *transaction)
+                        .await
+                        .db("deleting an expired item's chunks")?;
+                    Some(revision)
+                };
                 pruned.push(PrunedItem {
                     namespace,
                     chunk_ids,
+                    revision,
                 });
             }
             transaction.commit().await.db("committing a memory prune")?;
@@ -647,5 +796,69 @@ impl MemoryStore for MemoryTables {
             query.fetch_all(pool).await.db("reading chunks by id")?
         });
         rows.into_iter().map(decode_chunk).collect()
+    }
+
+    async fn revisions(&self) -> Result<Vec<(String, Revision)>> {
+        let rows: Vec<(String, i64, i64)> =
+            on_pool!(self.db, |pool| sqlx::query_as(VECTOR_REVISIONS)
+                .fetch_all(pool)
+                .await
+                .db("reading memory namespaces' revisions")?);
+        Ok(rows
+            .into_iter()
+            .map(|(name, created_at, revision)| {
+                (
+                    name,
+                    Revision {
+                        created_at,
+                        revision,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn revision(&self, name: &str) -> Result<Option<Revision>> {
+        let sql = self.db.backend().sql(VECTOR_REVISION);
+        let row: Option<(i64, i64)> = on_pool!(self.db, |pool| sqlx::query_as(&sql)
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .db("reading a memory namespace's revision")?);
+        Ok(row.map(|(created_at, revision)| Revision {
+            created_at,
+            revision,
+        }))
+    }
+
+    async fn changes(&self, namespace: &str, after: i64, upto: i64) -> Result<Vec<ChunkChange>> {
+        let sql = self.db.backend().sql(CHANGES_AFTER);
+        let rows: Vec<(i64, i64, String)> = on_pool!(self.db, |pool| sqlx::query_as(&sql)
+            .bind(namespace)
+            .bind(after)
+            .bind(upto)
+            .fetch_all(pool)
+            .await
+            .db("reading a namespace's chunk changes")?);
+        rows.into_iter()
+            .map(|(revision, chunk_id, op)| {
+                Ok(ChunkChange {
+                    revision,
+                    chunk_id,
+                    op: decode_op(namespace, revision, &op)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_changes(&self, before: i64) -> Result<u64> {
+        let sql = self.db.backend().sql(PRUNE_CHANGES);
+        let pruned = on_pool!(self.db, |pool| sqlx::query(&sql)
+            .bind(before)
+            .execute(pool)
+            .await
+            .db("pruning memory chunk changes")?
+            .rows_affected());
+        Ok(pruned)
     }
 }

@@ -3,6 +3,12 @@
 //! loaded as that release left it, opened with today's `Db::open` — which
 //! applies migrations 0008 and 0009 over tables that already exist — and
 //! every kind of row is read back through today's stores.
+//!
+//! And memory written before migration 0020 (issue 20: namespace revisions
+//! and chunk change records): a database migrated only to 0019 holding a
+//! vector namespace with a chunk is opened with today's `Db::open`; the
+//! namespace starts at revision 0, its index builds from the rows, and a
+//! write after the upgrade raises the revision and is followed.
 
 use std::sync::Arc;
 
@@ -147,4 +153,179 @@ async fn every_kind_of_row_reads_back_after_the_upgrade(url: String) {
         .expect("the stored graph is there");
     assert_eq!(graph.summary.version, 1);
     db.close().await;
+}
+
+mod memory_before_revisions {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use convergio_memory::embed::{Embedder, Embedders};
+    use convergio_memory::store::PutItem;
+    use convergio_memory::{
+        ChangeOp, EmbeddingSpec, FollowReport, Memory, MemoryError, MemoryStore, NamespaceKind,
+        NamespaceSpec, NewChunk, Revision,
+    };
+    use convergio_store::memory::MemoryTables;
+    use convergio_store::{Db, DbConfig};
+    use serde_json::json;
+    use sqlx::Connection;
+
+    /// The last migration before revisions.
+    const BEFORE: i64 = 19;
+    const CREATED_AT: i64 = 1_700_000_000;
+
+    /// Nothing here embeds: the index is built from stored vectors.
+    struct NoEmbedders;
+
+    #[async_trait]
+    impl Embedders for NoEmbedders {
+        async fn embedder(
+            &self,
+            _org: &str,
+            _spec: &EmbeddingSpec,
+        ) -> convergio_memory::Result<Arc<dyn Embedder>> {
+            Err(MemoryError::invalid("no embedding in this test"))
+        }
+    }
+
+    fn spec() -> NamespaceSpec {
+        NamespaceSpec {
+            kind: NamespaceKind::Vector,
+            embedding: Some(EmbeddingSpec::Openai {
+                base_url: "http://127.0.0.1:9/v1".to_owned(),
+                model: "m".to_owned(),
+                api_key: "secret:k".to_owned(),
+                dimensions: 4,
+            }),
+            ..NamespaceSpec::default()
+        }
+    }
+
+    /// Migrates the database at `url` to 0019 only and writes a vector
+    /// namespace, an item and its chunk as that schema held them.
+    async fn write_before_0020(url: &str) -> String {
+        let spec = serde_json::to_string(&spec()).expect("a declaration");
+        let rows = |vector: &str| {
+            format!(
+                "INSERT INTO memory_namespaces (name, org, kind, spec, created_at, agent) \
+                 VALUES ('kb', 'acme.example', 'vector', '{spec}', {CREATED_AT}, NULL); \
+                 INSERT INTO memory_items (namespace, key, value, version, updated_at, expires_at) \
+                 VALUES ('kb', 'doc', '{{\"text\":\"old\"}}', 1, {CREATED_AT}, NULL); \
+                 INSERT INTO memory_chunks (namespace, key, seq, text, metadata, vector) \
+                 VALUES ('kb', 'doc', 0, 'old', '{{}}', {vector});"
+            )
+        };
+        // [1, 0, 0, 0] as little-endian f32s.
+        const VECTOR: &str = "0000803f000000000000000000000000";
+        let before = |migrator: sqlx::migrate::Migrator| sqlx::migrate::Migrator {
+            migrations: Cow::Owned(
+                migrator
+                    .migrations
+                    .iter()
+                    .filter(|migration| migration.version <= BEFORE)
+                    .cloned()
+                    .collect(),
+            ),
+            ..migrator
+        };
+        if url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(url)
+                .await
+                .expect("the SQLite file opens");
+            before(sqlx::migrate!("migrations/sqlite"))
+                .run(&mut connection)
+                .await
+                .expect("migrations up to 0019 apply");
+            sqlx::raw_sql(&rows(&format!("X'{VECTOR}'")))
+                .execute(&mut connection)
+                .await
+                .expect("the rows load");
+            connection.close().await.expect("closes");
+        } else {
+            let mut connection = sqlx::PgConnection::connect(url)
+                .await
+                .expect("the PostgreSQL database opens");
+            before(sqlx::migrate!("migrations/postgres"))
+                .run(&mut connection)
+                .await
+                .expect("migrations up to 0019 apply");
+            sqlx::raw_sql(&rows(&format!("'\\x{VECTOR}'::bytea")))
+                .execute(&mut connection)
+                .await
+                .expect("the rows load");
+            connection.close().await.expect("closes");
+        }
+        url.to_owned()
+    }
+
+    convergio_tests::on_both_backends!(super::write_before_0020; memory_written_before_revisions_is_followed_after_the_upgrade);
+
+    async fn memory_written_before_revisions_is_followed_after_the_upgrade(url: String) {
+        let db = Db::open(&url, &DbConfig::default())
+            .await
+            .expect("migration 0020 applies over memory written before it");
+        let tables = Arc::new(MemoryTables::new(&db));
+        assert_eq!(
+            tables.revision("kb").await.expect("read"),
+            Some(Revision {
+                created_at: CREATED_AT,
+                revision: 0
+            })
+        );
+        let memory = Memory::new(tables.clone(), Arc::new(NoEmbedders));
+        assert_eq!(memory.load_indexes().await.expect("built"), 1);
+        assert_eq!(
+            memory.index().revisions(),
+            vec![(
+                "kb".to_owned(),
+                Some(Revision {
+                    created_at: CREATED_AT,
+                    revision: 0
+                })
+            )]
+        );
+
+        // A write after the upgrade (through another handle, as another
+        // replica would) raises the revision and records its changes.
+        let written = tables
+            .put_item(PutItem {
+                namespace: "kb",
+                key: "doc",
+                value: &json!({"text": "new"}),
+                expected_version: Some(1),
+                at: CREATED_AT + 10,
+                expires_at: None,
+                max_items: None,
+                chunks: &[NewChunk {
+                    seq: 0,
+                    text: "new".to_owned(),
+                    metadata: json!({}),
+                    vector: vec![0.0, 1.0, 0.0, 0.0],
+                }],
+            })
+            .await
+            .expect("written");
+        assert_eq!(written.revision, Some(1));
+        let changes = tables.changes("kb", 0, 1).await.expect("changes");
+        let ops: Vec<ChangeOp> = changes.iter().map(|change| change.op).collect();
+        assert_eq!(ops.len(), 2, "{changes:?}");
+        assert!(ops.contains(&ChangeOp::Add) && ops.contains(&ChangeOp::Remove));
+        assert_eq!(
+            memory.follow_changes().await.expect("followed"),
+            FollowReport {
+                followed: 1,
+                ..FollowReport::default()
+            }
+        );
+        assert_eq!(memory.index().len("kb"), 1);
+        let nearest = memory
+            .index()
+            .search("kb", &[0.0, 1.0, 0.0, 0.0], 1, 10, None);
+        assert_eq!(
+            nearest.first().map(|hit| hit.id),
+            written.chunk_ids.first().copied()
+        );
+        db.close().await;
+    }
 }

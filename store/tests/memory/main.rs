@@ -7,16 +7,18 @@
 //! documents chunked, embedded (a deterministic bag-of-words embedder
 //! written here, the outside providers being tested in the memory crate)
 //! and searched with a metadata filter, a failing embedder that writes
-//! nothing, a second replica that rebuilds its index from the rows, and a
-//! namespace's scope (global or one agent's) read back and listed by agent.
+//! nothing, a second replica that rebuilds its index from the rows, a
+//! replica whose index follows another's writes without a restart
+//! (migration 0020's revisions and change records), and a namespace's
+//! scope (global or one agent's) read back and listed by agent.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use convergio_memory::embed::{Embedder, Embedders};
 use convergio_memory::{
-    Chunking, EmbeddingSpec, Memory, MemoryError, MemoryStore, NamespaceKind, NamespaceScope,
-    NamespaceSpec, Retention, SearchRequest,
+    Chunking, EmbeddingSpec, FollowReport, Memory, MemoryError, MemoryStore, NamespaceKind,
+    NamespaceScope, NamespaceSpec, Retention, SearchRequest,
 };
 use convergio_store::memory::MemoryTables;
 use convergio_store::{Db, DbConfig};
@@ -564,6 +566,196 @@ async fn vector_documents_are_searched_with_filters(harness: Harness) {
     );
 }
 
+/// The keys `memory` answers for `query` in `namespace` (top 5).
+async fn found(memory: &Memory, namespace: &str, query: &str) -> Vec<String> {
+    let row = memory.namespace(namespace).await.expect("namespace");
+    let hits = memory
+        .search(
+            &row,
+            &SearchRequest {
+                query: query.to_owned(),
+                top_k: 5,
+                filter: None,
+            },
+        )
+        .await
+        .expect("searched");
+    hits.into_iter().map(|hit| hit.key).collect()
+}
+
+fn followed(count: usize) -> FollowReport {
+    FollowReport {
+        followed: count,
+        ..FollowReport::default()
+    }
+}
+
+/// Issue 20: replica A's index follows what replica B writes to the same
+/// database — puts, rewrites, deletions, retention's pruning — by the
+/// namespace's revision and its change records, without a restart; its
+/// own writes need no catch-up; a cursor older than the retained changes,
+/// or a namespace deleted and created again under its name, makes it
+/// rebuild from the rows; a namespace deleted by B leaves A's index.
+async fn a_replica_follows_another_replicas_writes(harness: Harness) {
+    let replica_a = harness.memory().await;
+    let replica_b = harness.memory().await;
+    let tables = harness.tables().await;
+    let chunking = Chunking {
+        size: 40,
+        overlap: 0,
+    };
+    let ns = replica_b
+        .create_namespace(ORG, "shared", vector_spec("bag", chunking))
+        .await
+        .expect("created");
+    replica_a.load_indexes().await.expect("loaded");
+    assert_eq!(
+        replica_a.follow_changes().await.expect("followed"),
+        FollowReport::default(),
+        "nothing moved"
+    );
+
+    // Puts through B are found by A's search after one catch-up.
+    let pets = "the kitten sleeps on the sofa. the dog barks at the mail carrier.";
+    replica_b
+        .put(&ns, "pets", document(pets, json!({})), None)
+        .await
+        .expect("stored");
+    replica_b
+        .put(
+            &ns,
+            "tax",
+            document("quarterly tax filing due", json!({})),
+            None,
+        )
+        .await
+        .expect("stored");
+    assert!(found(&replica_a, "shared", "kitten sofa").await.is_empty());
+    assert_eq!(
+        replica_a.follow_changes().await.expect("followed"),
+        followed(1)
+    );
+    assert_eq!(found(&replica_a, "shared", "kitten sofa").await[0], "pets");
+    assert_eq!(found(&replica_a, "shared", "quarterly tax").await[0], "tax");
+    let stored = |tables: Arc<MemoryTables>| async move {
+        tables.chunks("shared").await.expect("chunks").len()
+    };
+    assert_eq!(
+        replica_a.index().len("shared"),
+        stored(tables.clone()).await
+    );
+
+    // A rewrite and a deletion through B leave A's index too (not only its
+    // answers, which are read back from the rows anyway).
+    replica_b
+        .put(
+            &ns,
+            "pets",
+            document("parrots talk all day", json!({})),
+            None,
+        )
+        .await
+        .expect("rewritten");
+    replica_b.delete(&ns, "tax", None).await.expect("deleted");
+    assert_eq!(
+        replica_a.follow_changes().await.expect("followed"),
+        followed(1)
+    );
+    assert_eq!(
+        replica_a.index().len("shared"),
+        stored(tables.clone()).await
+    );
+    assert!(!found(&replica_a, "shared", "quarterly tax")
+        .await
+        .contains(&"tax".to_owned()));
+    assert_eq!(found(&replica_a, "shared", "parrots").await[0], "pets");
+
+    // A's own write advances its index's revision: nothing to catch up.
+    replica_a
+        .put(&ns, "own", document("lighthouse keepers", json!({})), None)
+        .await
+        .expect("stored");
+    assert_eq!(
+        replica_a.follow_changes().await.expect("followed"),
+        FollowReport::default()
+    );
+    // B's catch-up applies A's write.
+    assert_eq!(
+        replica_b.follow_changes().await.expect("followed"),
+        followed(1)
+    );
+    assert_eq!(found(&replica_b, "shared", "lighthouse").await[0], "own");
+
+    // Changes pruned before A read them: A rebuilds from the rows.
+    replica_b
+        .put(&ns, "late", document("volcanic islands", json!({})), None)
+        .await
+        .expect("stored");
+    assert!(replica_b.prune_changes(i64::MAX).await.expect("pruned") > 0);
+    assert_eq!(
+        replica_a.follow_changes().await.expect("followed"),
+        FollowReport {
+            rebuilt: 1,
+            ..FollowReport::default()
+        }
+    );
+    assert_eq!(found(&replica_a, "shared", "volcanic").await[0], "late");
+    assert_eq!(
+        replica_a.index().len("shared"),
+        stored(tables.clone()).await
+    );
+
+    // Retention's pruning through B leaves A's index.
+    let mut expiring = vector_spec("bag", chunking);
+    expiring.retention.ttl_seconds = Some(60);
+    let short = replica_b
+        .create_namespace(ORG, "short", expiring)
+        .await
+        .expect("created");
+    replica_b
+        .put(&short, "note", document("ephemeral note", json!({})), None)
+        .await
+        .expect("stored");
+    assert_eq!(found(&replica_a, "short", "ephemeral").await[0], "note");
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + 120;
+    assert_eq!(replica_b.prune_expired(later, 10).await.expect("pruned"), 1);
+    assert_eq!(replica_a.index().len("short"), 1);
+    assert_eq!(
+        replica_a.follow_changes().await.expect("followed"),
+        followed(1)
+    );
+    assert!(replica_a.index().is_empty("short"));
+
+    // Deleted and created again under the same name through B (within the
+    // same second, most likely): A rebuilds, keeping nothing of the old.
+    replica_b.delete_namespace(&ns).await.expect("deleted");
+    let again = replica_b
+        .create_namespace(ORG, "shared", vector_spec("bag", chunking))
+        .await
+        .expect("created again");
+    replica_b
+        .put(&again, "fresh", document("fresh snow", json!({})), None)
+        .await
+        .expect("stored");
+    let report = replica_a.follow_changes().await.expect("followed");
+    assert_eq!(report.rebuilt, 1, "{report:?}");
+    assert_eq!(replica_a.index().len("shared"), 1);
+    assert_eq!(
+        found(&replica_a, "shared", "fresh snow").await,
+        vec!["fresh"]
+    );
+
+    // Deleted through B: A drops its graph.
+    replica_b.delete_namespace(&again).await.expect("deleted");
+    let report = replica_a.follow_changes().await.expect("followed");
+    assert_eq!(report.dropped, 1, "{report:?}");
+    assert!(!replica_a.index().contains("shared"));
+}
+
 async fn a_failing_embedder_writes_nothing(harness: Harness) {
     let memory = harness.memory().await;
     let tables = harness.tables().await;
@@ -615,5 +807,6 @@ convergio_tests::on_both_backends!(crate::open;
     expired_items_are_gone,
     the_pruner_deletes_expired_items_with_their_chunks,
     vector_documents_are_searched_with_filters,
+    a_replica_follows_another_replicas_writes,
     a_failing_embedder_writes_nothing,
 );
