@@ -3,8 +3,8 @@
 //!
 //! - [`PluginLogic`]: the [`AgentLogic`] of one plugin agent. Each message
 //!   runs the module's `handle` export (agent ABI v1, see
-//!   `plugins/README.md`) on tokio's blocking pool, bounded by the sandbox
-//!   (fuel, deadline, memory, stack); the answer's parts become the task's
+//!   `plugins/README.md`) on a fiber that yields at every epoch tick,
+//!   bounded by the sandbox (fuel, deadline, memory, stack); the answer's parts become the task's
 //!   artifact (one `artifactUpdate` on a stream) and the completed status
 //!   message. An error the module reports, or any failure of the module (a
 //!   trap, running out of fuel, a bad answer), fails the task with a
@@ -24,11 +24,9 @@
 //!   through: the gateway's own router ([`crate::gateway_call`]), in
 //!   process, as the principal `agent:<plugin>` of the plugin's
 //!   organisation, so policy, quotas, the SSRF guard, guardrails and audit
-//!   apply to each. The module runs on a blocking thread; each call is
-//!   spawned on the runtime and the thread waits for its answer on a
-//!   channel (never `block_on`, which would panic if a plugin were ever run
-//!   on an event-loop thread), bounded by what is left of the message's
-//!   budget (`plugins.agent_calls`).
+//!   apply to each. Each call is spawned as a task of its own (the plugin's
+//!   fiber stack only awaits it) and bounded by what is left of the
+//!   message's budget (`plugins.agent_calls`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -54,15 +52,14 @@ use serde_json::{json, Value};
 use crate::gateway_call::{GatewayCall, GatewayCallError};
 use crate::model_serving::ListenerPool;
 
-/// Extra time the waiting thread gives a call's own timeout before it
-/// gives up on the spawned task (the task's timeout normally answers first).
+/// Extra time the waiting plugin gives a call's own timeout before it gives
+/// up on the spawned task (the task's timeout normally answers first).
 const CALL_GRACE: Duration = Duration::from_millis(250);
 
 /// [`AgentCaller`] of one plugin agent: calls through the gateway's router
 /// as `agent:<plugin>` of its organisation.
 pub struct PluginAgentCaller {
     app: Weak<Router>,
-    runtime: tokio::runtime::Handle,
     plugin: String,
     org: String,
 }
@@ -70,25 +67,19 @@ pub struct PluginAgentCaller {
 // === impl PluginAgentCaller ===
 
 impl PluginAgentCaller {
-    /// Calls of the plugin agent `plugin` of `org` through `app`, spawned
-    /// on `runtime`.
-    pub fn new(
-        app: Weak<Router>,
-        runtime: tokio::runtime::Handle,
-        plugin: &str,
-        org: &str,
-    ) -> Self {
+    /// Calls of the plugin agent `plugin` of `org` through `app`.
+    pub fn new(app: Weak<Router>, plugin: &str, org: &str) -> Self {
         Self {
             app,
-            runtime,
             plugin: plugin.to_owned(),
             org: org.to_owned(),
         }
     }
 }
 
+#[async_trait]
 impl AgentCaller for PluginAgentCaller {
-    fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError> {
+    async fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError> {
         let timeout = call.timeout;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let request = GatewayCall {
@@ -102,13 +93,15 @@ impl AgentCaller for PluginAgentCaller {
             max_reply_bytes: call.max_reply_bytes,
         };
         let app = self.app.clone();
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let task = self.runtime.spawn(async move {
-            // The receiver may have given up: nothing to tell then.
-            let _ = sender.send(crate::gateway_call::call(&app, request).await);
-        });
-        let outcome = match receiver.recv_timeout(timeout + CALL_GRACE) {
-            Ok(outcome) => outcome,
+        // A task of its own: the exchange runs on a worker's stack, not on
+        // the plugin's fiber.
+        let mut task =
+            tokio::spawn(async move { crate::gateway_call::call(&app, request).await });
+        let outcome = match tokio::time::timeout(timeout + CALL_GRACE, &mut task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(GatewayCallError::Failed(format!(
+                "the call's task ended: {error}"
+            ))),
             Err(_) => {
                 task.abort();
                 Err(GatewayCallError::Timeout)
@@ -162,16 +155,9 @@ impl AgentLogic for PluginLogic {
     async fn execute(&self, message: Value, context: TaskContext) -> Result<(), AgentsError> {
         context.working()?;
         let agent = self.current();
-        let (context_id, task_id) = (
-            context.context_id().to_owned(),
-            context.task_id().to_owned(),
-        );
-        let outcome =
-            tokio::task::spawn_blocking(move || agent.handle(&message, &context_id, &task_id))
-                .await
-                .map_err(|error| AgentsError::Logic {
-                    reason: format!("running the plugin failed: {error}"),
-                })?;
+        let outcome = agent
+            .handle(&message, context.context_id(), context.task_id())
+            .await;
         match outcome {
             Ok(AgentAnswer::Parts(parts)) => {
                 context.artifact(
@@ -421,12 +407,7 @@ impl PluginFleet {
         let runtime = self.parts.runtime.clone();
         let plugin = name.to_owned();
         let calling = AgentCalling::new(
-            Arc::new(PluginAgentCaller::new(
-                self.parts.app.clone(),
-                tokio::runtime::Handle::current(),
-                name,
-                org,
-            )),
+            Arc::new(PluginAgentCaller::new(self.parts.app.clone(), name, org)),
             self.parts.agent_calls.clone(),
         );
         let agent = tokio::task::spawn_blocking(move || {

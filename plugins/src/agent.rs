@@ -1,8 +1,10 @@
 //! [`WasmAgent`]: a plugin agent (agent ABI v1, see the crate README). The
 //! host writes one JSON document (the A2A message and its context) into the
 //! module's memory, calls `handle`, and reads back either the answer's
-//! parts or an error the agent reports. Calls are synchronous and bounded
-//! by the sandbox; the serving process runs them on a blocking thread.
+//! parts or an error the agent reports. [`WasmAgent::handle`] is
+//! asynchronous and bounded by the sandbox (the module yields to the
+//! executor at every epoch tick); [`WasmAgent::load`] reads the declaration
+//! on the current thread, so it belongs on a blocking one.
 //!
 //! A module may also export `describe(ptr, len) -> i64`, answering its
 //! declaration (`{"description": …, "skills": [{"id", "name",
@@ -82,7 +84,7 @@ impl WasmAgent {
     ) -> Result<Self, PluginError> {
         let module = runtime.load(name, bytes, AGENT_EXPORT)?;
         let declaration = if module.exports(DESCRIBE_EXPORT) {
-            let output = runtime.call(&module, DESCRIBE_EXPORT, br#"{"abi":1}"#)?;
+            let output = runtime.call_blocking(&module, DESCRIBE_EXPORT, br#"{"abi":1}"#)?;
             let declaration: Value =
                 serde_json::from_slice(&output).map_err(|error| PluginError::BadOutput {
                     plugin: name.to_owned(),
@@ -113,7 +115,7 @@ impl WasmAgent {
     }
 
     /// Runs `handle` on `message` (an A2A 1.0 message) in `context_id`.
-    pub fn handle(
+    pub async fn handle(
         &self,
         message: &Value,
         context_id: &str,
@@ -132,7 +134,8 @@ impl WasmAgent {
         let calls = InvocationCalls::new(self.calling.clone(), task_id);
         let output = self
             .runtime
-            .call_with(&self.module, AGENT_EXPORT, &input, Some(calls))?;
+            .call_with(&self.module, AGENT_EXPORT, &input, Some(calls))
+            .await?;
         let bad = |detail: String| PluginError::BadOutput {
             plugin: self.name.clone(),
             detail,

@@ -79,13 +79,16 @@ impl AgentCallError {
     }
 }
 
-/// Makes plugin agents' calls. It is called on the plugin's own thread (a
-/// blocking thread, never an event-loop one) and blocks until the call
-/// ends, at most `call.timeout` later.
+/// Makes plugin agents' calls. The plugin's fiber is suspended while the
+/// future runs, and the future is polled on that fiber's stack: an
+/// implementation doing much work (a whole gateway exchange) should spawn
+/// it as a task of its own and await it. It ends at most `call.timeout`
+/// later.
+#[async_trait::async_trait]
 pub trait AgentCaller: Send + Sync {
     /// Sends `call.message` to `call.agent`, answering the A2A result (a
     /// Task or a Message).
-    fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError>;
+    async fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError>;
 }
 
 /// The caller of plugins that may not call agents (an upload being
@@ -93,8 +96,9 @@ pub trait AgentCaller: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoAgentCalls;
 
+#[async_trait::async_trait]
 impl AgentCaller for NoAgentCalls {
-    fn call_agent(&self, _call: AgentCall) -> Result<Value, AgentCallError> {
+    async fn call_agent(&self, _call: AgentCall) -> Result<Value, AgentCallError> {
         Err(AgentCallError::Refused {
             reason: "calling agents is not available here".into(),
         })
@@ -190,7 +194,7 @@ impl InvocationCalls {
     /// Makes the call `request` (the bytes the module passed) describes,
     /// answering the JSON the module reads: `{"result": …}` or `{"error":
     /// {"code", "message"}}`.
-    pub(crate) fn call(&mut self, request: &[u8]) -> Value {
+    pub(crate) async fn call(&mut self, request: &[u8]) -> Value {
         let limits = &self.calling.limits;
         if self.made >= limits.max_calls {
             return error(
@@ -217,7 +221,7 @@ impl InvocationCalls {
             max_reply_bytes: limits.max_reply_bytes,
         };
         let started = Instant::now();
-        let outcome = self.calling.caller.call_agent(call);
+        let outcome = self.calling.caller.call_agent(call).await;
         self.budget_left = self.budget_left.saturating_sub(started.elapsed());
         match outcome {
             Ok(result) => {

@@ -207,14 +207,6 @@ impl Guardrails {
             .collect()
     }
 
-    /// Whether a selected guardrail is a sandboxed plugin (the gateway then
-    /// runs the chain on a blocking thread).
-    pub fn needs_blocking(&self, facts: &GuardFacts<'_>) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.applies(facts) && rule.guardrail.is_sandboxed())
-    }
-
     /// The names of the guardrails selected for `facts`, in order.
     pub fn selected(&self, facts: &GuardFacts<'_>) -> Vec<String> {
         self.rules
@@ -224,15 +216,16 @@ impl Guardrails {
             .collect()
     }
 
-    /// Runs every selected guardrail on `payload`, in order.
-    pub fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Outcome {
+    /// Runs every selected guardrail on `payload`, in order; a sandboxed
+    /// plugin yields to the executor while it runs.
+    pub async fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Outcome {
         let mut current: Option<Value> = None;
         for rule in self.rules.iter() {
             if !rule.applies(facts) {
                 continue;
             }
             let seen = current.as_ref().unwrap_or(payload);
-            match rule.guardrail.check(facts, seen) {
+            match rule.guardrail.check_async(facts, seen).await {
                 Ok(Verdict::Allow) => {}
                 Ok(Verdict::Modify(changed)) => current = Some(changed),
                 Ok(Verdict::Deny { reason, message }) => {

@@ -73,14 +73,23 @@ pub trait Guardrail: Send + Sync {
 
     /// Checks one payload. An `Err` is the guardrail's own failure: the
     /// gateway fails closed (the call is refused and the failure audited).
+    /// A sandboxed plugin holds the calling thread until it ends (up to its
+    /// deadline): the gateway calls [`Self::check_async`].
     fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Result<Verdict, PluginError>;
 
-    /// Whether the check may run long enough (a sandboxed plugin, bounded
-    /// by its deadline) that the gateway should run it off its event loop.
-    fn is_sandboxed(&self) -> bool {
-        false
+    /// [`Self::check`] as a future: a sandboxed plugin yields to the
+    /// executor while it runs; the default answers `check` at once.
+    fn check_async<'a>(
+        &'a self,
+        facts: &'a GuardFacts<'a>,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Verdict, PluginError>> {
+        Box::pin(std::future::ready(self.check(facts, payload)))
     }
 }
+
+/// A boxed, sendable future (what [`Guardrail::check_async`] answers).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Calls `visit` with every A2A part in `value`: each object in any array
 /// under a `parts` key, at any depth (message, artifact, status message,

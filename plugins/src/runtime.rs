@@ -4,7 +4,8 @@
 //!
 //! - CPU: fuel (`SandboxLimits::fuel` WebAssembly operations per call);
 //! - wall clock: epoch interruption, a ticker thread advancing the epoch
-//!   every [`TICK`], the store's deadline `deadline / TICK` ticks away;
+//!   every [`TICK`]; at each tick the call yields to its executor and is
+//!   interrupted once its deadline has passed;
 //! - memory and tables: a [`ResourceLimiter`] refusing growth past the
 //!   limits (a refusal traps, so a memory bomb ends the call at once), under
 //!   the pool's own per-slot maximum;
@@ -17,8 +18,16 @@
 //! the module is loaded, so there is no filesystem, network, environment or
 //! clock inside the sandbox. `call_agent` hands the call to the plugin
 //! agent's [`crate::calls::AgentCaller`]; the time it waits is not charged to
-//! the deadline (its own budget bounds it, see [`crate::calls`]). Each call instantiates afresh (cheap from the
-//! pool and a pre-linked [`InstancePre`]), so no state leaks between calls.
+//! the deadline (its own budget bounds it, see [`crate::calls`]). Each call
+//! instantiates afresh (cheap from the pool and a pre-linked
+//! [`InstancePre`]), so no state leaks between calls.
+//!
+//! Calls are asynchronous: the module runs on a fiber (a pooled stack) that
+//! yields to the executor at every epoch tick, so a plugin running to its
+//! deadline holds an event-loop thread for at most one [`TICK`] at a time
+//! and a short call costs no thread hop (see the crate README's figures).
+//! [`PluginRuntime::call_blocking`] drives the same call on the current
+//! thread, for code that is already off the event loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,8 +36,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wasmtime::{
-    AsContextMut, Caller, Config, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker,
-    Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    Caller, Config, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 
 use crate::calls::{self, InvocationCalls, CALL_AGENT_IMPORT};
@@ -51,7 +60,12 @@ pub const AGENT_EXPORT: &str = "handle";
 /// The ABI version this runtime speaks (see the crate README).
 pub const ABI_VERSION: u32 = 1;
 
-/// How often the epoch advances: the wall-clock deadline's resolution.
+/// Room on a call's fiber stack beyond the WebAssembly stack, for the host
+/// functions (`call_agent` encodes its answer there).
+const HOST_STACK_BYTES: usize = 1024 * 1024;
+
+/// How often the epoch advances: the wall-clock deadline's resolution, and
+/// the longest a running plugin holds its thread before it yields.
 pub const TICK: Duration = Duration::from_millis(2);
 
 /// Bounds on every plugin call.
@@ -148,7 +162,8 @@ impl LoadedModule {
 }
 
 /// Per call state: the limiter (and whether it refused something), the
-/// agent calls the invocation may make, and when its own running time ends.
+/// agent calls the invocation may make, and when its own running time ends
+/// (read at every epoch tick).
 struct CallState {
     limiter: Limiter,
     calls: Option<InvocationCalls>,
@@ -205,11 +220,15 @@ impl PluginRuntime {
             .max_tables_per_module(1)
             .max_memory_size(limits.memory_bytes)
             .table_elements(limits.table_elements);
+        // One fiber stack per running call, pooled like the instances; it
+        // holds the WebAssembly stack and the host functions' frames.
+        pool.total_stacks(limits.max_instances);
         let mut config = Config::new();
         config
             .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(limits.max_stack_bytes)
+            .async_stack_size(limits.max_stack_bytes.saturating_add(HOST_STACK_BYTES))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|error| PluginError::Unavailable {
             detail: format!("starting the WebAssembly engine failed: {error}"),
@@ -237,14 +256,17 @@ impl PluginRuntime {
                 detail: format!("defining the host functions failed: {error}"),
             })?;
         // Plugin agents' one way out: a call through their caller (the
-        // gateway's pipeline, as the plugin's principal).
+        // gateway's pipeline, as the plugin's principal). The fiber is
+        // suspended while the call is made.
         linker
-            .func_wrap(
+            .func_wrap_async(
                 HOST_MODULE,
                 CALL_AGENT_IMPORT,
-                |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<i64> {
-                    let answer = call_agent(&mut caller, ptr, len);
-                    write_answer(&mut caller, &answer)
+                |mut caller: Caller<'_, CallState>, (ptr, len): (i32, i32)| {
+                    Box::new(async move {
+                        let answer = call_agent(&mut caller, ptr, len).await;
+                        write_answer(&mut caller, &answer).await
+                    })
                 },
             )
             .map_err(|error| PluginError::Unavailable {
@@ -337,17 +359,29 @@ impl PluginRuntime {
     /// memory the module's `alloc` gave), returning the bytes at the packed
     /// `(ptr << 32) | len` answer. Every bound of [`SandboxLimits`] holds.
     /// The module may not call agents (`call_agent` answers `REFUSED`).
-    pub fn call(
+    pub async fn call(
         &self,
         module: &LoadedModule,
         entry: &'static str,
         input: &[u8],
     ) -> Result<Vec<u8>, PluginError> {
-        self.call_with(module, entry, input, None)
+        self.call_with(module, entry, input, None).await
+    }
+
+    /// [`Self::call`] driven to its end on the current thread, which it
+    /// holds until then (up to the deadline): for code already off the
+    /// event loop (a blocking thread, a test), never on an event-loop one.
+    pub fn call_blocking(
+        &self,
+        module: &LoadedModule,
+        entry: &'static str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        futures_executor::block_on(self.call(module, entry, input))
     }
 
     /// [`Self::call`], the module's `call_agent` making `calls`.
-    pub(crate) fn call_with(
+    pub(crate) async fn call_with(
         &self,
         module: &LoadedModule,
         entry: &'static str,
@@ -374,12 +408,24 @@ impl PluginRuntime {
             .map_err(|error| PluginError::Unavailable {
                 detail: format!("setting fuel failed: {error}"),
             })?;
-        // One tick more: the deadline is never shorter than asked.
-        store.set_epoch_deadline(ticks(Duration::from_millis(limits.deadline_ms)) + 1);
-        store.epoch_deadline_trap();
+        // At every tick: past its own running time the call is interrupted
+        // (`Trap::Interrupt`), otherwise it lets the executor run others.
+        // Tokio's `yield_now` (as wasmtime advises) defers the wake-up until
+        // the runtime has polled its I/O driver and timers; a plain wake-up
+        // would run the plugin again before them. Outside a runtime it
+        // wakes at once.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            Ok(if Instant::now() >= context.data().run_until {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         let instance = module
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|error| self.classify(plugin, &store, error))?;
         let memory = instance
             .get_memory(&mut store, "memory")
@@ -395,7 +441,8 @@ impl PluginRuntime {
             detail: "input over 2 GiB".into(),
         })?;
         let pointer = alloc
-            .call(&mut store, length)
+            .call_async(&mut store, length)
+            .await
             .map_err(|error| self.classify(plugin, &store, error))?;
         memory
             .write(&mut store, pointer as u32 as usize, input)
@@ -404,7 +451,8 @@ impl PluginRuntime {
                 detail: format!("alloc({length}) returned {pointer}, outside its memory"),
             })?;
         let packed = run
-            .call(&mut store, (pointer, length))
+            .call_async(&mut store, (pointer, length))
+            .await
             .map_err(|error| self.classify(plugin, &store, error))?;
         let packed = packed as u64;
         let (out_pointer, out_length) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
@@ -481,20 +529,12 @@ fn after(duration: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// The epoch ticks covering `duration` (at least one).
-fn ticks(duration: Duration) -> u64 {
-    let tick = TICK.as_millis().max(1);
-    u64::try_from(duration.as_millis().div_ceil(tick))
-        .unwrap_or(u64::MAX / 2)
-        .max(1)
-}
-
 /// `call_agent(ptr, len)`: reads the request from the module's memory and
 /// makes the call, answering what the module reads. Bad pointers and
 /// lengths are `BAD_REQUEST` answers. The time spent waiting is given back
 /// to the module's own deadline: it had `run_left` when the call started
 /// and has it again when the call returns.
-fn call_agent(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> Value {
+async fn call_agent(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> Value {
     let Some(max_request_bytes) = caller
         .data()
         .calls
@@ -536,20 +576,20 @@ fn call_agent(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> Value {
     let Some(mut invocation) = caller.data_mut().calls.take() else {
         return calls::error("REFUSED", "calling agents is not available here");
     };
-    let answer = invocation.call(&request);
+    let answer = invocation.call(&request).await;
     let state = caller.data_mut();
     state.calls = Some(invocation);
     state.run_until = after(run_left);
-    caller
-        .as_context_mut()
-        .set_epoch_deadline(ticks(run_left) + 1);
     answer
 }
 
 /// Writes `answer` into memory the module's `alloc` gives, answering the
 /// packed `(ptr << 32) | len`. A module whose `alloc` fails or points
 /// outside its memory traps (a clear `Trap`, never a panic).
-fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> wasmtime::Result<i64> {
+async fn write_answer(
+    caller: &mut Caller<'_, CallState>,
+    answer: &Value,
+) -> wasmtime::Result<i64> {
     let bytes = serde_json::to_vec(answer)
         .map_err(|error| wasmtime::Error::msg(format!("call_agent: encoding: {error}")))?;
     let length = i32::try_from(bytes.len())
@@ -559,7 +599,7 @@ fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> wasmtime:
         .and_then(Extern::into_func)
         .ok_or_else(|| wasmtime::Error::msg("call_agent: the module exports no alloc"))?
         .typed::<i32, i32>(&*caller)?;
-    let pointer = alloc.call(&mut *caller, length)?;
+    let pointer = alloc.call_async(&mut *caller, length).await?;
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         return Err(wasmtime::Error::msg(
             "call_agent: the module exports no memory",

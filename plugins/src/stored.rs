@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 
-use crate::guardrail::{GuardFacts, Guardrail, Verdict};
+use crate::guardrail::{BoxFuture, GuardFacts, Guardrail, Verdict};
 use crate::wasm_guardrail::WasmGuardrail;
 use crate::PluginError;
 
@@ -81,15 +81,23 @@ impl Guardrail for StoredGuardrail {
     }
 
     fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Result<Verdict, PluginError> {
-        match self.installed.load_full() {
-            Some(installed) => installed.guardrail.check(facts, payload),
-            None => Err(PluginError::Unavailable {
-                detail: format!("no version of the plugin {} is installed", self.plugin),
-            }),
-        }
+        futures_executor::block_on(self.check_async(facts, payload))
     }
 
-    fn is_sandboxed(&self) -> bool {
-        true
+    fn check_async<'a>(
+        &'a self,
+        facts: &'a GuardFacts<'a>,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Verdict, PluginError>> {
+        // The version installed when the call starts, to its end.
+        let installed = self.installed.load_full();
+        Box::pin(async move {
+            match installed {
+                Some(installed) => installed.guardrail.guard(facts, payload).await,
+                None => Err(PluginError::Unavailable {
+                    detail: format!("no version of the plugin {} is installed", self.plugin),
+                }),
+            }
+        })
     }
 }

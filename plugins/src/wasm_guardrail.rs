@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::guardrail::{GuardFacts, Guardrail, Verdict};
+use crate::guardrail::{BoxFuture, GuardFacts, Guardrail, Verdict};
 use crate::runtime::{LoadedModule, PluginRuntime, ABI_VERSION};
 use crate::PluginError;
 
@@ -53,12 +53,13 @@ impl WasmGuardrail {
     }
 }
 
-impl Guardrail for WasmGuardrail {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Result<Verdict, PluginError> {
+impl WasmGuardrail {
+    /// Runs `guard` on the facts and `payload`, answering its verdict.
+    pub async fn guard(
+        &self,
+        facts: &GuardFacts<'_>,
+        payload: &Value,
+    ) -> Result<Verdict, PluginError> {
         let input = json!({
             "abi": ABI_VERSION,
             "direction": facts.direction,
@@ -72,7 +73,10 @@ impl Guardrail for WasmGuardrail {
             plugin: self.name.clone(),
             detail: format!("encoding the input failed: {error}"),
         })?;
-        let output = self.runtime.call(&self.module, GUARD_EXPORT, &input)?;
+        let output = self
+            .runtime
+            .call(&self.module, GUARD_EXPORT, &input)
+            .await?;
         let verdict: WireVerdict =
             serde_json::from_slice(&output).map_err(|error| PluginError::BadOutput {
                 plugin: self.name.clone(),
@@ -95,8 +99,22 @@ impl Guardrail for WasmGuardrail {
             }
         })
     }
+}
 
-    fn is_sandboxed(&self) -> bool {
-        true
+impl Guardrail for WasmGuardrail {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self, facts: &GuardFacts<'_>, payload: &Value) -> Result<Verdict, PluginError> {
+        futures_executor::block_on(self.guard(facts, payload))
+    }
+
+    fn check_async<'a>(
+        &'a self,
+        facts: &'a GuardFacts<'a>,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Verdict, PluginError>> {
+        Box::pin(self.guard(facts, payload))
     }
 }

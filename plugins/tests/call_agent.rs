@@ -58,8 +58,9 @@ impl Recorder {
     }
 }
 
+#[async_trait::async_trait]
 impl AgentCaller for Recorder {
-    fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError> {
+    async fn call_agent(&self, call: AgentCall) -> Result<Value, AgentCallError> {
         let answer = (self.answer)(&call);
         self.calls.lock().expect("not poisoned").push(call);
         answer
@@ -84,7 +85,7 @@ fn run(
         module,
         AgentCalling::new(recorder, limits),
     )?;
-    match agent.handle(&message(), "c1", "t1")? {
+    match futures_executor::block_on(agent.handle(&message(), "c1", "t1"))? {
         AgentAnswer::Parts(parts) => Ok(parts[0]["data"].clone()),
         other => panic!("not parts: {other:?}"),
     }
@@ -325,7 +326,7 @@ fn an_agent_without_a_caller_is_refused_its_calls() {
     let runtime = PluginRuntime::new(SandboxLimits::default()).expect("the engine starts");
     let module = calling_agent(r#"{"agent":"echo","text":"hi"}"#, 1);
     let agent = WasmAgent::load(&runtime, "caller", &module, AgentCalling::none()).expect("loads");
-    let AgentAnswer::Parts(parts) = agent.handle(&message(), "c1", "t1").expect("runs") else {
+    let AgentAnswer::Parts(parts) = futures_executor::block_on(agent.handle(&message(), "c1", "t1")).expect("runs") else {
         panic!("not parts")
     };
     assert_eq!(parts[0]["data"]["error"]["code"], "REFUSED", "{parts:?}");

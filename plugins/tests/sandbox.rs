@@ -284,3 +284,61 @@ fn ordinary_calls_are_served_while_hostile_ones_run() {
         "slowest ordinary call {slowest:?}"
     );
 }
+
+/// On a single-threaded event loop, a plugin spinning to its deadline yields
+/// at every epoch tick: the loop's other tasks keep running between its
+/// slices instead of waiting for the whole deadline.
+#[test]
+fn a_spinning_plugin_yields_its_event_loop_thread_at_every_tick() {
+    let runtime = runtime(SandboxLimits {
+        fuel: u64::MAX / 2,
+        deadline_ms: 400,
+        ..SandboxLimits::default()
+    });
+    let looping = WasmGuardrail::load(
+        &runtime,
+        "looping",
+        &module("", "(loop $l (br $l)) (i64.const 0)"),
+    )
+    .expect("loads");
+    let event_loop = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let (took, widest_gap, beats) = event_loop.block_on(async move {
+        let started = Instant::now();
+        let spinning = tokio::spawn(async move {
+            let payload = message("x");
+            looping.check_async(&facts(), &payload).await
+        });
+        // A heartbeat on the same thread, sleeping 1 ms between beats: the
+        // widest gap between two beats is the longest the plugin held the
+        // thread (plus the timer's own resolution).
+        let heartbeat = tokio::spawn(async move {
+            let (mut widest_gap, mut beats, mut last) = (Duration::ZERO, 0_u32, Instant::now());
+            while started.elapsed() < Duration::from_millis(400) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                widest_gap = widest_gap.max(last.elapsed());
+                last = Instant::now();
+                beats += 1;
+            }
+            (widest_gap, beats)
+        });
+        let outcome = spinning.await.expect("no panic");
+        assert!(
+            matches!(outcome, Err(PluginError::DeadlineExceeded { .. })),
+            "{outcome:?}"
+        );
+        let took = started.elapsed();
+        let (widest_gap, beats) = heartbeat.await.expect("no panic");
+        (took, widest_gap, beats)
+    });
+    assert!(took >= Duration::from_millis(400), "stopped early: {took:?}");
+    // Generous: a tick is 2 ms; without yielding there would be no beat at
+    // all until the 400 ms deadline.
+    assert!(
+        widest_gap < Duration::from_millis(100),
+        "the plugin held the thread for {widest_gap:?}"
+    );
+    assert!(beats >= 20, "only {beats} heartbeats in {took:?}");
+}

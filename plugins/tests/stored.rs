@@ -105,7 +105,7 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
     let agent = WasmAgent::load(&runtime, "hello", &parts, AgentCalling::none()).expect("loads");
     assert_eq!(agent.declaration(), &json!({}));
     assert_eq!(
-        agent.handle(&message, "c1", "t1").expect("answers"),
+        futures_executor::block_on(agent.handle(&message, "c1", "t1")).expect("answers"),
         AgentAnswer::Parts(vec![json!({"text": "hello"})])
     );
 
@@ -115,7 +115,7 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
     );
     let agent = WasmAgent::load(&runtime, "no", &declined, AgentCalling::none()).expect("loads");
     assert_eq!(
-        agent.handle(&message, "c1", "t1").expect("answers"),
+        futures_executor::block_on(agent.handle(&message, "c1", "t1")).expect("answers"),
         AgentAnswer::Error {
             code: "NOPE".to_owned(),
             message: "not today".to_owned()
@@ -134,8 +134,7 @@ fn a_plugin_agent_answers_parts_or_declines_and_describes_itself() {
             AgentCalling::none(),
         )
         .expect("loads");
-        let error = agent
-            .handle(&message, "c1", "t1")
+        let error = futures_executor::block_on(agent.handle(&message, "c1", "t1"))
             .expect_err("a bad answer");
         assert!(
             matches!(error, PluginError::BadOutput { .. }),

@@ -19,6 +19,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL (no shutdown, no drain) and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
