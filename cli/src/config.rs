@@ -81,8 +81,9 @@ pub struct ConfigFile {
     /// sandbox's bounds and the guardrails with where each applies.
     /// Default: none.
     pub guardrails: convergio_plugins::GuardrailsConfig,
-    /// Stored plugins (issue 21): the bound on an uploaded module and how
-    /// often each replica looks for new versions.
+    /// Stored plugins (issue 21): the bound on an uploaded module, how
+    /// often each replica looks for new versions, and whether only signed
+    /// plugins are accepted and run.
     pub plugins: convergio_plugins::PluginsConfig,
     /// OpenTelemetry span export (issue 18, see `telemetry.rs`). Default:
     /// off.
@@ -1082,7 +1083,7 @@ mod tests {
         // The README's map form (`check: {redact: …}`), which serde_yaml
         // reads as an enum only through the plugins crate's own reader.
         let config = resolve(
-            "guardrails:\n  rules:\n    - name: pii\n      check: { redact: { detect: [email] } }\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\nplugins:\n  max_module_bytes: 4096\n",
+            "guardrails:\n  rules:\n    - name: pii\n      check: { redact: { detect: [email] } }\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\nplugins:\n  max_module_bytes: 4096\n  require_signed: true\n",
             &[],
         )
         .expect("valid");
@@ -1095,6 +1096,8 @@ mod tests {
         );
         assert_eq!(config.plugins.max_module_bytes, 4096);
         assert_eq!(config.plugins.watch_interval_seconds, 1);
+        assert!(config.plugins.require_signed);
+        assert!(!convergio_plugins::PluginsConfig::default().require_signed);
         for bad in [
             "plugins:\n  max_module_bytes: 10\n",
             "plugins:\n  watch_interval_seconds: 0\n",

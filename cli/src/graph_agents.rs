@@ -23,7 +23,8 @@
 //! - [`GraphFleet`]: one task that owns the running graph agents. Each
 //!   published graph runs on a loopback slot split off the model agents'
 //!   pool (`graphs.max_agents` of them; same token, so only the gateway
-//!   reaches it), is registered as an `internal` agent of its organisation
+//!   reaches it), is registered under its organisation (`internal` for the
+//!   deployment's, `registered` for another: `Registry::upsert_system`)
 //!   with a generated card (one skill describing the graph, its nodes and
 //!   its inputs), and is reconciled with the store every interval, so a
 //!   publication made through another replica is served here too.

@@ -12,6 +12,12 @@
 //! on the version they started with. A deleted plugin, or one of another
 //! kind, is uninstalled (its rule then refuses: guardrails fail closed); a
 //! version that does not compile is logged once and the installed one kept.
+//!
+//! With `plugins.require_signed`, a newest version that was stored without
+//! a signature (before the switch was turned on) is never installed: the
+//! rule is uninstalled and refuses (`GUARDRAIL_UNAVAILABLE`) until a signed
+//! version is uploaded, logged once. The newest version is what an
+//! operator uploaded last, so an older signed one is not run instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +48,14 @@ struct Followed {
 }
 
 /// Installs each stored guardrail's newest version now, then follows new
-/// versions every `interval` in a task that ends with the runtime.
+/// versions every `interval` in a task that ends with the runtime; with
+/// `require_signed`, only signed versions are installed.
 pub async fn follow_stored(
     guardrails: &Guardrails,
     store: Arc<dyn PluginStore>,
     runtime: PluginRuntime,
     interval: Duration,
+    require_signed: bool,
 ) {
     let mut followed: Vec<Followed> = guardrails
         .stored_plugins()
@@ -61,7 +69,7 @@ pub async fn follow_stored(
         return;
     }
     for one in &mut followed {
-        sync(one, store.as_ref(), &runtime).await;
+        sync(one, store.as_ref(), &runtime, require_signed).await;
     }
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -70,14 +78,19 @@ pub async fn follow_stored(
         loop {
             ticker.tick().await;
             for one in &mut followed {
-                sync(one, store.as_ref(), &runtime).await;
+                sync(one, store.as_ref(), &runtime, require_signed).await;
             }
         }
     });
 }
 
 /// Brings one rule to its plugin's newest version.
-async fn sync(one: &mut Followed, store: &dyn PluginStore, runtime: &PluginRuntime) {
+async fn sync(
+    one: &mut Followed,
+    store: &dyn PluginStore,
+    runtime: &PluginRuntime,
+    require_signed: bool,
+) {
     let rule = &one.rule;
     let plugin = rule.plugin().to_owned();
     let latest = match store.latest(&plugin).await {
@@ -106,6 +119,21 @@ async fn sync(one: &mut Followed, store: &dyn PluginStore, runtime: &PluginRunti
     if rule.installed().as_ref() == Some(&wanted) || one.failed.as_ref() == Some(&wanted) {
         return;
     }
+    if require_signed {
+        match signed(store, &plugin, latest.version).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(guardrail = %rule.name(), plugin = %plugin, version = latest.version, "a guardrail plugin version is unsigned and plugins.require_signed is on: not installed; its rule refuses until a signed version is uploaded");
+                one.failed = Some(wanted);
+                rule.clear();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %plugin, error = %format!("{error:#}"), "reading whether a guardrail plugin version is signed failed; retrying at the next interval");
+                return;
+            }
+        }
+    }
     match install(rule, store, runtime, latest.version, &latest.sha256).await {
         Ok(()) => {
             one.failed = None;
@@ -116,6 +144,22 @@ async fn sync(one: &mut Followed, store: &dyn PluginStore, runtime: &PluginRunti
             tracing::warn!(guardrail = %rule.name(), plugin = %plugin, version = latest.version, error = %format!("{error:#}"), "a guardrail plugin version could not be installed; the installed one stays");
         }
     }
+}
+
+/// Whether `version` of `plugin` was stored with a signature that
+/// verified (read only when a new version is seen, not at every poll).
+async fn signed(store: &dyn PluginStore, plugin: &str, version: i64) -> anyhow::Result<bool> {
+    let row = store
+        .get(plugin)
+        .await
+        .context("reading the plugin's versions")?
+        .context("the plugin was deleted meanwhile")?;
+    let stored = row
+        .versions
+        .iter()
+        .find(|stored| stored.version == version)
+        .context("the version was deleted meanwhile")?;
+    Ok(stored.signed_by.is_some())
 }
 
 async fn install(

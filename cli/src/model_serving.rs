@@ -21,8 +21,9 @@
 //! - [`ModelFleet`]: one task that owns the running agents. Each agent runs
 //!   on a loopback listener taken from a pool bound at start (the pool's
 //!   sockets are on the SSRF allow-list, which is fixed when the gateway is
-//!   built), is registered as an `internal` agent of its organisation, and
-//!   is reconciled with the store every interval, so a declaration written
+//!   built), is registered under its organisation (`internal` for the
+//!   deployment's, `registered` for another: `Registry::upsert_system`),
+//!   and is reconciled with the store every interval, so a declaration written
 //!   through another replica is served here too.
 //! - [`watch_agents_dir`]: `models.agents_dir`, loaded at start and polled
 //!   for changes; an invalid file is logged and skipped.

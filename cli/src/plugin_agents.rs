@@ -13,11 +13,15 @@
 //! - [`PluginFleet`]: one task that owns the plugin agents this replica
 //!   serves. Each runs on a loopback slot split off the model agents' pool
 //!   (`plugins.max_agents` of them; same token, so only the gateway reaches
-//!   it), is registered as an `internal` agent of its organisation with a
-//!   card generated from its declaration, and is reconciled with the store
-//!   every `plugins.watch_interval_seconds`: a new version is compiled and
-//!   swapped into the running agent (its card re-registered), a deleted
-//!   plugin is stopped and deregistered, on every replica. Calls reach it
+//!   it), is registered under its organisation with a card generated from
+//!   its declaration ([`Registry::upsert_system`]: `internal` for the
+//!   deployment's organisation, `registered` for another, as that
+//!   organisation registering it would be), and is reconciled with the
+//!   store every `plugins.watch_interval_seconds`: a new version is
+//!   compiled and swapped into the running agent (its card re-registered),
+//!   a deleted plugin is stopped and deregistered, on every replica. With
+//!   `plugins.require_signed`, an unsigned newest version is not served
+//!   (stopped and deregistered if it was), logged once. Calls reach it
 //!   through the gateway like any agent's: discovered, decided by policy,
 //!   audited, usable as a graph node.
 //! - [`PluginAgentCaller`]: what a plugin agent's `call_agent` calls go
@@ -245,6 +249,15 @@ pub fn card(name: &str, org: &str, declaration: &Value, version: i64) -> Value {
     })
 }
 
+/// The newest stored version of one plugin agent.
+struct Wanted {
+    org: String,
+    version: i64,
+    sha256: String,
+    signed: bool,
+    declaration: Value,
+}
+
 /// One plugin agent as this replica serves it.
 struct Served {
     version: i64,
@@ -272,6 +285,8 @@ pub struct PluginFleetParts {
     pub app: Weak<Router>,
     /// Bounds on each message's calls (`plugins.agent_calls`).
     pub agent_calls: AgentCallLimits,
+    /// Serve only signed versions (`plugins.require_signed`).
+    pub require_signed: bool,
 }
 
 /// Owns the plugin agents this replica serves (one task).
@@ -319,19 +334,20 @@ impl PluginFleet {
                 return;
             }
         };
-        let wanted: HashMap<String, (String, i64, String, Value)> = rows
+        let wanted: HashMap<String, Wanted> = rows
             .into_iter()
             .filter(|row| row.kind == PluginKind::Agent)
             .filter_map(|row| {
                 let latest = row.latest()?.clone();
                 Some((
                     row.name.clone(),
-                    (
-                        row.org,
-                        latest.version,
-                        latest.sha256,
-                        latest.declaration.unwrap_or_else(|| json!({})),
-                    ),
+                    Wanted {
+                        org: row.org,
+                        version: latest.version,
+                        sha256: latest.sha256,
+                        signed: latest.signed_by.is_some(),
+                        declaration: latest.declaration.unwrap_or_else(|| json!({})),
+                    },
                 ))
             })
             .collect();
@@ -345,8 +361,23 @@ impl PluginFleet {
             self.remove(&name).await;
         }
         self.failed.retain(|name, _| wanted.contains_key(name));
-        for (name, (org, version, sha256, declaration)) in wanted {
+        for (name, wanted) in wanted {
+            let Wanted {
+                org,
+                version,
+                sha256,
+                signed,
+                declaration,
+            } = wanted;
             let key = (version, sha256.clone());
+            if self.parts.require_signed && !signed {
+                if self.failed.get(&name) != Some(&key) {
+                    tracing::warn!(agent = %name, org = %org, version, "plugin agent version not served: it is unsigned and plugins.require_signed is on");
+                    self.failed.insert(name.clone(), key);
+                    self.withdraw(&name, &org).await;
+                }
+                continue;
+            }
             let current = self
                 .served
                 .get(&name)
@@ -495,6 +526,26 @@ impl PluginFleet {
             .await
             .map(|_| ())
             .map_err(|error| format!("registering the agent: {error}"))
+    }
+
+    /// Stops serving `name` of `org` and deregisters it: the one this
+    /// replica serves, or a record an earlier run left (registered before a
+    /// restart), never another organisation's agent of that name.
+    async fn withdraw(&mut self, name: &str, org: &str) {
+        if !self.served.contains_key(name) {
+            let Ok(id) = AgentId::internal(name) else {
+                return;
+            };
+            match self.parts.registry.get(&id).await {
+                Ok(existing) if existing.deleted_at.is_none() && existing.org == org => {}
+                Ok(_) | Err(RegistryError::AgentNotFound { .. }) => return,
+                Err(error) => {
+                    tracing::warn!(%error, agent = %name, "reading the registry failed; the agent stays registered");
+                    return;
+                }
+            }
+        }
+        self.remove(name).await;
     }
 
     async fn remove(&mut self, name: &str) {

@@ -243,12 +243,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (guardrails, plugin_runtime) = crate::guardrails::build(&config.guardrails)?;
     let plugin_store: Arc<dyn convergio_registry::plugins::PluginStore> =
         Arc::new(convergio_store::plugins::SqlPluginStore::new(&db));
-    let plugins = Arc::new(convergio_gateway::plugins_api::Plugins::new(
-        plugin_store.clone(),
-        plugin_runtime.clone(),
-        org_keys,
-        config.org_domain.clone(),
-    ));
+    let plugins = Arc::new(
+        convergio_gateway::plugins_api::Plugins::new(
+            plugin_store.clone(),
+            plugin_runtime.clone(),
+            org_keys,
+            config.org_domain.clone(),
+        )
+        .require_signed(config.plugins.require_signed),
+    );
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
     let federation = if let (Some(key), Some(card_keys)) = (&signing_key, &card_keys) {
@@ -417,6 +420,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // each plugin's principal.
         app: Arc::downgrade(&tool_app),
         agent_calls: config.plugins.agent_calls.clone(),
+        require_signed: config.plugins.require_signed,
     })
     .spawn(std::time::Duration::from_secs(
         config.plugins.watch_interval_seconds,
@@ -465,6 +469,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plugin_store,
         plugin_runtime,
         std::time::Duration::from_secs(config.plugins.watch_interval_seconds),
+        config.plugins.require_signed,
     )
     .await;
 

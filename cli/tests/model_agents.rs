@@ -1446,3 +1446,122 @@ fn provider_trouble_fails_tasks_quickly_through_a_gateway_that_stays_healthy() {
         }
     });
 }
+
+/// A model agent declared by another organisation than the deployment's
+/// (b.example, through its own caller) is served at `/agents/{name}` as
+/// b.example's: registered under it at `registered` (never `internal`,
+/// which only the deployment's own agents may be), called by its callers
+/// with its own key, and the same version after a restart.
+#[test]
+fn a_model_agent_of_another_organisation_is_served_as_its_own() {
+    let runtime = runtime();
+    let fake = runtime
+        .block_on(FakeOpenAi::start())
+        .expect("the fake starts");
+    const B_KEY: &str = "sk-b-example-hosted-agent-key-555";
+    fake.require_key(B_KEY);
+    fake.set_fallback(FakeReply::text(
+        "bonjour",
+        1,
+        Usage {
+            input_tokens: 5,
+            output_tokens: 2,
+        },
+    ));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let log = data_dir.path().join("server.log");
+    let server = start_logged(data_dir.path(), &[], &[], &log);
+    let admin = admin_token(data_dir.path());
+    let b_admin = issue_key(
+        &server,
+        data_dir.path(),
+        "ops@b.example",
+        "b.example",
+        &["agents:write", "secrets:write"],
+    );
+    let b_user = issue_key(&server, data_dir.path(), "ann@b.example", "b.example", &[]);
+    let served = |server: &Server| {
+        let base = server.base.clone();
+        let admin = admin.clone();
+        let log = log.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                let status = reqwest::Client::new()
+                    .get(format!("{base}/agents/bonjour/.well-known/agent-card.json"))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await
+                    .expect("answers")
+                    .status();
+                if status == 200 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "bonjour is never served: {}\n{}",
+                    get_text(&base, "/v1/model-agents/bonjour", &admin).await,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let record: Value =
+                serde_json::from_str(&get_text(&base, "/v1/agents/bonjour", &admin).await)
+                    .expect("json");
+            record
+        }
+    };
+    let first = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let stored = client
+            .put(format!("{}/v1/secrets/openai", server.base))
+            .header("X-API-Key", &b_admin)
+            .body(B_KEY)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(stored.status(), 204, "{:?}", stored.text().await);
+        let declared = client
+            .put(format!("{}/v1/model-agents/bonjour", server.base))
+            .header("X-API-Key", &b_admin)
+            .json(&json!({
+                "apiVersion": "convergio/v1",
+                "kind": "ModelAgent",
+                "name": "bonjour",
+                "description": "Greets in French",
+                "provider": "openai",
+                "model": "fake-model",
+                "base_url": fake.base_url(),
+                "api_key": "secret:openai",
+                "instructions": "Greet in French.",
+            }))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(declared.status(), 201, "{:?}", declared.text().await);
+        let record = served(&server).await;
+        assert_eq!(record["id"], "convergio://agents/bonjour", "{record}");
+        assert_eq!(record["org"], "b.example", "{record}");
+        assert_eq!(record["trust"], "registered", "{record}");
+        let answer = send_as(&server.base, &b_user, "bonjour", "Hello").await;
+        assert_eq!(
+            answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+        assert!(answer.to_string().contains("bonjour"), "{answer}");
+        assert_eq!(fake.requests().len(), 1);
+        record
+    });
+    server.kill();
+    let server = start_logged(data_dir.path(), &[], &[], &log);
+    runtime.block_on(async {
+        let record = served(&server).await;
+        assert_eq!(record["version"], first["version"], "{record}");
+        assert_eq!(record["trust"], "registered", "{record}");
+        let answer = send_as(&server.base, &b_user, "bonjour", "Hello again").await;
+        assert_eq!(
+            answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+    });
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{admin_get, cli, start_logged, Server};
+use support::{admin_get, cli, issue_key, start_logged, Server};
 
 /// A guardrail plugin (ABI v1) refusing payloads that contain `needle`
 /// (lowercase ASCII letters, compared without case) with `reason`.
@@ -595,9 +595,15 @@ async fn serve_agent(
         .await
         .expect("answers");
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    until_card(server, log, admin, name, 200).await;
+}
+
+/// Waits (up to 15 s) until reading `name`'s card through the gateway as
+/// `admin` answers `status` (200: served; 404: not served).
+async fn until_card(server: &Server, log: &Path, admin: &str, name: &str, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let response = client
+        let response = reqwest::Client::new()
             .get(format!(
                 "{}/agents/{name}/.well-known/agent-card.json",
                 server.base
@@ -606,12 +612,12 @@ async fn serve_agent(
             .send()
             .await
             .expect("answers");
-        if response.status() == 200 {
+        if response.status() == status {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{name} is never served: {}",
+            "{name}'s card never answered {status}: {}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -841,5 +847,312 @@ fn a_guardrail_importing_call_agent_is_refused_at_upload() {
             detail.contains("FORBIDDEN_IMPORT") && detail.contains("convergio::call_agent"),
             "{problem}"
         );
+    });
+}
+
+/// Waits (up to 10 s: the audit queue writes in the background) until an
+/// audit record of `principal` matches `wanted`.
+async fn until_audited(
+    server: &Server,
+    data_dir: &Path,
+    principal: &str,
+    wanted: impl Fn(&Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = audit_of(server, data_dir, principal).await;
+        if records.iter().any(&wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching audit record of {principal}: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A GET of `path` with `token`: status and JSON body.
+async fn get_as(server: &Server, token: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A plugin agent uploaded by another organisation than the deployment's
+/// (b.example, through its own caller) is served at `/agents/{name}` as
+/// b.example's: registered under it at the trust b.example's own
+/// registration gets (`registered`, never `internal`), discovered under
+/// it, called by its callers, refused by the shipped policy to the
+/// deployment's own callers (another organisation's agent that did not
+/// opt in), its `call_agent` calls made as `agent:<plugin>` of b.example,
+/// and the same version after a restart.
+#[test]
+fn a_plugin_agent_of_another_organisation_is_served_as_its_own() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let log = data_dir.path().join("server.log");
+    let server = start_logged(data_dir.path(), &[], &[], &log);
+    let admin = support::admin_token(data_dir.path());
+    let b_admin = issue_key(
+        &server,
+        data_dir.path(),
+        "ops@b.example",
+        "b.example",
+        &["agents:write"],
+    );
+    let b_user = issue_key(&server, data_dir.path(), "ann@b.example", "b.example", &[]);
+    let own_user = issue_key(
+        &server,
+        data_dir.path(),
+        "al@convergio.local",
+        "convergio.local",
+        &[],
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let version = runtime.block_on(async {
+        serve_agent(&server, &log, (&b_admin, &admin), "hello", hello_agent()).await;
+        let answer = send_to(&server, &b_user, "hello", "hi").await;
+        let task = &answer["result"]["task"];
+        assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+        assert!(answer.to_string().contains("hello from wasm"), "{answer}");
+
+        // Registered under b.example at `registered`.
+        let (status, record) = get_as(&server, &admin, "/v1/agents/hello").await;
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(record["id"], "convergio://agents/hello", "{record}");
+        assert_eq!(record["org"], "b.example", "{record}");
+        assert_eq!(record["trust"], "registered", "{record}");
+        // Discovered by b.example's callers under b.example.
+        let (status, listed) = get_as(&server, &b_user, "/v1/agents?org=b.example").await;
+        assert_eq!(status, 200, "{listed}");
+        let found = listed["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|agent| agent["name"] == "hello")
+            .cloned()
+            .unwrap_or_else(|| panic!("hello is not discovered: {listed}"));
+        assert_eq!(found["org"], "b.example", "{found}");
+        assert_eq!(found["trust"], "registered", "{found}");
+
+        // The deployment's own caller: another organisation's agent that
+        // did not opt in (`external-opt-in` needs the `external` tag and
+        // `verified`), so neither discovered nor callable.
+        let (status, listed) = get_as(&server, &own_user, "/v1/agents?org=b.example").await;
+        assert_eq!(status, 200, "{listed}");
+        assert!(!listed.to_string().contains("\"hello\""), "{listed}");
+        let refused = send_to(&server, &own_user, "hello", "hi").await;
+        assert!(refused.get("result").is_none(), "{refused}");
+        assert!(
+            refused["error"]
+                .to_string()
+                .to_lowercase()
+                .contains("forbidden")
+                || refused["error"].to_string().contains("not found"),
+            "{refused}"
+        );
+        until_audited(&server, data_dir.path(), "al@convergio.local", |record| {
+            record["decision"] == "deny"
+                && record["action"] == "send_message"
+                && record["resource"].to_string().contains("hello")
+        })
+        .await;
+
+        // b.example's relay calls b.example's hello as `agent:relay` of
+        // b.example.
+        serve_agent(
+            &server,
+            &log,
+            (&b_admin, &admin),
+            "relay",
+            calling_agent(r#"{"agent":"hello","text":"hi from relay"}"#),
+        )
+        .await;
+        let answer = send_to(&server, &b_user, "relay", "go").await;
+        let reply = called(&answer);
+        assert!(
+            reply["result"].to_string().contains("hello from wasm"),
+            "{answer}"
+        );
+        until_audited(&server, data_dir.path(), "agent:relay", |record| {
+            record["action"] == "send_message"
+                && record["decision"] == "allow"
+                && record["resource"].to_string().contains("hello")
+                && record["org"] == "b.example"
+        })
+        .await;
+        record["version"].as_i64().expect("a version")
+    });
+
+    // A restart serves it again, as the same version.
+    server.kill();
+    let server = start_logged(data_dir.path(), &[], &[], &log);
+    runtime.block_on(async {
+        until_card(&server, &log, &admin, "hello", 200).await;
+        let answer = send_to(&server, &b_user, "hello", "again").await;
+        assert_eq!(
+            answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+            "{answer}"
+        );
+        let (_, record) = get_as(&server, &admin, "/v1/agents/hello").await;
+        assert_eq!(record["version"].as_i64(), Some(version), "{record}");
+        assert_eq!(record["trust"], "registered", "{record}");
+    });
+}
+
+/// Uploads `module` as `name` of `kind` with the admin token, optionally
+/// signed with the deployment's key (`convergio plugins sign`): the status
+/// and the answer.
+async fn upload_as_admin(
+    server: &Server,
+    data_dir: &Path,
+    name: &str,
+    kind: &str,
+    module: &[u8],
+    signed: bool,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/plugins/{name}?kind={kind}", server.base))
+        .bearer_auth(support::admin_token(data_dir))
+        .header("content-type", "application/wasm");
+    if signed {
+        let file = data_dir.join(format!("{name}-to-sign.wasm"));
+        std::fs::write(&file, module).expect("writes the module");
+        let (ok, signature, stderr) = cli(
+            Some((server, data_dir)),
+            &["plugins", "sign", file.to_str().expect("utf-8")],
+        );
+        assert!(ok, "{stderr}");
+        request = request.header("convergio-plugin-signature", signature.trim());
+    }
+    let response = request.body(module.to_vec()).send().await.expect("answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `plugins.require_signed`: an unsigned upload is refused (422,
+/// `SIGNATURE_REQUIRED`, nothing stored) and a signed one accepted; after
+/// a restart with the switch on, versions stored unsigned before it are
+/// not run (the guardrail rule fails closed, the plugin agent is not
+/// served and its stale registration is removed), each logged once, and a
+/// signed version uploaded later is picked up as usual.
+#[test]
+fn with_require_signed_unsigned_plugins_are_refused_and_not_run() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let log = data_dir.path().join("server.log");
+    let rules = "guardrails:\n  rules:\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\n";
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(&config, rules).expect("writes the config");
+    let config_flag = config.to_str().expect("utf-8").to_owned();
+    let server = start_logged(data_dir.path(), &["--config", &config_flag], &[], &log);
+    let admin = support::admin_token(data_dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    // Before the switch: both stored unsigned, and run.
+    runtime.block_on(async {
+        let (status, answer) = upload_as_admin(
+            &server,
+            data_dir.path(),
+            "words",
+            "guardrail",
+            &keyword_guardrail("foo", "SAYS_FOO"),
+            false,
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+        let (status, answer) = upload_as_admin(
+            &server,
+            data_dir.path(),
+            "hello",
+            "agent",
+            &hello_agent(),
+            false,
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+        until_guarded(&server, "say foo", "SAYS_FOO", "say bar").await;
+        until_card(&server, &log, &admin, "hello", 200).await;
+    });
+
+    server.kill();
+    std::fs::write(
+        &config,
+        format!("{rules}plugins:\n  require_signed: true\n"),
+    )
+    .expect("writes the config");
+    let server = start_logged(data_dir.path(), &["--config", &config_flag], &[], &log);
+    runtime.block_on(async {
+        // The unsigned versions stored before are not run: the rule fails
+        // closed, the agent is neither served nor registered.
+        let answer = send(&server, "say bar").await;
+        assert_eq!(
+            refused_reason(&answer).as_deref(),
+            Some("GUARDRAIL_UNAVAILABLE"),
+            "{answer}"
+        );
+        until_card(&server, &log, &admin, "hello", 404).await;
+        let (status, record) = get_as(&server, &admin, "/v1/agents/hello").await;
+        assert_eq!(status, 404, "{record}");
+
+        // An unsigned upload is refused, nothing stored.
+        let (status, problem) = upload_as_admin(
+            &server,
+            data_dir.path(),
+            "words",
+            "guardrail",
+            &keyword_guardrail("bar", "SAYS_BAR"),
+            false,
+        )
+        .await;
+        assert_eq!(status, 422, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.starts_with("plugin refused (SIGNATURE_REQUIRED): ")),
+            "{problem}"
+        );
+        let (status, shown) = get_as(&server, &admin, "/v1/plugins/words").await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["latest"], 1, "nothing refused was stored: {shown}");
+
+        // Signed versions are accepted and picked up as usual.
+        let (status, answer) = upload_as_admin(
+            &server,
+            data_dir.path(),
+            "words",
+            "guardrail",
+            &keyword_guardrail("bar", "SAYS_BAR"),
+            true,
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["versions"][1]["signed"], true, "{answer}");
+        until_guarded(&server, "say bar", "SAYS_BAR", "say foo").await;
+        let (status, answer) = upload_as_admin(
+            &server,
+            data_dir.path(),
+            "hello",
+            "agent",
+            &hello_agent(),
+            true,
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+        until_card(&server, &log, &admin, "hello", 200).await;
+        let answer = send_to(&server, &admin, "hello", "hi").await;
+        assert!(answer.to_string().contains("hello from wasm"), "{answer}");
+
+        // Each unsigned version was reported once, with the reason.
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in [
+            "a guardrail plugin version is unsigned",
+            "plugin agent version not served: it is unsigned",
+        ] {
+            assert_eq!(logged.matches(line).count(), 1, "{line}: {logged}");
+        }
     });
 }

@@ -252,12 +252,13 @@ pub enum GatewayError {
     },
     /// An uploaded plugin was refused (issue 21): it does not compile,
     /// imports what the sandbox does not provide, lacks an export its kind
-    /// needs, or its signature fails. Nothing was stored; 422.
+    /// needs, its signature fails, or it has none where one is required.
+    /// Nothing was stored; 422.
     #[error("plugin refused ({reason}): {detail}")]
     PluginRefused {
         /// A stable code (`INVALID_MODULE`, `FORBIDDEN_IMPORT`,
         /// `MISSING_EXPORT`, `SIGNATURE_INVALID`, `SIGNATURE_UNVERIFIABLE`,
-        /// `KIND_MISMATCH`).
+        /// `SIGNATURE_REQUIRED`, `KIND_MISMATCH`).
         reason: &'static str,
         /// What is wrong, for people.
         detail: String,

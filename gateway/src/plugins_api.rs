@@ -11,10 +11,12 @@
 //! the module), optionally with a
 //! `Convergio-Plugin-Signature` header: a detached compact JWS over the
 //! module's SHA-256 by a key of the owning organisation
-//! ([`convergio_auth::plugin_signature`]). Before anything is stored the
-//! module is compiled and checked by the sandbox (valid WebAssembly, no
-//! import but the `convergio` host functions, the exports its kind needs)
-//! and the signature verified; a refusal is a 422 problem naming why
+//! ([`convergio_auth::plugin_signature`]); with `plugins.require_signed`
+//! an upload without one is refused (`SIGNATURE_REQUIRED`). Before anything
+//! is stored the module is compiled and checked by the sandbox (valid
+//! WebAssembly, no import but the `convergio` host functions, the exports
+//! its kind needs) and the signature verified; a refusal is a 422 problem
+//! naming why
 //! ([`GatewayError::PluginRefused`]). Another organisation's plugin is
 //! answered as an unknown one.
 
@@ -141,12 +143,14 @@ pub struct Plugins {
     runtime: PluginRuntime,
     org_keys: Arc<dyn OrgKeys>,
     default_org: String,
+    require_signed: bool,
 }
 
 impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugins")
             .field("default_org", &self.default_org)
+            .field("require_signed", &self.require_signed)
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +172,15 @@ impl Plugins {
             runtime,
             org_keys,
             default_org: default_org.into(),
+            require_signed: false,
         }
+    }
+
+    /// Refuses every upload without a signature (`plugins.require_signed`):
+    /// `SIGNATURE_REQUIRED`, nothing stored.
+    pub fn require_signed(mut self, require_signed: bool) -> Self {
+        self.require_signed = require_signed;
+        self
     }
 
     /// The organisation `principal` uploads into.
@@ -185,6 +197,19 @@ impl Plugins {
         check_agent_name(upload.name).map_err(|violation| GatewayError::SchemaViolation {
             violations: vec![violation],
         })?;
+        // Before the module is compiled: an unsigned upload is refused
+        // whatever it holds, so there is no need to pay for compiling it.
+        if self.require_signed && upload.signature.is_none() {
+            return Err(GatewayError::PluginRefused {
+                reason: "SIGNATURE_REQUIRED",
+                detail: format!(
+                    "this gateway runs only signed plugins (plugins.require_signed): \
+                     send a signature of the module by a key of {} in the Convergio-Plugin-Signature header \
+                     (convergio plugins sign)",
+                    upload.org
+                ),
+            });
+        }
         // Compiling a module of a few MiB takes a while: off the event loop.
         // A plugin agent's declaration (its `describe` export) is read now.
         let runtime = self.runtime.clone();
@@ -465,7 +490,7 @@ struct UploadQuery {
     params(
         ("name" = String, Path, description = "The plugin's name"),
         UploadQuery,
-        ("Convergio-Plugin-Signature" = Option<String>, Header, description = "A detached compact JWS over the module's SHA-256 by a key of the owning organisation"),
+        ("Convergio-Plugin-Signature" = Option<String>, Header, description = "A detached compact JWS over the module's SHA-256 by a key of the owning organisation; required when plugins.require_signed is on"),
     ),
     request_body(description = "The WebAssembly module (ABI v1), raw: application/wasm or application/octet-stream", content((WasmModule = "application/octet-stream"))),
     responses(

@@ -135,6 +135,14 @@ pub struct PluginsConfig {
     /// Bounds on the agent calls (`call_agent`) one plugin agent message
     /// makes: count, shared wall-clock budget, request and reply sizes.
     pub agent_calls: AgentCallLimits,
+    /// Run only signed plugins (default false). When on, an upload without
+    /// a `Convergio-Plugin-Signature` is refused (422,
+    /// `SIGNATURE_REQUIRED`, nothing stored), and a replica neither
+    /// installs nor serves a stored version that was uploaded unsigned
+    /// (before the switch was turned on): a guardrail rule naming it
+    /// refuses with `GUARDRAIL_UNAVAILABLE`, a plugin agent is not served
+    /// (and deregistered if it was) until a signed version is uploaded.
+    pub require_signed: bool,
 }
 
 impl Default for PluginsConfig {
@@ -144,6 +152,7 @@ impl Default for PluginsConfig {
             watch_interval_seconds: 1,
             max_agents: 8,
             agent_calls: AgentCallLimits::default(),
+            require_signed: false,
         }
     }
 }

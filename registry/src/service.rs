@@ -18,7 +18,11 @@
 //!   (tampered or forged) is refused on every write, at every trust level;
 //!   a signature by a key we do not hold (unknown, expired, revoked) is
 //!   neither: the card is stored, unverified;
-//! - `internal` is only for agents of this registry's own organisation;
+//! - `internal` is only for agents of this registry's own organisation; an
+//!   agent the server hosts for another organisation (a model, graph or
+//!   plugin agent of it) starts where that organisation's own registration
+//!   would, and is named `convergio://agents/{name}` like every agent served
+//!   at `/agents/{name}` ([`Registry::upsert_system`]);
 //! - until gateway security lands, every write needs an administrator.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -461,25 +465,63 @@ impl Registry {
         result
     }
 
-    /// Registers or refreshes one of the server's own agents at `internal`
-    /// trust: on every start, its card, role and upstreams are brought up to
-    /// date. A new version only if something but the address changed: the
-    /// server assigns its agents a loopback port at each start, and a new
-    /// port is not a new agent, so a card that differs only in interface
-    /// URLs is refreshed in place (one identity across restarts, issue #14).
+    /// Registers or refreshes an agent this server hosts (an example,
+    /// model, graph or plugin agent): on every start, its card, role and
+    /// upstreams are brought up to date. A new version only if something
+    /// but the address changed: the server assigns its agents a loopback
+    /// port at each start, and a new port is not a new agent, so a card
+    /// that differs only in interface URLs is refreshed in place (one
+    /// identity across restarts, issue #14).
+    ///
+    /// The agent is served by this gateway at `/agents/{name}` whatever
+    /// organisation owns it, so its id is always `convergio://agents/{name}`
+    /// (one namespace of names per deployment), with the owner in `org`.
+    ///
+    /// Its trust is derived here from the owning organisation rather than
+    /// passed in by each fleet, because the trust ladder is this registry's
+    /// to enforce and the three fleets would otherwise each repeat (or
+    /// forget) the same rule:
+    /// - an agent of this deployment's organisation is `internal`, and is
+    ///   put back to `internal` at each start;
+    /// - an agent hosted for another organisation gets exactly what that
+    ///   organisation registering it itself would: `registered`, or
+    ///   `verified` when its card carries a valid signature of one of that
+    ///   organisation's keys, never `internal` (which only this deployment's
+    ///   own agents may be). A refresh keeps the trust it has, so what an
+    ///   administrator set (`trusted`, `untrusted`) survives a restart.
     pub async fn upsert_system(&self, registration: Registration) -> Result<AgentRecord> {
         let actor = Actor::system();
         let mut registration = registration;
-        registration.trust = Some(TrustLevel::Internal);
-        let wanted = self.build_record(registration.clone(), TrustLevel::Internal)?;
+        let own = registration.org.as_deref().is_none_or(|org| {
+            org.trim()
+                .eq_ignore_ascii_case(&self.inner.config.org_domain)
+        });
+        let starting = if own {
+            TrustLevel::Internal
+        } else {
+            TrustLevel::Registered
+        };
+        registration.trust = None;
+        let wanted = self.with_signed_trust(self.build_record_reached(
+            registration.clone(),
+            starting,
+            Reached::Here,
+        )?)?;
         let existing = match self.inner.store.get(&wanted.id, None).await {
             Ok(existing) if !existing.is_deleted() => Some(existing),
             Ok(_) | Err(RegistryError::AgentNotFound { .. }) => None,
             Err(error) => return Err(error),
         };
         let Some(mut record) = existing else {
-            return self.register(&actor, registration).await;
+            return self.insert_new(&actor, wanted, None).await;
         };
+        if record.org != wanted.org {
+            // One name per deployment: another organisation's live agent
+            // keeps it.
+            return Err(RegistryError::AgentExists {
+                agent_id: record.id.to_string(),
+            });
+        }
         let changed = record.card != wanted.card
             || record.role != wanted.role
             || record.upstreams != wanted.upstreams;
@@ -501,12 +543,11 @@ impl Registry {
                 record: Box::new(record.clone()),
             });
         } else if changed {
-            registration.trust = None;
             record = self
                 .update(&actor, &record.id.clone(), record.version, registration)
                 .await?;
         }
-        if record.trust != TrustLevel::Internal {
+        if own && record.trust != TrustLevel::Internal {
             record = self
                 .set_trust(
                     &actor,
@@ -604,7 +645,13 @@ impl Registry {
             }
         }
         registration.org = Some(current.org.clone());
-        let mut record = self.build_record(registration, current.trust)?;
+        // An agent hosted here for another organisation keeps its
+        // `convergio://` id (see `upsert_system`).
+        let reached = match current.id {
+            AgentId::Internal { .. } => Reached::Here,
+            AgentId::External { .. } => Reached::ByOrg,
+        };
+        let mut record = self.build_record_reached(registration, current.trust, reached)?;
         record.created_at = current.created_at;
         record.version = expected_version + 1;
         let signed = self.signed_by_owner(&record.org, &record.card)?;
@@ -892,8 +939,19 @@ impl Registry {
         }
     }
 
-    /// Validates a registration and builds the record it describes (version 1).
+    /// Validates a registration and builds the record it describes
+    /// (version 1), reached as its organisation says ([`Reached::ByOrg`]).
     fn build_record(&self, registration: Registration, trust: TrustLevel) -> Result<AgentRecord> {
+        self.build_record_reached(registration, trust, Reached::ByOrg)
+    }
+
+    /// [`Registry::build_record`] with the form of the id `reached` decides.
+    fn build_record_reached(
+        &self,
+        registration: Registration,
+        trust: TrustLevel,
+        reached: Reached,
+    ) -> Result<AgentRecord> {
         let card_bytes = serde_json::to_vec(&registration.card)
             .map(|bytes| bytes.len())
             .unwrap_or(usize::MAX);
@@ -936,7 +994,7 @@ impl Registry {
             .org
             .map(|org| org.trim().to_ascii_lowercase())
             .unwrap_or_else(|| self.inner.config.org_domain.clone());
-        let id = if org == self.inner.config.org_domain {
+        let id = if org == self.inner.config.org_domain || reached == Reached::Here {
             convergio_schemas::ids::check_org(&org).and_then(|()| AgentId::internal(&name))
         } else {
             AgentId::external(&org, &name)
@@ -981,6 +1039,18 @@ impl Registry {
             deleted_at: None,
         })
     }
+}
+
+/// How an agent is reached, which decides the form of its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// As its organisation says: this deployment's own agents at
+    /// `convergio://agents/{name}`, another organisation's through that
+    /// organisation's gateway at `external://{org}/agents/{name}`.
+    ByOrg,
+    /// Served by this gateway at `/agents/{name}` whatever its organisation
+    /// (an agent the server hosts for it): `convergio://agents/{name}`.
+    Here,
 }
 
 fn require_admin(actor: &Actor, what: &str) -> Result<()> {

@@ -237,6 +237,94 @@ async fn system_agents_are_internal_and_refreshed_only_when_changed() {
     assert_eq!(refreshed.trust, TrustLevel::Internal);
 }
 
+/// An agent the server hosts for another organisation (a plugin, model or
+/// graph agent it uploaded): served here, so `convergio://agents/{name}`,
+/// owned by that organisation, at the trust that organisation's own
+/// registration would start at, never `internal`; one identity across
+/// restarts; what an administrator set kept.
+#[tokio::test]
+async fn agents_hosted_for_another_org_are_theirs_at_registered_trust() {
+    let (registry, _backend) = registry().await;
+    let hosted = |card: Value| Registration {
+        org: Some("B.example".into()),
+        ..registration(card)
+    };
+    let at_port = |port: u16| {
+        let mut card = simple_card("Shout");
+        card["supportedInterfaces"][0]["url"] = json!(format!("http://127.0.0.1:{port}/"));
+        card
+    };
+    let first = registry
+        .upsert_system(hosted(at_port(9001)))
+        .await
+        .expect("first start");
+    assert_eq!(first.id.to_string(), "convergio://agents/shout");
+    assert_eq!(first.org, "b.example");
+    assert_eq!(first.trust, TrustLevel::Registered);
+    assert_eq!(first.version, 1);
+    let moved = registry
+        .upsert_system(hosted(at_port(9002)))
+        .await
+        .expect("a restart");
+    assert_eq!(moved.version, 1, "a new port is not a new version");
+    assert_eq!(moved.trust, TrustLevel::Registered);
+    // Discovered under its organisation.
+    let page = registry
+        .discover(&convergio_registry::DiscoveryQuery {
+            org: Some("b.example".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("discover");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, first.id);
+    // An administrator's trust survives a restart that changes the card.
+    registry
+        .set_trust(
+            &Actor::admin(),
+            &first.id,
+            TrustLevel::Trusted,
+            "vetted",
+            None,
+        )
+        .await
+        .expect("trusted");
+    let mut louder = at_port(9003);
+    louder["description"] = json!("Shouts, louder");
+    let changed = registry
+        .upsert_system(hosted(louder))
+        .await
+        .expect("a changed card");
+    assert_eq!(changed.version, 3, "trust change, then the card");
+    assert_eq!(changed.id, first.id);
+    assert_eq!(changed.trust, TrustLevel::Trusted);
+    // It can never be made internal.
+    let error = registry
+        .set_trust(
+            &Actor::system(),
+            &first.id,
+            TrustLevel::Internal,
+            "ours?",
+            None,
+        )
+        .await
+        .expect_err("internal for another organisation");
+    assert!(matches!(error, RegistryError::Forbidden { .. }), "{error}");
+    // A name this deployment's own agent holds is not taken over.
+    registry
+        .upsert_system(registration(simple_card("Echo")))
+        .await
+        .expect("the deployment's echo");
+    let error = registry
+        .upsert_system(hosted(simple_card("Echo")))
+        .await
+        .expect_err("another organisation's echo");
+    assert!(
+        matches!(error, RegistryError::AgentExists { .. }),
+        "{error}"
+    );
+}
+
 /// Issue #14: `convergio serve` starts its agents on a new loopback port at
 /// each start; that is the same agent at a new address, not a new version.
 #[tokio::test]
