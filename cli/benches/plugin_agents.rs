@@ -194,7 +194,10 @@ async fn main() {
         .await
         .map_or(true, |response| response.status() != 200)
     {
-        assert!(Instant::now() < deadline, "the plugin agent is never served");
+        assert!(
+            Instant::now() < deadline,
+            "the plugin agent is never served"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("plugin agent vs echo agent through one gateway, {calls} blocking SendMessage calls per case");

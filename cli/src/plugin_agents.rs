@@ -99,8 +99,7 @@ impl AgentCaller for PluginAgentCaller {
         let app = self.app.clone();
         // A task of its own: the exchange runs on a worker's stack, not on
         // the plugin's fiber.
-        let mut task =
-            tokio::spawn(async move { crate::gateway_call::call(&app, request).await });
+        let mut task = tokio::spawn(async move { crate::gateway_call::call(&app, request).await });
         let outcome = match tokio::time::timeout(timeout + CALL_GRACE, &mut task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(error)) => Err(GatewayCallError::Failed(format!(

@@ -109,6 +109,19 @@ async fn start_with(local: LocalModels) -> App {
             .await
             .expect("registered");
     }
+    // An agent this server hosts for the other organisation (as its model
+    // and plugin agents are): served here, owned there.
+    registry
+        .upsert_system(Registration {
+            name: Some("helper".to_owned()),
+            org: Some(OTHER.to_owned()),
+            role: None,
+            card: agent_card("helper"),
+            upstreams: None,
+            trust: None,
+        })
+        .await
+        .expect("hosted");
     let (key, _) = SecretsKey::generate().expect("random works");
     let secrets = Arc::new(Secrets::new(
         Arc::new(ModelStore::new(&db)),
@@ -933,4 +946,64 @@ async fn agent_memory_is_its_agents_and_global_memory_is_shared() {
         let refused = app.call(get.clone(), path, Some(&critic), None, None).await;
         assert_eq!(refused.status, 403, "{path}: {}", refused.text);
     }
+}
+
+/// An agent the server hosts for another organisation (a model or plugin
+/// agent of it) gets agent memory in its own organisation, like the
+/// deployment's own agents; it names no agent of this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_hosted_for_another_organisation_has_its_own_memory() {
+    let app = start().await;
+    let (put, get) = (reqwest::Method::PUT, reqwest::Method::GET);
+    let structured = json!({"kind": "structured", "scope": {"agent": "helper"}});
+    let created = app
+        .call(
+            put.clone(),
+            "/v1/memory/helper-notes",
+            Some(&member(OTHER, &["memory:write"])),
+            Some(structured.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["org"], OTHER, "{}", created.text);
+    let helper = agent("helper", OTHER);
+    let written = app
+        .call(
+            put.clone(),
+            "/v1/memory/helper-notes/items/style",
+            Some(&helper),
+            Some(json!({"tone": "warm"})),
+            None,
+        )
+        .await;
+    assert_eq!(written.status, 201, "{}", written.text);
+    let read = app
+        .call(
+            get,
+            "/v1/memory/helper-notes/items/style",
+            Some(&helper),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(read.body["value"], json!({"tone": "warm"}), "{}", read.text);
+    // Not an agent of this deployment's organisation.
+    let refused = app
+        .call(
+            put,
+            "/v1/memory/helper-in-acme",
+            Some(&member(ORG, &["memory:write"])),
+            Some(structured),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused
+            .text
+            .contains(&format!("scope.agent: helper is not an agent of {ORG}")),
+        "{}",
+        refused.text
+    );
 }

@@ -586,10 +586,7 @@ async fn call_agent(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> V
 /// Writes `answer` into memory the module's `alloc` gives, answering the
 /// packed `(ptr << 32) | len`. A module whose `alloc` fails or points
 /// outside its memory traps (a clear `Trap`, never a panic).
-async fn write_answer(
-    caller: &mut Caller<'_, CallState>,
-    answer: &Value,
-) -> wasmtime::Result<i64> {
+async fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> wasmtime::Result<i64> {
     let bytes = serde_json::to_vec(answer)
         .map_err(|error| wasmtime::Error::msg(format!("call_agent: encoding: {error}")))?;
     let length = i32::try_from(bytes.len())

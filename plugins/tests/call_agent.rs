@@ -326,7 +326,9 @@ fn an_agent_without_a_caller_is_refused_its_calls() {
     let runtime = PluginRuntime::new(SandboxLimits::default()).expect("the engine starts");
     let module = calling_agent(r#"{"agent":"echo","text":"hi"}"#, 1);
     let agent = WasmAgent::load(&runtime, "caller", &module, AgentCalling::none()).expect("loads");
-    let AgentAnswer::Parts(parts) = futures_executor::block_on(agent.handle(&message(), "c1", "t1")).expect("runs") else {
+    let AgentAnswer::Parts(parts) =
+        futures_executor::block_on(agent.handle(&message(), "c1", "t1")).expect("runs")
+    else {
         panic!("not parts")
     };
     assert_eq!(parts[0]["data"]["error"]["code"], "REFUSED", "{parts:?}");

@@ -333,7 +333,10 @@ fn a_spinning_plugin_yields_its_event_loop_thread_at_every_tick() {
         let (widest_gap, beats) = heartbeat.await.expect("no panic");
         (took, widest_gap, beats)
     });
-    assert!(took >= Duration::from_millis(400), "stopped early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "stopped early: {took:?}"
+    );
     // Generous: a tick is 2 ms; without yielding there would be no beat at
     // all until the 400 ms deadline.
     assert!(
