@@ -688,15 +688,15 @@ fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
             reply["result"].to_string().contains("ping from wasm"),
             "echo's reply reaches the plugin: {answer}"
         );
-        // The inner call is audited as the plugin's principal.
-        let records = audit_of(&server, data_dir.path(), "agent:relay").await;
-        assert!(
-            records.iter().any(|record| record["action"] == "send_message"
+        // The inner call is audited as the plugin's principal (written in
+        // the background: polled).
+        until_audited(&server, data_dir.path(), "agent:relay", |record| {
+            record["action"] == "send_message"
                 && record["decision"] == "allow"
                 && record["resource"].to_string().contains("echo")
-                && record["org"] == "convergio.local"),
-            "{records:?}"
-        );
+                && record["org"] == "convergio.local"
+        })
+        .await;
 
         // `prober` calls echo, which a policy forbids `agent:prober` (an
         // administrator keeping a plugin agent away from an agent). The
@@ -738,14 +738,14 @@ fn a_plugin_agent_calls_agents_through_the_gateway_as_its_own_principal() {
         assert!(refused_in < Duration::from_secs(5), "{refused_in:?}");
         let echoed = send_to(&server, &token, "echo", "after the refusal").await;
         assert!(echoed.to_string().contains("after the refusal"), "{echoed}");
-        let records = audit_of(&server, data_dir.path(), "agent:prober").await;
-        assert!(
-            records.iter().any(|record| record["decision"] == "deny"
+        // The refusal is audited.
+        until_audited(&server, data_dir.path(), "agent:prober", |record| {
+            record["decision"] == "deny"
                 && record["action"] == "send_message"
                 && record["resource"].to_string().contains("echo")
-                && record["determining"].to_string().contains("no-probing")),
-            "the refusal is audited: {records:?}"
-        );
+                && record["determining"].to_string().contains("no-probing")
+        })
+        .await;
 
         // `waiter` calls the hello agent asking it to spin (it would for
         // 5 s): the call times out at the 1.5 s budget, while echo keeps
