@@ -6,9 +6,9 @@
 //! `guardrail`) and becomes [`GatewayError::GuardrailDenied`].
 //!
 //! With no guardrail configured, or none selected for the call, a payload
-//! passes untouched without a copy. Chains with a sandboxed plugin run on
-//! tokio's blocking pool, so a plugin spinning to its deadline never holds
-//! an event-loop thread.
+//! passes untouched without a copy. Chains run on the event loop: a
+//! sandboxed plugin runs on a fiber that yields at every epoch tick, so one
+//! spinning to its deadline holds the thread a tick at a time.
 
 use convergio_plugins::chain::Outcome;
 use convergio_plugins::{Direction, GuardFacts, Guardrails};
