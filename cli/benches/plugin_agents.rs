@@ -11,8 +11,8 @@
 //! bounds, all on a fiber of the event loop.
 //!
 //! Printed side by side, one run: calls per second, p50/p99 latency, and
-//! the server's CPU per call (its utime+stime from /proc, clock ticks
-//! assumed 100 Hz), with the plugin-to-echo ratios.
+//! the server's CPU per call (its utime+stime from /proc), with the
+//! plugin-to-echo ratios.
 //!
 //! `CONVERGIO_BENCH_CALLS` sets the calls per case (default 3000). Run with
 //! `cargo bench -p convergio-cli --bench plugin_agents`.
@@ -51,19 +51,6 @@ fn constant_agent() -> Vec<u8> {
         length = answer.len(),
     );
     wat::parse_str(text).expect("the WAT compiles")
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
 }
 
 fn body(text: &str) -> Value {
@@ -120,7 +107,7 @@ async fn measure(
     for _ in 0..clients.max(20) {
         call(http, server, token, agent).await;
     }
-    let ticks = cpu_ticks(server.pid());
+    let cpu_before = convergio_tests::proc::cpu_seconds(server.pid());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -144,7 +131,7 @@ async fn measure(
         samples.extend(task.await.expect("no panic"));
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu_seconds = (cpu_ticks(server.pid()) - ticks) as f64 / 100.0;
+    let cpu_seconds = convergio_tests::proc::cpu_seconds(server.pid()) - cpu_before;
     samples.sort_unstable();
     let at = |q: f64| {
         let index = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);

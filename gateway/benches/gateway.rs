@@ -95,7 +95,6 @@ const EXIT_ON_EOF_ENV: &str = "CONVERGIO_BENCH_EXIT_ON_EOF";
 /// The organisation of the bench agent and of the API key and JWT callers,
 /// so the shipped `internal-same-org` policy admits them.
 const BENCH_ORG: &str = "convergio.local";
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const STREAMS: usize = 1000;
 const EVENTS_PER_STREAM: usize = 5;
 const EVENT_INTERVAL: Duration = Duration::from_millis(400);
@@ -435,7 +434,7 @@ impl BenchChild {
 
     /// utime + stime in seconds.
     fn cpu_seconds(&self) -> f64 {
-        cpu_seconds_of(self.child.id())
+        convergio_tests::proc::cpu_seconds(self.child.id())
     }
 
     fn rss_megabytes(&self) -> f64 {
@@ -454,21 +453,6 @@ impl BenchChild {
             .map(|kilobytes| kilobytes / 1024.0)
             .unwrap_or(0.0)
     }
-}
-
-/// utime + stime of process `pid` in seconds.
-fn cpu_seconds_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields after the name start at field 3 (state); utime is 14, stime 15.
-    let ticks = |index: usize| {
-        fields
-            .get(index - 3)
-            .and_then(|field| field.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(14) + ticks(15)) / CLOCK_TICKS_PER_SECOND
 }
 
 impl Drop for BenchChild {
@@ -1456,7 +1440,8 @@ async fn yardstick(upstream_url: &str) {
     let nginx_cpu = match Nginx::start(upstream_port, &wrapper).await {
         Some(nginx) => {
             let pid = nginx.child.id();
-            let (run, seconds) = drive(nginx.port, None, || cpu_seconds_of(pid)).await;
+            let (run, seconds) =
+                drive(nginx.port, None, || convergio_tests::proc::cpu_seconds(pid)).await;
             let cpu = per_request(&run, seconds);
             row("nginx (reverse proxy)", &run, cpu, Some(1.0));
             Some(cpu)

@@ -2,14 +2,16 @@
 //! what tests share, here and as a dev-dependency of the other crates: the
 //! workspace root, fresh PostgreSQL databases ([`postgres`]) and a fresh
 //! database on either backend for storage suites ([`db`], [`on_both_backends!`]),
-//! an SSE reader ([`sse`]), the test certificates ([`tls`]) and a fake
-//! embeddings provider ([`embeddings`]).
+//! an SSE reader ([`sse`]), the test certificates ([`tls`]), a fake
+//! embeddings provider ([`embeddings`]) and a process's CPU time for
+//! benches ([`proc`]).
 
 use std::path::PathBuf;
 
 pub mod db;
 pub mod embeddings;
 pub mod postgres;
+pub mod proc;
 pub mod sse;
 pub mod tls;
 
