@@ -71,16 +71,13 @@ impl AgentLogic for Recorder {
             .lock()
             .expect("messages")
             .push(message.clone());
+        // `sleep:<ms>` holds the answer (or a stream's first event) back.
+        if let Some(ms) = hook(message, "sleep") {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         // `chunks:<n>` asks for a task that streams n artifact chunks.
         if hook(message, "chunks").is_some() {
             return None;
-        }
-        let sleep = text_parts(message)
-            .iter()
-            .flat_map(|text| text.split_whitespace())
-            .find_map(|word| word.strip_prefix("sleep:")?.parse::<u64>().ok());
-        if let Some(ms) = sleep {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         self.finished.fetch_add(1, Ordering::SeqCst);
         // `tokens:<n>` asks it to report using n tokens, as a model would.
@@ -752,7 +749,8 @@ async fn sigkill_of_a_during_a_remote_node_then_resume_runs_it_once() {
 #[tokio::test]
 async fn sigkill_of_a_during_a_streaming_remote_node_then_resume_runs_it_once() {
     let graph = CHECKPOINTED.replace("agents/recorder\n", "agents/recorder\n    stream: true\n");
-    kill_a_mid_call_then_resume(&graph, json!("chunks:60 durable"), "chunk 60").await;
+    // A is killed before B's gateway sees the stream's first event.
+    kill_a_mid_call_then_resume(&graph, json!("chunks:60 sleep:1000 durable"), "chunk 60").await;
 }
 
 /// Starts `graph` at A, kills A while B's agent runs its remote node,

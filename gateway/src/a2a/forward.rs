@@ -1067,10 +1067,12 @@ fn context_id_in(value: &Value) -> Option<&str> {
 
 /// Relays an upstream stream to the client from a task of its own, which
 /// holds the upstream slot (`admission`) while it reads. When the client
-/// goes away the task stops, unless the stream is being recorded: then it
-/// reads on to the end (bounded by the idle timeout between events, and by
+/// goes away the task stops, unless the stream is being recorded or its
+/// outcome kept (an idempotent peer call): then it reads on to the end
+/// (bounded by the idle timeout between events, and by
 /// `max_upstream_timeout` in all once the client left, so streams nobody
-/// listens to cannot pile up), so a client that resumes gets every event.
+/// listens to cannot pile up), so a client that resumes, or a peer that
+/// repeats the call, gets every event.
 fn relay_stream(
     context: RelayContext,
     body: hyper::body::Incoming,
@@ -1079,12 +1081,14 @@ fn relay_stream(
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(RELAY_BUFFER);
     let unattended = context.state.config.max_upstream_timeout;
+    // An idempotent call's stream is read to its end from its first byte:
+    // its caller may go away before any event arrives.
+    let mut recording = context.keep.is_some();
     tokio::spawn(async move {
         let _slot = admission;
         let mut left_at: Option<tokio::time::Instant> = None;
         let mut events = std::pin::pin!(relay_events(context, body, recorder));
         let mut client = Some(sender);
-        let mut recording = false;
         loop {
             // A client that leaves is noticed at once, not at the next
             // event (an upstream may be silent for minutes).
