@@ -64,6 +64,69 @@ async fn jsonrpc_send_passes_through_and_keeps_unknown_fields() {
     );
 }
 
+/// Issue #25: a 1.0 result nothing changes reaches a 1.0 client as the
+/// agent's bytes (key order, spacing, number and escape spellings kept),
+/// while the gateway still reads its ids: the task is the caller's alone.
+#[tokio::test]
+async fn a_result_nothing_changes_reaches_the_client_as_the_agents_bytes() {
+    let (gateway, _fake) = gateway_with_fake(FakeMode::V1).await;
+    let mut params = send_params("verbatim");
+    params["message"]["contextId"] = json!("ctx-verbatim");
+    let response = gateway
+        .http
+        .post(gateway.url("/agents/echo"))
+        .header("A2A-Version", "1.0")
+        .header("x-test-subject", "alice")
+        .json(&json!({"jsonrpc": "2.0", "id": "r-9", "method": "SendMessage", "params": params}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let text = response.text().await.expect("body");
+    let body: Value = serde_json::from_str(&text).expect("json");
+    let task_id = body["result"]["task"]["id"].as_str().expect("task id");
+    let result = verbatim_task(task_id, "ctx-verbatim");
+    assert_eq!(
+        text,
+        format!(r#"{{"jsonrpc":"2.0","id":"r-9","result":{result}}}"#)
+    );
+    // The gateway read the ids it passed: the task and its context are
+    // alice's, and bob gets the unknown-task answer for both.
+    let mine = gateway
+        .rpc("echo", "alice", "GetTask", json!({"id": task_id}))
+        .await;
+    assert_eq!(mine["result"]["id"], json!(task_id), "{mine}");
+    let theirs = gateway
+        .rpc("echo", "bob", "GetTask", json!({"id": task_id}))
+        .await;
+    assert_eq!(error_code(&theirs), -32001, "{theirs}");
+    let mut in_context = send_params("more");
+    in_context["message"]["contextId"] = json!("ctx-verbatim");
+    let theirs = gateway.rpc("echo", "bob", "SendMessage", in_context).await;
+    assert!(theirs.get("error").is_some(), "{theirs}");
+
+    // HTTP+JSON 1.0 clients get the result's bytes as the whole body.
+    let response = gateway
+        .http
+        .post(gateway.url("/agents/echo/message:send"))
+        .header("A2A-Version", "1.0")
+        .json(&send_params("verbatim"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/a2a+json");
+    let text = response.text().await.expect("body");
+    let body: Value = serde_json::from_str(&text).expect("json");
+    let task = &body["task"];
+    let (task_id, context_id) = (task["id"].as_str(), task["contextId"].as_str());
+    assert_eq!(
+        text,
+        verbatim_task(task_id.expect("id"), context_id.expect("context"))
+    );
+}
+
 #[tokio::test]
 async fn rest_routes_with_tenant_and_encoded_colon_reach_a_jsonrpc_only_agent() {
     let (gateway, fake) = gateway_with_fake(FakeMode::V1JsonRpcOnly).await;

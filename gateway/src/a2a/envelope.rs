@@ -142,12 +142,13 @@ pub(super) async fn envelope_handler(
         .map_err(|error| {
             super::upstream_failure(&state, &target, &request, error, ErrorShape::Problem)
         })?;
-    let Reply::Unary(result) = reply else {
+    let Reply::Unary(answer) = reply else {
         return Err(fail(GatewayError::UpstreamInvalid {
             agent: name,
             detail: "answered SendMessage with a stream".into(),
         }));
     };
+    let result = answer.into_value().map_err(fail)?;
     state.gatekeeper.observe_reply(&request.principal, &result);
     let mut response = Response::new(result_to_envelope(&envelope, result).to_string().into());
     response

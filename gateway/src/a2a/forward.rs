@@ -29,6 +29,7 @@ use serde_json::{json, Map, Value};
 
 use convergio_plugins::Direction;
 
+use super::answer::Answer;
 use super::client::GuardSettings;
 use super::inbound::{context_id_of, task_id_of, Call, ClientSide};
 use super::model_slots::stamp_caller;
@@ -58,7 +59,7 @@ const RELAY_BUFFER: usize = 16;
 /// What the caller of [`forward`] gets back.
 pub(crate) enum Reply {
     /// A whole 1.0 result.
-    Unary(Value),
+    Unary(Answer),
     /// A relayed event stream, already encoded for the client.
     Stream(Body),
 }
@@ -357,6 +358,20 @@ pub(crate) async fn forward_keeping(
         return Ok(Reply::Stream(Body::from_stream(events)));
     }
     let status = response.status();
+    // A result nothing will change (the client speaks what the agent
+    // speaks, no guardrail reads it, no outcome is kept) passes through as
+    // the agent's bytes (issue #25).
+    let passes = interface.binding != Binding::Grpc
+        && interface.version == ProtocolVersion::V1_0
+        && status.is_success()
+        && matches!(
+            method,
+            Method::SendMessage | Method::GetTask | Method::CancelTask
+        )
+        && context.client.version == ProtocolVersion::V1_0
+        && context.client.binding != Binding::Grpc
+        && context.keep.is_none()
+        && !super::guard::selects(state, &context.guard_call, Direction::Response);
     let (body, trailers) = match tokio::time::timeout(
         timeout,
         read_capped(response.into_body(), state.config.max_upstream_body_bytes),
@@ -380,6 +395,20 @@ pub(crate) async fn forward_keeping(
         }
         Ok(Ok(body)) => body,
     };
+    let passed = match interface.binding {
+        _ if !passes => None,
+        Binding::JsonRpc => Answer::pass_jsonrpc(&body),
+        Binding::HttpJson => Answer::pass_result(&body),
+        Binding::Grpc => None,
+    };
+    if let Some(answer) = passed {
+        admission.succeeded();
+        drop(admission);
+        if method == Method::SendMessage {
+            context.remember(answer.facts(), &mut HashSet::new()).await;
+        }
+        return Ok(Reply::Unary(answer));
+    }
     let result = decode_unary(&context, method, status, &body, trailers.as_ref());
     match &result {
         Err(GatewayError::UpstreamInvalid { .. }) => admission.failed(),
@@ -401,7 +430,7 @@ pub(crate) async fn forward_keeping(
     };
     let result =
         super::guard::apply(state, &context.guard_call, Direction::Response, result).await?;
-    Ok(Reply::Unary(result))
+    Ok(Reply::Unary(result.into()))
 }
 
 /// `host:port` of an upstream URL (the URL itself if it has none), for
@@ -515,8 +544,30 @@ fn backoff(attempt: u32) -> Duration {
     base + base * jitter_fraction / 1000
 }
 
-/// Encodes a unary 1.0 result for the client.
-pub(crate) fn unary_response(client: &ClientSide, method: Method, result: Value) -> Response<Body> {
+/// Encodes a unary 1.0 result for the client: a passed-through result as
+/// the agent's bytes when the client speaks 1.0.
+pub(crate) fn unary_response(
+    client: &ClientSide,
+    method: Method,
+    answer: Answer,
+) -> Result<Response<Body>, GatewayError> {
+    if let (Some(raw), ProtocolVersion::V1_0, false) =
+        (answer.raw(), client.version, method.is_streaming())
+    {
+        let body = match client.binding {
+            Binding::JsonRpc => Some(format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
+                client.id,
+                raw.get()
+            )),
+            Binding::HttpJson => Some(raw.get().to_owned()),
+            Binding::Grpc => None,
+        };
+        if let Some(body) = body {
+            return Ok(content_typed(client, body));
+        }
+    }
+    let result = answer.into_value()?;
     let result = match client.version {
         ProtocolVersion::V1_0 => result,
         ProtocolVersion::V0_3 => translate::result_to_v03(method, result),
@@ -527,18 +578,24 @@ pub(crate) fn unary_response(client: &ClientSide, method: Method, result: Value)
         let event = client_event_json(client, result);
         let mut response = Response::new(Body::from(encode_event(None, &event)));
         set_sse_headers(response.headers_mut());
-        return response;
+        return Ok(response);
     }
-    let (body, content_type) = match client.binding {
-        Binding::JsonRpc => (
-            json!({"jsonrpc": "2.0", "id": client.id, "result": result}),
-            MEDIA_JSON,
-        ),
+    let body = match client.binding {
+        Binding::JsonRpc => json!({"jsonrpc": "2.0", "id": client.id, "result": result}),
         // A gRPC client's call is answered by `grpc::service` from the
         // Reply itself; this arm only keeps the match whole.
-        Binding::HttpJson | Binding::Grpc => (result, MEDIA_A2A_JSON),
+        Binding::HttpJson | Binding::Grpc => result,
     };
-    let mut response = Response::new(Body::from(body.to_string()));
+    Ok(content_typed(client, body.to_string()))
+}
+
+/// A unary answer's response with its binding's media type.
+fn content_typed(client: &ClientSide, body: String) -> Response<Body> {
+    let content_type = match client.binding {
+        Binding::JsonRpc => MEDIA_JSON,
+        Binding::HttpJson | Binding::Grpc => MEDIA_A2A_JSON,
+    };
+    let mut response = Response::new(Body::from(body));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

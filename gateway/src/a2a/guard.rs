@@ -97,6 +97,13 @@ fn slot(direction: Direction) -> usize {
     }
 }
 
+/// Whether any guardrail runs on `call`'s payloads in `direction` (when
+/// none does, a result may pass through as the upstream's bytes).
+pub(crate) fn selects(state: &A2aState, call: &GuardCall, direction: Direction) -> bool {
+    let guardrails: &Guardrails = &state.guardrails;
+    !guardrails.is_empty() && guardrails.selects(&call.facts(direction))
+}
+
 /// Runs the guardrails selected for `call` and `direction` on `payload`:
 /// the payload to pass on (changed or not), or the refusal.
 pub(crate) async fn apply(
@@ -105,10 +112,10 @@ pub(crate) async fn apply(
     direction: Direction,
     payload: Value,
 ) -> Result<Value, GatewayError> {
-    let guardrails: &Guardrails = &state.guardrails;
-    if guardrails.is_empty() || !guardrails.selects(&call.facts(direction)) {
+    if !selects(state, call, direction) {
         return Ok(payload);
     }
+    let guardrails: &Guardrails = &state.guardrails;
     // Plugins run on fibers that yield at every epoch tick, so even one
     // spinning to its deadline holds this thread for a tick at a time.
     let outcome = guardrails.check(&call.facts(direction), &payload).await;

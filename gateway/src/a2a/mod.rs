@@ -15,6 +15,7 @@
 //! the raw URI here (not by axum extractors) so that bad percent-encoding is
 //! a typed error and `%3A` colons match.
 
+mod answer;
 pub(crate) mod card;
 mod catalog;
 mod client;
@@ -73,6 +74,7 @@ pub use resume::LAST_EVENT_ID;
 pub use sse::SseParser;
 pub use timeouts::{AgentTimeouts, CallDeadline};
 
+use self::answer::Answer;
 use self::forward::Reply;
 use crate::authorize::{is_loopback, CallFacts, Gatekeeper, OpenGate};
 use crate::federation::Federation;
@@ -477,7 +479,8 @@ async fn run_call(
     let client = call.client.clone();
     let method = call.method;
     match execute(state, target, call, request).await? {
-        Reply::Unary(result) => Ok(forward::unary_response(&client, method, result)),
+        Reply::Unary(answer) => forward::unary_response(&client, method, answer)
+            .map_err(|error| Failure::new(error, shape_of(&client))),
         Reply::Stream(body) => Ok(forward::stream_response(body)),
     }
 }
@@ -552,7 +555,7 @@ async fn execute_in_span(
                 .map_err(|error| Failure::new(error, shape.clone()))?
             {
                 tracing::info!(peer = %key.peer, agent = %key.agent, "repeated idempotency key answered from its stored outcome");
-                return Ok(Reply::Unary(stored));
+                return Ok(Reply::Unary(stored.into()));
             }
             forward_detached(state, target, call, request, federation, key)
                 .await
@@ -560,11 +563,14 @@ async fn execute_in_span(
         }
     };
     match forwarded {
-        Ok(Reply::Unary(mut result)) => {
-            crate::telemetry::record_reply(&tracing::Span::current(), &result);
-            state.gatekeeper.observe_reply(&request.principal, &result);
-            share_timing(state, target, request, started, &mut result);
-            Ok(Reply::Unary(result))
+        Ok(Reply::Unary(answer)) => {
+            crate::telemetry::record_reply(&tracing::Span::current(), answer.facts());
+            state
+                .gatekeeper
+                .observe_reply(&request.principal, answer.facts());
+            share_timing(state, target, request, started, answer)
+                .map(Reply::Unary)
+                .map_err(|error| Failure::new(error, shape))
         }
         Ok(stream @ Reply::Stream(_)) => Ok(stream),
         Err(error) => Err(upstream_failure(state, target, request, error, shape)),
@@ -580,10 +586,10 @@ fn share_timing(
     target: &RouteTarget,
     request: &Incoming,
     started: std::time::Instant,
-    result: &mut Value,
-) {
+    answer: Answer,
+) -> Result<Answer, GatewayError> {
     let Some(federation) = &state.federation else {
-        return;
+        return Ok(answer);
     };
     let from_elsewhere = request
         .principal
@@ -595,17 +601,18 @@ fn share_timing(
             .gatekeeper
             .may_share_timings(&request.principal, target, request.loopback)
     {
-        return;
+        return Ok(answer);
     }
+    let mut result = answer.into_value()?;
     let kind = if result.get("task").is_some() {
         "task"
     } else {
         "message"
     };
-    let Some(answer) = result.get_mut(kind).and_then(Value::as_object_mut) else {
-        return;
+    let Some(side) = result.get_mut(kind).and_then(Value::as_object_mut) else {
+        return Ok(result.into());
     };
-    let metadata = answer
+    let metadata = side
         .entry("metadata")
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
     if let Some(metadata) = metadata.as_object_mut() {
@@ -615,6 +622,7 @@ fn share_timing(
             serde_json::json!({"org": federation.domain(), "duration_ms": duration_ms}),
         );
     }
+    Ok(result.into())
 }
 
 /// Forwards an idempotent peer call on its own task, so the call ends (and
@@ -637,11 +645,14 @@ async fn forward_detached(
                 federation: Arc::clone(&federation),
                 key: key.clone(),
             };
-            let reply = forward::forward_keeping(&state, &target, call, &request, Some(keep)).await;
-            if let Ok(Reply::Unary(result)) = &reply {
-                federation.remember_outcome(&key, result).await;
+            match forward::forward_keeping(&state, &target, call, &request, Some(keep)).await {
+                Ok(Reply::Unary(answer)) => {
+                    let result = answer.into_value()?;
+                    federation.remember_outcome(&key, &result).await;
+                    Ok(Reply::Unary(result.into()))
+                }
+                reply => reply,
             }
-            reply
         }
         .in_current_span(),
     );

@@ -293,7 +293,7 @@ pub(super) async fn handle(
                 .await?;
             point_at_gateway(&mut call.params, push, &config);
             match forward::forward(state, target, call, request).await {
-                Ok(_) => Ok(Reply::Unary(view(&config))),
+                Ok(_) => Ok(Reply::Unary(view(&config).into())),
                 Err(error) => {
                     if let Err(cleanup) = push.store.delete_config(&task_id, &config.id).await {
                         tracing::warn!(%cleanup, task_id, "a push config the agent refused stays stored");
@@ -310,14 +310,17 @@ pub(super) async fn handle(
                 .await
                 .map_err(storage)?
                 .ok_or_else(|| invalid(format!("task {task_id} has no push config {id}")))?;
-            Ok(Reply::Unary(view(&config)))
+            Ok(Reply::Unary(view(&config).into()))
         }
         Method::ListTaskPushNotificationConfigs => {
             let configs = push.store.configs(&task_id).await.map_err(storage)?;
-            Ok(Reply::Unary(json!({
-                "configs": configs.iter().map(view).collect::<Vec<_>>(),
-                "nextPageToken": "",
-            })))
+            Ok(Reply::Unary(
+                json!({
+                    "configs": configs.iter().map(view).collect::<Vec<_>>(),
+                    "nextPageToken": "",
+                })
+                .into(),
+            ))
         }
         _ => {
             let id = config_id.ok_or_else(|| invalid("id is required"))?;
@@ -334,7 +337,7 @@ pub(super) async fn handle(
             if let Err(error) = forward::forward(state, target, call, request).await {
                 tracing::info!(%error, task_id, "the agent did not take the push config's deletion");
             }
-            Ok(Reply::Unary(json!({})))
+            Ok(Reply::Unary(json!({}).into()))
         }
     }
 }

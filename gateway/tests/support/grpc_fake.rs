@@ -98,7 +98,7 @@ impl FakeGrpc {
         let (events, cut) = match operate(&self.state, method, &params).await {
             Ok(Outcome::Events(events, cut)) => (events, cut),
             Ok(Outcome::Value(value)) => (vec![value], false),
-            Ok(Outcome::Garbage) => return Err(Status::internal("garbage")),
+            Ok(Outcome::Garbage | Outcome::Raw(_)) => return Err(Status::internal("garbage")),
             Err((code, message)) => return Err(error_status(code, message)),
         };
         let mut items: Vec<Result<pb::StreamResponse, Status>> =

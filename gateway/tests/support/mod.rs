@@ -3,8 +3,10 @@
 //! loopback port, and helpers to read SSE answers. The fake's behaviour is
 //! chosen by the first text part: `message` answers a Message; `wait` leaves
 //! the task working; `garbage` answers non-JSON; `hang` never answers; `cut`
-//! streams two events and closes before a final state; anything else completes with an echo
-//! artifact. Test-only `x-test-subject` sets the caller's principal.
+//! streams two events and closes before a final state; `verbatim` answers a
+//! completed task written by hand (odd spacing, key order, number and
+//! escape spellings a re-encoder would change); anything else completes
+//! with an echo artifact. Test-only `x-test-subject` sets the caller's principal.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -181,6 +183,17 @@ async fn operate(
                 .unwrap_or_else(new_id);
             match text.as_str() {
                 "garbage" => return Ok(Outcome::Garbage),
+                "verbatim" if !streaming => {
+                    let task_id = new_id();
+                    let task = json!({"id": task_id, "contextId": context_id,
+                        "status": {"state": "TASK_STATE_COMPLETED"}});
+                    state
+                        .tasks
+                        .lock()
+                        .expect("lock")
+                        .insert(task_id.clone(), task);
+                    return Ok(Outcome::Raw(verbatim_task(&task_id, &context_id)));
+                }
                 "hang" => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     return Ok(Outcome::Garbage);
@@ -305,8 +318,17 @@ async fn operate(
     }
 }
 
+/// The `verbatim` hook's result, exactly as the fake writes it.
+pub fn verbatim_task(task_id: &str, context_id: &str) -> String {
+    format!(
+        r#"{{ "task" : {{"zLast": 1.50, "id":"{task_id}", "contextId":"{context_id}","status":{{"state":"TASK_STATE_COMPLETED"}}, "artifacts":[{{"artifactId":"a1","parts":[{{"text":"caf\u00e9 \/ 1e2"}}]}}], "aFirst" :[ ] }} }}"#
+    )
+}
+
 enum Outcome {
     Value(Value),
+    /// A result's JSON text, sent as it is.
+    Raw(String),
     /// Events, and whether to break the connection after them.
     Events(Vec<Value>, bool),
     Garbage,
@@ -369,6 +391,11 @@ async fn fake_jsonrpc(
     let wrap = |result: Value| json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
     match operate(&state, &method, &params).await {
         Ok(Outcome::Garbage) => garbage(),
+        Ok(Outcome::Raw(result)) => (
+            [("content-type", "application/json")],
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+        )
+            .into_response(),
         Ok(Outcome::Value(value)) => {
             let value = if v03 { lower(&method, value) } else { value };
             ([("content-type", "application/json")], wrap(value)).into_response()
@@ -441,6 +468,9 @@ async fn fake_rest(State(state): State<Arc<FakeState>>, request: Request) -> Res
     };
     match operate(&state, method, &params).await {
         Ok(Outcome::Garbage) => garbage(),
+        Ok(Outcome::Raw(result)) => {
+            ([("content-type", "application/a2a+json")], result).into_response()
+        }
         Ok(Outcome::Value(value)) => (
             [("content-type", "application/a2a+json")],
             value.to_string(),

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use super::proto::a2a_service_server::{A2aService, A2aServiceServer};
 use super::proto::{self as pb};
 use super::SERVICE_PATH;
+use crate::a2a::answer::Answer;
 use crate::a2a::forward::Reply;
 use crate::a2a::sse::SseParser;
 use crate::a2a::{execute, inbound, resolve, A2aState, Call, CallDeadline, ClientSide, Incoming};
@@ -146,8 +147,8 @@ impl GrpcGateway {
     {
         let ran = self.run(method, request).await?;
         match ran.reply {
-            Reply::Unary(result) => {
-                decode_result(result, &ran.agent, ran.request_id.as_ref()).map(Response::new)
+            Reply::Unary(answer) => {
+                decode_result(answer, &ran.agent, ran.request_id.as_ref()).map(Response::new)
             }
             // Only the two streaming methods are relayed as streams.
             Reply::Stream(_) => Err(render_grpc_status(
@@ -167,9 +168,9 @@ impl GrpcGateway {
     ) -> Result<Response<EventStream>, Status> {
         let ran = self.run(method, request).await?;
         let events: EventStream = match ran.reply {
-            Reply::Unary(result) => {
+            Reply::Unary(answer) => {
                 let event: pb::StreamResponse =
-                    decode_result(result, &ran.agent, ran.request_id.as_ref())?;
+                    decode_result(answer, &ran.agent, ran.request_id.as_ref())?;
                 Box::pin(futures_util::stream::once(async move { Ok(event) }))
             }
             Reply::Stream(body) => Box::pin(events(body, ran.agent, ran.request_id)),
@@ -181,10 +182,13 @@ impl GrpcGateway {
 /// A 1.0 result as the method's response message; a result the message
 /// cannot hold is the agent's bad answer.
 fn decode_result<Resp: DeserializeOwned>(
-    result: Value,
+    answer: Answer,
     agent: &str,
     request_id: Option<&RequestId>,
 ) -> Result<Resp, Status> {
+    let result = answer
+        .into_value()
+        .map_err(|error| render_grpc_status(&error, request_id, false))?;
     // DeleteTaskPushNotificationConfig answers `null` on JSON-RPC; Empty is `{}`.
     let result = match result {
         Value::Null => Value::Object(serde_json::Map::new()),
