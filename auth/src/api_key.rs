@@ -119,7 +119,7 @@ pub fn generate(
             reason: "no system randomness".to_owned(),
         })?;
     // base64url has `_` in its alphabet; ids use hex so the separator is unambiguous.
-    let id = hex(&id);
+    let id = hex::encode(id);
     let secret = URL_SAFE_NO_PAD.encode(secret);
     let record = ApiKeyRecord {
         id: id.clone(),
@@ -169,11 +169,7 @@ pub fn verify_record(record: &ApiKeyRecord, token: &str, now: u64) -> Result<Pri
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
 /// Compares two secrets in time that depends only on their lengths, so a

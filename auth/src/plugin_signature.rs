@@ -19,11 +19,7 @@ use crate::AuthError;
 
 /// The SHA-256 of `module`, lowercase hex.
 pub fn module_sha256(module: &[u8]) -> String {
-    digest(&SHA256, module)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(digest(&SHA256, module))
 }
 
 /// The detached compact JWS of `signer` over the module whose SHA-256 is

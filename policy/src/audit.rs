@@ -273,17 +273,10 @@ fn write_sorted(out: &mut Vec<u8>, value: &Value) {
 
 /// `hex(SHA-256(prev_hash || canonical JSON))`.
 pub fn chain_hash(prev_hash: &str, seq: i64, entry: &AuditEntry) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut input = Vec::with_capacity(prev_hash.len() + 384);
     input.extend_from_slice(prev_hash.as_bytes());
     write_canonical_json(&mut input, seq, entry);
-    let digest = digest(&SHA256, &input);
-    let mut hex = String::with_capacity(64);
-    for byte in digest.as_ref() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    hex
+    hex::encode(digest(&SHA256, &input))
 }
 
 /// Truncates `at` to what storage keeps, so the hash computed before the
