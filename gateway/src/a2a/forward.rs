@@ -711,11 +711,10 @@ fn encode_upstream(
             let id = request_id
                 .map(|id| Value::from(id.as_str()))
                 .unwrap_or(Value::from(1));
-            let body = json!({"jsonrpc": "2.0", "id": id, "method": name, "params": params});
             (
                 HttpMethod::POST,
                 interface.url.clone(),
-                Some(Bytes::from(body.to_string())),
+                Some(jsonrpc_request(&id, name, &params)?),
                 MEDIA_JSON,
             )
         }
@@ -862,6 +861,25 @@ fn encode_upstream(
             agent: agent.to_owned(),
             detail: format!("cannot build the upstream request for {uri}: {error}"),
         })
+}
+
+/// A JSON-RPC request's bytes, written around its params in one buffer
+/// (not built as a map and encoded again: issue #25).
+fn jsonrpc_request(id: &Value, method: &str, params: &Value) -> Result<Bytes, GatewayError> {
+    let mut body = Vec::with_capacity(1024);
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    let written = serde_json::to_writer(&mut body, id)
+        .and_then(|()| {
+            body.extend_from_slice(br#","method":"#);
+            serde_json::to_writer(&mut body, method)
+        })
+        .and_then(|()| {
+            body.extend_from_slice(br#","params":"#);
+            serde_json::to_writer(&mut body, params)
+        });
+    written.map_err(|error| GatewayError::internal("encoding the upstream request", error))?;
+    body.push(b'}');
+    Ok(Bytes::from(body))
 }
 
 /// The whole upstream body, and its trailers (where gRPC puts its status).
@@ -1436,6 +1454,18 @@ pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jsonrpc_request_is_the_envelope_around_its_params() {
+        let params =
+            json!({"message": {"parts": [{"text": "caf\u{e9} \"quoted\"\n"}], "z": 1, "a": [1.5]}});
+        for id in [json!("req-1"), json!(7), json!("with \"quotes\"")] {
+            let body = jsonrpc_request(&id, "message/send", &params).expect("encodes");
+            let expected =
+                json!({"jsonrpc": "2.0", "id": id, "method": "message/send", "params": params});
+            assert_eq!(body, Bytes::from(expected.to_string()));
+        }
+    }
 
     #[test]
     fn streams_end_on_messages_and_final_states() {
