@@ -15,7 +15,10 @@
 //! server stops what could still produce entries before it closes the
 //! queue. The writer appends whatever is queued (up to
 //! `MAX_BATCH`) in one transaction, so the chain's commit cost is paid per
-//! batch, not per decision. An append that fails (database down) is retried
+//! batch, not per decision; under load (the last commit was less than
+//! [`LINGER`] ago) it first lets the batch fill for the rest of that time,
+//! so a busy gateway commits about once per `LINGER` instead of once per
+//! handful of decisions, and an idle one still commits each at once. An append that fails (database down) is retried
 //! a few times, then each entry is logged as lost with its request id.
 
 use std::time::Duration;
@@ -33,6 +36,10 @@ const APPEND_ATTEMPTS: u32 = 5;
 
 /// The most queued entries appended in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// Under load, the shortest time between two commits: a decision made
+/// within it of the last commit waits at most this long to be written.
+pub const LINGER: Duration = Duration::from_millis(2);
 
 /// Queues audit entries for the writer task. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -122,6 +129,7 @@ async fn write_all(
     // Watched until it fires (or the writer handle is dropped unfinished,
     // which leaves the queue open to its sinks).
     let mut closed = Some(closed);
+    let mut last_commit: Option<tokio::time::Instant> = None;
     loop {
         // `recv_many` returns 0 only once the queue is closed (explicitly,
         // or by every sender going) and empty; otherwise it takes whatever
@@ -145,7 +153,17 @@ async fn write_all(
         if received == 0 {
             break;
         }
+        if let Some(at) = last_commit.filter(|at| at.elapsed() < LINGER) {
+            tokio::time::sleep_until(at + LINGER).await;
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(entry) => batch.push(entry),
+                    Err(_) => break,
+                }
+            }
+        }
         written += append_with_retry(&log, &batch).await;
+        last_commit = Some(tokio::time::Instant::now());
         batch.clear();
     }
     written
