@@ -2,10 +2,10 @@
 //! document, or the upstream's own bytes passed through.
 //!
 //! A 1.0 agent's result (JSON-RPC or HTTP+JSON) that no guardrail will see
-//! reaches a 1.0 JSON-RPC or HTTP+JSON client as the bytes the agent sent: the gateway
-//! reads only the fields it acts on (task and context ids, usage metadata)
-//! into a small [`Answer::facts`] document and never builds the whole
-//! result. A consumer that needs the whole document (0.3 translation, gRPC,
+//! reaches a 1.0 JSON-RPC or HTTP+JSON client as the bytes the agent sent:
+//! the gateway reads only the fields it acts on (task and context ids,
+//! usage metadata) into a small [`Answer::facts`] document and never builds
+//! the whole result. A consumer that needs the whole document (0.3 translation, gRPC,
 //! envelopes, stored outcomes, shared timings) asks [`Answer::into_value`].
 
 use serde::Deserialize;
