@@ -21,6 +21,9 @@ const MAX_LISTED_AGENTS: usize = 1000;
 /// How many agents' routes are kept built.
 const ROUTE_CACHE_CAPACITY: u64 = 10_000;
 
+/// How many contexts' holders are kept in memory.
+const CONTEXT_CACHE_CAPACITY: u64 = 100_000;
+
 /// Routes backed by a [`Registry`].
 #[derive(Debug, Clone)]
 pub struct RegistryRoutes {
@@ -30,6 +33,11 @@ pub struct RegistryRoutes {
     /// (`Arc::ptr_eq`), so every write (which replaces the record) rebuilds
     /// it, and a call costs a lookup instead of a copy of the card.
     targets: moka::sync::Cache<String, (Arc<AgentRecord>, Arc<RouteTarget>)>,
+    /// The holder of each (agent id, context id) this replica has seen
+    /// claimed. A claim never changes once stored (the first principal
+    /// keeps it; nothing deletes claims), so a kept holder is always the
+    /// stored one, and a conversation's later calls need no database read.
+    context_holders: moka::sync::Cache<(String, String), Arc<str>>,
 }
 
 // === impl RegistryRoutes ===
@@ -41,7 +49,15 @@ impl RegistryRoutes {
             .max_capacity(ROUTE_CACHE_CAPACITY)
             .time_to_idle(Duration::from_secs(600))
             .build();
-        Self { registry, targets }
+        let context_holders = moka::sync::Cache::builder()
+            .max_capacity(CONTEXT_CACHE_CAPACITY)
+            .time_to_idle(Duration::from_secs(600))
+            .build();
+        Self {
+            registry,
+            targets,
+            context_holders,
+        }
     }
 }
 
@@ -227,11 +243,17 @@ impl RouteTable for RegistryRoutes {
         let Ok(agent_id) = agent_id else {
             return Ok(false);
         };
+        let key = (agent_id.to_string(), context_id.to_owned());
+        if let Some(holder) = self.context_holders.get(&key) {
+            return Ok(&*holder == owner);
+        }
         let holder = self
             .registry
             .claim_context(&agent_id, context_id, owner)
             .await
             .map_err(internal_error)?;
-        Ok(holder == owner)
+        let held = holder == owner;
+        self.context_holders.insert(key, Arc::from(holder));
+        Ok(held)
     }
 }

@@ -1,7 +1,8 @@
 //! Routes built from registry records are kept between calls, and every
 //! write to an agent (new card, new upstreams, trust, deregistration) is
 //! seen by the next call: a kept route is used only while the registry
-//! still hands out the record it was built from.
+//! still hands out the record it was built from. A context's holder is
+//! kept once claimed.
 
 use std::sync::Arc;
 
@@ -97,4 +98,48 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
     register(&registry, 3333, "back").await;
     let back = weather(&routes).await;
     assert_eq!(url_of(&back), "http://127.0.0.1:3333/");
+}
+
+/// Issue #25: a context's holder, once claimed, is kept in memory (a claim
+/// never changes), so a conversation's later calls need no database read;
+/// a context nobody claimed yet still goes to the database, the truth.
+#[tokio::test]
+async fn a_claimed_context_is_answered_from_memory_and_a_new_one_from_the_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let (db, agents) = convergio_tests::db::agent_store(&url).await;
+    let registry = Registry::new(agents, RegistryConfig::default(), Arc::new(AnyUpstream));
+    let routes = RegistryRoutes::new(registry.clone());
+    register(&registry, 1111, "first").await;
+
+    assert!(routes
+        .claim_context("alice", "weather", "ctx-1")
+        .await
+        .expect("claims"));
+    assert!(!routes
+        .claim_context("bob", "weather", "ctx-1")
+        .await
+        .expect("answers"));
+    // Stored: another replica (a second table over the same database) agrees.
+    let replica = RegistryRoutes::new(registry.clone());
+    assert!(!replica
+        .claim_context("bob", "weather", "ctx-1")
+        .await
+        .expect("answers"));
+
+    // With the database gone, the held context is still alice's alone ...
+    db.close().await;
+    assert!(routes
+        .claim_context("alice", "weather", "ctx-1")
+        .await
+        .expect("from memory"));
+    assert!(!routes
+        .claim_context("bob", "weather", "ctx-1")
+        .await
+        .expect("from memory"));
+    // ... and a new context is claimed in the database or not at all.
+    assert!(routes
+        .claim_context("carol", "weather", "ctx-2")
+        .await
+        .is_err());
 }
