@@ -35,8 +35,10 @@ pub struct RegistryRoutes {
     targets: moka::sync::Cache<String, (Arc<AgentRecord>, Arc<RouteTarget>)>,
     /// The holder of each (agent id, context id) this replica has seen
     /// claimed. A claim never changes once stored (the first principal
-    /// keeps it; nothing deletes claims), so a kept holder is always the
-    /// stored one, and a conversation's later calls need no database read.
+    /// keeps it), so a kept holder is the stored one, and a conversation's
+    /// later calls need no database read. Nothing deletes claims today; if
+    /// retention ever did, a kept holder would outlive its row by at most
+    /// the cache's idle time, which can only refuse, never admit, a caller.
     context_holders: moka::sync::Cache<(String, String), Arc<str>>,
 }
 
