@@ -36,9 +36,9 @@ pub struct RegistryRoutes {
     /// The holder of each (agent id, context id) this replica has seen
     /// claimed. A claim never changes once stored (the first principal
     /// keeps it), so a kept holder is the stored one, and a conversation's
-    /// later calls need no database read. Nothing deletes claims today; if
-    /// retention ever did, a kept holder would outlive its row by at most
-    /// the cache's idle time, which can only refuse, never admit, a caller.
+    /// later calls need no database read. Nothing deletes claims today: a
+    /// retention that did would have to drop them from this cache too (or
+    /// keep the old holder here for the cache's idle time).
     context_holders: moka::sync::Cache<(String, String), Arc<str>>,
 }
 
