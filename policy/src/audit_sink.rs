@@ -18,8 +18,9 @@
 //! batch, not per decision; under load (the last commit was less than
 //! [`LINGER`] ago) it first lets the batch fill for the rest of that time,
 //! so a busy gateway commits about once per `LINGER` instead of once per
-//! handful of decisions, and an idle one still commits each at once. An append that fails (database down) is retried
-//! a few times, then each entry is logged as lost with its request id.
+//! handful of decisions, and an idle one still commits each at once. An
+//! append that fails (database down) is retried a few times, then each
+//! entry is logged as lost with its request id.
 
 use std::time::Duration;
 
