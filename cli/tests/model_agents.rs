@@ -1190,16 +1190,25 @@ fn a_graph_nodes_tool_calls_are_in_its_trace_under_quota_ssrf_and_audit() {
         assert!(log.contains("not allow-listed"), "{log}");
 
         // The allowed call is audited under the model agent's principal,
-        // with the request id the trace names.
-        let audit: Value = serde_json::from_str(
-            &get_text(&server.base, "/v1/audit?principal=agent:tooluser&limit=500", &token).await,
-        )
-        .expect("json");
-        let records = audit["records"].as_array().expect("records");
-        let allowed = records
-            .iter()
-            .find(|record| record["request_id"] == request_id)
-            .unwrap_or_else(|| panic!("no audit record with {request_id}: {audit}"));
+        // with the request id the trace names (polled: the audit writer
+        // appends in the background).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let allowed = loop {
+            let audit: Value = serde_json::from_str(
+                &get_text(&server.base, "/v1/audit?principal=agent:tooluser&limit=500", &token)
+                    .await,
+            )
+            .expect("json");
+            let records = audit["records"].as_array().expect("records");
+            if let Some(record) = records.iter().find(|record| record["request_id"] == request_id) {
+                break record.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no audit record with {request_id}: {audit}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         assert_eq!(allowed["action"], "send_message", "{allowed}");
         assert_eq!(allowed["decision"], "allow", "{allowed}");
         vault.shutdown().await;
