@@ -19,7 +19,9 @@
 //!   is a server and a client in one;
 //! - 1,000 concurrent SSE streams (5 events each, 400 ms apart) through the
 //!   gateway: per-event latency (upstream send → client receipt) and the
-//!   gateway's VmRSS while all streams are open.
+//!   gateway's VmRSS while all streams are open;
+//! - 10,000 idle keep-alive connections (one answered request each, then
+//!   silent): the gateway's VmRSS while all are held.
 //!
 //! - authentication modes side by side (issue 4): a gateway child per mode —
 //!   off (plaintext, no checks), JWT (plaintext, an Ed25519 bearer token whose
@@ -41,7 +43,8 @@
 //!   runtime instead of the default multi-thread one, to compare schedulers.
 //!
 //! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
-//! 64 MB with 1,000 streams, JWT verification <= 10 us CPU per request.
+//! 64 MB with 1,000 streams and <= 256 MB with 10,000 idle connections, JWT
+//! verification <= 10 us CPU per request.
 //! Figures depend on the machine and its load.
 
 use std::convert::Infallible;
@@ -782,6 +785,12 @@ async fn run() {
     );
     println!("  gateway RSS: {rss_idle:.1} MB before, {rss:.1} MB with {STREAMS} streams open   (target <= 64 MB)");
     println!();
+    let (open, rss_connections) = idle_connections(gateway.port, &gateway).await;
+    println!(
+        "{IDLE_CONNECTIONS} idle keep-alive connections (one answered request each, then silent)"
+    );
+    println!("  gateway RSS: {rss_connections:.1} MB with {open} open   (target <= 256 MB)");
+    println!();
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
     println!(
         "summary: gateway CPU {:.1} us/request (closed loop, per concurrency {:?}); added p99 at 2,000 req/s {added_p99:.0} us; RSS with {STREAMS} streams {rss:.1} MB",
@@ -1270,6 +1279,41 @@ async fn federation_cost(client: &HttpClient, upstream_url: &str) {
 // `valgrind --tool=callgrind`, a fixed number of SendMessage calls, then a
 // clean exit so callgrind writes its counts.
 // ===================================================================
+
+/// Idle keep-alive connections the bench holds open at once.
+const IDLE_CONNECTIONS: usize = 10_000;
+
+/// Opens [`IDLE_CONNECTIONS`] connections to the gateway on `port` (200
+/// at a time), each answered once (`GET /healthz`; the bench's gateway
+/// serves only the A2A routes, so a 404 on a kept-alive connection) and
+/// then left idle, and
+/// samples the gateway's RSS while all are held: how many answered, and
+/// the RSS in MB. The connections close when this returns.
+async fn idle_connections(port: u16, gateway: &BenchChild) -> (usize, f64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = Vec::with_capacity(IDLE_CONNECTIONS);
+    let mut started = 0;
+    while started < IDLE_CONNECTIONS {
+        let batch = (IDLE_CONNECTIONS - started).min(200);
+        started += batch;
+        let opened = futures_util::future::join_all((0..batch).map(|_| async move {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: bench\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 512];
+            let read = stream.read(&mut head).await.ok()?;
+            head[..read].starts_with(b"HTTP/1.1 ").then_some(stream)
+        }))
+        .await;
+        held.extend(opened.into_iter().flatten());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (held.len(), gateway.rss_megabytes())
+}
 
 /// How many requests the profile sends (`scripts/profile-gateway.sh` runs
 /// it twice with different counts and divides the difference).
