@@ -24,7 +24,9 @@ use std::process::Command;
 use convergio_models::fake::{FakeOpenAi, FakeProvider, FakeReply};
 use convergio_models::Usage;
 use serde_json::{json, Value};
-use support::{admin_token, issue_key, set_secret, start_logged, start_with, Server};
+use support::{
+    admin_token, issue_key, set_secret, start_logged, start_with, until_audited, Server,
+};
 
 const SECRET: &str = "sk-e2e-model-agent-key-4242424242";
 
@@ -1190,25 +1192,11 @@ fn a_graph_nodes_tool_calls_are_in_its_trace_under_quota_ssrf_and_audit() {
         assert!(log.contains("not allow-listed"), "{log}");
 
         // The allowed call is audited under the model agent's principal,
-        // with the request id the trace names (polled: the audit writer
-        // appends in the background).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let allowed = loop {
-            let audit: Value = serde_json::from_str(
-                &get_text(&server.base, "/v1/audit?principal=agent:tooluser&limit=500", &token)
-                    .await,
-            )
-            .expect("json");
-            let records = audit["records"].as_array().expect("records");
-            if let Some(record) = records.iter().find(|record| record["request_id"] == request_id) {
-                break record.clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no audit record with {request_id}: {audit}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        // with the request id the trace names.
+        let allowed = until_audited(&server, data_dir.path(), "agent:tooluser", |record| {
+            record["request_id"] == request_id
+        })
+        .await;
         assert_eq!(allowed["action"], "send_message", "{allowed}");
         assert_eq!(allowed["decision"], "allow", "{allowed}");
         vault.shutdown().await;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{admin_get, cli, issue_key, start_logged, Server};
+use support::{admin_get, cli, issue_key, start_logged, until_audited, Server};
 
 /// A guardrail plugin (ABI v1) refusing payloads that contain `needle`
 /// (lowercase ASCII letters, compared without case) with `reason`.
@@ -632,18 +632,6 @@ fn called(answer: &Value) -> Value {
     task["status"]["message"]["parts"][0]["data"].clone()
 }
 
-/// The audit records of `principal`.
-async fn audit_of(server: &Server, data_dir: &Path, principal: &str) -> Vec<Value> {
-    let (status, page) = admin_get(
-        server,
-        data_dir,
-        &format!("/v1/audit?principal={principal}&limit=500"),
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    page["records"].as_array().cloned().unwrap_or_default()
-}
-
 /// Issue 21: "a plugin can call agents only through a host function that
 /// goes through the gateway's pipeline (policy, SSRF guard, audit) as the
 /// plugin's principal"; "a module that calls an agent it may not — gives
@@ -848,28 +836,6 @@ fn a_guardrail_importing_call_agent_is_refused_at_upload() {
             "{problem}"
         );
     });
-}
-
-/// Waits (up to 10 s: the audit queue writes in the background) until an
-/// audit record of `principal` matches `wanted`.
-async fn until_audited(
-    server: &Server,
-    data_dir: &Path,
-    principal: &str,
-    wanted: impl Fn(&Value) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let records = audit_of(server, data_dir, principal).await;
-        if records.iter().any(&wanted) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no matching audit record of {principal}: {records:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A GET of `path` with `token`: status and JSON body.

@@ -115,6 +115,35 @@ pub async fn count_audit(server: &Server, data_dir: &Path, principal: &str, acti
     }
 }
 
+/// Waits (up to 10 s: the audit queue writes in the background) until an
+/// audit record of `principal` matches `wanted`, and returns it.
+pub async fn until_audited(
+    server: &Server,
+    data_dir: &Path,
+    principal: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, page) = admin_get(
+            server,
+            data_dir,
+            &format!("/v1/audit?principal={principal}&limit=500"),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        if let Some(record) = records.iter().find(|record| wanted(record)) {
+            return record.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no matching audit record of {principal}: {records:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The admin token `convergio serve` stored in `data_dir`.
 pub fn admin_token(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("admin-token"))
