@@ -441,20 +441,7 @@ impl BenchChild {
     }
 
     fn rss_megabytes(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map(|kilobytes| kilobytes / 1024.0)
-            .unwrap_or(0.0)
+        convergio_tests::proc::rss_megabytes(self.child.id())
     }
 }
 
@@ -785,7 +772,7 @@ async fn run() {
     );
     println!("  gateway RSS: {rss_idle:.1} MB before, {rss:.1} MB with {STREAMS} streams open   (target <= 64 MB)");
     println!();
-    let (open, rss_connections) = idle_connections(gateway.port, &gateway).await;
+    let (open, rss_connections) = idle_connections(&gateway).await;
     println!(
         "{IDLE_CONNECTIONS} idle keep-alive connections (one answered request each, then silent)"
     );
@@ -1283,14 +1270,14 @@ async fn federation_cost(client: &HttpClient, upstream_url: &str) {
 /// Idle keep-alive connections the bench holds open at once.
 const IDLE_CONNECTIONS: usize = 10_000;
 
-/// Opens [`IDLE_CONNECTIONS`] connections to the gateway on `port` (200
-/// at a time), each answered once (`GET /healthz`; the bench's gateway
-/// serves only the A2A routes, so a 404 on a kept-alive connection) and
-/// then left idle, and
-/// samples the gateway's RSS while all are held: how many answered, and
-/// the RSS in MB. The connections close when this returns.
-async fn idle_connections(port: u16, gateway: &BenchChild) -> (usize, f64) {
+/// Opens [`IDLE_CONNECTIONS`] connections to `gateway` (200 at a time),
+/// each answered once (`GET /healthz`; the bench's gateway serves only the
+/// A2A routes, so a 404 on a kept-alive connection) and then left idle,
+/// and samples the gateway's RSS while all are held: how many answered,
+/// and the RSS in MB. The connections close when this returns.
+async fn idle_connections(gateway: &BenchChild) -> (usize, f64) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = gateway.port;
     let mut held = Vec::with_capacity(IDLE_CONNECTIONS);
     let mut started = 0;
     while started < IDLE_CONNECTIONS {

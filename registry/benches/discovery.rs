@@ -568,19 +568,7 @@ async fn open(url: &str) -> Result<AgentStore, Box<dyn std::error::Error>> {
 
 /// This process's resident memory.
 fn rss_megabytes() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|kilobytes| kilobytes / 1024.0)
-        .unwrap_or(0.0)
+    convergio_tests::proc::rss_megabytes(std::process::id())
 }
 
 fn main() {

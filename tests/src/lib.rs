@@ -3,8 +3,8 @@
 //! workspace root, fresh PostgreSQL databases ([`postgres`]) and a fresh
 //! database on either backend for storage suites ([`db`], [`on_both_backends!`]),
 //! an SSE reader ([`sse`]), the test certificates ([`tls`]), a fake
-//! embeddings provider ([`embeddings`]) and a process's CPU time for
-//! benches ([`proc`]).
+//! embeddings provider ([`embeddings`]) and a process's CPU time and
+//! memory for benches ([`proc`]).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! What benches read of a process from `/proc` (Linux): its CPU time.
+//! What benches read of a process from `/proc` (Linux): its CPU time and
+//! its resident memory.
 
 /// Clock ticks per second of `/proc/<pid>/stat`'s times (`USER_HZ`, 100 on
 /// Linux for user space whatever the kernel's own tick rate).
@@ -20,6 +21,24 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(14) + ticks(15)) / CLOCK_TICKS_PER_SECOND
 }
 
+/// Resident memory (`VmRSS`) of process `pid`, in MB (0 when it cannot be
+/// read).
+pub fn rss_megabytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|kilobytes| kilobytes / 1024.0)
+        .unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +52,11 @@ mod tests {
         assert!(spin > 0);
         assert!(cpu_seconds(std::process::id()) > 0.0);
         assert_eq!(cpu_seconds(u32::MAX), 0.0);
+    }
+
+    #[test]
+    fn this_process_has_resident_memory() {
+        assert!(rss_megabytes(std::process::id()) > 0.0);
+        assert_eq!(rss_megabytes(u32::MAX), 0.0);
     }
 }
