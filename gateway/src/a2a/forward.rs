@@ -360,9 +360,8 @@ pub(crate) async fn forward_keeping(
     let status = response.status();
     // A result nothing will change (the client speaks what the agent
     // speaks, no guardrail reads it, no outcome is kept) passes through as
-    // the agent's bytes (issue #25).
-    let passes = interface.binding != Binding::Grpc
-        && interface.version == ProtocolVersion::V1_0
+    // the agent's bytes (issue #25), on JSON-RPC and HTTP+JSON.
+    let passes = interface.version == ProtocolVersion::V1_0
         && status.is_success()
         && matches!(
             method,
@@ -396,10 +395,9 @@ pub(crate) async fn forward_keeping(
         Ok(Ok(body)) => body,
     };
     let passed = match interface.binding {
-        _ if !passes => None,
-        Binding::JsonRpc => Answer::pass_jsonrpc(&body),
-        Binding::HttpJson => Answer::pass_result(&body),
-        Binding::Grpc => None,
+        Binding::JsonRpc if passes => Answer::pass_jsonrpc(&body),
+        Binding::HttpJson if passes => Answer::pass_result(&body),
+        _ => None,
     };
     if let Some(answer) = passed {
         admission.succeeded();
