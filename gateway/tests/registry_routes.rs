@@ -54,14 +54,26 @@ async fn weather(routes: &RegistryRoutes) -> Arc<RouteTarget> {
         .expect("known")
 }
 
-#[tokio::test]
-async fn a_kept_route_never_outlives_the_record_it_came_from() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let (_db, agents) = convergio_tests::db::agent_store(&url).await;
+/// Routes over a registry on a fresh SQLite file holding `weather` (its
+/// upstream on port 1111), with the database handle and what keeps the
+/// file alive.
+async fn weather_on_sqlite() -> (
+    convergio_tests::db::TestPlace,
+    convergio_store::Db,
+    Registry,
+    RegistryRoutes,
+) {
+    let place = convergio_tests::db::TestPlace::sqlite();
+    let (db, agents) = convergio_tests::db::agent_store(place.url()).await;
     let registry = Registry::new(agents, RegistryConfig::default(), Arc::new(AnyUpstream));
     let routes = RegistryRoutes::new(registry.clone());
     register(&registry, 1111, "first").await;
+    (place, db, registry, routes)
+}
+
+#[tokio::test]
+async fn a_kept_route_never_outlives_the_record_it_came_from() {
+    let (_place, _db, registry, routes) = weather_on_sqlite().await;
 
     let first = weather(&routes).await;
     assert_eq!(url_of(&first), "http://127.0.0.1:1111/");
@@ -105,12 +117,7 @@ async fn a_kept_route_never_outlives_the_record_it_came_from() {
 /// a context nobody claimed yet still goes to the database, the truth.
 #[tokio::test]
 async fn a_claimed_context_is_answered_from_memory_and_a_new_one_from_the_database() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let (db, agents) = convergio_tests::db::agent_store(&url).await;
-    let registry = Registry::new(agents, RegistryConfig::default(), Arc::new(AnyUpstream));
-    let routes = RegistryRoutes::new(registry.clone());
-    register(&registry, 1111, "first").await;
+    let (_place, db, registry, routes) = weather_on_sqlite().await;
 
     assert!(routes
         .claim_context("alice", "weather", "ctx-1")
