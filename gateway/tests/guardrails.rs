@@ -2,8 +2,10 @@
 //! the upstream, an e-mail address redacted in a streamed artifact (the
 //! caller sees exactly the changed stream), a guardrail on for one
 //! organisation only (by configuration, and by Cedar policy), the example WebAssembly guardrail on the path, every
-//! refusal audited, and a hostile plugin on one agent while another agent's
-//! traffic keeps its latency.
+//! refusal audited, and hostile plugins on some agents (a loop to its
+//! deadline, out of fuel, a memory bomb, a trap, a stack overflow, garbage)
+//! each refused with its code and audited while another agent's traffic
+//! keeps its latency.
 
 mod support;
 
@@ -436,6 +438,23 @@ async fn the_example_wasm_guardrail_runs_on_the_path() {
     assert!(allowed.get("result").is_some(), "{allowed}");
 }
 
+/// A guard module whose `guard` runs `body` (WAT), after `extra` items.
+fn hostile(extra: &str, body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            {extra}
+            (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "guard") (param i32 i32) (result i64) {body}))"#
+    ))
+    .expect("the test's WAT is valid")
+}
+
+/// Issue 21: each hostile module on one agent's path (a loop running to
+/// its deadline, a loop running out of fuel, a memory bomb, a trap, a
+/// stack overflow, a garbage answer) refuses that agent's calls with its
+/// own reason code, each refusal is audited with the guardrail's name, and
+/// another agent's calls keep being answered meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_plugin_on_one_agent_does_not_slow_another() {
     let runtime = PluginRuntime::new(SandboxLimits {
@@ -444,45 +463,84 @@ async fn a_hostile_plugin_on_one_agent_does_not_slow_another() {
         ..SandboxLimits::default()
     })
     .expect("engine");
-    let looping = wat::parse_str(
-        r#"(module (memory (export "memory") 1)
-            (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-            (func (export "guard") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))"#,
-    )
-    .expect("valid WAT");
-    let hostile = WasmGuardrail::load(&runtime, "spinner", &looping).expect("loads");
-    let gateway = Arc::new(
-        Gateway::spawn(Guardrails::new(vec![rule(
+    let starved = PluginRuntime::new(SandboxLimits {
+        fuel: 1_000_000,
+        deadline_ms: 5_000,
+        ..SandboxLimits::default()
+    })
+    .expect("engine");
+    let spin = hostile("", "(loop $l (br $l)) (i64.const 0)");
+    let cases = [
+        ("spin", &runtime, spin.clone(), "GUARDRAIL_DEADLINE_EXCEEDED"),
+        ("fuel", &starved, spin, "GUARDRAIL_OUT_OF_FUEL"),
+        (
+            "bomb",
+            &runtime,
+            hostile(
+                "",
+                "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) (i64.const 0)",
+            ),
+            "GUARDRAIL_MEMORY_LIMIT",
+        ),
+        (
+            "trap",
+            &runtime,
+            hostile("", "unreachable"),
+            "GUARDRAIL_TRAP",
+        ),
+        (
+            "deep",
+            &runtime,
+            hostile(
+                "(func $down (param i64) (result i64) (call $down (i64.add (local.get 0) (i64.const 1))))",
+                "(call $down (i64.const 0))",
+            ),
+            "GUARDRAIL_STACK_OVERFLOW",
+        ),
+        (
+            "garbage",
+            &runtime,
+            hostile(r#"(data (i32.const 0) "not json")"#, "(i64.const 8)"),
+            "GUARDRAIL_BAD_OUTPUT",
+        ),
+    ];
+    let mut rules = Vec::new();
+    for (name, runtime, bytes, _) in &cases {
+        let guardrail = WasmGuardrail::load(runtime, name, bytes).expect("loads");
+        rules.push(rule(
             Selector {
-                agents: vec!["slow".into()],
+                agents: vec![format!("slow-{name}")],
                 ..Selector::default()
             },
-            hostile,
-        )]))
-        .await,
-    );
+            guardrail,
+        ));
+    }
+    let gateway = Arc::new(Gateway::spawn(Guardrails::new(rules)).await);
     let fake = spawn_fake(FakeMode::V1).await;
-    gateway
-        .routes
-        .insert(RouteTarget::from_card("slow", fake.card()));
+    for (name, ..) in &cases {
+        gateway
+            .routes
+            .insert(RouteTarget::from_card(&format!("slow-{name}"), fake.card()));
+    }
     gateway
         .routes
         .insert(RouteTarget::from_card("echo", fake.card()));
 
-    // Four callers keep the hostile plugin spinning to its deadline.
+    // Callers keep every hostile plugin busy for 1.5 s, four on the spinner.
     let stop_at = Instant::now() + Duration::from_millis(1500);
-    let spinners: Vec<_> = (0..4)
-        .map(|_| {
+    let callers: Vec<_> = cases
+        .iter()
+        .flat_map(|(name, _, _, reason)| {
+            let callers = if *name == "spin" { 4 } else { 1 };
+            (0..callers).map(move |_| (format!("slow-{name}"), *reason))
+        })
+        .map(|(agent, reason)| {
             let gateway = Arc::clone(&gateway);
             tokio::spawn(async move {
                 let mut refused = 0;
                 while Instant::now() < stop_at {
-                    let answer = gateway.rpc("slow", None, "hello").await;
-                    assert_eq!(
-                        guardrail_info(&answer)["reason"],
-                        "GUARDRAIL_DEADLINE_EXCEEDED",
-                        "{answer}"
-                    );
+                    let answer = gateway.rpc(&agent, None, "hello").await;
+                    assert_eq!(guardrail_info(&answer)["reason"], reason, "{answer}");
                     refused += 1;
                 }
                 refused
@@ -499,8 +557,11 @@ async fn a_hostile_plugin_on_one_agent_does_not_slow_another() {
         served += 1;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    for spinner in spinners {
-        assert!(spinner.await.expect("no panic") >= 1);
+    let mut refused = 0;
+    for caller in callers {
+        let calls = caller.await.expect("no panic");
+        assert!(calls >= 1);
+        refused += calls;
     }
     assert!(served >= 5, "only {served} ordinary calls in 1.5 s");
     // Generous: an ordinary call takes milliseconds; a blocked event loop
@@ -509,4 +570,19 @@ async fn a_hostile_plugin_on_one_agent_does_not_slow_another() {
         slowest < Duration::from_secs(2),
         "slowest ordinary call {slowest:?}"
     );
+    // Every refusal is audited, under the agent, with the guardrail's name
+    // and the reason its caller read.
+    let audited = gateway.gate.refusals.lock().expect("lock").clone();
+    assert_eq!(audited.len(), refused, "one audit record per refusal");
+    for (name, _, _, reason) in &cases {
+        let agent = format!("slow-{name}");
+        let record = audited
+            .iter()
+            .find(|(_, audited_agent, _)| *audited_agent == agent)
+            .unwrap_or_else(|| panic!("no audit record for {agent}"));
+        assert_eq!(record.0, "alice");
+        assert_eq!(record.2["guardrail"], *name, "{:?}", record.2);
+        assert_eq!(record.2["reason"], *reason, "{:?}", record.2);
+        assert_eq!(record.2["direction"], "request", "{:?}", record.2);
+    }
 }
