@@ -22,7 +22,10 @@
 //! holding the grant is ever linked to it. A grant a module does not use
 //! is harmless.
 //!
-//! Everything a module passes is checked: a negative pointer or length, a
+//! The host functions themselves are defined in `runtime.rs`, beside `log`
+//! and `call_agent`, since they read the call's state; this module holds the
+//! grants and the parts that need none (so it imports nothing of the
+//! runtime). Everything a module passes is checked: a negative pointer or length, a
 //! range outside its memory or a length over the bound is answered with a
 //! negative code (below), never a trap or a panic.
 
@@ -30,9 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use wasmtime::{Caller, Extern};
 
-use crate::runtime::{write_bytes, CallState};
 use crate::PluginError;
 
 /// `clock_ms() -> i64`: wall-clock milliseconds since the Unix epoch.
@@ -238,76 +239,18 @@ pub(crate) fn clock_ms() -> i64 {
         })
 }
 
-/// `monotonic_ns()`: nanoseconds since the call started.
-pub(crate) fn monotonic_ns(caller: &Caller<'_, CallState>) -> i64 {
-    i64::try_from(caller.data().started.elapsed().as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// `random(ptr, len)`: `len` random bytes written at `ptr`; 0, or a
-/// negative code for a bad range or a failed source.
-pub(crate) fn random(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> i32 {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return HOST_BAD_RANGE;
-    };
-    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
-        return HOST_BAD_RANGE;
-    };
-    let (start, length) = (start as usize, length as usize);
-    if length > RANDOM_MAX_BYTES {
+/// Fills `target` from the operating system's random source: 0, or
+/// [`HOST_TOO_LONG`] past [`RANDOM_MAX_BYTES`], or [`HOST_UNAVAILABLE`].
+pub(crate) fn fill_random(target: &mut [u8]) -> i32 {
+    if target.len() > RANDOM_MAX_BYTES {
         return HOST_TOO_LONG;
     }
-    let Some(target) = memory
-        .data_mut(&mut *caller)
-        .get_mut(start..start.saturating_add(length))
-    else {
-        return HOST_BAD_RANGE;
-    };
     match rand::rngs::OsRng.try_fill_bytes(target) {
         Ok(()) => 0,
         Err(error) => {
             tracing::warn!(%error, "the random source failed for a plugin");
             HOST_UNAVAILABLE
         }
-    }
-}
-
-/// `env(name_ptr, name_len)`: the value of the name in `plugins.env`,
-/// written into memory the module's `alloc` gives, answered as `(ptr <<
-/// 32) | len`; a negative code for a bad range or a missing name.
-///
-/// The values come from the gateway's config, never from the process
-/// environment: the process environment holds the gateway's own secrets
-/// (`CONVERGIO_*` keys, database URLs, provider API keys), and a plugin is
-/// code an organisation uploaded. What a plugin may read is exactly what
-/// an operator wrote under `plugins.env`.
-pub(crate) async fn env(
-    caller: &mut Caller<'_, CallState>,
-    ptr: i32,
-    len: i32,
-) -> wasmtime::Result<i64> {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return Ok(HOST_BAD_RANGE.into());
-    };
-    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
-        return Ok(HOST_BAD_RANGE.into());
-    };
-    let (start, length) = (start as usize, length as usize);
-    if length > ENV_NAME_MAX_BYTES {
-        return Ok(HOST_TOO_LONG.into());
-    }
-    let Some(name) = memory
-        .data(&*caller)
-        .get(start..start.saturating_add(length))
-        .map(<[u8]>::to_vec)
-    else {
-        return Ok(HOST_BAD_RANGE.into());
-    };
-    let value = std::str::from_utf8(&name)
-        .ok()
-        .and_then(|name| caller.data().env.get(name).cloned());
-    match value {
-        Some(value) => write_bytes(caller, ENV_IMPORT, value.as_bytes()).await,
-        None => Ok(HOST_NOT_SET.into()),
     }
 }
 

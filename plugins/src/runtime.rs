@@ -174,12 +174,12 @@ impl LoadedModule {
 /// agent calls the invocation may make, when its own running time ends
 /// (read at every epoch tick), when it started (`monotonic_ns`) and the
 /// values `env` reads.
-pub(crate) struct CallState {
+struct CallState {
     limiter: Limiter,
     calls: Option<InvocationCalls>,
     run_until: Instant,
-    pub(crate) started: Instant,
-    pub(crate) env: Arc<BTreeMap<String, String>>,
+    started: Instant,
+    env: Arc<BTreeMap<String, String>>,
 }
 
 struct Limiter {
@@ -636,7 +636,7 @@ async fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> was
 /// packed `(ptr << 32) | len` for the host function `function`. A module
 /// whose `alloc` fails or points outside its memory traps (a clear `Trap`
 /// naming `function`, never a panic).
-pub(crate) async fn write_bytes(
+async fn write_bytes(
     caller: &mut Caller<'_, CallState>,
     function: &str,
     bytes: &[u8],
@@ -667,6 +667,71 @@ pub(crate) async fn write_bytes(
 /// Defines the host functions of the grantable capabilities
 /// ([`crate::grants`]). A module reaches one only if its version holds the
 /// grant: [`PluginRuntime::load_granted`] refuses the import otherwise.
+/// `monotonic_ns()` (grant `clock`): nanoseconds since the call started.
+fn monotonic_ns(caller: &Caller<'_, CallState>) -> i64 {
+    i64::try_from(caller.data().started.elapsed().as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// `random(ptr, len)` (grant `random`): `len` random bytes written at
+/// `ptr`; 0, or a negative code for a bad range or a failed source
+/// ([`grants::fill_random`]).
+fn random(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> i32 {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return grants::HOST_BAD_RANGE;
+    };
+    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
+        return grants::HOST_BAD_RANGE;
+    };
+    let (start, length) = (start as usize, length as usize);
+    if length > grants::RANDOM_MAX_BYTES {
+        return grants::HOST_TOO_LONG;
+    }
+    match memory
+        .data_mut(&mut *caller)
+        .get_mut(start..start.saturating_add(length))
+    {
+        Some(target) => grants::fill_random(target),
+        None => grants::HOST_BAD_RANGE,
+    }
+}
+
+/// `env(name_ptr, name_len)` (grant `env`): the value of the name in
+/// `plugins.env`, written into memory the module's `alloc` gives, answered
+/// as `(ptr << 32) | len`; a negative code for a bad range or a missing
+/// name.
+///
+/// The values come from the gateway's config, never from the process
+/// environment: the process environment holds the gateway's own secrets
+/// (`CONVERGIO_*` keys, database URLs, provider API keys), and a plugin is
+/// code an organisation uploaded. What a plugin may read is exactly what
+/// an operator wrote under `plugins.env`.
+async fn env(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<i64> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Ok(grants::HOST_BAD_RANGE.into());
+    };
+    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
+        return Ok(grants::HOST_BAD_RANGE.into());
+    };
+    let (start, length) = (start as usize, length as usize);
+    if length > grants::ENV_NAME_MAX_BYTES {
+        return Ok(grants::HOST_TOO_LONG.into());
+    }
+    let Some(name) = memory
+        .data(&*caller)
+        .get(start..start.saturating_add(length))
+        .map(<[u8]>::to_vec)
+    else {
+        return Ok(grants::HOST_BAD_RANGE.into());
+    };
+    let value = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|name| caller.data().env.get(name).cloned());
+    match value {
+        Some(value) => write_bytes(caller, ENV_IMPORT, value.as_bytes()).await,
+        None => Ok(grants::HOST_NOT_SET.into()),
+    }
+}
+
 fn define_granted(linker: &mut Linker<CallState>) -> Result<(), PluginError> {
     let failed = |error: wasmtime::Error| PluginError::Unavailable {
         detail: format!("defining the host functions failed: {error}"),
@@ -678,7 +743,7 @@ fn define_granted(linker: &mut Linker<CallState>) -> Result<(), PluginError> {
         .func_wrap(
             HOST_MODULE,
             MONOTONIC_NS_IMPORT,
-            |caller: Caller<'_, CallState>| grants::monotonic_ns(&caller),
+            |caller: Caller<'_, CallState>| monotonic_ns(&caller),
         )
         .map_err(failed)?;
     linker
@@ -686,7 +751,7 @@ fn define_granted(linker: &mut Linker<CallState>) -> Result<(), PluginError> {
             HOST_MODULE,
             RANDOM_IMPORT,
             |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| {
-                grants::random(&mut caller, ptr, len)
+                random(&mut caller, ptr, len)
             },
         )
         .map_err(failed)?;
@@ -697,7 +762,7 @@ fn define_granted(linker: &mut Linker<CallState>) -> Result<(), PluginError> {
             HOST_MODULE,
             ENV_IMPORT,
             |mut caller: Caller<'_, CallState>, (ptr, len): (i32, i32)| {
-                Box::new(async move { grants::env(&mut caller, ptr, len).await })
+                Box::new(async move { env(&mut caller, ptr, len).await })
             },
         )
         .map_err(failed)?;
