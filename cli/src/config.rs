@@ -82,8 +82,10 @@ pub struct ConfigFile {
     /// Default: none.
     pub guardrails: convergio_plugins::GuardrailsConfig,
     /// Stored plugins (issue 21): the bound on an uploaded module, how
-    /// often each replica looks for new versions, and whether only signed
-    /// plugins are accepted and run.
+    /// often each replica looks for new versions, whether only signed
+    /// plugins are accepted and run, which capabilities (`clock`,
+    /// `random`, `env`) versions may be granted, and the values `env`
+    /// reads.
     pub plugins: convergio_plugins::PluginsConfig,
     /// OpenTelemetry span export (issue 18, see `telemetry.rs`). Default:
     /// off.
@@ -966,6 +968,18 @@ fn check_plugins(plugins: &convergio_plugins::PluginsConfig) -> Result<(), Confi
             return Err(invalid(key, "must be 1024 to 67108864".to_owned()));
         }
     }
+    // A name `convergio.env` could never look up is a mistake, not a value.
+    let longest = convergio_plugins::grants::ENV_NAME_MAX_BYTES;
+    if let Some(name) = plugins
+        .env
+        .keys()
+        .find(|name| name.is_empty() || name.len() > longest)
+    {
+        return Err(invalid(
+            "plugins.env",
+            format!("the name {name:?} must be 1 to {longest} bytes"),
+        ));
+    }
     Ok(())
 }
 
@@ -1083,7 +1097,7 @@ mod tests {
         // The README's map form (`check: {redact: …}`), which serde_yaml
         // reads as an enum only through the plugins crate's own reader.
         let config = resolve(
-            "guardrails:\n  rules:\n    - name: pii\n      check: { redact: { detect: [email] } }\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\nplugins:\n  max_module_bytes: 4096\n  require_signed: true\n",
+            "guardrails:\n  rules:\n    - name: pii\n      check: { redact: { detect: [email] } }\n    - name: words\n      check: { plugin: { name: words } }\n      agents: [echo]\nplugins:\n  max_module_bytes: 4096\n  require_signed: true\n  allow_grants: [clock, env]\n  env: { REGION: eu-west-1 }\n",
             &[],
         )
         .expect("valid");
@@ -1098,9 +1112,17 @@ mod tests {
         assert_eq!(config.plugins.watch_interval_seconds, 1);
         assert!(config.plugins.require_signed);
         assert!(!convergio_plugins::PluginsConfig::default().require_signed);
+        assert_eq!(config.plugins.allowed_grants().to_string(), "clock,env");
+        assert_eq!(config.plugins.env["REGION"], "eu-west-1");
+        assert!(convergio_plugins::PluginsConfig::default()
+            .allowed_grants()
+            .is_empty());
         for bad in [
             "plugins:\n  max_module_bytes: 10\n",
             "plugins:\n  watch_interval_seconds: 0\n",
+            // Files and the network are never grantable.
+            "plugins:\n  allow_grants: [network]\n",
+            "plugins:\n  env: { '': x }\n",
             "guardrails:\n  rules:\n    - name: x\n      check: { nothing: {} }\n",
         ] {
             assert!(resolve(bad, &[]).is_err(), "{bad}");

@@ -18,6 +18,12 @@
 //! rule is uninstalled and refuses (`GUARDRAIL_UNAVAILABLE`) until a signed
 //! version is uploaded, logged once. The newest version is what an
 //! operator uploaded last, so an older signed one is not run instead.
+//!
+//! Likewise a newest version declaring a capability grant this replica's
+//! `plugins.allow_grants` does not allow (the config changed since the
+//! upload, or replicas disagree) is never installed: the rule refuses
+//! until an allowed version is uploaded, logged once with the grant.
+//! Versions that are installed are compiled with their declared grants.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,19 +31,51 @@ use std::time::Duration;
 use anyhow::Context;
 use convergio_auth::plugin_signature::module_sha256;
 use convergio_plugins::{
-    Guardrail, Guardrails, GuardrailsConfig, PluginRuntime, StoredGuardrail, WasmGuardrail,
+    Grants, Guardrail, Guardrails, GuardrailsConfig, PluginRuntime, PluginsConfig, StoredGuardrail,
+    WasmGuardrail,
 };
-use convergio_registry::plugins::{PluginKind, PluginStore};
+use convergio_registry::plugins::{PluginKind, PluginStore, PluginVersionRow};
 
 /// Builds the configured guardrails and the plugin runtime (none
 /// configured: an empty chain, which costs the gateway one check per
-/// payload).
-pub fn build(config: &GuardrailsConfig) -> anyhow::Result<(Guardrails, PluginRuntime)> {
-    let runtime =
-        PluginRuntime::new(config.sandbox.clone()).context("starting the plugin runtime")?;
+/// payload). The runtime's `env` host function reads `plugins.env`.
+pub fn build(
+    config: &GuardrailsConfig,
+    plugins: &PluginsConfig,
+) -> anyhow::Result<(Guardrails, PluginRuntime)> {
+    let runtime = PluginRuntime::new(config.sandbox.clone())
+        .context("starting the plugin runtime")?
+        .with_env(plugins.env.clone());
     let guardrails =
         Guardrails::from_config(config, Some(&runtime)).context("building the guardrails")?;
     Ok((guardrails, runtime))
+}
+
+/// Which stored versions this replica runs (`plugins.require_signed`,
+/// `plugins.allow_grants`).
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Only versions stored with a signature that verified.
+    pub require_signed: bool,
+    /// Only versions whose every grant is in this set.
+    pub allow_grants: Grants,
+}
+
+/// The grants `stored` (a version's declared names) asks for, if `allowed`
+/// holds every one; otherwise why not (a name unknown to this build is
+/// not allowed either: fail closed).
+pub fn admitted_grants(stored: &[String], allowed: Grants) -> Result<Grants, String> {
+    let grants = Grants::parse_names(stored).map_err(|error| error.to_string())?;
+    let refused = grants.not_in(allowed);
+    if refused.is_empty() {
+        Ok(grants)
+    } else {
+        let names: Vec<&str> = refused.iter().map(|grant| grant.as_str()).collect();
+        Err(format!(
+            "it declares the grant {} and plugins.allow_grants here allows {allowed}",
+            names.join(", ")
+        ))
+    }
 }
 
 /// One followed rule and the version that last failed to install (so a
@@ -48,14 +86,14 @@ struct Followed {
 }
 
 /// Installs each stored guardrail's newest version now, then follows new
-/// versions every `interval` in a task that ends with the runtime; with
-/// `require_signed`, only signed versions are installed.
+/// versions every `interval` in a task that ends with the runtime; only
+/// versions `admission` lets in are installed.
 pub async fn follow_stored(
     guardrails: &Guardrails,
     store: Arc<dyn PluginStore>,
     runtime: PluginRuntime,
     interval: Duration,
-    require_signed: bool,
+    admission: Admission,
 ) {
     let mut followed: Vec<Followed> = guardrails
         .stored_plugins()
@@ -69,7 +107,7 @@ pub async fn follow_stored(
         return;
     }
     for one in &mut followed {
-        sync(one, store.as_ref(), &runtime, require_signed).await;
+        sync(one, store.as_ref(), &runtime, admission).await;
     }
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -78,7 +116,7 @@ pub async fn follow_stored(
         loop {
             ticker.tick().await;
             for one in &mut followed {
-                sync(one, store.as_ref(), &runtime, require_signed).await;
+                sync(one, store.as_ref(), &runtime, admission).await;
             }
         }
     });
@@ -89,7 +127,7 @@ async fn sync(
     one: &mut Followed,
     store: &dyn PluginStore,
     runtime: &PluginRuntime,
-    require_signed: bool,
+    admission: Admission,
 ) {
     let rule = &one.rule;
     let plugin = rule.plugin().to_owned();
@@ -119,22 +157,29 @@ async fn sync(
     if rule.installed().as_ref() == Some(&wanted) || one.failed.as_ref() == Some(&wanted) {
         return;
     }
-    if require_signed {
-        match signed(store, &plugin, latest.version).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(guardrail = %rule.name(), plugin = %plugin, version = latest.version, "a guardrail plugin version is unsigned and plugins.require_signed is on: not installed; its rule refuses until a signed version is uploaded");
-                one.failed = Some(wanted);
-                rule.clear();
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(plugin = %plugin, error = %format!("{error:#}"), "reading whether a guardrail plugin version is signed failed; retrying at the next interval");
-                return;
-            }
+    let stored = match stored_version(store, &plugin, latest.version).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(plugin = %plugin, error = %format!("{error:#}"), "reading a guardrail plugin version failed; retrying at the next interval");
+            return;
         }
+    };
+    if admission.require_signed && stored.signed_by.is_none() {
+        tracing::warn!(guardrail = %rule.name(), plugin = %plugin, version = latest.version, "a guardrail plugin version is unsigned and plugins.require_signed is on: not installed; its rule refuses until a signed version is uploaded");
+        one.failed = Some(wanted);
+        rule.clear();
+        return;
     }
-    match install(rule, store, runtime, latest.version, &latest.sha256).await {
+    let grants = match admitted_grants(&stored.grants, admission.allow_grants) {
+        Ok(grants) => grants,
+        Err(reason) => {
+            tracing::warn!(guardrail = %rule.name(), plugin = %plugin, version = latest.version, %reason, "a guardrail plugin version declares a grant this replica does not allow: not installed; its rule refuses until an allowed version is uploaded");
+            one.failed = Some(wanted);
+            rule.clear();
+            return;
+        }
+    };
+    match install(rule, store, runtime, latest.version, &latest.sha256, grants).await {
         Ok(()) => {
             one.failed = None;
             tracing::info!(guardrail = %rule.name(), plugin = %plugin, version = latest.version, sha256 = %latest.sha256, "guardrail plugin version installed");
@@ -146,20 +191,22 @@ async fn sync(
     }
 }
 
-/// Whether `version` of `plugin` was stored with a signature that
-/// verified (read only when a new version is seen, not at every poll).
-async fn signed(store: &dyn PluginStore, plugin: &str, version: i64) -> anyhow::Result<bool> {
+/// `version` of `plugin` as stored: whether it was signed, its grants
+/// (read only when a new version is seen, not at every poll).
+async fn stored_version(
+    store: &dyn PluginStore,
+    plugin: &str,
+    version: i64,
+) -> anyhow::Result<PluginVersionRow> {
     let row = store
         .get(plugin)
         .await
         .context("reading the plugin's versions")?
         .context("the plugin was deleted meanwhile")?;
-    let stored = row
-        .versions
-        .iter()
+    row.versions
+        .into_iter()
         .find(|stored| stored.version == version)
-        .context("the version was deleted meanwhile")?;
-    Ok(stored.signed_by.is_some())
+        .context("the version was deleted meanwhile")
 }
 
 async fn install(
@@ -168,6 +215,7 @@ async fn install(
     runtime: &PluginRuntime,
     version: i64,
     sha256: &str,
+    grants: Grants,
 ) -> anyhow::Result<()> {
     let module = store
         .module(rule.plugin(), version)
@@ -180,10 +228,11 @@ async fn install(
     );
     let runtime = runtime.clone();
     let name = rule.name().to_owned();
-    let guardrail =
-        tokio::task::spawn_blocking(move || WasmGuardrail::load(&runtime, &name, &module))
-            .await
-            .context("compiling the module")??;
+    let guardrail = tokio::task::spawn_blocking(move || {
+        WasmGuardrail::load_granted(&runtime, &name, &module, grants)
+    })
+    .await
+    .context("compiling the module")??;
     rule.install(version, sha256, guardrail);
     Ok(())
 }

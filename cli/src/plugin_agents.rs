@@ -21,7 +21,10 @@
 //!   compiled and swapped into the running agent (its card re-registered),
 //!   a deleted plugin is stopped and deregistered, on every replica. With
 //!   `plugins.require_signed`, an unsigned newest version is not served
-//!   (stopped and deregistered if it was), logged once. Calls reach it
+//!   (stopped and deregistered if it was), logged once; so is a newest
+//!   version declaring a capability grant this replica's
+//!   `plugins.allow_grants` does not allow. A served version runs with its
+//!   declared grants. Calls reach it
 //!   through the gateway like any agent's: discovered, decided by policy,
 //!   audited, usable as a graph node.
 //! - [`PluginAgentCaller`]: what a plugin agent's `call_agent` calls go
@@ -44,7 +47,7 @@ use convergio_agents::{AgentLogic, AgentsError, RunningAgent, ServeOptions, Task
 use convergio_auth::plugin_signature::module_sha256;
 use convergio_gateway::a2a::AgentTimeouts;
 use convergio_plugins::{
-    AgentAnswer, AgentCall, AgentCallError, AgentCallLimits, AgentCaller, AgentCalling,
+    AgentAnswer, AgentCall, AgentCallError, AgentCallLimits, AgentCaller, AgentCalling, Grants,
     PluginRuntime, WasmAgent,
 };
 use convergio_registry::plugins::{PluginKind, PluginStore};
@@ -254,6 +257,7 @@ struct Wanted {
     version: i64,
     sha256: String,
     signed: bool,
+    grants: Vec<String>,
     declaration: Value,
 }
 
@@ -286,6 +290,9 @@ pub struct PluginFleetParts {
     pub agent_calls: AgentCallLimits,
     /// Serve only signed versions (`plugins.require_signed`).
     pub require_signed: bool,
+    /// Serve only versions whose every grant is here
+    /// (`plugins.allow_grants`).
+    pub allow_grants: Grants,
 }
 
 /// Owns the plugin agents this replica serves (one task).
@@ -345,6 +352,7 @@ impl PluginFleet {
                         version: latest.version,
                         sha256: latest.sha256,
                         signed: latest.signed_by.is_some(),
+                        grants: latest.grants,
                         declaration: latest.declaration.unwrap_or_else(|| json!({})),
                     },
                 ))
@@ -366,6 +374,7 @@ impl PluginFleet {
                 version,
                 sha256,
                 signed,
+                grants,
                 declaration,
             } = wanted;
             let key = (version, sha256.clone());
@@ -377,6 +386,18 @@ impl PluginFleet {
                 }
                 continue;
             }
+            let grants = match crate::guardrails::admitted_grants(&grants, self.parts.allow_grants)
+            {
+                Ok(grants) => grants,
+                Err(reason) => {
+                    if self.failed.get(&name) != Some(&key) {
+                        tracing::warn!(agent = %name, org = %org, version, %reason, "plugin agent version not served: it declares a grant this replica does not allow");
+                        self.failed.insert(name.clone(), key);
+                        self.withdraw(&name, &org).await;
+                    }
+                    continue;
+                }
+            };
             let current = self
                 .served
                 .get(&name)
@@ -385,7 +406,7 @@ impl PluginFleet {
                 continue;
             }
             match self
-                .apply(&name, &org, version, &sha256, &declaration)
+                .apply(&name, &org, version, &sha256, grants, &declaration)
                 .await
             {
                 Ok(()) => {
@@ -408,6 +429,7 @@ impl PluginFleet {
         org: &str,
         version: i64,
         sha256: &str,
+        grants: Grants,
         declaration: &Value,
     ) -> Result<(), String> {
         if self.parts.reserved.contains(name) {
@@ -441,7 +463,7 @@ impl PluginFleet {
             self.parts.agent_calls.clone(),
         );
         let agent = tokio::task::spawn_blocking(move || {
-            WasmAgent::load(&runtime, &plugin, &module, calling)
+            WasmAgent::load_granted(&runtime, &plugin, &module, calling, grants)
         })
         .await
         .map_err(|error| format!("compiling the module: {error}"))?

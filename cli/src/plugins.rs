@@ -1,7 +1,8 @@
 //! `convergio plugins add|list|show|remove|sign`: stored WebAssembly
 //! plugins (issue 21) on a running server through its `/v1/plugins` API.
 //! `add` uploads a module as a new version of the named plugin (with a
-//! signature file when given); `sign` prints the detached JWS over a
+//! signature file when given, and the capabilities it is granted, each
+//! `--grant`, which the server checks against `plugins.allow_grants`); `sign` prints the detached JWS over a
 //! module's SHA-256 made with an organisation key (the server's own is
 //! `federation-key.pem` in its data dir), which `add --signature` sends.
 
@@ -41,6 +42,11 @@ pub enum PluginsCommand {
         /// A file holding the module's signature (`convergio plugins sign`).
         #[arg(long)]
         signature: Option<PathBuf>,
+        /// A capability this version is granted: `clock`, `random` or `env`
+        /// (repeat for more; each must be in the server's
+        /// `plugins.allow_grants`). Files and the network are never granted.
+        #[arg(long = "grant", value_name = "CAPABILITY")]
+        grants: Vec<String>,
     },
     /// List this organisation's plugins.
     List,
@@ -83,6 +89,21 @@ fn plugin_path(name: &str) -> String {
     )
 }
 
+/// A version's grants as shown: `clock,random`, or `none`.
+fn grants_of(version: &Value) -> String {
+    let names: Vec<&str> = version["grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(",")
+    }
+}
+
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -110,13 +131,21 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
             name,
             kind,
             signature,
+            grants,
         } => {
             let module = read(&file)?;
             let kind = match kind {
                 Kind::Agent => "agent",
                 Kind::Guardrail => "guardrail",
             };
-            let path = format!("{}?kind={kind}", plugin_path(&name));
+            let mut path = format!("{}?kind={kind}", plugin_path(&name));
+            if !grants.is_empty() {
+                let grants: Vec<String> = grants
+                    .iter()
+                    .map(|grant| utf8_percent_encode(grant, NON_ALPHANUMERIC).to_string())
+                    .collect();
+                path.push_str(&format!("&grants={}", grants.join(",")));
+            }
             let mut request = client
                 .request(Method::POST, &path)
                 .header(reqwest::header::CONTENT_TYPE, "application/wasm")
@@ -137,7 +166,7 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
                     .cloned()
                     .unwrap_or(Value::Null);
                 say!(
-                    "stored plugin {name} version {} ({kind}, org {}, sha256 {}{})",
+                    "stored plugin {name} version {} ({kind}, org {}, sha256 {}{}, grants {})",
                     latest["version"],
                     body["org"].as_str().unwrap_or("-"),
                     latest["sha256"].as_str().unwrap_or("-"),
@@ -145,7 +174,8 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
                         ", signed"
                     } else {
                         ""
-                    }
+                    },
+                    grants_of(&latest)
                 );
             }
         }
@@ -155,7 +185,13 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
                 document!("{}", answer.body);
                 return Ok(());
             }
-            say!("{:<32} {:<10} {:>7} SHA256", "NAME", "KIND", "LATEST");
+            say!(
+                "{:<32} {:<10} {:>7} {:<17} SHA256",
+                "NAME",
+                "KIND",
+                "LATEST",
+                "GRANTS"
+            );
             for plugin in answer.body["plugins"].as_array().into_iter().flatten() {
                 let newest = plugin["versions"]
                     .as_array()
@@ -163,10 +199,11 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
                     .cloned()
                     .unwrap_or(Value::Null);
                 say!(
-                    "{:<32} {:<10} {:>7} {}",
+                    "{:<32} {:<10} {:>7} {:<17} {}",
                     plugin["name"].as_str().unwrap_or("-"),
                     plugin["kind"].as_str().unwrap_or("-"),
                     plugin["latest"],
+                    grants_of(&newest),
                     newest["sha256"].as_str().unwrap_or("-")
                 );
             }
@@ -186,7 +223,7 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
             );
             for version in answer.body["versions"].as_array().into_iter().flatten() {
                 say!(
-                    "  v{:<4} {} {:>9} bytes  {}  {} {}",
+                    "  v{:<4} {} {:>9} bytes  {}  grants {}  {} {}",
                     version["version"],
                     version["sha256"].as_str().unwrap_or("-"),
                     version["size"],
@@ -194,6 +231,7 @@ pub async fn run(server: &ServerArgs, command: PluginsCommand) -> anyhow::Result
                         Some(kid) => format!("signed by {kid}"),
                         None => "unsigned".to_owned(),
                     },
+                    grants_of(version),
                     version["uploaded_by"].as_str().unwrap_or("-"),
                     version["uploaded_at"].as_str().unwrap_or("-")
                 );

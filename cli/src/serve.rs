@@ -240,7 +240,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Stored plugins (issue 21): uploads are compiled by the runtime the
     // guardrails run on, and signatures verified with the keys that verify
     // cards.
-    let (guardrails, plugin_runtime) = crate::guardrails::build(&config.guardrails)?;
+    let (guardrails, plugin_runtime) =
+        crate::guardrails::build(&config.guardrails, &config.plugins)?;
     let plugin_store: Arc<dyn convergio_registry::plugins::PluginStore> =
         Arc::new(convergio_store::plugins::SqlPluginStore::new(&db));
     let plugins = Arc::new(
@@ -250,7 +251,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             org_keys,
             config.org_domain.clone(),
         )
-        .require_signed(config.plugins.require_signed),
+        .require_signed(config.plugins.require_signed)
+        .allow_grants(config.plugins.allowed_grants()),
     );
     let mut authenticator =
         build_authenticator(&config.security, &admin_token, api_keys.clone()).await?;
@@ -421,6 +423,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app: Arc::downgrade(&tool_app),
         agent_calls: config.plugins.agent_calls.clone(),
         require_signed: config.plugins.require_signed,
+        allow_grants: config.plugins.allowed_grants(),
     })
     .spawn(std::time::Duration::from_secs(
         config.plugins.watch_interval_seconds,
@@ -469,7 +472,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plugin_store,
         plugin_runtime,
         std::time::Duration::from_secs(config.plugins.watch_interval_seconds),
-        config.plugins.require_signed,
+        crate::guardrails::Admission {
+            require_signed: config.plugins.require_signed,
+            allow_grants: config.plugins.allowed_grants(),
+        },
     )
     .await;
 

@@ -4,6 +4,8 @@
 //! uploading v2 (denies "bar") switches both without a restart; a module
 //! that imports what the sandbox does not provide and a signed module
 //! changed after signing are refused with a clear error, nothing stored.
+//! Capability grants are declared at upload, allowed by the config, and
+//! enforced again when a replica loads a stored version.
 
 mod support;
 
@@ -1120,5 +1122,170 @@ fn with_require_signed_unsigned_plugins_are_refused_and_not_run() {
         ] {
             assert_eq!(logged.matches(line).count(), 1, "{line}: {logged}");
         }
+    });
+}
+
+/// A guardrail plugin importing `convergio.clock_ms`, refusing every
+/// payload with `CLOCK_READ` once the clock reads past the epoch.
+fn clock_guardrail() -> Vec<u8> {
+    let allow = r#"{"verdict":"allow"}"#;
+    let deny = r#"{"verdict":"deny","reason":"CLOCK_READ","message":"the clock was read"}"#;
+    let text = format!(
+        r#"(module
+  (import "convergio" "clock_ms" (func $clock (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{allow}")
+  (data (i32.const 256) "{deny}")
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "guard") (param i32 i32) (result i64)
+    (if (result i64) (i64.gt_s (call $clock) (i64.const 0))
+      (then (i64.or (i64.shl (i64.const 256) (i64.const 32)) (i64.const {deny_len})))
+      (else (i64.const {allow_len})))))"#,
+        allow = allow.replace('"', "\\\""),
+        deny = deny.replace('"', "\\\""),
+        allow_len = allow.len(),
+        deny_len = deny.len(),
+    );
+    wat::parse_str(text).expect("the WAT compiles")
+}
+
+/// An upload of `module` as the guardrail `name` declaring `grants`
+/// (`?grants=`): the status and the answer.
+async fn upload_granted(
+    server: &Server,
+    token: &str,
+    name: &str,
+    grants: &str,
+    module: &[u8],
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/plugins/{name}?kind=guardrail&grants={grants}",
+            server.base
+        ))
+        .bearer_auth(token)
+        .header("content-type", "application/wasm")
+        .body(module.to_vec())
+        .send()
+        .await
+        .expect("answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Capability grants (issue 21): a grant the config does not allow is a
+/// 422 `GRANT_NOT_ALLOWED`, a module importing `clock_ms` without the
+/// `clock` grant a 422 `FORBIDDEN_IMPORT` naming it, nothing stored; with
+/// `plugins.allow_grants: [clock]` and `--grant clock` the version is
+/// stored with its grant, shown, and runs (the guardrail reads the clock).
+/// After a restart whose config no longer allows `clock`, the stored
+/// version is not installed: the rule fails closed, logged once.
+#[test]
+fn capability_grants_are_declared_at_upload_allowed_by_config_and_enforced_on_load() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let log = data_dir.path().join("server.log");
+    let rules = "guardrails:\n  rules:\n    - name: timer\n      check: { plugin: { name: timer } }\n      agents: [echo]\n";
+    let config = data_dir.path().join("convergio.yaml");
+    std::fs::write(
+        &config,
+        format!("{rules}plugins:\n  allow_grants: [clock]\n"),
+    )
+    .expect("writes the config");
+    let config_flag = config.to_str().expect("utf-8").to_owned();
+    let server = start_logged(data_dir.path(), &["--config", &config_flag], &[], &log);
+    let admin = support::admin_token(data_dir.path());
+    let module = clock_guardrail();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        // A grant the config does not allow: refused before compiling.
+        let (status, problem) =
+            upload_granted(&server, &admin, "timer", "clock,random", &module).await;
+        assert_eq!(status, 422, "{problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("plugin refused (GRANT_NOT_ALLOWED): ") && detail.contains("random"),
+            "{problem}"
+        );
+        // Not a grant at all.
+        let (status, problem) = upload_granted(&server, &admin, "timer", "network", &module).await;
+        assert_eq!(status, 422, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.starts_with("plugin refused (UNKNOWN_GRANT): ")),
+            "{problem}"
+        );
+        // The module reads the clock, the upload does not declare it.
+        let (status, problem) = upload_granted(&server, &admin, "timer", "", &module).await;
+        assert_eq!(status, 422, "{problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("plugin refused (FORBIDDEN_IMPORT): ")
+                && detail.contains("convergio::clock_ms")
+                && detail.contains("needs the grant clock"),
+            "{problem}"
+        );
+        let (status, _) = get_as(&server, &admin, "/v1/plugins/timer").await;
+        assert_eq!(status, 404, "nothing refused was stored");
+
+        // Allowed and declared: stored with its grant, shown, and run.
+        let file = data_dir.path().join("timer.wasm");
+        std::fs::write(&file, &module).expect("writes the module");
+        let (ok, stdout, stderr) = cli(
+            Some((&server, data_dir.path())),
+            &[
+                "plugins",
+                "add",
+                file.to_str().expect("utf-8"),
+                "--name",
+                "timer",
+                "--kind",
+                "guardrail",
+                "--grant",
+                "clock",
+            ],
+        );
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("grants clock"), "{stdout}");
+        let (ok, stdout, stderr) = cli(
+            Some((&server, data_dir.path())),
+            &["plugins", "show", "timer"],
+        );
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("grants clock"), "{stdout}");
+        let (status, shown) = get_as(&server, &admin, "/v1/plugins/timer").await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["versions"][0]["grants"], json!(["clock"]), "{shown}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let answer = send(&server, "what time is it").await;
+            if refused_reason(&answer).as_deref() == Some("CLOCK_READ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never ran: {answer}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    // The same stored version on a replica whose config no longer allows
+    // the grant: not installed, the rule fails closed, logged once.
+    server.kill();
+    std::fs::write(&config, rules).expect("writes the config");
+    let server = start_logged(data_dir.path(), &["--config", &config_flag], &[], &log);
+    runtime.block_on(async {
+        let answer = send(&server, "what time is it").await;
+        assert_eq!(
+            refused_reason(&answer).as_deref(),
+            Some("GUARDRAIL_UNAVAILABLE"),
+            "{answer}"
+        );
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            logged
+                .matches("a guardrail plugin version declares a grant this replica does not allow")
+                .count(),
+            1,
+            "{logged}"
+        );
     });
 }

@@ -252,13 +252,15 @@ pub enum GatewayError {
     },
     /// An uploaded plugin was refused (issue 21): it does not compile,
     /// imports what the sandbox does not provide, lacks an export its kind
-    /// needs, its signature fails, or it has none where one is required.
-    /// Nothing was stored; 422.
+    /// needs, its signature fails, it has none where one is required, or
+    /// it declares a capability grant the config does not allow (or that
+    /// does not exist). Nothing was stored; 422.
     #[error("plugin refused ({reason}): {detail}")]
     PluginRefused {
         /// A stable code (`INVALID_MODULE`, `FORBIDDEN_IMPORT`,
         /// `MISSING_EXPORT`, `SIGNATURE_INVALID`, `SIGNATURE_UNVERIFIABLE`,
-        /// `SIGNATURE_REQUIRED`, `KIND_MISMATCH`).
+        /// `SIGNATURE_REQUIRED`, `KIND_MISMATCH`, `GRANT_NOT_ALLOWED`,
+        /// `UNKNOWN_GRANT`).
         reason: &'static str,
         /// What is wrong, for people.
         detail: String,

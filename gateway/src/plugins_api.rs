@@ -12,9 +12,15 @@
 //! `Convergio-Plugin-Signature` header: a detached compact JWS over the
 //! module's SHA-256 by a key of the owning organisation
 //! ([`convergio_auth::plugin_signature`]); with `plugins.require_signed`
-//! an upload without one is refused (`SIGNATURE_REQUIRED`). Before anything
-//! is stored the module is compiled and checked by the sandbox (valid
-//! WebAssembly, no import but the `convergio` host functions, the exports
+//! an upload without one is refused (`SIGNATURE_REQUIRED`). The version's
+//! capability grants are declared with it (`?grants=clock,random`, next to
+//! `kind`; see `convergio_plugins::grants`): one the gateway's config does
+//! not allow (`plugins.allow_grants`) is refused (`GRANT_NOT_ALLOWED`), as
+//! is an unknown name (`UNKNOWN_GRANT`), before the module is compiled.
+//! Before anything is stored the module is compiled and checked by the
+//! sandbox (valid WebAssembly, no import but the `convergio` host functions
+//! of its kind and its grants, so a module importing `clock_ms` without
+//! the `clock` grant is `FORBIDDEN_IMPORT` naming the grant; the exports
 //! its kind needs) and the signature verified; a refusal is a 422 problem
 //! naming why
 //! ([`GatewayError::PluginRefused`]). Another organisation's plugin is
@@ -30,7 +36,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use convergio_auth::card_signature::CardCheck;
 use convergio_auth::plugin_signature::{module_sha256, verify_module};
-use convergio_plugins::{AgentCalling, PluginRuntime, WasmAgent, WasmGuardrail};
+use convergio_plugins::{AgentCalling, Grants, PluginRuntime, WasmAgent, WasmGuardrail};
 use convergio_policy::Action;
 use convergio_registry::plugins::{
     NewPluginVersion, PluginKind, PluginRow, PluginStore, PluginVersionRow,
@@ -76,6 +82,9 @@ pub struct PluginVersionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub declaration: Option<serde_json::Value>,
+    /// The capabilities it was uploaded with (`clock`, `random`, `env`).
+    #[serde(default)]
+    pub grants: Vec<String>,
     /// Who uploaded it.
     pub uploaded_by: String,
     /// When, RFC 3339.
@@ -105,6 +114,7 @@ fn version_view(row: &PluginVersionRow) -> PluginVersionView {
         signed: row.signed_by.is_some(),
         signed_by: row.signed_by.clone(),
         declaration: row.declaration.clone(),
+        grants: row.grants.clone(),
         uploaded_by: row.uploaded_by.clone(),
         uploaded_at: rfc3339(row.uploaded_at),
     }
@@ -135,6 +145,8 @@ pub struct Upload<'a> {
     pub module: &'a [u8],
     /// The detached compact JWS over its SHA-256, if signed.
     pub signature: Option<&'a str>,
+    /// The capabilities it declares.
+    pub grants: Grants,
 }
 
 /// Stored plugins: checks, signatures and storage.
@@ -144,6 +156,7 @@ pub struct Plugins {
     org_keys: Arc<dyn OrgKeys>,
     default_org: String,
     require_signed: bool,
+    allow_grants: Grants,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -151,6 +164,7 @@ impl std::fmt::Debug for Plugins {
         f.debug_struct("Plugins")
             .field("default_org", &self.default_org)
             .field("require_signed", &self.require_signed)
+            .field("allow_grants", &self.allow_grants)
             .finish_non_exhaustive()
     }
 }
@@ -173,7 +187,16 @@ impl Plugins {
             org_keys,
             default_org: default_org.into(),
             require_signed: false,
+            allow_grants: Grants::NONE,
         }
+    }
+
+    /// The capabilities an upload may declare (`plugins.allow_grants`;
+    /// none by default): declaring another is `GRANT_NOT_ALLOWED`, nothing
+    /// stored.
+    pub fn allow_grants(mut self, allow_grants: Grants) -> Self {
+        self.allow_grants = allow_grants;
+        self
     }
 
     /// Refuses every upload without a signature (`plugins.require_signed`):
@@ -210,16 +233,37 @@ impl Plugins {
                 ),
             });
         }
+        // Also before compiling: a grant this gateway does not allow is
+        // refused whatever the module imports.
+        let refused = upload.grants.not_in(self.allow_grants);
+        if !refused.is_empty() {
+            let refused: Vec<&str> = refused.iter().map(|grant| grant.as_str()).collect();
+            return Err(GatewayError::PluginRefused {
+                reason: "GRANT_NOT_ALLOWED",
+                detail: format!(
+                    "this gateway does not allow the grant {} (plugins.allow_grants allows {})",
+                    refused.join(", "),
+                    self.allow_grants
+                ),
+            });
+        }
         // Compiling a module of a few MiB takes a while: off the event loop.
         // A plugin agent's declaration (its `describe` export) is read now.
+        // The module is checked against its declared grants: importing a
+        // grantable host function it was not granted is FORBIDDEN_IMPORT.
         let runtime = self.runtime.clone();
         let name = upload.name.to_owned();
         let module = upload.module.to_vec();
         let kind = upload.kind;
+        let grants = upload.grants;
         let declaration = tokio::task::spawn_blocking(move || match kind {
-            PluginKind::Agent => WasmAgent::load(&runtime, &name, &module, AgentCalling::none())
-                .map(|agent| Some(agent.declaration().clone())),
-            PluginKind::Guardrail => WasmGuardrail::load(&runtime, &name, &module).map(|_| None),
+            PluginKind::Agent => {
+                WasmAgent::load_granted(&runtime, &name, &module, AgentCalling::none(), grants)
+                    .map(|agent| Some(agent.declaration().clone()))
+            }
+            PluginKind::Guardrail => {
+                WasmGuardrail::load_granted(&runtime, &name, &module, grants).map(|_| None)
+            }
         })
         .await
         .map_err(|error| GatewayError::internal("compiling a plugin", error))?
@@ -228,6 +272,7 @@ impl Plugins {
             detail: error.to_string(),
         })?;
         let sha256 = module_sha256(upload.module);
+        let grant_names = upload.grants.names();
         let signed_by = match upload.signature {
             Some(signature) => Some(self.verify(upload.org, &sha256, signature)?),
             None => None,
@@ -243,6 +288,7 @@ impl Plugins {
                 signature: upload.signature.map(str::trim),
                 signed_by: signed_by.as_deref(),
                 declaration: declaration.as_ref(),
+                grants: &grant_names,
                 uploaded_by: upload.uploaded_by,
                 at: chrono::Utc::now().timestamp(),
             })
@@ -264,6 +310,7 @@ impl Plugins {
             version = stored.version,
             sha256 = %sha256,
             signed = signed_by.is_some(),
+            grants = %upload.grants,
             "plugin version stored"
         );
         let row = self
@@ -480,6 +527,13 @@ async fn get_handler(
 struct UploadQuery {
     /// `agent` or `guardrail`.
     kind: String,
+    /// The capabilities the version is granted, comma-separated (`clock`,
+    /// `random`, `env`; default none). Each must be in the gateway's
+    /// `plugins.allow_grants` (else 422 `GRANT_NOT_ALLOWED`); a module
+    /// importing a grantable host function without its grant is 422
+    /// `FORBIDDEN_IMPORT`. Files and the network are never grantable.
+    #[serde(default)]
+    grants: Option<String>,
 }
 
 #[utoipa::path(
@@ -497,7 +551,7 @@ struct UploadQuery {
         (status = 201, description = "The new version is stored.", body = PluginView),
         (status = 409, description = "Another organisation owns the name"),
         (status = 413, description = "The module is over plugins.max_module_bytes"),
-        (status = 422, description = "The module or its signature is refused; nothing was stored"),
+        (status = 422, description = "The module, its signature or its grants are refused (the detail starts `plugin refused (CODE)`: INVALID_MODULE, FORBIDDEN_IMPORT, MISSING_EXPORT, SIGNATURE_*, KIND_MISMATCH, GRANT_NOT_ALLOWED, UNKNOWN_GRANT); nothing was stored"),
     )
 )]
 async fn upload_handler(
@@ -526,6 +580,13 @@ async fn upload_handler(
             ),
         })
     })?;
+    let grants = Grants::parse_names(query.grants.as_deref().unwrap_or_default().split(','))
+        .map_err(|error| {
+            problem(GatewayError::PluginRefused {
+                reason: error.code(),
+                detail: error.to_string(),
+            })
+        })?;
     let signature = match request.headers().get(SIGNATURE_HEADER) {
         Some(value) => Some(
             value
@@ -555,6 +616,7 @@ async fn upload_handler(
             kind,
             module: &module,
             signature: signature.as_deref(),
+            grants,
         })
         .await
         .map_err(problem)?;

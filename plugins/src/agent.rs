@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::calls::{AgentCalling, InvocationCalls};
+use crate::grants::Grants;
 use crate::runtime::{LoadedModule, PluginRuntime, ABI_VERSION, AGENT_EXPORT};
 use crate::PluginError;
 
@@ -72,17 +73,29 @@ pub struct WasmAgent {
 // === impl WasmAgent ===
 
 impl WasmAgent {
-    /// Compiles and checks `bytes` as the agent `name`, reading its
-    /// declaration when it exports `describe` (an empty object otherwise).
-    /// Its `call_agent` calls go through `calling` ([`AgentCalling::none`]:
-    /// every call refused).
+    /// [`Self::load_granted`] without any grant.
     pub fn load(
         runtime: &PluginRuntime,
         name: &str,
         bytes: &[u8],
         calling: AgentCalling,
     ) -> Result<Self, PluginError> {
-        let module = runtime.load(name, bytes, AGENT_EXPORT)?;
+        Self::load_granted(runtime, name, bytes, calling, Grants::NONE)
+    }
+
+    /// Compiles and checks `bytes` as the agent `name`, which may import
+    /// the host functions of `grants` ([`crate::grants`]), reading its
+    /// declaration when it exports `describe` (an empty object otherwise).
+    /// Its `call_agent` calls go through `calling` ([`AgentCalling::none`]:
+    /// every call refused).
+    pub fn load_granted(
+        runtime: &PluginRuntime,
+        name: &str,
+        bytes: &[u8],
+        calling: AgentCalling,
+        grants: Grants,
+    ) -> Result<Self, PluginError> {
+        let module = runtime.load_granted(name, bytes, AGENT_EXPORT, grants)?;
         let declaration = if module.exports(DESCRIBE_EXPORT) {
             let output = runtime.call_blocking(&module, DESCRIBE_EXPORT, br#"{"abi":1}"#)?;
             let declaration: Value =

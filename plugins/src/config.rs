@@ -22,14 +22,18 @@
 //!
 //! And the `plugins:` section ([`PluginsConfig`]): the bound on an uploaded
 //! module, how often each replica looks for a stored plugin's new version,
-//! and the bounds on plugin agents' calls to other agents.
+//! the bounds on plugin agents' calls to other agents, whether only signed
+//! plugins run, the capabilities versions may be granted
+//! (`allow_grants`) and the values the `env` grant reads.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::builtin::{Detector, RedactAction};
 use crate::calls::AgentCallLimits;
+use crate::grants::{Grant, Grants};
 use crate::guardrail::Direction;
 use crate::runtime::SandboxLimits;
 
@@ -143,6 +147,18 @@ pub struct PluginsConfig {
     /// refuses with `GUARDRAIL_UNAVAILABLE`, a plugin agent is not served
     /// (and deregistered if it was) until a signed version is uploaded.
     pub require_signed: bool,
+    /// The capabilities an uploaded version may be granted (`clock`,
+    /// `random`, `env`; default none; files and the network are never
+    /// grantable). An upload declaring another is refused (422,
+    /// `GRANT_NOT_ALLOWED`, nothing stored), and a replica neither installs
+    /// nor serves a stored version declaring a grant its config does not
+    /// allow (a guardrail rule naming it refuses with
+    /// `GUARDRAIL_UNAVAILABLE`, a plugin agent is not served).
+    pub allow_grants: Vec<Grant>,
+    /// The values a plugin granted `env` reads with `convergio.env(name)`
+    /// (default none). Never the process environment, which holds the
+    /// gateway's own secrets: only what is written here.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Default for PluginsConfig {
@@ -153,6 +169,17 @@ impl Default for PluginsConfig {
             max_agents: 8,
             agent_calls: AgentCallLimits::default(),
             require_signed: false,
+            allow_grants: Vec::new(),
+            env: BTreeMap::new(),
         }
+    }
+}
+
+// === impl PluginsConfig ===
+
+impl PluginsConfig {
+    /// `allow_grants` as a set.
+    pub fn allowed_grants(&self) -> Grants {
+        self.allow_grants.iter().copied().collect()
     }
 }

@@ -4,6 +4,8 @@
 
 use convergio_schemas::ErrorKind;
 
+use crate::grants::Grant;
+
 /// A plugin or guardrail failure.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -16,14 +18,26 @@ pub enum PluginError {
         detail: String,
     },
     /// The module imports something the sandbox does not provide (a file,
-    /// a socket, the clock: only the `convergio` host functions exist).
-    #[error("plugin {plugin} imports {module}::{name}, which the sandbox does not provide")]
+    /// a socket: only the `convergio` host functions exist), or a
+    /// grantable host function (the clock, random bytes, `plugins.env`)
+    /// its version was not granted.
+    #[error("plugin {plugin} imports {module}::{name}, {}", forbidden_because(*.grant))]
     ForbiddenImport {
         /// The plugin's name.
         plugin: String,
         /// The import's module.
         module: String,
         /// The import's name.
+        name: String,
+        /// The grant that would allow it, when it is a grantable host
+        /// function.
+        grant: Option<Grant>,
+    },
+    /// A declared grant is not one of `clock`, `random`, `env` (files and
+    /// the network are never granted).
+    #[error("{name:?} is not a grant: the grants are clock, random and env (files and the network are never granted)")]
+    UnknownGrant {
+        /// The name declared.
         name: String,
     },
     /// The module lacks an export the ABI requires, or has it with the
@@ -106,6 +120,7 @@ impl PluginError {
         match self {
             Self::InvalidModule { .. }
             | Self::ForbiddenImport { .. }
+            | Self::UnknownGrant { .. }
             | Self::MissingExport { .. }
             | Self::Config { .. } => ErrorKind::InvalidInput,
             Self::Unavailable { .. } => ErrorKind::Unavailable,
@@ -123,6 +138,7 @@ impl PluginError {
         match self {
             Self::InvalidModule { .. } => "INVALID_MODULE",
             Self::ForbiddenImport { .. } => "FORBIDDEN_IMPORT",
+            Self::UnknownGrant { .. } => "UNKNOWN_GRANT",
             Self::MissingExport { .. } => "MISSING_EXPORT",
             Self::OutOfFuel { .. } => "OUT_OF_FUEL",
             Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
@@ -133,5 +149,15 @@ impl PluginError {
             Self::Unavailable { .. } => "UNAVAILABLE",
             Self::Config { .. } => "CONFIG",
         }
+    }
+}
+
+/// Why an import is refused: not provided at all, or missing its grant.
+fn forbidden_because(grant: Option<Grant>) -> String {
+    match grant {
+        None => "which the sandbox does not provide".to_owned(),
+        Some(grant) => format!(
+            "which needs the grant {grant}: this version was not declared with it (grants={grant} at upload, allowed by plugins.allow_grants)"
+        ),
     }
 }

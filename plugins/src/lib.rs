@@ -2,7 +2,7 @@
 //!
 //! - [`runtime`]: the wasmtime engine (pooling allocator, fuel, epoch
 //!   deadline, memory and table limits, no imports but the `convergio` host
-//!   module) and one sandboxed call of a module's exported function;
+//!   module, and of it only what the version was granted) and one sandboxed call of a module's exported function;
 //! - [`guardrail`]: the [`Guardrail`] trait, its [`Verdict`]s and what a
 //!   guardrail sees of a call ([`GuardFacts`]);
 //! - [`builtin`]: the guardrails written in Rust (part size, MIME types,
@@ -13,6 +13,9 @@
 //! - [`calls`]: a plugin agent calling other agents (`call_agent`) through
 //!   an [`AgentCaller`] the serving process provides, within
 //!   [`AgentCallLimits`];
+//! - [`grants`]: the capabilities a plugin version may be granted
+//!   (`clock`, `random`, `env`; never files or the network) and their host
+//!   functions;
 //! - [`stored`]: a guardrail running a plugin stored in the registry, its
 //!   module swapped atomically when a new version is installed;
 //! - [`config`] and [`chain`]: the `guardrails:` configuration section and
@@ -27,6 +30,7 @@ pub mod calls;
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod grants;
 pub mod guardrail;
 pub mod runtime;
 pub mod stored;
@@ -39,6 +43,7 @@ pub use calls::{
 pub use chain::{Guardrails, Outcome};
 pub use config::{GuardrailSpec, GuardrailsConfig, PluginsConfig};
 pub use error::PluginError;
+pub use grants::{Grant, Grants};
 pub use guardrail::{Direction, GuardFacts, Guardrail, Verdict};
 pub use runtime::{PluginRuntime, SandboxLimits};
 pub use stored::StoredGuardrail;

@@ -14,9 +14,12 @@
 //! A module may import only the `convergio` host functions ([`HOST_MODULE`])
 //! of its kind: `log` for every plugin, and `call_agent` for plugin agents
 //! only (a guardrail importing it is refused when loaded, `ForbiddenImport`);
-//! anything else (WASI files, sockets, clocks, environment) is refused when
-//! the module is loaded, so there is no filesystem, network, environment or
-//! clock inside the sandbox. `call_agent` hands the call to the plugin
+//! beyond those, only the host functions of the capabilities its version
+//! was granted ([`crate::grants`]: `clock`, `random`, `env`). Anything
+//! else (WASI files, sockets, clocks, environment, an ungranted host
+//! function) is refused when the module is loaded, so there is no
+//! filesystem or network inside the sandbox ever, and no clock, randomness
+//! or environment unless granted. `call_agent` hands the call to the plugin
 //! agent's [`crate::calls::AgentCaller`]; the time it waits is not charged to
 //! the deadline (its own budget bounds it, see [`crate::calls`]). Each call
 //! instantiates afresh (cheap from the pool and a pre-linked
@@ -29,6 +32,7 @@
 //! [`PluginRuntime::call_blocking`] drives the same call on the current
 //! thread, for code that is already off the event loop.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,13 +45,17 @@ use wasmtime::{
 };
 
 use crate::calls::{self, InvocationCalls, CALL_AGENT_IMPORT};
+use crate::grants::{
+    self, Grant, Grants, CLOCK_MS_IMPORT, ENV_IMPORT, MONOTONIC_NS_IMPORT, RANDOM_IMPORT,
+};
 use crate::PluginError;
 
 /// The one import module a plugin may use.
 pub const HOST_MODULE: &str = "convergio";
 
 /// The host functions of [`HOST_MODULE`] every plugin may import (ABI v1):
-/// `log(ptr, len)`.
+/// `log(ptr, len)`. Those of a granted capability come on top
+/// ([`Grant::host_functions`]).
 pub const HOST_FUNCTIONS: &[&str] = &["log"];
 
 /// The host functions a plugin agent may import (agent ABI v1): `log` and
@@ -110,6 +118,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     limits: Arc<SandboxLimits>,
+    env: Arc<BTreeMap<String, String>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -162,12 +171,15 @@ impl LoadedModule {
 }
 
 /// Per call state: the limiter (and whether it refused something), the
-/// agent calls the invocation may make, and when its own running time ends
-/// (read at every epoch tick).
+/// agent calls the invocation may make, when its own running time ends
+/// (read at every epoch tick), when it started (`monotonic_ns`) and the
+/// values `env` reads.
 struct CallState {
     limiter: Limiter,
     calls: Option<InvocationCalls>,
     run_until: Instant,
+    started: Instant,
+    env: Arc<BTreeMap<String, String>>,
 }
 
 struct Limiter {
@@ -272,6 +284,7 @@ impl PluginRuntime {
             .map_err(|error| PluginError::Unavailable {
                 detail: format!("defining the host functions failed: {error}"),
             })?;
+        define_granted(&mut linker)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticking = engine.clone();
         let stop_flag = Arc::clone(&stop);
@@ -290,8 +303,16 @@ impl PluginRuntime {
             engine,
             linker: Arc::new(linker),
             limits: Arc::new(limits),
+            env: Arc::new(BTreeMap::new()),
             _ticker: Arc::new(Ticker { stop }),
         })
+    }
+
+    /// The values the `env` host function answers (`plugins.env`; none by
+    /// default), for plugins granted `env`.
+    pub fn with_env(mut self, env: BTreeMap<String, String>) -> Self {
+        self.env = Arc::new(env);
+        self
     }
 
     /// The bounds every call gets.
@@ -299,15 +320,28 @@ impl PluginRuntime {
         &self.limits
     }
 
-    /// Compiles and checks a module: valid WebAssembly, imports only from
-    /// [`HOST_MODULE`] (the functions of its kind: [`AGENT_HOST_FUNCTIONS`]
-    /// when `entry` is [`AGENT_EXPORT`], [`HOST_FUNCTIONS`] otherwise),
-    /// exports `memory`, `alloc` and `entry`.
+    /// [`Self::load_granted`] without any grant.
     pub fn load(
         &self,
         name: &str,
         bytes: &[u8],
         entry: &'static str,
+    ) -> Result<LoadedModule, PluginError> {
+        self.load_granted(name, bytes, entry, Grants::NONE)
+    }
+
+    /// Compiles and checks a module: valid WebAssembly, imports only from
+    /// [`HOST_MODULE`] (the functions of its kind: [`AGENT_HOST_FUNCTIONS`]
+    /// when `entry` is [`AGENT_EXPORT`], [`HOST_FUNCTIONS`] otherwise, and
+    /// those of `grants`), exports `memory`, `alloc` and `entry`. This is
+    /// where an ungranted host function is refused: the linker defines
+    /// every one, so a module reaches only what passed this check.
+    pub fn load_granted(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        entry: &'static str,
+        grants: Grants,
     ) -> Result<LoadedModule, PluginError> {
         let module =
             Module::new(&self.engine, bytes).map_err(|error| PluginError::InvalidModule {
@@ -320,12 +354,17 @@ impl PluginRuntime {
             HOST_FUNCTIONS
         };
         for import in module.imports() {
-            let known = import.module() == HOST_MODULE && allowed.contains(&import.name());
+            let host = import.module() == HOST_MODULE;
+            let grant = host.then(|| Grant::of_import(import.name())).flatten();
+            let known = host
+                && (allowed.contains(&import.name())
+                    || grant.is_some_and(|grant| grants.contains(grant)));
             if !known {
                 return Err(PluginError::ForbiddenImport {
                     plugin: name.to_owned(),
                     module: convergio_schemas::echo(import.module()).into_owned(),
                     name: convergio_schemas::echo(import.name()).into_owned(),
+                    grant,
                 });
             }
         }
@@ -400,6 +439,8 @@ impl PluginRuntime {
                 },
                 calls,
                 run_until: after(Duration::from_millis(limits.deadline_ms)),
+                started: Instant::now(),
+                env: Arc::clone(&self.env),
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -584,32 +625,148 @@ async fn call_agent(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> V
 }
 
 /// Writes `answer` into memory the module's `alloc` gives, answering the
-/// packed `(ptr << 32) | len`. A module whose `alloc` fails or points
-/// outside its memory traps (a clear `Trap`, never a panic).
+/// packed `(ptr << 32) | len` ([`write_bytes`]).
 async fn write_answer(caller: &mut Caller<'_, CallState>, answer: &Value) -> wasmtime::Result<i64> {
     let bytes = serde_json::to_vec(answer)
         .map_err(|error| wasmtime::Error::msg(format!("call_agent: encoding: {error}")))?;
+    write_bytes(caller, CALL_AGENT_IMPORT, &bytes).await
+}
+
+/// Writes `bytes` into memory the module's `alloc` gives, answering the
+/// packed `(ptr << 32) | len` for the host function `function`. A module
+/// whose `alloc` fails or points outside its memory traps (a clear `Trap`
+/// naming `function`, never a panic).
+async fn write_bytes(
+    caller: &mut Caller<'_, CallState>,
+    function: &str,
+    bytes: &[u8],
+) -> wasmtime::Result<i64> {
     let length = i32::try_from(bytes.len())
-        .map_err(|_| wasmtime::Error::msg("call_agent: the answer is over 2 GiB"))?;
+        .map_err(|_| wasmtime::Error::msg(format!("{function}: the answer is over 2 GiB")))?;
     let alloc = caller
         .get_export("alloc")
         .and_then(Extern::into_func)
-        .ok_or_else(|| wasmtime::Error::msg("call_agent: the module exports no alloc"))?
+        .ok_or_else(|| wasmtime::Error::msg(format!("{function}: the module exports no alloc")))?
         .typed::<i32, i32>(&*caller)?;
     let pointer = alloc.call_async(&mut *caller, length).await?;
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return Err(wasmtime::Error::msg(
-            "call_agent: the module exports no memory",
-        ));
+        return Err(wasmtime::Error::msg(format!(
+            "{function}: the module exports no memory"
+        )));
     };
     memory
-        .write(&mut *caller, pointer as u32 as usize, &bytes)
+        .write(&mut *caller, pointer as u32 as usize, bytes)
         .map_err(|_| {
             wasmtime::Error::msg(format!(
-                "call_agent: alloc({length}) returned {pointer}, outside the module's memory"
+                "{function}: alloc({length}) returned {pointer}, outside the module's memory"
             ))
         })?;
     Ok((i64::from(pointer as u32) << 32) | i64::from(length))
+}
+
+/// Defines the host functions of the grantable capabilities
+/// ([`crate::grants`]). A module reaches one only if its version holds the
+/// grant: [`PluginRuntime::load_granted`] refuses the import otherwise.
+/// `monotonic_ns()` (grant `clock`): nanoseconds since the call started.
+fn monotonic_ns(caller: &Caller<'_, CallState>) -> i64 {
+    i64::try_from(caller.data().started.elapsed().as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// `random(ptr, len)` (grant `random`): `len` random bytes written at
+/// `ptr`; 0, or a negative code for a bad range or a failed source
+/// ([`grants::fill_random`]).
+fn random(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> i32 {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return grants::HOST_BAD_RANGE;
+    };
+    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
+        return grants::HOST_BAD_RANGE;
+    };
+    let (start, length) = (start as usize, length as usize);
+    if length > grants::RANDOM_MAX_BYTES {
+        return grants::HOST_TOO_LONG;
+    }
+    match memory
+        .data_mut(&mut *caller)
+        .get_mut(start..start.saturating_add(length))
+    {
+        Some(target) => grants::fill_random(target),
+        None => grants::HOST_BAD_RANGE,
+    }
+}
+
+/// `env(name_ptr, name_len)` (grant `env`): the value of the name in
+/// `plugins.env`, written into memory the module's `alloc` gives, answered
+/// as `(ptr << 32) | len`; a negative code for a bad range or a missing
+/// name.
+///
+/// The values come from the gateway's config, never from the process
+/// environment: the process environment holds the gateway's own secrets
+/// (`CONVERGIO_*` keys, database URLs, provider API keys), and a plugin is
+/// code an organisation uploaded. What a plugin may read is exactly what
+/// an operator wrote under `plugins.env`.
+async fn env(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<i64> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Ok(grants::HOST_BAD_RANGE.into());
+    };
+    let (Ok(start), Ok(length)) = (u32::try_from(ptr), u32::try_from(len)) else {
+        return Ok(grants::HOST_BAD_RANGE.into());
+    };
+    let (start, length) = (start as usize, length as usize);
+    if length > grants::ENV_NAME_MAX_BYTES {
+        return Ok(grants::HOST_TOO_LONG.into());
+    }
+    let Some(name) = memory
+        .data(&*caller)
+        .get(start..start.saturating_add(length))
+        .map(<[u8]>::to_vec)
+    else {
+        return Ok(grants::HOST_BAD_RANGE.into());
+    };
+    let value = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|name| caller.data().env.get(name).cloned());
+    match value {
+        Some(value) => write_bytes(caller, ENV_IMPORT, value.as_bytes()).await,
+        None => Ok(grants::HOST_NOT_SET.into()),
+    }
+}
+
+fn define_granted(linker: &mut Linker<CallState>) -> Result<(), PluginError> {
+    let failed = |error: wasmtime::Error| PluginError::Unavailable {
+        detail: format!("defining the host functions failed: {error}"),
+    };
+    linker
+        .func_wrap(HOST_MODULE, CLOCK_MS_IMPORT, grants::clock_ms)
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            HOST_MODULE,
+            MONOTONIC_NS_IMPORT,
+            |caller: Caller<'_, CallState>| monotonic_ns(&caller),
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            HOST_MODULE,
+            RANDOM_IMPORT,
+            |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| {
+                random(&mut caller, ptr, len)
+            },
+        )
+        .map_err(failed)?;
+    // `env` writes its answer through the module's `alloc`, so it runs
+    // asynchronously on the call's fiber, as `call_agent` does.
+    linker
+        .func_wrap_async(
+            HOST_MODULE,
+            ENV_IMPORT,
+            |mut caller: Caller<'_, CallState>, (ptr, len): (i32, i32)| {
+                Box::new(async move { env(&mut caller, ptr, len).await })
+            },
+        )
+        .map_err(failed)?;
+    Ok(())
 }
 
 fn missing(plugin: &str, export: &'static str, detail: &str) -> PluginError {

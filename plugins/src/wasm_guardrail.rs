@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::grants::Grants;
 use crate::guardrail::{BoxFuture, GuardFacts, Guardrail, Verdict};
 use crate::runtime::{LoadedModule, PluginRuntime, ABI_VERSION};
 use crate::PluginError;
@@ -44,7 +45,18 @@ enum WireVerdict {
 impl WasmGuardrail {
     /// Compiles and checks `bytes` as the guardrail named `name`.
     pub fn load(runtime: &PluginRuntime, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
-        let module = runtime.load(name, bytes, GUARD_EXPORT)?;
+        Self::load_granted(runtime, name, bytes, Grants::NONE)
+    }
+
+    /// Compiles and checks `bytes` as the guardrail named `name`, which may
+    /// import the host functions of `grants` ([`crate::grants`]).
+    pub fn load_granted(
+        runtime: &PluginRuntime,
+        name: &str,
+        bytes: &[u8],
+        grants: Grants,
+    ) -> Result<Self, PluginError> {
+        let module = runtime.load_granted(name, bytes, GUARD_EXPORT, grants)?;
         Ok(Self {
             name: name.to_owned(),
             runtime: runtime.clone(),

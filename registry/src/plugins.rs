@@ -1,7 +1,8 @@
 //! Stored plugins (issue 21): WebAssembly modules uploaded by an
 //! organisation, versioned, each version stored with its SHA-256 and, when
-//! signed, the signature and the key that verified it. The storage trait
-//! over the tables of migration 0018, implemented on both backends by
+//! signed, the signature and the key that verified it, and the
+//! capabilities it was granted. The storage trait over the tables of
+//! migrations 0018 and 0021, implemented on both backends by
 //! `convergio-store` (`store/src/plugins.rs`).
 //!
 //! It lives here for the reason the model agents' traits do: a plugin is
@@ -65,6 +66,11 @@ pub struct PluginVersionRow {
     /// A plugin agent's declaration (its card's name, description,
     /// skills); `None` for guardrails.
     pub declaration: Option<Value>,
+    /// The capabilities it was uploaded with (`clock`, `random`, `env`;
+    /// migration 0021), as declared: a replica runs it only if its config
+    /// allows every one. Versions stored before grants existed have none.
+    #[serde(default)]
+    pub grants: Vec<String>,
     /// The subject of the principal that uploaded it.
     pub uploaded_by: String,
     /// When, Unix seconds.
@@ -112,6 +118,9 @@ pub struct NewPluginVersion<'a> {
     pub signed_by: Option<&'a str>,
     /// A plugin agent's declaration.
     pub declaration: Option<&'a Value>,
+    /// The capabilities it is granted, already checked against the
+    /// gateway's config.
+    pub grants: &'a [String],
     /// Who uploads it.
     pub uploaded_by: &'a str,
     /// When, Unix seconds.

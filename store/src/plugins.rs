@@ -1,4 +1,4 @@
-//! Stored plugins' tables (migration 0018, issue 21) on either backend: the
+//! Stored plugins' tables (migrations 0018 and 0021, issue 21) on either backend: the
 //! registry crate's [`PluginStore`] over the process's one [`Db`]. Every
 //! statement is written once with `$N` placeholders; none needs per-backend
 //! code.
@@ -14,7 +14,9 @@
 //! - `plugins.latest` and `plugins.sha256` always name the newest stored
 //!   version, which is what every replica's watcher polls;
 //! - deleting a plugin deletes its versions with it (`ON DELETE CASCADE`,
-//!   foreign keys are on for SQLite), in one statement.
+//!   foreign keys are on for SQLite), in one statement;
+//! - a version's grants are a JSON array of names (`'[]'`, the column's
+//!   default, for versions stored before 0021 and for none).
 
 use async_trait::async_trait;
 use convergio_registry::plugins::{
@@ -35,10 +37,10 @@ const GET_PLUGIN: &str = "SELECT org, name, kind FROM plugins WHERE name = $1";
 const LIST_PLUGINS: &str = "SELECT org, name, kind FROM plugins ORDER BY name";
 const LIST_ORG_PLUGINS: &str = "SELECT org, name, kind FROM plugins WHERE org = $1 ORDER BY name";
 const INSERT_VERSION: &str = "INSERT INTO plugin_versions \
-     (name, version, sha256, size, module, signature, signed_by, declaration, uploaded_by, uploaded_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     (name, version, sha256, size, module, signature, signed_by, declaration, grants, uploaded_by, uploaded_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const LIST_VERSIONS: &str = "SELECT version, sha256, size, signature, signed_by, declaration, \
-     uploaded_by, uploaded_at FROM plugin_versions WHERE name = $1 ORDER BY version";
+     grants, uploaded_by, uploaded_at FROM plugin_versions WHERE name = $1 ORDER BY version";
 const GET_MODULE: &str = "SELECT module FROM plugin_versions WHERE name = $1 AND version = $2";
 const LATEST: &str = "SELECT kind, latest, sha256 FROM plugins WHERE name = $1";
 const DELETE_PLUGIN: &str = "DELETE FROM plugins WHERE org = $1 AND name = $2";
@@ -53,6 +55,7 @@ type VersionRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    String,
     String,
     i64,
 );
@@ -102,7 +105,17 @@ fn decode_kind(name: &str, kind: &str) -> Result<PluginKind> {
 }
 
 fn decode_version(name: &str, row: VersionRow) -> Result<PluginVersionRow> {
-    let (version, sha256, size, signature, signed_by, declaration, uploaded_by, uploaded_at) = row;
+    let (
+        version,
+        sha256,
+        size,
+        signature,
+        signed_by,
+        declaration,
+        grants,
+        uploaded_by,
+        uploaded_at,
+    ) = row;
     let declaration = declaration
         .map(|text| {
             serde_json::from_str(&text).map_err(|error| {
@@ -110,6 +123,9 @@ fn decode_version(name: &str, row: VersionRow) -> Result<PluginVersionRow> {
             })
         })
         .transpose()?;
+    let grants: Vec<String> = serde_json::from_str(&grants).map_err(|error| {
+        RegistryError::corrupt(format!("stored plugin {name} v{version} grants: {error}"))
+    })?;
     Ok(PluginVersionRow {
         version,
         sha256,
@@ -117,6 +133,7 @@ fn decode_version(name: &str, row: VersionRow) -> Result<PluginVersionRow> {
         signature,
         signed_by,
         declaration,
+        grants,
         uploaded_by,
         uploaded_at,
     })
@@ -130,6 +147,8 @@ impl PluginStore for SqlPluginStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|error| RegistryError::invalid(format!("declaration: {error}")))?;
+        let grants = serde_json::to_string(new.grants)
+            .map_err(|error| RegistryError::invalid(format!("grants: {error}")))?;
         let size = i64::try_from(new.module.len())
             .map_err(|_| RegistryError::invalid("the module is too large"))?;
         let backend = self.db.backend();
@@ -161,6 +180,7 @@ impl PluginStore for SqlPluginStore {
                         .bind(new.signature)
                         .bind(new.signed_by)
                         .bind(declaration.as_deref())
+                        .bind(&grants)
                         .bind(new.uploaded_by)
                         .bind(new.at)
                         .execute(&mut *transaction)
@@ -190,6 +210,7 @@ impl PluginStore for SqlPluginStore {
                 signature: new.signature.map(str::to_owned),
                 signed_by: new.signed_by.map(str::to_owned),
                 declaration: new.declaration.cloned(),
+                grants: new.grants.to_vec(),
                 uploaded_by: new.uploaded_by.to_owned(),
                 uploaded_at: new.at,
             }),

@@ -9,6 +9,10 @@
 //! vector namespace with a chunk is opened with today's `Db::open`; the
 //! namespace starts at revision 0, its index builds from the rows, and a
 //! write after the upgrade raises the revision and is followed.
+//!
+//! And plugins stored before migration 0021 (issue 21: capability
+//! grants): a version written under 0020 reads back with no grants, and a
+//! new version stores its own.
 
 use std::sync::Arc;
 
@@ -326,6 +330,108 @@ mod memory_before_revisions {
             nearest.first().map(|hit| hit.id),
             written.chunk_ids.first().copied()
         );
+        db.close().await;
+    }
+}
+
+mod plugins_before_grants {
+    use std::borrow::Cow;
+
+    use convergio_registry::plugins::{NewPluginVersion, PluginKind, PluginStore};
+    use convergio_store::plugins::SqlPluginStore;
+    use convergio_store::{Db, DbConfig};
+    use sqlx::Connection;
+
+    /// The last migration before grants.
+    const BEFORE: i64 = 20;
+
+    /// Migrates the database at `url` to 0020 only and stores a plugin
+    /// version as that schema held it.
+    async fn write_before_0021(url: &str) -> String {
+        let rows = |module: &str| {
+            format!(
+                "INSERT INTO plugins (name, org, kind, latest, sha256, updated_at) \
+                 VALUES ('words', 'acme.example', 'guardrail', 1, 'aa', 1700000000); \
+                 INSERT INTO plugin_versions (name, version, sha256, size, module, signature, \
+                 signed_by, declaration, uploaded_by, uploaded_at) \
+                 VALUES ('words', 1, 'aa', 3, {module}, NULL, NULL, NULL, 'admin', 1700000000);"
+            )
+        };
+        let before = |migrator: sqlx::migrate::Migrator| sqlx::migrate::Migrator {
+            migrations: Cow::Owned(
+                migrator
+                    .migrations
+                    .iter()
+                    .filter(|migration| migration.version <= BEFORE)
+                    .cloned()
+                    .collect(),
+            ),
+            ..migrator
+        };
+        if url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(url)
+                .await
+                .expect("the SQLite file opens");
+            before(sqlx::migrate!("migrations/sqlite"))
+                .run(&mut connection)
+                .await
+                .expect("migrations up to 0020 apply");
+            sqlx::raw_sql(&rows("X'6f6e65'"))
+                .execute(&mut connection)
+                .await
+                .expect("the rows load");
+            connection.close().await.expect("closes");
+        } else {
+            let mut connection = sqlx::PgConnection::connect(url)
+                .await
+                .expect("the PostgreSQL database opens");
+            before(sqlx::migrate!("migrations/postgres"))
+                .run(&mut connection)
+                .await
+                .expect("migrations up to 0020 apply");
+            sqlx::raw_sql(&rows("'\\x6f6e65'::bytea"))
+                .execute(&mut connection)
+                .await
+                .expect("the rows load");
+            connection.close().await.expect("closes");
+        }
+        url.to_owned()
+    }
+
+    convergio_tests::on_both_backends!(super::write_before_0021; plugin_versions_stored_before_grants_read_back_with_none);
+
+    async fn plugin_versions_stored_before_grants_read_back_with_none(url: String) {
+        let db = Db::open(&url, &DbConfig::default())
+            .await
+            .expect("migration 0021 applies over plugins stored before it");
+        let store = SqlPluginStore::new(&db);
+        let row = store.get("words").await.expect("reads").expect("exists");
+        assert_eq!(row.versions.len(), 1);
+        assert!(row.versions[0].grants.is_empty(), "{row:?}");
+        assert_eq!(
+            store.module("words", 1).await.expect("reads").as_deref(),
+            Some(&b"one"[..])
+        );
+        let granted = ["clock".to_owned()];
+        let v2 = store
+            .put_version(&NewPluginVersion {
+                org: "acme.example",
+                name: "words",
+                kind: PluginKind::Guardrail,
+                module: b"two",
+                sha256: "bb",
+                signature: None,
+                signed_by: None,
+                declaration: None,
+                grants: &granted,
+                uploaded_by: "admin",
+                at: 1_700_000_100,
+            })
+            .await
+            .expect("a new version stores");
+        assert_eq!(v2.version, 2);
+        let row = store.get("words").await.expect("reads").expect("exists");
+        assert_eq!(row.versions[1].grants, granted);
         db.close().await;
     }
 }

@@ -2,7 +2,8 @@
 //! (`CONVERGIO_TEST_POSTGRES_URL`, a fresh database per test), each case run
 //! on both through `convergio_tests::on_both_backends!`: versions numbered
 //! per plugin with their bytes and hashes, one owner and one kind per name,
-//! the cheap "latest" row two replicas (two pools) poll, and deletion.
+//! the cheap "latest" row two replicas (two pools) poll, each version's
+//! grants, and deletion.
 
 use convergio_registry::plugins::{NewPluginVersion, PluginKind, PluginStore};
 use convergio_registry::RegistryError;
@@ -46,6 +47,7 @@ fn version<'a>(
         signature: None,
         signed_by: None,
         declaration: None,
+        grants: &[],
         uploaded_by: "admin",
         at: 1_700_000_000,
     }
@@ -227,9 +229,45 @@ async fn deleting_removes_every_version(harness: Harness) {
     assert_eq!(again.version, 1);
 }
 
+/// Each version keeps the grants it was uploaded with, read back by
+/// another replica (another pool); a version without any reads none.
+async fn grants_round_trip_per_version(harness: Harness) {
+    let first = harness.store().await;
+    let second = harness.store().await;
+    let granted = ["clock".to_owned(), "random".to_owned()];
+    let stored = first
+        .put_version(&NewPluginVersion {
+            grants: &granted,
+            ..version("acme.example", "timer", PluginKind::Agent, b"one", "aa")
+        })
+        .await
+        .expect("stores v1");
+    assert_eq!(stored.grants, granted);
+    second
+        .put_version(&version(
+            "acme.example",
+            "timer",
+            PluginKind::Agent,
+            b"two",
+            "bb",
+        ))
+        .await
+        .expect("stores v2");
+    let row = second.get("timer").await.expect("reads").expect("exists");
+    let grants: Vec<&[String]> = row
+        .versions
+        .iter()
+        .map(|version| version.grants.as_slice())
+        .collect();
+    assert_eq!(grants, [&granted[..], &[][..]]);
+    let listed = first.list(Some("acme.example")).await.expect("lists");
+    assert_eq!(listed[0].versions[0].grants, granted);
+}
+
 convergio_tests::on_both_backends!(
     super::open;
     versions_are_numbered_and_every_replica_sees_the_newest,
     a_name_has_one_owner_and_one_kind,
     deleting_removes_every_version,
+    grants_round_trip_per_version,
 );
