@@ -114,7 +114,7 @@ fn nearest_walks_by_distance_with_ties_in_slot_order() {
     }
     let check = |wanted: usize, accept: &dyn Fn(usize) -> bool, expected: &[usize]| {
         assert_eq!(
-            nearest(&distances, &histogram, wanted, |slot| accept(slot)),
+            nearest(&distances, &histogram, wanted, accept),
             expected,
             "wanted {wanted}"
         );
