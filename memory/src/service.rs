@@ -10,7 +10,7 @@
 //! PostgreSQL, or two on one SQLite file) are followed by
 //! [`Memory::follow_changes`], run every `memory.follow_interval_ms` by
 //! [`Memory::follow`]: each loaded namespace whose stored revision moved
-//! gets the chunk changes after the revision its graph reflects, or is
+//! gets the chunk changes after the revision its index reflects, or is
 //! rebuilt from the rows when those changes are no longer all retained.
 
 use std::collections::HashMap;
@@ -82,10 +82,10 @@ pub struct FollowReport {
     /// Namespaces brought up to date by applying their changes.
     pub followed: usize,
     /// Namespaces rebuilt from the rows (changes no longer all retained,
-    /// a namespace recreated under the same name, or a graph made by a
+    /// a namespace recreated under the same name, or an index made by a
     /// write before any load).
     pub rebuilt: usize,
-    /// Namespaces deleted elsewhere, whose graphs were dropped.
+    /// Namespaces deleted elsewhere, whose indexes were dropped.
     pub dropped: usize,
     /// Namespaces that failed (logged; tried again next time).
     pub failed: usize,
@@ -180,7 +180,7 @@ impl Memory {
         let chunks = self.store.chunks(&row.name).await?;
         let count = chunks.len();
         // A local model's dimensions are its own: every stored chunk has
-        // them. An empty namespace of one gets its graph from its first
+        // them. An empty namespace of one gets its index from its first
         // write, which knows them.
         let Some(dimensions) = row
             .spec
@@ -439,7 +439,7 @@ impl Memory {
         let pruned = self.store.prune_expired(before, limit).await?;
         for item in &pruned {
             // An index this process never loaded is built from the rows,
-            // which no longer hold these chunks (`apply` makes no graph
+            // which no longer hold these chunks (`apply` makes no index
             // for removals alone).
             if !item.chunk_ids.is_empty() {
                 self.index
@@ -449,7 +449,7 @@ impl Memory {
         Ok(pruned.len() as u64)
     }
 
-    /// Brings every namespace graph of this process up to the stored
+    /// Brings every namespace index of this process up to the stored
     /// revisions: the writes other processes committed since are applied
     /// (or the namespace is rebuilt from the rows), and a namespace
     /// deleted elsewhere is dropped. One query when nothing moved.
@@ -491,9 +491,9 @@ impl Memory {
         Ok(report)
     }
 
-    /// Applies `namespace`'s changes `after+1..=upto` to its graph; false
+    /// Applies `namespace`'s changes `after+1..=upto` to its index; false
     /// when they are not all retained (a revision without changes) or do
-    /// not fit the graph, so it must be rebuilt.
+    /// not fit the index, so it must be rebuilt.
     async fn apply_changes(&self, namespace: &str, after: i64, upto: i64) -> Result<bool> {
         let changes = self.store.changes(namespace, after, upto).await?;
         // Every revision of the range has at least one change (a
@@ -530,7 +530,7 @@ impl Memory {
         if rows.iter().any(|row| row.vector.len() != dimensions) {
             return Ok(false);
         }
-        // Inserting into the graph is CPU work: off the async threads.
+        // Coding and inserting vectors is CPU work: off the async threads.
         let index = self.index.clone();
         let name = namespace.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -545,7 +545,7 @@ impl Memory {
         Ok(true)
     }
 
-    /// Rebuilds `namespace`'s graph from the rows (dropped if the
+    /// Rebuilds `namespace`'s index from the rows (dropped if the
     /// namespace is gone).
     async fn rebuild(&self, namespace: &str) -> Result<()> {
         match self.store.namespace(namespace).await? {
