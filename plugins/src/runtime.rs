@@ -750,9 +750,7 @@ fn define_granted(linker: &mut Linker<CallState>) -> Result<(), PluginError> {
         .func_wrap(
             HOST_MODULE,
             RANDOM_IMPORT,
-            |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| {
-                random(&mut caller, ptr, len)
-            },
+            |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| random(&mut caller, ptr, len),
         )
         .map_err(failed)?;
     // `env` writes its answer through the module's `alloc`, so it runs
