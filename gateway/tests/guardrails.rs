@@ -520,7 +520,7 @@ async fn a_hostile_plugin_on_one_agent_does_not_slow_another() {
     for (name, ..) in &cases {
         gateway
             .routes
-            .insert(RouteTarget::from_card(&format!("slow-{name}"), fake.card()));
+            .insert(RouteTarget::from_card(format!("slow-{name}"), fake.card()));
     }
     gateway
         .routes
