@@ -119,12 +119,12 @@ fn decode_version(name: &str, row: VersionRow) -> Result<PluginVersionRow> {
     let declaration = declaration
         .map(|text| {
             serde_json::from_str(&text).map_err(|error| {
-                RegistryError::corrupt(format!("stored plugin {name} v{version}: {error}"))
+                RegistryError::corrupt_because(format!("stored plugin {name} v{version}"), error)
             })
         })
         .transpose()?;
     let grants: Vec<String> = serde_json::from_str(&grants).map_err(|error| {
-        RegistryError::corrupt(format!("stored plugin {name} v{version} grants: {error}"))
+        RegistryError::corrupt_because(format!("stored plugin {name} v{version} grants"), error)
     })?;
     Ok(PluginVersionRow {
         version,
