@@ -36,7 +36,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use convergio_auth::card_signature::CardCheck;
 use convergio_auth::plugin_signature::{module_sha256, verify_module};
-use convergio_plugins::{AgentCalling, Grants, PluginRuntime, WasmAgent, WasmGuardrail};
+use convergio_plugins::{
+    AgentCalling, Grants, PluginError, PluginRuntime, WasmAgent, WasmGuardrail,
+};
 use convergio_policy::Action;
 use convergio_registry::plugins::{
     NewPluginVersion, PluginKind, PluginRow, PluginStore, PluginVersionRow,
@@ -582,6 +584,7 @@ async fn upload_handler(
     })?;
     let grants = Grants::parse_names(query.grants.as_deref().unwrap_or_default().split(','))
         .map_err(|error| {
+            let error = PluginError::from(error);
             problem(GatewayError::PluginRefused {
                 reason: error.code(),
                 detail: error.to_string(),

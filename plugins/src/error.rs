@@ -4,7 +4,7 @@
 
 use convergio_schemas::ErrorKind;
 
-use crate::grants::Grant;
+use crate::grants::{Grant, UnknownGrant};
 
 /// A plugin or guardrail failure.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +35,8 @@ pub enum PluginError {
     },
     /// A declared grant is not one of `clock`, `random`, `env` (files and
     /// the network are never granted).
-    #[error("{name:?} is not a grant: the grants are clock, random and env (files and the network are never granted)")]
-    UnknownGrant {
-        /// The name declared.
-        name: String,
-    },
+    #[error(transparent)]
+    UnknownGrant(#[from] UnknownGrant),
     /// The module lacks an export the ABI requires, or has it with the
     /// wrong type.
     #[error("plugin {plugin} does not export {export} as ABI v1 requires: {detail}")]
@@ -120,7 +117,7 @@ impl PluginError {
         match self {
             Self::InvalidModule { .. }
             | Self::ForbiddenImport { .. }
-            | Self::UnknownGrant { .. }
+            | Self::UnknownGrant(_)
             | Self::MissingExport { .. }
             | Self::Config { .. } => ErrorKind::InvalidInput,
             Self::Unavailable { .. } => ErrorKind::Unavailable,
@@ -138,7 +135,7 @@ impl PluginError {
         match self {
             Self::InvalidModule { .. } => "INVALID_MODULE",
             Self::ForbiddenImport { .. } => "FORBIDDEN_IMPORT",
-            Self::UnknownGrant { .. } => "UNKNOWN_GRANT",
+            Self::UnknownGrant(_) => "UNKNOWN_GRANT",
             Self::MissingExport { .. } => "MISSING_EXPORT",
             Self::OutOfFuel { .. } => "OUT_OF_FUEL",
             Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",

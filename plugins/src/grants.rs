@@ -34,8 +34,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::PluginError;
-
 /// `clock_ms() -> i64`: wall-clock milliseconds since the Unix epoch.
 pub const CLOCK_MS_IMPORT: &str = "clock_ms";
 /// `monotonic_ns() -> i64`: nanoseconds since the call started (a
@@ -64,6 +62,15 @@ pub const HOST_NOT_SET: i32 = -4;
 pub const RANDOM_MAX_BYTES: usize = 64 * 1024;
 /// The longest name `env` looks up.
 pub const ENV_NAME_MAX_BYTES: usize = 256;
+
+/// A declared grant that is not one of [`Grant::ALL`]
+/// ([`crate::PluginError::UnknownGrant`] wraps it: `UNKNOWN_GRANT`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a grant: the grants are clock, random and env (files and the network are never granted)")]
+pub struct UnknownGrant {
+    /// The name declared (echoed safely).
+    pub name: String,
+}
 
 /// One capability a plugin version may be granted.
 #[derive(
@@ -192,8 +199,8 @@ impl Grants {
     }
 
     /// The set `names` declare (duplicates are one; blank names are
-    /// skipped); an unknown name is [`PluginError::UnknownGrant`].
-    pub fn parse_names<I, S>(names: I) -> Result<Self, PluginError>
+    /// skipped); an unknown name is [`UnknownGrant`].
+    pub fn parse_names<I, S>(names: I) -> Result<Self, UnknownGrant>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -204,7 +211,7 @@ impl Grants {
             if name.is_empty() {
                 continue;
             }
-            let grant = Grant::parse(name).ok_or_else(|| PluginError::UnknownGrant {
+            let grant = Grant::parse(name).ok_or_else(|| UnknownGrant {
                 name: convergio_schemas::echo(name).into_owned(),
             })?;
             grants = grants.with(grant);
@@ -268,7 +275,7 @@ mod tests {
         assert_eq!(declared.not_in(allowed), [Grant::Random]);
         assert!(allowed.not_in(declared).is_empty());
         let error = Grants::parse_names(["clock", "network"]).expect_err("not a grant");
-        assert_eq!(error.code(), "UNKNOWN_GRANT");
+        assert_eq!(error.name, "network");
         assert!(error.to_string().contains("network"), "{error}");
         assert_eq!(Grant::of_import("monotonic_ns"), Some(Grant::Clock));
         assert_eq!(Grant::of_import("env"), Some(Grant::Env));
