@@ -160,7 +160,6 @@ async fn every_kind_of_row_reads_back_after_the_upgrade(url: String) {
 }
 
 mod memory_before_revisions {
-    use std::borrow::Cow;
     use std::sync::Arc;
 
     use async_trait::async_trait;
@@ -173,7 +172,6 @@ mod memory_before_revisions {
     use convergio_store::memory::MemoryTables;
     use convergio_store::{Db, DbConfig};
     use serde_json::json;
-    use sqlx::Connection;
 
     /// The last migration before revisions.
     const BEFORE: i64 = 19;
@@ -221,46 +219,7 @@ mod memory_before_revisions {
             )
         };
         // [1, 0, 0, 0] as little-endian f32s.
-        const VECTOR: &str = "0000803f000000000000000000000000";
-        let before = |migrator: sqlx::migrate::Migrator| sqlx::migrate::Migrator {
-            migrations: Cow::Owned(
-                migrator
-                    .migrations
-                    .iter()
-                    .filter(|migration| migration.version <= BEFORE)
-                    .cloned()
-                    .collect(),
-            ),
-            ..migrator
-        };
-        if url.starts_with("sqlite:") {
-            let mut connection = sqlx::SqliteConnection::connect(url)
-                .await
-                .expect("the SQLite file opens");
-            before(sqlx::migrate!("migrations/sqlite"))
-                .run(&mut connection)
-                .await
-                .expect("migrations up to 0019 apply");
-            sqlx::raw_sql(&rows(&format!("X'{VECTOR}'")))
-                .execute(&mut connection)
-                .await
-                .expect("the rows load");
-            connection.close().await.expect("closes");
-        } else {
-            let mut connection = sqlx::PgConnection::connect(url)
-                .await
-                .expect("the PostgreSQL database opens");
-            before(sqlx::migrate!("migrations/postgres"))
-                .run(&mut connection)
-                .await
-                .expect("migrations up to 0019 apply");
-            sqlx::raw_sql(&rows(&format!("'\\x{VECTOR}'::bytea")))
-                .execute(&mut connection)
-                .await
-                .expect("the rows load");
-            connection.close().await.expect("closes");
-        }
-        url.to_owned()
+        super::write_at(url, BEFORE, rows, "0000803f000000000000000000000000").await
     }
 
     convergio_tests::on_both_backends!(super::write_before_0020; memory_written_before_revisions_is_followed_after_the_upgrade);
@@ -335,12 +294,10 @@ mod memory_before_revisions {
 }
 
 mod plugins_before_grants {
-    use std::borrow::Cow;
 
     use convergio_registry::plugins::{NewPluginVersion, PluginKind, PluginStore};
     use convergio_store::plugins::SqlPluginStore;
     use convergio_store::{Db, DbConfig};
-    use sqlx::Connection;
 
     /// The last migration before grants.
     const BEFORE: i64 = 20;
@@ -357,45 +314,8 @@ mod plugins_before_grants {
                  VALUES ('words', 1, 'aa', 3, {module}, NULL, NULL, NULL, 'admin', 1700000000);"
             )
         };
-        let before = |migrator: sqlx::migrate::Migrator| sqlx::migrate::Migrator {
-            migrations: Cow::Owned(
-                migrator
-                    .migrations
-                    .iter()
-                    .filter(|migration| migration.version <= BEFORE)
-                    .cloned()
-                    .collect(),
-            ),
-            ..migrator
-        };
-        if url.starts_with("sqlite:") {
-            let mut connection = sqlx::SqliteConnection::connect(url)
-                .await
-                .expect("the SQLite file opens");
-            before(sqlx::migrate!("migrations/sqlite"))
-                .run(&mut connection)
-                .await
-                .expect("migrations up to 0020 apply");
-            sqlx::raw_sql(&rows("X'6f6e65'"))
-                .execute(&mut connection)
-                .await
-                .expect("the rows load");
-            connection.close().await.expect("closes");
-        } else {
-            let mut connection = sqlx::PgConnection::connect(url)
-                .await
-                .expect("the PostgreSQL database opens");
-            before(sqlx::migrate!("migrations/postgres"))
-                .run(&mut connection)
-                .await
-                .expect("migrations up to 0020 apply");
-            sqlx::raw_sql(&rows("'\\x6f6e65'::bytea"))
-                .execute(&mut connection)
-                .await
-                .expect("the rows load");
-            connection.close().await.expect("closes");
-        }
-        url.to_owned()
+        // b"one"
+        super::write_at(url, BEFORE, rows, "6f6e65").await
     }
 
     convergio_tests::on_both_backends!(super::write_before_0021; plugin_versions_stored_before_grants_read_back_with_none);
@@ -434,4 +354,50 @@ mod plugins_before_grants {
         assert_eq!(row.versions[1].grants, granted);
         db.close().await;
     }
+}
+
+/// Migrates the database at `url` up to migration `last` only, then runs
+/// the statements `rows` makes, given the hex bytes `blob` as that
+/// backend's literal (`X'…'` or `'\\x…'::bytea`): a database as an older
+/// release left it. Answers `url`.
+async fn write_at(url: &str, last: i64, rows: impl Fn(&str) -> String, blob: &str) -> String {
+    let before = |migrator: sqlx::migrate::Migrator| sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            migrator
+                .migrations
+                .iter()
+                .filter(|migration| migration.version <= last)
+                .cloned()
+                .collect(),
+        ),
+        ..migrator
+    };
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("the SQLite file opens");
+        before(sqlx::migrate!("migrations/sqlite"))
+            .run(&mut connection)
+            .await
+            .expect("the older migrations apply");
+        sqlx::raw_sql(&rows(&format!("X'{blob}'")))
+            .execute(&mut connection)
+            .await
+            .expect("the rows load");
+        connection.close().await.expect("closes");
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url)
+            .await
+            .expect("the PostgreSQL database opens");
+        before(sqlx::migrate!("migrations/postgres"))
+            .run(&mut connection)
+            .await
+            .expect("the older migrations apply");
+        sqlx::raw_sql(&rows(&format!("'\\x{blob}'::bytea")))
+            .execute(&mut connection)
+            .await
+            .expect("the rows load");
+        connection.close().await.expect("closes");
+    }
+    url.to_owned()
 }
