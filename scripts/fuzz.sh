@@ -21,8 +21,10 @@
 #
 # Built without a sanitizer (`-s none`): the workspace forbids unsafe code,
 # so AddressSanitizer would find little and halve the executions; debug
-# assertions and overflow checks stay on (cargo-fuzz's default). The
-# fuzzers run at `nice -n 19` because the build machines are shared.
+# assertions and overflow checks stay on (cargo-fuzz's default). Builds
+# and fuzzers run at `nice -n 19` because the build machines are shared;
+# FUZZ_NICE=0 gives the fuzzers a full share of a core (an hour-long run
+# then gets an hour of CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -30,6 +32,7 @@ root=$(pwd)
 seconds=${1:-60}
 shift || true
 runs=${FUZZ_RUNS:--1}
+niceness=${FUZZ_NICE:-19}
 out=${CONVERGIO_FUZZ_DIR:-$root/target-fuzz}
 
 # crate/target and the longest input worth trying (bytes).
@@ -101,7 +104,7 @@ for entry in "${selected[@]}"; do
   # `nice -n 19` on a busy machine the fuzzer gets what others leave, so
   # executions per CPU second is the figure that measures the target.
   {
-    time nice -n 19 "$out/$triple/release/$target" "$corpus" "$crate/fuzz/seeds/$target" \
+    time nice -n "$niceness" "$out/$triple/release/$target" "$corpus" "$crate/fuzz/seeds/$target" \
       -max_total_time="$seconds" -runs="$runs" -max_len="$max_len" -timeout=10 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
       >"$log" 2>&1 || status=$?
