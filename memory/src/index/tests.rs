@@ -104,7 +104,9 @@ fn changes_apply_once_in_any_order() {
 }
 
 /// The counting sort walks by ascending distance, ties in slot order,
-/// across bands, skipping what `accept` refuses, and stops at `wanted`.
+/// across bands, skipping what `accept` refuses, and stops at `wanted`;
+/// the pass rate it is told sizes its bands and never changes the answer,
+/// however wrong it is.
 #[test]
 fn nearest_walks_by_distance_with_ties_in_slot_order() {
     let distances: Vec<u16> = vec![3, 0, 2, 0, 3, 1, 2, 4, 0];
@@ -113,11 +115,13 @@ fn nearest_walks_by_distance_with_ties_in_slot_order() {
         histogram[usize::from(*distance)] += 1;
     }
     let check = |wanted: usize, accept: &dyn Fn(usize) -> bool, expected: &[usize]| {
-        assert_eq!(
-            nearest(&distances, &histogram, wanted, accept),
-            expected,
-            "wanted {wanted}"
-        );
+        for rate in [1.0, 0.5, 0.1, 0.0, f64::NAN] {
+            assert_eq!(
+                nearest(&distances, &histogram, wanted, rate, accept),
+                expected,
+                "wanted {wanted}, rate {rate}"
+            );
+        }
     };
     let all = |_: usize| true;
     check(9, &all, &[1, 3, 8, 5, 2, 6, 0, 4, 7]);
@@ -130,7 +134,7 @@ fn nearest_walks_by_distance_with_ties_in_slot_order() {
     check(3, &|slot| slot % 2 == 1, &[1, 3, 5]);
     check(9, &|slot| slot % 2 == 1, &[1, 3, 5, 7]);
     check(9, &|_| false, &[]);
-    assert!(nearest(&[], &[0; 5], 10, |_| true).is_empty());
+    assert!(nearest(&[], &[0; 5], 10, 1.0, |_| true).is_empty());
 }
 
 /// A removed point is never answered, a replayed add of it (a follower's
