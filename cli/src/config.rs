@@ -87,9 +87,9 @@ pub struct ConfigFile {
     /// `random`, `env`) versions may be granted, and the values `env`
     /// reads.
     pub plugins: convergio_plugins::PluginsConfig,
-    /// OpenTelemetry span export (issue 18, see `telemetry.rs`). Default:
+    /// OpenTelemetry span export (issue 18, see `telemetry_config.rs`). Default:
     /// off.
-    pub telemetry: crate::telemetry::TelemetrySection,
+    pub telemetry: crate::telemetry_config::TelemetrySection,
     /// Hot reload (issue 22, see `reload.rs`): how often the config file
     /// and the TLS and credential files it names are checked for changes.
     pub reload: ReloadSection,
@@ -353,7 +353,7 @@ pub struct Config {
     /// Stored plugins (validated).
     pub plugins: convergio_plugins::PluginsConfig,
     /// Span export (`None`: off).
-    pub otlp: Option<crate::telemetry::OtlpSettings>,
+    pub otlp: Option<crate::telemetry_config::OtlpSettings>,
     /// Seconds between checks of the config and TLS files; 0 is off.
     pub reload_watch_interval_seconds: u64,
     /// Memory: the local embedding models (directories checked).
@@ -643,7 +643,7 @@ impl Config {
         apply_retention_environment(&mut file.retention, environment)?;
         crate::models_config::apply_environment(&mut file.models, environment)?;
         crate::upstream_config::apply_environment(&mut file.upstream, environment)?;
-        crate::telemetry::apply_environment(&mut file.telemetry, environment)?;
+        crate::telemetry_config::apply_environment(&mut file.telemetry, environment)?;
         crate::memory_config::apply_environment(&mut file.memory, environment)?;
         if let Some(data_dir) = &overrides.data_dir {
             file.data_dir = data_dir.clone();
@@ -766,7 +766,7 @@ impl Config {
         let upstream = crate::upstream_config::validate(file.upstream, models.max_timeout)?;
         crate::upstream_config::validate_push(&file.push)?;
         let federation = check_federation(file.federation, &file.org_domain)?;
-        let otlp = crate::telemetry::validate(file.telemetry)?;
+        let otlp = crate::telemetry_config::validate(file.telemetry)?;
         let memory = crate::memory_config::validate(file.memory)?;
         let upstream_allow = AllowList::parse(&file.network.allow_cidrs)
             .map_err(|error| invalid("network.allow_cidrs", error.to_string()))?;

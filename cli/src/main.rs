@@ -65,6 +65,7 @@ mod secrets;
 mod security_config;
 mod serve;
 mod telemetry;
+mod telemetry_config;
 mod upstream_config;
 
 use std::path::PathBuf;
