@@ -2,9 +2,10 @@
 //! `CONVERGIO_*` environment resolves to a validated `Config` or a typed
 //! `ConfigError` naming the field, never a panic.
 //!
-//! The cli crate has no library target, so its three configuration modules
-//! (which use nothing else of the binary) are compiled into this target
-//! from `../src` as they are.
+//! The cli crate has no library target, so its configuration modules
+//! (which use nothing else of the binary: each section's runtime lives in
+//! a module of its own, e.g. `telemetry.rs` beside `telemetry_config.rs`)
+//! are compiled into this target from `../src` as they are.
 //!
 //! Input: the YAML text; after a 0xFF byte, `KEY=VALUE` lines of
 //! environment.
@@ -14,10 +15,20 @@
 
 #[path = "../../src/config.rs"]
 mod config;
+#[path = "../../src/config_error.rs"]
+mod config_error;
 #[path = "../../src/env.rs"]
 mod env;
+#[path = "../../src/memory_config.rs"]
+mod memory_config;
+#[path = "../../src/models_config.rs"]
+mod models_config;
 #[path = "../../src/security_config.rs"]
 mod security_config;
+#[path = "../../src/telemetry_config.rs"]
+mod telemetry_config;
+#[path = "../../src/upstream_config.rs"]
+mod upstream_config;
 
 use std::collections::HashMap;
 use std::path::Path;
