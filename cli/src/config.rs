@@ -87,8 +87,8 @@ pub struct ConfigFile {
     /// `random`, `env`) versions may be granted, and the values `env`
     /// reads.
     pub plugins: convergio_plugins::PluginsConfig,
-    /// OpenTelemetry span export (issue 18, see `telemetry_config.rs`). Default:
-    /// off.
+    /// OpenTelemetry span export (issue 18, see `telemetry_config.rs`).
+    /// Default: off.
     pub telemetry: crate::telemetry_config::TelemetrySection,
     /// Hot reload (issue 22, see `reload.rs`): how often the config file
     /// and the TLS and credential files it names are checked for changes.
