@@ -193,7 +193,14 @@ mod tests {
         let issued = keys
             .issue("ci-bot", Some("acme.example"), &["agents:call"], None)
             .expect("issue");
-        let secret = issued.token.rsplit('_').next().expect("secret part");
+        // The secret is URL-safe base64, which may hold `_` itself: split
+        // after the id, not at the last `_` (a one-character tail such as
+        // `c` or `4` is in the hash's hex: about one run in 250 failed).
+        let secret = issued
+            .token
+            .strip_prefix(&format!("{PREFIX}{}_", issued.record.id))
+            .expect("cvg_<id>_<secret>");
+        assert_eq!(secret.len(), 43, "{secret}");
         assert!(!issued.record.secret_sha256.contains(secret));
         let principal = keys.verify(&issued.token, 0).expect("valid key");
         assert_eq!(principal.subject, "ci-bot");
