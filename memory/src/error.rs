@@ -122,6 +122,16 @@ pub enum MemoryError {
         #[source]
         source: LocalModelError,
     },
+    /// A task on the blocking pool (building, following or searching a
+    /// vector index) panicked or was cancelled.
+    #[error("{what} failed")]
+    IndexTask {
+        /// What the task was doing, e.g. "searching the index".
+        what: &'static str,
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -159,7 +169,7 @@ impl MemoryError {
                 }
             }
             Self::KeyUnavailable { .. } | Self::UnknownLocalModel { .. } => ErrorKind::InvalidInput,
-            Self::LocalModel { .. } => ErrorKind::Internal,
+            Self::LocalModel { .. } | Self::IndexTask { .. } => ErrorKind::Internal,
             Self::Storage(error) => error.kind(),
         }
     }

@@ -200,7 +200,10 @@ impl Memory {
         let name = row.name.clone();
         tokio::task::spawn_blocking(move || index.load(&name, dimensions, at, points))
             .await
-            .map_err(|error| MemoryError::invalid(format!("building the index: {error}")))?;
+            .map_err(|source| MemoryError::IndexTask {
+                what: "building the index",
+                source,
+            })?;
         Ok(count)
     }
 
@@ -541,7 +544,10 @@ impl Memory {
             index.follow(&name, &added, &removed, upto);
         })
         .await
-        .map_err(|error| MemoryError::invalid(format!("following the index: {error}")))?;
+        .map_err(|source| MemoryError::IndexTask {
+            what: "following the index",
+            source,
+        })?;
         Ok(true)
     }
 
@@ -638,7 +644,10 @@ impl Memory {
             index.search(&name, &query, top_k, top_k * 4, filter.as_ref())
         })
         .await
-        .map_err(|error| MemoryError::invalid(format!("searching the index: {error}")))?;
+        .map_err(|source| MemoryError::IndexTask {
+            what: "searching the index",
+            source,
+        })?;
         let ids: Vec<i64> = neighbours.iter().map(|neighbour| neighbour.id).collect();
         let rows = self
             .store
