@@ -93,6 +93,8 @@ const JWKS_ENV: &str = "CONVERGIO_BENCH_JWKS";
 const ONLY_ENV: &str = "CONVERGIO_BENCH_ONLY";
 const UPSTREAM_ENV: &str = "CONVERGIO_BENCH_UPSTREAM";
 const RUNTIME_ENV: &str = "CONVERGIO_BENCH_RUNTIME";
+/// A command prefix the `streams` part runs its gateway child under.
+const WRAP_ENV: &str = "CONVERGIO_BENCH_WRAP";
 /// Set in a child that must exit (cleanly) when its stdin closes.
 const EXIT_ON_EOF_ENV: &str = "CONVERGIO_BENCH_EXIT_ON_EOF";
 /// The organisation of the bench agent and of the API key and JWT callers,
@@ -603,13 +605,16 @@ async fn fixed_rate_interleaved(
 }
 
 /// Opens `STREAMS` streams at once; returns per-event latencies and the
-/// gateway RSS sampled while all are open (when `gateway` is given).
+/// gateway RSS sampled once every stream has had its first event, so all
+/// are open (when `gateway` is given).
 async fn streams(uri: &str, gateway: Option<&BenchChild>) -> (Vec<Duration>, f64) {
     let client = client();
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut handles = Vec::new();
     for index in 0..STREAMS {
         let client = client.clone();
         let uri = uri.to_owned();
+        let opened = opened.clone();
         handles.push(tokio::spawn(async move {
             let body = json!({"jsonrpc": "2.0", "id": index, "method": "SendStreamingMessage", "params": {"message": {
                 "messageId": format!("s{index}"), "role": "ROLE_USER", "parts": [{"text": "stream"}]}}});
@@ -628,14 +633,22 @@ async fn streams(uri: &str, gateway: Option<&BenchChild>) -> (Vec<Duration>, f64
                     let event: Value = serde_json::from_str(&data).expect("event json");
                     if let Some(sent) = event["result"]["statusUpdate"]["metadata"]["sentAtMicros"].as_u64() {
                         latencies.push(Duration::from_micros(now_micros().saturating_sub(sent)));
+                        if latencies.len() == 1 {
+                            opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
             }
             latencies
         }));
     }
-    // Sample the RSS in the middle of the streams' life.
-    tokio::time::sleep(EVENT_INTERVAL * (EVENTS_PER_STREAM as u32) / 2).await;
+    // Sample the RSS once every stream is open (its first event arrived),
+    // well before the first ends. Opening 1,000 streams takes about a
+    // second, so a fixed delay could sample a half-open set.
+    let give_up = Instant::now() + EVENT_INTERVAL * (EVENTS_PER_STREAM as u32 - 1);
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < STREAMS && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let rss = gateway.map(BenchChild::rss_megabytes).unwrap_or(0.0);
     let mut latencies = Vec::new();
     for handle in handles {
@@ -643,6 +656,34 @@ async fn streams(uri: &str, gateway: Option<&BenchChild>) -> (Vec<Duration>, f64
     }
     latencies.sort();
     (latencies, rss)
+}
+
+/// `CONVERGIO_BENCH_ONLY=streams`: the streams part alone, after 2 s of
+/// SendMessage at concurrency 256 (what the allocator keeps from a load
+/// phase is in the "before" figure, as in the main part). With
+/// `CONVERGIO_BENCH_WRAP` (a command prefix, e.g. `valgrind --tool=dhat`)
+/// the gateway child runs under it and is ended cleanly at the close.
+async fn streams_memory(upstream_url: &str) {
+    let wrapper: Vec<String> = std::env::var(WRAP_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let settings = [(UPSTREAM_ENV, upstream_url), (EXIT_ON_EOF_ENV, "1")];
+    let mut gateway = BenchChild::spawn_wrapped("gateway", &settings, &wrapper);
+    let uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
+    let client = client();
+    closed_loop(&client, &uri, 256, Duration::from_secs(2)).await;
+    let before = gateway.rss_megabytes();
+    let (events, rss) = streams(&uri, Some(&gateway)).await;
+    println!(
+        "{STREAMS} concurrent SSE streams: {} events; gateway RSS {before:.1} MB before, {rss:.1} MB with all open, {:.1} KB per stream",
+        events.len(),
+        (rss - before) * 1024.0 / STREAMS as f64,
+    );
+    if !gateway.close_and_wait(Duration::from_secs(60)) {
+        eprintln!("the gateway child did not exit within 60 s of its stdin closing");
+    }
 }
 
 fn micros(duration: Duration) -> f64 {
@@ -670,6 +711,10 @@ async fn run() {
     }
     if std::env::var(ONLY_ENV).as_deref() == Ok("profile") {
         profile(&upstream_url).await;
+        return;
+    }
+    if std::env::var(ONLY_ENV).as_deref() == Ok("streams") {
+        streams_memory(&upstream_url).await;
         return;
     }
     let gateway = BenchChild::spawn(&upstream_url);

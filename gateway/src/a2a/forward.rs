@@ -10,6 +10,7 @@
 //! its connection closed, when the client's body is.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,9 +53,6 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Largest SSE event the gateway buffers before calling the upstream broken.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
-
-/// Encoded events waiting for a slow client before the relay waits too.
-const RELAY_BUFFER: usize = 16;
 
 /// What the caller of [`forward`] gets back.
 pub(crate) enum Reply {
@@ -1138,74 +1136,104 @@ fn context_id_in(value: &Value) -> Option<&str> {
         .filter(|context_id| !context_id.is_empty())
 }
 
-/// Relays an upstream stream to the client from a task of its own, which
-/// holds the upstream slot (`admission`) while it reads. When the client
-/// goes away the task stops, unless the stream is being recorded or its
-/// outcome kept (an idempotent peer call): then it reads on to the end
-/// (bounded by the idle timeout between events, and by
-/// `max_upstream_timeout` in all once the client left, so streams nobody
-/// listens to cannot pile up), so a client that resumes, or a peer that
-/// repeats the call, gets every event.
+/// The client's side of a relayed stream. The relay runs inline in the
+/// response body while the caller reads it (no task or channel per stream:
+/// issue #16 measured them in the gateway's memory per open stream); when
+/// the caller leaves mid-stream and the rest must still be read (it is
+/// being recorded for resumption, or an idempotent call's outcome is
+/// kept), the relay moves to a task of its own, which holds the upstream
+/// slot and reads on to the end, so a client that resumes, or a peer that
+/// repeats the call, gets every event. That reading is bounded by the idle
+/// timeout between events and by `max_upstream_timeout` in all, so streams
+/// nobody listens to cannot pile up.
 fn relay_stream(
     context: RelayContext,
     body: hyper::body::Incoming,
     recorder: Recorder,
     admission: super::client::Admission,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(RELAY_BUFFER);
-    let unattended = context.state.config.max_upstream_timeout;
-    // An idempotent call's stream is read to its end from its first byte:
-    // its caller may go away before any event arrives.
-    let mut recording = context.keep.is_some();
-    tokio::spawn(async move {
-        let _slot = admission;
-        let mut left_at: Option<tokio::time::Instant> = None;
-        let mut events = std::pin::pin!(relay_events(context, body, recorder));
-        let mut client = Some(sender);
-        loop {
-            // A client that leaves is noticed at once, not at the next
-            // event (an upstream may be silent for minutes).
-            let next = match &client {
-                Some(to_client) => tokio::select! {
-                    next = events.next() => next,
-                    () = to_client.closed() => {
-                        client = None;
-                        if recording {
-                            continue;
-                        }
+) -> Relay<impl Stream<Item = (Bytes, bool)> + Send + 'static> {
+    Relay {
+        unattended: context.state.config.max_upstream_timeout,
+        // An idempotent call's stream is read to its end from its first
+        // byte: its caller may go away before any event arrives.
+        recording: context.keep.is_some(),
+        events: Some(Box::pin(relay_events(context, body, recorder))),
+        admission: Some(admission),
+        runtime: tokio::runtime::Handle::try_current().ok(),
+    }
+}
+
+/// See [`relay_stream`].
+struct Relay<S: Stream<Item = (Bytes, bool)> + Send + 'static> {
+    /// `None` once the stream ended.
+    events: Option<Pin<Box<S>>>,
+    /// Whether the rest must be read if the caller leaves.
+    recording: bool,
+    unattended: Duration,
+    /// The upstream slot, held until the stream ends.
+    admission: Option<super::client::Admission>,
+    /// Where a relay its caller left goes on.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+// === impl Relay ===
+
+impl<S: Stream<Item = (Bytes, bool)> + Send + 'static> Stream for Relay<S> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(events) = self.events.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        match events.as_mut().poll_next(cx) {
+            std::task::Poll::Ready(Some((chunk, recording))) => {
+                self.recording = recording;
+                std::task::Poll::Ready(Some(Ok(chunk)))
+            }
+            std::task::Poll::Ready(None) => {
+                self.events = None;
+                self.admission = None;
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: Stream<Item = (Bytes, bool)> + Send + 'static> Drop for Relay<S> {
+    /// The caller left (the body is dropped before the stream's end).
+    fn drop(&mut self) {
+        let Some(mut events) = self.events.take() else {
+            return;
+        };
+        if !self.recording {
+            return;
+        }
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let admission = self.admission.take();
+        let unattended = self.unattended;
+        runtime.spawn(async move {
+            let _slot = admission;
+            let rest = async {
+                while let Some((_, recording)) = events.next().await {
+                    if !recording {
                         break;
                     }
-                },
-                None => {
-                    let until =
-                        *left_at.get_or_insert_with(|| tokio::time::Instant::now() + unattended);
-                    match tokio::time::timeout_at(until, events.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            tracing::warn!(
-                                "stopped recording a stream its caller left {} s ago",
-                                unattended.as_secs()
-                            );
-                            break;
-                        }
-                    }
                 }
             };
-            let Some((chunk, still_recording)) = next else {
-                break;
-            };
-            recording = still_recording;
-            if let Some(to_client) = &client {
-                if to_client.send(chunk).await.is_err() {
-                    client = None;
-                }
+            if tokio::time::timeout(unattended, rest).await.is_err() {
+                tracing::warn!(
+                    "stopped recording a stream its caller left {} s ago",
+                    unattended.as_secs()
+                );
             }
-            if client.is_none() && !recording {
-                break;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok)
+        });
+    }
 }
 
 /// The client's chunks of an upstream stream, each with whether the
