@@ -1217,12 +1217,17 @@ mod tests {
         let yaml = "version: 1\nlisten: 127.0.0.1:9000\norg_domain: acme.example\n";
         let config = resolve(
             yaml,
-            &[(env::LISTEN, "127.0.0.1:9100"), (env::EXAMPLES, "false")],
+            &[
+                (env::LISTEN, "127.0.0.1:9100"),
+                (env::EXAMPLES, "false"),
+                (env::SERVE_THREADS, "2"),
+            ],
         )
         .expect("valid");
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.org_domain, "acme.example");
         assert!(!config.examples);
+        assert_eq!(config.security.server.serve_threads, 2);
 
         let file = ConfigFile::parse(yaml, Path::new("t")).expect("parses");
         let flags = Overrides {
@@ -1257,6 +1262,7 @@ mod tests {
             ),
             ("org_domain: localhost\n", &[], "org_domain"),
             ("", &[(env::EXAMPLES, "maybe")], env::EXAMPLES),
+            ("", &[(env::SERVE_THREADS, "all")], env::SERVE_THREADS),
             ("", &[(env::LOG_FORMAT, "xml")], env::LOG_FORMAT),
             ("listen: [1, 2]\n", &[], "line 1"),
             (

@@ -46,6 +46,8 @@ pub const TLS_CLIENT_CA_FILE: &str = "CONVERGIO_TLS_CLIENT_CA_FILE";
 pub const TLS_CLIENT_AUTH: &str = "CONVERGIO_TLS_CLIENT_AUTH";
 /// Concurrent connections the listener serves.
 pub const MAX_CONNECTIONS: &str = "CONVERGIO_MAX_CONNECTIONS";
+/// Threads serving connections thread-per-core (0: the main runtime).
+pub const SERVE_THREADS: &str = "CONVERGIO_SERVE_THREADS";
 /// Most nodes in one graph document.
 pub const GRAPH_MAX_NODES: &str = "CONVERGIO_GRAPH_MAX_NODES";
 /// This replica's name in run leases (durable runs).
@@ -112,7 +114,7 @@ pub const SERVER: &str = "CONVERGIO_SERVER";
 pub const API_KEY: &str = "CONVERGIO_API_KEY";
 
 /// Every key that `Config::load` reads, for `config check` to list.
-pub const SERVER_KEYS: [&str; 49] = [
+pub const SERVER_KEYS: [&str; 50] = [
     DATA_DIR,
     LISTEN,
     DATABASE_URL,
@@ -134,6 +136,7 @@ pub const SERVER_KEYS: [&str; 49] = [
     TLS_CLIENT_CA_FILE,
     TLS_CLIENT_AUTH,
     MAX_CONNECTIONS,
+    SERVE_THREADS,
     SHUTDOWN_DELAY,
     GRAPH_MAX_NODES,
     REPLICA_ID,

@@ -152,6 +152,10 @@ pub struct ServerSection {
     /// to 503, so load balancers stop sending first. Default 0.
     /// CONVERGIO_SHUTDOWN_DELAY_SECONDS
     pub shutdown_delay_seconds: u64,
+    /// Threads that serve connections, each with a single-threaded runtime
+    /// (thread-per-core); 0 serves them on the main runtime. Default 0.
+    /// CONVERGIO_SERVE_THREADS
+    pub serve_threads: usize,
 }
 
 fn default_leeway() -> u64 {
@@ -200,6 +204,7 @@ impl Default for ServerSection {
             h2_max_concurrent_streams: defaults.h2_max_concurrent_streams,
             drain_timeout_seconds: defaults.drain_timeout.as_secs(),
             shutdown_delay_seconds: defaults.shutdown_delay.as_secs(),
+            serve_threads: defaults.serve_threads,
         }
     }
 }
@@ -299,6 +304,14 @@ pub fn apply_environment(
             invalid(
                 env::SHUTDOWN_DELAY,
                 format!("expected a number of seconds, found {value:?}"),
+            )
+        })?;
+    }
+    if let Some(value) = get(env::SERVE_THREADS) {
+        server.serve_threads = value.parse().map_err(|_| {
+            invalid(
+                env::SERVE_THREADS,
+                format!("expected a count of threads, found {value:?}"),
             )
         })?;
     }
@@ -414,6 +427,7 @@ pub fn validate(
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
             drain_timeout: Duration::from_secs(server.drain_timeout_seconds),
             shutdown_delay: Duration::from_secs(server.shutdown_delay_seconds),
+            serve_threads: server.serve_threads,
         },
         upstream_credentials,
     })

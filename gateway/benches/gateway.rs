@@ -40,7 +40,9 @@
 //! - `CONVERGIO_BENCH_ONLY=main` stops after the first part (the SendMessage
 //!   table, fixed rate and streams); `CONVERGIO_BENCH_RUNTIME=current` or
 //!   `multi1` runs the gateway child on a current-thread or one-worker tokio
-//!   runtime instead of the default multi-thread one, to compare schedulers.
+//!   runtime instead of the default multi-thread one, and `percore` serves
+//!   its connections thread-per-core (`ServerConfig::serve_threads`, one
+//!   per core), to compare schedulers.
 //!
 //! Targets: CPU <= 30 us/request, added p99 <= 300 us at 2,000 req/s, RSS <=
 //! 64 MB with 1,000 streams and <= 256 MB with 10,000 idle connections, JWT
@@ -133,7 +135,7 @@ fn main() {
             Ok("current") => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build(),
-            Ok("multi1") => tokio::runtime::Builder::new_multi_thread()
+            Ok("multi1") | Ok("percore") => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build(),
@@ -231,14 +233,7 @@ async fn run_gateway_child() {
     if auth.is_empty() {
         let app = with_layers(router, &limits);
         println!("PORT {port}");
-        let _ = serve_with(
-            listener,
-            app,
-            ServerConfig::default(),
-            None,
-            std::future::pending(),
-        )
-        .await;
+        let _ = serve_with(listener, app, server_config(), None, std::future::pending()).await;
         return;
     }
     let mut api_key = None;
@@ -306,14 +301,21 @@ async fn run_gateway_child() {
         Some(key) => println!("PORT {port} KEY {key}"),
         None => println!("PORT {port}"),
     }
-    let _ = serve_with(
-        listener,
-        app,
-        ServerConfig::default(),
-        tls,
-        std::future::pending(),
-    )
-    .await;
+    let _ = serve_with(listener, app, server_config(), tls, std::future::pending()).await;
+}
+
+/// The child's accept loop settings: `CONVERGIO_BENCH_RUNTIME=percore`
+/// serves connections on one single-threaded runtime per core (the
+/// database and background tasks stay on a one-worker runtime).
+fn server_config() -> ServerConfig {
+    let serve_threads = match std::env::var(RUNTIME_ENV).as_deref() {
+        Ok("percore") => std::thread::available_parallelism().map_or(1, usize::from),
+        _ => 0,
+    };
+    ServerConfig {
+        serve_threads,
+        ..ServerConfig::default()
+    }
 }
 
 /// The upstream: SendMessage answers a Message echoing the parts;

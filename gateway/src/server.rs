@@ -23,6 +23,11 @@
 //!   and keeps accepting for `shutdown_delay`
 //!   ([`Readiness::drain_on`](crate::readiness::Readiness::drain_on)).
 //!
+//! With `serve_threads`, connections are served thread-per-core: each of
+//! those threads runs a single-threaded runtime, and the listener hands
+//! each accepted socket to the next in turn (the caller's runtime keeps the
+//! listener, the database pools and the background tasks).
+//!
 //! Each request carries the peer address (`ConnectInfo<SocketAddr>`) and,
 //! on TLS connections with a verified client certificate, a
 //! [`PeerCertificate`], as request extensions for `Authenticate`.
@@ -69,6 +74,12 @@ pub struct ServerConfig {
     /// or in Kubernetes). Applied by the shutdown future, see
     /// [`Readiness::drain_on`](crate::readiness::Readiness::drain_on).
     pub shutdown_delay: Duration,
+    /// Threads that serve connections, each with a single-threaded runtime
+    /// of its own (thread-per-core: a connection and the tasks it spawns
+    /// stay on one thread, with no work stealing or cross-thread wake-ups);
+    /// the listener hands each accepted connection to the next in turn.
+    /// 0 (the default) serves connections on the caller's runtime.
+    pub serve_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +91,7 @@ impl Default for ServerConfig {
             h2_max_concurrent_streams: 128,
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
+            serve_threads: 0,
         }
     }
 }
@@ -101,6 +113,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
+    let mut threads = ServeThreads::start(config.serve_threads)?;
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -130,22 +143,30 @@ pub async fn serve_with(
             remote,
         };
         let watcher = graceful.watcher();
-        // Two task types, not one future with both paths: a task is as
-        // large as its future's largest state, and the TLS handshake's
-        // state would otherwise be carried by every plaintext connection.
-        match &tls {
-            None => tokio::spawn(async move {
-                let _slot = slot;
-                connection.run_plain(stream, watcher).await;
-            }),
-            Some(tls) => {
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    connection.run_tls(stream, tls, watcher).await;
-                })
+        let tls = tls.clone();
+        match threads.next() {
+            None => spawn_connection(connection, stream, tls, slot, watcher),
+            Some(thread) => {
+                // The socket leaves this runtime's reactor and joins the
+                // serving thread's.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not hand a connection to a serving thread");
+                        continue;
+                    }
+                };
+                let handed = thread.send(Box::new(move || match TcpStream::from_std(stream) {
+                    Ok(stream) => spawn_connection(connection, stream, tls, slot, watcher),
+                    Err(error) => {
+                        tracing::warn!(%error, "a serving thread could not take a connection")
+                    }
+                }));
+                if handed.is_err() {
+                    tracing::warn!("a serving thread has stopped; connection dropped");
+                }
             }
-        };
+        }
     }
     drop(listener);
     if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
@@ -154,7 +175,75 @@ pub async fn serve_with(
     {
         tracing::warn!("drain timeout: closing connections still open");
     }
+    // The serving threads end once their queues close; what is still
+    // running on them (a stream its caller left) ends with them.
+    drop(threads);
     Ok(())
+}
+
+/// Serves `connection` on the current runtime.
+fn spawn_connection(
+    connection: Connection,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    // Two task types, not one future with both paths: a task is as large
+    // as its future's largest state, and the TLS handshake's state would
+    // otherwise be carried by every plaintext connection.
+    match tls {
+        None => tokio::spawn(async move {
+            let _slot = slot;
+            connection.run_plain(stream, watcher).await;
+        }),
+        Some(tls) => tokio::spawn(async move {
+            let _slot = slot;
+            connection.run_tls(stream, tls, watcher).await;
+        }),
+    };
+}
+
+/// Work for a serving thread, run in its runtime's context.
+type Handoff = Box<dyn FnOnce() + Send>;
+
+/// The threads of [`ServerConfig::serve_threads`], each running a
+/// single-threaded runtime that takes connections from its queue.
+struct ServeThreads {
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
+    turn: usize,
+}
+
+// === impl ServeThreads ===
+
+impl ServeThreads {
+    fn start(count: usize) -> std::io::Result<Self> {
+        let mut queues = Vec::with_capacity(count);
+        for index in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (queue, mut handoffs) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+            std::thread::Builder::new()
+                .name(format!("convergio-serve-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some(handoff) = handoffs.recv().await {
+                            handoff();
+                        }
+                    });
+                })?;
+            queues.push(queue);
+        }
+        Ok(Self { queues, turn: 0 })
+    }
+
+    /// The queue of the thread whose turn it is; `None` without threads.
+    fn next(&mut self) -> Option<&tokio::sync::mpsc::UnboundedSender<Handoff>> {
+        let queue = self.queues.get(self.turn % self.queues.len().max(1))?;
+        self.turn = self.turn.wrapping_add(1);
+        Some(queue)
+    }
 }
 
 async fn refuse(mut stream: TcpStream, plaintext: bool) {

@@ -3,7 +3,8 @@
 //! time, 10,000 idle connections, connections beyond the bound, and a flood
 //! beyond an upstream's concurrency bound — each gets its clear error while
 //! a well-behaved client running alongside keeps getting correct answers.
-//! Also: plaintext serves both HTTP/1 and h2c with prior knowledge.
+//! Also: plaintext serves both HTTP/1 and h2c with prior knowledge, and
+//! connections can be served thread-per-core.
 
 mod support;
 
@@ -408,4 +409,87 @@ async fn plaintext_serves_http1_and_h2c_prior_knowledge() {
 
     // Plain HTTP/1 (the direct path) keeps working alongside.
     well_behaved(&gateway, &issuer).await;
+}
+
+/// Thread-per-core serving (issue #25): with `serve_threads`, connections
+/// are served on those threads in turn, over HTTP/1 and h2c, and a request
+/// in flight when shutdown begins still completes.
+#[tokio::test]
+async fn serve_threads_take_connections_in_turn_and_drain_on_shutdown() {
+    use axum::routing::get;
+    use convergio_gateway::server::{serve_with, ServerConfig};
+
+    let router = axum::Router::new()
+        .route(
+            "/thread",
+            get(|| async { std::thread::current().name().unwrap_or_default().to_owned() }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ServerConfig {
+        serve_threads: 2,
+        ..ServerConfig::default()
+    };
+    let server = tokio::spawn(serve_with(listener, router, config, None, async {
+        let _ = stopped.await;
+    }));
+    let url = |path: &str| format!("http://{address}{path}");
+
+    // Each fresh client opens its own connection; the threads take turns.
+    let mut threads = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let answer = reqwest::Client::new()
+            .get(url("/thread"))
+            .send()
+            .await
+            .expect("an answer");
+        threads.insert(answer.text().await.expect("body"));
+    }
+    let expected: std::collections::BTreeSet<String> = ["convergio-serve-0", "convergio-serve-1"]
+        .map(str::to_owned)
+        .into();
+    assert_eq!(threads, expected);
+
+    // h2c with prior knowledge is served there too.
+    let h2c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let request = hyper::Request::get(url("/thread"))
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let answer = h2c.request(request).await.expect("h2c answer");
+    assert_eq!(answer.version(), hyper::Version::HTTP_2);
+    let body = http_body_util::BodyExt::collect(answer.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(body.starts_with(b"convergio-serve-"), "{body:?}");
+
+    // Shutdown waits for the request in flight.
+    let slow = tokio::spawn(reqwest::get(url("/slow")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).expect("the server listens for the stop");
+    let slow = slow
+        .await
+        .expect("task")
+        .expect("the request in flight is answered");
+    assert_eq!(slow.text().await.expect("body"), "done");
+    server
+        .await
+        .expect("server task")
+        .expect("the server stops cleanly");
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "the listener is closed"
+    );
 }
