@@ -34,10 +34,12 @@ pub(crate) type HttpClient = Client<HttpsConnector<GuardedConnector>, Body>;
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     /// Agents without TLS settings of their own: public web PKI roots.
-    shared: HttpClient,
+    /// (Pools are behind `Arc`: a hyper client is a few hundred bytes of
+    /// settings, and this client is cloned with the A2A state per call.)
+    shared: Arc<HttpClient>,
     /// The same for gRPC upstreams: HTTP/2 only, so a plain `http://`
     /// endpoint is spoken to in cleartext HTTP/2 (prior knowledge).
-    grpc_shared: HttpClient,
+    grpc_shared: Arc<HttpClient>,
     /// Agents with their own CA bundle or client certificate.
     per_agent: Arc<AgentPools>,
     guards: Arc<Mutex<HashMap<String, Arc<UpstreamGuard>>>>,
@@ -56,8 +58,8 @@ struct AgentPools {
 #[derive(Debug)]
 struct BuiltPools {
     from: Arc<HashMap<String, UpstreamCredential>>,
-    http: HashMap<String, HttpClient>,
-    grpc: HashMap<String, HttpClient>,
+    http: HashMap<String, Arc<HttpClient>>,
+    grpc: HashMap<String, Arc<HttpClient>>,
 }
 
 // === impl AgentPools ===
@@ -82,7 +84,7 @@ impl AgentPools {
 
 impl BuiltPools {
     fn new(from: Arc<HashMap<String, UpstreamCredential>>, allow: &AllowList) -> Self {
-        let pools = |http2_only: bool| -> HashMap<String, HttpClient> {
+        let pools = |http2_only: bool| -> HashMap<String, Arc<HttpClient>> {
             from.iter()
                 .filter_map(|(agent, credential)| {
                     let config = credential.tls.as_ref()?;
@@ -136,7 +138,7 @@ impl UpstreamClient {
     }
 
     /// The pool calls to `agent` go through.
-    pub(crate) fn pool_for(&self, agent: &str) -> HttpClient {
+    pub(crate) fn pool_for(&self, agent: &str) -> Arc<HttpClient> {
         match self.per_agent.current().http.get(agent) {
             Some(pool) => pool.clone(),
             None => self.shared.clone(),
@@ -144,7 +146,7 @@ impl UpstreamClient {
     }
 
     /// The HTTP/2-only pool gRPC calls to `agent` go through.
-    pub(crate) fn grpc_pool_for(&self, agent: &str) -> HttpClient {
+    pub(crate) fn grpc_pool_for(&self, agent: &str) -> Arc<HttpClient> {
         match self.per_agent.current().grpc.get(agent) {
             Some(pool) => pool.clone(),
             None => self.grpc_shared.clone(),
@@ -192,7 +194,7 @@ impl crate::metrics::CircuitStates for UpstreamClient {
 /// sees the `https://` URI and its default port; TLS then runs over the
 /// checked connection with the original host name for SNI). `http2_only`
 /// (gRPC) offers only h2 and speaks HTTP/2 on plain TCP too.
-fn pool(tls: rustls::ClientConfig, allow: AllowList, http2_only: bool) -> HttpClient {
+fn pool(tls: rustls::ClientConfig, allow: AllowList, http2_only: bool) -> Arc<HttpClient> {
     let connector = GuardedConnector::new(allow);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -205,11 +207,13 @@ fn pool(tls: rustls::ClientConfig, allow: AllowList, http2_only: bool) -> HttpCl
             .enable_http2()
             .wrap_connector(connector)
     };
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .http2_only(http2_only)
-        .build(connector)
+    Arc::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .http2_only(http2_only)
+            .build(connector),
+    )
 }
 
 impl Default for UpstreamClient {
