@@ -544,7 +544,9 @@ async fn execute_in_span(
                 if forward::is_push_config(method)
                     || push::has_inline_config(method, &call.params) =>
             {
-                push::handle(state, push, target, call, request).await
+                // Boxed, as below: a rare path's future would otherwise
+                // size every call's state (and the handler's copy of it).
+                Box::pin(push::handle(state, push, target, call, request)).await
             }
             _ => forward::forward(state, target, call, request).await,
         },
@@ -557,7 +559,7 @@ async fn execute_in_span(
                 tracing::info!(peer = %key.peer, agent = %key.agent, "repeated idempotency key answered from its stored outcome");
                 return Ok(Reply::Unary(stored.into()));
             }
-            forward_detached(state, target, call, request, federation, key)
+            Box::pin(forward_detached(state, target, call, request, federation, key))
                 .await
                 .map_err(|error| Failure::new(error, shape.clone()))?
         }
