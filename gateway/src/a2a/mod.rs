@@ -559,9 +559,11 @@ async fn execute_in_span(
                 tracing::info!(peer = %key.peer, agent = %key.agent, "repeated idempotency key answered from its stored outcome");
                 return Ok(Reply::Unary(stored.into()));
             }
-            Box::pin(forward_detached(state, target, call, request, federation, key))
-                .await
-                .map_err(|error| Failure::new(error, shape.clone()))?
+            Box::pin(forward_detached(
+                state, target, call, request, federation, key,
+            ))
+            .await
+            .map_err(|error| Failure::new(error, shape.clone()))?
         }
     };
     match forwarded {
