@@ -37,6 +37,9 @@
 //! - policy off vs on (issue 5): authorise and audit every call, side by
 //!   side; `CONVERGIO_BENCH_ONLY=policy` runs just this part.
 //!
+//! - `CONVERGIO_BENCH_ONLY=streams` runs only the streams part, after a load
+//!   phase, and prints the memory each open stream costs the gateway.
+//!
 //! - `CONVERGIO_BENCH_ONLY=main` stops after the first part (the SendMessage
 //!   table, fixed rate and streams); `CONVERGIO_BENCH_RUNTIME=current` or
 //!   `multi1` runs the gateway child on a current-thread or one-worker tokio
@@ -663,8 +666,10 @@ async fn streams(uri: &str, gateway: Option<&BenchChild>) -> (Vec<Duration>, f64
 /// `CONVERGIO_BENCH_ONLY=streams`: the streams part alone, after 2 s of
 /// SendMessage at concurrency 256 (what the allocator keeps from a load
 /// phase is in the "before" figure, as in the main part). With
-/// `CONVERGIO_BENCH_WRAP` (a command prefix, e.g. `valgrind --tool=dhat`)
-/// the gateway child runs under it and is ended cleanly at the close.
+/// `CONVERGIO_BENCH_WRAP` (a command prefix, e.g. `valgrind --tool=dhat
+/// --dhat-out-file=…`) the gateway child runs under it and is ended cleanly
+/// at the close. DHAT sees allocations only through the system allocator:
+/// for such a run, drop this file's `#[global_allocator]` line.
 async fn streams_memory(upstream_url: &str) {
     let wrapper: Vec<String> = std::env::var(WRAP_ENV)
         .unwrap_or_default()
