@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use convergio_gateway::ssrf::AllowList;
 use serde::{Deserialize, Serialize};
 
-pub use crate::config_error::ConfigError;
+pub use crate::config_error::{parse_env, ConfigError};
 use crate::env;
 use crate::security_config::{
     self, AuthSection, SecuritySettings, ServerSection, TlsSection, UpstreamCredentialSection,
@@ -516,12 +516,11 @@ impl Config {
             file.database_url = Some(value.clone());
         }
         if let Some(value) = get(env::DATABASE_POOL_SIZE) {
-            file.database_pool_size = Some(value.parse().map_err(|_| {
-                invalid(
-                    env::DATABASE_POOL_SIZE,
-                    format!("expected a number of connections, found {value:?}"),
-                )
-            })?);
+            file.database_pool_size = Some(parse_env(
+                env::DATABASE_POOL_SIZE,
+                value,
+                "a number of connections",
+            )?);
         }
         if let Some(value) = get(env::ORG_DOMAIN) {
             file.org_domain = value.clone();
@@ -536,12 +535,8 @@ impl Config {
             file.log.filter = value.clone();
         }
         if let Some(value) = get(env::RELOAD_WATCH_INTERVAL) {
-            file.reload.watch_interval_seconds = value.parse().map_err(|_| {
-                invalid(
-                    env::RELOAD_WATCH_INTERVAL,
-                    format!("expected a number of seconds, found {value:?}"),
-                )
-            })?;
+            file.reload.watch_interval_seconds =
+                parse_env(env::RELOAD_WATCH_INTERVAL, value, "a number of seconds")?;
         }
         if file.reload.watch_interval_seconds > 3600 {
             return Err(invalid(
@@ -562,12 +557,7 @@ impl Config {
             };
         }
         if let Some(value) = get(env::MAX_BODY_BYTES) {
-            file.limits.max_body_bytes = value.parse().map_err(|_| {
-                invalid(
-                    env::MAX_BODY_BYTES,
-                    format!("expected a byte count, found {value:?}"),
-                )
-            })?;
+            file.limits.max_body_bytes = parse_env(env::MAX_BODY_BYTES, value, "a byte count")?;
         }
         security_config::apply_environment(
             &mut file.auth,
@@ -576,23 +566,13 @@ impl Config {
             environment,
         )?;
         if let Some(value) = get(env::GRAPH_MAX_NODES) {
-            file.graphs.max_nodes = value.parse().map_err(|_| {
-                invalid(
-                    env::GRAPH_MAX_NODES,
-                    format!("expected a node count, found {value:?}"),
-                )
-            })?;
+            file.graphs.max_nodes = parse_env(env::GRAPH_MAX_NODES, value, "a node count")?;
         }
         if let Some(value) = get(env::REPLICA_ID) {
             file.graphs.replica_id = Some(value.clone());
         }
         if let Some(value) = get(env::RUN_LEASE_SECONDS) {
-            file.graphs.lease_seconds = value.parse().map_err(|_| {
-                invalid(
-                    env::RUN_LEASE_SECONDS,
-                    format!("expected seconds, found {value:?}"),
-                )
-            })?;
+            file.graphs.lease_seconds = parse_env(env::RUN_LEASE_SECONDS, value, "seconds")?;
         }
         if let Some(value) = get(env::FEDERATION_DOMAIN) {
             file.federation.domain = Some(value.clone());
@@ -601,36 +581,20 @@ impl Config {
             file.federation.signing_key_file = Some(PathBuf::from(value));
         }
         if let Some(value) = get(env::FEDERATION_CLOCK_SKEW) {
-            file.federation.clock_skew_seconds = value.parse().map_err(|_| {
-                invalid(
-                    env::FEDERATION_CLOCK_SKEW,
-                    format!("expected seconds, found {value:?}"),
-                )
-            })?;
+            file.federation.clock_skew_seconds =
+                parse_env(env::FEDERATION_CLOCK_SKEW, value, "seconds")?;
         }
         if let Some(value) = get(env::FEDERATION_DISCOVERY_TIMEOUT) {
-            file.federation.discovery_timeout_ms = value.parse().map_err(|_| {
-                invalid(
-                    env::FEDERATION_DISCOVERY_TIMEOUT,
-                    format!("expected milliseconds, found {value:?}"),
-                )
-            })?;
+            file.federation.discovery_timeout_ms =
+                parse_env(env::FEDERATION_DISCOVERY_TIMEOUT, value, "milliseconds")?;
         }
         if let Some(value) = get(env::FEDERATION_SYNC_INTERVAL) {
-            file.federation.sync_interval_seconds = value.parse().map_err(|_| {
-                invalid(
-                    env::FEDERATION_SYNC_INTERVAL,
-                    format!("expected seconds, found {value:?}"),
-                )
-            })?;
+            file.federation.sync_interval_seconds =
+                parse_env(env::FEDERATION_SYNC_INTERVAL, value, "seconds")?;
         }
         if let Some(value) = get(env::FEDERATION_MAX_HOPS) {
-            file.federation.max_hops = value.parse().map_err(|_| {
-                invalid(
-                    env::FEDERATION_MAX_HOPS,
-                    format!("expected a number of hops, found {value:?}"),
-                )
-            })?;
+            file.federation.max_hops =
+                parse_env(env::FEDERATION_MAX_HOPS, value, "a number of hops")?;
         }
         if let Some(value) = get(env::NETWORK_ALLOW_CIDRS) {
             file.network.allow_cidrs = value

@@ -35,3 +35,16 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// `value`, the environment variable `key`, parsed as a `T`; else an
+/// [`ConfigError::Invalid`] naming `key` and saying what was `expected`.
+pub fn parse_env<T: std::str::FromStr>(
+    key: &str,
+    value: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        field: key.to_owned(),
+        message: format!("expected {expected}, found {value:?}"),
+    })
+}

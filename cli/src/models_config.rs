@@ -23,7 +23,7 @@ use convergio_auth::SecretValue;
 use convergio_schemas::ProviderKind;
 use serde::{Deserialize, Serialize};
 
-use crate::config_error::ConfigError;
+use crate::config_error::{parse_env, ConfigError};
 use crate::env;
 
 /// The `models:` section as written.
@@ -196,12 +196,7 @@ pub fn apply_environment(
         section.agents_dir = Some(PathBuf::from(value));
     }
     if let Some(value) = get(env::MODEL_MAX_TIMEOUT) {
-        section.max_timeout_seconds = value.parse().map_err(|_| {
-            invalid(
-                env::MODEL_MAX_TIMEOUT,
-                format!("expected seconds, found {value:?}"),
-            )
-        })?;
+        section.max_timeout_seconds = parse_env(env::MODEL_MAX_TIMEOUT, value, "seconds")?;
     }
     Ok(())
 }

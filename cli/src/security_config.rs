@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Context as _;
 
-use crate::config_error::ConfigError;
+use crate::config_error::{parse_env, ConfigError};
 use crate::env;
 
 /// `auth:` section.
@@ -300,28 +300,14 @@ pub fn apply_environment(
         }
     }
     if let Some(value) = get(env::SHUTDOWN_DELAY) {
-        server.shutdown_delay_seconds = value.parse().map_err(|_| {
-            invalid(
-                env::SHUTDOWN_DELAY,
-                format!("expected a number of seconds, found {value:?}"),
-            )
-        })?;
+        server.shutdown_delay_seconds =
+            parse_env(env::SHUTDOWN_DELAY, value, "a number of seconds")?;
     }
     if let Some(value) = get(env::SERVE_THREADS) {
-        server.serve_threads = value.parse().map_err(|_| {
-            invalid(
-                env::SERVE_THREADS,
-                format!("expected a count of threads, found {value:?}"),
-            )
-        })?;
+        server.serve_threads = parse_env(env::SERVE_THREADS, value, "a count of threads")?;
     }
     if let Some(value) = get(env::MAX_CONNECTIONS) {
-        server.max_connections = value.parse().map_err(|_| {
-            invalid(
-                env::MAX_CONNECTIONS,
-                format!("expected a count, found {value:?}"),
-            )
-        })?;
+        server.max_connections = parse_env(env::MAX_CONNECTIONS, value, "a count")?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config_error::ConfigError;
+use crate::config_error::{parse_env, ConfigError};
 use crate::env;
 
 /// The `telemetry:` section as written.
@@ -101,12 +101,8 @@ pub fn apply_environment(
         section.otlp.service_name = value.clone();
     }
     if let Some(value) = get(env::OTLP_SAMPLE_RATIO) {
-        section.otlp.sample_ratio = value.parse().map_err(|_| {
-            invalid(
-                env::OTLP_SAMPLE_RATIO,
-                format!("expected a number from 0 to 1, found {value:?}"),
-            )
-        })?;
+        section.otlp.sample_ratio =
+            parse_env(env::OTLP_SAMPLE_RATIO, value, "a number from 0 to 1")?;
     }
     Ok(())
 }
