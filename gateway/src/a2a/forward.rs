@@ -1151,7 +1151,7 @@ fn relay_stream(
     body: hyper::body::Incoming,
     recorder: Recorder,
     admission: super::client::Admission,
-) -> Relay<impl Stream<Item = (Bytes, bool)> + Send + 'static> {
+) -> Relay {
     Relay {
         unattended: context.state.config.max_upstream_timeout,
         // An idempotent call's stream is read to its end from its first
@@ -1163,10 +1163,14 @@ fn relay_stream(
     }
 }
 
+/// The client's chunks of an upstream stream, each with whether the
+/// stream is recorded (see [`relay_events`]).
+type RelayEvents = Pin<Box<dyn Stream<Item = (Bytes, bool)> + Send>>;
+
 /// See [`relay_stream`].
-struct Relay<S: Stream<Item = (Bytes, bool)> + Send + 'static> {
+struct Relay {
     /// `None` once the stream ended.
-    events: Option<Pin<Box<S>>>,
+    events: Option<RelayEvents>,
     /// Whether the rest must be read if the caller leaves.
     recording: bool,
     unattended: Duration,
@@ -1178,7 +1182,7 @@ struct Relay<S: Stream<Item = (Bytes, bool)> + Send + 'static> {
 
 // === impl Relay ===
 
-impl<S: Stream<Item = (Bytes, bool)> + Send + 'static> Stream for Relay<S> {
+impl Stream for Relay {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(
@@ -1203,7 +1207,7 @@ impl<S: Stream<Item = (Bytes, bool)> + Send + 'static> Stream for Relay<S> {
     }
 }
 
-impl<S: Stream<Item = (Bytes, bool)> + Send + 'static> Drop for Relay<S> {
+impl Drop for Relay {
     /// The caller left (the body is dropped before the stream's end).
     fn drop(&mut self) {
         let Some(mut events) = self.events.take() else {
