@@ -127,6 +127,73 @@ async fn a_result_nothing_changes_reaches_the_client_as_the_agents_bytes() {
     );
 }
 
+/// Issue #25: a 1.0 JSON-RPC request nothing changes reaches the agent with
+/// the client's own bytes of its params (spacing, key order, escape and
+/// number spellings kept); one the gateway changes (a field given by its
+/// proto name) is encoded again; and params naming a key twice are refused
+/// before anything reaches the agent, which might read the other copy than
+/// the gateway's checks did.
+#[tokio::test]
+async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
+    let (gateway, fake) = gateway_with_fake(FakeMode::V1).await;
+    let post = |params: &str| {
+        gateway
+            .http
+            .post(gateway.url("/agents/echo"))
+            .header("A2A-Version", "1.0")
+            .header("x-test-subject", "alice")
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"jsonrpc":"2.0", "id":"r-1", "method":"SendMessage", "params":{params}}}"#
+            ))
+            .send()
+    };
+    let last_body = || {
+        let body = fake.state.last_body.lock().expect("lock").clone();
+        String::from_utf8(body.expect("a request reached the agent").to_vec()).expect("utf-8")
+    };
+
+    let params = r#"{ "message" : {"zLast": 1.50, "role":"ROLE_USER", "messageId":"m-raw", "parts":[{"text":"caf\u00e9 \/ 1e2"}]}, "aFirst": [ ] }"#;
+    let answer: Value = post(params)
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(answer["result"]["task"]["id"].is_string(), "{answer}");
+    let seen = last_body();
+    assert!(
+        seen.ends_with(&format!(r#","params":{params}}}"#)),
+        "{seen}"
+    );
+
+    let renamed =
+        r#"{"message":{"message_id":"m-snake","role":"ROLE_USER","parts":[{"text":"x"}]}}"#;
+    let answer: Value = post(renamed)
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(answer["result"]["task"]["id"].is_string(), "{answer}");
+    let seen: Value = serde_json::from_str(&last_body()).expect("json");
+    assert_eq!(
+        seen["params"],
+        json!({"message": {"messageId": "m-snake", "role": "ROLE_USER", "parts": [{"text": "x"}]}})
+    );
+
+    let before = fake.state.requests.load(Ordering::SeqCst);
+    for twice in [
+        r#"{"message":{"messageId":"m","taskId":"t-theirs","taskId":"t-mine","role":"ROLE_USER","parts":[]}}"#,
+        r#"{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a","text":"b"}]}}"#,
+    ] {
+        let answer: Value = post(twice).await.expect("send").json().await.expect("json");
+        assert_eq!(error_code(&answer), -32700, "{answer}");
+        assert_eq!(answer["id"], json!("r-1"), "{answer}");
+    }
+    assert_eq!(fake.state.requests.load(Ordering::SeqCst), before);
+}
+
 #[tokio::test]
 async fn rest_routes_with_tenant_and_encoded_colon_reach_a_jsonrpc_only_agent() {
     let (gateway, fake) = gateway_with_fake(FakeMode::V1JsonRpcOnly).await;

@@ -128,15 +128,15 @@ pub(super) async fn envelope_handler(
     )
     .await
     .map_err(fail)?;
-    let call = Call {
-        method: Method::SendMessage,
+    let call = Call::new(
+        Method::SendMessage,
         params,
-        client: ClientSide {
+        ClientSide {
             binding: Binding::JsonRpc,
             version: ProtocolVersion::V1_0,
             id: Value::Null,
         },
-    };
+    );
     let reply = forward::forward(&state, &target, call, &request)
         .await
         .map_err(|error| {

@@ -110,7 +110,7 @@ pub(crate) async fn forward_keeping(
     }
     // Ownership is checked before anything reaches the upstream: another
     // caller's task id gets exactly the unknown-task answer (spec §3.3.2).
-    if let Some(task_id) = task_id_of(call.method, &call.params) {
+    if let Some(task_id) = task_id_of(call.method, call.params()) {
         let owned = state
             .routes
             .task_route(task_id)
@@ -127,14 +127,14 @@ pub(crate) async fn forward_keeping(
     // A reconnecting subscriber (issue 24) is answered from the record.
     let resume_from = match (call.method, &state.stream_log) {
         (Method::SubscribeToTask, Some(_)) => resume::last_event_id(headers)?
-            .zip(task_id_of(call.method, &call.params).map(str::to_owned)),
+            .zip(task_id_of(call.method, call.params()).map(str::to_owned)),
         _ => None,
     };
     // Regression: issue #15, defect 4. A context belongs to the first
     // principal to use it at this agent; another caller naming it gets the
     // unknown-task answer before anything reaches the upstream, on every
     // binding (the envelope and streaming come through here too).
-    if let Some(context_id) = context_id_of(call.method, &call.params) {
+    if let Some(context_id) = context_id_of(call.method, call.params()) {
         let allowed = state
             .routes
             .claim_context(&principal.owner_key(), &target.name, context_id)
@@ -151,14 +151,16 @@ pub(crate) async fn forward_keeping(
     if matches!(
         call.method,
         Method::SendMessage | Method::SendStreamingMessage
-    ) {
-        call.params =
-            super::guard::apply(state, &guard_call, Direction::Request, call.params).await?;
+    ) && super::guard::selects(state, &guard_call, Direction::Request)
+    {
+        let params = std::mem::take(call.params_mut());
+        *call.params_mut() =
+            super::guard::apply(state, &guard_call, Direction::Request, params).await?;
     }
     // Whether a ListTasks answer can be the caller's whole result (see
     // `filter_list`): only a first page can.
     let first_page = call
-        .params
+        .params()
         .get("pageToken")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty);
@@ -179,18 +181,29 @@ pub(crate) async fn forward_keeping(
     {
         interface.url = local;
     }
-    if let Value::Object(params) = &mut call.params {
-        // The tenant the client copied from the rewritten card is the
-        // upstream interface's; normalise it to the interface chosen.
-        match &interface.tenant {
-            Some(tenant) => params.insert("tenant".into(), Value::from(tenant.as_str())),
-            None => params.remove("tenant"),
-        };
+    // The tenant the client copied from the rewritten card is the
+    // upstream interface's; normalise it to the interface chosen.
+    let tenant = call.params().get("tenant");
+    let normal = match &interface.tenant {
+        Some(tenant_there) => tenant.and_then(Value::as_str) == Some(tenant_there.as_str()),
+        None => tenant.is_none(),
+    };
+    if !normal {
+        if let Value::Object(params) = call.params_mut() {
+            match &interface.tenant {
+                Some(tenant) => params.insert("tenant".into(), Value::from(tenant.as_str())),
+                None => params.remove("tenant"),
+            };
+        }
     }
     let method = call.method;
+    let (params, mut verbatim) = call.take_params();
     let mut params = match interface.version {
-        ProtocolVersion::V1_0 => call.params,
-        ProtocolVersion::V0_3 => translate::request_to_v03(method, call.params)?,
+        ProtocolVersion::V1_0 => params,
+        ProtocolVersion::V0_3 => {
+            verbatim = None;
+            translate::request_to_v03(method, params)?
+        }
     };
     let agent = target.name.clone();
     // One of this process's model agents: it answers only our token, and
@@ -202,6 +215,7 @@ pub(crate) async fn forward_keeping(
         .filter(|slots| slots.serves(&interface.url));
     if slot.is_some() {
         stamp_caller(&mut params, principal.org.as_deref());
+        verbatim = None;
     }
     let context = RelayContext::new(
         state,
@@ -263,7 +277,10 @@ pub(crate) async fn forward_keeping(
         let mut request = encode_upstream(
             &interface,
             method,
-            params_now,
+            Params {
+                value: params_now,
+                verbatim: verbatim.clone(),
+            },
             headers,
             request_id,
             &target.name,
@@ -682,16 +699,27 @@ fn upstream_authorization(
     Ok(Some(value))
 }
 
+/// A call's params for the upstream: the value, and the client's bytes of
+/// it when they say the same (see [`Call::take_params`]).
+struct Params {
+    value: Value,
+    verbatim: Option<Bytes>,
+}
+
 /// The upstream HTTP request for a call.
 fn encode_upstream(
     interface: &UpstreamInterface,
     method: Method,
-    params: Value,
+    params: Params,
     headers: &HeaderMap,
     request_id: Option<&RequestId>,
     agent: &str,
 ) -> Result<Request<Body>, GatewayError> {
     let base = interface.url.trim_end_matches('/');
+    let Params {
+        value: params,
+        verbatim,
+    } = params;
     let (http_method, uri, body, content_type) = match interface.binding {
         Binding::JsonRpc => {
             let name = match interface.version {
@@ -710,7 +738,14 @@ fn encode_upstream(
             (
                 HttpMethod::POST,
                 interface.url.clone(),
-                Some(jsonrpc_request(&id, name, &params)?),
+                Some(jsonrpc_request(
+                    &id,
+                    name,
+                    &params,
+                    verbatim
+                        .as_deref()
+                        .filter(|_| interface.version == ProtocolVersion::V1_0),
+                )?),
                 MEDIA_JSON,
             )
         }
@@ -860,9 +895,15 @@ fn encode_upstream(
 }
 
 /// A JSON-RPC request's bytes, written around its params in one buffer
-/// (not built as a map and encoded again: issue #25).
-fn jsonrpc_request(id: &Value, method: &str, params: &Value) -> Result<Bytes, GatewayError> {
-    let mut body = Vec::with_capacity(1024);
+/// (not built as a map and encoded again: issue #25): the client's own
+/// bytes of them (`verbatim`) when the call kept them, else `params` encoded.
+fn jsonrpc_request(
+    id: &Value,
+    method: &str,
+    params: &Value,
+    verbatim: Option<&[u8]>,
+) -> Result<Bytes, GatewayError> {
+    let mut body = Vec::with_capacity(verbatim.map_or(1024, |bytes| bytes.len() + 128));
     body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     let written = serde_json::to_writer(&mut body, id)
         .and_then(|()| {
@@ -871,7 +912,13 @@ fn jsonrpc_request(id: &Value, method: &str, params: &Value) -> Result<Bytes, Ga
         })
         .and_then(|()| {
             body.extend_from_slice(br#","params":"#);
-            serde_json::to_writer(&mut body, params)
+            match verbatim {
+                Some(bytes) => {
+                    body.extend_from_slice(bytes);
+                    Ok(())
+                }
+                None => serde_json::to_writer(&mut body, params),
+            }
         });
     written.map_err(|error| GatewayError::internal("encoding the upstream request", error))?;
     body.push(b'}');
@@ -1490,7 +1537,7 @@ mod tests {
         let params =
             json!({"message": {"parts": [{"text": "caf\u{e9} \"quoted\"\n"}], "z": 1, "a": [1.5]}});
         for id in [json!("req-1"), json!(7), json!("with \"quotes\"")] {
-            let body = jsonrpc_request(&id, "message/send", &params).expect("encodes");
+            let body = jsonrpc_request(&id, "message/send", &params, None).expect("encodes");
             let expected =
                 json!({"jsonrpc": "2.0", "id": id, "method": "message/send", "params": params});
             assert_eq!(body, Bytes::from(expected.to_string()));

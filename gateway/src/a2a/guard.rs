@@ -45,13 +45,23 @@ impl GuardCall {
         call: &Call,
         request: &Incoming,
     ) -> Self {
+        let guardrails: &Guardrails = &state.guardrails;
         let mut guard = Self {
             agent: target.name.clone(),
-            skill: crate::authorize::message_skill(&call.params),
+            // Only guardrails read it: a deployment without any skips the
+            // walk through the message (issue #25).
+            skill: if guardrails.is_empty() {
+                None
+            } else {
+                crate::authorize::message_skill(call.params())
+            },
             principal: request.principal.clone(),
             request_id: request.request_id.clone(),
             switched_on: Default::default(),
         };
+        if guardrails.is_empty() {
+            return guard;
+        }
         for direction in [Direction::Request, Direction::Response] {
             let switched: Vec<String> = state
                 .guardrails

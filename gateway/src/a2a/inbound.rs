@@ -4,8 +4,11 @@
 //! percent-encoded colons) both end here.
 
 use axum::http::{HeaderMap, Method as HttpMethod};
+use bytes::Bytes;
 use convergio_schemas::a2a::{Method, ProtocolVersion, VERSION_HEADER};
 use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{protojson, translate};
@@ -24,14 +27,57 @@ pub struct ClientSide {
 }
 
 /// One A2A call in the gateway's internal (1.0) form.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Call {
     /// The operation.
     pub method: Method,
     /// The 1.0 request (ProtoJSON), unknown fields kept.
-    pub params: Value,
+    params: Value,
+    /// The client's own bytes of `params`, while they still say exactly
+    /// what `params` holds: a 1.0 JSON-RPC request nothing has renamed or
+    /// changed is forwarded as these bytes, not encoded again (issue #25).
+    /// [`Call::params_mut`] drops them, so a change cannot be lost.
+    verbatim: Option<Bytes>,
     /// The caller's side of the exchange.
     pub client: ClientSide,
+}
+
+// === impl Call ===
+
+impl Call {
+    /// A call of `method` with `params` (no client bytes to forward as they are).
+    pub fn new(method: Method, params: Value, client: ClientSide) -> Self {
+        Self {
+            method,
+            params,
+            verbatim: None,
+            client,
+        }
+    }
+
+    /// The 1.0 params.
+    pub fn params(&self) -> &Value {
+        &self.params
+    }
+
+    /// The params, to change: from here on the call is encoded from them.
+    pub fn params_mut(&mut self) -> &mut Value {
+        self.verbatim = None;
+        &mut self.params
+    }
+
+    /// Takes the params and, when they are unchanged, the client's bytes of
+    /// them, leaving `null`.
+    pub(crate) fn take_params(&mut self) -> (Value, Option<Bytes>) {
+        (std::mem::take(&mut self.params), self.verbatim.take())
+    }
+}
+
+/// Equal calls ask the same: the kept bytes are only a copy of the params.
+impl PartialEq for Call {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method && self.params == other.params && self.client == other.client
+    }
 }
 
 /// The client's dialect from the `A2A-Version` header (or the
@@ -64,34 +110,11 @@ pub fn parse_jsonrpc(
     body: &[u8],
     version: ProtocolVersion,
 ) -> Result<Call, Box<(GatewayError, Value)>> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
-        (
-            GatewayError::MalformedJson {
-                detail: error.to_string(),
-            },
-            Value::Null,
-        )
-    })?;
-    let mut object = match value {
-        Value::Object(object) => object,
-        Value::Array(_) => {
-            return Err(Box::new((
-                GatewayError::InvalidRequest {
-                    detail: "batch requests are not supported".into(),
-                },
-                Value::Null,
-            )))
-        }
-        _ => {
-            return Err(Box::new((
-                GatewayError::InvalidRequest {
-                    detail: "the request must be a JSON object".into(),
-                },
-                Value::Null,
-            )))
-        }
+    let envelope: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        Err(error) => return Err(Box::new((not_an_envelope(body, error), Value::Null))),
     };
-    let id = object.remove("id").unwrap_or(Value::Null);
+    let id = envelope.id.unwrap_or(Value::Null);
     if !matches!(id, Value::Null | Value::String(_) | Value::Number(_)) {
         return Err(Box::new((
             GatewayError::InvalidRequest {
@@ -108,10 +131,10 @@ pub fn parse_jsonrpc(
             id.clone(),
         ))
     };
-    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if envelope.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
         return Err(invalid("jsonrpc must be \"2.0\""));
     }
-    let Some(name) = object.get("method").and_then(Value::as_str) else {
+    let Some(name) = envelope.method.as_ref().and_then(Value::as_str) else {
         return Err(invalid("method must be a string"));
     };
     let method = match version {
@@ -137,10 +160,11 @@ pub fn parse_jsonrpc(
             id,
         )));
     };
-    let params = match object.remove("params") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(params @ Value::Object(_)) => params,
-        Some(_) => {
+    let raw = envelope.params.filter(|raw| raw.get() != "null");
+    let params = match raw.map(|raw| strict_value(raw.get())) {
+        None => Value::Object(Map::new()),
+        Some(Ok(params @ Value::Object(_))) => params,
+        Some(Ok(_)) => {
             return Err(Box::new((
                 GatewayError::InvalidParams {
                     detail: "params must be an object".into(),
@@ -148,27 +172,170 @@ pub fn parse_jsonrpc(
                 id,
             )))
         }
+        Some(Err(error)) => {
+            return Err(Box::new((
+                GatewayError::MalformedJson {
+                    detail: format!("params: {error}"),
+                },
+                id,
+            )))
+        }
     };
-    let params = match version {
-        ProtocolVersion::V0_3 => translate::request_to_v1(method, params)
-            .map_err(|error| Box::new((error, id.clone())))?,
+    let (params, verbatim) = match version {
+        ProtocolVersion::V0_3 => (
+            translate::request_to_v1(method, params)
+                .map_err(|error| Box::new((error, id.clone())))?,
+            None,
+        ),
         ProtocolVersion::V1_0 => {
             let mut params = params;
-            protojson::to_json_names(method, &mut params)
+            let renamed = protojson::to_json_names(method, &mut params)
                 .map_err(|error| Box::new((error, id.clone())))?;
-            params
+            let verbatim = raw
+                .filter(|_| !renamed)
+                .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes()));
+            (params, verbatim)
         }
     };
     check_params(method, &params).map_err(|error| Box::new((error, id.clone())))?;
     Ok(Call {
         method,
         params,
+        verbatim,
         client: ClientSide {
             binding: Binding::JsonRpc,
             version,
             id,
         },
     })
+}
+
+/// A JSON-RPC request's members. `params` is kept as the client's bytes
+/// and decoded by [`strict_value`]; a member named twice is refused.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    jsonrpc: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+}
+
+/// Why `body` is not a JSON-RPC request object.
+fn not_an_envelope(body: &[u8], error: serde_json::Error) -> GatewayError {
+    match std::str::from_utf8(body).map(strict_value) {
+        Ok(Ok(Value::Array(_))) => GatewayError::InvalidRequest {
+            detail: "batch requests are not supported".into(),
+        },
+        Ok(Ok(Value::Object(_))) | Err(_) => GatewayError::MalformedJson {
+            detail: error.to_string(),
+        },
+        Ok(Ok(_)) => GatewayError::InvalidRequest {
+            detail: "the request must be a JSON object".into(),
+        },
+        Ok(Err(error)) => GatewayError::MalformedJson {
+            detail: error.to_string(),
+        },
+    }
+}
+
+/// Decodes `json` like `serde_json::from_str::<Value>`, but refuses an
+/// object that names a key twice: serde_json keeps the last, other parsers
+/// the first, and a request forwarded as the client's bytes must mean to
+/// the agent what it meant to the gateway's checks.
+pub(crate) fn strict_value(json: &str) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let value = Strict.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// [`strict_value`]'s visitor: serde_json's own `Value` visitor plus the
+/// duplicate-key check (no crate offers it for untyped JSON).
+#[derive(Clone, Copy)]
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        use serde_json::map::Entry;
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match object.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(map.next_value_seed(self)?);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "the key {:?} is given twice",
+                        slot.key()
+                    )))
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The fields routing needs, checked; everything else passes through.
@@ -476,15 +643,15 @@ pub fn parse_rest(
     }
     let params = Value::Object(params);
     check_params(method, &params)?;
-    Ok(Call {
+    Ok(Call::new(
         method,
         params,
-        client: ClientSide {
+        ClientSide {
             binding: Binding::HttpJson,
             version,
             id: Value::Null,
         },
-    })
+    ))
 }
 
 #[cfg(test)]

@@ -500,8 +500,8 @@ async fn execute(
         &target.name,
         target.facts.as_ref().map(|facts| facts.org.as_str()),
         call.method.v1_name(),
-        inbound::task_id_of(call.method, &call.params),
-        inbound::context_id_of(call.method, &call.params),
+        inbound::task_id_of(call.method, call.params()),
+        inbound::context_id_of(call.method, call.params()),
     );
     let answered = execute_in_span(state, target, call, request)
         .instrument(span.clone())
@@ -522,18 +522,22 @@ async fn execute_in_span(
     let client = call.client.clone();
     let method = call.method;
     let shape = shape_of(&client);
-    admit(state, target, Some(method), &call.params, request)
+    admit(state, target, Some(method), call.params(), request)
         .await
         .map_err(|error| Failure::new(error, shape.clone()))?;
-    if let Some(federation) = &state.federation {
+    if let Some(federation) = state
+        .federation
+        .as_ref()
+        .filter(|federation| federation.keeps_hops(&request.principal, &target.name))
+    {
         // Admitted, and before any byte leaves: the organisation path.
         federation
-            .stamp_hops(&request.principal, &target.name, method, &mut call.params)
+            .stamp_hops(&request.principal, &target.name, method, call.params_mut())
             .map_err(|error| Failure::new(error, shape.clone()))?;
     }
     let idempotent = match &state.federation {
         Some(federation) => federation
-            .idempotent_call(&request.principal, &target.name, method, &call.params)
+            .idempotent_call(&request.principal, &target.name, method, call.params())
             .map_err(|error| Failure::new(error, shape.clone()))?
             .map(|key| (federation.clone(), key)),
         None => None,
@@ -542,7 +546,7 @@ async fn execute_in_span(
         None => match &state.push {
             Some(push)
                 if forward::is_push_config(method)
-                    || push::has_inline_config(method, &call.params) =>
+                    || push::has_inline_config(method, call.params()) =>
             {
                 // Boxed, as below: a rare path's future would otherwise
                 // size every call's state (and the handler's copy of it).
@@ -715,7 +719,7 @@ async fn jsonrpc(
     }
     let name = match agent_name {
         Some(name) => name,
-        None => match call.params.get("tenant").and_then(Value::as_str) {
+        None => match call.params().get("tenant").and_then(Value::as_str) {
             Some(tenant) if !tenant.is_empty() => tenant.to_owned(),
             _ => {
                 return Err(Failure::new(

@@ -115,9 +115,9 @@ fn request_message(method: Method) -> &'static [Field] {
 }
 
 /// Renames the original proto field names in `method`'s 1.0 request to
-/// their JSON names, in place; a field given in both spellings is
-/// [`GatewayError::InvalidParams`].
-pub fn to_json_names(method: Method, params: &mut Value) -> Result<(), GatewayError> {
+/// their JSON names, in place, and says whether it renamed any; a field
+/// given in both spellings is [`GatewayError::InvalidParams`].
+pub fn to_json_names(method: Method, params: &mut Value) -> Result<bool, GatewayError> {
     rename_message(request_message(method), params, &FieldPath::Root)
 }
 
@@ -151,15 +151,16 @@ fn rename_message(
     fields: &[Field],
     value: &mut Value,
     path: &FieldPath<'_>,
-) -> Result<(), GatewayError> {
+) -> Result<bool, GatewayError> {
     let Value::Object(object) = value else {
         // Not an object where a message belongs: left for the checks that
         // follow (or the upstream) to refuse.
-        return Ok(());
+        return Ok(false);
     };
+    let mut renamed = false;
     for field in fields {
         if field.proto != field.json {
-            rename_field(object, field, path)?;
+            renamed |= rename_field(object, field, path)?;
         }
         let Some(message) = field.message else {
             continue;
@@ -168,23 +169,24 @@ fn rename_message(
         match object.get_mut(field.json) {
             Some(Value::Array(elements)) => {
                 for element in elements {
-                    rename_message(message, element, &inner_path)?;
+                    renamed |= rename_message(message, element, &inner_path)?;
                 }
             }
-            Some(inner) => rename_message(message, inner, &inner_path)?,
+            Some(inner) => renamed |= rename_message(message, inner, &inner_path)?,
             None => {}
         }
     }
-    Ok(())
+    Ok(renamed)
 }
 
+/// Renames `field` in `object` when given by its proto name; whether it was.
 fn rename_field(
     object: &mut Map<String, Value>,
     field: &Field,
     path: &FieldPath<'_>,
-) -> Result<(), GatewayError> {
+) -> Result<bool, GatewayError> {
     let Some(value) = object.remove(field.proto) else {
-        return Ok(());
+        return Ok(false);
     };
     if object.contains_key(field.json) {
         return Err(GatewayError::InvalidParams {
@@ -195,7 +197,7 @@ fn rename_field(
         });
     }
     object.insert(field.json.to_owned(), value);
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

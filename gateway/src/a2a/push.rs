@@ -219,11 +219,11 @@ async fn handle_inline(
     if !forward::offers_push_notifications(&target.card) {
         return forward::forward(state, target, call, request).await;
     }
-    let known_task = call.params["message"]["taskId"]
+    let known_task = call.params()["message"]["taskId"]
         .as_str()
         .filter(|id| !id.is_empty())
         .map(str::to_owned);
-    let inline = &call.params["configuration"]["taskPushNotificationConfig"];
+    let inline = &call.params()["configuration"]["taskPushNotificationConfig"];
     let id = inline["id"]
         .as_str()
         .filter(|id| !id.is_empty())
@@ -233,7 +233,7 @@ async fn handle_inline(
         .prepare(known_task.as_deref(), id, &target.name, &owner, inline)
         .await?;
     point_at_gateway(
-        &mut call.params["configuration"]["taskPushNotificationConfig"],
+        &mut call.params_mut()["configuration"]["taskPushNotificationConfig"],
         push,
         &config,
     );
@@ -255,14 +255,14 @@ pub(super) async fn handle(
     mut call: super::Call,
     request: &Incoming,
 ) -> Result<Reply, GatewayError> {
-    if has_inline_config(call.method, &call.params) {
+    if has_inline_config(call.method, call.params()) {
         return handle_inline(state, push, target, call, request).await;
     }
     if !forward::offers_push_notifications(&target.card) {
         // The agent's own answer (-32003), given by the forwarder.
         return forward::forward(state, target, call, request).await;
     }
-    let task_id = super::inbound::task_id_of(call.method, &call.params)
+    let task_id = super::inbound::task_id_of(call.method, call.params())
         .ok_or_else(|| invalid("taskId is required"))?
         .to_owned();
     let owner = request.principal.owner_key();
@@ -275,7 +275,7 @@ pub(super) async fn handle(
         return Err(GatewayError::TaskNotFound { task_id });
     }
     let config_id = call
-        .params
+        .params()
         .get("id")
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty())
@@ -288,10 +288,10 @@ pub(super) async fn handle(
                     config_id,
                     &target.name,
                     &owner,
-                    &call.params,
+                    call.params(),
                 )
                 .await?;
-            point_at_gateway(&mut call.params, push, &config);
+            point_at_gateway(call.params_mut(), push, &config);
             match forward::forward(state, target, call, request).await {
                 Ok(_) => Ok(Reply::Unary(view(&config).into())),
                 Err(error) => {

@@ -309,6 +309,14 @@ impl Federation {
         &self.config.domain
     }
 
+    /// Whether [`Federation::stamp_hops`] has anything to do for a call by
+    /// `principal` to `target_name`: a peer's call, or one to a peer's
+    /// agent. Other calls keep their params as the client sent them.
+    pub fn keeps_hops(&self, principal: &Principal, target_name: &str) -> bool {
+        (principal.method == AuthMethod::Peer && principal.org.is_some())
+            || peer_of(target_name).is_some()
+    }
+
     /// Checks and stamps the organisation path of a call (see [`hops`]):
     /// a verified peer's call is checked as received from it; a call to a
     /// peer's agent gets this organisation appended; other calls are left

@@ -51,6 +51,8 @@ pub struct FakeState {
     /// Task ids in creation order; ListTasks pages them newest first.
     pub task_order: Mutex<Vec<String>>,
     pub last_headers: Mutex<Option<HeaderMap>>,
+    /// The last JSON-RPC request body, as it arrived.
+    pub last_body: Mutex<Option<bytes::Bytes>>,
     pub requests: AtomicUsize,
     pub mode: Mutex<Option<FakeMode>>,
 }
@@ -366,6 +368,7 @@ async fn fake_jsonrpc(
 ) -> Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
     *state.last_headers.lock().expect("lock") = Some(headers);
+    *state.last_body.lock().expect("lock") = Some(body.clone());
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = request["id"].clone();
     let v03 = is_v03(&state);

@@ -100,15 +100,15 @@ impl GrpcGateway {
             }
         };
         let target = resolve(&self.state, &name).await.map_err(fail)?;
-        let call = Call {
+        let call = Call::new(
             method,
             params,
-            client: ClientSide {
+            ClientSide {
                 binding: Binding::Grpc,
                 version: ProtocolVersion::V1_0,
                 id: Value::Null,
             },
-        };
+        );
         let reply = execute(&self.state, &target, call, &incoming)
             .await
             .map_err(|failure| {

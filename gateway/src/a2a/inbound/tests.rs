@@ -146,7 +146,7 @@ fn every_rest_route_decodes_with_and_without_tenant() {
         )
         .unwrap_or_else(|error| panic!("{http_method} {path}: {error}"));
         assert_eq!(call.method, method, "{path}");
-        assert_eq!(call.params, params, "{path}");
+        assert_eq!(call.params(), &params, "{path}");
         let tenanted = format!("acme/{path}");
         let call = parse_rest(
             &http_method,
@@ -158,7 +158,7 @@ fn every_rest_route_decodes_with_and_without_tenant() {
         .unwrap_or_else(|error| panic!("{http_method} {tenanted}: {error}"));
         let mut expected = params.clone();
         expected["tenant"] = json!("acme");
-        assert_eq!(call.params, expected, "{tenanted}");
+        assert_eq!(call.params(), &expected, "{tenanted}");
     }
 }
 
@@ -282,8 +282,8 @@ fn jsonrpc_dialects_follow_the_version() {
     let v03 = r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"kind":"message","messageId":"m","role":"user","parts":[{"kind":"text","text":"hi"}]}}}"#;
     let call = parse_jsonrpc(v03.as_bytes(), ProtocolVersion::V0_3).expect("0.3 call");
     assert_eq!(call.method, Method::SendMessage);
-    assert_eq!(call.params["message"]["parts"][0], json!({"text": "hi"}));
-    assert_eq!(call.params["message"]["role"], json!("ROLE_USER"));
+    assert_eq!(call.params()["message"]["parts"][0], json!({"text": "hi"}));
+    assert_eq!(call.params()["message"]["role"], json!("ROLE_USER"));
 
     let v1_without_header = r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"t"}}"#;
     let (error, _) =
@@ -343,4 +343,60 @@ fn messages_name_their_context_and_follow_ups_none() {
     let get = json!({"id": "t2"});
     assert_eq!(task_id_of(Method::GetTask, &get), Some("t2"));
     assert_eq!(context_id_of(Method::GetTask, &get), None);
+}
+
+/// Issue #25: the client's bytes of 1.0 params are kept while they say what
+/// the params hold, and dropped by any change.
+#[test]
+fn jsonrpc_params_keep_the_clients_bytes_until_changed() {
+    let v1 = ProtocolVersion::V1_0;
+    let params =
+        r#"{ "message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"caf\u00e9"}]} }"#;
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{params}}}"#);
+    let mut call = parse_jsonrpc(body.as_bytes(), v1).expect("call");
+    assert_eq!(call.params()["message"]["parts"][0]["text"], json!("café"));
+    let (_, verbatim) = call.clone().take_params();
+    assert_eq!(verbatim.as_deref(), Some(params.as_bytes()));
+    call.params_mut()["metadata"] = json!({"changed": true});
+    assert_eq!(call.take_params().1, None);
+
+    // Renamed (a proto field name) or translated (0.3): encoded again.
+    let snake = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"message_id":"m","role":"ROLE_USER","parts":[]}}}"#;
+    let mut call = parse_jsonrpc(snake.as_bytes(), v1).expect("call");
+    assert_eq!(call.params()["message"]["messageId"], json!("m"));
+    assert_eq!(call.take_params().1, None);
+    let v03 = r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"kind":"message","messageId":"m","role":"user","parts":[]}}}"#;
+    let mut call = parse_jsonrpc(v03.as_bytes(), ProtocolVersion::V0_3).expect("call");
+    assert_eq!(call.take_params().1, None);
+}
+
+/// A key given twice, at any depth, is a parse error (-32700) that still
+/// echoes the id: the gateway and the agent could read different copies.
+#[test]
+fn jsonrpc_keys_given_twice_are_refused() {
+    let v1 = ProtocolVersion::V1_0;
+    let cases = [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","method":"CancelTask","params":{"id":"t"}}"#,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":2,"method":"GetTask","params":{"id":"t","id":"u"}}"#,
+            json!(2),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a","text":"b"}]}}}"#,
+            json!(3),
+        ),
+    ];
+    for (body, id) in cases {
+        let (error, echoed) = *parse_jsonrpc(body.as_bytes(), v1).expect_err(body);
+        assert_eq!(error.jsonrpc_code(), -32700, "{body}: {error}");
+        assert!(error.to_string().contains("twice"), "{body}: {error}");
+        assert_eq!(echoed, id, "{body}");
+    }
+    assert_eq!(
+        strict_value(r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#).expect("json"),
+        json!({"a": [1, -2, 3.5, "x", null, true, {"b": {}}]})
+    );
 }
