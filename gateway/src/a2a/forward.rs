@@ -153,9 +153,16 @@ pub(crate) async fn forward_keeping(
         Method::SendMessage | Method::SendStreamingMessage
     ) && super::guard::selects(state, &guard_call, Direction::Request)
     {
+        // Boxed: a rare path's future would otherwise size every call's
+        // state, which axum boxes and copies per request.
         let params = std::mem::take(call.params_mut());
-        *call.params_mut() =
-            super::guard::apply(state, &guard_call, Direction::Request, params).await?;
+        *call.params_mut() = Box::pin(super::guard::apply(
+            state,
+            &guard_call,
+            Direction::Request,
+            params,
+        ))
+        .await?;
     }
     // Whether a ListTasks answer can be the caller's whole result (see
     // `filter_list`): only a first page can.
