@@ -188,7 +188,7 @@ async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
         r#"{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a","text":"b"}]}}"#,
     ] {
         let answer: Value = post(twice).await.expect("send").json().await.expect("json");
-        assert_eq!(error_code(&answer), -32700, "{answer}");
+        assert_eq!(error_code(&answer), -32602, "{answer}");
         assert_eq!(answer["id"], json!("r-1"), "{answer}");
     }
     assert_eq!(fake.state.requests.load(Ordering::SeqCst), before);

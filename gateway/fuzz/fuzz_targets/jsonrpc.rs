@@ -21,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
         ProtocolVersion::V0_3
     };
     if let Ok(call) = parse_jsonrpc(body, version) {
-        let _ = request_to_v03(call.method, call.params);
+        let _ = request_to_v03(call.method, call.params().clone());
     }
 });

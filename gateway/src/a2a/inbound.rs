@@ -172,9 +172,11 @@ pub fn parse_jsonrpc(
                 id,
             )))
         }
+        // Valid JSON (RFC 8259 leaves duplicate names to the parser), but
+        // params this gateway cannot forward with one meaning.
         Some(Err(error)) => {
             return Err(Box::new((
-                GatewayError::MalformedJson {
+                GatewayError::InvalidParams {
                     detail: format!("params: {error}"),
                 },
                 id,
@@ -224,20 +226,21 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
 }
 
-/// Why `body` is not a JSON-RPC request object.
+/// Why `body` is not a JSON-RPC request object (`error`: the envelope's).
 fn not_an_envelope(body: &[u8], error: serde_json::Error) -> GatewayError {
-    match std::str::from_utf8(body).map(strict_value) {
-        Ok(Ok(Value::Array(_))) => GatewayError::InvalidRequest {
+    match serde_json::from_slice::<Value>(body) {
+        Err(error) => GatewayError::MalformedJson {
+            detail: error.to_string(),
+        },
+        Ok(Value::Array(_)) => GatewayError::InvalidRequest {
             detail: "batch requests are not supported".into(),
         },
-        Ok(Ok(Value::Object(_))) | Err(_) => GatewayError::MalformedJson {
+        // An object whose envelope failed names a member twice.
+        Ok(Value::Object(_)) => GatewayError::InvalidRequest {
             detail: error.to_string(),
         },
-        Ok(Ok(_)) => GatewayError::InvalidRequest {
+        Ok(_) => GatewayError::InvalidRequest {
             detail: "the request must be a JSON object".into(),
-        },
-        Ok(Err(error)) => GatewayError::MalformedJson {
-            detail: error.to_string(),
         },
     }
 }

@@ -370,29 +370,37 @@ fn jsonrpc_params_keep_the_clients_bytes_until_changed() {
     assert_eq!(call.take_params().1, None);
 }
 
-/// A key given twice, at any depth, is a parse error (-32700) that still
-/// echoes the id: the gateway and the agent could read different copies.
+/// A key given twice is refused, at any depth: the gateway and the agent
+/// could read different copies. A request member twice is not a request
+/// (-32600, id unknown); a key twice in params is invalid params (-32602,
+/// id echoed).
 #[test]
 fn jsonrpc_keys_given_twice_are_refused() {
     let v1 = ProtocolVersion::V1_0;
     let cases = [
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","method":"CancelTask","params":{"id":"t"}}"#,
+            -32600,
+            "duplicate field",
             Value::Null,
         ),
         (
             r#"{"jsonrpc":"2.0","id":2,"method":"GetTask","params":{"id":"t","id":"u"}}"#,
+            -32602,
+            "twice",
             json!(2),
         ),
         (
             r#"{"jsonrpc":"2.0","id":3,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a","text":"b"}]}}}"#,
+            -32602,
+            "twice",
             json!(3),
         ),
     ];
-    for (body, id) in cases {
+    for (body, code, says, id) in cases {
         let (error, echoed) = *parse_jsonrpc(body.as_bytes(), v1).expect_err(body);
-        assert_eq!(error.jsonrpc_code(), -32700, "{body}: {error}");
-        assert!(error.to_string().contains("twice"), "{body}: {error}");
+        assert_eq!(error.jsonrpc_code(), code, "{body}: {error}");
+        assert!(error.to_string().contains(says), "{body}: {error}");
         assert_eq!(echoed, id, "{body}");
     }
     assert_eq!(
