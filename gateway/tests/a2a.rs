@@ -137,7 +137,7 @@ async fn a_result_nothing_changes_reaches_the_client_as_the_agents_bytes() {
 async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
     let (gateway, fake) = gateway_with_fake(FakeMode::V1).await;
     let post = |params: &str| {
-        gateway
+        let sent = gateway
             .http
             .post(gateway.url("/agents/echo"))
             .header("A2A-Version", "1.0")
@@ -146,7 +146,11 @@ async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
             .body(format!(
                 r#"{{"jsonrpc":"2.0", "id":"r-1", "method":"SendMessage", "params":{params}}}"#
             ))
-            .send()
+            .send();
+        async move {
+            let answer = sent.await.expect("send");
+            answer.json::<Value>().await.expect("json")
+        }
     };
     let last_body = || {
         let body = fake.state.last_body.lock().expect("lock").clone();
@@ -154,12 +158,7 @@ async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
     };
 
     let params = r#"{ "message" : {"zLast": 1.50, "role":"ROLE_USER", "messageId":"m-raw", "parts":[{"text":"caf\u00e9 \/ 1e2"}]}, "aFirst": [ ] }"#;
-    let answer: Value = post(params)
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let answer = post(params).await;
     assert!(answer["result"]["task"]["id"].is_string(), "{answer}");
     let seen = last_body();
     assert!(
@@ -169,12 +168,7 @@ async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
 
     let renamed =
         r#"{"message":{"message_id":"m-snake","role":"ROLE_USER","parts":[{"text":"x"}]}}"#;
-    let answer: Value = post(renamed)
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let answer = post(renamed).await;
     assert!(answer["result"]["task"]["id"].is_string(), "{answer}");
     let seen: Value = serde_json::from_str(&last_body()).expect("json");
     assert_eq!(
@@ -187,7 +181,7 @@ async fn a_request_nothing_changes_reaches_the_agent_as_the_clients_bytes() {
         r#"{"message":{"messageId":"m","taskId":"t-theirs","taskId":"t-mine","role":"ROLE_USER","parts":[]}}"#,
         r#"{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a","text":"b"}]}}"#,
     ] {
-        let answer: Value = post(twice).await.expect("send").json().await.expect("json");
+        let answer = post(twice).await;
         assert_eq!(error_code(&answer), -32602, "{answer}");
         assert_eq!(answer["id"], json!("r-1"), "{answer}");
     }
