@@ -172,11 +172,20 @@ pub fn parse_jsonrpc(
                 id,
             )))
         }
-        // Valid JSON (RFC 8259 leaves duplicate names to the parser), but
-        // params this gateway cannot forward with one meaning.
-        Some(Err(error)) => {
+        // A key given twice: valid JSON (RFC 8259 leaves duplicate names to
+        // the parser), but params this gateway cannot forward with one meaning.
+        Some(Err(error)) if error.is_data() => {
             return Err(Box::new((
                 GatewayError::InvalidParams {
+                    detail: format!("params: {error}"),
+                },
+                id,
+            )))
+        }
+        // Nested deeper than the parser goes.
+        Some(Err(error)) => {
+            return Err(Box::new((
+                GatewayError::MalformedJson {
                     detail: format!("params: {error}"),
                 },
                 id,
