@@ -15,8 +15,9 @@
 //! Durable runs (issue 8): the same graphs again with every run checkpointed
 //! (a commit per step, group-committed across runs in flight) on a SQLite
 //! file with `synchronous=FULL`, again with `NORMAL`, and on PostgreSQL
-//! (`CONVERGIO_BENCH_POSTGRES_URL`, default the tests' server; skipped when
-//! it is unreachable), printing rows and bytes written per run as well.
+//! (`CONVERGIO_BENCH_POSTGRES_URL`, default a fresh database on the tests'
+//! server, dropped at the end; skipped when it is unreachable), printing
+//! rows and bytes written per run as well.
 //! Targets: G3 ≤ 1 MB per run; G1 ≥ 500 runs/s on SQLite FULL.
 //! `BENCH_DURABLE=only` runs just these, `BENCH_DURABLE=off` skips them.
 //!
@@ -350,24 +351,45 @@ fn main() {
 async fn checkpointed() {
     let dir = std::env::temp_dir().join(format!("convergio-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let postgres = std::env::var("CONVERGIO_BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    // A fresh database on the tests' server, dropped when the bench ends
+    // (writing into a shared one left it on a schema older builds refuse).
+    let mut fresh = None;
+    let postgres = match std::env::var("CONVERGIO_BENCH_POSTGRES_URL") {
+        Ok(url) => Ok(url),
+        Err(_) => {
+            let admin_url = convergio_tests::postgres::admin_url();
+            match convergio_store::admin::database_exists(&admin_url, "postgres").await {
+                Ok(_) => Ok(fresh
+                    .insert(
+                        convergio_tests::postgres::TestDatabase::create("convergio_bench").await,
+                    )
+                    .url()
+                    .to_owned()),
+                Err(error) => Err(format!("not reachable at {admin_url}: {error}")),
+            }
+        }
+    };
     let backends = [
         (
             "SQLite synchronous=FULL",
-            format!("sqlite://{}/full.db", dir.display()),
+            Ok(format!("sqlite://{}/full.db", dir.display())),
             true,
         ),
         (
             "SQLite synchronous=NORMAL",
-            format!("sqlite://{}/normal.db", dir.display()),
+            Ok(format!("sqlite://{}/normal.db", dir.display())),
             false,
         ),
         ("PostgreSQL", postgres, true),
     ];
     for (label, url, full_sync) in backends {
-        let db = match convergio_store::Db::open(&url, &convergio_store::DbConfig::default()).await
-        {
+        let opened = match url {
+            Ok(url) => convergio_store::Db::open(&url, &convergio_store::DbConfig::default())
+                .await
+                .map_err(|error| error.to_string()),
+            Err(why) => Err(why),
+        };
+        let db = match opened {
             Ok(db) => db,
             Err(error) => {
                 println!("-- checkpointed on {label}: skipped ({error})");
