@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         ProtocolVersion::V0_3
     };
-    if let Ok(call) = parse_jsonrpc(body, version) {
+    if let Ok(call) = parse_jsonrpc(&axum::body::Bytes::copy_from_slice(body), version) {
         let _ = request_to_v03(call.method, call.params().clone());
     }
 });

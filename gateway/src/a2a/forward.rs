@@ -745,14 +745,7 @@ fn encode_upstream(
             (
                 HttpMethod::POST,
                 interface.url.clone(),
-                Some(jsonrpc_request(
-                    &id,
-                    name,
-                    &params,
-                    verbatim
-                        .as_deref()
-                        .filter(|_| interface.version == ProtocolVersion::V1_0),
-                )?),
+                Some(jsonrpc_request(&id, name, &params, verbatim.as_deref())?),
                 MEDIA_JSON,
             )
         }

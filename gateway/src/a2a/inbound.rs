@@ -107,7 +107,7 @@ pub fn client_version(
 /// Decodes a JSON-RPC request body. On failure, the id is returned too when
 /// it could be read, so the error echoes it.
 pub fn parse_jsonrpc(
-    body: &[u8],
+    body: &Bytes,
     version: ProtocolVersion,
 ) -> Result<Call, Box<(GatewayError, Value)>> {
     let envelope: Envelope<'_> = match serde_json::from_slice(body) {
@@ -204,7 +204,7 @@ pub fn parse_jsonrpc(
                 .map_err(|error| Box::new((error, id.clone())))?;
             let verbatim = raw
                 .filter(|_| !renamed)
-                .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes()));
+                .map(|raw| body.slice_ref(raw.get().as_bytes()));
             (params, verbatim)
         }
     };

@@ -271,7 +271,8 @@ fn jsonrpc_shapes_are_checked_in_order() {
         ),
     ];
     for (body, code, id) in cases {
-        let (error, echoed) = *parse_jsonrpc(body.as_bytes(), v1).expect_err(body);
+        let (error, echoed) =
+            *parse_jsonrpc(&Bytes::copy_from_slice(body.as_bytes()), v1).expect_err(body);
         assert_eq!(error.jsonrpc_code(), code, "{body}: {error}");
         assert_eq!(echoed, id, "{body}");
     }
@@ -280,14 +281,21 @@ fn jsonrpc_shapes_are_checked_in_order() {
 #[test]
 fn jsonrpc_dialects_follow_the_version() {
     let v03 = r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"kind":"message","messageId":"m","role":"user","parts":[{"kind":"text","text":"hi"}]}}}"#;
-    let call = parse_jsonrpc(v03.as_bytes(), ProtocolVersion::V0_3).expect("0.3 call");
+    let call = parse_jsonrpc(
+        &Bytes::copy_from_slice(v03.as_bytes()),
+        ProtocolVersion::V0_3,
+    )
+    .expect("0.3 call");
     assert_eq!(call.method, Method::SendMessage);
     assert_eq!(call.params()["message"]["parts"][0], json!({"text": "hi"}));
     assert_eq!(call.params()["message"]["role"], json!("ROLE_USER"));
 
     let v1_without_header = r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"t"}}"#;
-    let (error, _) =
-        *parse_jsonrpc(v1_without_header.as_bytes(), ProtocolVersion::V0_3).expect_err("needs 1.0");
+    let (error, _) = *parse_jsonrpc(
+        &Bytes::copy_from_slice(v1_without_header.as_bytes()),
+        ProtocolVersion::V0_3,
+    )
+    .expect_err("needs 1.0");
     assert_eq!(error.jsonrpc_code(), -32009);
 }
 
@@ -353,7 +361,7 @@ fn jsonrpc_params_keep_the_clients_bytes_until_changed() {
     let params =
         r#"{ "message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"caf\u00e9"}]} }"#;
     let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{params}}}"#);
-    let mut call = parse_jsonrpc(body.as_bytes(), v1).expect("call");
+    let mut call = parse_jsonrpc(&Bytes::copy_from_slice(body.as_bytes()), v1).expect("call");
     assert_eq!(call.params()["message"]["parts"][0]["text"], json!("café"));
     let (_, verbatim) = call.clone().take_params();
     assert_eq!(verbatim.as_deref(), Some(params.as_bytes()));
@@ -362,11 +370,15 @@ fn jsonrpc_params_keep_the_clients_bytes_until_changed() {
 
     // Renamed (a proto field name) or translated (0.3): encoded again.
     let snake = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"message_id":"m","role":"ROLE_USER","parts":[]}}}"#;
-    let mut call = parse_jsonrpc(snake.as_bytes(), v1).expect("call");
+    let mut call = parse_jsonrpc(&Bytes::copy_from_slice(snake.as_bytes()), v1).expect("call");
     assert_eq!(call.params()["message"]["messageId"], json!("m"));
     assert_eq!(call.take_params().1, None);
     let v03 = r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"kind":"message","messageId":"m","role":"user","parts":[]}}}"#;
-    let mut call = parse_jsonrpc(v03.as_bytes(), ProtocolVersion::V0_3).expect("call");
+    let mut call = parse_jsonrpc(
+        &Bytes::copy_from_slice(v03.as_bytes()),
+        ProtocolVersion::V0_3,
+    )
+    .expect("call");
     assert_eq!(call.take_params().1, None);
 }
 
@@ -398,7 +410,8 @@ fn jsonrpc_keys_given_twice_are_refused() {
         ),
     ];
     for (body, code, says, id) in cases {
-        let (error, echoed) = *parse_jsonrpc(body.as_bytes(), v1).expect_err(body);
+        let (error, echoed) =
+            *parse_jsonrpc(&Bytes::copy_from_slice(body.as_bytes()), v1).expect_err(body);
         assert_eq!(error.jsonrpc_code(), code, "{body}: {error}");
         assert!(error.to_string().contains(says), "{body}: {error}");
         assert_eq!(echoed, id, "{body}");
