@@ -16,6 +16,9 @@
 #        SMALL=100 LARGE=600 scripts/profile-gateway.sh
 #        BENCH_EXE=target/release/deps/gateway-… scripts/profile-gateway.sh
 #        REUSE=1 scripts/profile-gateway.sh     (analyse the last runs again)
+#        CONVERGIO_BENCH_PROFILE_POLICY=off PROFILE_DIR=target/profile-off \
+#          scripts/profile-gateway.sh           (the yardstick's baseline: no
+#                                                authentication, policy off)
 # Needs valgrind (Debian: apt-get install valgrind) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,11 +65,13 @@ for count in "$SMALL" "$LARGE"; do
   callgrind_annotate --auto=no --threshold=100 "$OUT/callgrind.$count" > "$OUT/self.$count.txt"
 done
 
-python3 - "$OUT" "$SMALL" "$LARGE" <<'PYTHON'
+MODE="API key, shipped policies + audit"
+[ "${CONVERGIO_BENCH_PROFILE_POLICY:-}" = off ] && MODE="no authentication, policy off"
+python3 - "$OUT" "$SMALL" "$LARGE" "$MODE" <<'PYTHON'
 import re
 import sys
 
-out, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, small, large, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 calls = large - small
 
 # Each stage: the functions that own it (regular expressions over the
@@ -148,7 +153,7 @@ def function_name(name):
 inclusive, total = per_call("inclusive")
 selfcost, _ = per_call("self")
 
-print(f"Instructions per proxied SendMessage (API key, shipped policies + audit), "
+print(f"Instructions per proxied SendMessage ({mode}), "
       f"{calls} calls ({large} - {small}); total {total:,.0f}")
 print(f"{'stage':<48} {'instr/req':>12} {'share':>7}")
 counted = 0.0

@@ -1314,7 +1314,8 @@ async fn federation_cost(client: &HttpClient, upstream_url: &str) {
 // ratios are skipped and the bench says so.
 //
 // And the profile (`CONVERGIO_BENCH_ONLY=profile`, run by
-// `scripts/profile-gateway.sh`): the API key + policy child under
+// `scripts/profile-gateway.sh`): the API key + policy child (or, with
+// `CONVERGIO_BENCH_PROFILE_POLICY=off`, the policy-off one) under
 // `valgrind --tool=callgrind`, a fixed number of SendMessage calls, then a
 // clean exit so callgrind writes its counts.
 // ===================================================================
@@ -1359,6 +1360,9 @@ async fn idle_connections(gateway: &BenchChild) -> (usize, f64) {
 const PROFILE_REQUESTS_ENV: &str = "CONVERGIO_BENCH_PROFILE_REQUESTS";
 /// Where callgrind writes the profile's counts.
 const CALLGRIND_OUT_ENV: &str = "CONVERGIO_BENCH_CALLGRIND_OUT";
+/// `off`: profile the child with policy off and no authentication (the
+/// yardstick's baseline), to compare with the default API key + policy.
+const PROFILE_POLICY_ENV: &str = "CONVERGIO_BENCH_PROFILE_POLICY";
 
 /// `taskset -c <last cpu>` when `taskset` exists: the proxies of the
 /// yardstick share one core, the load generator and upstream the others.
@@ -1583,8 +1587,9 @@ async fn yardstick(upstream_url: &str) {
     );
 }
 
-/// The profile's load: the API key + policy child under callgrind, a fixed
-/// number of calls over 8 keep-alive connections, then a clean exit.
+/// The profile's load: the API key + policy child (or the policy-off one,
+/// [`PROFILE_POLICY_ENV`]) under callgrind, a fixed number of calls over 8
+/// keep-alive connections, then a clean exit.
 async fn profile(upstream_url: &str) {
     const CONNECTIONS: usize = 8;
     let requests: usize = std::env::var(PROFILE_REQUESTS_ENV)
@@ -1605,17 +1610,21 @@ async fn profile(upstream_url: &str) {
         "--dump-instr=no".to_owned(),
         "--quiet".to_owned(),
     ];
+    let (auth, policy) = match std::env::var(PROFILE_POLICY_ENV).as_deref() {
+        Ok("off") => ("", "off"),
+        _ => ("api_key", "on"),
+    };
     let mut gateway = BenchChild::spawn_wrapped(
         "gateway",
         &[
             (UPSTREAM_ENV, upstream_url),
-            (AUTH_ENV, "api_key"),
-            (POLICY_ENV, "on"),
+            (AUTH_ENV, auth),
+            (POLICY_ENV, policy),
             (EXIT_ON_EOF_ENV, "1"),
         ],
         &wrapper,
     );
-    let key = gateway.api_key.clone().expect("the child issued a key");
+    let key = gateway.api_key.clone();
     let mut workers = Vec::new();
     for index in 0..CONNECTIONS {
         // Spread `requests` over the connections exactly.
@@ -1623,7 +1632,7 @@ async fn profile(upstream_url: &str) {
         workers.push(tokio::spawn(keep_alive_loop(
             gateway.port,
             None,
-            Some(key.clone()),
+            key.clone(),
             Stop::After(count),
         )));
     }

@@ -957,8 +957,11 @@ fn guard_action(action: GuardAction) -> Action {
 
 /// The skill a message names: `message.metadata.skill`.
 pub fn message_skill(params: &Value) -> Option<String> {
+    // `get` by `get`: `Value::pointer` allocates each step of its path.
     params
-        .pointer("/message/metadata/skill")
+        .get("message")
+        .and_then(|message| message.get("metadata"))
+        .and_then(|metadata| metadata.get("skill"))
         .and_then(Value::as_str)
         .filter(|skill| !skill.is_empty())
         .map(str::to_owned)

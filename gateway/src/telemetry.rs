@@ -114,13 +114,16 @@ pub fn invoke_agent_span(
 /// Records on `span` the task and context ids an agent's answer assigned,
 /// and marks it failed when the answer is an error.
 pub fn record_reply(span: &Span, result: &Value) {
+    if span.is_disabled() {
+        return;
+    }
     let task = result.get("task").unwrap_or(result);
     if let Some(id) = task.get("id").and_then(Value::as_str) {
         span.record("a2a.task_id", id);
     }
     let context = task
         .get("contextId")
-        .or_else(|| result.pointer("/message/contextId"))
+        .or_else(|| result.get("message")?.get("contextId"))
         .and_then(Value::as_str);
     if let Some(id) = context {
         span.record("a2a.context_id", id);
