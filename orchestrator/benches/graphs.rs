@@ -20,6 +20,9 @@
 //! rows and bytes written per run as well.
 //! Targets: G3 ≤ 1 MB per run; G1 ≥ 500 runs/s on SQLite FULL.
 //! `BENCH_DURABLE=only` runs just these, `BENCH_DURABLE=off` skips them.
+//! `BENCH_ONLY=G1` runs just the graphs whose name contains it;
+//! `BENCH_RUNS=N` runs each in-memory graph N times, `BENCH_EVENTS=on|off`
+//! just one half of them (for a profile of a fixed amount of work).
 //!
 //! The bench uses mimalloc as its global allocator, like the `convergio`
 //! binary: profiles showed glibc's malloc, free and consolidation at over
@@ -460,10 +463,26 @@ async fn checkpointed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The graphs in memory, with and without the event log.
+/// The run count of every in-memory graph: `BENCH_RUNS` when set (a fixed,
+/// small count keeps a profile under callgrind short and comparable across
+/// builds; the first 2,000 runs go one at a time, the rest in the loops),
+/// `default` otherwise.
+fn in_memory_runs(default: usize) -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The graphs in memory, with and without the event log
+/// (`BENCH_EVENTS=on` or `off` runs just one of them).
 async fn in_memory() {
+    let events = std::env::var("BENCH_EVENTS").unwrap_or_default();
     {
         for (label, record_events) in [("events on", true), ("events off", false)] {
+            if !events.is_empty() && !label.ends_with(events.as_str()) {
+                continue;
+            }
             println!("-- executor with the run event log {label}");
             let executor = Executor::new(
                 Arc::new(Bench),
@@ -478,7 +497,7 @@ async fn in_memory() {
                 Arc::new(codereview()),
                 json!({"source_code": "fn main() {}"}),
                 json!("analyzer,security,performance,style,aggregator"),
-                40_000,
+                in_memory_runs(40_000),
                 8,
             )
             .await;
@@ -488,7 +507,7 @@ async fn in_memory() {
                 Arc::new(fanout()),
                 json!(null),
                 json!(499500),
-                400,
+                in_memory_runs(400),
                 2,
             )
             .await;
@@ -498,7 +517,7 @@ async fn in_memory() {
                 Arc::new(chain()),
                 json!(0),
                 json!(1000),
-                400,
+                in_memory_runs(400),
                 2,
             )
             .await;
