@@ -1267,8 +1267,9 @@ struct Run {
     /// (re-plans and the graphs after them share it).
     deadline: Option<tokio::time::Instant>,
     /// The latest event of each topic (issue 20), for nodes waiting for
-    /// one; the run's state keeps them as `event:<topic>` keys.
-    published: watch::Sender<BTreeMap<String, Value>>,
+    /// one; the run's state keeps them as `event:<topic>` keys. Made when
+    /// a node first publishes or waits (see [`Run::published`]).
+    published: Option<watch::Sender<BTreeMap<String, Value>>>,
 }
 
 // === impl Run ===
@@ -1333,13 +1334,6 @@ impl Run {
         let run_id_value = Value::String(run_id_text.clone());
         let graph_id_value = Value::String(graph.name.to_string());
         let caller = caller.or_else(|| state.caller.clone().map(Arc::new));
-        let published = state
-            .shared
-            .iter()
-            .filter_map(|(key, value)| {
-                Some((key.strip_prefix("event:")?.to_owned(), value.clone()))
-            })
-            .collect();
         Self {
             inner,
             graph,
@@ -1355,8 +1349,25 @@ impl Run {
             durable: None,
             cancelled: None,
             deadline: None,
-            published: watch::Sender::new(published),
+            published: None,
         }
+    }
+
+    /// The run's published events, made from the `event:<topic>` keys of
+    /// its state the first time a node publishes or waits for one. Most
+    /// graphs do neither, and a watch channel per run (its allocation, its
+    /// notifications when dropped) was a cost every run paid.
+    fn published(&mut self) -> &watch::Sender<BTreeMap<String, Value>> {
+        let shared = &self.state.shared;
+        self.published.get_or_insert_with(|| {
+            let published = shared
+                .iter()
+                .filter_map(|(key, value)| {
+                    Some((key.strip_prefix("event:")?.to_owned(), value.clone()))
+                })
+                .collect();
+            watch::Sender::new(published)
+        })
     }
 
     /// Applies a human decision (or a plain resume) to a restored run.
@@ -1975,17 +1986,14 @@ impl Run {
                 )
             }),
         };
-        let memory = NodeMemoryUse::of(
-            node,
-            &self.state,
-            &call,
-            format!("{}.{}.{iteration}", self.run_id_text, node.id),
-        );
+        let memory = NodeMemoryUse::of(node, &self.state, &call, || {
+            format!("{}.{}.{iteration}", self.run_id_text, node.id)
+        });
         let dispatch = self.inner.dispatch.clone();
         let wait = node
             .wait_for_event
             .clone()
-            .map(|wait| (wait, node.id.clone(), self.published.subscribe()));
+            .map(|wait| (wait, node.id.clone(), self.published().subscribe()));
         Box::pin(async move {
             // Timers are boxed so that the node future stays small: glibc
             // consolidates its free lists on every allocation of 1 KiB or
@@ -2251,7 +2259,7 @@ impl Run {
         // same checkpointed step.
         if let Some(topic) = &node.publish {
             changed.push((event_key(topic), output.clone()));
-            self.published.send_modify(|published| {
+            self.published().send_modify(|published| {
                 published.insert(topic.to_string(), output.clone());
             });
         }
@@ -2791,7 +2799,14 @@ struct NodeMemoryUse {
 // === impl NodeMemoryUse ===
 
 impl NodeMemoryUse {
-    fn of(node: &Node, state: &RunState, call: &AgentCall, key: String) -> Option<Box<Self>> {
+    /// The node's memory use, if it has one; `key` (made only then) names
+    /// the output written.
+    fn of(
+        node: &Node,
+        state: &RunState,
+        call: &AgentCall,
+        key: impl FnOnce() -> String,
+    ) -> Option<Box<Self>> {
         if node.memory.reads.is_empty() && node.memory.writes.is_empty() {
             return None;
         }
@@ -2810,7 +2825,7 @@ impl NodeMemoryUse {
         Some(Box::new(Self {
             reads,
             writes: node.memory.writes.clone(),
-            key,
+            key: key(),
             run_id: call.run_id,
             graph_id: call.graph_id.clone(),
             node_id: call.node_id.clone(),
