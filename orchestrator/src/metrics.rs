@@ -382,26 +382,43 @@ impl SeriesCache {
     }
 
     fn add_graph(&mut self, name: &str, fold: &LabelFold, families: &Families) {
-        if Self::lookup(&self.graphs, self.graphs_full, name).is_some() {
+        Self::add(
+            &mut self.graphs,
+            &mut self.graphs_full,
+            name,
+            fold,
+            |label| GraphSeries::new(label, families),
+        );
+    }
+
+    fn add_agent(&mut self, name: &str, fold: &LabelFold, families: &Families) {
+        Self::add(
+            &mut self.agents,
+            &mut self.agents_full,
+            name,
+            fold,
+            |label| AgentSeries::new(label, families),
+        );
+    }
+
+    /// Admits `name` to `fold` (or folds it) and makes its label's series
+    /// unless they exist.
+    fn add<S>(
+        series: &mut HashMap<String, S>,
+        full: &mut bool,
+        name: &str,
+        fold: &LabelFold,
+        make: impl FnOnce(String) -> S,
+    ) {
+        if Self::lookup(series, *full, name).is_some() {
             return;
         }
         let label = fold.label(name);
         // The fold answers OTHER for another name only once it is full.
-        self.graphs_full |= label == OTHER && name != OTHER;
-        self.graphs
+        *full |= label == OTHER && name != OTHER;
+        series
             .entry(label)
-            .or_insert_with_key(|label| GraphSeries::new(label.clone(), families));
-    }
-
-    fn add_agent(&mut self, name: &str, fold: &LabelFold, families: &Families) {
-        if Self::lookup(&self.agents, self.agents_full, name).is_some() {
-            return;
-        }
-        let label = fold.label(name);
-        self.agents_full |= label == OTHER && name != OTHER;
-        self.agents
-            .entry(label)
-            .or_insert_with_key(|label| AgentSeries::new(label.clone(), families));
+            .or_insert_with_key(|label| make(label.clone()));
     }
 }
 
