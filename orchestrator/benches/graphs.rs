@@ -480,7 +480,7 @@ async fn in_memory() {
     let events = std::env::var("BENCH_EVENTS").unwrap_or_default();
     {
         for (label, record_events) in [("events on", true), ("events off", false)] {
-            if !events.is_empty() && !label.ends_with(events.as_str()) {
+            if !events.is_empty() && label != format!("events {events}") {
                 continue;
             }
             println!("-- executor with the run event log {label}");

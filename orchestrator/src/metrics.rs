@@ -165,8 +165,25 @@ struct SeriesCache {
 /// status beyond them (a variant added later) is looked up in its family.
 const RUN_STATUSES: usize = 9;
 
+/// Execution statuses in the order of their slots in [`AgentSeries`] and
+/// [`AgentCounts`] (see [`execution_slot`]).
+const EXECUTION_ORDER: [ExecutionStatus; 3] = [
+    ExecutionStatus::Success,
+    ExecutionStatus::Failed,
+    ExecutionStatus::Skipped,
+];
+
 /// Execution statuses with a counter slot in [`AgentSeries`].
-const EXECUTION_STATUSES: usize = 3;
+const EXECUTION_STATUSES: usize = EXECUTION_ORDER.len();
+
+/// The slot of `status` in [`EXECUTION_ORDER`].
+fn execution_slot(status: ExecutionStatus) -> usize {
+    match status {
+        ExecutionStatus::Success => 0,
+        ExecutionStatus::Failed => 1,
+        ExecutionStatus::Skipped => 2,
+    }
+}
 
 /// One graph label value's series.
 #[derive(Debug)]
@@ -476,12 +493,7 @@ impl AgentSeries {
 
     /// The counter of executions ending `status`, made on first use.
     fn execution_counter(&self, status: ExecutionStatus, families: &Families) -> &Counter {
-        let slot = match status {
-            ExecutionStatus::Success => &self.executions[0],
-            ExecutionStatus::Failed => &self.executions[1],
-            ExecutionStatus::Skipped => &self.executions[2],
-        };
-        slot.get_or_init(|| {
+        self.executions[execution_slot(status)].get_or_init(|| {
             families.node_executions.get_or_create_owned(&AgentStatus {
                 agent: self.label.clone(),
                 status: status.as_str(),
@@ -504,12 +516,7 @@ impl<'a> AgentCounts<'a> {
     }
 
     fn count(&mut self, execution: &NodeExecution) {
-        let index = match execution.status {
-            ExecutionStatus::Success => 0,
-            ExecutionStatus::Failed => 1,
-            ExecutionStatus::Skipped => 2,
-        };
-        self.executions[index] += 1;
+        self.executions[execution_slot(execution.status)] += 1;
         let usage = &execution.usage;
         self.tokens_in = self.tokens_in.saturating_add(usage.tokens_in);
         self.tokens_out = self.tokens_out.saturating_add(usage.tokens_out);
@@ -520,12 +527,7 @@ impl<'a> AgentCounts<'a> {
     /// series exist from the agent's first execution; adding zero to them
     /// would only contend for their cache lines across threads.
     fn add(self, families: &Families) {
-        let statuses = [
-            ExecutionStatus::Success,
-            ExecutionStatus::Failed,
-            ExecutionStatus::Skipped,
-        ];
-        for (status, count) in statuses.into_iter().zip(self.executions) {
+        for (status, count) in EXECUTION_ORDER.into_iter().zip(self.executions) {
             if count > 0 {
                 self.series
                     .execution_counter(status, families)
