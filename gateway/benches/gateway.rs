@@ -40,6 +40,12 @@
 //! - `CONVERGIO_BENCH_ONLY=streams` runs only the streams part, after a load
 //!   phase, and prints the memory each open stream costs the gateway.
 //!
+//! - `CONVERGIO_BENCH_ONLY=neighbour` (issue #25): small SendMessages at a
+//!   steady rate, alone and beside one connection posting a ~1 MB one every
+//!   25 ms, through a child on the default runtime and one serving
+//!   thread-per-core: the latency a large call costs the calls that share
+//!   its thread.
+//!
 //! - `CONVERGIO_BENCH_ONLY=main` stops after the first part (the SendMessage
 //!   table, fixed rate and streams); `CONVERGIO_BENCH_RUNTIME=current` or
 //!   `multi1` runs the gateway child on a current-thread or one-worker tokio
@@ -726,6 +732,10 @@ async fn run() {
         streams_memory(&upstream_url).await;
         return;
     }
+    if std::env::var(ONLY_ENV).as_deref() == Ok("neighbour") {
+        neighbour(&upstream_url).await;
+        return;
+    }
     let gateway = BenchChild::spawn(&upstream_url);
     let gateway_uri = format!("http://127.0.0.1:{}/agents/bench", gateway.port);
     let client = client();
@@ -939,11 +949,28 @@ async fn keep_alive_loop(
     bearer: Option<String>,
     stop: Stop,
 ) -> Vec<Option<Duration>> {
+    let mut sender = h1_connection(port, tls).await;
+    let body = send_body(3);
+    let mut outcomes = Vec::new();
+    while match stop {
+        Stop::At(deadline) => Instant::now() < deadline,
+        Stop::After(count) => outcomes.len() < count,
+    } {
+        outcomes.push(send_on(&mut sender, body.clone(), bearer.as_deref()).await);
+    }
+    outcomes
+}
+
+type H1Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection to the child on `port`, over TLS when
+/// `tls` is given.
+async fn h1_connection(port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> H1Sender {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
-    let mut sender = match tls {
+    match tls {
         Some(config) => {
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(ServerName::try_from("localhost").expect("name"), tcp)
@@ -962,39 +989,122 @@ async fn keep_alive_loop(
             tokio::spawn(connection);
             sender
         }
-    };
-    let body = send_body(3);
-    let mut outcomes = Vec::new();
-    while match stop {
-        Stop::At(deadline) => Instant::now() < deadline,
-        Stop::After(count) => outcomes.len() < count,
-    } {
-        let started = Instant::now();
-        let mut request = Request::post("/agents/bench")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .header("A2A-Version", "1.0");
-        if let Some(token) = &bearer {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let request = request.body(Full::new(body.clone())).expect("request");
-        let outcome = match sender.send_request(request).await {
-            Ok(response) => {
-                let ok = response.status().is_success();
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|collected| collected.to_bytes())
-                    .unwrap_or_default();
-                let is_result = bytes.windows(8).any(|window| window == b"\"result\"");
-                (ok && is_result).then(|| started.elapsed())
-            }
-            Err(_) => None,
-        };
-        outcomes.push(outcome);
     }
-    outcomes
+}
+
+/// One SendMessage of `body` on `sender`: its latency, `None` when it failed.
+async fn send_on(sender: &mut H1Sender, body: Bytes, bearer: Option<&str>) -> Option<Duration> {
+    let started = Instant::now();
+    let mut request = Request::post("/agents/bench")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("A2A-Version", "1.0");
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(body)).expect("request");
+    let response = sender.send_request(request).await.ok()?;
+    let ok = response.status().is_success();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let is_result = bytes.windows(8).any(|window| window == b"\"result\"");
+    (ok && is_result).then(|| started.elapsed())
+}
+
+/// How long each run of the neighbour part lasts.
+const NEIGHBOUR_RUN: Duration = Duration::from_secs(3);
+/// How often the neighbour part sends a small SendMessage.
+const SMALL_EVERY: Duration = Duration::from_millis(4);
+/// The text of the neighbour's large SendMessage, under the 1 MiB body limit.
+const LARGE_TEXT: usize = 1_000_000;
+/// How often the neighbour sends one: often enough that calls sharing its
+/// thread meet it, seldom enough to leave the machine idle between.
+const LARGE_EVERY: Duration = Duration::from_millis(25);
+
+/// `CONVERGIO_BENCH_ONLY=neighbour`: what thread-per-core serving costs a
+/// gateway whose calls are not alike. Small SendMessages, alone and beside
+/// one connection posting large ones, through a child on the default
+/// runtime and one serving thread-per-core.
+async fn neighbour(upstream_url: &str) {
+    println!(
+        "1 KB SendMessage every {} ms over 4 connections for {} s, alone and beside one connection posting a {} KB one every {} ms",
+        SMALL_EVERY.as_millis(),
+        NEIGHBOUR_RUN.as_secs(),
+        LARGE_TEXT / 1000,
+        LARGE_EVERY.as_millis(),
+    );
+    println!(
+        "{:>9} | {:>20} | {:>20} | large/s | failed",
+        "runtime", "alone p50 p99 us", "beside p50 p99 us"
+    );
+    for (label, runtime) in [("default", "default"), ("per-core", "percore")] {
+        let gateway = BenchChild::spawn_with(upstream_url, &[(RUNTIME_ENV, runtime)]);
+        let (alone, _) = beside_large(gateway.port, false).await;
+        let (beside, large) = beside_large(gateway.port, true).await;
+        println!(
+            "{label:>9} | {:>9.0} {:>10.0} | {:>9.0} {:>10.0} | {:>7.0} | {}",
+            micros(alone.percentile(0.5)),
+            micros(alone.percentile(0.99)),
+            micros(beside.percentile(0.5)),
+            micros(beside.percentile(0.99)),
+            large as f64 / NEIGHBOUR_RUN.as_secs_f64(),
+            alone.failures + beside.failures,
+        );
+    }
+}
+
+/// One run of [`neighbour`]: the small calls, and how many large ones the
+/// neighbour sent (none when `large` is false).
+async fn beside_large(port: u16, large: bool) -> (Run, usize) {
+    // Per-core hands accepted connections to its threads in turn: opened
+    // first, the neighbour's shares a thread with two of the four small
+    // ones. Opened (and left idle) without a neighbour too, so the turns
+    // are the same.
+    let mut first = h1_connection(port, None).await;
+    let mut small = Vec::new();
+    for _ in 0..4 {
+        small.push(h1_connection(port, None).await);
+    }
+    let deadline = Instant::now() + NEIGHBOUR_RUN;
+    let neighbour = large.then(|| {
+        tokio::spawn(async move {
+            let text = "x".repeat(LARGE_TEXT);
+            let body = Bytes::from(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
+                "messageId": "large", "role": "ROLE_USER", "parts": [{"text": text}]}}})
+                .to_string(),
+            );
+            let mut ticks = tokio::time::interval(LARGE_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sent = 0;
+            while Instant::now() < deadline {
+                ticks.tick().await;
+                if send_on(&mut first, body.clone(), None).await.is_some() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    });
+    let body = send_body(5);
+    let mut ticks = tokio::time::interval(SMALL_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    while Instant::now() < deadline {
+        ticks.tick().await;
+        let index = outcomes.len() % small.len();
+        outcomes.push(send_on(&mut small[index], body.clone(), None).await);
+    }
+    let sent = match neighbour {
+        Some(task) => task.await.expect("the large sender"),
+        None => 0,
+    };
+    (Run::new(outcomes, started.elapsed()), sent)
 }
 
 /// The three authentication modes side by side.
