@@ -41,10 +41,10 @@
 //!   phase, and prints the memory each open stream costs the gateway.
 //!
 //! - `CONVERGIO_BENCH_ONLY=neighbour` (issue #25): small SendMessages at a
-//!   steady rate, alone and beside one connection posting a ~1 MB one every
-//!   25 ms, through a child on the default runtime and one serving
-//!   thread-per-core: the latency a large call costs the calls that share
-//!   its thread.
+//!   steady rate, alone, beside one connection posting a ~1 MB one every
+//!   25 ms and beside one posting them back to back, through a child on the
+//!   default runtime and one serving thread-per-core: the latency large
+//!   calls cost the calls that share their thread.
 //!
 //! - `CONVERGIO_BENCH_ONLY=main` stops after the first part (the SendMessage
 //!   table, fixed rate and streams); `CONVERGIO_BENCH_RUNTIME=current` or
@@ -1021,45 +1021,60 @@ const NEIGHBOUR_RUN: Duration = Duration::from_secs(3);
 const SMALL_EVERY: Duration = Duration::from_millis(4);
 /// The text of the neighbour's large SendMessage, under the 1 MiB body limit.
 const LARGE_TEXT: usize = 1_000_000;
-/// How often the neighbour sends one: often enough that calls sharing its
-/// thread meet it, seldom enough to leave the machine idle between.
+/// How often the paced neighbour sends one: often enough that calls sharing
+/// its thread meet it, seldom enough to leave the machine idle between.
 const LARGE_EVERY: Duration = Duration::from_millis(25);
 
+/// The large calls beside one run of [`neighbour`]'s small ones.
+#[derive(Debug, Clone, Copy)]
+enum Large {
+    None,
+    Every(Duration),
+    BackToBack,
+}
+
 /// `CONVERGIO_BENCH_ONLY=neighbour`: what thread-per-core serving costs a
-/// gateway whose calls are not alike. Small SendMessages, alone and beside
-/// one connection posting large ones, through a child on the default
-/// runtime and one serving thread-per-core.
+/// gateway whose calls are not alike. Small SendMessages, alone, beside one
+/// connection posting a large one now and then, and beside one posting them
+/// back to back, through a child on the default runtime and one serving
+/// thread-per-core.
 async fn neighbour(upstream_url: &str) {
     println!(
-        "1 KB SendMessage every {} ms over 4 connections for {} s, alone and beside one connection posting a {} KB one every {} ms",
+        "1 KB SendMessage every {} ms over 4 connections for {} s: alone, beside one connection posting a {} KB one every {} ms, and beside one posting them back to back (large/s: how many it sent)",
         SMALL_EVERY.as_millis(),
         NEIGHBOUR_RUN.as_secs(),
         LARGE_TEXT / 1000,
         LARGE_EVERY.as_millis(),
     );
     println!(
-        "{:>9} | {:>20} | {:>20} | large/s | failed",
-        "runtime", "alone p50 p99 us", "beside p50 p99 us"
+        "{:>9} | {:>17} | {:>17} | {:>17} | large/s | failed",
+        "runtime", "alone p50 p99 us", "paced p50 p99 us", "back to back"
     );
     for (label, runtime) in [("default", "default"), ("per-core", "percore")] {
         let gateway = BenchChild::spawn_with(upstream_url, &[(RUNTIME_ENV, runtime)]);
-        let (alone, _) = beside_large(gateway.port, false).await;
-        let (beside, large) = beside_large(gateway.port, true).await;
+        let mut cells = Vec::new();
+        let mut failed = 0;
+        let mut large_rate = 0.0;
+        for large in [Large::None, Large::Every(LARGE_EVERY), Large::BackToBack] {
+            let (run, sent) = beside_large(gateway.port, large).await;
+            cells.push(format!(
+                "{:>8.0} {:>8.0}",
+                micros(run.percentile(0.5)),
+                micros(run.percentile(0.99))
+            ));
+            failed += run.failures;
+            large_rate = sent as f64 / NEIGHBOUR_RUN.as_secs_f64();
+        }
         println!(
-            "{label:>9} | {:>9.0} {:>10.0} | {:>9.0} {:>10.0} | {:>7.0} | {}",
-            micros(alone.percentile(0.5)),
-            micros(alone.percentile(0.99)),
-            micros(beside.percentile(0.5)),
-            micros(beside.percentile(0.99)),
-            large as f64 / NEIGHBOUR_RUN.as_secs_f64(),
-            alone.failures + beside.failures,
+            "{label:>9} | {} | {large_rate:>7.0} | {failed}",
+            cells.join(" | ")
         );
     }
 }
 
 /// One run of [`neighbour`]: the small calls, and how many large ones the
-/// neighbour sent (none when `large` is false).
-async fn beside_large(port: u16, large: bool) -> (Run, usize) {
+/// neighbour sent.
+async fn beside_large(port: u16, large: Large) -> (Run, usize) {
     // Per-core hands accepted connections to its threads in turn: opened
     // first, the neighbour's shares a thread with two of the four small
     // ones. Opened (and left idle) without a neighbour too, so the turns
@@ -1070,7 +1085,7 @@ async fn beside_large(port: u16, large: bool) -> (Run, usize) {
         small.push(h1_connection(port, None).await);
     }
     let deadline = Instant::now() + NEIGHBOUR_RUN;
-    let neighbour = large.then(|| {
+    let neighbour = (!matches!(large, Large::None)).then(|| {
         tokio::spawn(async move {
             let text = "x".repeat(LARGE_TEXT);
             let body = Bytes::from(
@@ -1078,11 +1093,19 @@ async fn beside_large(port: u16, large: bool) -> (Run, usize) {
                 "messageId": "large", "role": "ROLE_USER", "parts": [{"text": text}]}}})
                 .to_string(),
             );
-            let mut ticks = tokio::time::interval(LARGE_EVERY);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = match large {
+                Large::Every(every) => {
+                    let mut ticks = tokio::time::interval(every);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    Some(ticks)
+                }
+                Large::None | Large::BackToBack => None,
+            };
             let mut sent = 0;
             while Instant::now() < deadline {
-                ticks.tick().await;
+                if let Some(ticks) = &mut ticks {
+                    ticks.tick().await;
+                }
                 if send_on(&mut first, body.clone(), None).await.is_some() {
                     sent += 1;
                 }
