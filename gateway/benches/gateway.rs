@@ -1040,7 +1040,7 @@ enum Large {
 /// thread-per-core.
 async fn neighbour(upstream_url: &str) {
     println!(
-        "1 KB SendMessage every {} ms over 4 connections for {} s: alone, beside one connection posting a {} KB one every {} ms, and beside one posting them back to back (large/s: how many it sent)",
+        "1 KB SendMessage every {} ms over 4 connections for {} s: alone, beside one connection posting a {} KB one every {} ms, and beside one posting them back to back (large/s: how many that one sent)",
         SMALL_EVERY.as_millis(),
         NEIGHBOUR_RUN.as_secs(),
         LARGE_TEXT / 1000,
