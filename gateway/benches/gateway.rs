@@ -46,6 +46,9 @@
 //!   default runtime and one serving thread-per-core: the latency large
 //!   calls cost the calls that share their thread.
 //!
+//! - `CONVERGIO_BENCH_AUDIT=off` builds the policy children without an audit
+//!   log, so the yardstick shows what the audit costs (issue #25).
+//!
 //! - `CONVERGIO_BENCH_ONLY=main` stops after the first part (the SendMessage
 //!   table, fixed rate and streams); `CONVERGIO_BENCH_RUNTIME=current` or
 //!   `multi1` runs the gateway child on a current-thread or one-worker tokio
@@ -1194,6 +1197,10 @@ async fn auth_modes(upstream_url: &str) {
 // ===================================================================
 
 const POLICY_ENV: &str = "CONVERGIO_BENCH_POLICY";
+/// `off` in the bench's environment: children with policy on decide without
+/// an audit log, so a yardstick run shows what the audit costs (issue #25).
+/// Not a product setting: every decision `convergio serve` makes is audited.
+const AUDIT_ENV: &str = "CONVERGIO_BENCH_AUDIT";
 
 async fn policy_gate(state: A2aState) -> A2aState {
     if std::env::var(POLICY_ENV).as_deref() != Ok("on") {
@@ -1218,15 +1225,19 @@ async fn policy_gate(state: A2aState) -> A2aState {
             ),
         )
         .expect("bench policies");
-    let (sink, writer) = convergio_policy::AuditSink::spawn(
-        convergio_policy::AuditLog::new(store),
-        convergio_policy::DEFAULT_AUDIT_QUEUE,
-    );
-    // The child runs until it is killed; the writer lives as long.
-    std::mem::forget(writer);
+    let audit = std::env::var(AUDIT_ENV).as_deref() != Ok("off");
+    let sink = audit.then(|| {
+        let (sink, writer) = convergio_policy::AuditSink::spawn(
+            convergio_policy::AuditLog::new(store),
+            convergio_policy::DEFAULT_AUDIT_QUEUE,
+        );
+        // The child runs until it is killed; the writer lives as long.
+        std::mem::forget(writer);
+        sink
+    });
     state.with_gatekeeper(Arc::new(convergio_gateway::authorize::PolicyGate::new(
         Arc::new(engine),
-        Some(sink),
+        sink,
         None,
     )))
 }
