@@ -478,8 +478,14 @@ fn client() -> HttpClient {
         .build(connector)
 }
 
+/// The bench's SendMessage: a 1 KB text part.
 fn send_body(id: usize) -> Bytes {
-    let text = "x".repeat(1024);
+    message_body(id, 1024)
+}
+
+/// A SendMessage whose one text part is `text` bytes long.
+fn message_body(id: usize, text: usize) -> Bytes {
+    let text = "x".repeat(text);
     let body = json!({"jsonrpc": "2.0", "id": id, "method": "SendMessage", "params": {"message": {
         "messageId": format!("m{id}"), "role": "ROLE_USER", "parts": [{"text": text}]}}});
     Bytes::from(body.to_string())
@@ -1066,7 +1072,9 @@ async fn neighbour(upstream_url: &str) {
                 micros(run.percentile(0.99))
             ));
             failed += run.failures;
-            large_rate = sent as f64 / NEIGHBOUR_RUN.as_secs_f64();
+            if let Large::BackToBack = large {
+                large_rate = sent as f64 / NEIGHBOUR_RUN.as_secs_f64();
+            }
         }
         println!(
             "{label:>9} | {} | {large_rate:>7.0} | {failed}",
@@ -1090,12 +1098,7 @@ async fn beside_large(port: u16, large: Large) -> (Run, usize) {
     let deadline = Instant::now() + NEIGHBOUR_RUN;
     let neighbour = (!matches!(large, Large::None)).then(|| {
         tokio::spawn(async move {
-            let text = "x".repeat(LARGE_TEXT);
-            let body = Bytes::from(
-                json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
-                "messageId": "large", "role": "ROLE_USER", "parts": [{"text": text}]}}})
-                .to_string(),
-            );
+            let body = message_body(1, LARGE_TEXT);
             let mut ticks = match large {
                 Large::Every(every) => {
                     let mut ticks = tokio::time::interval(every);
